@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny random CLIP built by the project, and small videos written with OpenCV."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never touches the network; set before transformers loads
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.encoder import build_tiny_clip
+
+FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "VP80", ".webm": "VP80", ".mov": "mp4v", ".m4v": "mp4v"}
+
+
+def level(i: int) -> int:
+    """The grey level of frame i in videos from `write_video`, so tests can tell which frame was decoded."""
+    return 20 + (3 * i) % 230
+
+
+def write_video(path: Path, n_frames: int = 30, size: tuple[int, int] = (64, 48), fps: float = 25.0,
+                seed: int = 0) -> Path:
+    """Write a video whose frame i is grey level `level(i)` with a seeded coloured box (BGR, size = (w, h))."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC[path.suffix.lower()]), fps, size)
+    assert writer.isOpened(), path
+    rng = np.random.default_rng(seed)
+    color = tuple(int(c) for c in rng.integers(0, 256, 3))
+    x, y = int(rng.integers(0, size[0] // 2)), int(rng.integers(0, size[1] // 2))
+    for i in range(n_frames):
+        frame = np.full((size[1], size[0], 3), level(i), np.uint8)
+        cv2.rectangle(frame, (x, y), (x + size[0] // 4, y + size[1] // 4), color, -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    """Directory of a tiny random CLIP, loaded through from_pretrained like the real one."""
+    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny-clip")))
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    """Three classes, seven small videos in four containers (two classes with a nested folder)."""
+    root = tmp_path / "data"
+    write_video(root / "clapping" / "a.mp4", 30, seed=1)
+    write_video(root / "clapping" / "b.avi", 40, seed=2)
+    write_video(root / "clapping" / "sub" / "c.mkv", 24, seed=3)
+    write_video(root / "sitting" / "d.webm", 20, seed=4)
+    write_video(root / "sitting" / "e.MOV", 33, seed=5)
+    write_video(root / "walking" / "f.mp4", 12, seed=6)
+    write_video(root / "walking" / "g.avi", 50, size=(96, 128), seed=7)
+    return root

@@ -1,0 +1,83 @@
+"""Cache round trip, schema, atomic writes and clear errors for unusable files."""
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.cache import ROW_FIELDS, SCHEMA_VERSION, Cache, concat_caches, empty_cache, read_cache, write_cache
+
+
+def small_cache(n=3, frames=4, dim=8) -> Cache:
+    rng = np.random.default_rng(0)
+    base = empty_cache(frames, dim, {"encoder_model": "tiny", "num_frames": frames}, ["a", "b"])
+    return Cache(
+        embeddings=rng.standard_normal((n, frames, dim)).astype(np.float32),
+        frame_indices=np.tile(np.arange(frames), (n, 1)), timestamps=np.tile(np.arange(frames) / 25, (n, 1)),
+        labels=np.arange(n) % 2, paths=np.array([f"a/v{i}.mp4" for i in range(n)], object),
+        content_hash=np.array([f"{i:064x}" for i in range(n)], object), fps=np.full(n, 25.0),
+        frame_count=np.full(n, 50), duration=np.full(n, 2.0), repeated=np.zeros(n, bool),
+        file_size=np.full(n, 1000), mtime_ns=np.arange(n), class_names=base.class_names,
+        skipped=[("b/bad.mp4", "not a readable video")], attrs=base.attrs,
+    )
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    cache = small_cache()
+    write_cache(tmp_path / "f.h5", cache)
+    back = read_cache(tmp_path / "f.h5")
+    for name in ROW_FIELDS:
+        np.testing.assert_array_equal(getattr(back, name), getattr(cache, name), err_msg=name)
+    assert back.class_names == ["a", "b"] and back.skipped == [("b/bad.mp4", "not a readable video")]
+    assert back.attrs["encoder_model"] == "tiny" and back.attrs["schema_version"] == SCHEMA_VERSION
+    assert back.embeddings.dtype == np.float32 and back.embeddings.shape == (3, 4, 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.h5"]  # no temporary file left behind
+
+
+def test_schema_on_disk_is_the_documented_one(tmp_path):
+    write_cache(tmp_path / "f.h5", small_cache())
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert set(f.keys()) == set(ROW_FIELDS) | {"class_names", "skipped"}
+        assert f["embeddings"].shape == (3, 4, 8) and f["labels"].dtype == np.int64
+        assert set(f["skipped"].keys()) == {"path", "reason"}
+
+
+def test_empty_cache_round_trips(tmp_path):
+    write_cache(tmp_path / "f.h5", empty_cache(4, 8, {}, []))
+    back = read_cache(tmp_path / "f.h5")
+    assert len(back) == 0 and back.embeddings.shape == (0, 4, 8) and back.skipped == []
+
+
+def test_write_replaces_the_previous_file_whole(tmp_path):
+    write_cache(tmp_path / "f.h5", small_cache(3))
+    write_cache(tmp_path / "f.h5", small_cache(5))
+    assert len(read_cache(tmp_path / "f.h5")) == 5
+
+
+def test_take_and_concat_select_rows(tmp_path):
+    cache = small_cache(4)
+    both = concat_caches([cache.take([3, 0]), cache.take([1])], cache)
+    assert both.paths.tolist() == ["a/v3.mp4", "a/v0.mp4", "a/v1.mp4"]
+    np.testing.assert_array_equal(both.embeddings[1], cache.embeddings[0])
+
+
+def test_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(ValueError, match="no feature cache.*run stage one"):
+        read_cache(tmp_path / "nope.h5")
+
+
+def test_corrupt_file_is_one_clear_error(tmp_path):
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5 at all" * 100)
+    with pytest.raises(ValueError, match="bad.h5: not a readable feature cache"):
+        read_cache(tmp_path / "bad.h5")
+    with h5py.File(tmp_path / "partial.h5", "w") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f["embeddings"] = np.zeros((1, 2, 3))
+    with pytest.raises(ValueError, match="partial.h5: not a readable feature cache"):
+        read_cache(tmp_path / "partial.h5")
+
+
+def test_older_schema_is_refused(tmp_path):
+    write_cache(tmp_path / "f.h5", small_cache())
+    with h5py.File(tmp_path / "f.h5", "a") as f:
+        f.attrs["schema_version"] = 0
+    with pytest.raises(ValueError, match="schema version 0.*re-run stage one"):
+        read_cache(tmp_path / "f.h5")

@@ -1,0 +1,119 @@
+"""Discovery, sampling and decoding of videos that the tests write with OpenCV."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.video import content_hash, discover_videos, read_frames, sample_indices
+from tests.conftest import level, write_video
+
+
+def test_sample_indices_are_evenly_spaced_segment_centres():
+    assert sample_indices(160, 16).tolist() == list(range(5, 160, 10))
+    assert sample_indices(16, 16).tolist() == list(range(16))
+    idx = sample_indices(100, 16)
+    assert idx.dtype == np.int64 and idx[0] >= 0 and idx[-1] <= 99 and np.all(np.diff(idx) > 0)
+
+
+def test_sample_indices_repeat_frames_of_a_short_video_in_order():
+    idx = sample_indices(5, 16)
+    assert sorted(set(idx.tolist())) == [0, 1, 2, 3, 4] and np.all(np.diff(idx) >= 0)
+    assert sample_indices(1, 4).tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("count,num", [(0, 16), (10, 0), (-3, 16)])
+def test_sample_indices_reject_impossible_requests(count, num):
+    with pytest.raises(ValueError, match="cannot sample"):
+        sample_indices(count, num)
+
+
+def test_discover_videos_labels_from_first_folder_and_skips_hidden(dataset: Path):
+    (dataset / "clapping" / ".hidden.mp4").write_bytes(b"x")
+    (dataset / ".cache" / "x").mkdir(parents=True)
+    (dataset / ".cache" / "x" / "y.mp4").write_bytes(b"x")
+    (dataset / "notes.txt").write_text("not a video")
+    (dataset / "top.mp4").write_bytes(b"no class folder")
+    (dataset / "sitting" / "folder.mp4").mkdir()  # a directory named like a video
+    (dataset / "empty_class").mkdir()
+    videos, classes = discover_videos(dataset)
+    assert classes == ["clapping", "sitting", "walking"]
+    assert [v.path for v in videos] == ["clapping/a.mp4", "clapping/b.avi", "clapping/sub/c.mkv", "sitting/d.webm",
+                                        "sitting/e.MOV", "walking/f.mp4", "walking/g.avi"]
+    assert [v.label for v in videos][:3] == ["clapping"] * 3
+    assert all(v.file == dataset / v.path for v in videos)
+
+
+def test_discover_videos_rejects_a_missing_root(tmp_path):
+    with pytest.raises(ValueError, match="not a directory"):
+        discover_videos(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("name", ["v.mp4", "v.avi", "v.mkv", "v.webm", "v.mov"])
+def test_read_frames_returns_the_sampled_frames_in_rgb(tmp_path, name):
+    file = write_video(tmp_path / name, n_frames=48, fps=24.0)
+    clip = read_frames(file, 8)
+    expected = sample_indices(48, 8)
+    assert clip.frames.shape == (8, 48, 64, 3) and clip.frames.dtype == np.uint8
+    assert clip.indices.tolist() == expected.tolist()
+    assert clip.frame_count == 48 and clip.fps == pytest.approx(24.0) and clip.duration == pytest.approx(2.0)
+    assert not clip.repeated
+    np.testing.assert_allclose(clip.timestamps, expected / 24.0, atol=1e-3)
+    # the background grey level tells which frame was decoded (lossy codecs: within a few levels)
+    corner = clip.frames[:, -1, -1, :].astype(int)
+    np.testing.assert_allclose(corner[:, 0], [level(i) for i in expected], atol=4)
+
+
+def test_read_frames_converts_bgr_to_rgb(tmp_path):
+    import cv2
+    file = tmp_path / "red.avi"
+    writer = cv2.VideoWriter(str(file), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
+    for _ in range(5):
+        writer.write(np.tile(np.array([0, 0, 255], np.uint8), (32, 32, 1)))  # pure red in BGR
+    writer.release()
+    pixel = read_frames(file, 2).frames[0, 16, 16].astype(int)
+    assert pixel[0] > 200 and pixel[2] < 50
+
+
+def test_a_video_shorter_than_num_frames_repeats_frames_and_says_so(tmp_path):
+    clip = read_frames(write_video(tmp_path / "short.mp4", n_frames=5), 16)
+    assert clip.repeated and clip.frame_count == 5 and len(clip.frames) == 16
+    assert clip.indices.tolist() == sample_indices(5, 16).tolist()
+
+
+def test_a_one_frame_video_is_decoded(tmp_path):
+    clip = read_frames(write_video(tmp_path / "one.avi", n_frames=1), 4)
+    assert clip.indices.tolist() == [0, 0, 0, 0] and clip.repeated and clip.frames.shape[0] == 4
+
+
+def test_a_wrong_header_frame_count_is_corrected_by_counting(tmp_path):
+    # an AVI cut in the middle still announces 60 frames in its header, but only the first ones decode
+    file = write_video(tmp_path / "cut.avi", n_frames=60)
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+    clip = read_frames(file, 8)
+    assert 10 < clip.frame_count < 60
+    assert clip.indices.tolist() == sample_indices(clip.frame_count, 8).tolist()
+    np.testing.assert_allclose(clip.frames[:, -1, -1, 0].astype(int), [level(i) for i in clip.indices], atol=4)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is a text file, not a video\n" * 10, bytes(range(256)) * 64])
+def test_unreadable_files_raise_value_error_naming_the_file(tmp_path, content):
+    file = tmp_path / "bad.mp4"
+    file.write_bytes(content)
+    with pytest.raises(ValueError, match="bad.mp4"):
+        read_frames(file, 4)
+
+
+def test_a_truncated_mp4_raises_value_error(tmp_path):
+    file = write_video(tmp_path / "cut.mp4", n_frames=60)
+    file.write_bytes(file.read_bytes()[:2000])  # OpenCV writes the index (moov) last: it is gone
+    with pytest.raises(ValueError, match="cut.mp4"):
+        read_frames(file, 4)
+
+
+def test_content_hash_depends_on_bytes_only(tmp_path):
+    (tmp_path / "a").write_bytes(b"same")
+    (tmp_path / "b").write_bytes(b"same")
+    (tmp_path / "c").write_bytes(b"other")
+    assert content_hash(tmp_path / "a") == content_hash(tmp_path / "b") != content_hash(tmp_path / "c")
+    assert len(content_hash(tmp_path / "a")) == 64
