@@ -55,3 +55,17 @@ def dataset(tmp_path) -> Path:
     write_video(root / "walking" / "f.mp4", 12, seed=6)
     write_video(root / "walking" / "g.avi", 50, size=(96, 128), seed=7)
     return root
+
+
+def set_mp4_rotation(path: Path, degrees: int) -> None:
+    """Write a rotation into an mp4's track header matrix (tkhd), as phones do for portrait video."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd")
+    assert data[at + 4] == 0, "version 0 tkhd expected"
+    cos, sin = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees]
+    fixed = [cos, sin, 0, -sin, cos, 0]  # 16.16 fixed point, then u, v, w (2.30)
+    matrix = b"".join(struct.pack(">i", v * 65536) for v in fixed) + struct.pack(">iii", 0, 0, 1 << 30)
+    data[at + 44:at + 80] = matrix  # the matrix sits 44 bytes after the box type in a version 0 tkhd
+    path.write_bytes(bytes(data))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.video import content_hash, discover_videos, read_frames, sample_indices
-from tests.conftest import level, write_video
+from tests.conftest import level, set_mp4_rotation, write_video
 
 
 def test_sample_indices_are_evenly_spaced_segment_centres():
@@ -117,3 +117,22 @@ def test_content_hash_depends_on_bytes_only(tmp_path):
     (tmp_path / "c").write_bytes(b"other")
     assert content_hash(tmp_path / "a") == content_hash(tmp_path / "b") != content_hash(tmp_path / "c")
     assert len(content_hash(tmp_path / "a")) == 64
+
+
+@pytest.mark.parametrize("degrees,corner", [(0, (0, 0)), (90, (0, 1)), (180, (1, 1)), (270, (1, 0))])
+def test_rotation_metadata_is_applied(tmp_path, degrees, corner):
+    import cv2
+    file = tmp_path / f"rot{degrees}.mp4"
+    writer = cv2.VideoWriter(str(file), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 32))
+    for _ in range(6):
+        frame = np.zeros((32, 64, 3), np.uint8)
+        frame[:16, :16] = 255  # a white block in the top-left corner of the stored picture
+        writer.write(frame)
+    writer.release()
+    set_mp4_rotation(file, degrees)
+    frames = read_frames(file, 2).frames
+    assert frames.shape[1:3] == ((64, 32) if degrees in (90, 270) else (32, 64))
+    h, w = frames.shape[1:3]
+    corners = {(0, 0): frames[0, 2, 2], (0, 1): frames[0, 2, w - 3], (1, 0): frames[0, h - 3, 2],
+               (1, 1): frames[0, h - 3, w - 3]}
+    assert [k for k, px in corners.items() if px.mean() > 128] == [corner]  # upright: the block moved with it
