@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from pipeline.cache import KEY_ATTRS, Cache, concat_caches, empty_cache, read_cache, write_cache
 from pipeline.encoder import Encoder, embed_frames, load_encoder, preprocess_frames
-from pipeline.video import SAMPLING, VideoFile, content_hash, discover_videos, read_frames
+from pipeline.video import SAMPLING, Clip, VideoFile, content_hash, discover_videos, read_frames
 
 
 @dataclass
@@ -65,7 +65,7 @@ class _Item:
     size: int
     mtime_ns: int
     digest: str
-    clip: object = None
+    clip: Clip | None = None
     pixels: torch.Tensor | None = None
     embeddings: np.ndarray | None = None
 
@@ -111,30 +111,32 @@ def extract_features(cfg: ExtractConfig, progress: bool = True) -> ExtractSummar
 
 
 def _reusable(cache_path: Path, parts_dir: Path, attrs: dict) -> list[Cache]:
-    """The previous cache and any parts left by an interrupted run that were made with the same encoder/sampling.
+    """The previous cache and the parts left by an interrupted run, where made with the same encoder and sampling.
 
-    Parts made otherwise (or unreadable) are deleted; a previous cache made otherwise is ignored, and replaced
-    at the end of the run.
+    Other parts (or unreadable ones) are deleted; a previous cache made otherwise is ignored, and replaced at the
+    end of the run.
     """
+    def same_key(cache: Cache) -> bool:
+        return all(cache.attrs.get(k) == attrs[k] for k in KEY_ATTRS)
+
     found = []
     if cache_path.is_file():
         try:
-            found.append(read_cache(cache_path))
+            previous = read_cache(cache_path)
+            if same_key(previous):
+                found.append(previous)
         except ValueError:
             pass  # an unreadable or older cache is rebuilt from scratch
     for part_file in sorted(parts_dir.glob("part-*.h5")):
         try:
-            found.append(read_cache(part_file))
+            part = read_cache(part_file)
         except ValueError:
+            part = None
+        if part is not None and same_key(part):
+            found.append(part)
+        else:
             part_file.unlink()
-    keep = []
-    for source in found:
-        if all(source.attrs.get(k) == attrs[k] for k in KEY_ATTRS):
-            keep.append(source)
-    for part_file in parts_dir.glob("part-*.h5"):
-        if not any(src.attrs.get("part_file") == part_file.name for src in keep):
-            part_file.unlink()
-    return keep
+    return found
 
 
 def _encode_new(videos, sources, template, cfg, encoder: Encoder, parts_dir: Path, summary: ExtractSummary,
@@ -158,9 +160,7 @@ def _encode_new(videos, sources, template, cfg, encoder: Encoder, parts_dir: Pat
     def flush_part(force: bool) -> None:
         if finished and (force or len(finished) >= cfg.shard_size):
             part = _part_cache(finished, template)
-            part_file = parts_dir / f"part-{uuid.uuid4().hex}.h5"
-            part.attrs["part_file"] = part_file.name
-            write_cache(part_file, part)
+            write_cache(parts_dir / f"part-{uuid.uuid4().hex}.h5", part)
             new_parts.append(part)
             for it in finished:
                 it.clip = it.embeddings = None  # the part holds them now
@@ -186,8 +186,7 @@ def _encode_new(videos, sources, template, cfg, encoder: Encoder, parts_dir: Pat
         bar.set_postfix(frames_per_s=f"{frames_done / max(bar.format_dict['elapsed'], 1e-9):.1f}")
         flush_part(force=False)
 
-    queued = set()
-    for item in _prefetch(_read(videos, known_hashes, by_stat, queued, cfg, encoder), depth=4):
+    for item in _prefetch(_read(videos, known_hashes, by_stat, cfg, encoder), depth=4):
         if isinstance(item, tuple):  # (path, reason)
             summary.skipped.append(item)
             bar.update(1)
@@ -208,8 +207,9 @@ def _encode_new(videos, sources, template, cfg, encoder: Encoder, parts_dir: Pat
     return new_parts, kept
 
 
-def _read(videos: list[VideoFile], known_hashes: set, by_stat: dict, queued: set, cfg, encoder):
+def _read(videos: list[VideoFile], known_hashes: set, by_stat: dict, cfg: ExtractConfig, encoder: Encoder):
     """Yield per video: an _Item with pixels to encode, an _Item without (reused), or (path, reason) if unusable."""
+    queued = set()  # hashes sent for encoding in this run: a second copy of the same bytes reuses the first
     for video in videos:
         try:
             stat = video.file.stat()
@@ -224,8 +224,9 @@ def _read(videos: list[VideoFile], known_hashes: set, by_stat: dict, queued: set
             queued.add(digest)
             yield item
         except Exception as e:  # one bad video must never stop the run: record why and go on
-            reason = str(e).replace(str(video.file), video.path) if isinstance(e, (ValueError, OSError)) else (
-                f"{type(e).__name__}: {e}")
+            reason = str(e).replace(str(video.file), video.path)  # relative: the cache must not name this machine
+            if not reason.startswith(video.path + ":"):
+                reason = f"{video.path}: {type(e).__name__}: {reason}"
             yield (video.path, reason)
 
 

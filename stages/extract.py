@@ -11,7 +11,7 @@ def main() -> None:
     cfg = ExtractConfig(root=params["data"]["root"], model=params["encoder"]["model"], **params["extract"])
     try:
         summary = extract_features(cfg)
-    except ValueError as e:  # bad configuration or input: one clear message, no traceback
+    except (ValueError, OSError) as e:  # bad configuration, input or disk: one clear message, no traceback
         sys.exit(f"extract: {e}")
     print(summary)
 
