@@ -183,7 +183,7 @@ def _encode_new(videos, sources, template, cfg, encoder: Encoder, parts_dir: Pat
             frames_done += n
             bar.update(1)
         done_rows = [rows]
-        bar.set_postfix(frames_per_s=f"{frames_done / max(bar.format_dict['elapsed'], 1e-9):.1f}")
+        bar.set_postfix(frames_per_s=f"{frames_done / max(bar.format_dict['elapsed'], 1e-9):.1f}", refresh=False)
         flush_part(force=False)
 
     for item in _prefetch(_read(videos, known_hashes, by_stat, cfg, encoder), depth=4):
