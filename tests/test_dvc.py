@@ -1,4 +1,5 @@
-"""End to end: the real `dvc repro` (demo + extract) in a temporary copy of the repository, with the tiny encoder."""
+"""End to end: the real `dvc repro` and `dvc exp run` in a temporary copy of the repository, with the tiny encoder."""
+import json
 import shutil
 import subprocess
 import sys
@@ -8,8 +9,10 @@ import yaml
 
 from pipeline.cache import read_cache
 from pipeline.demo import CLASSES
+from pipeline.heads import load_head
 
 ROOT = Path(__file__).resolve().parents[1]
+HEAD_METRICS = {"accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std"}
 
 
 def sh(*cmd, cwd):
@@ -18,15 +21,18 @@ def sh(*cmd, cwd):
     return result.stdout + result.stderr
 
 
-def test_dvc_repro_builds_the_cache_and_a_second_repro_does_nothing(tmp_path, tiny_clip):
+def dvc(*args, cwd):
+    return sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
+
+
+def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     repo = tmp_path / "repo"
-    files = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", cwd=ROOT).split()
-    for name in files:
+    for name in sh("git", "ls-files", "--cached", cwd=ROOT).split():
         if (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["demo"]["clips_per_class"] = 2
+    params["demo"]["clips_per_class"] = 5
     params["encoder"]["model"] = tiny_clip
     params["extract"]["num_frames"] = 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
@@ -34,19 +40,46 @@ def test_dvc_repro_builds_the_cache_and_a_second_repro_does_nothing(tmp_path, ti
     sh("git", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy", cwd=repo)
 
-    out = sh(sys.executable, "-m", "dvc", "repro", cwd=repo)
-    assert "Running stage 'demo'" in out and "Running stage 'extract'" in out
-    assert "14 encoded, 0 reused, 0 skipped" in out
+    out = dvc("repro", cwd=repo)
+    for stage in ("demo", "extract", "split", "train", "baseline", "evaluate"):
+        assert f"Running stage '{stage}'" in out
+    assert "35 encoded, 0 reused, 0 skipped" in out
+    assert "linear" in out and "logreg" in out and "(7 test videos)" in out  # the terminal table
     cache = read_cache(repo / "cache" / "features.h5")
-    assert cache.class_names == list(CLASSES) and len(cache) == 14 and cache.embeddings.shape == (14, 4, 32)
-    assert {p.split("/")[1].rsplit(".", 1)[1] for p in cache.paths} >= {"mp4", "avi"}
+    assert cache.class_names == list(CLASSES) and len(cache) == 35 and cache.embeddings.shape == (35, 4, 32)
+    assert {p.rsplit(".", 1)[1] for p in cache.paths} >= {"mp4", "avi"}
 
-    out = sh(sys.executable, "-m", "dvc", "repro", cwd=repo)
+    # heads, metrics and plots where the README says
+    assert load_head(repo / "models" / "linear.pt").meta["encoder_fingerprint"] == cache.attrs["encoder_fingerprint"]
+    assert load_head(repo / "models" / "logreg.joblib").class_names == list(CLASSES)
+    assert (repo / "models" / "linear_final.pt").is_file()
+    metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"linear", "logreg"} and all(set(metrics[h]) == HEAD_METRICS for h in metrics)
+    per_class = json.loads((repo / "dvclive" / "evaluate" / "per_class.json").read_text())
+    assert set(per_class["linear"]) == set(CLASSES) and set(per_class["linear"]["walking"]) == {
+        "precision", "recall", "f1", "support"}
+    for png in ("train/plots/images/training_curves.png", "evaluate/plots/images/linear_confusion.png",
+                "evaluate/plots/images/logreg_confusion.png"):
+        assert (repo / "dvclive" / png).read_bytes()[:4] == b"\x89PNG"
+    shown = dvc("metrics", "show", "--json", cwd=repo)
+    assert "linear" in shown and "logreg" in shown
+    plots = dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=repo)
+    assert (tmp_path / "plots" / "index.html").is_file(), plots
+
+    out = dvc("repro", cwd=repo)
     assert "Running stage" not in out  # everything up to date
-    assert "Data and pipelines are up to date" in sh(sys.executable, "-m", "dvc", "status", cwd=repo)
+    assert "Data and pipelines are up to date" in dvc("status", cwd=repo)
 
-    # a changed extract param re-runs the stage; the persisted cache makes it reuse every embedding
+    # an experiment on the head re-runs only the head stages
+    out = dvc("exp", "run", "-S", "train.lr=0.001", cwd=repo)
+    assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
+    for stage in ("demo", "extract", "split", "baseline"):
+        assert f"Running stage '{stage}'" not in out
+    table = dvc("exp", "show", "--csv", cwd=repo)
+    assert "train.lr" in table and "0.001" in table and "linear.accuracy" in table
+
+    # a changed extract param re-runs stage one; the persisted cache makes it reuse every embedding
     params["extract"]["batch_size"] = 8
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    out = sh(sys.executable, "-m", "dvc", "repro", cwd=repo)
-    assert "Running stage 'demo'" not in out and "0 encoded, 14 reused, 0 skipped" in out
+    out = dvc("repro", "extract", cwd=repo)
+    assert "Running stage 'demo'" not in out and "0 encoded, 35 reused, 0 skipped" in out

@@ -1,0 +1,118 @@
+"""Honest numbers for a head: accuracy with a Wilson interval, macro F1, per-class metrics, confusion, k-fold CV."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.model_selection import StratifiedKFold
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion correct/total (sensible at 0%, 100% and small totals)."""
+    if total == 0:
+        return 0.0, 1.0
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluate_predictions(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:
+    """Metrics of int predictions (N,) against int labels (N,).
+
+    Returns accuracy, ci95_low, ci95_high, macro_f1, n, per_class {name: {precision, recall, f1, support}} and
+    confusion (C, C) as nested lists (rows: true class, columns: predicted).
+    """
+    labels = np.arange(len(class_names))
+    correct = int(np.sum(y_true == y_pred))
+    low, high = wilson_interval(correct, len(y_true))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels,
+                                                                     zero_division=0)
+    return {
+        "accuracy": correct / len(y_true) if len(y_true) else 0.0,
+        "ci95_low": low,
+        "ci95_high": high,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "n": int(len(y_true)),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                             "support": int(support[i])} for i, name in enumerate(class_names)},
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def cross_validate(features: np.ndarray, labels: np.ndarray, class_names: list[str], folds: int, seed: int,
+                   fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Stratified k-fold accuracy of a head: float64 (folds,).
+
+    fit_predict(x_train (N, D), y_train (N,), x_test (M, D)) -> int predictions (M,). ValueError naming the
+    classes with fewer videos than folds.
+    """
+    counts = np.bincount(labels, minlength=len(class_names))
+    small = [f"{class_names[c]} ({counts[c]})" for c in range(len(class_names)) if 0 < counts[c] < folds]
+    if folds < 2 or small:
+        raise ValueError(f"{folds}-fold cross-validation needs folds >= 2 and at least {folds} videos per class; "
+                         f"too small: {', '.join(small) or 'none'}")
+    accuracies = []
+    for train_idx, test_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):
+        pred = fit_predict(features[train_idx], labels[train_idx], features[test_idx])
+        accuracies.append(float(np.mean(pred == labels[test_idx])))
+    return np.array(accuracies)
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """A short terminal table: one line per head with test accuracy, its 95% interval, macro F1 and CV accuracy."""
+    lines = [f"{'head':<8} {'test acc':>8}  {'95% CI':<14} {'macro F1':>8}  {'CV acc':<14}"]
+    for name, r in results.items():
+        cv = f"{r['cv_mean']:.3f} ± {r['cv_std']:.3f}" if "cv_mean" in r else "-"
+        lines.append(f"{name:<8} {r['accuracy']:>8.3f}  [{r['ci95_low']:.3f}, {r['ci95_high']:.3f}] "
+                     f"{r['macro_f1']:>8.3f}  {cv:<14}")
+    n = next(iter(results.values()))["n"] if results else 0
+    lines.append(f"({n} test videos)")
+    return "\n".join(lines)
+
+
+def confusion_figure(confusion: list[list[int]], class_names: list[str], title: str):
+    """A matplotlib figure of a confusion matrix with counts in the cells (rows: true, columns: predicted)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion)
+    size = 1.2 + 0.7 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(history: list[dict], best_epoch: int):
+    """A matplotlib figure of the linear head's loss (train, val) and validation accuracy per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [h["train_loss"] for h in history], label="train")
+    if history and "val_loss" in history[0]:
+        left.plot(epochs, [h["val_loss"] for h in history], label="val")
+        right.plot(epochs, [h["val_accuracy"] for h in history], color="tab:green")
+    for ax in (left, right):
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best (epoch {best_epoch})")
+        ax.set_xlabel("epoch")
+    left.set_ylabel("cross-entropy")
+    left.legend()
+    right.set_ylabel("validation accuracy")
+    fig.tight_layout()
+    return fig

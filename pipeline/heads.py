@@ -1,0 +1,208 @@
+"""Heads on mean-pooled frame embeddings: a linear classifier (PyTorch) and a logistic-regression baseline (sklearn)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+POOLING = "mean"
+# What a head must share with the cache or encoder it is used with (from the cache attrs; see pipeline/cache.py).
+MATCH_KEYS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
+              "preprocess_config")
+
+
+def mean_pool(embeddings: np.ndarray) -> np.ndarray:
+    """Frame embeddings float32 (V, F, D) -> one feature per video, float32 (V, D): the mean over frames."""
+    return embeddings.mean(axis=1, dtype=np.float32)
+
+
+def head_metadata(attrs: dict, class_names: list[str], kind: str) -> dict:
+    """What a saved head carries so it can be used alone: class names, encoder, sampling, preprocessing, pooling."""
+    return {"head": kind, "class_names": list(class_names), "pooling": POOLING,
+            **{k: attrs[k] for k in MATCH_KEYS}}
+
+
+def check_compatible(meta: dict, attrs: dict, class_names: list[str] | None = None, what: str = "cache") -> None:
+    """ValueError naming the first difference between a head's metadata and a cache's (or encoder's) attributes."""
+    for key in MATCH_KEYS:
+        if key in attrs and meta.get(key) != attrs[key]:
+            raise ValueError(f"the {meta.get('head', '?')} head was trained with {key}={meta.get(key)!r} but the "
+                             f"{what} has {attrs[key]!r}: retrain the head (dvc repro)")
+    if class_names is not None and list(class_names) != list(meta["class_names"]):
+        raise ValueError(f"the head's classes {meta['class_names']} differ from the {what}'s {list(class_names)}")
+
+
+class LinearHead(nn.Module):
+    """Mean pooling over time, standardisation, one linear layer: (B, F, D) or pooled (B, D) -> logits (B, C).
+
+    The standardisation (buffers `mean` and `std`, (D,), fixed from the training features) makes the learning rate
+    independent of the encoder's embedding scale, as StandardScaler does for the logistic-regression baseline.
+    """
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x.mean(dim=1)  # (B, F, D) -> (B, D)
+        return self.fc((x - self.mean) / self.std)
+
+
+@dataclass
+class LinearConfig:
+    """Training settings of the linear head (params.yaml: train.*)."""
+
+    lr: float = 1e-4
+    epochs: int = 100
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class LinearResult:
+    """A trained linear head: the state with the best validation loss, the final one, and per-epoch history."""
+
+    best_state: dict
+    final_state: dict
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
+                      num_classes: int, cfg: LinearConfig) -> LinearResult:
+    """Train LinearHead with Adam and cross-entropy on pooled features float32 (N, D) and int labels (N,).
+
+    history: one dict per epoch with train_loss and, given a validation set, val_loss and val_accuracy. Without
+    one, the best state is the final state.
+    """
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = LinearHead(x_train.shape[1], num_classes)
+    model.mean.copy_(torch.from_numpy(x_train.mean(axis=0)))
+    model.std.copy_(torch.from_numpy(x_train.std(axis=0) + 1e-6))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x_train, np.float32)), torch.from_numpy(y_train.astype(np.int64))
+    has_val = x_val is not None and len(x_val) > 0
+    if has_val:
+        xv, yv = torch.from_numpy(np.ascontiguousarray(x_val, np.float32)), torch.from_numpy(y_val.astype(np.int64))
+    best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        total = 0.0
+        for idx in torch.randperm(len(xt), generator=gen).split(cfg.batch_size):
+            optimizer.zero_grad()
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        row = {"epoch": epoch, "train_loss": total / len(xt)}
+        if has_val:
+            model.eval()
+            with torch.no_grad():
+                logits = model(xv)
+                row["val_loss"] = loss_fn(logits, yv).item()
+                row["val_accuracy"] = (logits.argmax(1) == yv).float().mean().item()
+            if row["val_loss"] < best_loss:
+                best_loss, best_epoch = row["val_loss"], epoch
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        history.append(row)
+    final_state = {k: v.clone() for k, v in model.state_dict().items()}
+    if best_state is None:
+        best_state, best_epoch = final_state, cfg.epochs
+    return LinearResult(best_state, final_state, best_epoch, history)
+
+
+@dataclass
+class LogRegConfig:
+    """Settings of the logistic-regression baseline (params.yaml: baseline.*)."""
+
+    C: float = 1.0
+    max_iter: int = 1000
+
+
+def fit_logreg(x_train: np.ndarray, y_train: np.ndarray, cfg: LogRegConfig):
+    """Standardise pooled features float32 (N, D), then multinomial logistic regression; returns the sklearn pipeline."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=cfg.max_iter))
+    return model.fit(x_train, y_train)
+
+
+def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, num_classes: int,
+                cfg: LinearConfig | LogRegConfig) -> np.ndarray:
+    """Fit a fresh head (linear or logistic regression, by the type of cfg) on pooled features float32 (N, D) and
+    predict int classes (M,) for x_test (M, D): the refit step of cross-validation. The linear head keeps its
+    final state, as there is no validation part inside a fold."""
+    if isinstance(cfg, LogRegConfig):
+        return fit_logreg(x_train, y_train, cfg).predict(x_test)
+    model = LinearHead(x_train.shape[1], num_classes)
+    model.load_state_dict(train_linear_head(x_train, y_train, None, None, num_classes, cfg).final_state)
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(x_test, np.float32))).argmax(1).numpy()
+
+
+@dataclass
+class Head:
+    """A trained head ready to predict: `kind` is "linear" or "logreg", `meta` is what it was trained with."""
+
+    kind: str
+    meta: dict
+    model: object
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        """Frame embeddings float32 (V, F, D) -> class probabilities float32 (V, C)."""
+        if embeddings.ndim != 3 or embeddings.shape[2] != self.meta["embedding_dim"]:
+            raise ValueError(f"expected embeddings (videos, frames, {self.meta['embedding_dim']}), "
+                             f"got {embeddings.shape}")
+        pooled = mean_pool(embeddings)
+        if self.kind == "logreg":
+            return self.model.predict_proba(pooled).astype(np.float32)
+        with torch.no_grad():
+            return torch.softmax(self.model(torch.from_numpy(pooled)), dim=1).numpy()
+
+
+def save_linear(path: str | os.PathLike, state: dict, meta: dict) -> None:
+    """Save a linear head as {"state_dict", "meta"}: plain tensors and strings, loadable with weights_only=True."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "meta": meta}, path)
+
+
+def save_logreg(path: str | os.PathLike, model, meta: dict) -> None:
+    """Save the logistic-regression pipeline with its metadata (joblib: load only files this project wrote)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump({"model": model, "meta": meta}, path)
+
+
+def load_head(path: str | os.PathLike) -> Head:
+    """Load a head saved by save_linear (.pt, with weights_only=True) or save_logreg (.joblib)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no trained head at {str(path)!r}: run `dvc repro` to train one")
+    try:
+        if path.suffix == ".pt":
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            meta = saved["meta"]
+            model = LinearHead(meta["embedding_dim"], len(meta["class_names"]))
+            model.load_state_dict(saved["state_dict"])
+            return Head("linear", meta, model.eval())
+        if path.suffix == ".joblib":
+            saved = joblib.load(path)
+            return Head("logreg", saved["meta"], saved["model"])
+    except Exception as e:  # any way a damaged or foreign file fails to load is the same error to the user
+        raise ValueError(f"{path}: not a usable head checkpoint ({e})") from None
+    raise ValueError(f"{path}: unknown head file type (expected .pt or .joblib)")

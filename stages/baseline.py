@@ -1,0 +1,21 @@
+"""DVC stage `baseline`: logistic regression on standardised mean-pooled embeddings, saved with joblib."""
+import yaml
+
+from pipeline.cache import read_cache
+from pipeline.heads import LogRegConfig, fit_logreg, head_metadata, mean_pool, save_logreg
+from pipeline.split import read_split
+
+CACHE, SPLIT, MODEL = "cache/features.h5", "cache/split.csv", "models/logreg.joblib"
+
+
+def main() -> None:
+    cfg = LogRegConfig(**yaml.safe_load(open("params.yaml"))["baseline"])
+    cache = read_cache(CACHE)
+    train = read_split(SPLIT, cache.paths) == "train"
+    model = fit_logreg(mean_pool(cache.embeddings)[train], cache.labels[train], cfg)
+    save_logreg(MODEL, model, head_metadata(cache.attrs, cache.class_names, "logreg"))
+    print(f"logistic regression on {int(train.sum())} training videos saved to {MODEL}")
+
+
+if __name__ == "__main__":
+    main()

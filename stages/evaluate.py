@@ -1,0 +1,52 @@
+"""DVC stage `evaluate`: every head on the test part (and k-fold CV): DVCLive metrics, confusion plots, a table."""
+import json
+import sys
+
+import yaml
+from dvclive import Live
+
+from pipeline.cache import read_cache
+from pipeline.evaluate import confusion_figure, cross_validate, evaluate_predictions, format_table
+from pipeline.heads import LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head, mean_pool
+from pipeline.split import read_split
+
+CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
+HEADS = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib"}
+OUT = "dvclive/evaluate"
+
+
+def main() -> None:
+    params = yaml.safe_load(open("params.yaml"))
+    cache = read_cache(CACHE)
+    test = read_split(SPLIT, cache.paths) == "test"
+    x, y, names = mean_pool(cache.embeddings), cache.labels, cache.class_names
+    # cross-validation refits each head with the params of its own stage
+    configs = {"linear": LinearConfig(**params["train"]), "logreg": LogRegConfig(**params["baseline"])}
+    results, per_class = {}, {}
+    with Live(OUT, dvcyaml=None, save_dvc_exp=False) as live:
+        for name, path in HEADS.items():
+            head = load_head(path)
+            try:
+                check_compatible(head.meta, cache.attrs, names)
+            except ValueError as e:
+                sys.exit(f"evaluate: {path}: {e}")
+            pred = head.predict_proba(cache.embeddings[test]).argmax(1)
+            r = evaluate_predictions(y[test], pred, names)
+            if params["evaluate"]["folds"]:
+                acc = cross_validate(x, y, names, params["evaluate"]["folds"], params["split"]["seed"],
+                                     lambda xt, yt, xs: fit_predict(xt, yt, xs, len(names), configs[name]))
+                r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
+            results[name], per_class[name] = r, r.pop("per_class")
+            for key in ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std"):
+                if key in r:
+                    live.log_metric(f"{name}/{key}", r[key], plot=False)
+            live.log_sklearn_plot("confusion_matrix", [names[i] for i in y[test]], [names[i] for i in pred],
+                                  name=f"{name}/confusion_matrix.json")
+            live.log_image(f"{name}_confusion.png", confusion_figure(r["confusion"], names, f"{name} head, test"))
+    with open(f"{OUT}/per_class.json", "w") as f:
+        json.dump(per_class, f, indent=2)
+    print(format_table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Metrics with known answers, cross-validation, and the terminal table."""
+import numpy as np
+import pytest
+
+from pipeline.evaluate import cross_validate, evaluate_predictions, format_table, wilson_interval
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson_interval(10, 10)
+    assert low == pytest.approx(0.7225, abs=1e-4) and high == pytest.approx(1.0)
+    low, high = wilson_interval(50, 100)
+    assert (low, high) == (pytest.approx(0.4038, abs=1e-4), pytest.approx(0.5962, abs=1e-4))
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_evaluate_predictions_on_a_hand_checked_example():
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 1, 0])
+    r = evaluate_predictions(y_true, y_pred, ["a", "b", "c"])
+    assert r["accuracy"] == pytest.approx(4 / 6) and r["n"] == 6
+    assert r["ci95_low"] < 4 / 6 < r["ci95_high"]
+    assert r["confusion"] == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert r["per_class"]["a"] == {"precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3),
+                                   "f1": pytest.approx(2 / 3), "support": 3}
+    assert r["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert r["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0) / 3)
+
+
+def test_cross_validate_returns_one_accuracy_per_fold():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 10)
+    x = np.c_[labels * 10.0, rng.normal(size=20)].astype(np.float32)
+    seen = []
+
+    def threshold(x_train, y_train, x_test):
+        seen.append(len(x_train))
+        return (x_test[:, 0] > 5).astype(int)
+
+    acc = cross_validate(x, labels, ["a", "b"], folds=5, seed=0, fit_predict=threshold)
+    assert acc.tolist() == [1.0] * 5 and seen == [16] * 5
+    wrong = cross_validate(x, labels, ["a", "b"], 4, 0, lambda xt, yt, xs: np.zeros(len(xs), int))
+    assert wrong.mean() == pytest.approx(0.5)
+
+
+def test_cross_validate_names_classes_smaller_than_the_folds():
+    with pytest.raises(ValueError, match=r"too small: b \(3\)"):
+        cross_validate(np.zeros((13, 2)), np.array([0] * 10 + [1] * 3), ["a", "b"], 5, 0, None)
+
+
+def test_format_table_lists_every_head():
+    r = {"accuracy": 0.9, "ci95_low": 0.8, "ci95_high": 0.95, "macro_f1": 0.88, "n": 21}
+    table = format_table({"linear": {**r, "cv_mean": 0.85, "cv_std": 0.03}, "logreg": r})
+    lines = table.splitlines()
+    assert lines[1].startswith("linear") and "0.900" in lines[1] and "0.850 ± 0.030" in lines[1]
+    assert lines[2].startswith("logreg") and lines[2].rstrip().endswith("-")
+    assert lines[-1] == "(21 test videos)"
