@@ -14,9 +14,11 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 POOLING = "mean"
+# Where the stages write the heads and the app and pipeline.predict look for them (relative to the project root).
+HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib"}
 # What a head must share with the cache or encoder it is used with (from the cache attrs; see pipeline/cache.py).
-MATCH_KEYS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
-              "preprocess_config")
+# Not the encoder's id: the fingerprint is its identity, and the same weights may sit in another directory.
+MATCH_KEYS = ("encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess", "preprocess_config")
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:
@@ -27,7 +29,7 @@ def mean_pool(embeddings: np.ndarray) -> np.ndarray:
 def head_metadata(attrs: dict, class_names: list[str], kind: str) -> dict:
     """What a saved head carries so it can be used alone: class names, encoder, sampling, preprocessing, pooling."""
     return {"head": kind, "class_names": list(class_names), "pooling": POOLING,
-            **{k: attrs[k] for k in MATCH_KEYS}}
+            "encoder_model": attrs["encoder_model"], **{k: attrs[k] for k in MATCH_KEYS}}
 
 
 def check_compatible(meta: dict, attrs: dict, class_names: list[str] | None = None, what: str = "cache") -> None:

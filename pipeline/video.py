@@ -40,8 +40,20 @@ class Clip:
     repeated: bool
 
 
+def find_video_files(folder: str | os.PathLike) -> list[Path]:
+    """Video files under `folder` at any depth, sorted: extension case-insensitive, hidden files and folders skipped."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            file = Path(dirpath) / name
+            if not name.startswith(".") and file.suffix.lower() in VIDEO_EXTENSIONS and file.is_file():
+                found.append(file)
+    return sorted(found)
+
+
 def discover_videos(root: str | os.PathLike) -> tuple[list[VideoFile], list[str]]:
-    """List the videos under `root`/<class>/ (any depth, extension case-insensitive, hidden files and folders skipped).
+    """List the videos under `root`/<class>/ (see find_video_files); files directly under the root have no class.
 
     Returns the videos sorted by path and the sorted class names: the first-level folders holding at least one video.
     """
@@ -49,16 +61,10 @@ def discover_videos(root: str | os.PathLike) -> tuple[list[VideoFile], list[str]
     if not root.is_dir():
         raise ValueError(f"data root {str(root)!r} is not a directory")
     videos = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = Path(dirpath).relative_to(root)
-        if rel_dir == Path("."):
-            continue  # files directly under the root have no class folder
-        for name in sorted(filenames):
-            file = Path(dirpath) / name
-            if name.startswith(".") or file.suffix.lower() not in VIDEO_EXTENSIONS or not file.is_file():
-                continue
-            videos.append(VideoFile(path=(rel_dir / name).as_posix(), label=rel_dir.parts[0], file=file))
+    for file in find_video_files(root):
+        rel = file.relative_to(root)
+        if len(rel.parts) > 1:
+            videos.append(VideoFile(path=rel.as_posix(), label=rel.parts[0], file=file))
     videos.sort(key=lambda v: v.path)
     return videos, sorted({v.label for v in videos})
 

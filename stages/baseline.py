@@ -2,10 +2,10 @@
 import yaml
 
 from pipeline.cache import read_cache
-from pipeline.heads import LogRegConfig, fit_logreg, head_metadata, mean_pool, save_logreg
+from pipeline.heads import HEAD_FILES, LogRegConfig, fit_logreg, head_metadata, mean_pool, save_logreg
 from pipeline.split import read_split
 
-CACHE, SPLIT, MODEL = "cache/features.h5", "cache/split.csv", "models/logreg.joblib"
+CACHE, SPLIT, MODEL = "cache/features.h5", "cache/split.csv", HEAD_FILES["logreg"]
 
 
 def main() -> None:

@@ -7,11 +7,11 @@ from dvclive import Live
 
 from pipeline.cache import read_cache
 from pipeline.evaluate import confusion_figure, cross_validate, evaluate_predictions, format_table
-from pipeline.heads import LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head, mean_pool
+from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
+                            mean_pool)
 from pipeline.split import read_split
 
 CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
-HEADS = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib"}
 OUT = "dvclive/evaluate"
 
 
@@ -24,7 +24,7 @@ def main() -> None:
     configs = {"linear": LinearConfig(**params["train"]), "logreg": LogRegConfig(**params["baseline"])}
     results, per_class = {}, {}
     with Live(OUT, dvcyaml=None, save_dvc_exp=False) as live:
-        for name, path in HEADS.items():
+        for name, path in HEAD_FILES.items():
             head = load_head(path)
             try:
                 check_compatible(head.meta, cache.attrs, names)

@@ -4,11 +4,11 @@ from dvclive import Live
 
 from pipeline.cache import read_cache
 from pipeline.evaluate import curves_figure
-from pipeline.heads import LinearConfig, head_metadata, mean_pool, save_linear, train_linear_head
+from pipeline.heads import HEAD_FILES, LinearConfig, head_metadata, mean_pool, save_linear, train_linear_head
 from pipeline.split import read_split
 
 CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
-BEST, FINAL = "models/linear.pt", "models/linear_final.pt"
+BEST, FINAL = HEAD_FILES["linear"], "models/linear_final.pt"
 
 
 def main() -> None:

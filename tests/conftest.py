@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.encoder import build_tiny_clip
 
+REPO = Path(__file__).resolve().parents[1]
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "VP80", ".webm": "VP80", ".mov": "mp4v", ".m4v": "mp4v"}
 
 
@@ -69,3 +70,33 @@ def set_mp4_rotation(path: Path, degrees: int) -> None:
     matrix = b"".join(struct.pack(">i", v * 65536) for v in fixed) + struct.pack(">iii", 0, 0, 1 << 30)
     data[at + 44:at + 80] = matrix  # the matrix sits 44 bytes after the box type in a version 0 tkhd
     path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory, tiny_clip) -> Path:
+    """A project folder as `dvc repro` leaves it: videos, cache/features.h5, both heads in models/, the app config.
+
+    Three classes of three videos each (4 sampled frames), encoded with the tiny CLIP; heads trained on all of them.
+    """
+    from pipeline.cache import read_cache
+    from pipeline.extract import ExtractConfig, extract_features
+    from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, fit_logreg, head_metadata, mean_pool,
+                                save_linear, save_logreg, train_linear_head)
+
+    root = tmp_path_factory.mktemp("project")
+    (root / ".streamlit").mkdir()
+    (root / ".streamlit" / "config.toml").write_text((REPO / ".streamlit" / "config.toml").read_text())
+    for c, name in enumerate(["clapping", "sitting", "walking"]):
+        for i in range(3):
+            write_video(root / "data" / name / f"{name}_{i}.mp4", 20 + 5 * i, seed=10 * c + i)
+    cache_file = root / "cache" / "features.h5"
+    extract_features(ExtractConfig(root=str(root / "data"), cache_path=str(cache_file), model=tiny_clip,
+                                   num_frames=4, batch_size=16, device="cpu"), progress=False)
+    cache = read_cache(cache_file)
+    x, y = mean_pool(cache.embeddings), cache.labels
+    linear = train_linear_head(x, y, None, None, 3, LinearConfig(lr=1e-2, epochs=50))
+    save_linear(root / HEAD_FILES["linear"], linear.final_state,
+                head_metadata(cache.attrs, cache.class_names, "linear"))
+    save_logreg(root / HEAD_FILES["logreg"], fit_logreg(x, y, LogRegConfig()),
+                head_metadata(cache.attrs, cache.class_names, "logreg"))
+    return root

@@ -1,0 +1,70 @@
+"""The Streamlit app, headless through AppTest: no head yet, upload and predict, a bad upload."""
+import tempfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pipeline.heads import HEAD_FILES
+from pipeline.predict import load_predictor, predict_video
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+
+
+def run_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_without_a_trained_head_the_page_says_which_command_to_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    at = run_app()
+    assert "No trained head yet" in at.info[0].value and "dvc repro" in at.info[0].value
+    assert len(at.get("file_uploader")) == 0
+
+
+def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, monkeypatch, tmp_path):
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    at = run_app()
+    assert [r.value for r in at.radio] == ["linear"]  # both heads found; the linear one is chosen first
+    assert "up to " in at.get("file_uploader")[0].label and " MB)" in at.get("file_uploader")[0].label
+    video = project / "data" / "walking" / "walking_2.mp4"
+    at.get("file_uploader")[0].upload("../../etc/passwd.mp4", video.read_bytes(), "video/mp4")  # name is never used
+    at.run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    expected = predict_video(video, load_predictor(HEAD_FILES["linear"], device="cpu"))
+    headings = [m.value for m in at.markdown]
+    assert f"## {expected.top_class.replace('_', ' ')}" in headings
+    assert f"**{expected.top_probability:.1%}** probability" in headings
+    assert sum(len(col.get("image")) for col in at.columns) == 4  # one thumbnail per sampled frame
+    assert list(tmp_path.iterdir()) == []  # the temporary upload is gone
+
+
+def test_switching_to_logistic_regression(project, monkeypatch):
+    monkeypatch.chdir(project)
+    at = run_app()
+    at.radio[0].set_value("logreg").run()
+    assert not at.exception
+    assert "logistic regression" in at.caption[0].value
+
+
+@pytest.mark.parametrize("content", [b"", b"definitely not a video" * 50])
+def test_a_bad_upload_is_an_error_and_the_app_keeps_working(project, monkeypatch, tmp_path, content):
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    at = run_app()
+    at.get("file_uploader")[0].upload("holiday.mp4", content, "video/mp4")
+    at.run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert at.error and at.error[0].value.startswith("holiday.mp4: ")
+    assert list(tmp_path.iterdir()) == []
+    good = (project / "data" / "sitting" / "sitting_0.mp4").read_bytes()
+    at.get("file_uploader")[0].upload("ok.mp4", good, "video/mp4")
+    at.run()
+    at.button[0].click().run()
+    assert not at.error and any(m.value.startswith("## ") for m in at.markdown)

@@ -1,0 +1,73 @@
+"""One real browser: headless Chromium (Debian's package, driven by Playwright) uploads a video and clicks Predict."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.heads import HEAD_FILES
+from pipeline.predict import load_predictor, predict_video
+
+APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+CHROMIUM = shutil.which("chromium")
+if CHROMIUM is None and not os.environ.get("CI"):  # CI installs it (.ci/run): there, a missing browser fails
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(project):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
+         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_upload_predict_in_a_real_browser(server, project, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    video = project / "data" / "clapping" / "clapping_1.mp4"
+    expected = predict_video(video, load_predictor(project / HEAD_FILES["linear"], device="cpu"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(server)
+        expect(page.get_by_text("What is the person doing?")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("up to 256 MB")).to_be_visible()  # the limit from .streamlit/config.toml
+        page.locator("input[type=file]").set_input_files(str(video))
+        page.get_by_role("button", name="Predict").click()
+        heading = page.get_by_role("heading", name=expected.top_class.replace("_", " "), exact=True)
+        expect(heading).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(f"{expected.top_probability:.1%}")).to_be_visible()
+        expect(page.get_by_text("Sampled frames")).to_be_visible()
+        expect(page.locator("[data-testid=stImage]")).to_have_count(4, timeout=30_000)  # one per sampled frame
+        page.wait_for_timeout(1000)  # let the bar chart finish drawing before the screenshot
+        shot = tmp_path / "app.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert shot.read_bytes()[:4] == b"\x89PNG"
+    print(f"screenshot: {shot}")

@@ -1,0 +1,83 @@
+"""The prediction path: parity with the cache, uploads through temporary files, and the batch command."""
+import json
+import tempfile
+
+import numpy as np
+import pytest
+
+from pipeline.cache import read_cache
+from pipeline.heads import HEAD_FILES, load_head
+from pipeline.predict import load_predictor, main, predict_bytes, predict_video
+
+
+@pytest.fixture(scope="module")
+def predictor(project):
+    return load_predictor(project / HEAD_FILES["linear"], device="cpu")
+
+
+def test_prediction_embeddings_equal_the_cache(project, predictor):
+    cache = read_cache(project / "cache" / "features.h5")
+    for i, path in enumerate(cache.paths):
+        pred = predict_video(project / "data" / path, predictor)
+        np.testing.assert_allclose(pred.embeddings, cache.embeddings[i], rtol=0, atol=1e-6, err_msg=path)
+        np.testing.assert_array_equal(pred.clip.indices, cache.frame_indices[i])
+        expected = predictor.head.predict_proba(cache.embeddings[i:i + 1])[0]
+        np.testing.assert_allclose(pred.probabilities, expected, atol=1e-6)
+        assert pred.top_class == cache.class_names[int(expected.argmax())]
+
+
+def test_prediction_has_per_frame_probabilities_and_reports_steps(project, predictor):
+    steps = []
+    pred = predict_video(project / "data" / "sitting" / "sitting_0.mp4", predictor, on_step=steps.append)
+    assert steps == ["decoding", "encoding", "classifying"]
+    assert pred.probabilities.shape == (3,) and pred.frame_probabilities.shape == (4, 3)
+    np.testing.assert_allclose(pred.frame_probabilities.sum(1), 1, atol=1e-5)
+    assert pred.clip.frames.shape[0] == 4 and 0 <= pred.top_probability <= 1
+
+
+def test_predict_bytes_removes_its_temporary_file_also_after_an_error(project, predictor, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    data = (project / "data" / "walking" / "walking_1.mp4").read_bytes()
+    pred = predict_bytes(data, predictor)
+    assert pred.top_class == predict_video(project / "data" / "walking" / "walking_1.mp4", predictor).top_class
+    with pytest.raises(ValueError, match="the uploaded file: not a readable video") as err:
+        predict_bytes(b"this is text, not a video", predictor)
+    assert str(tmp_path) not in str(err.value)
+    with pytest.raises(ValueError, match="empty"):
+        predict_bytes(b"", predictor)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_head_with_another_encoder_is_refused(project, tmp_path):
+    from pipeline.encoder import build_tiny_clip, load_encoder
+    from pipeline.predict import make_predictor
+    other = load_encoder(str(build_tiny_clip(tmp_path / "other", seed=3)), device="cpu")
+    with pytest.raises(ValueError, match="encoder_fingerprint"):
+        make_predictor(load_head(project / HEAD_FILES["linear"]), other)
+
+
+def test_batch_command_lines_json_and_errors(project, predictor, capsys, monkeypatch):
+    monkeypatch.chdir(project)
+    (project / "junk").mkdir(exist_ok=True)
+    (project / "junk" / "broken.mp4").write_bytes(b"nope")
+    code = main(["data/sitting", "junk/broken.mp4", "data/walking/walking_0.mp4", "--head", "logreg"])
+    out, err = capsys.readouterr()
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert code == 1 and [p for p, _, _ in lines] == ["data/sitting/sitting_0.mp4", "data/sitting/sitting_1.mp4",
+                                                      "data/sitting/sitting_2.mp4", "data/walking/walking_0.mp4"]
+    assert "broken.mp4" in err and "not a readable video" in err
+    logreg = load_predictor(HEAD_FILES["logreg"], device="cpu")
+    expected = predict_video("data/walking/walking_0.mp4", logreg)
+    assert lines[-1][1] == expected.top_class and float(lines[-1][2]) == pytest.approx(expected.top_probability,
+                                                                                      abs=1e-3)
+    assert main(["data/clapping/clapping_0.mp4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result[0]["path"] == "data/clapping/clapping_0.mp4" and set(result[0]["probabilities"]) == {
+        "clapping", "sitting", "walking"}
+    assert result[0]["class"] == predict_video("data/clapping/clapping_0.mp4", predictor).top_class
+
+
+def test_batch_command_without_a_head_says_what_to_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["x.mp4"]) == 2
+    assert "dvc repro" in capsys.readouterr().err
