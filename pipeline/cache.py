@@ -113,7 +113,7 @@ def read_cache(path: str | os.PathLike) -> Cache:
     if not path.is_file():
         raise ValueError(f"no feature cache at {str(path)!r}: run stage one first (dvc repro extract)")
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:  # a reader never blocks, nor is blocked by, stage one
             version = f.attrs.get("schema_version")
             if version != SCHEMA_VERSION:
                 raise ValueError(f"{path}: cache schema version {version}, this code reads {SCHEMA_VERSION}: "

@@ -91,7 +91,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True) -> ExtractSummar
             raise ValueError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
                              "(mp4, avi, mov, mkv, webm, m4v, mpg, ts)")
         encoder = load_encoder(cfg.model, cfg.device, cfg.preprocess)
-        attrs = {**encoder.describe(), "num_frames": cfg.num_frames, "sampling": SAMPLING,
+        attrs = {**encoder.describe(), "num_frames": cfg.num_frames, "sampling": SAMPLING, "data_root": cfg.root,
                  "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "opencv-python-headless",
                                                                  "h5py", "numpy")})}
         parts_dir = cache_path.with_name(cache_path.name + ".parts")

@@ -137,6 +137,7 @@ def test_sigkill_mid_run_keeps_the_old_cache_and_resume_matches_an_uninterrupted
     deadline = time.time() + 120
     while len(list(parts.glob("part-*.h5"))) < 5 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
+    assert_same_cache(read_cache(cache_file), before)  # a reader during the run gets the last complete cache
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert_same_cache(read_cache(cache_file), before)  # the previous cache is intact and still the cache

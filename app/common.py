@@ -1,0 +1,36 @@
+"""What the app's pages share: the encoder, heads and cache loaded once per process, and a frame strip."""
+from __future__ import annotations
+
+import cv2
+import streamlit as st
+
+from pipeline.encoder import load_encoder
+from pipeline.heads import load_head
+from pipeline.inspect import load
+
+
+@st.cache_resource(show_spinner="Loading the CLIP encoder…")
+def cached_encoder(model_id: str, preprocess: str):
+    """The encoder, loaded once per process (on CUDA when present) and shared by every session."""
+    return load_encoder(model_id, "auto", preprocess)
+
+
+@st.cache_resource(show_spinner=False)
+def cached_head(path: str, mtime_ns: int):
+    """A trained head, loaded once per file version (mtime_ns in the key: retraining reloads it)."""
+    return load_head(path)
+
+
+@st.cache_resource(show_spinner="Reading the feature cache…")
+def cached_cache(path: str, mtime_ns: int):
+    """(cache, split parts or None), read once per file version (a new cache from stage one is picked up)."""
+    return load(path)
+
+
+def frame_strip(frames, captions: list[str], columns: int = 8) -> None:
+    """Thumbnails of RGB frames uint8 (F, H, W, 3) in rows of `columns`, each with its caption."""
+    for start in range(0, len(frames), columns):
+        for col, i in zip(st.columns(columns), range(start, min(start + columns, len(frames)))):
+            h, w = frames[i].shape[:2]
+            thumb = cv2.resize(frames[i], (160, max(1, round(160 * h / w))), interpolation=cv2.INTER_AREA)
+            col.image(thumb, caption=captions[i])

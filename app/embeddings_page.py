@@ -1,0 +1,110 @@
+"""The app's Embeddings page: what is in the feature cache, how the classes separate, and which videos are odd."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app.common import cached_cache, frame_strip
+from pipeline.inspect import class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d, summarize
+from pipeline.video import read_frames
+
+CACHE = "cache/features.h5"
+
+
+@st.cache_data(show_spinner="Projecting…")
+def projection(path: str, mtime_ns: int, method: str) -> np.ndarray:
+    """2-D coordinates of every video (cached per cache version and method)."""
+    return project_2d(cached_cache(path, mtime_ns)[0], method)
+
+
+def main() -> None:
+    st.title("Embeddings")
+    path = Path(CACHE)
+    if not path.is_file():
+        st.info(f"No feature cache yet at `{CACHE}`. Build it from the project folder with `dvc repro extract`.")
+        st.stop()
+    mtime = path.stat().st_mtime_ns
+    try:
+        cache, parts = cached_cache(str(path), mtime)
+    except ValueError as e:
+        st.error(str(e))
+        st.stop()
+    summary = summarize(cache, path, parts)
+    cols = st.columns(4)
+    cols[0].metric("videos", summary["videos"])
+    cols[1].metric("classes", len(summary["classes"]))
+    cols[2].metric("frames per video", summary["frames_per_video"])
+    cols[3].metric("skipped", len(summary["skipped"]))
+    st.caption(f"encoder `{summary['encoder']['model']}` (fingerprint {summary['encoder']['fingerprint']}) · "
+               f"embedding dim {summary['embedding_dim']} · sampling {summary['sampling']} · "
+               f"preprocessing {summary['preprocess']} · schema {summary['schema_version']}")
+    if summary["skipped"]:
+        with st.expander(f"Skipped videos ({len(summary['skipped'])})"):
+            st.dataframe(pd.DataFrame(summary["skipped"]), hide_index=True)
+
+    st.subheader("Map of the videos")
+    method = st.radio("Projection", ["pca", "tsne"], format_func=str.upper, horizontal=True)
+    coords = projection(str(path), mtime, method)
+    table = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "path": cache.paths,
+                          "class": [cache.class_names[y] for y in cache.labels],
+                          "part": parts if parts is not None else "-"})
+    st.altair_chart(alt.Chart(table).mark_circle(size=60).encode(
+        x=alt.X("x", axis=None), y=alt.Y("y", axis=None), color="class",
+        tooltip=["path", "class", "part"]).interactive(), width="stretch")
+
+    st.subheader("One video")
+    chosen = st.selectbox("Video", list(cache.paths))
+    show_video(cache, chosen)
+
+    st.subheader("How similar the class centroids are (cosine)")
+    centroids = class_centroids(cache)
+    sim = pd.DataFrame(centroids @ centroids.T, index=cache.class_names, columns=cache.class_names)
+    st.dataframe(sim.style.format("{:.3f}").background_gradient(cmap="Blues", axis=None))
+
+    st.subheader("Odd videos")
+    odd = find_outliers(cache, parts)
+    st.markdown(f"**Likely mislabelled** (nearer another class's centroid than their own): "
+                f"{len(odd['mislabelled'])}")
+    if odd["mislabelled"]:
+        st.dataframe(pd.DataFrame(odd["mislabelled"]), hide_index=True)
+    leaks = [d for d in odd["near_duplicates"] if d["leak"]]
+    st.markdown(f"**Near-duplicates**: {len(odd['near_duplicates'])}"
+                + (f", of which **{len(leaks)} across split parts (leakage)**" if parts is not None
+                   else " (no split yet: run `dvc repro split` to check leakage)"))
+    if odd["near_duplicates"]:
+        st.dataframe(pd.DataFrame(odd["near_duplicates"]), hide_index=True)
+
+
+def show_video(cache, chosen: str) -> None:
+    """The chosen video's sampled frames (from its source file, when there), neighbours and frame similarities."""
+    v = int(np.flatnonzero(cache.paths == chosen)[0])
+    root = cache.attrs.get("data_root")
+    source = Path(root) / chosen if root else None
+    rows = frame_report(cache, chosen)
+    if source is not None and source.is_file():
+        stat = source.stat()
+        if (stat.st_size, stat.st_mtime_ns) != (cache.file_size[v], cache.mtime_ns[v]):
+            st.warning(f"{source} changed since it was cached: the frames below may not be the cached ones")
+        try:
+            clip = read_frames(source, cache.embeddings.shape[1])
+            frame_strip(clip.frames, [f"frame {r['frame']} · {r['time']:.2f} s" for r in rows])
+        except ValueError as e:
+            st.error(str(e))
+    else:
+        st.caption(f"The source file is not here ({source or 'no data root recorded'}): embeddings only.")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Nearest videos** (cosine of mean embeddings)")
+        st.dataframe(pd.DataFrame(nearest_neighbors(cache, chosen, 5)), hide_index=True)
+    with right:
+        st.markdown("**Frame-to-class similarity over time**")
+        over_time = pd.DataFrame([r["cos_class"] for r in rows], index=[r["time"] for r in rows])
+        over_time.index.name = "time (s)"
+        st.line_chart(over_time)
+
+
+main()

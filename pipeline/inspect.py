@@ -1,0 +1,287 @@
+"""Look inside a feature cache: summary, one video's frames, neighbours, a 2-D map, likely mislabels and leakage.
+
+    python -m pipeline.inspect [CACHE] [--json] [--video PATH] [--neighbors PATH -k 5]
+                               [--plot FILE.png [--method pca|tsne]] [--outliers] [--split CSV]
+
+CACHE defaults to cache/features.h5; the split defaults to split.csv beside it, when it exists.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache import Cache, read_cache
+from pipeline.split import PARTS, read_split
+
+NEAR_DUPLICATE = 0.98  # cosine similarity of mean embeddings above which two videos count as near-duplicates
+
+
+def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -> dict:
+    """The cache's contents as plain data (the --json output; keys documented in the README)."""
+    counts = np.bincount(cache.labels, minlength=len(cache.class_names))
+    classes = {name: {"videos": int(counts[c])} for c, name in enumerate(cache.class_names)}
+    if parts is not None:
+        for c, name in enumerate(cache.class_names):
+            classes[name].update({p: int(np.sum((cache.labels == c) & (parts == p))) for p in PARTS})
+    a = cache.attrs
+    return {
+        "path": str(path),
+        "size_bytes": Path(path).stat().st_size,
+        "schema_version": a.get("schema_version"),
+        "videos": len(cache),
+        "classes": classes,
+        "frames_per_video": int(cache.embeddings.shape[1]),
+        "embedding_dim": int(cache.embeddings.shape[2]),
+        "videos_with_repeated_frames": int(cache.repeated.sum()),
+        "duration_seconds": {"min": _stat(cache.duration, np.min), "median": _stat(cache.duration, np.median),
+                             "max": _stat(cache.duration, np.max)},
+        "encoder": {"model": a.get("encoder_model"), "fingerprint": a.get("encoder_fingerprint")},
+        "sampling": a.get("sampling"),
+        "preprocess": a.get("preprocess"),
+        "data_root": a.get("data_root"),
+        "split": parts is not None,
+        "skipped": [{"path": p, "reason": r} for p, r in cache.skipped],
+    }
+
+
+def format_summary(s: dict) -> str:
+    """The summary as readable text."""
+    lines = [
+        f"{s['path']}: {s['videos']} videos, {len(s['classes'])} classes, {s['size_bytes'] / 2**20:.1f} MiB, "
+        f"schema {s['schema_version']}",
+        f"encoder: {s['encoder']['model']} (fingerprint {s['encoder']['fingerprint']})",
+        f"frames: {s['frames_per_video']} per video, sampling {s['sampling']}, preprocessing {s['preprocess']}; "
+        f"embedding dim {s['embedding_dim']}",
+        f"durations: {s['duration_seconds']['min']:.1f} s to {s['duration_seconds']['max']:.1f} s "
+        f"(median {s['duration_seconds']['median']:.1f} s); {s['videos_with_repeated_frames']} videos shorter "
+        "than the frames sampled",
+        f"data root: {s['data_root']}",
+        "",
+        f"{'class':<32} {'videos':>6}" + ("".join(f" {p:>6}" for p in PARTS) if s["split"] else ""),
+    ]
+    for name, c in s["classes"].items():
+        lines.append(f"{name:<32} {c['videos']:>6}" + ("".join(f" {c[p]:>6}" for p in PARTS) if s["split"] else ""))
+    lines.append("")
+    lines.append(f"skipped: {len(s['skipped'])}")
+    lines += [f"  {k['path']}: {k['reason']}" for k in s["skipped"]]
+    return "\n".join(lines)
+
+
+def _stat(values: np.ndarray, fn) -> float:
+    return float(fn(values)) if len(values) else 0.0
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), float32."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def video_means(cache: Cache) -> np.ndarray:
+    """Unit-length mean frame embedding of each video, float32 (V, D): what neighbours and maps compare."""
+    return _unit(cache.embeddings.mean(axis=1))
+
+
+def class_centroids(cache: Cache) -> np.ndarray:
+    """Unit-length mean of each class's video means, float32 (C, D) (zeros for a class with no videos)."""
+    means = video_means(cache)
+    sums = np.zeros((len(cache.class_names), means.shape[1]), np.float32)
+    np.add.at(sums, cache.labels, means)
+    return _unit(sums)
+
+
+def row_of(cache: Cache, path: str) -> int:
+    """The row of `path` in the cache; ValueError listing close names when it is not there."""
+    hits = np.flatnonzero(cache.paths == path)
+    if not len(hits):
+        similar = [p for p in cache.paths if Path(p).name == Path(path).name][:3]
+        raise ValueError(f"{path!r} is not in the cache" + (f" (did you mean {', '.join(similar)}?)" if similar
+                                                           else ": paths are relative to the data root"))
+    return int(hits[0])
+
+
+def frame_report(cache: Cache, path: str) -> list[dict]:
+    """Per sampled frame of one video: index, timestamp, embedding norm, cosine to the previous frame and to each
+    class centroid."""
+    v = row_of(cache, path)
+    emb = cache.embeddings[v]  # (F, D)
+    unit = _unit(emb)
+    to_class = unit @ class_centroids(cache).T  # (F, C)
+    rows = []
+    for f in range(len(emb)):
+        rows.append({
+            "frame": int(cache.frame_indices[v, f]),
+            "time": float(cache.timestamps[v, f]),
+            "norm": float(np.linalg.norm(emb[f])),
+            "cos_previous": float(unit[f] @ unit[f - 1]) if f else None,
+            "cos_class": {name: float(to_class[f, c]) for c, name in enumerate(cache.class_names)},
+        })
+    return rows
+
+
+def nearest_neighbors(cache: Cache, path: str, k: int = 5) -> list[dict]:
+    """The k videos whose mean embeddings are most cosine-similar to `path`'s: path, class, similarity."""
+    means = video_means(cache)
+    v = row_of(cache, path)
+    sims = means @ means[v]
+    sims[v] = -np.inf
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [{"path": cache.paths[i], "class": cache.class_names[cache.labels[i]], "similarity": float(sims[i])}
+            for i in order]
+
+
+def find_outliers(cache: Cache, parts: np.ndarray | None = None, threshold: float = NEAR_DUPLICATE) -> dict:
+    """Likely mislabelled videos and near-duplicates, as plain data.
+
+    mislabelled: videos nearer another class's centroid than to their own (own centroid computed without the
+    video itself), most suspicious first. near_duplicates: pairs with cosine >= threshold (or the same bytes);
+    `leak` is True when the two sit in different split parts.
+    """
+    means = video_means(cache)
+    num_classes = len(cache.class_names)
+    sums = np.zeros((num_classes, means.shape[1]), np.float32)
+    np.add.at(sums, cache.labels, means)
+    counts = np.bincount(cache.labels, minlength=num_classes)
+    sims = means @ _unit(sums).T  # (V, C)
+    own = sums[cache.labels] - means  # leave-one-out: the class without this video
+    own_sim = np.where(counts[cache.labels] > 1, np.sum(means * _unit(own), axis=1), np.nan)
+    sims[np.arange(len(means)), cache.labels] = -np.inf
+    other = sims.argmax(axis=1)
+    other_sim = sims[np.arange(len(means)), other]
+    mislabelled = [{"path": cache.paths[v], "class": cache.class_names[cache.labels[v]],
+                    "own_similarity": float(own_sim[v]), "nearer_class": cache.class_names[other[v]],
+                    "nearer_similarity": float(other_sim[v])}
+                   for v in np.argsort(own_sim - other_sim) if own_sim[v] < other_sim[v]]
+    pairs = []
+    for start in range(0, len(means), 1024):  # (1024, V) blocks: memory stays flat for large caches
+        block = means[start:start + 1024] @ means.T
+        for i, j in zip(*np.nonzero(block >= threshold)):
+            a, b = start + i, j
+            if a < b:
+                pairs.append((a, b, float(block[i, j])))
+    same_bytes = {}
+    for v, h in enumerate(cache.content_hash):
+        same_bytes.setdefault(h, []).append(v)
+    pairs += [(a, b, 1.0) for rows in same_bytes.values() for a in rows for b in rows if a < b]
+    dupes = {}
+    for a, b, s in pairs:
+        dupes[(a, b)] = max(s, dupes.get((a, b), s))
+    near = [{"a": cache.paths[a], "b": cache.paths[b], "similarity": s,
+             "same_bytes": cache.content_hash[a] == cache.content_hash[b],
+             "parts": [str(parts[a]), str(parts[b])] if parts is not None else None,
+             "leak": bool(parts is not None and parts[a] != parts[b])}
+            for (a, b), s in sorted(dupes.items(), key=lambda kv: -kv[1])]
+    return {"mislabelled": mislabelled, "near_duplicates": near}
+
+
+def project_2d(cache: Cache, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """2-D coordinates of every video's mean embedding, float32 (V, 2): PCA, or t-SNE (slower, local structure)."""
+    means = video_means(cache)
+    if method == "pca":
+        from sklearn.decomposition import PCA
+        return PCA(n_components=2, random_state=seed).fit_transform(means).astype(np.float32)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+        perplexity = float(min(30, max(2, (len(means) - 1) // 3)))
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
+            means).astype(np.float32)
+    raise ValueError(f"projection method must be pca or tsne, got {method!r}")
+
+
+def plot_projection(cache: Cache, coords: np.ndarray, file: str | Path, title: str) -> None:
+    """Write a PNG scatter of the 2-D coordinates, one colour per class."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    cmap = plt.get_cmap("tab10" if len(cache.class_names) <= 10 else "tab20")
+    for c, name in enumerate(cache.class_names):
+        pts = coords[cache.labels == c]
+        ax.scatter(pts[:, 0], pts[:, 1], s=14, color=cmap(c % cmap.N), label=f"{name} ({len(pts)})")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(file, dpi=110)
+    plt.close(fig)
+
+
+def load(cache_path: str | Path, split_path: str | Path | None = None) -> tuple[Cache, np.ndarray | None]:
+    """The cache and its split parts (None when there is no split file; a stale split is an error)."""
+    cache = read_cache(cache_path)
+    split_path = Path(split_path) if split_path else Path(cache_path).with_name("split.csv")
+    return cache, read_split(split_path, cache.paths) if split_path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cache", nargs="?", default="cache/features.h5")
+    parser.add_argument("--split", help="split CSV (default: split.csv beside the cache, if present)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--video", metavar="PATH", help="one video's frames (path as stored in the cache)")
+    parser.add_argument("--neighbors", metavar="PATH", help="nearest videos to PATH")
+    parser.add_argument("-k", type=int, default=5, help="how many neighbours (default 5)")
+    parser.add_argument("--plot", metavar="FILE.png", help="write a 2-D map of all videos")
+    parser.add_argument("--method", choices=("pca", "tsne"), default="pca", help="projection for --plot")
+    parser.add_argument("--outliers", action="store_true", help="likely mislabelled videos and split leakage")
+    args = parser.parse_args(argv)
+    try:
+        cache, parts = load(args.cache, args.split)
+        if args.video:
+            result = frame_report(cache, args.video)
+            text = _format_frames(result)
+        elif args.neighbors:
+            result = nearest_neighbors(cache, args.neighbors, args.k)
+            text = "\n".join(f"{r['similarity']:.4f}  {r['class']:<28} {r['path']}" for r in result)
+        elif args.plot:
+            coords = project_2d(cache, args.method)
+            plot_projection(cache, coords, args.plot, f"{args.cache}: {len(cache)} videos, {args.method.upper()}")
+            result = {"plot": args.plot, "method": args.method, "videos": len(cache)}
+            text = f"wrote {args.plot} ({args.method.upper()} of {len(cache)} videos)"
+        elif args.outliers:
+            result = find_outliers(cache, parts)
+            text = _format_outliers(result, parts is not None)
+        else:
+            result = summarize(cache, args.cache, parts)
+            text = format_summary(result)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        print(json.dumps(result, indent=2) if args.json else text)
+    except BrokenPipeError:  # piped into head and the like: stop quietly
+        sys.stdout = open(os.devnull, "w")
+    return 0
+
+
+def _format_frames(rows: list[dict]) -> str:
+    names = list(rows[0]["cos_class"]) if rows else []
+    head = f"{'frame':>6} {'time s':>7} {'norm':>7} {'cos prev':>8}  " + " ".join(f"{n[:10]:>10}" for n in names)
+    lines = [head]
+    for r in rows:
+        prev = f"{r['cos_previous']:8.4f}" if r["cos_previous"] is not None else f"{'-':>8}"
+        lines.append(f"{r['frame']:>6} {r['time']:>7.2f} {r['norm']:>7.3f} {prev}  "
+                     + " ".join(f"{r['cos_class'][n]:>10.4f}" for n in names))
+    return "\n".join(lines)
+
+
+def _format_outliers(result: dict, has_split: bool) -> str:
+    lines = [f"likely mislabelled (nearer another class's centroid than their own): {len(result['mislabelled'])}"]
+    lines += [f"  {m['path']} [{m['class']}] own {m['own_similarity']:.4f} < {m['nearer_class']} "
+              f"{m['nearer_similarity']:.4f}" for m in result["mislabelled"]]
+    leaks = [d for d in result["near_duplicates"] if d["leak"]]
+    lines.append(f"near-duplicates (cosine >= {NEAR_DUPLICATE} or same bytes): {len(result['near_duplicates'])}"
+                 + (f", {len(leaks)} across split parts (leakage)" if has_split else " (no split to check leakage)"))
+    for d in result["near_duplicates"]:
+        where = f" {d['parts'][0]}/{d['parts'][1]}" + (" LEAK" if d["leak"] else "") if has_split else ""
+        lines.append(f"  {d['similarity']:.4f}{' same bytes' if d['same_bytes'] else ''}{where}  {d['a']}  {d['b']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

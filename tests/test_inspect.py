@@ -1,0 +1,155 @@
+"""The cache inspector on hand-built caches whose answers are known, and the app's Embeddings page."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pipeline.cache import empty_cache, write_cache
+from pipeline.inspect import find_outliers, frame_report, main, nearest_neighbors, summarize
+from pipeline.split import write_split
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "f00d", "embedding_dim": 4, "num_frames": 2,
+         "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}", "data_root": "data"}
+
+
+def hand_cache(tmp_path, means, labels, names=("a", "b"), hashes=None, skipped=()):
+    """A cache whose video v has both frames equal to means[v] (float32 (V, 4)), written to tmp_path/f.h5."""
+    means = np.asarray(means, np.float32)
+    n = len(means)
+    cache = empty_cache(2, 4, ATTRS, list(names))
+    cache.embeddings = np.repeat(means[:, None, :], 2, axis=1)
+    cache.frame_indices = np.tile([3, 9], (n, 1))
+    cache.timestamps = np.tile([0.12, 0.36], (n, 1))
+    cache.labels = np.asarray(labels, np.int64)
+    cache.paths = np.array([f"{names[y]}/v{i}.mp4" for i, y in enumerate(labels)], object)
+    cache.content_hash = np.array(hashes or [f"{i:064x}" for i in range(n)], object)
+    cache.fps, cache.frame_count = np.full(n, 25.0), np.full(n, 12)
+    cache.duration, cache.repeated = np.linspace(1.0, 2.0, n), np.array([i == 0 for i in range(n)])
+    cache.file_size, cache.mtime_ns = np.full(n, 100), np.zeros(n, np.int64)
+    cache.skipped = list(skipped)
+    write_cache(tmp_path / "f.h5", cache)
+    from pipeline.cache import read_cache
+    return read_cache(tmp_path / "f.h5")
+
+
+E = np.eye(4)
+
+
+def test_summary_json_is_exact(tmp_path, capsys):
+    cache = hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1], skipped=[("b/bad.mp4", "b/bad.mp4: no frames")])
+    assert main([str(tmp_path / "f.h5"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got == {
+        "path": str(tmp_path / "f.h5"), "size_bytes": (tmp_path / "f.h5").stat().st_size, "schema_version": 1,
+        "videos": 3, "classes": {"a": {"videos": 2}, "b": {"videos": 1}}, "frames_per_video": 2,
+        "embedding_dim": 4, "videos_with_repeated_frames": 1,
+        "duration_seconds": {"min": 1.0, "median": 1.5, "max": 2.0},
+        "encoder": {"model": "tiny", "fingerprint": "f00d"}, "sampling": "uniform-centers", "preprocess": "fast",
+        "data_root": "data", "split": False, "skipped": [{"path": "b/bad.mp4", "reason": "b/bad.mp4: no frames"}]}
+    assert summarize(cache, tmp_path / "f.h5") == got
+
+
+def test_summary_text_with_split_counts(tmp_path, capsys):
+    cache = hand_cache(tmp_path, [E[0]] * 3 + [E[1]] * 3, [0, 0, 0, 1, 1, 1])
+    parts = np.array(["train", "val", "test", "train", "val", "test"], object)
+    write_split(tmp_path / "split.csv", cache.paths, cache.labels, cache.class_names, parts)
+    assert main([str(tmp_path / "f.h5")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{tmp_path / 'f.h5'}: 6 videos, 2 classes, " \
+                       f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema 1"
+    assert lines[1] == "encoder: tiny (fingerprint f00d)"
+    assert "a" + " " * 31 + "      3      1      1      1" in lines
+    assert lines[-1] == "skipped: 0"
+
+
+def test_frame_report(tmp_path):
+    cache = hand_cache(tmp_path, [[3, 4, 0, 0], E[1]], [0, 1])
+    rows = frame_report(cache, "a/v0.mp4")
+    assert [r["frame"] for r in rows] == [3, 9] and [r["time"] for r in rows] == [0.12, 0.36]
+    assert rows[0]["norm"] == pytest.approx(5.0) and rows[0]["cos_previous"] is None
+    assert rows[1]["cos_previous"] == pytest.approx(1.0)
+    assert rows[0]["cos_class"] == {"a": pytest.approx(1.0), "b": pytest.approx(0.8)}
+    with pytest.raises(ValueError, match="not in the cache.*did you mean a/v0.mp4"):
+        frame_report(cache, "elsewhere/v0.mp4")
+
+
+def test_neighbors_in_known_order(tmp_path, capsys):
+    means = [E[0], E[0] + 0.1 * E[1], E[1], -E[0], E[0] + 0.5 * E[2]]
+    cache = hand_cache(tmp_path, means, [0, 0, 1, 1, 0])
+    got = nearest_neighbors(cache, "a/v0.mp4", k=3)
+    assert [g["path"] for g in got] == ["a/v1.mp4", "a/v4.mp4", "b/v2.mp4"]
+    assert got[0]["similarity"] == pytest.approx(1 / np.sqrt(1.01)) and got[2]["similarity"] == pytest.approx(0)
+    assert main([str(tmp_path / "f.h5"), "--neighbors", "a/v0.mp4", "-k", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].endswith("a/v1.mp4") and " a " in out[0]
+
+
+def test_outliers_find_the_mislabelled_video_and_the_leak(tmp_path, capsys):
+    # class a around e0, class b around e1; v3 is labelled a but looks like b; v5 duplicates v4 in another part
+    means = [E[0], E[0] + 0.3 * E[2], E[0] - 0.3 * E[2], E[1], E[1] + 0.3 * E[3], E[1] + 0.3 * E[3]]
+    labels = [0, 0, 0, 0, 1, 1]
+    cache = hand_cache(tmp_path, means, labels)
+    parts = np.array(["train", "train", "val", "test", "train", "test"], object)
+    got = find_outliers(cache, parts)
+    assert [m["path"] for m in got["mislabelled"]] == ["a/v3.mp4"]
+    assert got["mislabelled"][0]["nearer_class"] == "b"
+    pairs = [(d["a"], d["b"], d["leak"]) for d in got["near_duplicates"]]
+    assert pairs == [("b/v4.mp4", "b/v5.mp4", True)]
+    assert find_outliers(cache)["near_duplicates"][0]["leak"] is False  # no split: nothing to leak across
+    write_split(tmp_path / "split.csv", cache.paths, cache.labels, cache.class_names, parts)
+    assert main([str(tmp_path / "f.h5"), "--outliers"]) == 0
+    out = capsys.readouterr().out
+    assert "a/v3.mp4 [a]" in out and "1 across split parts (leakage)" in out and "LEAK" in out
+
+
+def test_same_bytes_count_as_duplicates_whatever_the_embeddings(tmp_path):
+    cache = hand_cache(tmp_path, [E[0], E[1], E[2]], [0, 1, 1], hashes=["x" * 64, "y" * 64, "x" * 64])
+    dupes = find_outliers(cache)["near_duplicates"]
+    assert [(d["a"], d["b"], d["same_bytes"]) for d in dupes] == [("a/v0.mp4", "b/v2.mp4", True)]
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_plot_is_written(tmp_path, method, capsys):
+    rng = np.random.default_rng(0)
+    hand_cache(tmp_path, rng.normal(size=(12, 4)), [0] * 6 + [1] * 6)
+    png = tmp_path / "map.png"
+    assert main([str(tmp_path / "f.h5"), "--plot", str(png), "--method", method]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and f"({method.upper()} of 12 videos)" in capsys.readouterr().out
+
+
+def test_missing_empty_and_corrupt_caches_are_one_clear_error(tmp_path, capsys):
+    assert main([str(tmp_path / "none.h5")]) == 1
+    assert "no feature cache" in capsys.readouterr().err
+    (tmp_path / "empty.h5").write_bytes(b"")
+    assert main([str(tmp_path / "empty.h5")]) == 1
+    assert "empty.h5: not a readable feature cache" in capsys.readouterr().err
+    (tmp_path / "junk.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    assert main([str(tmp_path / "junk.h5"), "--json"]) == 1
+    assert "junk.h5: not a readable feature cache" in capsys.readouterr().err
+
+
+def test_embeddings_page_loads_under_apptest(project, monkeypatch):
+    monkeypatch.chdir(project)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("embeddings_page.py").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Embeddings"
+    assert [m.value for m in at.metric][:3] == ["9", "3", "4"]
+    assert at.selectbox[0].value == "clapping/clapping_0.mp4"
+    assert sum(len(col.get("image")) for col in at.columns) == 4  # the chosen video's frames, from its file
+    at.selectbox[0].set_value("walking/walking_2.mp4").run()
+    assert not at.exception
+    at.radio[0].set_value("tsne").run()
+    assert not at.exception and any("no split yet" in m.value for m in at.markdown)
+
+
+def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("embeddings_page.py").run()
+    assert not at.exception and "dvc repro extract" in at.info[0].value
