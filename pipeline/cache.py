@@ -84,6 +84,23 @@ def write_cache(path: str | os.PathLike, cache: Cache) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     assert cache.embeddings.ndim == 3 and len(cache.embeddings) == len(cache), "embeddings must be (V, F, D)"
+    try:
+        _write(tmp, cache)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+    except BaseException:  # a full disk, a failed write, an interrupt: leave no half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write(tmp: Path, cache: Cache) -> None:
+    """Every dataset and attribute of `cache` into a new HDF5 file at `tmp`."""
     with h5py.File(tmp, "w") as f:
         for name in ROW_FIELDS:
             data = getattr(cache, name)
@@ -97,14 +114,6 @@ def write_cache(path: str | os.PathLike, cache: Cache) -> None:
         skipped.create_dataset("reason", data=np.asarray([r for _, r in cache.skipped], dtype=object), dtype=_STR)
         f.attrs.update(cache.attrs)
         f.attrs["schema_version"] = SCHEMA_VERSION
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def read_cache(path: str | os.PathLike) -> Cache:

@@ -14,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 POOLING = "mean"
+HEAD_SCHEMA = 1  # the layout of a saved head's metadata; a head saved otherwise must be retrained
 # Where the stages write the heads and the app and pipeline.predict look for them (relative to the project root).
 HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib"}
 # What a head must share with the cache or encoder it is used with (from the cache attrs; see pipeline/cache.py).
@@ -28,7 +29,7 @@ def mean_pool(embeddings: np.ndarray) -> np.ndarray:
 
 def head_metadata(attrs: dict, class_names: list[str], kind: str) -> dict:
     """What a saved head carries so it can be used alone: class names, encoder, sampling, preprocessing, pooling."""
-    return {"head": kind, "class_names": list(class_names), "pooling": POOLING,
+    return {"head": kind, "schema_version": HEAD_SCHEMA, "class_names": list(class_names), "pooling": POOLING,
             "encoder_model": attrs["encoder_model"], **{k: attrs[k] for k in MATCH_KEYS}}
 
 
@@ -198,13 +199,26 @@ def load_head(path: str | os.PathLike) -> Head:
     try:
         if path.suffix == ".pt":
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            meta = saved["meta"]
+            meta = _check_schema(path, saved["meta"])
             model = LinearHead(meta["embedding_dim"], len(meta["class_names"]))
             model.load_state_dict(saved["state_dict"])
             return Head("linear", meta, model.eval())
         if path.suffix == ".joblib":
             saved = joblib.load(path)
-            return Head("logreg", saved["meta"], saved["model"])
+            return Head("logreg", _check_schema(path, saved["meta"]), saved["model"])
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a usable head checkpoint ({e})") from None
     except Exception as e:  # any way a damaged or foreign file fails to load is the same error to the user
         raise ValueError(f"{path}: not a usable head checkpoint ({e})") from None
     raise ValueError(f"{path}: unknown head file type (expected .pt or .joblib)")
+
+
+def _check_schema(path: Path, meta: dict) -> dict:
+    """The metadata, or ValueError when the head was saved in another layout than this code reads."""
+    if not isinstance(meta, dict) or meta.get("schema_version") != HEAD_SCHEMA:
+        version = meta.get("schema_version") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: head format version {version}, this code reads {HEAD_SCHEMA}: retrain it "
+                         "(dvc repro train baseline)")
+    return meta

@@ -11,6 +11,9 @@ import numpy as np
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".ts")
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
+# Gaps between samples longer than this many frames are crossed by seeking instead of decoding every frame:
+# seeking decodes from the keyframe before the target, and x264's default keyframe interval is 250 frames.
+SEEK_GAP = 300
 
 
 @dataclass(frozen=True)
@@ -85,25 +88,51 @@ def sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
     return ((np.arange(num_frames) + 0.5) * frame_count / num_frames).astype(np.int64)
 
 
-def read_frames(file: str | os.PathLike, num_frames: int) -> Clip:
+def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None = SEEK_GAP) -> Clip:
     """Decode the num_frames sampled frames of a video, never holding more than those in memory.
 
-    The container's frame count is used to place the samples, then checked while decoding; when it is missing or
-    wrong (some containers report estimates), the frames are counted and the samples placed again.
-    Raises ValueError naming the file and the reason when it cannot be decoded.
+    The container's frame count places the samples. Frames are grabbed in order, and a gap longer than seek_gap
+    frames is crossed by seeking (which decodes from the nearest keyframe), so the work is bounded however long
+    the video. The count is then checked at the end of the file. A seek that lands elsewhere than asked, or a
+    count that proves wrong (some containers report estimates), falls back to reading in order, then to counting
+    the frames and placing the samples again. Raises ValueError naming the file and the reason when it cannot be
+    decoded.
     """
-    reported = _frame_count(file)
-    if reported > 0:
-        clip = _decode_at(file, sample_indices(reported, num_frames), expect_total=reported)
+    _refuse_still_image(file)
+    cap = _open(file)
+    try:
+        reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if reported > 0:
+            clip = _decode_at(cap, file, sample_indices(reported, num_frames), reported, seek_gap)
+            if clip is not None:
+                return clip
+    finally:
+        cap.release()
+    if reported > 0 and seek_gap is not None:
+        clip = _decode_at(_open(file), file, sample_indices(reported, num_frames), reported, None)
         if clip is not None:
             return clip
     total = _count_frames(file)
     if total == 0:
         raise ValueError(f"{file}: no decodable video frames")
-    clip = _decode_at(file, sample_indices(total, num_frames), expect_total=total)
+    clip = _decode_at(_open(file), file, sample_indices(total, num_frames), total, None)
     if clip is None:
         raise ValueError(f"{file}: decoding is not repeatable (frame count changed between passes)")
     return clip
+
+
+_IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP"}
+
+
+def _refuse_still_image(file) -> None:
+    """ValueError for an image file with a video's name (FFmpeg would happily read it as a one-frame video)."""
+    with open(file, "rb") as f:
+        head = f.read(12)
+    kind = next((k for magic, k in _IMAGE_MAGIC.items() if head.startswith(magic)), None)
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "WebP"
+    if kind:
+        raise ValueError(f"{file}: a still {kind} image, not a video")
 
 
 def _open(file) -> cv2.VideoCapture:
@@ -113,14 +142,6 @@ def _open(file) -> cv2.VideoCapture:
         raise ValueError(f"{file}: not a readable video (OpenCV could not open it)")
     cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     return cap
-
-
-def _frame_count(file) -> int:
-    cap = _open(file)
-    try:
-        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        cap.release()
 
 
 def _count_frames(file) -> int:
@@ -135,42 +156,69 @@ def _count_frames(file) -> int:
         cap.release()
 
 
-def _decode_at(file, indices: np.ndarray, expect_total: int) -> Clip | None:
-    """Grab frames in order and keep those at `indices`; None when the file holds other than expect_total frames.
+def _decode_at(cap: cv2.VideoCapture, file, indices: np.ndarray, expect_total: int,
+               seek_gap: int | None) -> Clip | None:
+    """Keep the frames at `indices` (sorted) from an opened capture, which it releases.
 
-    Grabbing to the last frame plus one checks the count (about half a sampling gap of extra decoding).
+    Returns None when the file holds other than expect_total frames, or when a seek (only across gaps longer
+    than seek_gap; None: never) does not land on the frame asked for. The frames are written straight into the
+    output array as they are decoded: memory is the sampled frames plus one.
     """
-    cap = _open(file)
     try:
         fps = cap.get(cv2.CAP_PROP_FPS)
         fps = fps if np.isfinite(fps) and fps > 0 else 0.0
-        wanted = set(indices.tolist())
-        kept: dict[int, tuple[np.ndarray, float]] = {}
-        for i in range(expect_total + 1):
-            if not cap.grab():
-                break
-            if i == expect_total:
-                return None  # more frames than announced
-            if i in wanted:
-                ok, bgr = cap.retrieve()
-                if not ok or bgr is None:
-                    raise ValueError(f"{file}: frame {i} could not be decoded")
-                kept[i] = (bgr, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
-        if len(kept) < len(wanted):
-            return None  # fewer frames than announced
-        frames = np.stack([_to_rgb(kept[i][0]) for i in indices.tolist()])
-        stamps = np.array([kept[i][1] for i in indices.tolist()], dtype=np.float64)
+        rows: dict[int, list[int]] = {}
+        for row, idx in enumerate(indices.tolist()):
+            rows.setdefault(idx, []).append(row)
+        frames, stamps = None, np.zeros(len(indices), np.float64)
+        pos = 0  # the index of the frame the next grab() returns
+        for idx in sorted(rows):
+            if not _advance(cap, pos, idx, seek_gap):
+                return None
+            pos = idx + 1
+            ok, bgr = cap.retrieve()
+            if not ok or bgr is None:
+                raise ValueError(f"{file}: frame {idx} could not be decoded")
+            if frames is None:
+                frames = np.empty((len(indices), *bgr.shape[:2], 3), np.uint8)
+            elif bgr.shape[:2] != frames.shape[1:3]:
+                raise ValueError(f"{file}: the frame size changes mid-stream ({frames.shape[2]}x{frames.shape[1]} "
+                                 f"to {bgr.shape[1]}x{bgr.shape[0]} at frame {idx})")
+            _to_rgb(bgr, frames[rows[idx][0]])
+            for row in rows[idx][1:]:
+                frames[row] = frames[rows[idx][0]]
+            stamps[rows[idx]] = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        # the count must be exact: the last announced frame decodes and nothing follows it
+        if not _advance(cap, pos, expect_total - 1, seek_gap):
+            return None
+        last = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0  # the last frame's time: the duration, also at a variable rate
+        if cap.grab():
+            return None
         if fps and not (np.all(np.isfinite(stamps)) and np.all(np.diff(stamps) >= 0) and stamps.max() > 0):
-            stamps = indices / fps  # the container gave no usable timestamps
-        duration = expect_total / fps if fps else float(stamps[-1])
+            stamps, last = indices / fps, (expect_total - 1) / fps  # the container gave no usable timestamps
+        duration = last + 1 / fps if fps else last
         return Clip(frames, indices.astype(np.int64), stamps, float(fps), expect_total, float(duration),
                     repeated=expect_total < len(indices))
     finally:
         cap.release()
 
 
-def _to_rgb(frame: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) RGB from OpenCV's BGR or grayscale frame."""
-    if frame.ndim == 2:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+def _advance(cap: cv2.VideoCapture, pos: int, target: int, seek_gap: int | None) -> bool:
+    """Make `target` the current frame, given that the next grab returns frame `pos`; False if the file disagrees.
+
+    Grabs through short gaps; seeks across long ones and checks that the decoder landed on `target`.
+    """
+    if target < pos:
+        return target == pos - 1  # already there (the check at the end, right after the last sample)
+    if seek_gap is not None and target - pos > seek_gap:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, target)
+        return cap.grab() and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == target + 1
+    for _ in range(target - pos + 1):
+        if not cap.grab():
+            return False
+    return True
+
+
+def _to_rgb(frame: np.ndarray, out: np.ndarray) -> None:
+    """Write OpenCV's BGR (or grayscale) frame into `out`, uint8 (H, W, 3), as RGB."""
+    cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB, dst=out)

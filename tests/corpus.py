@@ -1,0 +1,176 @@
+"""A generated corpus of bad and odd inputs, each with the outcome stage one must give (README: Reliability).
+
+`build_corpus(root)` writes every case under root/<class>/...; CASES is the table the tests check and the README
+reproduces. Outcomes: "encoded" (a row in the cache), "skipped" (in the skipped table with a reason),
+"ignored" (not a video file: never discovered). Videos are written with PyAV (H.264, HEVC, VP9, 10-bit, VFR, ...)
+where OpenCV cannot write them.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from tests.conftest import set_mp4_rotation, write_video
+
+
+@dataclass(frozen=True)
+class Case:
+    """One kind of input: where it lies under the corpus root, what stage one must do with it, and why."""
+
+    kind: str
+    path: str
+    outcome: str  # encoded | skipped | ignored
+    note: str
+
+
+CASES = [
+    Case("zero bytes", "bad/zero.mp4", "skipped", "OpenCV cannot open it"),
+    Case("truncated mp4 at 10%", "bad/cut10.mp4", "skipped", "the index (moov) is written last: gone"),
+    Case("truncated mp4 at 50%", "bad/cut50.mp4", "skipped", "the index (moov) is written last: gone"),
+    Case("truncated mp4 at 90%", "bad/cut90.mp4", "skipped", "the index (moov) is written last: gone"),
+    Case("mp4 with no index (moov box removed)", "bad/no_moov.mp4", "skipped", "OpenCV cannot open it"),
+    Case("truncated AVI (header still claims every frame)", "odd/cut.avi", "encoded",
+         "frames counted and samples placed again over what decodes"),
+    Case("truncated MKV", "odd/cut.mkv", "encoded", "the frames that decode"),
+    Case("text named .mp4", "bad/text.mp4", "skipped", "OpenCV cannot open it"),
+    Case("PNG image named .mp4", "bad/image.mp4", "skipped", "a still image, not a video"),
+    Case("audio-only mp4 (AAC)", "bad/audio.mp4", "skipped", "no video stream: OpenCV cannot open it"),
+    Case("random bytes named .mp4", "bad/random.mp4", "skipped", "OpenCV cannot open it"),
+    Case("one frame", "odd/one_frame.mp4", "encoded", "the frame repeated, `repeated` set"),
+    Case("fewer frames than num_frames (5)", "odd/five_frames.mp4", "encoded", "frames repeated, `repeated` set"),
+    Case("4K (3840x2160)", "odd/uhd.mp4", "encoded", "full frames kept only for the samples"),
+    Case("16x16", "odd/tiny.mp4", "encoded", "upscaled to 224 by the preprocessing"),
+    Case("rotation metadata 90", "rotation/r90.mp4", "encoded", "frames come out upright (portrait)"),
+    Case("rotation metadata 180", "rotation/r180.mp4", "encoded", "frames come out upright"),
+    Case("rotation metadata 270", "rotation/r270.mp4", "encoded", "frames come out upright (portrait)"),
+    Case("variable frame rate (MKV)", "odd/vfr.mkv", "encoded", "timestamps from the stream, not index / fps"),
+    Case("WebM/VP9 (frame count is an estimate)", "codecs/vp9.webm", "encoded", "count checked at the end"),
+    Case("MPEG-TS (no frame count, seeking inexact)", "containers/h264.ts", "encoded",
+         "a seek that lands elsewhere falls back to reading in order"),
+    Case("grayscale (FFV1 gray)", "odd/gray.mkv", "encoded", "converted to RGB"),
+    Case("10-bit 4:2:0 (HEVC yuv420p10le)", "odd/hevc10.mkv", "encoded", "decoded to 8-bit BGR by OpenCV"),
+    Case("4:4:4 (H.264 yuv444p)", "odd/h264_444.mp4", "encoded", ""),
+    Case("H.264 in mp4", "codecs/h264.mp4", "encoded", ""),
+    Case("HEVC in mp4", "codecs/hevc.mp4", "encoded", ""),
+    Case("MJPEG in AVI", "codecs/mjpeg.avi", "encoded", ""),
+    Case("MPEG-4 part 2 in AVI", "codecs/mpeg4.avi", "encoded", ""),
+    Case("H.264 in MOV", "containers/h264.mov", "encoded", ""),
+    Case("H.264 in MKV", "containers/h264.mkv", "encoded", ""),
+    Case("long video, 3,000 frames", "odd/long.mp4", "encoded", "seeks across the gaps: bounded work"),
+    Case("unicode and spaces in the name", "names/vidéo à la plage 🎬.mp4", "encoded", ""),
+    Case("upper-case extension", "names/SHOUT.MP4", "encoded", ""),
+    Case("hidden file", "names/.hidden.mp4", "ignored", "hidden files and folders are skipped"),
+    Case("nested folders", "names/a/b/deep.mp4", "encoded", "class = first-level folder"),
+    Case("a class with one video", "lonely/only.mp4", "encoded", "the class exists with one video"),
+    Case("symlinked video", "names/link.mp4", "encoded", "followed"),
+    Case("unreadable file (permission denied)", "bad/locked.mp4", "skipped", "the reason says permission denied"),
+    Case("directory named like a video", "names/folder.mp4", "ignored", "not a file"),
+    Case("empty class folder", "empty_class/", "ignored", "no class without videos"),
+]
+
+
+def _write_av(path: Path, codec: str, n: int, size=(96, 64), fps=25, pix_fmt="yuv420p", container=None,
+              pts: list[int] | None = None, time_base: Fraction | None = None, options=None) -> Path:
+    """Write n frames (grey level rising with the index, a white corner block) with PyAV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=fps, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
+        if time_base is not None:
+            stream.codec_context.time_base = time_base
+        for i in range(n):
+            img = np.full((size[1], size[0], 3), 20 + (3 * i) % 230, np.uint8)
+            img[: size[1] // 4, : size[0] // 4] = 255
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], time_base
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def _audio_only(path: Path) -> None:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=44100)
+        for i in range(40):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, i * 1024
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _without_moov(data: bytes) -> bytes:
+    """The mp4 with its top-level moov box cut out."""
+    out, at = bytearray(), 0
+    while at + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[at:at + 8])
+        if size < 8:
+            break
+        if kind != b"moov":
+            out += data[at:at + size]
+        at += size
+    return bytes(out)
+
+
+def build_corpus(root: Path) -> Path:
+    """Write every case of CASES under root (a folder per class); returns root."""
+    p = root
+    for d in ("bad", "odd", "rotation", "codecs", "containers", "names", "lonely", "empty_class"):
+        (p / d).mkdir(parents=True, exist_ok=True)
+    (p / "bad/zero.mp4").write_bytes(b"")
+    full = _write_av(p / "odd/full.tmp", "libx264", 60, container="mp4").read_bytes()
+    (p / "odd/full.tmp").unlink()
+    for pct in (10, 50, 90):
+        (p / f"bad/cut{pct}.mp4").write_bytes(full[: len(full) * pct // 100])
+    (p / "bad/no_moov.mp4").write_bytes(_without_moov(full))
+    avi = write_video(p / "odd/cut.avi", 60)
+    avi.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])
+    mkv = _write_av(p / "odd/cut.mkv", "libx264", 80, container="matroska")
+    mkv.write_bytes(mkv.read_bytes()[: mkv.stat().st_size * 6 // 10])
+    (p / "bad/text.mp4").write_text("this is not a video\n" * 50)
+    (p / "bad/image.mp4").write_bytes(cv2.imencode(".png", np.full((48, 64, 3), 128, np.uint8))[1].tobytes())
+    _audio_only(p / "bad/audio.mp4")
+    (p / "bad/random.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    _write_av(p / "odd/one_frame.mp4", "libx264", 1)
+    _write_av(p / "odd/five_frames.mp4", "libx264", 5)
+    _write_av(p / "odd/uhd.mp4", "libx264", 6, size=(3840, 2160), options={"preset": "ultrafast"})
+    _write_av(p / "odd/tiny.mp4", "libx264", 20, size=(16, 16))
+    for deg in (90, 180, 270):
+        set_mp4_rotation(write_video(p / f"rotation/r{deg}.mp4", 20, size=(64, 32)), deg)
+    tb = Fraction(1, 1000)
+    vfr_pts = np.cumsum([0] + [20 if i % 3 else 90 for i in range(1, 40)]).tolist()  # 20 ms and 90 ms gaps
+    _write_av(p / "odd/vfr.mkv", "libx264", 40, container="matroska", pts=vfr_pts, time_base=tb)
+    _write_av(p / "codecs/vp9.webm", "libvpx-vp9", 30, container="webm")
+    _write_av(p / "containers/h264.ts", "libx264", 60, container="mpegts")
+    _write_av(p / "odd/gray.mkv", "ffv1", 20, pix_fmt="gray", container="matroska")
+    _write_av(p / "odd/hevc10.mkv", "libx265", 20, pix_fmt="yuv420p10le", container="matroska",
+              options={"x265-params": "log-level=error"})
+    _write_av(p / "odd/h264_444.mp4", "libx264", 20, pix_fmt="yuv444p")
+    _write_av(p / "codecs/h264.mp4", "libx264", 30)
+    _write_av(p / "codecs/hevc.mp4", "libx265", 30, options={"x265-params": "log-level=error"})
+    _write_av(p / "codecs/mjpeg.avi", "mjpeg", 30, pix_fmt="yuvj420p")
+    _write_av(p / "codecs/mpeg4.avi", "mpeg4", 30)
+    _write_av(p / "containers/h264.mov", "libx264", 30, container="mov")
+    _write_av(p / "containers/h264.mkv", "libx264", 30, container="matroska")
+    _write_av(p / "odd/long.mp4", "libx264", 3000, size=(32, 24), options={"g": "25"})
+    _write_av(p / "names/vidéo à la plage 🎬.mp4", "libx264", 20)
+    _write_av(p / "names/SHOUT.MP4", "libx264", 20)
+    _write_av(p / "names/.hidden.mp4", "libx264", 20)
+    _write_av(p / "names/a/b/deep.mp4", "libx264", 20)
+    _write_av(p / "lonely/only.mp4", "libx264", 20)
+    os.symlink(p / "codecs/h264.mp4", p / "names/link.mp4")
+    locked = _write_av(p / "bad/locked.mp4", "libx264", 20)
+    locked.chmod(0)
+    (p / "names/folder.mp4").mkdir()
+    return root
