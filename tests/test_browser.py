@@ -1,4 +1,4 @@
-"""One real browser: headless Chromium (Debian's package, driven by Playwright) uploads a video and clicks Predict."""
+"""Real-browser tests: headless Chromium (Debian's package, driven by Playwright) against `streamlit run`."""
 import os
 import shutil
 import socket
@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(project):
+@contextmanager
+def streamlit_server(project, **env):
+    """`streamlit run` of the app in the project folder, on a free port; yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -41,20 +43,37 @@ def server(project):
         except OSError:
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
-def test_upload_predict_in_a_real_browser(server, project, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
-
-    video = project / "data" / "clapping" / "clapping_1.mp4"
-    expected = predict_video(video, load_predictor(project / HEAD_FILES["linear"], device="cpu"))
+@contextmanager
+def chromium_page():
+    from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1200})
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def server(project):
+    with streamlit_server(project) as url:
+        yield url
+
+
+def test_upload_predict_in_a_real_browser(server, project, tmp_path):
+    from playwright.sync_api import expect
+
+    video = project / "data" / "clapping" / "clapping_1.mp4"
+    expected = predict_video(video, load_predictor(project / HEAD_FILES["linear"], device="cpu"))
+    with chromium_page() as page:
         page.goto(server)
         expect(page.get_by_text("What is the person doing?")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("up to 256 MB")).to_be_visible()  # the limit from .streamlit/config.toml
@@ -68,6 +87,18 @@ def test_upload_predict_in_a_real_browser(server, project, tmp_path):
         page.wait_for_timeout(1000)  # let the bar chart finish drawing before the screenshot
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
-        browser.close()
     assert shot.read_bytes()[:4] == b"\x89PNG"
     print(f"screenshot: {shot}")
+
+
+def test_an_upload_over_the_size_limit_is_refused(project, tmp_path):
+    from playwright.sync_api import expect
+
+    big = tmp_path / "big.mp4"
+    big.write_bytes(os.urandom(2 * 2**20))
+    with streamlit_server(project, STREAMLIT_SERVER_MAX_UPLOAD_SIZE="1") as url, chromium_page() as page:
+        page.goto(url)
+        expect(page.get_by_text("up to 1 MB")).to_be_visible(timeout=60_000)  # the page states the limit in force
+        page.locator("input[type=file]").set_input_files(str(big))
+        expect(page.get_by_text("File must be 1.0MB or smaller.")).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("button", name="Predict")).to_have_count(0)  # nothing reaches the server

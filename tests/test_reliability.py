@@ -1,0 +1,299 @@
+"""Reliability: the bad-input corpus through stage one, faults (SIGKILL, full disk, a second writer), and abuse."""
+import errno
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import pipeline.cache
+import pipeline.extract
+import pipeline.video
+from pipeline.cache import ROW_FIELDS, read_cache
+from pipeline.extract import ExtractConfig, extract_features
+from pipeline.heads import HEAD_FILES, load_head
+from pipeline.predict import load_predictor, predict_bytes
+from pipeline.video import read_frames, sample_indices
+from tests.corpus import CASES, VFR_PTS_MS, build_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(root, cache, tiny_clip, **kw):
+    cfg = ExtractConfig(root=str(root), cache_path=str(cache), model=tiny_clip, num_frames=8, batch_size=8,
+                        device="cpu", **kw)
+    return extract_features(cfg, progress=False)
+
+
+def same(a, b) -> bool:
+    return all(np.array_equal(getattr(a, n), getattr(b, n)) for n in ROW_FIELDS) and (
+        a.class_names, a.skipped, a.attrs) == (b.class_names, b.skipped, b.attrs)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def corpus_cache(corpus, tiny_clip, tmp_path_factory):
+    """Stage one over the corpus. As root, permission bits do not stop reads: the locked file is made to fail
+    the way it fails for every other user (PermissionError on open)."""
+    out = tmp_path_factory.mktemp("corpus_cache") / "f.h5"
+    locked = corpus / "bad" / "locked.mp4"
+    real_hash = pipeline.extract.content_hash
+
+    def content_hash(file):
+        if os.geteuid() == 0 and Path(file) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_hash(file)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline.extract, "content_hash", content_hash)
+        summary = run(corpus, out, tiny_clip)
+    return summary, read_cache(out)
+
+
+def test_corpus_has_at_least_30_kinds():
+    assert len(CASES) >= 30 and len({c.kind for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.path for c in CASES])
+def test_each_input_gets_its_documented_outcome(corpus_cache, case):
+    summary, cache = corpus_cache
+    reasons = dict(summary.skipped)
+    encoded = case.path in set(cache.paths)
+    if case.outcome == "encoded":
+        assert encoded and case.path not in reasons
+    elif case.outcome == "skipped":
+        assert not encoded and reasons[case.path].startswith(case.path + ":")
+    else:
+        assert not encoded and not any(p.startswith(case.path) for p in reasons)
+
+
+def test_odd_inputs_are_encoded_correctly(corpus, corpus_cache):
+    _, cache = corpus_cache
+    row = {p: i for i, p in enumerate(cache.paths)}
+    assert cache.repeated[row["odd/one_frame.mp4"]] and cache.frame_count[row["odd/one_frame.mp4"]] == 1
+    assert cache.repeated[row["odd/five_frames.mp4"]] and not cache.repeated[row["codecs/h264.mp4"]]
+    assert 10 < cache.frame_count[row["odd/cut.avi"]] < 60 and 10 < cache.frame_count[row["odd/cut.mkv"]] < 80
+    assert cache.frame_count[row["codecs/vp9.webm"]] == 30 and cache.frame_count[row["containers/h264.ts"]] == 60
+    assert cache.frame_count[row["odd/long.mp4"]] == 12_000
+    v = row["odd/vfr.mkv"]  # real stream times, not index / fps
+    np.testing.assert_allclose(cache.timestamps[v], np.array(VFR_PTS_MS)[cache.frame_indices[v]] / 1000)
+    assert cache.duration[v] == pytest.approx(VFR_PTS_MS[-1] / 1000 + 1 / 25)
+    assert cache.class_names == ["bad", "codecs", "containers", "lonely", "names", "odd", "rotation"]
+    assert "Permission denied" in dict(cache.skipped)["bad/locked.mp4"]
+    for deg, shape in ((90, (64, 32)), (180, (32, 64)), (270, (64, 32))):
+        frames = read_frames(corpus / f"rotation/r{deg}.mp4", 2).frames
+        assert frames.shape[1:3] == shape
+
+
+def test_readme_documents_every_case():
+    text = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| (.+?) \| `(.+?)` \| (encoded|skipped|ignored) \|", text, flags=re.M)
+    assert rows == [(c.kind, c.path, c.outcome) for c in CASES]
+
+
+def test_a_long_video_is_sampled_with_bounded_work(corpus, monkeypatch):
+    long = corpus / "odd" / "long.mp4"  # 12,000 frames, a keyframe every 25
+    grabs = []
+    real = pipeline.video.cv2.VideoCapture
+
+    class Counting:  # wraps (not subclasses) the capture: OpenCV's classes do not take Python subclasses well
+        def __init__(self, *args):
+            self._cap = real(*args)
+
+        def grab(self):
+            grabs.append(1)
+            return self._cap.grab()
+
+        def __getattr__(self, name):
+            return getattr(self._cap, name)
+
+    monkeypatch.setattr(pipeline.video.cv2, "VideoCapture", Counting)
+    seeking = read_frames(long, 16)
+    assert len(grabs) < 100  # 16 samples and the end check, not 12,000 frames
+    grabs.clear()
+    in_order = read_frames(long, 16, seek_gap=None)
+    assert len(grabs) == 12_001
+    np.testing.assert_array_equal(seeking.frames, in_order.frames)  # seeking lands on the same frames
+    np.testing.assert_array_equal(seeking.indices, sample_indices(12_000, 16))
+    np.testing.assert_allclose(seeking.timestamps, in_order.timestamps)
+
+
+def test_sigkill_at_20_random_moments(tmp_path, tiny_clip):
+    from tests.corpus import _write_av
+    root = tmp_path / "data"
+    for i in range(16):
+        _write_av(root / f"c{i % 4}" / f"v{i:02d}.mp4", "libx264", 150 + i, size=(320, 240))
+    hidden = tmp_path / "later"
+    for i in range(8, 16):  # the first run sees 8 videos; the killed runs add 8 more
+        (hidden / f"c{i % 4}").mkdir(parents=True, exist_ok=True)
+        os.rename(root / f"c{i % 4}" / f"v{i:02d}.mp4", hidden / f"c{i % 4}" / f"v{i:02d}.mp4")
+    cache_file = tmp_path / "cache" / "f.h5"
+    run(root, cache_file, tiny_clip, shard_size=1)
+    before = read_cache(cache_file)
+    shutil.copy2(cache_file, tmp_path / "before.h5")
+    for i in range(8, 16):
+        os.rename(hidden / f"c{i % 4}" / f"v{i:02d}.mp4", root / f"c{i % 4}" / f"v{i:02d}.mp4")
+    run(root, tmp_path / "ref" / "f.h5", tiny_clip, shard_size=1)
+    reference = read_cache(tmp_path / "ref" / "f.h5")
+    code = ("from pipeline.extract import ExtractConfig, extract_features\n"
+            f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, model={tiny_clip!r},"
+            " num_frames=8, batch_size=8, device='cpu', shard_size=1), progress=False)\n")
+
+    def start():
+        shutil.copy2(tmp_path / "before.h5", cache_file)  # every kill starts from the same previous cache
+        shutil.rmtree(cache_file.with_name("f.h5.parts"), ignore_errors=True)
+        return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+
+    t0, first_part = time.perf_counter(), None
+    proc = start()  # one uninterrupted run, timed: when the work starts (first part written) and ends
+    while proc.poll() is None:
+        if first_part is None and list(cache_file.parent.glob("f.h5.parts/part-*.h5")):
+            first_part = time.perf_counter() - t0
+        time.sleep(0.005)
+    full = time.perf_counter() - t0
+    assert proc.returncode == 0 and first_part is not None
+    rng = np.random.default_rng(20)
+    outcomes = []
+    # kills spread over the work: decoding, encoding, part writes and the final join (a few during start-up)
+    for delay in rng.uniform(0.8 * first_part, full, 20):
+        proc = start()
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        code_ = proc.wait()  # wait until the killed process is gone before the next run
+        after = read_cache(cache_file)  # opens and is whole: the previous cache, or the finished new one
+        assert same(after, before) or same(after, reference)  # killed after the final rename: the new one
+        leftovers = {p.name for p in cache_file.parent.iterdir()} - {"f.h5", "f.h5.lock", "f.h5.parts", "f.h5.tmp"}
+        assert not leftovers
+        resumed = run(root, cache_file, tiny_clip, shard_size=1)
+        assert same(read_cache(cache_file), reference)  # bit for bit the uninterrupted result
+        assert {p.name for p in cache_file.parent.iterdir()} <= {"f.h5", "f.h5.lock"}
+        outcomes.append((code_, resumed.encoded))
+    killed = [o for o in outcomes if o[0] == -signal.SIGKILL]
+    print(f"SIGKILL: {len(killed)} of 20 runs killed mid-way, all resumed to the reference cache; "
+          f"videos encoded by the resumes: {[enc for _, enc in outcomes]}")
+    assert len(killed) >= 15, outcomes  # nearly every delay falls inside the run
+    assert sum(enc < 8 for _, enc in killed) >= 5, outcomes  # kills that left finished parts, reused on resume
+
+
+def test_a_full_disk_is_a_clear_error_and_the_previous_cache_survives(dataset, tmp_path, tiny_clip, monkeypatch):
+    cache_file = tmp_path / "f.h5"
+    run(dataset, cache_file, tiny_clip)
+    before = read_cache(cache_file)
+    from tests.conftest import write_video
+    write_video(dataset / "sitting" / "new.avi", 30, seed=42)
+    real_file = h5py.File
+    for failing in ("part-", "f.h5.tmp"):
+        def file(name, mode="r", *a, _failing=failing, **kw):
+            if "w" in mode and _failing in Path(name).name:
+                raise OSError(errno.ENOSPC, "No space left on device", str(name))
+            return real_file(name, mode, *a, **kw)
+
+        monkeypatch.setattr(pipeline.cache.h5py, "File", file)
+        with pytest.raises(OSError, match="No space left on device"):
+            run(dataset, cache_file, tiny_clip)
+        monkeypatch.setattr(pipeline.cache.h5py, "File", real_file)
+        assert same(read_cache(cache_file), before)
+        assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("f.h5.parts/*.tmp"))
+    summary = run(dataset, cache_file, tiny_clip)  # with space again, it just works, and keeps the work done:
+    assert (summary.encoded, summary.reused) == (0, 8)  # the new video's part was written before the disk filled
+    assert "sitting/new.avi" in read_cache(cache_file).paths
+
+
+def test_the_stage_reports_a_write_failure_in_one_line(tmp_path, monkeypatch, capsys):
+    import stages.extract
+
+    def fail(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", "cache/features.h5.tmp")
+
+    monkeypatch.setattr(stages.extract, "extract_features", fail)
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit, match=r"^extract: \[Errno 28\] No space left on device: 'cache/features.h5.tmp'$"):
+        stages.extract.main()
+
+
+def test_a_second_writer_process_is_refused(tmp_path, tiny_clip):
+    from tests.corpus import _write_av
+    root = tmp_path / "data"
+    for i in range(30):
+        _write_av(root / f"c{i % 3}" / f"v{i:02d}.mp4", "libx264", 200, size=(320, 240))
+    cache_file = tmp_path / "f.h5"
+    code = ("from pipeline.extract import ExtractConfig, extract_features\n"
+            f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, model={tiny_clip!r},"
+            " num_frames=8, batch_size=8, device='cpu', shard_size=1), progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob("f.h5.parts/part-*.h5")) and time.time() < deadline:
+            assert proc.poll() is None, "the first run ended too soon"
+            time.sleep(0.01)
+        with pytest.raises(ValueError, match="another stage-one run is writing"):
+            run(root, cache_file, tiny_clip)
+    finally:
+        proc.wait(timeout=300)
+    assert proc.returncode == 0 and len(read_cache(cache_file)) == 30  # the first run was not disturbed
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "older schema", "other encoder"])
+def test_a_bad_previous_cache_is_rebuilt(dataset, tmp_path, tiny_clip, damage):
+    cache_file = tmp_path / "f.h5"
+    run(dataset, cache_file, tiny_clip)
+    reference = read_cache(cache_file)
+    if damage == "corrupt":
+        cache_file.write_bytes(cache_file.read_bytes()[:500])
+    else:
+        with h5py.File(cache_file, "a") as f:
+            key = "schema_version" if damage == "older schema" else "encoder_fingerprint"
+            f.attrs[key] = 0 if damage == "older schema" else "another"
+    summary = run(dataset, cache_file, tiny_clip)
+    assert (summary.encoded, summary.reused) == (7, 0) and same(read_cache(cache_file), reference)
+
+
+def test_a_head_of_an_older_format_is_one_clear_error(project, tmp_path):
+    saved = torch.load(project / HEAD_FILES["linear"], weights_only=True)
+    saved["meta"]["schema_version"] = 0
+    torch.save(saved, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="old.pt: head format version 0.*retrain"):
+        load_head(tmp_path / "old.pt")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/clip-har-pwned",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_pickle_payload_in_a_checkpoint_is_never_run(tmp_path):
+    Path("/tmp/clip-har-pwned").unlink(missing_ok=True)
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"state_dict": _Payload(), "meta": {}}, f)
+    torch.save({"state_dict": {"w": _Payload()}, "meta": {"schema_version": 1}}, tmp_path / "evil2.pt")
+    for name in ("evil.pt", "evil2.pt"):
+        with pytest.raises(ValueError, match="not a usable head checkpoint"):
+            load_head(tmp_path / name)
+    assert not Path("/tmp/clip-har-pwned").exists()
+
+
+def test_8_concurrent_predictions_equal_sequential_ones(project):
+    predictor = load_predictor(project / HEAD_FILES["linear"], device="cpu")
+    files = sorted((project / "data").rglob("*.mp4"))[:8]
+    datas = [f.read_bytes() for f in files]
+    sequential = [predict_bytes(d, predictor) for d in datas]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(lambda d: predict_bytes(d, predictor), datas))
+    for s, c in zip(sequential, concurrent):
+        np.testing.assert_array_equal(s.embeddings, c.embeddings)
+        np.testing.assert_array_equal(s.probabilities, c.probabilities)
