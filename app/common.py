@@ -10,9 +10,9 @@ from pipeline.inspect import load
 
 
 @st.cache_resource(show_spinner="Loading the CLIP encoder…")
-def cached_encoder(model_id: str, preprocess: str):
-    """The encoder, loaded once per process (on CUDA when present) and shared by every session."""
-    return load_encoder(model_id, "auto", preprocess)
+def cached_encoder(model_id: str, preprocess: str, quantize: str):
+    """The encoder, loaded once per process (on CUDA when present, unless int8) and shared by every session."""
+    return load_encoder(model_id, "cpu" if quantize == "int8" else "auto", preprocess, quantize)
 
 
 @st.cache_resource(show_spinner=False)

@@ -28,7 +28,8 @@ def main() -> None:
         else next(iter(heads))
     try:
         head = cached_head(str(heads[kind]), heads[kind].stat().st_mtime_ns)
-        predictor = make_predictor(head, cached_encoder(head.meta["encoder_model"], head.meta["preprocess"]))
+        encoder = cached_encoder(head.meta["encoder_model"], head.meta["preprocess"], head.meta["quantize"])
+        predictor = make_predictor(head, encoder)
     except ValueError as e:
         st.error(f"Cannot use the {HEAD_LABELS[kind]}: {e}")
         st.stop()

@@ -12,7 +12,7 @@ import numpy as np
 SCHEMA_VERSION = 1
 # Attributes every cache carries; two caches whose KEY_ATTRS differ hold embeddings that must not be mixed.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
-             "preprocess_config")
+             "preprocess_config", "quantize")
 _STR = h5py.string_dtype()
 
 

@@ -5,6 +5,7 @@ import argparse
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPVisio
 from transformers.utils import logging as hf_logging
 
 PREPROCESS_BACKENDS = ("fast", "processor")
+QUANTIZE = ("none", "int8")
 _PIL_BICUBIC = 3
 
 
@@ -23,7 +25,8 @@ class Encoder:
     """A loaded CLIP vision tower with projection, ready for `preprocess_frames` and `embed_frames`.
 
     `preprocess` names the backend ("fast": batched torch resize; "processor": CLIPImageProcessor itself);
-    `fingerprint` hashes the weights, model config and processor config, so caches and heads can tell encoders apart.
+    `fingerprint` hashes the weights, model config and processor config, so caches and heads can tell encoders apart;
+    `quantize` is "int8" when the Linear layers run as dynamically quantised int8 (CPU), else "none".
     """
 
     model: CLIPVisionModelWithProjection
@@ -33,6 +36,7 @@ class Encoder:
     dim: int
     device: torch.device
     preprocess: str
+    quantize: str = "none"
 
     def describe(self) -> dict:
         """What a cache or head records about the encoder and its preprocessing (JSON-serialisable)."""
@@ -42,13 +46,20 @@ class Encoder:
             "embedding_dim": self.dim,
             "preprocess": self.preprocess,
             "preprocess_config": json.dumps(self.processor.to_dict(), sort_keys=True, default=str),
+            "quantize": self.quantize,
         }
 
 
-def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast") -> Encoder:
-    """Load CLIP from a hub id or a local directory through `from_pretrained`; ValueError saying how to fix it otherwise."""
+def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", quantize: str = "none") -> Encoder:
+    """Load CLIP from a hub id or a local directory through `from_pretrained`; ValueError saying how to fix it otherwise.
+
+    quantize="int8" runs the Linear layers as dynamically quantised int8 (CPU only): faster on CPUs without fast
+    fp32 matrix units, embeddings slightly different (bench/README.md gives the cosine to fp32).
+    """
     if preprocess not in PREPROCESS_BACKENDS:
         raise ValueError(f"preprocess must be one of {PREPROCESS_BACKENDS}, got {preprocess!r}")
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -72,9 +83,15 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast") 
             f" [{str(e).splitlines()[0]}]"
         ) from None
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    if quantize == "int8" and dev.type != "cpu":
+        raise ValueError("int8 quantisation runs on the CPU only: set extract.device to cpu or quantize to none")
     model = model.to(dev).eval()
-    return Encoder(model, processor, model_id, _fingerprint(model, processor), model.config.projection_dim, dev,
-                   preprocess)
+    fingerprint = _fingerprint(model, processor)  # of the fp32 weights; `quantize` is recorded beside it
+    if quantize == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch deprecates the quantised tensor API it still runs on
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return Encoder(model, processor, model_id, fingerprint, model.config.projection_dim, dev, preprocess, quantize)
 
 
 def preprocess_frames(frames: np.ndarray, encoder: Encoder) -> torch.Tensor:

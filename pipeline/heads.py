@@ -19,7 +19,8 @@ HEAD_SCHEMA = 1  # the layout of a saved head's metadata; a head saved otherwise
 HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib"}
 # What a head must share with the cache or encoder it is used with (from the cache attrs; see pipeline/cache.py).
 # Not the encoder's id: the fingerprint is its identity, and the same weights may sit in another directory.
-MATCH_KEYS = ("encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess", "preprocess_config")
+MATCH_KEYS = ("encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess", "preprocess_config",
+              "quantize")
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:

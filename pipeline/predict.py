@@ -67,7 +67,10 @@ def make_predictor(head: Head, encoder: Encoder, batch_size: int = 16) -> Predic
 def load_predictor(head_path: str | os.PathLike, device: str = "auto") -> Predictor:
     """Load a head and the encoder its metadata names (hub id or directory), with the same preprocessing."""
     head = load_head(head_path)
-    return make_predictor(head, load_encoder(head.meta["encoder_model"], device, head.meta["preprocess"]))
+    quantize = head.meta["quantize"]
+    encoder = load_encoder(head.meta["encoder_model"], "cpu" if quantize == "int8" else device,
+                           head.meta["preprocess"], quantize)
+    return make_predictor(head, encoder)
 
 
 def predict_video(file: str | os.PathLike, predictor: Predictor,

@@ -76,3 +76,15 @@ def test_bad_options_are_rejected(tiny_clip):
         load_encoder(tiny_clip, preprocess="magic")
     with pytest.raises(ValueError, match="device"):
         load_encoder(tiny_clip, device="tpu")
+
+
+def test_int8_encoder_is_close_to_fp32_and_recorded(encoder, tiny_clip):
+    int8 = load_encoder(tiny_clip, device="cpu", quantize="int8")
+    assert int8.describe()["quantize"] == "int8" and encoder.describe()["quantize"] == "none"
+    assert int8.fingerprint == encoder.fingerprint  # the same weights; the cache key also holds `quantize`
+    pixels = preprocess_frames(_natural_frames(8, 120, 160), encoder)
+    a, b = embed_frames(pixels, encoder, 8), embed_frames(pixels, int8, 8)
+    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99 and not np.array_equal(a, b)
+    with pytest.raises(ValueError, match="quantize"):
+        load_encoder(tiny_clip, quantize="int4")

@@ -228,23 +228,26 @@ def test_the_stage_reports_a_write_failure_in_one_line(tmp_path, monkeypatch, ca
 def test_a_second_writer_process_is_refused(tmp_path, tiny_clip):
     from tests.corpus import _write_av
     root = tmp_path / "data"
-    for i in range(30):
-        _write_av(root / f"c{i % 3}" / f"v{i:02d}.mp4", "libx264", 200, size=(320, 240))
+    for i in range(12):
+        _write_av(root / f"c{i % 3}" / f"v{i:02d}.mp4", "libx264", 40 + i, size=(160, 120))  # distinct bytes
     cache_file = tmp_path / "f.h5"
-    code = ("from pipeline.extract import ExtractConfig, extract_features\n"
-            f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, model={tiny_clip!r},"
-            " num_frames=8, batch_size=8, device='cpu', shard_size=1), progress=False)\n")
+    # the first writer: a real stage-one run in another process, slowed to half a second a video (decoding
+    # sleeps first) so that the second one surely starts while it works
+    code = ("import time\nimport pipeline.extract as e\nreal = e.read_frames\n"
+            "e.read_frames = lambda *a, **k: (time.sleep(0.5), real(*a, **k))[1]\n"
+            f"e.extract_features(e.ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, "
+            f"model={tiny_clip!r}, num_frames=8, batch_size=8, device='cpu', shard_size=1), progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
         deadline = time.time() + 120
         while not list(tmp_path.glob("f.h5.parts/part-*.h5")) and time.time() < deadline:
-            assert proc.poll() is None, "the first run ended too soon"
+            assert proc.poll() is None, "the first run ended before writing a part"
             time.sleep(0.01)
         with pytest.raises(ValueError, match="another stage-one run is writing"):
             run(root, cache_file, tiny_clip)
     finally:
         proc.wait(timeout=300)
-    assert proc.returncode == 0 and len(read_cache(cache_file)) == 30  # the first run was not disturbed
+    assert proc.returncode == 0 and len(read_cache(cache_file)) == 12  # the first run was not disturbed
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "older schema", "other encoder"])
