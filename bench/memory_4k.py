@@ -3,7 +3,7 @@
     python bench/memory_4k.py
 
 Writes bench/out/uhd_60s.mp4 once (3840x2160, 25 fps, 1,500 frames, H.264 via PyAV), then measures in fresh
-processes: the max RSS after the imports alone, and after read_frames(16) + preprocess_frames. Target: < 1 GiB.
+processes: the peak RSS (VmHWM) after the imports alone, and after read_frames(16) + preprocess_frames. Target: < 1 GiB.
 """
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "bench" / "out" / "uhd_60s.mp4"
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 from pipeline.encoder import load_encoder, preprocess_frames
 from pipeline.video import read_frames
 enc = load_encoder({model!r}, "cpu")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak():  # VmHWM: this process's own peak (ru_maxrss would include the parent's, inherited at fork)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+before = peak()
 if {measure}:
     t = time.perf_counter()
     clip = read_frames({video!r}, 16)
@@ -30,7 +32,7 @@ if {measure}:
     seconds = time.perf_counter() - t
 else:
     seconds = 0.0
-print(json.dumps({{"imports_mib": before, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({{"imports_mib": before, "peak_mib": peak(),
                   "seconds": seconds}}))
 """
 
