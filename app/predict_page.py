@@ -43,15 +43,20 @@ def main() -> None:
     st.video(upload)
     if not st.button("Predict", type="primary"):
         return
-    with st.status("Working…", expanded=False) as status:
-        try:
-            prediction = predict_bytes(upload.getvalue(), predictor,
-                                       on_step=lambda step: status.update(label=STEP_LABELS[step]))
-        except ValueError as e:
-            status.update(label="Could not read this video", state="error")
-            st.error(f"{upload.name}: {e}")
-            return
-        status.update(label="Done", state="complete")
+    # a progress bar rather than st.status, which sleeps 50 ms on entry and exit to let the browser catch up
+    bar = st.progress(0.0, text="Starting…")
+    steps = list(STEP_LABELS)
+
+    def on_step(step: str) -> None:
+        bar.progress(steps.index(step) / len(steps), text=STEP_LABELS[step])
+
+    try:
+        prediction = predict_bytes(upload.getvalue(), predictor, on_step=on_step)
+    except ValueError as e:
+        st.error(f"{upload.name}: {e}")
+        return
+    finally:
+        bar.empty()
     show_prediction(prediction)
 
 
