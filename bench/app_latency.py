@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.encoder import embed_frames, load_encoder, preprocess_frames  # noqa: E402
+from pipeline.encoder import build_random_clip, embed_frames, load_encoder, preprocess_frames  # noqa: E402
 from pipeline.heads import HEAD_FILES, LinearHead, head_metadata, save_linear  # noqa: E402
 from pipeline.predict import load_predictor, predict_bytes  # noqa: E402
 from pipeline.video import SAMPLING, read_frames  # noqa: E402
@@ -35,12 +35,9 @@ CLASSES = ["clapping", "meeting_and_splitting", "sitting", "standing_still", "wa
 
 def full_size_clip() -> Path:
     """A ViT-B/32 CLIP with random weights, saved once like a downloaded one (about 600 MB)."""
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
     path = OUT / "vit-b-32-random"
     if not (path / "config.json").exists():
-        torch.manual_seed(0)
-        CLIPModel(CLIPConfig()).save_pretrained(path)
-        CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(path)
+        build_random_clip(path, full_size=True)
     return path
 
 

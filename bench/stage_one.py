@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline.cache import read_cache  # noqa: E402
-from pipeline.encoder import embed_frames, load_encoder, preprocess_frames  # noqa: E402
+from pipeline.encoder import build_random_clip, embed_frames, load_encoder, preprocess_frames  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
 from pipeline.video import read_frames, sample_indices  # noqa: E402
 
@@ -69,12 +69,10 @@ def dataset() -> list[Path]:
 
 
 def full_size_clip() -> Path:
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+    """A ViT-B/32 CLIP with random weights, saved once like a downloaded one (about 600 MB)."""
     path = OUT / "vit-b-32-random"
     if not (path / "config.json").exists():
-        torch.manual_seed(0)
-        CLIPModel(CLIPConfig()).save_pretrained(path)
-        CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(path)
+        build_random_clip(path, full_size=True)
     return path
 
 

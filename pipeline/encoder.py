@@ -141,19 +141,24 @@ def embed_frames(pixels: torch.Tensor, encoder: Encoder, batch_size: int) -> np.
     return np.concatenate(out)
 
 
-def build_tiny_clip(directory: str | os.PathLike, seed: int = 0) -> Path:
-    """Save a tiny randomly initialised CLIP (vision + text towers, projection, processor config) for tests and demos.
+def build_random_clip(directory: str | os.PathLike, seed: int = 0, full_size: bool = False) -> Path:
+    """Save a randomly initialised CLIP (vision + text towers, projection, processor config) to `directory`.
 
-    It loads through the same `from_pretrained` path as openai/clip-vit-base-patch32; its embeddings mean nothing.
+    Tiny by default (2 layers, 32-d embeddings: for tests and offline demos); full_size=True gives the
+    ViT-B/32 architecture of openai/clip-vit-base-patch32, with its speed, for benchmarks. Either loads through
+    the same `from_pretrained` path as the real model; the embeddings mean nothing.
     """
-    dim = 32  # the vision and text configs must carry the same projection_dim, or the vision tower fails to load
-    config = CLIPConfig(
-        projection_dim=dim,
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=224, patch_size=32, projection_dim=dim),
-        text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                         vocab_size=1000, max_position_embeddings=77, projection_dim=dim),
-    )
+    if full_size:
+        config = CLIPConfig()  # the defaults are ViT-B/32 with a 512-d projection
+    else:
+        dim = 32  # the vision and text configs must carry the same projection_dim, or the vision tower fails to load
+        config = CLIPConfig(
+            projection_dim=dim,
+            vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=224, patch_size=32, projection_dim=dim),
+            text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                             vocab_size=1000, max_position_embeddings=77, projection_dim=dim),
+        )
     torch.manual_seed(seed)
     directory = Path(directory)
     CLIPModel(config).save_pretrained(directory)
@@ -173,10 +178,13 @@ def _fingerprint(model: torch.nn.Module, processor: CLIPImageProcessorPil) -> st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tiny", metavar="DIR", required=True, help="write a tiny random CLIP to DIR")
+    parser = argparse.ArgumentParser(description="Write a randomly initialised CLIP (no download needed).")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--tiny", metavar="DIR", help="a tiny one, for tests and offline demos")
+    group.add_argument("--vit-b-32", metavar="DIR", help="the full ViT-B/32 architecture, for benchmarks")
     args = parser.parse_args()
-    print(f"tiny random CLIP written to {build_tiny_clip(args.tiny)} (for tests and offline demos only)")
+    path = build_random_clip(args.tiny or args.vit_b_32, full_size=args.vit_b_32 is not None)
+    print(f"random CLIP written to {path} (its embeddings mean nothing: tests, demos and benchmarks only)")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.encoder import build_tiny_clip
+from pipeline.encoder import build_random_clip
 
 REPO = Path(__file__).resolve().parents[1]
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "VP80", ".webm": "VP80", ".mov": "mp4v", ".m4v": "mp4v"}
@@ -41,7 +41,7 @@ def write_video(path: Path, n_frames: int = 30, size: tuple[int, int] = (64, 48)
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> str:
     """Directory of a tiny random CLIP, loaded through from_pretrained like the real one."""
-    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny-clip")))
+    return str(build_random_clip(tmp_path_factory.mktemp("tiny-clip")))
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encoder import build_tiny_clip, embed_frames, load_encoder, preprocess_frames
+from pipeline.encoder import build_random_clip, embed_frames, load_encoder, preprocess_frames
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_tiny_clip_loads_through_from_pretrained(encoder, tiny_clip):
 
 def test_fingerprint_is_stable_and_tells_weights_apart(encoder, tiny_clip, tmp_path):
     assert load_encoder(tiny_clip, device="cpu").fingerprint == encoder.fingerprint
-    other = build_tiny_clip(tmp_path / "other", seed=1)
+    other = build_random_clip(tmp_path / "other", seed=1)
     assert load_encoder(str(other), device="cpu").fingerprint != encoder.fingerprint
 
 

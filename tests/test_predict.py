@@ -49,9 +49,9 @@ def test_predict_bytes_removes_its_temporary_file_also_after_an_error(project, p
 
 
 def test_a_head_with_another_encoder_is_refused(project, tmp_path):
-    from pipeline.encoder import build_tiny_clip, load_encoder
+    from pipeline.encoder import build_random_clip, load_encoder
     from pipeline.predict import make_predictor
-    other = load_encoder(str(build_tiny_clip(tmp_path / "other", seed=3)), device="cpu")
+    other = load_encoder(str(build_random_clip(tmp_path / "other", seed=3)), device="cpu")
     with pytest.raises(ValueError, match="encoder_fingerprint"):
         make_predictor(load_head(project / HEAD_FILES["linear"]), other)
 
