@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPVisionModelWithProjection
+from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer, CLIPVisionModelWithProjection
 from transformers.utils import logging as hf_logging
 
 PREPROCESS_BACKENDS = ("fast", "processor")
@@ -142,14 +142,15 @@ def embed_frames(pixels: torch.Tensor, encoder: Encoder, batch_size: int) -> np.
 
 
 def build_random_clip(directory: str | os.PathLike, seed: int = 0, full_size: bool = False) -> Path:
-    """Save a randomly initialised CLIP (vision + text towers, projection, processor config) to `directory`.
+    """Save a randomly initialised CLIP (vision + text towers, projections, processor config, tokenizer) to `directory`.
 
     Tiny by default (2 layers, 32-d embeddings: for tests and offline demos); full_size=True gives the
     ViT-B/32 architecture of openai/clip-vit-base-patch32, with its speed, for benchmarks. Either loads through
     the same `from_pretrained` path as the real model; the embeddings mean nothing.
     """
+    tokenizer = _byte_level_tokenizer(bos_id=49406 if full_size else 512)
     if full_size:
-        config = CLIPConfig()  # the defaults are ViT-B/32 with a 512-d projection
+        config = CLIPConfig()  # the defaults are ViT-B/32 with a 512-d projection, special tokens 49406/49407
     else:
         dim = 32  # the vision and text configs must carry the same projection_dim, or the vision tower fails to load
         config = CLIPConfig(
@@ -157,13 +158,27 @@ def build_random_clip(directory: str | os.PathLike, seed: int = 0, full_size: bo
             vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                                image_size=224, patch_size=32, projection_dim=dim),
             text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                             vocab_size=1000, max_position_embeddings=77, projection_dim=dim),
+                             vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=dim,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id),
         )
     torch.manual_seed(seed)
     directory = Path(directory)
     CLIPModel(config).save_pretrained(directory)
     CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return directory
+
+
+def _byte_level_tokenizer(bos_id: int) -> CLIPTokenizer:
+    """A CLIP tokenizer made here, with no download: the 256 byte symbols, each also as a word end, and no merges
+    (so every character is a token), plus <|startoftext|> = bos_id and <|endoftext|> = bos_id + 1."""
+    from tokenizers import pre_tokenizers
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {s: i for i, s in enumerate(symbols)} | {s + "</w>": 256 + i for i, s in enumerate(symbols)}
+    vocab |= {"<|startoftext|>": bos_id, "<|endoftext|>": bos_id + 1}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
 def _fingerprint(model: torch.nn.Module, processor: CLIPImageProcessorPil) -> str:

@@ -88,3 +88,14 @@ def test_int8_encoder_is_close_to_fp32_and_recorded(encoder, tiny_clip):
     assert cos.min() > 0.99 and not np.array_equal(a, b)
     with pytest.raises(ValueError, match="quantize"):
         load_encoder(tiny_clip, quantize="int4")
+
+
+def test_tiny_clip_has_a_text_tower_and_a_tokenizer(tiny_clip):
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection
+    tokenizer = AutoTokenizer.from_pretrained(tiny_clip)
+    text = CLIPTextModelWithProjection.from_pretrained(tiny_clip).eval()
+    tokens = tokenizer(["a video of a person clapping", "walking"], padding=True, return_tensors="pt")
+    assert tokenizer.decode(tokens["input_ids"][1], skip_special_tokens=True) == "walking"
+    with torch.inference_mode():
+        embeds = text(**tokens).text_embeds
+    assert embeds.shape == (2, 32) and not torch.allclose(embeds[0], embeds[1])
