@@ -7,6 +7,7 @@ import streamlit as st
 from pipeline.encoder import load_encoder
 from pipeline.heads import load_head
 from pipeline.inspect import load
+from pipeline.zeroshot import text_embeddings
 
 
 @st.cache_resource(show_spinner="Loading the CLIP encoder…")
@@ -19,6 +20,12 @@ def cached_encoder(model_id: str, preprocess: str, quantize: str):
 def cached_head(path: str, mtime_ns: int):
     """A trained head, loaded once per file version (mtime_ns in the key: retraining reloads it)."""
     return load_head(path)
+
+
+@st.cache_resource(show_spinner="Encoding the actions with CLIP's text tower…")
+def cached_text_embeddings(model_id: str, actions: tuple[str, ...]):
+    """Text embeddings (C, D) of a list of actions, computed once per model and list."""
+    return text_embeddings(model_id, list(actions))
 
 
 @st.cache_resource(show_spinner="Reading the feature cache…")

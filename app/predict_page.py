@@ -5,13 +5,17 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+import yaml
 
-from app.common import cached_encoder, cached_head, frame_strip
+from app.common import cached_encoder, cached_head, cached_text_embeddings, frame_strip
 from pipeline.heads import HEAD_FILES
 from pipeline.predict import make_predictor, predict_bytes
+from pipeline.video import SAMPLING
+from pipeline.zeroshot import zeroshot_head
 
 UPLOAD_TYPES = ["mp4", "avi", "mov", "mkv", "webm"]
-HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression"}
+HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression", "zeroshot": "zero-shot"}
+PARAMS = "params.yaml"
 STEP_LABELS = {"decoding": "Decoding the sampled frames…", "encoding": "Encoding them with CLIP…",
                "classifying": "Classifying…"}
 
@@ -19,22 +23,25 @@ STEP_LABELS = {"decoding": "Decoding the sampled frames…", "encoding": "Encodi
 def main() -> None:
     st.title("What is the person doing?")
     # run from the project folder, like dvc: heads and a local encoder directory are found relative to it
-    heads = {kind: Path(path) for kind, path in HEAD_FILES.items() if Path(path).is_file()}
-    if not heads:
-        st.info("No trained head yet. Train one from the project folder with `dvc repro` "
-                f"(it writes {' and '.join(HEAD_FILES.values())}), then reload this page.")
-        st.stop()
-    kind = st.radio("Head", list(heads), format_func=HEAD_LABELS.get, horizontal=True) if len(heads) > 1 \
-        else next(iter(heads))
+    trained = {kind: Path(HEAD_FILES[kind]) for kind in ("linear", "logreg") if Path(HEAD_FILES[kind]).is_file()}
+    if not trained:
+        st.info("No trained head yet: train one from the project folder with `dvc repro` "
+                f"(it writes {' and '.join(HEAD_FILES.values())}). Meanwhile, zero-shot works from the names of "
+                "the actions alone.")
+    kind = st.radio("Head", [*trained, "zeroshot"], format_func=HEAD_LABELS.get, horizontal=True)
     try:
-        head = cached_head(str(heads[kind]), heads[kind].stat().st_mtime_ns)
-        encoder = cached_encoder(head.meta["encoder_model"], head.meta["preprocess"], head.meta["quantize"])
-        predictor = make_predictor(head, encoder)
+        if kind == "zeroshot":
+            predictor = zero_shot_predictor()
+        else:
+            head = cached_head(str(trained[kind]), trained[kind].stat().st_mtime_ns)
+            encoder = cached_encoder(head.meta["encoder_model"], head.meta["preprocess"], head.meta["quantize"])
+            predictor = make_predictor(head, encoder)
     except ValueError as e:
         st.error(f"Cannot use the {HEAD_LABELS[kind]}: {e}")
         st.stop()
-    st.caption(f"{HEAD_LABELS[kind]} · encoder `{head.meta['encoder_model']}` · "
-               f"{head.meta['num_frames']} frames per video · classes: {', '.join(head.class_names)}")
+    meta = predictor.head.meta
+    st.caption(f"{HEAD_LABELS[kind]} · encoder `{meta['encoder_model']}` · {meta['num_frames']} frames per video "
+               f"· classes: {', '.join(meta['class_names'])}")
 
     limit = st.get_option("server.maxUploadSize")
     upload = st.file_uploader(f"Upload a video ({', '.join(UPLOAD_TYPES)}; up to {limit} MB)", type=UPLOAD_TYPES)
@@ -58,6 +65,36 @@ def main() -> None:
     finally:
         bar.empty()
     show_prediction(prediction)
+
+
+def zero_shot_predictor():
+    """A zero-shot head over the actions the user types, with the encoder and sampling of the project.
+
+    Settings and the starting list of actions come from the zero-shot head of `dvc repro` when there is one,
+    else from params.yaml and the class folders under data.root. ValueError when neither is there.
+    """
+    saved = Path(HEAD_FILES["zeroshot"])
+    if saved.is_file():
+        meta = cached_head(str(saved), saved.stat().st_mtime_ns).meta
+        model, frames, preprocess, quantize = (meta["encoder_model"], meta["num_frames"], meta["preprocess"],
+                                               meta["quantize"])
+        default = meta["class_names"]
+    elif Path(PARAMS).is_file():
+        params = yaml.safe_load(Path(PARAMS).read_text())
+        model, extract = params["encoder"]["model"], params["extract"]
+        frames, preprocess, quantize = extract["num_frames"], extract["preprocess"], extract.get("quantize", "none")
+        root = Path(params["data"]["root"])
+        default = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")) \
+            if root.is_dir() else []
+    else:
+        raise ValueError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
+    text = st.text_area("Actions, one per line (edit them freely)", value="\n".join(default))
+    actions = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    if not actions:
+        raise ValueError("type at least one action")
+    encoder = cached_encoder(model, preprocess, quantize)
+    attrs = {**encoder.describe(), "num_frames": frames, "sampling": SAMPLING}
+    return make_predictor(zeroshot_head(cached_text_embeddings(model, tuple(actions)), actions, attrs), encoder)
 
 
 def show_prediction(prediction) -> None:

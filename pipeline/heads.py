@@ -16,7 +16,7 @@ from torch import nn
 POOLING = "mean"
 HEAD_SCHEMA = 1  # the layout of a saved head's metadata; a head saved otherwise must be retrained
 # Where the stages write the heads and the app and pipeline.predict look for them (relative to the project root).
-HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib"}
+HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "zeroshot": "models/zeroshot.pt"}
 # What a head must share with the cache or encoder it is used with (from the cache attrs; see pipeline/cache.py).
 # Not the encoder's id: the fingerprint is its identity, and the same weights may sit in another directory.
 MATCH_KEYS = ("encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess", "preprocess_config",
@@ -61,6 +61,21 @@ class LinearHead(nn.Module):
         if x.dim() == 3:
             x = x.mean(dim=1)  # (B, F, D) -> (B, D)
         return self.fc((x - self.mean) / self.std)
+
+
+class ZeroShotHead(nn.Module):
+    """Mean pooling over time, unit length, cosine to each class's text embedding times a fixed temperature:
+    (B, F, D) or pooled (B, D) -> logits (B, C). Buffers only: `text` (C, D) and `scale` (); nothing is trained."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("text", torch.zeros(num_classes, dim))
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x.mean(dim=1)  # (B, F, D) -> (B, D)
+        return self.scale * (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)) @ self.text.T
 
 
 @dataclass
@@ -158,7 +173,7 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, nu
 
 @dataclass
 class Head:
-    """A trained head ready to predict: `kind` is "linear" or "logreg", `meta` is what it was trained with."""
+    """A head ready to predict: `kind` is "linear", "logreg" or "zeroshot"; `meta` is what it was made with."""
 
     kind: str
     meta: dict
@@ -181,7 +196,8 @@ class Head:
 
 
 def save_linear(path: str | os.PathLike, state: dict, meta: dict) -> None:
-    """Save a linear head as {"state_dict", "meta"}: plain tensors and strings, loadable with weights_only=True."""
+    """Save a torch head (linear or zero-shot: meta["head"] says which) as {"state_dict", "meta"}: plain tensors and
+    strings, loadable with weights_only=True."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": state, "meta": meta}, path)
 
@@ -193,7 +209,7 @@ def save_logreg(path: str | os.PathLike, model, meta: dict) -> None:
 
 
 def load_head(path: str | os.PathLike) -> Head:
-    """Load a head saved by save_linear (.pt, with weights_only=True) or save_logreg (.joblib)."""
+    """Load a head saved by save_linear (.pt: linear or zero-shot, with weights_only=True) or save_logreg (.joblib)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no trained head at {str(path)!r}: run `dvc repro` to train one")
@@ -201,9 +217,10 @@ def load_head(path: str | os.PathLike) -> Head:
         if path.suffix == ".pt":
             saved = torch.load(path, map_location="cpu", weights_only=True)
             meta = _check_schema(path, saved["meta"])
-            model = LinearHead(meta["embedding_dim"], len(meta["class_names"]))
+            module = {"linear": LinearHead, "zeroshot": ZeroShotHead}[meta["head"]]
+            model = module(meta["embedding_dim"], len(meta["class_names"]))
             model.load_state_dict(saved["state_dict"])
-            return Head("linear", meta, model.eval())
+            return Head(meta["head"], meta, model.eval())
         if path.suffix == ".joblib":
             saved = joblib.load(path)
             return Head("logreg", _check_schema(path, saved["meta"]), saved["model"])

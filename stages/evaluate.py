@@ -20,7 +20,7 @@ def main() -> None:
     cache = read_cache(CACHE)
     test = read_split(SPLIT, cache.paths) == "test"
     x, y, names = mean_pool(cache.embeddings), cache.labels, cache.class_names
-    # cross-validation refits each head with the params of its own stage
+    # cross-validation refits each trained head with the params of its own stage
     configs = {"linear": LinearConfig(**params["train"]), "logreg": LogRegConfig(**params["baseline"])}
     results, per_class = {}, {}
     with Live(OUT, dvcyaml=None, save_dvc_exp=False) as live:
@@ -33,8 +33,11 @@ def main() -> None:
             pred = head.predict_proba(cache.embeddings[test]).argmax(1)
             r = evaluate_predictions(y[test], pred, names)
             if params["evaluate"]["folds"]:
-                acc = cross_validate(x, y, names, params["evaluate"]["folds"], params["split"]["seed"],
-                                     lambda xt, yt, xs: fit_predict(xt, yt, xs, len(names), configs[name]))
+                if name == "zeroshot":  # nothing to fit: the same text embeddings score every fold
+                    refit = lambda xt, yt, xs: head.predict_proba(xs[:, None, :]).argmax(1)  # noqa: E731
+                else:
+                    refit = lambda xt, yt, xs: fit_predict(xt, yt, xs, len(names), configs[name])  # noqa: E731
+                acc = cross_validate(x, y, names, params["evaluate"]["folds"], params["split"]["seed"], refit)
                 r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")
             for key in ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std"):

@@ -68,3 +68,27 @@ def test_a_bad_upload_is_an_error_and_the_app_keeps_working(project, monkeypatch
     at.run()
     at.button[0].click().run()
     assert not at.error and any(m.value.startswith("## ") for m in at.markdown)
+
+
+def test_zero_shot_works_before_any_training_with_the_actions_typed(project, tiny_clip, tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+    shutil.copytree(project / "data", tmp_path / "data")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "data": {"root": "data"}, "encoder": {"model": tiny_clip},
+        "extract": {"num_frames": 4, "preprocess": "fast", "quantize": "none"}}))
+    monkeypatch.chdir(tmp_path)  # a project with videos and params, but no cache and no head yet
+    at = run_app()
+    assert "No trained head yet" in at.info[0].value and [r.value for r in at.radio] == ["zeroshot"]
+    assert at.text_area[0].value == "clapping\nsitting\nwalking"  # the class folders under data.root
+    video = (tmp_path / "data" / "sitting" / "sitting_1.mp4").read_bytes()
+    at.get("file_uploader")[0].upload("clip.mp4", video, "video/mp4")
+    at.run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any(m.value in ("## clapping", "## sitting", "## walking") for m in at.markdown)
+    at.text_area[0].set_value("jumping jacks\nplaying the violin\n\njumping jacks").run()
+    at.button[0].click().run()
+    assert not at.exception and "classes: jumping jacks, playing the violin" in at.caption[0].value
+    assert any(m.value in ("## jumping jacks", "## playing the violin") for m in at.markdown)

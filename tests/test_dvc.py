@@ -41,10 +41,10 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy", cwd=repo)
 
     out = dvc("repro", cwd=repo)
-    for stage in ("demo", "extract", "split", "train", "baseline", "evaluate"):
+    for stage in ("demo", "extract", "split", "train", "baseline", "zeroshot", "evaluate"):
         assert f"Running stage '{stage}'" in out
     assert "35 encoded, 0 reused, 0 skipped" in out
-    assert "linear" in out and "logreg" in out and "(7 test videos)" in out  # the terminal table
+    assert "linear" in out and "logreg" in out and "zeroshot" in out and "(7 test videos)" in out  # the table
     cache = read_cache(repo / "cache" / "features.h5")
     assert cache.class_names == list(CLASSES) and len(cache) == 35 and cache.embeddings.shape == (35, 4, 32)
     assert {p.rsplit(".", 1)[1] for p in cache.paths} >= {"mp4", "avi"}
@@ -54,12 +54,14 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     assert load_head(repo / "models" / "logreg.joblib").class_names == list(CLASSES)
     assert (repo / "models" / "linear_final.pt").is_file()
     metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"linear", "logreg"} and all(set(metrics[h]) == HEAD_METRICS for h in metrics)
+    assert set(metrics) == {"linear", "logreg", "zeroshot"}
+    assert all(set(metrics[h]) == HEAD_METRICS for h in metrics)
+    assert load_head(repo / "models" / "zeroshot.pt").class_names == list(CLASSES)
     per_class = json.loads((repo / "dvclive" / "evaluate" / "per_class.json").read_text())
     assert set(per_class["linear"]) == set(CLASSES) and set(per_class["linear"]["walking"]) == {
         "precision", "recall", "f1", "support"}
     for png in ("train/plots/images/training_curves.png", "evaluate/plots/images/linear_confusion.png",
-                "evaluate/plots/images/logreg_confusion.png"):
+                "evaluate/plots/images/logreg_confusion.png", "evaluate/plots/images/zeroshot_confusion.png"):
         assert (repo / "dvclive" / png).read_bytes()[:4] == b"\x89PNG"
     shown = dvc("metrics", "show", "--json", cwd=repo)
     assert "linear" in shown and "logreg" in shown
@@ -73,7 +75,7 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     # an experiment on the head re-runs only the head stages
     out = dvc("exp", "run", "-S", "train.lr=0.001", cwd=repo)
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
-    for stage in ("demo", "extract", "split", "baseline"):
+    for stage in ("demo", "extract", "split", "baseline", "zeroshot"):
         assert f"Running stage '{stage}'" not in out
     table = dvc("exp", "show", "--csv", cwd=repo)
     assert "train.lr" in table and "0.001" in table and "linear.accuracy" in table

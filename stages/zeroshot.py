@@ -1,0 +1,24 @@
+"""DVC stage `zeroshot`: text embeddings of the cache's class names (prompt ensemble), saved as a zero-shot head."""
+import sys
+
+from pipeline.cache import read_cache
+from pipeline.heads import HEAD_FILES, save_linear
+from pipeline.zeroshot import text_embeddings, zeroshot_head
+
+CACHE = "cache/features.h5"
+
+
+def main() -> None:
+    cache = read_cache(CACHE)
+    try:
+        emb = text_embeddings(cache.attrs["encoder_model"], cache.class_names)
+    except ValueError as e:
+        sys.exit(f"zeroshot: {e}")
+    head = zeroshot_head(emb, cache.class_names, cache.attrs)
+    save_linear(HEAD_FILES["zeroshot"], head.model.state_dict(), head.meta)
+    print(f"zero-shot head for {len(cache.class_names)} classes ({len(head.meta['templates'])} prompts each) "
+          f"saved to {HEAD_FILES['zeroshot']}")
+
+
+if __name__ == "__main__":
+    main()
