@@ -1,6 +1,6 @@
 """Predict the action in videos with a trained head and the full encoder: the app's path, also a batch command.
 
-    python -m pipeline.predict PATH... [--head linear|logreg] [--json] [--device auto|cpu|cuda]
+    python -m pipeline.predict PATH... [--head linear|logreg|zeroshot] [--json] [--device auto|cpu|cuda]
 
 PATH is a video or a folder (searched recursively). Prints one line per video: path, top class, probability
 (or a JSON list). Unreadable files are reported on stderr and the others still predicted; the exit status is 1
