@@ -25,7 +25,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.cache import read_cache  # noqa: E402
 from pipeline.encoder import build_random_clip, embed_frames, load_encoder, preprocess_frames  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
 from pipeline.video import read_frames, sample_indices  # noqa: E402

@@ -51,7 +51,7 @@ class Encoder:
 
 
 def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", quantize: str = "none") -> Encoder:
-    """Load CLIP from a hub id or a local directory through `from_pretrained`; ValueError saying how to fix it otherwise.
+    """Load CLIP from a hub id or a local directory through `from_pretrained`; ValueError saying how to fix it if not.
 
     quantize="int8" runs the Linear layers as dynamically quantised int8 (CPU only): faster on CPUs without fast
     fp32 matrix units, embeddings slightly different (bench/README.md gives the cosine to fp32).
@@ -165,7 +165,8 @@ def build_random_clip(directory: str | os.PathLike, seed: int = 0, full_size: bo
     torch.manual_seed(seed)
     directory = Path(directory)
     CLIPModel(config).save_pretrained(directory)
-    CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(directory)
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    processor.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 

@@ -153,7 +153,7 @@ class LogRegConfig:
 
 
 def fit_logreg(x_train: np.ndarray, y_train: np.ndarray, cfg: LogRegConfig):
-    """Standardise pooled features float32 (N, D), then multinomial logistic regression; returns the sklearn pipeline."""
+    """Standardise pooled features float32 (N, D), then multinomial logistic regression: the fitted sklearn pipeline."""
     model = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=cfg.max_iter))
     return model.fit(x_train, y_train)
 

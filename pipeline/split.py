@@ -54,7 +54,7 @@ def write_split(path: str | os.PathLike, paths: np.ndarray, labels: np.ndarray, 
 
 
 def read_split(path: str | os.PathLike, paths: np.ndarray) -> np.ndarray:
-    """The part ("train"/"val"/"test") of each of `paths`: str array (V,); ValueError if the split does not cover them."""
+    """The part ("train"/"val"/"test") of each of `paths`, str array (V,); ValueError if the split misses any."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no split at {str(path)!r}: run `dvc repro split` first")
