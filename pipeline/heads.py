@@ -28,9 +28,9 @@ def mean_pool(embeddings: np.ndarray) -> np.ndarray:
     return embeddings.mean(axis=1, dtype=np.float32)
 
 
-def head_metadata(attrs: dict, class_names: list[str], kind: str) -> dict:
+def head_metadata(attrs: dict, class_names: list[str], kind: str, pooling: str = POOLING) -> dict:
     """What a saved head carries so it can be used alone: class names, encoder, sampling, preprocessing, pooling."""
-    return {"head": kind, "schema_version": HEAD_SCHEMA, "class_names": list(class_names), "pooling": POOLING,
+    return {"head": kind, "schema_version": HEAD_SCHEMA, "class_names": list(class_names), "pooling": pooling,
             "encoder_model": attrs["encoder_model"], **{k: attrs[k] for k in MATCH_KEYS}}
 
 
@@ -44,23 +44,42 @@ def check_compatible(meta: dict, attrs: dict, class_names: list[str] | None = No
         raise ValueError(f"the head's classes {meta['class_names']} differ from the {what}'s {list(class_names)}")
 
 
-class LinearHead(nn.Module):
-    """Mean pooling over time, standardisation, one linear layer: (B, F, D) or pooled (B, D) -> logits (B, C).
+TEMPORAL_POOLINGS = ("mean", "attention", "conv")
 
-    The standardisation (buffers `mean` and `std`, (D,), fixed from the training features) makes the learning rate
-    independent of the encoder's embedding scale, as StandardScaler does for the logistic-regression baseline.
+
+class LinearHead(nn.Module):
+    """Pooling over time, standardisation, one linear layer: frames (B, F, D) -> logits (B, C).
+
+    pooling "mean": the mean frame (order-blind; pooled input (B, D) is accepted too). "attention": frames plus a
+    learned position embedding, weighted by a learned softmax over time. "conv": a 1-D convolution over time
+    (kernel 3, `hidden` channels, ReLU), then the mean. The standardisation (buffers `mean` and `std`, (D,), fixed
+    from the training features) makes the learning rate independent of the encoder's embedding scale, as
+    StandardScaler does for the logistic-regression baseline.
     """
 
-    def __init__(self, dim: int, num_classes: int):
+    def __init__(self, dim: int, num_classes: int, pooling: str = "mean", num_frames: int = 16, hidden: int = 128):
         super().__init__()
+        if pooling not in TEMPORAL_POOLINGS:
+            raise ValueError(f"train.head must be one of {TEMPORAL_POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
-        self.fc = nn.Linear(dim, num_classes)
+        if pooling == "attention":
+            self.position = nn.Parameter(torch.zeros(num_frames, dim))
+            self.score = nn.Linear(dim, 1)
+        if pooling == "conv":
+            self.conv = nn.Conv1d(dim, hidden, kernel_size=3, padding=1)
+        self.fc = nn.Linear(hidden if pooling == "conv" else dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:
-            x = x.mean(dim=1)  # (B, F, D) -> (B, D)
-        return self.fc((x - self.mean) / self.std)
+        if self.pooling == "mean":
+            return self.fc(((x.mean(dim=1) if x.dim() == 3 else x) - self.mean) / self.std)
+        z = (x - self.mean) / self.std  # (B, F, D)
+        if self.pooling == "attention":
+            z = z + self.position[: z.shape[1]]
+            weights = torch.softmax(self.score(z).squeeze(-1), dim=1)  # (B, F)
+            return self.fc((weights.unsqueeze(-1) * z).sum(dim=1))
+        return self.fc(torch.relu(self.conv(z.transpose(1, 2))).mean(dim=2))  # (B, D, F) -> (B, H, F) -> (B, H)
 
 
 class ZeroShotHead(nn.Module):
@@ -87,6 +106,7 @@ class LinearConfig:
     batch_size: int = 32
     weight_decay: float = 0.0
     seed: int = 0
+    head: str = "mean"  # temporal pooling: mean | attention | conv (see LinearHead)
 
 
 @dataclass
@@ -101,16 +121,24 @@ class LinearResult:
 
 def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
                       num_classes: int, cfg: LinearConfig) -> LinearResult:
-    """Train LinearHead with Adam and cross-entropy on pooled features float32 (N, D) and int labels (N,).
+    """Train LinearHead (pooling cfg.head) with Adam and cross-entropy on frame embeddings float32 (N, F, D)
+    (or, for mean pooling, pooled features (N, D)) and int labels (N,).
 
     history: one dict per epoch with train_loss and, given a validation set, val_loss and val_accuracy. Without
     one, the best state is the final state.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = LinearHead(x_train.shape[1], num_classes)
-    model.mean.copy_(torch.from_numpy(x_train.mean(axis=0)))
-    model.std.copy_(torch.from_numpy(x_train.std(axis=0) + 1e-6))
+    if cfg.head != "mean" and x_train.ndim != 3:
+        raise ValueError(f"the {cfg.head} head needs frame embeddings (N, F, D), got {x_train.shape}")
+    model = _new_linear(x_train, num_classes, cfg)
+    # standardise what the linear layer sees: pooled features for mean pooling, single frames otherwise
+    if cfg.head == "mean" and x_train.ndim == 3:
+        stats = x_train.mean(axis=1)
+    else:
+        stats = x_train.reshape(-1, x_train.shape[-1])
+    model.mean.copy_(torch.from_numpy(stats.mean(axis=0)))
+    model.std.copy_(torch.from_numpy(stats.std(axis=0) + 1e-6))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(np.ascontiguousarray(x_train, np.float32)), torch.from_numpy(y_train.astype(np.int64))
@@ -144,6 +172,11 @@ def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
     return LinearResult(best_state, final_state, best_epoch, history)
 
 
+def _new_linear(x: np.ndarray, num_classes: int, cfg: LinearConfig) -> LinearHead:
+    """An untrained LinearHead sized for inputs like x: (N, F, D) frames or (N, D) pooled features."""
+    return LinearHead(x.shape[-1], num_classes, cfg.head, x.shape[1] if x.ndim == 3 else 1)
+
+
 @dataclass
 class LogRegConfig:
     """Settings of the logistic-regression baseline (params.yaml: baseline.*)."""
@@ -160,12 +193,13 @@ def fit_logreg(x_train: np.ndarray, y_train: np.ndarray, cfg: LogRegConfig):
 
 def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, num_classes: int,
                 cfg: LinearConfig | LogRegConfig) -> np.ndarray:
-    """Fit a fresh head (linear or logistic regression, by the type of cfg) on pooled features float32 (N, D) and
-    predict int classes (M,) for x_test (M, D): the refit step of cross-validation. The linear head keeps its
-    final state, as there is no validation part inside a fold."""
+    """Fit a fresh head (linear or logistic regression, by the type of cfg) and predict int classes (M,) for
+    x_test: the refit step of cross-validation. Logistic regression takes pooled features (N, D); the linear head
+    frame embeddings (N, F, D) (or pooled ones for mean pooling) and keeps its final state, as there is no
+    validation part inside a fold."""
     if isinstance(cfg, LogRegConfig):
         return fit_logreg(x_train, y_train, cfg).predict(x_test)
-    model = LinearHead(x_train.shape[1], num_classes)
+    model = _new_linear(x_train, num_classes, cfg)
     model.load_state_dict(train_linear_head(x_train, y_train, None, None, num_classes, cfg).final_state)
     with torch.no_grad():
         return model(torch.from_numpy(np.ascontiguousarray(x_test, np.float32))).argmax(1).numpy()
@@ -188,11 +222,10 @@ class Head:
         if embeddings.ndim != 3 or embeddings.shape[2] != self.meta["embedding_dim"]:
             raise ValueError(f"expected embeddings (videos, frames, {self.meta['embedding_dim']}), "
                              f"got {embeddings.shape}")
-        pooled = mean_pool(embeddings)
         if self.kind == "logreg":
-            return self.model.predict_proba(pooled).astype(np.float32)
+            return self.model.predict_proba(mean_pool(embeddings)).astype(np.float32)
         with torch.no_grad():
-            return torch.softmax(self.model(torch.from_numpy(pooled)), dim=1).numpy()
+            return torch.softmax(self.model(torch.from_numpy(np.ascontiguousarray(embeddings))), dim=1).numpy()
 
 
 def save_linear(path: str | os.PathLike, state: dict, meta: dict) -> None:
@@ -217,8 +250,11 @@ def load_head(path: str | os.PathLike) -> Head:
         if path.suffix == ".pt":
             saved = torch.load(path, map_location="cpu", weights_only=True)
             meta = _check_schema(path, saved["meta"])
-            module = {"linear": LinearHead, "zeroshot": ZeroShotHead}[meta["head"]]
-            model = module(meta["embedding_dim"], len(meta["class_names"]))
+            if meta["head"] == "zeroshot":
+                model = ZeroShotHead(meta["embedding_dim"], len(meta["class_names"]))
+            else:
+                model = LinearHead(meta["embedding_dim"], len(meta["class_names"]), meta["pooling"],
+                                   meta["num_frames"])
             model.load_state_dict(saved["state_dict"])
             return Head(meta["head"], meta, model.eval())
         if path.suffix == ".joblib":

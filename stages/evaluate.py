@@ -37,7 +37,8 @@ def main() -> None:
                     refit = lambda xt, yt, xs: head.predict_proba(xs[:, None, :]).argmax(1)  # noqa: E731
                 else:
                     refit = lambda xt, yt, xs: fit_predict(xt, yt, xs, len(names), configs[name])  # noqa: E731
-                acc = cross_validate(x, y, names, params["evaluate"]["folds"], params["split"]["seed"], refit)
+                features = cache.embeddings if name == "linear" else x  # the linear head pools frames itself
+                acc = cross_validate(features, y, names, params["evaluate"]["folds"], params["split"]["seed"], refit)
                 r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")
             for key in ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std"):

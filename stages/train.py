@@ -1,10 +1,12 @@
-"""DVC stage `train`: the linear head on mean-pooled cached embeddings; best-by-val-loss and final checkpoints."""
+"""DVC stage `train`: the linear head (mean, attention or conv pooling over time) on the cached frame embeddings."""
+import sys
+
 import yaml
 from dvclive import Live
 
 from pipeline.cache import read_cache
 from pipeline.evaluate import curves_figure
-from pipeline.heads import HEAD_FILES, LinearConfig, head_metadata, mean_pool, save_linear, train_linear_head
+from pipeline.heads import HEAD_FILES, LinearConfig, head_metadata, save_linear, train_linear_head
 from pipeline.split import read_split
 
 CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
@@ -15,10 +17,13 @@ def main() -> None:
     cfg = LinearConfig(**yaml.safe_load(open("params.yaml"))["train"])
     cache = read_cache(CACHE)
     parts = read_split(SPLIT, cache.paths)
-    x, y = mean_pool(cache.embeddings), cache.labels
+    x, y = cache.embeddings, cache.labels  # frames (V, F, D): the head pools them (train.head)
     train, val = parts == "train", parts == "val"
-    result = train_linear_head(x[train], y[train], x[val], y[val], len(cache.class_names), cfg)
-    meta = head_metadata(cache.attrs, cache.class_names, "linear")
+    try:
+        result = train_linear_head(x[train], y[train], x[val], y[val], len(cache.class_names), cfg)
+    except ValueError as e:
+        sys.exit(f"train: {e}")
+    meta = head_metadata(cache.attrs, cache.class_names, "linear", pooling=cfg.head)
     save_linear(BEST, result.best_state, {**meta, "epoch": result.best_epoch})
     save_linear(FINAL, result.final_state, {**meta, "epoch": len(result.history)})
     with Live("dvclive/train", dvcyaml=None, save_dvc_exp=False) as live:
@@ -32,7 +37,8 @@ def main() -> None:
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         live.log_image("training_curves.png", curves_figure(result.history, result.best_epoch))
     last = result.history[-1]
-    print(f"linear head: best epoch {result.best_epoch} of {cfg.epochs}, final train loss {last['train_loss']:.4f}"
+    print(f"linear head ({cfg.head} pooling): best epoch {result.best_epoch} of {cfg.epochs}, "
+          f"final train loss {last['train_loss']:.4f}"
           + (f", val loss {last['val_loss']:.4f}, val accuracy {last['val_accuracy']:.3f}" if "val_loss" in last
              else "") + f"; saved {BEST} and {FINAL}")
 

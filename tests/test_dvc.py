@@ -77,8 +77,10 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
     for stage in ("demo", "extract", "split", "baseline", "zeroshot"):
         assert f"Running stage '{stage}'" not in out
+    out = dvc("exp", "run", "-S", "train.head=attention", cwd=repo)  # a temporal head, same comparison
+    assert "Running stage 'train'" in out and "attention pooling" in out and "Running stage 'extract'" not in out
     table = dvc("exp", "show", "--csv", cwd=repo)
-    assert "train.lr" in table and "0.001" in table and "linear.accuracy" in table
+    assert "train.lr" in table and "0.001" in table and "linear.accuracy" in table and "attention" in table
 
     # a changed extract param re-runs stage one; the persisted cache makes it reuse every embedding
     params["extract"]["batch_size"] = 8

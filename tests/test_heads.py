@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.heads import (LinearConfig, LogRegConfig, check_compatible, fit_logreg, fit_predict, head_metadata,
-                            load_head, mean_pool, save_linear, save_logreg, train_linear_head)
+from pipeline.heads import (LinearConfig, LinearHead, LogRegConfig, check_compatible, fit_logreg, fit_predict,
+                            head_metadata, load_head, mean_pool, save_linear, save_logreg, train_linear_head)
 from pipeline.split import split_videos
 
 NAMES = ["clapping", "sitting", "walking", "waving"]
@@ -124,3 +124,41 @@ def test_missing_or_corrupt_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "head.onnx").write_bytes(b"x")
     with pytest.raises(ValueError, match="unknown head file type"):
         load_head(tmp_path / "head.onnx")
+
+
+def order_task(n=240, frames=8, dim=16, seed=0):
+    """Two frame types a and b; class 0 shows a then b, class 1 b then a: the same mean, so the same pooled input."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(0, 1, dim), rng.normal(0, 1, dim)
+    labels = np.arange(n) % 2
+    first = np.where(labels[:, None] == 0, 1, 0)[:, :, None]  # (n, 1, 1): 1 where a comes first
+    half = frames // 2
+    seq = np.empty((n, frames, dim))
+    seq[:, :half] = first * a + (1 - first) * b
+    seq[:, half:] = first * b + (1 - first) * a
+    return (seq + rng.normal(0, 0.3, seq.shape)).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("pooling", ["attention", "conv"])
+def test_temporal_heads_learn_the_order_that_mean_pooling_cannot(pooling, tmp_path):
+    x, y = order_task()
+    tx, ty, vx, vy = x[:160], y[:160], x[160:], y[160:]
+    cfg = LinearConfig(lr=1e-2, epochs=60, head=pooling)
+    result = train_linear_head(tx, ty, None, None, 2, cfg)
+    save_linear(tmp_path / "t.pt", result.final_state,
+                head_metadata({**ATTRS, "num_frames": 8, "embedding_dim": 16}, ["ab", "ba"], "linear", pooling))
+    head = load_head(tmp_path / "t.pt")  # rebuilt from its metadata: the pooling and the number of frames
+    assert head.meta["pooling"] == pooling
+    assert np.mean(head.predict_proba(vx).argmax(1) == vy) >= 0.95
+    mean = train_linear_head(tx, ty, None, None, 2, LinearConfig(lr=1e-2, epochs=60))
+    model = LinearHead(16, 2)
+    model.load_state_dict(mean.final_state)
+    assert np.mean(model(torch.from_numpy(vx)).argmax(1).numpy() == vy) < 0.75  # mean pooling: near chance
+
+
+def test_unknown_pooling_and_pooled_input_for_a_temporal_head_are_refused():
+    with pytest.raises(ValueError, match="train.head must be one of"):
+        LinearHead(16, 2, "lstm")
+    with pytest.raises(ValueError, match="needs frame embeddings"):
+        train_linear_head(np.zeros((4, 16), np.float32), np.array([0, 1, 0, 1]), None, None, 2,
+                          LinearConfig(head="conv"))
