@@ -99,8 +99,13 @@ def zero_shot_predictor():
 
 def show_prediction(prediction) -> None:
     """The top action in large type, all class probabilities, and the sampled frames with their own top class."""
-    st.markdown(f"## {prediction.top_class.replace('_', ' ')}")
-    st.markdown(f"**{prediction.top_probability:.1%}** probability")
+    if prediction.answer == prediction.top_class:
+        st.markdown(f"## {prediction.top_class.replace('_', ' ')}")
+        st.markdown(f"**{prediction.top_probability:.1%}** probability")
+    else:
+        st.markdown("## not sure")
+        st.markdown(f"best guess **{prediction.top_class.replace('_', ' ')}** at {prediction.top_probability:.1%}, "
+                    f"under the {prediction.not_sure_below:.0%} this head needs to be sure")
     st.bar_chart(pd.DataFrame({"probability": prediction.probabilities}, index=prediction.class_names),
                  horizontal=True)
     st.markdown("#### Sampled frames")

@@ -42,6 +42,18 @@ def evaluate_predictions(y_true: np.ndarray, y_pred: np.ndarray, class_names: li
     }
 
 
+def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE of probabilities (N, C) against int labels (N,): over equal-width bins of the top probability, the
+    gap between mean confidence and accuracy, weighted by the share of predictions in the bin."""
+    if len(labels) == 0:
+        return 0.0
+    confidence, predicted = proba.max(axis=1), proba.argmax(axis=1)
+    correct = predicted == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return float(sum(abs(confidence[which == b].mean() - correct[which == b].mean()) * np.mean(which == b)
+                     for b in range(bins) if np.any(which == b)))
+
+
 def cross_validate(features: np.ndarray, labels: np.ndarray, class_names: list[str], folds: int, seed: int,
                    fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
     """Stratified k-fold accuracy of a head: float64 (folds,).
@@ -63,11 +75,12 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, class_names: list[s
 
 def format_table(results: dict[str, dict]) -> str:
     """A short terminal table: one line per head with test accuracy, its 95% interval, macro F1 and CV accuracy."""
-    lines = [f"{'head':<8} {'test acc':>8}  {'95% CI':<14} {'macro F1':>8}  {'CV acc':<14}"]
+    lines = [f"{'head':<8} {'test acc':>8}  {'95% CI':<14} {'macro F1':>8}  {'CV acc':<14} {'ECE raw -> calibrated'}"]
     for name, r in results.items():
         cv = f"{r['cv_mean']:.3f} ± {r['cv_std']:.3f}" if "cv_mean" in r else "-"
+        ece = f"{r['ece_uncalibrated']:.3f} -> {r['ece']:.3f}" if "ece" in r else "-"
         lines.append(f"{name:<8} {r['accuracy']:>8.3f}  [{r['ci95_low']:.3f}, {r['ci95_high']:.3f}] "
-                     f"{r['macro_f1']:>8.3f}  {cv:<14}")
+                     f"{r['macro_f1']:>8.3f}  {cv:<14} {ece}")
     n = next(iter(results.values()))["n"] if results else 0
     lines.append(f"({n} test videos)")
     return "\n".join(lines)

@@ -217,15 +217,65 @@ class Head:
     def class_names(self) -> list[str]:
         return list(self.meta["class_names"])
 
-    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
-        """Frame embeddings float32 (V, F, D) -> class probabilities float32 (V, C)."""
+    @property
+    def not_sure_below(self) -> float:
+        """Calibrated top probability under which the answer is "not sure" (0: always sure)."""
+        return float(self.meta.get("not_sure_below", 0.0))
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        """Frame embeddings float32 (V, F, D) -> scores float32 (V, C) whose softmax is the uncalibrated probability
+        (log-probabilities for logistic regression)."""
         if embeddings.ndim != 3 or embeddings.shape[2] != self.meta["embedding_dim"]:
             raise ValueError(f"expected embeddings (videos, frames, {self.meta['embedding_dim']}), "
                              f"got {embeddings.shape}")
         if self.kind == "logreg":
-            return self.model.predict_proba(mean_pool(embeddings)).astype(np.float32)
+            return np.log(np.clip(self.model.predict_proba(mean_pool(embeddings)), 1e-12, None)).astype(np.float32)
         with torch.no_grad():
-            return torch.softmax(self.model(torch.from_numpy(np.ascontiguousarray(embeddings))), dim=1).numpy()
+            return self.model(torch.from_numpy(np.ascontiguousarray(embeddings))).numpy()
+
+    def predict_proba(self, embeddings: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Frame embeddings float32 (V, F, D) -> class probabilities float32 (V, C), divided by the temperature
+        fitted on the validation part (meta["temperature"]) unless calibrated=False."""
+        temperature = float(self.meta.get("temperature", 1.0)) if calibrated else 1.0
+        return softmax(self.logits(embeddings) / temperature)
+
+
+def torch_head(state: dict, meta: dict) -> Head:
+    """A linear or zero-shot Head (meta["head"]) rebuilt from its state dict and metadata."""
+    if meta["head"] == "zeroshot":
+        model = ZeroShotHead(meta["embedding_dim"], len(meta["class_names"]))
+    else:
+        model = LinearHead(meta["embedding_dim"], len(meta["class_names"]), meta["pooling"], meta["num_frames"])
+    model.load_state_dict(state)
+    return Head(meta["head"], meta, model.eval())
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of scores (N, C), float32."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T > 0 minimising the cross-entropy of softmax(logits / T) on held-out labels (N,)."""
+    from scipy.optimize import minimize_scalar
+
+    z = logits.astype(np.float64)
+
+    def nll(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        s = s - s.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(s).sum(axis=1)) - s[np.arange(len(labels)), labels]))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-5, 5), method="bounded").x))
+
+
+def calibrate(head: Head, val_embeddings: np.ndarray, val_labels: np.ndarray, not_sure_below: float) -> Head:
+    """Record in the head's metadata the temperature fitted on the validation part (1.0 without one) and the
+    probability under which its answer is "not sure" (params.yaml: calibration.not_sure_below)."""
+    temperature = fit_temperature(head.logits(val_embeddings), val_labels) if len(val_labels) else 1.0
+    head.meta.update(temperature=temperature, not_sure_below=float(not_sure_below))
+    return head
 
 
 def save_linear(path: str | os.PathLike, state: dict, meta: dict) -> None:
@@ -249,14 +299,7 @@ def load_head(path: str | os.PathLike) -> Head:
     try:
         if path.suffix == ".pt":
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            meta = _check_schema(path, saved["meta"])
-            if meta["head"] == "zeroshot":
-                model = ZeroShotHead(meta["embedding_dim"], len(meta["class_names"]))
-            else:
-                model = LinearHead(meta["embedding_dim"], len(meta["class_names"]), meta["pooling"],
-                                   meta["num_frames"])
-            model.load_state_dict(saved["state_dict"])
-            return Head(meta["head"], meta, model.eval())
+            return torch_head(saved["state_dict"], _check_schema(path, saved["meta"]))
         if path.suffix == ".joblib":
             saved = joblib.load(path)
             return Head("logreg", _check_schema(path, saved["meta"]), saved["model"])

@@ -1,10 +1,11 @@
 """Predict the action in videos with a trained head and the full encoder: the app's path, also a batch command.
 
-    python -m pipeline.predict PATH... [--head linear|logreg|zeroshot] [--json] [--device auto|cpu|cuda]
+    python -m pipeline.predict PATH... [--head linear|logreg|zeroshot] [--json] [--threshold P]
+                                       [--device auto|cpu|cuda]
 
-PATH is a video or a folder (searched recursively). Prints one line per video: path, top class, probability
-(or a JSON list). Unreadable files are reported on stderr and the others still predicted; the exit status is 1
-when any file failed.
+PATH is a video or a folder (searched recursively). Prints one line per video: path, answer (the top class, or
+"not sure" under the head's calibrated threshold), top class, probability (or a JSON list). Unreadable files are
+reported on stderr and the others still predicted; the exit status is 1 when any file failed.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ import numpy as np
 from pipeline.encoder import Encoder, embed_frames, load_encoder, preprocess_frames
 from pipeline.heads import HEAD_FILES, Head, check_compatible, load_head
 from pipeline.video import SAMPLING, Clip, find_video_files, read_frames
+
+
+NOT_SURE = "not sure"
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Prediction:
     frame_probabilities: np.ndarray
     embeddings: np.ndarray
     clip: Clip
+    not_sure_below: float = 0.0
 
     @property
     def top_class(self) -> str:
@@ -54,6 +59,11 @@ class Prediction:
     @property
     def top_probability(self) -> float:
         return float(self.probabilities.max())
+
+    @property
+    def answer(self) -> str:
+        """The top class, or "not sure" when its (calibrated) probability is under the head's threshold."""
+        return self.top_class if self.top_probability >= self.not_sure_below else NOT_SURE
 
 
 def make_predictor(head: Head, encoder: Encoder, batch_size: int = 16) -> Predictor:
@@ -89,7 +99,7 @@ def predict_video(file: str | os.PathLike, predictor: Predictor,
     step("classifying")
     probabilities = head.predict_proba(embeddings[None])[0]
     frame_probabilities = head.predict_proba(embeddings[:, None, :])  # each frame as a one-frame video
-    return Prediction(head.class_names, probabilities, frame_probabilities, embeddings, clip)
+    return Prediction(head.class_names, probabilities, frame_probabilities, embeddings, clip, head.not_sure_below)
 
 
 def predict_bytes(data: bytes, predictor: Predictor, on_step: Callable[[str], None] | None = None) -> Prediction:
@@ -116,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", choices=sorted(HEAD_FILES), default="linear")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threshold", type=float, metavar="P",
+                        help='answer "not sure" under this top probability (default: the head\'s, from training)')
     args = parser.parse_args(argv)
     try:
         predictor = load_predictor(HEAD_FILES[args.head], args.device)
@@ -127,15 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     for file in files:
         try:
             pred = predict_video(file, predictor)
+            if args.threshold is not None:
+                pred.not_sure_below = args.threshold
         except (ValueError, OSError) as e:
             failed += 1
             print(f"error: {e}", file=sys.stderr)
             results.append({"path": str(file), "error": str(e)})
             continue
-        results.append({"path": str(file), "class": pred.top_class, "probability": pred.top_probability,
+        results.append({"path": str(file), "answer": pred.answer, "class": pred.top_class,
+                        "probability": pred.top_probability,
                         "probabilities": dict(zip(pred.class_names, pred.probabilities.tolist()))})
         if not args.json:
-            print(f"{file}\t{pred.top_class}\t{pred.top_probability:.3f}", flush=True)
+            print(f"{file}\t{pred.answer}\t{pred.top_class}\t{pred.top_probability:.3f}", flush=True)
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0

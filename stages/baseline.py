@@ -2,18 +2,22 @@
 import yaml
 
 from pipeline.cache import read_cache
-from pipeline.heads import HEAD_FILES, LogRegConfig, fit_logreg, head_metadata, mean_pool, save_logreg
+from pipeline.heads import HEAD_FILES, Head, LogRegConfig, calibrate, fit_logreg, head_metadata, mean_pool, save_logreg
 from pipeline.split import read_split
 
 CACHE, SPLIT, MODEL = "cache/features.h5", "cache/split.csv", HEAD_FILES["logreg"]
 
 
 def main() -> None:
-    cfg = LogRegConfig(**yaml.safe_load(open("params.yaml"))["baseline"])
+    params = yaml.safe_load(open("params.yaml"))
+    cfg = LogRegConfig(**params["baseline"])
     cache = read_cache(CACHE)
-    train = read_split(SPLIT, cache.paths) == "train"
+    parts = read_split(SPLIT, cache.paths)
+    train, val = parts == "train", parts == "val"
     model = fit_logreg(mean_pool(cache.embeddings)[train], cache.labels[train], cfg)
-    save_logreg(MODEL, model, head_metadata(cache.attrs, cache.class_names, "logreg"))
+    head = Head("logreg", head_metadata(cache.attrs, cache.class_names, "logreg"), model)
+    calibrate(head, cache.embeddings[val], cache.labels[val], params["calibration"]["not_sure_below"])
+    save_logreg(MODEL, model, head.meta)
     print(f"logistic regression on {int(train.sum())} training videos saved to {MODEL}")
 
 

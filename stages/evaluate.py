@@ -6,7 +6,8 @@ import yaml
 from dvclive import Live
 
 from pipeline.cache import read_cache
-from pipeline.evaluate import confusion_figure, cross_validate, evaluate_predictions, format_table
+from pipeline.evaluate import (confusion_figure, cross_validate, evaluate_predictions, expected_calibration_error,
+                               format_table)
 from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
                             mean_pool)
 from pipeline.split import read_split
@@ -30,8 +31,13 @@ def main() -> None:
                 check_compatible(head.meta, cache.attrs, names)
             except ValueError as e:
                 sys.exit(f"evaluate: {path}: {e}")
-            pred = head.predict_proba(cache.embeddings[test]).argmax(1)
+            proba = head.predict_proba(cache.embeddings[test])
+            pred = proba.argmax(1)
             r = evaluate_predictions(y[test], pred, names)
+            r["temperature"] = float(head.meta.get("temperature", 1.0))
+            r["ece"] = expected_calibration_error(proba, y[test])
+            r["ece_uncalibrated"] = expected_calibration_error(
+                head.predict_proba(cache.embeddings[test], calibrated=False), y[test])
             if params["evaluate"]["folds"]:
                 if name == "zeroshot":  # nothing to fit: the same text embeddings score every fold
                     refit = lambda xt, yt, xs: head.predict_proba(xs[:, None, :]).argmax(1)  # noqa: E731
@@ -41,7 +47,8 @@ def main() -> None:
                 acc = cross_validate(features, y, names, params["evaluate"]["folds"], params["split"]["seed"], refit)
                 r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")
-            for key in ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std"):
+            for key in ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece",
+                        "ece_uncalibrated", "temperature"):
                 if key in r:
                     live.log_metric(f"{name}/{key}", r[key], plot=False)
             live.log_sklearn_plot("confusion_matrix", [names[i] for i in y[test]], [names[i] for i in pred],

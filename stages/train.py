@@ -6,7 +6,8 @@ from dvclive import Live
 
 from pipeline.cache import read_cache
 from pipeline.evaluate import curves_figure
-from pipeline.heads import HEAD_FILES, LinearConfig, head_metadata, save_linear, train_linear_head
+from pipeline.heads import (HEAD_FILES, LinearConfig, calibrate, head_metadata, save_linear, torch_head,
+                            train_linear_head)
 from pipeline.split import read_split
 
 CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
@@ -14,7 +15,8 @@ BEST, FINAL = HEAD_FILES["linear"], "models/linear_final.pt"
 
 
 def main() -> None:
-    cfg = LinearConfig(**yaml.safe_load(open("params.yaml"))["train"])
+    params = yaml.safe_load(open("params.yaml"))
+    cfg = LinearConfig(**params["train"])
     cache = read_cache(CACHE)
     parts = read_split(SPLIT, cache.paths)
     x, y = cache.embeddings, cache.labels  # frames (V, F, D): the head pools them (train.head)
@@ -24,8 +26,11 @@ def main() -> None:
     except ValueError as e:
         sys.exit(f"train: {e}")
     meta = head_metadata(cache.attrs, cache.class_names, "linear", pooling=cfg.head)
-    save_linear(BEST, result.best_state, {**meta, "epoch": result.best_epoch})
-    save_linear(FINAL, result.final_state, {**meta, "epoch": len(result.history)})
+    for path, state, epoch in ((BEST, result.best_state, result.best_epoch),
+                               (FINAL, result.final_state, len(result.history))):
+        head = calibrate(torch_head(state, {**meta, "epoch": epoch}), x[val], y[val],
+                         params["calibration"]["not_sure_below"])
+        save_linear(path, state, head.meta)
     with Live("dvclive/train", dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params(vars(cfg))
         for row in result.history:

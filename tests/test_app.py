@@ -92,3 +92,20 @@ def test_zero_shot_works_before_any_training_with_the_actions_typed(project, tin
     at.button[0].click().run()
     assert not at.exception and "classes: jumping jacks, playing the violin" in at.caption[0].value
     assert any(m.value in ("## jumping jacks", "## playing the violin") for m in at.markdown)
+
+
+def test_an_unsure_head_says_not_sure(project, tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+    shutil.copytree(project, tmp_path / "p")
+    saved = torch.load(tmp_path / "p" / HEAD_FILES["linear"], weights_only=True)
+    saved["meta"]["not_sure_below"] = 1.01  # no probability reaches it
+    torch.save(saved, tmp_path / "p" / HEAD_FILES["linear"])
+    monkeypatch.chdir(tmp_path / "p")
+    at = run_app()
+    at.get("file_uploader")[0].upload("clip.mp4", (project / "data/walking/walking_0.mp4").read_bytes(), "video/mp4")
+    at.run()
+    at.button[0].click().run()
+    assert not at.exception and "## not sure" in [m.value for m in at.markdown]
+    assert any(m.value.startswith("best guess **") for m in at.markdown)

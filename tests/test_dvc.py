@@ -12,7 +12,8 @@ from pipeline.demo import CLASSES
 from pipeline.heads import load_head
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAD_METRICS = {"accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std"}
+HEAD_METRICS = {"accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece", "ece_uncalibrated",
+                "temperature"}
 
 
 def sh(*cmd, cwd):

@@ -56,3 +56,28 @@ def test_format_table_lists_every_head():
     assert lines[1].startswith("linear") and "0.900" in lines[1] and "0.850 ± 0.030" in lines[1]
     assert lines[2].startswith("logreg") and lines[2].rstrip().endswith("-")
     assert lines[-1] == "(21 test videos)"
+
+
+def test_expected_calibration_error_on_hand_checked_cases():
+    from pipeline.evaluate import expected_calibration_error
+    proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
+    labels = np.array([0, 1, 0, 0])
+    # bin of 0.9: confidence 0.9, accuracy 0.5 (gap 0.4); bin of 0.6: confidence 0.6, accuracy 1.0 (gap 0.4)
+    assert expected_calibration_error(proba, labels) == pytest.approx(0.4)
+    assert expected_calibration_error(np.array([[1.0, 0.0]]), np.array([0])) == pytest.approx(0.0)
+
+
+def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
+    from pipeline.evaluate import expected_calibration_error
+    from pipeline.heads import fit_temperature, softmax
+    rng = np.random.default_rng(0)
+    n, c = 4000, 5
+    true_logits = rng.normal(0, 1.0, (n, c))
+    labels = np.array([rng.choice(c, p=p) for p in softmax(true_logits)])  # calibrated by construction
+    overconfident = 4.0 * true_logits  # the same ranking, four times too sharp
+    val, test = slice(0, 2000), slice(2000, None)
+    t = fit_temperature(overconfident[val], labels[val])
+    assert t == pytest.approx(4.0, rel=0.15)
+    before = expected_calibration_error(softmax(overconfident[test]), labels[test])
+    after = expected_calibration_error(softmax(overconfident[test] / t), labels[test])
+    assert before > 0.15 and after < 0.05 and after < before / 3

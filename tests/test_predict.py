@@ -63,13 +63,13 @@ def test_batch_command_lines_json_and_errors(project, predictor, capsys, monkeyp
     code = main(["data/sitting", "junk/broken.mp4", "data/walking/walking_0.mp4", "--head", "logreg"])
     out, err = capsys.readouterr()
     lines = [line.split("\t") for line in out.splitlines()]
-    assert code == 1 and [p for p, _, _ in lines] == ["data/sitting/sitting_0.mp4", "data/sitting/sitting_1.mp4",
-                                                      "data/sitting/sitting_2.mp4", "data/walking/walking_0.mp4"]
+    assert code == 1 and [line[0] for line in lines] == ["data/sitting/sitting_0.mp4", "data/sitting/sitting_1.mp4",
+                                                         "data/sitting/sitting_2.mp4", "data/walking/walking_0.mp4"]
     assert "broken.mp4" in err and "not a readable video" in err
     logreg = load_predictor(HEAD_FILES["logreg"], device="cpu")
     expected = predict_video("data/walking/walking_0.mp4", logreg)
-    assert lines[-1][1] == expected.top_class and float(lines[-1][2]) == pytest.approx(expected.top_probability,
-                                                                                      abs=1e-3)
+    assert lines[-1][1:3] == [expected.answer, expected.top_class]
+    assert float(lines[-1][3]) == pytest.approx(expected.top_probability, abs=1e-3)
     assert main(["data/clapping/clapping_0.mp4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result[0]["path"] == "data/clapping/clapping_0.mp4" and set(result[0]["probabilities"]) == {
@@ -81,3 +81,16 @@ def test_batch_command_without_a_head_says_what_to_run(tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     assert main(["x.mp4"]) == 2
     assert "dvc repro" in capsys.readouterr().err
+
+
+def test_under_the_threshold_the_answer_is_not_sure(project, predictor, capsys, monkeypatch):
+    video = project / "data" / "walking" / "walking_0.mp4"
+    pred = predict_video(video, predictor)
+    pred.not_sure_below = 1.01  # no probability reaches it
+    assert pred.answer == "not sure" and pred.top_class in pred.class_names
+    pred.not_sure_below = 0.0
+    assert pred.answer == pred.top_class
+    monkeypatch.chdir(project)
+    assert main(["data/walking/walking_0.mp4", "--threshold", "1.01", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["answer"] == "not sure" and result["class"] == pred.top_class
