@@ -3,19 +3,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 import yaml
 
 from app.common import cached_encoder, cached_head, cached_text_embeddings, frame_strip
 from pipeline.heads import HEAD_FILES
-from pipeline.predict import make_predictor, predict_bytes
+from pipeline.predict import make_predictor, predict_segments, predict_video, temporary_upload
 from pipeline.video import SAMPLING
 from pipeline.zeroshot import zeroshot_head
 
 UPLOAD_TYPES = ["mp4", "avi", "mov", "mkv", "webm"]
 HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression", "zeroshot": "zero-shot"}
 PARAMS = "params.yaml"
+WINDOW, STRIDE = 4.0, 2.0  # seconds: the timeline's sliding windows
 STEP_LABELS = {"decoding": "Decoding the sampled frames…", "encoding": "Encoding them with CLIP…",
                "classifying": "Classifying…"}
 
@@ -48,6 +51,7 @@ def main() -> None:
     if upload is None:
         return
     st.video(upload)
+    timeline = st.toggle(f"Also a timeline: windows of {WINDOW:g} s every {STRIDE:g} s (for long videos)")
     if not st.button("Predict", type="primary"):
         return
     # a progress bar rather than st.status, which sleeps 50 ms on entry and exit to let the browser catch up
@@ -57,14 +61,34 @@ def main() -> None:
     def on_step(step: str) -> None:
         bar.progress(steps.index(step) / len(steps), text=STEP_LABELS[step])
 
+    segments = []
     try:
-        prediction = predict_bytes(upload.getvalue(), predictor, on_step=on_step)
+        with temporary_upload(upload.getvalue()) as tmp:
+            prediction = predict_video(tmp, predictor, on_step)
+            if timeline:
+                segments = predict_segments(tmp, predictor, WINDOW, STRIDE, on_window=lambda done, total: bar.progress(
+                    done / total, text=f"Timeline: window {done} of {total}…"))
     except ValueError as e:
         st.error(f"{upload.name}: {e}")
         return
     finally:
         bar.empty()
     show_prediction(prediction)
+    if segments:
+        show_timeline(segments)
+
+
+def show_timeline(segments) -> None:
+    """The answer of each window as a bar over its time span, coloured by answer; hover shows the probability."""
+    st.markdown("#### Timeline")
+    table = pd.DataFrame({"start": [s.start for s in segments], "end": [s.end for s in segments],
+                          "answer": [s.answer for s in segments],
+                          "probability": [float(s.probabilities.max()) for s in segments],
+                          "window": [f"{s.start:.1f}-{s.end:.1f} s" for s in segments]})
+    table["row"] = np.arange(len(table)) % 2  # alternate rows so that overlapping windows stay visible
+    st.altair_chart(alt.Chart(table).mark_bar().encode(
+        x=alt.X("start", title="seconds"), x2="end", y=alt.Y("row:O", axis=None), color="answer",
+        tooltip=["window", "answer", alt.Tooltip("probability", format=".1%")]), width="stretch")
 
 
 def zero_shot_predictor():

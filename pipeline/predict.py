@@ -1,11 +1,12 @@
 """Predict the action in videos with a trained head and the full encoder: the app's path, also a batch command.
 
     python -m pipeline.predict PATH... [--head linear|logreg|zeroshot] [--json] [--threshold P]
-                                       [--device auto|cpu|cuda]
+                                       [--segments WINDOW STRIDE] [--device auto|cpu|cuda]
 
 PATH is a video or a folder (searched recursively). Prints one line per video: path, answer (the top class, or
 "not sure" under the head's calibrated threshold), top class, probability (or a JSON list). Unreadable files are
-reported on stderr and the others still predicted; the exit status is 1 when any file failed.
+reported on stderr and the others still predicted; the exit status is 1 when any file failed. --segments adds
+one indented line per sliding window (start-end seconds, answer, top class, probability).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import numpy as np
 
 from pipeline.encoder import Encoder, embed_frames, load_encoder, preprocess_frames
 from pipeline.heads import HEAD_FILES, Head, check_compatible, load_head
-from pipeline.video import SAMPLING, Clip, find_video_files, read_frames
+from pipeline.video import SAMPLING, Clip, find_video_files, read_frames, sample_indices
 
 
 NOT_SURE = "not sure"
@@ -102,10 +104,73 @@ def predict_video(file: str | os.PathLike, predictor: Predictor,
     return Prediction(head.class_names, probabilities, frame_probabilities, embeddings, clip, head.not_sure_below)
 
 
-def predict_bytes(data: bytes, predictor: Predictor, on_step: Callable[[str], None] | None = None) -> Prediction:
-    """predict_video on an uploaded file's bytes, through a temporary file that is always removed.
+@dataclass
+class Segment:
+    """The head's view of one time window: [start, end) in seconds, probabilities float32 (C,)."""
 
-    The temporary name owes nothing to the upload's name; errors speak of "the uploaded file", not of the path.
+    start: float
+    end: float
+    class_names: list[str]
+    probabilities: np.ndarray
+    not_sure_below: float = 0.0
+
+    @property
+    def top_class(self) -> str:
+        return self.class_names[int(self.probabilities.argmax())]
+
+    @property
+    def answer(self) -> str:
+        return self.top_class if float(self.probabilities.max()) >= self.not_sure_below else NOT_SURE
+
+
+def timeline_windows(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
+    """Windows [start, end) of `window` seconds every `stride` seconds covering [0, duration] exactly: the first
+    starts at 0, the last ends at `duration` (one window when the video is shorter than `window`)."""
+    if window <= 0 or not 0 < stride <= window:
+        raise ValueError(f"timeline windows need 0 < stride <= window, got window={window}, stride={stride}")
+    if duration <= window:
+        return [(0.0, float(duration))]
+    starts = np.arange(0.0, duration - window, stride).tolist() + [duration - window]
+    return [(float(s), float(s) + window) for s in starts]
+
+
+def predict_segments(file: str | os.PathLike, predictor: Predictor, window: float = 4.0, stride: float = 2.0,
+                     max_windows: int = 200, on_window: Callable[[int, int], None] | None = None) -> list[Segment]:
+    """The head's answer over sliding windows: each window sampled (num_frames evenly over its frames), decoded,
+    encoded and classified like a whole video. Decodes one window at a time, so memory stays that of one video.
+
+    on_window(done, total) reports progress. ValueError when the video has no frame rate or needs more than
+    max_windows windows (choose a larger stride).
+    """
+    head, encoder = predictor.head, predictor.encoder
+    num_frames = head.meta["num_frames"]
+    probe = read_frames(file, 1)
+    if not probe.fps:
+        raise ValueError(f"{file}: no frame rate, so no time windows")
+    windows = timeline_windows(probe.frame_count / probe.fps, window, stride)
+    if len(windows) > max_windows:
+        raise ValueError(f"{file}: {len(windows)} windows of {window} s every {stride} s; at most {max_windows}: "
+                         "use a larger stride")
+    segments = []
+    for done, (start, end) in enumerate(windows):
+        lo = min(int(np.ceil(start * probe.fps)), probe.frame_count - 1)
+        hi = max(min(int(np.ceil(end * probe.fps)), probe.frame_count), lo + 1)
+        clip = read_frames(file, num_frames, sampler=lambda count: lo + sample_indices(min(hi, count) - lo,
+                                                                                        num_frames))
+        emb = embed_frames(preprocess_frames(clip.frames, encoder), encoder, predictor.batch_size)
+        segments.append(Segment(start, end, head.class_names, head.predict_proba(emb[None])[0],
+                                head.not_sure_below))
+        if on_window:
+            on_window(done + 1, len(windows))
+    return segments
+
+
+@contextmanager
+def temporary_upload(data: bytes) -> Iterator[str]:
+    """An uploaded file's bytes in a temporary file, removed on leaving, also after an error.
+
+    The temporary name owes nothing to the upload's name; a ValueError raised inside speaks of "the uploaded
+    file", not of the path.
     """
     if not data:
         raise ValueError("the uploaded file is empty")
@@ -113,11 +178,17 @@ def predict_bytes(data: bytes, predictor: Predictor, on_step: Callable[[str], No
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        return predict_video(tmp, predictor, on_step)
+        yield tmp
     except ValueError as e:
         raise ValueError(str(e).replace(tmp, "the uploaded file")) from None
     finally:
         os.unlink(tmp)
+
+
+def predict_bytes(data: bytes, predictor: Predictor, on_step: Callable[[str], None] | None = None) -> Prediction:
+    """predict_video on an uploaded file's bytes (see temporary_upload)."""
+    with temporary_upload(data) as tmp:
+        return predict_video(tmp, predictor, on_step)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", choices=sorted(HEAD_FILES), default="linear")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--segments", nargs=2, type=float, metavar=("WINDOW", "STRIDE"),
+                        help="also answer for sliding windows of WINDOW seconds every STRIDE seconds")
     parser.add_argument("--threshold", type=float, metavar="P",
                         help='answer "not sure" under this top probability (default: the head\'s, from training)')
     args = parser.parse_args(argv)
@@ -139,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     for file in files:
         try:
             pred = predict_video(file, predictor)
+            segments = predict_segments(file, predictor, *args.segments) if args.segments else []
             if args.threshold is not None:
-                pred.not_sure_below = args.threshold
+                for p in [pred, *segments]:
+                    p.not_sure_below = args.threshold
         except (ValueError, OSError) as e:
             failed += 1
             print(f"error: {e}", file=sys.stderr)
@@ -149,8 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"path": str(file), "answer": pred.answer, "class": pred.top_class,
                         "probability": pred.top_probability,
                         "probabilities": dict(zip(pred.class_names, pred.probabilities.tolist()))})
+        if segments:
+            results[-1]["segments"] = [{"start": s.start, "end": s.end, "answer": s.answer, "class": s.top_class,
+                                        "probability": float(s.probabilities.max())} for s in segments]
         if not args.json:
             print(f"{file}\t{pred.answer}\t{pred.top_class}\t{pred.top_probability:.3f}", flush=True)
+            for s in segments:
+                print(f"  {s.start:7.2f}-{s.end:7.2f} s\t{s.answer}\t{s.top_class}\t{s.probabilities.max():.3f}")
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,8 +89,12 @@ def sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
     return ((np.arange(num_frames) + 0.5) * frame_count / num_frames).astype(np.int64)
 
 
-def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None = SEEK_GAP) -> Clip:
+def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None = SEEK_GAP,
+                sampler: Callable[[int], np.ndarray] | None = None) -> Clip:
     """Decode the num_frames sampled frames of a video, never holding more than those in memory.
+
+    sampler(frame_count) -> sorted int64 indices replaces the even sampling over the whole video (the timeline
+    samples each window this way).
 
     The container's frame count places the samples. Frames are grabbed in order, and a gap longer than seek_gap
     frames is crossed by seeking (which decodes from the nearest keyframe), so the work is bounded however long
@@ -99,23 +104,24 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
     decoded.
     """
     _refuse_still_image(file)
+    sample = sampler or (lambda count: sample_indices(count, num_frames))
     cap = _open(file)
     try:
         reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if reported > 0:
-            clip = _decode_at(cap, file, sample_indices(reported, num_frames), reported, seek_gap)
+            clip = _decode_at(cap, file, sample(reported), reported, seek_gap)
             if clip is not None:
                 return clip
     finally:
         cap.release()
     if reported > 0 and seek_gap is not None:
-        clip = _decode_at(_open(file), file, sample_indices(reported, num_frames), reported, None)
+        clip = _decode_at(_open(file), file, sample(reported), reported, None)
         if clip is not None:
             return clip
     total = _count_frames(file)
     if total == 0:
         raise ValueError(f"{file}: no decodable video frames")
-    clip = _decode_at(_open(file), file, sample_indices(total, num_frames), total, None)
+    clip = _decode_at(_open(file), file, sample(total), total, None)
     if clip is None:
         raise ValueError(f"{file}: decoding is not repeatable (frame count changed between passes)")
     return clip

@@ -109,3 +109,14 @@ def test_an_unsure_head_says_not_sure(project, tmp_path, monkeypatch):
     at.button[0].click().run()
     assert not at.exception and "## not sure" in [m.value for m in at.markdown]
     assert any(m.value.startswith("best guess **") for m in at.markdown)
+
+
+def test_timeline_for_an_upload(project, monkeypatch):
+    monkeypatch.chdir(project)
+    at = run_app()
+    at.get("file_uploader")[0].upload("clip.mp4", (project / "data/clapping/clapping_2.mp4").read_bytes(), "video/mp4")
+    at.run()
+    at.toggle[0].set_value(True).run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert "#### Timeline" in [m.value for m in at.markdown] and len(at.get("vega_lite_chart")) == 2  # bars, timeline

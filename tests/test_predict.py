@@ -94,3 +94,36 @@ def test_under_the_threshold_the_answer_is_not_sure(project, predictor, capsys, 
     assert main(["data/walking/walking_0.mp4", "--threshold", "1.01", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)[0]
     assert result["answer"] == "not sure" and result["class"] == pred.top_class
+
+
+@pytest.mark.parametrize("duration,window,stride", [(10.0, 4.0, 2.0), (9.3, 4.0, 2.0), (3.0, 4.0, 2.0),
+                                                    (12.0, 4.0, 4.0), (7.77, 2.5, 1.0)])
+def test_timeline_windows_cover_the_video_exactly(duration, window, stride):
+    from pipeline.predict import timeline_windows
+    windows = timeline_windows(duration, window, stride)
+    assert windows[0][0] == 0.0 and windows[-1][1] == pytest.approx(duration)
+    assert all(b[0] <= a[1] for a, b in zip(windows, windows[1:]))  # no gap between neighbours
+    assert all(a[0] < b[0] for a, b in zip(windows, windows[1:]))  # moving forward
+    assert all(e - s == pytest.approx(min(window, duration)) for s, e in windows)
+    with pytest.raises(ValueError, match="stride"):
+        timeline_windows(duration, window, window * 2)
+
+
+def test_segments_are_whole_video_predictions_of_their_windows(project, predictor, capsys, monkeypatch):
+    from pipeline.predict import predict_segments
+    video = project / "data" / "walking" / "walking_2.mp4"  # 30 frames at 25 fps: 1.2 s
+    whole = predict_video(video, predictor)
+    one = predict_segments(video, predictor, window=5.0, stride=5.0)  # one window: the whole video
+    assert [(s.start, s.end) for s in one] == [(0.0, pytest.approx(1.2))]
+    np.testing.assert_allclose(one[0].probabilities, whole.probabilities, atol=1e-6)
+    done = []
+    many = predict_segments(video, predictor, window=0.4, stride=0.2, on_window=lambda d, t: done.append((d, t)))
+    assert len(many) == 5 and many[-1].end == pytest.approx(1.2) and done[-1] == (5, 5)
+    assert all(s.probabilities.shape == (3,) and s.answer in s.class_names for s in many)
+    with pytest.raises(ValueError, match="larger stride"):
+        predict_segments(video, predictor, window=0.04, stride=0.04, max_windows=10)
+    monkeypatch.chdir(project)
+    assert main(["data/walking/walking_2.mp4", "--segments", "0.4", "0.2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and lines[1].startswith("     0.00-   0.40 s\t")
+    assert lines[-1].startswith("     0.80-   1.20 s")
