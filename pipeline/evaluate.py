@@ -129,3 +129,45 @@ def curves_figure(history: list[dict], best_epoch: int):
     right.set_ylabel("validation accuracy")
     fig.tight_layout()
     return fig
+
+
+def data_efficiency(frames: np.ndarray, labels: np.ndarray, parts: np.ndarray, fits: dict[str, Callable],
+                    shots: list[int], seed: int = 0) -> list[dict]:
+    """Test accuracy against the number of training videos per class: one row per shot count.
+
+    frames float32 (V, F, D), labels (V,), parts str (V,) ("train" videos are subsampled, "test" ones scored).
+    fits: {name: fit_predict(frames_train, labels_train, frames_test) -> int (M,)}. shots: videos per class,
+    kept where every class has more than that; a last row uses all training videos. Rows:
+    {"videos_per_class": n, name: accuracy, ...} (n = the largest class's count for the last row). The subsets
+    are nested and seeded: 2 per class holds the 1 per class.
+    """
+    rng = np.random.default_rng(seed)
+    train, test = np.flatnonzero(parts == "train"), np.flatnonzero(parts == "test")
+    order = {c: rng.permutation(train[labels[train] == c]) for c in np.unique(labels[train])}
+    smallest = min(len(m) for m in order.values())
+    rows = []
+    for n in [s for s in shots if 0 < s < smallest] + [0]:
+        pick = np.concatenate([members if n == 0 else members[:n] for members in order.values()])
+        row = {"videos_per_class": int(max(len(m) for m in order.values())) if n == 0 else int(n)}
+        for name, fit_predict in fits.items():
+            row[name] = float(np.mean(fit_predict(frames[pick], labels[pick], frames[test]) == labels[test]))
+        rows.append(row)
+    return rows
+
+
+def efficiency_figure(rows: list[dict]):
+    """A matplotlib figure of data_efficiency's rows: test accuracy per head against videos per class."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [r["videos_per_class"] for r in rows]
+    for name in [k for k in rows[0] if k != "videos_per_class"]:
+        ax.plot(xs, [r[name] for r in rows], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training videos per class")
+    ax.set_ylabel("test accuracy")
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -120,12 +120,14 @@ class LinearResult:
 
 
 def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
-                      num_classes: int, cfg: LinearConfig) -> LinearResult:
+                      num_classes: int, cfg: LinearConfig, text_init: np.ndarray | None = None) -> LinearResult:
     """Train LinearHead (pooling cfg.head) with Adam and cross-entropy on frame embeddings float32 (N, F, D)
     (or, for mean pooling, pooled features (N, D)) and int labels (N,).
 
     history: one dict per epoch with train_loss and, given a validation set, val_loss and val_accuracy. Without
-    one, the best state is the final state.
+    one, the best state is the final state. text_init (C, D), unit-length class text embeddings, starts a mean
+    pooling head as the zero-shot head: no standardisation but a division by the typical feature length, and
+    weights = CLIP's temperature x the text embeddings, so that training begins from the zero-shot answer.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -139,6 +141,14 @@ def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
         stats = x_train.reshape(-1, x_train.shape[-1])
     model.mean.copy_(torch.from_numpy(stats.mean(axis=0)))
     model.std.copy_(torch.from_numpy(stats.std(axis=0) + 1e-6))
+    if text_init is not None:
+        if cfg.head != "mean":
+            raise ValueError("a zero-shot start needs mean pooling")
+        model.mean.zero_()
+        model.std.fill_(float(np.linalg.norm(stats, axis=1).mean()))  # x / |x| on average: the zero-shot cosine
+        with torch.no_grad():
+            model.fc.weight.copy_(torch.from_numpy(100.0 * text_init))  # 100: CLIP's temperature (LOGIT_SCALE)
+            model.fc.bias.zero_()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(np.ascontiguousarray(x_train, np.float32)), torch.from_numpy(y_train.astype(np.int64))
@@ -192,15 +202,15 @@ def fit_logreg(x_train: np.ndarray, y_train: np.ndarray, cfg: LogRegConfig):
 
 
 def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, num_classes: int,
-                cfg: LinearConfig | LogRegConfig) -> np.ndarray:
+                cfg: LinearConfig | LogRegConfig, text_init: np.ndarray | None = None) -> np.ndarray:
     """Fit a fresh head (linear or logistic regression, by the type of cfg) and predict int classes (M,) for
     x_test: the refit step of cross-validation. Logistic regression takes pooled features (N, D); the linear head
     frame embeddings (N, F, D) (or pooled ones for mean pooling) and keeps its final state, as there is no
-    validation part inside a fold."""
+    validation part inside a fold. text_init: see train_linear_head."""
     if isinstance(cfg, LogRegConfig):
         return fit_logreg(x_train, y_train, cfg).predict(x_test)
     model = _new_linear(x_train, num_classes, cfg)
-    model.load_state_dict(train_linear_head(x_train, y_train, None, None, num_classes, cfg).final_state)
+    model.load_state_dict(train_linear_head(x_train, y_train, None, None, num_classes, cfg, text_init).final_state)
     with torch.no_grad():
         return model(torch.from_numpy(np.ascontiguousarray(x_test, np.float32))).argmax(1).numpy()
 

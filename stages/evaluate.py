@@ -1,13 +1,14 @@
 """DVC stage `evaluate`: every head on the test part (and k-fold CV): DVCLive metrics, confusion plots, a table."""
 import json
 import sys
+from dataclasses import replace
 
 import yaml
 from dvclive import Live
 
 from pipeline.cache import read_cache
-from pipeline.evaluate import (confusion_figure, cross_validate, evaluate_predictions, expected_calibration_error,
-                               format_table)
+from pipeline.evaluate import (confusion_figure, cross_validate, data_efficiency, efficiency_figure,
+                               evaluate_predictions, expected_calibration_error, format_table)
 from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
                             mean_pool)
 from pipeline.split import read_split
@@ -19,7 +20,8 @@ OUT = "dvclive/evaluate"
 def main() -> None:
     params = yaml.safe_load(open("params.yaml"))
     cache = read_cache(CACHE)
-    test = read_split(SPLIT, cache.paths) == "test"
+    parts = read_split(SPLIT, cache.paths)
+    test = parts == "test"
     x, y, names = mean_pool(cache.embeddings), cache.labels, cache.class_names
     # cross-validation refits each trained head with the params of its own stage
     configs = {"linear": LinearConfig(**params["train"]), "logreg": LogRegConfig(**params["baseline"])}
@@ -54,9 +56,32 @@ def main() -> None:
             live.log_sklearn_plot("confusion_matrix", [names[i] for i in y[test]], [names[i] for i in pred],
                                   name=f"{name}/confusion_matrix.json")
             live.log_image(f"{name}_confusion.png", confusion_figure(r["confusion"], names, f"{name} head, test"))
+        if params["evaluate"]["shots"]:
+            rows = data_efficiency(cache.embeddings, y, parts, efficiency_fits(params, names),
+                                   params["evaluate"]["shots"], params["split"]["seed"])
+            live.log_plot("data_efficiency", rows, x="videos_per_class", y="linear", template="linear",
+                          title="Test accuracy against training videos per class")
+            live.log_image("data_efficiency.png", efficiency_figure(rows))
     with open(f"{OUT}/per_class.json", "w") as f:
         json.dump(per_class, f, indent=2)
     print(format_table(results))
+    if params["evaluate"]["shots"]:
+        print("test accuracy by training videos per class: " + "; ".join(
+            f"{r['videos_per_class']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "videos_per_class")
+            for r in rows))
+
+
+def efficiency_fits(params: dict, names: list[str]) -> dict:
+    """How each head is refitted on a subset for the data-efficiency curve (the zero-shot head needs nothing)."""
+    cfg, logreg_cfg = LinearConfig(**params["train"]), LogRegConfig(**params["baseline"])
+    zeroshot = load_head(HEAD_FILES["zeroshot"])
+    text = zeroshot.model.text.numpy()
+    return {
+        "zeroshot": lambda ft, lt, fs: zeroshot.predict_proba(fs).argmax(1),
+        "zeroshot_init": lambda ft, lt, fs: fit_predict(ft, lt, fs, len(names), replace(cfg, head="mean"), text),
+        "linear": lambda ft, lt, fs: fit_predict(ft, lt, fs, len(names), cfg),
+        "logreg": lambda ft, lt, fs: fit_predict(mean_pool(ft), lt, mean_pool(fs), len(names), logreg_cfg),
+    }
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
         assert f"Running stage '{stage}'" in out
     assert "35 encoded, 0 reused, 0 skipped" in out
     assert "linear" in out and "logreg" in out and "zeroshot" in out and "(7 test videos)" in out  # the table
+    assert "test accuracy by training videos per class: 1: zeroshot" in out and "; 3: zeroshot" in out
     cache = read_cache(repo / "cache" / "features.h5")
     assert cache.class_names == list(CLASSES) and len(cache) == 35 and cache.embeddings.shape == (35, 4, 32)
     assert {p.rsplit(".", 1)[1] for p in cache.paths} >= {"mp4", "avi"}
@@ -62,8 +63,12 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     assert set(per_class["linear"]) == set(CLASSES) and set(per_class["linear"]["walking"]) == {
         "precision", "recall", "f1", "support"}
     for png in ("train/plots/images/training_curves.png", "evaluate/plots/images/linear_confusion.png",
-                "evaluate/plots/images/logreg_confusion.png", "evaluate/plots/images/zeroshot_confusion.png"):
+                "evaluate/plots/images/logreg_confusion.png", "evaluate/plots/images/zeroshot_confusion.png",
+                "evaluate/plots/images/data_efficiency.png"):
         assert (repo / "dvclive" / png).read_bytes()[:4] == b"\x89PNG"
+    curve = json.loads((repo / "dvclive" / "evaluate" / "plots" / "custom" / "data_efficiency.json").read_text())
+    assert [r["videos_per_class"] for r in curve] == [1, 2, 3]
+    assert set(curve[0]) == {"videos_per_class", "zeroshot", "zeroshot_init", "linear", "logreg"}
     shown = dvc("metrics", "show", "--json", cwd=repo)
     assert "linear" in shown and "logreg" in shown
     plots = dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=repo)

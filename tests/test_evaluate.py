@@ -81,3 +81,23 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
     before = expected_calibration_error(softmax(overconfident[test]), labels[test])
     after = expected_calibration_error(softmax(overconfident[test] / t), labels[test])
     assert before > 0.15 and after < 0.05 and after < before / 3
+
+
+def test_data_efficiency_uses_nested_seeded_subsets_of_the_training_part():
+    from pipeline.evaluate import data_efficiency
+    labels = np.repeat([0, 1, 2], 10)
+    parts = np.array((["train"] * 8 + ["test"] * 2) * 3, dtype=object)
+    frames = np.repeat(labels[:, None, None], 4, axis=1).astype(np.float32)  # (30, 4, 1): the label itself
+    seen = []
+
+    def by_majority(ft, lt, fs):
+        seen.append(sorted(lt.tolist()))
+        return np.full(len(fs), np.bincount(lt).argmax())
+
+    def oracle(ft, lt, fs):
+        return fs[:, 0, 0].astype(int)
+
+    rows = data_efficiency(frames, labels, parts, {"majority": by_majority, "oracle": oracle}, [1, 2, 8, 16], seed=0)
+    assert [r["videos_per_class"] for r in rows] == [1, 2, 8]
+    assert seen == [[0, 1, 2], [0, 0, 1, 1, 2, 2], [0] * 8 + [1] * 8 + [2] * 8]
+    assert all(r["oracle"] == 1.0 and r["majority"] == pytest.approx(1 / 3) for r in rows)

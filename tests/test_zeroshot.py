@@ -56,3 +56,20 @@ def test_a_checkpoint_without_a_tokenizer_is_a_clear_error(tmp_path):
         text_embeddings(str(tmp_path), NAMES)
     with pytest.raises(ValueError, match="at least one class"):
         text_embeddings(str(tmp_path), [])
+
+
+def test_a_zero_shot_initialised_linear_head_starts_from_the_zero_shot_answer(tiny_clip):
+    from pipeline.heads import LinearConfig, LinearHead, train_linear_head
+    emb = text_embeddings(tiny_clip, NAMES)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 10)
+    videos = (7.0 * emb[labels][:, None, :] + rng.normal(0, 0.05, (30, 4, 32))).astype(np.float32)
+    pooled = videos.mean(axis=1)
+    for text_init, expect_right in ((emb, True), (None, False)):
+        start = train_linear_head(pooled, labels, None, None, 3, LinearConfig(epochs=0), text_init=text_init)
+        model = LinearHead(32, 3)
+        model.load_state_dict(start.final_state)
+        right = np.mean(model(torch.from_numpy(pooled)).argmax(1).numpy() == labels)
+        assert (right == 1.0) == expect_right  # before any training step: the zero-shot answer, or a random one
+    with pytest.raises(ValueError, match="mean pooling"):
+        train_linear_head(videos, labels, None, None, 3, LinearConfig(epochs=0, head="conv"), text_init=emb)
