@@ -94,15 +94,18 @@ def show_timeline(segments) -> None:
 def zero_shot_predictor():
     """A zero-shot head over the actions the user types, with the encoder and sampling of the project.
 
-    Settings and the starting list of actions come from the zero-shot head of `dvc repro` when there is one,
-    else from params.yaml and the class folders under data.root. ValueError when neither is there.
+    Settings, calibration and the starting list of actions come from the zero-shot head of `dvc repro` when
+    there is one, else from params.yaml and the class folders under data.root (uncalibrated). ValueError when
+    neither is there.
     """
-    saved = Path(HEAD_FILES["zeroshot"])
+    saved, calibration = Path(HEAD_FILES["zeroshot"]), {}
     if saved.is_file():
         meta = cached_head(str(saved), saved.stat().st_mtime_ns).meta
         model, frames, preprocess, quantize = (meta["encoder_model"], meta["num_frames"], meta["preprocess"],
                                                meta["quantize"])
         default = meta["class_names"]
+        # its temperature, fitted on the project's validation videos, is the best guess for other actions too
+        calibration = {k: meta[k] for k in ("temperature", "not_sure_below") if k in meta}
     elif Path(PARAMS).is_file():
         params = yaml.safe_load(Path(PARAMS).read_text())
         model, extract = params["encoder"]["model"], params["extract"]
@@ -118,7 +121,9 @@ def zero_shot_predictor():
         raise ValueError("type at least one action")
     encoder = cached_encoder(model, preprocess, quantize)
     attrs = {**encoder.describe(), "num_frames": frames, "sampling": SAMPLING}
-    return make_predictor(zeroshot_head(cached_text_embeddings(model, tuple(actions)), actions, attrs), encoder)
+    head = zeroshot_head(cached_text_embeddings(model, tuple(actions)), actions, attrs)
+    head.meta.update(calibration)
+    return make_predictor(head, encoder)
 
 
 def show_prediction(prediction) -> None:

@@ -120,3 +120,25 @@ def test_timeline_for_an_upload(project, monkeypatch):
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert "#### Timeline" in [m.value for m in at.markdown] and len(at.get("vega_lite_chart")) == 2  # bars, timeline
+
+
+def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot_head(project, tiny_clip,
+                                                                                       tmp_path, monkeypatch):
+    import shutil
+
+    from pipeline.heads import save_linear
+    from pipeline.zeroshot import text_embeddings, zeroshot_head
+    shutil.copytree(project, tmp_path / "p")
+    encoder = load_predictor(project / HEAD_FILES["linear"], device="cpu").encoder
+    head = zeroshot_head(text_embeddings(tiny_clip, ["waving", "jumping"]), ["waving", "jumping"],
+                         {**encoder.describe(), "num_frames": 4, "sampling": "uniform-centers"})
+    head.meta.update(temperature=50.0, not_sure_below=1.01)
+    save_linear(tmp_path / "p" / HEAD_FILES["zeroshot"], head.model.state_dict(), head.meta)
+    monkeypatch.chdir(tmp_path / "p")
+    at = run_app()
+    at.radio[0].set_value("zeroshot").run()
+    assert at.text_area[0].value == "waving\njumping"
+    at.get("file_uploader")[0].upload("clip.mp4", (project / "data/walking/walking_0.mp4").read_bytes(), "video/mp4")
+    at.run()
+    at.button[0].click().run()
+    assert not at.exception and "## not sure" in [m.value for m in at.markdown]  # its threshold came along
