@@ -83,7 +83,7 @@ def show_timeline(segments) -> None:
     st.markdown("#### Timeline")
     table = pd.DataFrame({"start": [s.start for s in segments], "end": [s.end for s in segments],
                           "answer": [s.answer for s in segments],
-                          "probability": [float(s.probabilities.max()) for s in segments],
+                          "probability": [s.top_probability for s in segments],
                           "window": [f"{s.start:.1f}-{s.end:.1f} s" for s in segments]})
     table["row"] = np.arange(len(table)) % 2  # alternate rows so that overlapping windows stay visible
     st.altair_chart(alt.Chart(table).mark_bar().encode(

@@ -39,20 +39,12 @@ class Predictor:
     batch_size: int = 16
 
 
-@dataclass
-class Prediction:
-    """What the head says about one video.
-
-    probabilities float32 (C,); frame_probabilities float32 (F, C), each sampled frame alone;
-    embeddings float32 (F, D); clip: the sampled frames (uint8 RGB), indices and timestamps.
-    """
+class _Answered:
+    """The answer of class probabilities (C,): top class and probability, or "not sure" under not_sure_below."""
 
     class_names: list[str]
     probabilities: np.ndarray
-    frame_probabilities: np.ndarray
-    embeddings: np.ndarray
-    clip: Clip
-    not_sure_below: float = 0.0
+    not_sure_below: float
 
     @property
     def top_class(self) -> str:
@@ -66,6 +58,22 @@ class Prediction:
     def answer(self) -> str:
         """The top class, or "not sure" when its (calibrated) probability is under the head's threshold."""
         return self.top_class if self.top_probability >= self.not_sure_below else NOT_SURE
+
+
+@dataclass
+class Prediction(_Answered):
+    """What the head says about one video.
+
+    probabilities float32 (C,); frame_probabilities float32 (F, C), each sampled frame alone;
+    embeddings float32 (F, D); clip: the sampled frames (uint8 RGB), indices and timestamps.
+    """
+
+    class_names: list[str]
+    probabilities: np.ndarray
+    frame_probabilities: np.ndarray
+    embeddings: np.ndarray
+    clip: Clip
+    not_sure_below: float = 0.0
 
 
 def make_predictor(head: Head, encoder: Encoder, batch_size: int = 16) -> Predictor:
@@ -105,7 +113,7 @@ def predict_video(file: str | os.PathLike, predictor: Predictor,
 
 
 @dataclass
-class Segment:
+class Segment(_Answered):
     """The head's view of one time window: [start, end) in seconds, probabilities float32 (C,)."""
 
     start: float
@@ -113,14 +121,6 @@ class Segment:
     class_names: list[str]
     probabilities: np.ndarray
     not_sure_below: float = 0.0
-
-    @property
-    def top_class(self) -> str:
-        return self.class_names[int(self.probabilities.argmax())]
-
-    @property
-    def answer(self) -> str:
-        return self.top_class if float(self.probabilities.max()) >= self.not_sure_below else NOT_SURE
 
 
 def timeline_windows(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
@@ -226,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
                         "probabilities": dict(zip(pred.class_names, pred.probabilities.tolist()))})
         if segments:
             results[-1]["segments"] = [{"start": s.start, "end": s.end, "answer": s.answer, "class": s.top_class,
-                                        "probability": float(s.probabilities.max())} for s in segments]
+                                        "probability": s.top_probability} for s in segments]
         if not args.json:
             print(f"{file}\t{pred.answer}\t{pred.top_class}\t{pred.top_probability:.3f}", flush=True)
             for s in segments:
-                print(f"  {s.start:7.2f}-{s.end:7.2f} s\t{s.answer}\t{s.top_class}\t{s.probabilities.max():.3f}")
+                print(f"  {s.start:7.2f}-{s.end:7.2f} s\t{s.answer}\t{s.top_class}\t{s.top_probability:.3f}")
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
