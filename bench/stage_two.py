@@ -96,6 +96,13 @@ def measure(path: Path, epochs: int) -> None:
           + "; CV accuracy: " + ", ".join(f"{k} {v.mean():.3f} ± {v.std():.3f}" for k, v in folds.items()))
 
 
+def _current(path: Path) -> bool:
+    """Whether a synthetic cache left by an earlier run carries today's attributes (else it is written again)."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        return all(f.attrs.get(k) == v for k, v in ATTRS.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=10_000)
@@ -106,7 +113,7 @@ def main() -> None:
         make_cache(Path(args.make), args.videos)
         return
     path = Path(__file__).resolve().parent / "out" / f"synthetic_{args.videos}.h5"
-    if not path.exists():
+    if not path.exists() or not _current(path):
         subprocess.run([sys.executable, __file__, "--make", str(path), "--videos", str(args.videos)], check=True)
     measure(path, args.epochs)
 
