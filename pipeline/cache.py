@@ -9,10 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: decode_errors per video; decoder, precision and device type in the key
 # Attributes every cache carries; two caches whose KEY_ATTRS differ hold embeddings that must not be mixed.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
-             "preprocess_config", "quantize")
+             "preprocess_config", "quantize", "precision", "device_type", "decoder")
 _STR = h5py.string_dtype()
 
 
@@ -22,8 +22,8 @@ class Cache:
 
     embeddings float32 (V, F, D); frame_indices int64 (V, F); timestamps float64 (V, F) seconds;
     labels int64 (V,) into class_names; paths str (V,) relative to the data root; content_hash str (V,) SHA-256;
-    fps float64, frame_count int64, duration float64 seconds, repeated bool (fewer than F frames), file_size int64,
-    mtime_ns int64: all (V,). skipped: (path, reason) pairs. attrs: encoder, sampling, preprocessing, versions.
+    fps float64, frame_count int64, duration float64 seconds, repeated bool (fewer than F frames), decode_errors
+    int64 (packets the decoder rejected or concealed; 0 for a sound file), file_size int64, mtime_ns int64: all (V,). skipped: (path, reason) pairs. attrs: encoder, sampling, preprocessing, versions.
     """
 
     embeddings: np.ndarray
@@ -36,6 +36,7 @@ class Cache:
     frame_count: np.ndarray
     duration: np.ndarray
     repeated: np.ndarray
+    decode_errors: np.ndarray
     file_size: np.ndarray
     mtime_ns: np.ndarray
     class_names: list[str] = field(default_factory=list)
@@ -61,7 +62,7 @@ def empty_cache(num_frames: int, dim: int, attrs: dict, class_names: list[str]) 
         embeddings=np.zeros((0, num_frames, dim), np.float32), frame_indices=np.zeros((0, num_frames), np.int64),
         timestamps=np.zeros((0, num_frames), np.float64), labels=np.zeros(0, np.int64), paths=np.zeros(0, object),
         content_hash=np.zeros(0, object), fps=np.zeros(0), frame_count=np.zeros(0, np.int64), duration=np.zeros(0),
-        repeated=np.zeros(0, bool), file_size=np.zeros(0, np.int64), mtime_ns=np.zeros(0, np.int64),
+        repeated=np.zeros(0, bool), decode_errors=np.zeros(0, np.int64), file_size=np.zeros(0, np.int64), mtime_ns=np.zeros(0, np.int64),
         class_names=list(class_names), attrs=dict(attrs),
     )
 

@@ -11,12 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer, CLIPVisionModelWithProjection
 from transformers.utils import logging as hf_logging
 
+from pipeline.video import DECODER, FrameSpec, resize_crop
+
 PREPROCESS_BACKENDS = ("fast", "processor")
 QUANTIZE = ("none", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16")
+# extract.precision: auto picks fp32 on the CPU (bit for bit as before) and, on CUDA, the fastest precision whose
+# embeddings stay within cosine 0.999 of fp32 (bench/README.md, measured on an H100).
+AUTO_PRECISION = {"cpu": "fp32", "cuda": "fp16"}
+# extract.batch_size: auto: frames per forward pass (CPU: the stage-one benchmark's best; CUDA: large batches).
+AUTO_BATCH_SIZE = {"cpu": 16, "cuda": 256}
 _PIL_BICUBIC = 3
 
 
@@ -26,7 +33,8 @@ class Encoder:
 
     `preprocess` names the backend ("fast": batched torch resize; "processor": CLIPImageProcessor itself);
     `fingerprint` hashes the weights, model config and processor config, so caches and heads can tell encoders apart;
-    `quantize` is "int8" when the Linear layers run as dynamically quantised int8 (CPU), else "none".
+    `quantize` is "int8" when the Linear layers run as dynamically quantised int8 (CPU), else "none";
+    `precision` the arithmetic of the forward pass (fp32, or fp16 / bf16 under autocast).
     """
 
     model: CLIPVisionModelWithProjection
@@ -37,6 +45,7 @@ class Encoder:
     device: torch.device
     preprocess: str
     quantize: str = "none"
+    precision: str = "fp32"
 
     def describe(self) -> dict:
         """What a cache or head records about the encoder and its preprocessing (JSON-serialisable)."""
@@ -47,15 +56,30 @@ class Encoder:
             "preprocess": self.preprocess,
             "preprocess_config": json.dumps(self.processor.to_dict(), sort_keys=True, default=str),
             "quantize": self.quantize,
+            "precision": self.precision,
+            "device_type": self.device.type,
+            "decoder": DECODER,  # the frames it is given come from this decoder (pipeline.video)
         }
 
+    def frame_spec(self) -> FrameSpec:
+        """The encoder's input as the decode workers make it: resize and crop sizes from the processor config."""
+        p = self.processor
+        assert p.do_resize and p.do_center_crop and p.do_rescale and p.do_normalize, "unsupported processor config"
+        if int(p.resample) != _PIL_BICUBIC:
+            raise ValueError(f"preprocessing implements bicubic resampling only, the processor asks for {p.resample}")
+        return FrameSpec(p.size["shortest_edge"], p.crop_size["height"], p.crop_size["width"], self.preprocess)
 
-def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", quantize: str = "none") -> Encoder:
+
+def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", quantize: str = "none",
+                 precision: str = "auto") -> Encoder:
     """Load CLIP from a hub id or a local directory through `from_pretrained`; ValueError saying how to fix it if not.
 
     quantize="int8" runs the Linear layers as dynamically quantised int8 (CPU only): faster on CPUs without fast
     fp32 matrix units, embeddings slightly different (bench/README.md gives the cosine to fp32).
+    precision: fp32 | fp16 | bf16 (autocast) | auto (AUTO_PRECISION for the device).
     """
+    if precision not in (*PRECISIONS, "auto"):
+        raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {precision!r}")
     if preprocess not in PREPROCESS_BACKENDS:
         raise ValueError(f"preprocess must be one of {PREPROCESS_BACKENDS}, got {preprocess!r}")
     if quantize not in QUANTIZE:
@@ -85,60 +109,121 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", 
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     if quantize == "int8" and dev.type != "cpu":
         raise ValueError("int8 quantisation runs on the CPU only: set extract.device to cpu or quantize to none")
+    precision = AUTO_PRECISION[dev.type] if precision == "auto" else precision
+    if quantize == "int8" and precision != "fp32":
+        raise ValueError("int8 quantisation runs in fp32 arithmetic: set extract.precision to fp32 or auto")
     model = model.to(dev).eval()
     fingerprint = _fingerprint(model, processor)  # of the fp32 weights; `quantize` is recorded beside it
     if quantize == "int8":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch deprecates the quantised tensor API it still runs on
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    return Encoder(model, processor, model_id, fingerprint, model.config.projection_dim, dev, preprocess, quantize)
+    return Encoder(model, processor, model_id, fingerprint, model.config.projection_dim, dev, preprocess, quantize,
+                   precision)
 
 
 def preprocess_frames(frames: np.ndarray, encoder: Encoder) -> torch.Tensor:
     """RGB uint8 frames (N, H, W, 3) of one size -> float32 pixel values (N, 3, S, S) as the processor config says.
 
-    Both backends: shortest side resized to size["shortest_edge"] (aspect ratio kept), centre crop, rescale,
-    normalise. "fast" does it batched in torch (bicubic with antialias on uint8, as PIL does); it matches
-    CLIPImageProcessor within two uint8 steps (max abs 0.031 normalised, mean abs < 1e-3; tests/test_encoder.py).
+    The decode workers' resize and crop (pipeline.video.resize_crop), then `normalize`: what stage one does, in one
+    call, for frames decoded elsewhere.
     """
+    spec = encoder.frame_spec()
+    crops = np.stack([resize_crop(f, spec) for f in frames]) if len(frames) else np.zeros((0, spec.crop_h,
+                                                                                           spec.crop_w, 3), np.uint8)
+    return normalize(torch.from_numpy(crops), encoder)
+
+
+def normalize(crops: torch.Tensor, encoder: Encoder) -> torch.Tensor:
+    """uint8 crops (N, S, S, 3), on any device -> float32 pixel values (N, 3, S, S) there: rescale, then the
+    processor's mean and std."""
     p = encoder.processor
-    if encoder.preprocess == "processor":
-        return p(images=list(frames), return_tensors="pt")["pixel_values"]
-    assert p.do_resize and p.do_center_crop and p.do_rescale and p.do_normalize, "unsupported processor config"
-    if int(p.resample) != _PIL_BICUBIC:
-        raise ValueError(f"fast preprocessing implements bicubic resampling only, the processor asks for {p.resample}")
-    n, h, w, _ = frames.shape
-    short = p.size["shortest_edge"]
-    # transformers' get_resize_output_image_size: the long side is int(short * long / short_side)
-    new_h, new_w = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
-    x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
-    ch, cw = p.crop_size["height"], p.crop_size["width"]
-    top, left = (new_h - ch) // 2, (new_w - cw) // 2
-    x = x[:, :, top:top + ch, left:left + cw].float() * p.rescale_factor
-    mean = torch.tensor(p.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(p.image_std).view(1, 3, 1, 1)
+    x = crops.permute(0, 3, 1, 2).float() * p.rescale_factor
+    mean = torch.tensor(p.image_mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(p.image_std, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
 @torch.inference_mode()
-def embed_frames(pixels: torch.Tensor, encoder: Encoder, batch_size: int) -> np.ndarray:
-    """float32 pixel values (N, 3, S, S) -> float32 image embeddings (N, dim), in batches of exactly batch_size.
+def embed_frames(frames: np.ndarray | torch.Tensor, encoder: Encoder, batch_size: int) -> np.ndarray:
+    """Frames -> float32 image embeddings (N, dim), in forward passes of exactly batch_size.
 
-    The last batch is padded to batch_size: on CPU a matrix multiply of another shape may round differently, and
-    a video must get the same embeddings whichever batch it lands in (a resumed run equals an uninterrupted one).
+    frames: uint8 crops (N, S, S, 3) from the decode workers (normalised on the encoder's device), or float32
+    pixel values (N, 3, S, S) from preprocess_frames. The last batch is padded to batch_size: on CPU a matrix
+    multiply of another shape may round differently, and a video must get the same embeddings whichever batch it
+    lands in (a resumed run equals an uninterrupted one). On CUDA, uint8 batches go from pinned memory with
+    non-blocking copies on a side stream, so the next batch's copy overlaps this batch's forward pass.
     """
-    out = []
-    for start in range(0, len(pixels), batch_size):
-        batch = pixels[start:start + batch_size]
-        real = len(batch)
-        if real < batch_size:
-            batch = torch.cat([batch, batch.new_zeros((batch_size - real, *batch.shape[1:]))])
-        batch = batch.to(encoder.device, non_blocking=True)
-        out.append(encoder.model(pixel_values=batch).image_embeds[:real].float().cpu().numpy())
-    if not out:
+    frames = torch.as_tensor(frames)
+    if len(frames) == 0:
         return np.zeros((0, encoder.dim), np.float32)
-    return np.concatenate(out)
+    dev, cuda = encoder.device, encoder.device.type == "cuda"
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(encoder.precision)
+    copies = torch.cuda.Stream(dev) if cuda else None
+
+    def upload(start: int):
+        batch = frames[start:start + batch_size]
+        if len(batch) < batch_size:
+            batch = torch.cat([batch, batch.new_zeros((batch_size - len(batch), *batch.shape[1:]))])
+        if not cuda:
+            return batch, None
+        with torch.cuda.stream(copies):
+            on_device = batch.pin_memory().to(dev, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(copies)
+        return on_device, ready
+
+    out, starts = [], range(0, len(frames), batch_size)
+    nxt = upload(0)
+    for start in starts:
+        batch, ready = nxt
+        if ready is not None:
+            torch.cuda.current_stream(dev).wait_event(ready)
+            batch.record_stream(torch.cuda.current_stream(dev))
+        if start + batch_size < len(frames):
+            nxt = upload(start + batch_size)  # queued now: copied while this batch runs
+        pixels = normalize(batch, encoder) if batch.dtype == torch.uint8 else batch
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            emb = encoder.model(pixel_values=pixels).image_embeds
+        out.append(emb[:min(batch_size, len(frames) - start)].float())
+    return torch.cat(out).cpu().numpy()
+
+
+class Embedder:
+    """The embedder: frames of many videos batched together, every forward pass exactly batch_size frames, and
+    the rows split back per video in the order the videos came.
+
+    add(key, frames uint8 (F, S, S, 3)) returns the (key, embeddings float32 (F, D)) of every video now complete;
+    flush() encodes what is left (padded) and returns the rest.
+    """
+
+    def __init__(self, encoder: Encoder, batch_size: int):
+        self.encoder, self.batch_size = encoder, batch_size
+        self._waiting: list[tuple[object, int]] = []  # (key, frames) of videos not complete yet, in order
+        self._frames: list[np.ndarray] = []  # their frames not encoded yet
+        self._rows = np.zeros((0, encoder.dim), np.float32)  # embeddings not handed back yet
+
+    def add(self, key, frames: np.ndarray) -> list[tuple[object, np.ndarray]]:
+        self._waiting.append((key, len(frames)))
+        self._frames.append(frames)
+        return self._encode(pad=False)
+
+    def flush(self) -> list[tuple[object, np.ndarray]]:
+        return self._encode(pad=True)
+
+    def _encode(self, pad: bool) -> list[tuple[object, np.ndarray]]:
+        pending = sum(len(f) for f in self._frames)
+        usable = pending if pad else pending // self.batch_size * self.batch_size
+        if usable:
+            frames = np.concatenate(self._frames)
+            self._rows = np.concatenate([self._rows, embed_frames(frames[:usable], self.encoder, self.batch_size)])
+            self._frames = [frames[usable:]] if usable < pending else []
+        done = []
+        while self._waiting and self._waiting[0][1] <= len(self._rows):
+            key, n = self._waiting.pop(0)
+            done.append((key, self._rows[:n]))
+            self._rows = self._rows[n:]
+        return done
 
 
 def build_random_clip(directory: str | os.PathLike, seed: int = 0, full_size: bool = False) -> Path:

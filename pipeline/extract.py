@@ -7,23 +7,23 @@ run leaves the previous cache untouched and its finished parts reused by the nex
 from __future__ import annotations
 
 import json
-import queue
+import os
 import shutil
-import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import torch
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from pipeline.cache import KEY_ATTRS, Cache, concat_caches, empty_cache, read_cache, write_cache
-from pipeline.encoder import Encoder, embed_frames, load_encoder, preprocess_frames
-from pipeline.video import SAMPLING, Clip, VideoFile, content_hash, discover_videos, read_frames
+from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, load_encoder
+from pipeline.video import (SAMPLING, VIDEO_EXTENSIONS, Clip, DecodeLimits, VideoFile, discover_videos)
+from pipeline.workers import DecodePool, PoolConfig, ReadConfig, auto_workers, load_video
 
 
 @dataclass
@@ -34,11 +34,22 @@ class ExtractConfig:
     cache_path: str = "cache/features.h5"
     model: str = "openai/clip-vit-base-patch32"
     num_frames: int = 16
-    batch_size: int = 16  # frames per forward pass, across videos
+    batch_size: int | str = "auto"  # frames per forward pass, across videos; auto: AUTO_BATCH_SIZE for the device
     device: str = "auto"
+    precision: str = "auto"  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
     preprocess: str = "fast"
     quantize: str = "none"  # "int8": dynamically quantised Linear layers (CPU), faster, slightly different
     shard_size: int = 64  # videos per part file: the work a kill can lose
+    workers: int | str = "auto"  # decode worker processes; 0 = in this process (debugging); auto = one per core
+    video_timeout_s: float = 60.0  # wall-clock time one video may take to decode
+    worker_memory_mb: int = 4096  # address space of a decode worker (imports included)
+    max_pixels: int = DecodeLimits.max_pixels  # per frame (8K UHD)
+    max_aspect: float = DecodeLimits.max_aspect  # long side / short side
+
+    def pool(self) -> PoolConfig:
+        """The decode workers' settings."""
+        workers = auto_workers() if self.workers == "auto" else int(self.workers)
+        return PoolConfig(workers, float(self.video_timeout_s), int(self.worker_memory_mb))
 
 
 @dataclass
@@ -60,26 +71,25 @@ class ExtractSummary:
 
 @dataclass
 class _Item:
-    """One video on its way through the run; `pixels` (F, 3, S, S) until it is encoded."""
+    """One usable video: its file's size, mtime and content hash; `clip` (indices, times) until its part is written."""
 
     video: VideoFile
     size: int
     mtime_ns: int
     digest: str
     clip: Clip | None = None
-    pixels: torch.Tensor | None = None
-    embeddings: np.ndarray | None = None
 
 
-def extract_features(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
+def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable = load_video) -> ExtractSummary:
     """Bring the cache at cfg.cache_path up to date with the videos under cfg.root; returns what was done.
 
     Only videos whose content hash is not already in the cache (or in parts of an interrupted run) with the same
-    encoder, sampling and preprocessing are decoded and encoded; removed videos are dropped.
+    encoder, sampling, preprocessing, precision and decoder are decoded and encoded; removed videos are dropped.
+    decode: what the workers run per video (tests put a faulty decoder here).
     """
     started = time.perf_counter()
     cache_path = Path(cfg.cache_path)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    _check_paths(cfg)
     lock = FileLock(str(cache_path) + ".lock")
     try:
         lock.acquire(timeout=0)
@@ -87,19 +97,25 @@ def extract_features(cfg: ExtractConfig, progress: bool = True) -> ExtractSummar
         raise ValueError(f"another stage-one run is writing {cache_path} (lock {lock.lock_file} is held): "
                          "wait for it to finish") from None
     try:
-        videos, class_names = discover_videos(cfg.root)
+        videos, class_names, problems = discover_videos(cfg.root)
         if not videos:
             raise ValueError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
-                             "(mp4, avi, mov, mkv, webm, m4v, mpg, ts)")
-        encoder = load_encoder(cfg.model, cfg.device, cfg.preprocess, cfg.quantize)
-        attrs = {**encoder.describe(), "num_frames": cfg.num_frames, "sampling": SAMPLING, "data_root": cfg.root,
-                 "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "opencv-python-headless",
-                                                                 "h5py", "numpy")})}
+                             f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)})")
+        encoder = load_encoder(cfg.model, cfg.device, cfg.preprocess, cfg.quantize, cfg.precision)
+        batch_size = AUTO_BATCH_SIZE[encoder.device.type] if cfg.batch_size == "auto" else int(cfg.batch_size)
+        attrs = {**encoder.describe(), "num_frames": cfg.num_frames, "sampling": SAMPLING, "batch_size": batch_size,
+                 "data_root": cfg.root,
+                 "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py", "numpy")})}
         parts_dir = cache_path.with_name(cache_path.name + ".parts")
         template = empty_cache(cfg.num_frames, encoder.dim, attrs, class_names)
         sources = _reusable(cache_path, parts_dir, attrs)
-        summary = ExtractSummary(str(cache_path))
-        new_parts, kept = _encode_new(videos, sources, template, cfg, encoder, parts_dir, summary, progress)
+        summary = ExtractSummary(str(cache_path), skipped=list(problems))
+        reader = ReadConfig(cfg.num_frames, encoder.frame_spec(), DecodeLimits(int(cfg.max_pixels),
+                                                                               float(cfg.max_aspect)))
+        with DecodePool(cfg.pool(), decode) as pool:
+            new_parts, kept = _encode_new(videos, sources, template, pool, reader, Embedder(encoder, batch_size),
+                                          PartWriter(parts_dir, template, cfg.shard_size), summary, progress)
+        summary.skipped.sort()
         final = _assemble(kept, sources + new_parts, template, summary.skipped)
         if len(final) == 0:
             raise ValueError(f"none of the {len(videos)} videos under {cfg.root!r} could be used:\n{summary}")
@@ -140,101 +156,115 @@ def _reusable(cache_path: Path, parts_dir: Path, attrs: dict) -> list[Cache]:
     return found
 
 
-def _encode_new(videos, sources, template, cfg, encoder: Encoder, parts_dir: Path, summary: ExtractSummary,
-                progress: bool) -> tuple[list[Cache], list[_Item]]:
-    """Decode and encode every video whose content is not in `sources`.
+def _check_paths(cfg: ExtractConfig) -> None:
+    """ValueError before any work when the data root or the cache's place cannot be used."""
+    root, cache_path = Path(cfg.root), Path(cfg.cache_path)
+    if not root.is_dir():
+        raise ValueError(f"data root {cfg.root!r} is not a directory")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise ValueError(f"data root {cfg.root!r} cannot be read (permission denied)")
+    if cache_path.is_dir():
+        raise ValueError(f"the cache path {cfg.cache_path!r} is a directory: set it to a file path (a .h5 file)")
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the cache's folder {str(cache_path.parent)!r}: {e.strerror}") from None
+    if not os.access(cache_path.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write the cache in {str(cache_path.parent)!r} (permission denied)")
 
-    Returns the part caches it wrote and every usable video (encoded or reused) in path order.
-    """
-    known_hashes = {h for src in sources for h in src.content_hash}
+
+class PartWriter:
+    """The part writer: finished videos with their embeddings (F, D) go into part files of `shard_size` videos,
+    each written atomically (`<cache>.parts/part-<random>.h5`); `parts` lists what was written."""
+
+    def __init__(self, parts_dir: Path, template: Cache, shard_size: int):
+        self.parts_dir, self.template, self.shard_size = parts_dir, template, shard_size
+        self.parts: list[Cache] = []
+        self._rows: list[tuple[_Item, np.ndarray]] = []
+
+    def add(self, item: _Item, embeddings: np.ndarray) -> None:
+        self._rows.append((item, embeddings))
+        if len(self._rows) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is waiting as one part file."""
+        if not self._rows:
+            return
+        part = _part_cache(self._rows, self.template)
+        write_cache(self.parts_dir / f"part-{uuid.uuid4().hex}.h5", part)
+        self.parts.append(part)
+        for item, _ in self._rows:
+            item.clip = None  # the part holds it now
+        self._rows.clear()
+
+
+def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, pool: DecodePool, reader: ReadConfig,
+                embedder: Embedder, writer: PartWriter, summary: ExtractSummary,
+                progress: bool) -> tuple[list[Cache], list[_Item]]:
+    """The loop joining the roles: reader (decode workers) -> embedder -> part writer, for every video whose
+    content is not in `sources`. Returns the part caches written and every usable video (encoded or reused) in
+    path order."""
     by_stat = {(p, int(s), int(m)): h for src in sources
                for p, s, m, h in zip(src.paths, src.file_size, src.mtime_ns, src.content_hash)}
-    new_parts: list[Cache] = []
-    kept: list[_Item] = []
-    finished: list[_Item] = []
-    waiting: list[_Item] = []  # decoded, frames not all encoded yet (in order)
-    pixel_queue: list[torch.Tensor] = []
-    done_rows: list[np.ndarray] = []
-    frames_done = 0
+    known = {h for src in sources for h in src.content_hash}  # and, as they come, those encoded in this run
     bar = tqdm(total=len(videos), unit="video", disable=not progress, desc="extract")
-
-    def flush_part(force: bool) -> None:
-        if finished and (force or len(finished) >= cfg.shard_size):
-            part = _part_cache(finished, template)
-            write_cache(parts_dir / f"part-{uuid.uuid4().hex}.h5", part)
-            new_parts.append(part)
-            for it in finished:
-                it.clip = it.embeddings = None  # the part holds them now
-            finished.clear()
-
-    def encode(pad_last: bool) -> None:
-        nonlocal pixel_queue, done_rows, frames_done
-        pixels = torch.cat(pixel_queue) if pixel_queue else torch.zeros(0)
-        usable = len(pixels) if pad_last else len(pixels) // cfg.batch_size * cfg.batch_size
-        if usable:
-            done_rows.append(embed_frames(pixels[:usable], encoder, cfg.batch_size))
-        pixel_queue = [pixels[usable:]] if usable < len(pixels) else []
-        rows = np.concatenate(done_rows) if done_rows else np.zeros((0, encoder.dim), np.float32)
-        while waiting and len(waiting[0].clip.indices) <= len(rows):
-            item = waiting.pop(0)
-            n = len(item.clip.indices)
-            item.embeddings, rows = rows[:n], rows[n:]
-            finished.append(item)
-            summary.encoded += 1
-            frames_done += n
-            bar.update(1)
-        done_rows = [rows]
-        bar.set_postfix(frames_per_s=f"{frames_done / max(bar.format_dict['elapsed'], 1e-9):.1f}", refresh=False)
-        flush_part(force=False)
-
-    for item in _prefetch(_read(videos, known_hashes, by_stat, cfg, encoder), depth=4):
-        if isinstance(item, tuple):  # (path, reason)
-            summary.skipped.append(item)
-            bar.update(1)
-        elif item.pixels is None:
-            kept.append(item)
+    kept: list[_Item] = []
+    todo: list[VideoFile] = []
+    for video in videos:  # unchanged (path, size, mtime): the content is known without reading the file
+        try:
+            st = video.file.stat()
+        except OSError as e:
+            todo.append(video)  # the worker says why
+            continue
+        digest = by_stat.get((video.path, st.st_size, st.st_mtime_ns))
+        if digest in known:
+            kept.append(_Item(video, st.st_size, st.st_mtime_ns, digest))
             summary.reused += 1
             bar.update(1)
         else:
-            kept.append(item)
-            waiting.append(item)
-            pixel_queue.append(item.pixels)
-            item.pixels = None
-            if sum(len(p) for p in pixel_queue) >= cfg.batch_size:
-                encode(pad_last=False)
-    encode(pad_last=True)
-    flush_part(force=True)
+            todo.append(video)
+
+    def finished(done: list[tuple[_Item, np.ndarray]]) -> None:
+        for item, embeddings in done:
+            writer.add(item, embeddings)
+            summary.encoded += 1
+            bar.update(1)
+
+    for video, out in zip(todo, pool.map([str(v.file) for v in todo], reader)):
+        if isinstance(out, str):
+            summary.skipped.append((video.path, _relative_reason(out, video)))
+            bar.update(1)
+            continue
+        item = _Item(video, out.size, out.mtime_ns, out.digest)
+        kept.append(item)
+        if item.digest in known:  # the same bytes under another name, or twice in this run: encoded once
+            summary.reused += 1
+            bar.update(1)
+            continue
+        known.add(item.digest)
+        item.clip = out.clip
+        finished(embedder.add(item, out.clip.frames))
+        out.clip.frames = None
+    finished(embedder.flush())
+    writer.flush()
     bar.close()
-    return new_parts, kept
+    kept.sort(key=lambda it: it.video.path)
+    return writer.parts, kept
 
 
-def _read(videos: list[VideoFile], known_hashes: set, by_stat: dict, cfg: ExtractConfig, encoder: Encoder):
-    """Yield per video: an _Item with pixels to encode, an _Item without (reused), or (path, reason) if unusable."""
-    queued = set()  # hashes sent for encoding in this run: a second copy of the same bytes reuses the first
-    for video in videos:
-        try:
-            stat = video.file.stat()
-            digest = by_stat.get((video.path, stat.st_size, stat.st_mtime_ns)) or content_hash(video.file)
-            item = _Item(video, stat.st_size, stat.st_mtime_ns, digest)
-            if digest in known_hashes or digest in queued:
-                yield item  # same bytes already encoded (or on their way) with this encoder and sampling
-                continue
-            item.clip = read_frames(video.file, cfg.num_frames)
-            item.pixels = preprocess_frames(item.clip.frames, encoder)
-            item.clip.frames = None  # the pixels are all that is needed from here on
-            queued.add(digest)
-            yield item
-        except Exception as e:  # one bad video must never stop the run: record why and go on
-            reason = str(e).replace(str(video.file), video.path)  # relative: the cache must not name this machine
-            if not reason.startswith(video.path + ":"):
-                reason = f"{video.path}: {type(e).__name__}: {reason}"
-            yield (video.path, reason)
+def _relative_reason(reason: str, video: VideoFile) -> str:
+    """The reason with the absolute file replaced by the path under the data root: the cache must not name this
+    machine."""
+    reason = reason.replace(str(video.file), video.path)
+    return reason if reason.startswith(video.path + ":") else f"{video.path}: {reason}"
 
 
-def _part_cache(items: list[_Item], template: Cache) -> Cache:
-    """The finished items as a Cache (rows keyed by content hash), ready to be written as a part file."""
+def _part_cache(rows: list[tuple[_Item, np.ndarray]], template: Cache) -> Cache:
+    """Finished videos and their embeddings as a Cache (rows keyed by content hash), ready to be a part file."""
+    items = [it for it, _ in rows]
     return Cache(
-        embeddings=np.stack([it.embeddings for it in items]).astype(np.float32),
+        embeddings=np.stack([emb for _, emb in rows]).astype(np.float32),
         frame_indices=np.stack([it.clip.indices for it in items]),
         timestamps=np.stack([it.clip.timestamps for it in items]),
         labels=np.array([template.class_names.index(it.video.label) for it in items], np.int64),
@@ -244,6 +274,7 @@ def _part_cache(items: list[_Item], template: Cache) -> Cache:
         frame_count=np.array([it.clip.frame_count for it in items], np.int64),
         duration=np.array([it.clip.duration for it in items]),
         repeated=np.array([it.clip.repeated for it in items], bool),
+        decode_errors=np.array([it.clip.decode_errors for it in items], np.int64),
         file_size=np.array([it.size for it in items], np.int64),
         mtime_ns=np.array([it.mtime_ns for it in items], np.int64),
         class_names=list(template.class_names), attrs=dict(template.attrs),
@@ -261,23 +292,3 @@ def _assemble(kept: list[_Item], sources: list[Cache], template: Cache, skipped:
     final.mtime_ns = np.array([it.mtime_ns for it in kept], np.int64)
     final.class_names, final.skipped, final.attrs = list(template.class_names), list(skipped), dict(template.attrs)
     return final
-
-
-def _prefetch(items, depth: int):
-    """Iterate `items` from a background thread, `depth` ahead: decoding overlaps encoding."""
-    q: queue.Queue = queue.Queue(depth)
-    end = object()
-
-    def work():
-        try:
-            for it in items:
-                q.put(it)
-            q.put(end)
-        except BaseException as e:  # surfaces in the consumer instead of dying silently in the thread
-            q.put(e)
-
-    threading.Thread(target=work, daemon=True).start()
-    while (it := q.get()) is not end:
-        if isinstance(it, BaseException):
-            raise it
-        yield it

@@ -19,8 +19,9 @@ HEAD_SCHEMA = 1  # the layout of a saved head's metadata; a head saved otherwise
 HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "zeroshot": "models/zeroshot.pt"}
 # What a head must share with the cache or encoder it is used with (from the cache attrs; see pipeline/cache.py).
 # Not the encoder's id: the fingerprint is its identity, and the same weights may sit in another directory.
+# Not precision nor device: a head trained on GPU features serves on the CPU (bench/README.md gives the difference).
 MATCH_KEYS = ("encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess", "preprocess_config",
-              "quantize")
+              "quantize", "decoder")
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:

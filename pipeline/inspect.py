@@ -38,10 +38,13 @@ def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -
         "frames_per_video": int(cache.embeddings.shape[1]),
         "embedding_dim": int(cache.embeddings.shape[2]),
         "videos_with_repeated_frames": int(cache.repeated.sum()),
+        "videos_with_decode_errors": int((cache.decode_errors > 0).sum()),
         "duration_seconds": {"min": _stat(cache.duration, np.min), "median": _stat(cache.duration, np.median),
                              "max": _stat(cache.duration, np.max)},
-        "encoder": {"model": a.get("encoder_model"), "fingerprint": a.get("encoder_fingerprint")},
+        "encoder": {"model": a.get("encoder_model"), "fingerprint": a.get("encoder_fingerprint"),
+                    "precision": a.get("precision"), "device_type": a.get("device_type")},
         "sampling": a.get("sampling"),
+        "decoder": a.get("decoder"),
         "preprocess": a.get("preprocess"),
         "data_root": a.get("data_root"),
         "split": parts is not None,
@@ -54,12 +57,14 @@ def format_summary(s: dict) -> str:
     lines = [
         f"{s['path']}: {s['videos']} videos, {len(s['classes'])} classes, {s['size_bytes'] / 2**20:.1f} MiB, "
         f"schema {s['schema_version']}",
-        f"encoder: {s['encoder']['model']} (fingerprint {s['encoder']['fingerprint']})",
+        f"encoder: {s['encoder']['model']} (fingerprint {s['encoder']['fingerprint']}, {s['encoder']['precision']} "
+        f"on {s['encoder']['device_type']}); decoder {s['decoder']}",
         f"frames: {s['frames_per_video']} per video, sampling {s['sampling']}, preprocessing {s['preprocess']}; "
         f"embedding dim {s['embedding_dim']}",
         f"durations: {s['duration_seconds']['min']:.1f} s to {s['duration_seconds']['max']:.1f} s "
         f"(median {s['duration_seconds']['median']:.1f} s); {s['videos_with_repeated_frames']} videos shorter "
-        "than the frames sampled",
+        f"than the frames sampled; {s['videos_with_decode_errors']} with decode errors (damaged files: "
+        "`--video` names them)",
         f"data root: {s['data_root']}",
         "",
         f"{'class':<32} {'videos':>6}" + ("".join(f" {p:>6}" for p in PARTS) if s["split"] else ""),

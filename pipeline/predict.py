@@ -11,20 +11,23 @@ one indented line per sliding window (start-end seconds, answer, top class, prob
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.encoder import Encoder, embed_frames, load_encoder, preprocess_frames
+from pipeline.encoder import Encoder, embed_frames, load_encoder
 from pipeline.heads import HEAD_FILES, Head, check_compatible, load_head
-from pipeline.video import SAMPLING, Clip, find_video_files, read_frames, sample_indices
+from pipeline.video import SAMPLING, Clip, DecodeLimits, find_video_files
+from pipeline.workers import DecodePool, PoolConfig, ReadConfig
 
 
 NOT_SURE = "not sure"
@@ -32,11 +35,34 @@ NOT_SURE = "not sure"
 
 @dataclass
 class Predictor:
-    """A head with the encoder it was trained on; batch_size as in stage one, so the embeddings match the cache."""
+    """A head with the encoder it was trained on; batch_size as in stage one, so the embeddings match the cache.
+
+    pool: the decode workers every video goes through (by default one worker shared by the process), with limits.
+    """
 
     head: Head
     encoder: Encoder
     batch_size: int = 16
+    pool: DecodePool | None = None
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+
+    def read(self, file: str | os.PathLike, window: tuple[int, int] | None = None, num_frames: int | None = None):
+        """The sampled frames of a video (uint8 crops (F, S, S, 3)), decoded in a worker; ValueError if unusable."""
+        cfg = ReadConfig(num_frames or self.head.meta["num_frames"], self.encoder.frame_spec(), self.limits, window)
+        return (self.pool or shared_pool()).read(str(file), cfg).clip
+
+
+_SHARED: list[DecodePool] = []
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_pool() -> DecodePool:
+    """One decode worker for the whole process (the app's sessions and pipeline.predict share it), closed at exit."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            _SHARED.append(DecodePool(PoolConfig(workers=1)))
+            atexit.register(_SHARED[0].close)
+        return _SHARED[0]
 
 
 class _Answered:
@@ -103,9 +129,9 @@ def predict_video(file: str | os.PathLike, predictor: Predictor,
     step = on_step or (lambda name: None)
     head, encoder = predictor.head, predictor.encoder
     step("decoding")
-    clip = read_frames(file, head.meta["num_frames"])
+    clip = predictor.read(file)
     step("encoding")
-    embeddings = embed_frames(preprocess_frames(clip.frames, encoder), encoder, predictor.batch_size)  # (F, D)
+    embeddings = embed_frames(clip.frames, encoder, predictor.batch_size)  # (F, D)
     step("classifying")
     probabilities = head.predict_proba(embeddings[None])[0]
     frame_probabilities = head.predict_proba(embeddings[:, None, :])  # each frame as a one-frame video
@@ -143,8 +169,7 @@ def predict_segments(file: str | os.PathLike, predictor: Predictor, window: floa
     max_windows windows (choose a larger stride).
     """
     head, encoder = predictor.head, predictor.encoder
-    num_frames = head.meta["num_frames"]
-    probe = read_frames(file, 1)
+    probe = predictor.read(file, num_frames=1)
     if not probe.fps:
         raise ValueError(f"{file}: no frame rate, so no time windows")
     windows = timeline_windows(probe.frame_count / probe.fps, window, stride)
@@ -155,9 +180,7 @@ def predict_segments(file: str | os.PathLike, predictor: Predictor, window: floa
     for done, (start, end) in enumerate(windows):
         lo = min(int(np.ceil(start * probe.fps)), probe.frame_count - 1)
         hi = max(min(int(np.ceil(end * probe.fps)), probe.frame_count), lo + 1)
-        clip = read_frames(file, num_frames, sampler=lambda count: lo + sample_indices(min(hi, count) - lo,
-                                                                                        num_frames))
-        emb = embed_frames(preprocess_frames(clip.frames, encoder), encoder, predictor.batch_size)
+        emb = embed_frames(predictor.read(file, window=(lo, hi)).frames, encoder, predictor.batch_size)
         segments.append(Segment(start, end, head.class_names, head.predict_proba(emb[None])[0],
                                 head.not_sure_below))
         if on_window:
@@ -207,9 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    files = [f for p in args.paths for f in (find_video_files(p) if Path(p).is_dir() else [Path(p)])]
-    results, failed = [], 0
+    files, results, failed = [], [], 0
+    for p in args.paths:
+        found = find_video_files(p) if Path(p).is_dir() else None
+        files += found.files if found else [Path(p)]
+        for problem, reason in found.problems if found else []:
+            failed += 1
+            print(f"error: {problem}: {reason}", file=sys.stderr)
+            results.append({"path": os.fsencode(problem).decode("utf-8", "backslashreplace"), "error": reason})
     for file in files:
+        shown = os.fsencode(file).decode("utf-8", "backslashreplace")  # a name that is not UTF-8 still prints
         try:
             pred = predict_video(file, predictor)
             segments = predict_segments(file, predictor, *args.segments) if args.segments else []
@@ -218,17 +248,17 @@ def main(argv: list[str] | None = None) -> int:
                     p.not_sure_below = args.threshold
         except (ValueError, OSError) as e:
             failed += 1
-            print(f"error: {e}", file=sys.stderr)
-            results.append({"path": str(file), "error": str(e)})
+            print(f"error: {str(e).replace(str(file), shown)}", file=sys.stderr)
+            results.append({"path": shown, "error": str(e).replace(str(file), shown)})
             continue
-        results.append({"path": str(file), "answer": pred.answer, "class": pred.top_class,
+        results.append({"path": shown, "answer": pred.answer, "class": pred.top_class,
                         "probability": pred.top_probability,
                         "probabilities": dict(zip(pred.class_names, pred.probabilities.tolist()))})
         if segments:
             results[-1]["segments"] = [{"start": s.start, "end": s.end, "answer": s.answer, "class": s.top_class,
                                         "probability": s.top_probability} for s in segments]
         if not args.json:
-            print(f"{file}\t{pred.answer}\t{pred.top_class}\t{pred.top_probability:.3f}", flush=True)
+            print(f"{shown}\t{pred.answer}\t{pred.top_class}\t{pred.top_probability:.3f}", flush=True)
             for s in segments:
                 print(f"  {s.start:7.2f}-{s.end:7.2f} s\t{s.answer}\t{s.top_class}\t{s.top_probability:.3f}")
     if args.json:

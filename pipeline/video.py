@@ -1,20 +1,51 @@
-"""Find videos in a folder-per-class tree, sample frame indices evenly, and decode only those frames (OpenCV)."""
+"""Find videos safely, sample frame indices evenly, and decode only those frames from untrusted files (PyAV)."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
+import av
 import numpy as np
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".ts")
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
+DECODER = f"pyav-{av.__version__}"  # named in the cache: another decoder (or FFmpeg build) gives other pixels
 # Gaps between samples longer than this many frames are crossed by seeking instead of decoding every frame:
 # seeking decodes from the keyframe before the target, and x264's default keyframe interval is 250 frames.
 SEEK_GAP = 300
+# The demuxers FFmpeg may use: video containers only. No playlists (concat, hls), no images, no protocols.
+CONTAINERS = ("mov", "mp4", "matroska", "webm", "avi", "mpeg", "mpegts", "mpegvideo", "m4v", "flv", "asf", "ogg",
+              "mxf", "dv", "ivf", "nut", "h264", "hevc")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one untrusted video may cost before it is refused (stage one's extract.max_* params).
+
+    max_pixels: width x height of a frame (default 8K UHD, 7680 x 4320), checked against the header before any
+    decoding and against every decoded frame. max_aspect: long side / short side; resizing the short side to the
+    encoder's size would otherwise make a 1 x 16000 frame into gigabytes.
+    """
+
+    max_pixels: int = 7680 * 4320
+    max_aspect: float = 16.0
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """How decoded frames become the encoder's input, uint8: shortest side resized to `short` (bicubic with
+    antialiasing: torch for "fast", PIL for "processor", as CLIPImageProcessor), then centre-cropped to crop_h x crop_w."""
+
+    short: int
+    crop_h: int
+    crop_w: int
+    backend: str = "fast"
 
 
 @dataclass(frozen=True)
@@ -30,9 +61,12 @@ class VideoFile:
 class Clip:
     """The sampled frames of one video and where they came from.
 
-    frames: uint8 (num_frames, H, W, 3), RGB, upright (rotation metadata applied).
-    indices: int64 (num_frames,) frame numbers; timestamps: float64 (num_frames,) seconds.
+    frames: uint8 (num_frames, H, W, 3), RGB, upright (rotation metadata applied); (num_frames, crop_h, crop_w, 3)
+    when read through a FrameSpec.
+    indices: int64 (num_frames,) frame numbers; timestamps: float64 (num_frames,) seconds from the first frame.
     repeated: True when the video has fewer frames than num_frames, so some frames appear twice.
+    decode_errors: packets the decoder rejected or concealed, and samples that had to take a neighbouring frame
+    because theirs never decoded: 0 for a sound file.
     """
 
     frames: np.ndarray
@@ -42,40 +76,105 @@ class Clip:
     frame_count: int
     duration: float
     repeated: bool
+    decode_errors: int = 0
 
 
-def find_video_files(folder: str | os.PathLike) -> list[Path]:
-    """Video files under `folder` at any depth, sorted: extension case-insensitive, hidden files and folders skipped."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+@dataclass
+class Found:
+    """What a walk found: video files (sorted), and (path, reason) for what looked like a video or a folder of
+    videos but cannot be read: broken links, FIFOs and devices, folders that cannot be listed."""
+
+    files: list[Path] = field(default_factory=list)
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def find_video_files(folder: str | os.PathLike) -> Found:
+    """Video files under `folder` at any depth (extension case-insensitive, hidden files and folders skipped).
+
+    Symbolic links are followed, but every real folder is visited once, so a link back up the tree neither lists
+    videos twice nor loops.
+    """
+    found, seen = Found(), set()
+
+    def unreadable(error: OSError) -> None:
+        found.problems.append((Path(error.filename), f"the folder cannot be read ({error.strerror})"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=unreadable):
+        here = os.stat(dirpath)
+        if (here.st_dev, here.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((here.st_dev, here.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             file = Path(dirpath) / name
-            if not name.startswith(".") and file.suffix.lower() in VIDEO_EXTENSIONS and file.is_file():
-                found.append(file)
-    return sorted(found)
+            if name.startswith(".") or file.suffix.lower() not in VIDEO_EXTENSIONS:
+                continue
+            try:
+                mode = file.stat().st_mode
+            except FileNotFoundError:
+                found.problems.append((file, "a broken symbolic link"))
+                continue
+            except OSError as e:
+                found.problems.append((file, f"cannot be read ({e.strerror})"))
+                continue
+            if stat.S_ISREG(mode):
+                found.files.append(file)
+            elif not stat.S_ISDIR(mode):
+                found.problems.append((file, "not a regular file (a FIFO, socket or device)"))
+    found.files.sort()
+    return found
 
 
-def discover_videos(root: str | os.PathLike) -> tuple[list[VideoFile], list[str]]:
+def discover_videos(root: str | os.PathLike) -> tuple[list[VideoFile], list[str], list[tuple[str, str]]]:
     """List the videos under `root`/<class>/ (see find_video_files); files directly under the root have no class.
 
-    Returns the videos sorted by path and the sorted class names: the first-level folders holding at least one video.
+    Returns the videos sorted by path, the sorted class names (the first-level folders holding at least one video),
+    and (path, reason) for what cannot be used, paths relative to the root. A name that is not valid UTF-8 cannot
+    be stored in the cache: it is reported with its bytes escaped (`\\xff`) instead.
     """
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"data root {str(root)!r} is not a directory")
-    videos = []
-    for file in find_video_files(root):
+    found = find_video_files(root)
+    videos, problems = [], [(_printable(p.relative_to(root)), f"{_printable(p.relative_to(root))}: {reason}")
+                            for p, reason in found.problems]
+    for file in found.files:
         rel = file.relative_to(root)
-        if len(rel.parts) > 1:
+        if _printable(rel) != rel.as_posix():
+            problems.append((_printable(rel), f"{_printable(rel)}: the file name is not valid UTF-8: rename it"))
+        elif len(rel.parts) > 1:
             videos.append(VideoFile(path=rel.as_posix(), label=rel.parts[0], file=file))
     videos.sort(key=lambda v: v.path)
-    return videos, sorted({v.label for v in videos})
+    return videos, sorted({v.label for v in videos}), sorted(problems)
+
+
+def _printable(rel: Path) -> str:
+    """The relative path as valid UTF-8 text: bytes that are not UTF-8 written as \\xNN."""
+    return os.fsencode(rel.as_posix()).decode("utf-8", "backslashreplace")
+
+
+def open_regular(file: str | os.PathLike):
+    """The file opened for binary reading, or ValueError if it is not a regular file.
+
+    Opened without blocking, so a FIFO named like a video cannot hang the caller; checked on the open descriptor.
+    """
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # a FIFO (or socket) with nobody at the other end
+            raise ValueError(f"{file}: not a regular file (a FIFO, socket or device)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{file}: not a regular file (a FIFO, socket or device)")
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return os.fdopen(fd, "rb")
 
 
 def content_hash(file: str | os.PathLike) -> str:
     """Hex SHA-256 of the file's bytes: the key under which a video's embeddings are reused."""
-    with open(file, "rb") as f:
+    with open_regular(file) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
@@ -90,141 +189,191 @@ def sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
 
 
 def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None = SEEK_GAP,
-                sampler: Callable[[int], np.ndarray] | None = None) -> Clip:
-    """Decode the num_frames sampled frames of a video, never holding more than those in memory.
+                sampler: Callable[[int], np.ndarray] | None = None, limits: DecodeLimits = DecodeLimits(),
+                spec: FrameSpec | None = None) -> Clip:
+    """Decode the num_frames sampled frames of a video, never holding more than those and one other in memory.
 
     sampler(frame_count) -> sorted int64 indices replaces the even sampling over the whole video (the timeline
-    samples each window this way).
+    samples each window this way). spec: resize and crop each frame as it is decoded (see FrameSpec).
 
-    The container's frame count places the samples. Frames are grabbed in order, and a gap longer than seek_gap
-    frames is crossed by seeking (which decodes from the nearest keyframe), so the work is bounded however long
-    the video. The count is then checked at the end of the file. A seek that lands elsewhere than asked, or a
-    count that proves wrong (some containers report estimates), falls back to reading in order, then to counting
-    the frames and placing the samples again. Raises ValueError naming the file and the reason when it cannot be
-    decoded.
+    The file is read through an open descriptor, never by name: FFmpeg sees no path, no protocol, and may use
+    video containers only (CONTAINERS), so a playlist cannot make it read another file. A first pass reads the
+    packets alone (no decoding): their count is the frame count and their timestamps place the samples exactly.
+    Frames are then decoded in order, and a gap longer than seek_gap frames is crossed by seeking to the keyframe
+    before the sample, so the work is bounded however long the video. A packet that fails to decode is counted
+    in decode_errors and decoding goes on. Raises ValueError naming the file and the reason when the video cannot
+    be used, before any large allocation when it is over `limits`.
     """
-    _refuse_still_image(file)
-    sample = sampler or (lambda count: sample_indices(count, num_frames))
-    cap = _open(file)
-    try:
-        reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if reported > 0:
-            clip = _decode_at(cap, file, sample(reported), reported, seek_gap)
-            if clip is not None:
-                return clip
-    finally:
-        cap.release()
-    if reported > 0 and seek_gap is not None:
-        clip = _decode_at(_open(file), file, sample(reported), reported, None)
-        if clip is not None:
+    with open_regular(file) as fh:
+        _refuse_still_image(file, fh.read(12))
+        fh.seek(0)
+        try:
+            container = av.open(fh, options={"format_whitelist": ",".join(CONTAINERS)}, metadata_errors="replace")
+        except av.FFmpegError as e:
+            raise ValueError(f"{file}: not a readable video ({_ffmpeg_reason(e)})") from None
+        with container:
+            if not container.streams.video:
+                raise ValueError(f"{file}: no video stream")
+            stream = container.streams.video[0]
+            _check_size(file, stream.codec_context.width, stream.codec_context.height, limits)
+            stream.codec_context.thread_count = 1  # the decode workers are the parallelism; one thread is cheapest
+            times = _packet_times(container, stream)
+            if not times:
+                raise ValueError(f"{file}: no decodable video frames")
+            indices = (sampler or (lambda count: sample_indices(count, num_frames)))(len(times))
+            clip = _decode_at(container, stream, file, times, indices, seek_gap, limits, spec)
+            if clip is None:  # a seek landed elsewhere than asked (inexact index): read in order instead
+                clip = _decode_at(container, stream, file, times, indices, None, limits, spec)
             return clip
-    total = _count_frames(file)
-    if total == 0:
-        raise ValueError(f"{file}: no decodable video frames")
-    clip = _decode_at(_open(file), file, sample(total), total, None)
-    if clip is None:
-        raise ValueError(f"{file}: decoding is not repeatable (frame count changed between passes)")
-    return clip
 
 
 _IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP"}
 
 
-def _refuse_still_image(file) -> None:
-    """ValueError for an image file with a video's name (FFmpeg would happily read it as a one-frame video)."""
-    with open(file, "rb") as f:
-        head = f.read(12)
+def _refuse_still_image(file, head: bytes) -> None:
+    """ValueError for an image file with a video's name, given its first 12 bytes."""
     kind = next((k for magic, k in _IMAGE_MAGIC.items() if head.startswith(magic)), None)
     if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         kind = "WebP"
     if kind:
         raise ValueError(f"{file}: a still {kind} image, not a video")
+    if head.startswith(b"ffconcat"):
+        raise ValueError(f"{file}: an FFmpeg playlist (ffconcat), not a video: playlists are never followed")
 
 
-def _open(file) -> cv2.VideoCapture:
-    """An opened capture with rotation metadata applied, or ValueError."""
-    cap = cv2.VideoCapture(str(file), cv2.CAP_FFMPEG)
-    if not cap.isOpened():
-        raise ValueError(f"{file}: not a readable video (OpenCV could not open it)")
-    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
-    return cap
+def _ffmpeg_reason(e: av.FFmpegError) -> str:
+    return f"FFmpeg: {e.strerror}" if getattr(e, "strerror", None) else f"FFmpeg: {e}"
 
 
-def _count_frames(file) -> int:
-    """Frames that actually decode, counted by grabbing through the whole file (only when the header is wrong)."""
-    cap = _open(file)
-    try:
-        n = 0
-        while cap.grab():
-            n += 1
-        return n
-    finally:
-        cap.release()
+def _check_size(file, width: int, height: int, limits: DecodeLimits) -> None:
+    """ValueError when a frame of width x height is over the limits (or has no size)."""
+    if width < 1 or height < 1:
+        raise ValueError(f"{file}: the video stream has no frame size ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise ValueError(f"{file}: frames of {width}x{height} exceed the pixel limit "
+                         f"({limits.max_pixels:,} pixels; extract.max_pixels)")
+    if max(width, height) / min(width, height) > limits.max_aspect:
+        raise ValueError(f"{file}: frames of {width}x{height} exceed the aspect-ratio limit "
+                         f"({limits.max_aspect:g}:1; extract.max_aspect)")
 
 
-def _decode_at(cap: cv2.VideoCapture, file, indices: np.ndarray, expect_total: int,
-               seek_gap: int | None) -> Clip | None:
-    """Keep the frames at `indices` (sorted) from an opened capture, which it releases.
+def _packet_times(container, stream) -> list[int]:
+    """The presentation timestamps of the stream's frames, sorted (int, in stream.time_base), from the packets
+    alone; frames without a timestamp get their place in decode order."""
+    times = []
+    for packet in container.demux(stream):
+        if packet.size:
+            t = packet.pts if packet.pts is not None else packet.dts
+            times.append(len(times) if t is None else t)
+    times.sort()
+    return times
 
-    Returns None when the file holds other than expect_total frames, or when a seek (only across gaps longer
-    than seek_gap; None: never) does not land on the frame asked for. The frames are written straight into the
-    output array as they are decoded: memory is the sampled frames plus one.
+
+def _decode_at(container, stream, file, times: list[int], indices: np.ndarray, seek_gap: int | None,
+               limits: DecodeLimits, spec: FrameSpec | None) -> Clip | None:
+    """Keep the frames at `indices` (sorted) of the frames whose timestamps are `times`.
+
+    Returns None when a seek (only across gaps longer than seek_gap; None: never) lands after the frame asked for.
+    A sample whose own frame never decodes (damage) takes the next frame that does, or else the last one, and
+    counts as a decode error. The frames are written straight into the output array as they are decoded.
     """
-    try:
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        fps = fps if np.isfinite(fps) and fps > 0 else 0.0
-        rows: dict[int, list[int]] = {}
-        for row, idx in enumerate(indices.tolist()):
-            rows.setdefault(idx, []).append(row)
-        frames, stamps = None, np.zeros(len(indices), np.float64)
-        pos = 0  # the index of the frame the next grab() returns
-        for idx in sorted(rows):
-            if not _advance(cap, pos, idx, seek_gap):
+    index_of = {t: i for i, t in enumerate(times)}  # a frame's timestamp -> its index
+    rows: dict[int, list[int]] = {}
+    for row, idx in enumerate(indices.tolist()):
+        rows.setdefault(idx, []).append(row)
+    errors = [0]
+    frames: np.ndarray | None = None
+    stamps = np.zeros(len(indices), np.float64)
+    container.seek(times[0], stream=stream, backward=True, any_frame=False)
+    decoded = _frames(container, stream, errors)
+    pos, last = 0, None  # the index of the next frame to come, and the last frame seen (index, frame)
+    for idx in sorted(rows):
+        if seek_gap is not None and idx - pos > seek_gap:
+            container.seek(times[idx], stream=stream, backward=True, any_frame=False)
+            decoded, pos = _frames(container, stream, errors), idx
+            first = next(decoded, None)
+            if first is None or first.pts is None or first.pts > times[idx]:
                 return None
-            pos = idx + 1
-            ok, bgr = cap.retrieve()
-            if not ok or bgr is None:
-                raise ValueError(f"{file}: frame {idx} could not be decoded")
-            if frames is None:
-                frames = np.empty((len(indices), *bgr.shape[:2], 3), np.uint8)
-            elif bgr.shape[:2] != frames.shape[1:3]:
-                raise ValueError(f"{file}: the frame size changes mid-stream ({frames.shape[2]}x{frames.shape[1]} "
-                                 f"to {bgr.shape[1]}x{bgr.shape[0]} at frame {idx})")
-            _to_rgb(bgr, frames[rows[idx][0]])
-            for row in rows[idx][1:]:
-                frames[row] = frames[rows[idx][0]]
-            stamps[rows[idx]] = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-        # the count must be exact: the last announced frame decodes and nothing follows it
-        if not _advance(cap, pos, expect_total - 1, seek_gap):
-            return None
-        last = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0  # the last frame's time: the duration, also at a variable rate
-        if cap.grab():
-            return None
-        if fps and not (np.all(np.isfinite(stamps)) and np.all(np.diff(stamps) >= 0) and stamps.max() > 0):
-            stamps, last = indices / fps, (expect_total - 1) / fps  # the container gave no usable timestamps
-        duration = last + 1 / fps if fps else last
-        return Clip(frames, indices.astype(np.int64), stamps, float(fps), expect_total, float(duration),
-                    repeated=expect_total < len(indices))
-    finally:
-        cap.release()
+            decoded = _chain(first, decoded)
+        frame = None
+        for frame in decoded:
+            _check_size(file, frame.width, frame.height, limits)
+            at = index_of.get(frame.pts, pos)
+            pos = at + 1
+            last = frame
+            if at >= idx:
+                break
+        else:
+            frame = None
+        if frame is None:  # the file ended before this sample: its frame never decoded
+            frame = last
+            if frame is None:
+                raise ValueError(f"{file}: no decodable video frames")
+            errors[0] += 1
+        elif pos - 1 > idx:
+            errors[0] += 1  # this sample's own frame was lost to damage; the next one stands in
+        image = _to_rgb(frame, spec)
+        if frames is None:
+            frames = np.empty((len(indices), *image.shape), np.uint8)
+        elif image.shape != frames.shape[1:]:
+            raise ValueError(f"{file}: the frame size changes mid-stream ({frames.shape[2]}x{frames.shape[1]} "
+                             f"to {image.shape[1]}x{image.shape[0]} at frame {idx})")
+        frames[rows[idx]] = image
+        stamps[rows[idx]] = float((times[min(pos - 1, len(times) - 1)] - times[0]) * stream.time_base)
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    duration = float((times[-1] - times[0]) * stream.time_base) + (1 / fps if fps else 0.0)
+    return Clip(frames, indices.astype(np.int64), stamps, fps, len(times), duration,
+                repeated=len(times) < len(indices), decode_errors=errors[0])
 
 
-def _advance(cap: cv2.VideoCapture, pos: int, target: int, seek_gap: int | None) -> bool:
-    """Make `target` the current frame, given that the next grab returns frame `pos`; False if the file disagrees.
+def _chain(first, rest: Iterator) -> Iterator:
+    yield first
+    yield from rest
 
-    Grabs through short gaps; seeks across long ones and checks that the decoder landed on `target`.
+
+def _frames(container, stream, errors: list[int]) -> Iterator:
+    """Decoded frames in presentation order from the current position; a packet the decoder rejects, or a frame
+    it marks corrupt (concealed damage), adds one to errors[0] and decoding goes on."""
+    for packet in container.demux(stream):
+        try:
+            out = stream.decode(packet)
+        except av.error.InvalidDataError:
+            errors[0] += 1
+            continue
+        for frame in out:
+            if frame.is_corrupt:
+                errors[0] += 1
+            yield frame
+
+
+def _to_rgb(frame, spec: FrameSpec | None) -> np.ndarray:
+    """A decoded frame as uint8 RGB (H, W, 3), upright (its rotation metadata applied), resized and cropped by spec."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round(frame.rotation / 90) % 4  # FFmpeg's rotation is counter-clockwise, in degrees
+    if turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=turns))
+    return rgb if spec is None else resize_crop(rgb, spec)
+
+
+def resize_crop(rgb: np.ndarray, spec: FrameSpec) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (crop_h, crop_w, 3): shortest side to spec.short (aspect ratio kept), centre crop.
+
+    "fast": torch's bicubic with antialiasing on uint8, as PIL does; matches CLIPImageProcessor within two uint8
+    steps (tests/test_encoder.py). "processor": PIL's bicubic, which CLIPImageProcessor itself runs.
     """
-    if target < pos:
-        return target == pos - 1  # already there (the check at the end, right after the last sample)
-    if seek_gap is not None and target - pos > seek_gap:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, target)
-        return cap.grab() and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == target + 1
-    for _ in range(target - pos + 1):
-        if not cap.grab():
-            return False
-    return True
-
-
-def _to_rgb(frame: np.ndarray, out: np.ndarray) -> None:
-    """Write OpenCV's BGR (or grayscale) frame into `out`, uint8 (H, W, 3), as RGB."""
-    cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB, dst=out)
+    h, w = rgb.shape[:2]
+    # transformers' get_resize_output_image_size: the long side is int(short * long / short_side)
+    new_h, new_w = (spec.short, int(spec.short * w / h)) if h <= w else (int(spec.short * h / w), spec.short)
+    if spec.backend == "processor":
+        from PIL import Image
+        out = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.BICUBIC))
+    else:
+        import torch
+        import torch.nn.functional as F
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
+        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
+        out = x[0].permute(1, 2, 0).numpy()
+    top, left = (new_h - spec.crop_h) // 2, (new_w - spec.crop_w) // 2
+    if top < 0 or left < 0:
+        raise ValueError(f"cannot crop {spec.crop_w}x{spec.crop_h} from a {new_w}x{new_h} resize")
+    return np.ascontiguousarray(out[top:top + spec.crop_h, left:left + spec.crop_w])

@@ -10,7 +10,7 @@ from pipeline.video import discover_videos, read_frames
 def test_demo_dataset_is_deterministic_and_varied(tmp_path):
     files = make_demo_dataset(DemoConfig(out_dir=str(tmp_path / "a"), clips_per_class=3, seed=0), progress=False)
     again = make_demo_dataset(DemoConfig(out_dir=str(tmp_path / "b"), clips_per_class=3, seed=0), progress=False)
-    videos, classes = discover_videos(tmp_path / "a")
+    videos, classes, _ = discover_videos(tmp_path / "a")
     assert classes == list(CLASSES) and len(videos) == len(files) == 21
     assert {Path(f).suffix for f in files} == {".mp4", ".avi"}
     sizes, rates = set(), set()

@@ -30,6 +30,7 @@ def hand_cache(tmp_path, means, labels, names=("a", "b"), hashes=None, skipped=(
     cache.fps, cache.frame_count = np.full(n, 25.0), np.full(n, 12)
     cache.duration, cache.repeated = np.linspace(1.0, 2.0, n), np.array([i == 0 for i in range(n)])
     cache.file_size, cache.mtime_ns = np.full(n, 100), np.zeros(n, np.int64)
+    cache.decode_errors = np.array([3 if i == n - 1 else 0 for i in range(n)], np.int64)
     cache.skipped = list(skipped)
     write_cache(tmp_path / "f.h5", cache)
     from pipeline.cache import read_cache
@@ -44,11 +45,12 @@ def test_summary_json_is_exact(tmp_path, capsys):
     assert main([str(tmp_path / "f.h5"), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got == {
-        "path": str(tmp_path / "f.h5"), "size_bytes": (tmp_path / "f.h5").stat().st_size, "schema_version": 1,
+        "path": str(tmp_path / "f.h5"), "size_bytes": (tmp_path / "f.h5").stat().st_size, "schema_version": 2,
         "videos": 3, "classes": {"a": {"videos": 2}, "b": {"videos": 1}}, "frames_per_video": 2,
-        "embedding_dim": 4, "videos_with_repeated_frames": 1,
+        "embedding_dim": 4, "videos_with_repeated_frames": 1, "videos_with_decode_errors": 1,
         "duration_seconds": {"min": 1.0, "median": 1.5, "max": 2.0},
-        "encoder": {"model": "tiny", "fingerprint": "f00d"}, "sampling": "uniform-centers", "preprocess": "fast",
+        "encoder": {"model": "tiny", "fingerprint": "f00d", "precision": None, "device_type": None},
+        "sampling": "uniform-centers", "decoder": None, "preprocess": "fast",
         "data_root": "data", "split": False, "skipped": [{"path": "b/bad.mp4", "reason": "b/bad.mp4: no frames"}]}
     assert summarize(cache, tmp_path / "f.h5") == got
 
@@ -60,8 +62,8 @@ def test_summary_text_with_split_counts(tmp_path, capsys):
     assert main([str(tmp_path / "f.h5")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{tmp_path / 'f.h5'}: 6 videos, 2 classes, " \
-                       f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema 1"
-    assert lines[1] == "encoder: tiny (fingerprint f00d)"
+                       f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema 2"
+    assert lines[1] == "encoder: tiny (fingerprint f00d, None on None); decoder None"
     assert "a" + " " * 31 + "      3      1      1      1" in lines
     assert lines[-1] == "skipped: 0"
 

@@ -35,7 +35,7 @@ def test_discover_videos_labels_from_first_folder_and_skips_hidden(dataset: Path
     (dataset / "top.mp4").write_bytes(b"no class folder")
     (dataset / "sitting" / "folder.mp4").mkdir()  # a directory named like a video
     (dataset / "empty_class").mkdir()
-    videos, classes = discover_videos(dataset)
+    videos, classes, problems = discover_videos(dataset)
     assert classes == ["clapping", "sitting", "walking"]
     assert [v.path for v in videos] == ["clapping/a.mp4", "clapping/b.avi", "clapping/sub/c.mkv", "sitting/d.webm",
                                         "sitting/e.MOV", "walking/f.mp4", "walking/g.avi"]

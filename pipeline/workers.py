@@ -1,0 +1,176 @@
+"""The reader: videos hashed, decoded, resized and cropped in a pool of isolated worker processes with limits.
+
+A worker that crashes, hangs past the timeout or runs out of memory costs only the video it was decoding: the
+video gets a reason, the worker is replaced (pebble does that), and the run goes on. Results come back in the
+order the videos went in, so what is made from them does not depend on the number of workers.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import signal
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+from pebble import ProcessExpired, ProcessPool
+
+from pipeline.video import SEEK_GAP, Clip, DecodeLimits, FrameSpec, read_frames
+
+VIDEOS_PER_WORKER = 200  # a worker is replaced after this many videos: decoders can leak
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """How every video is read (picklable: it travels to the workers).
+
+    num_frames sampled evenly; spec: the encoder's input size (frames come back uint8 (F, crop_h, crop_w, 3));
+    limits: what one video may cost; sampler: None for even sampling over the whole video, or (lo, hi) to sample
+    evenly inside frames [lo, hi) (a timeline window).
+    """
+
+    num_frames: int
+    spec: FrameSpec | None
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+    window: tuple[int, int] | None = None
+
+
+@dataclass
+class Loaded:
+    """One video read: size and mtime_ns of the file, SHA-256 of its bytes, and the sampled frames."""
+
+    size: int
+    mtime_ns: int
+    digest: str | None
+    clip: Clip
+
+
+def load_video(file: str, cfg: ReadConfig, hash_bytes: bool = True) -> Loaded:
+    """Stat, hash (when hash_bytes) and read one video (runs in a worker). ValueError with the reason if unusable."""
+    from pipeline.video import content_hash, sample_indices
+
+    st = os.stat(file)
+    digest = content_hash(file) if hash_bytes else None
+    sampler = None
+    if cfg.window is not None:
+        lo, hi = cfg.window
+        sampler = lambda count: min(lo, count - 1) + sample_indices(max(min(hi, count) - min(lo, count - 1), 1),
+                                                                     cfg.num_frames)
+    clip = read_frames(file, cfg.num_frames, SEEK_GAP, sampler, cfg.limits, cfg.spec)
+    return Loaded(st.st_size, st.st_mtime_ns, digest, clip)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The decode workers (params.yaml: extract.workers, video_timeout_s, worker_memory_mb).
+
+    workers: processes (0: decode in this process, with no isolation: for debugging); timeout_s: wall-clock time
+    one video may take; memory_mb: the address space each worker may use (RLIMIT_AS), imports included.
+    """
+
+    workers: int = 2
+    timeout_s: float = 60.0
+    memory_mb: int = 4096
+
+
+def auto_workers() -> int:
+    """extract.workers: auto. One worker per core the process may use (bench/README.md: 2 workers on 2 cores)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def _worker_init(memory_mb: int) -> None:
+    """Runs first in every worker: one thread for each library, and the memory limit."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    limit = memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+class DecodePool:
+    """Worker processes that run `decode(file, cfg)` (default load_video) one video at a time, with limits.
+
+    `map` yields, in input order, a Loaded or a reason (str) for each file; `read` decodes one file or raises
+    ValueError with the reason. Use as a context manager, or call close().
+    """
+
+    def __init__(self, cfg: PoolConfig = PoolConfig(), decode: Callable = load_video):
+        self.cfg, self.decode = cfg, decode
+        self._pool = None
+        if cfg.workers > 0:
+            # forkserver: workers start from a clean process (no model, no CUDA, no threads of this one)
+            ctx = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
+                                     initializer=_worker_init, initargs=(cfg.memory_mb,))
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool.join()
+            self._pool = None
+
+    def map(self, files: Iterable[str], cfg: ReadConfig, hash_bytes: bool = True) -> Iterator[Loaded | str]:
+        """Read every file; yields per file, in order, a Loaded or the reason it cannot be used (str).
+
+        Keeps two videos per worker in flight, so workers never wait on the consumer's order.
+        """
+        files = iter(files)
+        if self._pool is None:
+            for file in files:
+                yield self._in_process(file, cfg, hash_bytes)
+            return
+        pending: deque = deque()
+        ahead = 2 * self.cfg.workers + 1
+        for file in files:
+            pending.append((file, self._pool.schedule(self.decode, args=(file, cfg, hash_bytes),
+                                                      timeout=self.cfg.timeout_s)))
+            while len(pending) >= ahead:
+                yield self._result(*pending.popleft())
+        while pending:
+            yield self._result(*pending.popleft())
+
+    def read(self, file: str, cfg: ReadConfig, hash_bytes: bool = False) -> Loaded:
+        """One video through a worker (the app and pipeline.predict); ValueError with the reason if unusable."""
+        out = next(self.map([file], cfg, hash_bytes))
+        if isinstance(out, str):
+            raise ValueError(out)
+        return out
+
+    def _in_process(self, file: str, cfg: ReadConfig, hash_bytes: bool) -> Loaded | str:
+        try:
+            return self.decode(file, cfg, hash_bytes)
+        except Exception as e:  # one bad video must never stop the run: its reason is the result
+            return _reason(file, e)
+
+    def _result(self, file: str, future) -> Loaded | str:
+        try:
+            return future.result()
+        except FutureTimeout:
+            return f"{file}: timed out after {self.cfg.timeout_s:g} s (extract.video_timeout_s)"
+        except ProcessExpired as e:
+            code = e.exitcode
+            if code is not None and code < 0:
+                return f"{file}: decoder crashed (signal {-code}, {signal.Signals(-code).name})"
+            return f"{file}: decoder crashed (exit status {code})"
+        except Exception as e:
+            return _reason(file, e)
+
+
+def _reason(file: str, e: BaseException) -> str:
+    """One line saying why `file` could not be used, starting with the file."""
+    if isinstance(e, MemoryError):
+        return f"{file}: ran out of memory while decoding (extract.worker_memory_mb)"
+    text = str(e)
+    if isinstance(e, ValueError) and text.startswith(f"{file}:"):
+        return text
+    return f"{file}: {type(e).__name__}: {text}"
+

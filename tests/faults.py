@@ -1,0 +1,20 @@
+"""A test-only decoder for the worker pool: it segfaults, hangs or eats memory on files named for it."""
+import os
+import signal
+import time
+
+import numpy as np
+
+from pipeline.workers import load_video
+
+
+def faulty_decode(file: str, cfg, hash_bytes: bool = True):
+    """Segfaults on files named crash*, sleeps an hour on hang*, allocates 1 TiB on hog*, else decodes normally."""
+    name = os.path.basename(file)
+    if name.startswith("crash"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if name.startswith("hang"):
+        time.sleep(3600)
+    if name.startswith("hog"):
+        np.ones(2**40, np.uint8)
+    return load_video(file, cfg, hash_bytes)
