@@ -1,6 +1,8 @@
 """Stage one measured side by side: encoder alone, decoding alone, the whole stage, and a seed-style baseline.
 
     python bench/stage_one.py [--skip-memory]
+    python bench/stage_one.py --device cuda [--videos 96]
+
 
 Encoder: the full ViT-B/32 vision architecture (CLIPConfig() defaults) with random weights: the real model's
 speed (its weights cannot be downloaded here). Videos: generated once into bench/out/videos/ with PyAV's libx264
@@ -159,11 +161,134 @@ def memory(model: Path, n: int) -> float:
     return float(out.strip().splitlines()[-1])
 
 
+def _make_one(args) -> None:
+    make_clip(*args)
+
+
+def gpu_dataset(n: int) -> list[Path]:
+    """n 10 s 1280x720 clips (generated in parallel on every core the first time)."""
+    from multiprocessing import Pool
+    files = [VIDEOS / "gpu_720p_10s" / f"c{i % 8}" / f"v{i:03d}.mp4" for i in range(n)]
+    todo = [(f, (1280, 720), 10, 1000 + i) for i, f in enumerate(files) if not f.exists()]
+    if todo:
+        with Pool() as pool:
+            pool.map(_make_one, todo)
+    return files
+
+
+def gpu(n_videos: int) -> None:
+    """Stage one on a CUDA machine: encoder-only at each precision and batch size, decode-only with the workers,
+    stage one end to end, and its ratio to min(encoder bound, decode bound)."""
+    from pipeline.encoder import AUTO_PRECISION, PRECISIONS
+    from pipeline.video import FrameSpec
+    from pipeline.workers import DecodePool, PoolConfig, ReadConfig, auto_workers
+
+    assert torch.cuda.is_available(), "--device cuda needs a CUDA GPU"
+    files, model = gpu_dataset(n_videos), full_size_clip()
+    cores = auto_workers()
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {cores} cores; {len(files)} clips of 10 s "
+          "1280x720 H.264; full ViT-B/32 architecture, random weights (the real model's speed)")
+
+    # 1. encoder only: uint8 crops in host memory -> embeddings on the host (pinned copies, normalised on the GPU)
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (2048, 224, 224, 3), dtype=np.uint8)
+    rates: dict[str, dict[int, float]] = {}
+    for precision in PRECISIONS:
+        enc = load_encoder(str(model), "cuda", precision=precision)
+        rates[precision] = {}
+        for batch in (64, 128, 256, 512):
+            embed_frames(crops[:batch * 2], enc, batch)  # warm-up (and cuDNN / cuBLAS choices)
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            embed_frames(crops, enc, batch)
+            rates[precision][batch] = len(crops) / (time.perf_counter() - t)
+        print(f"1. encoder only {precision}: " + ", ".join(f"batch {b}: {r:.0f}" for b, r in rates[precision].items())
+              + " images/s")
+        del enc
+    # precision against fp32, on real frames: raw cosine, and cosine after removing the mean embedding (with random
+    # weights every image maps near one direction, so raw cosine hides the error)
+    frames = np.concatenate([read_frames(f, FRAMES, spec=FrameSpec(224, 224, 224)).frames for f in files[:16]])
+    out = {p: embed_frames(frames, load_encoder(str(model), "cuda", precision=p), 256) for p in PRECISIONS}
+    cpu = embed_frames(frames, load_encoder(str(model), "cpu"), 16)
+
+    def cosines(a, b):
+        def cos(x, y):
+            return np.sum(x * y, 1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+        mean = out["fp32"].mean(0)
+        return cos(a, b).min(), cos(a - mean, b - mean).min()
+
+    for p in ("fp16", "bf16"):
+        raw, centred = cosines(out[p], out["fp32"])
+        print(f"   {p} against CUDA fp32 ({len(frames)} frames): min cosine {raw:.6f}, centred {centred:.6f}")
+    raw, centred = cosines(out["fp32"], cpu)
+    print(f"   CUDA fp32 against CPU fp32: min cosine {raw:.6f}, centred {centred:.6f}")
+    auto = AUTO_PRECISION["cuda"]
+    enc_rate = max(rates[auto].values())
+    print(f"   default on CUDA: {auto}, best batch {max(rates[auto], key=rates[auto].get)}")
+
+    # 2. decode only, through the workers (started and warmed first: the start-up is measured on its own)
+    t = time.perf_counter()
+    with DecodePool(PoolConfig(workers=1)) as pool:
+        list(pool.map([str(files[0])], ReadConfig(FRAMES, FrameSpec(224, 224, 224))))
+    print(f"2. decode workers' first start in this process (the forkserver imports torch once): "
+          f"{time.perf_counter() - t:.2f} s to the first video")
+    decode_rate = {}
+    for workers in sorted({cores // 2, cores - 1, cores}):
+        with DecodePool(PoolConfig(workers=workers)) as pool:
+            cfg = ReadConfig(FRAMES, FrameSpec(224, 224, 224))
+            list(pool.map([str(f) for f in files[:2 * workers]], cfg))  # warm-up: every worker started
+            t = time.perf_counter()
+            results = list(pool.map([str(f) for f in files], cfg))
+            decode_rate[workers] = len(files) / (time.perf_counter() - t)
+            assert all(not isinstance(r, str) for r in results), [r for r in results if isinstance(r, str)]
+        print(f"   decode only, {workers} workers: {decode_rate[workers]:.1f} videos/s")
+
+    # 3. stage one end to end (defaults: workers auto, batch auto, precision auto), fresh cache; a third of the
+    # videos and all of them, alternating: the difference is the steady rate, without the fixed costs (loading
+    # the encoder, starting the workers, writing the cache)
+    third = files[: len(files) // 3]
+    small, full = [], []
+    for _ in range(2):
+        small.append(stage_one_cuda(third, model))
+        full.append(stage_one_cuda(files, model))
+    stage = len(files) / min(full)
+    steady = (len(files) - len(third)) / (min(full) - min(small))
+    bound = min(enc_rate / FRAMES, max(decode_rate.values()))
+    print(f"3. stage one end to end: {len(files)} videos in {', '.join(f'{t:.2f}' for t in full)} s "
+          f"({stage:.1f} videos/s, {stage * FRAMES:.0f} frames/s); {len(third)} videos in "
+          f"{', '.join(f'{t:.2f}' for t in small)} s; steady rate {steady:.1f} videos/s")
+    print(f"   bound: min(encoder {enc_rate / FRAMES:.0f} videos/s, decode {max(decode_rate.values()):.1f} videos/s) "
+          f"= {bound:.1f} videos/s; stage one's steady rate is {steady / bound:.2f} of it (target >= 0.8), "
+          f"end to end with its fixed costs {stage / bound:.2f}")
+    print(json.dumps({"encoder_img_s": rates, "decode_videos_s": decode_rate, "stage_s": full, "third_s": small},
+                     default=float))
+
+
+def stage_one_cuda(files: list[Path], model: Path) -> float:
+    """Seconds for stage one from scratch on CUDA with the defaults (workers, batch size and precision auto)."""
+    root = OUT / "stage_one_gpu_data"
+    shutil.rmtree(root, ignore_errors=True)
+    for f in files:
+        (root / f.parent.name).mkdir(parents=True, exist_ok=True)
+        (root / f.parent.name / f.name).symlink_to(f)
+    cache = OUT / "stage_one_gpu_cache" / "features.h5"
+    shutil.rmtree(cache.parent, ignore_errors=True)
+    cfg = ExtractConfig(root=str(root), cache_path=str(cache), model=str(model), num_frames=FRAMES, device="cuda")
+    seconds, summary = timed(extract_features, cfg, False)
+    assert summary.encoded == len(files) and not summary.skipped, summary
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--videos", type=int, default=96, help="clips for --device cuda")
     args = parser.parse_args()
+    if args.device == "cuda":
+        gpu(args.videos)
+        return
     if args.memory_only:
         m10, m100 = memory(full_size_clip(), 10), memory(full_size_clip(), 100)
         print(f"5. peak memory (VmHWM, fresh process): 10 videos {m10:.0f} MiB, 100 videos {m100:.0f} MiB "

@@ -42,7 +42,7 @@ class ExtractConfig:
     shard_size: int = 64  # videos per part file: the work a kill can lose
     workers: int | str = "auto"  # decode worker processes; 0 = in this process (debugging); auto = one per core
     video_timeout_s: float = 60.0  # wall-clock time one video may take to decode
-    worker_memory_mb: int = 4096  # address space of a decode worker (imports included)
+    worker_memory_mb: int = 2048  # memory a decode worker may take beyond its imports
     max_pixels: int = DecodeLimits.max_pixels  # per frame (8K UHD)
     max_aspect: float = DecodeLimits.max_aspect  # long side / short side
 
@@ -101,18 +101,19 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         if not videos:
             raise ValueError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
                              f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)})")
-        encoder = load_encoder(cfg.model, cfg.device, cfg.preprocess, cfg.quantize, cfg.precision)
-        batch_size = AUTO_BATCH_SIZE[encoder.device.type] if cfg.batch_size == "auto" else int(cfg.batch_size)
-        attrs = {**encoder.describe(), "num_frames": cfg.num_frames, "sampling": SAMPLING, "batch_size": batch_size,
-                 "data_root": cfg.root,
-                 "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py", "numpy")})}
-        parts_dir = cache_path.with_name(cache_path.name + ".parts")
-        template = empty_cache(cfg.num_frames, encoder.dim, attrs, class_names)
-        sources = _reusable(cache_path, parts_dir, attrs)
-        summary = ExtractSummary(str(cache_path), skipped=list(problems))
-        reader = ReadConfig(cfg.num_frames, encoder.frame_spec(), DecodeLimits(int(cfg.max_pixels),
-                                                                               float(cfg.max_aspect)))
-        with DecodePool(cfg.pool(), decode) as pool:
+        with DecodePool(cfg.pool(), decode) as pool:  # its workers start while the encoder loads
+            encoder = load_encoder(cfg.model, cfg.device, cfg.preprocess, cfg.quantize, cfg.precision)
+            batch_size = AUTO_BATCH_SIZE[encoder.device.type] if cfg.batch_size == "auto" else int(cfg.batch_size)
+            attrs = {**encoder.describe(), "num_frames": cfg.num_frames, "sampling": SAMPLING,
+                     "batch_size": batch_size, "data_root": cfg.root,
+                     "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py",
+                                                                     "numpy")})}
+            parts_dir = cache_path.with_name(cache_path.name + ".parts")
+            template = empty_cache(cfg.num_frames, encoder.dim, attrs, class_names)
+            sources = _reusable(cache_path, parts_dir, attrs)
+            summary = ExtractSummary(str(cache_path), skipped=list(problems))
+            reader = ReadConfig(cfg.num_frames, encoder.frame_spec(),
+                                DecodeLimits(int(cfg.max_pixels), float(cfg.max_aspect)))
             new_parts, kept = _encode_new(videos, sources, template, pool, reader, Embedder(encoder, batch_size),
                                           PartWriter(parts_dir, template, cfg.shard_size), summary, progress)
         summary.skipped.sort()

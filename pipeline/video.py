@@ -206,25 +206,38 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
     """
     with open_regular(file) as fh:
         _refuse_still_image(file, fh.read(12))
-        fh.seek(0)
-        try:
-            container = av.open(fh, options={"format_whitelist": ",".join(CONTAINERS)}, metadata_errors="replace")
-        except av.FFmpegError as e:
-            raise ValueError(f"{file}: not a readable video ({_ffmpeg_reason(e)})") from None
-        with container:
-            if not container.streams.video:
-                raise ValueError(f"{file}: no video stream")
-            stream = container.streams.video[0]
-            _check_size(file, stream.codec_context.width, stream.codec_context.height, limits)
-            stream.codec_context.thread_count = 1  # the decode workers are the parallelism; one thread is cheapest
-            times = _packet_times(container, stream)
-            if not times:
-                raise ValueError(f"{file}: no decodable video frames")
-            indices = (sampler or (lambda count: sample_indices(count, num_frames)))(len(times))
-            clip = _decode_at(container, stream, file, times, indices, seek_gap, limits, spec)
-            if clip is None:  # a seek landed elsewhere than asked (inexact index): read in order instead
-                clip = _decode_at(container, stream, file, times, indices, None, limits, spec)
-            return clip
+        with _open_container(fh, file, limits) as container:  # first pass: the packets alone
+            times = _packet_times(container, container.streams.video[0])
+        if not times:
+            raise ValueError(f"{file}: no decodable video frames")
+        indices = (sampler or (lambda count: sample_indices(count, num_frames)))(len(times))
+        for gap in (seek_gap, None):  # a seek that lands after the frame asked for: read in order instead
+            with _open_container(fh, file, limits) as container:  # decoding from the start, on a fresh demuxer
+                clip = _decode_at(container, container.streams.video[0], file, times, indices, gap, limits, spec)
+            if clip is not None:
+                return clip
+        raise AssertionError("reading in order always lands")
+
+
+def _open_container(fh, file, limits: DecodeLimits):
+    """The open file as a PyAV container from its first byte, its video stream checked against the limits."""
+    fh.seek(0)
+    try:
+        # video containers only; max_pixels also bounds FFmpeg's own probing, which decodes a first frame
+        container = av.open(fh, metadata_errors="replace", options={
+            "format_whitelist": ",".join(CONTAINERS), "max_pixels": str(limits.max_pixels)})
+    except av.FFmpegError as e:
+        raise ValueError(f"{file}: not a readable video ({_ffmpeg_reason(e)})") from None
+    try:
+        if not container.streams.video:
+            raise ValueError(f"{file}: no video stream")
+        stream = container.streams.video[0]
+        _check_size(file, stream.codec_context.width, stream.codec_context.height, limits)
+        stream.codec_context.thread_count = 1  # the decode workers are the parallelism; one thread is cheapest
+    except BaseException:
+        container.close()
+        raise
+    return container
 
 
 _IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP"}
@@ -284,7 +297,6 @@ def _decode_at(container, stream, file, times: list[int], indices: np.ndarray, s
     errors = [0]
     frames: np.ndarray | None = None
     stamps = np.zeros(len(indices), np.float64)
-    container.seek(times[0], stream=stream, backward=True, any_frame=False)
     decoded = _frames(container, stream, errors)
     pos, last = 0, None  # the index of the next frame to come, and the last frame seen (index, frame)
     for idx in sorted(rows):

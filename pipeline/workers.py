@@ -6,6 +6,7 @@ order the videos went in, so what is made from them does not depend on the numbe
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import resource
@@ -67,12 +68,13 @@ class PoolConfig:
     """The decode workers (params.yaml: extract.workers, video_timeout_s, worker_memory_mb).
 
     workers: processes (0: decode in this process, with no isolation: for debugging); timeout_s: wall-clock time
-    one video may take; memory_mb: the address space each worker may use (RLIMIT_AS), imports included.
+    one video may take; memory_mb: the address space each worker may add to what its imports take (RLIMIT_AS
+    set after the imports: a CUDA build of torch maps gigabytes that are never used).
     """
 
     workers: int = 2
     timeout_s: float = 60.0
-    memory_mb: int = 4096
+    memory_mb: int = 2048
 
 
 def auto_workers() -> int:
@@ -81,12 +83,18 @@ def auto_workers() -> int:
 
 
 def _worker_init(memory_mb: int) -> None:
-    """Runs first in every worker: one thread for each library, and the memory limit."""
+    """Runs first in every worker: one thread for each library, every import done, then the memory limit."""
     os.environ["OMP_NUM_THREADS"] = "1"
+    import av.subtitles.stream  # noqa: F401  (PyAV loads this one lazily, at the first open)
+    import PIL.Image  # noqa: F401
     import torch
+    import torch.nn.functional  # noqa: F401
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    limit = memory_mb * 2**20
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a killed run leaves no worker decoding on
+    with open("/proc/self/status") as f:
+        mapped = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    limit = mapped + memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
@@ -103,6 +111,9 @@ class DecodePool:
         if cfg.workers > 0:
             # forkserver: workers start from a clean process (no model, no CUDA, no threads of this one)
             ctx = multiprocessing.get_context("forkserver")
+            # Imported once by the server, so that a worker starts in milliseconds: every worker re-runs the main
+            # module (multiprocessing does, to unpickle what it defines), whose imports are then already there.
+            ctx.set_forkserver_preload(["__main__", "pipeline.workers", "pipeline.extract"])
             self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
                                      initializer=_worker_init, initargs=(cfg.memory_mb,))
 
@@ -166,7 +177,10 @@ class DecodePool:
 
 
 def _reason(file: str, e: BaseException) -> str:
-    """One line saying why `file` could not be used, starting with the file."""
+    """One line saying why `file` could not be used, starting with the file. A failure of the installation, not
+    of the video (a module that does not import), stops the run instead: it would skip every video."""
+    if isinstance(e, ImportError):
+        raise RuntimeError(f"the decode workers cannot run: {type(e).__name__}: {e}") from e
     if isinstance(e, MemoryError):
         return f"{file}: ran out of memory while decoding (extract.worker_memory_mb)"
     text = str(e)

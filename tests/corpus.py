@@ -7,8 +7,11 @@ where OpenCV cannot write them.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import struct
+import subprocess
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,21 +31,30 @@ class Case:
     path: str
     outcome: str  # encoded | skipped | ignored
     note: str
+    shown: str | None = None  # how the README writes the path, where the path itself cannot be written there
 
+    @property
+    def readme_path(self) -> str:
+        """The path as the README's table writes it (`shown` if set, else `path`)."""
+        return self.path if self.shown is None else self.shown
+
+
+BAD_NAME = os.fsdecode(b"names/bad\xff.mp4")  # "names/bad\udcff.mp4": how Python names a file whose name is not UTF-8
+DAMAGED_FRAMES = 500  # the true frame count of damaged/one_byte.mp4
 
 CASES = [
-    Case("zero bytes", "bad/zero.mp4", "skipped", "OpenCV cannot open it"),
+    Case("zero bytes", "bad/zero.mp4", "skipped", "not a readable video"),
     Case("truncated mp4 at 10%", "bad/cut10.mp4", "skipped", "the index (moov) is written last: gone"),
     Case("truncated mp4 at 50%", "bad/cut50.mp4", "skipped", "the index (moov) is written last: gone"),
     Case("truncated mp4 at 90%", "bad/cut90.mp4", "skipped", "the index (moov) is written last: gone"),
-    Case("mp4 with no index (moov box removed)", "bad/no_moov.mp4", "skipped", "OpenCV cannot open it"),
+    Case("mp4 with no index (moov box removed)", "bad/no_moov.mp4", "skipped", "not a readable video"),
     Case("truncated AVI (header still claims every frame)", "odd/cut.avi", "encoded",
          "frames counted and samples placed again over what decodes"),
     Case("truncated MKV", "odd/cut.mkv", "encoded", "the frames that decode"),
-    Case("text named .mp4", "bad/text.mp4", "skipped", "OpenCV cannot open it"),
+    Case("text named .mp4", "bad/text.mp4", "skipped", "not a readable video"),
     Case("PNG image named .mp4", "bad/image.mp4", "skipped", "a still image, not a video"),
-    Case("audio-only mp4 (AAC)", "bad/audio.mp4", "skipped", "no video stream: OpenCV cannot open it"),
-    Case("random bytes named .mp4", "bad/random.mp4", "skipped", "OpenCV cannot open it"),
+    Case("audio-only mp4 (AAC)", "bad/audio.mp4", "skipped", "no video stream"),
+    Case("random bytes named .mp4", "bad/random.mp4", "skipped", "not a readable video"),
     Case("one frame", "odd/one_frame.mp4", "encoded", "the frame repeated, `repeated` set"),
     Case("fewer frames than num_frames (5)", "odd/five_frames.mp4", "encoded", "frames repeated, `repeated` set"),
     Case("4K (3840x2160)", "odd/uhd.mp4", "encoded", "full frames kept only for the samples"),
@@ -55,7 +67,7 @@ CASES = [
     Case("MPEG-TS (no frame count, seeking inexact)", "containers/h264.ts", "encoded",
          "a seek that lands elsewhere falls back to reading in order"),
     Case("grayscale (FFV1 gray)", "odd/gray.mkv", "encoded", "converted to RGB"),
-    Case("10-bit 4:2:0 (HEVC yuv420p10le)", "odd/hevc10.mkv", "encoded", "decoded to 8-bit BGR by OpenCV"),
+    Case("10-bit 4:2:0 (HEVC yuv420p10le)", "odd/hevc10.mkv", "encoded", "converted to 8-bit RGB"),
     Case("4:4:4 (H.264 yuv444p)", "odd/h264_444.mp4", "encoded", ""),
     Case("H.264 in mp4", "codecs/h264.mp4", "encoded", ""),
     Case("HEVC in mp4", "codecs/hevc.mp4", "encoded", ""),
@@ -73,8 +85,35 @@ CASES = [
     Case("unreadable file (permission denied)", "bad/locked.mp4", "skipped", "the reason says permission denied"),
     Case("directory named like a video", "names/folder.mp4", "ignored", "not a file"),
     Case("empty class folder", "empty_class/", "ignored", "no class without videos"),
+    Case("interlaced H.264 (top field first)", "interlaced/h264_tff.mp4", "encoded",
+         "real frames (OpenCV's build gave near-black ones)"),
+    Case("interlaced MPEG-2 in MPEG-PS", "interlaced/mpeg2.mpg", "encoded", "bottom field first"),
+    Case("AV1 in MKV (SVT-AV1)", "codecs/av1.mkv", "encoded", "dav1d decodes it"),
+    Case("one changed byte in the middle of a 500-frame H.264 mp4", "damaged/one_byte.mp4", "encoded",
+         "decoding goes on past the damage; the decode errors are counted"),
+    Case("memory bomb: one 16000x16000 H.264 frame (tens of KB)", "bombs/huge.mp4", "skipped",
+         "over the pixel limit: refused before decoding"),
+    Case("memory bomb: a 16000x1 sliver (FFV1)", "bombs/sliver.mkv", "skipped",
+         "aspect ratio refused: resizing would need tens of GB"),
+    Case("ffconcat playlist that lists itself, named .mp4", "playlists/loop.mp4", "skipped",
+         "not a video container (playlists are refused)"),
+    Case("ffconcat playlist naming another video of the corpus", "playlists/ref.mp4", "skipped",
+         "never follows the reference"),
+    Case("FIFO named .mp4", "special/pipe.mp4", "skipped", "not a regular file: never opened for reading"),
+    Case("broken symbolic link", "special/broken.mp4", "skipped", "broken symbolic link"),
+    Case("symbolic link to a character device (/dev/zero)", "special/dev.mp4", "skipped", "not a regular file"),
+    Case("class folder that cannot be searched (mode 000)", "locked_dir/", "skipped",
+         "the folder cannot be read: reported, the run goes on"),
+    Case("symbolic link cycle (walk/loop -> ..)", "walk/loop/", "ignored",
+         "each real folder is visited once: no duplicates, no endless walk"),
+    Case("file name that is not valid UTF-8", BAD_NAME, "skipped",
+         "the name is not valid UTF-8: reported, never a crash", shown=r"names/bad\xff.mp4"),
+    Case("colon in the first path component", "scene:1/x.mp4", "encoded",
+         "read as a file, never as an FFmpeg protocol"),
 ]
 
+
+BITEXACT = {"fflags": "+bitexact"}  # no random ids (Matroska, WebM) nor version strings from the muxer
 
 VFR_PTS_MS = np.cumsum([0] + [20 if i % 3 else 90 for i in range(1, 40)]).tolist()  # 20 ms and 90 ms gaps
 
@@ -83,7 +122,7 @@ def _write_av(path: Path, codec: str, n: int, size=(96, 64), fps=25, pix_fmt="yu
               pts: list[int] | None = None, time_base: Fraction | None = None, options=None) -> Path:
     """Write n frames (grey level rising with the index, a white corner block) with PyAV."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format=container) as out:
+    with av.open(str(path), "w", format=container, options=BITEXACT) as out:
         stream = out.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
         if time_base is not None:
@@ -126,9 +165,107 @@ def _without_moov(data: bytes) -> bytes:
     return bytes(out)
 
 
+def _start_child(call: str, *functions) -> subprocess.Popen:
+    """Run `call` in a Python child that defines `functions` from their source (they use only av and numpy).
+
+    Three files are written this way, alongside the rest of the build: the bomb, whose encoding needs 1.5 GB (kept
+    out of the test process); the AV1 video, because once SVT-AV1 has run in a process, x264 there gives other bytes
+    from run to run (seen with SVT-AV1 4.1); and the damaged video, because x264 also gives other bytes now and then
+    in a process where multi-threaded x264 has run, and the byte to change is chosen on what decoding does.
+    SVT_LOG=1: SVT-AV1 prints errors only, not its banner."""
+    code = ("from __future__ import annotations\nfrom fractions import Fraction\nfrom pathlib import Path\n"
+            f"import av\nimport numpy as np\nBITEXACT = {BITEXACT!r}\nDAMAGED_FRAMES = {DAMAGED_FRAMES}\n"
+            + "".join(inspect.getsource(f) for f in functions) + call + "\n")
+    return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "SVT_LOG": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _decode_errors(path: Path) -> int:
+    """Packets whose decoding raises, decoding each packet on its own and going on."""
+    errors = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            try:
+                stream.decode(packet)
+            except av.error.FFmpegError:
+                errors += 1
+    return errors
+
+
+def _one_byte_damaged(path: Path) -> None:
+    """DAMAGED_FRAMES frames of H.264 (one x264 thread: the same bytes whatever the machine's core count) with one
+    byte inverted: the middle byte of the first packet from the middle of the video whose decoding FFmpeg refuses."""
+    _write_av(path, "libx264", DAMAGED_FRAMES, options={"threads": "1"})
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pos, p.size) for p in container.demux(stream) if p.size]
+    clean = path.read_bytes()
+    for pos, size in packets[DAMAGED_FRAMES // 2:DAMAGED_FRAMES // 2 + 30]:
+        data = bytearray(clean)
+        data[pos + size // 2] ^= 0xFF
+        path.write_bytes(data)
+        if _decode_errors(path):
+            return
+    raise AssertionError(f"{path}: no single inverted byte disturbs decoding")
+
+
+def _huge_h264(path: Path, width: int = 16000, height: int = 16000) -> None:
+    """One flat width x height H.264 frame: CABAC codes its million macroblocks in tens of KB (x264 needs about
+    1.5 GB and a second or so for it; one thread, no lookahead: the fastest here)."""
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane in frame.planes:
+        np.frombuffer(plane, np.uint8)[:] = 128
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", options=BITEXACT) as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "threads": "1",
+                                                             "x264-params": "cabac=1:rc-lookahead=0"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _sliver(path: Path, width: int = 16000, height: int = 1) -> None:
+    """Five grey frames of width x height pixels in FFV1 (FFV1 refuses a width of 1, so it is wide, not tall)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="matroska", options=BITEXACT) as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "gray"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width), 20 + 40 * i, np.uint8), format="gray")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
 def build_corpus(root: Path) -> Path:
     """Write every case of CASES under root (a folder per class); returns root."""
     p = root
+    children = [
+        _start_child(f"_huge_h264(Path({str(p / 'bombs/huge.mp4')!r}))", _huge_h264),
+        _start_child(f"_write_av(Path({str(p / 'codecs/av1.mkv')!r}), 'libsvtav1', 20, container='matroska', "
+                     "options={'preset': '10', 'svtav1-params': 'lp=1'})", _write_av),
+        _start_child(f"_one_byte_damaged(Path({str(p / 'damaged/one_byte.mp4')!r}))", _write_av, _decode_errors,
+                     _one_byte_damaged),
+    ]
+    try:
+        _build(p)
+        for child in children:
+            _, err = child.communicate()
+            assert child.returncode == 0, err
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    return root
+
+
+def _build(p: Path) -> None:
+    """Everything but the three files the children write (see _start_child)."""
     for d in ("bad", "odd", "rotation", "codecs", "containers", "names", "lonely", "empty_class"):
         (p / d).mkdir(parents=True, exist_ok=True)
     (p / "bad/zero.mp4").write_bytes(b"")
@@ -174,4 +311,24 @@ def build_corpus(root: Path) -> Path:
     locked = _write_av(p / "bad/locked.mp4", "libx264", 20)
     locked.chmod(0)
     (p / "names/folder.mp4").mkdir()
-    return root
+    interlaced = {"flags": "+ilme+ildct"}
+    _write_av(p / "interlaced/h264_tff.mp4", "libx264", 20, options={**interlaced, "x264-params": "interlaced=1:tff=1"})
+    _write_av(p / "interlaced/mpeg2.mpg", "mpeg2video", 20, container="mpeg", options=interlaced)
+    _sliver(p / "bombs/sliver.mkv")
+    (p / "playlists").mkdir()
+    (p / "playlists/loop.mp4").write_text("ffconcat version 1.0\nfile loop.mp4\n")
+    # FFmpeg's concat demuxer, in its default safe mode, refuses "../codecs/h264.mp4" itself; it follows a plain
+    # name: clip.dat, a link to codecs/h264.mp4 that discovery never lists (not a video extension)
+    os.symlink("../codecs/h264.mp4", p / "playlists/clip.dat")
+    (p / "playlists/ref.mp4").write_text("ffconcat version 1.0\nfile clip.dat\n")
+    (p / "special").mkdir()
+    os.mkfifo(p / "special/pipe.mp4")
+    os.symlink("missing.mp4", p / "special/broken.mp4")
+    os.symlink("/dev/zero", p / "special/dev.mp4")
+    _write_av(p / "locked_dir/v.mp4", "libx264", 20)
+    (p / "locked_dir").chmod(0)
+    _write_av(p / "walk/one.mp4", "libx264", 20)
+    os.symlink("..", p / "walk/loop")
+    bad = _write_av(p / "names/bad.tmp", "libx264", 20, container="mp4")
+    os.rename(bad, os.path.join(os.fsencode(p), os.fsencode(BAD_NAME)))  # bytes: the name is not UTF-8
+    _write_av(p / "scene:1/x.mp4", "libx264", 20)

@@ -1,4 +1,5 @@
 """A test-only decoder for the worker pool: it segfaults, hangs or eats memory on files named for it."""
+import errno
 import os
 import signal
 import time
@@ -9,8 +10,13 @@ from pipeline.workers import load_video
 
 
 def faulty_decode(file: str, cfg, hash_bytes: bool = True):
-    """Segfaults on files named crash*, sleeps an hour on hang*, allocates 1 TiB on hog*, else decodes normally."""
+    """Segfaults on files named crash*, sleeps an hour on hang*, allocates 1 TiB on hog*, else decodes normally.
+
+    locked.mp4 fails as a file without read permission fails for every user but root (the tests run as root).
+    """
     name = os.path.basename(file)
+    if name == "locked.mp4" and os.geteuid() == 0:
+        raise PermissionError(errno.EACCES, "Permission denied", file)
     if name.startswith("crash"):
         os.kill(os.getpid(), signal.SIGSEGV)
     if name.startswith("hang"):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encoder import build_random_clip, embed_frames, load_encoder, preprocess_frames
+from pipeline.encoder import Embedder, build_random_clip, embed_frames, load_encoder, preprocess_frames
+from pipeline.video import resize_crop
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,13 @@ def _natural_frames(n, h, w, seed=0):
 def test_fast_preprocessing_matches_clip_image_processor(encoder, h, w):
     frames = _natural_frames(3, h, w)
     fast = preprocess_frames(frames, encoder)
+    reference = encoder.processor(images=list(frames), return_tensors="pt")["pixel_values"]
     encoder.preprocess = "processor"
     try:
-        reference = preprocess_frames(frames, encoder)
+        ours = preprocess_frames(frames, encoder)  # PIL resize and crop in the workers, normalised by the embedder
     finally:
         encoder.preprocess = "fast"
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)  # the same pixels, float rounding apart
     assert fast.shape == reference.shape == (3, 3, 224, 224) and fast.dtype == torch.float32
     diff = (fast - reference).abs()
     # stated tolerance: two uint8 steps after normalisation (2 / 255 / min std = 0.0304), mean far below one step
@@ -99,3 +102,60 @@ def test_tiny_clip_has_a_text_tower_and_a_tokenizer(tiny_clip):
     with torch.inference_mode():
         embeds = text(**tokens).text_embeds
     assert embeds.shape == (2, 32) and not torch.allclose(embeds[0], embeds[1])
+
+
+def test_uint8_crops_normalised_by_the_embedder_equal_preprocessed_pixels(encoder):
+    frames = _natural_frames(10, 120, 160)
+    crops = np.stack([resize_crop(f, encoder.frame_spec()) for f in frames])  # what the decode workers send
+    assert crops.dtype == np.uint8 and crops.shape == (10, 224, 224, 3)
+    np.testing.assert_array_equal(embed_frames(crops, encoder, 8),
+                                  embed_frames(preprocess_frames(frames, encoder), encoder, 8))
+
+
+def test_the_embedder_batches_across_videos_and_splits_rows_back(encoder):
+    lengths = [3, 8, 1, 13, 5]
+    videos = [np.stack([resize_crop(f, encoder.frame_spec()) for f in _natural_frames(n, 48, 64, seed=i)])
+              for i, n in enumerate(lengths)]
+    embedder, got = Embedder(encoder, batch_size=8), []
+    for key, frames in enumerate(videos):
+        got += embedder.add(key, frames)
+        assert sum(len(e) for _, e in got) <= sum(lengths[:key + 1])  # never hands back a video before it is done
+    got += embedder.flush()
+    assert [k for k, _ in got] == list(range(len(lengths)))  # every video, in order
+    everything = embed_frames(np.concatenate(videos), encoder, 8)
+    for (key, emb), start in zip(got, np.cumsum([0] + lengths[:-1])):
+        np.testing.assert_array_equal(emb, everything[start:start + lengths[key]])  # exact, whatever the batch
+    assert embedder.flush() == []
+
+
+def test_precision_is_recorded_and_bf16_autocast_runs_on_the_cpu(tiny_clip):
+    fp32 = load_encoder(tiny_clip, device="cpu")
+    assert fp32.precision == "fp32" and fp32.describe()["precision"] == "fp32"  # auto on the CPU: fp32
+    assert fp32.describe()["device_type"] == "cpu" and fp32.describe()["decoder"].startswith("pyav-")
+    bf16 = load_encoder(tiny_clip, device="cpu", precision="bf16")
+    assert bf16.describe()["precision"] == "bf16" and bf16.fingerprint == fp32.fingerprint  # same weights
+    pixels = preprocess_frames(_natural_frames(8, 64, 80), fp32)
+    a, b = embed_frames(pixels, fp32, 8), embed_frames(pixels, bf16, 8)
+    assert not np.array_equal(a, b)  # bf16 arithmetic really ran
+    assert (np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.99
+    with pytest.raises(ValueError, match="precision"):
+        load_encoder(tiny_clip, device="cpu", precision="fp8")
+    with pytest.raises(ValueError, match="int8"):
+        load_encoder(tiny_clip, device="cpu", quantize="int8", precision="bf16")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp32_matches_the_cpu_and_fp16_stays_within_cosine_0999(tiny_clip):
+    cpu = load_encoder(tiny_clip, device="cpu")
+    crops = np.stack([resize_crop(f, cpu.frame_spec()) for f in _natural_frames(40, 90, 120)])
+    ref = embed_frames(crops, cpu, 16)
+    fp32 = load_encoder(tiny_clip, device="cuda", precision="fp32")
+    np.testing.assert_allclose(embed_frames(crops, fp32, 16), ref, atol=1e-4)
+    fp16 = load_encoder(tiny_clip, device="cuda")  # auto on CUDA
+    assert fp16.precision == "fp16" and fp16.describe()["device_type"] == "cuda"
+    half = embed_frames(crops, fp16, 16)
+    centred = half - ref.mean(0), ref - ref.mean(0)
+    cos = np.sum(centred[0] * centred[1], 1) / np.linalg.norm(centred[0], axis=1) / np.linalg.norm(centred[1], axis=1)
+    assert cos.min() > 0.999
+    # fixed shapes on the GPU too: a video's rows do not depend on the batch it lands in
+    np.testing.assert_array_equal(embed_frames(crops[5:], fp16, 16), half[5:])

@@ -24,15 +24,16 @@ from pipeline.extract import ExtractConfig, extract_features
 from pipeline.heads import HEAD_FILES, load_head
 from pipeline.predict import load_predictor, predict_bytes
 from pipeline.video import read_frames, sample_indices
-from tests.corpus import CASES, VFR_PTS_MS, build_corpus
+from tests.corpus import CASES, DAMAGED_FRAMES, VFR_PTS_MS, build_corpus
+from tests.faults import faulty_decode
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(root, cache, tiny_clip, **kw):
+def run(root, cache, tiny_clip, decode=None, **kw):
     cfg = ExtractConfig(root=str(root), cache_path=str(cache), model=tiny_clip, num_frames=8, batch_size=8,
                         device="cpu", **kw)
-    return extract_features(cfg, progress=False)
+    return extract_features(cfg, progress=False, **({"decode": decode} if decode else {}))
 
 
 def same(a, b) -> bool:
@@ -47,20 +48,20 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def corpus_cache(corpus, tiny_clip, tmp_path_factory):
-    """Stage one over the corpus. As root, permission bits do not stop reads: the locked file is made to fail
-    the way it fails for every other user (PermissionError on open)."""
+    """Stage one over the corpus, with two decode workers. As root, permission bits do not stop reads: the locked
+    file and folder are made to fail the way they fail for every other user (PermissionError on open or listing),
+    the file inside the workers (tests.faults.faulty_decode), the folder in the walk."""
     out = tmp_path_factory.mktemp("corpus_cache") / "f.h5"
-    locked = corpus / "bad" / "locked.mp4"
-    real_hash = pipeline.extract.content_hash
+    real_scandir = os.scandir
 
-    def content_hash(file):
-        if os.geteuid() == 0 and Path(file) == locked:
-            raise PermissionError(errno.EACCES, "Permission denied", str(file))
-        return real_hash(file)
+    def scandir(path="."):
+        if os.geteuid() == 0 and isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith("locked_dir"):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_scandir(path)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline.extract, "content_hash", content_hash)
-        summary = run(corpus, out, tiny_clip)
+        mp.setattr(os, "scandir", scandir)
+        summary = run(corpus, out, tiny_clip, workers=2, decode=faulty_decode)
     return summary, read_cache(out)
 
 
@@ -68,22 +69,26 @@ def test_corpus_has_at_least_30_kinds():
     assert len(CASES) >= 30 and len({c.kind for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.path for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.readme_path for c in CASES])
 def test_each_input_gets_its_documented_outcome(corpus_cache, case):
     summary, cache = corpus_cache
     reasons = dict(summary.skipped)
+    assert dict(cache.skipped) == reasons  # the cache keeps them
+    shown = case.readme_path.rstrip("/")  # as the cache can store it: valid UTF-8, no trailing slash
     encoded = case.path in set(cache.paths)
     if case.outcome == "encoded":
         assert encoded and case.path not in reasons
     elif case.outcome == "skipped":
-        assert not encoded and reasons[case.path].startswith(case.path + ":")
+        assert not encoded and reasons[shown].startswith(shown + ":")
     else:
         assert not encoded and not any(p.startswith(case.path) for p in reasons)
+        assert not any(p.startswith(case.path) for p in cache.paths)
 
 
 def test_odd_inputs_are_encoded_correctly(corpus, corpus_cache):
     _, cache = corpus_cache
     row = {p: i for i, p in enumerate(cache.paths)}
+    reasons = dict(cache.skipped)
     assert cache.repeated[row["odd/one_frame.mp4"]] and cache.frame_count[row["odd/one_frame.mp4"]] == 1
     assert cache.repeated[row["odd/five_frames.mp4"]] and not cache.repeated[row["codecs/h264.mp4"]]
     assert 10 < cache.frame_count[row["odd/cut.avi"]] < 60 and 10 < cache.frame_count[row["odd/cut.mkv"]] < 80
@@ -92,8 +97,27 @@ def test_odd_inputs_are_encoded_correctly(corpus, corpus_cache):
     v = row["odd/vfr.mkv"]  # real stream times, not index / fps
     np.testing.assert_allclose(cache.timestamps[v], np.array(VFR_PTS_MS)[cache.frame_indices[v]] / 1000)
     assert cache.duration[v] == pytest.approx(VFR_PTS_MS[-1] / 1000 + 1 / 25)
-    assert cache.class_names == ["bad", "codecs", "containers", "lonely", "names", "odd", "rotation"]
-    assert "Permission denied" in dict(cache.skipped)["bad/locked.mp4"]
+    # classes: first-level folders holding a video file, usable or not (not special/: no regular file there)
+    assert cache.class_names == ["bad", "bombs", "codecs", "containers", "damaged", "interlaced", "lonely", "names",
+                                 "odd", "playlists", "rotation", "scene:1", "walk"]
+    assert "Permission denied" in reasons["bad/locked.mp4"] and "Permission denied" in reasons["locked_dir"]
+    # damage is counted, and the frame count does not shrink; sound files have no decode errors
+    d = row["damaged/one_byte.mp4"]
+    assert cache.frame_count[d] == DAMAGED_FRAMES and cache.decode_errors[d] >= 1
+    assert cache.decode_errors[[i for p, i in row.items() if not p.startswith(("damaged/", "odd/cut"))]].sum() == 0
+    assert cache.frame_count[row["codecs/av1.mkv"]] == 20
+    # interlaced material gives real frames, as bright as the progressive video of the same levels
+    for name in ("interlaced/h264_tff.mp4", "interlaced/mpeg2.mpg"):
+        clip = read_frames(corpus / name, 4)
+        assert clip.frames.mean() > 40 and len({f.tobytes() for f in clip.frames}) == 4, name
+    assert "pixel limit" in reasons["bombs/huge.mp4"] and "16000x16000" in reasons["bombs/huge.mp4"]
+    assert "aspect-ratio limit" in reasons["bombs/sliver.mkv"]
+    assert "playlist" in reasons["playlists/loop.mp4"] and "playlist" in reasons["playlists/ref.mp4"]
+    for name in ("special/pipe.mp4", "special/dev.mp4"):
+        assert "not a regular file" in reasons[name]
+    assert "broken symbolic link" in reasons["special/broken.mp4"]
+    assert "not valid UTF-8" in reasons[r"names/bad\xff.mp4"]
+    assert not any(p.startswith("walk/loop") for p in [*cache.paths, *reasons])  # the cycle is walked once
     for deg, shape in ((90, (64, 32)), (180, (32, 64)), (270, (64, 32))):
         frames = read_frames(corpus / f"rotation/r{deg}.mp4", 2).frames
         assert frames.shape[1:3] == shape
@@ -102,31 +126,25 @@ def test_odd_inputs_are_encoded_correctly(corpus, corpus_cache):
 def test_readme_documents_every_case():
     text = (ROOT / "README.md").read_text()
     rows = re.findall(r"^\| (.+?) \| `(.+?)` \| (encoded|skipped|ignored) \|", text, flags=re.M)
-    assert rows == [(c.kind, c.path, c.outcome) for c in CASES]
+    assert rows == [(c.kind, c.readme_path, c.outcome) for c in CASES]
 
 
 def test_a_long_video_is_sampled_with_bounded_work(corpus, monkeypatch):
     long = corpus / "odd" / "long.mp4"  # 12,000 frames, a keyframe every 25
-    grabs = []
-    real = pipeline.video.cv2.VideoCapture
+    decoded = []
+    real = pipeline.video._frames
 
-    class Counting:  # wraps (not subclasses) the capture: OpenCV's classes do not take Python subclasses well
-        def __init__(self, *args):
-            self._cap = real(*args)
+    def counting(*args):
+        for frame in real(*args):
+            decoded.append(1)
+            yield frame
 
-        def grab(self):
-            grabs.append(1)
-            return self._cap.grab()
-
-        def __getattr__(self, name):
-            return getattr(self._cap, name)
-
-    monkeypatch.setattr(pipeline.video.cv2, "VideoCapture", Counting)
+    monkeypatch.setattr(pipeline.video, "_frames", counting)
     seeking = read_frames(long, 16)
-    assert len(grabs) < 100  # 16 samples and the end check, not 12,000 frames
-    grabs.clear()
+    assert len(decoded) < 1000  # 16 samples, each from the keyframe before it, not 12,000 frames
+    decoded.clear()
     in_order = read_frames(long, 16, seek_gap=None)
-    assert len(grabs) == 12_001
+    assert len(decoded) > 11_000  # every frame up to the last sample
     np.testing.assert_array_equal(seeking.frames, in_order.frames)  # seeking lands on the same frames
     np.testing.assert_array_equal(seeking.indices, sample_indices(12_000, 16))
     np.testing.assert_allclose(seeking.timestamps, in_order.timestamps)
@@ -233,10 +251,11 @@ def test_a_second_writer_process_is_refused(tmp_path, tiny_clip):
     cache_file = tmp_path / "f.h5"
     # the first writer: a real stage-one run in another process, slowed to half a second a video (decoding
     # sleeps first) so that the second one surely starts while it works
-    code = ("import time\nimport pipeline.extract as e\nreal = e.read_frames\n"
-            "e.read_frames = lambda *a, **k: (time.sleep(0.5), real(*a, **k))[1]\n"
+    code = ("import time\nimport pipeline.extract as e\nimport pipeline.workers as w\nreal = w.read_frames\n"
+            "w.read_frames = lambda *a, **k: (time.sleep(0.5), real(*a, **k))[1]\n"
             f"e.extract_features(e.ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, "
-            f"model={tiny_clip!r}, num_frames=8, batch_size=8, device='cpu', shard_size=1), progress=False)\n")
+            f"model={tiny_clip!r}, num_frames=8, batch_size=8, device='cpu', shard_size=1, workers=0), "
+            "progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
         deadline = time.time() + 120
