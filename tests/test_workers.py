@@ -1,0 +1,115 @@
+"""The reader role: decode workers that isolate crashes, hangs and memory hogs, in stage one, predict and the app."""
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pipeline.cache import ROW_FIELDS, read_cache
+from pipeline.extract import ExtractConfig, extract_features
+from pipeline.heads import HEAD_FILES
+from pipeline.predict import load_predictor, predict_video
+from pipeline.video import FrameSpec
+from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig
+from tests.conftest import write_video
+from tests.faults import faulty_decode
+
+TIMEOUT = 5.0  # seconds a test video may take: tiny videos decode in milliseconds; a hang is cut at this
+READ = ReadConfig(4, FrameSpec(224, 224, 224))
+
+
+@pytest.fixture
+def faulty_folder(tmp_path) -> Path:
+    """Two classes of good videos, plus a video that crashes its decoder, one that hangs it and one that eats memory."""
+    root = tmp_path / "data"
+    for i in range(6):
+        write_video(root / f"c{i % 2}" / f"v{i}.mp4", 12 + i, seed=i)
+    shutil.copy(root / "c0" / "v0.mp4", root / "c0" / "crash.mp4")
+    shutil.copy(root / "c1" / "v1.mp4", root / "c1" / "hang.mp4")
+    write_video(root / "c1" / "hog.mp4", 9, seed=9)
+    return root
+
+
+def test_results_come_back_in_order_and_equal_in_process_decoding(faulty_folder):
+    files = sorted(str(f) for f in faulty_folder.rglob("v*.mp4"))
+    with DecodePool(PoolConfig(workers=0)) as pool:
+        alone = list(pool.map(files, READ))
+    with DecodePool(PoolConfig(workers=2)) as pool:
+        pooled = list(pool.map(files, READ))
+    assert all(isinstance(r, Loaded) for r in alone + pooled)
+    for a, b in zip(alone, pooled):
+        assert a.digest == b.digest and (a.size, a.mtime_ns) == (b.size, b.mtime_ns)
+        np.testing.assert_array_equal(a.clip.frames, b.clip.frames)  # uint8 (4, 224, 224, 3), resized and cropped
+        assert a.clip.frames.shape == (4, 224, 224, 3) and a.clip.frames.dtype == np.uint8
+
+
+def test_a_crash_a_hang_and_a_memory_hog_cost_only_their_video(faulty_folder):
+    names = ["c0/v0.mp4", "c0/crash.mp4", "c1/hang.mp4", "c1/v1.mp4", "c1/hog.mp4", "c0/v2.mp4"]
+    with DecodePool(PoolConfig(workers=2, timeout_s=TIMEOUT, memory_mb=512), decode=faulty_decode) as pool:
+        out = dict(zip(names, pool.map([str(faulty_folder / n) for n in names], READ)))
+        again = pool.read(str(faulty_folder / "c0/v4.mp4"), READ)  # the pool still works: workers were replaced
+    assert out["c0/crash.mp4"].endswith("decoder crashed (signal 11, SIGSEGV)")
+    assert out["c1/hang.mp4"].endswith(f"timed out after {TIMEOUT:g} s (extract.video_timeout_s)")
+    assert out["c1/hog.mp4"].endswith("ran out of memory while decoding (extract.worker_memory_mb)")
+    assert all(isinstance(out[n], Loaded) for n in ("c0/v0.mp4", "c1/v1.mp4", "c0/v2.mp4"))
+    assert isinstance(again, Loaded)
+
+
+def run(root, cache, tiny_clip, **kw):
+    cfg = ExtractConfig(root=str(root), cache_path=str(cache), model=tiny_clip, num_frames=4, batch_size=8,
+                        device="cpu", video_timeout_s=TIMEOUT, **kw)
+    return extract_features(cfg, progress=False, decode=faulty_decode)
+
+
+def test_stage_one_skips_what_kills_its_decoder_and_the_cache_does_not_depend_on_the_workers(faulty_folder,
+                                                                                          tmp_path, tiny_clip):
+    summary = run(faulty_folder, tmp_path / "w2.h5", tiny_clip, workers=2)
+    reasons = dict(summary.skipped)
+    assert set(reasons) == {"c0/crash.mp4", "c1/hang.mp4", "c1/hog.mp4"} and summary.encoded == 6
+    assert reasons["c0/crash.mp4"] == "c0/crash.mp4: decoder crashed (signal 11, SIGSEGV)"
+    assert reasons["c1/hang.mp4"].startswith("c1/hang.mp4: timed out after")
+    for name in ("crash.mp4", "hang.mp4", "hog.mp4"):  # without them, in this process: the same cache bit for bit
+        next(faulty_folder.rglob(name)).unlink()
+    run(faulty_folder, tmp_path / "w0.h5", tiny_clip, workers=0)
+    a, b = read_cache(tmp_path / "w2.h5"), read_cache(tmp_path / "w0.h5")
+    for name in ROW_FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.attrs == b.attrs and len(a) == 6 and a.attrs["decoder"].startswith("pyav-")
+
+
+def test_pipeline_predict_reports_a_crashed_decoder_and_goes_on(project, faulty_folder):
+    predictor = load_predictor(project / HEAD_FILES["linear"], device="cpu")
+    with DecodePool(PoolConfig(workers=1, timeout_s=TIMEOUT), decode=faulty_decode) as pool:
+        predictor.pool = pool
+        with pytest.raises(ValueError, match=r"crash.mp4: decoder crashed \(signal 11, SIGSEGV\)"):
+            predict_video(faulty_folder / "c0/crash.mp4", predictor)
+        with pytest.raises(ValueError, match="timed out after"):
+            predict_video(faulty_folder / "c1/hang.mp4", predictor)
+        assert predict_video(project / "data/walking/walking_0.mp4", predictor).probabilities.shape == (3,)
+
+
+@pytest.mark.parametrize("content", [b"crash!", b"hang!!"])
+def test_an_upload_that_kills_its_decoder_is_an_error_and_the_app_keeps_working(project, monkeypatch, tmp_path,
+                                                                                content):
+    import pipeline.predict
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with DecodePool(PoolConfig(workers=1, timeout_s=TIMEOUT), decode=faulty_decode) as pool:
+        monkeypatch.setattr(pipeline.predict, "_SHARED", [pool])  # the app's shared worker, with the faulty decoder
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"),
+                               default_timeout=60)
+        at.run()
+        good = (project / "data/walking/walking_0.mp4").read_bytes()
+        at.get("file_uploader")[0].upload("evil.mp4", content + good, "video/mp4")
+        at.run()
+        at.button[0].click().run()
+        assert not at.exception, at.exception
+        reason = "decoder crashed (signal 11, SIGSEGV)" if content == b"crash!" else "timed out after"
+        assert len(at.error) == 1 and reason in at.error[0].value and "evil.mp4" in at.error[0].value
+        at.get("file_uploader")[0].upload("ok.mp4", good, "video/mp4")
+        at.run()
+        at.button[0].click().run()
+        assert not at.exception and not at.error
+    assert list(tmp_path.iterdir()) == []  # no temporary upload left behind
