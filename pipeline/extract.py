@@ -61,10 +61,11 @@ class ExtractSummary:
     reused: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    note: str = ""  # why a previous cache was not reused, if it was not
 
     def __str__(self) -> str:
         lines = [f"{self.cache_path}: {self.encoded} encoded, {self.reused} reused, {len(self.skipped)} skipped "
-                 f"in {self.seconds:.1f} s"]
+                 f"in {self.seconds:.1f} s"] + ([f"  note: {self.note}"] if self.note else [])
         lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
         return "\n".join(lines)
 
@@ -110,8 +111,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
                                                                      "numpy")})}
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
             template = empty_cache(cfg.num_frames, encoder.dim, attrs, class_names)
-            sources = _reusable(cache_path, parts_dir, attrs)
             summary = ExtractSummary(str(cache_path), skipped=list(problems))
+            sources = _reusable(cache_path, parts_dir, attrs, summary)
             reader = ReadConfig(cfg.num_frames, encoder.frame_spec(),
                                 DecodeLimits(int(cfg.max_pixels), float(cfg.max_aspect)))
             new_parts, kept = _encode_new(videos, sources, template, pool, reader, Embedder(encoder, batch_size),
@@ -128,11 +129,11 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         lock.release()
 
 
-def _reusable(cache_path: Path, parts_dir: Path, attrs: dict) -> list[Cache]:
+def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSummary) -> list[Cache]:
     """The previous cache and the parts left by an interrupted run, where made with the same encoder and sampling.
 
-    Other parts (or unreadable ones) are deleted; a previous cache made otherwise is ignored, and replaced at the
-    end of the run.
+    Other parts (or unreadable ones) are deleted; a previous cache made otherwise is ignored, replaced at the end
+    of the run, and the summary says why.
     """
     def same_key(cache: Cache) -> bool:
         return all(cache.attrs.get(k) == attrs[k] for k in KEY_ATTRS)
@@ -141,10 +142,13 @@ def _reusable(cache_path: Path, parts_dir: Path, attrs: dict) -> list[Cache]:
     if cache_path.is_file():
         try:
             previous = read_cache(cache_path)
-            if same_key(previous):
+            differ = [k for k in KEY_ATTRS if previous.attrs.get(k) != attrs[k]]
+            if differ:
+                summary.note = f"the previous cache was made with other {', '.join(differ)}: everything re-encoded"
+            else:
                 found.append(previous)
-        except ValueError:
-            pass  # an unreadable or older cache is rebuilt from scratch
+        except ValueError as e:  # an unreadable or older cache is rebuilt from scratch
+            summary.note = f"the previous cache cannot be used ({e}): everything re-encoded"
     for part_file in sorted(parts_dir.glob("part-*.h5")):
         try:
             part = read_cache(part_file)

@@ -144,3 +144,28 @@ def test_sigkill_mid_run_keeps_the_old_cache_and_resume_matches_an_uninterrupted
     summary = run(root, cache_file, tiny_clip, shard_size=1)
     assert summary.reused >= 40 + 5 and summary.encoded + summary.reused == 80
     assert_same_cache(read_cache(cache_file), read_cache(_fresh(root, tmp_path, tiny_clip, shard_size=1)))
+
+
+def test_the_part_writer_writes_a_part_every_shard_size_videos(tmp_path):
+    from pipeline.cache import empty_cache
+    from pipeline.extract import PartWriter, _Item
+    from pipeline.video import Clip, VideoFile
+
+    template = empty_cache(2, 3, {"encoder_model": "m"}, ["a", "b"])
+    writer = PartWriter(tmp_path / "parts", template, shard_size=2)
+    items = []
+    for i in range(5):
+        clip = Clip(None, np.array([0, 1]), np.array([0.0, 0.04]), 25.0, 2, 0.08, False, decode_errors=i % 2)
+        items.append(_Item(VideoFile(f"{'ab'[i % 2]}/v{i}.mp4", "ab"[i % 2], tmp_path / f"v{i}.mp4"), 10 + i, i,
+                           f"{i:064x}", clip))
+        writer.add(items[-1], np.full((2, 3), i, np.float32))
+        assert len(list((tmp_path / "parts").glob("part-*.h5"))) == (i + 1) // 2  # a part as each pair completes
+    writer.flush()  # the last, short part
+    parts = sorted((read_cache(p) for p in (tmp_path / "parts").glob("part-*.h5")), key=lambda c: c.paths[0])
+    assert [len(p) for p in parts] == [2, 2, 1] and len(writer.parts) == 3
+    rows = [(p.paths[j], p.labels[j], p.embeddings[j, 0, 0], p.decode_errors[j], p.content_hash[j])
+            for p in parts for j in range(len(p))]
+    assert rows == [(f"{'ab'[i % 2]}/v{i}.mp4", i % 2, i, i % 2, f"{i:064x}") for i in range(5)]
+    assert all(it.clip is None for it in items)  # handed over to the parts: nothing kept in memory
+    writer.flush()
+    assert len(list((tmp_path / "parts").glob("part-*.h5"))) == 3  # nothing waiting: no empty part

@@ -282,6 +282,7 @@ def test_a_bad_previous_cache_is_rebuilt(dataset, tmp_path, tiny_clip, damage):
             f.attrs[key] = 0 if damage == "older schema" else "another"
     summary = run(dataset, cache_file, tiny_clip)
     assert (summary.encoded, summary.reused) == (7, 0) and same(read_cache(cache_file), reference)
+    assert "everything re-encoded" in summary.note and "everything re-encoded" in str(summary)
 
 
 def test_a_head_of_an_older_format_is_one_clear_error(project, tmp_path):
