@@ -260,8 +260,33 @@ def gpu(n_videos: int) -> None:
     print(f"   bound: min(encoder {enc_rate / FRAMES:.0f} videos/s, decode {max(decode_rate.values()):.1f} videos/s) "
           f"= {bound:.1f} videos/s; stage one's steady rate is {steady / bound:.2f} of it (target >= 0.8), "
           f"end to end with its fixed costs {stage / bound:.2f}")
-    print(json.dumps({"encoder_img_s": rates, "decode_videos_s": decode_rate, "stage_s": full, "third_s": small},
-                     default=float))
+    # 4. GPU decoding (NVDEC through PyAV's h264_cuvid), one file after another, against the software decoder
+    nvdec = {}
+    for name in ("h264", "h264_cuvid", "h264", "h264_cuvid"):
+        try:
+            frames, seconds = decode_all(files[:8], name)
+            nvdec.setdefault(name, []).append(frames / seconds)
+        except Exception as e:  # no NVDEC in this build or on this machine
+            print(f"4. {name}: {type(e).__name__}: {e}")
+            break
+    print("4. decoding every frame of 8 clips, one process: " + "; ".join(
+        f"{k} {', '.join(f'{r:.0f}' for r in v)} frames/s" for k, v in nvdec.items()))
+    print(json.dumps({"encoder_img_s": rates, "decode_videos_s": decode_rate, "stage_s": full, "third_s": small,
+                      "decode_all_frames_s": nvdec}, default=float))
+
+
+def decode_all(files: list[Path], codec: str) -> tuple[int, float]:
+    """(frames, seconds) decoding every frame of `files` with the named FFmpeg decoder (default threading)."""
+    import av
+    t, n = time.perf_counter(), 0
+    for f in files:
+        with av.open(str(f)) as container:
+            stream = container.streams.video[0]
+            ctx = av.codec.CodecContext.create(codec, "r")
+            ctx.extradata = stream.codec_context.extradata
+            for packet in container.demux(stream):
+                n += len(ctx.decode(packet))
+    return n, time.perf_counter() - t
 
 
 def stage_one_cuda(files: list[Path], model: Path) -> float:
