@@ -114,8 +114,10 @@ def timed(fn, *args):
     return time.perf_counter() - t, result
 
 
-def stage_one(files: list[Path], model: Path, quantize: str = "none") -> float:
-    """Seconds for stage one from scratch on `files` (linked into a fresh data folder), cache written."""
+def stage_one(files: list[Path], model: Path, quantize: str = "none", device: str = "cpu") -> float:
+    """Seconds for stage one from scratch on `files` (linked into a fresh data folder), cache written.
+
+    On CUDA with the defaults (workers, batch size and precision auto), as `dvc repro` runs it there."""
     root = OUT / "stage_one_data"
     shutil.rmtree(root, ignore_errors=True)
     for f in files:
@@ -123,8 +125,8 @@ def stage_one(files: list[Path], model: Path, quantize: str = "none") -> float:
         (root / f.parent.name / f.name).symlink_to(f)
     cache = OUT / "stage_one_cache" / "features.h5"
     shutil.rmtree(cache.parent, ignore_errors=True)
-    cfg = ExtractConfig(root=str(root), cache_path=str(cache), model=str(model), num_frames=FRAMES, batch_size=BATCH,
-                        device="cpu", quantize=quantize)
+    cfg = ExtractConfig(root=str(root), cache_path=str(cache), model=str(model), num_frames=FRAMES,
+                        batch_size=BATCH if device == "cpu" else "auto", device=device, quantize=quantize)
     seconds, summary = timed(extract_features, cfg, False)
     assert summary.encoded == len(files) and not summary.skipped, summary
     return seconds
@@ -249,8 +251,8 @@ def gpu(n_videos: int) -> None:
     third = files[: len(files) // 3]
     small, full = [], []
     for _ in range(2):
-        small.append(stage_one_cuda(third, model))
-        full.append(stage_one_cuda(files, model))
+        small.append(stage_one(third, model, device="cuda"))
+        full.append(stage_one(files, model, device="cuda"))
     stage = len(files) / min(full)
     steady = (len(files) - len(third)) / (min(full) - min(small))
     bound = min(enc_rate / FRAMES, max(decode_rate.values()))
@@ -287,21 +289,6 @@ def decode_all(files: list[Path], codec: str) -> tuple[int, float]:
             for packet in container.demux(stream):
                 n += len(ctx.decode(packet))
     return n, time.perf_counter() - t
-
-
-def stage_one_cuda(files: list[Path], model: Path) -> float:
-    """Seconds for stage one from scratch on CUDA with the defaults (workers, batch size and precision auto)."""
-    root = OUT / "stage_one_gpu_data"
-    shutil.rmtree(root, ignore_errors=True)
-    for f in files:
-        (root / f.parent.name).mkdir(parents=True, exist_ok=True)
-        (root / f.parent.name / f.name).symlink_to(f)
-    cache = OUT / "stage_one_gpu_cache" / "features.h5"
-    shutil.rmtree(cache.parent, ignore_errors=True)
-    cfg = ExtractConfig(root=str(root), cache_path=str(cache), model=str(model), num_frames=FRAMES, device="cuda")
-    seconds, summary = timed(extract_features, cfg, False)
-    assert summary.encoded == len(files) and not summary.skipped, summary
-    return seconds
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -
         "frames_per_video": int(cache.embeddings.shape[1]),
         "embedding_dim": int(cache.embeddings.shape[2]),
         "videos_with_repeated_frames": int(cache.repeated.sum()),
-        "videos_with_decode_errors": int((cache.decode_errors > 0).sum()),
+        "damaged": [{"path": p, "decode_errors": int(n)} for p, n in zip(cache.paths, cache.decode_errors) if n],
         "duration_seconds": {"min": _stat(cache.duration, np.min), "median": _stat(cache.duration, np.median),
                              "max": _stat(cache.duration, np.max)},
         "encoder": {"model": a.get("encoder_model"), "fingerprint": a.get("encoder_fingerprint"),
@@ -63,8 +63,7 @@ def format_summary(s: dict) -> str:
         f"embedding dim {s['embedding_dim']}",
         f"durations: {s['duration_seconds']['min']:.1f} s to {s['duration_seconds']['max']:.1f} s "
         f"(median {s['duration_seconds']['median']:.1f} s); {s['videos_with_repeated_frames']} videos shorter "
-        f"than the frames sampled; {s['videos_with_decode_errors']} with decode errors (damaged files: "
-        "`--video` names them)",
+        f"than the frames sampled; {len(s['damaged'])} with decode errors (listed below)",
         f"data root: {s['data_root']}",
         "",
         f"{'class':<32} {'videos':>6}" + ("".join(f" {p:>6}" for p in PARTS) if s["split"] else ""),
@@ -72,6 +71,9 @@ def format_summary(s: dict) -> str:
     for name, c in s["classes"].items():
         lines.append(f"{name:<32} {c['videos']:>6}" + ("".join(f" {c[p]:>6}" for p in PARTS) if s["split"] else ""))
     lines.append("")
+    if s["damaged"]:
+        lines.append(f"damaged (encoded from the frames that decoded): {len(s['damaged'])}")
+        lines += [f"  {d['path']}: {d['decode_errors']} decode errors" for d in s["damaged"]]
     lines.append(f"skipped: {len(s['skipped'])}")
     lines += [f"  {k['path']}: {k['reason']}" for k in s["skipped"]]
     return "\n".join(lines)

@@ -47,7 +47,7 @@ def test_summary_json_is_exact(tmp_path, capsys):
     assert got == {
         "path": str(tmp_path / "f.h5"), "size_bytes": (tmp_path / "f.h5").stat().st_size, "schema_version": 2,
         "videos": 3, "classes": {"a": {"videos": 2}, "b": {"videos": 1}}, "frames_per_video": 2,
-        "embedding_dim": 4, "videos_with_repeated_frames": 1, "videos_with_decode_errors": 1,
+        "embedding_dim": 4, "videos_with_repeated_frames": 1, "damaged": [{"path": "b/v2.mp4", "decode_errors": 3}],
         "duration_seconds": {"min": 1.0, "median": 1.5, "max": 2.0},
         "encoder": {"model": "tiny", "fingerprint": "f00d", "precision": None, "device_type": None},
         "sampling": "uniform-centers", "decoder": None, "preprocess": "fast",
@@ -65,7 +65,8 @@ def test_summary_text_with_split_counts(tmp_path, capsys):
                        f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema 2"
     assert lines[1] == "encoder: tiny (fingerprint f00d, None on None); decoder None"
     assert "a" + " " * 31 + "      3      1      1      1" in lines
-    assert lines[-1] == "skipped: 0"
+    assert lines[-3:] == ["damaged (encoded from the frames that decoded): 1", "  b/v5.mp4: 3 decode errors",
+                          "skipped: 0"]
 
 
 def test_frame_report(tmp_path):
