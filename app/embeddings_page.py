@@ -11,6 +11,7 @@ import streamlit as st
 from app.common import cached_cache, frame_strip
 from pipeline.inspect import class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d, summarize
 from pipeline.predict import shared_pool
+from pipeline.video import FrameSpec
 from pipeline.workers import ReadConfig
 
 CACHE = "cache/features.h5"
@@ -91,7 +92,9 @@ def show_video(cache, chosen: str) -> None:
         if (stat.st_size, stat.st_mtime_ns) != (cache.file_size[v], cache.mtime_ns[v]):
             st.warning(f"{source} changed since it was cached: the frames below may not be the cached ones")
         try:
-            clip = shared_pool().read(str(source), ReadConfig(cache.embeddings.shape[1], None)).clip  # isolated
+            # decoded in the app's worker, as the encoder saw them (224 x 224 crops: small to send back)
+            cfg = ReadConfig(cache.embeddings.shape[1], FrameSpec(224, 224, 224))
+            clip = shared_pool().read(str(source), cfg).clip
             frame_strip(clip.frames, [f"frame {r['frame']} · {r['time']:.2f} s" for r in rows])
         except ValueError as e:
             st.error(str(e))

@@ -44,7 +44,8 @@ def make_cache(path: Path, videos: int, frames: int = 16, dim: int = 512) -> Non
         timestamps=np.tile(np.arange(frames) / 25.0, (videos, 1)), labels=labels.astype(np.int64),
         paths=np.array([f"{CLASSES[y]}/v{i:06d}.mp4" for i, y in enumerate(labels)], object),
         content_hash=np.array([f"{i:064x}" for i in range(videos)], object), fps=np.full(videos, 25.0),
-        frame_count=np.full(videos, 250), duration=np.full(videos, 10.0), repeated=np.zeros(videos, bool), decode_errors=np.zeros(videos, np.int64),
+        frame_count=np.full(videos, 250), duration=np.full(videos, 10.0), repeated=np.zeros(videos, bool),
+        decode_errors=np.zeros(videos, np.int64),
         file_size=np.full(videos, 10 ** 6), mtime_ns=np.zeros(videos, np.int64), class_names=CLASSES,
         attrs={**ATTRS, "num_frames": frames, "embedding_dim": dim}))
 

@@ -23,7 +23,8 @@ class Cache:
     embeddings float32 (V, F, D); frame_indices int64 (V, F); timestamps float64 (V, F) seconds;
     labels int64 (V,) into class_names; paths str (V,) relative to the data root; content_hash str (V,) SHA-256;
     fps float64, frame_count int64, duration float64 seconds, repeated bool (fewer than F frames), decode_errors
-    int64 (packets the decoder rejected or concealed; 0 for a sound file), file_size int64, mtime_ns int64: all (V,). skipped: (path, reason) pairs. attrs: encoder, sampling, preprocessing, versions.
+    int64 (packets the decoder rejected or concealed; 0 for a sound file), file_size int64, mtime_ns int64: all (V,).
+    skipped: (path, reason) pairs. attrs: encoder, sampling, preprocessing, precision, decoder, versions.
     """
 
     embeddings: np.ndarray
@@ -62,7 +63,8 @@ def empty_cache(num_frames: int, dim: int, attrs: dict, class_names: list[str]) 
         embeddings=np.zeros((0, num_frames, dim), np.float32), frame_indices=np.zeros((0, num_frames), np.int64),
         timestamps=np.zeros((0, num_frames), np.float64), labels=np.zeros(0, np.int64), paths=np.zeros(0, object),
         content_hash=np.zeros(0, object), fps=np.zeros(0), frame_count=np.zeros(0, np.int64), duration=np.zeros(0),
-        repeated=np.zeros(0, bool), decode_errors=np.zeros(0, np.int64), file_size=np.zeros(0, np.int64), mtime_ns=np.zeros(0, np.int64),
+        repeated=np.zeros(0, bool), decode_errors=np.zeros(0, np.int64), file_size=np.zeros(0, np.int64),
+        mtime_ns=np.zeros(0, np.int64),
         class_names=list(class_names), attrs=dict(attrs),
     )
 

@@ -8,13 +8,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer, CLIPVisionModelWithProjection
-from transformers.utils import logging as hf_logging
 
 from pipeline.video import DECODER, FrameSpec, resize_crop
+
+if TYPE_CHECKING:  # transformers is imported where it is used: the decode workers import this module (through
+    # pipeline.extract) and never need it, and it costs seconds to import
+    from transformers import CLIPImageProcessorPil, CLIPTokenizer, CLIPVisionModelWithProjection
 
 PREPROCESS_BACKENDS = ("fast", "processor")
 QUANTIZE = ("none", "int8")
@@ -91,6 +94,9 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", 
     looks_local = model_id.startswith((".", "/", "~")) or os.path.exists(model_id)
     if looks_local and not Path(model_id).expanduser().is_dir():
         raise ValueError(f"encoder model directory {model_id!r} does not exist")
+    from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
+    from transformers.utils import logging as hf_logging
+
     try:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # loading a full CLIP checkpoint into the vision tower lists the text weights
@@ -234,6 +240,8 @@ def build_random_clip(directory: str | os.PathLike, seed: int = 0, full_size: bo
     ViT-B/32 architecture of openai/clip-vit-base-patch32, with its speed, for benchmarks. Either loads through
     the same `from_pretrained` path as the real model; the embeddings mean nothing.
     """
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
     tokenizer = _byte_level_tokenizer(bos_id=49406 if full_size else 512)
     if full_size:
         config = CLIPConfig()  # the defaults are ViT-B/32 with a 512-d projection, special tokens 49406/49407
@@ -261,6 +269,7 @@ def _byte_level_tokenizer(bos_id: int) -> CLIPTokenizer:
     """A CLIP tokenizer made here, with no download: the 256 byte symbols, each also as a word end, and no merges
     (so every character is a token), plus <|startoftext|> = bos_id and <|endoftext|> = bos_id + 1."""
     from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
 
     symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {s: i for i, s in enumerate(symbols)} | {s + "</w>": 256 + i for i, s in enumerate(symbols)}

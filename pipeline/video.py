@@ -40,7 +40,8 @@ class DecodeLimits:
 @dataclass(frozen=True)
 class FrameSpec:
     """How decoded frames become the encoder's input, uint8: shortest side resized to `short` (bicubic with
-    antialiasing: torch for "fast", PIL for "processor", as CLIPImageProcessor), then centre-cropped to crop_h x crop_w."""
+    antialiasing: torch for "fast", PIL for "processor", as CLIPImageProcessor), then centre-cropped to
+    crop_h x crop_w."""
 
     short: int
     crop_h: int

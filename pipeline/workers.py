@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pebble import ProcessExpired, ProcessPool
 
-from pipeline.video import SEEK_GAP, Clip, DecodeLimits, FrameSpec, read_frames
+from pipeline.video import SEEK_GAP, Clip, DecodeLimits, FrameSpec, content_hash, read_frames, sample_indices
 
 VIDEOS_PER_WORKER = 200  # a worker is replaced after this many videos: decoders can leak
 
@@ -50,8 +50,6 @@ class Loaded:
 
 def load_video(file: str, cfg: ReadConfig, hash_bytes: bool = True) -> Loaded:
     """Stat, hash (when hash_bytes) and read one video (runs in a worker). ValueError with the reason if unusable."""
-    from pipeline.video import content_hash, sample_indices
-
     st = os.stat(file)
     digest = content_hash(file) if hash_bytes else None
     sampler = None
@@ -113,9 +111,10 @@ class DecodePool:
             ctx = multiprocessing.get_context("forkserver")
             # Imported once by the server, so that a worker starts in milliseconds: every worker re-runs the main
             # module (multiprocessing does, to unpickle what it defines), whose imports are then already there.
-            ctx.set_forkserver_preload(["__main__", "pipeline.workers", "pipeline.extract"])
+            ctx.set_forkserver_preload(["pipeline.workers", "pipeline.extract"])
             self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
                                      initializer=_worker_init, initargs=(cfg.memory_mb,))
+            self._pool.schedule(os.getpid)  # pebble starts its workers at the first task: start them now
 
     def __enter__(self) -> DecodePool:
         return self

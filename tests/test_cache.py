@@ -14,7 +14,8 @@ def small_cache(n=3, frames=4, dim=8) -> Cache:
         frame_indices=np.tile(np.arange(frames), (n, 1)), timestamps=np.tile(np.arange(frames) / 25, (n, 1)),
         labels=np.arange(n) % 2, paths=np.array([f"a/v{i}.mp4" for i in range(n)], object),
         content_hash=np.array([f"{i:064x}" for i in range(n)], object), fps=np.full(n, 25.0),
-        frame_count=np.full(n, 50), duration=np.full(n, 2.0), repeated=np.zeros(n, bool), decode_errors=np.zeros(n, np.int64),
+        frame_count=np.full(n, 50), duration=np.full(n, 2.0), repeated=np.zeros(n, bool),
+        decode_errors=np.zeros(n, np.int64),
         file_size=np.full(n, 1000), mtime_ns=np.arange(n), class_names=base.class_names,
         skipped=[("b/bad.mp4", "not a readable video")], attrs=base.attrs,
     )
