@@ -142,13 +142,13 @@ def preprocess_frames(frames: np.ndarray, encoder: Encoder) -> torch.Tensor:
 
 def normalize(crops: torch.Tensor, encoder: Encoder) -> torch.Tensor:
     """uint8 crops (N, S, S, 3), on any device -> float32 pixel values (N, 3, S, S) there: rescale, then the
-    processor's mean and std."""
+    processor's mean and std, as one multiply and one subtract in place: x * (rescale / std) - mean / std."""
     p = encoder.processor
-    x = crops.permute(0, 3, 1, 2).contiguous().float() * p.rescale_factor  # NCHW: a channels-last input is 3x
-    # slower through the patch embedding on the CPU
+    # contiguous NCHW: a channels-last input is 3x slower through the patch embedding on the CPU
+    x = crops.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
     mean = torch.tensor(p.image_mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(p.image_std, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return x.mul_(p.rescale_factor / std).sub_(mean / std)
 
 
 @torch.inference_mode()

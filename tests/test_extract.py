@@ -169,3 +169,13 @@ def test_the_part_writer_writes_a_part_every_shard_size_videos(tmp_path):
     assert all(it.clip is None for it in items)  # handed over to the parts: nothing kept in memory
     writer.flush()
     assert len(list((tmp_path / "parts").glob("part-*.h5"))) == 3  # nothing waiting: no empty part
+
+
+def test_a_cache_path_that_is_a_folder_or_a_missing_root_fails_before_any_work(dataset, tmp_path, tiny_clip):
+    (tmp_path / "f.h5").mkdir()
+    with pytest.raises(ValueError, match="is a directory: set it to a file path"):
+        run(dataset, tmp_path / "f.h5", tiny_clip)
+    assert {p.name for p in tmp_path.iterdir()} == {"data", "f.h5"}  # nothing beside it: no lock, parts or .tmp
+    with pytest.raises(ValueError, match="is not a directory"):
+        run(tmp_path / "nowhere", tmp_path / "g.h5", tiny_clip)
+    assert not (tmp_path / "g.h5").exists() and not (tmp_path / "g.h5.lock").exists()
