@@ -245,7 +245,7 @@ _IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM
 
 
 def _refuse_still_image(file, head: bytes) -> None:
-    """ValueError for an image file with a video's name, given its first 12 bytes."""
+    """ValueError for an image file, or an FFmpeg playlist, with a video's name, given its first 12 bytes."""
     kind = next((k for magic, k in _IMAGE_MAGIC.items() if head.startswith(magic)), None)
     if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         kind = "WebP"
@@ -299,7 +299,7 @@ def _decode_at(container, stream, file, times: list[int], indices: np.ndarray, s
     frames: np.ndarray | None = None
     stamps = np.zeros(len(indices), np.float64)
     decoded = _frames(container, stream, errors)
-    pos, last = 0, None  # the index of the next frame to come, and the last frame seen (index, frame)
+    pos, last = 0, None  # the index of the next frame to come, and the last frame decoded (index pos - 1)
     for idx in sorted(rows):
         if seek_gap is not None and idx - pos > seek_gap:
             container.seek(times[idx], stream=stream, backward=True, any_frame=False)
@@ -309,15 +309,18 @@ def _decode_at(container, stream, file, times: list[int], indices: np.ndarray, s
                 return None
             decoded = _chain(first, decoded)
         frame = None
-        for frame in decoded:
-            _check_size(file, frame.width, frame.height, limits)
-            at = index_of.get(frame.pts, pos)
-            pos = at + 1
-            last = frame
-            if at >= idx:
-                break
+        if last is not None and pos - 1 >= idx:
+            frame = last  # already in hand: it stood in for an earlier sample whose frame was lost
         else:
-            frame = None
+            for frame in decoded:
+                _check_size(file, frame.width, frame.height, limits)
+                at = index_of.get(frame.pts, pos)
+                pos = at + 1
+                last = frame
+                if at >= idx:
+                    break
+            else:
+                frame = None
         if frame is None:  # the file ended before this sample: its frame never decoded
             frame = last
             if frame is None:
