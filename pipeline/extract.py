@@ -219,7 +219,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
     for video in videos:  # unchanged (path, size, mtime): the content is known without reading the file
         try:
             st = video.file.stat()
-        except OSError as e:
+        except OSError:
             todo.append(video)  # the worker says why
             continue
         digest = by_stat.get((video.path, st.st_size, st.st_mtime_ns))
