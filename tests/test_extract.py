@@ -179,3 +179,16 @@ def test_a_cache_path_that_is_a_folder_or_a_missing_root_fails_before_any_work(d
     with pytest.raises(ValueError, match="is not a directory"):
         run(tmp_path / "nowhere", tmp_path / "g.h5", tiny_clip)
     assert not (tmp_path / "g.h5").exists() and not (tmp_path / "g.h5.lock").exists()
+
+
+def test_the_local_engine_never_imports_ray(dataset, tmp_path, tiny_clip):
+    code = (f"import sys\nfrom pipeline.extract import ExtractConfig, extract_features\n"
+            f"extract_features(ExtractConfig(root={str(dataset)!r}, cache_path={str(tmp_path / 'f.h5')!r}, "
+            f"model={tiny_clip!r}, num_frames=4, batch_size=8, device='cpu', workers=0), progress=False)\n"
+            f"assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'\n")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_an_unknown_engine_is_a_clear_error(dataset, tmp_path, tiny_clip):
+    with pytest.raises(ValueError, match="extract.engine must be one of"):
+        run(dataset, tmp_path / "f.h5", tiny_clip, engine="spark")
