@@ -208,12 +208,15 @@ def embed_frames(frames: np.ndarray | torch.Tensor, encoder: Encoder, batch_size
         if start + batch_size < len(frames):
             nxt = upload(start + batch_size)  # queued now: copied while this batch runs
         pixels = normalize(batch, encoder) if batch.dtype == torch.uint8 else batch
+        rows = min(batch_size, len(frames) - start)
+        if rows < batch_size:  # (a new tensor: the padded batch was made by torch.cat)
+            pixels[rows:] = 0  # the same padding for crops as for pixel values: int8 scales by the whole batch
         if encoder.session is not None:
             emb = torch.from_numpy(run_session(encoder.session, pixels.numpy()))
         else:
             with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
                 emb = encoder.model(pixel_values=pixels).image_embeds
-        out.append(emb[:min(batch_size, len(frames) - start)].float())
+        out.append(emb[:rows].float())
     return torch.cat(out).cpu().numpy()
 
 
