@@ -12,7 +12,8 @@ from pipeline.split import write_split
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "f00d", "embedding_dim": 4, "num_frames": 2,
-         "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}", "quantize": "none",
+         "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}",
+         "backend": "torch", "quantize": "none",
          "data_root": "data"}
 
 
