@@ -176,8 +176,9 @@ def embed_frames(frames: np.ndarray | torch.Tensor, encoder: Encoder, batch_size
     pixel values (N, 3, S, S) from preprocess_frames. The last batch is padded to batch_size: on CPU a matrix
     multiply of another shape may round differently, and a video must get the same embeddings whichever batch it
     lands in (a resumed run equals an uninterrupted one). With int8 the other rows of a pass change the result too
-    (see Embedder). The onnxruntime backend runs the same padded passes through its session. On CUDA, uint8 batches go from pinned memory with
-    non-blocking copies on a side stream, so the next batch's copy overlaps this batch's forward pass.
+    (see Embedder). The onnxruntime backend runs the same padded passes through its session. On CUDA, uint8
+    batches go from pinned memory with non-blocking copies on a side stream, so the next batch's copy overlaps this
+    batch's forward pass.
     """
     frames = torch.as_tensor(frames)
     if len(frames) == 0:

@@ -86,7 +86,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     """Bring the cache at cfg.cache_path up to date with the videos under cfg.root; returns what was done.
 
     Only videos whose content hash is not already in the cache (or in parts of an interrupted run) with the same
-    encoder, backend, quantisation, sampling, preprocessing, precision and decoder are decoded and encoded; removed videos are dropped.
+    encoder, backend, quantisation, sampling, preprocessing, precision and decoder are decoded and encoded; removed
+    videos are dropped.
     decode: what the workers run per video (tests put a faulty decoder here).
     """
     started = time.perf_counter()
