@@ -211,3 +211,15 @@ def test_cuda_fp32_matches_the_cpu_and_fp16_stays_within_cosine_0999(tiny_clip):
     assert cos.min() > 0.999
     # fixed shapes on the GPU too: a video's rows do not depend on the batch it lands in
     np.testing.assert_array_equal(embed_frames(crops[5:], fp16, 16), half[5:])
+
+
+def test_the_thread_policy_sets_torch_and_the_onnxruntime_session(tiny_clip, onnx_dir):
+    from pipeline.threads import THREADS, set_threads
+    before = torch.get_num_threads()
+    try:
+        assert set_threads("stage_two") == THREADS["stage_two"] == torch.get_num_threads() == 1
+        ort = load_encoder(tiny_clip, device="cpu", backend="onnxruntime")
+        assert ort.session.get_session_options().intra_op_num_threads == 1  # the session follows torch's count
+        assert set_threads("extract") == torch.get_num_threads() >= 1
+    finally:
+        torch.set_num_threads(before)
