@@ -179,13 +179,14 @@ def backend_rates(encoders: dict, batches=(1, 16, 64), rounds: int = 3) -> dict:
     return rates
 
 
-def closeness(encoders: dict, reference: str = "torch fp32", clips_per_class: int = 6, num_frames: int = 8) -> dict:
+def closeness(encoders: dict, reference: str = "torch fp32", clips_per_class: int = 6, num_frames: int = 4) -> dict:
     """How close each encoder's embeddings are to the reference's on the demo data (stick figures, 7 classes).
 
     Per frame: raw cosine and cosine after subtracting the reference's mean embedding (random weights map every
     image near one direction, so raw cosine flatters). Per video (mean of its frames, centred): whether its nearest
     other video is the same. Heads: a logistic regression and the linear head trained on the reference's features of
-    half the videos; the share of the other half's predictions that stay the same with each encoder's features.
+    half the videos; the share of the other half's predictions (per video, and per frame for the linear head) that
+    stay the same with each encoder's features.
     """
     from pipeline.demo import DemoConfig, make_demo_dataset
     from pipeline.heads import LinearConfig, LinearHead, LogRegConfig, fit_logreg, train_linear_head
@@ -226,7 +227,9 @@ def closeness(encoders: dict, reference: str = "torch fp32", clips_per_class: in
                      "nn_video": np.mean(nearest(e.mean(1)) == nearest(ref.mean(1))),
                      "nn_frame": np.mean(nearest(e.reshape(-1, e.shape[-1])) == nearest(ref.reshape(-1, e.shape[-1]))),
                      "logreg_agree": np.mean(logreg.predict(e[test].mean(1)) == logreg.predict(ref[test].mean(1))),
-                     "linear_agree": np.mean(linear_pred(e[test]) == linear_pred(ref[test]))}
+                     "linear_agree": np.mean(linear_pred(e[test]) == linear_pred(ref[test])),
+                     "linear_frame_agree": np.mean(linear_pred(e[test].reshape(-1, 1, e.shape[-1]))
+                                                   == linear_pred(ref[test].reshape(-1, 1, e.shape[-1])))}
     out["_accuracy"] = {"logreg": np.mean(logreg.predict(ref[test].mean(1)) == labels[test]),
                         "linear": np.mean(linear_pred(ref[test]) == labels[test]), "videos": len(files),
                         "frames": len(files) * num_frames}
@@ -252,7 +255,8 @@ def backends_section(files: list[Path], model: Path, rounds: int) -> dict:
     for name, c in close.items():
         print(f"   {name:<11} cosine min {c['raw_cos_min']:.6f}; centred min {c['centred_cos_min']:.4f}, mean "
               f"{c['centred_cos_mean']:.4f}; same nearest video {c['nn_video']:.2f}, frame {c['nn_frame']:.2f}; "
-              f"same prediction logreg {c['logreg_agree']:.2f}, linear {c['linear_agree']:.2f}")
+              f"same prediction logreg {c['logreg_agree']:.2f}, linear {c['linear_agree']:.2f} (per frame "
+              f"{c['linear_frame_agree']:.2f})")
     del encoders
     e2e = {name: [] for name in BACKENDS if name != "torch int8"}
     for _ in range(2):
