@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from pipeline.onnx_backend import run_session
+from pipeline.onnx_backend import export_onnx, ort_session, run_session
 from pipeline.video import DECODER, FrameSpec, resize_crop
 
 if TYPE_CHECKING:  # transformers is imported where it is used: the decode workers import this module (through
@@ -138,8 +138,6 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", 
     dim = model.config.projection_dim
     if backend == "torch":
         return Encoder(model, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision)
-    from pipeline.onnx_backend import export_onnx, ort_session
-
     path = export_onnx(model, fingerprint, model.config.image_size, quantize)
     session = ort_session(path, torch.get_num_threads())
     return Encoder(None, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision, backend, session)

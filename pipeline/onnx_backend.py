@@ -61,7 +61,7 @@ def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quant
                                       output_names=[OUTPUT], dynamic_shapes={INPUT: {0: torch.export.Dim("batch")}},
                                       opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
                                       optimize=True)
-                os.replace(tmp, fp32)
+                _commit(tmp, fp32)
             finally:
                 tmp.unlink(missing_ok=True)
         if quantize == "int8" and not int8.exists():
@@ -69,12 +69,19 @@ def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quant
 
             tmp = folder / f"tmp-{uuid.uuid4().hex}.onnx"
             try:
-                with _quiet(""):  # it advises a pre-processing pass, which measured no faster here
+                with _quiet(""):  # its advice to run a pre-processing pass first, which is not taken here
                     quantize_dynamic(fp32, tmp, per_channel=True, weight_type=QuantType.QInt8)
-                os.replace(tmp, int8)
+                _commit(tmp, int8)
             finally:
                 tmp.unlink(missing_ok=True)
     return int8 if quantize == "int8" else fp32
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Flush a finished file to disk, then rename it into place: the final name only ever names a whole model."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
 
 
 @contextmanager
