@@ -351,6 +351,13 @@ def gpu(n_videos: int) -> None:
         print(f"   {p} against CUDA fp32 ({len(frames)} frames): min cosine {raw:.6f}, centred {centred:.6f}")
     raw, centred = cosines(out["fp32"], cpu)
     print(f"   CUDA fp32 against CPU fp32: min cosine {raw:.6f}, centred {centred:.6f}")
+    # the same measures as the CPU backends' (section 6): centred cosine, nearest neighbours, heads' answers
+    close = closeness({p: load_encoder(str(model), "cuda", precision=p) for p in PRECISIONS}, reference="fp32")
+    close.pop("_accuracy")
+    for p, c in close.items():
+        print(f"   {p} on the demo data: centred cosine min {c['centred_cos_min']:.4f}; same nearest video "
+              f"{c['nn_video']:.2f}, frame {c['nn_frame']:.2f}; same prediction logreg {c['logreg_agree']:.2f}, "
+              f"linear {c['linear_agree']:.2f} (per frame {c['linear_frame_agree']:.2f})")
     auto = AUTO_PRECISION["cuda"]
     enc_rate = max(rates[auto].values())
     print(f"   default on CUDA: {auto}, best batch {max(rates[auto], key=rates[auto].get)}")
