@@ -196,7 +196,7 @@ def closeness(encoders: dict, reference: str = "torch fp32", clips_per_class: in
     files = sorted(p for p in root.rglob("*") if p.is_file())
     labels = np.array([sorted({f.parent.name for f in files}).index(f.parent.name) for f in files])
     frames = [read_frames(f, num_frames).frames for f in files]
-    emb = {name: np.stack([embed_frames(preprocess_frames(fr, enc), enc, BATCH) for fr in frames])
+    emb = {name: np.stack([embed_frames(preprocess_frames(fr, enc), enc, num_frames) for fr in frames])
            for name, enc in encoders.items()}  # (V, F, D)
     ref = emb[reference]
     mean = ref.reshape(-1, ref.shape[-1]).mean(0)
