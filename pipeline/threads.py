@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
-# Threads per role; None: one per core the process may use. Measured (README, "Threads"): stage two's small heads
-# and the app's 16-frame encodes gain nothing from a second thread on an idle 2-core machine and lose up to 3x on a
-# loaded one; stage one's encoder uses every core (its decode workers run at the lowest priority beside it).
+# Threads per role; None: one per core the process may use. Measured on the shared 2-core machine under load
+# (bench/README.md, "Threads"): a second thread made stage two's heads 5.3x slower and one video's encode in the
+# app slower too; stage one's encoder takes every core, its decode workers (one thread each) run at nice 19 beside it.
 THREADS = {"extract": None, "stage_two": 1, "app": 1}
 
 
