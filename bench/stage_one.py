@@ -1,6 +1,7 @@
 """Stage one measured side by side: encoder alone, decoding alone, the whole stage, and a seed-style baseline.
 
-    python bench/stage_one.py [--skip-memory]
+    python bench/stage_one.py [--skip-memory] [--rounds 3]
+    python bench/stage_one.py --backends-only [--rounds 3]     # section 6 only: the CPU encoder's backends
     python bench/stage_one.py --device cuda [--videos 96]
 
 
