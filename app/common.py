@@ -4,16 +4,17 @@ from __future__ import annotations
 import cv2
 import streamlit as st
 
-from pipeline.encoder import load_encoder
 from pipeline.heads import load_head
 from pipeline.inspect import load
+from pipeline.predict import encoder_for
 from pipeline.zeroshot import text_embeddings
 
 
 @st.cache_resource(show_spinner="Loading the CLIP encoder…")
-def cached_encoder(model_id: str, preprocess: str, quantize: str):
-    """The encoder, loaded once per process (on CUDA when present, unless int8) and shared by every session."""
-    return load_encoder(model_id, "cpu" if quantize == "int8" else "auto", preprocess, quantize)
+def cached_encoder(model_id: str, preprocess: str, backend: str, quantize: str):
+    """The encoder, loaded once per process (on CUDA when present, unless onnxruntime) and shared by every session."""
+    return encoder_for({"encoder_model": model_id, "preprocess": preprocess, "backend": backend,
+                        "quantize": quantize})
 
 
 @st.cache_resource(show_spinner=False)

@@ -37,7 +37,8 @@ def main() -> None:
             predictor = zero_shot_predictor()
         else:
             head = cached_head(str(trained[kind]), trained[kind].stat().st_mtime_ns)
-            encoder = cached_encoder(head.meta["encoder_model"], head.meta["preprocess"], head.meta["quantize"])
+            meta = head.meta
+            encoder = cached_encoder(meta["encoder_model"], meta["preprocess"], meta["backend"], meta["quantize"])
             predictor = make_predictor(head, encoder)
     except ValueError as e:
         st.error(f"Cannot use the {HEAD_LABELS[kind]}: {e}")
@@ -101,15 +102,16 @@ def zero_shot_predictor():
     saved, calibration = Path(HEAD_FILES["zeroshot"]), {}
     if saved.is_file():
         meta = cached_head(str(saved), saved.stat().st_mtime_ns).meta
-        model, frames, preprocess, quantize = (meta["encoder_model"], meta["num_frames"], meta["preprocess"],
-                                               meta["quantize"])
+        model, frames, preprocess = meta["encoder_model"], meta["num_frames"], meta["preprocess"]
+        backend, quantize = meta["backend"], meta["quantize"]
         default = meta["class_names"]
         # its temperature, fitted on the project's validation videos, is the best guess for other actions too
         calibration = {k: meta[k] for k in ("temperature", "not_sure_below") if k in meta}
     elif Path(PARAMS).is_file():
         params = yaml.safe_load(Path(PARAMS).read_text())
         model, extract = params["encoder"]["model"], params["extract"]
-        frames, preprocess, quantize = extract["num_frames"], extract["preprocess"], extract.get("quantize", "none")
+        frames, preprocess = extract["num_frames"], extract["preprocess"]
+        backend, quantize = extract.get("backend", "torch"), extract.get("quantize", "none")
         root = Path(params["data"]["root"])
         default = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")) \
             if root.is_dir() else []
@@ -119,7 +121,7 @@ def zero_shot_predictor():
     actions = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
     if not actions:
         raise ValueError("type at least one action")
-    encoder = cached_encoder(model, preprocess, quantize)
+    encoder = cached_encoder(model, preprocess, backend, quantize)
     attrs = {**encoder.describe(), "num_frames": frames, "sampling": SAMPLING}
     head = zeroshot_head(cached_text_embeddings(model, tuple(actions)), actions, attrs)
     head.meta.update(calibration)

@@ -1,6 +1,7 @@
 """Stage one measured side by side: encoder alone, decoding alone, the whole stage, and a seed-style baseline.
 
-    python bench/stage_one.py [--skip-memory]
+    python bench/stage_one.py [--skip-memory] [--rounds 3]
+    python bench/stage_one.py --backends-only [--rounds 3]     # section 6 only: the CPU encoder's backends
     python bench/stage_one.py --device cuda [--videos 96]
 
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -114,7 +116,8 @@ def timed(fn, *args):
     return time.perf_counter() - t, result
 
 
-def stage_one(files: list[Path], model: Path, quantize: str = "none", device: str = "cpu") -> float:
+def stage_one(files: list[Path], model: Path, quantize: str = "none", device: str = "cpu",
+              backend: str = "torch") -> float:
     """Seconds for stage one from scratch on `files` (linked into a fresh data folder), cache written.
 
     On CUDA with the defaults (workers, batch size and precision auto), as `dvc repro` runs it there."""
@@ -126,20 +129,145 @@ def stage_one(files: list[Path], model: Path, quantize: str = "none", device: st
     cache = OUT / "stage_one_cache" / "features.h5"
     shutil.rmtree(cache.parent, ignore_errors=True)
     cfg = ExtractConfig(root=str(root), cache_path=str(cache), model=str(model), num_frames=FRAMES,
-                        batch_size=BATCH if device == "cpu" else "auto", device=device, quantize=quantize)
+                        batch_size=BATCH if device == "cpu" else "auto", device=device, quantize=quantize,
+                        backend=backend)
     seconds, summary = timed(extract_features, cfg, False)
     assert summary.encoded == len(files) and not summary.skipped, summary
     return seconds
 
 
 def encoder_rate(encoder, batch: int, rounds: int = 3) -> float:
-    x = torch.randn(batch, 3, 224, 224)
-    with torch.inference_mode():
-        encoder.model(pixel_values=x)  # warm-up
-        t = time.perf_counter()
-        for _ in range(rounds):
-            encoder.model(pixel_values=x)
+    x = torch.randn(batch * rounds, 3, 224, 224)
+    embed_frames(x[:batch], encoder, batch)  # warm-up
+    t = time.perf_counter()
+    embed_frames(x, encoder, batch)
     return batch * rounds / (time.perf_counter() - t)
+
+
+# The encoders compared: name -> (backend, quantize); "torch int8" is torch's deprecated quantize_dynamic, kept
+# here only, for comparison, while torch still has it (the product's int8 is ONNX Runtime's).
+BACKENDS = {"torch fp32": ("torch", "none"), "ORT fp32": ("onnxruntime", "none"), "ORT int8": ("onnxruntime", "int8"),
+            "torch int8": ("torch", "int8")}
+
+
+def load_backend(model: Path, name: str):
+    backend, quantize = BACKENDS[name]
+    if name == "torch int8":
+        import warnings
+        enc = load_encoder(str(model), "cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch deprecates the API
+            enc.model = torch.ao.quantization.quantize_dynamic(enc.model, {torch.nn.Linear}, dtype=torch.qint8)
+        enc.quantize = "int8"
+        return enc
+    return load_encoder(str(model), "cpu", quantize=quantize, backend=backend)
+
+
+def backend_rates(encoders: dict, batches=(1, 16, 64), rounds: int = 3) -> dict:
+    """Encoder-only images/s per backend and batch: embed_frames on ready pixel values, backends alternating within
+    each round; {name: {batch: [rate per round]}}."""
+    x = torch.randn(64, 3, 224, 224)
+    images = {1: 8, 16: 32, 64: 64}  # per measurement: a few seconds each
+    for enc in encoders.values():
+        embed_frames(x[:16], enc, 16)  # warm-up
+    rates = {name: {b: [] for b in batches} for name in encoders}
+    for _ in range(rounds):
+        for b in batches:
+            for name, enc in encoders.items():
+                t = time.perf_counter()
+                embed_frames(x[:images[b]], enc, b)
+                rates[name][b].append(images[b] / (time.perf_counter() - t))
+    return rates
+
+
+def closeness(encoders: dict, reference: str = "torch fp32", clips_per_class: int = 6, num_frames: int = 4) -> dict:
+    """How close each encoder's embeddings are to the reference's on the demo data (stick figures, 7 classes).
+
+    Per frame: raw cosine and cosine after subtracting the reference's mean embedding (random weights map every
+    image near one direction, so raw cosine flatters). Per video (mean of its frames, centred): whether its nearest
+    other video is the same. Heads: a logistic regression and the linear head trained on the reference's features of
+    half the videos; the share of the other half's predictions (per video, and per frame for the linear head) that
+    stay the same with each encoder's features.
+    """
+    from pipeline.demo import DemoConfig, make_demo_dataset
+    from pipeline.heads import LinearConfig, LinearHead, LogRegConfig, fit_logreg, train_linear_head
+    root = OUT / "demo"
+    if not root.is_dir():
+        make_demo_dataset(DemoConfig(str(root), clips_per_class, 0), progress=False)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    labels = np.array([sorted({f.parent.name for f in files}).index(f.parent.name) for f in files])
+    frames = [read_frames(f, num_frames).frames for f in files]
+    emb = {name: np.stack([embed_frames(preprocess_frames(fr, enc), enc, num_frames) for fr in frames])
+           for name, enc in encoders.items()}  # (V, F, D)
+    ref = emb[reference]
+    mean = ref.reshape(-1, ref.shape[-1]).mean(0)
+
+    def cos(a, b):
+        return np.sum(a * b, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+    def nearest(v):  # (V, D) -> index of each row's nearest other row by cosine, centred
+        u = (v - mean) / np.linalg.norm(v - mean, axis=1, keepdims=True)
+        sim = u @ u.T
+        np.fill_diagonal(sim, -np.inf)
+        return sim.argmax(1)
+
+    train, test = np.arange(len(files)) % 2 == 0, np.arange(len(files)) % 2 == 1
+    logreg = fit_logreg(ref[train].mean(1), labels[train], LogRegConfig())
+    cfg = LinearConfig(epochs=200, lr=1e-3)
+    linear = LinearHead(ref.shape[-1], labels.max() + 1)
+    linear.load_state_dict(train_linear_head(ref[train], labels[train], None, None, labels.max() + 1, cfg).final_state)
+
+    def linear_pred(x):
+        with torch.no_grad():
+            return linear(torch.from_numpy(x)).argmax(1).numpy()
+
+    out = {}
+    for name, e in emb.items():
+        raw, centred = cos(e, ref).ravel(), cos(e - mean, ref - mean).ravel()
+        out[name] = {"raw_cos_min": raw.min(), "centred_cos_min": centred.min(), "centred_cos_mean": centred.mean(),
+                     "nn_video": np.mean(nearest(e.mean(1)) == nearest(ref.mean(1))),
+                     "nn_frame": np.mean(nearest(e.reshape(-1, e.shape[-1])) == nearest(ref.reshape(-1, e.shape[-1]))),
+                     "logreg_agree": np.mean(logreg.predict(e[test].mean(1)) == logreg.predict(ref[test].mean(1))),
+                     "linear_agree": np.mean(linear_pred(e[test]) == linear_pred(ref[test])),
+                     "linear_frame_agree": np.mean(linear_pred(e[test].reshape(-1, 1, e.shape[-1]))
+                                                   == linear_pred(ref[test].reshape(-1, 1, e.shape[-1])))}
+    out["_accuracy"] = {"logreg": np.mean(logreg.predict(ref[test].mean(1)) == labels[test]),
+                        "linear": np.mean(linear_pred(ref[test]) == labels[test]), "videos": len(files),
+                        "frames": len(files) * num_frames}
+    return out
+
+
+def backends_section(files: list[Path], model: Path, rounds: int) -> dict:
+    """Section 6: every backend, encoder only, its closeness to torch fp32, and stage one end to end."""
+    encoders = {name: load_backend(model, name) for name in BACKENDS}
+    rates = backend_rates(encoders, rounds=rounds)
+    print(f"\n6. encoder only by backend (images/s, ready tensors, median of {rounds} alternating rounds; ratio to "
+          "torch fp32 in the same round, median)")
+    for name, by_batch in rates.items():
+        cells = []
+        for b, r in by_batch.items():
+            ratio = statistics.median(x / y for x, y in zip(r, rates["torch fp32"][b]))
+            cells.append(f"batch {b}: {statistics.median(r):.1f} ({ratio:.2f}x)")
+        print(f"   {name:<11} " + ", ".join(cells))
+    close = closeness(encoders)
+    acc = close.pop("_accuracy")
+    print(f"   against torch fp32 on the demo data ({acc['videos']} videos, {acc['frames']} frames; heads trained on "
+          f"half, torch fp32 features: accuracy logreg {acc['logreg']:.2f}, linear {acc['linear']:.2f}):")
+    for name, c in close.items():
+        print(f"   {name:<11} cosine min {c['raw_cos_min']:.6f}; centred min {c['centred_cos_min']:.4f}, mean "
+              f"{c['centred_cos_mean']:.4f}; same nearest video {c['nn_video']:.2f}, frame {c['nn_frame']:.2f}; "
+              f"same prediction logreg {c['logreg_agree']:.2f}, linear {c['linear_agree']:.2f} (per frame "
+              f"{c['linear_frame_agree']:.2f})")
+    del encoders
+    e2e = {name: [] for name in BACKENDS if name != "torch int8"}
+    for _ in range(2):
+        for name in e2e:
+            backend, quantize = BACKENDS[name]
+            e2e[name].append(stage_one(files, model, quantize, backend=backend))
+    speedup = {name: statistics.median(a / b for a, b in zip(e2e["torch fp32"], ts)) for name, ts in e2e.items()}
+    print(f"   stage one end to end ({len(files)} videos, fresh cache, 2 alternating rounds): " + "; ".join(
+        f"{name} {', '.join(f'{t:.2f}' for t in ts)} s ({speedup[name]:.2f}x)" for name, ts in e2e.items()))
+    return {"rates": rates, "closeness": close, "accuracy": acc, "stage_s": e2e}
 
 
 # The child's own peak: VmHWM starts afresh at exec, unlike ru_maxrss, which a child inherits from its parent.
@@ -224,6 +352,13 @@ def gpu(n_videos: int) -> None:
         print(f"   {p} against CUDA fp32 ({len(frames)} frames): min cosine {raw:.6f}, centred {centred:.6f}")
     raw, centred = cosines(out["fp32"], cpu)
     print(f"   CUDA fp32 against CPU fp32: min cosine {raw:.6f}, centred {centred:.6f}")
+    # the same measures as the CPU backends' (section 6): centred cosine, nearest neighbours, heads' answers
+    close = closeness({p: load_encoder(str(model), "cuda", precision=p) for p in PRECISIONS}, reference="fp32")
+    close.pop("_accuracy")
+    for p, c in close.items():
+        print(f"   {p} on the demo data: centred cosine min {c['centred_cos_min']:.4f}; same nearest video "
+              f"{c['nn_video']:.2f}, frame {c['nn_frame']:.2f}; same prediction logreg {c['logreg_agree']:.2f}, "
+              f"linear {c['linear_agree']:.2f} (per frame {c['linear_frame_agree']:.2f})")
     auto = AUTO_PRECISION["cuda"]
     enc_rate = max(rates[auto].values())
     print(f"   default on CUDA: {auto}, best batch {max(rates[auto], key=rates[auto].get)}")
@@ -297,6 +432,8 @@ def main() -> None:
     parser.add_argument("--memory-only", action="store_true")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--videos", type=int, default=96, help="clips for --device cuda")
+    parser.add_argument("--backends-only", action="store_true", help="only section 6: the CPU backends")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of section 6's encoder-only figures")
     args = parser.parse_args()
     if args.device == "cuda":
         gpu(args.videos)
@@ -307,11 +444,17 @@ def main() -> None:
               f"({m100 / m10:.2f}x)")
         return
     files, model = dataset(), full_size_clip()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f} "
+          "at the start (the machine is shared)")
+    if args.backends_only:
+        print(json.dumps(backends_section(files, model, args.rounds), default=float))
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
+        return
     long_clip = VIDEOS / "720p_300s" / "long.mp4"
     if not long_clip.exists():
         make_clip(long_clip, (1280, 720), 300, seed=99)
     fp32 = load_encoder(str(model), "cpu")
-    int8 = load_encoder(str(model), "cpu", quantize="int8")
+    int8 = load_encoder(str(model), "cpu", quantize="int8", backend="onnxruntime")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OpenCV {cv2.__version__}; "
           f"{len(files)} clips: " + ", ".join(f"{c} x {n}" for n, c, _, _ in SETS))
 
@@ -344,7 +487,7 @@ def main() -> None:
     t_seed = [timed(seed_style, files, fp32)[0]]
     t_stage.append(stage_one(files, model))
     t_seed.append(timed(seed_style, files, fp32)[0])
-    t_int8 = stage_one(files, model, "int8")
+    t_int8 = stage_one(files, model, "int8", backend="onnxruntime")
     stage, seed = min(t_stage), min(t_seed)
     n = len(files)
     print(f"\n3. stage one end to end ({n} videos, fresh cache): {stage:.2f} s = {n / stage:.2f} videos/s, "
@@ -357,20 +500,16 @@ def main() -> None:
     print(f"   int8 stage one: {t_int8:.2f} s = {seed / t_int8:.2f}x the baseline (target >= 1.7), "
           f"{stage / t_int8:.2f}x fp32 stage one")
 
-    # int8 against fp32: cosine of the embeddings on the same frames
-    clip = read_frames(files[0], FRAMES)
-    pixels = preprocess_frames(clip.frames, fp32)
-    a, b = embed_frames(pixels, fp32, BATCH), embed_frames(pixels, int8, BATCH)
-    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    print(f"   int8 image_embeds cosine to fp32 on 16 frames: min {cos.min():.5f}, mean {cos.mean():.5f}")
+    # int8 against fp32: section 6 (centred cosine, neighbours, heads' predictions)
 
     # 5. peak memory against the number of videos
     if not args.skip_memory:
         m10, m100 = memory(model, 10), memory(model, 100)
         print(f"\n5. peak memory (VmHWM, fresh process): 10 videos {m10:.0f} MiB, 100 videos {m100:.0f} MiB "
               f"({m100 / m10:.2f}x)")
+    section6 = backends_section(files, model, args.rounds)
     print(json.dumps({"encoder_img_s": rates, "int8_img_s": rate_int8, "stage_s": t_stage, "seed_s": t_seed,
-                      "int8_stage_s": t_int8}, default=float))
+                      "int8_stage_s": t_int8, "backends": section6}, default=float))
 
 
 if __name__ == "__main__":

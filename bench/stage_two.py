@@ -26,7 +26,8 @@ from pipeline.split import split_videos  # noqa: E402
 
 CLASSES = [f"class_{i}" for i in range(7)]
 ATTRS = {"encoder_model": "synthetic", "encoder_fingerprint": "0" * 16, "embedding_dim": 512, "num_frames": 16,
-         "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}", "quantize": "none"}
+         "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}", "backend": "torch",
+         "quantize": "none", "decoder": "synthetic"}
 
 
 def make_cache(path: Path, videos: int, frames: int = 16, dim: int = 512) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 SCHEMA_VERSION = 2  # 2: decode_errors per video; decoder, precision and device type in the key
 # Attributes every cache carries; two caches whose KEY_ATTRS differ hold embeddings that must not be mixed.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
-             "preprocess_config", "quantize", "precision", "device_type", "decoder")
+             "preprocess_config", "backend", "quantize", "precision", "device_type", "decoder")
 _STR = h5py.string_dtype()
 
 

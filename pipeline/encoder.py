@@ -5,7 +5,6 @@ import argparse
 import hashlib
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from pipeline.onnx_backend import export_onnx, ort_session, run_session
 from pipeline.video import DECODER, FrameSpec, resize_crop
 
 if TYPE_CHECKING:  # transformers is imported where it is used: the decode workers import this module (through
@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # transformers is imported where it is used: the decode worke
     from transformers import CLIPImageProcessorPil, CLIPTokenizer, CLIPVisionModelWithProjection
 
 PREPROCESS_BACKENDS = ("fast", "processor")
-QUANTIZE = ("none", "int8")
+BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the CPU only (pipeline.onnx_backend)
+QUANTIZE = ("none", "int8")  # int8: ONNX Runtime's dynamic int8, so the onnxruntime backend only
 PRECISIONS = ("fp32", "fp16", "bf16")
 # extract.precision: auto picks fp32 on the CPU (bit for bit as before) and, on CUDA, the fastest precision whose
 # embeddings stay within cosine 0.999 of fp32 (bench/README.md, measured on an H100).
@@ -36,11 +37,13 @@ class Encoder:
 
     `preprocess` names the backend ("fast": batched torch resize; "processor": CLIPImageProcessor itself);
     `fingerprint` hashes the weights, model config and processor config, so caches and heads can tell encoders apart;
-    `quantize` is "int8" when the Linear layers run as dynamically quantised int8 (CPU), else "none";
+    `backend` runs the forward pass: "torch" (`model`) or "onnxruntime" (`session`, an exported copy of the model;
+    `model` is then None: the session holds the weights);
+    `quantize` is "int8" when the session's MatMuls run as dynamically quantised int8, else "none";
     `precision` the arithmetic of the forward pass (fp32, or fp16 / bf16 under autocast).
     """
 
-    model: CLIPVisionModelWithProjection
+    model: CLIPVisionModelWithProjection | None
     processor: CLIPImageProcessorPil
     model_id: str
     fingerprint: str
@@ -49,6 +52,8 @@ class Encoder:
     preprocess: str
     quantize: str = "none"
     precision: str = "fp32"
+    backend: str = "torch"
+    session: object | None = None  # onnxruntime.InferenceSession with the onnxruntime backend
 
     def describe(self) -> dict:
         """What a cache or head records about the encoder and its preprocessing (JSON-serialisable)."""
@@ -58,6 +63,7 @@ class Encoder:
             "embedding_dim": self.dim,
             "preprocess": self.preprocess,
             "preprocess_config": json.dumps(self.processor.to_dict(), sort_keys=True, default=str),
+            "backend": self.backend,
             "quantize": self.quantize,
             "precision": self.precision,
             "device_type": self.device.type,
@@ -74,13 +80,17 @@ class Encoder:
 
 
 def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", quantize: str = "none",
-                 precision: str = "auto") -> Encoder:
+                 precision: str = "auto", backend: str = "torch") -> Encoder:
     """Load CLIP from a hub id or a local directory through `from_pretrained`; ValueError saying how to fix it if not.
 
-    quantize="int8" runs the Linear layers as dynamically quantised int8 (CPU only): faster on CPUs without fast
-    fp32 matrix units, embeddings slightly different (bench/README.md gives the cosine to fp32).
+    backend="onnxruntime" (CPU only) runs an ONNX export of the loaded model, made once per encoder fingerprint
+    (pipeline.onnx_backend), with as many threads as torch has (pipeline.threads sets them);
+    quantize="int8" (onnxruntime only) runs its MatMuls as dynamically quantised int8: faster, embeddings
+    measurably different (bench/README.md gives the error, which only real weights can tell truly).
     precision: fp32 | fp16 | bf16 (autocast) | auto (AUTO_PRECISION for the device).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision not in (*PRECISIONS, "auto"):
         raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {precision!r}")
     if preprocess not in PREPROCESS_BACKENDS:
@@ -89,6 +99,11 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", 
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if quantize == "int8" and backend != "onnxruntime":
+        raise ValueError("int8 runs through ONNX Runtime: set extract.backend to onnxruntime, or quantize to none")
+    if backend == "onnxruntime" and device == "cuda":
+        raise ValueError("the onnxruntime backend runs on the CPU: set extract.device to cpu (or auto), or the "
+                         "backend to torch")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
     looks_local = model_id.startswith((".", "/", "~")) or os.path.exists(model_id)
@@ -112,20 +127,20 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", 
             "or build a tiny random one for offline demos with `python -m pipeline.encoder --tiny models/tiny-clip`"
             f" [{str(e).splitlines()[0]}]"
         ) from None
-    dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
-    if quantize == "int8" and dev.type != "cpu":
-        raise ValueError("int8 quantisation runs on the CPU only: set extract.device to cpu or quantize to none")
+    cpu_only = backend == "onnxruntime"
+    dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available() and not cpu_only)
+                       else "cpu")
     precision = AUTO_PRECISION[dev.type] if precision == "auto" else precision
-    if quantize == "int8" and precision != "fp32":
-        raise ValueError("int8 quantisation runs in fp32 arithmetic: set extract.precision to fp32 or auto")
+    if backend == "onnxruntime" and precision != "fp32":
+        raise ValueError("the onnxruntime backend runs in fp32 (or int8): set extract.precision to fp32 or auto")
     model = model.to(dev).eval()
-    fingerprint = _fingerprint(model, processor)  # of the fp32 weights; `quantize` is recorded beside it
-    if quantize == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch deprecates the quantised tensor API it still runs on
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    return Encoder(model, processor, model_id, fingerprint, model.config.projection_dim, dev, preprocess, quantize,
-                   precision)
+    fingerprint = _fingerprint(model, processor)  # of the fp32 weights; backend and `quantize` are recorded beside it
+    dim = model.config.projection_dim
+    if backend == "torch":
+        return Encoder(model, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision)
+    path = export_onnx(model, fingerprint, model.config.image_size, quantize)
+    session = ort_session(path, torch.get_num_threads())
+    return Encoder(None, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision, backend, session)
 
 
 def preprocess_frames(frames: np.ndarray, encoder: Encoder) -> torch.Tensor:
@@ -158,8 +173,10 @@ def embed_frames(frames: np.ndarray | torch.Tensor, encoder: Encoder, batch_size
     frames: uint8 crops (N, S, S, 3) from the decode workers (normalised on the encoder's device), or float32
     pixel values (N, 3, S, S) from preprocess_frames. The last batch is padded to batch_size: on CPU a matrix
     multiply of another shape may round differently, and a video must get the same embeddings whichever batch it
-    lands in (a resumed run equals an uninterrupted one). On CUDA, uint8 batches go from pinned memory with
-    non-blocking copies on a side stream, so the next batch's copy overlaps this batch's forward pass.
+    lands in (a resumed run equals an uninterrupted one). With int8 the other rows of a pass change the result too
+    (see Embedder). The onnxruntime backend runs the same padded passes through its session. On CUDA, uint8
+    batches go from pinned memory with non-blocking copies on a side stream, so the next batch's copy overlaps this
+    batch's forward pass.
     """
     frames = torch.as_tensor(frames)
     if len(frames) == 0:
@@ -190,9 +207,15 @@ def embed_frames(frames: np.ndarray | torch.Tensor, encoder: Encoder, batch_size
         if start + batch_size < len(frames):
             nxt = upload(start + batch_size)  # queued now: copied while this batch runs
         pixels = normalize(batch, encoder) if batch.dtype == torch.uint8 else batch
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            emb = encoder.model(pixel_values=pixels).image_embeds
-        out.append(emb[:min(batch_size, len(frames) - start)].float())
+        rows = min(batch_size, len(frames) - start)
+        if rows < batch_size:  # (a new tensor: the padded batch was made by torch.cat)
+            pixels[rows:] = 0  # the same padding for crops as for pixel values: int8 scales by the whole batch
+        if encoder.session is not None:
+            emb = torch.from_numpy(run_session(encoder.session, pixels.numpy()))
+        else:
+            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+                emb = encoder.model(pixel_values=pixels).image_embeds
+        out.append(emb[:rows].float())
     return torch.cat(out).cpu().numpy()
 
 
@@ -202,15 +225,21 @@ class Embedder:
 
     add(key, frames uint8 (F, S, S, 3)) returns the (key, embeddings float32 (F, D)) of every video now complete;
     flush() encodes what is left (padded) and returns the rest.
+
+    With int8 every pass holds one video's frames only (padded): dynamic quantisation scales a pass's activations
+    by their range over the whole batch, so frames of other videos would change this video's embeddings.
     """
 
     def __init__(self, encoder: Encoder, batch_size: int):
         self.encoder, self.batch_size = encoder, batch_size
+        self.per_video = encoder.quantize == "int8"
         self._waiting: list[tuple[object, int]] = []  # (key, frames) of videos not complete yet, in order
         self._frames: list[np.ndarray] = []  # their frames not encoded yet
         self._rows = np.zeros((0, encoder.dim), np.float32)  # embeddings not handed back yet
 
     def add(self, key, frames: np.ndarray) -> list[tuple[object, np.ndarray]]:
+        if self.per_video:
+            return [(key, embed_frames(frames, self.encoder, self.batch_size))]
         self._waiting.append((key, len(frames)))
         self._frames.append(frames)
         return self._encode(pad=False)

@@ -40,7 +40,8 @@ class ExtractConfig:
     device: str = "auto"
     precision: str = "auto"  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
     preprocess: str = "fast"
-    quantize: str = "none"  # "int8": dynamically quantised Linear layers (CPU), faster, slightly different
+    backend: str = "torch"  # torch | onnxruntime (CPU only: an ONNX export of the encoder, pipeline.onnx_backend)
+    quantize: str = "none"  # "int8" (onnxruntime only): dynamically quantised MatMuls, faster, measurably different
     shard_size: int = 64  # videos per part file: the work a kill can lose
     workers: int | str = "auto"  # decode worker processes; 0 = in this process (debugging); auto = one per core
     video_timeout_s: float = 60.0  # wall-clock time one video may take to decode
@@ -58,7 +59,8 @@ class ExtractConfig:
 
     def load_encoder(self, device: str | None = None) -> tuple[Encoder, int]:
         """The encoder these settings name (on `device`, default extract.device) and its batch size."""
-        encoder = load_encoder(self.model, device or self.device, self.preprocess, self.quantize, self.precision)
+        encoder = load_encoder(self.model, device or self.device, self.preprocess, self.quantize, self.precision,
+                               self.backend)
         batch_size = AUTO_BATCH_SIZE[encoder.device.type] if self.batch_size == "auto" else int(self.batch_size)
         return encoder, batch_size
 
@@ -96,7 +98,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     """Bring the cache at cfg.cache_path up to date with the videos under cfg.root; returns what was done.
 
     Only videos whose content hash is not already in the cache (or in parts of an interrupted run) with the same
-    encoder, sampling, preprocessing, precision and decoder are decoded and encoded; removed videos are dropped.
+    encoder, backend, quantisation, sampling, preprocessing, precision and decoder are decoded and encoded; removed
+    videos are dropped.
     decode: what the workers run per video (tests put a faulty decoder here).
     """
     if cfg.engine not in ENGINES:
@@ -123,8 +126,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         with engine:
             attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
                      "batch_size": engine.batch_size, "data_root": cfg.root,
-                     "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py",
-                                                                     "numpy")})}
+                     "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py", "numpy")
+                                             + (("onnxruntime",) if cfg.backend == "onnxruntime" else ())})}
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
             template = empty_cache(cfg.num_frames, attrs["embedding_dim"], attrs, class_names)
             summary = ExtractSummary(str(cache_path), skipped=list(problems))

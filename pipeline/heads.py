@@ -14,14 +14,14 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 POOLING = "mean"
-HEAD_SCHEMA = 1  # the layout of a saved head's metadata; a head saved otherwise must be retrained
+HEAD_SCHEMA = 2  # the layout of a saved head's metadata (2: the encoder's backend); otherwise: retrain it
 # Where the stages write the heads and the app and pipeline.predict look for them (relative to the project root).
 HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "zeroshot": "models/zeroshot.pt"}
 # What a head must share with the cache or encoder it is used with (from the cache attrs; see pipeline/cache.py).
 # Not the encoder's id: the fingerprint is its identity, and the same weights may sit in another directory.
 # Not precision nor device: a head trained on GPU features serves on the CPU (bench/README.md gives the difference).
 MATCH_KEYS = ("encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess", "preprocess_config",
-              "quantize", "decoder")
+              "backend", "quantize", "decoder")
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:

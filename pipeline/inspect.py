@@ -42,7 +42,8 @@ def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -
         "duration_seconds": {"min": _stat(cache.duration, np.min), "median": _stat(cache.duration, np.median),
                              "max": _stat(cache.duration, np.max)},
         "encoder": {"model": a.get("encoder_model"), "fingerprint": a.get("encoder_fingerprint"),
-                    "precision": a.get("precision"), "device_type": a.get("device_type")},
+                    "precision": a.get("precision"), "device_type": a.get("device_type"), "backend": a.get("backend"),
+                    "quantize": a.get("quantize")},
         "sampling": a.get("sampling"),
         "decoder": a.get("decoder"),
         "preprocess": a.get("preprocess"),
@@ -58,7 +59,8 @@ def format_summary(s: dict) -> str:
         f"{s['path']}: {s['videos']} videos, {len(s['classes'])} classes, {s['size_bytes'] / 2**20:.1f} MiB, "
         f"schema {s['schema_version']}",
         f"encoder: {s['encoder']['model']} (fingerprint {s['encoder']['fingerprint']}, {s['encoder']['precision']} "
-        f"on {s['encoder']['device_type']}); decoder {s['decoder']}",
+        f"on {s['encoder']['device_type']}, {s['encoder']['backend']}, quantize {s['encoder']['quantize']}); "
+        f"decoder {s['decoder']}",
         f"frames: {s['frames_per_video']} per video, sampling {s['sampling']}, preprocessing {s['preprocess']}; "
         f"embedding dim {s['embedding_dim']}",
         f"durations: {s['duration_seconds']['min']:.1f} s to {s['duration_seconds']['max']:.1f} s "

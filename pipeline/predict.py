@@ -26,6 +26,7 @@ import numpy as np
 
 from pipeline.encoder import Encoder, embed_frames, load_encoder
 from pipeline.heads import HEAD_FILES, Head, check_compatible, load_head
+from pipeline.threads import set_threads
 from pipeline.video import SAMPLING, Clip, DecodeLimits, find_video_files
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig
 
@@ -111,12 +112,17 @@ def make_predictor(head: Head, encoder: Encoder, batch_size: int = 16) -> Predic
 
 
 def load_predictor(head_path: str | os.PathLike, device: str = "auto") -> Predictor:
-    """Load a head and the encoder its metadata names (hub id or directory), with the same preprocessing."""
+    """Load a head and the encoder its metadata names (hub id or directory), with the same preprocessing, backend
+    and quantisation (the onnxruntime backend on the CPU whatever `device` says)."""
     head = load_head(head_path)
-    quantize = head.meta["quantize"]
-    encoder = load_encoder(head.meta["encoder_model"], "cpu" if quantize == "int8" else device,
-                           head.meta["preprocess"], quantize)
-    return make_predictor(head, encoder)
+    return make_predictor(head, encoder_for(head.meta, device))
+
+
+def encoder_for(meta: dict, device: str = "auto") -> Encoder:
+    """The encoder a head's metadata (or a cache's attributes) names: model, preprocessing, backend, quantisation."""
+    backend = meta["backend"]
+    return load_encoder(meta["encoder_model"], "cpu" if backend == "onnxruntime" else device, meta["preprocess"],
+                        meta["quantize"], backend=backend)
 
 
 def predict_video(file: str | os.PathLike, predictor: Predictor,
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, metavar="P",
                         help='answer "not sure" under this top probability (default: the head\'s, from training)')
     args = parser.parse_args(argv)
+    set_threads("app")
     try:
         predictor = load_predictor(HEAD_FILES[args.head], args.device)
     except ValueError as e:

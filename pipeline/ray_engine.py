@@ -18,6 +18,7 @@ import pipeline
 from pipeline.cache import KEY_ATTRS
 from pipeline.encoder import Embedder
 from pipeline.extract import ExtractConfig, Result
+from pipeline.threads import set_threads
 from pipeline.video import Clip
 from pipeline.workers import DecodePool, Loaded, ReadConfig, load_video
 
@@ -111,6 +112,7 @@ class RayEngine:
 
 def _describe(cfg: ExtractConfig) -> tuple[dict, object, int]:
     """Runs where an encoder actor would: what the encoder is there (its describe()), its frame spec, batch size."""
+    set_threads("extract")
     encoder, batch_size = cfg.load_encoder()
     return encoder.describe(), encoder.frame_spec(), batch_size
 
@@ -160,6 +162,7 @@ class _Encoder:
     one the driver was told about (another model, device type or library)."""
 
     def __init__(self, cfg: ExtractConfig, attrs: dict):
+        set_threads("extract")  # every core of its node (Ray would give it one thread: OMP_NUM_THREADS=1)
         self.encoder, self.batch_size = cfg.load_encoder()
         mine = self.encoder.describe()
         differ = [k for k in KEY_ATTRS if k in attrs and mine.get(k) != attrs[k]]

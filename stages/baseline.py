@@ -4,11 +4,13 @@ import yaml
 from pipeline.cache import read_cache
 from pipeline.heads import HEAD_FILES, Head, LogRegConfig, calibrate, fit_logreg, head_metadata, mean_pool, save_logreg
 from pipeline.split import read_split
+from pipeline.threads import set_threads
 
 CACHE, SPLIT, MODEL = "cache/features.h5", "cache/split.csv", HEAD_FILES["logreg"]
 
 
 def main() -> None:
+    set_threads("stage_two")
     params = yaml.safe_load(open("params.yaml"))
     cfg = LogRegConfig(**params["baseline"])
     cache = read_cache(CACHE)

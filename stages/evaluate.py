@@ -12,12 +12,14 @@ from pipeline.evaluate import (confusion_figure, cross_validate, data_efficiency
 from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
                             mean_pool)
 from pipeline.split import read_split
+from pipeline.threads import set_threads
 
 CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
 OUT = "dvclive/evaluate"
 
 
 def main() -> None:
+    set_threads("stage_two")
     params = yaml.safe_load(open("params.yaml"))
     cache = read_cache(CACHE)
     parts = read_split(SPLIT, cache.paths)

@@ -4,9 +4,11 @@ import sys
 import yaml
 
 from pipeline.extract import ExtractConfig, extract_features
+from pipeline.threads import set_threads
 
 
 def main() -> None:
+    set_threads("extract")
     params = yaml.safe_load(open("params.yaml"))
     cfg = ExtractConfig(root=params["data"]["root"], model=params["encoder"]["model"], **params["extract"])
     try:

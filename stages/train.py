@@ -9,12 +9,14 @@ from pipeline.evaluate import curves_figure
 from pipeline.heads import (HEAD_FILES, LinearConfig, calibrate, head_metadata, save_linear, torch_head,
                             train_linear_head)
 from pipeline.split import read_split
+from pipeline.threads import set_threads
 
 CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
 BEST, FINAL = HEAD_FILES["linear"], "models/linear_final.pt"
 
 
 def main() -> None:
+    set_threads("stage_two")
     params = yaml.safe_load(open("params.yaml"))
     cfg = LinearConfig(**params["train"])
     cache = read_cache(CACHE)

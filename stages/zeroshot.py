@@ -6,12 +6,14 @@ import yaml
 from pipeline.cache import read_cache
 from pipeline.heads import HEAD_FILES, calibrate, save_linear
 from pipeline.split import read_split
+from pipeline.threads import set_threads
 from pipeline.zeroshot import text_embeddings, zeroshot_head
 
 CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
 
 
 def main() -> None:
+    set_threads("stage_two")
     params = yaml.safe_load(open("params.yaml"))
     cache = read_cache(CACHE)
     try:

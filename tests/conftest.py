@@ -44,6 +44,17 @@ def tiny_clip(tmp_path_factory) -> str:
     return str(build_random_clip(tmp_path_factory.mktemp("tiny-clip")))
 
 
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory) -> Path:
+    """The folder of ONNX exports for this test session (pipeline.onnx_backend.ONNX_DIR while it lasts): the tiny
+    CLIP is exported once, by the first test that asks for the onnxruntime backend."""
+    import pipeline.onnx_backend
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline.onnx_backend, "ONNX_DIR", tmp_path_factory.mktemp("onnx"))
+        yield pipeline.onnx_backend.ONNX_DIR
+
+
 @pytest.fixture
 def dataset(tmp_path) -> Path:
     """Three classes, seven small videos in four containers (two classes with a nested folder)."""

@@ -1,4 +1,6 @@
 """The tiny CLIP through from_pretrained, preprocessing parity with CLIPImageProcessor, batch-independent embeddings."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -81,16 +83,66 @@ def test_bad_options_are_rejected(tiny_clip):
         load_encoder(tiny_clip, device="tpu")
 
 
-def test_int8_encoder_is_close_to_fp32_and_recorded(encoder, tiny_clip):
-    int8 = load_encoder(tiny_clip, device="cpu", quantize="int8")
-    assert int8.describe()["quantize"] == "int8" and encoder.describe()["quantize"] == "none"
-    assert int8.fingerprint == encoder.fingerprint  # the same weights; the cache key also holds `quantize`
-    pixels = preprocess_frames(_natural_frames(8, 120, 160), encoder)
-    a, b = embed_frames(pixels, encoder, 8), embed_frames(pixels, int8, 8)
-    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert cos.min() > 0.99 and not np.array_equal(a, b)
+def centred_cosine(a, b, reference):
+    """Per-row cosine of a and b (N, D) after subtracting reference's mean row: with random weights every image maps
+    near one direction, and raw cosine would hide the error."""
+    mean = reference.mean(0)
+    a, b = a - mean, b - mean
+    return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_onnxruntime_fp32_matches_torch_and_does_not_depend_on_the_batch(encoder, tiny_clip, onnx_dir):
+    ort = load_encoder(tiny_clip, device="auto", backend="onnxruntime")
+    d = ort.describe()
+    assert (d["backend"], d["quantize"], d["device_type"]) == ("onnxruntime", "none", "cpu")
+    assert encoder.describe()["backend"] == "torch" and ort.fingerprint == encoder.fingerprint and ort.model is None
+    pixels = preprocess_frames(_natural_frames(21, 64, 80), encoder)
+    together = embed_frames(pixels, ort, batch_size=8)
+    np.testing.assert_array_equal(embed_frames(pixels[3:], ort, batch_size=8), together[3:])
+    np.testing.assert_array_equal(embed_frames(pixels[20:], ort, batch_size=8), together[20:])
+    reference = embed_frames(pixels, encoder, batch_size=8)
+    np.testing.assert_allclose(together, reference, atol=1e-4)  # the same model, other kernels
+    assert centred_cosine(together, reference, reference).min() > 0.9999
+    exports = sorted(p.name for p in onnx_dir.rglob("*.onnx"))
+    again = load_encoder(tiny_clip, device="cpu", backend="onnxruntime")  # reuses the export
+    assert sorted(p.name for p in onnx_dir.rglob("*.onnx")) == exports and "vision-fp32.onnx" in exports
+    np.testing.assert_array_equal(embed_frames(pixels, again, batch_size=8), together)
+
+
+def test_int8_runs_through_onnxruntime_one_video_per_pass(encoder, tiny_clip, onnx_dir):
+    int8 = load_encoder(tiny_clip, device="cpu", backend="onnxruntime", quantize="int8")
+    assert int8.describe()["quantize"] == "int8" and int8.fingerprint == encoder.fingerprint
+    frames = [np.stack([resize_crop(f, encoder.frame_spec()) for f in _natural_frames(n, 48, 64, seed=i)])
+              for i, n in enumerate([3, 8, 5])]
+    a, b = embed_frames(frames[1], encoder, 8), embed_frames(frames[1], int8, 8)
+    assert not np.array_equal(a, b) and centred_cosine(a, b, a).min() > 0.9  # int8 really ran, near fp32
+    # dynamic int8 scales a pass by its whole batch, so the embedder never mixes videos in one pass
+    embedder = Embedder(int8, batch_size=8)
+    got = [row for key, f in enumerate(frames) for row in embedder.add(key, f)] + embedder.flush()
+    assert [k for k, _ in got] == [0, 1, 2]
+    for (key, emb) in got:
+        np.testing.assert_array_equal(emb, embed_frames(frames[key], int8, 8))
+    with pytest.raises(ValueError, match="int8 runs through ONNX Runtime"):
+        load_encoder(tiny_clip, device="cpu", quantize="int8")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        load_encoder(tiny_clip, device="cuda", backend="onnxruntime")
+    with pytest.raises(ValueError, match="backend"):
+        load_encoder(tiny_clip, backend="tensorrt")
     with pytest.raises(ValueError, match="quantize"):
         load_encoder(tiny_clip, quantize="int4")
+
+
+def test_an_export_that_fails_leaves_no_model_behind(encoder, tmp_path, monkeypatch):
+    from pipeline import onnx_backend
+
+    def killed(model, args, path, **kw):
+        Path(path).write_bytes(b"half a model")
+        raise KeyboardInterrupt  # as a kill would, half-way through writing
+
+    monkeypatch.setattr(torch.onnx, "export", killed)
+    with pytest.raises(KeyboardInterrupt):
+        onnx_backend.export_onnx(encoder.model, encoder.fingerprint, 224, root=tmp_path)
+    assert list(tmp_path.rglob("*.onnx")) == []  # neither the model nor its temporary file
 
 
 def test_tiny_clip_has_a_text_tower_and_a_tokenizer(tiny_clip):
@@ -159,3 +211,15 @@ def test_cuda_fp32_matches_the_cpu_and_fp16_stays_within_cosine_0999(tiny_clip):
     assert cos.min() > 0.999
     # fixed shapes on the GPU too: a video's rows do not depend on the batch it lands in
     np.testing.assert_array_equal(embed_frames(crops[5:], fp16, 16), half[5:])
+
+
+def test_the_thread_policy_sets_torch_and_the_onnxruntime_session(tiny_clip, onnx_dir):
+    from pipeline.threads import THREADS, set_threads
+    before = torch.get_num_threads()
+    try:
+        assert set_threads("stage_two") == THREADS["stage_two"] == torch.get_num_threads() == 1
+        ort = load_encoder(tiny_clip, device="cpu", backend="onnxruntime")
+        assert ort.session.get_session_options().intra_op_num_threads == 1  # the session follows torch's count
+        assert set_threads("extract") == torch.get_num_threads() >= 1
+    finally:
+        torch.set_num_threads(before)

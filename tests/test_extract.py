@@ -49,6 +49,37 @@ def test_cache_rows_equal_encoding_each_video_alone(dataset, tmp_path, tiny_clip
     assert cache.repeated.tolist() == [False] * 7 and len(set(cache.content_hash)) == 7
 
 
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_onnxruntime_cache_rows_equal_each_video_alone_and_a_resumed_run_equals_an_uninterrupted_one(
+        dataset, tmp_path, tiny_clip, onnx_dir, monkeypatch, quantize):
+    from pipeline.extract import PartWriter
+    ort = dict(backend="onnxruntime", quantize=quantize, shard_size=1, batch_size=3)  # passes across videos
+    flush, written = PartWriter.flush, []
+
+    def killed_after_three_parts(self):
+        if len(written) == 3:
+            raise KeyboardInterrupt  # the run stops here, as a kill would: three parts on disk, no cache
+        written.append(1)
+        flush(self)
+
+    monkeypatch.setattr(PartWriter, "flush", killed_after_three_parts)
+    with pytest.raises(KeyboardInterrupt):
+        run(dataset, tmp_path / "f.h5", tiny_clip, **ort)
+    monkeypatch.setattr(PartWriter, "flush", flush)
+    assert len(list((tmp_path / "f.h5.parts").glob("part-*.h5"))) == 3 and not (tmp_path / "f.h5").exists()
+    summary = run(dataset, tmp_path / "f.h5", tiny_clip, **ort)
+    assert (summary.encoded, summary.reused) == (4, 3)
+    cache = read_cache(tmp_path / "f.h5")
+    assert (cache.attrs["backend"], cache.attrs["quantize"]) == ("onnxruntime", quantize)
+    assert_same_cache(cache, read_cache(_fresh(dataset, tmp_path, tiny_clip, **ort)))
+    encoder = load_encoder(tiny_clip, device="cpu", backend="onnxruntime", quantize=quantize)
+    for i, path in enumerate(cache.paths):
+        alone = embed_frames(preprocess_frames(read_frames(dataset / path, 8).frames, encoder), encoder, batch_size=3)
+        np.testing.assert_array_equal(cache.embeddings[i], alone, err_msg=path)
+    torch_run = run(dataset, tmp_path / "f.h5", tiny_clip, shard_size=1)
+    assert torch_run.encoded == 7 and "backend" in torch_run.note  # another backend: another cache
+
+
 def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(dataset, tmp_path, tiny_clip):
     (dataset / "sitting" / "zero.mp4").write_bytes(b"")
     (dataset / "sitting" / "text.mp4").write_text("hello, I am not a video\n" * 20)

@@ -9,7 +9,8 @@ from pipeline.split import split_videos
 
 NAMES = ["clapping", "sitting", "walking", "waving"]
 ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "abc", "embedding_dim": 64, "num_frames": 4,
-         "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}", "quantize": "none",
+         "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}",
+         "backend": "torch", "quantize": "none",
          "decoder": "pyav-test"}
 
 

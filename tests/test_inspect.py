@@ -12,7 +12,8 @@ from pipeline.split import write_split
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "f00d", "embedding_dim": 4, "num_frames": 2,
-         "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}", "quantize": "none",
+         "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}",
+         "backend": "torch", "quantize": "none",
          "data_root": "data"}
 
 
@@ -49,7 +50,8 @@ def test_summary_json_is_exact(tmp_path, capsys):
         "videos": 3, "classes": {"a": {"videos": 2}, "b": {"videos": 1}}, "frames_per_video": 2,
         "embedding_dim": 4, "videos_with_repeated_frames": 1, "damaged": [{"path": "b/v2.mp4", "decode_errors": 3}],
         "duration_seconds": {"min": 1.0, "median": 1.5, "max": 2.0},
-        "encoder": {"model": "tiny", "fingerprint": "f00d", "precision": None, "device_type": None},
+        "encoder": {"model": "tiny", "fingerprint": "f00d", "precision": None, "device_type": None,
+                    "backend": "torch", "quantize": "none"},
         "sampling": "uniform-centers", "decoder": None, "preprocess": "fast",
         "data_root": "data", "split": False, "skipped": [{"path": "b/bad.mp4", "reason": "b/bad.mp4: no frames"}]}
     assert summarize(cache, tmp_path / "f.h5") == got
@@ -63,7 +65,7 @@ def test_summary_text_with_split_counts(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{tmp_path / 'f.h5'}: 6 videos, 2 classes, " \
                        f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema 2"
-    assert lines[1] == "encoder: tiny (fingerprint f00d, None on None); decoder None"
+    assert lines[1] == "encoder: tiny (fingerprint f00d, None on None, torch, quantize none); decoder None"
     assert "a" + " " * 31 + "      3      1      1      1" in lines
     assert lines[-3:] == ["damaged (encoded from the frames that decoded): 1", "  b/v5.mp4: 3 decode errors",
                           "skipped: 0"]

@@ -127,3 +127,14 @@ def test_segments_are_whole_video_predictions_of_their_windows(project, predicto
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 6 and lines[1].startswith("     0.00-   0.40 s\t")
     assert lines[-1].startswith("     0.80-   1.20 s")
+
+
+def test_the_encoder_is_the_one_the_head_names_backend_and_quantisation_included(tiny_clip, onnx_dir):
+    from pipeline.heads import check_compatible
+    from pipeline.predict import encoder_for
+    meta = {"encoder_model": tiny_clip, "preprocess": "fast", "backend": "onnxruntime", "quantize": "int8"}
+    encoder = encoder_for(meta, device="auto")
+    assert (encoder.backend, encoder.quantize, encoder.device.type) == ("onnxruntime", "int8", "cpu")
+    torch_features = {**encoder.describe(), "backend": "torch", "quantize": "none"}
+    with pytest.raises(ValueError, match="backend='torch'"):  # a head trained on torch features refuses this one
+        check_compatible({"head": "linear", **torch_features}, encoder.describe(), what="encoder")

@@ -11,7 +11,8 @@ NAMES = ["clapping", "walking_while_reading_book", "sitting"]
 
 def attrs(dim):
     return {"encoder_model": "tiny", "encoder_fingerprint": "f", "embedding_dim": dim, "num_frames": 4,
-            "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}", "quantize": "none",
+            "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}",
+            "backend": "torch", "quantize": "none",
             "decoder": "pyav-test"}
 
 
