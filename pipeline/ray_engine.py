@@ -99,13 +99,18 @@ class RayEngine:
             compute=ActorPoolStrategy(min_size=1, max_size=self.encoders),
             fn_constructor_kwargs=dict(cfg=self.cfg, attrs=self.encoder_attrs), **self._encoder_resources())
         seen: set[int] = set()
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):  # as they come
-            for row in range(len(batch["index"])):
-                index = int(batch["index"][row])
-                if index in seen:
-                    continue
-                seen.add(index)
-                yield index, _loaded(batch, row), (batch["embeddings"][row] if batch["encode"][row] else None)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):  # as they come
+                for row in range(len(batch["index"])):
+                    index = int(batch["index"][row])
+                    if index in seen:
+                        continue
+                    seen.add(index)
+                    yield index, _loaded(batch, row), (batch["embeddings"][row] if batch["encode"][row] else None)
+        except ray.exceptions.RayError as e:  # an actor that cannot start, a cluster gone: the parts written stay
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            raise ValueError(f"stage one on Ray failed ({len(seen)} of {len(files)} videos done, kept in parts): "
+                             f"{lines[-1] if lines else type(e).__name__}") from None
         missing = len(files) - len(seen)
         assert missing == 0, f"Ray Data returned {len(seen)} of {len(files)} videos"
 
