@@ -8,6 +8,7 @@ Ray is optional (requirements-ray.txt): nothing else in the project imports this
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -108,11 +109,17 @@ class RayEngine:
                     seen.add(index)
                     yield index, _loaded(batch, row), (batch["embeddings"][row] if batch["encode"][row] else None)
         except ray.exceptions.RayError as e:  # an actor that cannot start, a cluster gone: the parts written stay
-            lines = [line for line in str(e).splitlines() if line.strip()]
             raise ValueError(f"stage one on Ray failed ({len(seen)} of {len(files)} videos done, kept in parts): "
-                             f"{lines[-1] if lines else type(e).__name__}") from None
+                             f"{_root_cause(e)}") from None
         missing = len(files) - len(seen)
         assert missing == 0, f"Ray Data returned {len(seen)} of {len(files)} videos"
+
+
+def _root_cause(error: Exception) -> str:
+    """The first error raised on the cluster (`Type: message`), from a Ray error's text, which carries the remote
+    traceback; else the error's own first line."""
+    causes = re.findall(r"^(?!ray\.)([A-Za-z_][\w.]*(?:Error|Exception): .*)$", str(error), re.M)
+    return causes[0] if causes else (str(error).splitlines() or [type(error).__name__])[0]
 
 
 def _describe(cfg: ExtractConfig) -> tuple[dict, object, int]:

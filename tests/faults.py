@@ -56,3 +56,8 @@ def gated_decode(file: str, cfg, hash_bytes: bool = True, gate: str = "", slots:
         except FileExistsError:
             continue
     time.sleep(3600)
+
+
+def broken_install_decode(file: str, cfg, hash_bytes: bool = True):
+    """As if the decoder's library were missing on a node: every video fails with an ImportError."""
+    raise ImportError("No module named 'av' (a test decoder)")

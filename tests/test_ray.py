@@ -24,7 +24,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from pipeline.cache import read_cache  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
 from tests.conftest import write_video  # noqa: E402
-from tests.faults import DOOMED_NODE, doomed_node_decode, faulty_decode  # noqa: E402
+from tests.faults import DOOMED_NODE, broken_install_decode, doomed_node_decode, faulty_decode  # noqa: E402
 from tests.test_extract import assert_same_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,3 +161,10 @@ def test_a_killed_driver_leaves_the_cache_and_the_next_run_reuses_its_parts(clus
     assert (summary.encoded, summary.reused) == (3, 5)  # only the videos that had not come back
     extract_features(config(root, tmp_path / "local.h5", tiny_clip, shard_size=1), progress=False)
     assert_same_cache(read_cache(cache), read_cache(tmp_path / "local.h5"))
+
+
+def test_a_node_that_cannot_decode_stops_the_run_with_one_clear_error(cluster, dataset, tmp_path, tiny_clip):
+    with pytest.raises(ValueError, match=r"stage one on Ray failed \(0 of 7 videos done.*ImportError: No module named 'av'"):
+        extract_features(config(dataset, tmp_path / "f.h5", tiny_clip, engine="ray"), progress=False,
+                         decode=broken_install_decode)
+    assert not (tmp_path / "f.h5").exists()
