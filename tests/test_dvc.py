@@ -5,12 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pipeline.cache import read_cache
 from pipeline.demo import CLASSES
 from pipeline.heads import load_head
 
+pytestmark = pytest.mark.slow  # the real dvc, several minutes: deselect with -m "not slow"
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_METRICS = {"accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece", "ece_uncalibrated",
                 "temperature"}

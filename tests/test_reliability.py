@@ -159,6 +159,7 @@ def test_a_long_video_is_sampled_with_bounded_work(corpus, monkeypatch):
     np.testing.assert_allclose(seeking.timestamps, in_order.timestamps)
 
 
+@pytest.mark.slow  # 41 stage-one runs in subprocesses
 def test_sigkill_at_20_random_moments(tmp_path, tiny_clip):
     from tests.corpus import _write_av
     root = tmp_path / "data"
