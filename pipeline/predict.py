@@ -4,9 +4,11 @@
                                        [--segments WINDOW STRIDE] [--device auto|cpu|cuda]
 
 PATH is a video or a folder (searched recursively). Prints one line per video: path, answer (the top class, or
-"not sure" under the head's calibrated threshold), top class, probability (or a JSON list). Unreadable files are
-reported on stderr and the others still predicted; the exit status is 1 when any file failed. --segments adds
-one indented line per sliding window (start-end seconds, answer, top class, probability).
+"not sure" under the head's calibrated threshold), top class, probability (or a JSON list). A file that fails, for
+any reason, is one error line on stderr (and an "error" entry in the JSON) and the others are still predicted; the
+exit status is 1 when any file failed. --segments adds one indented line per sliding window (start-end seconds,
+answer, top class, probability); when the windows cannot be made (too many of them) the whole-video answer is
+still printed, the reason goes to stderr (and "segments_error"), and the exit status is 1.
 """
 from __future__ import annotations
 
@@ -49,7 +51,11 @@ class Predictor:
     def read(self, file: str | os.PathLike, window: tuple[int, int] | None = None, num_frames: int | None = None):
         """The sampled frames of a video (uint8 crops (F, S, S, 3)), decoded in a worker; ValueError if unusable."""
         cfg = ReadConfig(num_frames or self.head.meta["num_frames"], self.encoder.frame_spec(), self.limits, window)
-        return (self.pool or shared_pool()).read(str(file), cfg).clip
+        path = os.path.abspath(file)  # the worker was started elsewhere: a relative path would be resolved there
+        try:
+            return (self.pool or shared_pool()).read(path, cfg).clip
+        except ValueError as e:
+            raise ValueError(str(e).replace(path, str(file))) from None
 
 
 _SHARED: list[DecodePool] = []
@@ -240,23 +246,42 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"path": os.fsencode(problem).decode("utf-8", "backslashreplace"), "error": reason})
     for file in files:
         shown = os.fsencode(file).decode("utf-8", "backslashreplace")  # a name that is not UTF-8 still prints
-        try:
+
+        def report(e: Exception, what: str = "") -> str:
+            """One line naming the file and the reason, on stderr; returned for the JSON."""
+            message = str(e).replace(str(file), shown)
+            if not isinstance(e, (ValueError, OSError)):  # an unexpected kind (MemoryError, RuntimeError): named
+                message = f"{type(e).__name__}: {message}".rstrip(": ")
+            if message.startswith(f"{shown}: "):
+                message = message[len(shown) + 2:]
+            message = f"{shown}: {what}{message}"
+            print(f"error: {message}", file=sys.stderr)
+            return message
+
+        try:  # any failure of one file is that file's error line; the others are still predicted
             pred = predict_video(file, predictor)
-            segments = predict_segments(file, predictor, *args.segments) if args.segments else []
-            if args.threshold is not None:
-                for p in [pred, *segments]:
-                    p.not_sure_below = args.threshold
-        except (ValueError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 (not BaseException: Ctrl-C still stops the batch)
             failed += 1
-            print(f"error: {str(e).replace(str(file), shown)}", file=sys.stderr)
-            results.append({"path": shown, "error": str(e).replace(str(file), shown)})
+            results.append({"path": shown, "error": report(e)})
             continue
+        segments, segments_error = [], None
+        if args.segments:
+            try:  # the whole-video answer stands even when the windows cannot be made
+                segments = predict_segments(file, predictor, *args.segments)
+            except Exception as e:  # noqa: BLE001
+                failed += 1
+                segments_error = report(e, "timeline: ")
+        if args.threshold is not None:
+            for p in [pred, *segments]:
+                p.not_sure_below = args.threshold
         results.append({"path": shown, "answer": pred.answer, "class": pred.top_class,
                         "probability": pred.top_probability,
                         "probabilities": dict(zip(pred.class_names, pred.probabilities.tolist()))})
         if segments:
             results[-1]["segments"] = [{"start": s.start, "end": s.end, "answer": s.answer, "class": s.top_class,
                                         "probability": s.top_probability} for s in segments]
+        if segments_error:
+            results[-1]["segments_error"] = segments_error
         if not args.json:
             print(f"{shown}\t{pred.answer}\t{pred.top_class}\t{pred.top_probability:.3f}", flush=True)
             for s in segments:

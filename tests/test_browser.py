@@ -91,7 +91,7 @@ def test_upload_predict_in_a_real_browser(server, project, tmp_path):
         expect(page.get_by_text(f"{expected.top_probability:.1%}")).to_be_visible()
         expect(page.get_by_text("Sampled frames")).to_be_visible()
         expect(page.locator("[data-testid=stImage]")).to_have_count(4)  # one per sampled frame
-        expect(page.locator("[data-testid=stVegaLiteChart] canvas").first).to_be_visible()  # the bar chart, drawn
+        expect(page.locator("[data-testid=stVegaLiteChart]").get_by_role("img").first).to_be_visible()  # the chart
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:4] == b"\x89PNG"

@@ -127,3 +127,42 @@ def test_segments_are_whole_video_predictions_of_their_windows(project, predicto
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 6 and lines[1].startswith("     0.00-   0.40 s\t")
     assert lines[-1].startswith("     0.80-   1.20 s")
+
+
+def test_any_failure_of_one_file_is_its_error_line_and_the_others_are_predicted(project, capsys, monkeypatch):
+    import pipeline.predict
+
+    real = pipeline.predict.predict_video
+
+    def flaky(file, predictor, on_step=None):
+        if "sitting_1" in str(file):
+            raise MemoryError()
+        if "walking_0" in str(file):
+            raise RuntimeError("cuDNN exploded")
+        return real(file, predictor, on_step)
+
+    monkeypatch.setattr(pipeline.predict, "predict_video", flaky)
+    monkeypatch.chdir(project)
+    code = main(["data/sitting", "data/walking/walking_0.mp4", "data/clapping/clapping_0.mp4", "--json"])
+    out, err = capsys.readouterr()
+    result = {r["path"]: r for r in json.loads(out)}  # the JSON is printed whole
+    assert code == 1 and len(result) == 5
+    assert result["data/sitting/sitting_1.mp4"]["error"] == "data/sitting/sitting_1.mp4: MemoryError"
+    assert result["data/walking/walking_0.mp4"]["error"] == "data/walking/walking_0.mp4: RuntimeError: cuDNN exploded"
+    assert all("class" in result[p] for p in ("data/sitting/sitting_0.mp4", "data/sitting/sitting_2.mp4",
+                                              "data/clapping/clapping_0.mp4"))
+    assert [line for line in err.splitlines() if line.startswith("error")] == ["error: data/sitting/sitting_1.mp4: MemoryError",
+                                "error: data/walking/walking_0.mp4: RuntimeError: cuDNN exploded"]
+
+
+def test_too_many_windows_keeps_the_whole_video_answer(project, capsys, monkeypatch):
+    monkeypatch.chdir(project)
+    video = "data/walking/walking_2.mp4"  # 1.2 s: 240 windows of 5 ms, over the 200 allowed
+    assert main([video, "--segments", "0.005", "0.005", "--json"]) == 1
+    out, err = capsys.readouterr()
+    [result] = json.loads(out)
+    assert result["class"] in ("clapping", "sitting", "walking") and "segments" not in result
+    assert "larger stride" in result["segments_error"] and result["segments_error"].startswith(video)
+    assert f"error: {video}: timeline: 240 windows" in err
+    assert main([video, "--segments", "0.005", "0.005"]) == 1
+    assert capsys.readouterr().out.startswith(f"{video}\t")  # the line format prints the answer too
