@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+CACHE_PATH = "cache/features.h5"  # where stage one writes the cache and every reader looks (dvc.yaml names it too)
 SCHEMA_VERSION = 2  # 2: decode_errors per video; decoder, precision and device type in the key
 # Attributes every cache carries; two caches whose KEY_ATTRS differ hold embeddings that must not be mixed.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",

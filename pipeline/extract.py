@@ -20,7 +20,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from pipeline.cache import KEY_ATTRS, Cache, concat_caches, empty_cache, read_cache, write_cache
+from pipeline.cache import CACHE_PATH, KEY_ATTRS, Cache, concat_caches, empty_cache, read_cache, write_cache
 from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, load_encoder
 from pipeline.video import (SAMPLING, VIDEO_EXTENSIONS, Clip, DecodeLimits, VideoFile, discover_videos)
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig, auto_workers, load_video
@@ -31,7 +31,7 @@ class ExtractConfig:
     """Stage one's settings (params.yaml: data.root, encoder.model, extract.*)."""
 
     root: str
-    cache_path: str = "cache/features.h5"
+    cache_path: str = CACHE_PATH
     model: str = "openai/clip-vit-base-patch32"
     num_frames: int = 16
     batch_size: int | str = "auto"  # frames per forward pass, across videos; auto: AUTO_BATCH_SIZE for the device

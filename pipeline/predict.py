@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.encoder import Encoder, embed_frames, load_encoder
+from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, embed_frames, load_encoder
 from pipeline.heads import HEAD_FILES, Head, check_compatible, load_head
 from pipeline.video import SAMPLING, Clip, DecodeLimits, find_video_files
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig
@@ -37,14 +37,15 @@ NOT_SURE = "not sure"
 
 @dataclass
 class Predictor:
-    """A head with the encoder it was trained on; batch_size as in stage one, so the embeddings match the cache.
+    """A head with the encoder it was trained on; batch_size as in stage one (see stage_one_batch_size), so the
+    embeddings match the cache.
 
     pool: the decode workers every video goes through (by default one worker shared by the process), with limits.
     """
 
     head: Head
     encoder: Encoder
-    batch_size: int = 16
+    batch_size: int
     pool: DecodePool | None = None
     limits: DecodeLimits = field(default_factory=DecodeLimits)
 
@@ -108,12 +109,26 @@ class Prediction(_Answered):
     not_sure_below: float = 0.0
 
 
-def make_predictor(head: Head, encoder: Encoder, batch_size: int = 16) -> Predictor:
-    """Pair a head with an encoder; ValueError when the head was trained with another encoder or sampling."""
+def stage_one_batch_size(meta: dict, encoder: Encoder) -> int:
+    """Frames per forward pass for a head's predictions: extract.batch_size as stage one used it for the head's
+    features (head metadata "batch_size"), since a matrix multiply of another shape may round differently.
+
+    Only on the device type the cache was made on: elsewhere the embeddings differ anyway, and a GPU's batch of
+    256 would make a CPU pad 16 frames to 256; there, and for a head that does not record it, the device's
+    AUTO_BATCH_SIZE.
+    """
+    if meta.get("batch_size") and meta.get("device_type") == encoder.device.type:
+        return int(meta["batch_size"])
+    return AUTO_BATCH_SIZE[encoder.device.type]
+
+
+def make_predictor(head: Head, encoder: Encoder, batch_size: int | None = None) -> Predictor:
+    """Pair a head with an encoder (batch_size: stage_one_batch_size unless given); ValueError when the head was
+    trained with another encoder or sampling."""
     if head.meta["sampling"] != SAMPLING:
         raise ValueError(f"the head was trained on {head.meta['sampling']!r} sampling, this code samples {SAMPLING!r}")
     check_compatible(head.meta, encoder.describe(), what="encoder")
-    return Predictor(head, encoder, batch_size)
+    return Predictor(head, encoder, batch_size or stage_one_batch_size(head.meta, encoder))
 
 
 def load_predictor(head_path: str | os.PathLike, device: str = "auto") -> Predictor:

@@ -256,7 +256,8 @@ def test_the_stage_reports_a_write_failure_in_one_line(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(stages.extract, "extract_features", fail)
     monkeypatch.chdir(ROOT)
-    with pytest.raises(SystemExit, match=r"^extract: \[Errno 28\] No space left on device: 'cache/features.h5.tmp'$"):
+    with pytest.raises(SystemExit,
+                       match=r"^extract: error: \[Errno 28\] No space left on device: 'cache/features.h5.tmp'$"):
         stages.extract.main()
 
 
