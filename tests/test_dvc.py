@@ -58,8 +58,8 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     assert load_head(repo / "models" / "logreg.joblib").class_names == list(CLASSES)
     assert (repo / "models" / "linear_final.pt").is_file()
     metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"linear", "logreg", "zeroshot"}
-    assert all(set(metrics[h]) == HEAD_METRICS for h in metrics)
+    assert set(metrics) == {"linear", "logreg", "zeroshot", "cv_folds"} and metrics["cv_folds"] == 5
+    assert all(set(metrics[h]) == HEAD_METRICS for h in ("linear", "logreg", "zeroshot"))
     assert load_head(repo / "models" / "zeroshot.pt").class_names == list(CLASSES)
     per_class = json.loads((repo / "dvclive" / "evaluate" / "per_class.json").read_text())
     assert set(per_class["linear"]) == set(CLASSES) and set(per_class["linear"]["walking"]) == {
