@@ -26,7 +26,8 @@ class Cache:
     fps float64, frame_count int64, duration float64 seconds, repeated bool (fewer than F frames), decode_errors
     int64 (packets the decoder rejected or concealed; 0 for a sound file), file_size int64, mtime_ns int64: all (V,).
     skipped: (path, reason) pairs; skipped_stat: {path: (file_size, mtime_ns)} of the skipped files that were
-    read, so that an unchanged one is not read again (pipeline.extract). attrs: encoder, sampling, preprocessing, precision, decoder, versions.
+    read, so that an unchanged one is not read again (pipeline.extract). attrs: encoder, sampling,
+    preprocessing, precision, decoder, versions.
     """
 
     embeddings: np.ndarray
