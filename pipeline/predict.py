@@ -261,23 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"path": os.fsencode(problem).decode("utf-8", "backslashreplace"), "error": reason})
     for file in files:
         shown = os.fsencode(file).decode("utf-8", "backslashreplace")  # a name that is not UTF-8 still prints
-
-        def report(e: Exception, what: str = "") -> str:
-            """One line naming the file and the reason, on stderr; returned for the JSON."""
-            message = str(e).replace(str(file), shown)
-            if not isinstance(e, (ValueError, OSError)):  # an unexpected kind (MemoryError, RuntimeError): named
-                message = f"{type(e).__name__}: {message}".rstrip(": ")
-            if message.startswith(f"{shown}: "):
-                message = message[len(shown) + 2:]
-            message = f"{shown}: {what}{message}"
-            print(f"error: {message}", file=sys.stderr)
-            return message
-
         try:  # any failure of one file is that file's error line; the others are still predicted
             pred = predict_video(file, predictor)
         except Exception as e:  # noqa: BLE001 (not BaseException: Ctrl-C still stops the batch)
             failed += 1
-            results.append({"path": shown, "error": report(e)})
+            results.append({"path": shown, "error": _report(e, file, shown)})
             continue
         segments, segments_error = [], None
         if args.segments:
@@ -285,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 segments = predict_segments(file, predictor, *args.segments)
             except Exception as e:  # noqa: BLE001
                 failed += 1
-                segments_error = report(e, "timeline: ")
+                segments_error = _report(e, file, shown, "timeline: ")
         if args.threshold is not None:
             for p in [pred, *segments]:
                 p.not_sure_below = args.threshold
@@ -304,6 +292,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
+
+
+def _report(e: Exception, file: str | os.PathLike, shown: str, what: str = "") -> str:
+    """`<shown>: <what><reason>` on stderr after "error: ", and returned for the JSON. The reason is the message
+    of a ValueError or OSError (the file's own path in it shown printably); any other exception (a MemoryError, a
+    RuntimeError) is named by its type as well."""
+    message = str(e).replace(str(file), shown)
+    if not isinstance(e, (ValueError, OSError)):
+        message = f"{type(e).__name__}: {message}".rstrip(": ")
+    if message.startswith(f"{shown}: "):
+        message = message[len(shown) + 2:]
+    message = f"{shown}: {what}{message}"
+    print(f"error: {message}", file=sys.stderr)
+    return message
 
 
 if __name__ == "__main__":
