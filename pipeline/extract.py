@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -21,10 +21,12 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from pipeline.cache import CACHE_PATH, KEY_ATTRS, Cache, concat_caches, empty_cache, read_cache, write_cache
-from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, load_encoder
+from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, Encoder, load_encoder
 from pipeline.video import (SAMPLING, VIDEO_EXTENSIONS, Clip, DecodeLimits, VideoFile, content_hash,
                             discover_videos)
-from pipeline.workers import DecodePool, PoolConfig, ReadConfig, auto_workers, load_video
+from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig, auto_workers, load_video
+
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -46,15 +48,24 @@ class ExtractConfig:
     worker_memory_mb: int = 2048  # memory a decode worker may take beyond its imports
     max_pixels: int = DecodeLimits.max_pixels  # per frame (8K UHD)
     max_aspect: float = DecodeLimits.max_aspect  # long side / short side
+    engine: str = "local"  # local: this machine; ray: a Ray cluster (pipeline.ray_engine, requirements-ray.txt)
+    ray_address: str = ""  # engine ray: "" starts a Ray on this machine; "auto" or "host:port" joins a cluster
     # False: a file with the (path, size, mtime) of the cache's row is taken as unchanged, and a file skipped before
     # with its (path, size, mtime) as failing again, without reading it. True: every file's bytes are hashed again
     # (catches a file replaced with its mtime preserved: cp -p, rsync -a, touch -r) and skipped files are retried.
     rehash: bool = False
 
-    def pool(self) -> PoolConfig:
-        """The decode workers' settings."""
-        workers = auto_workers() if self.workers == "auto" else int(self.workers)
+    def pool(self, workers: int | str | None = None) -> PoolConfig:
+        """The decode workers' settings (workers: override extract.workers)."""
+        workers = self.workers if workers is None else workers
+        workers = auto_workers() if workers == "auto" else int(workers)
         return PoolConfig(workers, float(self.video_timeout_s), int(self.worker_memory_mb))
+
+    def load_encoder(self, device: str | None = None) -> tuple[Encoder, int]:
+        """The encoder these settings name (on `device`, default extract.device) and its batch size."""
+        encoder = load_encoder(self.model, device or self.device, self.preprocess, self.quantize, self.precision)
+        batch_size = AUTO_BATCH_SIZE[encoder.device.type] if self.batch_size == "auto" else int(self.batch_size)
+        return encoder, batch_size
 
 
 @dataclass
@@ -97,6 +108,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     encoder, sampling, preprocessing, precision and decoder are decoded and encoded; removed videos are dropped.
     decode: what the workers run per video (tests put a faulty decoder here).
     """
+    if cfg.engine not in ENGINES:
+        raise ValueError(f"extract.engine must be one of {ENGINES}, got {cfg.engine!r}")
     started = time.perf_counter()
     cache_path = Path(cfg.cache_path)
     _check_paths(cfg)
@@ -111,23 +124,26 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         if not videos:
             raise ValueError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
                              f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)})")
-        with DecodePool(cfg.pool(), decode) as pool:  # its workers start while the encoder loads
-            encoder = load_encoder(cfg.model, cfg.device, cfg.preprocess, cfg.quantize, cfg.precision)
-            batch_size = AUTO_BATCH_SIZE[encoder.device.type] if cfg.batch_size == "auto" else int(cfg.batch_size)
-            attrs = {**encoder.describe(), "num_frames": cfg.num_frames, "sampling": SAMPLING,
-                     "batch_size": batch_size, "data_root": cfg.root,
+        if cfg.engine == "ray":
+            from pipeline.ray_engine import RayEngine  # the local engine never imports Ray
+            engine = RayEngine(cfg, decode)
+        else:
+            engine = LocalEngine(cfg, decode)
+        with engine:
+            attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
+                     "batch_size": engine.batch_size, "data_root": cfg.root,
                      # a failure is remembered only under the same limits (pipeline.extract._encode_new)
                      "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in (
                          "video_timeout_s", "worker_memory_mb", "max_pixels", "max_aspect")}, sort_keys=True),
                      "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py",
                                                                      "numpy")})}
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
-            template = empty_cache(cfg.num_frames, encoder.dim, attrs, class_names)
+            template = empty_cache(cfg.num_frames, attrs["embedding_dim"], attrs, class_names)
             summary = ExtractSummary(str(cache_path), skipped=list(problems))
             sources = _reusable(cache_path, parts_dir, attrs, summary)
-            reader = ReadConfig(cfg.num_frames, encoder.frame_spec(),
+            reader = ReadConfig(cfg.num_frames, engine.frame_spec,
                                 DecodeLimits(int(cfg.max_pixels), float(cfg.max_aspect)))
-            new_parts, kept = _encode_new(videos, sources, template, pool, reader, Embedder(encoder, batch_size),
+            new_parts, kept = _encode_new(videos, sources, template, engine, reader,
                                           PartWriter(parts_dir, template, cfg.shard_size), summary, progress,
                                           bool(cfg.rehash))
         summary.skipped.sort()
@@ -141,6 +157,49 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         return summary
     finally:
         lock.release()
+
+
+# What an engine yields per video, in any order: the video's index in the list it was given, then what its reader
+# made of it (a Loaded whose clip has no frames left, or the reason it cannot be used), then its embeddings
+# float32 (F, D), or None where the content was already known (in `known`, or earlier in this run).
+Result = tuple[int, Loaded | str, np.ndarray | None]
+
+
+class LocalEngine:
+    """The runner on this machine: the decode workers (reader) feed the embedder; results in completion order.
+
+    encoder_attrs, frame_spec and batch_size say what the encoder is; results() runs the videos. A context manager.
+    """
+
+    def __init__(self, cfg: ExtractConfig, decode: Callable = load_video):
+        self.pool = DecodePool(cfg.pool(), decode)  # its workers start while the encoder loads
+        try:
+            self.encoder, self.batch_size = cfg.load_encoder()
+        except BaseException:
+            self.pool.close()
+            raise
+        self.encoder_attrs, self.frame_spec = self.encoder.describe(), self.encoder.frame_spec()
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.close()
+
+    def results(self, files: list[str], reader: ReadConfig, known: set[str]) -> Iterator[Result]:
+        """Decode and embed `files`; contents in `known` (SHA-256) and repeats within the run are not encoded."""
+        embedder = Embedder(self.encoder, self.batch_size)
+        seen = set(known)
+        for index, out in enumerate(self.pool.map(files, reader)):
+            if isinstance(out, str) or out.digest in seen:
+                if not isinstance(out, str):
+                    out.clip.frames = None
+                yield index, out, None
+                continue
+            seen.add(out.digest)
+            frames, out.clip.frames = out.clip.frames, None
+            yield from ((i, o, emb) for (i, o), emb in embedder.add((index, out), frames))
+        yield from ((i, o, emb) for (i, o), emb in embedder.flush())
 
 
 def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSummary) -> list[Cache]:
@@ -218,12 +277,11 @@ class PartWriter:
         self._rows.clear()
 
 
-def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, pool: DecodePool, reader: ReadConfig,
-                embedder: Embedder, writer: PartWriter, summary: ExtractSummary,
-                progress: bool, rehash: bool = False) -> tuple[list[Cache], list[_Item]]:
-    """The loop joining the roles: reader (decode workers) -> embedder -> part writer, for every video whose
-    content is not in `sources`. Returns the part caches written and every usable video (encoded or reused) in
-    path order.
+def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, engine, reader: ReadConfig,
+                writer: PartWriter, summary: ExtractSummary, progress: bool,
+                rehash: bool = False) -> tuple[list[Cache], list[_Item]]:
+    """The loop joining the roles: the engine (reader -> embedder) -> part writer, for every video whose content is
+    not in `sources`. Returns the part caches written and every usable video (encoded or reused) in path order.
 
     rehash=False: an unchanged (path, size, mtime) stands for the content it had (not read), and a file that
     failed under the same decode limits stands for its failure (skipped again, not read). rehash=True: those
@@ -231,7 +289,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
     """
     by_stat = {(p, int(s), int(m)): h for src in sources
                for p, s, m, h in zip(src.paths, src.file_size, src.mtime_ns, src.content_hash)}
-    known = {h for src in sources for h in src.content_hash}  # and, as they come, those encoded in this run
+    known = {h for src in sources for h in src.content_hash}
     failed = {} if rehash else {(p, *src.skipped_stat[p]): reason for src in sources for p, reason in src.skipped
                                 if p in src.skipped_stat
                                 and src.attrs.get("decode_limits") == template.attrs["decode_limits"]}
@@ -243,7 +301,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         try:
             st = video.file.stat()
         except OSError:
-            todo.append(video)  # the worker says why
+            todo.append(video)  # the reader says why
             continue
         key = (video.path, st.st_size, st.st_mtime_ns)
         stat[video.path] = key[1:]
@@ -266,30 +324,24 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         else:
             todo.append(video)
 
-    def finished(done: list[tuple[_Item, np.ndarray]]) -> None:
-        for item, embeddings in done:
-            writer.add(item, embeddings)
-            summary.encoded += 1
-            bar.update(1)
-
-    for video, out in zip(todo, pool.map([str(v.file) for v in todo], reader)):
+    written = set(known)  # and, as they come, the contents encoded in this run
+    for index, out, embeddings in engine.results([str(v.file) for v in todo], reader, known):
+        video = todo[index]
+        bar.update(1)
         if isinstance(out, str):
             summary.skipped.append((video.path, _relative_reason(out, video)))
             if video.path in stat:  # remembered with the stat taken before it was read
                 summary.skipped_stat[video.path] = stat[video.path]
-            bar.update(1)
             continue
         item = _Item(video, out.size, out.mtime_ns, out.digest)
         kept.append(item)
-        if item.digest in known:  # the same bytes under another name, or twice in this run: encoded once
+        if embeddings is None or item.digest in written:  # the same bytes under another name: encoded once
             summary.reused += 1
-            bar.update(1)
             continue
-        known.add(item.digest)
+        written.add(item.digest)
         item.clip = out.clip
-        finished(embedder.add(item, out.clip.frames))
-        out.clip.frames = None
-    finished(embedder.flush())
+        writer.add(item, embeddings)
+        summary.encoded += 1
     writer.flush()
     bar.close()
     kept.sort(key=lambda it: it.video.path)

@@ -28,3 +28,31 @@ def faulty_decode(file: str, cfg, hash_bytes: bool = True):
     if name.startswith("hog"):
         np.ones(2**40, np.uint8)
     return load_video(file, cfg, hash_bytes)
+
+
+DOOMED_NODE = "CLIP_HAR_TEST_DOOMED_NODE"  # set (to 1) on a test Ray node that is removed during the run
+
+
+def doomed_node_decode(file: str, cfg, hash_bytes: bool = True, marks: str = ""):
+    """On the node whose environment sets DOOMED_NODE: writes `marks/<video name>` and never returns (the test
+    removes the node while the video is in flight). Elsewhere: waits until some video is in flight there, so that
+    one always is, then decodes normally. Use functools.partial(doomed_node_decode, marks=...)."""
+    if os.environ.get(DOOMED_NODE):
+        open(os.path.join(marks, os.path.basename(file)), "w").close()
+        time.sleep(3600)
+    while not os.listdir(marks):
+        time.sleep(0.05)
+    return load_video(file, cfg, hash_bytes)
+
+
+def gated_decode(file: str, cfg, hash_bytes: bool = True, gate: str = "", slots: int = 0):
+    """Decodes the first `slots` videos to arrive (each takes a slot file in folder `gate`, whatever the process),
+    then never returns on any other: a run that stops after exactly `slots` videos, in any order.
+    Use functools.partial(gated_decode, gate=..., slots=...)."""
+    for slot in range(slots):
+        try:
+            os.close(os.open(os.path.join(gate, f"slot-{slot}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return load_video(file, cfg, hash_bytes)
+        except FileExistsError:
+            continue
+    time.sleep(3600)

@@ -25,10 +25,11 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_every_package_the_code_imports_is_pinned():
-    pinned = {re.split(r"[=<>\s]", line)[0].lower().replace("_", "-")
-              for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")}
-    assert all("==" in line for line in (ROOT / "requirements.txt").read_text().splitlines()
-               if line and not line.startswith("#")), "every requirement is pinned with =="
+    """requirements.txt, and the optional requirements-*.txt (Ray), pin every package imported by the code."""
+    lines = [line for f in sorted(ROOT.glob("requirements*.txt")) for line in f.read_text().splitlines()
+             if line and not line.startswith("#")]
+    pinned = {re.split(r"[=<>\[\s]", line)[0].lower().replace("_", "-") for line in lines}
+    assert all("==" in line for line in lines), "every requirement is pinned with =="
     dists = packages_distributions()
     files = [p for d in LOCAL for p in (ROOT / d).rglob("*.py")]
     tops = {name.split(".")[0] for f in files for name in imported_modules(f)}

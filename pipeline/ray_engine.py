@@ -1,0 +1,181 @@
+"""Stage one's engine on a Ray cluster (Ray Data): decode actors feed encoder actors, the driver writes the cache.
+
+The same roles as on one machine (pipeline.extract.LocalEngine): each decode actor reads videos through its own
+DecodePool, so a video that crashes, hangs or exhausts its decoder costs only that video, never the Ray task
+(Ray Data retries a dying task forever); encoder actors run the same Embedder with the same fixed-shape passes,
+so a video's embeddings do not depend on where or with what it was encoded. Only the driver writes files.
+Ray is optional (requirements-ray.txt): nothing else in the project imports this module.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import ray
+from ray.data import ActorPoolStrategy, DataContext
+
+import pipeline
+from pipeline.cache import KEY_ATTRS
+from pipeline.encoder import Embedder
+from pipeline.extract import ExtractConfig, Result
+from pipeline.video import Clip
+from pipeline.workers import DecodePool, Loaded, ReadConfig, load_video
+
+VIDEOS_PER_BLOCK = 4  # rows per Ray Data block: the work a lost node takes with it, at most, per decode actor
+# Columns a decode actor returns per video beside its frames; the encoder actors pass them through.
+_CLIP_COLUMNS = ("indices", "timestamps", "fps", "frame_count", "duration", "repeated", "decode_errors")
+
+
+class RayEngine:
+    """Connects to Ray (or starts it on this machine), asks a node that will encode what its encoder is, then runs
+    videos through Ray Data: results() yields what LocalEngine.results does, in completion order.
+
+    encoder_attrs, frame_spec and batch_size as on LocalEngine. A context manager; shuts down a Ray it started.
+    """
+
+    def __init__(self, cfg: ExtractConfig, decode: Callable = load_video):
+        self.cfg, self.decode = cfg, decode
+        self._started = False
+        if not ray.is_initialized():
+            try:
+                # joining a cluster ships the pipeline package to the nodes; on this machine they import it anyway
+                runtime_env = {"py_modules": [pipeline]} if cfg.ray_address else None
+                ray.init(address=cfg.ray_address or None, runtime_env=runtime_env, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            except ConnectionError as e:
+                raise ValueError(f"cannot join the Ray cluster at extract.ray_address={cfg.ray_address!r}: {e} "
+                                 "(start it with `ray start --head`, or set extract.ray_address to '' to start "
+                                 "Ray on this machine)") from None
+            self._started = True
+        try:
+            resources = ray.cluster_resources()
+            self.gpu = cfg.device != "cpu" and resources.get("GPU", 0) >= 1
+            if cfg.device == "cuda" and not self.gpu:
+                raise ValueError("extract.device is cuda but the Ray cluster has no GPU: set it to auto or cpu")
+            self.encoders = int(resources["GPU"]) if self.gpu else max(1, len([n for n in ray.nodes() if n["Alive"]]))
+            # the decoders take the CPUs the encoder actors leave (Ray Data gives each actor one CPU)
+            self.decoders = max(1, int(resources.get("CPU", 1)) - self.encoders)
+            probe = ray.remote(_describe).options(**self._encoder_resources())
+            self.encoder_attrs, self.frame_spec, self.batch_size = ray.get(probe.remote(cfg))
+        except BaseException:
+            self.close()
+            raise
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False  # stage one shows its own bar, per video
+        ctx.print_on_execution_start = False
+        ctx.target_max_block_size = 1  # each video its own block downstream: a slow one never holds back the rest
+
+    def __enter__(self) -> RayEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._started:
+            ray.shutdown()
+            self._started = False
+
+    def _encoder_resources(self) -> dict:
+        """One GPU per encoder actor on GPU clusters, else one CPU (its threads use the whole node); Ray Data gives
+        a GPU actor one CPU too."""
+        return {"num_gpus": 1} if self.gpu else {"num_cpus": 1}
+
+    def results(self, files: list[str], reader: ReadConfig, known: set[str]) -> Iterator[Result]:
+        """Decode and embed `files` on the cluster; contents in `known` are decoded (to hash them) but not encoded.
+        Each index comes back once, even when a lost node's work is done again elsewhere."""
+        if not files:
+            return
+        items = [{"index": i, "file": f} for i, f in enumerate(files)]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // VIDEOS_PER_BLOCK)))
+        ds = ds.map_batches(
+            _Decoder, batch_size=1, batch_format="numpy", num_cpus=1,
+            compute=ActorPoolStrategy(min_size=1, max_size=self.decoders),
+            fn_constructor_kwargs=dict(cfg=self.cfg, reader=reader, known=ray.put(frozenset(known)),
+                                       decode=self.decode))
+        ds = ds.map_batches(
+            _Encoder, batch_size=max(1, self.batch_size // reader.num_frames), batch_format="numpy",
+            compute=ActorPoolStrategy(min_size=1, max_size=self.encoders),
+            fn_constructor_kwargs=dict(cfg=self.cfg, attrs=self.encoder_attrs), **self._encoder_resources())
+        seen: set[int] = set()
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):  # as they come
+            for row in range(len(batch["index"])):
+                index = int(batch["index"][row])
+                if index in seen:
+                    continue
+                seen.add(index)
+                yield index, _loaded(batch, row), (batch["embeddings"][row] if batch["encode"][row] else None)
+        missing = len(files) - len(seen)
+        assert missing == 0, f"Ray Data returned {len(seen)} of {len(files)} videos"
+
+
+def _describe(cfg: ExtractConfig) -> tuple[dict, object, int]:
+    """Runs where an encoder actor would: what the encoder is there (its describe()), its frame spec, batch size."""
+    encoder, batch_size = cfg.load_encoder()
+    return encoder.describe(), encoder.frame_spec(), batch_size
+
+
+def _loaded(batch: dict[str, np.ndarray], row: int) -> Loaded | str:
+    """Row `row` of a result batch as the reader's answer: a Loaded (its clip without frames) or the reason."""
+    if batch["reason"][row]:
+        return str(batch["reason"][row])
+    clip = Clip(None, *(batch[name][row] for name in _CLIP_COLUMNS))
+    clip.fps, clip.frame_count, clip.duration = float(clip.fps), int(clip.frame_count), float(clip.duration)
+    clip.repeated, clip.decode_errors = bool(clip.repeated), int(clip.decode_errors)
+    return Loaded(int(batch["size"][row]), int(batch["mtime_ns"][row]), str(batch["digest"][row]), clip)
+
+
+class _Decoder:
+    """Decode actor: one video per call through its own DecodePool (one worker process, with the run's limits).
+
+    Returns the video's columns: reason ("" when usable), size, mtime_ns, digest, the clip's fields, encode (False
+    when the content is in `known` or unusable) and frames uint8 (1, F, H, W, 3) (zeros when not to be encoded).
+    """
+
+    def __init__(self, cfg: ExtractConfig, reader: ReadConfig, known, decode: Callable):
+        self.reader, self.known = reader, ray.get(known)
+        self.pool = DecodePool(cfg.pool(workers=1), decode)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        (index,), (file,) = batch["index"], batch["file"]
+        out = next(self.pool.map([str(file)], self.reader))
+        spec, n = self.reader.spec, self.reader.num_frames
+        row = {"index": [index], "reason": [out if isinstance(out, str) else ""]}
+        if isinstance(out, str):
+            clip, loaded = Clip(None, np.zeros(n, np.int64), np.zeros(n), 0.0, 0, 0.0, False, 0), None
+        else:
+            clip, loaded = out.clip, out
+        row |= {"size": [loaded.size if loaded else 0], "mtime_ns": [loaded.mtime_ns if loaded else 0],
+                "digest": [loaded.digest if loaded else ""]}
+        row |= {name: [getattr(clip, name)] for name in _CLIP_COLUMNS}
+        encode = loaded is not None and loaded.digest not in self.known
+        row["encode"] = [encode]
+        row["frames"] = [clip.frames if encode else np.zeros((n, spec.crop_h, spec.crop_w, 3), np.uint8)]
+        return {k: np.asarray(v) for k, v in row.items()}
+
+
+class _Encoder:
+    """Encoder actor: the same encoder and Embedder as on one machine; replaces each batch's frames with their
+    embeddings float32 (B, F, D) (zeros where `encode` is False). Refuses to run where the encoder differs from the
+    one the driver was told about (another model, device type or library)."""
+
+    def __init__(self, cfg: ExtractConfig, attrs: dict):
+        self.encoder, self.batch_size = cfg.load_encoder()
+        mine = self.encoder.describe()
+        differ = [k for k in KEY_ATTRS if k in attrs and mine.get(k) != attrs[k]]
+        if differ:
+            raise RuntimeError(f"the encoder on Ray node {ray.get_runtime_context().get_node_id()} differs from the "
+                               f"one this run started with in {', '.join(differ)}: give every node the same "
+                               "model files, libraries and kind of device")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        frames = batch.pop("frames")
+        out = np.zeros((*frames.shape[:2], self.encoder.dim), np.float32)  # (B, F, D)
+        embedder = Embedder(self.encoder, self.batch_size)  # every pass padded to batch_size: results never
+        done = []                                           # depend on which videos share a pass
+        for row in np.flatnonzero(batch["encode"]):
+            done += embedder.add(row, frames[row])
+        for row, embeddings in done + embedder.flush():
+            out[row] = embeddings
+        batch["embeddings"] = out
+        return batch

@@ -1,0 +1,163 @@
+"""Stage one on Ray (extract.engine: ray): the same cache as the local engine, bit for bit, whatever fails.
+
+One Ray for the whole module: a head node with 2 CPUs and a fake GPU (so the GPU scheduling path runs on the
+CPU), inside a network namespace that has only loopback, so the test cluster never listens beyond this machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from pipeline.cache import read_cache  # noqa: E402
+from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
+from tests.conftest import write_video  # noqa: E402
+from tests.faults import DOOMED_NODE, doomed_node_decode, faulty_decode  # noqa: E402
+from tests.test_extract import assert_same_cache  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def loopback_only():
+    """Run the body (and every process it starts) in a new network namespace with only `lo`, then come back."""
+    if os.geteuid() != 0:
+        pytest.skip("the Ray tests isolate their cluster in a network namespace, which needs root")
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        if libc.unshare(CLONE_NEWNET) != 0:
+            pytest.skip(f"cannot make a network namespace: {os.strerror(ctypes.get_errno())}")
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+        assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"], links
+        yield
+    finally:
+        assert libc.setns(home, CLONE_NEWNET) == 0, os.strerror(ctypes.get_errno())
+        os.close(home)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray cluster on loopback: head node with 2 CPUs and one fake GPU; the driver (this process) connected."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a private test cluster: `ray start --head` would turn on token auth
+    # the nodes' workers import the test decoders (tests.faults) from here, whichever driver started the job
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    with loopback_only():
+        c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=2, num_gpus=1, include_dashboard=False,
+                                                              object_store_memory=200 * 2**20))
+        ray.init(address=c.address, log_to_driver=False)
+        try:
+            yield c
+        finally:
+            ray.shutdown()
+            c.shutdown()
+
+
+def config(root, cache, tiny_clip, **kw) -> ExtractConfig:
+    # device auto: the encoder actors ask for the fake GPU, find no CUDA and run on the CPU, like the local engine
+    return ExtractConfig(root=str(root), cache_path=str(cache), model=tiny_clip, num_frames=8, batch_size=8,
+                         device="auto", **kw)
+
+
+def test_the_cache_is_the_local_engines_bit_for_bit_with_the_same_skips(cluster, dataset, tmp_path, tiny_clip):
+    (dataset / "sitting" / "zero.mp4").write_bytes(b"")
+    (dataset / "sitting" / "text.mp4").write_text("hello, I am not a video\n" * 20)
+    write_video(dataset / "walking" / "crash.mp4", 10)  # the test decoder segfaults on it, every time
+    write_video(dataset / "walking" / "hang.mp4", 10)  # and hangs on this one
+    (dataset / "walking" / "twin.mp4").write_bytes((dataset / "walking" / "f.mp4").read_bytes())  # same content
+    local = extract_features(config(dataset, tmp_path / "local.h5", tiny_clip, video_timeout_s=3),
+                             progress=False, decode=faulty_decode)
+    on_ray = extract_features(config(dataset, tmp_path / "ray.h5", tiny_clip, video_timeout_s=3, engine="ray"),
+                              progress=False, decode=faulty_decode)
+    assert (on_ray.encoded, on_ray.reused) == (local.encoded, local.reused) == (7, 1)
+    assert on_ray.skipped == local.skipped and len(local.skipped) == 4
+    reasons = dict(on_ray.skipped)
+    assert "decoder crashed (signal 11, SIGSEGV)" in reasons["walking/crash.mp4"]
+    assert "timed out after 3 s" in reasons["walking/hang.mp4"]
+    assert_same_cache(read_cache(tmp_path / "ray.h5"), read_cache(tmp_path / "local.h5"))
+    again = extract_features(config(dataset, tmp_path / "ray.h5", tiny_clip, video_timeout_s=3, engine="ray"),
+                             progress=False, decode=faulty_decode)
+    assert (again.encoded, again.reused) == (0, 8)  # the (path, size, mtime) shortcut: nothing sent to Ray
+
+
+def many_videos(root: Path, n: int) -> Path:
+    for i in range(n):
+        write_video(root / f"class{i % 3}" / f"v{i:02d}.avi", 40, seed=i)
+    return root
+
+
+def test_a_node_removed_mid_run_costs_only_its_in_flight_videos(cluster, tmp_path, tiny_clip):
+    root = many_videos(tmp_path / "data", 12)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    node = cluster.add_node(num_cpus=2, env_vars={DOOMED_NODE: "1"})  # its decode actors never finish a video
+    cluster.wait_for_nodes()
+    cfg = config(root, tmp_path / "ray.h5", tiny_clip, engine="ray", shard_size=1)
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["summary"] = extract_features(cfg, progress=False,
+                                                  decode=functools.partial(doomed_node_decode, marks=str(marks)))
+        except BaseException as e:  # noqa: BLE001 (reported by the test below)
+            outcome["error"] = e
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.time() + 300
+    while not any(marks.iterdir()) and runner.is_alive() and time.time() < deadline:
+        time.sleep(0.05)
+    lost = sorted(p.name for p in marks.iterdir())
+    assert lost, "no video reached the second node"
+    cluster.remove_node(node)
+    runner.join(600)
+    assert not runner.is_alive(), "the run did not end after the node was removed"
+    assert "error" not in outcome, outcome.get("error")
+    summary = outcome["summary"]
+    assert (summary.encoded, summary.reused, summary.skipped) == (12, 0, [])
+    cache = read_cache(tmp_path / "ray.h5")
+    assert sorted(cache.paths) == sorted(f"class{i % 3}/v{i:02d}.avi" for i in range(12))  # each once
+    local = extract_features(config(root, tmp_path / "local.h5", tiny_clip), progress=False)
+    assert local.encoded == 12
+    assert_same_cache(cache, read_cache(tmp_path / "local.h5"))
+
+
+def test_a_killed_driver_leaves_the_cache_and_the_next_run_reuses_its_parts(cluster, tmp_path, tiny_clip):
+    root = many_videos(tmp_path / "data", 8)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    cache = tmp_path / "f.h5"
+    code = (f"import functools\n"
+            f"from pipeline.extract import ExtractConfig, extract_features\n"
+            f"from tests.faults import gated_decode\n"
+            f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(cache)!r}, model={tiny_clip!r}, "
+            f"num_frames=8, batch_size=8, device='auto', shard_size=1, video_timeout_s=600, engine='ray', "
+            f"ray_address={cluster.address!r}), progress=False, "
+            f"decode=functools.partial(gated_decode, gate={str(gate)!r}, slots=5))\n")  # 5 videos, then none
+    driver = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    parts = tmp_path / "f.h5.parts"
+    deadline = time.time() + 300
+    while len(list(parts.glob("part-*.h5"))) < 5 and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(list(parts.glob("part-*.h5"))) == 5, "the driver did not write a part per decoded video"
+    driver.send_signal(signal.SIGKILL)
+    assert driver.wait() == -signal.SIGKILL
+    assert not cache.exists()  # no cache yet, and no half-written one
+    summary = extract_features(config(root, cache, tiny_clip, engine="ray", shard_size=1), progress=False)
+    assert (summary.encoded, summary.reused) == (3, 5)  # only the videos that had not come back
+    extract_features(config(root, tmp_path / "local.h5", tiny_clip, shard_size=1), progress=False)
+    assert_same_cache(read_cache(cache), read_cache(tmp_path / "local.h5"))
