@@ -9,12 +9,11 @@ import pandas as pd
 import streamlit as st
 
 from app.common import cached_cache, frame_strip
+from pipeline.cache import CACHE_PATH
 from pipeline.inspect import class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d, summarize
 from pipeline.predict import shared_pool
 from pipeline.video import FrameSpec
 from pipeline.workers import ReadConfig
-
-CACHE = "cache/features.h5"
 
 
 @st.cache_data(show_spinner="Projecting…")
@@ -25,9 +24,9 @@ def projection(path: str, mtime_ns: int, method: str) -> np.ndarray:
 
 def main() -> None:
     st.title("Embeddings")
-    path = Path(CACHE)
+    path = Path(CACHE_PATH)
     if not path.is_file():
-        st.info(f"No feature cache yet at `{CACHE}`. Build it from the project folder with `dvc repro extract`.")
+        st.info(f"No feature cache yet at `{CACHE_PATH}`. Build it from the project folder with `dvc repro extract`.")
         st.stop()
     mtime = path.stat().st_mtime_ns
     try:

@@ -12,10 +12,10 @@ import yaml
 from app.common import cached_encoder, cached_head, cached_text_embeddings, frame_strip
 from pipeline.heads import HEAD_FILES
 from pipeline.predict import make_predictor, predict_segments, predict_video, temporary_upload
-from pipeline.video import SAMPLING
+from pipeline.video import SAMPLING, VIDEO_EXTENSIONS
 from pipeline.zeroshot import zeroshot_head
 
-UPLOAD_TYPES = ["mp4", "avi", "mov", "mkv", "webm"]
+UPLOAD_TYPES = [e[1:] for e in VIDEO_EXTENSIONS]  # the same videos as stage one takes
 HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression", "zeroshot": "zero-shot"}
 PARAMS = "params.yaml"
 WINDOW, STRIDE = 4.0, 2.0  # seconds: the timeline's sliding windows

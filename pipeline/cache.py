@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+CACHE_PATH = "cache/features.h5"  # where stage one writes the cache and every reader looks (dvc.yaml names it too)
 SCHEMA_VERSION = 2  # 2: decode_errors per video; decoder, precision and device type in the key
 # Attributes every cache carries; two caches whose KEY_ATTRS differ hold embeddings that must not be mixed.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
@@ -24,7 +25,9 @@ class Cache:
     labels int64 (V,) into class_names; paths str (V,) relative to the data root; content_hash str (V,) SHA-256;
     fps float64, frame_count int64, duration float64 seconds, repeated bool (fewer than F frames), decode_errors
     int64 (packets the decoder rejected or concealed; 0 for a sound file), file_size int64, mtime_ns int64: all (V,).
-    skipped: (path, reason) pairs. attrs: encoder, sampling, preprocessing, precision, decoder, versions.
+    skipped: (path, reason) pairs; skipped_stat: {path: (file_size, mtime_ns)} of the skipped files that were
+    read, so that an unchanged one is not read again (pipeline.extract). attrs: encoder, sampling,
+    preprocessing, precision, decoder, versions.
     """
 
     embeddings: np.ndarray
@@ -42,6 +45,7 @@ class Cache:
     mtime_ns: np.ndarray
     class_names: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -53,7 +57,8 @@ class Cache:
         return dataclasses.replace(self, **{name: getattr(self, name)[rows] for name in ROW_FIELDS})
 
 
-ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Cache) if f.name not in ("class_names", "skipped", "attrs"))
+ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Cache)
+                   if f.name not in ("class_names", "skipped", "skipped_stat", "attrs"))
 _STR_FIELDS = ("paths", "content_hash")
 
 
@@ -115,6 +120,9 @@ def _write(tmp: Path, cache: Cache) -> None:
         skipped = f.create_group("skipped")
         skipped.create_dataset("path", data=np.asarray([p for p, _ in cache.skipped], dtype=object), dtype=_STR)
         skipped.create_dataset("reason", data=np.asarray([r for _, r in cache.skipped], dtype=object), dtype=_STR)
+        stat = np.array([cache.skipped_stat.get(p, (-1, -1)) for p, _ in cache.skipped], np.int64).reshape(-1, 2)
+        skipped.create_dataset("file_size", data=stat[:, 0])  # -1: not known (the file could not be stat'ed)
+        skipped.create_dataset("mtime_ns", data=stat[:, 1])
         f.attrs.update(cache.attrs)
         f.attrs["schema_version"] = SCHEMA_VERSION
 
@@ -135,12 +143,21 @@ def read_cache(path: str | os.PathLike) -> Cache:
                 **{k: np.asarray(v, dtype=object) if k in _STR_FIELDS else v for k, v in rows.items()},
                 class_names=list(f["class_names"].asstr()[()]),
                 skipped=list(zip(f["skipped/path"].asstr()[()], f["skipped/reason"].asstr()[()])),
+                skipped_stat=_skipped_stat(f["skipped"]),
                 attrs={k: _plain(v) for k, v in f.attrs.items()},
             )
     except ValueError:
         raise
     except (OSError, KeyError) as e:
         raise ValueError(f"{path}: not a readable feature cache ({e})") from None
+
+
+def _skipped_stat(group: h5py.Group) -> dict[str, tuple[int, int]]:
+    """{path: (file_size, mtime_ns)} of the skipped files whose stat is known (none in a cache written before)."""
+    if "file_size" not in group:
+        return {}
+    return {p: (int(s), int(m)) for p, s, m in zip(group["path"].asstr()[()], group["file_size"][()],
+                                                   group["mtime_ns"][()]) if s >= 0}
 
 
 def _plain(value):

@@ -7,6 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 from tqdm import tqdm
@@ -15,7 +16,13 @@ CLASSES = ("clapping", "meeting_and_splitting", "sitting", "standing_still", "wa
            "walking_while_reading_book", "walking_while_using_phone")
 SIZES = ((160, 120), (240, 180), (320, 240), (320, 180), (256, 256))  # (width, height)
 FPS = (15, 20, 25, 30)
-FORMATS = (("mp4", "mp4v"), ("avi", "MJPG"), ("avi", "XVID"))  # (extension, fourcc): codecs OpenCV can write
+# (extension, container, codec, encoder options): codecs browsers play (the app shows the uploaded clip), in three
+# containers. One thread each and, for x264, a constant quantiser: with its rate control (CRF) x264's bytes varied
+# between runs of the same process for some clips; with qp they never did (9 runs of 21 clips).
+FORMATS = (("mp4", "mp4", "libx264", {"preset": "veryfast", "threads": "1", "qp": "23"}),
+           ("mkv", "matroska", "libx264", {"preset": "veryfast", "threads": "1", "qp": "23"}),
+           ("webm", "webm", "libvpx-vp9", {"deadline": "good", "cpu-used": "5", "threads": "1"}))
+BITEXACT = {"fflags": "+bitexact"}  # no random ids (Matroska, WebM) nor version strings written by the muxer
 
 
 @dataclass
@@ -31,7 +38,8 @@ def make_demo_dataset(cfg: DemoConfig, progress: bool = True) -> list[Path]:
     """Render clips_per_class clips (2-4 s) per class to out_dir/<class>/; returns the files written.
 
     Each clip varies position, figure size, speed, colours, background, camera shake, resolution, fps and
-    container/codec, all drawn from a generator seeded by (seed, class, clip), so the dataset is reproducible.
+    container/codec (H.264 in mp4 and mkv, VP9 in webm: what browsers play), all drawn from a generator seeded
+    by (seed, class, clip), so the dataset is reproducible.
     """
     out = Path(cfg.out_dir)
     if out.exists():
@@ -49,20 +57,23 @@ def render_clip(folder: Path, stem: str, action: str, rng: np.random.Generator) 
     """Write one clip of `action` to folder/stem.<ext> (written under a temporary name, then renamed)."""
     width, height = SIZES[rng.integers(len(SIZES))]
     fps = int(FPS[rng.integers(len(FPS))])
-    ext, fourcc = FORMATS[rng.integers(len(FORMATS))]
+    ext, container, codec, options = FORMATS[rng.integers(len(FORMATS))]
     n_frames = int(rng.uniform(2.0, 4.0) * fps)
     scene = _Scene(width, height, rng)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}.{ext}"
     tmp = folder / f".{stem}.tmp.{ext}"  # hidden, so a half-written clip is never discovered
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {fourcc} to {tmp}")
     try:
-        for f in range(n_frames):
-            writer.write(scene.frame(action, f / fps, n_frames / fps))
-    finally:
-        writer.release()
+        with av.open(str(tmp), "w", format=container, options=BITEXACT) as out:
+            stream = out.add_stream(codec, rate=fps, options=options)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"  # 4:2:0: what browsers decode
+            for f in range(n_frames):
+                frame = av.VideoFrame.from_ndarray(scene.frame(action, f / fps, n_frames / fps), format="bgr24")
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 

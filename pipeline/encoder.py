@@ -36,7 +36,8 @@ class Encoder:
     """A loaded CLIP vision tower with projection, ready for `preprocess_frames` and `embed_frames`.
 
     `preprocess` names the backend ("fast": batched torch resize; "processor": CLIPImageProcessor itself);
-    `fingerprint` hashes the weights, model config and processor config, so caches and heads can tell encoders apart;
+    `fingerprint` hashes the weights and the config fields that change the arithmetic or the pixels (not library
+    metadata), so caches and heads can tell encoders apart;
     `backend` runs the forward pass: "torch" (`model`) or "onnxruntime" (`session`, an exported copy of the model;
     `model` is then None: the session holds the weights);
     `quantize` is "int8" when the session's MatMuls run as dynamically quantised int8, else "none";
@@ -62,7 +63,7 @@ class Encoder:
             "encoder_fingerprint": self.fingerprint,
             "embedding_dim": self.dim,
             "preprocess": self.preprocess,
-            "preprocess_config": json.dumps(self.processor.to_dict(), sort_keys=True, default=str),
+            "preprocess_config": pixel_config(self.processor),
             "backend": self.backend,
             "quantize": self.quantize,
             "precision": self.precision,
@@ -306,11 +307,28 @@ def _byte_level_tokenizer(bos_id: int) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
+# What the fingerprint hashes besides the weights: the fields that change the arithmetic of the forward pass
+# (not visible in the weights' shapes) and the pixels the encoder sees; never library metadata such as
+# transformers_version, the model's path or its label names, so upgrading transformers keeps every cache and head.
+ARITHMETIC_KEYS = ("hidden_size", "intermediate_size", "projection_dim", "num_hidden_layers", "num_attention_heads",
+                   "num_channels", "image_size", "patch_size", "hidden_act", "layer_norm_eps")
+PIXEL_KEYS = ("do_convert_rgb", "do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale",
+              "rescale_factor", "do_normalize", "image_mean", "image_std")
+
+
+def pixel_config(processor: CLIPImageProcessorPil) -> str:
+    """The processor settings that decide the pixels (PIXEL_KEYS), as sorted JSON."""
+    config = processor.to_dict()
+    return json.dumps({k: config.get(k) for k in PIXEL_KEYS}, sort_keys=True, default=str)
+
+
 def _fingerprint(model: torch.nn.Module, processor: CLIPImageProcessorPil) -> str:
-    """First 16 hex digits of SHA-256 over the model config, processor config and every weight's bytes."""
+    """First 16 hex digits of SHA-256 over the arithmetic fields of the model config (ARITHMETIC_KEYS), the
+    processor's pixel settings (PIXEL_KEYS) and every weight's name and bytes."""
+    config = model.config.to_dict()
     h = hashlib.sha256()
-    h.update(model.config.to_json_string(use_diff=False).encode())
-    h.update(json.dumps(processor.to_dict(), sort_keys=True, default=str).encode())
+    h.update(json.dumps({k: config.get(k) for k in ARITHMETIC_KEYS}, sort_keys=True, default=str).encode())
+    h.update(pixel_config(processor).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)

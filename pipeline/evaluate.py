@@ -54,6 +54,29 @@ def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int 
                      for b in range(bins) if np.any(which == b)))
 
 
+def usable_folds(labels: np.ndarray, class_names: list[str], folds: int) -> tuple[int, str]:
+    """The folds stratified cross-validation can use on int labels (V,), and a note when not `folds`.
+
+    Every class needs a video in each fold: with a class smaller than `folds`, as many folds as the smallest class
+    allows (at least 2); with a class of one video, 0 (cross-validation left out). folds=0 means off (no note).
+    ValueError for folds=1 or below 0.
+    """
+    if folds == 0:
+        return 0, ""
+    if folds < 2:
+        raise ValueError(f"evaluate.folds must be 0 (off) or at least 2, got {folds}")
+    counts = np.bincount(labels, minlength=len(class_names))
+    small = [f"{class_names[c]} ({counts[c]})" for c in range(len(class_names)) if 0 < counts[c] < folds]
+    if not small:
+        return folds, ""
+    smallest = int(counts[counts > 0].min())
+    if smallest >= 2:
+        return smallest, (f"{smallest}-fold cross-validation instead of {folds}: classes with fewer than {folds} "
+                          f"videos: {', '.join(small)} (add videos, or set evaluate.folds to {smallest})")
+    return 0, (f"cross-validation left out: it needs at least 2 videos per class, and "
+               f"{', '.join(s for s in small if s.endswith('(1)'))} has 1 (add videos, or set evaluate.folds: 0)")
+
+
 def cross_validate(features: np.ndarray, labels: np.ndarray, class_names: list[str], folds: int, seed: int,
                    fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
     """Stratified k-fold accuracy of a head: float64 (folds,).
@@ -86,51 +109,6 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def confusion_figure(confusion: list[list[int]], class_names: list[str], title: str):
-    """A matplotlib figure of a confusion matrix with counts in the cells (rows: true, columns: predicted)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion)
-    size = 1.2 + 0.7 * len(class_names)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
-    fig.tight_layout()
-    return fig
-
-
-def curves_figure(history: list[dict], best_epoch: int):
-    """A matplotlib figure of the linear head's loss (train, val) and validation accuracy per epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [h["train_loss"] for h in history], label="train")
-    if history and "val_loss" in history[0]:
-        left.plot(epochs, [h["val_loss"] for h in history], label="val")
-        right.plot(epochs, [h["val_accuracy"] for h in history], color="tab:green")
-    for ax in (left, right):
-        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best (epoch {best_epoch})")
-        ax.set_xlabel("epoch")
-    left.set_ylabel("cross-entropy")
-    left.legend()
-    right.set_ylabel("validation accuracy")
-    fig.tight_layout()
-    return fig
-
-
 def data_efficiency(frames: np.ndarray, labels: np.ndarray, parts: np.ndarray, fits: dict[str, Callable],
                     shots: list[int], seed: int = 0) -> list[dict]:
     """Test accuracy against the number of training videos per class: one row per shot count.
@@ -153,21 +131,3 @@ def data_efficiency(frames: np.ndarray, labels: np.ndarray, parts: np.ndarray, f
             row[name] = float(np.mean(fit_predict(frames[pick], labels[pick], frames[test]) == labels[test]))
         rows.append(row)
     return rows
-
-
-def efficiency_figure(rows: list[dict]):
-    """A matplotlib figure of data_efficiency's rows: test accuracy per head against videos per class."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [r["videos_per_class"] for r in rows]
-    for name in [k for k in rows[0] if k != "videos_per_class"]:
-        ax.plot(xs, [r[name] for r in rows], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training videos per class")
-    ax.set_ylabel("test accuracy")
-    ax.legend()
-    fig.tight_layout()
-    return fig

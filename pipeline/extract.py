@@ -20,9 +20,10 @@ import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from pipeline.cache import KEY_ATTRS, Cache, concat_caches, empty_cache, read_cache, write_cache
+from pipeline.cache import CACHE_PATH, KEY_ATTRS, Cache, concat_caches, empty_cache, read_cache, write_cache
 from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, Encoder, load_encoder
-from pipeline.video import (SAMPLING, VIDEO_EXTENSIONS, Clip, DecodeLimits, VideoFile, discover_videos)
+from pipeline.video import (SAMPLING, VIDEO_EXTENSIONS, Clip, DecodeLimits, VideoFile, content_hash,
+                            discover_videos)
 from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig, auto_workers, load_video
 
 ENGINES = ("local", "ray")
@@ -33,7 +34,7 @@ class ExtractConfig:
     """Stage one's settings (params.yaml: data.root, encoder.model, extract.*)."""
 
     root: str
-    cache_path: str = "cache/features.h5"
+    cache_path: str = CACHE_PATH
     model: str = "openai/clip-vit-base-patch32"
     num_frames: int = 16
     batch_size: int | str = "auto"  # frames per forward pass, across videos; auto: AUTO_BATCH_SIZE for the device
@@ -50,6 +51,10 @@ class ExtractConfig:
     max_aspect: float = DecodeLimits.max_aspect  # long side / short side
     engine: str = "local"  # local: this machine; ray: a Ray cluster (pipeline.ray_engine, requirements-ray.txt)
     ray_address: str = ""  # engine ray: "" starts a Ray on this machine; "auto" or "host:port" joins a cluster
+    # False: a file with the (path, size, mtime) of the cache's row is taken as unchanged, and a file skipped before
+    # with its (path, size, mtime) as failing again, without reading it. True: every file's bytes are hashed again
+    # (catches a file replaced with its mtime preserved: cp -p, rsync -a, touch -r) and skipped files are retried.
+    rehash: bool = False
 
     def pool(self, workers: int | str | None = None) -> PoolConfig:
         """The decode workers' settings (workers: override extract.workers)."""
@@ -75,10 +80,14 @@ class ExtractSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""  # why a previous cache was not reused, if it was not
+    skipped_stat: dict[str, tuple[int, int]] = field(default_factory=dict)  # (size, mtime_ns) of skipped files
+    remembered: int = 0  # skipped because they failed before and are unchanged (not read again)
 
     def __str__(self) -> str:
-        lines = [f"{self.cache_path}: {self.encoded} encoded, {self.reused} reused, {len(self.skipped)} skipped "
-                 f"in {self.seconds:.1f} s"] + ([f"  note: {self.note}"] if self.note else [])
+        remembered = (f" ({self.remembered} unchanged since they failed: not read again; extract.rehash: true "
+                      "retries them)") if self.remembered else ""
+        lines = [f"{self.cache_path}: {self.encoded} encoded, {self.reused} reused, {len(self.skipped)} skipped"
+                 f"{remembered} in {self.seconds:.1f} s"] + ([f"  note: {self.note}"] if self.note else [])
         lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
         return "\n".join(lines)
 
@@ -126,6 +135,9 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         with engine:
             attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
                      "batch_size": engine.batch_size, "data_root": cfg.root,
+                     # a failure is remembered only under the same limits (pipeline.extract._encode_new)
+                     "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in (
+                         "video_timeout_s", "worker_memory_mb", "max_pixels", "max_aspect")}, sort_keys=True),
                      "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py", "numpy")
                                              + (("onnxruntime",) if cfg.backend == "onnxruntime" else ())})}
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
@@ -135,9 +147,11 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             reader = ReadConfig(cfg.num_frames, engine.frame_spec,
                                 DecodeLimits(int(cfg.max_pixels), float(cfg.max_aspect)))
             new_parts, kept = _encode_new(videos, sources, template, engine, reader,
-                                          PartWriter(parts_dir, template, cfg.shard_size), summary, progress)
+                                          PartWriter(parts_dir, template, cfg.shard_size), summary, progress,
+                                          bool(cfg.rehash))
         summary.skipped.sort()
         final = _assemble(kept, sources + new_parts, template, summary.skipped)
+        final.skipped_stat = dict(summary.skipped_stat)
         if len(final) == 0:
             raise ValueError(f"none of the {len(videos)} videos under {cfg.root!r} could be used:\n{summary}")
         write_cache(cache_path, final)
@@ -267,22 +281,45 @@ class PartWriter:
 
 
 def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, engine, reader: ReadConfig,
-                writer: PartWriter, summary: ExtractSummary, progress: bool) -> tuple[list[Cache], list[_Item]]:
+                writer: PartWriter, summary: ExtractSummary, progress: bool,
+                rehash: bool = False) -> tuple[list[Cache], list[_Item]]:
     """The loop joining the roles: the engine (reader -> embedder) -> part writer, for every video whose content is
-    not in `sources`. Returns the part caches written and every usable video (encoded or reused) in path order."""
+    not in `sources`. Returns the part caches written and every usable video (encoded or reused) in path order.
+
+    rehash=False: an unchanged (path, size, mtime) stands for the content it had (not read), and a file that
+    failed under the same decode limits stands for its failure (skipped again, not read). rehash=True: those
+    files are hashed again here, and the failed ones retried.
+    """
     by_stat = {(p, int(s), int(m)): h for src in sources
                for p, s, m, h in zip(src.paths, src.file_size, src.mtime_ns, src.content_hash)}
     known = {h for src in sources for h in src.content_hash}
+    failed = {} if rehash else {(p, *src.skipped_stat[p]): reason for src in sources for p, reason in src.skipped
+                                if p in src.skipped_stat
+                                and src.attrs.get("decode_limits") == template.attrs["decode_limits"]}
     bar = tqdm(total=len(videos), unit="video", disable=not progress, desc="extract")
     kept: list[_Item] = []
     todo: list[VideoFile] = []
+    stat: dict[str, tuple[int, int]] = {}
     for video in videos:  # unchanged (path, size, mtime): the content is known without reading the file
         try:
             st = video.file.stat()
         except OSError:
             todo.append(video)  # the reader says why
             continue
-        digest = by_stat.get((video.path, st.st_size, st.st_mtime_ns))
+        key = (video.path, st.st_size, st.st_mtime_ns)
+        stat[video.path] = key[1:]
+        if key in failed:
+            summary.skipped.append((video.path, failed[key]))
+            summary.skipped_stat[video.path] = key[1:]
+            summary.remembered += 1
+            bar.update(1)
+            continue
+        digest = by_stat.get(key)
+        if rehash and digest is not None:  # the same size and mtime need not mean the same bytes
+            try:
+                digest = content_hash(video.file)
+            except (OSError, ValueError):
+                digest = None  # the worker says why
         if digest in known:
             kept.append(_Item(video, st.st_size, st.st_mtime_ns, digest))
             summary.reused += 1
@@ -296,6 +333,8 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         bar.update(1)
         if isinstance(out, str):
             summary.skipped.append((video.path, _relative_reason(out, video)))
+            if video.path in stat:  # remembered with the stat taken before it was read
+                summary.skipped_stat[video.path] = stat[video.path]
             continue
         item = _Item(video, out.size, out.mtime_ns, out.digest)
         kept.append(item)

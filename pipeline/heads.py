@@ -13,15 +13,19 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from pipeline.cache import KEY_ATTRS
+
 POOLING = "mean"
 HEAD_SCHEMA = 2  # the layout of a saved head's metadata (2: the encoder's backend); otherwise: retrain it
 # Where the stages write the heads and the app and pipeline.predict look for them (relative to the project root).
 HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "zeroshot": "models/zeroshot.pt"}
-# What a head must share with the cache or encoder it is used with (from the cache attrs; see pipeline/cache.py).
-# Not the encoder's id: the fingerprint is its identity, and the same weights may sit in another directory.
-# Not precision nor device: a head trained on GPU features serves on the CPU (bench/README.md gives the difference).
-MATCH_KEYS = ("encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess", "preprocess_config",
-              "backend", "quantize", "decoder")
+# What a head must share with the cache or encoder it is used with: the cache's key (pipeline/cache.py) except
+# the encoder's id (the fingerprint is its identity, and the same weights may sit in another directory), and
+# precision and device (a head trained on GPU features serves on the CPU; bench/README.md gives the difference).
+MATCH_KEYS = tuple(k for k in KEY_ATTRS if k not in ("encoder_model", "precision", "device_type"))
+# Recorded beside them, not matched: how the features were computed, so pipeline.predict can do the same.
+RECORDED_KEYS = ("encoder_model", "batch_size", "precision", "device_type")
+LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:
@@ -32,7 +36,7 @@ def mean_pool(embeddings: np.ndarray) -> np.ndarray:
 def head_metadata(attrs: dict, class_names: list[str], kind: str, pooling: str = POOLING) -> dict:
     """What a saved head carries so it can be used alone: class names, encoder, sampling, preprocessing, pooling."""
     return {"head": kind, "schema_version": HEAD_SCHEMA, "class_names": list(class_names), "pooling": pooling,
-            "encoder_model": attrs["encoder_model"], **{k: attrs[k] for k in MATCH_KEYS}}
+            **{k: attrs[k] for k in RECORDED_KEYS if k in attrs}, **{k: attrs[k] for k in MATCH_KEYS}}
 
 
 def check_compatible(meta: dict, attrs: dict, class_names: list[str] | None = None, what: str = "cache") -> None:
@@ -103,7 +107,7 @@ class LinearConfig:
     """Training settings of the linear head (params.yaml: train.*)."""
 
     lr: float = 1e-4
-    epochs: int = 100
+    epochs: int = 200
     batch_size: int = 32
     weight_decay: float = 0.0
     seed: int = 0
@@ -148,7 +152,7 @@ def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
         model.mean.zero_()
         model.std.fill_(float(np.linalg.norm(stats, axis=1).mean()))  # x / |x| on average: the zero-shot cosine
         with torch.no_grad():
-            model.fc.weight.copy_(torch.from_numpy(100.0 * text_init))  # 100: CLIP's temperature (LOGIT_SCALE)
+            model.fc.weight.copy_(torch.from_numpy(LOGIT_SCALE * text_init))
             model.fc.bias.zero_()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss()

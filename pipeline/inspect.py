@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import Cache, read_cache
-from pipeline.split import PARTS, read_split
+from pipeline.cache import CACHE_PATH, Cache, read_cache
+from pipeline.split import PARTS, SPLIT_PATH, read_split
 
 NEAR_DUPLICATE = 0.98  # cosine similarity of mean embeddings above which two videos count as near-duplicates
 
@@ -223,13 +223,13 @@ def plot_projection(cache: Cache, coords: np.ndarray, file: str | Path, title: s
 def load(cache_path: str | Path, split_path: str | Path | None = None) -> tuple[Cache, np.ndarray | None]:
     """The cache and its split parts (None when there is no split file; a stale split is an error)."""
     cache = read_cache(cache_path)
-    split_path = Path(split_path) if split_path else Path(cache_path).with_name("split.csv")
+    split_path = Path(split_path) if split_path else Path(cache_path).with_name(Path(SPLIT_PATH).name)
     return cache, read_split(split_path, cache.paths) if split_path.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cache", nargs="?", default="cache/features.h5")
+    parser.add_argument("cache", nargs="?", default=CACHE_PATH)
     parser.add_argument("--split", help="split CSV (default: split.csv beside the cache, if present)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--video", metavar="PATH", help="one video's frames (path as stored in the cache)")

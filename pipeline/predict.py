@@ -4,9 +4,11 @@
                                        [--segments WINDOW STRIDE] [--device auto|cpu|cuda]
 
 PATH is a video or a folder (searched recursively). Prints one line per video: path, answer (the top class, or
-"not sure" under the head's calibrated threshold), top class, probability (or a JSON list). Unreadable files are
-reported on stderr and the others still predicted; the exit status is 1 when any file failed. --segments adds
-one indented line per sliding window (start-end seconds, answer, top class, probability).
+"not sure" under the head's calibrated threshold), top class, probability (or a JSON list). A file that fails, for
+any reason, is one error line on stderr (and an "error" entry in the JSON) and the others are still predicted; the
+exit status is 1 when any file failed. --segments adds one indented line per sliding window (start-end seconds,
+answer, top class, probability); when the windows cannot be made (too many of them) the whole-video answer is
+still printed, the reason goes to stderr (and "segments_error"), and the exit status is 1.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.encoder import Encoder, embed_frames, load_encoder
+from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, embed_frames, load_encoder
 from pipeline.heads import HEAD_FILES, Head, check_compatible, load_head
 from pipeline.threads import set_threads
 from pipeline.video import SAMPLING, Clip, DecodeLimits, find_video_files
@@ -36,21 +38,26 @@ NOT_SURE = "not sure"
 
 @dataclass
 class Predictor:
-    """A head with the encoder it was trained on; batch_size as in stage one, so the embeddings match the cache.
+    """A head with the encoder it was trained on; batch_size as in stage one (see stage_one_batch_size), so the
+    embeddings match the cache.
 
     pool: the decode workers every video goes through (by default one worker shared by the process), with limits.
     """
 
     head: Head
     encoder: Encoder
-    batch_size: int = 16
+    batch_size: int
     pool: DecodePool | None = None
     limits: DecodeLimits = field(default_factory=DecodeLimits)
 
     def read(self, file: str | os.PathLike, window: tuple[int, int] | None = None, num_frames: int | None = None):
         """The sampled frames of a video (uint8 crops (F, S, S, 3)), decoded in a worker; ValueError if unusable."""
         cfg = ReadConfig(num_frames or self.head.meta["num_frames"], self.encoder.frame_spec(), self.limits, window)
-        return (self.pool or shared_pool()).read(str(file), cfg).clip
+        path = os.path.abspath(file)  # the worker was started elsewhere: a relative path would be resolved there
+        try:
+            return (self.pool or shared_pool()).read(path, cfg).clip
+        except ValueError as e:
+            raise ValueError(str(e).replace(path, str(file))) from None
 
 
 _SHARED: list[DecodePool] = []
@@ -103,12 +110,26 @@ class Prediction(_Answered):
     not_sure_below: float = 0.0
 
 
-def make_predictor(head: Head, encoder: Encoder, batch_size: int = 16) -> Predictor:
-    """Pair a head with an encoder; ValueError when the head was trained with another encoder or sampling."""
+def stage_one_batch_size(meta: dict, encoder: Encoder) -> int:
+    """Frames per forward pass for a head's predictions: extract.batch_size as stage one used it for the head's
+    features (head metadata "batch_size"), since a matrix multiply of another shape may round differently.
+
+    Only on the device type the cache was made on: elsewhere the embeddings differ anyway, and a GPU's batch of
+    256 would make a CPU pad 16 frames to 256; there, and for a head that does not record it, the device's
+    AUTO_BATCH_SIZE.
+    """
+    if meta.get("batch_size") and meta.get("device_type") == encoder.device.type:
+        return int(meta["batch_size"])
+    return AUTO_BATCH_SIZE[encoder.device.type]
+
+
+def make_predictor(head: Head, encoder: Encoder, batch_size: int | None = None) -> Predictor:
+    """Pair a head with an encoder (batch_size: stage_one_batch_size unless given); ValueError when the head was
+    trained with another encoder or sampling."""
     if head.meta["sampling"] != SAMPLING:
         raise ValueError(f"the head was trained on {head.meta['sampling']!r} sampling, this code samples {SAMPLING!r}")
     check_compatible(head.meta, encoder.describe(), what="encoder")
-    return Predictor(head, encoder, batch_size)
+    return Predictor(head, encoder, batch_size or stage_one_batch_size(head.meta, encoder))
 
 
 def load_predictor(head_path: str | os.PathLike, device: str = "auto") -> Predictor:
@@ -247,23 +268,30 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"path": os.fsencode(problem).decode("utf-8", "backslashreplace"), "error": reason})
     for file in files:
         shown = os.fsencode(file).decode("utf-8", "backslashreplace")  # a name that is not UTF-8 still prints
-        try:
+        try:  # any failure of one file is that file's error line; the others are still predicted
             pred = predict_video(file, predictor)
-            segments = predict_segments(file, predictor, *args.segments) if args.segments else []
-            if args.threshold is not None:
-                for p in [pred, *segments]:
-                    p.not_sure_below = args.threshold
-        except (ValueError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 (not BaseException: Ctrl-C still stops the batch)
             failed += 1
-            print(f"error: {str(e).replace(str(file), shown)}", file=sys.stderr)
-            results.append({"path": shown, "error": str(e).replace(str(file), shown)})
+            results.append({"path": shown, "error": _report(e, file, shown)})
             continue
+        segments, segments_error = [], None
+        if args.segments:
+            try:  # the whole-video answer stands even when the windows cannot be made
+                segments = predict_segments(file, predictor, *args.segments)
+            except Exception as e:  # noqa: BLE001
+                failed += 1
+                segments_error = _report(e, file, shown, "timeline: ")
+        if args.threshold is not None:
+            for p in [pred, *segments]:
+                p.not_sure_below = args.threshold
         results.append({"path": shown, "answer": pred.answer, "class": pred.top_class,
                         "probability": pred.top_probability,
                         "probabilities": dict(zip(pred.class_names, pred.probabilities.tolist()))})
         if segments:
             results[-1]["segments"] = [{"start": s.start, "end": s.end, "answer": s.answer, "class": s.top_class,
                                         "probability": s.top_probability} for s in segments]
+        if segments_error:
+            results[-1]["segments_error"] = segments_error
         if not args.json:
             print(f"{shown}\t{pred.answer}\t{pred.top_class}\t{pred.top_probability:.3f}", flush=True)
             for s in segments:
@@ -271,6 +299,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
+
+
+def _report(e: Exception, file: str | os.PathLike, shown: str, what: str = "") -> str:
+    """`<shown>: <what><reason>` on stderr after "error: ", and returned for the JSON. The reason is the message
+    of a ValueError or OSError (the file's own path in it shown printably); any other exception (a MemoryError, a
+    RuntimeError) is named by its type as well."""
+    message = str(e).replace(str(file), shown)
+    if not isinstance(e, (ValueError, OSError)):
+        message = f"{type(e).__name__}: {message}".rstrip(": ")
+    if message.startswith(f"{shown}: "):
+        message = message[len(shown) + 2:]
+    message = f"{shown}: {what}{message}"
+    print(f"error: {message}", file=sys.stderr)
+    return message
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 PARTS = ("train", "val", "test")
+SPLIT_PATH = "cache/split.csv"  # where the split stage writes it, beside the cache (dvc.yaml names it too)
 
 
 def split_videos(labels: np.ndarray, class_names: list[str], val: float, test: float, seed: int) -> np.ndarray:

@@ -6,12 +6,11 @@ import torch
 from transformers import AutoTokenizer, CLIPTextModelWithProjection
 from transformers.utils import logging as hf_logging
 
-from pipeline.heads import Head, ZeroShotHead, head_metadata
+from pipeline.heads import LOGIT_SCALE, Head, ZeroShotHead, head_metadata
 
 # Prompt templates, ensembled: each class's text embedding is the mean of its unit-length prompt embeddings.
 TEMPLATES = ("a video of a person {}.", "a photo of a person {}.", "a person {}.", "someone {}.",
              "a video of someone {}.")
-LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
 
 
 def class_prompts(class_name: str, templates: tuple[str, ...] = TEMPLATES) -> list[str]:

@@ -1,0 +1,49 @@
+"""What every stage script shares: params.yaml read into typed configs, and one sentence instead of a traceback
+when the user's data, settings or disk stop a stage."""
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+
+import yaml
+
+PARAMS = "params.yaml"
+
+
+def read_params() -> dict:
+    """params.yaml of the project folder (the stages run there, as dvc runs them); ValueError if unusable."""
+    try:
+        with open(PARAMS) as f:
+            return yaml.safe_load(f)
+    except OSError:
+        raise ValueError(f"cannot read {PARAMS}: run the stages from the project folder (dvc repro does)") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{PARAMS} is not valid YAML: {e}") from None
+
+
+def config(cls, values: dict, section: str, **extra):
+    """cls(**values, **extra): a stage's dataclass config from its params.yaml section; ValueError naming a key of
+    the section that the config does not know (a typo would otherwise be a TypeError traceback)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{PARAMS}: unknown key {section}.{unknown[0]} "
+                         f"(known: {', '.join(sorted(known - set(extra)))})")
+    return cls(**values, **extra)
+
+
+def stage(name: str) -> Callable:
+    """Decorate a stage's main(): a ValueError or OSError (a condition of the user's data, settings or disk, raised
+    with a message naming the problem and the fix) ends the stage with `<name>: error: <message>` on stderr and
+    exit status 1, never a traceback. Anything else is a bug, and keeps its traceback."""
+    def decorate(main: Callable[[], None]) -> Callable[[], None]:
+        @functools.wraps(main)
+        def run() -> None:
+            try:
+                main()
+            except (ValueError, OSError) as e:
+                sys.exit(f"{name}: error: {e}")
+        return run
+    return decorate

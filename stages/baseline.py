@@ -1,20 +1,20 @@
 """DVC stage `baseline`: logistic regression on standardised mean-pooled embeddings, saved with joblib."""
-import yaml
-
-from pipeline.cache import read_cache
+from pipeline.cache import CACHE_PATH, read_cache
 from pipeline.heads import HEAD_FILES, Head, LogRegConfig, calibrate, fit_logreg, head_metadata, mean_pool, save_logreg
-from pipeline.split import read_split
+from pipeline.split import SPLIT_PATH, read_split
 from pipeline.threads import set_threads
+from stages import config, read_params, stage
 
-CACHE, SPLIT, MODEL = "cache/features.h5", "cache/split.csv", HEAD_FILES["logreg"]
+MODEL = HEAD_FILES["logreg"]
 
 
+@stage("baseline")
 def main() -> None:
     set_threads("stage_two")
-    params = yaml.safe_load(open("params.yaml"))
-    cfg = LogRegConfig(**params["baseline"])
-    cache = read_cache(CACHE)
-    parts = read_split(SPLIT, cache.paths)
+    params = read_params()
+    cfg = config(LogRegConfig, params["baseline"], "baseline")
+    cache = read_cache(CACHE_PATH)
+    parts = read_split(SPLIT_PATH, cache.paths)
     train, val = parts == "train", parts == "val"
     model = fit_logreg(mean_pool(cache.embeddings)[train], cache.labels[train], cfg)
     head = Head("logreg", head_metadata(cache.attrs, cache.class_names, "logreg"), model)

@@ -1,40 +1,47 @@
 """DVC stage `evaluate`: every head on the test part (and k-fold CV): DVCLive metrics, confusion plots, a table."""
 import json
-import sys
 from dataclasses import replace
 
-import yaml
 from dvclive import Live
 
-from pipeline.cache import read_cache
-from pipeline.evaluate import (confusion_figure, cross_validate, data_efficiency, efficiency_figure,
-                               evaluate_predictions, expected_calibration_error, format_table)
+from pipeline.cache import CACHE_PATH, read_cache
+from pipeline.evaluate import (cross_validate, data_efficiency, evaluate_predictions, expected_calibration_error,
+                               format_table, usable_folds)
 from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
                             mean_pool)
-from pipeline.split import read_split
+from pipeline.plots import confusion_figure, efficiency_figure
+from pipeline.split import SPLIT_PATH, read_split
 from pipeline.threads import set_threads
+from stages import config, read_params, stage
 
-CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
 OUT = "dvclive/evaluate"
 
 
+@stage("evaluate")
 def main() -> None:
     set_threads("stage_two")
-    params = yaml.safe_load(open("params.yaml"))
-    cache = read_cache(CACHE)
-    parts = read_split(SPLIT, cache.paths)
+    params = read_params()
+    cache = read_cache(CACHE_PATH)
+    parts = read_split(SPLIT_PATH, cache.paths)
     test = parts == "test"
     x, y, names = mean_pool(cache.embeddings), cache.labels, cache.class_names
     # cross-validation refits each trained head with the params of its own stage
-    configs = {"linear": LinearConfig(**params["train"]), "logreg": LogRegConfig(**params["baseline"])}
+    configs = {"linear": config(LinearConfig, params["train"], "train"),
+               "logreg": config(LogRegConfig, params["baseline"], "baseline")}
+    # a small dataset gets as many folds as its smallest class allows, or none: said here and in the metrics
+    folds, note = usable_folds(y, names, params["evaluate"]["folds"])
+    if note:
+        print(f"evaluate: note: {note}")
     results, per_class = {}, {}
     with Live(OUT, dvcyaml=None, save_dvc_exp=False) as live:
+        if params["evaluate"]["folds"]:
+            live.log_metric("cv_folds", folds, plot=False)  # the folds used (0: too small for cross-validation)
         for name, path in HEAD_FILES.items():
             head = load_head(path)
             try:
                 check_compatible(head.meta, cache.attrs, names)
             except ValueError as e:
-                sys.exit(f"evaluate: {path}: {e}")
+                raise ValueError(f"{path}: {e}") from None
             proba = head.predict_proba(cache.embeddings[test])
             pred = proba.argmax(1)
             r = evaluate_predictions(y[test], pred, names)
@@ -42,13 +49,13 @@ def main() -> None:
             r["ece"] = expected_calibration_error(proba, y[test])
             r["ece_uncalibrated"] = expected_calibration_error(
                 head.predict_proba(cache.embeddings[test], calibrated=False), y[test])
-            if params["evaluate"]["folds"]:
+            if folds:
                 if name == "zeroshot":  # nothing to fit: the same text embeddings score every fold
                     refit = lambda xt, yt, xs: head.predict_proba(xs[:, None, :]).argmax(1)  # noqa: E731
                 else:
                     refit = lambda xt, yt, xs: fit_predict(xt, yt, xs, len(names), configs[name])  # noqa: E731
                 features = cache.embeddings if name == "linear" else x  # the linear head pools frames itself
-                acc = cross_validate(features, y, names, params["evaluate"]["folds"], params["split"]["seed"], refit)
+                acc = cross_validate(features, y, names, folds, params["split"]["seed"], refit)
                 r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")
             for key in ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece",
@@ -59,7 +66,7 @@ def main() -> None:
                                   name=f"{name}/confusion_matrix.json")
             live.log_image(f"{name}_confusion.png", confusion_figure(r["confusion"], names, f"{name} head, test"))
         if params["evaluate"]["shots"]:
-            rows = data_efficiency(cache.embeddings, y, parts, efficiency_fits(params, names),
+            rows = data_efficiency(cache.embeddings, y, parts, efficiency_fits(configs, names),
                                    params["evaluate"]["shots"], params["split"]["seed"])
             live.log_plot("data_efficiency", rows, x="videos_per_class", y="linear", template="linear",
                           title="Test accuracy against training videos per class")
@@ -73,9 +80,9 @@ def main() -> None:
             for r in rows))
 
 
-def efficiency_fits(params: dict, names: list[str]) -> dict:
+def efficiency_fits(configs: dict, names: list[str]) -> dict:
     """How each head is refitted on a subset for the data-efficiency curve (the zero-shot head needs nothing)."""
-    cfg, logreg_cfg = LinearConfig(**params["train"]), LogRegConfig(**params["baseline"])
+    cfg, logreg_cfg = configs["linear"], configs["logreg"]
     zeroshot = load_head(HEAD_FILES["zeroshot"])
     text = zeroshot.model.text.numpy()
     return {

@@ -1,32 +1,27 @@
 """DVC stage `train`: the linear head (mean, attention or conv pooling over time) on the cached frame embeddings."""
-import sys
-
-import yaml
 from dvclive import Live
 
-from pipeline.cache import read_cache
-from pipeline.evaluate import curves_figure
+from pipeline.cache import CACHE_PATH, read_cache
 from pipeline.heads import (HEAD_FILES, LinearConfig, calibrate, head_metadata, save_linear, torch_head,
                             train_linear_head)
-from pipeline.split import read_split
+from pipeline.plots import curves_figure
+from pipeline.split import SPLIT_PATH, read_split
 from pipeline.threads import set_threads
+from stages import config, read_params, stage
 
-CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
 BEST, FINAL = HEAD_FILES["linear"], "models/linear_final.pt"
 
 
+@stage("train")
 def main() -> None:
     set_threads("stage_two")
-    params = yaml.safe_load(open("params.yaml"))
-    cfg = LinearConfig(**params["train"])
-    cache = read_cache(CACHE)
-    parts = read_split(SPLIT, cache.paths)
+    params = read_params()
+    cfg = config(LinearConfig, params["train"], "train")
+    cache = read_cache(CACHE_PATH)
+    parts = read_split(SPLIT_PATH, cache.paths)
     x, y = cache.embeddings, cache.labels  # frames (V, F, D): the head pools them (train.head)
     train, val = parts == "train", parts == "val"
-    try:
-        result = train_linear_head(x[train], y[train], x[val], y[val], len(cache.class_names), cfg)
-    except ValueError as e:
-        sys.exit(f"train: {e}")
+    result = train_linear_head(x[train], y[train], x[val], y[val], len(cache.class_names), cfg)
     meta = head_metadata(cache.attrs, cache.class_names, "linear", pooling=cfg.head)
     for path, state, epoch in ((BEST, result.best_state, result.best_epoch),
                                (FINAL, result.final_state, len(result.history))):

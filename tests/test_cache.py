@@ -38,7 +38,7 @@ def test_schema_on_disk_is_the_documented_one(tmp_path):
     with h5py.File(tmp_path / "f.h5") as f:
         assert set(f.keys()) == set(ROW_FIELDS) | {"class_names", "skipped"}
         assert f["embeddings"].shape == (3, 4, 8) and f["labels"].dtype == np.int64
-        assert set(f["skipped"].keys()) == {"path", "reason"}
+        assert set(f["skipped"].keys()) == {"path", "reason", "file_size", "mtime_ns"}
 
 
 def test_empty_cache_round_trips(tmp_path):

@@ -12,7 +12,7 @@ def test_demo_dataset_is_deterministic_and_varied(tmp_path):
     again = make_demo_dataset(DemoConfig(out_dir=str(tmp_path / "b"), clips_per_class=3, seed=0), progress=False)
     videos, classes, _ = discover_videos(tmp_path / "a")
     assert classes == list(CLASSES) and len(videos) == len(files) == 21
-    assert {Path(f).suffix for f in files} == {".mp4", ".avi"}
+    assert {Path(f).suffix for f in files} == {".mp4", ".mkv", ".webm"}  # H.264, H.264, VP9 (test_browser plays them)
     sizes, rates = set(), set()
     for f, g in zip(files, again):
         assert f.relative_to(tmp_path / "a") == g.relative_to(tmp_path / "b")

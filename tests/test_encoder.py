@@ -1,4 +1,6 @@
 """The tiny CLIP through from_pretrained, preprocessing parity with CLIPImageProcessor, batch-independent embeddings."""
+import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -26,6 +28,29 @@ def test_fingerprint_is_stable_and_tells_weights_apart(encoder, tiny_clip, tmp_p
     assert load_encoder(tiny_clip, device="cpu").fingerprint == encoder.fingerprint
     other = build_random_clip(tmp_path / "other", seed=1)
     assert load_encoder(str(other), device="cpu").fingerprint != encoder.fingerprint
+
+
+def _edit_json(path, **changes):
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, **changes}))
+
+
+def test_a_transformers_upgrade_keeps_the_fingerprint_and_pixel_or_arithmetic_changes_do_not(encoder, tiny_clip,
+                                                                                            tmp_path):
+    copy = tmp_path / "moved" / "clip"  # another directory, too: the path is not the encoder's identity
+    shutil.copytree(tiny_clip, copy)
+    _edit_json(copy / "config.json", transformers_version="99.0.0")
+    _edit_json(copy / "preprocessor_config.json", image_processor_type="CLIPImageProcessorFast")
+    upgraded = load_encoder(str(copy), device="cpu")
+    assert upgraded.fingerprint == encoder.fingerprint
+    assert upgraded.describe()["preprocess_config"] == encoder.describe()["preprocess_config"]
+    for file, change in (("config.json", {"vision_config": {**json.loads((copy / "config.json").read_text())[
+                             "vision_config"], "layer_norm_eps": 1e-3}}),
+                         ("preprocessor_config.json", {"image_mean": [0.5, 0.5, 0.5]})):
+        changed = tmp_path / file
+        shutil.copytree(copy, changed)
+        _edit_json(changed / file, **change)
+        assert load_encoder(str(changed), device="cpu").fingerprint != encoder.fingerprint, file
 
 
 def _natural_frames(n, h, w, seed=0):

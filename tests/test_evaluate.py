@@ -1,8 +1,18 @@
 """Metrics with known answers, cross-validation, and the terminal table."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
-from pipeline.evaluate import cross_validate, evaluate_predictions, format_table, wilson_interval
+from pipeline.evaluate import cross_validate, evaluate_predictions, format_table, usable_folds, wilson_interval
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wilson_interval_known_values():
@@ -42,6 +52,71 @@ def test_cross_validate_returns_one_accuracy_per_fold():
     assert acc.tolist() == [1.0] * 5 and seen == [16] * 5
     wrong = cross_validate(x, labels, ["a", "b"], 4, 0, lambda xt, yt, xs: np.zeros(len(xs), int))
     assert wrong.mean() == pytest.approx(0.5)
+
+
+def test_small_classes_get_fewer_folds_or_none_with_a_note():
+    names = ["a", "animation", "c"]
+    assert usable_folds(np.array([0] * 10 + [1] * 10 + [2] * 7), names, 5) == (5, "")
+    folds, note = usable_folds(np.array([0] * 10 + [1] * 3 + [2] * 4), names, 5)
+    assert folds == 3 and note.startswith("3-fold cross-validation instead of 5") and "animation (3), c (4)" in note
+    folds, note = usable_folds(np.array([0] * 10 + [1] * 1 + [2] * 4), names, 5)
+    assert folds == 0 and note.startswith("cross-validation left out") and "animation (1) has 1" in note
+    assert usable_folds(np.array([0, 1]), ["a", "b"], 0) == (0, "")  # off
+    with pytest.raises(ValueError, match="evaluate.folds must be 0 .off. or at least 2, got 1"):
+        usable_folds(np.array([0, 1]), ["a", "b"], 1)
+
+
+def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path, monkeypatch, capsys):
+    """Three videos per class and evaluate.folds 5: 3-fold cross-validation, said in the output and metrics."""
+    import stages.evaluate
+    from pipeline.cache import read_cache
+    from pipeline.heads import HEAD_FILES, save_linear
+    from pipeline.split import SPLIT_PATH, split_videos, write_split
+    from pipeline.zeroshot import zeroshot_head
+
+    for part in ("cache", "models"):
+        shutil.copytree(project / part, tmp_path / part)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["epochs"] = 5
+    assert params["evaluate"]["folds"] == 5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    cache = read_cache("cache/features.h5")
+    write_split(SPLIT_PATH, cache.paths, cache.labels, cache.class_names,
+                split_videos(cache.labels, cache.class_names, 0.15, 0.15, 0))
+    text = np.random.default_rng(0).normal(size=(3, cache.embeddings.shape[2])).astype(np.float32)
+    head = zeroshot_head(text / np.linalg.norm(text, axis=1, keepdims=True), cache.class_names, cache.attrs)
+    save_linear(HEAD_FILES["zeroshot"], head.model.state_dict(), head.meta)
+    stages.evaluate.main()
+    out = capsys.readouterr().out
+    assert "evaluate: note: 3-fold cross-validation instead of 5: classes with fewer than 5 videos: clapping (3)" in out
+    metrics = json.loads((tmp_path / "dvclive" / "evaluate" / "metrics.json").read_text())
+    assert metrics["cv_folds"] == 3 and all("cv_mean" in metrics[h] for h in ("linear", "logreg", "zeroshot"))
+    assert (tmp_path / "dvclive" / "evaluate" / "per_class.json").is_file()  # the rest of the evaluation is written
+
+
+def test_a_stage_stopped_by_the_users_data_or_settings_says_so_in_one_line(project, tmp_path, monkeypatch):
+    import stages.split
+    import stages.train
+
+    shutil.copytree(project / "cache", tmp_path / "cache")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["epoch"] = 10  # a typo
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        stages.train.main()
+    assert str(stopped.value) == ("train: error: params.yaml: unknown key train.epoch (known: batch_size, epochs, "
+                                  "head, lr, seed, weight_decay)")
+    params["split"].update(val=0.5, test=0.6)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit, match=r"^split: error: split fractions must be in \[0, 1\) and sum below 1"):
+        stages.split.main()
+    (tmp_path / "params.yaml").unlink()
+    run = subprocess.run([sys.executable, "-m", "stages.split"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 1 and run.stderr == ("split: error: cannot read params.yaml: run the stages from the "
+                                                  "project folder (dvc repro does)\n")
 
 
 def test_cross_validate_names_classes_smaller_than_the_folds():

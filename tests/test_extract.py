@@ -128,6 +128,57 @@ def _fresh(dataset, tmp_path, tiny_clip, **kw) -> Path:
     return out
 
 
+def test_rehash_finds_a_file_replaced_with_its_size_and_mtime_kept(dataset, tmp_path, tiny_clip):
+    run(dataset, tmp_path / "f.h5", tiny_clip)
+    video = dataset / "clapping" / "a.mp4"
+    st = video.stat()
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # other bytes, same size, then the old mtime back (as cp -p or rsync -a do)
+    video.write_bytes(bytes(data))
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))
+    summary = run(dataset, tmp_path / "f.h5", tiny_clip)
+    assert (summary.encoded, summary.reused) == (0, 7)  # the shortcut trusts (path, size, mtime)
+    old = read_cache(tmp_path / "f.h5")
+    summary = run(dataset, tmp_path / "f.h5", tiny_clip, rehash=True)
+    assert summary.reused == 6 and summary.encoded + len(summary.skipped) == 1  # read again: new content
+    cache = read_cache(tmp_path / "f.h5")
+    assert "clapping/a.mp4" not in cache.paths or (
+        cache.content_hash[list(cache.paths).index("clapping/a.mp4")] != old.content_hash[0])
+    assert run(dataset, tmp_path / "f.h5", tiny_clip, rehash=True).encoded == 0  # nothing else changed
+
+
+def test_a_failed_video_is_not_read_again_until_it_changes(dataset, tmp_path, tiny_clip):
+    from pipeline.workers import load_video
+
+    bad = dataset / "sitting" / "bad.mp4"
+    bad.write_text("not a video\n" * 100)
+    reads = []
+
+    def counting(file, cfg, hash_bytes=True):
+        reads.append(Path(file).name)
+        return load_video(file, cfg, hash_bytes)
+
+    def again(**kw):
+        reads.clear()
+        cfg = ExtractConfig(root=str(dataset), cache_path=str(tmp_path / "f.h5"), model=tiny_clip, num_frames=8,
+                            batch_size=8, device="cpu", workers=0, **kw)
+        return extract_features(cfg, progress=False, decode=counting)
+
+    first = again()
+    assert [p for p, _ in first.skipped] == ["sitting/bad.mp4"] and "bad.mp4" in reads
+    assert read_cache(tmp_path / "f.h5").skipped_stat == {"sitting/bad.mp4": (bad.stat().st_size,
+                                                                               bad.stat().st_mtime_ns)}
+    second = again()
+    assert reads == [] and second.skipped == first.skipped and second.remembered == 1  # not read, same reason
+    assert "1 skipped (1 unchanged since they failed: not read again; extract.rehash: true retries them)" in str(
+        second)
+    assert again(rehash=True).remembered == 0 and reads == ["bad.mp4"]  # rehash retries it
+    assert again(video_timeout_s=30).remembered == 0 and reads == ["bad.mp4"]  # other limits: retried
+    assert again(video_timeout_s=30).remembered == 1 and reads == []
+    os.utime(bad, ns=(bad.stat().st_atime_ns, bad.stat().st_mtime_ns + 10**9))  # touched: read again
+    assert again(video_timeout_s=30).remembered == 0 and reads == ["bad.mp4"]
+
+
 def test_other_sampling_re_encodes_everything(dataset, tmp_path, tiny_clip):
     run(dataset, tmp_path / "f.h5", tiny_clip)
     summary = run(dataset, tmp_path / "f.h5", tiny_clip, num_frames=4)
@@ -151,6 +202,7 @@ def test_no_usable_video_is_a_clear_error(tmp_path, tiny_clip):
         run(tmp_path / "data", tmp_path / "f.h5", tiny_clip)
 
 
+@pytest.mark.slow  # a stage-one run in a subprocess, killed
 def test_sigkill_mid_run_keeps_the_old_cache_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_clip):
     root = tmp_path / "data"
     for i in range(40):

@@ -138,3 +138,68 @@ def test_the_encoder_is_the_one_the_head_names_backend_and_quantisation_included
     torch_features = {**encoder.describe(), "backend": "torch", "quantize": "none"}
     with pytest.raises(ValueError, match="backend='torch'"):  # a head trained on torch features refuses this one
         check_compatible({"head": "linear", **torch_features}, encoder.describe(), what="encoder")
+
+
+def test_any_failure_of_one_file_is_its_error_line_and_the_others_are_predicted(project, capsys, monkeypatch):
+    import pipeline.predict
+
+    real = pipeline.predict.predict_video
+
+    def flaky(file, predictor, on_step=None):
+        if "sitting_1" in str(file):
+            raise MemoryError()
+        if "walking_0" in str(file):
+            raise RuntimeError("cuDNN exploded")
+        return real(file, predictor, on_step)
+
+    monkeypatch.setattr(pipeline.predict, "predict_video", flaky)
+    monkeypatch.chdir(project)
+    code = main(["data/sitting", "data/walking/walking_0.mp4", "data/clapping/clapping_0.mp4", "--json"])
+    out, err = capsys.readouterr()
+    result = {r["path"]: r for r in json.loads(out)}  # the JSON is printed whole
+    assert code == 1 and len(result) == 5
+    assert result["data/sitting/sitting_1.mp4"]["error"] == "data/sitting/sitting_1.mp4: MemoryError"
+    assert result["data/walking/walking_0.mp4"]["error"] == (
+        "data/walking/walking_0.mp4: RuntimeError: cuDNN exploded")
+    assert all("class" in result[p] for p in ("data/sitting/sitting_0.mp4", "data/sitting/sitting_2.mp4",
+                                              "data/clapping/clapping_0.mp4"))
+    assert [line for line in err.splitlines() if line.startswith("error")] == [
+        "error: data/sitting/sitting_1.mp4: MemoryError",
+        "error: data/walking/walking_0.mp4: RuntimeError: cuDNN exploded"]
+
+
+def test_too_many_windows_keeps_the_whole_video_answer(project, capsys, monkeypatch):
+    monkeypatch.chdir(project)
+    video = "data/walking/walking_2.mp4"  # 1.2 s: 240 windows of 5 ms, over the 200 allowed
+    assert main([video, "--segments", "0.005", "0.005", "--json"]) == 1
+    out, err = capsys.readouterr()
+    [result] = json.loads(out)
+    assert result["class"] in ("clapping", "sitting", "walking") and "segments" not in result
+    assert "larger stride" in result["segments_error"] and result["segments_error"].startswith(video)
+    assert f"error: {video}: timeline: 240 windows" in err
+    assert main([video, "--segments", "0.005", "0.005"]) == 1
+    assert capsys.readouterr().out.startswith(f"{video}\t")  # the line format prints the answer too
+
+
+def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, tmp_path):
+    from pipeline.encoder import AUTO_BATCH_SIZE
+    from pipeline.extract import ExtractConfig, extract_features
+    from pipeline.heads import LogRegConfig, fit_logreg, head_metadata, mean_pool, save_logreg
+    from pipeline.predict import stage_one_batch_size
+
+    cache_file = tmp_path / "features.h5"  # 8 frames per pass: two 4-frame videos share each pass
+    extract_features(ExtractConfig(root=str(project / "data"), cache_path=str(cache_file), model=tiny_clip,
+                                   num_frames=4, batch_size=8, device="cpu", workers=0), progress=False)
+    cache = read_cache(cache_file)
+    meta = head_metadata(cache.attrs, cache.class_names, "logreg")
+    assert meta["batch_size"] == cache.attrs["batch_size"] == 8
+    save_logreg(tmp_path / "h.joblib", fit_logreg(mean_pool(cache.embeddings), cache.labels, LogRegConfig()), meta)
+    predictor = load_predictor(tmp_path / "h.joblib", device="cpu")
+    assert predictor.batch_size == 8
+    for i, path in enumerate(cache.paths):
+        np.testing.assert_array_equal(predict_video(project / "data" / path, predictor).embeddings,
+                                      cache.embeddings[i], err_msg=path)
+    # made on another device type, or not recorded: the device's own batch size
+    assert stage_one_batch_size({**meta, "device_type": "cuda"}, predictor.encoder) == AUTO_BATCH_SIZE["cpu"]
+    assert stage_one_batch_size({k: v for k, v in meta.items() if k != "batch_size"},
+                                predictor.encoder) == AUTO_BATCH_SIZE["cpu"]

@@ -136,6 +136,7 @@ def test_a_node_removed_mid_run_costs_only_its_in_flight_videos(cluster, tmp_pat
     assert_same_cache(cache, read_cache(tmp_path / "local.h5"))
 
 
+@pytest.mark.slow  # a driver process SIGKILLed, then a second run
 def test_a_killed_driver_leaves_the_cache_and_the_next_run_reuses_its_parts(cluster, tmp_path, tiny_clip):
     root = many_videos(tmp_path / "data", 8)
     gate = tmp_path / "gate"

@@ -159,6 +159,7 @@ def test_a_long_video_is_sampled_with_bounded_work(corpus, monkeypatch):
     np.testing.assert_allclose(seeking.timestamps, in_order.timestamps)
 
 
+@pytest.mark.slow  # 41 stage-one runs in subprocesses
 def test_sigkill_at_20_random_moments(tmp_path, tiny_clip):
     from tests.corpus import _write_av
     root = tmp_path / "data"
@@ -255,7 +256,8 @@ def test_the_stage_reports_a_write_failure_in_one_line(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(stages.extract, "extract_features", fail)
     monkeypatch.chdir(ROOT)
-    with pytest.raises(SystemExit, match=r"^extract: \[Errno 28\] No space left on device: 'cache/features.h5.tmp'$"):
+    with pytest.raises(SystemExit,
+                       match=r"^extract: error: \[Errno 28\] No space left on device: 'cache/features.h5.tmp'$"):
         stages.extract.main()
 
 

@@ -1,0 +1,143 @@
+"""The project's facts agree with each other: pins cover the imports, dvc.yaml's deps are the stages' imports and
+params, dataclass defaults equal params.yaml, and each shared fact is defined once."""
+import ast
+import re
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL = {"pipeline", "stages", "app", "tests", "bench"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports (absolute names, also inside functions)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}  # `from pipeline import x` imports x
+    return names
+
+
+def test_every_package_the_code_imports_is_pinned():
+    """requirements.txt, and the optional requirements-*.txt (Ray), pin every package imported by the code."""
+    lines = [line for f in sorted(ROOT.glob("requirements*.txt")) for line in f.read_text().splitlines()
+             if line and not line.startswith("#")]
+    pinned = {re.split(r"[=<>\[\s]", line)[0].lower().replace("_", "-") for line in lines}
+    assert all("==" in line for line in lines), "every requirement is pinned with =="
+    dists = packages_distributions()
+    files = [p for d in LOCAL for p in (ROOT / d).rglob("*.py")]
+    tops = {name.split(".")[0] for f in files for name in imported_modules(f)}
+    third_party = tops - set(sys.stdlib_module_names) - LOCAL - {"__future__"}
+    missing = {top: dists.get(top) for top in third_party
+               if not {d.lower().replace("_", "-") for d in dists.get(top, [top])} & pinned}
+    assert not missing, f"imported but not pinned in requirements.txt: {missing}"
+
+
+def _local_file(module: str) -> Path | None:
+    """The file of a pipeline/ or stages/ module (a package's __init__.py), or None for anything else."""
+    if module.split(".")[0] not in ("pipeline", "stages"):
+        return None
+    path = ROOT.joinpath(*module.split("."))
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else (
+        path / "__init__.py" if (path / "__init__.py").is_file() else None)
+
+
+def code_used(script: Path) -> set[str]:
+    """The project files a stage script runs: itself, its package, and what it imports within pipeline/ and
+    stages/, transitively. pipeline/__init__.py is empty and left out."""
+    assert (ROOT / "pipeline" / "__init__.py").read_text() == ""
+    seen, todo = set(), [script, ROOT / "stages" / "__init__.py"]
+    while todo:
+        file = todo.pop()
+        if file in seen:
+            continue
+        seen.add(file)
+        todo += [f for m in imported_modules(file) if (f := _local_file(m)) is not None]
+    return {str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f) for f in seen} - {"pipeline/__init__.py"}
+
+
+def params_read(script: Path) -> set[str]:
+    """The params.yaml keys a stage script reads: params["a"] passed on whole gives "a", params["a"]["b"] "a.b"
+    (params: the name bound to read_params(), or read_params() itself)."""
+    tree = ast.parse(script.read_text())
+    parent = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    keys = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Subscript) or (isinstance(parent.get(node), ast.Subscript)
+                                                   and parent[node].value is node):
+            continue  # not the outermost subscript of a chain
+        chain, inner = [], node
+        while isinstance(inner, ast.Subscript) and isinstance(inner.slice, ast.Constant):
+            chain.insert(0, inner.slice.value)
+            inner = inner.value
+        rooted = (isinstance(inner, ast.Name) and inner.id == "params") or (
+            isinstance(inner, ast.Call) and getattr(inner.func, "id", None) == "read_params")
+        if rooted and chain:
+            keys.add(".".join(chain))
+    return keys
+
+
+def test_each_dvc_stage_depends_on_exactly_the_code_and_params_it_uses():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(stages) == {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"}
+    for name, spec in stages.items():
+        assert spec["cmd"] == f"python -m stages.{name}"
+        script = ROOT / "stages" / f"{name}.py"
+        declared = {d for d in spec["deps"] if d.endswith(".py")}
+        assert declared == code_used(script), f"{name}: dvc.yaml deps differ from the imports"
+        read, listed = params_read(script), set(spec.get("params", []))
+        for key in listed:  # each listed key is read: a whole section, or all of its keys one by one
+            covered = {r for r in read if r == key or r.startswith(key + ".")}
+            assert covered, f"{name}: dvc.yaml lists params {key!r}, which the stage does not read"
+            if key not in covered:
+                assert covered == {f"{key}.{k}" for k in params[key]}, (
+                    f"{name}: reads only {sorted(covered)} of {key!r}: list those in dvc.yaml")
+        for key in read:
+            assert any(key == k or key.startswith(k + ".") for k in listed), f"{name}: reads {key!r}, not in dvc.yaml"
+            section, _, sub = key.partition(".")
+            assert section in params and (not sub or sub in params[section]), f"{name}: {key!r} not in params.yaml"
+
+
+def test_the_derivation_sees_what_a_stage_uses(tmp_path):
+    script = tmp_path / "fake.py"
+    script.write_text("from pipeline.plots import curves_figure\nfrom stages import read_params\n"
+                      "def main():\n    params = read_params()\n    f(params['train'], params['split']['seed'])\n"
+                      "    g(read_params()['demo'])\n")
+    assert code_used(script) == {"stages/__init__.py", "pipeline/plots.py", str(script)}
+    assert params_read(script) == {"train", "split.seed", "demo"}
+    assert code_used(ROOT / "stages" / "train.py") >= {"pipeline/heads.py", "pipeline/cache.py"}  # heads -> cache
+
+
+def test_dataclass_defaults_equal_params_yaml():
+    from pipeline.demo import DemoConfig
+    from pipeline.extract import ExtractConfig
+    from pipeline.heads import LinearConfig, LogRegConfig
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for cfg, section in ((LinearConfig(), "train"), (LogRegConfig(), "baseline"), (DemoConfig(), "demo"),
+                         (ExtractConfig(root=params["data"]["root"]), "extract")):
+        for key, value in params[section].items():
+            assert getattr(cfg, key) == value, f"{type(cfg).__name__}.{key} = {getattr(cfg, key)!r}, " \
+                                               f"params.yaml {section}.{key} = {value!r}"
+    assert ExtractConfig(root="x").model == params["encoder"]["model"]
+
+
+def test_shared_facts_are_written_once():
+    from pipeline.cache import CACHE_PATH
+    from pipeline.split import SPLIT_PATH
+
+    code = {p: p.read_text() for d in ("pipeline", "stages", "app") for p in (ROOT / d).rglob("*.py")}
+    for literal in (f'"{CACHE_PATH}"', f'"{SPLIT_PATH}"', "100.0", '".mp4"',
+                    '"encoder_fingerprint", "embedding_dim"'):  # paths, CLIP's logit scale, extensions, key
+        where = [str(p.relative_to(ROOT)) for p, text in code.items() if literal in text]
+        assert len(where) == 1, f"{literal} written in {where}"
+    outs = {o if isinstance(o, str) else next(iter(o)) for s in yaml.safe_load((ROOT / "dvc.yaml").read_text())[
+        "stages"].values() for o in s.get("outs", [])}
+    assert {CACHE_PATH, SPLIT_PATH} <= outs
