@@ -1,11 +1,13 @@
 """Stage one: discover videos, decode their sampled frames, embed them with CLIP, and write the cache incrementally.
 
 Unit of work: a *part* file (`<cache>.parts/part-*.h5`) holding up to `shard_size` newly encoded videos keyed by
-content hash. The cache is the join of the previous cache and the parts, written atomically at the end; a killed
-run leaves the previous cache untouched and its finished parts reused by the next run.
+content hash. The cache is the join of the previous cache and the parts, streamed into a new file row block by row
+block and renamed over the old one at the end (memory independent of the number of videos); a killed run leaves
+the previous cache untouched and its finished parts reused by the next run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,7 +22,8 @@ import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from pipeline.cache import KEY_ATTRS, Cache, concat_caches, empty_cache, read_cache, write_cache
+from pipeline.cache import (BLOCK_ROWS, KEY_ATTRS, STORAGE_DTYPES, Cache, empty_cache, gather_rows, open_cache,
+                            write_cache, write_cache_blocks)
 from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, load_encoder
 from pipeline.video import (SAMPLING, VIDEO_EXTENSIONS, Clip, DecodeLimits, VideoFile, discover_videos)
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig, auto_workers, load_video
@@ -45,6 +48,7 @@ class ExtractConfig:
     worker_memory_mb: int = 2048  # memory a decode worker may take beyond its imports
     max_pixels: int = DecodeLimits.max_pixels  # per frame (8K UHD)
     max_aspect: float = DecodeLimits.max_aspect  # long side / short side
+    dtype: str = "float32"  # how the cache stores embeddings: float32 | float16 (half the size; read as float32)
 
     def pool(self) -> PoolConfig:
         """The decode workers' settings."""
@@ -91,6 +95,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     started = time.perf_counter()
     cache_path = Path(cfg.cache_path)
     _check_paths(cfg)
+    if cfg.dtype not in STORAGE_DTYPES:
+        raise ValueError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {cfg.dtype!r}")
     lock = FileLock(str(cache_path) + ".lock")
     try:
         lock.acquire(timeout=0)
@@ -106,7 +112,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             encoder = load_encoder(cfg.model, cfg.device, cfg.preprocess, cfg.quantize, cfg.precision)
             batch_size = AUTO_BATCH_SIZE[encoder.device.type] if cfg.batch_size == "auto" else int(cfg.batch_size)
             attrs = {**encoder.describe(), "num_frames": cfg.num_frames, "sampling": SAMPLING,
-                     "batch_size": batch_size, "data_root": cfg.root,
+                     "batch_size": batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
                      "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py",
                                                                      "numpy")})}
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
@@ -118,10 +124,9 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             new_parts, kept = _encode_new(videos, sources, template, pool, reader, Embedder(encoder, batch_size),
                                           PartWriter(parts_dir, template, cfg.shard_size), summary, progress)
         summary.skipped.sort()
-        final = _assemble(kept, sources + new_parts, template, summary.skipped)
-        if len(final) == 0:
+        if not kept:
             raise ValueError(f"none of the {len(videos)} videos under {cfg.root!r} could be used:\n{summary}")
-        write_cache(cache_path, final)
+        _assemble(cache_path, kept, sources + new_parts, template, summary.skipped)
         shutil.rmtree(parts_dir, ignore_errors=True)
         summary.seconds = time.perf_counter() - started
         return summary
@@ -130,7 +135,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
 
 
 def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSummary) -> list[Cache]:
-    """The previous cache and the parts left by an interrupted run, where made with the same encoder and sampling.
+    """The previous cache and the parts left by an interrupted run, where made with the same encoder and sampling,
+    opened lazily (metadata in memory, embeddings left in their files).
 
     Other parts (or unreadable ones) are deleted; a previous cache made otherwise is ignored, replaced at the end
     of the run, and the summary says why.
@@ -141,17 +147,17 @@ def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSu
     found = []
     if cache_path.is_file():
         try:
-            previous = read_cache(cache_path)
+            previous = open_cache(cache_path)
             differ = [k for k in KEY_ATTRS if previous.attrs.get(k) != attrs[k]]
             if differ:
                 summary.note = f"the previous cache was made with other {', '.join(differ)}: everything re-encoded"
             else:
                 found.append(previous)
-        except ValueError as e:  # an unreadable or older cache is rebuilt from scratch
+        except ValueError as e:  # an unreadable or older cache (another schema version) is rebuilt from scratch
             summary.note = f"the previous cache cannot be used ({e}): everything re-encoded"
     for part_file in sorted(parts_dir.glob("part-*.h5")):
         try:
-            part = read_cache(part_file)
+            part = open_cache(part_file)
         except ValueError:
             part = None
         if part is not None and same_key(part):
@@ -180,7 +186,8 @@ def _check_paths(cfg: ExtractConfig) -> None:
 
 class PartWriter:
     """The part writer: finished videos with their embeddings (F, D) go into part files of `shard_size` videos,
-    each written atomically (`<cache>.parts/part-<random>.h5`); `parts` lists what was written."""
+    each written atomically (`<cache>.parts/part-<random>.h5`); `parts` lists what was written, opened lazily
+    (their embeddings stay in the files: memory holds at most one part's)."""
 
     def __init__(self, parts_dir: Path, template: Cache, shard_size: int):
         self.parts_dir, self.template, self.shard_size = parts_dir, template, shard_size
@@ -197,8 +204,9 @@ class PartWriter:
         if not self._rows:
             return
         part = _part_cache(self._rows, self.template)
-        write_cache(self.parts_dir / f"part-{uuid.uuid4().hex}.h5", part)
-        self.parts.append(part)
+        part_file = self.parts_dir / f"part-{uuid.uuid4().hex}.h5"
+        write_cache(part_file, part)
+        self.parts.append(open_cache(part_file))
         for item, _ in self._rows:
             item.clip = None  # the part holds it now
         self._rows.clear()
@@ -286,14 +294,23 @@ def _part_cache(rows: list[tuple[_Item, np.ndarray]], template: Cache) -> Cache:
     )
 
 
-def _assemble(kept: list[_Item], sources: list[Cache], template: Cache, skipped: list) -> Cache:
-    """The new cache: one row per usable video in path order, embeddings looked up by content hash in `sources`."""
-    pool = concat_caches(sources, template)
-    row_of = {h: i for i, h in enumerate(pool.content_hash)}
-    final = pool.take([row_of[it.digest] for it in kept])
-    final.paths = np.array([it.video.path for it in kept], object)
-    final.labels = np.array([template.class_names.index(it.video.label) for it in kept], np.int64)
-    final.file_size = np.array([it.size for it in kept], np.int64)
-    final.mtime_ns = np.array([it.mtime_ns for it in kept], np.int64)
-    final.class_names, final.skipped, final.attrs = list(template.class_names), list(skipped), dict(template.attrs)
-    return final
+def _assemble(cache_path: Path, kept: list[_Item], sources: list[Cache], template: Cache, skipped: list) -> None:
+    """Write the new cache at cache_path: one row per usable video in path order, its embeddings and frame data
+    copied by content hash from `sources` (previous cache and parts, the last holding a hash wins), BLOCK_ROWS rows
+    at a time."""
+    where = {h: (s, i) for s, src in enumerate(sources) for i, h in enumerate(src.content_hash)}
+    source, row = np.array([where[it.digest] for it in kept], np.int64).reshape(-1, 2).T  # (V,) each
+    label_of = {name: c for c, name in enumerate(template.class_names)}
+    out = dataclasses.replace(template, skipped=list(skipped))
+
+    def blocks():
+        for start in range(0, len(kept), BLOCK_ROWS):
+            items, at = kept[start:start + BLOCK_ROWS], slice(start, start + BLOCK_ROWS)
+            block = gather_rows(sources, source[at], row[at], out)
+            block.paths = np.array([it.video.path for it in items], object)
+            block.labels = np.array([label_of[it.video.label] for it in items], np.int64)
+            block.file_size = np.array([it.size for it in items], np.int64)
+            block.mtime_ns = np.array([it.mtime_ns for it in items], np.int64)
+            yield block
+
+    write_cache_blocks(cache_path, out, len(kept), blocks())
