@@ -92,8 +92,9 @@ class Embeddings:
         out = self._read(self._rows)
         return out if dtype is None else out.astype(dtype, copy=False)
 
-    def blocks(self, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        """(start, float32 (B, F, D)) for each block of `rows` rows, in order."""
+    def blocks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, float32 (B, F, D)) for each block of `rows` (default BLOCK_ROWS) rows, in order."""
+        rows = rows or BLOCK_ROWS
         for start in range(0, len(self), rows):
             yield start, self._read(self._rows[start:start + rows])
 

@@ -3,7 +3,7 @@ import sys
 
 import yaml
 
-from pipeline.cache import read_cache
+from pipeline.cache import open_cache
 from pipeline.split import split_videos, write_split
 
 CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
@@ -11,7 +11,7 @@ CACHE, SPLIT = "cache/features.h5", "cache/split.csv"
 
 def main() -> None:
     params = yaml.safe_load(open("params.yaml"))["split"]
-    cache = read_cache(CACHE)
+    cache = open_cache(CACHE)
     try:
         parts = split_videos(cache.labels, cache.class_names, params["val"], params["test"], params["seed"])
     except ValueError as e:

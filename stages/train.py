@@ -4,9 +4,9 @@ import sys
 import yaml
 from dvclive import Live
 
-from pipeline.cache import read_cache
+from pipeline.cache import open_cache
 from pipeline.evaluate import curves_figure
-from pipeline.heads import (HEAD_FILES, LinearConfig, calibrate, head_metadata, save_linear, torch_head,
+from pipeline.heads import (HEAD_FILES, LinearConfig, calibrate, head_metadata, mean_pool, save_linear, torch_head,
                             train_linear_head)
 from pipeline.split import read_split
 
@@ -17,9 +17,11 @@ BEST, FINAL = HEAD_FILES["linear"], "models/linear_final.pt"
 def main() -> None:
     params = yaml.safe_load(open("params.yaml"))
     cfg = LinearConfig(**params["train"])
-    cache = read_cache(CACHE)
+    cache = open_cache(CACHE)  # embeddings stay in the file until read
     parts = read_split(SPLIT, cache.paths)
-    x, y = cache.embeddings, cache.labels  # frames (V, F, D): the head pools them (train.head)
+    # mean pooling trains on (V, D), pooled a block at a time; attention and conv read mini-batches of frames
+    x = mean_pool(cache.embeddings) if cfg.head == "mean" else cache.embeddings
+    y = cache.labels
     train, val = parts == "train", parts == "val"
     try:
         result = train_linear_head(x[train], y[train], x[val], y[val], len(cache.class_names), cfg)
