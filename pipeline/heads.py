@@ -288,8 +288,9 @@ class Head:
         return _logits(self.model, embeddings).numpy()
 
     def predict_proba(self, embeddings: np.ndarray, calibrated: bool = True) -> np.ndarray:
-        """Frame embeddings float32 (V, F, D) (or pooled (V, D), as for logits) -> class probabilities float32 (V, C), divided by the temperature
-        fitted on the validation part (meta["temperature"]) unless calibrated=False."""
+        """Frame embeddings float32 (V, F, D) (or pooled (V, D), as for logits) -> class probabilities float32
+        (V, C), divided by the temperature fitted on the validation part (meta["temperature"]) unless
+        calibrated=False."""
         temperature = float(self.meta.get("temperature", 1.0)) if calibrated else 1.0
         return softmax(self.logits(embeddings) / temperature)
 
