@@ -170,27 +170,23 @@ def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
     if cfg.head != "mean" and x_train.ndim != 3:
         raise ValueError(f"the {cfg.head} head needs frame embeddings (N, F, D), got {x_train.shape}")
     model = _new_linear(x_train, num_classes, cfg)
-    # standardise what the linear layer sees: pooled features for mean pooling, single frames otherwise
-    if cfg.head == "mean":
-        stats = mean_pool(x_train) if x_train.ndim == 3 else x_train  # (N, D)
-        mean, std = stats.mean(axis=0), stats.std(axis=0)
-    else:
-        mean, std = _frame_stats(x_train)
+    if cfg.head == "mean" and x_train.ndim == 3:  # the head sees only the mean frame: pool once, F times less data
+        x_train = mean_pool(x_train)
+        x_val = mean_pool(x_val) if x_val is not None else None
+    # standardise what the linear layer sees: pooled features (N, D) for mean pooling, single frames otherwise
+    mean, std = (x_train.mean(axis=0), x_train.std(axis=0)) if cfg.head == "mean" else _frame_stats(x_train)
     model.mean.copy_(torch.from_numpy(mean))
     model.std.copy_(torch.from_numpy(std + 1e-6))
     if text_init is not None:
         if cfg.head != "mean":
             raise ValueError("a zero-shot start needs mean pooling")
         model.mean.zero_()
-        model.std.fill_(float(np.linalg.norm(stats, axis=1).mean()))  # x / |x| on average: the zero-shot cosine
+        model.std.fill_(float(np.linalg.norm(x_train, axis=1).mean()))  # x / |x| on average: the zero-shot cosine
         with torch.no_grad():
             model.fc.weight.copy_(torch.from_numpy(100.0 * text_init))  # 100: CLIP's temperature (LOGIT_SCALE)
             model.fc.bias.zero_()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    if cfg.head == "mean" and x_train.ndim == 3:  # the head sees only the mean frame: pool once, F times less data
-        x_train = mean_pool(x_train)
-        x_val = mean_pool(x_val) if x_val is not None else None
     xt = torch.from_numpy(np.ascontiguousarray(x_train, np.float32)) if _in_memory(x_train) else x_train
     yt = torch.from_numpy(y_train.astype(np.int64))
     has_val = x_val is not None and len(x_val) > 0
