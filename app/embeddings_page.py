@@ -10,16 +10,32 @@ import streamlit as st
 
 from app.common import cached_cache, frame_strip
 from pipeline.cache import CACHE_PATH
-from pipeline.inspect import class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d, summarize
+from pipeline.inspect import (class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d, summarize,
+                              video_means)
 from pipeline.predict import shared_pool
 from pipeline.video import FrameSpec
 from pipeline.workers import ReadConfig
+
+MAP_POINTS = 5000  # videos drawn on the map at most (a seeded sample beyond): the browser's limit, not the data's
+
+
+@st.cache_resource(show_spinner="Averaging each video's frames…")
+def means_of(path: str, mtime_ns: int) -> np.ndarray:
+    """Unit mean embedding of every video (V, D), one pass over the file per cache version, shared, not copied."""
+    return video_means(cached_cache(path, mtime_ns)[0])
 
 
 @st.cache_data(show_spinner="Projecting…")
 def projection(path: str, mtime_ns: int, method: str) -> np.ndarray:
     """2-D coordinates of every video (cached per cache version and method)."""
-    return project_2d(cached_cache(path, mtime_ns)[0], method)
+    return project_2d(cached_cache(path, mtime_ns)[0], method, means=means_of(path, mtime_ns))
+
+
+@st.cache_resource(show_spinner="Looking for odd videos…")
+def outliers(path: str, mtime_ns: int) -> dict:
+    """find_outliers, once per cache version."""
+    cache, parts = cached_cache(path, mtime_ns)
+    return find_outliers(cache, parts, means=means_of(path, mtime_ns))
 
 
 def main() -> None:
@@ -51,23 +67,26 @@ def main() -> None:
     method = st.radio("Projection", ["pca", "tsne"], format_func=str.upper, horizontal=True)
     coords = projection(str(path), mtime, method)
     table = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "path": cache.paths,
-                          "class": [cache.class_names[y] for y in cache.labels],
+                          "class": np.asarray(cache.class_names, object)[cache.labels],
                           "part": parts if parts is not None else "-"})
+    if len(table) > MAP_POINTS:
+        table = table.sample(MAP_POINTS, random_state=0)
+        st.caption(f"{MAP_POINTS:,} of the {len(cache):,} videos drawn, chosen at random.")
     st.altair_chart(alt.Chart(table).mark_circle(size=60).encode(
         x=alt.X("x", axis=None), y=alt.Y("y", axis=None), color="class",
         tooltip=["path", "class", "part"]).interactive(), width="stretch")
 
     st.subheader("One video")
     chosen = st.selectbox("Video", list(cache.paths))
-    show_video(cache, chosen)
+    show_video(cache, chosen, means_of(str(path), mtime))
 
     st.subheader("How similar the class centroids are (cosine)")
-    centroids = class_centroids(cache)
+    centroids = class_centroids(cache, means_of(str(path), mtime))
     sim = pd.DataFrame(centroids @ centroids.T, index=cache.class_names, columns=cache.class_names)
     st.dataframe(sim.style.format("{:.3f}").background_gradient(cmap="Blues", axis=None))
 
     st.subheader("Odd videos")
-    odd = find_outliers(cache, parts)
+    odd = outliers(str(path), mtime)
     st.markdown(f"**Likely mislabelled** (nearer another class's centroid than their own): "
                 f"{len(odd['mislabelled'])}")
     if odd["mislabelled"]:
@@ -80,12 +99,12 @@ def main() -> None:
         st.dataframe(pd.DataFrame(odd["near_duplicates"]), hide_index=True)
 
 
-def show_video(cache, chosen: str) -> None:
+def show_video(cache, chosen: str, means: np.ndarray) -> None:
     """The chosen video's sampled frames (from its source file, when there), neighbours and frame similarities."""
     v = int(np.flatnonzero(cache.paths == chosen)[0])
     root = cache.attrs.get("data_root")
     source = Path(root) / chosen if root else None
-    rows = frame_report(cache, chosen)
+    rows = frame_report(cache, chosen, means)
     if source is not None and source.is_file():
         stat = source.stat()
         if (stat.st_size, stat.st_mtime_ns) != (cache.file_size[v], cache.mtime_ns[v]):
@@ -102,7 +121,7 @@ def show_video(cache, chosen: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Nearest videos** (cosine of mean embeddings)")
-        st.dataframe(pd.DataFrame(nearest_neighbors(cache, chosen, 5)), hide_index=True)
+        st.dataframe(pd.DataFrame(nearest_neighbors(cache, chosen, 5, means)), hide_index=True)
     with right:
         st.markdown("**Frame-to-class similarity over time**")
         over_time = pd.DataFrame([r["cos_class"] for r in rows], index=[r["time"] for r in rows])

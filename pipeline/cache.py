@@ -1,8 +1,10 @@
-"""The HDF5 feature cache: per-video frame embeddings plus the configuration that made them, written atomically."""
+"""The HDF5 feature cache: per-video frame embeddings plus the configuration that made them, written atomically
+row block by row block, and read whole or lazily (metadata in memory, embeddings left in the file)."""
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,10 +12,12 @@ import h5py
 import numpy as np
 
 CACHE_PATH = "cache/features.h5"  # where stage one writes the cache and every reader looks (dvc.yaml names it too)
-SCHEMA_VERSION = 2  # 2: decode_errors per video; decoder, precision and device type in the key
+SCHEMA_VERSION = 3  # 3: written row block by row block; embeddings stored float32 or float16 (attr "dtype")
 # Attributes every cache carries; two caches whose KEY_ATTRS differ hold embeddings that must not be mixed.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
-             "preprocess_config", "backend", "quantize", "precision", "device_type", "decoder")
+             "preprocess_config", "backend", "quantize", "precision", "device_type", "decoder", "dtype")
+STORAGE_DTYPES = ("float32", "float16")  # how embeddings are stored (extract.dtype); they are read as float32
+BLOCK_ROWS = 1024  # videos per read or write block: 1024 x 16 x 512 x 4 B = 32 MiB at ViT-B/32 size
 _STR = h5py.string_dtype()
 
 
@@ -21,13 +25,13 @@ _STR = h5py.string_dtype()
 class Cache:
     """A feature cache in memory: row v describes the video at paths[v].
 
-    embeddings float32 (V, F, D); frame_indices int64 (V, F); timestamps float64 (V, F) seconds;
-    labels int64 (V,) into class_names; paths str (V,) relative to the data root; content_hash str (V,) SHA-256;
-    fps float64, frame_count int64, duration float64 seconds, repeated bool (fewer than F frames), decode_errors
-    int64 (packets the decoder rejected or concealed; 0 for a sound file), file_size int64, mtime_ns int64: all (V,).
-    skipped: (path, reason) pairs; skipped_stat: {path: (file_size, mtime_ns)} of the skipped files that were
-    read, so that an unchanged one is not read again (pipeline.extract). attrs: encoder, sampling,
-    preprocessing, precision, decoder, versions.
+    embeddings float32 (V, F, D) (or Embeddings, the same rows left in the file: see open_cache); frame_indices
+    int64 (V, F); timestamps float64 (V, F) seconds; labels int64 (V,) into class_names; paths str (V,) relative
+    to the data root; content_hash str (V,) SHA-256; fps float64, frame_count int64, duration float64 seconds,
+    repeated bool (fewer than F frames), decode_errors int64 (packets the decoder rejected or concealed; 0 for a
+    sound file), file_size int64, mtime_ns int64: all (V,). skipped: (path, reason) pairs; skipped_stat: {path:
+    (file_size, mtime_ns)} of the skipped files that were read, so that an unchanged one is not read again
+    (pipeline.extract). attrs: encoder, sampling, preprocessing, precision, decoder, storage dtype, versions.
     """
 
     embeddings: np.ndarray
@@ -60,6 +64,72 @@ class Cache:
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Cache)
                    if f.name not in ("class_names", "skipped", "skipped_stat", "attrs"))
 _STR_FIELDS = ("paths", "content_hash")
+META_FIELDS = tuple(name for name in ROW_FIELDS if name != "embeddings")  # what open_cache holds in memory
+
+
+class Embeddings:
+    """Frame embeddings left in a cache file: float32 (V, F, D) once read (float16 storage is widened).
+
+    Indexing with rows (a slice, an int array or a bool mask) gives the Embeddings of those rows and reads
+    nothing; an int reads one video's (F, D); np.asarray() reads every row; blocks() reads BLOCK_ROWS rows at a
+    time; mean(axis=1) is the (V, D) mean over frames, computed block by block. Each read opens the file and
+    checks that it is still the one opened: a cache replaced since is a ValueError, never other videos' rows.
+    """
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, path: Path, identity: tuple, shape: tuple[int, int, int], rows: np.ndarray | None = None):
+        self.path, self._identity = path, identity
+        self._rows = np.arange(shape[0], dtype=np.int64) if rows is None else rows
+        self.shape = (len(self._rows), *shape[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self._read(self._rows[[key]])[0]
+        return Embeddings(self.path, self._identity, (0, *self.shape[1:]), self._rows[key])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self._read(self._rows)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def blocks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, float32 (B, F, D)) for each block of `rows` (default BLOCK_ROWS) rows, in order."""
+        rows = rows or BLOCK_ROWS
+        for start in range(0, len(self), rows):
+            yield start, self._read(self._rows[start:start + rows])
+
+    def mean(self, axis: int, dtype=np.float32) -> np.ndarray:
+        """The mean over frames, float32 (V, D), a block at a time (the only reduction offered: axis=1)."""
+        assert axis == 1, "Embeddings only averages over frames (axis=1)"
+        out = np.empty((len(self), self.shape[2]), np.float32)
+        for start, block in self.blocks():
+            out[start:start + len(block)] = block.mean(axis=1, dtype=dtype)
+        return out
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """Rows float32 (N, F, D), in the order asked; read in file order, a span or a run of rows at a time."""
+        out = np.empty((len(rows), *self.shape[1:]), np.float32)
+        if not len(rows):
+            return out
+        order = np.argsort(rows, kind="stable")
+        with _open(self.path) as f:
+            if _identity(self.path) != self._identity:
+                raise ValueError(f"{self.path} was replaced since it was opened (a new stage-one run?): open it again")
+            ds = f["embeddings"]
+            for chunk in np.array_split(order, -(-len(order) // BLOCK_ROWS)):
+                wanted = rows[chunk]
+                lo, hi = int(wanted[0]), int(wanted[-1]) + 1
+                if hi - lo <= 2 * len(chunk):  # dense: one read of the span
+                    out[chunk] = ds[lo:hi][wanted - lo]
+                    continue
+                breaks = np.flatnonzero(np.diff(wanted) != 1) + 1  # sparse: each run of consecutive rows
+                for run in np.split(np.arange(len(chunk)), breaks):
+                    out[chunk[run]] = ds[int(wanted[run[0]]):int(wanted[run[-1]]) + 1]
+        return out
 
 
 def empty_cache(num_frames: int, dim: int, attrs: dict, class_names: list[str]) -> Cache:
@@ -75,25 +145,77 @@ def empty_cache(num_frames: int, dim: int, attrs: dict, class_names: list[str]) 
 
 
 def concat_caches(caches: list[Cache], template: Cache) -> Cache:
-    """Rows of all `caches` one after another, with template's class names, skipped list and attrs."""
+    """Rows of all `caches` (in memory) one after another, with template's class names, skipped list and attrs."""
     if not caches:
         return template.take([])
     return dataclasses.replace(
         template, **{name: np.concatenate([getattr(c, name) for c in caches]) for name in ROW_FIELDS})
 
 
-def write_cache(path: str | os.PathLike, cache: Cache) -> None:
-    """Write `cache` to `path` atomically: a temporary file beside it, fsync, then rename over the old one.
+def gather_rows(sources: list[Cache], source: np.ndarray, row: np.ndarray, template: Cache) -> Cache:
+    """Row row[i] of sources[source[i]] for each i, as a cache in memory (embeddings read from the sources' files
+    where they were opened lazily), with template's class names, skipped list and attrs."""
+    block = template.take([])
+    for name in ROW_FIELDS:
+        first = getattr(sources[source[0]], name) if len(source) else getattr(template, name)
+        values = np.empty((len(source), *first.shape[1:]), first.dtype)
+        for s in np.unique(source):
+            at = source == s
+            values[at] = np.asarray(getattr(sources[s], name)[row[at]])
+        setattr(block, name, values)
+    return block
 
+
+def write_cache(path: str | os.PathLike, cache: Cache) -> None:
+    """Write `cache` (in memory) to `path` atomically; see write_cache_blocks."""
+    blocks = (cache.take(np.arange(s, min(s + BLOCK_ROWS, len(cache)))) for s in range(0, len(cache), BLOCK_ROWS))
+    write_cache_blocks(path, cache, len(cache), blocks)
+
+
+def write_cache_blocks(path: str | os.PathLike, template: Cache, num_rows: int, blocks: Iterable[Cache]) -> None:
+    """Write a cache of `num_rows` rows given as consecutive `blocks` (caches in memory) to `path` atomically:
+    datasets created whole in a temporary file beside it, filled block by block, fsync, then rename over the old
+    one. Memory holds one block, whatever the number of rows.
+
+    template: class names, skipped list and attrs; attrs["dtype"] (default float32) is the embeddings' storage.
     A crash at any moment leaves either the previous file or the new one, never a half-written cache; the rename
     also replaces a DVC cache link instead of writing through it.
     """
     path = Path(path)
+    dtype = template.attrs.get("dtype", "float32")
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    assert cache.embeddings.ndim == 3 and len(cache.embeddings) == len(cache), "embeddings must be (V, F, D)"
     try:
-        _write(tmp, cache)
+        with h5py.File(tmp, "w") as f:
+            datasets = {}
+            for name in ROW_FIELDS:
+                like = getattr(template, name)
+                kind = _STR if name in _STR_FIELDS else (dtype if name == "embeddings" else like.dtype)
+                datasets[name] = f.create_dataset(name, shape=(num_rows, *like.shape[1:]), dtype=kind)
+            written = 0
+            for block in blocks:
+                assert block.embeddings.ndim == 3 and len(block.embeddings) == len(block), "embeddings: (V, F, D)"
+                for name in ROW_FIELDS:
+                    values = getattr(block, name)
+                    datasets[name][written:written + len(block)] = (
+                        np.asarray(values, dtype=object) if name in _STR_FIELDS else values)
+                written += len(block)
+            assert written == num_rows, f"{written} rows written, {num_rows} announced"
+            f.create_dataset("class_names", data=np.asarray(template.class_names, dtype=object), dtype=_STR)
+            skipped = f.create_group("skipped")
+            skipped.create_dataset("path", data=np.asarray([p for p, _ in template.skipped], dtype=object),
+                                   dtype=_STR)
+            skipped.create_dataset("reason", data=np.asarray([r for _, r in template.skipped], dtype=object),
+                                   dtype=_STR)
+            stat = np.array([template.skipped_stat.get(p, (-1, -1)) for p, _ in template.skipped],
+                            np.int64).reshape(-1, 2)
+            skipped.create_dataset("file_size", data=stat[:, 0])  # -1: not known (the file could not be stat'ed)
+            skipped.create_dataset("mtime_ns", data=stat[:, 1])
+            f.attrs.update(template.attrs)
+            f.attrs["dtype"] = dtype
+            f.attrs["schema_version"] = SCHEMA_VERSION
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
     except BaseException:  # a full disk, a failed write, an interrupt: leave no half-written file behind
@@ -107,40 +229,26 @@ def write_cache(path: str | os.PathLike, cache: Cache) -> None:
         os.close(dir_fd)
 
 
-def _write(tmp: Path, cache: Cache) -> None:
-    """Every dataset and attribute of `cache` into a new HDF5 file at `tmp`."""
-    with h5py.File(tmp, "w") as f:
-        for name in ROW_FIELDS:
-            data = getattr(cache, name)
-            if name in _STR_FIELDS:
-                f.create_dataset(name, data=np.asarray(data, dtype=object), dtype=_STR)
-            else:
-                f.create_dataset(name, data=data)
-        f.create_dataset("class_names", data=np.asarray(cache.class_names, dtype=object), dtype=_STR)
-        skipped = f.create_group("skipped")
-        skipped.create_dataset("path", data=np.asarray([p for p, _ in cache.skipped], dtype=object), dtype=_STR)
-        skipped.create_dataset("reason", data=np.asarray([r for _, r in cache.skipped], dtype=object), dtype=_STR)
-        stat = np.array([cache.skipped_stat.get(p, (-1, -1)) for p, _ in cache.skipped], np.int64).reshape(-1, 2)
-        skipped.create_dataset("file_size", data=stat[:, 0])  # -1: not known (the file could not be stat'ed)
-        skipped.create_dataset("mtime_ns", data=stat[:, 1])
-        f.attrs.update(cache.attrs)
-        f.attrs["schema_version"] = SCHEMA_VERSION
-
-
-def read_cache(path: str | os.PathLike) -> Cache:
-    """Read a whole cache (each dataset in one contiguous read); ValueError naming the file when it is unusable."""
+def open_cache(path: str | os.PathLike) -> Cache:
+    """The cache with every field but the embeddings in memory; embeddings is an Embeddings (rows read when
+    asked, in blocks). ValueError naming the file when it is unusable."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no feature cache at {str(path)!r}: run stage one first (dvc repro extract)")
     try:
-        with h5py.File(path, "r", locking=False) as f:  # a reader never blocks, nor is blocked by, stage one
+        with _open(path) as f:
+            identity = _identity(path)
             version = f.attrs.get("schema_version")
             if version != SCHEMA_VERSION:
                 raise ValueError(f"{path}: cache schema version {version}, this code reads {SCHEMA_VERSION}: "
                                  "re-run stage one to rebuild it")
-            rows = {name: (f[name].asstr()[()] if name in _STR_FIELDS else f[name][()]) for name in ROW_FIELDS}
+            rows = {name: (np.asarray(f[name].asstr()[()], dtype=object) if name in _STR_FIELDS else f[name][()])
+                    for name in META_FIELDS}
+            shape = f["embeddings"].shape
+            if len(shape) != 3 or any(len(v) != shape[0] for v in rows.values()):
+                raise ValueError(f"{path}: not a readable feature cache (datasets of different lengths)")
             return Cache(
-                **{k: np.asarray(v, dtype=object) if k in _STR_FIELDS else v for k, v in rows.items()},
+                embeddings=Embeddings(path, identity, shape), **rows,
                 class_names=list(f["class_names"].asstr()[()]),
                 skipped=list(zip(f["skipped/path"].asstr()[()], f["skipped/reason"].asstr()[()])),
                 skipped_stat=_skipped_stat(f["skipped"]),
@@ -152,10 +260,29 @@ def read_cache(path: str | os.PathLike) -> Cache:
         raise ValueError(f"{path}: not a readable feature cache ({e})") from None
 
 
+def read_cache(path: str | os.PathLike) -> Cache:
+    """Read a whole cache into memory, embeddings float32 (V, F, D); ValueError naming the file when unusable.
+    For a large cache, open_cache reads the embeddings only as they are needed."""
+    cache = open_cache(path)
+    try:
+        cache.embeddings = np.asarray(cache.embeddings)
+    except (OSError, KeyError) as e:
+        raise ValueError(f"{path}: not a readable feature cache ({e})") from None
+    return cache
+
+
+def _open(path: Path) -> h5py.File:
+    return h5py.File(path, "r", locking=False)  # a reader never blocks, nor is blocked by, stage one
+
+
+def _identity(path: Path) -> tuple:
+    """What tells one version of a file from the next: a new cache is a new inode (written beside, renamed)."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _skipped_stat(group: h5py.Group) -> dict[str, tuple[int, int]]:
-    """{path: (file_size, mtime_ns)} of the skipped files whose stat is known (none in a cache written before)."""
-    if "file_size" not in group:
-        return {}
+    """{path: (file_size, mtime_ns)} of the skipped files whose stat is known."""
     return {p: (int(s), int(m)) for p, s, m in zip(group["path"].asstr()[()], group["file_size"][()],
                                                    group["mtime_ns"][()]) if s >= 0}
 

@@ -1,11 +1,13 @@
 """Stage one: discover videos, decode their sampled frames, embed them with CLIP, and write the cache incrementally.
 
 Unit of work: a *part* file (`<cache>.parts/part-*.h5`) holding up to `shard_size` newly encoded videos keyed by
-content hash. The cache is the join of the previous cache and the parts, written atomically at the end; a killed
-run leaves the previous cache untouched and its finished parts reused by the next run.
+content hash. The cache is the join of the previous cache and the parts, streamed into a new file row block by row
+block and renamed over the old one at the end (memory independent of the number of videos); a killed run leaves
+the previous cache untouched and its finished parts reused by the next run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,7 +22,8 @@ import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from pipeline.cache import CACHE_PATH, KEY_ATTRS, Cache, concat_caches, empty_cache, read_cache, write_cache
+from pipeline.cache import (BLOCK_ROWS, CACHE_PATH, KEY_ATTRS, STORAGE_DTYPES, Cache, empty_cache, gather_rows,
+                            open_cache, write_cache, write_cache_blocks)
 from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, Encoder, load_encoder
 from pipeline.video import (SAMPLING, VIDEO_EXTENSIONS, Clip, DecodeLimits, VideoFile, content_hash,
                             discover_videos)
@@ -55,6 +58,7 @@ class ExtractConfig:
     # with its (path, size, mtime) as failing again, without reading it. True: every file's bytes are hashed again
     # (catches a file replaced with its mtime preserved: cp -p, rsync -a, touch -r) and skipped files are retried.
     rehash: bool = False
+    dtype: str = "float32"  # how the cache stores embeddings: float32 | float16 (half the size; read as float32)
 
     def pool(self, workers: int | str | None = None) -> PoolConfig:
         """The decode workers' settings (workers: override extract.workers)."""
@@ -116,6 +120,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     started = time.perf_counter()
     cache_path = Path(cfg.cache_path)
     _check_paths(cfg)
+    if cfg.dtype not in STORAGE_DTYPES:
+        raise ValueError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {cfg.dtype!r}")
     lock = FileLock(str(cache_path) + ".lock")
     try:
         lock.acquire(timeout=0)
@@ -134,7 +140,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             engine = LocalEngine(cfg, decode)
         with engine:
             attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
-                     "batch_size": engine.batch_size, "data_root": cfg.root,
+                     "batch_size": engine.batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
                      # a failure is remembered only under the same limits (pipeline.extract._encode_new)
                      "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in (
                          "video_timeout_s", "worker_memory_mb", "max_pixels", "max_aspect")}, sort_keys=True),
@@ -150,11 +156,9 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
                                           PartWriter(parts_dir, template, cfg.shard_size), summary, progress,
                                           bool(cfg.rehash))
         summary.skipped.sort()
-        final = _assemble(kept, sources + new_parts, template, summary.skipped)
-        final.skipped_stat = dict(summary.skipped_stat)
-        if len(final) == 0:
+        if not kept:
             raise ValueError(f"none of the {len(videos)} videos under {cfg.root!r} could be used:\n{summary}")
-        write_cache(cache_path, final)
+        _assemble(cache_path, kept, sources + new_parts, template, summary.skipped, summary.skipped_stat)
         shutil.rmtree(parts_dir, ignore_errors=True)
         summary.seconds = time.perf_counter() - started
         return summary
@@ -206,7 +210,8 @@ class LocalEngine:
 
 
 def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSummary) -> list[Cache]:
-    """The previous cache and the parts left by an interrupted run, where made with the same encoder and sampling.
+    """The previous cache and the parts left by an interrupted run, where made with the same encoder and sampling,
+    opened lazily (metadata in memory, embeddings left in their files).
 
     Other parts (or unreadable ones) are deleted; a previous cache made otherwise is ignored, replaced at the end
     of the run, and the summary says why.
@@ -217,17 +222,17 @@ def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSu
     found = []
     if cache_path.is_file():
         try:
-            previous = read_cache(cache_path)
+            previous = open_cache(cache_path)
             differ = [k for k in KEY_ATTRS if previous.attrs.get(k) != attrs[k]]
             if differ:
                 summary.note = f"the previous cache was made with other {', '.join(differ)}: everything re-encoded"
             else:
                 found.append(previous)
-        except ValueError as e:  # an unreadable or older cache is rebuilt from scratch
+        except ValueError as e:  # an unreadable or older cache (another schema version) is rebuilt from scratch
             summary.note = f"the previous cache cannot be used ({e}): everything re-encoded"
     for part_file in sorted(parts_dir.glob("part-*.h5")):
         try:
-            part = read_cache(part_file)
+            part = open_cache(part_file)
         except ValueError:
             part = None
         if part is not None and same_key(part):
@@ -256,7 +261,8 @@ def _check_paths(cfg: ExtractConfig) -> None:
 
 class PartWriter:
     """The part writer: finished videos with their embeddings (F, D) go into part files of `shard_size` videos,
-    each written atomically (`<cache>.parts/part-<random>.h5`); `parts` lists what was written."""
+    each written atomically (`<cache>.parts/part-<random>.h5`); `parts` lists what was written, opened lazily
+    (their embeddings stay in the files: memory holds at most one part's)."""
 
     def __init__(self, parts_dir: Path, template: Cache, shard_size: int):
         self.parts_dir, self.template, self.shard_size = parts_dir, template, shard_size
@@ -273,8 +279,9 @@ class PartWriter:
         if not self._rows:
             return
         part = _part_cache(self._rows, self.template)
-        write_cache(self.parts_dir / f"part-{uuid.uuid4().hex}.h5", part)
-        self.parts.append(part)
+        part_file = self.parts_dir / f"part-{uuid.uuid4().hex}.h5"
+        write_cache(part_file, part)
+        self.parts.append(open_cache(part_file))
         for item, _ in self._rows:
             item.clip = None  # the part holds it now
         self._rows.clear()
@@ -379,14 +386,24 @@ def _part_cache(rows: list[tuple[_Item, np.ndarray]], template: Cache) -> Cache:
     )
 
 
-def _assemble(kept: list[_Item], sources: list[Cache], template: Cache, skipped: list) -> Cache:
-    """The new cache: one row per usable video in path order, embeddings looked up by content hash in `sources`."""
-    pool = concat_caches(sources, template)
-    row_of = {h: i for i, h in enumerate(pool.content_hash)}
-    final = pool.take([row_of[it.digest] for it in kept])
-    final.paths = np.array([it.video.path for it in kept], object)
-    final.labels = np.array([template.class_names.index(it.video.label) for it in kept], np.int64)
-    final.file_size = np.array([it.size for it in kept], np.int64)
-    final.mtime_ns = np.array([it.mtime_ns for it in kept], np.int64)
-    final.class_names, final.skipped, final.attrs = list(template.class_names), list(skipped), dict(template.attrs)
-    return final
+def _assemble(cache_path: Path, kept: list[_Item], sources: list[Cache], template: Cache, skipped: list,
+              skipped_stat: dict) -> None:
+    """Write the new cache at cache_path: one row per usable video in path order, its embeddings and frame data
+    copied by content hash from `sources` (previous cache and parts, the last holding a hash wins), BLOCK_ROWS rows
+    at a time."""
+    where = {h: (s, i) for s, src in enumerate(sources) for i, h in enumerate(src.content_hash)}
+    source, row = np.array([where[it.digest] for it in kept], np.int64).reshape(-1, 2).T  # (V,) each
+    label_of = {name: c for c, name in enumerate(template.class_names)}
+    out = dataclasses.replace(template, skipped=list(skipped), skipped_stat=dict(skipped_stat))
+
+    def blocks():
+        for start in range(0, len(kept), BLOCK_ROWS):
+            items, at = kept[start:start + BLOCK_ROWS], slice(start, start + BLOCK_ROWS)
+            block = gather_rows(sources, source[at], row[at], out)
+            block.paths = np.array([it.video.path for it in items], object)
+            block.labels = np.array([label_of[it.video.label] for it in items], np.int64)
+            block.file_size = np.array([it.size for it in items], np.int64)
+            block.mtime_ns = np.array([it.mtime_ns for it in items], np.int64)
+            yield block
+
+    write_cache_blocks(cache_path, out, len(kept), blocks())

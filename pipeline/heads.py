@@ -29,8 +29,42 @@ LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which train
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:
-    """Frame embeddings float32 (V, F, D) -> one feature per video, float32 (V, D): the mean over frames."""
+    """Frame embeddings float32 (V, F, D) -> one feature per video, float32 (V, D): the mean over frames.
+    Embeddings left in a cache file (pipeline.cache.Embeddings) are averaged a block of videos at a time."""
     return embeddings.mean(axis=1, dtype=np.float32)
+
+
+def _in_memory(x) -> bool:
+    """Whether frames x are an array, rather than rows left in a file read as they are needed (Embeddings)."""
+    return isinstance(x, np.ndarray)
+
+
+def _batch(x, rows: torch.Tensor) -> torch.Tensor:
+    """Rows of x, a tensor or Embeddings (read from the file), as a float32 tensor."""
+    if isinstance(x, torch.Tensor):
+        return x[rows]
+    return torch.from_numpy(np.asarray(x[rows.numpy()]))
+
+
+def _frame_stats(x) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (D,) over every frame of x (N, F, D); a block at a time for Embeddings."""
+    if _in_memory(x):
+        frames = x.reshape(-1, x.shape[-1])
+        return frames.mean(axis=0), frames.std(axis=0)
+    total, squares, n = 0.0, 0.0, 0
+    for _, block in x.blocks():
+        frames = block.reshape(-1, block.shape[-1]).astype(np.float64)
+        total, squares, n = total + frames.sum(axis=0), squares + (frames ** 2).sum(axis=0), n + len(frames)
+    mean = total / n
+    return mean.astype(np.float32), np.sqrt(np.maximum(squares / n - mean ** 2, 0)).astype(np.float32)
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x) -> torch.Tensor:
+    """model on all of x: at once for an array, a block of rows at a time for Embeddings (memory stays flat)."""
+    if _in_memory(x):
+        return model(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+    return torch.cat([model(torch.from_numpy(block)) for _, block in x.blocks()])
 
 
 def head_metadata(attrs: dict, class_names: list[str], kind: str, pooling: str = POOLING) -> dict:
@@ -127,7 +161,8 @@ class LinearResult:
 def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
                       num_classes: int, cfg: LinearConfig, text_init: np.ndarray | None = None) -> LinearResult:
     """Train LinearHead (pooling cfg.head) with Adam and cross-entropy on frame embeddings float32 (N, F, D)
-    (or, for mean pooling, pooled features (N, D)) and int labels (N,).
+    (or, for mean pooling, pooled features (N, D)) and int labels (N,). Frames may be Embeddings left in the cache
+    file: mini-batches are then read from it as they are needed.
 
     history: one dict per epoch with train_loss and, given a validation set, val_loss and val_accuracy. Without
     one, the best state is the final state. text_init (C, D), unit-length class text embeddings, starts a mean
@@ -139,42 +174,43 @@ def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
     if cfg.head != "mean" and x_train.ndim != 3:
         raise ValueError(f"the {cfg.head} head needs frame embeddings (N, F, D), got {x_train.shape}")
     model = _new_linear(x_train, num_classes, cfg)
-    # standardise what the linear layer sees: pooled features for mean pooling, single frames otherwise
-    if cfg.head == "mean" and x_train.ndim == 3:
-        stats = x_train.mean(axis=1)
-    else:
-        stats = x_train.reshape(-1, x_train.shape[-1])
-    model.mean.copy_(torch.from_numpy(stats.mean(axis=0)))
-    model.std.copy_(torch.from_numpy(stats.std(axis=0) + 1e-6))
+    if cfg.head == "mean" and x_train.ndim == 3:  # the head sees only the mean frame: pool once, F times less data
+        x_train = mean_pool(x_train)
+        x_val = mean_pool(x_val) if x_val is not None else None
+    # standardise what the linear layer sees: pooled features (N, D) for mean pooling, single frames otherwise
+    mean, std = (x_train.mean(axis=0), x_train.std(axis=0)) if cfg.head == "mean" else _frame_stats(x_train)
+    model.mean.copy_(torch.from_numpy(mean))
+    model.std.copy_(torch.from_numpy(std + 1e-6))
     if text_init is not None:
         if cfg.head != "mean":
             raise ValueError("a zero-shot start needs mean pooling")
         model.mean.zero_()
-        model.std.fill_(float(np.linalg.norm(stats, axis=1).mean()))  # x / |x| on average: the zero-shot cosine
+        model.std.fill_(float(np.linalg.norm(x_train, axis=1).mean()))  # x / |x| on average: the zero-shot cosine
         with torch.no_grad():
             model.fc.weight.copy_(torch.from_numpy(LOGIT_SCALE * text_init))
             model.fc.bias.zero_()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x_train, np.float32)), torch.from_numpy(y_train.astype(np.int64))
+    xt = torch.from_numpy(np.ascontiguousarray(x_train, np.float32)) if _in_memory(x_train) else x_train
+    yt = torch.from_numpy(y_train.astype(np.int64))
     has_val = x_val is not None and len(x_val) > 0
     if has_val:
-        xv, yv = torch.from_numpy(np.ascontiguousarray(x_val, np.float32)), torch.from_numpy(y_val.astype(np.int64))
+        yv = torch.from_numpy(y_val.astype(np.int64))
     best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         total = 0.0
-        for idx in torch.randperm(len(xt), generator=gen).split(cfg.batch_size):
+        for idx in torch.randperm(len(yt), generator=gen).split(cfg.batch_size):
             optimizer.zero_grad()
-            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss = loss_fn(model(_batch(xt, idx)), yt[idx])
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
-        row = {"epoch": epoch, "train_loss": total / len(xt)}
+        row = {"epoch": epoch, "train_loss": total / len(yt)}
         if has_val:
             model.eval()
             with torch.no_grad():
-                logits = model(xv)
+                logits = _logits(model, x_val)
                 row["val_loss"] = loss_fn(logits, yv).item()
                 row["val_accuracy"] = (logits.argmax(1) == yv).float().mean().item()
             if row["val_loss"] < best_loss:
@@ -216,8 +252,7 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, nu
         return fit_logreg(x_train, y_train, cfg).predict(x_test)
     model = _new_linear(x_train, num_classes, cfg)
     model.load_state_dict(train_linear_head(x_train, y_train, None, None, num_classes, cfg, text_init).final_state)
-    with torch.no_grad():
-        return model(torch.from_numpy(np.ascontiguousarray(x_test, np.float32))).argmax(1).numpy()
+    return _logits(model, x_test).argmax(1).numpy()
 
 
 @dataclass
@@ -238,19 +273,24 @@ class Head:
         return float(self.meta.get("not_sure_below", 0.0))
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
-        """Frame embeddings float32 (V, F, D) -> scores float32 (V, C) whose softmax is the uncalibrated probability
-        (log-probabilities for logistic regression)."""
-        if embeddings.ndim != 3 or embeddings.shape[2] != self.meta["embedding_dim"]:
-            raise ValueError(f"expected embeddings (videos, frames, {self.meta['embedding_dim']}), "
-                             f"got {embeddings.shape}")
+        """Frame embeddings float32 (V, F, D) (an array or Embeddings left in the cache file), or for a head that
+        pools by the mean (logistic regression, zero-shot, linear with mean pooling) their mean-pooled features
+        (V, D) -> scores float32 (V, C) whose softmax is the uncalibrated probability (log-probabilities for
+        logistic regression)."""
+        dim, pooled = self.meta["embedding_dim"], self.meta["pooling"] == POOLING
+        if embeddings.shape[-1] != dim or embeddings.ndim != 3 and not (pooled and embeddings.ndim == 2):
+            raise ValueError(f"expected embeddings (videos, frames, {dim})"
+                             + (f" or pooled (videos, {dim})" if pooled else "") + f", got {embeddings.shape}")
+        if pooled and embeddings.ndim == 3:
+            embeddings = mean_pool(embeddings)  # (V, D): what these heads see
         if self.kind == "logreg":
-            return np.log(np.clip(self.model.predict_proba(mean_pool(embeddings)), 1e-12, None)).astype(np.float32)
-        with torch.no_grad():
-            return self.model(torch.from_numpy(np.ascontiguousarray(embeddings))).numpy()
+            return np.log(np.clip(self.model.predict_proba(embeddings), 1e-12, None)).astype(np.float32)
+        return _logits(self.model, embeddings).numpy()
 
     def predict_proba(self, embeddings: np.ndarray, calibrated: bool = True) -> np.ndarray:
-        """Frame embeddings float32 (V, F, D) -> class probabilities float32 (V, C), divided by the temperature
-        fitted on the validation part (meta["temperature"]) unless calibrated=False."""
+        """Frame embeddings float32 (V, F, D) (or pooled (V, D), as for logits) -> class probabilities float32
+        (V, C), divided by the temperature fitted on the validation part (meta["temperature"]) unless
+        calibrated=False."""
         temperature = float(self.meta.get("temperature", 1.0)) if calibrated else 1.0
         return softmax(self.logits(embeddings) / temperature)
 

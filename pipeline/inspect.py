@@ -3,7 +3,8 @@
     python -m pipeline.inspect [CACHE] [--json] [--video PATH] [--neighbors PATH -k 5]
                                [--plot FILE.png [--method pca|tsne]] [--outliers] [--split CSV]
 
-CACHE defaults to cache/features.h5; the split defaults to split.csv beside it, when it exists.
+CACHE defaults to cache/features.h5; the split defaults to split.csv beside it, when it exists. The cache is opened
+lazily: embeddings are read a block of videos at a time, so memory grows with V x D, not V x F x D.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import CACHE_PATH, Cache, read_cache
+from pipeline.cache import BLOCK_ROWS, CACHE_PATH, Cache, open_cache
 from pipeline.split import PARTS, SPLIT_PATH, read_split
 
 NEAR_DUPLICATE = 0.98  # cosine similarity of mean embeddings above which two videos count as near-duplicates
+SCREEN_DIMS = 64  # principal directions the near-duplicate search screens pairs on before the exact cosine
+TILE = 4096  # videos per side of one tile of the near-duplicate search: (TILE, TILE) float32 = 64 MiB
 
 
 def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -> dict:
@@ -92,13 +95,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def video_means(cache: Cache) -> np.ndarray:
-    """Unit-length mean frame embedding of each video, float32 (V, D): what neighbours and maps compare."""
+    """Unit-length mean frame embedding of each video, float32 (V, D): what neighbours and maps compare. One pass
+    over the embeddings (a block at a time when they are left in the file): the functions below take it as
+    `means` so that a caller computes it once."""
     return _unit(cache.embeddings.mean(axis=1))
 
 
-def class_centroids(cache: Cache) -> np.ndarray:
+def class_centroids(cache: Cache, means: np.ndarray | None = None) -> np.ndarray:
     """Unit-length mean of each class's video means, float32 (C, D) (zeros for a class with no videos)."""
-    means = video_means(cache)
+    means = video_means(cache) if means is None else means
     sums = np.zeros((len(cache.class_names), means.shape[1]), np.float32)
     np.add.at(sums, cache.labels, means)
     return _unit(sums)
@@ -114,13 +119,13 @@ def row_of(cache: Cache, path: str) -> int:
     return int(hits[0])
 
 
-def frame_report(cache: Cache, path: str) -> list[dict]:
+def frame_report(cache: Cache, path: str, means: np.ndarray | None = None) -> list[dict]:
     """Per sampled frame of one video: index, timestamp, embedding norm, cosine to the previous frame and to each
     class centroid."""
     v = row_of(cache, path)
     emb = cache.embeddings[v]  # (F, D)
     unit = _unit(emb)
-    to_class = unit @ class_centroids(cache).T  # (F, C)
+    to_class = unit @ class_centroids(cache, means).T  # (F, C)
     rows = []
     for f in range(len(emb)):
         rows.append({
@@ -133,10 +138,10 @@ def frame_report(cache: Cache, path: str) -> list[dict]:
     return rows
 
 
-def nearest_neighbors(cache: Cache, path: str, k: int = 5) -> list[dict]:
+def nearest_neighbors(cache: Cache, path: str, k: int = 5, means: np.ndarray | None = None) -> list[dict]:
     """The k videos whose mean embeddings are most cosine-similar to `path`'s: path, class, similarity."""
-    means = video_means(cache)
     v = row_of(cache, path)
+    means = video_means(cache) if means is None else means
     sims = means @ means[v]
     sims[v] = -np.inf
     order = np.argsort(-sims, kind="stable")[:k]
@@ -144,14 +149,15 @@ def nearest_neighbors(cache: Cache, path: str, k: int = 5) -> list[dict]:
             for i in order]
 
 
-def find_outliers(cache: Cache, parts: np.ndarray | None = None, threshold: float = NEAR_DUPLICATE) -> dict:
+def find_outliers(cache: Cache, parts: np.ndarray | None = None, threshold: float = NEAR_DUPLICATE,
+                  means: np.ndarray | None = None) -> dict:
     """Likely mislabelled videos and near-duplicates, as plain data.
 
     mislabelled: videos nearer another class's centroid than to their own (own centroid computed without the
     video itself), most suspicious first. near_duplicates: pairs with cosine >= threshold (or the same bytes);
     `leak` is True when the two sit in different split parts.
     """
-    means = video_means(cache)
+    means = video_means(cache) if means is None else means
     num_classes = len(cache.class_names)
     sums = np.zeros((num_classes, means.shape[1]), np.float32)
     np.add.at(sums, cache.labels, means)
@@ -166,13 +172,7 @@ def find_outliers(cache: Cache, parts: np.ndarray | None = None, threshold: floa
                     "own_similarity": float(own_sim[v]), "nearer_class": cache.class_names[other[v]],
                     "nearer_similarity": float(other_sim[v])}
                    for v in np.argsort(own_sim - other_sim) if own_sim[v] < other_sim[v]]
-    pairs = []
-    for start in range(0, len(means), 1024):  # (1024, V) blocks: memory stays flat for large caches
-        block = means[start:start + 1024] @ means.T
-        for i, j in zip(*np.nonzero(block >= threshold)):
-            a, b = start + i, j
-            if a < b:
-                pairs.append((a, b, float(block[i, j])))
+    pairs = similar_pairs(means, threshold)
     same_bytes = {}
     for v, h in enumerate(cache.content_hash):
         same_bytes.setdefault(h, []).append(v)
@@ -188,9 +188,45 @@ def find_outliers(cache: Cache, parts: np.ndarray | None = None, threshold: floa
     return {"mislabelled": mislabelled, "near_duplicates": near}
 
 
-def project_2d(cache: Cache, method: str = "pca", seed: int = 0) -> np.ndarray:
+def similar_pairs(means: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+    """Pairs (a, b, cosine), a < b, of unit rows float32 (V, D) whose cosine is >= threshold, found without the
+    (V, V) matrix.
+
+    Cosine >= t is distance^2 <= 2 - 2t. Projected on the SCREEN_DIMS principal directions of the rows, distances
+    only shrink, so a pair whose projections are farther apart cannot qualify: (TILE, TILE) tiles of the projected
+    rows screen every pair (SCREEN_DIMS / D of the full products' work), and the exact cosine of each pair that
+    passes decides. Nothing is missed: the screen only removes pairs that cannot qualify.
+    """
+    if len(means) < 2:
+        return []
+    centred, limit = means - means.mean(axis=0), 2 - 2 * threshold + 1e-3  # slack: float32 rounding of the screen
+    dims = min(SCREEN_DIMS, means.shape[1])
+    cov = np.zeros((means.shape[1],) * 2)
+    for start in range(0, len(means), BLOCK_ROWS * 16):
+        block = centred[start:start + BLOCK_ROWS * 16].astype(np.float64)
+        cov += block.T @ block
+    basis = np.linalg.eigh(cov)[1][:, -dims:].astype(np.float32)  # (D, K): the top principal directions
+    z = centred @ basis  # (V, K)
+    sq = np.einsum("ij,ij->i", z, z)
+    # d^2(a, b) = |z_a|^2 + |z_b|^2 - 2 z_a.z_b as one product: [-2 z_a, |z_a|^2, 1] . [z_b, 1, |z_b|^2]
+    left = np.hstack([-2 * z, sq[:, None], np.ones((len(z), 1), np.float32)])
+    right = np.hstack([z, np.ones((len(z), 1), np.float32), sq[:, None]])
+    pairs = []
+    for i in range(0, len(z), TILE):
+        for j in range(i, len(z), TILE):
+            a, b = np.nonzero(left[i:i + TILE] @ right[j:j + TILE].T <= limit)
+            a, b = a + i, b + j
+            keep = a < b
+            a, b = a[keep], b[keep]
+            sims = np.einsum("ij,ij->i", means[a], means[b])
+            hit = sims >= threshold
+            pairs += zip(a[hit].tolist(), b[hit].tolist(), sims[hit].tolist())
+    return pairs
+
+
+def project_2d(cache: Cache, method: str = "pca", seed: int = 0, means: np.ndarray | None = None) -> np.ndarray:
     """2-D coordinates of every video's mean embedding, float32 (V, 2): PCA, or t-SNE (slower, local structure)."""
-    means = video_means(cache)
+    means = video_means(cache) if means is None else means
     if method == "pca":
         from sklearn.decomposition import PCA
         return PCA(n_components=2, random_state=seed).fit_transform(means).astype(np.float32)
@@ -221,8 +257,9 @@ def plot_projection(cache: Cache, coords: np.ndarray, file: str | Path, title: s
 
 
 def load(cache_path: str | Path, split_path: str | Path | None = None) -> tuple[Cache, np.ndarray | None]:
-    """The cache and its split parts (None when there is no split file; a stale split is an error)."""
-    cache = read_cache(cache_path)
+    """The cache, opened lazily (embeddings left in the file), and its split parts (None when there is no split
+    file; a stale split is an error)."""
+    cache = open_cache(cache_path)
     split_path = Path(split_path) if split_path else Path(cache_path).with_name(Path(SPLIT_PATH).name)
     return cache, read_split(split_path, cache.paths) if split_path.is_file() else None
 

@@ -1,5 +1,5 @@
 """DVC stage `baseline`: logistic regression on standardised mean-pooled embeddings, saved with joblib."""
-from pipeline.cache import CACHE_PATH, read_cache
+from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.heads import HEAD_FILES, Head, LogRegConfig, calibrate, fit_logreg, head_metadata, mean_pool, save_logreg
 from pipeline.split import SPLIT_PATH, read_split
 from pipeline.threads import set_threads
@@ -13,12 +13,13 @@ def main() -> None:
     set_threads("stage_two")
     params = read_params()
     cfg = config(LogRegConfig, params["baseline"], "baseline")
-    cache = read_cache(CACHE_PATH)
+    cache = open_cache(CACHE_PATH)
     parts = read_split(SPLIT_PATH, cache.paths)
     train, val = parts == "train", parts == "val"
-    model = fit_logreg(mean_pool(cache.embeddings)[train], cache.labels[train], cfg)
+    x = mean_pool(cache.embeddings)  # (V, D), a block of videos at a time
+    model = fit_logreg(x[train], cache.labels[train], cfg)
     head = Head("logreg", head_metadata(cache.attrs, cache.class_names, "logreg"), model)
-    calibrate(head, cache.embeddings[val], cache.labels[val], params["calibration"]["not_sure_below"])
+    calibrate(head, x[val], cache.labels[val], params["calibration"]["not_sure_below"])
     save_logreg(MODEL, model, head.meta)
     print(f"logistic regression on {int(train.sum())} training videos saved to {MODEL}")
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 from dvclive import Live
 
-from pipeline.cache import CACHE_PATH, read_cache
+from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.evaluate import (cross_validate, data_efficiency, evaluate_predictions, expected_calibration_error,
                                format_table, usable_folds)
 from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
@@ -21,7 +21,7 @@ OUT = "dvclive/evaluate"
 def main() -> None:
     set_threads("stage_two")
     params = read_params()
-    cache = read_cache(CACHE_PATH)
+    cache = open_cache(CACHE_PATH)  # embeddings stay in the file: heads read them in blocks
     parts = read_split(SPLIT_PATH, cache.paths)
     test = parts == "test"
     x, y, names = mean_pool(cache.embeddings), cache.labels, cache.class_names
@@ -54,7 +54,8 @@ def main() -> None:
                     refit = lambda xt, yt, xs: head.predict_proba(xs[:, None, :]).argmax(1)  # noqa: E731
                 else:
                     refit = lambda xt, yt, xs: fit_predict(xt, yt, xs, len(names), configs[name])  # noqa: E731
-                features = cache.embeddings if name == "linear" else x  # the linear head pools frames itself
+                # a temporal linear head (attention, conv) needs the frames; every other head sees only their mean
+                features = cache.embeddings if name == "linear" and configs["linear"].head != "mean" else x
                 acc = cross_validate(features, y, names, folds, params["split"]["seed"], refit)
                 r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")

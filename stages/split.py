@@ -1,5 +1,5 @@
 """DVC stage `split`: a stratified, seeded train/val/test split of the cached videos, written to cache/split.csv."""
-from pipeline.cache import CACHE_PATH, read_cache
+from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.split import SPLIT_PATH, split_videos, write_split
 from stages import read_params, stage
 
@@ -7,7 +7,7 @@ from stages import read_params, stage
 @stage("split")
 def main() -> None:
     params = read_params()
-    cache = read_cache(CACHE_PATH)
+    cache = open_cache(CACHE_PATH)
     parts = split_videos(cache.labels, cache.class_names, params["split"]["val"], params["split"]["test"],
                          params["split"]["seed"])
     write_split(SPLIT_PATH, cache.paths, cache.labels, cache.class_names, parts)

@@ -1,8 +1,8 @@
 """DVC stage `train`: the linear head (mean, attention or conv pooling over time) on the cached frame embeddings."""
 from dvclive import Live
 
-from pipeline.cache import CACHE_PATH, read_cache
-from pipeline.heads import (HEAD_FILES, LinearConfig, calibrate, head_metadata, save_linear, torch_head,
+from pipeline.cache import CACHE_PATH, open_cache
+from pipeline.heads import (HEAD_FILES, LinearConfig, calibrate, head_metadata, mean_pool, save_linear, torch_head,
                             train_linear_head)
 from pipeline.plots import curves_figure
 from pipeline.split import SPLIT_PATH, read_split
@@ -17,9 +17,11 @@ def main() -> None:
     set_threads("stage_two")
     params = read_params()
     cfg = config(LinearConfig, params["train"], "train")
-    cache = read_cache(CACHE_PATH)
+    cache = open_cache(CACHE_PATH)  # embeddings stay in the file until read
     parts = read_split(SPLIT_PATH, cache.paths)
-    x, y = cache.embeddings, cache.labels  # frames (V, F, D): the head pools them (train.head)
+    # mean pooling trains on (V, D), pooled a block at a time; attention and conv read mini-batches of frames
+    x = mean_pool(cache.embeddings) if cfg.head == "mean" else cache.embeddings
+    y = cache.labels
     train, val = parts == "train", parts == "val"
     result = train_linear_head(x[train], y[train], x[val], y[val], len(cache.class_names), cfg)
     meta = head_metadata(cache.attrs, cache.class_names, "linear", pooling=cfg.head)

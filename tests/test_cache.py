@@ -1,9 +1,13 @@
-"""Cache round trip, schema, atomic writes and clear errors for unusable files."""
+"""Cache round trip, schema, atomic writes, clear errors for unusable files, the lazy reader and float16 storage."""
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
 
-from pipeline.cache import ROW_FIELDS, SCHEMA_VERSION, Cache, concat_caches, empty_cache, read_cache, write_cache
+import pipeline.cache as cache_module
+from pipeline.cache import (META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, concat_caches, empty_cache,
+                            gather_rows, open_cache, read_cache, write_cache)
 
 
 def small_cache(n=3, frames=4, dim=8) -> Cache:
@@ -82,3 +86,57 @@ def test_older_schema_is_refused(tmp_path):
         f.attrs["schema_version"] = 0
     with pytest.raises(ValueError, match="schema version 0.*re-run stage one"):
         read_cache(tmp_path / "f.h5")
+
+
+def test_lazy_reader_equals_the_whole_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "BLOCK_ROWS", 3)  # several blocks on the write side and the read side
+    cache = small_cache(10)
+    write_cache(tmp_path / "f.h5", cache)
+    lazy = open_cache(tmp_path / "f.h5")
+    for name in META_FIELDS:
+        np.testing.assert_array_equal(getattr(lazy, name), getattr(cache, name), err_msg=name)
+    emb = lazy.embeddings
+    assert isinstance(emb, Embeddings) and emb.shape == (10, 4, 8) and len(emb) == 10
+    np.testing.assert_array_equal(np.asarray(emb), cache.embeddings)
+    for rows in ([7, 2, 2, 9, 0], [0, 9, 5], slice(2, 8), np.arange(10) % 3 != 1):  # any order, repeats, sparse
+        np.testing.assert_array_equal(np.asarray(emb[rows]), cache.embeddings[rows], err_msg=str(rows))
+    np.testing.assert_array_equal(np.asarray(emb[[9, 1, 4]][[2, 0]]), cache.embeddings[[4, 9]])  # a view's view
+    np.testing.assert_array_equal(emb[4], cache.embeddings[4])
+    assert [start for start, _ in emb.blocks()] == [0, 3, 6, 9]
+    np.testing.assert_array_equal(emb.mean(axis=1), cache.embeddings.mean(axis=1))  # the same floats, per block
+    np.testing.assert_array_equal(emb[5:].mean(axis=1), cache.embeddings[5:].mean(axis=1))
+
+
+def test_a_cache_replaced_after_opening_is_an_error_not_other_rows(tmp_path):
+    write_cache(tmp_path / "f.h5", small_cache(3))
+    lazy = open_cache(tmp_path / "f.h5")
+    write_cache(tmp_path / "f.h5", small_cache(5))
+    with pytest.raises(ValueError, match="f.h5 was replaced since it was opened"):
+        np.asarray(lazy.embeddings)
+
+
+def test_gathering_rows_from_lazy_sources_equals_concat_and_take(tmp_path):
+    a, b = small_cache(4), small_cache(3)
+    b.embeddings = b.embeddings + 1
+    b.paths = np.array([f"b/w{i}.mp4" for i in range(3)], object)
+    write_cache(tmp_path / "a.h5", a)
+    write_cache(tmp_path / "b.h5", b)
+    sources = [open_cache(tmp_path / "a.h5"), open_cache(tmp_path / "b.h5")]
+    got = gather_rows(sources, np.array([1, 0, 0, 1, 0]), np.array([2, 3, 0, 0, 1]), a)
+    want = concat_caches([a, b], a).take([4 + 2, 3, 0, 4 + 0, 1])
+    for name in ROW_FIELDS:
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+
+
+def test_float16_storage_is_recorded_and_read_as_float32(tmp_path):
+    cache = small_cache(4)
+    write_cache(tmp_path / "h.h5", dataclasses.replace(cache, attrs={**cache.attrs, "dtype": "float16"}))
+    with h5py.File(tmp_path / "h.h5") as f:
+        assert f["embeddings"].dtype == np.float16 and f.attrs["dtype"] == "float16"
+    back = read_cache(tmp_path / "h.h5")
+    assert back.embeddings.dtype == np.float32 and back.attrs["dtype"] == "float16"
+    np.testing.assert_array_equal(back.embeddings, cache.embeddings.astype(np.float16).astype(np.float32))
+    write_cache(tmp_path / "f.h5", cache)
+    assert read_cache(tmp_path / "f.h5").attrs["dtype"] == "float32"  # the default, recorded
+    with pytest.raises(ValueError, match="extract.dtype must be one of"):
+        write_cache(tmp_path / "x.h5", dataclasses.replace(cache, attrs={"dtype": "int8"}))

@@ -96,7 +96,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(dataset, tmp_pat
     assert cache.skipped == summary.skipped and len(cache) == 7 and "sitting/zero.mp4" not in cache.paths
 
 
-def test_rerun_encodes_only_what_changed(dataset, tmp_path, tiny_clip):
+def test_rerun_encodes_only_what_changed(dataset, tmp_path, tiny_clip, monkeypatch):
     cache_file = tmp_path / "f.h5"
     run(dataset, cache_file, tiny_clip)
     first = read_cache(cache_file)
@@ -108,7 +108,10 @@ def test_rerun_encodes_only_what_changed(dataset, tmp_path, tiny_clip):
     write_video(dataset / "walking" / "f.mp4", 15, seed=12)  # change
     (dataset / "clapping" / "b.avi").unlink()  # remove
     os.rename(dataset / "clapping" / "a.mp4", dataset / "clapping" / "renamed.mp4")  # same bytes, new name
-    summary = run(dataset, cache_file, tiny_clip)
+    with monkeypatch.context() as m:  # the join in blocks of 2 rows: ends where the one-block fresh run below does
+        m.setattr("pipeline.extract.BLOCK_ROWS", 2)
+        m.setattr("pipeline.cache.BLOCK_ROWS", 2)
+        summary = run(dataset, cache_file, tiny_clip)
     assert (summary.encoded, summary.reused) == (2, 5)
     cache = read_cache(cache_file)
     assert cache.paths.tolist() == ["clapping/renamed.mp4", "clapping/sub/c.mkv", "sitting/d.webm", "sitting/e.MOV",
@@ -177,6 +180,18 @@ def test_a_failed_video_is_not_read_again_until_it_changes(dataset, tmp_path, ti
     assert again(video_timeout_s=30).remembered == 1 and reads == []
     os.utime(bad, ns=(bad.stat().st_atime_ns, bad.stat().st_mtime_ns + 10**9))  # touched: read again
     assert again(video_timeout_s=30).remembered == 0 and reads == ["bad.mp4"]
+
+
+def test_float16_storage_is_the_float32_cache_rounded(dataset, tmp_path, tiny_clip):
+    full = read_cache(_fresh(dataset, tmp_path, tiny_clip))
+    run(dataset, tmp_path / "h.h5", tiny_clip, dtype="float16")
+    half = read_cache(tmp_path / "h.h5")
+    assert half.attrs["dtype"] == "float16" and half.embeddings.dtype == np.float32
+    np.testing.assert_array_equal(half.embeddings, full.embeddings.astype(np.float16).astype(np.float32))
+    summary = run(dataset, tmp_path / "h.h5", tiny_clip, dtype="float32")  # the storage is part of the key
+    assert summary.encoded == 7 and "other dtype" in summary.note
+    with pytest.raises(ValueError, match="extract.dtype must be one of"):
+        run(dataset, tmp_path / "x.h5", tiny_clip, dtype="int8")
 
 
 def test_other_sampling_re_encodes_everything(dataset, tmp_path, tiny_clip):

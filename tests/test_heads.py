@@ -1,8 +1,11 @@
 """Heads on a clearly separable synthetic cache, checkpoints loaded with weights_only, mismatch errors."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from pipeline.cache import ROW_FIELDS, empty_cache, open_cache, write_cache
 from pipeline.heads import (LinearConfig, LinearHead, LogRegConfig, check_compatible, fit_logreg, fit_predict,
                             head_metadata, load_head, mean_pool, save_linear, save_logreg, train_linear_head)
 from pipeline.split import split_videos
@@ -164,3 +167,28 @@ def test_unknown_pooling_and_pooled_input_for_a_temporal_head_are_refused():
     with pytest.raises(ValueError, match="needs frame embeddings"):
         train_linear_head(np.zeros((4, 16), np.float32), np.array([0, 1, 0, 1]), None, None, 2,
                           LinearConfig(head="conv"))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "conv"])
+def test_heads_train_from_the_cache_file_as_from_memory(pooling, tmp_path):
+    """Frames left in the cache file (mini-batches read as needed; mean pooling block by block) give the head that
+    frames in memory give, and predict the same."""
+    x, y = order_task(n=60)
+    empty = empty_cache(8, 16, {}, ["ab", "ba"])
+    fields = {name: np.zeros((60, *getattr(empty, name).shape[1:]), getattr(empty, name).dtype) for name in ROW_FIELDS}
+    names = np.array([f"v{i}" for i in range(60)], object)
+    fields.update(embeddings=x, labels=y, paths=names, content_hash=names)
+    cache = dataclasses.replace(empty, **fields)
+    write_cache(tmp_path / "f.h5", cache)
+    lazy = open_cache(tmp_path / "f.h5").embeddings
+    cfg = LinearConfig(lr=1e-2, epochs=3, batch_size=8, head=pooling)
+    train, val = np.arange(60) % 4 != 0, np.arange(60) % 4 == 0
+    a = train_linear_head(x[train], y[train], x[val], y[val], 2, cfg)
+    b = train_linear_head(lazy[train], y[train], lazy[val], y[val], 2, cfg)
+    for key in a.final_state:
+        torch.testing.assert_close(b.final_state[key], a.final_state[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert [h["train_loss"] for h in b.history] == pytest.approx([h["train_loss"] for h in a.history], rel=1e-4)
+    meta = head_metadata({**ATTRS, "num_frames": 8, "embedding_dim": 16}, ["ab", "ba"], "linear", pooling)
+    save_linear(tmp_path / "t.pt", a.final_state, meta)
+    head = load_head(tmp_path / "t.pt")
+    np.testing.assert_allclose(head.logits(lazy[val]), head.logits(x[val]), rtol=1e-5, atol=1e-5)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline.cache import empty_cache, write_cache
-from pipeline.inspect import find_outliers, frame_report, main, nearest_neighbors, summarize
+from pipeline.cache import SCHEMA_VERSION, empty_cache, write_cache
+from pipeline.inspect import (NEAR_DUPLICATE, find_outliers, frame_report, main, nearest_neighbors, similar_pairs,
+                              summarize)
 from pipeline.split import write_split
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
@@ -46,7 +47,8 @@ def test_summary_json_is_exact(tmp_path, capsys):
     assert main([str(tmp_path / "f.h5"), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got == {
-        "path": str(tmp_path / "f.h5"), "size_bytes": (tmp_path / "f.h5").stat().st_size, "schema_version": 2,
+        "path": str(tmp_path / "f.h5"), "size_bytes": (tmp_path / "f.h5").stat().st_size,
+        "schema_version": SCHEMA_VERSION,
         "videos": 3, "classes": {"a": {"videos": 2}, "b": {"videos": 1}}, "frames_per_video": 2,
         "embedding_dim": 4, "videos_with_repeated_frames": 1, "damaged": [{"path": "b/v2.mp4", "decode_errors": 3}],
         "duration_seconds": {"min": 1.0, "median": 1.5, "max": 2.0},
@@ -64,7 +66,7 @@ def test_summary_text_with_split_counts(tmp_path, capsys):
     assert main([str(tmp_path / "f.h5")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{tmp_path / 'f.h5'}: 6 videos, 2 classes, " \
-                       f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema 2"
+                       f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema {SCHEMA_VERSION}"
     assert lines[1] == "encoder: tiny (fingerprint f00d, None on None, torch, quantize none); decoder None"
     assert "a" + " " * 31 + "      3      1      1      1" in lines
     assert lines[-3:] == ["damaged (encoded from the frames that decoded): 1", "  b/v5.mp4: 3 decode errors",
@@ -159,3 +161,18 @@ def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
     at.run()
     at.switch_page("embeddings_page.py").run()
     assert not at.exception and "dvc repro extract" in at.info[0].value
+
+
+def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
+    monkeypatch.setattr("pipeline.inspect.TILE", 64)  # many tiles, diagonal and off-diagonal
+    rng = np.random.default_rng(0)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    means = unit(rng.normal(size=(300, 96)))  # more dimensions than the screen keeps: the screen prunes
+    for i in range(40):  # planted pairs at cosines from about 0.95 to 0.999, both sides of the threshold
+        means[150 + i] = unit(means[i] + rng.uniform(0.04, 0.3) * unit(rng.normal(size=96)))
+    means = means.astype(np.float32)
+    full = means @ means.T
+    a, b = np.nonzero(np.triu(full, 1) >= NEAR_DUPLICATE)
+    got = similar_pairs(means, NEAR_DUPLICATE)
+    assert sorted((i, j) for i, j, _ in got) == sorted(zip(a.tolist(), b.tolist())) and 5 < len(got) < 40
+    np.testing.assert_allclose([s for *_, s in got], [full[i, j] for i, j, _ in got], rtol=1e-5)
