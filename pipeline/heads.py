@@ -20,11 +20,12 @@ HEAD_SCHEMA = 2  # the layout of a saved head's metadata (2: the encoder's backe
 # Where the stages write the heads and the app and pipeline.predict look for them (relative to the project root).
 HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "zeroshot": "models/zeroshot.pt"}
 # What a head must share with the cache or encoder it is used with: the cache's key (pipeline/cache.py) except
-# the encoder's id (the fingerprint is its identity, and the same weights may sit in another directory), and
-# precision and device (a head trained on GPU features serves on the CPU; bench/README.md gives the difference).
-MATCH_KEYS = tuple(k for k in KEY_ATTRS if k not in ("encoder_model", "precision", "device_type"))
+# the encoder's id (the fingerprint is its identity, and the same weights may sit in another directory),
+# precision and device (a head trained on GPU features serves on the CPU; bench/README.md gives the difference),
+# and the cache's storage dtype (float16 storage rounds what the encoder computed; the encoder has no dtype).
+MATCH_KEYS = tuple(k for k in KEY_ATTRS if k not in ("encoder_model", "precision", "device_type", "dtype"))
 # Recorded beside them, not matched: how the features were computed, so pipeline.predict can do the same.
-RECORDED_KEYS = ("encoder_model", "batch_size", "precision", "device_type")
+RECORDED_KEYS = ("encoder_model", "batch_size", "precision", "device_type", "dtype")
 LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
 
 
