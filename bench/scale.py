@@ -26,7 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 OUT = ROOT / "bench" / "out" / "scale"
 FRAMES, DIM, CLASSES = 16, 512, 400
@@ -102,7 +101,7 @@ def build(n: int, project: Path, model: Path) -> int:
 
 def real_video() -> Path:
     """One real clip, made once: 320x240, 4 s at 25 fps, H.264."""
-    from stage_one import make_clip
+    from bench.stage_one import make_clip
 
     path = OUT / "real.mp4"
     if not path.exists():
@@ -132,7 +131,7 @@ def extract_cmd(project: Path, model: Path) -> list[str]:
 def prepare(n: int) -> None:
     """In a process of its own: the model (once), the project folder for n videos, the real video; prints the
     number of near-copies planted."""
-    from stage_one import full_size_clip
+    from bench.stage_one import full_size_clip
 
     project = OUT / f"n{n}"
     shutil.rmtree(project, ignore_errors=True)
