@@ -1,6 +1,6 @@
 """Memory and time against the number of videos: stage one adding one video, stage two, the inspector.
 
-    python bench/scale.py [--sizes 10000 60000 240000] [--keep]
+    python bench/scale.py [--sizes 10000 60000 240000] [--keep] [--steps extract ...]
 
 For each size N: a synthetic cache of N videos x 16 frames x 512 (400 classes, each video its class's centre plus
 noise; one video in 1,000 a near-copy of the one before, to be found by --outliers) written by the writer stage one
@@ -141,7 +141,7 @@ def prepare(n: int) -> None:
     print(planted)
 
 
-def run_size(n: int) -> dict:
+def run_size(n: int, only: list[str] | None = None) -> dict:
     project, py = OUT / f"n{n}", sys.executable
     started = time.perf_counter()
     built = subprocess.run([py, __file__, "--prepare", str(n)], check=True, capture_output=True, text=True)
@@ -169,6 +169,8 @@ def run_size(n: int) -> dict:
     for name, log, cmd in steps:
         if log == "zeroshot" and n not in ZEROSHOT_SIZES or log == "conv" and n not in TEMPORAL_SIZES:
             continue
+        if only and log not in only:
+            continue
         if log == "conv":
             import yaml
             params = yaml.safe_load((project / "params.yaml").read_text())
@@ -176,11 +178,13 @@ def run_size(n: int) -> dict:
             (project / "params.yaml").write_text(yaml.safe_dump(params))
         result[name] = measure(cmd, project, logs / f"{log}.log")
         print(n, name, result[name], flush=True)
-    result["stage one summary"] = (logs / "extract.log").read_text().strip().splitlines()[-1:]
-    outliers = json.loads((logs / "outliers.log").read_text())
-    result["near-duplicates found"] = len(outliers["near_duplicates"])
-    result["near-duplicates planted"] = planted
-    result["mislabelled"] = len(outliers["mislabelled"])
+    if (logs / "extract.log").exists():
+        result["stage one summary"] = (logs / "extract.log").read_text().strip().splitlines()[-1:]
+    if (logs / "outliers.log").exists():
+        outliers = json.loads((logs / "outliers.log").read_text())
+        result["near-duplicates found"] = len(outliers["near_duplicates"])
+        result["near-duplicates planted"] = planted
+        result["mislabelled"] = len(outliers["mislabelled"])
     result["load_after"] = os.getloadavg()[0]
     return result
 
@@ -189,6 +193,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000, 240_000])
     parser.add_argument("--keep", action="store_true", help="keep the synthetic caches and files")
+    parser.add_argument("--steps", nargs="+", help="only these steps, by log name (extract, split, train, baseline, "
+                        "zeroshot, conv, summary, neighbors, video, outliers, plot)")
     parser.add_argument("--prepare", type=int, help=argparse.SUPPRESS)  # the build step, run as a child
     args = parser.parse_args()
     if args.prepare:
@@ -196,7 +202,7 @@ def main() -> None:
     saved = OUT / "results.json"  # one entry per size, the latest run of each
     results = json.loads(saved.read_text()) if saved.exists() else []
     for n in args.sizes:
-        results = [r for r in results if r["videos"] != n] + [run_size(n)]
+        results = [r for r in results if r["videos"] != n] + [run_size(n, args.steps)]
         saved.write_text(json.dumps(sorted(results, key=lambda r: r["videos"]), indent=2))
         if not args.keep:
             shutil.rmtree(OUT / f"n{n}" / "cache", ignore_errors=True)
