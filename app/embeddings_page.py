@@ -16,7 +16,7 @@ from pipeline.predict import shared_pool
 from pipeline.video import FrameSpec
 from pipeline.workers import ReadConfig
 
-MAP_POINTS = 5000  # videos drawn on the map at most (a seeded sample beyond): the browser's limit, not the data's
+MAP_POINTS = 5000  # videos drawn on the map, or listed to choose from, at most: the browser's limit, not the data's
 
 
 @st.cache_resource(show_spinner="Averaging each video's frames…")
@@ -77,7 +77,13 @@ def main() -> None:
         tooltip=["path", "class", "part"]).interactive(), width="stretch")
 
     st.subheader("One video")
-    chosen = st.selectbox("Video", list(cache.paths))
+    if len(cache) <= MAP_POINTS:
+        chosen = st.selectbox("Video", list(cache.paths))
+    else:  # a list of every path would be megabytes in the browser: the path is typed instead
+        chosen = st.text_input("Video (its path under the data root)", value=str(cache.paths[0])).strip()
+        if chosen not in set(cache.paths):
+            st.warning(f"No video {chosen!r} in the cache.")
+            st.stop()
     show_video(cache, chosen, means_of(str(path), mtime))
 
     st.subheader("How similar the class centroids are (cosine)")

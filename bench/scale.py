@@ -141,6 +141,17 @@ def prepare(n: int) -> None:
     print(planted)
 
 
+# The app's Embeddings page in Streamlit's AppTest, in the project folder: map, one video, centroids, odd videos.
+APP_PAGE = f"""
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(ROOT / "app" / "streamlit_app.py")!r}, default_timeout=1800)
+at.run()
+at.switch_page("embeddings_page.py").run()
+assert not at.exception, at.exception
+print([m.value for m in at.metric][:3], len(at.dataframe), "tables")
+"""
+
+
 def run_size(n: int, only: list[str] | None = None) -> dict:
     project, py = OUT / f"n{n}", sys.executable
     started = time.perf_counter()
@@ -165,6 +176,7 @@ def run_size(n: int, only: list[str] | None = None) -> dict:
         ("inspect --video", "video", inspect + ["--video", "class_000/v000000.mp4"]),
         ("inspect --outliers", "outliers", inspect + ["--outliers", "--json"]),
         ("inspect --plot (PCA)", "plot", inspect + ["--plot", "map.png"]),
+        ("app: Embeddings page", "app", [py, "-c", APP_PAGE]),
     ]
     for name, log, cmd in steps:
         if log == "zeroshot" and n not in ZEROSHOT_SIZES or log == "conv" and n not in TEMPORAL_SIZES:
@@ -194,7 +206,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000, 240_000])
     parser.add_argument("--keep", action="store_true", help="keep the synthetic caches and files")
     parser.add_argument("--steps", nargs="+", help="only these steps, by log name (extract, split, train, baseline, "
-                        "zeroshot, conv, summary, neighbors, video, outliers, plot)")
+                        "zeroshot, conv, summary, neighbors, video, outliers, plot, app)")
     parser.add_argument("--prepare", type=int, help=argparse.SUPPRESS)  # the build step, run as a child
     args = parser.parse_args()
     if args.prepare:
