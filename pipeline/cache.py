@@ -144,14 +144,6 @@ def empty_cache(num_frames: int, dim: int, attrs: dict, class_names: list[str]) 
     )
 
 
-def concat_caches(caches: list[Cache], template: Cache) -> Cache:
-    """Rows of all `caches` (in memory) one after another, with template's class names, skipped list and attrs."""
-    if not caches:
-        return template.take([])
-    return dataclasses.replace(
-        template, **{name: np.concatenate([getattr(c, name) for c in caches]) for name in ROW_FIELDS})
-
-
 def gather_rows(sources: list[Cache], source: np.ndarray, row: np.ndarray, template: Cache) -> Cache:
     """Row row[i] of sources[source[i]] for each i, as a cache in memory (embeddings read from the sources' files
     where they were opened lazily), with template's class names, skipped list and attrs."""

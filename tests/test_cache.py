@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 import pipeline.cache as cache_module
-from pipeline.cache import (META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, concat_caches, empty_cache,
-                            gather_rows, open_cache, read_cache, write_cache)
+from pipeline.cache import (META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, empty_cache, gather_rows,
+                            open_cache, read_cache, write_cache)
+
+
+def concat_caches(caches: list[Cache], template: Cache) -> Cache:
+    """Rows of all `caches` (in memory) one after another: the plain join gather_rows is checked against."""
+    return dataclasses.replace(
+        template, **{name: np.concatenate([getattr(c, name) for c in caches]) for name in ROW_FIELDS})
 
 
 def small_cache(n=3, frames=4, dim=8) -> Cache:
