@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import os
 
-# Threads per role; None: one per core the process may use. Measured on the shared 2-core machine under load
-# (bench/README.md, "Threads"): a second thread made stage two's heads 5.3x slower and one video's encode in the
-# app slower too; stage one's encoder takes every core, its decode workers (one thread each) run at nice 19 beside it.
-THREADS = {"extract": None, "stage_two": 1, "app": 1}
+# Threads per role; None: one per core the process may use (bench/README.md, "Threads", on the 2-core machine).
+# Stage two: one thread. Its small matrix work gains nothing from a second thread on a quiet machine (1.02 s
+# against 1.05 s) and lost 5.3x under load. Stage one and the app: every core. Quiet, a second thread made stage
+# one 1.5x faster and the app's ONNX Runtime encode 1.75x faster; under heavy load from other work one thread was
+# faster for them too, and this is the place to change. Stage one's decode workers (one thread each) run at nice
+# 19 beside the encoder.
+THREADS = {"extract": None, "stage_two": 1, "app": None}
 
 
 def set_threads(role: str) -> int:
