@@ -2,8 +2,8 @@
 from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.heads import HEAD_FILES, calibrate, mean_pool, save_linear
 from pipeline.split import SPLIT_PATH, read_split
-from pipeline.zeroshot import text_embeddings, zeroshot_head
 from pipeline.threads import set_threads
+from pipeline.zeroshot import text_embeddings, zeroshot_head
 from stages import read_params, stage
 
 
