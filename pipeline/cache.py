@@ -231,7 +231,7 @@ def write_cache_blocks(path: str | os.PathLike, template: Cache, num_rows: int, 
                 for name in ROW_FIELDS:
                     values = getattr(block, name)
                     datasets[name][written:written + len(block)] = (
-                        np.asarray(values, dtype=object) if name in _STR_FIELDS else values)
+                        np.array([str(v) for v in values], dtype=object) if name in _STR_FIELDS else values)
                 written += len(block)
             assert written == num_rows, f"{written} rows written, {num_rows} announced"
             f.create_dataset("class_names", data=np.asarray(template.class_names, dtype=object), dtype=_STR)

@@ -1,9 +1,10 @@
 """Stage one: discover videos, decode their sampled frames, embed them with CLIP, and write the cache incrementally.
 
 Unit of work: a *part* file (`<cache>.parts/part-*.h5`) holding up to `shard_size` newly encoded clips keyed by
-content hash and segment (Cache.row_keys: a whole file, or a segment of one that an annotation file names). The cache is the join of the previous cache and the parts, streamed into a new file row block by row
-block and renamed over the old one at the end (memory independent of the number of videos); a killed run leaves
-the previous cache untouched and its finished parts reused by the next run.
+content hash and segment (Cache.row_keys: a whole file, or a segment of one that an annotation file names). The
+cache is the join of the previous cache and the parts, streamed into a new file row block by row block and renamed
+over the old one at the end (memory independent of the number of videos); a killed run leaves the previous cache
+untouched and its finished parts reused by the next run.
 """
 from __future__ import annotations
 

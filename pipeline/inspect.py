@@ -261,7 +261,7 @@ def load(cache_path: str | Path, split_path: str | Path | None = None) -> tuple[
     file; a stale split is an error)."""
     cache = open_cache(cache_path)
     split_path = Path(split_path) if split_path else Path(cache_path).with_name(Path(SPLIT_PATH).name)
-    return cache, read_split(split_path, cache.paths) if split_path.is_file() else None
+    return cache, read_split(split_path, cache.clip_ids()) if split_path.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""DVC stage `extract` (stage one): videos under data.root -> CLIP frame embeddings in cache/features.h5."""
+"""DVC stage `extract` (stage one): videos under data.root (or those data.annotations names) -> CLIP frame
+embeddings in cache/features.h5."""
 from pipeline.extract import ExtractConfig, extract_features
 from pipeline.threads import set_threads
 from stages import config, read_params, stage
@@ -9,6 +10,7 @@ def main() -> None:
     set_threads("extract")
     params = read_params()
     cfg = config(ExtractConfig, params["extract"], "extract", root=params["data"]["root"],
+                 annotations=params["data"]["annotations"], classes=params["data"]["classes"],
                  model=params["encoder"]["model"])
     print(extract_features(cfg))
 

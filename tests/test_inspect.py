@@ -34,6 +34,8 @@ def hand_cache(tmp_path, means, labels, names=("a", "b"), hashes=None, skipped=(
     cache.file_size, cache.mtime_ns = np.full(n, 100), np.zeros(n, np.int64)
     cache.decode_errors = np.array([3 if i == n - 1 else 0 for i in range(n)], np.int64)
     cache.skipped = list(skipped)
+    cache.segment, cache.group, cache.annotated_part = np.full((n, 2), np.nan), np.full(n, "", object), np.full(
+        n, "", object)
     write_cache(tmp_path / "f.h5", cache)
     from pipeline.cache import read_cache
     return read_cache(tmp_path / "f.h5")

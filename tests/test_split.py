@@ -48,7 +48,7 @@ def test_csv_round_trip_and_stale_split(tmp_path):
     paths = np.array([f"{NAMES[y]}/v{i}.mp4" for i, y in enumerate(labels)], object)
     parts = split_videos(labels, NAMES, 0.2, 0.2, seed=0)
     write_split(tmp_path / "split.csv", paths, labels, NAMES, parts)
-    assert (tmp_path / "split.csv").read_text().splitlines()[0] == "path,label,part"
+    assert (tmp_path / "split.csv").read_text().splitlines()[0] == "path,label,part,group"
     np.testing.assert_array_equal(read_split(tmp_path / "split.csv", paths[::-1]), parts[::-1])
     with pytest.raises(ValueError, match="older than the cache"):
         read_split(tmp_path / "split.csv", np.append(paths, "a/new.mp4"))
