@@ -110,8 +110,10 @@ def class_centroids(cache: Cache, means: np.ndarray | None = None) -> np.ndarray
 
 
 def row_of(cache: Cache, path: str) -> int:
-    """The row of `path` in the cache; ValueError listing close names when it is not there."""
-    hits = np.flatnonzero(cache.paths == path)
+    """The row of `path` (a clip id: a segment as `path#t=start,end`; a bare path gives the file's first clip) in
+    the cache; ValueError listing close names when it is not there."""
+    hits = np.flatnonzero(cache.clip_ids() == path)
+    hits = hits if len(hits) else np.flatnonzero(cache.paths == path)
     if not len(hits):
         similar = [p for p in cache.paths if Path(p).name == Path(path).name][:3]
         raise ValueError(f"{path!r} is not in the cache" + (f" (did you mean {', '.join(similar)}?)" if similar
