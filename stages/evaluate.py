@@ -10,7 +10,7 @@ from pipeline.evaluate import (cross_validate, data_efficiency, evaluate_predict
 from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
                             mean_pool)
 from pipeline.plots import confusion_figure, efficiency_figure
-from pipeline.split import SPLIT_PATH, SplitConfig, describe_protocol, read_split
+from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, read_split
 from pipeline.threads import set_threads
 from stages import config, read_params, stage
 
@@ -30,7 +30,11 @@ def main() -> None:
                "logreg": config(LogRegConfig, params["baseline"], "baseline")}
     # a small dataset gets as many folds as its smallest class allows, or none: said here and in the metrics
     folds, note = usable_folds(y, names, params["evaluate"]["folds"])
-    protocol = describe_protocol(config(SplitConfig, params["split"], "split"))  # quoted with every accuracy
+    split_cfg = config(SplitConfig, params["split"], "split")
+    protocol = describe_protocol(split_cfg)  # quoted with every accuracy
+    # cross-validation keeps groups whole when the split does, and leaves out what official lists leave out
+    groups = read_split(SPLIT_PATH, cache.clip_ids(), "group") if split_cfg.method != "random" else None
+    used = parts != UNUSED
     if note:
         print(f"evaluate: note: {note}")
     results, per_class = {}, {}
@@ -58,7 +62,8 @@ def main() -> None:
                     refit = lambda xt, yt, xs: fit_predict(xt, yt, xs, len(names), configs[name])  # noqa: E731
                 # a temporal linear head (attention, conv) needs the frames; every other head sees only their mean
                 features = cache.embeddings if name == "linear" and configs["linear"].head != "mean" else x
-                acc = cross_validate(features, y, names, folds, params["split"]["seed"], refit)
+                acc = cross_validate(features[used], y[used], names, folds, params["split"]["seed"], refit,
+                                     None if groups is None else groups[used])
                 r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")
             for key in ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece",
