@@ -19,7 +19,6 @@ from pathlib import Path, PurePosixPath
 from pipeline.cache import clip_id
 from pipeline.video import VideoFile, find_video_files
 
-ANNOTATIONS_DIR = "annotations"  # the project folder for annotation and split-list files (dvc.yaml depends on it)
 FORMATS = ("csv", "kinetics", "mmaction2")
 # The words annotation files use for the official parts, and the part each names ("" = not said)
 PART_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",

@@ -2,7 +2,7 @@
 embeddings in cache/features.h5."""
 from pipeline.extract import ExtractConfig, extract_features
 from pipeline.threads import set_threads
-from stages import config, read_params, stage
+from stages import config, read_params, stage, untracked_notes
 
 
 @stage("extract")
@@ -12,6 +12,8 @@ def main() -> None:
     cfg = config(ExtractConfig, params["extract"], "extract", root=params["data"]["root"],
                  annotations=params["data"]["annotations"], classes=params["data"]["classes"],
                  model=params["encoder"]["model"])
+    for note in untracked_notes([cfg.annotations, cfg.classes], cfg.root):
+        print(f"extract: note: {note}")
     print(extract_features(cfg))
 
 

@@ -2,7 +2,7 @@
 with each clip's group to cache/split.csv."""
 from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, make_split, write_split
-from stages import config, read_params, stage
+from stages import config, read_params, stage, untracked_notes
 
 
 @stage("split")
@@ -11,7 +11,7 @@ def main() -> None:
     cache = open_cache(CACHE_PATH)
     parts, groups, notes = make_split(cache, cfg)
     write_split(SPLIT_PATH, cache.clip_ids(), cache.labels, cache.class_names, parts, groups)
-    for note in notes:
+    for note in untracked_notes([cfg.train_list, cfg.test_list]) + notes:
         print(f"split: note: {note}")
     print(f"{SPLIT_PATH}: " + ", ".join(f"{p} {int((parts == p).sum())}" for p in ("train", "val", "test", UNUSED)
                                         if p != UNUSED or (parts == p).any()) + f" ({describe_protocol(cfg)})")
