@@ -122,8 +122,8 @@ def test_dataclass_defaults_equal_params_yaml():
     from pipeline.split import SplitConfig
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for cfg, section in ((LinearConfig(), "train"), (LogRegConfig(), "baseline"), (DemoConfig(), "demo"), (SplitConfig(), "split"),
-                         (ExtractConfig(root=params["data"]["root"]), "extract")):
+    for cfg, section in ((LinearConfig(), "train"), (LogRegConfig(), "baseline"), (DemoConfig(), "demo"),
+                         (SplitConfig(), "split"), (ExtractConfig(root=params["data"]["root"]), "extract")):
         for key, value in params[section].items():
             assert getattr(cfg, key) == value, f"{type(cfg).__name__}.{key} = {getattr(cfg, key)!r}, " \
                                                f"params.yaml {section}.{key} = {value!r}"
