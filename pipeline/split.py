@@ -43,13 +43,12 @@ class SplitConfig:
 
 def describe_protocol(cfg: SplitConfig) -> str:
     """One line naming how the test part was chosen: to print beside every accuracy measured on it."""
-    fractions = f"val {cfg.val:g}, seed {cfg.seed}"
     if cfg.method == "lists":
         lists = (f"train {cfg.train_list or 'the rest'}, test {cfg.test_list}" if cfg.test_list
                  else "the annotations' split column")
-        return f"official lists ({lists}); {fractions} of train by group"
-    grouped = f" by group ({cfg.group_pattern or 'annotations, else file'})" if cfg.method == "group" else ""
-    return f"{cfg.method} split{grouped}: test {cfg.test:g}, {fractions}"
+        return f"official lists ({lists}); val {cfg.val:g} of train by group, seed {cfg.seed}"
+    groups = f" (groups: {cfg.group_pattern or 'annotations, else file'})" if cfg.method == "group" else ""
+    return f"{cfg.method} split{groups}: test {cfg.test:g}, val {cfg.val:g}, seed {cfg.seed}"
 
 
 def make_split(cache: Cache, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:

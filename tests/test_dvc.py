@@ -125,7 +125,7 @@ def test_dvc_pipeline_with_an_annotation_file(tmp_path, tiny_clip):
 
     out = dvc("repro", cwd=repo)
     assert "36 encoded, 0 reused, 0 skipped" in out and "(14 test videos)" in out
-    assert "test part: official lists (the annotations' split column); val 0.15, seed 0 of train by group" in out
+    assert "test part: official lists (the annotations' split column); val 0.15 of train by group, seed 0" in out
     cache = read_cache(repo / "cache" / "features.h5")
     ids = cache.clip_ids().tolist()
     assert f"{files[-1]}#t=0,1" in ids and files[-1] in ids
