@@ -1,12 +1,33 @@
 """Honest numbers for a head: accuracy with a Wilson interval, macro F1, per-class metrics, confusion, k-fold CV."""
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
+
+
+# Metrics are written one file per metric, {head: value}, so that `dvc metrics show` reads as a table with a row
+# per metric and a column per head, and `dvc exp show --only-changed` shows `metrics/<metric>.json:<head>`.
+METRICS_DIR = "metrics"
+HEAD_METRICS = ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece", "ece_uncalibrated",
+                "temperature")
+WARNING_KEY = "warning"  # beside the heads in every metrics file, when the encoder had random weights
+
+
+def write_metrics(values: dict[str, dict[str, float]], directory: str | Path = METRICS_DIR, warning: str = "") -> None:
+    """values {metric: {head: number}} -> one JSON file per metric, <directory>/<metric>.json = {head: number}
+    rounded to 4 decimals (the terminal tables stay narrow), with WARNING_KEY: warning when given."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for metric, by_head in values.items():
+        data = {head: round(v, 4) if isinstance(v, float) else v for head, v in by_head.items()}
+        if warning:
+            data[WARNING_KEY] = warning
+        (Path(directory) / f"{metric}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
@@ -96,8 +117,9 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, class_names: list[s
     return np.array(accuracies)
 
 
-def format_table(results: dict[str, dict]) -> str:
-    """A short terminal table: one line per head with test accuracy, its 95% interval, macro F1 and CV accuracy."""
+def format_table(results: dict[str, dict], warning: str = "") -> str:
+    """A short terminal table: one line per head with test accuracy, its 95% interval, macro F1 and CV accuracy;
+    `warning` (the random encoder's note) first and last, when given."""
     lines = [f"{'head':<8} {'test acc':>8}  {'95% CI':<14} {'macro F1':>8}  {'CV acc':<14} {'ECE raw -> calibrated'}"]
     for name, r in results.items():
         cv = f"{r['cv_mean']:.3f} ± {r['cv_std']:.3f}" if "cv_mean" in r else "-"
@@ -106,6 +128,8 @@ def format_table(results: dict[str, dict]) -> str:
                      f"{r['macro_f1']:>8.3f}  {cv:<14} {ece}")
     n = next(iter(results.values()))["n"] if results else 0
     lines.append(f"({n} test videos)")
+    if warning:
+        lines = [f"*** {warning} ***", *lines, f"*** {warning} ***"]
     return "\n".join(lines)
 
 

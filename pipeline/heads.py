@@ -13,10 +13,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from pipeline.cache import KEY_ATTRS
+from pipeline.cache import KEY_ATTRS, RANDOM_WEIGHTS
 
 POOLING = "mean"
-HEAD_SCHEMA = 2  # the layout of a saved head's metadata (2: the encoder's backend); otherwise: retrain it
+HEAD_SCHEMA = 3  # the layout of a saved head's metadata (3: "not sure" relative to chance, data counts, the
+# temperature's note); otherwise: retrain it
 # Where the stages write the heads and the app and pipeline.predict look for them (relative to the project root).
 HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "zeroshot": "models/zeroshot.pt"}
 # What a head must share with the cache or encoder it is used with: the cache's key (pipeline/cache.py) except
@@ -25,8 +26,25 @@ HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "z
 # and the cache's storage dtype (float16 storage rounds what the encoder computed; the encoder has no dtype).
 MATCH_KEYS = tuple(k for k in KEY_ATTRS if k not in ("encoder_model", "precision", "device_type", "dtype"))
 # Recorded beside them, not matched: how the features were computed, so pipeline.predict can do the same.
-RECORDED_KEYS = ("encoder_model", "batch_size", "precision", "device_type", "dtype")
+# random_weights: a CLIP built by `python -m pipeline.encoder` (its numbers mean nothing; pipeline/cache.py).
+RECORDED_KEYS = ("encoder_model", "batch_size", "precision", "device_type", "dtype", RANDOM_WEIGHTS)
 LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
+
+
+@dataclass
+class CalibrationConfig:
+    """The "not sure" cut-off (params.yaml: calibration.*): a fraction of the way from chance (1/C) to certainty
+    (1), so that it means the same with 2 classes as with 100 (sure_threshold). A head's metadata stores it under
+    NOT_SURE_KEY, and the probability it asks is worked out for the head's classes when it answers."""
+
+    not_sure_below_chance_to_certain: float = 0.3
+
+
+NOT_SURE_KEY = "not_sure_below_chance_to_certain"  # the CalibrationConfig field, as stored in a head's metadata
+# The temperature is fitted only with at least this many validation videos in every class: with fewer, one wrong
+# or right video moves it to its bound (1 to 3 per class gave T = e^5 on the demo). Fewer: T = 1, and a note says so.
+MIN_CALIBRATION_PER_CLASS = 5
+LOG_T_BOUND = 5.0  # the fit searches log T in [-LOG_T_BOUND, LOG_T_BOUND]; an optimum on the bound is refused
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:
@@ -270,8 +288,9 @@ class Head:
 
     @property
     def not_sure_below(self) -> float:
-        """Calibrated top probability under which the answer is "not sure" (0: always sure)."""
-        return float(self.meta.get("not_sure_below", 0.0))
+        """Calibrated top probability under which the answer is "not sure": meta[NOT_SURE_KEY] of the way from
+        chance to certainty for this head's number of classes (sure_threshold; no key: always sure)."""
+        return sure_threshold(float(self.meta.get(NOT_SURE_KEY, 0.0)), len(self.class_names))
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """Frame embeddings float32 (V, F, D) (an array or Embeddings left in the cache file), or for a head that
@@ -312,10 +331,24 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T > 0 minimising the cross-entropy of softmax(logits / T) on held-out labels (N,)."""
+def sure_threshold(fraction: float, num_classes: int) -> float:
+    """The top probability an answer needs, `fraction` of the way from chance (1/C) to certainty: with 0.3, 0.65
+    for 2 classes, 0.4 for 7, 0.31 for 100 (a fixed probability would be a coin flip's for 2 classes and out of
+    reach for many)."""
+    chance = 1.0 / max(num_classes, 1)
+    return chance + fraction * (1.0 - chance)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
+    """The temperature T > 0 minimising the cross-entropy of softmax(logits / T) on held-out labels (N,), and ""; or
+    (1.0, why) when the data cannot tell it: fewer than MIN_CALIBRATION_PER_CLASS videos in a class (of the
+    logits' C), or an optimum on the search bound (the validation videos all right, or no better than chance)."""
     from scipy.optimize import minimize_scalar
 
+    counts = np.bincount(labels, minlength=logits.shape[1])
+    if len(labels) == 0 or counts.min() < MIN_CALIBRATION_PER_CLASS:
+        return 1.0, (f"temperature not fitted: {int(counts.min()) if len(counts) else 0} validation videos in the "
+                     f"smallest class, it needs {MIN_CALIBRATION_PER_CLASS} per class; T = 1 (uncalibrated)")
     z = logits.astype(np.float64)
 
     def nll(log_t: float) -> float:
@@ -323,15 +356,45 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         s = s - s.max(axis=1, keepdims=True)
         return float(np.mean(np.log(np.exp(s).sum(axis=1)) - s[np.arange(len(labels)), labels]))
 
-    return float(np.exp(minimize_scalar(nll, bounds=(-5, 5), method="bounded").x))
+    log_t = float(minimize_scalar(nll, bounds=(-LOG_T_BOUND, LOG_T_BOUND), method="bounded").x)
+    if abs(log_t) > LOG_T_BOUND - 0.01:
+        why = "every validation video right" if log_t < 0 else "the head no better than chance on them"
+        return 1.0, (f"temperature not fitted: the fit ran to its bound T = {np.exp(log_t):.3g} ({why}); "
+                     "T = 1 (uncalibrated)")
+    return float(np.exp(log_t)), ""
 
 
-def calibrate(head: Head, val_embeddings: np.ndarray, val_labels: np.ndarray, not_sure_below: float) -> Head:
-    """Record in the head's metadata the temperature fitted on the validation part (1.0 without one) and the
-    probability under which its answer is "not sure" (params.yaml: calibration.not_sure_below)."""
-    temperature = fit_temperature(head.logits(val_embeddings), val_labels) if len(val_labels) else 1.0
-    head.meta.update(temperature=temperature, not_sure_below=float(not_sure_below))
+def data_counts(train_labels: np.ndarray, val_labels: np.ndarray, num_classes: int) -> dict:
+    """How much data a head learned from and was calibrated on, for its metadata: videos, and the fewest in a
+    class, of the training and validation parts (int labels (N,) each; a zero-shot head trains on none)."""
+    def fewest(y: np.ndarray) -> int:
+        return int(np.bincount(y, minlength=num_classes).min()) if num_classes else 0
+    return {"train_videos": int(len(train_labels)), "train_min_per_class": fewest(train_labels),
+            "val_videos": int(len(val_labels)), "val_min_per_class": fewest(val_labels)}
+
+
+def calibrate(head: Head, val_embeddings: np.ndarray, val_labels: np.ndarray, not_sure_below: float,
+              train_labels: np.ndarray | None = None) -> Head:
+    """Record in the head's metadata the temperature fitted on the validation part (fit_temperature: 1.0 with
+    `temperature_note` saying why when the data cannot tell it), the "not sure" cut-off (NOT_SURE_KEY: a fraction
+    of the way from chance to certainty) and the data counts (data_counts; train_labels None: no training)."""
+    temperature, note = fit_temperature(head.logits(val_embeddings), val_labels)
+    train = np.zeros(0, np.int64) if train_labels is None else train_labels
+    head.meta.update(temperature=temperature, temperature_note=note, **{NOT_SURE_KEY: float(not_sure_below)},
+                     **data_counts(train, val_labels, len(head.class_names)))
     return head
+
+
+def describe_data(meta: dict) -> str:
+    """One line on how much data a head was trained and calibrated on (for the app and pipeline.predict)."""
+    if "val_videos" not in meta:
+        return "uncalibrated (T = 1)"
+    trained = (f"trained on {meta['train_videos']} videos (at least {meta['train_min_per_class']} per class)"
+               if meta["train_videos"] else "not trained (text only)")
+    calibration = (f"temperature {meta['temperature']:.3g}" if not meta.get("temperature_note")
+                   else "temperature not fitted (T = 1)")
+    return (f"{trained}; calibrated on {meta['val_videos']} validation videos (at least "
+            f"{meta['val_min_per_class']} per class): {calibration}")
 
 
 def save_linear(path: str | os.PathLike, state: dict, meta: dict) -> None:

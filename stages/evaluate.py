@@ -4,9 +4,9 @@ from dataclasses import replace
 
 from dvclive import Live
 
-from pipeline.cache import CACHE_PATH, open_cache
-from pipeline.evaluate import (cross_validate, data_efficiency, evaluate_predictions, expected_calibration_error,
-                               format_table, usable_folds)
+from pipeline.cache import CACHE_PATH, open_cache, random_encoder_note
+from pipeline.evaluate import (HEAD_METRICS, cross_validate, data_efficiency, evaluate_predictions,
+                               expected_calibration_error, format_table, usable_folds, write_metrics)
 from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
                             mean_pool)
 from pipeline.plots import confusion_figure, efficiency_figure
@@ -32,10 +32,11 @@ def main() -> None:
     folds, note = usable_folds(y, names, params["evaluate"]["folds"])
     if note:
         print(f"evaluate: note: {note}")
-    results, per_class = {}, {}
+    warning = random_encoder_note(cache.attrs)
+    results, per_class, metrics = {}, {}, {key: {} for key in HEAD_METRICS}
+    if params["evaluate"]["folds"]:
+        metrics["cv_folds"] = {}  # the folds used (0: too small for cross-validation)
     with Live(OUT, dvcyaml=None, save_dvc_exp=False) as live:
-        if params["evaluate"]["folds"]:
-            live.log_metric("cv_folds", folds, plot=False)  # the folds used (0: too small for cross-validation)
         for name, path in HEAD_FILES.items():
             head = load_head(path)
             try:
@@ -59,10 +60,11 @@ def main() -> None:
                 acc = cross_validate(features, y, names, folds, params["split"]["seed"], refit)
                 r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")
-            for key in ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece",
-                        "ece_uncalibrated", "temperature"):
+            for key in HEAD_METRICS:
                 if key in r:
-                    live.log_metric(f"{name}/{key}", r[key], plot=False)
+                    metrics[key][name] = r[key]
+            if "cv_folds" in metrics:
+                metrics["cv_folds"][name] = folds
             live.log_sklearn_plot("confusion_matrix", [names[i] for i in y[test]], [names[i] for i in pred],
                                   name=f"{name}/confusion_matrix.json")
             live.log_image(f"{name}_confusion.png", confusion_figure(r["confusion"], names, f"{name} head, test"))
@@ -72,9 +74,10 @@ def main() -> None:
             live.log_plot("data_efficiency", rows, x="videos_per_class", y="linear", template="linear",
                           title="Test accuracy against training videos per class")
             live.log_image("data_efficiency.png", efficiency_figure(rows))
+    write_metrics({k: v for k, v in metrics.items() if v}, warning=warning)
     with open(f"{OUT}/per_class.json", "w") as f:
         json.dump(per_class, f, indent=2)
-    print(format_table(results))
+    print(format_table(results, warning))
     if params["evaluate"]["shots"]:
         print("test accuracy by training videos per class: " + "; ".join(
             f"{r['videos_per_class']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "videos_per_class")

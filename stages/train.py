@@ -1,9 +1,10 @@
 """DVC stage `train`: the linear head (mean, attention or conv pooling over time) on the cached frame embeddings."""
 from dvclive import Live
 
-from pipeline.cache import CACHE_PATH, open_cache
-from pipeline.heads import (HEAD_FILES, LinearConfig, calibrate, head_metadata, mean_pool, save_linear, torch_head,
-                            train_linear_head)
+from pipeline.cache import CACHE_PATH, open_cache, random_encoder_note
+from pipeline.evaluate import write_metrics
+from pipeline.heads import (HEAD_FILES, CalibrationConfig, LinearConfig, calibrate, head_metadata, mean_pool,
+                            save_linear, torch_head, train_linear_head)
 from pipeline.plots import curves_figure
 from pipeline.split import SPLIT_PATH, read_split
 from pipeline.threads import set_threads
@@ -16,6 +17,7 @@ BEST, FINAL = HEAD_FILES["linear"], "models/linear_final.pt"
 def main() -> None:
     set_threads("stage_two")
     params = read_params()
+    calibration = config(CalibrationConfig, params["calibration"], "calibration")
     cfg = config(LinearConfig, params["train"], "train")
     cache = open_cache(CACHE_PATH)  # embeddings stay in the file until read
     parts = read_split(SPLIT_PATH, cache.paths)
@@ -28,8 +30,10 @@ def main() -> None:
     for path, state, epoch in ((BEST, result.best_state, result.best_epoch),
                                (FINAL, result.final_state, len(result.history))):
         head = calibrate(torch_head(state, {**meta, "epoch": epoch}), x[val], y[val],
-                         params["calibration"]["not_sure_below"])
+                         calibration.not_sure_below_chance_to_certain, y[train])
         save_linear(path, state, head.meta)
+        if head.meta["temperature_note"] and path == BEST:
+            print(f"train: note: {head.meta['temperature_note']}")
     with Live("dvclive/train", dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params(vars(cfg))
         for row in result.history:
@@ -40,6 +44,7 @@ def main() -> None:
             live.next_step()
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         live.log_image("training_curves.png", curves_figure(result.history, result.best_epoch))
+    write_metrics({"best_epoch": {"linear": result.best_epoch}}, warning=random_encoder_note(cache.attrs))
     last = result.history[-1]
     print(f"linear head ({cfg.head} pooling): best epoch {result.best_epoch} of {cfg.epochs}, "
           f"final train loss {last['train_loss']:.4f}"
