@@ -289,8 +289,10 @@ class Head:
     @property
     def not_sure_below(self) -> float:
         """Calibrated top probability under which the answer is "not sure": meta[NOT_SURE_KEY] of the way from
-        chance to certainty for this head's number of classes (sure_threshold; no key: always sure)."""
-        return sure_threshold(float(self.meta.get(NOT_SURE_KEY, 0.0)), len(self.class_names))
+        chance to certainty for this head's number of classes (sure_threshold; no key, as for a zero-shot head made
+        in the app from typed actions: CalibrationConfig's default)."""
+        fraction = self.meta.get(NOT_SURE_KEY, CalibrationConfig.not_sure_below_chance_to_certain)
+        return sure_threshold(float(fraction), len(self.class_names))
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """Frame embeddings float32 (V, F, D) (an array or Embeddings left in the cache file), or for a head that
