@@ -344,13 +344,16 @@ def sure_threshold(fraction: float, num_classes: int) -> float:
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
     """The temperature T > 0 minimising the cross-entropy of softmax(logits / T) on held-out labels (N,), and ""; or
     (1.0, why) when the data cannot tell it: fewer than MIN_CALIBRATION_PER_CLASS videos in a class (of the
-    logits' C), or an optimum on the search bound (the validation videos all right, or no better than chance)."""
+    logits' C), every video right (the optimum is T -> 0), or an optimum on the search bound."""
     from scipy.optimize import minimize_scalar
 
     counts = np.bincount(labels, minlength=logits.shape[1])
     if len(labels) == 0 or counts.min() < MIN_CALIBRATION_PER_CLASS:
         return 1.0, (f"temperature not fitted: {int(counts.min()) if len(counts) else 0} validation videos in the "
                      f"smallest class, it needs {MIN_CALIBRATION_PER_CLASS} per class; T = 1 (uncalibrated)")
+    if np.all(logits.argmax(axis=1) == labels):  # the cross-entropy falls all the way to T -> 0
+        return 1.0, ("temperature not fitted: every validation video is right, so they cannot tell how sure the "
+                     "head should be; T = 1 (uncalibrated)")
     z = logits.astype(np.float64)
 
     def nll(log_t: float) -> float:
@@ -360,7 +363,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str]
 
     log_t = float(minimize_scalar(nll, bounds=(-LOG_T_BOUND, LOG_T_BOUND), method="bounded").x)
     if abs(log_t) > LOG_T_BOUND - 0.01:
-        why = "every validation video right" if log_t < 0 else "the head no better than chance on them"
+        why = "nearly every validation video right" if log_t < 0 else "the head no better than chance on them"
         return 1.0, (f"temperature not fitted: the fit ran to its bound T = {np.exp(log_t):.3g} ({why}); "
                      "T = 1 (uncalibrated)")
     return float(np.exp(log_t)), ""

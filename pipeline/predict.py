@@ -259,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="let the libraries speak on stderr (weight-loading progress, FFmpeg warnings)")
     args = parser.parse_args(argv)
-    if not args.verbose:
-        quiet_libraries()
+    quiet_libraries(args.verbose)
     set_threads("app")
     try:
         predictor = load_predictor(HEAD_FILES[args.head], args.device)
@@ -317,14 +316,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def quiet_libraries() -> None:
-    """No progress bars from Hugging Face (loading weights) and no FFmpeg log lines ("moov atom not found") in
-    this process; decode workers start quiet anyway (pipeline.workers). A file that fails still gets its error."""
+def quiet_libraries(verbose: bool = False) -> None:
+    """Quiet: no Hugging Face progress bar (loading weights) and no FFmpeg log lines ("moov atom not found") from
+    this process; the decode workers start from a clean process (forkserver), where PyAV logs nothing. A file that
+    fails still gets its error line. verbose: FFmpeg's warnings through Python logging, and the bar."""
     import av.logging
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    av.logging.set_level(None)
+    if verbose:
+        hf_logging.enable_progress_bar()
+        av.logging.set_level(av.logging.WARNING)
+    else:
+        hf_logging.disable_progress_bar()
+        av.logging.set_level(None)
 
 
 def _report(e: Exception, file: str | os.PathLike, shown: str, what: str = "") -> str:

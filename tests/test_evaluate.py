@@ -69,6 +69,7 @@ def test_small_classes_get_fewer_folds_or_none_with_a_note():
 def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path, monkeypatch, capsys):
     """Three videos per class and evaluate.folds 5: 3-fold cross-validation, said in the output and metrics."""
     import stages.evaluate
+    from pipeline.cache import RANDOM_ENCODER_NOTE
     from pipeline.cache import read_cache
     from pipeline.heads import HEAD_FILES, save_linear
     from pipeline.split import SPLIT_PATH, split_videos, write_split
@@ -90,8 +91,11 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
     stages.evaluate.main()
     out = capsys.readouterr().out
     assert "evaluate: note: 3-fold cross-validation instead of 5: classes with fewer than 5 videos: clapping (3)" in out
-    metrics = json.loads((tmp_path / "dvclive" / "evaluate" / "metrics.json").read_text())
-    assert metrics["cv_folds"] == 3 and all("cv_mean" in metrics[h] for h in ("linear", "logreg", "zeroshot"))
+    folds = json.loads((tmp_path / "metrics" / "cv_folds.json").read_text())
+    cv_mean = json.loads((tmp_path / "metrics" / "cv_mean.json").read_text())
+    assert folds == {"linear": 3, "logreg": 3, "zeroshot": 3, "warning": RANDOM_ENCODER_NOTE}  # the tiny CLIP is random
+    assert set(cv_mean) == {"linear", "logreg", "zeroshot", "warning"}
+    assert out.splitlines()[1] == f"*** {RANDOM_ENCODER_NOTE} ***"  # the table says so too
     assert (tmp_path / "dvclive" / "evaluate" / "per_class.json").is_file()  # the rest of the evaluation is written
 
 
@@ -151,8 +155,8 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
     labels = np.array([rng.choice(c, p=p) for p in softmax(true_logits)])  # calibrated by construction
     overconfident = 4.0 * true_logits  # the same ranking, four times too sharp
     val, test = slice(0, 2000), slice(2000, None)
-    t = fit_temperature(overconfident[val], labels[val])
-    assert t == pytest.approx(4.0, rel=0.15)
+    t, note = fit_temperature(overconfident[val], labels[val])
+    assert t == pytest.approx(4.0, rel=0.15) and note == ""
     before = expected_calibration_error(softmax(overconfident[test]), labels[test])
     after = expected_calibration_error(softmax(overconfident[test] / t), labels[test])
     assert before > 0.15 and after < 0.05 and after < before / 3
@@ -176,3 +180,15 @@ def test_data_efficiency_uses_nested_seeded_subsets_of_the_training_part():
     assert [r["videos_per_class"] for r in rows] == [1, 2, 8]
     assert seen == [[0, 1, 2], [0, 0, 1, 1, 2, 2], [0] * 8 + [1] * 8 + [2] * 8]
     assert all(r["oracle"] == 1.0 and r["majority"] == pytest.approx(1 / 3) for r in rows)
+
+
+def test_metrics_are_one_file_per_metric_with_a_column_per_head(tmp_path):
+    """`dvc metrics show` then reads as a table: a row per metric file, a column per head (and the warning)."""
+    from pipeline.evaluate import format_table, write_metrics
+    write_metrics({"accuracy": {"linear": 0.123456, "logreg": 0.5}, "cv_folds": {"linear": 5}}, tmp_path, "careful")
+    assert json.loads((tmp_path / "accuracy.json").read_text()) == {"linear": 0.1235, "logreg": 0.5, "warning": "careful"}
+    assert json.loads((tmp_path / "cv_folds.json").read_text()) == {"linear": 5, "warning": "careful"}
+    r = {"accuracy": 0.5, "ci95_low": 0.2, "ci95_high": 0.8, "macro_f1": 0.4, "n": 10}
+    assert "careful" not in format_table({"linear": r})
+    lines = format_table({"linear": r}, "careful").splitlines()
+    assert lines[0] == lines[-1] == "*** careful ***"
