@@ -187,7 +187,19 @@ def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
     one, the best state is the final state. text_init (C, D), unit-length class text embeddings, starts a mean
     pooling head as the zero-shot head: no standardisation but a division by the typical feature length, and
     weights = CLIP's temperature x the text embeddings, so that training begins from the zero-shot answer.
+
+    Mean pooling trains through train_mean_heads (the same Adam, computed here, and no torch.optim start-up: its
+    first use imports torch._dynamo, seconds); attention and conv through torch.optim.Adam.
     """
+    if cfg.head == "mean":
+        return train_mean_heads([(x_train, y_train)], num_classes, cfg, text_init, x_val, y_val)[0]
+    return _train_torch_optim(x_train, y_train, x_val, y_val, num_classes, cfg, text_init)
+
+
+def _train_torch_optim(x_train, y_train, x_val, y_val, num_classes: int, cfg: LinearConfig,
+                       text_init: np.ndarray | None = None) -> LinearResult:
+    """train_linear_head's loop with torch.optim.Adam, one model, any pooling (the reference for mean pooling)."""
+
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.head != "mean" and x_train.ndim != 3:
@@ -242,6 +254,108 @@ def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
     return LinearResult(best_state, final_state, best_epoch, history)
 
 
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which train_mean_heads computes too
+
+
+def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, cfg: LinearConfig,
+                     text_init: np.ndarray | None = None, x_val: np.ndarray | None = None,
+                     y_val: np.ndarray | None = None) -> list[LinearResult]:
+    """Train one mean-pooling LinearHead per task (features float32 (N_k, D) or frames (N_k, F, D), int labels
+    (N_k,)) at once: the K heads' weights stacked (K, C, D) and every step a batched matrix multiply, so K refits
+    (the folds of cross-validation, the subsets of the data-efficiency curve) cost about what one does.
+
+    Each head is exactly what train_linear_head computes alone, up to float rounding: the same initial weights
+    (seeded by cfg.seed), its own standardisation, its own shuffle (a generator seeded by cfg.seed), mini-batches
+    of cfg.batch_size, and Adam (torch.optim.Adam's update with L2 weight decay, ADAM_BETAS, ADAM_EPS) stepping
+    each head only on its own batches. A validation set (one task only) gives history and the best state as in
+    train_linear_head; without one, history has train_loss and the best state is the final state.
+    """
+    if x_val is not None and len(tasks) != 1:
+        raise ValueError("a validation set is for one task at a time")
+    torch.manual_seed(cfg.seed)
+    init = LinearHead(tasks[0][0].shape[-1], num_classes)  # the initial weights every head starts from
+    xs = [np.asarray(mean_pool(x) if x.ndim == 3 else x, np.float32) for x, _ in tasks]
+    k, dim, size = len(tasks), xs[0].shape[1], cfg.batch_size
+    lengths = [len(x) for x in xs]
+    means = torch.stack([torch.from_numpy(x.mean(axis=0)) for x in xs])  # (K, D)
+    stds = torch.stack([torch.from_numpy(x.std(axis=0) + 1e-6) for x in xs])
+    weight = init.fc.weight.detach().repeat(k, 1, 1)  # (K, C, D)
+    bias = init.fc.bias.detach().repeat(k, 1)  # (K, C)
+    if text_init is not None:
+        means.zero_()
+        stds = torch.stack([torch.full((dim,), float(np.linalg.norm(x, axis=1).mean())) for x in xs])
+        weight = torch.from_numpy(LOGIT_SCALE * text_init).float().repeat(k, 1, 1)
+        bias.zero_()
+    z = torch.zeros(k, max(lengths), dim)  # (K, N_max, D): each task's standardised features, zero-padded
+    y = torch.zeros(k, max(lengths), dtype=torch.int64)
+    for i, (x, (_, labels)) in enumerate(zip(xs, tasks)):
+        z[i, :lengths[i]] = (torch.from_numpy(x) - means[i]) / stds[i]
+        y[i, :lengths[i]] = torch.from_numpy(labels.astype(np.int64))
+    params = [weight.requires_grad_(), bias.requires_grad_()]
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    steps = torch.zeros(k)  # Adam's step count per head
+    gens = [torch.Generator().manual_seed(cfg.seed) for _ in tasks]
+    has_val = x_val is not None and len(x_val) > 0
+    if has_val:
+        zv = (torch.from_numpy(np.asarray(mean_pool(x_val) if x_val.ndim == 3 else x_val, np.float32)) - means[0]) / stds[0]
+        yv = torch.from_numpy(y_val.astype(np.int64))
+    rows = torch.arange(k)[:, None]
+    best_loss, best, best_epoch, histories = float("inf"), None, 0, [[] for _ in tasks]
+    (beta1, beta2), lr, decay = ADAM_BETAS, cfg.lr, cfg.weight_decay
+    for epoch in range(1, cfg.epochs + 1):
+        batches = [torch.randperm(n, generator=g).split(size) for n, g in zip(lengths, gens)]
+        totals = torch.zeros(k)
+        for step in range(max(len(b) for b in batches)):
+            index = torch.zeros(k, size, dtype=torch.int64)
+            mask = torch.zeros(k, size)
+            for i, b in enumerate(batches):
+                if step < len(b):
+                    index[i, :len(b[step])], mask[i, :len(b[step])] = b[step], 1.0
+            active = mask[:, 0] > 0  # (K,): the heads that have a batch this step
+            logits = torch.baddbmm(bias[:, None, :], z[rows, index], weight.transpose(1, 2))  # (K, B, C)
+            ce = nn.functional.cross_entropy(logits.reshape(-1, num_classes), y[rows, index].reshape(-1),
+                                             reduction="none").view(k, size)
+            counts = mask.sum(dim=1)
+            losses = (ce * mask).sum(dim=1) / counts.clamp_min(1)  # (K,): each head's mean over its batch
+            for p in params:
+                p.grad = None
+            losses.sum().backward()
+            totals += losses.detach() * counts
+            steps += active.float()
+            with torch.no_grad():
+                for p, (m, v) in zip(params, moments):
+                    on = active.view(-1, *[1] * (p.dim() - 1))
+                    g = p.grad + decay * p if decay else p.grad
+                    m.copy_(torch.where(on, beta1 * m + (1 - beta1) * g, m))
+                    v.copy_(torch.where(on, beta2 * v + (1 - beta2) * g * g, v))
+                    t = steps.clamp_min(1).view(-1, *[1] * (p.dim() - 1))
+                    denom = (v.sqrt() / (1 - beta2 ** t).sqrt()) + ADAM_EPS
+                    p.sub_(torch.where(on, lr / (1 - beta1 ** t) * m / denom, torch.zeros_like(p)))
+        for i in range(k):
+            histories[i].append({"epoch": epoch, "train_loss": float(totals[i]) / lengths[i]})
+        if has_val:
+            with torch.no_grad():
+                val_logits = zv @ weight[0].T + bias[0]
+                row = histories[0][-1]
+                row["val_loss"] = nn.functional.cross_entropy(val_logits, yv).item()
+                row["val_accuracy"] = (val_logits.argmax(1) == yv).float().mean().item()
+            if row["val_loss"] < best_loss:
+                best_loss, best_epoch, best = row["val_loss"], epoch, (weight[0].detach().clone(), bias[0].detach().clone())
+
+    def state(i: int, w: torch.Tensor, b: torch.Tensor) -> dict:
+        return {"mean": means[i].clone(), "std": stds[i].clone(), "fc.weight": w.detach().clone(),
+                "fc.bias": b.detach().clone()}
+
+    results = []
+    for i in range(k):
+        final = state(i, weight[i], bias[i])
+        if best is None:
+            results.append(LinearResult(final, final, cfg.epochs, histories[i]))
+        else:
+            results.append(LinearResult(state(i, *best), final, best_epoch, histories[i]))
+    return results
+
+
 def _new_linear(x: np.ndarray, num_classes: int, cfg: LinearConfig) -> LinearHead:
     """An untrained LinearHead sized for inputs like x: (N, F, D) frames or (N, D) pooled features."""
     return LinearHead(x.shape[-1], num_classes, cfg.head, x.shape[1] if x.ndim == 3 else 1)
@@ -272,6 +386,21 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, nu
     model = _new_linear(x_train, num_classes, cfg)
     model.load_state_dict(train_linear_head(x_train, y_train, None, None, num_classes, cfg, text_init).final_state)
     return _logits(model, x_test).argmax(1).numpy()
+
+
+def fit_predict_many(tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int,
+                     cfg: LinearConfig | LogRegConfig, text_init: np.ndarray | None = None) -> list[np.ndarray]:
+    """fit_predict on each (x_train, y_train, x_test) task: int predictions (M_k,) per task. A mean-pooling linear
+    head trains all tasks at once (train_mean_heads: the same heads, one batched loop); the others one by one."""
+    if not isinstance(cfg, LinearConfig) or cfg.head != "mean":
+        return [fit_predict(xt, yt, xs, num_classes, cfg, text_init) for xt, yt, xs in tasks]
+    results = train_mean_heads([(xt, yt) for xt, yt, _ in tasks], num_classes, cfg, text_init)
+    model = _new_linear(tasks[0][0], num_classes, cfg)
+    preds = []
+    for (_, _, xs), result in zip(tasks, results):
+        model.load_state_dict(result.final_state)
+        preds.append(_logits(model.eval(), mean_pool(xs) if xs.ndim == 3 else xs).argmax(1).numpy())
+    return preds
 
 
 @dataclass

@@ -5,9 +5,9 @@ from dataclasses import replace
 from dvclive import Live
 
 from pipeline.cache import CACHE_PATH, open_cache, random_encoder_note
-from pipeline.evaluate import (HEAD_METRICS, cross_validate, data_efficiency, evaluate_predictions,
+from pipeline.evaluate import (HEAD_METRICS, cross_validate, data_efficiency, each, evaluate_predictions,
                                expected_calibration_error, format_table, usable_folds, write_metrics)
-from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
+from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict_many, load_head,
                             mean_pool)
 from pipeline.plots import confusion_figure, efficiency_figure
 from pipeline.split import SPLIT_PATH, read_split
@@ -52,9 +52,9 @@ def main() -> None:
                 head.predict_proba(cache.embeddings[test], calibrated=False), y[test])
             if folds:
                 if name == "zeroshot":  # nothing to fit: the same text embeddings score every fold
-                    refit = lambda xt, yt, xs: head.predict_proba(xs[:, None, :]).argmax(1)  # noqa: E731
-                else:
-                    refit = lambda xt, yt, xs: fit_predict(xt, yt, xs, len(names), configs[name])  # noqa: E731
+                    refit = each(lambda xt, yt, xs: head.predict_proba(xs[:, None, :]).argmax(1))
+                else:  # every fold at once (a mean-pooling linear head trains them together)
+                    refit = lambda tasks: fit_predict_many(tasks, len(names), configs[name])  # noqa: E731
                 # a temporal linear head (attention, conv) needs the frames; every other head sees only their mean
                 features = cache.embeddings if name == "linear" and configs["linear"].head != "mean" else x
                 acc = cross_validate(features, y, names, folds, params["split"]["seed"], refit)
@@ -90,10 +90,11 @@ def efficiency_fits(configs: dict, names: list[str]) -> dict:
     zeroshot = load_head(HEAD_FILES["zeroshot"])
     text = zeroshot.model.text.numpy()
     return {
-        "zeroshot": lambda ft, lt, fs: zeroshot.predict_proba(fs).argmax(1),
-        "zeroshot_init": lambda ft, lt, fs: fit_predict(ft, lt, fs, len(names), replace(cfg, head="mean"), text),
-        "linear": lambda ft, lt, fs: fit_predict(ft, lt, fs, len(names), cfg),
-        "logreg": lambda ft, lt, fs: fit_predict(mean_pool(ft), lt, mean_pool(fs), len(names), logreg_cfg),
+        "zeroshot": each(lambda ft, lt, fs: zeroshot.predict_proba(fs).argmax(1)),
+        "zeroshot_init": lambda tasks: fit_predict_many(tasks, len(names), replace(cfg, head="mean"), text),
+        "linear": lambda tasks: fit_predict_many(tasks, len(names), cfg),
+        "logreg": lambda tasks: fit_predict_many([(mean_pool(ft), lt, mean_pool(fs)) for ft, lt, fs in tasks],
+                                                 len(names), logreg_cfg),
     }
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.evaluate import cross_validate, evaluate_predictions, format_table, usable_folds, wilson_interval
+from pipeline.evaluate import (cross_validate, each, evaluate_predictions, format_table, usable_folds,
+                               wilson_interval)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,9 +49,9 @@ def test_cross_validate_returns_one_accuracy_per_fold():
         seen.append(len(x_train))
         return (x_test[:, 0] > 5).astype(int)
 
-    acc = cross_validate(x, labels, ["a", "b"], folds=5, seed=0, fit_predict=threshold)
+    acc = cross_validate(x, labels, ["a", "b"], folds=5, seed=0, fit_predict_many=each(threshold))
     assert acc.tolist() == [1.0] * 5 and seen == [16] * 5
-    wrong = cross_validate(x, labels, ["a", "b"], 4, 0, lambda xt, yt, xs: np.zeros(len(xs), int))
+    wrong = cross_validate(x, labels, ["a", "b"], 4, 0, each(lambda xt, yt, xs: np.zeros(len(xs), int)))
     assert wrong.mean() == pytest.approx(0.5)
 
 
@@ -176,7 +177,8 @@ def test_data_efficiency_uses_nested_seeded_subsets_of_the_training_part():
     def oracle(ft, lt, fs):
         return fs[:, 0, 0].astype(int)
 
-    rows = data_efficiency(frames, labels, parts, {"majority": by_majority, "oracle": oracle}, [1, 2, 8, 16], seed=0)
+    rows = data_efficiency(frames, labels, parts, {"majority": each(by_majority), "oracle": each(oracle)},
+                           [1, 2, 8, 16], seed=0)
     assert [r["videos_per_class"] for r in rows] == [1, 2, 8]
     assert seen == [[0, 1, 2], [0, 0, 1, 1, 2, 2], [0] * 8 + [1] * 8 + [2] * 8]
     assert all(r["oracle"] == 1.0 and r["majority"] == pytest.approx(1 / 3) for r in rows)
