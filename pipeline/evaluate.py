@@ -1,33 +1,16 @@
 """Honest numbers for a head: accuracy with a Wilson interval, macro F1, per-class metrics, confusion, k-fold CV."""
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
 
-# Metrics are written one file per metric, {head: value}, so that `dvc metrics show` reads as a table with a row
-# per metric and a column per head, and `dvc exp show --only-changed` shows `metrics/<metric>.json:<head>`.
-METRICS_DIR = "metrics"
 HEAD_METRICS = ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece", "ece_uncalibrated",
-                "temperature")
-WARNING_KEY = "warning"  # beside the heads in every metrics file, when the encoder had random weights
-
-
-def write_metrics(values: dict[str, dict[str, float]], directory: str | Path = METRICS_DIR, warning: str = "") -> None:
-    """values {metric: {head: number}} -> one JSON file per metric, <directory>/<metric>.json = {head: number}
-    rounded to 4 decimals (the terminal tables stay narrow), with WARNING_KEY: warning when given."""
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    for metric, by_head in values.items():
-        data = {head: round(v, 4) if isinstance(v, float) else v for head, v in by_head.items()}
-        if warning:
-            data[WARNING_KEY] = warning
-        (Path(directory) / f"{metric}.json").write_text(json.dumps(data, indent=2) + "\n")
+                "temperature")  # what the evaluate stage writes per head (stages.write_metrics: a file per metric)
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:

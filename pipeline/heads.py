@@ -8,9 +8,6 @@ from pathlib import Path
 import joblib
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from pipeline.cache import KEY_ATTRS, RANDOM_WEIGHTS
@@ -370,7 +367,12 @@ class LogRegConfig:
 
 
 def fit_logreg(x_train: np.ndarray, y_train: np.ndarray, cfg: LogRegConfig):
-    """Standardise pooled features float32 (N, D), then multinomial logistic regression: the fitted sklearn pipeline."""
+    """Standardise pooled features float32 (N, D), then multinomial logistic regression: the fitted sklearn pipeline.
+    (scikit-learn is imported here: the train stage never needs it, and it takes a second to import.)"""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     model = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=cfg.max_iter))
     return model.fit(x_train, y_train)
 
@@ -474,8 +476,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str]
     """The temperature T > 0 minimising the cross-entropy of softmax(logits / T) on held-out labels (N,), and ""; or
     (1.0, why) when the data cannot tell it: fewer than MIN_CALIBRATION_PER_CLASS videos in a class (of the
     logits' C), every video right (the optimum is T -> 0), or an optimum on the search bound."""
-    from scipy.optimize import minimize_scalar
-
     counts = np.bincount(labels, minlength=logits.shape[1])
     if len(labels) == 0 or counts.min() < MIN_CALIBRATION_PER_CLASS:
         return 1.0, (f"temperature not fitted: {int(counts.min()) if len(counts) else 0} validation videos in the "
@@ -483,6 +483,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str]
     if np.all(logits.argmax(axis=1) == labels):  # the cross-entropy falls all the way to T -> 0
         return 1.0, ("temperature not fitted: every validation video is right, so they cannot tell how sure the "
                      "head should be; T = 1 (uncalibrated)")
+    from scipy.optimize import minimize_scalar  # (here: a second's import, not needed when the fit is refused)
+
     z = logits.astype(np.float64)
 
     def nll(log_t: float) -> float:

@@ -3,13 +3,19 @@ when the user's data, settings or disk stop a stage."""
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 
 import yaml
 
 PARAMS = "params.yaml"
+# Metrics are written one file per metric, {head: value}, so that `dvc metrics show` reads as a table with a row
+# per metric and a column per head, and `dvc exp show --only-changed` shows `metrics/<metric>.json:<head>`.
+METRICS_DIR = "metrics"
+WARNING_KEY = "warning"  # beside the heads in every metrics file, when the encoder had random weights
 
 
 def read_params() -> dict:
@@ -47,3 +53,14 @@ def stage(name: str) -> Callable:
                 sys.exit(f"{name}: error: {e}")
         return run
     return decorate
+
+
+def write_metrics(values: dict[str, dict[str, float]], directory: str | Path = METRICS_DIR, warning: str = "") -> None:
+    """values {metric: {head: number}} -> one JSON file per metric, <directory>/<metric>.json = {head: number}
+    rounded to 4 decimals (the terminal tables stay narrow), with WARNING_KEY: warning when given."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for metric, by_head in values.items():
+        data = {head: round(v, 4) if isinstance(v, float) else v for head, v in by_head.items()}
+        if warning:
+            data[WARNING_KEY] = warning
+        (Path(directory) / f"{metric}.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -6,13 +6,13 @@ from dvclive import Live
 
 from pipeline.cache import CACHE_PATH, open_cache, random_encoder_note
 from pipeline.evaluate import (HEAD_METRICS, cross_validate, data_efficiency, each, evaluate_predictions,
-                               expected_calibration_error, format_table, usable_folds, write_metrics)
+                               expected_calibration_error, format_table, usable_folds)
 from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict_many, load_head,
                             mean_pool)
 from pipeline.plots import confusion_figure, efficiency_figure
 from pipeline.split import SPLIT_PATH, read_split
 from pipeline.threads import set_threads
-from stages import config, read_params, stage
+from stages import config, read_params, stage, write_metrics
 
 OUT = "dvclive/evaluate"
 

@@ -2,13 +2,12 @@
 from dvclive import Live
 
 from pipeline.cache import CACHE_PATH, open_cache, random_encoder_note
-from pipeline.evaluate import write_metrics
 from pipeline.heads import (HEAD_FILES, CalibrationConfig, LinearConfig, calibrate, head_metadata, mean_pool,
                             save_linear, torch_head, train_linear_head)
 from pipeline.plots import curves_figure
 from pipeline.split import SPLIT_PATH, read_split
 from pipeline.threads import set_threads
-from stages import config, read_params, stage
+from stages import config, read_params, stage, write_metrics
 
 BEST, FINAL = HEAD_FILES["linear"], "models/linear_final.pt"
 

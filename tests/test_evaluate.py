@@ -186,7 +186,8 @@ def test_data_efficiency_uses_nested_seeded_subsets_of_the_training_part():
 
 def test_metrics_are_one_file_per_metric_with_a_column_per_head(tmp_path):
     """`dvc metrics show` then reads as a table: a row per metric file, a column per head (and the warning)."""
-    from pipeline.evaluate import format_table, write_metrics
+    from pipeline.evaluate import format_table
+    from stages import write_metrics
     write_metrics({"accuracy": {"linear": 0.123456, "logreg": 0.5}, "cv_folds": {"linear": 5}}, tmp_path, "careful")
     assert json.loads((tmp_path / "accuracy.json").read_text()) == {"linear": 0.1235, "logreg": 0.5, "warning": "careful"}
     assert json.loads((tmp_path / "cv_folds.json").read_text()) == {"linear": 5, "warning": "careful"}
