@@ -264,7 +264,8 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
     Each head is exactly what train_linear_head computes alone, up to float rounding: the same initial weights
     (seeded by cfg.seed), its own standardisation, its own shuffle (a generator seeded by cfg.seed), mini-batches
     of cfg.batch_size, and Adam (torch.optim.Adam's update with L2 weight decay, ADAM_BETAS, ADAM_EPS) stepping
-    each head only on its own batches. A validation set (one task only) gives history and the best state as in
+    each head only on its own batches; the cross-entropy's gradient is written out (softmax minus one-hot), so no
+    autograd graph is built at each step. A validation set (one task only) gives history and the best state as in
     train_linear_head; without one, history has train_loss and the best state is the final state.
     """
     if x_val is not None and len(tasks) != 1:
@@ -288,7 +289,7 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
     for i, (x, (_, labels)) in enumerate(zip(xs, tasks)):
         z[i, :lengths[i]] = (torch.from_numpy(x) - means[i]) / stds[i]
         y[i, :lengths[i]] = torch.from_numpy(labels.astype(np.int64))
-    params = [weight.requires_grad_(), bias.requires_grad_()]
+    params = [weight, bias]
     moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
     steps = torch.zeros(k)  # Adam's step count per head
     gens = [torch.Generator().manual_seed(cfg.seed) for _ in tasks]
@@ -309,25 +310,27 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
                 if step < len(b):
                     index[i, :len(b[step])], mask[i, :len(b[step])] = b[step], 1.0
             active = mask[:, 0] > 0  # (K,): the heads that have a batch this step
-            logits = torch.baddbmm(bias[:, None, :], z[rows, index], weight.transpose(1, 2))  # (K, B, C)
-            ce = nn.functional.cross_entropy(logits.reshape(-1, num_classes), y[rows, index].reshape(-1),
-                                             reduction="none").view(k, size)
+            zb, yb = z[rows, index], y[rows, index]  # (K, B, D), (K, B)
+            logits = torch.baddbmm(bias[:, None, :], zb, weight.transpose(1, 2))  # (K, B, C)
+            log_p = torch.log_softmax(logits, dim=2)
             counts = mask.sum(dim=1)
+            ce = -log_p.gather(2, yb[..., None])[..., 0]  # (K, B)
             losses = (ce * mask).sum(dim=1) / counts.clamp_min(1)  # (K,): each head's mean over its batch
-            for p in params:
-                p.grad = None
-            losses.sum().backward()
-            totals += losses.detach() * counts
+            # the gradient of each head's mean cross-entropy, written out (softmax - one-hot): no autograd graph
+            d_logits = log_p.exp()
+            d_logits.scatter_add_(2, yb[..., None], -torch.ones(k, size, 1))
+            d_logits *= (mask / counts.clamp_min(1)[:, None])[..., None]
+            grads = (torch.bmm(d_logits.transpose(1, 2), zb), d_logits.sum(dim=1))  # (K, C, D), (K, C)
+            totals += losses * counts
             steps += active.float()
-            with torch.no_grad():
-                for p, (m, v) in zip(params, moments):
-                    on = active.view(-1, *[1] * (p.dim() - 1))
-                    g = p.grad + decay * p if decay else p.grad
-                    m.copy_(torch.where(on, beta1 * m + (1 - beta1) * g, m))
-                    v.copy_(torch.where(on, beta2 * v + (1 - beta2) * g * g, v))
-                    t = steps.clamp_min(1).view(-1, *[1] * (p.dim() - 1))
-                    denom = (v.sqrt() / (1 - beta2 ** t).sqrt()) + ADAM_EPS
-                    p.sub_(torch.where(on, lr / (1 - beta1 ** t) * m / denom, torch.zeros_like(p)))
+            for p, grad, (m, v) in zip(params, grads, moments):
+                on = active.view(-1, *[1] * (p.dim() - 1))
+                g = grad + decay * p if decay else grad
+                m.copy_(torch.where(on, beta1 * m + (1 - beta1) * g, m))
+                v.copy_(torch.where(on, beta2 * v + (1 - beta2) * g * g, v))
+                t = steps.clamp_min(1).view(-1, *[1] * (p.dim() - 1))
+                denom = (v.sqrt() / (1 - beta2 ** t).sqrt()) + ADAM_EPS
+                p.sub_(torch.where(on, lr / (1 - beta1 ** t) * m / denom, torch.zeros_like(p)))
         for i in range(k):
             histories[i].append({"epoch": epoch, "train_loss": float(totals[i]) / lengths[i]})
         if has_val:

@@ -35,12 +35,13 @@ def main() -> None:
             print(f"train: note: {head.meta['temperature_note']}")
     with Live("dvclive/train", dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params(vars(cfg))
-        for row in result.history:
+        # the steps set, not next_step(): each next_step re-reads every plot file (quadratic: 2.7 s of 200 epochs)
+        for step, row in enumerate(result.history):
+            live.step = step
             live.log_metric("train/loss", row["train_loss"])
             if "val_loss" in row:
                 live.log_metric("val/loss", row["val_loss"])
                 live.log_metric("val/accuracy", row["val_accuracy"])
-            live.next_step()
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         live.log_image("training_curves.png", curves_figure(result.history, result.best_epoch))
     write_metrics({"best_epoch": {"linear": result.best_epoch}}, warning=random_encoder_note(cache.attrs))
