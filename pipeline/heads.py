@@ -252,6 +252,9 @@ def _train_torch_optim(x_train, y_train, x_val, y_val, num_classes: int, cfg: Li
 
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which train_mean_heads computes too
+# fit_predict_many trains tasks together while their stacked float32 features stay within this (the five folds of
+# a 240,000-video cache would otherwise be 2 GiB at once; the demo's are 0.5 MiB)
+BATCHED_BYTES = 256 * 2 ** 20
 
 
 def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, cfg: LinearConfig,
@@ -399,7 +402,16 @@ def fit_predict_many(tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num
     head trains all tasks at once (train_mean_heads: the same heads, one batched loop); the others one by one."""
     if not isinstance(cfg, LinearConfig) or cfg.head != "mean":
         return [fit_predict(xt, yt, xs, num_classes, cfg, text_init) for xt, yt, xs in tasks]
-    results = train_mean_heads([(xt, yt) for xt, yt, _ in tasks], num_classes, cfg, text_init)
+    groups, size = [[]], 0  # tasks trained together, their stacked features within BATCHED_BYTES
+    for task in tasks:
+        rows = len(task[0]) * task[0].shape[-1] * 4
+        if groups[-1] and size + rows > BATCHED_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(task)
+        size += rows
+    results = [r for group in groups
+               for r in train_mean_heads([(xt, yt) for xt, yt, _ in group], num_classes, cfg, text_init)]
     model = _new_linear(tasks[0][0], num_classes, cfg)
     preds = []
     for (_, _, xs), result in zip(tasks, results):

@@ -219,3 +219,7 @@ def test_batched_mean_heads_equal_heads_trained_one_at_a_time_with_torch_adam(we
     assert torch.allclose(with_val.best_state["fc.weight"], alone.best_state["fc.weight"], atol=1e-4)
     preds = fit_predict_many([(xt, yt, x) for xt, yt in tasks], 3, cfg, text_init)
     assert [p.tolist() for p in preds] == [fit_predict(xt, yt, x, 3, cfg, text_init).tolist() for xt, yt in tasks]
+    with pytest.MonkeyPatch.context() as mp:  # tasks over the memory budget train in groups, to the same answers
+        mp.setattr("pipeline.heads.BATCHED_BYTES", 41 * 16 * 4)
+        grouped = fit_predict_many([(xt, yt, x) for xt, yt in tasks], 3, cfg, text_init)
+    assert [p.tolist() for p in grouped] == [p.tolist() for p in preds]
