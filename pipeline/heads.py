@@ -298,7 +298,8 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
     gens = [torch.Generator().manual_seed(cfg.seed) for _ in tasks]
     has_val = x_val is not None and len(x_val) > 0
     if has_val:
-        zv = (torch.from_numpy(np.asarray(mean_pool(x_val) if x_val.ndim == 3 else x_val, np.float32)) - means[0]) / stds[0]
+        pooled_val = np.asarray(mean_pool(x_val) if x_val.ndim == 3 else x_val, np.float32)
+        zv = (torch.from_numpy(pooled_val) - means[0]) / stds[0]
         yv = torch.from_numpy(y_val.astype(np.int64))
     rows = torch.arange(k)[:, None]
     best_loss, best, best_epoch, histories = float("inf"), None, 0, [[] for _ in tasks]
@@ -343,7 +344,7 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
                 row["val_loss"] = nn.functional.cross_entropy(val_logits, yv).item()
                 row["val_accuracy"] = (val_logits.argmax(1) == yv).float().mean().item()
             if row["val_loss"] < best_loss:
-                best_loss, best_epoch, best = row["val_loss"], epoch, (weight[0].detach().clone(), bias[0].detach().clone())
+                best_loss, best_epoch, best = row["val_loss"], epoch, (weight[0].clone(), bias[0].clone())
 
     def state(i: int, w: torch.Tensor, b: torch.Tensor) -> dict:
         return {"mean": means[i].clone(), "std": stds[i].clone(), "fc.weight": w.detach().clone(),

@@ -41,8 +41,11 @@ def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, m
     assert not at.exception, at.exception
     expected = predict_video(video, load_predictor(HEAD_FILES["linear"], device="cpu"))
     headings = [m.value for m in at.markdown]
-    assert f"## {expected.top_class.replace('_', ' ')}" in headings
-    assert f"**{expected.top_probability:.1%}** probability" in headings
+    if expected.answer == expected.top_class:  # sure, under the cut-off relative to chance (the same either way)
+        assert f"## {expected.top_class.replace('_', ' ')}" in headings
+        assert f"**{expected.top_probability:.1%}** probability" in headings
+    else:
+        assert "## not sure" in headings and any(f"at {expected.top_probability:.1%}" in h for h in headings)
     assert sum(len(col.get("image")) for col in at.columns) == 4  # one thumbnail per sampled frame
     assert list(tmp_path.iterdir()) == []  # the temporary upload is gone
 

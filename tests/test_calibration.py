@@ -36,7 +36,8 @@ def test_a_head_works_its_threshold_out_for_its_own_classes():
         head = Head("zeroshot", {"class_names": [str(i) for i in range(classes)], NOT_SURE_KEY: 0.3}, None)
         assert head.not_sure_below == pytest.approx(expected)
     untrained = Head("zeroshot", {"class_names": ["a", "b"]}, None)  # typed actions in the app: the default
-    assert untrained.not_sure_below == pytest.approx(sure_threshold(CalibrationConfig().not_sure_below_chance_to_certain, 2))
+    default = CalibrationConfig().not_sure_below_chance_to_certain
+    assert untrained.not_sure_below == pytest.approx(sure_threshold(default, 2))
 
 
 @pytest.mark.parametrize("per_class", [1, 2, 3])

@@ -189,7 +189,8 @@ def test_metrics_are_one_file_per_metric_with_a_column_per_head(tmp_path):
     from pipeline.evaluate import format_table
     from stages import write_metrics
     write_metrics({"accuracy": {"linear": 0.123456, "logreg": 0.5}, "cv_folds": {"linear": 5}}, tmp_path, "careful")
-    assert json.loads((tmp_path / "accuracy.json").read_text()) == {"linear": 0.1235, "logreg": 0.5, "warning": "careful"}
+    accuracy = json.loads((tmp_path / "accuracy.json").read_text())
+    assert accuracy == {"linear": 0.1235, "logreg": 0.5, "warning": "careful"}
     assert json.loads((tmp_path / "cv_folds.json").read_text()) == {"linear": 5, "warning": "careful"}
     r = {"accuracy": 0.5, "ci95_low": 0.2, "ci95_high": 0.8, "macro_f1": 0.4, "n": 10}
     assert "careful" not in format_table({"linear": r})
