@@ -1,11 +1,12 @@
 """Benchmark of a head experiment on the demo: `dvc exp run -S train.lr=...` (train and evaluate re-run), and where
 its time goes.
 
-    python bench/head_experiment.py [--rounds 3] [--project bench/out/head-experiment]
+    python bench/head_experiment.py [--rounds 3] [--project bench/out/head-experiment] [--baseline DIR]
 
 The project is made once in --project (the tracked files copied, git and DVC initialised, the tiny random CLIP
 built, `dvc exp run -S encoder.model=models/tiny-clip`: minutes) and reused after. Then, in one run:
-1. the experiment end to end, two learning rates alternately (each run re-runs train and evaluate);
+1. the experiment end to end, each run with a learning rate never used before (so train and evaluate re-run),
+   alternately with the same in --baseline when given;
 2. the breakdown: `dvc exp run` with nothing to re-run (DVC's own overhead), each stage's start-up (its imports),
    and each stage alone;
 3. evaluate's parts in this process, old way and new way alternately on the same data: the refits of
@@ -131,6 +132,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--project", default=str(ROOT / "bench" / "out" / "head-experiment"))
+    parser.add_argument("--baseline", metavar="DIR", help="another demo project (say, with older code) whose "
+                        "experiment is timed alternately with this one's")
     args = parser.parse_args()
     project = Path(args.project)
     if not (project / "models" / "linear.pt").is_file():
@@ -139,9 +142,13 @@ def main() -> None:
     dvc = [sys.executable, "-m", "dvc"]
     py = sys.executable
     times: dict[str, list[float]] = {}
+    # a learning rate never used before for each run: a new experiment, which train and evaluate really re-run
+    # (a value run before can come back from DVC's run cache)
+    fresh = iter(f"{1e-4 * (1 + (time.time_ns() % 10 ** 6) / 10 ** 6 + i / 1000):.9f}" for i in range(10 ** 6))
     for r in range(args.rounds):
-        for lr in ("0.001", "0.0001"):  # alternately: each run changes train.lr, so train and evaluate re-run
-            times.setdefault("exp", []).append(sh(*dvc, "exp", "run", "-S", f"train.lr={lr}", cwd=project))
+        runs = ((Path(args.baseline), "baseline"), (project, "exp")) if args.baseline else ((project, "exp"),)
+        for where, key in runs:
+            times.setdefault(key, []).append(sh(*dvc, "exp", "run", "-S", f"train.lr={next(fresh)}", cwd=where))
         times.setdefault("noop", []).append(sh(*dvc, "exp", "run", cwd=project))
         for stage in ("train", "evaluate"):
             times.setdefault(f"import {stage}", []).append(sh(py, "-c", f"import stages.{stage}", cwd=project))
@@ -151,6 +158,9 @@ def main() -> None:
     print(f"head experiment on the demo (140 videos, 7 classes, tiny random CLIP), {args.rounds} rounds, "
           f"{len(os.sched_getaffinity(0))} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}:")
     print(f"dvc exp run -S train.lr=...            {median(times['exp'])}   (train + evaluate re-run)")
+    if args.baseline:
+        print(f"  the same in {args.baseline}      {median(times['baseline'])}   (alternately: "
+              f"{statistics.median(times['baseline']) / statistics.median(times['exp']):.2f}x this code's time)")
     print(f"  dvc exp run, nothing to re-run       {median(times['noop'])}   (DVC's own overhead)")
     for stage in ("train", "evaluate"):
         print(f"  python -m stages.{stage:<9}          {median(times[stage])}")
