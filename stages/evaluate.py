@@ -65,6 +65,8 @@ def main() -> None:
                     metrics[key][name] = r[key]
             if "cv_folds" in metrics:
                 metrics["cv_folds"][name] = folds
+            if "epoch" in head.meta:  # the linear head's best epoch (train), beside its test numbers
+                metrics.setdefault("best_epoch", {})[name] = int(head.meta["epoch"])
             live.log_sklearn_plot("confusion_matrix", [names[i] for i in y[test]], [names[i] for i in pred],
                                   name=f"{name}/confusion_matrix.json")
             live.log_image(f"{name}_confusion.png", confusion_figure(r["confusion"], names, f"{name} head, test"))

@@ -1,13 +1,13 @@
 """DVC stage `train`: the linear head (mean, attention or conv pooling over time) on the cached frame embeddings."""
 from dvclive import Live
 
-from pipeline.cache import CACHE_PATH, open_cache, random_encoder_note
+from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.heads import (HEAD_FILES, CalibrationConfig, LinearConfig, calibrate, head_metadata, mean_pool,
                             save_linear, torch_head, train_linear_head)
 from pipeline.plots import curves_figure
 from pipeline.split import SPLIT_PATH, read_split
 from pipeline.threads import set_threads
-from stages import config, read_params, stage, write_metrics
+from stages import config, read_params, stage
 
 BEST, FINAL = HEAD_FILES["linear"], "models/linear_final.pt"
 
@@ -44,7 +44,6 @@ def main() -> None:
                 live.log_metric("val/accuracy", row["val_accuracy"])
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         live.log_image("training_curves.png", curves_figure(result.history, result.best_epoch))
-    write_metrics({"best_epoch": {"linear": result.best_epoch}}, warning=random_encoder_note(cache.attrs))
     last = result.history[-1]
     print(f"linear head ({cfg.head} pooling): best epoch {result.best_epoch} of {cfg.epochs}, "
           f"final train loss {last['train_loss']:.4f}"
