@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='answer "not sure" when the top probability is under F of the way from chance to '
                              "certainty (default: the head's, calibration.not_sure_below_chance_to_certain)")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="let the libraries speak on stderr (weight-loading progress, FFmpeg warnings)")
+                        help="let the libraries speak on stderr (the weight-loading bar, PyAV's FFmpeg warnings in "
+                             "this process; the decode workers stay quiet and report failures as error lines)")
     args = parser.parse_args(argv)
     quiet_libraries(args.verbose)
     set_threads("app")
@@ -319,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
 def quiet_libraries(verbose: bool = False) -> None:
     """Quiet: no Hugging Face progress bar (loading weights) and no FFmpeg log lines ("moov atom not found") from
     this process; the decode workers start from a clean process (forkserver), where PyAV logs nothing. A file that
-    fails still gets its error line. verbose: FFmpeg's warnings through Python logging, and the bar."""
+    fails still gets its error line. verbose: the bar, and FFmpeg's warnings from this process through Python
+    logging."""
     import av.logging
     from transformers.utils import logging as hf_logging
 
