@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app.common import cached_cache, frame_strip
-from pipeline.cache import CACHE_PATH
+from pipeline.cache import CACHE_PATH, random_encoder_note
 from pipeline.inspect import (class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d, row_of,
                               summarize, video_means)
 from pipeline.predict import shared_pool
@@ -51,6 +51,8 @@ def main() -> None:
         st.error(str(e))
         st.stop()
     summary = summarize(cache, path, parts)
+    if random_encoder_note(cache.attrs):
+        st.warning(random_encoder_note(cache.attrs))
     cols = st.columns(4)
     cols[0].metric("videos", summary["videos"])
     cols[1].metric("classes", len(summary["classes"]))

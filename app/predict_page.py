@@ -10,7 +10,8 @@ import streamlit as st
 import yaml
 
 from app.common import cached_encoder, cached_head, cached_text_embeddings, frame_strip
-from pipeline.heads import HEAD_FILES
+from pipeline.cache import random_encoder_note
+from pipeline.heads import HEAD_FILES, NOT_SURE_KEY, describe_data
 from pipeline.predict import make_predictor, predict_segments, predict_video, temporary_upload
 from pipeline.video import SAMPLING, VIDEO_EXTENSIONS
 from pipeline.zeroshot import zeroshot_head
@@ -46,6 +47,9 @@ def main() -> None:
     meta = predictor.head.meta
     st.caption(f"{HEAD_LABELS[kind]} · encoder `{meta['encoder_model']}` · {meta['num_frames']} frames per video "
                f"· classes: {', '.join(meta['class_names'])}")
+    st.caption(describe_data(meta))  # how much data the head was trained and calibrated on
+    if random_encoder_note(meta):
+        st.warning(random_encoder_note(meta))
 
     limit = st.get_option("server.maxUploadSize")
     upload = st.file_uploader(f"Upload a video ({', '.join(UPLOAD_TYPES)}; up to {limit} MB)", type=UPLOAD_TYPES)
@@ -106,7 +110,8 @@ def zero_shot_predictor():
         backend, quantize = meta["backend"], meta["quantize"]
         default = meta["class_names"]
         # its temperature, fitted on the project's validation videos, is the best guess for other actions too
-        calibration = {k: meta[k] for k in ("temperature", "not_sure_below") if k in meta}
+        calibration = {k: meta[k] for k in ("temperature", "temperature_note", NOT_SURE_KEY, "val_videos",
+                                            "val_min_per_class", "train_videos", "train_min_per_class") if k in meta}
     elif Path(PARAMS).is_file():
         params = yaml.safe_load(Path(PARAMS).read_text())
         model, extract = params["encoder"]["model"], params["extract"]
@@ -136,7 +141,8 @@ def show_prediction(prediction) -> None:
     else:
         st.markdown("## not sure")
         st.markdown(f"best guess **{prediction.top_class.replace('_', ' ')}** at {prediction.top_probability:.1%}, "
-                    f"under the {prediction.not_sure_below:.0%} this head needs to be sure")
+                    f"under the {prediction.not_sure_below:.0%} this head needs to be sure with "
+                    f"{len(prediction.class_names)} classes")
     st.bar_chart(pd.DataFrame({"probability": prediction.probabilities}, index=prediction.class_names),
                  horizontal=True)
     st.markdown("#### Sampled frames")

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.cache import Cache, read_cache, write_cache  # noqa: E402
 from pipeline.evaluate import cross_validate, evaluate_predictions  # noqa: E402
-from pipeline.heads import (Head, LinearConfig, LinearHead, LogRegConfig, fit_logreg, fit_predict,  # noqa: E402
+from pipeline.heads import (Head, LinearConfig, LinearHead, LogRegConfig, fit_logreg, fit_predict_many,  # noqa: E402
                             head_metadata, mean_pool, train_linear_head)
 from pipeline.split import split_videos  # noqa: E402
 
@@ -78,7 +78,7 @@ def measure(path: Path, epochs: int) -> None:
     report, t_eval = timed(evaluate)
 
     def cv():
-        return {name: cross_validate(x, y, CLASSES, 5, 0, lambda a, b, q: fit_predict(a, b, q, len(CLASSES), c))
+        return {name: cross_validate(x, y, CLASSES, 5, 0, lambda tasks: fit_predict_many(tasks, len(CLASSES), c))
                 for name, c in (("linear", cfg), ("logreg", LogRegConfig()))}
 
     folds, t_cv = timed(cv)

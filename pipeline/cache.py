@@ -16,6 +16,19 @@ SCHEMA_VERSION = 4  # 4: rows are clips (segment, group, annotated part); 3: row
 # Attributes every cache carries; two caches whose KEY_ATTRS differ hold embeddings that must not be mixed.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
              "preprocess_config", "backend", "quantize", "precision", "device_type", "decoder", "dtype")
+# Recorded, not part of the key: True when the encoder is a randomly initialised CLIP built by this project
+# (`python -m pipeline.encoder`, which writes it into the model's config). Every output that shows numbers made
+# from such features carries RANDOM_ENCODER_NOTE.
+RANDOM_WEIGHTS = "random_weights"
+RANDOM_ENCODER_NOTE = "random encoder: these numbers mean nothing"
+
+
+def random_encoder_note(attrs: dict) -> str:
+    """RANDOM_ENCODER_NOTE when a cache's attributes (or a head's metadata) say the encoder had random weights,
+    else ""."""
+    return RANDOM_ENCODER_NOTE if attrs.get(RANDOM_WEIGHTS) else ""
+
+
 STORAGE_DTYPES = ("float32", "float16")  # how embeddings are stored (extract.dtype); they are read as float32
 BLOCK_ROWS = 1024  # videos per read or write block: 1024 x 16 x 512 x 4 B = 32 MiB at ViT-B/32 size
 _STR = h5py.string_dtype()

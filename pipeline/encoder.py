@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from pipeline.cache import RANDOM_WEIGHTS
 from pipeline.onnx_backend import export_onnx, ort_session, run_session
 from pipeline.video import DECODER, FrameSpec, resize_crop
 
@@ -55,6 +56,7 @@ class Encoder:
     precision: str = "fp32"
     backend: str = "torch"
     session: object | None = None  # onnxruntime.InferenceSession with the onnxruntime backend
+    random_weights: bool = False  # a random CLIP built by build_random_clip (its config says so)
 
     def describe(self) -> dict:
         """What a cache or head records about the encoder and its preprocessing (JSON-serialisable)."""
@@ -69,6 +71,7 @@ class Encoder:
             "precision": self.precision,
             "device_type": self.device.type,
             "decoder": DECODER,  # the frames it is given come from this decoder (pipeline.video)
+            RANDOM_WEIGHTS: self.random_weights,
         }
 
     def frame_spec(self) -> FrameSpec:
@@ -137,11 +140,14 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", 
     model = model.to(dev).eval()
     fingerprint = _fingerprint(model, processor)  # of the fp32 weights; backend and `quantize` are recorded beside it
     dim = model.config.projection_dim
+    random_weights = bool(getattr(model.config, RANDOM_WEIGHTS, False))  # written by build_random_clip
     if backend == "torch":
-        return Encoder(model, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision)
+        return Encoder(model, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision,
+                       random_weights=random_weights)
     path = export_onnx(model, fingerprint, model.config.image_size, quantize)
     session = ort_session(path, torch.get_num_threads())
-    return Encoder(None, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision, backend, session)
+    return Encoder(None, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision, backend, session,
+                   random_weights)
 
 
 def preprocess_frames(frames: np.ndarray, encoder: Encoder) -> torch.Tensor:
@@ -273,19 +279,21 @@ def build_random_clip(directory: str | os.PathLike, seed: int = 0, full_size: bo
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
     tokenizer = _byte_level_tokenizer(bos_id=49406 if full_size else 512)
-    if full_size:
-        config = CLIPConfig()  # the defaults are ViT-B/32 with a 512-d projection, special tokens 49406/49407
+    mark = {RANDOM_WEIGHTS: True}
+    if full_size:  # the defaults are ViT-B/32 with a 512-d projection, special tokens 49406/49407
+        config = CLIPConfig(vision_config=mark, text_config=mark)
     else:
         dim = 32  # the vision and text configs must carry the same projection_dim, or the vision tower fails to load
         config = CLIPConfig(
             projection_dim=dim,
             vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                               image_size=224, patch_size=32, projection_dim=dim),
+                               image_size=224, patch_size=32, projection_dim=dim, **mark),
             text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                              vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=dim,
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id),
+                             pad_token_id=tokenizer.pad_token_id, **mark),
         )
+    setattr(config, RANDOM_WEIGHTS, True)
     torch.manual_seed(seed)
     directory = Path(directory)
     CLIPModel(config).save_pretrained(directory)

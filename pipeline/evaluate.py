@@ -9,6 +9,10 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 
+HEAD_METRICS = ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece", "ece_uncalibrated",
+                "temperature")  # what the evaluate stage writes per head (stages.write_metrics: a file per metric)
+
+
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
     """95% Wilson score interval of a proportion correct/total (sensible at 0%, 100% and small totals)."""
     if total == 0:
@@ -77,30 +81,38 @@ def usable_folds(labels: np.ndarray, class_names: list[str], folds: int) -> tupl
                f"{', '.join(s for s in small if s.endswith('(1)'))} has 1 (add videos, or set evaluate.folds: 0)")
 
 
+Task = tuple[np.ndarray, np.ndarray, np.ndarray]  # (x_train, y_train, x_test) of one refit
+
+
+def each(fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Callable[[list[Task]], list]:
+    """A refit of one task, fit_predict(x_train, y_train, x_test) -> int predictions, made a refit of many."""
+    return lambda tasks: [fit_predict(*task) for task in tasks]
+
+
 def cross_validate(features: np.ndarray, labels: np.ndarray, class_names: list[str], folds: int, seed: int,
-                   fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+                   fit_predict_many: Callable[[list[Task]], list[np.ndarray]],
                    groups: np.ndarray | None = None) -> np.ndarray:
     """Stratified k-fold accuracy of a head: float64 (folds,).
 
-    fit_predict(x_train (N, D), y_train (N,), x_test (M, D)) -> int predictions (M,). groups (V,): keep each group
-    in one fold (StratifiedGroupKFold), as the split keeps it in one part. ValueError naming the classes with
-    fewer videos than folds.
+    fit_predict_many([(x_train (N, D), y_train (N,), x_test (M, D)), ...]) -> int predictions (M,) per fold, all
+    folds in one call (pipeline.heads.fit_predict_many trains them together; `each` adapts a one-task refit).
+    groups (V,): keep each group in one fold (StratifiedGroupKFold), as the split keeps it in one part. ValueError
+    naming the classes with fewer videos than folds.
     """
     counts = np.bincount(labels, minlength=len(class_names))
     small = [f"{class_names[c]} ({counts[c]})" for c in range(len(class_names)) if 0 < counts[c] < folds]
     if folds < 2 or small:
         raise ValueError(f"{folds}-fold cross-validation needs folds >= 2 and at least {folds} videos per class; "
                          f"too small: {', '.join(small) or 'none'}")
-    accuracies = []
     splitter = (StratifiedKFold if groups is None else StratifiedGroupKFold)(folds, shuffle=True, random_state=seed)
-    for train_idx, test_idx in splitter.split(np.zeros(len(labels)), labels, groups):
-        pred = fit_predict(features[train_idx], labels[train_idx], features[test_idx])
-        accuracies.append(float(np.mean(pred == labels[test_idx])))
-    return np.array(accuracies)
+    splits = list(splitter.split(np.zeros(len(labels)), labels, groups))
+    preds = fit_predict_many([(features[tr], labels[tr], features[te]) for tr, te in splits])
+    return np.array([float(np.mean(pred == labels[te])) for pred, (_, te) in zip(preds, splits)])
 
 
-def format_table(results: dict[str, dict]) -> str:
-    """A short terminal table: one line per head with test accuracy, its 95% interval, macro F1 and CV accuracy."""
+def format_table(results: dict[str, dict], warning: str = "") -> str:
+    """A short terminal table: one line per head with test accuracy, its 95% interval, macro F1 and CV accuracy;
+    `warning` (the random encoder's note) first and last, when given."""
     lines = [f"{'head':<8} {'test acc':>8}  {'95% CI':<14} {'macro F1':>8}  {'CV acc':<14} {'ECE raw -> calibrated'}"]
     for name, r in results.items():
         cv = f"{r['cv_mean']:.3f} ± {r['cv_std']:.3f}" if "cv_mean" in r else "-"
@@ -109,6 +121,8 @@ def format_table(results: dict[str, dict]) -> str:
                      f"{r['macro_f1']:>8.3f}  {cv:<14} {ece}")
     n = next(iter(results.values()))["n"] if results else 0
     lines.append(f"({n} test videos)")
+    if warning:
+        lines = [f"*** {warning} ***", *lines, f"*** {warning} ***"]
     return "\n".join(lines)
 
 
@@ -117,20 +131,21 @@ def data_efficiency(frames: np.ndarray, labels: np.ndarray, parts: np.ndarray, f
     """Test accuracy against the number of training videos per class: one row per shot count.
 
     frames float32 (V, F, D), labels (V,), parts str (V,) ("train" videos are subsampled, "test" ones scored).
-    fits: {name: fit_predict(frames_train, labels_train, frames_test) -> int (M,)}. shots: videos per class,
-    kept where every class has more than that; a last row uses all training videos. Rows:
-    {"videos_per_class": n, name: accuracy, ...} (n = the largest class's count for the last row). The subsets
-    are nested and seeded: 2 per class holds the 1 per class.
+    fits: {name: fit_predict_many([(frames_train, labels_train, frames_test), ...]) -> int (M,) per task}, each
+    called once with every subset. shots: videos per class, kept where every class has more than that; a last row
+    uses all training videos. Rows: {"videos_per_class": n, name: accuracy, ...} (n = the largest class's count
+    for the last row). The subsets are nested and seeded: 2 per class holds the 1 per class.
     """
     rng = np.random.default_rng(seed)
     train, test = np.flatnonzero(parts == "train"), np.flatnonzero(parts == "test")
     order = {c: rng.permutation(train[labels[train] == c]) for c in np.unique(labels[train])}
     smallest = min(len(m) for m in order.values())
-    rows = []
-    for n in [s for s in shots if 0 < s < smallest] + [0]:
-        pick = np.concatenate([members if n == 0 else members[:n] for members in order.values()])
-        row = {"videos_per_class": int(max(len(m) for m in order.values())) if n == 0 else int(n)}
-        for name, fit_predict in fits.items():
-            row[name] = float(np.mean(fit_predict(frames[pick], labels[pick], frames[test]) == labels[test]))
-        rows.append(row)
+    sizes = [s for s in shots if 0 < s < smallest] + [0]
+    picks = [np.concatenate([members if n == 0 else members[:n] for members in order.values()]) for n in sizes]
+    rows = [{"videos_per_class": int(max(len(m) for m in order.values())) if n == 0 else int(n)} for n in sizes]
+    test_frames = frames[test]
+    for name, fit_predict_many in fits.items():
+        preds = fit_predict_many([(frames[pick], labels[pick], test_frames) for pick in picks])
+        for row, pred in zip(rows, preds):
+            row[name] = float(np.mean(pred == labels[test]))
     return rows

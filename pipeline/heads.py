@@ -8,15 +8,13 @@ from pathlib import Path
 import joblib
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from pipeline.cache import KEY_ATTRS
+from pipeline.cache import KEY_ATTRS, RANDOM_WEIGHTS
 
 POOLING = "mean"
-HEAD_SCHEMA = 2  # the layout of a saved head's metadata (2: the encoder's backend); otherwise: retrain it
+HEAD_SCHEMA = 3  # the layout of a saved head's metadata (3: "not sure" relative to chance, data counts, the
+# temperature's note); otherwise: retrain it
 # Where the stages write the heads and the app and pipeline.predict look for them (relative to the project root).
 HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "zeroshot": "models/zeroshot.pt"}
 # What a head must share with the cache or encoder it is used with: the cache's key (pipeline/cache.py) except
@@ -25,8 +23,25 @@ HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "z
 # and the cache's storage dtype (float16 storage rounds what the encoder computed; the encoder has no dtype).
 MATCH_KEYS = tuple(k for k in KEY_ATTRS if k not in ("encoder_model", "precision", "device_type", "dtype"))
 # Recorded beside them, not matched: how the features were computed, so pipeline.predict can do the same.
-RECORDED_KEYS = ("encoder_model", "batch_size", "precision", "device_type", "dtype")
+# random_weights: a CLIP built by `python -m pipeline.encoder` (its numbers mean nothing; pipeline/cache.py).
+RECORDED_KEYS = ("encoder_model", "batch_size", "precision", "device_type", "dtype", RANDOM_WEIGHTS)
 LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
+
+
+@dataclass
+class CalibrationConfig:
+    """The "not sure" cut-off (params.yaml: calibration.*): a fraction of the way from chance (1/C) to certainty
+    (1), so that it means the same with 2 classes as with 100 (sure_threshold). A head's metadata stores it under
+    NOT_SURE_KEY, and the probability it asks is worked out for the head's classes when it answers."""
+
+    not_sure_below_chance_to_certain: float = 0.3
+
+
+NOT_SURE_KEY = "not_sure_below_chance_to_certain"  # the CalibrationConfig field, as stored in a head's metadata
+# The temperature is fitted only with at least this many validation videos in every class: with fewer, one wrong
+# or right video moves it to its bound (1 to 3 per class gave T = e^5 on the demo). Fewer: T = 1, and a note says so.
+MIN_CALIBRATION_PER_CLASS = 5
+LOG_T_BOUND = 5.0  # the fit searches log T in [-LOG_T_BOUND, LOG_T_BOUND]; an optimum on the bound is refused
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:
@@ -169,7 +184,19 @@ def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
     one, the best state is the final state. text_init (C, D), unit-length class text embeddings, starts a mean
     pooling head as the zero-shot head: no standardisation but a division by the typical feature length, and
     weights = CLIP's temperature x the text embeddings, so that training begins from the zero-shot answer.
+
+    Mean pooling trains through train_mean_heads (the same Adam, computed here, and no torch.optim start-up: its
+    first use imports torch._dynamo, seconds); attention and conv through torch.optim.Adam.
     """
+    if cfg.head == "mean":
+        return train_mean_heads([(x_train, y_train)], num_classes, cfg, text_init, x_val, y_val)[0]
+    return _train_torch_optim(x_train, y_train, x_val, y_val, num_classes, cfg, text_init)
+
+
+def _train_torch_optim(x_train, y_train, x_val, y_val, num_classes: int, cfg: LinearConfig,
+                       text_init: np.ndarray | None = None) -> LinearResult:
+    """train_linear_head's loop with torch.optim.Adam, one model, any pooling (the reference for mean pooling)."""
+
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.head != "mean" and x_train.ndim != 3:
@@ -224,6 +251,115 @@ def train_linear_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
     return LinearResult(best_state, final_state, best_epoch, history)
 
 
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which train_mean_heads computes too
+# fit_predict_many trains tasks together while their stacked float32 features stay within this (the five folds of
+# a 240,000-video cache would otherwise be 2 GiB at once; the demo's are 0.5 MiB)
+BATCHED_BYTES = 256 * 2 ** 20
+
+
+def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, cfg: LinearConfig,
+                     text_init: np.ndarray | None = None, x_val: np.ndarray | None = None,
+                     y_val: np.ndarray | None = None) -> list[LinearResult]:
+    """Train one mean-pooling LinearHead per task (features float32 (N_k, D) or frames (N_k, F, D), int labels
+    (N_k,)) at once: the K heads' weights stacked (K, C, D) and every step a batched matrix multiply, so K refits
+    (the folds of cross-validation, the subsets of the data-efficiency curve) cost about what one does.
+
+    Each head is exactly what train_linear_head computes alone, up to float rounding: the same initial weights
+    (seeded by cfg.seed), its own standardisation, its own shuffle (a generator seeded by cfg.seed), mini-batches
+    of cfg.batch_size, and Adam (torch.optim.Adam's update with L2 weight decay, ADAM_BETAS, ADAM_EPS) stepping
+    each head only on its own batches; the cross-entropy's gradient is written out (softmax minus one-hot), so no
+    autograd graph is built at each step. A validation set (one task only) gives history and the best state as in
+    train_linear_head; without one, history has train_loss and the best state is the final state.
+    """
+    if x_val is not None and len(tasks) != 1:
+        raise ValueError("a validation set is for one task at a time")
+    torch.manual_seed(cfg.seed)
+    init = LinearHead(tasks[0][0].shape[-1], num_classes)  # the initial weights every head starts from
+    xs = [np.asarray(mean_pool(x) if x.ndim == 3 else x, np.float32) for x, _ in tasks]
+    k, dim, size = len(tasks), xs[0].shape[1], cfg.batch_size
+    lengths = [len(x) for x in xs]
+    means = torch.stack([torch.from_numpy(x.mean(axis=0)) for x in xs])  # (K, D)
+    stds = torch.stack([torch.from_numpy(x.std(axis=0) + 1e-6) for x in xs])
+    weight = init.fc.weight.detach().repeat(k, 1, 1)  # (K, C, D)
+    bias = init.fc.bias.detach().repeat(k, 1)  # (K, C)
+    if text_init is not None:
+        means.zero_()
+        stds = torch.stack([torch.full((dim,), float(np.linalg.norm(x, axis=1).mean())) for x in xs])
+        weight = torch.from_numpy(LOGIT_SCALE * text_init).float().repeat(k, 1, 1)
+        bias.zero_()
+    z = torch.zeros(k, max(lengths), dim)  # (K, N_max, D): each task's standardised features, zero-padded
+    y = torch.zeros(k, max(lengths), dtype=torch.int64)
+    for i, (x, (_, labels)) in enumerate(zip(xs, tasks)):
+        z[i, :lengths[i]] = (torch.from_numpy(x) - means[i]) / stds[i]
+        y[i, :lengths[i]] = torch.from_numpy(labels.astype(np.int64))
+    params = [weight, bias]
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    steps = torch.zeros(k)  # Adam's step count per head
+    gens = [torch.Generator().manual_seed(cfg.seed) for _ in tasks]
+    has_val = x_val is not None and len(x_val) > 0
+    if has_val:
+        pooled_val = np.asarray(mean_pool(x_val) if x_val.ndim == 3 else x_val, np.float32)
+        zv = (torch.from_numpy(pooled_val) - means[0]) / stds[0]
+        yv = torch.from_numpy(y_val.astype(np.int64))
+    rows = torch.arange(k)[:, None]
+    best_loss, best, best_epoch, histories = float("inf"), None, 0, [[] for _ in tasks]
+    (beta1, beta2), lr, decay = ADAM_BETAS, cfg.lr, cfg.weight_decay
+    for epoch in range(1, cfg.epochs + 1):
+        batches = [torch.randperm(n, generator=g).split(size) for n, g in zip(lengths, gens)]
+        totals = torch.zeros(k)
+        for step in range(max(len(b) for b in batches)):
+            index = torch.zeros(k, size, dtype=torch.int64)
+            mask = torch.zeros(k, size)
+            for i, b in enumerate(batches):
+                if step < len(b):
+                    index[i, :len(b[step])], mask[i, :len(b[step])] = b[step], 1.0
+            active = mask[:, 0] > 0  # (K,): the heads that have a batch this step
+            zb, yb = z[rows, index], y[rows, index]  # (K, B, D), (K, B)
+            logits = torch.baddbmm(bias[:, None, :], zb, weight.transpose(1, 2))  # (K, B, C)
+            log_p = torch.log_softmax(logits, dim=2)
+            counts = mask.sum(dim=1)
+            ce = -log_p.gather(2, yb[..., None])[..., 0]  # (K, B)
+            losses = (ce * mask).sum(dim=1) / counts.clamp_min(1)  # (K,): each head's mean over its batch
+            # the gradient of each head's mean cross-entropy, written out (softmax - one-hot): no autograd graph
+            d_logits = log_p.exp()
+            d_logits.scatter_add_(2, yb[..., None], -torch.ones(k, size, 1))
+            d_logits *= (mask / counts.clamp_min(1)[:, None])[..., None]
+            grads = (torch.bmm(d_logits.transpose(1, 2), zb), d_logits.sum(dim=1))  # (K, C, D), (K, C)
+            totals += losses * counts
+            steps += active.float()
+            for p, grad, (m, v) in zip(params, grads, moments):
+                on = active.view(-1, *[1] * (p.dim() - 1))
+                g = grad + decay * p if decay else grad
+                m.copy_(torch.where(on, beta1 * m + (1 - beta1) * g, m))
+                v.copy_(torch.where(on, beta2 * v + (1 - beta2) * g * g, v))
+                t = steps.clamp_min(1).view(-1, *[1] * (p.dim() - 1))
+                denom = (v.sqrt() / (1 - beta2 ** t).sqrt()) + ADAM_EPS
+                p.sub_(torch.where(on, lr / (1 - beta1 ** t) * m / denom, torch.zeros_like(p)))
+        for i in range(k):
+            histories[i].append({"epoch": epoch, "train_loss": float(totals[i]) / lengths[i]})
+        if has_val:
+            with torch.no_grad():
+                val_logits = zv @ weight[0].T + bias[0]
+                row = histories[0][-1]
+                row["val_loss"] = nn.functional.cross_entropy(val_logits, yv).item()
+                row["val_accuracy"] = (val_logits.argmax(1) == yv).float().mean().item()
+            if row["val_loss"] < best_loss:
+                best_loss, best_epoch, best = row["val_loss"], epoch, (weight[0].clone(), bias[0].clone())
+
+    def state(i: int, w: torch.Tensor, b: torch.Tensor) -> dict:
+        return {"mean": means[i].clone(), "std": stds[i].clone(), "fc.weight": w.detach().clone(),
+                "fc.bias": b.detach().clone()}
+
+    results = []
+    for i in range(k):
+        final = state(i, weight[i], bias[i])
+        if best is None:
+            results.append(LinearResult(final, final, cfg.epochs, histories[i]))
+        else:
+            results.append(LinearResult(state(i, *best), final, best_epoch, histories[i]))
+    return results
+
+
 def _new_linear(x: np.ndarray, num_classes: int, cfg: LinearConfig) -> LinearHead:
     """An untrained LinearHead sized for inputs like x: (N, F, D) frames or (N, D) pooled features."""
     return LinearHead(x.shape[-1], num_classes, cfg.head, x.shape[1] if x.ndim == 3 else 1)
@@ -238,7 +374,12 @@ class LogRegConfig:
 
 
 def fit_logreg(x_train: np.ndarray, y_train: np.ndarray, cfg: LogRegConfig):
-    """Standardise pooled features float32 (N, D), then multinomial logistic regression: the fitted sklearn pipeline."""
+    """Standardise pooled features float32 (N, D), then multinomial logistic regression: the fitted sklearn pipeline.
+    (scikit-learn is imported here: the train stage never needs it, and it takes a second to import.)"""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     model = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=cfg.max_iter))
     return model.fit(x_train, y_train)
 
@@ -256,6 +397,30 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, nu
     return _logits(model, x_test).argmax(1).numpy()
 
 
+def fit_predict_many(tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int,
+                     cfg: LinearConfig | LogRegConfig, text_init: np.ndarray | None = None) -> list[np.ndarray]:
+    """fit_predict on each (x_train, y_train, x_test) task: int predictions (M_k,) per task. A mean-pooling linear
+    head trains all tasks at once (train_mean_heads: the same heads, one batched loop); the others one by one."""
+    if not isinstance(cfg, LinearConfig) or cfg.head != "mean":
+        return [fit_predict(xt, yt, xs, num_classes, cfg, text_init) for xt, yt, xs in tasks]
+    groups, size = [[]], 0  # tasks trained together, their stacked features within BATCHED_BYTES
+    for task in tasks:
+        rows = len(task[0]) * task[0].shape[-1] * 4
+        if groups[-1] and size + rows > BATCHED_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(task)
+        size += rows
+    results = [r for group in groups
+               for r in train_mean_heads([(xt, yt) for xt, yt, _ in group], num_classes, cfg, text_init)]
+    model = _new_linear(tasks[0][0], num_classes, cfg)
+    preds = []
+    for (_, _, xs), result in zip(tasks, results):
+        model.load_state_dict(result.final_state)
+        preds.append(_logits(model.eval(), mean_pool(xs) if xs.ndim == 3 else xs).argmax(1).numpy())
+    return preds
+
+
 @dataclass
 class Head:
     """A head ready to predict: `kind` is "linear", "logreg" or "zeroshot"; `meta` is what it was made with."""
@@ -270,8 +435,11 @@ class Head:
 
     @property
     def not_sure_below(self) -> float:
-        """Calibrated top probability under which the answer is "not sure" (0: always sure)."""
-        return float(self.meta.get("not_sure_below", 0.0))
+        """Calibrated top probability under which the answer is "not sure": meta[NOT_SURE_KEY] of the way from
+        chance to certainty for this head's number of classes (sure_threshold; no key, as for a zero-shot head made
+        in the app from typed actions: CalibrationConfig's default)."""
+        fraction = self.meta.get(NOT_SURE_KEY, CalibrationConfig.not_sure_below_chance_to_certain)
+        return sure_threshold(float(fraction), len(self.class_names))
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """Frame embeddings float32 (V, F, D) (an array or Embeddings left in the cache file), or for a head that
@@ -312,9 +480,26 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T > 0 minimising the cross-entropy of softmax(logits / T) on held-out labels (N,)."""
-    from scipy.optimize import minimize_scalar
+def sure_threshold(fraction: float, num_classes: int) -> float:
+    """The top probability an answer needs, `fraction` of the way from chance (1/C) to certainty: with 0.3, 0.65
+    for 2 classes, 0.4 for 7, 0.31 for 100 (a fixed probability would be a coin flip's for 2 classes and out of
+    reach for many)."""
+    chance = 1.0 / max(num_classes, 1)
+    return chance + fraction * (1.0 - chance)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str]:
+    """The temperature T > 0 minimising the cross-entropy of softmax(logits / T) on held-out labels (N,), and ""; or
+    (1.0, why) when the data cannot tell it: fewer than MIN_CALIBRATION_PER_CLASS videos in a class (of the
+    logits' C), every video right (the optimum is T -> 0), or an optimum on the search bound."""
+    counts = np.bincount(labels, minlength=logits.shape[1])
+    if len(labels) == 0 or counts.min() < MIN_CALIBRATION_PER_CLASS:
+        return 1.0, (f"temperature not fitted: {int(counts.min()) if len(counts) else 0} validation videos in the "
+                     f"smallest class, it needs {MIN_CALIBRATION_PER_CLASS} per class; T = 1 (uncalibrated)")
+    if np.all(logits.argmax(axis=1) == labels):  # the cross-entropy falls all the way to T -> 0
+        return 1.0, ("temperature not fitted: every validation video is right, so they cannot tell how sure the "
+                     "head should be; T = 1 (uncalibrated)")
+    from scipy.optimize import minimize_scalar  # (here: a second's import, not needed when the fit is refused)
 
     z = logits.astype(np.float64)
 
@@ -323,15 +508,45 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         s = s - s.max(axis=1, keepdims=True)
         return float(np.mean(np.log(np.exp(s).sum(axis=1)) - s[np.arange(len(labels)), labels]))
 
-    return float(np.exp(minimize_scalar(nll, bounds=(-5, 5), method="bounded").x))
+    log_t = float(minimize_scalar(nll, bounds=(-LOG_T_BOUND, LOG_T_BOUND), method="bounded").x)
+    if abs(log_t) > LOG_T_BOUND - 0.01:
+        why = "nearly every validation video right" if log_t < 0 else "the head no better than chance on them"
+        return 1.0, (f"temperature not fitted: the fit ran to its bound T = {np.exp(log_t):.3g} ({why}); "
+                     "T = 1 (uncalibrated)")
+    return float(np.exp(log_t)), ""
 
 
-def calibrate(head: Head, val_embeddings: np.ndarray, val_labels: np.ndarray, not_sure_below: float) -> Head:
-    """Record in the head's metadata the temperature fitted on the validation part (1.0 without one) and the
-    probability under which its answer is "not sure" (params.yaml: calibration.not_sure_below)."""
-    temperature = fit_temperature(head.logits(val_embeddings), val_labels) if len(val_labels) else 1.0
-    head.meta.update(temperature=temperature, not_sure_below=float(not_sure_below))
+def data_counts(train_labels: np.ndarray, val_labels: np.ndarray, num_classes: int) -> dict:
+    """How much data a head learned from and was calibrated on, for its metadata: videos, and the fewest in a
+    class, of the training and validation parts (int labels (N,) each; a zero-shot head trains on none)."""
+    def fewest(y: np.ndarray) -> int:
+        return int(np.bincount(y, minlength=num_classes).min()) if num_classes else 0
+    return {"train_videos": int(len(train_labels)), "train_min_per_class": fewest(train_labels),
+            "val_videos": int(len(val_labels)), "val_min_per_class": fewest(val_labels)}
+
+
+def calibrate(head: Head, val_embeddings: np.ndarray, val_labels: np.ndarray, not_sure_below: float,
+              train_labels: np.ndarray | None = None) -> Head:
+    """Record in the head's metadata the temperature fitted on the validation part (fit_temperature: 1.0 with
+    `temperature_note` saying why when the data cannot tell it), the "not sure" cut-off (NOT_SURE_KEY: a fraction
+    of the way from chance to certainty) and the data counts (data_counts; train_labels None: no training)."""
+    temperature, note = fit_temperature(head.logits(val_embeddings), val_labels)
+    train = np.zeros(0, np.int64) if train_labels is None else train_labels
+    head.meta.update(temperature=temperature, temperature_note=note, **{NOT_SURE_KEY: float(not_sure_below)},
+                     **data_counts(train, val_labels, len(head.class_names)))
     return head
+
+
+def describe_data(meta: dict) -> str:
+    """One line on how much data a head was trained and calibrated on (for the app and pipeline.predict)."""
+    if "val_videos" not in meta:
+        return "uncalibrated (T = 1)"
+    trained = (f"trained on {meta['train_videos']} videos (at least {meta['train_min_per_class']} per class)"
+               if meta["train_videos"] else "not trained (text only)")
+    calibration = (f"temperature {meta['temperature']:.3g}" if not meta.get("temperature_note")
+                   else "temperature not fitted (T = 1)")
+    return (f"{trained}; calibrated on {meta['val_videos']} validation videos (at least "
+            f"{meta['val_min_per_class']} per class): {calibration}")
 
 
 def save_linear(path: str | os.PathLike, state: dict, meta: dict) -> None:

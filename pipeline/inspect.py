@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import BLOCK_ROWS, CACHE_PATH, Cache, open_cache
+from pipeline.cache import BLOCK_ROWS, CACHE_PATH, Cache, open_cache, random_encoder_note
 from pipeline.split import PARTS, SPLIT_PATH, read_split
 
 NEAR_DUPLICATE = 0.98  # cosine similarity of mean embeddings above which two videos count as near-duplicates
@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             text = "\n".join(f"{r['similarity']:.4f}  {r['class']:<28} {r['path']}" for r in result)
         elif args.plot:
             coords = project_2d(cache, args.method)
-            plot_projection(cache, coords, args.plot, f"{args.cache}: {len(cache)} videos, {args.method.upper()}")
+            plot_projection(cache, coords, args.plot, f"{args.cache}: {len(cache)} videos, {args.method.upper()}"
+                            + (f"\n{random_encoder_note(cache.attrs)}" if random_encoder_note(cache.attrs) else ""))
             result = {"plot": args.plot, "method": args.method, "videos": len(cache)}
             text = f"wrote {args.plot} ({args.method.upper()} of {len(cache)} videos)"
         elif args.outliers:
@@ -347,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    warning = random_encoder_note(cache.attrs)  # every output of the inspector shows numbers made by the encoder
+    if warning and args.json and isinstance(result, dict):
+        result = {"warning": warning, **result}
+    elif warning and args.json:  # a JSON list keeps its shape: the note goes to stderr
+        print(f"note: {warning}", file=sys.stderr)
+    elif warning:
+        text = f"*** {warning} ***\n{text}\n*** {warning} ***"
     try:
         print(json.dumps(result, indent=2) if args.json else text)
     except BrokenPipeError:  # piped into head and the like: stop quietly
@@ -356,12 +364,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _format_frames(rows: list[dict]) -> str:
     names = list(rows[0]["cos_class"]) if rows else []
-    head = f"{'frame':>6} {'time s':>7} {'norm':>7} {'cos prev':>8}  " + " ".join(f"{n[:10]:>10}" for n in names)
+    widths = [max(len(n), 7) for n in names]  # whole class names: a column as wide as its name
+    head = f"{'frame':>6} {'time s':>7} {'norm':>7} {'cos prev':>8}  " + " ".join(
+        f"{n:>{w}}" for n, w in zip(names, widths))
     lines = [head]
     for r in rows:
         prev = f"{r['cos_previous']:8.4f}" if r["cos_previous"] is not None else f"{'-':>8}"
         lines.append(f"{r['frame']:>6} {r['time']:>7.2f} {r['norm']:>7.3f} {prev}  "
-                     + " ".join(f"{r['cos_class'][n]:>10.4f}" for n in names))
+                     + " ".join(f"{r['cos_class'][n]:>{w}.4f}" for n, w in zip(names, widths)))
     return "\n".join(lines)
 
 

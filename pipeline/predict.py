@@ -1,10 +1,12 @@
 """Predict the action in videos with a trained head and the full encoder: the app's path, also a batch command.
 
-    python -m pipeline.predict PATH... [--head linear|logreg|zeroshot] [--json] [--threshold P]
-                                       [--segments WINDOW STRIDE] [--device auto|cpu|cuda]
+    python -m pipeline.predict PATH... [--head linear|logreg|zeroshot] [--json] [--threshold F]
+                                       [--segments WINDOW STRIDE] [--device auto|cpu|cuda] [-v]
 
-PATH is a video or a folder (searched recursively). Prints one line per video: path, answer (the top class, or
-"not sure" under the head's calibrated threshold), top class, probability (or a JSON list). A file that fails, for
+PATH is a video or a folder (searched recursively). Prints a header line, then one tab-separated line per video:
+path, answer (the top class, or "not sure" under the head's cut-off), top class, probability (or a JSON list).
+Heads on a random encoder (python -m pipeline.encoder) say so on stderr and in each JSON entry ("warning").
+stderr is quiet (no weight-loading bar, no FFmpeg warnings) unless -v is given. A file that fails, for
 any reason, is one error line on stderr (and an "error" entry in the JSON) and the others are still predicted; the
 exit status is 1 when any file failed. --segments adds one indented line per sliding window (start-end seconds,
 answer, top class, probability); when the windows cannot be made (too many of them) the whole-video answer is
@@ -27,13 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, embed_frames, load_encoder
-from pipeline.heads import HEAD_FILES, Head, check_compatible, load_head
+from pipeline.cache import random_encoder_note
+from pipeline.heads import HEAD_FILES, Head, check_compatible, load_head, sure_threshold
 from pipeline.threads import set_threads
 from pipeline.video import SAMPLING, Clip, DecodeLimits, find_video_files
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig
 
 
 NOT_SURE = "not sure"
+TSV_HEADER = ("path", "answer", "class", "probability")  # the columns of the text output, printed first
 
 
 @dataclass
@@ -249,15 +253,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--segments", nargs=2, type=float, metavar=("WINDOW", "STRIDE"),
                         help="also answer for sliding windows of WINDOW seconds every STRIDE seconds")
-    parser.add_argument("--threshold", type=float, metavar="P",
-                        help='answer "not sure" under this top probability (default: the head\'s, from training)')
+    parser.add_argument("--threshold", type=float, metavar="F",
+                        help='answer "not sure" when the top probability is under F of the way from chance to '
+                             "certainty (default: the head's, calibration.not_sure_below_chance_to_certain)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="let the libraries speak on stderr (the weight-loading bar, PyAV's FFmpeg warnings in "
+                             "this process; the decode workers stay quiet and report failures as error lines)")
     args = parser.parse_args(argv)
+    quiet_libraries(args.verbose)
     set_threads("app")
     try:
         predictor = load_predictor(HEAD_FILES[args.head], args.device)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    warning = random_encoder_note(predictor.head.meta)
+    if warning:
+        print(f"note: {warning}", file=sys.stderr)
+    if not args.json:
+        print("\t".join(TSV_HEADER), flush=True)
     files, results, failed = [], [], 0
     for p in args.paths:
         found = find_video_files(p) if Path(p).is_dir() else None
@@ -283,10 +297,12 @@ def main(argv: list[str] | None = None) -> int:
                 segments_error = _report(e, file, shown, "timeline: ")
         if args.threshold is not None:
             for p in [pred, *segments]:
-                p.not_sure_below = args.threshold
+                p.not_sure_below = sure_threshold(args.threshold, len(p.class_names))
         results.append({"path": shown, "answer": pred.answer, "class": pred.top_class,
                         "probability": pred.top_probability,
                         "probabilities": dict(zip(pred.class_names, pred.probabilities.tolist()))})
+        if warning:
+            results[-1]["warning"] = warning
         if segments:
             results[-1]["segments"] = [{"start": s.start, "end": s.end, "answer": s.answer, "class": s.top_class,
                                         "probability": s.top_probability} for s in segments]
@@ -299,6 +315,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Quiet: no Hugging Face progress bar (loading weights) and no FFmpeg log lines ("moov atom not found") from
+    this process; the decode workers start from a clean process (forkserver), where PyAV logs nothing. A file that
+    fails still gets its error line. verbose: the bar, and FFmpeg's warnings from this process through Python
+    logging."""
+    import av.logging
+    from transformers.utils import logging as hf_logging
+
+    if verbose:
+        hf_logging.enable_progress_bar()
+        av.logging.set_level(av.logging.WARNING)
+    else:
+        hf_logging.disable_progress_bar()
+        av.logging.set_level(None)
 
 
 def _report(e: Exception, file: str | os.PathLike, shown: str, what: str = "") -> str:

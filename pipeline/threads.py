@@ -13,10 +13,14 @@ THREADS = {"extract": None, "stage_two": 1, "app": None}
 
 
 def set_threads(role: str) -> int:
-    """Set torch's intra-op threads for `role` (THREADS) and return the count; load the encoder after this call:
-    an onnxruntime session takes torch's thread count when it is made."""
+    """Set torch's intra-op threads for `role` (THREADS), and the BLAS and OpenMP pools numpy, scipy and
+    scikit-learn use (threadpoolctl), and return the count; load the encoder after this call: an onnxruntime
+    session takes torch's thread count when it is made. (Stage two's logistic regression under load: 6x faster
+    with one BLAS thread than with OpenBLAS's default of one per core; bench/README.md, "Head experiments".)"""
     import torch
+    from threadpoolctl import threadpool_limits
 
     n = THREADS[role] or max(1, len(os.sched_getaffinity(0)))
     torch.set_num_threads(n)
+    threadpool_limits(n)
     return n

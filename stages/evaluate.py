@@ -4,15 +4,15 @@ from dataclasses import replace
 
 from dvclive import Live
 
-from pipeline.cache import CACHE_PATH, open_cache
-from pipeline.evaluate import (cross_validate, data_efficiency, evaluate_predictions, expected_calibration_error,
-                               format_table, usable_folds)
-from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
+from pipeline.cache import CACHE_PATH, open_cache, random_encoder_note
+from pipeline.evaluate import (HEAD_METRICS, cross_validate, data_efficiency, each, evaluate_predictions,
+                               expected_calibration_error, format_table, usable_folds)
+from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict_many, load_head,
                             mean_pool)
 from pipeline.plots import confusion_figure, efficiency_figure
 from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, read_split
 from pipeline.threads import set_threads
-from stages import config, read_params, stage
+from stages import config, read_params, stage, write_metrics
 
 OUT = "dvclive/evaluate"
 
@@ -37,11 +37,11 @@ def main() -> None:
     used = parts != UNUSED
     if note:
         print(f"evaluate: note: {note}")
-    results, per_class = {}, {}
+    warning = random_encoder_note(cache.attrs)
+    results, per_class, metrics = {}, {}, {key: {} for key in HEAD_METRICS}
+    if params["evaluate"]["folds"]:
+        metrics["cv_folds"] = {}  # the folds used (0: too small for cross-validation)
     with Live(OUT, dvcyaml=None, save_dvc_exp=False) as live:
-        live.log_metric("protocol", protocol, plot=False)
-        if params["evaluate"]["folds"]:
-            live.log_metric("cv_folds", folds, plot=False)  # the folds used (0: too small for cross-validation)
         for name, path in HEAD_FILES.items():
             head = load_head(path)
             try:
@@ -57,19 +57,22 @@ def main() -> None:
                 head.predict_proba(cache.embeddings[test], calibrated=False), y[test])
             if folds:
                 if name == "zeroshot":  # nothing to fit: the same text embeddings score every fold
-                    refit = lambda xt, yt, xs: head.predict_proba(xs[:, None, :]).argmax(1)  # noqa: E731
-                else:
-                    refit = lambda xt, yt, xs: fit_predict(xt, yt, xs, len(names), configs[name])  # noqa: E731
+                    refit = each(lambda xt, yt, xs: head.predict_proba(xs[:, None, :]).argmax(1))
+                else:  # every fold at once (a mean-pooling linear head trains them together)
+                    refit = lambda tasks: fit_predict_many(tasks, len(names), configs[name])  # noqa: E731
                 # a temporal linear head (attention, conv) needs the frames; every other head sees only their mean
                 features = cache.embeddings if name == "linear" and configs["linear"].head != "mean" else x
                 acc = cross_validate(features[used], y[used], names, folds, params["split"]["seed"], refit,
                                      None if groups is None else groups[used])
                 r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")
-            for key in ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece",
-                        "ece_uncalibrated", "temperature"):
+            for key in HEAD_METRICS:
                 if key in r:
-                    live.log_metric(f"{name}/{key}", r[key], plot=False)
+                    metrics[key][name] = r[key]
+            if "cv_folds" in metrics:
+                metrics["cv_folds"][name] = folds
+            if "epoch" in head.meta:  # the linear head's best epoch (train), beside its test numbers
+                metrics.setdefault("best_epoch", {})[name] = int(head.meta["epoch"])
             live.log_sklearn_plot("confusion_matrix", [names[i] for i in y[test]], [names[i] for i in pred],
                                   name=f"{name}/confusion_matrix.json")
             live.log_image(f"{name}_confusion.png", confusion_figure(r["confusion"], names, f"{name} head, test"))
@@ -79,9 +82,10 @@ def main() -> None:
             live.log_plot("data_efficiency", rows, x="videos_per_class", y="linear", template="linear",
                           title="Test accuracy against training videos per class")
             live.log_image("data_efficiency.png", efficiency_figure(rows))
+    write_metrics({k: v for k, v in metrics.items() if v}, warning=warning, protocol=protocol)
     with open(f"{OUT}/per_class.json", "w") as f:
         json.dump(per_class, f, indent=2)
-    print(format_table(results))
+    print(format_table(results, warning))
     print(f"test part: {protocol}")
     if params["evaluate"]["shots"]:
         print("test accuracy by training videos per class: " + "; ".join(
@@ -95,10 +99,11 @@ def efficiency_fits(configs: dict, names: list[str]) -> dict:
     zeroshot = load_head(HEAD_FILES["zeroshot"])
     text = zeroshot.model.text.numpy()
     return {
-        "zeroshot": lambda ft, lt, fs: zeroshot.predict_proba(fs).argmax(1),
-        "zeroshot_init": lambda ft, lt, fs: fit_predict(ft, lt, fs, len(names), replace(cfg, head="mean"), text),
-        "linear": lambda ft, lt, fs: fit_predict(ft, lt, fs, len(names), cfg),
-        "logreg": lambda ft, lt, fs: fit_predict(mean_pool(ft), lt, mean_pool(fs), len(names), logreg_cfg),
+        "zeroshot": each(lambda ft, lt, fs: zeroshot.predict_proba(fs).argmax(1)),
+        "zeroshot_init": lambda tasks: fit_predict_many(tasks, len(names), replace(cfg, head="mean"), text),
+        "linear": lambda tasks: fit_predict_many(tasks, len(names), cfg),
+        "logreg": lambda tasks: fit_predict_many([(mean_pool(ft), lt, mean_pool(fs)) for ft, lt, fs in tasks],
+                                                 len(names), logreg_cfg),
     }
 
 

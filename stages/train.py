@@ -2,8 +2,8 @@
 from dvclive import Live
 
 from pipeline.cache import CACHE_PATH, open_cache
-from pipeline.heads import (HEAD_FILES, LinearConfig, calibrate, head_metadata, mean_pool, save_linear, torch_head,
-                            train_linear_head)
+from pipeline.heads import (HEAD_FILES, CalibrationConfig, LinearConfig, calibrate, head_metadata, mean_pool,
+                            save_linear, torch_head, train_linear_head)
 from pipeline.plots import curves_figure
 from pipeline.split import SPLIT_PATH, read_split
 from pipeline.threads import set_threads
@@ -16,6 +16,7 @@ BEST, FINAL = HEAD_FILES["linear"], "models/linear_final.pt"
 def main() -> None:
     set_threads("stage_two")
     params = read_params()
+    calibration = config(CalibrationConfig, params["calibration"], "calibration")
     cfg = config(LinearConfig, params["train"], "train")
     cache = open_cache(CACHE_PATH)  # embeddings stay in the file until read
     parts = read_split(SPLIT_PATH, cache.clip_ids())
@@ -28,16 +29,19 @@ def main() -> None:
     for path, state, epoch in ((BEST, result.best_state, result.best_epoch),
                                (FINAL, result.final_state, len(result.history))):
         head = calibrate(torch_head(state, {**meta, "epoch": epoch}), x[val], y[val],
-                         params["calibration"]["not_sure_below"])
+                         calibration.not_sure_below_chance_to_certain, y[train])
         save_linear(path, state, head.meta)
+        if head.meta["temperature_note"] and path == BEST:
+            print(f"train: note: {head.meta['temperature_note']}")
     with Live("dvclive/train", dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params(vars(cfg))
-        for row in result.history:
+        # the steps set, not next_step(): each next_step re-reads every plot file (quadratic: 2.7 s of 200 epochs)
+        for step, row in enumerate(result.history):
+            live.step = step
             live.log_metric("train/loss", row["train_loss"])
             if "val_loss" in row:
                 live.log_metric("val/loss", row["val_loss"])
                 live.log_metric("val/accuracy", row["val_accuracy"])
-            live.next_step()
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         live.log_image("training_curves.png", curves_figure(result.history, result.best_epoch))
     last = result.history[-1]

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline.heads import HEAD_FILES
+from pipeline.cache import RANDOM_ENCODER_NOTE
+from pipeline.heads import HEAD_FILES, NOT_SURE_KEY
 from pipeline.predict import load_predictor, predict_video
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
@@ -30,6 +31,8 @@ def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, m
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     at = run_app()
     assert [r.value for r in at.radio] == ["linear"]  # both heads found; the linear one is chosen first
+    assert [w.value for w in at.warning] == [RANDOM_ENCODER_NOTE]  # the project's tiny CLIP is random
+    assert "uncalibrated (T = 1)" in [c.value for c in at.caption]  # the fixture's heads were not calibrated
     assert "up to " in at.get("file_uploader")[0].label and " MB)" in at.get("file_uploader")[0].label
     video = project / "data" / "walking" / "walking_2.mp4"
     at.get("file_uploader")[0].upload("../../etc/passwd.mp4", video.read_bytes(), "video/mp4")  # name is never used
@@ -38,8 +41,11 @@ def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, m
     assert not at.exception, at.exception
     expected = predict_video(video, load_predictor(HEAD_FILES["linear"], device="cpu"))
     headings = [m.value for m in at.markdown]
-    assert f"## {expected.top_class.replace('_', ' ')}" in headings
-    assert f"**{expected.top_probability:.1%}** probability" in headings
+    if expected.answer == expected.top_class:  # sure, under the cut-off relative to chance (the same either way)
+        assert f"## {expected.top_class.replace('_', ' ')}" in headings
+        assert f"**{expected.top_probability:.1%}** probability" in headings
+    else:
+        assert "## not sure" in headings and any(f"at {expected.top_probability:.1%}" in h for h in headings)
     assert sum(len(col.get("image")) for col in at.columns) == 4  # one thumbnail per sampled frame
     assert list(tmp_path.iterdir()) == []  # the temporary upload is gone
 
@@ -100,7 +106,7 @@ def test_an_unsure_head_says_not_sure(project, tmp_path, monkeypatch):
     import torch
     shutil.copytree(project, tmp_path / "p")
     saved = torch.load(tmp_path / "p" / HEAD_FILES["linear"], weights_only=True)
-    saved["meta"]["not_sure_below"] = 1.01  # no probability reaches it
+    saved["meta"][NOT_SURE_KEY] = 1.01  # beyond certainty: no probability reaches it
     torch.save(saved, tmp_path / "p" / HEAD_FILES["linear"])
     monkeypatch.chdir(tmp_path / "p")
     at = run_app()
@@ -132,7 +138,7 @@ def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot
     encoder = load_predictor(project / HEAD_FILES["linear"], device="cpu").encoder
     head = zeroshot_head(text_embeddings(tiny_clip, ["waving", "jumping"]), ["waving", "jumping"],
                          {**encoder.describe(), "num_frames": 4, "sampling": "uniform-centers"})
-    head.meta.update(temperature=50.0, not_sure_below=1.01)
+    head.meta.update({"temperature": 50.0, NOT_SURE_KEY: 1.01})
     save_linear(tmp_path / "p" / HEAD_FILES["zeroshot"], head.model.state_dict(), head.meta)
     monkeypatch.chdir(tmp_path / "p")
     at = run_app()

@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 from pipeline.cache import read_cache
+from pipeline.cache import RANDOM_ENCODER_NOTE
 from pipeline.demo import CLASSES
+from pipeline.evaluate import HEAD_METRICS
 from pipeline.heads import load_head
 
 pytestmark = pytest.mark.slow  # the real dvc, several minutes: deselect with -m "not slow"
 ROOT = Path(__file__).resolve().parents[1]
-HEAD_METRICS = {"accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece", "ece_uncalibrated",
-                "temperature"}
 
 
 def sh(*cmd, cwd):
@@ -65,10 +65,12 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     assert load_head(repo / "models" / "linear.pt").meta["encoder_fingerprint"] == cache.attrs["encoder_fingerprint"]
     assert load_head(repo / "models" / "logreg.joblib").class_names == list(CLASSES)
     assert (repo / "models" / "linear_final.pt").is_file()
-    metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"linear", "logreg", "zeroshot", "cv_folds", "protocol"} and metrics["cv_folds"] == 5
-    assert metrics["protocol"] == "random split: test 0.15, val 0.15, seed 0"
-    assert all(set(metrics[h]) == HEAD_METRICS for h in ("linear", "logreg", "zeroshot"))
+    for key in (*HEAD_METRICS, "cv_folds"):  # one file per metric, {head: value}, with the random encoder's note
+        metric = json.loads((repo / "metrics" / f"{key}.json").read_text())
+        assert metric == {**metric, "warning": RANDOM_ENCODER_NOTE} and {"linear", "logreg", "zeroshot"} <= set(metric)
+        assert metric["protocol"] == "random split: test 0.15, val 0.15, seed 0"
+    assert json.loads((repo / "metrics" / "cv_folds.json").read_text())["linear"] == 5
+    assert RANDOM_ENCODER_NOTE in out  # evaluate's table says so
     assert load_head(repo / "models" / "zeroshot.pt").class_names == list(CLASSES)
     per_class = json.loads((repo / "dvclive" / "evaluate" / "per_class.json").read_text())
     assert set(per_class["linear"]) == set(CLASSES) and set(per_class["linear"]["walking"]) == {
@@ -80,8 +82,8 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     curve = json.loads((repo / "dvclive" / "evaluate" / "plots" / "custom" / "data_efficiency.json").read_text())
     assert [r["videos_per_class"] for r in curve] == [1, 2, 3]
     assert set(curve[0]) == {"videos_per_class", "zeroshot", "zeroshot_init", "linear", "logreg"}
-    shown = dvc("metrics", "show", "--json", cwd=repo)
-    assert "linear" in shown and "logreg" in shown
+    shown = dvc("metrics", "show", cwd=repo).splitlines()  # a row per metric, a column per head
+    assert shown[0].split()[:4] == ["Path", "linear", "logreg", "warning"] and len(shown) == len(HEAD_METRICS) + 3
     plots = dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=repo)
     assert (tmp_path / "plots" / "index.html").is_file(), plots
 
@@ -97,7 +99,7 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     out = dvc("exp", "run", "-S", "train.head=attention", cwd=repo)  # a temporal head, same comparison
     assert "Running stage 'train'" in out and "attention pooling" in out and "Running stage 'extract'" not in out
     table = dvc("exp", "show", "--csv", cwd=repo)
-    assert "train.lr" in table and "0.001" in table and "linear.accuracy" in table and "attention" in table
+    assert "train.lr" in table and "0.001" in table and "metrics/accuracy.json:linear" in table and "attention" in table
 
     # a changed extract param re-runs stage one; the persisted cache makes it reuse every embedding
     params["extract"]["batch_size"] = 8
@@ -133,5 +135,5 @@ def test_dvc_pipeline_with_an_annotation_file(tmp_path, tiny_clip):
     assert set(split) == set(ids) and split[f"{files[-1]}#t=0,1"]["group"] == split[files[-1]]["group"]
     assert sorted(p for p, r in split.items() if r["part"] == "test") == sorted(r.split(",")[0] for r in rows
                                                                                if r.endswith(",test"))
-    metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
-    assert metrics["protocol"].startswith("official lists") and "accuracy" in metrics["linear"]
+    accuracy = json.loads((repo / "metrics" / "accuracy.json").read_text())
+    assert accuracy["protocol"].startswith("official lists") and "linear" in accuracy

@@ -24,6 +24,20 @@ def test_tiny_clip_loads_through_from_pretrained(encoder, tiny_clip):
     assert '"shortest_edge": 224' in d["preprocess_config"]
 
 
+def test_a_random_clip_says_so_in_its_config_and_everything_made_with_it(encoder, tiny_clip, project):
+    import json
+    from pathlib import Path
+
+    from pipeline.cache import RANDOM_WEIGHTS, read_cache
+    from pipeline.heads import HEAD_FILES, MATCH_KEYS, load_head
+    config = json.loads((Path(tiny_clip) / "config.json").read_text())
+    assert config[RANDOM_WEIGHTS] and config["vision_config"][RANDOM_WEIGHTS] and config["text_config"][RANDOM_WEIGHTS]
+    assert encoder.describe()[RANDOM_WEIGHTS] is True
+    assert read_cache(project / "cache" / "features.h5").attrs[RANDOM_WEIGHTS] is True
+    assert load_head(project / HEAD_FILES["linear"]).meta[RANDOM_WEIGHTS] is True
+    assert RANDOM_WEIGHTS not in MATCH_KEYS  # recorded, not matched: a head works with the same weights either way
+
+
 def test_fingerprint_is_stable_and_tells_weights_apart(encoder, tiny_clip, tmp_path):
     assert load_encoder(tiny_clip, device="cpu").fingerprint == encoder.fingerprint
     other = build_random_clip(tmp_path / "other", seed=1)

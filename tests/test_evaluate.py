@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.evaluate import cross_validate, evaluate_predictions, format_table, usable_folds, wilson_interval
+from pipeline.evaluate import (cross_validate, each, evaluate_predictions, format_table, usable_folds,
+                               wilson_interval)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,9 +49,9 @@ def test_cross_validate_returns_one_accuracy_per_fold():
         seen.append(len(x_train))
         return (x_test[:, 0] > 5).astype(int)
 
-    acc = cross_validate(x, labels, ["a", "b"], folds=5, seed=0, fit_predict=threshold)
+    acc = cross_validate(x, labels, ["a", "b"], folds=5, seed=0, fit_predict_many=each(threshold))
     assert acc.tolist() == [1.0] * 5 and seen == [16] * 5
-    wrong = cross_validate(x, labels, ["a", "b"], 4, 0, lambda xt, yt, xs: np.zeros(len(xs), int))
+    wrong = cross_validate(x, labels, ["a", "b"], 4, 0, each(lambda xt, yt, xs: np.zeros(len(xs), int)))
     assert wrong.mean() == pytest.approx(0.5)
 
 
@@ -69,6 +70,7 @@ def test_small_classes_get_fewer_folds_or_none_with_a_note():
 def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path, monkeypatch, capsys):
     """Three videos per class and evaluate.folds 5: 3-fold cross-validation, said in the output and metrics."""
     import stages.evaluate
+    from pipeline.cache import RANDOM_ENCODER_NOTE
     from pipeline.cache import read_cache
     from pipeline.heads import HEAD_FILES, save_linear
     from pipeline.split import SPLIT_PATH, split_videos, write_split
@@ -90,8 +92,12 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
     stages.evaluate.main()
     out = capsys.readouterr().out
     assert "evaluate: note: 3-fold cross-validation instead of 5: classes with fewer than 5 videos: clapping (3)" in out
-    metrics = json.loads((tmp_path / "dvclive" / "evaluate" / "metrics.json").read_text())
-    assert metrics["cv_folds"] == 3 and all("cv_mean" in metrics[h] for h in ("linear", "logreg", "zeroshot"))
+    folds = json.loads((tmp_path / "metrics" / "cv_folds.json").read_text())
+    cv_mean = json.loads((tmp_path / "metrics" / "cv_mean.json").read_text())
+    assert folds == {"linear": 3, "logreg": 3, "zeroshot": 3, "warning": RANDOM_ENCODER_NOTE,  # the tiny CLIP is random
+                     "protocol": "random split: test 0.15, val 0.15, seed 0"}
+    assert set(cv_mean) == {"linear", "logreg", "zeroshot", "warning", "protocol"}
+    assert out.splitlines()[1] == f"*** {RANDOM_ENCODER_NOTE} ***"  # the table says so too
     assert (tmp_path / "dvclive" / "evaluate" / "per_class.json").is_file()  # the rest of the evaluation is written
 
 
@@ -151,8 +157,8 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
     labels = np.array([rng.choice(c, p=p) for p in softmax(true_logits)])  # calibrated by construction
     overconfident = 4.0 * true_logits  # the same ranking, four times too sharp
     val, test = slice(0, 2000), slice(2000, None)
-    t = fit_temperature(overconfident[val], labels[val])
-    assert t == pytest.approx(4.0, rel=0.15)
+    t, note = fit_temperature(overconfident[val], labels[val])
+    assert t == pytest.approx(4.0, rel=0.15) and note == ""
     before = expected_calibration_error(softmax(overconfident[test]), labels[test])
     after = expected_calibration_error(softmax(overconfident[test] / t), labels[test])
     assert before > 0.15 and after < 0.05 and after < before / 3
@@ -172,7 +178,8 @@ def test_data_efficiency_uses_nested_seeded_subsets_of_the_training_part():
     def oracle(ft, lt, fs):
         return fs[:, 0, 0].astype(int)
 
-    rows = data_efficiency(frames, labels, parts, {"majority": by_majority, "oracle": oracle}, [1, 2, 8, 16], seed=0)
+    rows = data_efficiency(frames, labels, parts, {"majority": each(by_majority), "oracle": each(oracle)},
+                           [1, 2, 8, 16], seed=0)
     assert [r["videos_per_class"] for r in rows] == [1, 2, 8]
     assert seen == [[0, 1, 2], [0, 0, 1, 1, 2, 2], [0] * 8 + [1] * 8 + [2] * 8]
     assert all(r["oracle"] == 1.0 and r["majority"] == pytest.approx(1 / 3) for r in rows)
@@ -183,6 +190,7 @@ def test_cross_validation_keeps_groups_whole():
     groups = np.array([f"g{i // 3}" for i in range(24)])  # 8 groups of 3 clips
     seen = []
 
+    @each
     def fit_predict(x_train, y_train, x_test):  # the features are the rows' numbers
         train, test = set(groups[x_train[:, 0].astype(int)]), set(groups[x_test[:, 0].astype(int)])
         seen.append(len(test))
@@ -191,3 +199,17 @@ def test_cross_validation_keeps_groups_whole():
 
     acc = cross_validate(np.arange(24, dtype=float)[:, None], labels, ["a", "b"], 4, 0, fit_predict, groups)
     assert acc.shape == (4,) and sum(seen) == 8
+
+
+def test_metrics_are_one_file_per_metric_with_a_column_per_head(tmp_path):
+    """`dvc metrics show` then reads as a table: a row per metric file, a column per head (and the warning)."""
+    from pipeline.evaluate import format_table
+    from stages import write_metrics
+    write_metrics({"accuracy": {"linear": 0.123456, "logreg": 0.5}, "cv_folds": {"linear": 5}}, tmp_path, "careful")
+    accuracy = json.loads((tmp_path / "accuracy.json").read_text())
+    assert accuracy == {"linear": 0.1235, "logreg": 0.5, "warning": "careful"}
+    assert json.loads((tmp_path / "cv_folds.json").read_text()) == {"linear": 5, "warning": "careful"}
+    r = {"accuracy": 0.5, "ci95_low": 0.2, "ci95_high": 0.8, "macro_f1": 0.4, "n": 10}
+    assert "careful" not in format_table({"linear": r})
+    lines = format_table({"linear": r}, "careful").splitlines()
+    assert lines[0] == lines[-1] == "*** careful ***"

@@ -192,3 +192,34 @@ def test_heads_train_from_the_cache_file_as_from_memory(pooling, tmp_path):
     save_linear(tmp_path / "t.pt", a.final_state, meta)
     head = load_head(tmp_path / "t.pt")
     np.testing.assert_allclose(head.logits(lazy[val]), head.logits(x[val]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("weight_decay,text", [(0.0, False), (0.01, False), (0.0, True)])
+def test_batched_mean_heads_equal_heads_trained_one_at_a_time_with_torch_adam(weight_decay, text):
+    """train_mean_heads (K heads in one loop, Adam computed there) against torch.optim.Adam on each task alone:
+    tasks of different sizes (so heads sit out steps), weight decay, a zero-shot start, a validation set."""
+    from pipeline.heads import _train_torch_optim, fit_predict_many, train_mean_heads
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(70, 16)).astype(np.float32), rng.integers(0, 3, 70)
+    text_init = rng.normal(size=(3, 16)).astype(np.float32) if text else None
+    if text:
+        text_init /= np.linalg.norm(text_init, axis=1, keepdims=True)
+    cfg = LinearConfig(lr=1e-2, epochs=12, batch_size=16, weight_decay=weight_decay)
+    tasks = [(x, y), (x[:41], y[:41]), (x[:9], y[:9])]
+    together = train_mean_heads(tasks, 3, cfg, text_init)
+    for (xt, yt), got in zip(tasks, together):
+        alone = _train_torch_optim(xt, yt, None, None, 3, cfg, text_init)
+        for key, value in alone.final_state.items():
+            assert torch.allclose(got.final_state[key], value, atol=1e-4), key
+        assert [h["train_loss"] for h in got.history] == pytest.approx([h["train_loss"] for h in alone.history],
+                                                                       rel=1e-4)
+    with_val = train_mean_heads([(x[:50], y[:50])], 3, cfg, text_init, x[50:], y[50:])[0]
+    alone = _train_torch_optim(x[:50], y[:50], x[50:], y[50:], 3, cfg, text_init)
+    assert with_val.best_epoch == alone.best_epoch
+    assert torch.allclose(with_val.best_state["fc.weight"], alone.best_state["fc.weight"], atol=1e-4)
+    preds = fit_predict_many([(xt, yt, x) for xt, yt in tasks], 3, cfg, text_init)
+    assert [p.tolist() for p in preds] == [fit_predict(xt, yt, x, 3, cfg, text_init).tolist() for xt, yt in tasks]
+    with pytest.MonkeyPatch.context() as mp:  # tasks over the memory budget train in groups, to the same answers
+        mp.setattr("pipeline.heads.BATCHED_BYTES", 41 * 16 * 4)
+        grouped = fit_predict_many([(xt, yt, x) for xt, yt in tasks], 3, cfg, text_init)
+    assert [p.tolist() for p in grouped] == [p.tolist() for p in preds]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline.cache import SCHEMA_VERSION, empty_cache, write_cache
+from pipeline.cache import RANDOM_ENCODER_NOTE, SCHEMA_VERSION, empty_cache, write_cache
 from pipeline.inspect import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, main, nearest_neighbors,
                               similar_pairs, summarize)
 from pipeline.split import write_split
@@ -165,6 +165,7 @@ def test_embeddings_page_loads_under_apptest(project, monkeypatch):
     at.switch_page("embeddings_page.py").run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Embeddings"
+    assert RANDOM_ENCODER_NOTE in [w.value for w in at.warning]  # the project's tiny CLIP is random
     assert [m.value for m in at.metric][:3] == ["9", "3", "4"]
     assert at.selectbox[0].value == "clapping/clapping_0.mp4"
     assert sum(len(col.get("image")) for col in at.columns) == 4  # the chosen video's frames, from its file
@@ -195,3 +196,35 @@ def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
     got = similar_pairs(means, NEAR_DUPLICATE)
     assert sorted((i, j) for i, j, _ in got) == sorted(zip(a.tolist(), b.tolist())) and 5 < len(got) < 40
     np.testing.assert_allclose([s for *_, s in got], [full[i, j] for i, j, _ in got], rtol=1e-5)
+
+
+def random_encoder_cache(tmp_path, names=("a", "b")):
+    """hand_cache's cache, as made by a random CLIP built by the project (attrs say so)."""
+    from pipeline.cache import RANDOM_WEIGHTS, read_cache
+    hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1], names=names)
+    cache = read_cache(tmp_path / "f.h5")
+    cache.attrs[RANDOM_WEIGHTS] = True
+    write_cache(tmp_path / "f.h5", cache)
+    return str(tmp_path / "f.h5")
+
+
+@pytest.mark.parametrize("args", [[], ["--outliers"], ["--video", "a/v0.mp4"], ["--neighbors", "a/v0.mp4"]])
+def test_every_inspector_output_of_a_random_encoder_says_so(tmp_path, capsys, args):
+    from pipeline.cache import RANDOM_ENCODER_NOTE
+    path = random_encoder_cache(tmp_path)
+    assert main([path, *args]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert RANDOM_ENCODER_NOTE in out[0] and RANDOM_ENCODER_NOTE in out[-1]
+    assert main([path, *args, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert RANDOM_ENCODER_NOTE in out or RANDOM_ENCODER_NOTE in err
+    hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1])  # a real encoder's cache: no note
+    assert main([path, *args]) == 0 and "random encoder" not in capsys.readouterr().out
+
+
+def test_video_report_shows_whole_class_names(tmp_path, capsys):
+    names = ("walking_while_reading_book", "walking_while_using_phone")
+    hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1], names=names)
+    assert main([str(tmp_path / "f.h5"), "--video", f"{names[0]}/v0.mp4"]) == 0
+    header, first = capsys.readouterr().out.splitlines()[:2]
+    assert header.split()[-2:] == list(names) and len(first) == len(header)  # columns line up under the names

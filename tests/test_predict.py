@@ -62,7 +62,8 @@ def test_batch_command_lines_json_and_errors(project, predictor, capsys, monkeyp
     (project / "junk" / "broken.mp4").write_bytes(b"nope")
     code = main(["data/sitting", "junk/broken.mp4", "data/walking/walking_0.mp4", "--head", "logreg"])
     out, err = capsys.readouterr()
-    lines = [line.split("\t") for line in out.splitlines()]
+    header, *lines = [line.split("\t") for line in out.splitlines()]
+    assert header == ["path", "answer", "class", "probability"]
     assert code == 1 and [line[0] for line in lines] == ["data/sitting/sitting_0.mp4", "data/sitting/sitting_1.mp4",
                                                          "data/sitting/sitting_2.mp4", "data/walking/walking_0.mp4"]
     assert "broken.mp4" in err and "not a readable video" in err
@@ -119,12 +120,12 @@ def test_segments_are_whole_video_predictions_of_their_windows(project, predicto
     done = []
     many = predict_segments(video, predictor, window=0.4, stride=0.2, on_window=lambda d, t: done.append((d, t)))
     assert len(many) == 5 and many[-1].end == pytest.approx(1.2) and done[-1] == (5, 5)
-    assert all(s.probabilities.shape == (3,) and s.answer in s.class_names for s in many)
+    assert all(s.probabilities.shape == (3,) and s.answer in [*s.class_names, "not sure"] for s in many)
     with pytest.raises(ValueError, match="larger stride"):
         predict_segments(video, predictor, window=0.04, stride=0.04, max_windows=10)
     monkeypatch.chdir(project)
     assert main(["data/walking/walking_2.mp4", "--segments", "0.4", "0.2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()[1:]  # after the header
     assert len(lines) == 6 and lines[1].startswith("     0.00-   0.40 s\t")
     assert lines[-1].startswith("     0.80-   1.20 s")
 
@@ -178,7 +179,7 @@ def test_too_many_windows_keeps_the_whole_video_answer(project, capsys, monkeypa
     assert "larger stride" in result["segments_error"] and result["segments_error"].startswith(video)
     assert f"error: {video}: timeline: 240 windows" in err
     assert main([video, "--segments", "0.005", "0.005"]) == 1
-    assert capsys.readouterr().out.startswith(f"{video}\t")  # the line format prints the answer too
+    assert capsys.readouterr().out.splitlines()[1].startswith(f"{video}\t")  # the line format prints the answer too
 
 
 def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, tmp_path):
@@ -203,3 +204,16 @@ def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, tmp_p
     assert stage_one_batch_size({**meta, "device_type": "cuda"}, predictor.encoder) == AUTO_BATCH_SIZE["cpu"]
     assert stage_one_batch_size({k: v for k, v in meta.items() if k != "batch_size"},
                                 predictor.encoder) == AUTO_BATCH_SIZE["cpu"]
+
+
+def test_stderr_is_quiet_but_for_the_random_encoder_note(project, capsys, monkeypatch):
+    """No weight-loading bar, no library chatter: stderr holds the random encoder's note (the project's tiny CLIP
+    is random) and the JSON carries it for each video."""
+    from pipeline.cache import RANDOM_ENCODER_NOTE
+    monkeypatch.chdir(project)
+    assert main(["data/walking/walking_0.mp4"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"note: {RANDOM_ENCODER_NOTE}"] and out.startswith("path\tanswer\t")
+    assert main(["data/walking/walking_0.mp4", "--json", "--head", "logreg"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)[0]["warning"] == RANDOM_ENCODER_NOTE and err.splitlines() == [f"note: {RANDOM_ENCODER_NOTE}"]

@@ -118,12 +118,13 @@ def test_the_derivation_sees_what_a_stage_uses(tmp_path):
 def test_dataclass_defaults_equal_params_yaml():
     from pipeline.demo import DemoConfig
     from pipeline.extract import ExtractConfig
-    from pipeline.heads import LinearConfig, LogRegConfig
+    from pipeline.heads import CalibrationConfig, LinearConfig, LogRegConfig
     from pipeline.split import SplitConfig
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for cfg, section in ((LinearConfig(), "train"), (LogRegConfig(), "baseline"), (DemoConfig(), "demo"),
-                         (SplitConfig(), "split"), (ExtractConfig(root=params["data"]["root"]), "extract")):
+                         (CalibrationConfig(), "calibration"), (SplitConfig(), "split"),
+                         (ExtractConfig(root=params["data"]["root"]), "extract")):
         for key, value in params[section].items():
             assert getattr(cfg, key) == value, f"{type(cfg).__name__}.{key} = {getattr(cfg, key)!r}, " \
                                                f"params.yaml {section}.{key} = {value!r}"

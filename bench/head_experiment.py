@@ -1,0 +1,173 @@
+"""Benchmark of a head experiment on the demo: `dvc exp run -S train.lr=...` (train and evaluate re-run), and where
+its time goes.
+
+    python bench/head_experiment.py [--rounds 3] [--project bench/out/head-experiment] [--baseline DIR]
+
+The project is made once in --project (the tracked files copied, git and DVC initialised, the tiny random CLIP
+built, `dvc exp run -S encoder.model=models/tiny-clip`: minutes) and reused after. Then, in one run:
+1. the experiment end to end, each run with a learning rate never used before (so train and evaluate re-run),
+   alternately with the same in --baseline when given;
+2. the breakdown: `dvc exp run` with nothing to re-run (DVC's own overhead), each stage's start-up (its imports),
+   and each stage alone;
+3. evaluate's parts in this process, old way and new way alternately on the same data: the refits of
+   cross-validation and of the data-efficiency curve (one at a time through torch.optim.Adam, against all at once in
+   train_mean_heads), and logistic regression's refits with OpenBLAS's default threads against one thread.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def sh(*cmd: str, cwd: Path) -> float:
+    """Run a command in cwd, fail loudly, return its wall time in seconds."""
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    return time.perf_counter() - start
+
+
+def make_project(project: Path) -> None:
+    """The demo as a new user makes it offline, in its own folder (a git and DVC repository)."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, project / name)
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    sh("git", "init", "-q", cwd=project)
+    sh(*git, "add", "-A", cwd=project)
+    sh(*git, "commit", "-qm", "copy", cwd=project)
+    sh(sys.executable, "-m", "pipeline.encoder", "--tiny", "models/tiny-clip", cwd=project)
+    print("making the demo project (dvc exp run -S encoder.model=models/tiny-clip) ...", flush=True)
+    sh(sys.executable, "-m", "dvc", "exp", "run", "-S", "encoder.model=models/tiny-clip", cwd=project)
+    sh(*git, "add", "-A", cwd=project)
+    sh(*git, "commit", "-qm", "demo", cwd=project)
+
+
+def median(xs: list[float]) -> str:
+    return f"{statistics.median(xs):6.2f} s" + (f" (min {min(xs):.2f}, max {max(xs):.2f})" if len(xs) > 1 else "")
+
+
+def evaluate_parts(project: Path, rounds: int) -> None:
+    """Evaluate's refits, old way and new way alternately, in this process."""
+    os.chdir(project)
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.cache import CACHE_PATH, open_cache
+    from pipeline.evaluate import cross_validate, data_efficiency, each
+    from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, _train_torch_optim, fit_predict_many,
+                                load_head, mean_pool)
+    from pipeline.split import SPLIT_PATH, read_split
+    from stages import config, read_params
+
+    import torch
+    torch.set_num_threads(1)  # stage two's thread policy (pipeline.threads)
+    params = read_params()
+    cfg = config(LinearConfig, params["train"], "train")
+    logreg_cfg = config(LogRegConfig, params["baseline"], "baseline")
+    cache = open_cache(CACHE_PATH)
+    x, y, names = mean_pool(cache.embeddings), cache.labels, cache.class_names
+    parts = read_split(SPLIT_PATH, cache.paths)
+    frames = np.asarray(cache.embeddings)
+    text = load_head(HEAD_FILES["zeroshot"]).model.text.numpy()
+    shots, seed, c = params["evaluate"]["shots"], params["split"]["seed"], len(names)
+
+    def one_at_a_time(config_, text_init=None):
+        def fit(xt, yt, xs):
+            from pipeline.heads import _logits, _new_linear
+            model = _new_linear(xt, c, config_)
+            model.load_state_dict(_train_torch_optim(mean_pool(xt) if xt.ndim == 3 else xt, yt, None, None, c,
+                                                     config_, text_init).final_state)
+            return _logits(model.eval(), mean_pool(xs) if xs.ndim == 3 else xs).argmax(1).numpy()
+        return each(fit)
+
+    def linear_refits(old: bool):
+        zs = replace(cfg, head="mean")
+        many = (lambda cf, t=None: one_at_a_time(cf, t)) if old else (
+            lambda cf, t=None: lambda tasks: fit_predict_many(tasks, c, cf, t))
+        cross_validate(x, y, names, params["evaluate"]["folds"], seed, many(cfg))
+        data_efficiency(frames, y, parts, {"linear": many(cfg), "zeroshot_init": many(zs, text)}, shots, seed)
+
+    def logreg_refits(threads: int | None):
+        with threadpool_limits(threads):
+            pooled = lambda tasks: fit_predict_many(  # noqa: E731 (the frames of the data-efficiency subsets)
+                [(mean_pool(a), b, mean_pool(q)) for a, b, q in tasks], c, logreg_cfg)
+            cross_validate(x, y, names, params["evaluate"]["folds"], seed,
+                           lambda tasks: fit_predict_many(tasks, c, logreg_cfg))
+            data_efficiency(frames, y, parts, {"logreg": pooled}, shots, seed)
+
+    times = {k: [] for k in ("old", "new", "blas default", "blas 1")}
+    for _ in range(rounds):
+        for key, fn in (("old", lambda: linear_refits(True)), ("new", lambda: linear_refits(False)),
+                        ("blas default", lambda: logreg_refits(None)), ("blas 1", lambda: logreg_refits(1))):
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    refits = params["evaluate"]["folds"] + 2 * (len([s for s in shots if s < 14]) + 1)
+    print(f"\nevaluate's linear refits ({refits}: {params['evaluate']['folds']} folds, linear and zero-shot-started "
+          f"on each data-efficiency subset; {cfg.epochs} epochs each), in this process:")
+    print(f"  one at a time, torch.optim.Adam  {median(times['old'])}")
+    print(f"  all at once, train_mean_heads    {median(times['new'])}   "
+          f"{statistics.median(times['old']) / statistics.median(times['new']):.1f}x faster")
+    print("logistic regression's refits (cross-validation and data efficiency):")
+    print(f"  OpenBLAS default threads         {median(times['blas default'])}")
+    print(f"  one BLAS thread (threadpoolctl)  {median(times['blas 1'])}   "
+          f"{statistics.median(times['blas default']) / statistics.median(times['blas 1']):.1f}x faster")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--project", default=str(ROOT / "bench" / "out" / "head-experiment"))
+    parser.add_argument("--baseline", metavar="DIR", help="another demo project (say, with older code) whose "
+                        "experiment is timed alternately with this one's")
+    args = parser.parse_args()
+    project = Path(args.project)
+    if not (project / "models" / "linear.pt").is_file():
+        shutil.rmtree(project, ignore_errors=True)
+        make_project(project)
+    dvc = [sys.executable, "-m", "dvc"]
+    py = sys.executable
+    times: dict[str, list[float]] = {}
+    # a learning rate never used before for each run: a new experiment, which train and evaluate really re-run
+    # (a value run before can come back from DVC's run cache)
+    fresh = iter(f"{1e-4 * (1 + (time.time_ns() % 10 ** 6) / 10 ** 6 + i / 1000):.9f}" for i in range(10 ** 6))
+    for r in range(args.rounds):
+        runs = ((Path(args.baseline), "baseline"), (project, "exp")) if args.baseline else ((project, "exp"),)
+        for where, key in runs:
+            times.setdefault(key, []).append(sh(*dvc, "exp", "run", "-S", f"train.lr={next(fresh)}", cwd=where))
+        times.setdefault("noop", []).append(sh(*dvc, "exp", "run", cwd=project))
+        for stage in ("train", "evaluate"):
+            times.setdefault(f"import {stage}", []).append(sh(py, "-c", f"import stages.{stage}", cwd=project))
+            times.setdefault(stage, []).append(sh(py, "-m", f"stages.{stage}", cwd=project))
+        times.setdefault("python", []).append(sh(py, "-c", "pass", cwd=project))
+    load = os.getloadavg()
+    print(f"head experiment on the demo (140 videos, 7 classes, tiny random CLIP), {args.rounds} rounds, "
+          f"{len(os.sched_getaffinity(0))} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}:")
+    print(f"dvc exp run -S train.lr=...            {median(times['exp'])}   (train + evaluate re-run)")
+    if args.baseline:
+        print(f"  the same in {args.baseline}      {median(times['baseline'])}   (alternately: "
+              f"{statistics.median(times['baseline']) / statistics.median(times['exp']):.2f}x this code's time)")
+    print(f"  dvc exp run, nothing to re-run       {median(times['noop'])}   (DVC's own overhead)")
+    for stage in ("train", "evaluate"):
+        print(f"  python -m stages.{stage:<9}          {median(times[stage])}")
+        print(f"    of which start-up (imports)        {median(times[f'import {stage}'])}   "
+              f"(python alone {statistics.median(times['python']):.2f} s)")
+    evaluate_parts(project, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
