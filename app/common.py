@@ -5,7 +5,7 @@ import cv2
 import streamlit as st
 
 from pipeline.heads import load_head
-from pipeline.inspect import load
+from pipeline.inspector import load
 from pipeline.predict import encoder_for
 from pipeline.zeroshot import text_embeddings
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from app.common import cached_cache, frame_strip
 from pipeline.cache import CACHE_PATH
-from pipeline.inspect import (class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d, summarize,
+from pipeline.inspector import (class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d, summarize,
                               video_means)
 from pipeline.predict import shared_pool
 from pipeline.video import FrameSpec
