@@ -14,6 +14,9 @@ import os
 import sys
 from pathlib import Path
 
+if not __package__:  # run as a file (python pipeline/inspector.py): import the project's packages from its folder
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import numpy as np
 
 from pipeline.cache import BLOCK_ROWS, CACHE_PATH, Cache, open_cache

@@ -1,4 +1,10 @@
 """DVC stage `split`: a stratified, seeded train/val/test split of the cached videos, written to cache/split.csv."""
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a file (python stages/split.py): import the project's packages from its folder
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.split import SPLIT_PATH, split_videos, write_split
 from stages import read_params, stage
