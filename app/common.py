@@ -9,6 +9,8 @@ from pipeline.inspector import load
 from pipeline.predict import encoder_for
 from pipeline.zeroshot import text_embeddings
 
+PARAMS = "params.yaml"  # the project's settings; the app runs in the project folder, as dvc does
+
 
 @st.cache_resource(show_spinner="Loading the CLIP encoder…")
 def cached_encoder(model_id: str, preprocess: str, backend: str, quantize: str):
