@@ -28,8 +28,11 @@ def dvc(*args, cwd):
     return sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
 
 
-def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
-    repo = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def demo_repo(tmp_path_factory, tiny_clip):
+    """(repo, params, output of the first `dvc repro`): a copy of the repository after `dvc repro` on a small demo
+    dataset (5 clips per class, 4 frames) with the tiny encoder. The tests of this module share it."""
+    repo = tmp_path_factory.mktemp("dvc") / "repo"
     for name in sh("git", "ls-files", "--cached", cwd=ROOT).split():
         if (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +46,11 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     sh("git", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy", cwd=repo)
 
-    out = dvc("repro", cwd=repo)
+    return repo, params, dvc("repro", cwd=repo)
+
+
+def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
+    repo, params, out = demo_repo
     for stage in ("demo", "extract", "split", "train", "baseline", "zeroshot", "evaluate"):
         assert f"Running stage '{stage}'" in out
     assert "35 encoded, 0 reused, 0 skipped" in out

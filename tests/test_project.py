@@ -145,6 +145,20 @@ def test_shared_facts_are_written_once():
     assert {CACHE_PATH, SPLIT_PATH} <= outs
 
 
+def test_dvc_plots_page_needs_no_network():
+    """.dvc/config points `dvc plots show` at the committed page template, which carries Vega inline (the default
+    page loads it from a CDN: offline every chart was blank) and is what pipeline.plots writes today."""
+    import configparser
+
+    from pipeline.plots import OFFLINE_TEMPLATE, offline_page_template
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".dvc" / "config")
+    assert (ROOT / ".dvc" / config["plots"]["html_template"]).resolve() == (ROOT / OFFLINE_TEMPLATE).resolve()
+    page = (ROOT / OFFLINE_TEMPLATE).read_text()
+    assert "{plot_divs}" in page and "{scripts}" not in page and "<script src=" not in page
+    assert page == offline_page_template(), "regenerate it: see README, 'Plots'"
+
+
 @pytest.mark.slow  # ten processes importing torch: about 20 s on a quiet 2-core machine
 def test_every_command_answers_help_without_side_effects(tmp_path):
     """Each stage script and each pipeline module with a command line, run as a file from another folder
