@@ -71,6 +71,7 @@ def main() -> None:
                     f"{HEAD_LABELS[kind]}'s.")
         elif list(shown["prediction"].class_names) != list(meta["class_names"]):
             st.info("The answer below is for the previous actions: press Predict for these.")
+        st.caption(f"Answer of the {HEAD_LABELS[shown['head']]}")
         show_prediction(shown["prediction"])
     show_frames(shown["prediction"])
     if shown["segments"]:
