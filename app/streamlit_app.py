@@ -21,8 +21,7 @@ if not any(Path(p).is_file() for p in (PARAMS, *HEAD_FILES.values())) and (ROOT 
     st.session_state["launched_from"] = os.getcwd()
     os.chdir(ROOT)
 if "launched_from" in st.session_state:
-    st.warning(f"Launched from `{st.session_state['launched_from']}`, which is not a project folder (no {PARAMS}, no head): "
-               f"using this app's project, `{ROOT}`. Its `.streamlit/config.toml` (the upload limit, toolbar) is "
-               f"read only when Streamlit starts there: `cd {ROOT} && streamlit run app/streamlit_app.py`.")
+    st.warning(f"Launched from `{st.session_state['launched_from']}`, which is not a project folder (no {PARAMS}, "
+               f"no head): using this app's project, `{ROOT}`.")
 st.navigation([st.Page("predict_page.py", title="Predict", icon=":material/movie:", default=True),
                st.Page("embeddings_page.py", title="Embeddings", icon=":material/scatter_plot:")]).run()

@@ -29,7 +29,7 @@ def test_upload_predict_in_a_real_browser(server, project, tmp_path):
     with chromium_page() as page:
         page.goto(server)
         expect(page.get_by_text("What is the person doing?")).to_be_visible()
-        expect(page.get_by_text("up to 256 MB")).to_be_visible()  # the limit from .streamlit/config.toml
+        expect(page.get_by_text("up to 256 MB")).to_be_visible()  # app/.streamlit/config.toml's, wherever it starts
         page.locator("input[type=file]").set_input_files(str(video))
         page.get_by_role("button", name="Predict").click()
         heading = page.get_by_role("heading", name=expected.top_class.replace("_", " "), exact=True)
