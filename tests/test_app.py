@@ -35,7 +35,7 @@ def test_launched_from_another_folder_the_app_uses_its_own_project_and_says_so(t
     at = run_app()
     root = str(Path(APP).parents[1])
     assert Path.cwd() == Path(root)  # heads and params.yaml are now found (monkeypatch restores the folder)
-    assert str(tmp_path) in at.warning[0].value and f"cd {root} && streamlit run" in at.warning[0].value
+    assert str(tmp_path) in at.warning[0].value and f"using this app's project, `{root}`" in at.warning[0].value
 
 
 def test_the_uploader_takes_every_extension_stage_one_reads(project, monkeypatch):
