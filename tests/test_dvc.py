@@ -112,10 +112,11 @@ def test_first_hour_in_the_browser(demo_repo, tmp_path):
     its data; the app on the demo with the trained heads plays a demo clip beside the answer, predicts, keeps the
     answer on a head switch. Screenshots in tests/out/first_hour/."""
     need_chromium()
-    repo = demo_repo[0]
+    repo, params, _ = demo_repo
     dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=repo)
     check_plots_page(tmp_path / "plots" / "index.html", SHOTS)
-    walk_the_app(repo, sorted((repo / "data" / "demo" / "walking").glob("*.mp4"))[0], SHOTS)
+    clip = sorted((repo / "data" / "demo" / "walking").iterdir())[0]  # mp4, mkv or webm
+    walk_the_app(repo, clip, params["extract"]["num_frames"], SHOTS)
 
 
 def check_plots_page(page_file: Path, shots: Path) -> None:
@@ -159,7 +160,7 @@ def done(page, frames: int) -> None:
     page.wait_for_function("[...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete)")
 
 
-def walk_the_app(repo: Path, clip: Path, shots: Path) -> None:
+def walk_the_app(repo: Path, clip: Path, frames: int, shots: Path) -> None:
     """Upload a demo clip to the app in the repository, predict, switch head: screenshots at each step."""
     from playwright.sync_api import expect
 
@@ -178,7 +179,7 @@ def walk_the_app(repo: Path, clip: Path, shots: Path) -> None:
                              "v.videoWidth > 0; })()")
         page.get_by_role("button", name="Predict").click()
         expect(page.get_by_text("Answer of the linear head", exact=True)).to_be_visible()
-        done(page, frames=16)
+        done(page, frames)
         answer = page.locator("h2").filter(has_not_text="What is the person doing?").first
         expect(answer).to_be_visible()
         box, height = answer.bounding_box(), page.viewport_size["height"]
@@ -191,7 +192,7 @@ def walk_the_app(repo: Path, clip: Path, shots: Path) -> None:
         page.screenshot(path=str(shots / "4-head-switched.png"))
         page.get_by_role("button", name="Predict").click()
         expect(page.get_by_text("Answer of the logistic regression", exact=True)).to_be_visible()
-        done(page, frames=16)
+        done(page, frames)
         expect(page.get_by_text("press Predict for the logistic regression's")).to_have_count(0)
         expect(page.locator("h2").filter(has_not_text="What is the person doing?")).to_have_count(1)
         page.screenshot(path=str(shots / "5-logreg-answer.png"), full_page=True)
