@@ -10,8 +10,8 @@ import streamlit as st
 
 from app.common import cached_cache, frame_strip
 from pipeline.cache import CACHE_PATH
-from pipeline.inspector import (class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d, summarize,
-                              video_means)
+from pipeline.inspector import (class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d,
+                                row_of, summarize, video_means)
 from pipeline.predict import shared_pool
 from pipeline.video import FrameSpec
 from pipeline.workers import ReadConfig
@@ -66,7 +66,7 @@ def main() -> None:
     st.subheader("Map of the videos")
     method = st.radio("Projection", ["pca", "tsne"], format_func=str.upper, horizontal=True)
     coords = projection(str(path), mtime, method)
-    table = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "path": cache.paths,
+    table = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "path": cache.clip_ids(),
                           "class": np.asarray(cache.class_names, object)[cache.labels],
                           "part": parts if parts is not None else "-"})
     if len(table) > MAP_POINTS:
@@ -78,10 +78,10 @@ def main() -> None:
 
     st.subheader("One video")
     if len(cache) <= MAP_POINTS:
-        chosen = st.selectbox("Video", list(cache.paths))
+        chosen = st.selectbox("Video", list(cache.clip_ids()))
     else:  # a list of every path would be megabytes in the browser: the path is typed instead
         chosen = st.text_input("Video (its path under the data root)", value=str(cache.paths[0])).strip()
-        if chosen not in set(cache.paths):
+        if chosen not in set(cache.clip_ids()) | set(cache.paths):
             st.warning(f"No video {chosen!r} in the cache.")
             st.stop()
     show_video(cache, chosen, means_of(str(path), mtime))
@@ -107,9 +107,9 @@ def main() -> None:
 
 def show_video(cache, chosen: str, means: np.ndarray) -> None:
     """The chosen video's sampled frames (from its source file, when there), neighbours and frame similarities."""
-    v = int(np.flatnonzero(cache.paths == chosen)[0])
+    v = row_of(cache, chosen)
     root = cache.attrs.get("data_root")
-    source = Path(root) / chosen if root else None
+    source = Path(root) / cache.paths[v] if root else None
     rows = frame_report(cache, chosen, means)
     if source is not None and source.is_file():
         stat = source.stat()
@@ -117,7 +117,8 @@ def show_video(cache, chosen: str, means: np.ndarray) -> None:
             st.warning(f"{source} changed since it was cached: the frames below may not be the cached ones")
         try:
             # decoded in the app's worker, as the encoder saw them (224 x 224 crops: small to send back)
-            cfg = ReadConfig(cache.embeddings.shape[1], FrameSpec(224, 224, 224))
+            segment = None if np.isnan(cache.segment[v, 0]) else tuple(cache.segment[v].tolist())
+            cfg = ReadConfig(cache.embeddings.shape[1], FrameSpec(224, 224, 224), segment=segment)
             clip = shared_pool().read(str(source), cfg).clip
             frame_strip(clip.frames, [f"frame {r['frame']} · {r['time']:.2f} s" for r in rows])
         except ValueError as e:

@@ -237,8 +237,45 @@ def closeness(encoders: dict, reference: str = "torch fp32", clips_per_class: in
     return out
 
 
+def fp32_ceiling(model: Path, reps: int = 20) -> dict:
+    """How fast fp32 can go here at all: the encoder's FLOPs per image (torch's FlopCounterMode, 224x224) and the
+    best rate of this machine's fp32 matrix multiply, torch's and ONNX Runtime's (MatMul), on the encoder's largest
+    product at batch 16 (the MLP: 16 x 50 tokens x 768 @ 768 x 3072), best of `reps` timings of 10 products.
+    Images/s ceiling = best GFLOP/s / GFLOP per image: no fp32 backend can beat it by much (attention, layer norms
+    and GELU run slower than a large product)."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+    from torch.utils.flop_counter import FlopCounterMode
+    enc = load_encoder(str(model), "cpu")
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        enc.model(pixel_values=torch.zeros(1, 3, 224, 224))
+    per_image = counter.get_total_flops()
+    m, k, n = 16 * 50, enc.model.config.hidden_size, enc.model.config.intermediate_size
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "W"], ["Y"])], "gemm",
+                              [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])],
+                              [numpy_helper.from_array(b.numpy(), "W")])
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(helper.make_model(graph).SerializeToString(), opts,
+                                           providers=["CPUExecutionProvider"])
+    x = a.numpy()
+    products = {"torch": lambda: a @ b, "ORT": lambda: session.run(None, {"A": x})}
+    best = {name: 0.0 for name in products}
+    for _ in range(reps):  # alternating, best of reps: the machine's speed, not its load
+        for name, product in products.items():
+            t = time.perf_counter()
+            for _ in range(10):
+                product()
+            best[name] = max(best[name], 10 * 2 * m * k * n / (time.perf_counter() - t))
+    return {"gflop_per_image": per_image / 1e9, "gemm_gflops": {k: v / 1e9 for k, v in best.items()},
+            "images_per_s": max(best.values()) / per_image}
+
+
 def backends_section(files: list[Path], model: Path, rounds: int) -> dict:
     """Section 6: every backend, encoder only, its closeness to torch fp32, and stage one end to end."""
+    ceiling = fp32_ceiling(model)
     encoders = {name: load_backend(model, name) for name in BACKENDS}
     rates = backend_rates(encoders, rounds=rounds)
     print(f"\n6. encoder only by backend (images/s, ready tensors, median of {rounds} alternating rounds; ratio to "
@@ -249,6 +286,11 @@ def backends_section(files: list[Path], model: Path, rounds: int) -> dict:
             ratio = statistics.median(x / y for x, y in zip(r, rates["torch fp32"][b]))
             cells.append(f"batch {b}: {statistics.median(r):.1f} ({ratio:.2f}x)")
         print(f"   {name:<11} " + ", ".join(cells))
+    print(f"   fp32 ceiling: {ceiling['gflop_per_image']:.2f} GFLOP per image; best fp32 matrix product (16 x 50 x "
+          f"768 @ 768 x 3072) torch {ceiling['gemm_gflops']['torch']:.0f}, ORT {ceiling['gemm_gflops']['ORT']:.0f} "
+          f"GFLOP/s: at most {ceiling['images_per_s']:.1f} images/s in fp32. At batch 16: " + ", ".join(
+              f"{name} {statistics.median(rates[name][16]) / ceiling['images_per_s']:.0%}"
+              for name in ("torch fp32", "ORT fp32")) + " of it")
     close = closeness(encoders)
     acc = close.pop("_accuracy")
     print(f"   against torch fp32 on the demo data ({acc['videos']} videos, {acc['frames']} frames; heads trained on "
@@ -267,7 +309,7 @@ def backends_section(files: list[Path], model: Path, rounds: int) -> dict:
     speedup = {name: statistics.median(a / b for a, b in zip(e2e["torch fp32"], ts)) for name, ts in e2e.items()}
     print(f"   stage one end to end ({len(files)} videos, fresh cache, 2 alternating rounds): " + "; ".join(
         f"{name} {', '.join(f'{t:.2f}' for t in ts)} s ({speedup[name]:.2f}x)" for name, ts in e2e.items()))
-    return {"rates": rates, "closeness": close, "accuracy": acc, "stage_s": e2e}
+    return {"rates": rates, "ceiling": ceiling, "closeness": close, "accuracy": acc, "stage_s": e2e}
 
 
 # The child's own peak: VmHWM starts afresh at exec, unlike ru_maxrss, which a child inherits from its parent.

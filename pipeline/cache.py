@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 CACHE_PATH = "cache/features.h5"  # where stage one writes the cache and every reader looks (dvc.yaml names it too)
-SCHEMA_VERSION = 3  # 3: written row block by row block; embeddings stored float32 or float16 (attr "dtype")
+SCHEMA_VERSION = 4  # 4: rows are clips (segment, group, annotated part); 3: row blocks, float32 or float16
 # Attributes every cache carries; two caches whose KEY_ATTRS differ hold embeddings that must not be mixed.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
              "preprocess_config", "backend", "quantize", "precision", "device_type", "decoder", "dtype")
@@ -32,6 +32,12 @@ class Cache:
     sound file), file_size int64, mtime_ns int64: all (V,). skipped: (path, reason) pairs; skipped_stat: {path:
     (file_size, mtime_ns)} of the skipped files that were read, so that an unchanged one is not read again
     (pipeline.extract). attrs: encoder, sampling, preprocessing, precision, decoder, storage dtype, versions.
+
+    A row is a clip: a whole file, or a segment of one (an annotation's start and end): segment float64 (V, 2)
+    (start, end) seconds, NaN for a whole file; frames were sampled inside it. Two segments of one file are two
+    rows with the same path and content hash: a row is known by row_keys() (content and segment) for reuse and by
+    clip_ids() (path and segment) everywhere else. group str (V,) and annotated_part str (V,) ("train", "val",
+    "test" or "unused"): what the annotations say ("" when nothing). Defaults: whole files, no groups or parts.
     """
 
     embeddings: np.ndarray
@@ -47,13 +53,33 @@ class Cache:
     decode_errors: np.ndarray
     file_size: np.ndarray
     mtime_ns: np.ndarray
+    segment: np.ndarray | None = None
+    group: np.ndarray | None = None
+    annotated_part: np.ndarray | None = None
     class_names: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     skipped_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        n = len(self.paths)
+        if self.segment is None:
+            self.segment = np.full((n, 2), np.nan)
+        for name in ("group", "annotated_part"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(n, "", object))
+
     def __len__(self) -> int:
         return len(self.paths)
+
+    def clip_ids(self) -> np.ndarray:
+        """str (V,): each row's name for people and the split: its path, and `#t=start,end` (seconds, as in W3C
+        media fragments) for a segment."""
+        return np.array([clip_id(p, s) for p, s in zip(self.paths, self.segment)], object)
+
+    def row_keys(self) -> np.ndarray:
+        """str (V,): what a row's embeddings are keyed by: the content hash, and `#t=start,end` for a segment."""
+        return np.array([clip_id(h, s) for h, s in zip(self.content_hash, self.segment)], object)
 
     def take(self, rows) -> "Cache":
         """The cache restricted to `rows` (int array, in that order); class names, skipped and attrs kept."""
@@ -61,9 +87,22 @@ class Cache:
         return dataclasses.replace(self, **{name: getattr(self, name)[rows] for name in ROW_FIELDS})
 
 
+def clip_id(name: str, segment) -> str:
+    """`name` for a whole file (segment None or NaN), else `name#t=start,end` (seconds, shortest exact form)."""
+    if segment is None or np.isnan(segment[0]):
+        return name
+    return f"{name}#t={_seconds(segment[0])},{_seconds(segment[1])}"
+
+
+def _seconds(value) -> str:
+    """A float's shortest exact text, without a trailing .0 (12.0 -> 12, 12.5 -> 12.5)."""
+    text = repr(float(value))
+    return text.removesuffix(".0")
+
+
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Cache)
                    if f.name not in ("class_names", "skipped", "skipped_stat", "attrs"))
-_STR_FIELDS = ("paths", "content_hash")
+_STR_FIELDS = ("paths", "content_hash", "group", "annotated_part")
 META_FIELDS = tuple(name for name in ROW_FIELDS if name != "embeddings")  # what open_cache holds in memory
 
 
@@ -192,7 +231,7 @@ def write_cache_blocks(path: str | os.PathLike, template: Cache, num_rows: int, 
                 for name in ROW_FIELDS:
                     values = getattr(block, name)
                     datasets[name][written:written + len(block)] = (
-                        np.asarray(values, dtype=object) if name in _STR_FIELDS else values)
+                        np.array([str(v) for v in values], dtype=object) if name in _STR_FIELDS else values)
                 written += len(block)
             assert written == num_rows, f"{written} rows written, {num_rows} announced"
             f.create_dataset("class_names", data=np.asarray(template.class_names, dtype=object), dtype=_STR)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
@@ -78,11 +78,13 @@ def usable_folds(labels: np.ndarray, class_names: list[str], folds: int) -> tupl
 
 
 def cross_validate(features: np.ndarray, labels: np.ndarray, class_names: list[str], folds: int, seed: int,
-                   fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+                   fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+                   groups: np.ndarray | None = None) -> np.ndarray:
     """Stratified k-fold accuracy of a head: float64 (folds,).
 
-    fit_predict(x_train (N, D), y_train (N,), x_test (M, D)) -> int predictions (M,). ValueError naming the
-    classes with fewer videos than folds.
+    fit_predict(x_train (N, D), y_train (N,), x_test (M, D)) -> int predictions (M,). groups (V,): keep each group
+    in one fold (StratifiedGroupKFold), as the split keeps it in one part. ValueError naming the classes with
+    fewer videos than folds.
     """
     counts = np.bincount(labels, minlength=len(class_names))
     small = [f"{class_names[c]} ({counts[c]})" for c in range(len(class_names)) if 0 < counts[c] < folds]
@@ -90,7 +92,8 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, class_names: list[s
         raise ValueError(f"{folds}-fold cross-validation needs folds >= 2 and at least {folds} videos per class; "
                          f"too small: {', '.join(small) or 'none'}")
     accuracies = []
-    for train_idx, test_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):
+    splitter = (StratifiedKFold if groups is None else StratifiedGroupKFold)(folds, shuffle=True, random_state=seed)
+    for train_idx, test_idx in splitter.split(np.zeros(len(labels)), labels, groups):
         pred = fit_predict(features[train_idx], labels[train_idx], features[test_idx])
         accuracies.append(float(np.mean(pred == labels[test_idx])))
     return np.array(accuracies)

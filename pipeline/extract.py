@@ -1,9 +1,10 @@
 """Stage one: discover videos, decode their sampled frames, embed them with CLIP, and write the cache incrementally.
 
-Unit of work: a *part* file (`<cache>.parts/part-*.h5`) holding up to `shard_size` newly encoded videos keyed by
-content hash. The cache is the join of the previous cache and the parts, streamed into a new file row block by row
-block and renamed over the old one at the end (memory independent of the number of videos); a killed run leaves
-the previous cache untouched and its finished parts reused by the next run.
+Unit of work: a *part* file (`<cache>.parts/part-*.h5`) holding up to `shard_size` newly encoded clips keyed by
+content hash and segment (Cache.row_keys: a whole file, or a segment of one that an annotation file names). The
+cache is the join of the previous cache and the parts, streamed into a new file row block by row block and renamed
+over the old one at the end (memory independent of the number of videos); a killed run leaves the previous cache
+untouched and its finished parts reused by the next run.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from pipeline.cache import (BLOCK_ROWS, CACHE_PATH, KEY_ATTRS, STORAGE_DTYPES, Cache, empty_cache, gather_rows,
-                            open_cache, write_cache, write_cache_blocks)
+from pipeline.annotations import read_annotations
+from pipeline.cache import (BLOCK_ROWS, CACHE_PATH, KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache,
+                            gather_rows, open_cache, write_cache, write_cache_blocks)
 from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, Encoder, load_encoder
 from pipeline.video import (SAMPLING, VIDEO_EXTENSIONS, Clip, DecodeLimits, VideoFile, content_hash,
                             discover_videos)
@@ -38,6 +40,8 @@ class ExtractConfig:
 
     root: str
     cache_path: str = CACHE_PATH
+    annotations: str = ""  # data.annotations: "" = one folder per class under root; else a file (pipeline.annotations)
+    classes: str = ""  # data.classes: class names, one per line (an mmaction2 list's labels index them)
     model: str = "openai/clip-vit-base-patch32"
     num_frames: int = 16
     batch_size: int | str = "auto"  # frames per forward pass, across videos; auto: AUTO_BATCH_SIZE for the device
@@ -106,6 +110,11 @@ class _Item:
     digest: str
     clip: Clip | None = None
 
+    @property
+    def key(self) -> str:
+        """The row key its embeddings are stored under (Cache.row_keys): content hash and segment."""
+        return clip_id(self.digest, self.video.segment)
+
 
 def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable = load_video) -> ExtractSummary:
     """Bring the cache at cfg.cache_path up to date with the videos under cfg.root; returns what was done.
@@ -129,10 +138,13 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         raise ValueError(f"another stage-one run is writing {cache_path} (lock {lock.lock_file} is held): "
                          "wait for it to finish") from None
     try:
-        videos, class_names, problems = discover_videos(cfg.root)
-        if not videos:
-            raise ValueError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
-                             f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)})")
+        if cfg.annotations:
+            videos, class_names, problems = read_annotations(cfg.annotations, cfg.root, cfg.classes)
+        else:
+            videos, class_names, problems = discover_videos(cfg.root)
+            if not videos:
+                raise ValueError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
+                                 f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}), or set data.annotations")
         if cfg.engine == "ray":
             from pipeline.ray_engine import RayEngine  # the local engine never imports Ray
             engine = RayEngine(cfg, decode)
@@ -141,6 +153,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         with engine:
             attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
                      "batch_size": engine.batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
+                     "annotations": cfg.annotations,
                      # a failure is remembered only under the same limits (pipeline.extract._encode_new)
                      "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in (
                          "video_timeout_s", "worker_memory_mb", "max_pixels", "max_aspect")}, sort_keys=True),
@@ -157,7 +170,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
                                           bool(cfg.rehash))
         summary.skipped.sort()
         if not kept:
-            raise ValueError(f"none of the {len(videos)} videos under {cfg.root!r} could be used:\n{summary}")
+            raise ValueError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
+                             f"\n{summary}")
         _assemble(cache_path, kept, sources + new_parts, template, summary.skipped, summary.skipped_stat)
         shutil.rmtree(parts_dir, ignore_errors=True)
         summary.seconds = time.perf_counter() - started
@@ -168,7 +182,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
 
 # What an engine yields per video, in any order: the video's index in the list it was given, then what its reader
 # made of it (a Loaded whose clip has no frames left, or the reason it cannot be used), then its embeddings
-# float32 (F, D), or None where the content was already known (in `known`, or earlier in this run).
+# float32 (F, D), or None where the clip was already known (its row key in `known`, or earlier in this run).
 Result = tuple[int, Loaded | str, np.ndarray | None]
 
 
@@ -193,17 +207,21 @@ class LocalEngine:
     def __exit__(self, *exc) -> None:
         self.pool.close()
 
-    def results(self, files: list[str], reader: ReadConfig, known: set[str]) -> Iterator[Result]:
-        """Decode and embed `files`; contents in `known` (SHA-256) and repeats within the run are not encoded."""
+    def results(self, files: list[str], reader: ReadConfig, known: set[str],
+                segments: list[tuple[float, float] | None] | None = None) -> Iterator[Result]:
+        """Decode and embed `files` (segments: per file, the (start, end) seconds to sample inside, or None);
+        clips whose row key (SHA-256 and segment, clip_id) is in `known`, and repeats within the run, are not
+        encoded."""
         embedder = Embedder(self.encoder, self.batch_size)
+        segments = segments or [None] * len(files)
         seen = set(known)
-        for index, out in enumerate(self.pool.map(files, reader)):
-            if isinstance(out, str) or out.digest in seen:
+        for index, out in enumerate(self.pool.map(files, reader, segments=segments)):
+            if isinstance(out, str) or clip_id(out.digest, segments[index]) in seen:
                 if not isinstance(out, str):
                     out.clip.frames = None
                 yield index, out, None
                 continue
-            seen.add(out.digest)
+            seen.add(clip_id(out.digest, segments[index]))
             frames, out.clip.frames = out.clip.frames, None
             yield from ((i, o, emb) for (i, o), emb in embedder.add((index, out), frames))
         yield from ((i, o, emb) for (i, o), emb in embedder.flush())
@@ -299,7 +317,8 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
     """
     by_stat = {(p, int(s), int(m)): h for src in sources
                for p, s, m, h in zip(src.paths, src.file_size, src.mtime_ns, src.content_hash)}
-    known = {h for src in sources for h in src.content_hash}
+    known = {k for src in sources for k in src.row_keys()}
+    # skipped clips are listed by clip id (the path, for a whole file)
     failed = {} if rehash else {(p, *src.skipped_stat[p]): reason for src in sources for p, reason in src.skipped
                                 if p in src.skipped_stat
                                 and src.attrs.get("decode_limits") == template.attrs["decode_limits"]}
@@ -308,16 +327,17 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
     todo: list[VideoFile] = []
     stat: dict[str, tuple[int, int]] = {}
     for video in videos:  # unchanged (path, size, mtime): the content is known without reading the file
+        name = clip_id(video.path, video.segment)
         try:
             st = video.file.stat()
         except OSError:
             todo.append(video)  # the reader says why
             continue
         key = (video.path, st.st_size, st.st_mtime_ns)
-        stat[video.path] = key[1:]
-        if key in failed:
-            summary.skipped.append((video.path, failed[key]))
-            summary.skipped_stat[video.path] = key[1:]
+        stat[name] = key[1:]
+        if (name, *key[1:]) in failed:
+            summary.skipped.append((name, failed[(name, *key[1:])]))
+            summary.skipped_stat[name] = key[1:]
             summary.remembered += 1
             bar.update(1)
             continue
@@ -327,7 +347,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
                 digest = content_hash(video.file)
             except (OSError, ValueError):
                 digest = None  # the worker says why
-        if digest in known:
+        if digest is not None and clip_id(digest, video.segment) in known:
             kept.append(_Item(video, st.st_size, st.st_mtime_ns, digest))
             summary.reused += 1
             bar.update(1)
@@ -335,26 +355,28 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             todo.append(video)
 
     written = set(known)  # and, as they come, the contents encoded in this run
-    for index, out, embeddings in engine.results([str(v.file) for v in todo], reader, known):
+    for index, out, embeddings in engine.results([str(v.file) for v in todo], reader, known,
+                                                 [v.segment for v in todo]):
         video = todo[index]
+        name = clip_id(video.path, video.segment)
         bar.update(1)
         if isinstance(out, str):
-            summary.skipped.append((video.path, _relative_reason(out, video)))
-            if video.path in stat:  # remembered with the stat taken before it was read
-                summary.skipped_stat[video.path] = stat[video.path]
+            summary.skipped.append((name, _relative_reason(out, video)))
+            if name in stat:  # remembered with the stat taken before it was read
+                summary.skipped_stat[name] = stat[name]
             continue
         item = _Item(video, out.size, out.mtime_ns, out.digest)
         kept.append(item)
-        if embeddings is None or item.digest in written:  # the same bytes under another name: encoded once
+        if embeddings is None or item.key in written:  # the same clip under another name: encoded once
             summary.reused += 1
             continue
-        written.add(item.digest)
+        written.add(item.key)
         item.clip = out.clip
         writer.add(item, embeddings)
         summary.encoded += 1
     writer.flush()
     bar.close()
-    kept.sort(key=lambda it: it.video.path)
+    kept.sort(key=lambda it: (it.video.path, it.video.segment or (-1.0, -1.0)))
     return writer.parts, kept
 
 
@@ -362,7 +384,10 @@ def _relative_reason(reason: str, video: VideoFile) -> str:
     """The reason with the absolute file replaced by the path under the data root: the cache must not name this
     machine."""
     reason = reason.replace(str(video.file), video.path)
-    return reason if reason.startswith(video.path + ":") else f"{video.path}: {reason}"
+    name = clip_id(video.path, video.segment)
+    if name != video.path and reason.startswith(video.path + ":"):
+        reason = reason[len(video.path) + 1:].lstrip()
+    return reason if reason.startswith(name + ":") else f"{name}: {reason}"
 
 
 def _part_cache(rows: list[tuple[_Item, np.ndarray]], template: Cache) -> Cache:
@@ -382,6 +407,7 @@ def _part_cache(rows: list[tuple[_Item, np.ndarray]], template: Cache) -> Cache:
         decode_errors=np.array([it.clip.decode_errors for it in items], np.int64),
         file_size=np.array([it.size for it in items], np.int64),
         mtime_ns=np.array([it.mtime_ns for it in items], np.int64),
+        **_annotated(items),
         class_names=list(template.class_names), attrs=dict(template.attrs),
     )
 
@@ -389,10 +415,10 @@ def _part_cache(rows: list[tuple[_Item, np.ndarray]], template: Cache) -> Cache:
 def _assemble(cache_path: Path, kept: list[_Item], sources: list[Cache], template: Cache, skipped: list,
               skipped_stat: dict) -> None:
     """Write the new cache at cache_path: one row per usable video in path order, its embeddings and frame data
-    copied by content hash from `sources` (previous cache and parts, the last holding a hash wins), BLOCK_ROWS rows
-    at a time."""
-    where = {h: (s, i) for s, src in enumerate(sources) for i, h in enumerate(src.content_hash)}
-    source, row = np.array([where[it.digest] for it in kept], np.int64).reshape(-1, 2).T  # (V,) each
+    copied by row key (content hash and segment) from `sources` (previous cache and parts, the last holding a key
+    wins), BLOCK_ROWS rows at a time; the path, label, group and annotated part are this run's."""
+    where = {k: (s, i) for s, src in enumerate(sources) for i, k in enumerate(src.row_keys())}
+    source, row = np.array([where[it.key] for it in kept], np.int64).reshape(-1, 2).T  # (V,) each
     label_of = {name: c for c, name in enumerate(template.class_names)}
     out = dataclasses.replace(template, skipped=list(skipped), skipped_stat=dict(skipped_stat))
 
@@ -404,6 +430,15 @@ def _assemble(cache_path: Path, kept: list[_Item], sources: list[Cache], templat
             block.labels = np.array([label_of[it.video.label] for it in items], np.int64)
             block.file_size = np.array([it.size for it in items], np.int64)
             block.mtime_ns = np.array([it.mtime_ns for it in items], np.int64)
+            for name, values in _annotated(items).items():
+                setattr(block, name, values)
             yield block
 
     write_cache_blocks(cache_path, out, len(kept), blocks())
+
+
+def _annotated(items: list[_Item]) -> dict[str, np.ndarray]:
+    """The rows' segment float64 (V, 2) (NaN: the whole file), group and annotated part str (V,)."""
+    return {"segment": np.array([it.video.segment or (np.nan, np.nan) for it in items], np.float64).reshape(-1, 2),
+            "group": np.array([it.video.group for it in items], object),
+            "annotated_part": np.array([it.video.part for it in items], object)}

@@ -113,8 +113,10 @@ def class_centroids(cache: Cache, means: np.ndarray | None = None) -> np.ndarray
 
 
 def row_of(cache: Cache, path: str) -> int:
-    """The row of `path` in the cache; ValueError listing close names when it is not there."""
-    hits = np.flatnonzero(cache.paths == path)
+    """The row of `path` (a clip id: a segment as `path#t=start,end`; a bare path gives the file's first clip) in
+    the cache; ValueError listing close names when it is not there."""
+    hits = np.flatnonzero(cache.clip_ids() == path)
+    hits = hits if len(hits) else np.flatnonzero(cache.paths == path)
     if not len(hits):
         similar = [p for p in cache.paths if Path(p).name == Path(path).name][:3]
         raise ValueError(f"{path!r} is not in the cache" + (f" (did you mean {', '.join(similar)}?)" if similar
@@ -177,13 +179,14 @@ def find_outliers(cache: Cache, parts: np.ndarray | None = None, threshold: floa
                    for v in np.argsort(own_sim - other_sim) if own_sim[v] < other_sim[v]]
     pairs = similar_pairs(means, threshold)
     same_bytes = {}
-    for v, h in enumerate(cache.content_hash):
+    for v, h in enumerate(cache.row_keys()):  # the same clip: the same bytes and segment
         same_bytes.setdefault(h, []).append(v)
     pairs += [(a, b, 1.0) for rows in same_bytes.values() for a in rows for b in rows if a < b]
     dupes = {}
     for a, b, s in pairs:
         dupes[(a, b)] = max(s, dupes.get((a, b), s))
-    near = [{"a": cache.paths[a], "b": cache.paths[b], "similarity": s,
+    ids = cache.clip_ids()
+    near = [{"a": ids[a], "b": ids[b], "similarity": s,
              "same_bytes": cache.content_hash[a] == cache.content_hash[b],
              "parts": [str(parts[a]), str(parts[b])] if parts is not None else None,
              "leak": bool(parts is not None and parts[a] != parts[b])}
@@ -259,12 +262,54 @@ def plot_projection(cache: Cache, coords: np.ndarray, file: str | Path, title: s
     plt.close(fig)
 
 
+def group_leakage(cache: Cache, parts: np.ndarray, groups: np.ndarray, near_duplicates: list[dict]) -> dict:
+    """Leakage by group, as plain data: `straddling`, the groups with clips in more than one part (with the count in
+    each), and `near_duplicate_groups`, the pairs of groups in different parts holding near-duplicates (the pairs
+    of find_outliers' near_duplicates whose `leak` is true), with how many pairs and the highest similarity.
+
+    parts, groups: str (V,) of the cache's clips, as cache/split.csv gives them.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for g, p in zip(groups, parts):
+        counts.setdefault(str(g), {}).setdefault(str(p), 0)
+        counts[str(g)][str(p)] += 1
+    straddling = [{"group": g, "parts": c} for g, c in sorted(counts.items())
+                  if len([p for p in c if p != "unused"]) > 1]
+    group_of = dict(zip(cache.clip_ids(), (str(g) for g in groups)))
+    pairs: dict[tuple, dict] = {}
+    for d in near_duplicates:
+        if not d["leak"]:
+            continue
+        (ga, pa), (gb, pb) = sorted([(group_of[d["a"]], d["parts"][0]), (group_of[d["b"]], d["parts"][1])])
+        row = pairs.setdefault((ga, gb, pa, pb), {"a": ga, "b": gb, "parts": [pa, pb], "pairs": 0,
+                                                  "max_similarity": 0.0})
+        row["pairs"] += 1
+        row["max_similarity"] = max(row["max_similarity"], d["similarity"])
+    return {"straddling": straddling,
+            "near_duplicate_groups": sorted(pairs.values(), key=lambda r: (-r["pairs"], -r["max_similarity"]))}
+
+
+def format_group_leakage(result: dict) -> str:
+    """group_leakage's result as readable text."""
+    lines = [f"groups in more than one split part (leakage): {len(result['straddling'])}"]
+    lines += [f"  {r['group']}: " + ", ".join(f"{p} {n}" for p, n in r["parts"].items()) for r in result["straddling"]]
+    lines.append(f"group pairs across split parts holding near-duplicates: {len(result['near_duplicate_groups'])}")
+    lines += [f"  {r['a']} ({r['parts'][0]}) ~ {r['b']} ({r['parts'][1]}): {r['pairs']} pairs, max "
+              f"{r['max_similarity']:.4f}" for r in result["near_duplicate_groups"]]
+    return "\n".join(lines)
+
+
+def split_file(cache_path: str | Path, split_path: str | Path | None = None) -> Path:
+    """The split CSV to read: split_path, or split.csv beside the cache."""
+    return Path(split_path) if split_path else Path(cache_path).with_name(Path(SPLIT_PATH).name)
+
+
 def load(cache_path: str | Path, split_path: str | Path | None = None) -> tuple[Cache, np.ndarray | None]:
     """The cache, opened lazily (embeddings left in the file), and its split parts (None when there is no split
     file; a stale split is an error)."""
     cache = open_cache(cache_path)
     split_path = Path(split_path) if split_path else Path(cache_path).with_name(Path(SPLIT_PATH).name)
-    return cache, read_split(split_path, cache.paths) if split_path.is_file() else None
+    return cache, read_split(split_path, cache.clip_ids()) if split_path.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.outliers:
             result = find_outliers(cache, parts)
             text = _format_outliers(result, parts is not None)
+            if parts is not None:
+                groups = read_split(split_file(args.cache, args.split), cache.clip_ids(), "group")
+                result["groups"] = group_leakage(cache, parts, groups, result["near_duplicates"])
+                text += "\n" + format_group_leakage(result["groups"])
         else:
             result = summarize(cache, args.cache, parts)
             text = format_summary(result)

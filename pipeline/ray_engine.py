@@ -16,7 +16,7 @@ import ray
 from ray.data import ActorPoolStrategy, DataContext
 
 import pipeline
-from pipeline.cache import KEY_ATTRS
+from pipeline.cache import KEY_ATTRS, clip_id
 from pipeline.encoder import Embedder
 from pipeline.extract import ExtractConfig, Result
 from pipeline.threads import set_threads
@@ -83,12 +83,16 @@ class RayEngine:
         a GPU actor one CPU too."""
         return {"num_gpus": 1} if self.gpu else {"num_cpus": 1}
 
-    def results(self, files: list[str], reader: ReadConfig, known: set[str]) -> Iterator[Result]:
-        """Decode and embed `files` on the cluster; contents in `known` are decoded (to hash them) but not encoded.
-        Each index comes back once, even when a lost node's work is done again elsewhere."""
+    def results(self, files: list[str], reader: ReadConfig, known: set[str],
+                segments: list[tuple[float, float] | None] | None = None) -> Iterator[Result]:
+        """Decode and embed `files` (segments: per file, the (start, end) seconds to sample inside, or None) on the
+        cluster; clips whose row key is in `known` are decoded (to hash them) but not encoded. Each index comes
+        back once, even when a lost node's work is done again elsewhere."""
         if not files:
             return
-        items = [{"index": i, "file": f} for i, f in enumerate(files)]
+        segments = segments or [None] * len(files)
+        items = [{"index": i, "file": f, "segment": np.array(s if s is not None else (np.nan, np.nan), np.float64)}
+                 for i, (f, s) in enumerate(zip(files, segments))]
         ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // VIDEOS_PER_BLOCK)))
         ds = ds.map_batches(
             _Decoder, batch_size=1, batch_format="numpy", num_cpus=1,
@@ -143,7 +147,7 @@ class _Decoder:
     """Decode actor: one video per call through its own DecodePool (one worker process, with the run's limits).
 
     Returns the video's columns: reason ("" when usable), size, mtime_ns, digest, the clip's fields, encode (False
-    when the content is in `known` or unusable) and frames uint8 (1, F, H, W, 3) (zeros when not to be encoded).
+    when its row key is in `known` or it is unusable) and frames uint8 (1, F, H, W, 3) (zeros when not to be encoded).
     """
 
     def __init__(self, cfg: ExtractConfig, reader: ReadConfig, known, decode: Callable):
@@ -151,8 +155,9 @@ class _Decoder:
         self.pool = DecodePool(cfg.pool(workers=1), decode)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        (index,), (file,) = batch["index"], batch["file"]
-        out = next(self.pool.map([str(file)], self.reader))
+        (index,), (file,), (segment,) = batch["index"], batch["file"], batch["segment"]
+        segment = None if np.isnan(segment[0]) else (float(segment[0]), float(segment[1]))
+        out = next(self.pool.map([str(file)], self.reader, segments=[segment]))
         spec, n = self.reader.spec, self.reader.num_frames
         row = {"index": [index], "reason": [out if isinstance(out, str) else ""]}
         if isinstance(out, str):
@@ -162,7 +167,7 @@ class _Decoder:
         row |= {"size": [loaded.size if loaded else 0], "mtime_ns": [loaded.mtime_ns if loaded else 0],
                 "digest": [loaded.digest if loaded else ""]}
         row |= {name: [getattr(clip, name)] for name in _CLIP_COLUMNS}
-        encode = loaded is not None and loaded.digest not in self.known
+        encode = loaded is not None and clip_id(loaded.digest, segment) not in self.known
         row["encode"] = [encode]
         row["frames"] = [clip.frames if encode else np.zeros((n, spec.crop_h, spec.crop_w, 3), np.uint8)]
         return {k: np.asarray(v) for k, v in row.items()}

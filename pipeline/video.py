@@ -51,11 +51,17 @@ class FrameSpec:
 
 @dataclass(frozen=True)
 class VideoFile:
-    """One discovered video: `path` relative to the data root (posix), its class folder, and the absolute file."""
+    """One video to encode: `path` relative to the data root (posix), its class (folder, or annotation), and the
+    absolute file. From an annotation file (pipeline.annotations) also: `segment` (start, end) seconds, the part of
+    the file that is the labelled action (None: all of it), its `group` and the `part` the annotations give it
+    ("" when they do not)."""
 
     path: str
     label: str
     file: Path
+    segment: tuple[float, float] | None = None
+    group: str = ""
+    part: str = ""
 
 
 @dataclass
@@ -191,11 +197,13 @@ def sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
 
 def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None = SEEK_GAP,
                 sampler: Callable[[int], np.ndarray] | None = None, limits: DecodeLimits = DecodeLimits(),
-                spec: FrameSpec | None = None) -> Clip:
+                spec: FrameSpec | None = None, segment: tuple[float, float] | None = None) -> Clip:
     """Decode the num_frames sampled frames of a video, never holding more than those and one other in memory.
 
     sampler(frame_count) -> sorted int64 indices replaces the even sampling over the whole video (the timeline
-    samples each window this way). spec: resize and crop each frame as it is decoded (see FrameSpec).
+    samples each window this way). spec: resize and crop each frame as it is decoded (see FrameSpec). segment:
+    (start, end) seconds from the first frame: the frames are sampled evenly among those whose timestamps lie in
+    [start, end) only (a trimmed clip of a longer video); ValueError when no frame does.
 
     The file is read through an open descriptor, never by name: FFmpeg sees no path, no protocol, and may use
     video containers only (CONTAINERS), so a playlist cannot make it read another file. A first pass reads the
@@ -209,15 +217,33 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
         _refuse_still_image(file, fh.read(12))
         with _open_container(fh, file, limits) as container:  # first pass: the packets alone
             times = _packet_times(container, container.streams.video[0])
+            time_base = container.streams.video[0].time_base
         if not times:
             raise ValueError(f"{file}: no decodable video frames")
+        if segment is not None:
+            lo, hi = segment_frames(file, times, time_base, segment)
+            sampler = lambda count: lo + sample_indices(hi - lo, num_frames)  # noqa: E731
         indices = (sampler or (lambda count: sample_indices(count, num_frames)))(len(times))
         for gap in (seek_gap, None):  # a seek that lands after the frame asked for: read in order instead
             with _open_container(fh, file, limits) as container:  # decoding from the start, on a fresh demuxer
                 clip = _decode_at(container, container.streams.video[0], file, times, indices, gap, limits, spec)
             if clip is not None:
+                if segment is not None:
+                    clip.repeated = hi - lo < num_frames
                 return clip
         raise AssertionError("reading in order always lands")
+
+
+def segment_frames(file, times: list[int], time_base, segment: tuple[float, float]) -> tuple[int, int]:
+    """Frames [lo, hi) whose timestamps (sorted, in time_base) lie in segment = (start, end) seconds from the first
+    frame; ValueError naming the file when none does."""
+    start, end = segment
+    seconds = (np.asarray(times, np.float64) - times[0]) * float(time_base)
+    lo, hi = (int(i) for i in np.searchsorted(seconds, [start, end], side="left"))
+    if hi <= lo:
+        raise ValueError(f"{file}: the segment [{start:g}, {end:g}) s holds no frame (the video's frames span "
+                         f"0 to {seconds[-1]:.2f} s)")
+    return lo, hi
 
 
 def _open_container(fh, file, limits: DecodeLimits):

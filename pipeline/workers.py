@@ -14,7 +14,8 @@ import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import repeat
 
 from pebble import ProcessExpired, ProcessPool
 
@@ -28,14 +29,16 @@ class ReadConfig:
     """How every video is read (picklable: it travels to the workers).
 
     num_frames sampled evenly; spec: the encoder's input size (frames come back uint8 (F, crop_h, crop_w, 3));
-    limits: what one video may cost; sampler: None for even sampling over the whole video, or (lo, hi) to sample
-    evenly inside frames [lo, hi) (a timeline window).
+    limits: what one video may cost; window: None for even sampling over the whole video, or (lo, hi) to sample
+    evenly inside frames [lo, hi) (a timeline window); segment: (start, end) seconds to sample evenly inside (a
+    trimmed clip: an annotation's start and end), or None.
     """
 
     num_frames: int
     spec: FrameSpec | None
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     window: tuple[int, int] | None = None
+    segment: tuple[float, float] | None = None
 
 
 @dataclass
@@ -57,7 +60,7 @@ def load_video(file: str, cfg: ReadConfig, hash_bytes: bool = True) -> Loaded:
         lo, hi = cfg.window
         sampler = lambda count: min(lo, count - 1) + sample_indices(max(min(hi, count) - min(lo, count - 1), 1),
                                                                      cfg.num_frames)
-    clip = read_frames(file, cfg.num_frames, SEEK_GAP, sampler, cfg.limits, cfg.spec)
+    clip = read_frames(file, cfg.num_frames, SEEK_GAP, sampler, cfg.limits, cfg.spec, cfg.segment)
     return Loaded(st.st_size, st.st_mtime_ns, digest, clip)
 
 
@@ -132,20 +135,23 @@ class DecodePool:
             self._pool.join()
             self._pool = None
 
-    def map(self, files: Iterable[str], cfg: ReadConfig, hash_bytes: bool = True) -> Iterator[Loaded | str]:
+    def map(self, files: Iterable[str], cfg: ReadConfig, hash_bytes: bool = True,
+            segments: Iterable[tuple[float, float] | None] | None = None) -> Iterator[Loaded | str]:
         """Read every file; yields per file, in order, a Loaded or the reason it cannot be used (str).
 
-        Keeps two videos per worker in flight, so workers never wait on the consumer's order.
+        segments: per file, the (start, end) seconds to sample inside (None: cfg.segment). Keeps two videos per
+        worker in flight, so workers never wait on the consumer's order.
         """
-        files = iter(files)
+        jobs = ((file, cfg if seg is None else replace(cfg, segment=tuple(seg)))
+                for file, seg in zip(files, repeat(None) if segments is None else segments))
         if self._pool is None:
-            for file in files:
-                yield self._in_process(file, cfg, hash_bytes)
+            for file, file_cfg in jobs:
+                yield self._in_process(file, file_cfg, hash_bytes)
             return
         pending: deque = deque()
         ahead = 2 * self.cfg.workers + 1
-        for file in files:
-            pending.append((file, self._pool.schedule(self.decode, args=(file, cfg, hash_bytes),
+        for file, file_cfg in jobs:
+            pending.append((file, self._pool.schedule(self.decode, args=(file, file_cfg, hash_bytes),
                                                       timeout=self.cfg.timeout_s)))
             while len(pending) >= ahead:
                 yield self._result(*pending.popleft())

@@ -7,10 +7,20 @@ import functools
 import sys
 from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 
 import yaml
 
 PARAMS = "params.yaml"
+ANNOTATIONS_DIR = "annotations"  # annotation and split-list files: the extract and split stages depend on it
+
+
+def untracked_notes(files: list[str], *folders: str) -> list[str]:
+    """A note for each named file outside ANNOTATIONS_DIR and `folders`: dvc does not see it change."""
+    homes = [Path(f).resolve() for f in (ANNOTATIONS_DIR, *folders)]
+    return [f"{f} is outside {' and '.join([ANNOTATIONS_DIR + '/', *folders])}: `dvc repro` will not see it change "
+            f"(move it into {ANNOTATIONS_DIR}/)" for f in files
+            if f and not any(Path(f).resolve().is_relative_to(h) for h in homes)]
 
 
 def read_params() -> dict:

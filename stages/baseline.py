@@ -20,7 +20,7 @@ def main() -> None:
     params = read_params()
     cfg = config(LogRegConfig, params["baseline"], "baseline")
     cache = open_cache(CACHE_PATH)
-    parts = read_split(SPLIT_PATH, cache.paths)
+    parts = read_split(SPLIT_PATH, cache.clip_ids())
     train, val = parts == "train", parts == "val"
     x = mean_pool(cache.embeddings)  # (V, D), a block of videos at a time
     model = fit_logreg(x[train], cache.labels[train], cfg)

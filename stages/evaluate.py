@@ -15,7 +15,7 @@ from pipeline.evaluate import (cross_validate, data_efficiency, evaluate_predict
 from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict, load_head,
                             mean_pool)
 from pipeline.plots import confusion_figure, efficiency_figure
-from pipeline.split import SPLIT_PATH, read_split
+from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, read_split
 from pipeline.threads import set_threads
 from stages import config, read_params, stage
 
@@ -27,7 +27,7 @@ def main() -> None:
     set_threads("stage_two")
     params = read_params()
     cache = open_cache(CACHE_PATH)  # embeddings stay in the file: heads read them in blocks
-    parts = read_split(SPLIT_PATH, cache.paths)
+    parts = read_split(SPLIT_PATH, cache.clip_ids())
     test = parts == "test"
     x, y, names = mean_pool(cache.embeddings), cache.labels, cache.class_names
     # cross-validation refits each trained head with the params of its own stage
@@ -35,10 +35,16 @@ def main() -> None:
                "logreg": config(LogRegConfig, params["baseline"], "baseline")}
     # a small dataset gets as many folds as its smallest class allows, or none: said here and in the metrics
     folds, note = usable_folds(y, names, params["evaluate"]["folds"])
+    split_cfg = config(SplitConfig, params["split"], "split")
+    protocol = describe_protocol(split_cfg)  # quoted with every accuracy
+    # cross-validation keeps groups whole when the split does, and leaves out what official lists leave out
+    groups = read_split(SPLIT_PATH, cache.clip_ids(), "group") if split_cfg.method != "random" else None
+    used = parts != UNUSED
     if note:
         print(f"evaluate: note: {note}")
     results, per_class = {}, {}
     with Live(OUT, dvcyaml=None, save_dvc_exp=False) as live:
+        live.log_metric("protocol", protocol, plot=False)
         if params["evaluate"]["folds"]:
             live.log_metric("cv_folds", folds, plot=False)  # the folds used (0: too small for cross-validation)
         for name, path in HEAD_FILES.items():
@@ -61,7 +67,8 @@ def main() -> None:
                     refit = lambda xt, yt, xs: fit_predict(xt, yt, xs, len(names), configs[name])  # noqa: E731
                 # a temporal linear head (attention, conv) needs the frames; every other head sees only their mean
                 features = cache.embeddings if name == "linear" and configs["linear"].head != "mean" else x
-                acc = cross_validate(features, y, names, folds, params["split"]["seed"], refit)
+                acc = cross_validate(features[used], y[used], names, folds, params["split"]["seed"], refit,
+                                     None if groups is None else groups[used])
                 r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")
             for key in ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece",
@@ -80,6 +87,7 @@ def main() -> None:
     with open(f"{OUT}/per_class.json", "w") as f:
         json.dump(per_class, f, indent=2)
     print(format_table(results))
+    print(f"test part: {protocol}")
     if params["evaluate"]["shots"]:
         print("test accuracy by training videos per class: " + "; ".join(
             f"{r['videos_per_class']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "videos_per_class")

@@ -1,4 +1,5 @@
-"""DVC stage `extract` (stage one): videos under data.root -> CLIP frame embeddings in cache/features.h5."""
+"""DVC stage `extract` (stage one): videos under data.root (or those data.annotations names) -> CLIP frame
+embeddings in cache/features.h5."""
 import sys
 from pathlib import Path
 
@@ -7,7 +8,7 @@ if not __package__:  # run as a file (python stages/extract.py): import the proj
 
 from pipeline.extract import ExtractConfig, extract_features
 from pipeline.threads import set_threads
-from stages import config, read_params, stage
+from stages import config, read_params, stage, untracked_notes
 
 
 @stage("extract")
@@ -15,7 +16,10 @@ def main() -> None:
     set_threads("extract")
     params = read_params()
     cfg = config(ExtractConfig, params["extract"], "extract", root=params["data"]["root"],
+                 annotations=params["data"]["annotations"], classes=params["data"]["classes"],
                  model=params["encoder"]["model"])
+    for note in untracked_notes([cfg.annotations, cfg.classes], cfg.root):
+        print(f"extract: note: {note}")
     print(extract_features(cfg))
 
 

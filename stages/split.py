@@ -1,4 +1,5 @@
-"""DVC stage `split`: a stratified, seeded train/val/test split of the cached videos, written to cache/split.csv."""
+"""DVC stage `split`: the train/val/test split of the cached clips (random, by group, or official lists), written
+with each clip's group to cache/split.csv."""
 import sys
 from pathlib import Path
 
@@ -6,18 +7,20 @@ if not __package__:  # run as a file (python stages/split.py): import the projec
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from pipeline.cache import CACHE_PATH, open_cache
-from pipeline.split import SPLIT_PATH, split_videos, write_split
-from stages import read_params, stage
+from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, make_split, write_split
+from stages import config, read_params, stage, untracked_notes
 
 
 @stage("split")
 def main() -> None:
-    params = read_params()
+    cfg = config(SplitConfig, read_params()["split"], "split")
     cache = open_cache(CACHE_PATH)
-    parts = split_videos(cache.labels, cache.class_names, params["split"]["val"], params["split"]["test"],
-                         params["split"]["seed"])
-    write_split(SPLIT_PATH, cache.paths, cache.labels, cache.class_names, parts)
-    print(f"{SPLIT_PATH}: " + ", ".join(f"{p} {int((parts == p).sum())}" for p in ("train", "val", "test")))
+    parts, groups, notes = make_split(cache, cfg)
+    write_split(SPLIT_PATH, cache.clip_ids(), cache.labels, cache.class_names, parts, groups)
+    for note in untracked_notes([cfg.train_list, cfg.test_list]) + notes:
+        print(f"split: note: {note}")
+    print(f"{SPLIT_PATH}: " + ", ".join(f"{p} {int((parts == p).sum())}" for p in ("train", "val", "test", UNUSED)
+                                        if p != UNUSED or (parts == p).any()) + f" ({describe_protocol(cfg)})")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def main() -> None:
     params = read_params()
     cfg = config(LinearConfig, params["train"], "train")
     cache = open_cache(CACHE_PATH)  # embeddings stay in the file until read
-    parts = read_split(SPLIT_PATH, cache.paths)
+    parts = read_split(SPLIT_PATH, cache.clip_ids())
     # mean pooling trains on (V, D), pooled a block at a time; attention and conv read mini-batches of frames
     x = mean_pool(cache.embeddings) if cfg.head == "mean" else cache.embeddings
     y = cache.labels

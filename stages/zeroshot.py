@@ -20,7 +20,8 @@ def main() -> None:
     cache = open_cache(CACHE_PATH)
     emb = text_embeddings(cache.attrs["encoder_model"], cache.class_names)
     head = zeroshot_head(emb, cache.class_names, cache.attrs)
-    val = read_split(SPLIT_PATH, cache.paths) == "val"  # no training, but its temperature is fitted like the others'
+    # no training, but its temperature is fitted like the others'
+    val = read_split(SPLIT_PATH, cache.clip_ids()) == "val"
     calibrate(head, mean_pool(cache.embeddings[val]), cache.labels[val], params["calibration"]["not_sure_below"])
     save_linear(HEAD_FILES["zeroshot"], head.model.state_dict(), head.meta)
     print(f"zero-shot head for {len(cache.class_names)} classes ({len(head.meta['templates'])} prompts each) "

@@ -1,4 +1,5 @@
 """End to end: the real `dvc repro` and `dvc exp run` in a temporary copy of the repository, with the tiny encoder."""
+import csv
 import json
 import re
 import shutil
@@ -31,11 +32,9 @@ def dvc(*args, cwd):
     return sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
 
 
-@pytest.fixture(scope="module")
-def demo_repo(tmp_path_factory, tiny_clip):
-    """(repo, params, output of the first `dvc repro`): a copy of the repository after `dvc repro` on a small demo
-    dataset (5 clips per class, 4 frames) with the tiny encoder. The tests of this module share it."""
-    repo = tmp_path_factory.mktemp("dvc") / "repo"
+def copy_repo(repo: Path, tiny_clip: str) -> dict:
+    """The repository's tracked files copied to `repo` (a new git repository), with a small demo and the tiny CLIP
+    in params.yaml; returns the params."""
     for name in sh("git", "ls-files", "--cached", cwd=ROOT).split():
         if (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +47,15 @@ def demo_repo(tmp_path_factory, tiny_clip):
     sh("git", "init", "-q", cwd=repo)
     sh("git", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy", cwd=repo)
+    return params
 
+
+@pytest.fixture(scope="module")
+def demo_repo(tmp_path_factory, tiny_clip):
+    """(repo, params, output of the first `dvc repro`): a copy of the repository after `dvc repro` on a small demo
+    dataset (5 clips per class, 4 frames) with the tiny encoder, shared by the tests that need no other data."""
+    repo = tmp_path_factory.mktemp("dvc") / "repo"
+    params = copy_repo(repo, tiny_clip)
     return repo, params, dvc("repro", cwd=repo)
 
 
@@ -68,7 +75,8 @@ def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
     assert load_head(repo / "models" / "logreg.joblib").class_names == list(CLASSES)
     assert (repo / "models" / "linear_final.pt").is_file()
     metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"linear", "logreg", "zeroshot", "cv_folds"} and metrics["cv_folds"] == 5
+    assert set(metrics) == {"linear", "logreg", "zeroshot", "cv_folds", "protocol"} and metrics["cv_folds"] == 5
+    assert metrics["protocol"] == "random split: test 0.15, val 0.15, seed 0"
     assert all(set(metrics[h]) == HEAD_METRICS for h in ("linear", "logreg", "zeroshot"))
     assert load_head(repo / "models" / "zeroshot.pt").class_names == list(CLASSES)
     per_class = json.loads((repo / "dvclive" / "evaluate" / "per_class.json").read_text())
@@ -204,3 +212,34 @@ def walk_the_app(repo: Path, clip: Path, frames: int, shots: Path) -> None:
         page.screenshot(path=str(shots / "6-zero-shot.png"))
     # the page's favicon (the Predict page's material icon) is Google's: a tab without its icon, nothing else
     assert [u for u in outside if "fonts.gstatic.com/s/i/" not in u] == [], outside
+
+
+def test_dvc_pipeline_with_an_annotation_file(tmp_path, tiny_clip):
+    """The demo videos named by an annotation CSV in annotations/ (one also as a segment), its split column as the
+    official split: `dvc repro` through evaluate, which quotes the protocol beside the accuracies."""
+    repo = tmp_path / "repo"
+    params = copy_repo(repo, tiny_clip)
+    dvc("repro", "demo", cwd=repo)
+    files = sorted(p.relative_to(repo / "data" / "demo").as_posix() for p in (repo / "data" / "demo").rglob("*.*"))
+    rows = [f"{f},{f.split('/')[0]},,,{Path(f).stem},{'test' if f.split('_')[-1][:3] in ('000', '001') else 'train'}"
+            for f in files]
+    rows.append(f"{files[-1]},{files[-1].split('/')[0]},0,1,{Path(files[-1]).stem},train")
+    (repo / "annotations" / "demo.csv").write_text("path,label,start,end,group,split\n" + "\n".join(rows) + "\n")
+    params["data"]["annotations"] = "annotations/demo.csv"
+    params["split"]["method"] = "lists"
+    params["train"]["epochs"] = 5
+    params["evaluate"].update(folds=0, shots=[])
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+
+    out = dvc("repro", cwd=repo)
+    assert "36 encoded, 0 reused, 0 skipped" in out and "(14 test videos)" in out
+    assert "test part: official lists (the annotations' split column); val 0.15 of train by group, seed 0" in out
+    cache = read_cache(repo / "cache" / "features.h5")
+    ids = cache.clip_ids().tolist()
+    assert f"{files[-1]}#t=0,1" in ids and files[-1] in ids
+    split = {row["path"]: row for row in csv.DictReader((repo / "cache" / "split.csv").open())}
+    assert set(split) == set(ids) and split[f"{files[-1]}#t=0,1"]["group"] == split[files[-1]]["group"]
+    assert sorted(p for p, r in split.items() if r["part"] == "test") == sorted(r.split(",")[0] for r in rows
+                                                                               if r.endswith(",test"))
+    metrics = json.loads((repo / "dvclive" / "evaluate" / "metrics.json").read_text())
+    assert metrics["protocol"].startswith("official lists") and "accuracy" in metrics["linear"]

@@ -176,3 +176,18 @@ def test_data_efficiency_uses_nested_seeded_subsets_of_the_training_part():
     assert [r["videos_per_class"] for r in rows] == [1, 2, 8]
     assert seen == [[0, 1, 2], [0, 0, 1, 1, 2, 2], [0] * 8 + [1] * 8 + [2] * 8]
     assert all(r["oracle"] == 1.0 and r["majority"] == pytest.approx(1 / 3) for r in rows)
+
+
+def test_cross_validation_keeps_groups_whole():
+    labels = np.repeat([0, 1], 12)
+    groups = np.array([f"g{i // 3}" for i in range(24)])  # 8 groups of 3 clips
+    seen = []
+
+    def fit_predict(x_train, y_train, x_test):  # the features are the rows' numbers
+        train, test = set(groups[x_train[:, 0].astype(int)]), set(groups[x_test[:, 0].astype(int)])
+        seen.append(len(test))
+        assert not train & test
+        return np.zeros(len(x_test), np.int64)
+
+    acc = cross_validate(np.arange(24, dtype=float)[:, None], labels, ["a", "b"], 4, 0, fit_predict, groups)
+    assert acc.shape == (4,) and sum(seen) == 8

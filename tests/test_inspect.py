@@ -7,8 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pipeline.cache import SCHEMA_VERSION, empty_cache, write_cache
-from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, main, nearest_neighbors, similar_pairs,
-                              summarize)
+from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, main, nearest_neighbors,
+                                similar_pairs, summarize)
 from pipeline.split import write_split
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
@@ -34,6 +34,8 @@ def hand_cache(tmp_path, means, labels, names=("a", "b"), hashes=None, skipped=(
     cache.file_size, cache.mtime_ns = np.full(n, 100), np.zeros(n, np.int64)
     cache.decode_errors = np.array([3 if i == n - 1 else 0 for i in range(n)], np.int64)
     cache.skipped = list(skipped)
+    cache.segment, cache.group, cache.annotated_part = np.full((n, 2), np.nan), np.full(n, "", object), np.full(
+        n, "", object)
     write_cache(tmp_path / "f.h5", cache)
     from pipeline.cache import read_cache
     return read_cache(tmp_path / "f.h5")
@@ -111,6 +113,23 @@ def test_outliers_find_the_mislabelled_video_and_the_leak(tmp_path, capsys):
     assert main([str(tmp_path / "f.h5"), "--outliers"]) == 0
     out = capsys.readouterr().out
     assert "a/v3.mp4 [a]" in out and "1 across split parts (leakage)" in out and "LEAK" in out
+
+
+def test_leakage_by_group_straddling_groups_and_near_duplicate_groups(tmp_path, capsys):
+    """Group g1 has clips in train and test; groups g2 (train) and g3 (test) hold a near-duplicate pair."""
+    means = [E[0], E[0] + 0.3 * E[2], E[0] - 0.3 * E[2], E[1], E[1] + 0.3 * E[3], E[1] + 0.3 * E[3]]
+    cache = hand_cache(tmp_path, means, [0, 0, 0, 1, 1, 1])
+    parts = np.array(["train", "test", "val", "train", "train", "test"], object)
+    groups = np.array(["g1", "g1", "g4", "g5", "g2", "g3"], object)
+    got = group_leakage(cache, parts, groups, find_outliers(cache, parts)["near_duplicates"])
+    assert got["straddling"] == [{"group": "g1", "parts": {"train": 1, "test": 1}}]
+    assert [(r["a"], r["b"], r["parts"], r["pairs"]) for r in got["near_duplicate_groups"]] == [
+        ("g2", "g3", ["train", "test"], 1)]
+    write_split(tmp_path / "split.csv", cache.clip_ids(), cache.labels, cache.class_names, parts, groups)
+    assert main([str(tmp_path / "f.h5"), "--outliers"]) == 0
+    out = capsys.readouterr().out
+    assert "groups in more than one split part (leakage): 1\n  g1: train 1, test 1" in out
+    assert "g2 (train) ~ g3 (test): 1 pairs" in out
 
 
 def test_same_bytes_count_as_duplicates_whatever_the_embeddings(tmp_path):

@@ -121,14 +121,17 @@ def test_dataclass_defaults_equal_params_yaml():
     from pipeline.demo import DemoConfig
     from pipeline.extract import ExtractConfig
     from pipeline.heads import LinearConfig, LogRegConfig
+    from pipeline.split import SplitConfig
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for cfg, section in ((LinearConfig(), "train"), (LogRegConfig(), "baseline"), (DemoConfig(), "demo"),
-                         (ExtractConfig(root=params["data"]["root"]), "extract")):
+                         (SplitConfig(), "split"), (ExtractConfig(root=params["data"]["root"]), "extract")):
         for key, value in params[section].items():
             assert getattr(cfg, key) == value, f"{type(cfg).__name__}.{key} = {getattr(cfg, key)!r}, " \
                                                f"params.yaml {section}.{key} = {value!r}"
     assert ExtractConfig(root="x").model == params["encoder"]["model"]
+    assert ExtractConfig(root="x").annotations == params["data"]["annotations"]
+    assert ExtractConfig(root="x").classes == params["data"]["classes"]
 
 
 def test_shared_facts_are_written_once():

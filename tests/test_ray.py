@@ -94,6 +94,18 @@ def test_the_cache_is_the_local_engines_bit_for_bit_with_the_same_skips(cluster,
     assert (again.encoded, again.reused) == (0, 8)  # the (path, size, mtime) shortcut: nothing sent to Ray
 
 
+def test_segments_of_one_file_on_ray_equal_the_local_engines(cluster, tmp_path, tiny_clip):
+    """Trimmed clips (an annotation file's start and end) travel to the decode actors: two segments of one file,
+    and one past its end, give the local engine's rows and skips."""
+    write_video(tmp_path / "v" / "long.mp4", 60, fps=10.0)
+    (tmp_path / "ann.csv").write_text("path,label,start,end\nv/long.mp4,a,0,2\nv/long.mp4,b,3,6\nv/long.mp4,b,7,8\n")
+    kw = dict(annotations=str(tmp_path / "ann.csv"))
+    local = extract_features(config(tmp_path, tmp_path / "local.h5", tiny_clip, **kw), progress=False)
+    on_ray = extract_features(config(tmp_path, tmp_path / "ray.h5", tiny_clip, engine="ray", **kw), progress=False)
+    assert (on_ray.encoded, on_ray.skipped) == (local.encoded, local.skipped) and local.encoded == 2
+    assert_same_cache(read_cache(tmp_path / "ray.h5"), read_cache(tmp_path / "local.h5"))
+
+
 def many_videos(root: Path, n: int) -> Path:
     for i in range(n):
         write_video(root / f"class{i % 3}" / f"v{i:02d}.avi", 40, seed=i)

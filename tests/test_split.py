@@ -1,8 +1,11 @@
-"""The stratified, seeded split and its CSV."""
+"""The split (random, by group, official lists) and its CSV."""
+import dataclasses
+
 import numpy as np
 import pytest
 
-from pipeline.split import read_split, split_videos, write_split
+from pipeline.cache import empty_cache
+from pipeline.split import SplitConfig, describe_protocol, make_split, read_split, split_videos, write_split
 
 NAMES = ["a", "b", "c"]
 
@@ -48,9 +51,127 @@ def test_csv_round_trip_and_stale_split(tmp_path):
     paths = np.array([f"{NAMES[y]}/v{i}.mp4" for i, y in enumerate(labels)], object)
     parts = split_videos(labels, NAMES, 0.2, 0.2, seed=0)
     write_split(tmp_path / "split.csv", paths, labels, NAMES, parts)
-    assert (tmp_path / "split.csv").read_text().splitlines()[0] == "path,label,part"
+    assert (tmp_path / "split.csv").read_text().splitlines()[0] == "path,label,part,group"
     np.testing.assert_array_equal(read_split(tmp_path / "split.csv", paths[::-1]), parts[::-1])
     with pytest.raises(ValueError, match="older than the cache"):
         read_split(tmp_path / "split.csv", np.append(paths, "a/new.mp4"))
     with pytest.raises(ValueError, match="no split"):
         read_split(tmp_path / "none.csv", paths)
+
+
+def ucf_cache(classes=("ApplyEyeMakeup", "HandStandPushups", "Typing"), groups=7, clips=3):
+    """A cache's metadata named like UCF101: <Class>/v_<Class>_g<GG>_c<CC>.avi, several clips per group."""
+    paths = [f"{c}/v_{c}_g{g:02d}_c{k:02d}.avi" for c in classes for g in range(1, groups + 1)
+             for k in range(1, clips + 1)]
+    labels = np.repeat(np.arange(len(classes)), groups * clips)
+    return fake_cache(paths, labels, list(classes))
+
+
+def fake_cache(paths, labels, names, group=None, part=None):
+    n = len(paths)
+    cache = empty_cache(2, 4, {}, names)
+    return dataclasses.replace(cache, paths=np.array(paths, object), labels=np.asarray(labels, np.int64),
+                               content_hash=np.array(paths, object), segment=np.full((n, 2), np.nan),
+                               group=np.array(group or [""] * n, object),
+                               annotated_part=np.array(part or [""] * n, object))
+
+
+def test_the_default_is_todays_random_split():
+    cache = ucf_cache()
+    parts, groups, notes = make_split(cache, SplitConfig())
+    np.testing.assert_array_equal(parts, split_videos(cache.labels, cache.class_names, 0.15, 0.15, 0))
+    assert groups.tolist() == cache.paths.tolist() and notes == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_split_never_puts_a_group_on_two_sides(seed):
+    cache = ucf_cache()
+    cfg = SplitConfig(method="group", group_pattern=r"_g(\d+)_", seed=seed, val=0.2, test=0.3)
+    parts, groups, _ = make_split(cache, cfg)
+    assert groups[0] == "ApplyEyeMakeup/01" and len(set(groups)) == 21
+    for g in set(groups):
+        assert len(set(parts[groups == g])) == 1, g
+    for c in range(3):
+        assert {"train", "val", "test"} <= set(parts[cache.labels == c])
+    if seed == 0:  # a random split of the same clips does put groups on two sides: the leakage this prevents
+        random = make_split(cache, SplitConfig(group_pattern=r"_g(\d+)_"))[0]
+        assert any(len(set(random[groups == g])) > 1 for g in set(groups))
+        assert not np.array_equal(parts, make_split(cache, SplitConfig(**{**vars(cfg), "seed": 1}))[0])
+
+
+def test_group_errors_name_the_setting():
+    cache = ucf_cache()
+    with pytest.raises(ValueError, match=r"finds no group in 63 file names, e\.g\. ApplyEyeMakeup/v_"):
+        make_split(cache, SplitConfig(method="group", group_pattern=r"_x(\d+)_"))
+    with pytest.raises(ValueError, match="no capture group"):
+        make_split(cache, SplitConfig(method="group", group_pattern=r"_g\d+_"))
+    with pytest.raises(ValueError, match=r"too few groups.*ApplyEyeMakeup \(2 groups\)"):
+        make_split(ucf_cache(groups=2), SplitConfig(method="group", group_pattern=r"_g(\d+)_"))
+    with pytest.raises(ValueError, match="split.method must be one of"):
+        make_split(cache, SplitConfig(method="official"))
+
+
+def test_lists_reproduce_ucf101_official_lists_exactly(tmp_path):
+    """UCF101 split 1: groups 1-2 test, the rest train (trainlist lines carry a 1-based class index); the lists
+    spell one class as UCF101's do (HandstandPushups), unlike its files."""
+    cache = ucf_cache()
+    train, test = [], []
+    for p in cache.paths:
+        listed = p.replace("HandStandPushups/", "HandstandPushups/")
+        (test if "_g01_" in p or "_g02_" in p else train).append(listed)
+    (tmp_path / "trainlist01.txt").write_text("".join(f"{p} {i % 3 + 1}\r\n" for i, p in enumerate(train)))
+    (tmp_path / "testlist01.txt").write_text("".join(f"{p}\r\n" for p in test) + "Typing/v_Typing_g01_c09.avi\n")
+    cfg = SplitConfig(method="lists", train_list=str(tmp_path / "trainlist01.txt"),
+                      test_list=str(tmp_path / "testlist01.txt"), group_pattern=r"_g(\d+)_", val=0.2)
+    parts, groups, notes = make_split(cache, cfg)
+    is_test = np.array(["_g01_" in p or "_g02_" in p for p in cache.paths])
+    np.testing.assert_array_equal(parts == "test", is_test)
+    assert set(parts[~is_test]) == {"train", "val"}
+    for g in set(groups):
+        assert len(set(parts[groups == g])) == 1, g  # validation carved from train by group
+    assert notes == ["1 listed videos are not in the cache (missing or skipped), e.g. typing/v_typing_g01_c09.avi"]
+    assert "testlist01.txt" in describe_protocol(cfg) and "official lists" in describe_protocol(cfg)
+
+
+def test_lists_read_hmdb51_split_files(tmp_path):
+    names = ["brush_hair", "cartwheel"]
+    paths = [f"{c}/{c}_clip{i}.avi" for c in names for i in range(6)]
+    cache = fake_cache(paths, np.repeat([0, 1], 6), names)
+    for c in names:  # clips 0-1 test (2), 2 unused (0), 3-5 train (1)
+        (tmp_path / f"{c}_test_split1.txt").write_text(
+            "".join(f"{c}_clip{i}.avi {2 if i < 2 else 0 if i == 2 else 1} \n" for i in range(6)))
+    cfg = SplitConfig(method="lists", test_list=str(tmp_path / "*_test_split1.txt"), val=0.3)
+    parts, _, notes = make_split(cache, cfg)
+    assert notes == []
+    for c in range(2):
+        mine = parts[cache.labels == c]
+        assert mine[:3].tolist() == ["test", "test", "unused"] and set(mine[3:]) == {"train", "val"}
+    (tmp_path / "brush_hair_test_split1.txt").write_text("a.avi 3\n")
+    with pytest.raises(ValueError, match=r"brush_hair_test_split1.txt line 1: expected `video.avi 0\|1\|2`"):
+        make_split(cache, cfg)
+    with pytest.raises(ValueError, match="matches no file"):
+        make_split(cache, SplitConfig(method="lists", test_list=str(tmp_path / "*_test_split9.txt")))
+
+
+def test_lists_from_the_annotations_split_column():
+    paths = [f"a/{i}.mp4" for i in range(8)] + [f"b/{i}.mp4" for i in range(8)]
+    part = (["train"] * 6 + ["test"] * 2) * 2
+    group = [f"src{i // 2}" for i in range(16)]  # two clips per source video
+    cache = fake_cache(paths, np.repeat([0, 1], 8), ["a", "b"], group, part)
+    parts, groups, _ = make_split(cache, SplitConfig(method="lists", val=0.3))
+    assert (parts == "test").tolist() == [p == "test" for p in part] and set(parts[np.array(part) == "train"]) == {
+        "train", "val"}
+    for g in set(groups):
+        assert len(set(parts[groups == g])) == 1, g
+    with pytest.raises(ValueError, match="split column"):
+        make_split(fake_cache(paths, np.repeat([0, 1], 8), ["a", "b"]), SplitConfig(method="lists"))
+
+
+def test_split_csv_keeps_clip_ids_and_groups(tmp_path):
+    ids = np.array(["v/a.mp4#t=1,3", "v/a.mp4#t=3,5", "v/b.mp4"], object)
+    write_split(tmp_path / "s.csv", ids, np.array([0, 0, 1]), NAMES, np.array(["train", "train", "test"]),
+                np.array(["a", "a", "b"]))
+    assert read_split(tmp_path / "s.csv", ids[::-1], "group").tolist() == ["b", "a", "a"]
+    (tmp_path / "old.csv").write_text("path,label,part\nv/b.mp4,b,test\n")
+    with pytest.raises(ValueError, match="no 'group' column"):
+        read_split(tmp_path / "old.csv", ids[2:], "group")

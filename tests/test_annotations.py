@@ -1,0 +1,104 @@
+"""Annotation files: the three formats, line-numbered errors, and trimmed clips (segments) through stage one."""
+import numpy as np
+import pytest
+
+from pipeline.annotations import read_annotations
+from pipeline.cache import read_cache
+from pipeline.extract import ExtractConfig, extract_features
+from tests.conftest import write_video
+
+
+def touch_videos(root, *paths):
+    for p in paths:
+        (root / p).parent.mkdir(parents=True, exist_ok=True)
+        (root / p).write_bytes(b"not decoded here")
+
+
+def test_csv_with_segments_groups_and_parts(tmp_path):
+    touch_videos(tmp_path, "x/a.mp4", "x/b.mp4")
+    (tmp_path / "ann.csv").write_text("path,label,start,end,group,split\n"
+                                      "x/a.mp4,run,1,3,s1,train\n"
+                                      "x/a.mp4,jump,3,4.5,s1,validate\n"
+                                      "x/b.mp4,run,,,s2,test\n")
+    videos, classes, problems = read_annotations(tmp_path / "ann.csv", tmp_path)
+    assert classes == ["jump", "run"] and problems == []
+    assert [(v.path, v.label, v.segment, v.group, v.part) for v in videos] == [
+        ("x/a.mp4", "run", (1.0, 3.0), "s1", "train"), ("x/a.mp4", "jump", (3.0, 4.5), "s1", "val"),
+        ("x/b.mp4", "run", None, "s2", "test")]
+
+
+def test_missing_file_and_unknown_class_are_reported_with_their_line(tmp_path):
+    touch_videos(tmp_path, "a/1.mp4", "a/2.mp4")
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    (tmp_path / "ann.csv").write_text("path,label\na/1.mp4,a\na/gone.mp4,b\na/2.mp4,c\n")
+    with pytest.raises(ValueError, match=r"ann.csv \(csv\): 1 bad lines:\n  line 4: unknown class 'c'"):
+        read_annotations(tmp_path / "ann.csv", tmp_path, tmp_path / "classes.txt")
+    (tmp_path / "ann.csv").write_text("path,label\na/1.mp4,a\na/gone.mp4,b\na/2.mp4,a,\n../x.mp4,a\n")
+    with pytest.raises(ValueError, match=r"line 5: path '../x.mp4' is not relative to the data root"):
+        read_annotations(tmp_path / "ann.csv", tmp_path, tmp_path / "classes.txt")
+    (tmp_path / "ann.csv").write_text("path,label\na/1.mp4,a\na/gone.mp4,b\na/2.mp4,a\n")
+    videos, classes, problems = read_annotations(tmp_path / "ann.csv", tmp_path, tmp_path / "classes.txt")
+    assert classes == ["a", "b"] and [v.path for v in videos] == ["a/1.mp4", "a/2.mp4"]
+    assert problems == [("a/gone.mp4", f"a/gone.mp4: {tmp_path / 'ann.csv'} line 3: no such file under the data "
+                                       f"root {str(tmp_path)!r}")]
+
+
+def test_mmaction2_list_needs_its_class_names(tmp_path):
+    touch_videos(tmp_path, "v/1.avi", "v/2.avi")
+    (tmp_path / "list.txt").write_text("v/1.avi 0\nv/2.avi 1\n")
+    with pytest.raises(ValueError, match="data.classes"):
+        read_annotations(tmp_path / "list.txt", tmp_path)
+    (tmp_path / "names.txt").write_text("walk\nwave\n")
+    videos, classes, _ = read_annotations(tmp_path / "list.txt", tmp_path, tmp_path / "names.txt")
+    assert classes == ["walk", "wave"] and [v.label for v in videos] == ["walk", "wave"]
+    (tmp_path / "list.txt").write_text("v/1.avi 0\nv/2.avi 2\n")
+    with pytest.raises(ValueError, match=r"line 2: unknown class 2 \(the class-names file has 2: 0 to 1\)"):
+        read_annotations(tmp_path / "list.txt", tmp_path, tmp_path / "names.txt")
+    (tmp_path / "list.txt").write_text("just one word\n")
+    with pytest.raises(ValueError, match="not an annotation file this pipeline reads"):
+        read_annotations(tmp_path / "list.txt", tmp_path, tmp_path / "names.txt")
+
+
+def test_kinetics_trimmed_segments_of_longer_videos(tmp_path, tiny_clip):
+    """Kinetics rows: a full download (`<id>.mp4`) sampled inside [time_start, time_end) only, two segments of it
+    two rows; a trimmed download (`<id>_<start>_<end>.mp4`) whole. Changing one segment re-encodes that row only."""
+    root = tmp_path / "k"
+    write_video(root / "full" / "abc.mp4", 60, fps=10.0)  # 6 s
+    write_video(root / "trim" / "xyz_000010_000012.mp4", 20, fps=10.0)
+    ann = tmp_path / "kinetics.csv"
+    ann.write_text("label,youtube_id,time_start,time_end,split\n"
+                   "jump,abc,1,3,train\nrun,abc,4,6,test\nrun,xyz,10,12,train\nrun,gone,0,10,train\n")
+    cfg = ExtractConfig(root=str(root), cache_path=str(tmp_path / "f.h5"), model=tiny_clip, num_frames=4,
+                        batch_size=8, device="cpu", workers=0, annotations=str(ann))
+    summary = extract_features(cfg, progress=False)
+    assert (summary.encoded, summary.reused) == (3, 0)
+    assert summary.skipped == [("run/gone_000000_000010.mp4#t=0,10", "run/gone_000000_000010.mp4#t=0,10: "
+                                f"{ann} line 5: no such file under the data root {str(root)!r}")]
+    cache = read_cache(tmp_path / "f.h5")
+    assert cache.clip_ids().tolist() == ["full/abc.mp4#t=1,3", "full/abc.mp4#t=4,6", "trim/xyz_000010_000012.mp4"]
+    assert cache.class_names == ["jump", "run"] and cache.labels.tolist() == [0, 1, 1]
+    assert cache.group.tolist() == ["abc", "abc", "xyz"] and cache.annotated_part.tolist() == ["train", "test", "train"]
+    for (start, end), stamps in zip(cache.segment[:2], cache.timestamps[:2]):
+        assert np.all((stamps >= start) & (stamps < end)), (start, end, stamps)
+    assert cache.timestamps[2].max() > 1.0  # the trimmed file is sampled whole
+    assert not np.allclose(cache.embeddings[0], cache.embeddings[1])
+
+    ann.write_text("label,youtube_id,time_start,time_end,split\n"
+                   "jump,abc,1,3,train\nrun,abc,4,5,test\nrun,xyz,10,12,train\n")
+    summary = extract_features(cfg, progress=False)
+    assert (summary.encoded, summary.reused, summary.skipped) == (1, 2, [])
+    again = read_cache(tmp_path / "f.h5")
+    assert again.clip_ids()[1] == "full/abc.mp4#t=4,5" and np.all(again.timestamps[1] < 5)
+    np.testing.assert_array_equal(again.embeddings[[0, 2]], cache.embeddings[[0, 2]])
+
+
+def test_a_segment_past_the_end_is_skipped_with_its_reason(tmp_path, tiny_clip):
+    write_video(tmp_path / "v" / "a.mp4", 20, fps=10.0)  # 2 s
+    (tmp_path / "ann.csv").write_text("path,label,start,end\nv/a.mp4,x,0,1\nv/a.mp4,x,5,6\nv/a.mp4,y,1,2\n")
+    cfg = ExtractConfig(root=str(tmp_path), cache_path=str(tmp_path / "f.h5"), model=tiny_clip, num_frames=4,
+                        batch_size=8, device="cpu", workers=0, annotations=str(tmp_path / "ann.csv"))
+    summary = extract_features(cfg, progress=False)
+    assert summary.encoded == 2 and len(summary.skipped) == 1
+    name, reason = summary.skipped[0]
+    assert name == "v/a.mp4#t=5,6" and reason.startswith("v/a.mp4#t=5,6: the segment [5, 6) s holds no frame")
+    assert read_cache(tmp_path / "f.h5").repeated.tolist() == [False, False]
