@@ -5,9 +5,11 @@ import cv2
 import streamlit as st
 
 from pipeline.heads import load_head
-from pipeline.inspect import load
+from pipeline.inspector import load
 from pipeline.predict import encoder_for
 from pipeline.zeroshot import text_embeddings
+
+PARAMS = "params.yaml"  # the project's settings; the app runs in the project folder, as dvc does
 
 
 @st.cache_resource(show_spinner="Loading the CLIP encoder…")

@@ -10,8 +10,8 @@ import streamlit as st
 
 from app.common import cached_cache, frame_strip
 from pipeline.cache import CACHE_PATH, random_encoder_note
-from pipeline.inspect import (class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d, row_of,
-                              summarize, video_means)
+from pipeline.inspector import (class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d,
+                                row_of, summarize, video_means)
 from pipeline.predict import shared_pool
 from pipeline.video import FrameSpec
 from pipeline.workers import ReadConfig

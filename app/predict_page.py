@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from app.common import cached_encoder, cached_head, cached_text_embeddings, frame_strip
+from app.common import PARAMS, cached_encoder, cached_head, cached_text_embeddings, frame_strip
 from pipeline.cache import random_encoder_note
 from pipeline.heads import HEAD_FILES, NOT_SURE_KEY, describe_data
 from pipeline.predict import make_predictor, predict_segments, predict_video, temporary_upload
@@ -18,7 +18,7 @@ from pipeline.zeroshot import zeroshot_head
 
 UPLOAD_TYPES = [e[1:] for e in VIDEO_EXTENSIONS]  # the same videos as stage one takes
 HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression", "zeroshot": "zero-shot"}
-PARAMS = "params.yaml"
+TEXT_LINE_PX = 26  # the height of one line in Streamlit's text area
 WINDOW, STRIDE = 4.0, 2.0  # seconds: the timeline's sliding windows
 STEP_LABELS = {"decoding": "Decoding the sampled frames…", "encoding": "Encoding them with CLIP…",
                "classifying": "Classifying…"}
@@ -29,7 +29,7 @@ def main() -> None:
     # run from the project folder, like dvc: heads and a local encoder directory are found relative to it
     trained = {kind: Path(HEAD_FILES[kind]) for kind in ("linear", "logreg") if Path(HEAD_FILES[kind]).is_file()}
     if not trained:
-        st.info("No trained head yet: train one from the project folder with `dvc repro` "
+        st.info(f"No trained head yet in `{Path.cwd()}`: train one there with `dvc repro` "
                 f"(it writes {' and '.join(HEAD_FILES.values())}). Meanwhile, zero-shot works from the names of "
                 "the actions alone.")
     kind = st.radio("Head", [*trained, "zeroshot"], format_func=HEAD_LABELS.get, horizontal=True)
@@ -52,13 +52,38 @@ def main() -> None:
         st.warning(random_encoder_note(meta))
 
     limit = st.get_option("server.maxUploadSize")
+    # above the uploader, with a key: the choice survives a new upload
+    timeline = st.toggle(f"Also a timeline: windows of {WINDOW:g} s every {STRIDE:g} s (for long videos)",
+                         key="timeline")
     upload = st.file_uploader(f"Upload a video ({', '.join(UPLOAD_TYPES)}; up to {limit} MB)", type=UPLOAD_TYPES)
     if upload is None:
         return
-    st.video(upload)
-    timeline = st.toggle(f"Also a timeline: windows of {WINDOW:g} s every {STRIDE:g} s (for long videos)")
-    if not st.button("Predict", type="primary"):
-        return
+    preview, answer = st.columns([2, 3], gap="large")  # a small player beside the answer, which stays in view
+    preview.video(upload)
+    with answer:
+        if st.button("Predict", type="primary"):
+            result = run_prediction(upload, predictor, timeline)
+            if result is None:
+                return
+            st.session_state["result"] = {"file_id": upload.file_id, "head": kind, **result}
+        shown = st.session_state.get("result")
+        if shown is None or shown["file_id"] != upload.file_id:
+            return
+        # kept after a head switch (or new zero-shot actions), and said to be the other head's
+        if shown["head"] != kind:
+            st.info(f"The answer below is the {HEAD_LABELS[shown['head']]}'s: press Predict for the "
+                    f"{HEAD_LABELS[kind]}'s.")
+        elif list(shown["prediction"].class_names) != list(meta["class_names"]):
+            st.info("The answer below is for the previous actions: press Predict for these.")
+        st.caption(f"Answer of the {HEAD_LABELS[shown['head']]}")
+        show_prediction(shown["prediction"])
+    show_frames(shown["prediction"])
+    if shown["segments"]:
+        show_timeline(shown["segments"])
+
+
+def run_prediction(upload, predictor, timeline: bool) -> dict | None:
+    """{"prediction", "segments"} for the uploaded video, with a progress bar; None after showing the error."""
     # a progress bar rather than st.status, which sleeps 50 ms on entry and exit to let the browser catch up
     bar = st.progress(0.0, text="Starting…")
     steps = list(STEP_LABELS)
@@ -75,12 +100,10 @@ def main() -> None:
                     done / total, text=f"Timeline: window {done} of {total}…"))
     except ValueError as e:
         st.error(f"{upload.name}: {e}")
-        return
+        return None
     finally:
         bar.empty()
-    show_prediction(prediction)
-    if segments:
-        show_timeline(segments)
+    return {"prediction": prediction, "segments": segments}
 
 
 def show_timeline(segments) -> None:
@@ -122,7 +145,9 @@ def zero_shot_predictor():
             if root.is_dir() else []
     else:
         raise ValueError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
-    text = st.text_area("Actions, one per line (edit them freely)", value="\n".join(default))
+    # tall enough to show every action (Streamlit's default shows about three lines)
+    text = st.text_area("Actions, one per line (edit them freely)", value="\n".join(default),
+                        height=max(68, TEXT_LINE_PX * len(default) + 20))
     actions = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
     if not actions:
         raise ValueError("type at least one action")
@@ -133,21 +158,38 @@ def zero_shot_predictor():
     return make_predictor(head, encoder)
 
 
+def label(class_name: str) -> str:
+    """A class name as people read it: underscores become spaces (so that it wraps between words)."""
+    return class_name.replace("_", " ")
+
+
 def show_prediction(prediction) -> None:
-    """The top action in large type, all class probabilities, and the sampled frames with their own top class."""
+    """The top action in large type and every class's probability, highest first."""
     if prediction.answer == prediction.top_class:
-        st.markdown(f"## {prediction.top_class.replace('_', ' ')}")
+        st.markdown(f"## {label(prediction.top_class)}")
         st.markdown(f"**{prediction.top_probability:.1%}** probability")
     else:
         st.markdown("## not sure")
-        st.markdown(f"best guess **{prediction.top_class.replace('_', ' ')}** at {prediction.top_probability:.1%}, "
+        st.markdown(f"best guess **{label(prediction.top_class)}** at {prediction.top_probability:.1%}, "
                     f"under the {prediction.not_sure_below:.0%} this head needs to be sure with "
                     f"{len(prediction.class_names)} classes")
-    st.bar_chart(pd.DataFrame({"probability": prediction.probabilities}, index=prediction.class_names),
-                 horizontal=True)
+    show_probabilities(prediction.class_names, prediction.probabilities)
+
+
+def show_probabilities(class_names: list[str], probabilities) -> None:
+    """Horizontal bars, highest probability on top, full class names, the axis in % like the text."""
+    table = pd.DataFrame({"action": [label(n) for n in class_names], "probability": probabilities})
+    st.altair_chart(alt.Chart(table).mark_bar().encode(
+        x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        y=alt.Y("action:N", title=None, sort="-x", axis=alt.Axis(labelLimit=0)),
+        tooltip=["action", alt.Tooltip("probability:Q", format=".1%")]), width="stretch")
+
+
+def show_frames(prediction) -> None:
+    """The sampled frames, each with its time and its own top class."""
     st.markdown("#### Sampled frames")
     per_frame, names = prediction.frame_probabilities, prediction.class_names
-    captions = [f"{t:.2f} s · {names[int(p.argmax())]} {p.max():.0%}" for t, p in
+    captions = [f"{t:.2f} s · {label(names[int(p.argmax())])} {p.max():.0%}" for t, p in
                 zip(prediction.clip.timestamps, per_frame)]
     frame_strip(prediction.clip.frames, captions)
 

@@ -1,14 +1,27 @@
 """Streamlit app entry point: `streamlit run app/streamlit_app.py` from the project folder."""
+import os
 import sys
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` puts only app/ on the path
+ROOT = Path(__file__).resolve().parents[1]  # the project this app belongs to
+sys.path.insert(0, str(ROOT))  # `streamlit run` puts only app/ on the path
+from app.common import PARAMS  # noqa: E402
+from pipeline.heads import HEAD_FILES  # noqa: E402
 from pipeline.threads import set_threads  # noqa: E402
 
 set_threads("app")
 
 st.set_page_config(page_title="clip-har", layout="wide")
+# The pages find heads, params.yaml and a local encoder relative to the current folder, as dvc does. Launched from a
+# folder that is not a project (neither params.yaml nor a head), the app uses its own project and says so (for the
+# rest of this session).
+if not any(Path(p).is_file() for p in (PARAMS, *HEAD_FILES.values())) and (ROOT / PARAMS).is_file():
+    st.session_state["launched_from"] = os.getcwd()
+    os.chdir(ROOT)
+if "launched_from" in st.session_state:
+    st.warning(f"Launched from `{st.session_state['launched_from']}`, which is not a project folder (no {PARAMS}, "
+               f"no head): using this app's project, `{ROOT}`.")
 st.navigation([st.Page("predict_page.py", title="Predict", icon=":material/movie:", default=True),
                st.Page("embeddings_page.py", title="Embeddings", icon=":material/scatter_plot:")]).run()

@@ -7,6 +7,7 @@ processes: the peak RSS (VmHWM) after the imports alone, and after read_frames(1
 """
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def make_video() -> None:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     if not VIDEO.exists():
         make_video()
     model = ROOT / "bench" / "out" / "tiny-clip"

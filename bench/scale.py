@@ -163,7 +163,7 @@ def run_size(n: int, only: list[str] | None = None) -> dict:
               "load_before": os.getloadavg()[0]}
     logs = project / "logs"
     logs.mkdir()
-    inspect = [py, "-m", "pipeline.inspect", "cache/features.h5"]
+    inspect = [py, "-m", "pipeline.inspector", "cache/features.h5"]
     steps = [  # (name, log file, command)
         ("stage one (+1 video)", "extract", extract_cmd(project, model)),
         ("split", "split", [py, "-m", "stages.split"]),

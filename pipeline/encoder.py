@@ -5,14 +5,19 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+if not __package__:  # run as a file (python pipeline/encoder.py): import the project's packages from its folder
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np
 import torch
 
 from pipeline.cache import RANDOM_WEIGHTS
+from pipeline.hub import OFFLINE_NEXT_STEP, TINY_CLIP, load_pretrained
 from pipeline.onnx_backend import export_onnx, ort_session, run_session
 from pipeline.video import DECODER, FrameSpec, resize_crop
 
@@ -110,9 +115,6 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", 
                          "backend to torch")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
-    looks_local = model_id.startswith((".", "/", "~")) or os.path.exists(model_id)
-    if looks_local and not Path(model_id).expanduser().is_dir():
-        raise ValueError(f"encoder model directory {model_id!r} does not exist")
     from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
     from transformers.utils import logging as hf_logging
 
@@ -120,17 +122,12 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", 
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # loading a full CLIP checkpoint into the vision tower lists the text weights
         try:
-            model = CLIPVisionModelWithProjection.from_pretrained(model_id)
-            processor = CLIPImageProcessorPil.from_pretrained(model_id)
+            model, processor = load_pretrained((CLIPVisionModelWithProjection, CLIPImageProcessorPil), model_id)
         finally:
             hf_logging.set_verbosity(verbosity)
     except OSError as e:
-        raise ValueError(
-            f"cannot load the CLIP encoder {model_id!r} (no network and not in the local Hugging Face cache?): "
-            "set encoder.model in params.yaml to a local directory holding the model saved with save_pretrained, "
-            "or build a tiny random one for offline demos with `python -m pipeline.encoder --tiny models/tiny-clip`"
-            f" [{str(e).splitlines()[0]}]"
-        ) from None
+        raise ValueError(f"cannot load the CLIP encoder {model_id!r} [{str(e).splitlines()[0]}]: "
+                         f"{OFFLINE_NEXT_STEP}") from None
     cpu_only = backend == "onnxruntime"
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available() and not cpu_only)
                        else "cpu")
@@ -346,11 +343,13 @@ def _fingerprint(model: torch.nn.Module, processor: CLIPImageProcessorPil) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description="Write a randomly initialised CLIP (no download needed).")
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--tiny", metavar="DIR", help="a tiny one, for tests and offline demos")
+    group.add_argument("--tiny", metavar="DIR", help=f"a tiny one, for tests and offline demos (e.g. {TINY_CLIP})")
     group.add_argument("--vit-b-32", metavar="DIR", help="the full ViT-B/32 architecture, for benchmarks")
     args = parser.parse_args()
     path = build_random_clip(args.tiny or args.vit_b_32, full_size=args.vit_b_32 is not None)
-    print(f"random CLIP written to {path} (its embeddings mean nothing: tests, demos and benchmarks only)")
+    print(f"random CLIP written to {path} (its embeddings mean nothing: tests, demos and benchmarks only)\n"
+          f"next: dvc exp run -S encoder.model={args.tiny or args.vit_b_32}   "
+          "(or set encoder.model in params.yaml, then dvc repro)")
 
 
 if __name__ == "__main__":

@@ -65,3 +65,22 @@ def efficiency_figure(rows: list[dict]):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+# `dvc plots show` writes a page that loads Vega from a CDN, so offline every chart is blank. .dvc/config points
+# it at this page template instead (plots.html_template, relative to .dvc/): Vega, Vega-Lite and Vega-Embed
+# inline (vl-convert's bundle, ~0.9 MB), no {scripts} placeholder, so the page needs no network.
+OFFLINE_TEMPLATE = ".dvc/plots/offline.html"
+VEGA_LITE_VERSION = "5.21"  # DVC's templates are Vega-Lite 5 specs
+
+
+def offline_page_template() -> str:
+    """The HTML page template for `dvc plots show --html-template` (dvc-render's placeholders {refresh_tag} and
+    {plot_divs}) with the Vega libraries inline: charts render without network."""
+    import vl_convert
+
+    bundle = vl_convert.javascript_bundle(vl_version=VEGA_LITE_VERSION)  # sets window.vega, vegaLite, vegaEmbed
+    assert "</script" not in bundle.lower() and "{plot_divs}" not in bundle
+    return ("<!DOCTYPE html>\n<html>\n<head>\n{refresh_tag}\n<meta charset=\"utf-8\">\n<title>DVC Plot</title>\n"
+            "<style>table { border-spacing: 15px; }</style>\n<script>\n" + bundle + "\n</script>\n</head>\n<body>\n"
+            "{plot_divs}\n</body>\n</html>\n")

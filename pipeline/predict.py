@@ -26,6 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if not __package__:  # run as a file (python pipeline/predict.py): import the project's packages from its folder
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import numpy as np
 
 from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, embed_frames, load_encoder

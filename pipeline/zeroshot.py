@@ -7,6 +7,7 @@ from transformers import AutoTokenizer, CLIPTextModelWithProjection
 from transformers.utils import logging as hf_logging
 
 from pipeline.heads import LOGIT_SCALE, Head, ZeroShotHead, head_metadata
+from pipeline.hub import load_pretrained
 
 # Prompt templates, ensembled: each class's text embedding is the mean of its unit-length prompt embeddings.
 TEMPLATES = ("a video of a person {}.", "a photo of a person {}.", "a person {}.", "someone {}.",
@@ -31,8 +32,8 @@ def text_embeddings(model_id: str, class_names: list[str], templates: tuple[str,
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # a full CLIP checkpoint loaded into the text tower lists the vision weights
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model_id)
-            model = CLIPTextModelWithProjection.from_pretrained(model_id).eval()
+            tokenizer, model = load_pretrained((AutoTokenizer, CLIPTextModelWithProjection), model_id)
+            model.eval()
         finally:
             hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError) as e:

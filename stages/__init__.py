@@ -2,6 +2,7 @@
 when the user's data, settings or disk stop a stage."""
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import sys
@@ -53,12 +54,19 @@ def config(cls, values: dict, section: str, **extra):
 
 
 def stage(name: str) -> Callable:
-    """Decorate a stage's main(): a ValueError or OSError (a condition of the user's data, settings or disk, raised
-    with a message naming the problem and the fix) ends the stage with `<name>: error: <message>` on stderr and
-    exit status 1, never a traceback. Anything else is a bug, and keeps its traceback."""
+    """Decorate a stage's main(): the command line takes no arguments but --help (which describes the stage from
+    its module docstring and touches nothing); a ValueError or OSError (a condition of the user's data, settings
+    or disk, raised with a message naming the problem and the fix) ends the stage with `<name>: error: <message>`
+    on stderr and exit status 1, never a traceback. Anything else is a bug, and keeps its traceback."""
     def decorate(main: Callable[[], None]) -> Callable[[], None]:
         @functools.wraps(main)
         def run() -> None:
+            if main.__module__ == "__main__":  # a command (python -m stages.x), not a call from Python
+                argparse.ArgumentParser(
+                    prog=f"python -m stages.{name}", description=sys.modules["__main__"].__doc__,
+                    epilog=f"It takes no arguments: it reads its settings from {PARAMS} in the current folder (the "
+                           "project's) and writes the outputs dvc.yaml names. Usually run by `dvc repro`, or "
+                           "`dvc exp run -S key=value` to try a setting.").parse_args()
             try:
                 main()
             except (ValueError, OSError) as e:

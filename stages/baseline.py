@@ -1,4 +1,10 @@
 """DVC stage `baseline`: logistic regression on standardised mean-pooled embeddings, saved with joblib."""
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a file (python stages/baseline.py): import the project's packages from its folder
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.heads import (HEAD_FILES, CalibrationConfig, Head, LogRegConfig, calibrate, fit_logreg, head_metadata,
                             mean_pool, save_logreg)

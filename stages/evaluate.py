@@ -1,6 +1,11 @@
 """DVC stage `evaluate`: every head on the test part (and k-fold CV): DVCLive metrics, confusion plots, a table."""
 import json
+import sys
 from dataclasses import replace
+from pathlib import Path
+
+if not __package__:  # run as a file (python stages/evaluate.py): import the project's packages from its folder
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from dvclive import Live
 

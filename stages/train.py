@@ -1,4 +1,10 @@
 """DVC stage `train`: the linear head (mean, attention or conv pooling over time) on the cached frame embeddings."""
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a file (python stages/train.py): import the project's packages from its folder
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from dvclive import Live
 
 from pipeline.cache import CACHE_PATH, open_cache

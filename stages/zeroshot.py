@@ -1,4 +1,10 @@
 """DVC stage `zeroshot`: text embeddings of the cache's class names (prompt ensemble), saved as a zero-shot head."""
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a file (python stages/zeroshot.py): import the project's packages from its folder
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.heads import HEAD_FILES, CalibrationConfig, calibrate, mean_pool, save_linear
 from pipeline.split import SPLIT_PATH, read_split

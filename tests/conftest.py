@@ -12,7 +12,6 @@ import pytest
 
 from pipeline.encoder import build_random_clip
 
-REPO = Path(__file__).resolve().parents[1]
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "VP80", ".webm": "VP80", ".mov": "mp4v", ".m4v": "mp4v"}
 
 
@@ -95,8 +94,6 @@ def project(tmp_path_factory, tiny_clip) -> Path:
                                 save_linear, save_logreg, train_linear_head)
 
     root = tmp_path_factory.mktemp("project")
-    (root / ".streamlit").mkdir()
-    (root / ".streamlit" / "config.toml").write_text((REPO / ".streamlit" / "config.toml").read_text())
     for c, name in enumerate(["clapping", "sitting", "walking"]):
         for i in range(3):
             write_video(root / "data" / name / f"{name}_{i}.mp4", 20 + 5 * i, seed=10 * c + i)

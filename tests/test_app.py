@@ -20,10 +20,30 @@ def run_app() -> AppTest:
 
 
 def test_without_a_trained_head_the_page_says_which_command_to_run(tmp_path, monkeypatch):
+    import yaml
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({  # a project folder with no head and no videos yet
+        "data": {"root": "data"}, "encoder": {"model": "models/tiny-clip"},
+        "extract": {"num_frames": 4, "preprocess": "fast"}}))
     monkeypatch.chdir(tmp_path)
     at = run_app()
     assert "No trained head yet" in at.info[0].value and "dvc repro" in at.info[0].value
-    assert len(at.get("file_uploader")) == 0
+    assert str(tmp_path) in at.info[0].value  # the folder it looked in
+    assert not at.warning and len(at.get("file_uploader")) == 0
+
+
+def test_launched_from_another_folder_the_app_uses_its_own_project_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not a project: no params.yaml
+    at = run_app()
+    root = str(Path(APP).parents[1])
+    assert Path.cwd() == Path(root)  # heads and params.yaml are now found (monkeypatch restores the folder)
+    assert str(tmp_path) in at.warning[0].value and f"using this app's project, `{root}`" in at.warning[0].value
+
+
+def test_the_uploader_takes_every_extension_stage_one_reads(project, monkeypatch):
+    from pipeline.video import VIDEO_EXTENSIONS
+    monkeypatch.chdir(project)
+    at = run_app()
+    assert set(VIDEO_EXTENSIONS) <= set(at.get("file_uploader")[0].proto.type)  # Streamlit adds .mpeg and such
 
 
 def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, monkeypatch, tmp_path):
@@ -56,6 +76,34 @@ def test_switching_to_logistic_regression(project, monkeypatch):
     at.radio[0].set_value("logreg").run()
     assert not at.exception
     assert "logistic regression" in at.caption[0].value
+
+
+def test_after_a_head_switch_the_answer_stays_and_says_whose_it_is(project, monkeypatch):
+    monkeypatch.chdir(project)
+    at = run_app()
+    at.get("file_uploader")[0].upload("clip.mp4", (project / "data/walking/walking_0.mp4").read_bytes(), "video/mp4")
+    at.run()
+    at.button[0].click().run()
+    answer = [m.value for m in at.markdown if m.value.startswith("## ")]
+    assert len(answer) == 1 and not at.info
+    at.radio[0].set_value("logreg").run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.markdown if m.value.startswith("## ")] == answer  # the linear head's, kept
+    assert "linear head's: press Predict for the logistic regression's" in at.info[0].value
+    at.button[0].click().run()
+    assert not at.info and len([m for m in at.markdown if m.value.startswith("## ")]) == 1
+
+
+def test_bars_are_sorted_by_probability_with_full_names_and_a_percent_axis(project, monkeypatch):
+    import json
+    monkeypatch.chdir(project)
+    at = run_app()
+    at.get("file_uploader")[0].upload("clip.mp4", (project / "data/walking/walking_0.mp4").read_bytes(), "video/mp4")
+    at.run()
+    at.button[0].click().run()
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert spec["encoding"]["y"]["sort"] == "-x" and spec["encoding"]["y"]["axis"]["labelLimit"] == 0
+    assert spec["encoding"]["x"]["axis"]["format"] == "%"
 
 
 @pytest.mark.parametrize("content", [b"", b"definitely not a video" * 50])
@@ -126,6 +174,10 @@ def test_timeline_for_an_upload(project, monkeypatch):
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert "#### Timeline" in [m.value for m in at.markdown] and len(at.get("vega_lite_chart")) == 2  # bars, timeline
+    at.get("file_uploader")[0].clear().run()  # another upload: the toggle keeps its state
+    at.get("file_uploader")[0].upload("b.mp4", (project / "data/walking/walking_0.mp4").read_bytes(), "video/mp4")
+    at.run()
+    assert at.toggle[0].value is True
 
 
 def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot_head(project, tiny_clip,

@@ -2,75 +2,17 @@
 import functools
 import http.server
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 from pipeline.demo import DemoConfig, make_demo_dataset
 from pipeline.heads import HEAD_FILES
 from pipeline.predict import load_predictor, predict_video
+from tests.browser import chromium_page, need_chromium, streamlit_server
 
 pytestmark = pytest.mark.slow  # a browser and `streamlit run`: deselect with -m "not slow"
-# Every wait is on an event (a text, a role, a count), with a bound far above a loaded machine's time: the app
-# loads the encoder before it shows the uploader, which took over 5 s on 2 cores shared with other work.
-WAIT_MS = 120_000
-APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
-CHROMIUM = shutil.which("chromium")
-if CHROMIUM is None and not os.environ.get("CI"):  # CI installs it (.ci/run): there, a missing browser fails
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def streamlit_server(project, **env):
-    """`streamlit run` of the app in the project folder, on a free port; yields its URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + WAIT_MS / 1000
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.2)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-
-
-@contextmanager
-def chromium_page():
-    from playwright.sync_api import expect, sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.set_default_timeout(WAIT_MS)  # clicks and uploads wait for their element this long
-            expect.set_options(timeout=WAIT_MS)  # and so does every expect(...) (5 s by default)
-            yield page
-        finally:
-            browser.close()
+need_chromium(module=True)
 
 
 @pytest.fixture
@@ -87,7 +29,7 @@ def test_upload_predict_in_a_real_browser(server, project, tmp_path):
     with chromium_page() as page:
         page.goto(server)
         expect(page.get_by_text("What is the person doing?")).to_be_visible()
-        expect(page.get_by_text("up to 256 MB")).to_be_visible()  # the limit from .streamlit/config.toml
+        expect(page.get_by_text("up to 256 MB")).to_be_visible()  # app/.streamlit/config.toml's, wherever it starts
         page.locator("input[type=file]").set_input_files(str(video))
         page.get_by_role("button", name="Predict").click()
         heading = page.get_by_role("heading", name=expected.top_class.replace("_", " "), exact=True)

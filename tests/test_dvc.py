@@ -1,6 +1,7 @@
 """End to end: the real `dvc repro` and `dvc exp run` in a temporary copy of the repository, with the tiny encoder."""
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -9,14 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cache import read_cache
-from pipeline.cache import RANDOM_ENCODER_NOTE
+from pipeline.cache import RANDOM_ENCODER_NOTE, read_cache
 from pipeline.demo import CLASSES
 from pipeline.evaluate import HEAD_METRICS
 from pipeline.heads import load_head
+from tests.browser import chromium_page, need_chromium, streamlit_server
 
 pytestmark = pytest.mark.slow  # the real dvc, several minutes: deselect with -m "not slow"
 ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "tests" / "out" / "first_hour"  # the first hour's screenshots (git ignores tests/out/)
 
 
 def sh(*cmd, cwd):
@@ -47,11 +49,17 @@ def copy_repo(repo: Path, tiny_clip: str) -> dict:
     return params
 
 
-def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
-    repo = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def demo_repo(tmp_path_factory, tiny_clip):
+    """(repo, params, output of the first `dvc repro`): a copy of the repository after `dvc repro` on a small demo
+    dataset (5 clips per class, 4 frames) with the tiny encoder, shared by the tests that need no other data."""
+    repo = tmp_path_factory.mktemp("dvc") / "repo"
     params = copy_repo(repo, tiny_clip)
+    return repo, params, dvc("repro", cwd=repo)
 
-    out = dvc("repro", cwd=repo)
+
+def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
+    repo, params, out = demo_repo
     for stage in ("demo", "extract", "split", "train", "baseline", "zeroshot", "evaluate"):
         assert f"Running stage '{stage}'" in out
     assert "35 encoded, 0 reused, 0 skipped" in out
@@ -106,6 +114,105 @@ def test_dvc_pipeline_end_to_end(tmp_path, tiny_clip):
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc("repro", "extract", cwd=repo)
     assert "Running stage 'demo'" not in out and "0 encoded, 35 reused, 0 skipped" in out
+
+
+def test_first_hour_in_the_browser(demo_repo, tmp_path):
+    """The README's first hour in Chromium, the network blocked: `dvc plots show`'s page draws each chart once with
+    its data; the app on the demo with the trained heads plays a demo clip beside the answer, predicts, keeps the
+    answer on a head switch. Screenshots in tests/out/first_hour/."""
+    need_chromium()
+    repo, params, _ = demo_repo
+    dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=repo)
+    check_plots_page(tmp_path / "plots" / "index.html", SHOTS)
+    clip = sorted((repo / "data" / "demo" / "walking").iterdir())[0]  # mp4, mkv or webm
+    walk_the_app(repo, clip, params["extract"]["num_frames"], SHOTS)
+
+
+def check_plots_page(page_file: Path, shots: Path) -> None:
+    """Each chart of dvc.yaml's `plots:` once, with data, drawn without network; every image loaded."""
+    specs = [json.loads(m) for m in re.findall(r"var spec = (\{.*\});", page_file.read_text())]
+    titles = [s["title"]["text"] for s in specs]
+    assert len(titles) == len(set(titles)) == 6, titles
+    for spec in specs:
+        encoding = spec.get("encoding") or spec["spec"]["encoding"]
+        values = spec["data"]["values"]
+        assert values and all(encoding["x"]["field"] in v for v in values), spec["title"]  # no empty "vs step"
+        if "confusion" in spec["title"]["text"]:  # as the PNGs: predicted across, actual down
+            assert (encoding["x"]["field"], encoding["y"]["field"]) == ("predicted", "actual")
+    with chromium_page() as page:
+        outside, errors = [], []
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else (
+            outside.append(route.request.url), route.abort()))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_file.as_uri())
+        page.wait_for_function(f"document.querySelectorAll('.vega-embed svg.marks, .vega-embed canvas').length"
+                               f" == {len(specs)}")
+        sizes = page.evaluate("""[...document.querySelectorAll('.vega-embed svg.marks, .vega-embed canvas')].map(
+            c => [c.getBoundingClientRect().width, c.getBoundingClientRect().height,
+                  c.querySelectorAll('path, rect, line').length])""")
+        page.wait_for_function("[...document.images].every(i => i.complete)")
+        images = page.evaluate("[...document.images].map(i => [i.getAttribute('src'), i.naturalWidth])")
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "1-dvc-plots.png"), full_page=True)
+    assert not errors and not outside, (errors, outside)
+    assert all(w > 100 and h > 100 and marks > 10 for w, h, marks in sizes), sizes
+    assert len(images) == 5 and all(width > 0 for _, width in images), images
+
+
+def done(page, frames: int) -> None:
+    """Wait for the app's run to end and its answer to be drawn: the bars and every sampled frame."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("[data-testid=stApp][data-test-script-state=notRunning]")).to_have_count(1)
+    expect(page.locator("[data-testid=stVegaLiteChart]").get_by_role("img").first).to_be_visible()
+    expect(page.locator("[data-testid=stImage] img")).to_have_count(frames)
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete)")
+
+
+def walk_the_app(repo: Path, clip: Path, frames: int, shots: Path) -> None:
+    """Upload a demo clip to the app in the repository, predict, switch head: screenshots at each step."""
+    from playwright.sync_api import expect
+
+    with streamlit_server(repo) as url, chromium_page() as page:
+        outside = []
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(url) else (
+            outside.append(route.request.url), route.abort()))
+        page.goto(url)
+        expect(page.get_by_text("What is the person doing?")).to_be_visible()
+        page.screenshot(path=str(shots / "2-app.png"))
+        page.locator("input[type=file]").set_input_files(str(clip))
+        # the demo clip plays: the player has its first frame
+        page.wait_for_function("(() => { const v = document.querySelector('video'); return v && (v.readyState >= 2"
+                               " || v.error); })()")
+        assert page.evaluate("(() => { const v = document.querySelector('video'); return !v.error && "
+                             "v.videoWidth > 0; })()")
+        page.get_by_role("button", name="Predict").click()
+        expect(page.get_by_text("Answer of the linear head", exact=True)).to_be_visible()
+        done(page, frames)
+        answer = page.locator("h2").filter(has_not_text="What is the person doing?").first
+        expect(answer).to_be_visible()
+        box, height = answer.bounding_box(), page.viewport_size["height"]
+        assert box["y"] + box["height"] < height, "the answer is below the fold"
+        page.screenshot(path=str(shots / "3-answer.png"))
+        first = answer.inner_text()
+        page.get_by_text("logistic regression", exact=True).click()
+        expect(page.get_by_text("press Predict for the logistic regression's")).to_be_visible()
+        expect(answer).to_have_text(first)  # the linear head's answer stays, and says whose it is
+        page.screenshot(path=str(shots / "4-head-switched.png"))
+        page.get_by_role("button", name="Predict").click()
+        expect(page.get_by_text("Answer of the logistic regression", exact=True)).to_be_visible()
+        done(page, frames)
+        expect(page.get_by_text("press Predict for the logistic regression's")).to_have_count(0)
+        expect(page.locator("h2").filter(has_not_text="What is the person doing?")).to_have_count(1)
+        page.screenshot(path=str(shots / "5-logreg-answer.png"), full_page=True)
+        page.get_by_text("zero-shot", exact=True).click()
+        actions = page.locator("textarea")
+        expect(actions).to_have_value(re.compile("walking_while_using_phone"))
+        expect(page.get_by_text("press Predict for the zero-shot's")).to_be_visible()
+        assert actions.evaluate("t => t.scrollHeight <= t.clientHeight")  # every action in view, no scrolling
+        page.screenshot(path=str(shots / "6-zero-shot.png"))
+    # the page's favicon (the Predict page's material icon) is Google's: a tab without its icon, nothing else
+    assert [u for u in outside if "fonts.gstatic.com/s/i/" not in u] == [], outside
 
 
 def test_dvc_pipeline_with_an_annotation_file(tmp_path, tiny_clip):

@@ -102,12 +102,19 @@ def test_embeddings_do_not_depend_on_batch_composition(encoder):
     assert embed_frames(pixels[:0], encoder, batch_size=8).shape == (0, 32)
 
 
-def test_offline_hub_id_fails_with_one_clear_sentence(monkeypatch):
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable"])
+def test_offline_hub_id_fails_at_once_with_the_next_command(monkeypatch, how):
+    """No hub retries (huggingface_hub's take ~25 s): the hub is asked once, or not at all when HF_HUB_OFFLINE is
+    set, and the error gives the commands to run next."""
     from huggingface_hub import constants
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what a machine without network ends up at, at once
-    with pytest.raises(ValueError, match=r"set encoder.model in params.yaml to a local directory") as err:
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what a machine without network ends up at
+    else:  # a port nothing listens on: the connection is refused
+        monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(ValueError, match=r"hub cannot be reached") as err:
         load_encoder("openai/clip-vit-base-patch32-not-cached", device="cpu")
-    assert "python -m pipeline.encoder --tiny" in str(err.value)
+    assert "python -m pipeline.encoder --tiny models/tiny-clip" in str(err.value)
+    assert "dvc exp run -S encoder.model=models/tiny-clip" in str(err.value)
 
 
 def test_missing_local_directory_is_named(tmp_path):

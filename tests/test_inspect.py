@@ -7,8 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pipeline.cache import RANDOM_ENCODER_NOTE, SCHEMA_VERSION, empty_cache, write_cache
-from pipeline.inspect import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, main, nearest_neighbors,
-                              similar_pairs, summarize)
+from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, main, nearest_neighbors,
+                                similar_pairs, summarize)
 from pipeline.split import write_split
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
@@ -184,7 +184,7 @@ def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
 
 
 def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
-    monkeypatch.setattr("pipeline.inspect.TILE", 64)  # many tiles, diagonal and off-diagonal
+    monkeypatch.setattr("pipeline.inspector.TILE", 64)  # many tiles, diagonal and off-diagonal
     rng = np.random.default_rng(0)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     means = unit(rng.normal(size=(300, 96)))  # more dimensions than the screen keeps: the screen prunes

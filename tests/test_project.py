@@ -2,10 +2,12 @@
 params, dataclass defaults equal params.yaml, and each shared fact is defined once."""
 import ast
 import re
+import subprocess
 import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,3 +147,33 @@ def test_shared_facts_are_written_once():
     outs = {o if isinstance(o, str) else next(iter(o)) for s in yaml.safe_load((ROOT / "dvc.yaml").read_text())[
         "stages"].values() for o in s.get("outs", [])}
     assert {CACHE_PATH, SPLIT_PATH} <= outs
+
+
+def test_dvc_plots_page_needs_no_network():
+    """.dvc/config points `dvc plots show` at the committed page template, which carries Vega inline (the default
+    page loads it from a CDN: offline every chart was blank) and is what pipeline.plots writes today."""
+    import configparser
+
+    from pipeline.plots import OFFLINE_TEMPLATE, offline_page_template
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".dvc" / "config")
+    assert (ROOT / ".dvc" / config["plots"]["html_template"]).resolve() == (ROOT / OFFLINE_TEMPLATE).resolve()
+    page = (ROOT / OFFLINE_TEMPLATE).read_text()
+    assert "{plot_divs}" in page and "{scripts}" not in page and "<script src=" not in page
+    assert page == offline_page_template(), "regenerate it: see README, 'Plots'"
+
+
+@pytest.mark.slow  # ten processes importing torch: about 20 s on a quiet 2-core machine
+def test_every_command_answers_help_without_side_effects(tmp_path):
+    """Each stage script and each pipeline module with a command line, run as a file from another folder
+    (`python stages/split.py --help`), prints its usage, exits 0 and writes nothing. `python -m` differs only in
+    how the packages are found, which the stages' own runs (dvc repro) cover."""
+    commands = [p for p in sorted(ROOT.glob("stages/*.py")) + sorted(ROOT.glob("pipeline/*.py"))
+                if 'if __name__ == "__main__":' in p.read_text()]
+    assert len(commands) >= 10
+    procs = {p: subprocess.Popen([sys.executable, str(p), "--help"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for p in commands}
+    for p, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and out.startswith("usage:"), f"{p.relative_to(ROOT)}: {err[-2000:]}"
+    assert list(tmp_path.iterdir()) == []

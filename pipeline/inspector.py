@@ -1,6 +1,6 @@
 """Look inside a feature cache: summary, one video's frames, neighbours, a 2-D map, likely mislabels and leakage.
 
-    python -m pipeline.inspect [CACHE] [--json] [--video PATH] [--neighbors PATH -k 5]
+    python -m pipeline.inspector [CACHE] [--json] [--video PATH] [--neighbors PATH -k 5]
                                [--plot FILE.png [--method pca|tsne]] [--outliers] [--split CSV]
 
 CACHE defaults to cache/features.h5; the split defaults to split.csv beside it, when it exists. The cache is opened
@@ -13,6 +13,9 @@ import json
 import os
 import sys
 from pathlib import Path
+
+if not __package__:  # run as a file (python pipeline/inspector.py): import the project's packages from its folder
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np
 

@@ -1,0 +1,50 @@
+"""Load a model from a local directory or the Hugging Face hub, failing at once (no retries) when the hub is off."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROBE_TIMEOUT_S = 3.0  # one HEAD request to the hub's endpoint; huggingface_hub itself retries for ~25 s
+TINY_CLIP = "models/tiny-clip"
+OFFLINE_NEXT_STEP = (f"build a tiny random CLIP with `python -m pipeline.encoder --tiny {TINY_CLIP}`, then run "
+                     f"`dvc exp run -S encoder.model={TINY_CLIP}` (or set encoder.model in params.yaml to a local "
+                     "directory holding a CLIP saved with save_pretrained)")
+
+
+def is_local(model_id: str) -> bool:
+    """True when model_id names a path (starts with . / ~ or exists), not a hub id."""
+    return model_id.startswith((".", "/", "~")) or os.path.exists(model_id)
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """False when HF_HUB_OFFLINE is set or one HEAD request to the hub's endpoint fails (no retries); honours the
+    proxies huggingface_hub itself uses."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # noqa: BLE001 - any failure to connect means: do not wait on the hub's retries
+        return False
+    return True
+
+
+def load_pretrained(loaders: tuple, model_id: str) -> list:
+    """[loader.from_pretrained(model_id) for loader in loaders]: from the local directory or the local Hugging Face
+    cache without touching the network when it can, else from the hub if it answers; ValueError giving the next
+    command when the model is not on disk and the hub is off or unreachable. Other load errors (OSError,
+    ValueError) propagate for the caller to word."""
+    if is_local(model_id):
+        if not Path(model_id).expanduser().is_dir():
+            raise ValueError(f"encoder model directory {model_id!r} does not exist: {OFFLINE_NEXT_STEP}")
+        return [loader.from_pretrained(model_id) for loader in loaders]
+    try:  # already in the local Hugging Face cache: no network at all
+        return [loader.from_pretrained(model_id, local_files_only=True) for loader in loaders]
+    except OSError:
+        pass
+    if not hub_reachable():
+        raise ValueError(f"cannot load {model_id!r}: it is not in the local Hugging Face cache and the hub "
+                         f"cannot be reached (no network, or HF_HUB_OFFLINE is set): {OFFLINE_NEXT_STEP}")
+    return [loader.from_pretrained(model_id) for loader in loaders]

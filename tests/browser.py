@@ -1,0 +1,71 @@
+"""What the real-browser tests share: `streamlit run` of the app on a free port, and headless Chromium (Debian's
+package, driven by Playwright)."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+# Every wait is on an event (a text, a role, a count), with a bound far above a loaded machine's time: the app
+# loads the encoder before it shows the uploader, which took over 5 s on 2 cores shared with other work.
+WAIT_MS = 120_000
+APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+CHROMIUM = shutil.which("chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(project, **env):
+    """`streamlit run` of the app in the project folder, on a free port; yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
+         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + WAIT_MS / 1000
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@contextmanager
+def chromium_page():
+    from playwright.sync_api import expect, sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.set_default_timeout(WAIT_MS)  # clicks and uploads wait for their element this long
+            expect.set_options(timeout=WAIT_MS)  # and so does every expect(...) (5 s by default)
+            yield page
+        finally:
+            browser.close()
+
+
+def need_chromium(module: bool = False) -> None:
+    """Skip the calling test (or module) where Debian's chromium is missing, except on CI, which installs it
+    (.ci/run): there, a missing browser fails."""
+    if CHROMIUM is None and not os.environ.get("CI"):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=module)
