@@ -36,6 +36,9 @@ def run(root, cache, tiny_clip, decode=None, **kw):
     return extract_features(cfg, progress=False, **({"decode": decode} if decode else {}))
 
 
+KILLS = 8  # SIGKILLs at random moments: two during start-up and decoding, six once parts are written
+
+
 def same(a, b) -> bool:
     return all(np.array_equal(x := getattr(a, n), getattr(b, n), equal_nan=x.dtype.kind == "f")  # NaN: a whole file
                for n in ROW_FIELDS) and (
@@ -160,8 +163,8 @@ def test_a_long_video_is_sampled_with_bounded_work(corpus, monkeypatch):
     np.testing.assert_allclose(seeking.timestamps, in_order.timestamps)
 
 
-@pytest.mark.slow  # 41 stage-one runs in subprocesses
-def test_sigkill_at_20_random_moments(tmp_path, tiny_clip):
+@pytest.mark.slow  # 19 stage-one runs, 9 of them in subprocesses
+def test_sigkill_at_8_random_moments(tmp_path, tiny_clip):
     from tests.corpus import _write_av
     root = tmp_path / "data"
     for i in range(16):
@@ -199,7 +202,7 @@ def test_sigkill_at_20_random_moments(tmp_path, tiny_clip):
     parts = cache_file.parent / "f.h5.parts"
     # kills spread over the work: one in four during start-up and decoding (before any part), the others once
     # 1 to 7 of the 8 parts are written (waiting on the files, not on the clock), up to the final join
-    for i in range(20):
+    for i in range(KILLS):
         proc = start()
         if i % 4 == 0:
             time.sleep(rng.uniform(0.3, 0.9) * first_part)
@@ -218,10 +221,10 @@ def test_sigkill_at_20_random_moments(tmp_path, tiny_clip):
         assert {p.name for p in cache_file.parent.iterdir()} <= {"f.h5", "f.h5.lock"}
         outcomes.append((code_, resumed.encoded))
     killed = [o for o in outcomes if o[0] == -signal.SIGKILL]
-    print(f"SIGKILL: {len(killed)} of 20 runs killed mid-way, all resumed to the reference cache; "
+    print(f"SIGKILL: {len(killed)} of {KILLS} runs killed mid-way, all resumed to the reference cache; "
           f"videos encoded by the resumes: {[enc for _, enc in outcomes]}")
-    assert len(killed) >= 15, outcomes  # nearly every kill lands inside the run
-    assert sum(enc < 8 for _, enc in killed) >= 10, outcomes  # kills that left finished parts, reused on resume
+    assert len(killed) >= 6, outcomes  # nearly every kill lands inside the run
+    assert sum(enc < 8 for _, enc in killed) >= 4, outcomes  # kills that left finished parts, reused on resume
 
 
 def test_a_full_disk_is_a_clear_error_and_the_previous_cache_survives(dataset, tmp_path, tiny_clip, monkeypatch):
