@@ -36,7 +36,7 @@ def run(root, cache, tiny_clip, decode=None, **kw):
     return extract_features(cfg, progress=False, **({"decode": decode} if decode else {}))
 
 
-KILLS = 8  # SIGKILLs at random moments: two during start-up and decoding, six once parts are written
+KILLS = 5  # SIGKILLs at random moments: two during start-up and decoding, three once parts are written
 
 
 def same(a, b) -> bool:
@@ -163,8 +163,8 @@ def test_a_long_video_is_sampled_with_bounded_work(corpus, monkeypatch):
     np.testing.assert_allclose(seeking.timestamps, in_order.timestamps)
 
 
-@pytest.mark.slow  # 19 stage-one runs, 9 of them in subprocesses
-def test_sigkill_at_8_random_moments(tmp_path, tiny_clip):
+@pytest.mark.slow  # 13 stage-one runs, 6 of them in subprocesses
+def test_sigkill_at_5_random_moments(tmp_path, tiny_clip):
     from tests.corpus import _write_av
     root = tmp_path / "data"
     for i in range(16):
@@ -223,8 +223,8 @@ def test_sigkill_at_8_random_moments(tmp_path, tiny_clip):
     killed = [o for o in outcomes if o[0] == -signal.SIGKILL]
     print(f"SIGKILL: {len(killed)} of {KILLS} runs killed mid-way, all resumed to the reference cache; "
           f"videos encoded by the resumes: {[enc for _, enc in outcomes]}")
-    assert len(killed) >= 6, outcomes  # nearly every kill lands inside the run
-    assert sum(enc < 8 for _, enc in killed) >= 4, outcomes  # kills that left finished parts, reused on resume
+    assert len(killed) >= 4, outcomes  # nearly every kill lands inside the run
+    assert sum(enc < 8 for _, enc in killed) >= 2, outcomes  # kills that left finished parts, reused on resume
 
 
 def test_a_full_disk_is_a_clear_error_and_the_previous_cache_survives(dataset, tmp_path, tiny_clip, monkeypatch):
