@@ -108,6 +108,19 @@ def clip_groups(cache: Cache, pattern: str = "") -> np.ndarray:
     return np.array([g or p for g, p in zip(cache.group, cache.paths)], object)
 
 
+def check_splittable(per_class: np.ndarray, class_names: list[str], val: float, test: float, unit: str) -> None:
+    """ValueError unless the fractions are usable and every class with any of its `unit` (videos or groups; counts
+    per class, int (C,)) has enough of them for one in train and one in each part whose fraction is above 0."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ValueError(f"split fractions must be in [0, 1) and sum below 1, got val={val}, test={test}")
+    need = 1 + (val > 0) + (test > 0)
+    shown = "" if unit == "videos" else f" {unit}"  # a video count is plain; a group count says so
+    small = [f"{class_names[c]} ({per_class[c]}{shown})" for c in range(len(class_names)) if 0 < per_class[c] < need]
+    if small:
+        raise ValueError(f"classes too small to split into train/val/test (too few {unit}; need {need} each): "
+                         f"{', '.join(small)}")
+
+
 def split_groups(labels: np.ndarray, groups: np.ndarray, class_names: list[str], val: float, test: float,
                  seed: int) -> np.ndarray:
     """Assign each video to "train", "val" or "test", str array (V,), keeping every group whole: seeded, stratified
@@ -117,21 +130,13 @@ def split_groups(labels: np.ndarray, groups: np.ndarray, class_names: list[str],
     to val until round(n * val), at least one group each when the fraction is above 0, and at least one group is
     left for training; a class with too few groups for that is a ValueError naming it.
     """
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise ValueError(f"split fractions must be in [0, 1) and sum below 1, got val={val}, test={test}")
     labels, groups = np.asarray(labels), np.asarray(groups, dtype=object)
     names, member = np.unique(groups.astype(str), return_inverse=True)
     sizes = np.bincount(member, minlength=len(names))
     counts = np.zeros((len(names), len(class_names)), np.int64)
     np.add.at(counts, (member, labels), 1)
     owner = counts.argmax(axis=1)  # (G,) the class of each group
-    need = 1 + (val > 0) + (test > 0)
-    per_class = np.bincount(owner, minlength=len(class_names))
-    small = [f"{class_names[c]} ({per_class[c]} groups)" for c in range(len(class_names))
-             if 0 < per_class[c] < need]
-    if small:
-        raise ValueError(f"classes with too few groups to split into train/val/test (need {need} each): "
-                         f"{', '.join(small)}")
+    check_splittable(np.bincount(owner, minlength=len(class_names)), class_names, val, test, "groups")
     rng = np.random.default_rng(seed)
     group_part = np.full(len(names), "train", dtype=object)
     for c in range(len(class_names)):
@@ -200,15 +205,8 @@ def split_videos(labels: np.ndarray, class_names: list[str], val: float, test: f
     when the fraction is above 0, and at least one training video; a class too small for that is a ValueError
     naming it.
     """
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise ValueError(f"split fractions must be in [0, 1) and sum below 1, got val={val}, test={test}")
     labels = np.asarray(labels)
-    need = 1 + (val > 0) + (test > 0)
-    small = [f"{class_names[c]} ({np.sum(labels == c)})" for c in range(len(class_names))
-             if 0 < np.sum(labels == c) < need]
-    if small:
-        raise ValueError(f"classes too small to split into train/val/test (need {need} videos each): "
-                         f"{', '.join(small)}")
+    check_splittable(np.bincount(labels, minlength=len(class_names)), class_names, val, test, "videos")
     rng = np.random.default_rng(seed)
     parts = np.full(len(labels), "train", dtype=object)
     for c in range(len(class_names)):
