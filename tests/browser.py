@@ -34,13 +34,16 @@ def streamlit_server(project, **env):
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + WAIT_MS / 1000
-    while time.time() < deadline:
+    deadline = time.time() + WAIT_MS / 1000  # a generous bound: the wait ends when the server answers
+    while True:
         try:
             urllib.request.urlopen(url + "/_stcore/health", timeout=1)
             break
         except OSError:
             assert proc.poll() is None, proc.stdout.read()
+            if time.time() > deadline:
+                proc.kill()
+                raise AssertionError(f"streamlit did not answer in {WAIT_MS / 1000:.0f} s: {proc.stdout.read()}")
             time.sleep(0.2)
     try:
         yield url
