@@ -4,7 +4,8 @@ its time goes.
     python bench/head_experiment.py [--rounds 3] [--project bench/out/head-experiment] [--baseline DIR]
 
 The project is made once in --project (the tracked files copied, git and DVC initialised, the tiny random CLIP
-built, `dvc exp run -S encoder.model=models/tiny-clip`: minutes) and reused after. Then, in one run:
+built, `dvc exp run -S encoder.model=models/tiny-clip`: minutes) and reused after, with this checkout's code copied
+into it on each run (`--baseline`, a copy of such a project, keeps the code it has: the before of a change). Then:
 1. the experiment end to end, each run with a learning rate never used before (so train and evaluate re-run),
    alternately with the same in --baseline when given;
 2. the breakdown: `dvc exp run` with nothing to re-run (DVC's own overhead), each stage's start-up (its imports),
@@ -27,6 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+# dvc with ruamel.yaml's C parser hidden (ruamel.yaml falls back to its Python parser)
+PURE_YAML_DVC = [sys.executable, "-c", "import sys; sys.modules['_ruamel_yaml'] = None; from dvc.cli import main; "
+                 "sys.exit(main(sys.argv[1:]))"]
 
 
 def sh(*cmd: str, cwd: Path) -> float:
@@ -54,6 +60,21 @@ def make_project(project: Path) -> None:
     sh(sys.executable, "-m", "dvc", "exp", "run", "-S", "encoder.model=models/tiny-clip", cwd=project)
     sh(*git, "add", "-A", cwd=project)
     sh(*git, "commit", "-qm", "demo", cwd=project)
+
+
+def sync_code(project: Path) -> None:
+    """Copy this checkout's code and dvc.yaml into the project when they differ, and bring the project up to date
+    (the stages that changed re-run here, untimed): the runs then time this code."""
+    files = subprocess.run(["git", "ls-files", "pipeline", "stages", "dvc.yaml", ".dvc/config", ".dvc/plots"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    changed = [f for f in files if (ROOT / f).is_file() and (
+        not (project / f).is_file() or (project / f).read_bytes() != (ROOT / f).read_bytes())]
+    for name in changed:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, project / name)
+    if changed:
+        print(f"code copied into {project}: {', '.join(changed)}; dvc exp run (untimed) ...", flush=True)
+        sh(sys.executable, "-m", "dvc", "exp", "run", cwd=project)
 
 
 def median(xs: list[float]) -> str:
@@ -139,6 +160,7 @@ def main() -> None:
     if not (project / "models" / "linear.pt").is_file():
         shutil.rmtree(project, ignore_errors=True)
         make_project(project)
+    sync_code(project)
     dvc = [sys.executable, "-m", "dvc"]
     py = sys.executable
     times: dict[str, list[float]] = {}
@@ -149,6 +171,9 @@ def main() -> None:
         runs = ((Path(args.baseline), "baseline"), (project, "exp")) if args.baseline else ((project, "exp"),)
         for where, key in runs:
             times.setdefault(key, []).append(sh(*dvc, "exp", "run", "-S", f"train.lr={next(fresh)}", cwd=where))
+        # the same without ruamel.yaml.clib (requirements.txt): DVC then parses dvc.yaml and dvc.lock in Python
+        times.setdefault("pure yaml", []).append(sh(*PURE_YAML_DVC, "exp", "run", "-S", f"train.lr={next(fresh)}",
+                                                    cwd=project))
         times.setdefault("noop", []).append(sh(*dvc, "exp", "run", cwd=project))
         for stage in ("train", "evaluate"):
             times.setdefault(f"import {stage}", []).append(sh(py, "-c", f"import stages.{stage}", cwd=project))
@@ -161,6 +186,9 @@ def main() -> None:
     if args.baseline:
         print(f"  the same in {args.baseline}      {median(times['baseline'])}   (alternately: "
               f"{statistics.median(times['baseline']) / statistics.median(times['exp']):.2f}x this code's time)")
+    print(f"  without ruamel.yaml.clib             {median(times['pure yaml'])}   (alternately: "
+          f"{statistics.median(times['pure yaml']) / statistics.median(times['exp']):.2f}x; DVC parses its YAML in "
+          "Python)")
     print(f"  dvc exp run, nothing to re-run       {median(times['noop'])}   (DVC's own overhead)")
     for stage in ("train", "evaluate"):
         print(f"  python -m stages.{stage:<9}          {median(times[stage])}")

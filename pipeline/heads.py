@@ -287,64 +287,74 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
         stds = torch.stack([torch.full((dim,), float(np.linalg.norm(x, axis=1).mean())) for x in xs])
         weight = torch.from_numpy(LOGIT_SCALE * text_init).float().repeat(k, 1, 1)
         bias.zero_()
-    z = torch.zeros(k, max(lengths), dim)  # (K, N_max, D): each task's standardised features, zero-padded
+    # weight and bias as one parameter (K, C, D + 1) over features with a constant 1 appended: one Adam update
+    z = torch.zeros(k, max(lengths), dim + 1)  # (K, N_max, D + 1): each task's standardised features, zero-padded
     y = torch.zeros(k, max(lengths), dtype=torch.int64)
     for i, (x, (_, labels)) in enumerate(zip(xs, tasks)):
-        z[i, :lengths[i]] = (torch.from_numpy(x) - means[i]) / stds[i]
+        z[i, :lengths[i], :dim] = (torch.from_numpy(x) - means[i]) / stds[i]
+        z[i, :lengths[i], dim] = 1.0
         y[i, :lengths[i]] = torch.from_numpy(labels.astype(np.int64))
-    params = [weight, bias]
-    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
-    steps = torch.zeros(k)  # Adam's step count per head
+    wb = torch.cat([weight, bias[..., None]], dim=2)  # (K, C, D + 1)
+    m, v = torch.zeros_like(wb), torch.zeros_like(wb)  # Adam's moments
+    # every epoch has the same layout: head i's shuffled rows fill slots [0, n_i) of (S, B), batch s is row s
+    # (randperm(n).split(B), as torch's DataLoader-free loop does); empty slots are masked out
+    n = torch.tensor(lengths)
+    per_epoch = -(-n // size)  # (K,): each head's steps per epoch
+    slots = torch.arange(int(per_epoch.max()) * size)
+    mask = (slots < n[:, None]).float().view(k, -1, size).transpose(0, 1)  # (S, K, B)
+    counts = mask.sum(dim=2)  # (S, K)
+    scale = (mask / counts.clamp_min(1)[..., None])[..., None]  # (S, K, B, 1): each head's mean over its batch
+    active = (counts > 0)[..., None, None]  # (S, K, 1, 1): the heads that have a batch at step s
+    everyone = active.flatten(1).all(dim=1).tolist()  # steps where every head steps: no masking
     gens = [torch.Generator().manual_seed(cfg.seed) for _ in tasks]
     has_val = x_val is not None and len(x_val) > 0
     if has_val:
         pooled_val = np.asarray(mean_pool(x_val) if x_val.ndim == 3 else x_val, np.float32)
         zv = (torch.from_numpy(pooled_val) - means[0]) / stds[0]
         yv = torch.from_numpy(y_val.astype(np.int64))
-    rows = torch.arange(k)[:, None]
     best_loss, best, best_epoch, histories = float("inf"), None, 0, [[] for _ in tasks]
     (beta1, beta2), lr, decay = ADAM_BETAS, cfg.lr, cfg.weight_decay
+    z, y = z.flatten(0, 1), y.flatten(0, 1)  # (K * N_max, D + 1), (K * N_max,): head i's rows from i * N_max
     for epoch in range(1, cfg.epochs + 1):
-        batches = [torch.randperm(n, generator=g).split(size) for n, g in zip(lengths, gens)]
+        index = torch.zeros(k, len(slots), dtype=torch.int64)
+        for i, g in enumerate(gens):
+            index[i, :lengths[i]] = torch.randperm(lengths[i], generator=g) + i * max(lengths)
+        index = index.view(k, -1, size).transpose(0, 1).flatten()  # the epoch's batches, in (S, K, B) order
+        zs, ys = z.index_select(0, index).view(*mask.shape, dim + 1), y[index].view(mask.shape)  # (S, K, B, D + 1), (S, K, B)
+        # Adam's step count of each head at each step of this epoch, and the bias corrections it gives
+        t = ((epoch - 1) * per_epoch + torch.arange(1, len(mask) + 1)[:, None]).clamp_max(epoch * per_epoch)
+        step_size = (lr / (1 - beta1 ** t.double())).float()[..., None, None]  # (S, K, 1, 1)
+        root2 = (1 - beta2 ** t.double()).sqrt().float()[..., None, None]
         totals = torch.zeros(k)
-        for step in range(max(len(b) for b in batches)):
-            index = torch.zeros(k, size, dtype=torch.int64)
-            mask = torch.zeros(k, size)
-            for i, b in enumerate(batches):
-                if step < len(b):
-                    index[i, :len(b[step])], mask[i, :len(b[step])] = b[step], 1.0
-            active = mask[:, 0] > 0  # (K,): the heads that have a batch this step
-            zb, yb = z[rows, index], y[rows, index]  # (K, B, D), (K, B)
-            logits = torch.baddbmm(bias[:, None, :], zb, weight.transpose(1, 2))  # (K, B, C)
-            log_p = torch.log_softmax(logits, dim=2)
-            counts = mask.sum(dim=1)
-            ce = -log_p.gather(2, yb[..., None])[..., 0]  # (K, B)
-            losses = (ce * mask).sum(dim=1) / counts.clamp_min(1)  # (K,): each head's mean over its batch
+        for s in range(len(mask)):
+            zb, yb = zs[s], ys[s]  # (K, B, D + 1), (K, B)
+            log_p = torch.log_softmax(torch.bmm(zb, wb.transpose(1, 2)), dim=2)  # (K, B, C)
+            totals -= (log_p.gather(2, yb[..., None])[..., 0] * mask[s]).sum(dim=1)  # cross-entropy, summed
             # the gradient of each head's mean cross-entropy, written out (softmax - one-hot): no autograd graph
-            d_logits = log_p.exp()
-            d_logits.scatter_add_(2, yb[..., None], -torch.ones(k, size, 1))
-            d_logits *= (mask / counts.clamp_min(1)[:, None])[..., None]
-            grads = (torch.bmm(d_logits.transpose(1, 2), zb), d_logits.sum(dim=1))  # (K, C, D), (K, C)
-            totals += losses * counts
-            steps += active.float()
-            for p, grad, (m, v) in zip(params, grads, moments):
-                on = active.view(-1, *[1] * (p.dim() - 1))
-                g = grad + decay * p if decay else grad
-                m.copy_(torch.where(on, beta1 * m + (1 - beta1) * g, m))
-                v.copy_(torch.where(on, beta2 * v + (1 - beta2) * g * g, v))
-                t = steps.clamp_min(1).view(-1, *[1] * (p.dim() - 1))
-                denom = (v.sqrt() / (1 - beta2 ** t).sqrt()) + ADAM_EPS
-                p.sub_(torch.where(on, lr / (1 - beta1 ** t) * m / denom, torch.zeros_like(p)))
+            d_logits = log_p.exp_().scatter_add_(2, yb[..., None], torch.full((k, size, 1), -1.0)).mul_(scale[s])
+            grad = torch.bmm(d_logits.transpose(1, 2), zb)  # (K, C, D + 1)
+            if decay:
+                grad += decay * wb
+            if everyone[s]:  # torch.optim.Adam's update, with each head's own step count
+                m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                wb -= step_size[s] * m / (v.sqrt() / root2[s] + ADAM_EPS)
+            else:  # the heads without a batch keep their weights and moments
+                on = active[s]
+                m.copy_(torch.where(on, beta1 * m + (1 - beta1) * grad, m))
+                v.copy_(torch.where(on, beta2 * v + (1 - beta2) * grad * grad, v))
+                wb -= torch.where(on, step_size[s] * m / (v.sqrt() / root2[s] + ADAM_EPS), 0.0)
         for i in range(k):
             histories[i].append({"epoch": epoch, "train_loss": float(totals[i]) / lengths[i]})
         if has_val:
             with torch.no_grad():
-                val_logits = zv @ weight[0].T + bias[0]
+                val_logits = zv @ wb[0, :, :dim].T + wb[0, :, dim]
                 row = histories[0][-1]
                 row["val_loss"] = nn.functional.cross_entropy(val_logits, yv).item()
                 row["val_accuracy"] = (val_logits.argmax(1) == yv).float().mean().item()
             if row["val_loss"] < best_loss:
-                best_loss, best_epoch, best = row["val_loss"], epoch, (weight[0].clone(), bias[0].clone())
+                best_loss, best_epoch, best = row["val_loss"], epoch, (wb[0, :, :dim].clone(), wb[0, :, dim].clone())
+    weight, bias = wb[:, :, :dim], wb[:, :, dim]
 
     def state(i: int, w: torch.Tensor, b: torch.Tensor) -> dict:
         return {"mean": means[i].clone(), "std": stds[i].clone(), "fc.weight": w.detach().clone(),

@@ -7,14 +7,12 @@ from pathlib import Path
 if not __package__:  # run as a file (python stages/evaluate.py): import the project's packages from its folder
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from dvclive import Live
-
 from pipeline.cache import CACHE_PATH, open_cache, random_encoder_note
 from pipeline.evaluate import (HEAD_METRICS, cross_validate, data_efficiency, each, evaluate_predictions,
                                expected_calibration_error, format_table, usable_folds)
 from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict_many, load_head,
                             mean_pool)
-from pipeline.plots import confusion_figure, efficiency_figure
+from pipeline.plots import StageLive
 from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, read_split
 from pipeline.threads import set_threads
 from stages import config, read_params, stage, write_metrics
@@ -46,7 +44,7 @@ def main() -> None:
     results, per_class, metrics = {}, {}, {key: {} for key in HEAD_METRICS}
     if params["evaluate"]["folds"]:
         metrics["cv_folds"] = {}  # the folds used (0: too small for cross-validation)
-    with Live(OUT, dvcyaml=None, save_dvc_exp=False) as live:
+    with StageLive(OUT, dvcyaml=None, save_dvc_exp=False) as live:
         for name, path in HEAD_FILES.items():
             head = load_head(path)
             try:
@@ -80,13 +78,11 @@ def main() -> None:
                 metrics.setdefault("best_epoch", {})[name] = int(head.meta["epoch"])
             live.log_sklearn_plot("confusion_matrix", [names[i] for i in y[test]], [names[i] for i in pred],
                                   name=f"{name}/confusion_matrix.json")
-            live.log_image(f"{name}_confusion.png", confusion_figure(r["confusion"], names, f"{name} head, test"))
         if params["evaluate"]["shots"]:
             rows = data_efficiency(cache.embeddings, y, parts, efficiency_fits(configs, names),
                                    params["evaluate"]["shots"], params["split"]["seed"])
             live.log_plot("data_efficiency", rows, x="videos_per_class", y="linear", template="linear",
                           title="Test accuracy against training videos per class")
-            live.log_image("data_efficiency.png", efficiency_figure(rows))
     write_metrics({k: v for k, v in metrics.items() if v}, warning=warning, protocol=protocol)
     with open(f"{OUT}/per_class.json", "w") as f:
         json.dump(per_class, f, indent=2)

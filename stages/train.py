@@ -5,12 +5,10 @@ from pathlib import Path
 if not __package__:  # run as a file (python stages/train.py): import the project's packages from its folder
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from dvclive import Live
-
 from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.heads import (HEAD_FILES, CalibrationConfig, LinearConfig, calibrate, head_metadata, mean_pool,
                             save_linear, torch_head, train_linear_head)
-from pipeline.plots import curves_figure
+from pipeline.plots import StageLive
 from pipeline.split import SPLIT_PATH, read_split
 from pipeline.threads import set_threads
 from stages import config, read_params, stage
@@ -39,7 +37,7 @@ def main() -> None:
         save_linear(path, state, head.meta)
         if head.meta["temperature_note"] and path == BEST:
             print(f"train: note: {head.meta['temperature_note']}")
-    with Live("dvclive/train", dvcyaml=None, save_dvc_exp=False) as live:
+    with StageLive("dvclive/train", dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params(vars(cfg))
         # the steps set, not next_step(): each next_step re-reads every plot file (quadratic: 2.7 s of 200 epochs)
         for step, row in enumerate(result.history):
@@ -49,7 +47,6 @@ def main() -> None:
                 live.log_metric("val/loss", row["val_loss"])
                 live.log_metric("val/accuracy", row["val_accuracy"])
         live.log_metric("best_epoch", result.best_epoch, plot=False)
-        live.log_image("training_curves.png", curves_figure(result.history, result.best_epoch))
     last = result.history[-1]
     print(f"linear head ({cfg.head} pooling): best epoch {result.best_epoch} of {cfg.epochs}, "
           f"final train loss {last['train_loss']:.4f}"
