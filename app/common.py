@@ -1,4 +1,4 @@
-"""What the app's pages share: the encoder, heads and cache loaded once per process, and a frame strip."""
+"""What the app's pages share: process-wide caches (encoder, heads, feature cache, launch folder), a frame strip."""
 from __future__ import annotations
 
 import cv2
@@ -10,6 +10,13 @@ from pipeline.predict import encoder_for
 from pipeline.zeroshot import text_embeddings
 
 PARAMS = "params.yaml"  # the project's settings; the app runs in the project folder, as dvc does
+
+
+@st.cache_resource(show_spinner=False)
+def launch_record() -> dict:
+    """One dict per process, shared by every session: {"from": folder} once the app, launched outside a project,
+    has moved into its own (the working folder is the process's; streamlit_app.py)."""
+    return {}
 
 
 @st.cache_resource(show_spinner="Loading the CLIP encoder…")

@@ -7,7 +7,7 @@ import streamlit as st
 
 ROOT = Path(__file__).resolve().parents[1]  # the project this app belongs to
 sys.path.insert(0, str(ROOT))  # `streamlit run` puts only app/ on the path
-from app.common import PARAMS  # noqa: E402
+from app.common import PARAMS, launch_record  # noqa: E402
 from pipeline.heads import HEAD_FILES  # noqa: E402
 from pipeline.threads import set_threads  # noqa: E402
 
@@ -15,13 +15,14 @@ set_threads("app")
 
 st.set_page_config(page_title="clip-har", layout="wide")
 # The pages find heads, params.yaml and a local encoder relative to the current folder, as dvc does. Launched from a
-# folder that is not a project (neither params.yaml nor a head), the app uses its own project and says so (for the
-# rest of this session).
+# folder that is not a project (neither params.yaml nor a head), the app moves into its own project and says so.
+# The working folder belongs to the process, shared by every browser session: the sessions after the first start
+# in the project already, and learn where the app was launched from through launch_record().
 if not any(Path(p).is_file() for p in (PARAMS, *HEAD_FILES.values())) and (ROOT / PARAMS).is_file():
-    st.session_state["launched_from"] = os.getcwd()
+    launch_record()["from"] = os.getcwd()
     os.chdir(ROOT)
-if "launched_from" in st.session_state:
-    st.warning(f"Launched from `{st.session_state['launched_from']}`, which is not a project folder (no {PARAMS}, "
-               f"no head): using this app's project, `{ROOT}`.")
+if "from" in launch_record() and Path.cwd() == ROOT:
+    st.warning(f"Launched from `{launch_record()['from']}`, which is not a project folder (no {PARAMS}, no head): "
+               f"using this app's project, `{ROOT}`.")
 st.navigation([st.Page("predict_page.py", title="Predict", icon=":material/movie:", default=True),
                st.Page("embeddings_page.py", title="Embeddings", icon=":material/scatter_plot:")]).run()

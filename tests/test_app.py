@@ -37,6 +37,8 @@ def test_launched_from_another_folder_the_app_uses_its_own_project_and_says_so(t
     root = str(Path(APP).parents[1])
     assert Path.cwd() == Path(root)  # heads and params.yaml are now found (monkeypatch restores the folder)
     assert str(tmp_path) in at.warning[0].value and f"using this app's project, `{root}`" in at.warning[0].value
+    again = run_app()  # another browser session of the same server: it starts in the project folder already
+    assert [w.value for w in again.warning][:1] == [at.warning[0].value]
 
 
 def test_the_uploader_takes_every_extension_stage_one_reads(project, monkeypatch):
