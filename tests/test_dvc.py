@@ -100,7 +100,10 @@ def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
     assert "Running stage" not in out  # everything up to date
     assert "Data and pipelines are up to date" in dvc("status", cwd=repo)
 
-    # an experiment on the head re-runs only the head stages
+    # the README's baseline commit (experiments are compared with it), then an experiment on the head re-runs only
+    # the head stages
+    sh("git", "add", "dvc.lock", "metrics", "dvclive", cwd=repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo baseline", cwd=repo)
     out = dvc("exp", "run", "-S", "train.lr=0.001", cwd=repo)
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
     for stage in ("demo", "extract", "split", "baseline", "zeroshot"):
@@ -109,6 +112,14 @@ def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
     assert "Running stage 'train'" in out and "attention pooling" in out and "Running stage 'extract'" not in out
     table = dvc("exp", "show", "--csv", cwd=repo)
     assert "train.lr" in table and "0.001" in table and "metrics/accuracy.json:linear" in table and "attention" in table
+    # the README's narrower view: the params and the headline metrics that changed, without hashes and dates
+    wide = dvc("exp", "show", "--only-changed", cwd=repo).splitlines()
+    narrow = dvc("exp", "show", "--only-changed", "--drop", "Created|models/|metrics/(ci95|cv_std|ece|temperature)",
+                 cwd=repo).splitlines()
+    header = narrow[1].split()
+    assert {"Experiment", "train.lr", "train.head"} <= set(header) and any(h.endswith(":linear") for h in header)
+    assert not any(h.startswith(("models/", "metrics/ece", "metrics/ci95")) for h in header), header
+    assert max(map(len, narrow)) <= 160 < max(map(len, wide)), (wide[1], narrow[1])
 
     # a changed extract param re-runs stage one; the persisted cache makes it reuse every embedding
     params["extract"]["batch_size"] = 8
