@@ -319,15 +319,14 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
         index = torch.zeros(k, len(slots), dtype=torch.int64)
         for i, g in enumerate(gens):
             index[i, :lengths[i]] = torch.randperm(lengths[i], generator=g) + i * max(lengths)
-        index = index.view(k, -1, size).transpose(0, 1).flatten()  # the epoch's batches, in (S, K, B) order
-        zs, ys = z.index_select(0, index).view(*mask.shape, dim + 1), y[index].view(mask.shape)  # (S, K, B, D + 1), (S, K, B)
+        index = index.view(k, -1, size).transpose(0, 1).flatten(1)  # (S, K * B): the rows of step s, head by head
         # Adam's step count of each head at each step of this epoch, and the bias corrections it gives
         t = ((epoch - 1) * per_epoch + torch.arange(1, len(mask) + 1)[:, None]).clamp_max(epoch * per_epoch)
         step_size = (lr / (1 - beta1 ** t.double())).float()[..., None, None]  # (S, K, 1, 1)
         root2 = (1 - beta2 ** t.double()).sqrt().float()[..., None, None]
         totals = torch.zeros(k)
         for s in range(len(mask)):
-            zb, yb = zs[s], ys[s]  # (K, B, D + 1), (K, B)
+            zb, yb = z.index_select(0, index[s]).view(k, size, dim + 1), y[index[s]].view(k, size)
             log_p = torch.log_softmax(torch.bmm(zb, wb.transpose(1, 2)), dim=2)  # (K, B, C)
             totals -= (log_p.gather(2, yb[..., None])[..., 0] * mask[s]).sum(dim=1)  # cross-entropy, summed
             # the gradient of each head's mean cross-entropy, written out (softmax - one-hot): no autograd graph
@@ -353,7 +352,7 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
                 row["val_loss"] = nn.functional.cross_entropy(val_logits, yv).item()
                 row["val_accuracy"] = (val_logits.argmax(1) == yv).float().mean().item()
             if row["val_loss"] < best_loss:
-                best_loss, best_epoch, best = row["val_loss"], epoch, (wb[0, :, :dim].clone(), wb[0, :, dim].clone())
+                best_loss, best_epoch, best = row["val_loss"], epoch, wb[0].clone()
     weight, bias = wb[:, :, :dim], wb[:, :, dim]
 
     def state(i: int, w: torch.Tensor, b: torch.Tensor) -> dict:
@@ -366,7 +365,7 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
         if best is None:
             results.append(LinearResult(final, final, cfg.epochs, histories[i]))
         else:
-            results.append(LinearResult(state(i, *best), final, best_epoch, histories[i]))
+            results.append(LinearResult(state(i, best[:, :dim], best[:, dim]), final, best_epoch, histories[i]))
     return results
 
 
