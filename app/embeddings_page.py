@@ -10,9 +10,10 @@ import streamlit as st
 
 from app.common import cached_cache, frame_strip
 from pipeline.cache import CACHE_PATH, random_encoder_note
-from pipeline.inspector import (class_centroids, find_outliers, frame_report, nearest_neighbors, project_2d,
-                                row_of, summarize, video_means)
+from pipeline.inspector import (class_centroids, find_outliers, frame_report, group_leakage, nearest_neighbors,
+                                project_2d, row_of, split_file, summarize, video_means)
 from pipeline.predict import shared_pool
+from pipeline.split import read_split
 from pipeline.video import FrameSpec
 from pipeline.workers import ReadConfig
 
@@ -33,9 +34,19 @@ def projection(path: str, mtime_ns: int, method: str) -> np.ndarray:
 
 @st.cache_resource(show_spinner="Looking for odd videos…")
 def outliers(path: str, mtime_ns: int) -> dict:
-    """find_outliers, once per cache version."""
+    """find_outliers, and group_leakage under "groups" when the split has groups of several clips (or why it
+    cannot be read), once per cache version."""
     cache, parts = cached_cache(path, mtime_ns)
-    return find_outliers(cache, parts, means=means_of(path, mtime_ns))
+    odd = find_outliers(cache, parts, means=means_of(path, mtime_ns))
+    if parts is not None:
+        try:
+            groups = read_split(split_file(path), cache.clip_ids(), "group")
+        except ValueError as e:  # a split file older than groups
+            odd["groups"] = str(e)
+            return odd
+        if len(set(groups)) < len(groups):  # else every clip is its own group: nothing more to say
+            odd["groups"] = group_leakage(cache, parts, groups, odd["near_duplicates"])
+    return odd
 
 
 def main() -> None:
@@ -105,6 +116,16 @@ def main() -> None:
                    else " (no split yet: run `dvc repro split` to check leakage)"))
     if odd["near_duplicates"]:
         st.dataframe(pd.DataFrame(odd["near_duplicates"]), hide_index=True)
+    if isinstance(odd.get("groups"), str):
+        st.warning(odd["groups"])
+    elif "groups" in odd:  # leakage by group (a source video cut into clips, a person, a recording session)
+        straddling, pairs = odd["groups"]["straddling"], odd["groups"]["near_duplicate_groups"]
+        st.markdown(f"**Groups in more than one split part (leakage)**: {len(straddling)}; **group pairs across "
+                    f"parts holding near-duplicates**: {len(pairs)}")
+        if straddling:
+            st.dataframe(pd.DataFrame([{"group": r["group"], **r["parts"]} for r in straddling]), hide_index=True)
+        if pairs:
+            st.dataframe(pd.DataFrame(pairs), hide_index=True)
 
 
 def show_video(cache, chosen: str, means: np.ndarray) -> None:

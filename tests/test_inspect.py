@@ -175,6 +175,35 @@ def test_embeddings_page_loads_under_apptest(project, monkeypatch):
     assert not at.exception and any("no split yet" in m.value for m in at.markdown)
 
 
+def test_embeddings_page_reports_groups_found_in_more_than_one_split_part(project, tmp_path, monkeypatch):
+    """With a split whose groups hold several clips (here: a class each), the page lists the groups that straddle
+    split parts, as `inspect --outliers` does."""
+    import shutil
+
+    import streamlit as st
+
+    from pipeline.cache import read_cache
+    shutil.copytree(project, tmp_path / "p")
+    cache = read_cache(tmp_path / "p" / "cache" / "features.h5")
+    parts = np.array(["test" if p.endswith("_1.mp4") else "train" for p in cache.paths])
+    groups = np.array([f"{cache.class_names[y]}/take" for y in cache.labels])
+    write_split(tmp_path / "p" / "cache" / "split.csv", cache.clip_ids(), cache.labels, cache.class_names, parts,
+                groups)
+    monkeypatch.chdir(tmp_path / "p")
+    st.cache_resource.clear()  # the page's caches are the process's: the fixture's cache, read before without a split
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("embeddings_page.py").run()
+    assert not at.exception, at.exception
+    assert any("Groups in more than one split part (leakage)**: 3" in m.value for m in at.markdown)
+    straddling = [d.value for d in at.dataframe if "group" in d.value.columns][0]
+    assert sorted(straddling["group"]) == ["clapping/take", "sitting/take", "walking/take"]
+    assert straddling[["train", "test"]].values.tolist() == [[2, 1]] * 3
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
 def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     at = AppTest.from_file(APP, default_timeout=60)
