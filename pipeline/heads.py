@@ -288,8 +288,9 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
         weight = torch.from_numpy(LOGIT_SCALE * text_init).float().repeat(k, 1, 1)
         bias.zero_()
     # weight and bias as one parameter (K, C, D + 1) over features with a constant 1 appended: one Adam update
-    z = torch.zeros(k, max(lengths), dim + 1)  # (K, N_max, D + 1): each task's standardised features, zero-padded
-    y = torch.zeros(k, max(lengths), dtype=torch.int64)
+    longest = max(lengths)
+    z = torch.zeros(k, longest, dim + 1)  # (K, N_max, D + 1): each task's standardised features, zero-padded
+    y = torch.zeros(k, longest, dtype=torch.int64)
     for i, (x, (_, labels)) in enumerate(zip(xs, tasks)):
         z[i, :lengths[i], :dim] = (torch.from_numpy(x) - means[i]) / stds[i]
         z[i, :lengths[i], dim] = 1.0
@@ -297,7 +298,7 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
     wb = torch.cat([weight, bias[..., None]], dim=2)  # (K, C, D + 1)
     m, v = torch.zeros_like(wb), torch.zeros_like(wb)  # Adam's moments
     # every epoch has the same layout: head i's shuffled rows fill slots [0, n_i) of (S, B), batch s is row s
-    # (randperm(n).split(B), as torch's DataLoader-free loop does); empty slots are masked out
+    # (randperm(n).split(B), the batches of the torch.optim loop, _train_torch_optim); empty slots are masked out
     n = torch.tensor(lengths)
     per_epoch = -(-n // size)  # (K,): each head's steps per epoch
     slots = torch.arange(int(per_epoch.max()) * size)
@@ -318,7 +319,7 @@ def train_mean_heads(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: in
     for epoch in range(1, cfg.epochs + 1):
         index = torch.zeros(k, len(slots), dtype=torch.int64)
         for i, g in enumerate(gens):
-            index[i, :lengths[i]] = torch.randperm(lengths[i], generator=g) + i * max(lengths)
+            index[i, :lengths[i]] = torch.randperm(lengths[i], generator=g) + i * longest
         index = index.view(k, -1, size).transpose(0, 1).flatten(1)  # (S, K * B): the rows of step s, head by head
         # Adam's step count of each head at each step of this epoch, and the bias corrections it gives
         t = ((epoch - 1) * per_epoch + torch.arange(1, len(mask) + 1)[:, None]).clamp_max(epoch * per_epoch)
