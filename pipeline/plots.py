@@ -8,7 +8,8 @@ class StageLive(Live):
     """DVCLive's Live for a stage's metrics and plots, without DVCLive's own look at the repository: dvc runs the
     stage and tracks what it writes (dvc.yaml), so Live need not open the DVC repository and git to name an
     experiment (0.4 to 0.5 s of each stage on the 2-core machine; bench/README.md, "Head experiments"). The files
-    it writes are Live's: StageLive(directory, dvcyaml=None, save_dvc_exp=False), as Live would be called."""
+    it writes are Live's: StageLive(directory, dvcyaml=None, save_dvc_exp=False), as Live would be called. What
+    needs the repository is off: live updates to DVC Studio during a run (`dvc exp push` still sends results)."""
 
     def _init_dvc(self) -> None:  # Live.__init__ calls this (dvclive==3.49.1, requirements.txt); a test checks it
         self._dvc_file, self._save_dvc_exp = None, False
