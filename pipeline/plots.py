@@ -9,10 +9,14 @@ class StageLive(Live):
     stage and tracks what it writes (dvc.yaml), so Live need not open the DVC repository and git to name an
     experiment (0.4 to 0.5 s of each stage on the 2-core machine; bench/README.md, "Head experiments"). The files
     it writes are Live's: StageLive(directory, dvcyaml=None, save_dvc_exp=False), as Live would be called. What
-    needs the repository is off: live updates to DVC Studio during a run (`dvc exp push` still sends results)."""
+    needs the repository is off: live updates to DVC Studio during a run (none are sent; `dvc exp push` still
+    sends the results)."""
 
-    def _init_dvc(self) -> None:  # Live.__init__ calls this (dvclive==3.49.1, requirements.txt); a test checks it
+    def _init_dvc(self) -> None:  # Live.__init__ calls these two (dvclive==3.49.1, requirements.txt); a test checks
         self._dvc_file, self._save_dvc_exp = None, False
+
+    def _init_studio(self) -> None:  # Studio's live updates need what _init_dvc found: none are sent
+        self._studio_events_to_skip |= {"start", "data", "done"}
 
 
 # `dvc plots show` writes a page that loads Vega from a CDN, so offline every chart is blank. .dvc/config points
