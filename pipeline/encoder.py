@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.cache import RANDOM_WEIGHTS
-from pipeline.hub import OFFLINE_NEXT_STEP, TINY_CLIP, load_pretrained
+from pipeline.hub import OFFLINE_NEXT_STEP, TINY_CLIP, load_pretrained, no_progress_bars
 from pipeline.onnx_backend import export_onnx, ort_session, run_session
 from pipeline.video import DECODER, FrameSpec, resize_crop
 
@@ -293,7 +293,8 @@ def build_random_clip(directory: str | os.PathLike, seed: int = 0, full_size: bo
     setattr(config, RANDOM_WEIGHTS, True)
     torch.manual_seed(seed)
     directory = Path(directory)
-    CLIPModel(config).save_pretrained(directory)
+    with no_progress_bars():
+        CLIPModel(config).save_pretrained(directory)
     processor = CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
     processor.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PROBE_TIMEOUT_S = 3.0  # one HEAD request to the hub's endpoint; huggingface_hub itself retries for ~25 s
@@ -31,17 +33,34 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
     return True
 
 
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """transformers' progress bars ("Loading weights", "Writing model shards") off, and the previous setting back
+    after: on disk these take well under a second and the bars only fill stderr and dvc's output."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def load_pretrained(loaders: tuple, model_id: str) -> list:
     """[loader.from_pretrained(model_id) for loader in loaders]: from the local directory or the local Hugging Face
-    cache without touching the network when it can, else from the hub if it answers; ValueError giving the next
-    command when the model is not on disk and the hub is off or unreachable. Other load errors (OSError,
-    ValueError) propagate for the caller to word."""
+    cache without touching the network (and without progress bars) when it can, else from the hub if it answers
+    (with the download's bars); ValueError giving the next command when the model is not on disk and the hub is
+    off or unreachable. Other load errors (OSError, ValueError) propagate for the caller to word."""
     if is_local(model_id):
         if not Path(model_id).expanduser().is_dir():
             raise ValueError(f"encoder model directory {model_id!r} does not exist: {OFFLINE_NEXT_STEP}")
-        return [loader.from_pretrained(model_id) for loader in loaders]
+        with no_progress_bars():
+            return [loader.from_pretrained(model_id) for loader in loaders]
     try:  # already in the local Hugging Face cache: no network at all
-        return [loader.from_pretrained(model_id, local_files_only=True) for loader in loaders]
+        with no_progress_bars():
+            return [loader.from_pretrained(model_id, local_files_only=True) for loader in loaders]
     except OSError:
         pass
     if not hub_reachable():

@@ -6,7 +6,7 @@
 PATH is a video or a folder (searched recursively). Prints a header line, then one tab-separated line per video:
 path, answer (the top class, or "not sure" under the head's cut-off), top class, probability (or a JSON list).
 Heads on a random encoder (python -m pipeline.encoder) say so on stderr and in each JSON entry ("warning").
-stderr is quiet (no weight-loading bar, no FFmpeg warnings) unless -v is given. A file that fails, for
+stderr is quiet (no progress bars, no FFmpeg warnings) unless -v is given. A file that fails, for
 any reason, is one error line on stderr (and an "error" entry in the JSON) and the others are still predicted; the
 exit status is 1 when any file failed. --segments adds one indented line per sliding window (start-end seconds,
 answer, top class, probability); when the windows cannot be made (too many of them) the whole-video answer is
@@ -260,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='answer "not sure" when the top probability is under F of the way from chance to '
                              "certainty (default: the head's, calibration.not_sure_below_chance_to_certain)")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="let the libraries speak on stderr (the weight-loading bar, PyAV's FFmpeg warnings in "
-                             "this process; the decode workers stay quiet and report failures as error lines)")
+                        help="let the libraries speak on stderr (a first download's progress bars, PyAV's FFmpeg "
+                             "warnings in this process; the decode workers stay quiet and report failures as error "
+                             "lines)")
     args = parser.parse_args(argv)
     quiet_libraries(args.verbose)
     set_threads("app")
@@ -321,10 +322,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quiet_libraries(verbose: bool = False) -> None:
-    """Quiet: no Hugging Face progress bar (loading weights) and no FFmpeg log lines ("moov atom not found") from
-    this process; the decode workers start from a clean process (forkserver), where PyAV logs nothing. A file that
-    fails still gets its error line. verbose: the bar, and FFmpeg's warnings from this process through Python
-    logging."""
+    """Quiet: no Hugging Face progress bar (a first download's; loading from disk never shows one: hub.py) and no
+    FFmpeg log lines ("moov atom not found") from this process; the decode workers start from a clean process
+    (forkserver), where PyAV logs nothing. A file that fails still gets its error line. verbose: the download's
+    bars, and FFmpeg's warnings from this process through Python logging."""
     import av.logging
     from transformers.utils import logging as hf_logging
 

@@ -117,6 +117,18 @@ def test_offline_hub_id_fails_at_once_with_the_next_command(monkeypatch, how):
     assert "dvc exp run -S encoder.model=models/tiny-clip" in str(err.value)
 
 
+def test_loading_or_building_a_clip_on_disk_shows_no_progress_bar_and_keeps_the_setting(tiny_clip, tmp_path, capfd):
+    """Loading from a directory (or the local Hugging Face cache) takes well under a second: transformers' "Loading
+    weights" and "Writing model shards" bars stay off (they filled dvc's output), and the setting is as it was."""
+    from transformers.utils import logging as hf_logging
+    hf_logging.enable_progress_bar()
+    load_encoder(tiny_clip, device="cpu")
+    build_random_clip(tmp_path / "clip")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err and "%|" not in err, err
+    assert hf_logging.is_progress_bar_enabled()
+
+
 def test_missing_local_directory_is_named(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_encoder(str(tmp_path / "no-such-model"), device="cpu")
