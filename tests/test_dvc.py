@@ -151,6 +151,7 @@ def check_plots_page(page_file: Path, shots: Path) -> None:
         assert values and all(encoding["x"]["field"] in v for v in values), spec["title"]  # no empty "vs step"
         if "confusion" in spec["title"]["text"]:  # predicted across, actual down (as scikit-learn draws it)
             assert (encoding["x"]["field"], encoding["y"]["field"]) == ("predicted", "actual")
+            assert {"name": "showValues", "value": True}.items() <= spec["params"][0].items()  # counts in the cells
     with chromium_page() as page:
         outside, errors = [], []
         page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else (

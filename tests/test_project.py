@@ -202,6 +202,20 @@ print("dvc.repo" in sys.modules)
     assert written["stage"] == written["live"] and "plots/metrics/train/loss.tsv" in written["stage"]
 
 
+def test_the_confusion_template_is_dvcs_with_the_counts_shown():
+    """dvc.yaml's confusion matrices use .dvc/plots/confusion_counts.json: DVC's own confusion template (this DVC's,
+    so an upgrade that changes it fails here) with its showValues checkbox ticked, so the cells show their counts."""
+    import json
+
+    spec = json.loads(subprocess.run([sys.executable, "-m", "dvc", "plots", "templates", "confusion"], cwd=ROOT,
+                                     capture_output=True, text=True, check=True).stdout)
+    spec["params"] = [{**p, "value": True} if p["name"] == "showValues" else p for p in spec["params"]]
+    assert json.loads((ROOT / ".dvc" / "plots" / "confusion_counts.json").read_text()) == spec
+    plots = [next(iter(p.values())) for p in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+             if isinstance(p, dict)]
+    assert [p["template"] for p in plots if "confusion" in str(p)] == ["confusion_counts"] * 3
+
+
 @pytest.mark.slow  # ten processes importing torch: about 20 s on a quiet 2-core machine
 def test_every_command_answers_help_without_side_effects(tmp_path):
     """Each stage script and each pipeline module with a command line, run as a file from another folder
