@@ -19,6 +19,13 @@ def run_app() -> AppTest:
     return at
 
 
+def predict_upload(at: AppTest, video: bytes) -> AppTest:
+    """Upload `video` as clip.mp4 and press Predict: the app after its answer."""
+    at.get("file_uploader")[0].upload("clip.mp4", video, "video/mp4")
+    at.run()
+    return at.button[0].click().run()
+
+
 def test_without_a_trained_head_the_page_says_which_command_to_run(tmp_path, monkeypatch):
     import yaml
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({  # a project folder with no head and no videos yet
@@ -83,9 +90,7 @@ def test_switching_to_logistic_regression(project, monkeypatch):
 def test_after_a_head_switch_the_answer_stays_and_says_whose_it_is(project, monkeypatch):
     monkeypatch.chdir(project)
     at = run_app()
-    at.get("file_uploader")[0].upload("clip.mp4", (project / "data/walking/walking_0.mp4").read_bytes(), "video/mp4")
-    at.run()
-    at.button[0].click().run()
+    predict_upload(at, (project / "data/walking/walking_0.mp4").read_bytes())
     answer = [m.value for m in at.markdown if m.value.startswith("## ")]
     assert len(answer) == 1 and not at.info
     at.radio[0].set_value("logreg").run()
@@ -100,9 +105,7 @@ def test_bars_are_sorted_by_probability_with_full_names_and_a_percent_axis(proje
     import json
     monkeypatch.chdir(project)
     at = run_app()
-    at.get("file_uploader")[0].upload("clip.mp4", (project / "data/walking/walking_0.mp4").read_bytes(), "video/mp4")
-    at.run()
-    at.button[0].click().run()
+    predict_upload(at, (project / "data/walking/walking_0.mp4").read_bytes())
     spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
     assert spec["encoding"]["y"]["sort"] == "-x" and spec["encoding"]["y"]["axis"]["labelLimit"] == 0
     assert spec["encoding"]["x"]["axis"]["format"] == "%"
@@ -139,9 +142,7 @@ def test_zero_shot_works_before_any_training_with_the_actions_typed(project, tin
     assert "No trained head yet" in at.info[0].value and [r.value for r in at.radio] == ["zeroshot"]
     assert at.text_area[0].value == "clapping\nsitting\nwalking"  # the class folders under data.root
     video = (tmp_path / "data" / "sitting" / "sitting_1.mp4").read_bytes()
-    at.get("file_uploader")[0].upload("clip.mp4", video, "video/mp4")
-    at.run()
-    at.button[0].click().run()
+    predict_upload(at, video)
     assert not at.exception, at.exception
     assert any(m.value in ("## clapping", "## sitting", "## walking") for m in at.markdown)
     at.text_area[0].set_value("jumping jacks\nplaying the violin\n\njumping jacks").run()
@@ -160,9 +161,7 @@ def test_an_unsure_head_says_not_sure(project, tmp_path, monkeypatch):
     torch.save(saved, tmp_path / "p" / HEAD_FILES["linear"])
     monkeypatch.chdir(tmp_path / "p")
     at = run_app()
-    at.get("file_uploader")[0].upload("clip.mp4", (project / "data/walking/walking_0.mp4").read_bytes(), "video/mp4")
-    at.run()
-    at.button[0].click().run()
+    predict_upload(at, (project / "data/walking/walking_0.mp4").read_bytes())
     assert not at.exception and "## not sure" in [m.value for m in at.markdown]
     assert any(m.value.startswith("best guess **") for m in at.markdown)
 
@@ -198,7 +197,5 @@ def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot
     at = run_app()
     at.radio[0].set_value("zeroshot").run()
     assert at.text_area[0].value == "waving\njumping"
-    at.get("file_uploader")[0].upload("clip.mp4", (project / "data/walking/walking_0.mp4").read_bytes(), "video/mp4")
-    at.run()
-    at.button[0].click().run()
+    predict_upload(at, (project / "data/walking/walking_0.mp4").read_bytes())
     assert not at.exception and "## not sure" in [m.value for m in at.markdown]  # its threshold came along
