@@ -1,0 +1,57 @@
+"""The project's own errors, and the record of a video that could not be used: callers catch a type, never a text.
+
+Every error a user can fix (their data, settings, files) is a `UserError`, which subclasses `ValueError` as
+scikit-learn's `NotFittedError` does, so code that expects a ValueError still works. The stage scripts,
+`pipeline.predict` and the app catch `UserError` (and the disk's `OSError`) and show its message as one line;
+anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class UserError(ValueError):
+    """A condition of the user's data, settings or files; the message names it and, where there is one, the fix."""
+
+
+class ConfigError(UserError):
+    """A setting (params.yaml, a command-line option) that cannot be used."""
+
+
+class DataError(UserError):
+    """The dataset as given cannot be used: the data root, an annotation file, a class list, the split's lists."""
+
+
+class CacheError(UserError):
+    """A feature cache (or a part file) that cannot be read: missing, damaged, or of another schema version."""
+
+
+class HeadError(UserError):
+    """A trained head that cannot be used: missing, damaged, of another format, or made for another encoder."""
+
+
+class VideoError(UserError):
+    """One video cannot be used. `file` is the video as the caller named it; `reason` says why, without the file."""
+
+    def __init__(self, file: object, reason: str):
+        super().__init__(f"{file}: {reason}")
+        self.file, self.reason = str(file), reason
+
+    def __reduce__(self):  # travels from the decode workers as itself
+        return type(self), (self.file, self.reason)
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """The result for a video that could not be used (the typed counterpart of a decoded video): which file, and
+    why (`reason` never repeats the file). `str()` is the one line a person reads: `<file>: <reason>`."""
+
+    file: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+    def error(self) -> VideoError:
+        """The same as an exception, for a caller that needs this one video."""
+        return VideoError(self.file, self.reason)
