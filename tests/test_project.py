@@ -148,17 +148,23 @@ def test_dataclass_defaults_equal_params_yaml():
 
 
 def test_shared_facts_are_written_once():
-    from pipeline.cache import CACHE_PATH
-    from pipeline.split import SPLIT_PATH
+    """Each path the stages write, CLIP's logit scale, the video extensions and the cache's key are written in one
+    file only; dvc.yaml takes every path from pipeline/paths.py (`vars`), never as a literal of its own."""
+    from pipeline import paths
 
+    values = [v for k, v in vars(paths).items() if k.isupper()]
+    values = [v for value in values for v in (value.values() if isinstance(value, dict) else [value])]
     code = {p: p.read_text() for d in ("pipeline", "stages", "app") for p in (ROOT / d).rglob("*.py")}
-    for literal in (f'"{CACHE_PATH}"', f'"{SPLIT_PATH}"', "100.0", '".mp4"',
-                    '"encoder_fingerprint", "embedding_dim"'):  # paths, CLIP's logit scale, extensions, key
+    for literal in [f'"{v}"' for v in values] + ["100.0", '".mp4"', '"encoder_fingerprint", "embedding_dim"']:
         where = [str(p.relative_to(ROOT)) for p, text in code.items() if literal in text]
         assert len(where) == 1, f"{literal} written in {where}"
-    outs = {o if isinstance(o, str) else next(iter(o)) for s in yaml.safe_load((ROOT / "dvc.yaml").read_text())[
-        "stages"].values() for o in s.get("outs", [])}
-    assert {CACHE_PATH, SPLIT_PATH} <= outs
+    dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert dvc_yaml["vars"] == ["pipeline/paths.py"]
+    text = (ROOT / "dvc.yaml").read_text()
+    for value in values:
+        assert not re.search(rf"(^|[\s\[]){re.escape(value)}(/|:|\s|$)", text, re.M), f"dvc.yaml writes {value!r}"
+    outs = {o if isinstance(o, str) else next(iter(o)) for s in dvc_yaml["stages"].values() for o in s.get("outs", [])}
+    assert {"${CACHE_PATH}", "${SPLIT_PATH}", "${HEAD_FILES.linear}"} <= outs
 
 
 def test_dvc_plots_page_needs_no_network():
