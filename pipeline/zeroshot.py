@@ -6,7 +6,8 @@ import torch
 from transformers import AutoTokenizer, CLIPTextModelWithProjection
 from transformers.utils import logging as hf_logging
 
-from pipeline.heads import LOGIT_SCALE, Head, ZeroShotHead, head_metadata
+from pipeline.errors import ConfigError, HeadError
+from pipeline.heads import ZeroShotHead
 from pipeline.hub import load_pretrained
 
 # Prompt templates, ensembled: each class's text embedding is the mean of its unit-length prompt embeddings.
@@ -24,10 +25,11 @@ def class_prompts(class_name: str, templates: tuple[str, ...] = TEMPLATES) -> li
 def text_embeddings(model_id: str, class_names: list[str], templates: tuple[str, ...] = TEMPLATES) -> np.ndarray:
     """Unit-length text embedding of each class, float32 (C, D): the prompt ensemble through CLIP's text tower.
 
-    ValueError when the checkpoint has no tokenizer or text tower, or cannot be loaded.
+    ConfigError without a class name; HeadError when the checkpoint has no tokenizer or text tower, or cannot be
+    loaded.
     """
     if not class_names:
-        raise ValueError("zero-shot needs at least one class name")
+        raise ConfigError("zero-shot needs at least one class name")
     try:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # a full CLIP checkpoint loaded into the text tower lists the vision weights
@@ -36,8 +38,8 @@ def text_embeddings(model_id: str, class_names: list[str], templates: tuple[str,
             model.eval()
         finally:
             hf_logging.set_verbosity(verbosity)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load the CLIP text tower and tokenizer of {model_id!r}: "
+    except (OSError, ValueError) as e:  # transformers' own: no such files, or not a CLIP text tower
+        raise HeadError(f"cannot load the CLIP text tower and tokenizer of {model_id!r}: "
                          f"{str(e).splitlines()[0]}") from None
     out = []
     for name in class_names:
@@ -50,14 +52,8 @@ def text_embeddings(model_id: str, class_names: list[str], templates: tuple[str,
 
 
 def zeroshot_head(text_emb: np.ndarray, class_names: list[str], attrs: dict,
-                  templates: tuple[str, ...] = TEMPLATES) -> Head:
-    """A Head ("zeroshot") scoring videos by cosine of their mean frame embedding to each class's text embedding.
-
-    attrs: the encoder and sampling it serves (a cache's attrs, or an encoder's describe() plus num_frames and
-    sampling), recorded in its metadata like any head's.
-    """
-    model = ZeroShotHead(text_emb.shape[1], len(class_names))
-    model.text.copy_(torch.from_numpy(text_emb))
-    model.scale.fill_(LOGIT_SCALE)
-    meta = {**head_metadata(attrs, class_names, "zeroshot"), "templates": list(templates)}
-    return Head("zeroshot", meta, model.eval())
+                  templates: tuple[str, ...] = TEMPLATES) -> ZeroShotHead:
+    """A fitted ZeroShotHead scoring videos by cosine of their mean frame embedding to each class's text embedding
+    float32 (C, D). attrs: the encoder and sampling it serves (a cache's attrs, or an encoder's describe() plus
+    num_frames and sampling), recorded in its metadata like any head's."""
+    return ZeroShotHead(templates).fit(text_emb, class_names, attrs)

@@ -1,23 +1,20 @@
 """DVC stage `evaluate`: every head on the test part (and k-fold CV): DVCLive metrics, confusion plots, a table."""
 import json
-import sys
 from dataclasses import replace
-from pathlib import Path
 
-if not __package__:  # run as a file (python stages/evaluate.py): import the project's packages from its folder
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from pipeline.cache import CACHE_PATH, open_cache, random_encoder_note
+from pipeline.cache import open_cache, random_encoder_note
+from pipeline.calibration import expected_calibration_error
 from pipeline.evaluate import (HEAD_METRICS, cross_validate, data_efficiency, each, evaluate_predictions,
-                               expected_calibration_error, format_table, usable_folds)
-from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, check_compatible, fit_predict_many, load_head,
-                            mean_pool)
+                               format_table, usable_folds)
+from pipeline.heads import LogRegConfig, fit_predict_many, load_head, mean_pool
+from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, HEAD_FILES, SPLIT_PATH
 from pipeline.plots import StageLive
-from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, read_split
+from pipeline.split import UNUSED, SplitConfig, describe_protocol, read_split
 from pipeline.threads import set_threads
+from pipeline.training import LinearConfig
 from stages import config, read_params, stage, write_metrics
 
-OUT = "dvclive/evaluate"
+OUT = EVALUATE_LIVE
 
 
 @stage("evaluate")
@@ -47,20 +44,17 @@ def main() -> None:
     with StageLive(OUT, dvcyaml=None, save_dvc_exp=False) as live:
         for name, path in HEAD_FILES.items():
             head = load_head(path)
-            try:
-                check_compatible(head.meta, cache.attrs, names)
-            except ValueError as e:
-                raise ValueError(f"{path}: {e}") from None
+            head.check_compatible(cache.attrs, names, source=path)
             proba = head.predict_proba(cache.embeddings[test])
             pred = proba.argmax(1)
             r = evaluate_predictions(y[test], pred, names)
-            r["temperature"] = float(head.meta.get("temperature", 1.0))
+            r["temperature"] = float(head.temperature_)
             r["ece"] = expected_calibration_error(proba, y[test])
             r["ece_uncalibrated"] = expected_calibration_error(
                 head.predict_proba(cache.embeddings[test], calibrated=False), y[test])
             if folds:
                 if name == "zeroshot":  # nothing to fit: the same text embeddings score every fold
-                    refit = each(lambda xt, yt, xs: head.predict_proba(xs[:, None, :]).argmax(1))
+                    refit = each(lambda xt, yt, xs: head.predict(xs))
                 else:  # every fold at once (a mean-pooling linear head trains them together)
                     refit = lambda tasks: fit_predict_many(tasks, len(names), configs[name])  # noqa: E731
                 # a temporal linear head (attention, conv) needs the frames; every other head sees only their mean
@@ -74,8 +68,8 @@ def main() -> None:
                     metrics[key][name] = r[key]
             if "cv_folds" in metrics:
                 metrics["cv_folds"][name] = folds
-            if "epoch" in head.meta:  # the linear head's best epoch (train), beside its test numbers
-                metrics.setdefault("best_epoch", {})[name] = int(head.meta["epoch"])
+            if head.meta_.epoch is not None:  # the linear head's best epoch (train), beside its test numbers
+                metrics.setdefault("best_epoch", {})[name] = int(head.meta_.epoch)
             live.log_sklearn_plot("confusion_matrix", [names[i] for i in y[test]], [names[i] for i in pred],
                                   name=f"{name}/confusion_matrix.json")
         if params["evaluate"]["shots"]:
@@ -98,9 +92,9 @@ def efficiency_fits(configs: dict, names: list[str]) -> dict:
     """How each head is refitted on a subset for the data-efficiency curve (the zero-shot head needs nothing)."""
     cfg, logreg_cfg = configs["linear"], configs["logreg"]
     zeroshot = load_head(HEAD_FILES["zeroshot"])
-    text = zeroshot.model.text.numpy()
+    text = zeroshot.text_
     return {
-        "zeroshot": each(lambda ft, lt, fs: zeroshot.predict_proba(fs).argmax(1)),
+        "zeroshot": each(lambda ft, lt, fs: zeroshot.predict(fs)),
         "zeroshot_init": lambda tasks: fit_predict_many(tasks, len(names), replace(cfg, head="mean"), text),
         "linear": lambda tasks: fit_predict_many(tasks, len(names), cfg),
         "logreg": lambda tasks: fit_predict_many([(mean_pool(ft), lt, mean_pool(fs)) for ft, lt, fs in tasks],

@@ -1,19 +1,15 @@
 """DVC stage `train`: the linear head (mean, attention or conv pooling over time) on the cached frame embeddings."""
-import sys
-from pathlib import Path
-
-if not __package__:  # run as a file (python stages/train.py): import the project's packages from its folder
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from pipeline.cache import CACHE_PATH, open_cache
-from pipeline.heads import (HEAD_FILES, CalibrationConfig, LinearConfig, calibrate, head_metadata, mean_pool,
-                            save_linear, torch_head, train_linear_head)
+from pipeline.cache import open_cache
+from pipeline.calibration import CalibrationConfig
+from pipeline.heads import LinearHead, mean_pool
+from pipeline.paths import CACHE_PATH, HEAD_FILES, LINEAR_FINAL, SPLIT_PATH, TRAIN_LIVE
 from pipeline.plots import StageLive
-from pipeline.split import SPLIT_PATH, read_split
+from pipeline.split import read_split
 from pipeline.threads import set_threads
+from pipeline.training import LinearConfig
 from stages import config, read_params, stage
 
-BEST, FINAL = HEAD_FILES["linear"], "models/linear_final.pt"
+BEST, FINAL = HEAD_FILES["linear"], LINEAR_FINAL
 
 
 @stage("train")
@@ -28,27 +24,23 @@ def main() -> None:
     x = mean_pool(cache.embeddings) if cfg.head == "mean" else cache.embeddings
     y = cache.labels
     train, val = parts == "train", parts == "val"
-    result = train_linear_head(x[train], y[train], x[val], y[val], len(cache.class_names), cfg)
-    meta = head_metadata(cache.attrs, cache.class_names, "linear", pooling=cfg.head)
-    for path, state, epoch in ((BEST, result.best_state, result.best_epoch),
-                               (FINAL, result.final_state, len(result.history))):
-        head = calibrate(torch_head(state, {**meta, "epoch": epoch}), x[val], y[val],
-                         calibration.not_sure_below_chance_to_certain, y[train])
-        save_linear(path, state, head.meta)
-        if head.meta["temperature_note"] and path == BEST:
-            print(f"train: note: {head.meta['temperature_note']}")
-    with StageLive("dvclive/train", dvcyaml=None, save_dvc_exp=False) as live:
+    best = LinearHead(cfg).fit(x[train], y[train], cache.class_names, cache.attrs, x[val], y[val])
+    for path, head in ((BEST, best), (FINAL, best.final_head())):
+        head.calibrate(x[val], y[val], calibration.not_sure_below_chance_to_certain, y[train]).save(path)
+        if head.calibration_.temperature_note and path == BEST:
+            print(f"train: note: {head.calibration_.temperature_note}")
+    with StageLive(TRAIN_LIVE, dvcyaml=None, save_dvc_exp=False) as live:
         live.log_params(vars(cfg))
         # the steps set, not next_step(): each next_step re-reads every plot file (quadratic: 2.7 s of 200 epochs)
-        for step, row in enumerate(result.history):
+        for step, row in enumerate(best.history_):
             live.step = step
             live.log_metric("train/loss", row["train_loss"])
             if "val_loss" in row:
                 live.log_metric("val/loss", row["val_loss"])
                 live.log_metric("val/accuracy", row["val_accuracy"])
-        live.log_metric("best_epoch", result.best_epoch, plot=False)
-    last = result.history[-1]
-    print(f"linear head ({cfg.head} pooling): best epoch {result.best_epoch} of {cfg.epochs}, "
+        live.log_metric("best_epoch", best.best_epoch_, plot=False)
+    last = best.history_[-1]
+    print(f"linear head ({cfg.head} pooling): best epoch {best.best_epoch_} of {cfg.epochs}, "
           f"final train loss {last['train_loss']:.4f}"
           + (f", val loss {last['val_loss']:.4f}, val accuracy {last['val_accuracy']:.3f}" if "val_loss" in last
              else "") + f"; saved {BEST} and {FINAL}")

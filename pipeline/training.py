@@ -1,0 +1,248 @@
+"""Training the linear head: its torch module (pooling over time, one linear layer) and the one Adam loop that fits
+one or K of them at once (the folds of cross-validation, the subsets of the data-efficiency curve)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.adam import adam
+
+from pipeline.errors import ConfigError
+
+TEMPORAL_POOLINGS = ("mean", "attention", "conv")
+LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
+
+
+@dataclass
+class LinearConfig:
+    """Training settings of the linear head (params.yaml: train.*)."""
+
+    lr: float = 1e-4
+    epochs: int = 200
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    seed: int = 0
+    head: str = "mean"  # temporal pooling: mean | attention | conv (see LinearModule)
+
+
+def mean_pool(embeddings: np.ndarray) -> np.ndarray:
+    """Frame embeddings float32 (V, F, D) -> one feature per video, float32 (V, D): the mean over frames.
+    Embeddings left in a cache file (pipeline.cache.Embeddings) are averaged a block of videos at a time."""
+    return embeddings.mean(axis=1, dtype=np.float32)
+
+
+class LinearModule(nn.Module):
+    """Pooling over time, standardisation, one linear layer: frames (B, F, D) -> logits (B, C).
+
+    pooling "mean": the mean frame (order-blind; pooled input (B, D) is accepted too). "attention": frames plus a
+    learned position embedding, weighted by a learned softmax over time. "conv": a 1-D convolution over time
+    (kernel 3, `hidden` channels, ReLU), then the mean. The standardisation (buffers `mean` and `std`, (D,), fixed
+    from the training features) makes the learning rate independent of the encoder's embedding scale, as
+    StandardScaler does for the logistic-regression baseline.
+    """
+
+    def __init__(self, dim: int, num_classes: int, pooling: str = "mean", num_frames: int = 16, hidden: int = 128):
+        super().__init__()
+        if pooling not in TEMPORAL_POOLINGS:
+            raise ConfigError(f"train.head must be one of {TEMPORAL_POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        if pooling == "attention":
+            self.position = nn.Parameter(torch.zeros(num_frames, dim))
+            self.score = nn.Linear(dim, 1)
+        if pooling == "conv":
+            self.conv = nn.Conv1d(dim, hidden, kernel_size=3, padding=1)
+        self.fc = nn.Linear(hidden if pooling == "conv" else dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "mean":
+            return self.fc(((x.mean(dim=1) if x.dim() == 3 else x) - self.mean) / self.std)
+        z = (x - self.mean) / self.std  # (B, F, D)
+        if self.pooling == "attention":
+            z = z + self.position[: z.shape[1]]
+            weights = torch.softmax(self.score(z).squeeze(-1), dim=1)  # (B, F)
+            return self.fc((weights.unsqueeze(-1) * z).sum(dim=1))
+        return self.fc(torch.relu(self.conv(z.transpose(1, 2))).mean(dim=2))  # (B, D, F) -> (B, H, F) -> (B, H)
+
+
+def in_memory(x) -> bool:
+    """Whether frames x are an array, rather than rows left in a file read as they are needed (Embeddings)."""
+    return isinstance(x, np.ndarray)
+
+
+@torch.no_grad()
+def module_logits(module: nn.Module, x) -> torch.Tensor:
+    """module on all of x: at once for an array, a block of rows at a time for Embeddings (memory stays flat)."""
+    if in_memory(x):
+        return module(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+    return torch.cat([module(torch.from_numpy(block)) for _, block in x.blocks()])
+
+
+def _rows(x, rows: torch.Tensor) -> torch.Tensor:
+    """Rows of x, a tensor or Embeddings (read from the file), as a float32 tensor."""
+    if isinstance(x, torch.Tensor):
+        return x[rows]
+    return torch.from_numpy(np.asarray(x[rows.numpy()]))
+
+
+def _frame_stats(x) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (D,) over every frame of x (N, F, D); a block at a time for Embeddings."""
+    if in_memory(x):
+        frames = x.reshape(-1, x.shape[-1])
+        return frames.mean(axis=0), frames.std(axis=0)
+    total, squares, n = 0.0, 0.0, 0
+    for _, block in x.blocks():
+        frames = block.reshape(-1, block.shape[-1]).astype(np.float64)
+        total, squares, n = total + frames.sum(axis=0), squares + (frames ** 2).sum(axis=0), n + len(frames)
+    mean = total / n
+    return mean.astype(np.float32), np.sqrt(np.maximum(squares / n - mean ** 2, 0)).astype(np.float32)
+
+
+@dataclass
+class Trained:
+    """One trained LinearModule: the state with the best validation loss, the final one, per-epoch history."""
+
+    best: LinearModule
+    final: LinearModule
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, cfg: LinearConfig,
+                 text_init: np.ndarray | None = None, x_val=None, y_val: np.ndarray | None = None) -> list[Trained]:
+    """Train one LinearModule (pooling cfg.head) per task with Adam and cross-entropy, all K in one loop.
+
+    tasks: (frames float32 (N_k, F, D), or for mean pooling pooled features (N_k, D); int labels (N_k,)). Frames may
+    be Embeddings left in the cache file (mini-batches are read as needed). Each head is what it would be trained
+    alone: the same initial weights (seeded by cfg.seed), its own standardisation, its own shuffle (a generator
+    seeded by cfg.seed), mini-batches of cfg.batch_size, and torch's Adam (torch.optim.adam.adam, the function
+    torch.optim.Adam.step calls, without the class: its first use imports torch._dynamo, a second) stepping each
+    head only at its own batches, so a head with fewer batches keeps its own step count and moments. Mean pooling
+    runs the K heads' forward as one batched matmul.
+
+    x_val, y_val (one task only): history gets val_loss and val_accuracy and `best` is the lowest val_loss's state;
+    without them, best is final. text_init (C, D), unit-length class text embeddings, starts a mean-pooling head
+    as the zero-shot head: no standardisation but a division by the typical feature length, and weights = CLIP's
+    temperature x the text embeddings, so that training begins from the zero-shot answer.
+    """
+    assert x_val is None or len(tasks) == 1, "a validation set is for one task at a time"
+    if cfg.head not in TEMPORAL_POOLINGS:
+        raise ConfigError(f"train.head must be one of {TEMPORAL_POOLINGS}, got {cfg.head!r}")
+    mean = cfg.head == "mean"
+    for x, _ in tasks:
+        if not mean and x.ndim != 3:
+            raise ConfigError(f"the {cfg.head} head needs frame embeddings (N, F, D), got {x.shape}")
+    if text_init is not None and not mean:
+        raise ConfigError("a zero-shot start needs mean pooling")
+    # the mean head sees only the mean frame: pool once, F times less data
+    xs = [mean_pool(x) if mean and x.ndim == 3 else x for x, _ in tasks]
+    frames = tasks[0][0].shape[1] if tasks[0][0].ndim == 3 else 1
+    torch.manual_seed(cfg.seed)
+    start = LinearModule(xs[0].shape[-1], num_classes, cfg.head, frames).state_dict()
+    modules = [_standardised(LinearModule(xs[0].shape[-1], num_classes, cfg.head, frames), start, x, text_init)
+               for x in xs]
+    k, size = len(tasks), cfg.batch_size
+    lengths = [len(x) for x in xs]
+    ys = [torch.from_numpy(y.astype(np.int64)) for _, y in tasks]
+    if mean:  # standardised once, zero-padded to (K * N_max, D): head i's rows from i * N_max
+        longest = max(lengths)
+        z = torch.zeros(k * longest, xs[0].shape[-1])
+        y_all = torch.zeros(k * longest, dtype=torch.int64)
+        for i, (x, module) in enumerate(zip(xs, modules)):
+            rows = slice(i * longest, i * longest + lengths[i])
+            z[rows] = (torch.from_numpy(np.asarray(x, np.float32)) - module.mean) / module.std
+            y_all[rows] = ys[i]
+    else:
+        inputs = [torch.from_numpy(np.ascontiguousarray(x, np.float32)) if in_memory(x) else x for x in xs]
+    params = [list(m.parameters()) for m in modules]
+    moments = [[(torch.zeros_like(p), torch.zeros_like(p), torch.tensor(0.0)) for p in ps] for ps in params]
+    gens = [torch.Generator().manual_seed(cfg.seed) for _ in tasks]
+    has_val = x_val is not None and len(x_val) > 0
+    if has_val:
+        val = mean_pool(x_val) if mean and x_val.ndim == 3 else x_val
+        yv = torch.from_numpy(y_val.astype(np.int64))
+    best_loss, best, best_epoch, histories = float("inf"), None, 0, [[] for _ in tasks]
+    for epoch in range(1, cfg.epochs + 1):
+        batches = [torch.randperm(n, generator=g).split(size) for n, g in zip(lengths, gens)]
+        totals = [0.0] * k
+        for m in modules:
+            m.train()
+        for s in range(max(len(b) for b in batches)):
+            active = [i for i in range(k) if s < len(batches[i])]
+            if mean:
+                losses = _mean_losses(modules, batches, s, z, y_all, longest, size)  # (K,)
+            else:
+                losses = torch.stack([nn.functional.cross_entropy(modules[i](_rows(inputs[i], batches[i][s])),
+                                                                  ys[i][batches[i][s]]) if i in active
+                                      else torch.zeros(()) for i in range(k)])
+            losses.sum().backward()  # each head's parameters get the gradient of its own loss only
+            with torch.no_grad():
+                step = [(params[i][j], moments[i][j]) for i in active for j in range(len(params[i]))]
+                adam([p for p, _ in step], [p.grad for p, _ in step], [m[0] for _, m in step],
+                     [m[1] for _, m in step], [], [m[2] for _, m in step], foreach=False, amsgrad=False,
+                     beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=cfg.lr, weight_decay=cfg.weight_decay,
+                     eps=ADAM_EPS, maximize=False)
+            for ps in params:  # a head without a batch at the next step has no gradient: Adam leaves it as it is
+                for p in ps:
+                    p.grad = None
+            for i in active:
+                totals[i] += losses[i].item() * len(batches[i][s])
+        for i in range(k):
+            histories[i].append({"epoch": epoch, "train_loss": totals[i] / lengths[i]})
+        if has_val:
+            modules[0].eval()
+            logits = module_logits(modules[0], val)
+            row = histories[0][-1]
+            row["val_loss"] = nn.functional.cross_entropy(logits, yv).item()
+            row["val_accuracy"] = (logits.argmax(1) == yv).float().mean().item()
+            if row["val_loss"] < best_loss:
+                best_loss, best_epoch = row["val_loss"], epoch
+                best = {key: v.clone() for key, v in modules[0].state_dict().items()}
+    results = []
+    for i, module in enumerate(modules):
+        module.eval()
+        if best is None or i > 0:
+            results.append(Trained(module, module, cfg.epochs, histories[i]))
+        else:
+            kept = LinearModule(xs[0].shape[-1], num_classes, cfg.head, frames)
+            kept.load_state_dict(best)
+            results.append(Trained(kept.eval(), module, best_epoch, histories[i]))
+    return results
+
+
+def _standardised(module: LinearModule, start: dict, x, text_init: np.ndarray | None) -> LinearModule:
+    """module with the initial weights `start` and the standardisation of training inputs x (pooled (N, D) for
+    mean pooling, frames otherwise), or the zero-shot start (text_init: see train_linear)."""
+    module.load_state_dict(start)
+    mean, std = (x.mean(axis=0), x.std(axis=0)) if module.pooling == "mean" else _frame_stats(x)
+    module.mean.copy_(torch.from_numpy(np.asarray(mean, np.float32)))
+    module.std.copy_(torch.from_numpy(np.asarray(std + 1e-6, np.float32)))
+    if text_init is not None:
+        module.mean.zero_()
+        module.std.fill_(float(np.linalg.norm(x, axis=1).mean()))  # x / |x| on average: the zero-shot cosine
+        with torch.no_grad():
+            module.fc.weight.copy_(torch.from_numpy(LOGIT_SCALE * text_init))
+            module.fc.bias.zero_()
+    return module
+
+
+def _mean_losses(modules: list[LinearModule], batches: list, s: int, z: torch.Tensor, y: torch.Tensor,
+                 longest: int, size: int) -> torch.Tensor:
+    """Each mean-pooling head's mean cross-entropy on its batch s, float32 (K,) (0 for a head without one): the K
+    heads' logits as one batched matmul over their standardised features z (K * N_max, D), zero-padded to size."""
+    k = len(modules)
+    index = torch.zeros(k, size, dtype=torch.int64)
+    mask = torch.zeros(k, size)
+    for i, b in enumerate(batches):
+        if s < len(b):
+            index[i, :len(b[s])] = b[s] + i * longest
+            mask[i, :len(b[s])] = 1.0
+    weight = torch.stack([m.fc.weight for m in modules])  # (K, C, D)
+    bias = torch.stack([m.fc.bias for m in modules])  # (K, C)
+    logits = torch.baddbmm(bias[:, None, :], z[index], weight.transpose(1, 2))  # (K, B, C)
+    ce = nn.functional.cross_entropy(logits.flatten(0, 1), y[index].flatten(), reduction="none").view(k, size)
+    return (ce * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
