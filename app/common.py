@@ -1,15 +1,18 @@
-"""What the app's pages share: process-wide caches (encoder, heads, feature cache, launch folder), a frame strip."""
+"""What the app's pages share: process-wide caches (encoder, heads, decode pool, feature cache, launch folder), a
+frame strip."""
 from __future__ import annotations
+
+import atexit
 
 import cv2
 import streamlit as st
 
 from pipeline.heads import load_head
 from pipeline.inspector import load
+from pipeline.paths import PARAMS  # noqa: F401 (the project's settings; the app runs in the project folder)
 from pipeline.predict import encoder_for
+from pipeline.workers import DecodePool, PoolConfig
 from pipeline.zeroshot import text_embeddings
-
-PARAMS = "params.yaml"  # the project's settings; the app runs in the project folder, as dvc does
 
 
 @st.cache_resource(show_spinner=False)
@@ -24,6 +27,14 @@ def cached_encoder(model_id: str, preprocess: str, backend: str, quantize: str):
     """The encoder, loaded once per process (on CUDA when present, unless onnxruntime) and shared by every session."""
     return encoder_for({"encoder_model": model_id, "preprocess": preprocess, "backend": backend,
                         "quantize": quantize})
+
+
+@st.cache_resource(show_spinner=False)
+def cached_pool() -> DecodePool:
+    """One decode worker for the whole process, shared by every session and page, closed when the process exits."""
+    pool = DecodePool(PoolConfig(workers=1))
+    atexit.register(pool.close)
+    return pool
 
 
 @st.cache_resource(show_spinner=False)

@@ -9,9 +9,11 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from app.common import PARAMS, cached_encoder, cached_head, cached_text_embeddings, frame_strip
+from app.common import PARAMS, cached_encoder, cached_head, cached_pool, cached_text_embeddings, frame_strip
 from pipeline.cache import random_encoder_note
-from pipeline.heads import HEAD_FILES, NOT_SURE_KEY, describe_data
+from pipeline.calibration import describe_data
+from pipeline.errors import ConfigError, UserError, VideoError
+from pipeline.paths import HEAD_FILES
 from pipeline.predict import make_predictor, predict_segments, predict_video, temporary_upload
 from pipeline.video import SAMPLING, VIDEO_EXTENSIONS
 from pipeline.zeroshot import zeroshot_head
@@ -38,18 +40,20 @@ def main() -> None:
             predictor = zero_shot_predictor()
         else:
             head = cached_head(str(trained[kind]), trained[kind].stat().st_mtime_ns)
-            meta = head.meta
-            encoder = cached_encoder(meta["encoder_model"], meta["preprocess"], meta["backend"], meta["quantize"])
-            predictor = make_predictor(head, encoder)
-    except ValueError as e:
+            features = head.meta_.features
+            encoder = cached_encoder(features["encoder_model"], features["preprocess"], features["backend"],
+                                     features["quantize"])
+            predictor = make_predictor(head, encoder, cached_pool())
+    except UserError as e:
         st.error(f"Cannot use the {HEAD_LABELS[kind]}: {e}")
         st.stop()
-    meta = predictor.head.meta
-    st.caption(f"{HEAD_LABELS[kind]} · encoder `{meta['encoder_model']}` · {meta['num_frames']} frames per video "
-               f"· classes: {', '.join(meta['class_names'])}")
-    st.caption(describe_data(meta))  # how much data the head was trained and calibrated on
-    if random_encoder_note(meta):
-        st.warning(random_encoder_note(meta))
+    head = predictor.head
+    features = head.meta_.features
+    st.caption(f"{HEAD_LABELS[kind]} · encoder `{features['encoder_model']}` · {features['num_frames']} frames per "
+               f"video · classes: {', '.join(head.classes_)}")
+    st.caption(describe_data(head.calibration_))  # how much data the head was trained and calibrated on
+    if random_encoder_note(features):
+        st.warning(random_encoder_note(features))
 
     limit = st.get_option("server.maxUploadSize")
     # above the uploader, with a key: the choice survives a new upload
@@ -73,7 +77,7 @@ def main() -> None:
         if shown["head"] != kind:
             st.info(f"The answer below is the {HEAD_LABELS[shown['head']]}'s: press Predict for the "
                     f"{HEAD_LABELS[kind]}'s.")
-        elif list(shown["prediction"].class_names) != list(meta["class_names"]):
+        elif list(shown["prediction"].class_names) != head.classes_:
             st.info("The answer below is for the previous actions: press Predict for these.")
         st.caption(f"Answer of the {HEAD_LABELS[shown['head']]}")
         show_prediction(shown["prediction"])
@@ -98,7 +102,10 @@ def run_prediction(upload, predictor, timeline: bool) -> dict | None:
             if timeline:
                 segments = predict_segments(tmp, predictor, WINDOW, STRIDE, on_window=lambda done, total: bar.progress(
                     done / total, text=f"Timeline: window {done} of {total}…"))
-    except ValueError as e:
+    except VideoError as e:  # it names "the uploaded file": here, the upload's own name
+        st.error(f"{upload.name}: {e.reason}")
+        return None
+    except (UserError, OSError) as e:
         st.error(f"{upload.name}: {e}")
         return None
     finally:
@@ -123,18 +130,18 @@ def zero_shot_predictor():
     """A zero-shot head over the actions the user types, with the encoder and sampling of the project.
 
     Settings, calibration and the starting list of actions come from the zero-shot head of `dvc repro` when
-    there is one, else from params.yaml and the class folders under data.root (uncalibrated). ValueError when
+    there is one, else from params.yaml and the class folders under data.root (uncalibrated). ConfigError when
     neither is there.
     """
-    saved, calibration = Path(HEAD_FILES["zeroshot"]), {}
+    saved, calibration = Path(HEAD_FILES["zeroshot"]), None
     if saved.is_file():
-        meta = cached_head(str(saved), saved.stat().st_mtime_ns).meta
-        model, frames, preprocess = meta["encoder_model"], meta["num_frames"], meta["preprocess"]
-        backend, quantize = meta["backend"], meta["quantize"]
-        default = meta["class_names"]
+        made = cached_head(str(saved), saved.stat().st_mtime_ns)
+        features = made.meta_.features
+        model, frames, preprocess = features["encoder_model"], features["num_frames"], features["preprocess"]
+        backend, quantize = features["backend"], features["quantize"]
+        default = made.classes_
         # its temperature, fitted on the project's validation videos, is the best guess for other actions too
-        calibration = {k: meta[k] for k in ("temperature", "temperature_note", NOT_SURE_KEY, "val_videos",
-                                            "val_min_per_class", "train_videos", "train_min_per_class") if k in meta}
+        calibration = made.calibration_
     elif Path(PARAMS).is_file():
         params = yaml.safe_load(Path(PARAMS).read_text())
         model, extract = params["encoder"]["model"], params["extract"]
@@ -144,18 +151,17 @@ def zero_shot_predictor():
         default = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")) \
             if root.is_dir() else []
     else:
-        raise ValueError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
+        raise ConfigError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
     # tall enough to show every action (Streamlit's default shows about three lines)
     text = st.text_area("Actions, one per line (edit them freely)", value="\n".join(default),
                         height=max(68, TEXT_LINE_PX * len(default) + 20))
     actions = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
     if not actions:
-        raise ValueError("type at least one action")
+        raise ConfigError("type at least one action")
     encoder = cached_encoder(model, preprocess, backend, quantize)
     attrs = {**encoder.describe(), "num_frames": frames, "sampling": SAMPLING}
-    head = zeroshot_head(cached_text_embeddings(model, tuple(actions)), actions, attrs)
-    head.meta.update(calibration)
-    return make_predictor(head, encoder)
+    head = zeroshot_head(cached_text_embeddings(model, tuple(actions)), actions, attrs).use_calibration(calibration)
+    return make_predictor(head, encoder, cached_pool())
 
 
 def label(class_name: str) -> str:

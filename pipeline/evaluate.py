@@ -8,6 +8,8 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from pipeline.errors import ConfigError, DataError
+
 
 HEAD_METRICS = ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece", "ece_uncalibrated",
                 "temperature")  # what the evaluate stage writes per head (stages.write_metrics: a file per metric)
@@ -46,29 +48,17 @@ def evaluate_predictions(y_true: np.ndarray, y_pred: np.ndarray, class_names: li
     }
 
 
-def expected_calibration_error(proba: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE of probabilities (N, C) against int labels (N,): over equal-width bins of the top probability, the
-    gap between mean confidence and accuracy, weighted by the share of predictions in the bin."""
-    if len(labels) == 0:
-        return 0.0
-    confidence, predicted = proba.max(axis=1), proba.argmax(axis=1)
-    correct = predicted == labels
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    return float(sum(abs(confidence[which == b].mean() - correct[which == b].mean()) * np.mean(which == b)
-                     for b in range(bins) if np.any(which == b)))
-
-
 def usable_folds(labels: np.ndarray, class_names: list[str], folds: int) -> tuple[int, str]:
     """The folds stratified cross-validation can use on int labels (V,), and a note when not `folds`.
 
     Every class needs a video in each fold: with a class smaller than `folds`, as many folds as the smallest class
     allows (at least 2); with a class of one video, 0 (cross-validation left out). folds=0 means off (no note).
-    ValueError for folds=1 or below 0.
+    ConfigError for folds=1 or below 0.
     """
     if folds == 0:
         return 0, ""
     if folds < 2:
-        raise ValueError(f"evaluate.folds must be 0 (off) or at least 2, got {folds}")
+        raise ConfigError(f"evaluate.folds must be 0 (off) or at least 2, got {folds}")
     counts = np.bincount(labels, minlength=len(class_names))
     small = [f"{class_names[c]} ({counts[c]})" for c in range(len(class_names)) if 0 < counts[c] < folds]
     if not small:
@@ -96,13 +86,13 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, class_names: list[s
 
     fit_predict_many([(x_train (N, D), y_train (N,), x_test (M, D)), ...]) -> int predictions (M,) per fold, all
     folds in one call (pipeline.heads.fit_predict_many trains them together; `each` adapts a one-task refit).
-    groups (V,): keep each group in one fold (StratifiedGroupKFold), as the split keeps it in one part. ValueError
+    groups (V,): keep each group in one fold (StratifiedGroupKFold), as the split keeps it in one part. DataError
     naming the classes with fewer videos than folds.
     """
     counts = np.bincount(labels, minlength=len(class_names))
     small = [f"{class_names[c]} ({counts[c]})" for c in range(len(class_names)) if 0 < counts[c] < folds]
     if folds < 2 or small:
-        raise ValueError(f"{folds}-fold cross-validation needs folds >= 2 and at least {folds} videos per class; "
+        raise DataError(f"{folds}-fold cross-validation needs folds >= 2 and at least {folds} videos per class; "
                          f"too small: {', '.join(small) or 'none'}")
     splitter = (StratifiedKFold if groups is None else StratifiedGroupKFold)(folds, shuffle=True, random_state=seed)
     splits = list(splitter.split(np.zeros(len(labels)), labels, groups))

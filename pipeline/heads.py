@@ -14,11 +14,10 @@ from torch import nn
 from pipeline.cache import KEY_ATTRS, RANDOM_WEIGHTS
 from pipeline.calibration import Calibration, CalibrationConfig, fit_calibration, softmax, sure_threshold
 from pipeline.errors import HeadError
+from pipeline.paths import HEAD_FILES  # noqa: F401 (where the heads are saved; its home is pipeline.paths)
 from pipeline.training import LOGIT_SCALE, LinearConfig, LinearModule, mean_pool, module_logits, train_linear
 
 HEAD_SCHEMA = 4  # the layout of a saved head's metadata (4: the HeadMeta record); otherwise: retrain it
-# Where the stages write the heads and the app and pipeline.predict look for them (relative to the project root).
-HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "zeroshot": "models/zeroshot.pt"}
 # What a head does not need to share with the cache or encoder it is used with, of the cache's key: the encoder's
 # id (the fingerprint is its identity, and the same weights may sit in another directory), precision and device (a
 # head trained on GPU features serves on the CPU; bench/README.md gives the difference), the cache's storage dtype
@@ -138,6 +137,12 @@ class Head:
         counts of training, None for a head trained on none) and return the head."""
         cal = fit_calibration(self.logits(val_embeddings), val_labels, not_sure_below, train_labels)
         self.meta_ = replace(self._fitted(), calibration=cal)
+        return self
+
+    def use_calibration(self, calibration: Calibration | None) -> Head:
+        """The head with a calibration fitted elsewhere (the app's zero-shot head over typed actions takes the saved
+        zero-shot head's), returned."""
+        self.meta_ = replace(self._fitted(), calibration=calibration)
         return self
 
     def check_compatible(self, attrs: dict, class_names: list[str] | None = None, what: str = "cache",

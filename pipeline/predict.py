@@ -11,29 +11,30 @@ any reason, is one error line on stderr (and an "error" entry in the JSON) and t
 exit status is 1 when any file failed. --segments adds one indented line per sliding window (start-end seconds,
 answer, top class, probability); when the windows cannot be made (too many of them) the whole-video answer is
 still printed, the reason goes to stderr (and "segments_error"), and the exit status is 1.
+
+The library functions come first; the command's main and its formatters last. The caller owns the decode workers
+(a DecodePool, passed in): the command opens one and closes it, the app keeps one per process.
 """
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if not __package__:  # run as a file (python pipeline/predict.py): import the project's packages from its folder
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import numpy as np
 
-from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, embed_frames, load_encoder
 from pipeline.cache import random_encoder_note
-from pipeline.heads import HEAD_FILES, Head, check_compatible, load_head, sure_threshold
+from pipeline.calibration import sure_threshold
+from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, embed_frames, load_encoder
+from pipeline.errors import ConfigError, HeadError, UserError, VideoError
+from pipeline.heads import Head, HeadMeta, load_head
+from pipeline.paths import HEAD_FILES
 from pipeline.threads import set_threads
 from pipeline.video import SAMPLING, Clip, DecodeLimits, find_video_files
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig
@@ -48,36 +49,24 @@ class Predictor:
     """A head with the encoder it was trained on; batch_size as in stage one (see stage_one_batch_size), so the
     embeddings match the cache.
 
-    pool: the decode workers every video goes through (by default one worker shared by the process), with limits.
+    pool: the decode workers every video goes through (the caller's: opened and closed by it), with limits.
     """
 
     head: Head
     encoder: Encoder
     batch_size: int
-    pool: DecodePool | None = None
+    pool: DecodePool
     limits: DecodeLimits = field(default_factory=DecodeLimits)
 
     def read(self, file: str | os.PathLike, window: tuple[int, int] | None = None, num_frames: int | None = None):
-        """The sampled frames of a video (uint8 crops (F, S, S, 3)), decoded in a worker; ValueError if unusable."""
-        cfg = ReadConfig(num_frames or self.head.meta["num_frames"], self.encoder.frame_spec(), self.limits, window)
-        path = os.path.abspath(file)  # the worker was started elsewhere: a relative path would be resolved there
-        try:
-            return (self.pool or shared_pool()).read(path, cfg).clip
-        except ValueError as e:
-            raise ValueError(str(e).replace(path, str(file))) from None
-
-
-_SHARED: list[DecodePool] = []
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_pool() -> DecodePool:
-    """One decode worker for the whole process (the app's sessions and pipeline.predict share it), closed at exit."""
-    with _SHARED_LOCK:
-        if not _SHARED:
-            _SHARED.append(DecodePool(PoolConfig(workers=1)))
-            atexit.register(_SHARED[0].close)
-        return _SHARED[0]
+        """The sampled frames of a video (uint8 crops (F, S, S, 3)), decoded in a worker; VideoError naming `file`
+        as the caller gave it when unusable."""
+        cfg = ReadConfig(num_frames or self.head.meta_.features["num_frames"], self.encoder.frame_spec(),
+                         self.limits, window)
+        try:  # the worker was started elsewhere: a relative path would be resolved there
+            return self.pool.read(os.path.abspath(file), cfg).clip
+        except VideoError as e:
+            raise VideoError(file, e.reason) from None
 
 
 class _Answered:
@@ -117,40 +106,42 @@ class Prediction(_Answered):
     not_sure_below: float = 0.0
 
 
-def stage_one_batch_size(meta: dict, encoder: Encoder) -> int:
+def stage_one_batch_size(features: dict, encoder: Encoder) -> int:
     """Frames per forward pass for a head's predictions: extract.batch_size as stage one used it for the head's
-    features (head metadata "batch_size"), since a matrix multiply of another shape may round differently.
+    features (HeadMeta.features "batch_size"), since a matrix multiply of another shape may round differently.
 
     Only on the device type the cache was made on: elsewhere the embeddings differ anyway, and a GPU's batch of
     256 would make a CPU pad 16 frames to 256; there, and for a head that does not record it, the device's
     AUTO_BATCH_SIZE.
     """
-    if meta.get("batch_size") and meta.get("device_type") == encoder.device.type:
-        return int(meta["batch_size"])
+    if features.get("batch_size") and features.get("device_type") == encoder.device.type:
+        return int(features["batch_size"])
     return AUTO_BATCH_SIZE[encoder.device.type]
 
 
-def make_predictor(head: Head, encoder: Encoder, batch_size: int | None = None) -> Predictor:
-    """Pair a head with an encoder (batch_size: stage_one_batch_size unless given); ValueError when the head was
-    trained with another encoder or sampling."""
-    if head.meta["sampling"] != SAMPLING:
-        raise ValueError(f"the head was trained on {head.meta['sampling']!r} sampling, this code samples {SAMPLING!r}")
-    check_compatible(head.meta, encoder.describe(), what="encoder")
-    return Predictor(head, encoder, batch_size or stage_one_batch_size(head.meta, encoder))
+def make_predictor(head: Head, encoder: Encoder, pool: DecodePool, batch_size: int | None = None) -> Predictor:
+    """Pair a head with an encoder and the caller's decode pool (batch_size: stage_one_batch_size unless given);
+    HeadError when the head was trained with another encoder or sampling."""
+    features = head.meta_.features
+    if features["sampling"] != SAMPLING:
+        raise HeadError(f"the head was trained on {features['sampling']!r} sampling, this code samples {SAMPLING!r}")
+    head.check_compatible(encoder.describe(), what="encoder")
+    return Predictor(head, encoder, batch_size or stage_one_batch_size(features, encoder), pool)
 
 
-def load_predictor(head_path: str | os.PathLike, device: str = "auto") -> Predictor:
+def load_predictor(head_path: str | os.PathLike, pool: DecodePool, device: str = "auto") -> Predictor:
     """Load a head and the encoder its metadata names (hub id or directory), with the same preprocessing, backend
-    and quantisation (the onnxruntime backend on the CPU whatever `device` says)."""
+    and quantisation (the onnxruntime backend on the CPU whatever `device` says), decoding through `pool`."""
     head = load_head(head_path)
-    return make_predictor(head, encoder_for(head.meta, device))
+    return make_predictor(head, encoder_for(head.meta_, device), pool)
 
 
-def encoder_for(meta: dict, device: str = "auto") -> Encoder:
+def encoder_for(meta: HeadMeta | dict, device: str = "auto") -> Encoder:
     """The encoder a head's metadata (or a cache's attributes) names: model, preprocessing, backend, quantisation."""
-    backend = meta["backend"]
-    return load_encoder(meta["encoder_model"], "cpu" if backend == "onnxruntime" else device, meta["preprocess"],
-                        meta["quantize"], backend=backend)
+    attrs = meta.features if isinstance(meta, HeadMeta) else meta
+    backend = attrs["backend"]
+    return load_encoder(attrs["encoder_model"], "cpu" if backend == "onnxruntime" else device, attrs["preprocess"],
+                        attrs["quantize"], backend=backend)
 
 
 def predict_video(file: str | os.PathLike, predictor: Predictor,
@@ -158,7 +149,7 @@ def predict_video(file: str | os.PathLike, predictor: Predictor,
     """Decode, sample, preprocess and encode a video exactly as stage one does, then apply the head.
 
     on_step("decoding" | "encoding" | "classifying") is called as each step starts (for progress displays).
-    Raises ValueError naming the file when it cannot be decoded.
+    Raises VideoError naming the file when it cannot be decoded.
     """
     step = on_step or (lambda name: None)
     head, encoder = predictor.head, predictor.encoder
@@ -169,7 +160,7 @@ def predict_video(file: str | os.PathLike, predictor: Predictor,
     step("classifying")
     probabilities = head.predict_proba(embeddings[None])[0]
     frame_probabilities = head.predict_proba(embeddings[:, None, :])  # each frame as a one-frame video
-    return Prediction(head.class_names, probabilities, frame_probabilities, embeddings, clip, head.not_sure_below)
+    return Prediction(head.classes_, probabilities, frame_probabilities, embeddings, clip, head.not_sure_below_)
 
 
 @dataclass
@@ -187,7 +178,7 @@ def timeline_windows(duration: float, window: float, stride: float) -> list[tupl
     """Windows [start, end) of `window` seconds every `stride` seconds covering [0, duration] exactly: the first
     starts at 0, the last ends at `duration` (one window when the video is shorter than `window`)."""
     if window <= 0 or not 0 < stride <= window:
-        raise ValueError(f"timeline windows need 0 < stride <= window, got window={window}, stride={stride}")
+        raise ConfigError(f"timeline windows need 0 < stride <= window, got window={window}, stride={stride}")
     if duration <= window:
         return [(0.0, float(duration))]
     starts = np.arange(0.0, duration - window, stride).tolist() + [duration - window]
@@ -199,45 +190,47 @@ def predict_segments(file: str | os.PathLike, predictor: Predictor, window: floa
     """The head's answer over sliding windows: each window sampled (num_frames evenly over its frames), decoded,
     encoded and classified like a whole video. Decodes one window at a time, so memory stays that of one video.
 
-    on_window(done, total) reports progress. ValueError when the video has no frame rate or needs more than
+    on_window(done, total) reports progress. VideoError when the video has no frame rate or needs more than
     max_windows windows (choose a larger stride).
     """
     head, encoder = predictor.head, predictor.encoder
     probe = predictor.read(file, num_frames=1)
     if not probe.fps:
-        raise ValueError(f"{file}: no frame rate, so no time windows")
+        raise VideoError(file, "no frame rate, so no time windows")
     windows = timeline_windows(probe.frame_count / probe.fps, window, stride)
     if len(windows) > max_windows:
-        raise ValueError(f"{file}: {len(windows)} windows of {window} s every {stride} s; at most {max_windows}: "
+        raise VideoError(file, f"{len(windows)} windows of {window} s every {stride} s; at most {max_windows}: "
                          "use a larger stride")
     segments = []
     for done, (start, end) in enumerate(windows):
         lo = min(int(np.ceil(start * probe.fps)), probe.frame_count - 1)
         hi = max(min(int(np.ceil(end * probe.fps)), probe.frame_count), lo + 1)
         emb = embed_frames(predictor.read(file, window=(lo, hi)).frames, encoder, predictor.batch_size)
-        segments.append(Segment(start, end, head.class_names, head.predict_proba(emb[None])[0],
-                                head.not_sure_below))
+        segments.append(Segment(start, end, head.classes_, head.predict_proba(emb[None])[0],
+                                head.not_sure_below_))
         if on_window:
             on_window(done + 1, len(windows))
     return segments
+
+
+UPLOAD = "the uploaded file"  # how errors name an upload (its temporary file's name means nothing to the user)
 
 
 @contextmanager
 def temporary_upload(data: bytes) -> Iterator[str]:
     """An uploaded file's bytes in a temporary file, removed on leaving, also after an error.
 
-    The temporary name owes nothing to the upload's name; a ValueError raised inside speaks of "the uploaded
-    file", not of the path.
+    The temporary name owes nothing to the upload's name; a VideoError raised inside names UPLOAD, not the path.
     """
     if not data:
-        raise ValueError("the uploaded file is empty")
+        raise VideoError(UPLOAD, "empty file")
     fd, tmp = tempfile.mkstemp(prefix="clip-har-", suffix=".upload")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         yield tmp
-    except ValueError as e:
-        raise ValueError(str(e).replace(tmp, "the uploaded file")) from None
+    except VideoError as e:
+        raise VideoError(UPLOAD, e.reason) from None
     finally:
         os.unlink(tmp)
 
@@ -249,6 +242,7 @@ def predict_bytes(data: bytes, predictor: Predictor, on_step: Callable[[str], No
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The batch command (see the module's docstring): its exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders")
     parser.add_argument("--head", choices=sorted(HEAD_FILES), default="linear")
@@ -266,12 +260,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_libraries(args.verbose)
     set_threads("app")
-    try:
-        predictor = load_predictor(HEAD_FILES[args.head], args.device)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    warning = random_encoder_note(predictor.head.meta)
+    with DecodePool(PoolConfig(workers=1)) as pool:
+        try:
+            predictor = load_predictor(HEAD_FILES[args.head], pool, args.device)
+        except (UserError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return _predict_all(args, predictor)
+
+
+def _predict_all(args: argparse.Namespace, predictor: Predictor) -> int:
+    """Every file the paths name through predictor, printed as lines or JSON; 1 when any failed."""
+    warning = random_encoder_note(predictor.head.meta_.features)
     if warning:
         print(f"note: {warning}", file=sys.stderr)
     if not args.json:
@@ -283,14 +283,14 @@ def main(argv: list[str] | None = None) -> int:
         for problem, reason in found.problems if found else []:
             failed += 1
             print(f"error: {problem}: {reason}", file=sys.stderr)
-            results.append({"path": os.fsencode(problem).decode("utf-8", "backslashreplace"), "error": reason})
+            results.append({"path": _printable(problem), "error": reason})
     for file in files:
-        shown = os.fsencode(file).decode("utf-8", "backslashreplace")  # a name that is not UTF-8 still prints
+        shown = _printable(file)  # a name that is not UTF-8 still prints
         try:  # any failure of one file is that file's error line; the others are still predicted
             pred = predict_video(file, predictor)
-        except Exception as e:  # noqa: BLE001 (not BaseException: Ctrl-C still stops the batch)
+        except Exception as e:  # noqa: BLE001 (batch work: skip and record; not BaseException: Ctrl-C still stops)
             failed += 1
-            results.append({"path": shown, "error": _report(e, file, shown)})
+            results.append({"path": shown, "error": _report(e, shown)})
             continue
         segments, segments_error = [], None
         if args.segments:
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 segments = predict_segments(file, predictor, *args.segments)
             except Exception as e:  # noqa: BLE001
                 failed += 1
-                segments_error = _report(e, file, shown, "timeline: ")
+                segments_error = _report(e, shown, "timeline: ")
         if args.threshold is not None:
             for p in [pred, *segments]:
                 p.not_sure_below = sure_threshold(args.threshold, len(p.class_names))
@@ -337,16 +337,26 @@ def quiet_libraries(verbose: bool = False) -> None:
         av.logging.set_level(None)
 
 
-def _report(e: Exception, file: str | os.PathLike, shown: str, what: str = "") -> str:
-    """`<shown>: <what><reason>` on stderr after "error: ", and returned for the JSON. The reason is the message
-    of a ValueError or OSError (the file's own path in it shown printably); any other exception (a MemoryError, a
-    RuntimeError) is named by its type as well."""
-    message = str(e).replace(str(file), shown)
-    if not isinstance(e, (ValueError, OSError)):
-        message = f"{type(e).__name__}: {message}".rstrip(": ")
-    if message.startswith(f"{shown}: "):
-        message = message[len(shown) + 2:]
-    message = f"{shown}: {what}{message}"
+def _printable(file: str | os.PathLike) -> str:
+    """A file name as it can print (bytes that are not UTF-8 as backslash escapes)."""
+    return os.fsencode(file).decode("utf-8", "backslashreplace")
+
+
+def _reason(e: BaseException) -> str:
+    """Why one file failed, without the file: a VideoError's reason, an OSError's strerror, another UserError's
+    message; any other exception (a MemoryError, a RuntimeError) named by its type as well."""
+    if isinstance(e, VideoError):
+        return e.reason
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    if isinstance(e, UserError):
+        return str(e)
+    return f"{type(e).__name__}: {e}".rstrip(": ")
+
+
+def _report(e: BaseException, shown: str, what: str = "") -> str:
+    """`<shown>: <what><reason>` on stderr after "error: ", and returned for the JSON."""
+    message = f"{shown}: {what}{_reason(e)}"
     print(f"error: {message}", file=sys.stderr)
     return message
 
