@@ -1,4 +1,5 @@
-"""Heads on a clearly separable synthetic cache, checkpoints loaded with weights_only, mismatch errors."""
+"""Heads as estimators on a clearly separable synthetic cache, checkpoints loaded with weights_only, mismatch errors,
+and the one training loop: K heads at once equal to each alone."""
 import dataclasses
 
 import numpy as np
@@ -6,9 +7,11 @@ import pytest
 import torch
 
 from pipeline.cache import ROW_FIELDS, empty_cache, open_cache, write_cache
-from pipeline.heads import (LinearConfig, LinearHead, LogRegConfig, check_compatible, fit_logreg, fit_predict,
-                            head_metadata, load_head, mean_pool, save_linear, save_logreg, train_linear_head)
+from pipeline.errors import ConfigError, HeadError
+from pipeline.heads import (HEAD_SCHEMA, LinearHead, LogRegConfig, LogRegHead, NotFittedError, ZeroShotHead,
+                            fit_predict_many, load_head, mean_pool)
 from pipeline.split import split_videos
+from pipeline.training import LinearConfig, LinearModule, train_linear
 
 NAMES = ["clapping", "sitting", "walking", "waving"]
 ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "abc", "embedding_dim": 64, "num_frames": 4,
@@ -43,91 +46,100 @@ def test_linear_head_learns_a_separable_task_with_default_params(data):
     emb, y, parts = data
     x = mean_pool(emb)
     tr, va, te = parts == "train", parts == "val", parts == "test"
-    result = train_linear_head(x[tr], y[tr], x[va], y[va], len(NAMES), LinearConfig())
-    assert len(result.history) == LinearConfig().epochs
-    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    losses = [h["val_loss"] for h in result.history]
-    assert result.best_epoch == int(np.argmin(losses)) + 1
-    head = _head_from_state(result.best_state)
+    head = LinearHead(LinearConfig()).fit(x[tr], y[tr], NAMES, ATTRS, x[va], y[va])
+    assert head is not None and head.classes_ == NAMES
+    assert len(head.history_) == LinearConfig().epochs
+    assert head.history_[-1]["train_loss"] < head.history_[0]["train_loss"]
+    losses = [h["val_loss"] for h in head.history_]
+    assert head.best_epoch_ == int(np.argmin(losses)) + 1 == head.meta_.epoch
     assert np.mean(head.predict_proba(emb[te]).argmax(1) == y[te]) >= 0.95
+    assert np.mean(head.predict(emb[te]) == y[te]) >= 0.95
+    assert head.final_head().meta_.epoch == LinearConfig().epochs
 
 
 def test_logistic_regression_learns_a_separable_task(data):
     emb, y, parts = data
     x = mean_pool(emb)
-    model = fit_logreg(x[parts == "train"], y[parts == "train"], LogRegConfig())
-    assert np.mean(model.predict(x[parts == "test"]) == y[parts == "test"]) >= 0.95
+    head = LogRegHead(LogRegConfig()).fit(x[parts == "train"], y[parts == "train"], NAMES, ATTRS)
+    assert np.mean(head.predict(x[parts == "test"]) == y[parts == "test"]) >= 0.95
 
 
-def _head_from_state(state):
-    """A linear Head built straight from a state dict, without going through a file."""
-    from pipeline.heads import Head, LinearHead
-    model = LinearHead(64, len(NAMES))
-    model.load_state_dict(state)
-    return Head("linear", head_metadata(ATTRS, NAMES, "linear"), model.eval())
+def test_a_head_used_before_fit_is_a_clear_error(data):
+    emb, _, _ = data
+    for head in (LinearHead(), LogRegHead(), ZeroShotHead()):
+        with pytest.raises(NotFittedError, match="not fitted yet"):
+            head.predict_proba(emb[:2])
+    assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)
 
 
 def test_linear_checkpoint_round_trip_with_weights_only(data, tmp_path):
     emb, y, parts = data
     x = mean_pool(emb)
-    result = train_linear_head(x, y, None, None, len(NAMES), LinearConfig(epochs=5))
-    assert result.best_state is result.final_state and result.best_epoch == 5  # no validation: final is best
-    save_linear(tmp_path / "h.pt", result.final_state, head_metadata(ATTRS, NAMES, "linear"))
-    raw = torch.load(tmp_path / "h.pt", weights_only=True)  # plain tensors and strings only
-    assert raw["meta"]["class_names"] == NAMES and raw["meta"]["encoder_fingerprint"] == "abc"
-    assert raw["meta"]["pooling"] == "mean" and raw["meta"]["num_frames"] == 4
+    fitted = LinearHead(LinearConfig(epochs=5)).fit(x, y, NAMES, ATTRS)
+    assert fitted.module_ is fitted.final_ and fitted.best_epoch_ == 5  # no validation: final is best
+    fitted.save(tmp_path / "h.pt")
+    raw = torch.load(tmp_path / "h.pt", weights_only=True)  # plain tensors and types only
+    assert raw["meta"]["class_names"] == NAMES and raw["meta"]["features"]["encoder_fingerprint"] == "abc"
+    assert raw["meta"]["pooling"] == "mean" and raw["meta"]["features"]["num_frames"] == 4
+    assert raw["meta"]["schema_version"] == HEAD_SCHEMA
     head = load_head(tmp_path / "h.pt")
-    assert head.kind == "linear" and head.class_names == NAMES
+    assert isinstance(head, LinearHead) and head.classes_ == NAMES and head.meta_ == fitted.meta_
     proba = head.predict_proba(emb[:5])
     assert proba.shape == (5, 4) and proba.dtype == np.float32
     np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
-    np.testing.assert_allclose(proba, _head_from_state(result.final_state).predict_proba(emb[:5]), atol=1e-6)
+    np.testing.assert_allclose(proba, fitted.predict_proba(emb[:5]), atol=1e-6)
 
 
 def test_logreg_round_trip(data, tmp_path):
     emb, y, _ = data
-    model = fit_logreg(mean_pool(emb), y, LogRegConfig())
-    save_logreg(tmp_path / "b.joblib", model, head_metadata(ATTRS, NAMES, "logreg"))
+    fitted = LogRegHead().fit(mean_pool(emb), y, NAMES, ATTRS)
+    fitted.save(tmp_path / "b.joblib")
     head = load_head(tmp_path / "b.joblib")
-    assert head.kind == "logreg" and head.meta["embedding_dim"] == 64
-    np.testing.assert_allclose(head.predict_proba(emb[:3]), model.predict_proba(mean_pool(emb[:3])), atol=1e-6)
+    assert isinstance(head, LogRegHead) and head.meta_.features["embedding_dim"] == 64
+    np.testing.assert_allclose(head.predict_proba(emb[:3]), fitted.model_.predict_proba(mean_pool(emb[:3])),
+                               atol=1e-6)
 
 
-def test_fit_predict_dispatches_on_the_config(data):
+def test_the_refits_of_cross_validation_follow_the_config(data):
     emb, y, _ = data
     x = mean_pool(emb)
     for cfg in (LinearConfig(lr=1e-2, epochs=20), LogRegConfig()):
-        pred = fit_predict(x[::2], y[::2], x[1::2], len(NAMES), cfg)
+        [pred] = fit_predict_many([(x[::2], y[::2], x[1::2])], len(NAMES), cfg)
         assert pred.shape == (len(x[1::2]),) and np.mean(pred == y[1::2]) >= 0.9
 
 
-def test_mismatched_cache_or_encoder_is_a_clear_error():
-    meta = head_metadata(ATTRS, NAMES, "linear")
-    check_compatible(meta, ATTRS, NAMES)  # the same: no error
-    with pytest.raises(ValueError, match="encoder_fingerprint='abc' but the cache has 'xyz'"):
-        check_compatible(meta, {**ATTRS, "encoder_fingerprint": "xyz"}, NAMES)
-    with pytest.raises(ValueError, match="num_frames=4 but the encoder has 8"):
-        check_compatible(meta, {**ATTRS, "num_frames": 8}, what="encoder")
-    with pytest.raises(ValueError, match="classes"):
-        check_compatible(meta, ATTRS, NAMES[::-1])
+def test_mismatched_cache_or_encoder_is_a_clear_error(data):
+    emb, y, _ = data
+    head = LogRegHead().fit(mean_pool(emb), y, NAMES, ATTRS)
+    head.check_compatible(ATTRS, NAMES)  # the same: no error
+    with pytest.raises(HeadError, match="encoder_fingerprint='abc' but the cache has 'xyz'"):
+        head.check_compatible({**ATTRS, "encoder_fingerprint": "xyz"}, NAMES)
+    with pytest.raises(HeadError, match="num_frames=4 but the encoder has 8"):
+        head.check_compatible({**ATTRS, "num_frames": 8}, what="encoder")
+    with pytest.raises(HeadError, match="classes"):
+        head.check_compatible(ATTRS, NAMES[::-1])
+    with pytest.raises(HeadError, match="^models/x.pt: the logreg head"):
+        head.check_compatible({**ATTRS, "encoder_fingerprint": "xyz"}, source="models/x.pt")
+    # what heads do not match on: the encoder's id, precision, device, storage dtype, stage one's batch size
+    head.check_compatible({**ATTRS, "encoder_model": "elsewhere", "precision": "fp16", "device_type": "cuda",
+                           "dtype": "float16", "batch_size": 256}, NAMES)
 
 
 def test_wrong_input_shape_is_rejected(data, tmp_path):
     emb, y, _ = data
-    save_logreg(tmp_path / "b.joblib", fit_logreg(mean_pool(emb), y, LogRegConfig()),
-                head_metadata(ATTRS, NAMES, "logreg"))
-    with pytest.raises(ValueError, match="expected embeddings"):
+    LogRegHead().fit(mean_pool(emb), y, NAMES, ATTRS).save(tmp_path / "b.joblib")
+    with pytest.raises(HeadError, match="expected embeddings"):
         load_head(tmp_path / "b.joblib").predict_proba(emb[:, :, :8])
 
 
 def test_missing_or_corrupt_checkpoints_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="no trained head.*dvc repro"):
+    with pytest.raises(HeadError, match="no trained head.*dvc repro"):
         load_head(tmp_path / "none.pt")
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="bad.pt: not a usable head checkpoint"):
+    with pytest.raises(HeadError, match="bad.pt: not a usable head checkpoint"):
         load_head(tmp_path / "bad.pt")
     (tmp_path / "head.onnx").write_bytes(b"x")
-    with pytest.raises(ValueError, match="unknown head file type"):
+    with pytest.raises(HeadError, match="unknown head file type"):
         load_head(tmp_path / "head.onnx")
 
 
@@ -148,25 +160,25 @@ def order_task(n=240, frames=8, dim=16, seed=0):
 def test_temporal_heads_learn_the_order_that_mean_pooling_cannot(pooling, tmp_path):
     x, y = order_task()
     tx, ty, vx, vy = x[:160], y[:160], x[160:], y[160:]
-    cfg = LinearConfig(lr=1e-2, epochs=60, head=pooling)
-    result = train_linear_head(tx, ty, None, None, 2, cfg)
-    save_linear(tmp_path / "t.pt", result.final_state,
-                head_metadata({**ATTRS, "num_frames": 8, "embedding_dim": 16}, ["ab", "ba"], "linear", pooling))
+    features = {**ATTRS, "num_frames": 8, "embedding_dim": 16}
+    LinearHead(LinearConfig(lr=1e-2, epochs=60, head=pooling)).fit(tx, ty, ["ab", "ba"], features).save(
+        tmp_path / "t.pt")
     head = load_head(tmp_path / "t.pt")  # rebuilt from its metadata: the pooling and the number of frames
-    assert head.meta["pooling"] == pooling
-    assert np.mean(head.predict_proba(vx).argmax(1) == vy) >= 0.95
-    mean = train_linear_head(tx, ty, None, None, 2, LinearConfig(lr=1e-2, epochs=60))
-    model = LinearHead(16, 2)
-    model.load_state_dict(mean.final_state)
-    assert np.mean(model(torch.from_numpy(vx)).argmax(1).numpy() == vy) < 0.75  # mean pooling: near chance
+    assert head.meta_.pooling == pooling
+    assert np.mean(head.predict(vx) == vy) >= 0.95
+    mean = LinearHead(LinearConfig(lr=1e-2, epochs=60)).fit(tx, ty, ["ab", "ba"], features)
+    assert np.mean(mean.predict(vx) == vy) < 0.75  # mean pooling: near chance
 
 
 def test_unknown_pooling_and_pooled_input_for_a_temporal_head_are_refused():
-    with pytest.raises(ValueError, match="train.head must be one of"):
-        LinearHead(16, 2, "lstm")
-    with pytest.raises(ValueError, match="needs frame embeddings"):
-        train_linear_head(np.zeros((4, 16), np.float32), np.array([0, 1, 0, 1]), None, None, 2,
-                          LinearConfig(head="conv"))
+    with pytest.raises(ConfigError, match="train.head must be one of"):
+        LinearModule(16, 2, "lstm")
+    with pytest.raises(ConfigError, match="train.head must be one of"):
+        LinearHead(LinearConfig(head="lstm")).fit(np.zeros((4, 16), np.float32), np.array([0, 1, 0, 1]), ["a", "b"],
+                                                  ATTRS)
+    with pytest.raises(ConfigError, match="needs frame embeddings"):
+        LinearHead(LinearConfig(head="conv")).fit(np.zeros((4, 16), np.float32), np.array([0, 1, 0, 1]),
+                                                  ["a", "b"], ATTRS)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "conv"])
@@ -183,22 +195,46 @@ def test_heads_train_from_the_cache_file_as_from_memory(pooling, tmp_path):
     lazy = open_cache(tmp_path / "f.h5").embeddings
     cfg = LinearConfig(lr=1e-2, epochs=3, batch_size=8, head=pooling)
     train, val = np.arange(60) % 4 != 0, np.arange(60) % 4 == 0
-    a = train_linear_head(x[train], y[train], x[val], y[val], 2, cfg)
-    b = train_linear_head(lazy[train], y[train], lazy[val], y[val], 2, cfg)
-    for key in a.final_state:
-        torch.testing.assert_close(b.final_state[key], a.final_state[key], rtol=1e-4, atol=1e-5, msg=key)
-    assert [h["train_loss"] for h in b.history] == pytest.approx([h["train_loss"] for h in a.history], rel=1e-4)
-    meta = head_metadata({**ATTRS, "num_frames": 8, "embedding_dim": 16}, ["ab", "ba"], "linear", pooling)
-    save_linear(tmp_path / "t.pt", a.final_state, meta)
+    features = {**ATTRS, "num_frames": 8, "embedding_dim": 16}
+    a = LinearHead(cfg).fit(x[train], y[train], ["ab", "ba"], features, x[val], y[val])
+    b = LinearHead(cfg).fit(lazy[train], y[train], ["ab", "ba"], features, lazy[val], y[val])
+    for key, value in a.final_.state_dict().items():
+        torch.testing.assert_close(b.final_.state_dict()[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert [h["train_loss"] for h in b.history_] == pytest.approx([h["train_loss"] for h in a.history_], rel=1e-4)
+    a.final_head().save(tmp_path / "t.pt")
     head = load_head(tmp_path / "t.pt")
     np.testing.assert_allclose(head.logits(lazy[val]), head.logits(x[val]), rtol=1e-5, atol=1e-5)
 
 
+def _adam_alone(x, y, cfg, text_init=None, x_val=None, y_val=None):
+    """The reference: one LinearModule trained with the torch.optim.Adam class, the way any torch user writes it,
+    from the same start as train_linear's (its initial weights and standardisation)."""
+    start = train_linear([(x, y)], 3, LinearConfig(**{**vars(cfg), "epochs": 0}), text_init)[0].final
+    model = LinearModule(16, 3)
+    model.load_state_dict(start.state_dict())
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    best, best_loss = None, float("inf")
+    for _ in range(cfg.epochs):
+        for idx in torch.randperm(len(yt), generator=gen).split(cfg.batch_size):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            optimizer.step()
+        if x_val is not None:
+            with torch.no_grad():
+                loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x_val)),
+                                                         torch.from_numpy(y_val.astype(np.int64))).item()
+            if loss < best_loss:
+                best_loss, best = loss, {k: v.clone() for k, v in model.state_dict().items()}
+    return model.state_dict(), best
+
+
 @pytest.mark.parametrize("weight_decay,text", [(0.0, False), (0.01, False), (0.0, True)])
-def test_batched_mean_heads_equal_heads_trained_one_at_a_time_with_torch_adam(weight_decay, text):
-    """train_mean_heads (K heads in one loop, Adam computed there) against torch.optim.Adam on each task alone:
-    tasks of different sizes (so heads sit out steps), weight decay, a zero-shot start, a validation set."""
-    from pipeline.heads import _train_torch_optim, fit_predict_many, train_mean_heads
+def test_heads_trained_together_equal_each_trained_alone(weight_decay, text):
+    """train_linear with K heads (tasks of different sizes, so heads sit out steps; weight decay; a zero-shot start)
+    gives each head exactly what it gives that head alone, and what torch.optim.Adam gives it; a validation set
+    keeps the same best epoch."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(70, 16)).astype(np.float32), rng.integers(0, 3, 70)
     text_init = rng.normal(size=(3, 16)).astype(np.float32) if text else None
@@ -206,20 +242,45 @@ def test_batched_mean_heads_equal_heads_trained_one_at_a_time_with_torch_adam(we
         text_init /= np.linalg.norm(text_init, axis=1, keepdims=True)
     cfg = LinearConfig(lr=1e-2, epochs=12, batch_size=16, weight_decay=weight_decay)
     tasks = [(x, y), (x[:41], y[:41]), (x[:9], y[:9])]
-    together = train_mean_heads(tasks, 3, cfg, text_init)
+    together = train_linear(tasks, 3, cfg, text_init)
     for (xt, yt), got in zip(tasks, together):
-        alone = _train_torch_optim(xt, yt, None, None, 3, cfg, text_init)
-        for key, value in alone.final_state.items():
-            assert torch.allclose(got.final_state[key], value, atol=1e-4), key
+        alone = train_linear([(xt, yt)], 3, cfg, text_init)[0]
+        for key, value in alone.final.state_dict().items():
+            torch.testing.assert_close(got.final.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
         assert [h["train_loss"] for h in got.history] == pytest.approx([h["train_loss"] for h in alone.history],
-                                                                       rel=1e-4)
-    with_val = train_mean_heads([(x[:50], y[:50])], 3, cfg, text_init, x[50:], y[50:])[0]
-    alone = _train_torch_optim(x[:50], y[:50], x[50:], y[50:], 3, cfg, text_init)
-    assert with_val.best_epoch == alone.best_epoch
-    assert torch.allclose(with_val.best_state["fc.weight"], alone.best_state["fc.weight"], atol=1e-4)
+                                                                       rel=1e-6)
+        reference, _ = _adam_alone(xt, yt, cfg, text_init)
+        for key, value in reference.items():
+            torch.testing.assert_close(got.final.state_dict()[key], value, rtol=0, atol=1e-5, msg=key)
+    with_val = train_linear([(x[:50], y[:50])], 3, cfg, text_init, x[50:], y[50:])[0]
+    _, best = _adam_alone(x[:50], y[:50], cfg, text_init, x[50:], y[50:])
+    torch.testing.assert_close(with_val.best.state_dict()["fc.weight"], best["fc.weight"], rtol=0, atol=1e-5)
     preds = fit_predict_many([(xt, yt, x) for xt, yt in tasks], 3, cfg, text_init)
-    assert [p.tolist() for p in preds] == [fit_predict(xt, yt, x, 3, cfg, text_init).tolist() for xt, yt in tasks]
+    alone = [fit_predict_many([(xt, yt, x)], 3, cfg, text_init)[0] for xt, yt in tasks]
+    assert [p.tolist() for p in preds] == [p.tolist() for p in alone]
     with pytest.MonkeyPatch.context() as mp:  # tasks over the memory budget train in groups, to the same answers
         mp.setattr("pipeline.heads.BATCHED_BYTES", 41 * 16 * 4)
         grouped = fit_predict_many([(xt, yt, x) for xt, yt in tasks], 3, cfg, text_init)
     assert [p.tolist() for p in grouped] == [p.tolist() for p in preds]
+
+
+def test_temporal_heads_trained_together_equal_each_trained_alone():
+    x, y = order_task(n=40)
+    cfg = LinearConfig(lr=1e-2, epochs=3, batch_size=8, head="attention")
+    together = train_linear([(x, y), (x[:20], y[:20])], 2, cfg)
+    for (xt, yt), got in zip([(x, y), (x[:20], y[:20])], together):
+        alone = train_linear([(xt, yt)], 2, cfg)[0]
+        for key, value in alone.final.state_dict().items():
+            torch.testing.assert_close(got.final.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_training_does_not_import_torch_dynamo():
+    """torch.optim.Adam's first use imports torch._dynamo (about a second in each stage's process); the loop uses
+    torch's Adam function without it."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np; from pipeline.training import LinearConfig, train_linear; "
+            "train_linear([(np.ones((4, 3), np.float32), np.array([0, 1, 0, 1]))], 2, LinearConfig(epochs=2)); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "False"
