@@ -3,9 +3,14 @@ the data counts a head carries."""
 import numpy as np
 import pytest
 
-from pipeline.heads import (LOG_T_BOUND, MIN_CALIBRATION_PER_CLASS, NOT_SURE_KEY, CalibrationConfig, Head, calibrate,
-                            describe_data, fit_temperature, softmax, sure_threshold)
+from pipeline.calibration import (LOG_T_BOUND, MIN_CALIBRATION_PER_CLASS, Calibration, CalibrationConfig,
+                                  describe_data, fit_temperature, softmax, sure_threshold)
+from pipeline.heads import LogRegHead, ZeroShotHead
 from pipeline.predict import NOT_SURE, Segment
+
+FEATURES = {"encoder_model": "tiny", "encoder_fingerprint": "f", "embedding_dim": 2, "num_frames": 4,
+            "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}", "backend": "torch",
+            "quantize": "none", "decoder": "pyav-test"}
 
 
 def answer(probabilities: list[float], fraction: float = CalibrationConfig.not_sure_below_chance_to_certain) -> str:
@@ -33,11 +38,13 @@ def test_seven_classes_are_not_all_not_sure():
 
 def test_a_head_works_its_threshold_out_for_its_own_classes():
     for classes, expected in ((2, 0.65), (7, 0.4)):
-        head = Head("zeroshot", {"class_names": [str(i) for i in range(classes)], NOT_SURE_KEY: 0.3}, None)
-        assert head.not_sure_below == pytest.approx(expected)
-    untrained = Head("zeroshot", {"class_names": ["a", "b"]}, None)  # typed actions in the app: the default
+        names = [str(i) for i in range(classes)]
+        head = ZeroShotHead().fit(np.eye(classes, 2, dtype=np.float32), names, FEATURES)
+        head.use_calibration(Calibration(not_sure_below_chance_to_certain=0.3))
+        assert head.not_sure_below_ == pytest.approx(expected)
+    untrained = ZeroShotHead().fit(np.eye(2, dtype=np.float32), ["a", "b"], FEATURES)  # typed actions in the app
     default = CalibrationConfig().not_sure_below_chance_to_certain
-    assert untrained.not_sure_below == pytest.approx(sure_threshold(default, 2))
+    assert untrained.calibration_ is None and untrained.not_sure_below_ == pytest.approx(sure_threshold(default, 2))
 
 
 @pytest.mark.parametrize("per_class", [1, 2, 3])
@@ -66,7 +73,7 @@ def test_a_fit_on_its_bound_is_refused_and_a_fit_inside_is_kept():
 
 
 class _Fixed:
-    """A stand-in model: the Head reads logits from it (logistic regression path: predict_proba)."""
+    """A stand-in model: the head reads logits from it (logistic regression path: predict_proba)."""
 
     def __init__(self, proba):
         self.proba = proba
@@ -77,13 +84,14 @@ class _Fixed:
 
 def test_calibrate_records_the_data_and_the_refusal():
     labels = np.array([0, 0, 1, 1])
-    head = Head("logreg", {"class_names": ["a", "b"], "embedding_dim": 2, "pooling": "mean"},
-                _Fixed(softmax(np.array([[2.0, 0], [1, 0], [0, 1], [0, 2]]))))
-    calibrate(head, np.zeros((4, 2), np.float32), labels, 0.3, train_labels=np.array([0] * 7 + [1] * 5))
-    meta = head.meta
-    assert meta["temperature"] == 1.0 and meta["temperature_note"].startswith("temperature not fitted")
-    assert (meta["train_videos"], meta["train_min_per_class"], meta["val_videos"], meta["val_min_per_class"]) == (
-        12, 5, 4, 2)
-    assert meta[NOT_SURE_KEY] == 0.3
-    assert describe_data(meta) == ("trained on 12 videos (at least 5 per class); calibrated on 4 validation videos "
-                                   "(at least 2 per class): temperature not fitted (T = 1)")
+    head = LogRegHead().fit(np.array([[0.0, 1], [1, 0], [0, 2], [2, 0]], np.float32), np.array([0, 1, 0, 1]),
+                            ["a", "b"], FEATURES)
+    head.model_ = _Fixed(softmax(np.array([[2.0, 0], [1, 0], [0, 1], [0, 2]])))
+    assert head.calibrate(np.zeros((4, 2), np.float32), labels, 0.3, train_labels=np.array([0] * 7 + [1] * 5)) is head
+    cal = head.calibration_
+    assert cal.temperature == 1.0 == head.temperature_ and cal.temperature_note.startswith("temperature not fitted")
+    assert (cal.train_videos, cal.train_min_per_class, cal.val_videos, cal.val_min_per_class) == (12, 5, 4, 2)
+    assert cal.not_sure_below_chance_to_certain == 0.3
+    assert describe_data(cal) == ("trained on 12 videos (at least 5 per class); calibrated on 4 validation videos "
+                                  "(at least 2 per class): temperature not fitted (T = 1)")
+    assert describe_data(None) == "uncalibrated (T = 1)"

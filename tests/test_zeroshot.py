@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.heads import load_head, save_linear
+from pipeline.errors import ConfigError, HeadError
+from pipeline.heads import ZeroShotHead, load_head
 from pipeline.zeroshot import TEMPLATES, class_prompts, text_embeddings, zeroshot_head
 
 NAMES = ["clapping", "walking_while_reading_book", "sitting"]
@@ -44,34 +45,33 @@ def test_zero_shot_finds_the_class_whose_text_the_video_looks_like(tiny_clip):
 def test_zero_shot_head_round_trip_with_weights_only(tiny_clip, tmp_path):
     emb = text_embeddings(tiny_clip, NAMES)
     head = zeroshot_head(emb, NAMES, attrs(32))
-    save_linear(tmp_path / "z.pt", head.model.state_dict(), head.meta)
+    head.save(tmp_path / "z.pt")
     raw = torch.load(tmp_path / "z.pt", weights_only=True)
-    assert raw["meta"]["head"] == "zeroshot" and raw["meta"]["templates"] == list(TEMPLATES)
+    assert raw["meta"]["kind"] == "zeroshot" and raw["meta"]["templates"] == list(TEMPLATES)
     back = load_head(tmp_path / "z.pt")
     x = np.random.default_rng(1).normal(size=(5, 4, 32)).astype(np.float32)
-    assert back.kind == "zeroshot" and back.class_names == NAMES
+    assert isinstance(back, ZeroShotHead) and back.classes_ == NAMES and back.templates == TEMPLATES
     np.testing.assert_allclose(back.predict_proba(x), head.predict_proba(x), atol=1e-6)
 
 
 def test_a_checkpoint_without_a_tokenizer_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="cannot load the CLIP text tower and tokenizer"):
+    with pytest.raises(HeadError, match="cannot load the CLIP text tower and tokenizer"):
         text_embeddings(str(tmp_path), NAMES)
-    with pytest.raises(ValueError, match="at least one class"):
+    with pytest.raises(ConfigError, match="at least one class"):
         text_embeddings(str(tmp_path), [])
 
 
 def test_a_zero_shot_initialised_linear_head_starts_from_the_zero_shot_answer(tiny_clip):
-    from pipeline.heads import LinearConfig, LinearHead, train_linear_head
+    from pipeline.heads import LinearHead
+    from pipeline.training import LinearConfig
     emb = text_embeddings(tiny_clip, NAMES)
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 10)
     videos = (7.0 * emb[labels][:, None, :] + rng.normal(0, 0.05, (30, 4, 32))).astype(np.float32)
     pooled = videos.mean(axis=1)
     for text_init, expect_right in ((emb, True), (None, False)):
-        start = train_linear_head(pooled, labels, None, None, 3, LinearConfig(epochs=0), text_init=text_init)
-        model = LinearHead(32, 3)
-        model.load_state_dict(start.final_state)
-        right = np.mean(model(torch.from_numpy(pooled)).argmax(1).numpy() == labels)
+        start = LinearHead(LinearConfig(epochs=0), text_init).fit(pooled, labels, NAMES, attrs(32))
+        right = np.mean(start.predict(pooled) == labels)
         assert (right == 1.0) == expect_right  # before any training step: the zero-shot answer, or a random one
-    with pytest.raises(ValueError, match="mean pooling"):
-        train_linear_head(videos, labels, None, None, 3, LinearConfig(epochs=0, head="conv"), text_init=emb)
+    with pytest.raises(ConfigError, match="mean pooling"):
+        LinearHead(LinearConfig(epochs=0, head="conv"), emb).fit(videos, labels, NAMES, attrs(32))
