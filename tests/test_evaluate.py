@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.errors import ConfigError, DataError
 from pipeline.evaluate import (cross_validate, each, evaluate_predictions, format_table, usable_folds,
                                wilson_interval)
 
@@ -63,7 +64,7 @@ def test_small_classes_get_fewer_folds_or_none_with_a_note():
     folds, note = usable_folds(np.array([0] * 10 + [1] * 1 + [2] * 4), names, 5)
     assert folds == 0 and note.startswith("cross-validation left out") and "animation (1) has 1" in note
     assert usable_folds(np.array([0, 1]), ["a", "b"], 0) == (0, "")  # off
-    with pytest.raises(ValueError, match="evaluate.folds must be 0 .off. or at least 2, got 1"):
+    with pytest.raises(ConfigError, match="evaluate.folds must be 0 .off. or at least 2, got 1"):
         usable_folds(np.array([0, 1]), ["a", "b"], 1)
 
 
@@ -72,8 +73,8 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
     import stages.evaluate
     from pipeline.cache import RANDOM_ENCODER_NOTE
     from pipeline.cache import read_cache
-    from pipeline.heads import HEAD_FILES, save_linear
-    from pipeline.split import SPLIT_PATH, split_videos, write_split
+    from pipeline.paths import HEAD_FILES, SPLIT_PATH
+    from pipeline.split import split_videos, write_split
     from pipeline.zeroshot import zeroshot_head
 
     for part in ("cache", "models"):
@@ -88,7 +89,7 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
                 split_videos(cache.labels, cache.class_names, 0.15, 0.15, 0))
     text = np.random.default_rng(0).normal(size=(3, cache.embeddings.shape[2])).astype(np.float32)
     head = zeroshot_head(text / np.linalg.norm(text, axis=1, keepdims=True), cache.class_names, cache.attrs)
-    save_linear(HEAD_FILES["zeroshot"], head.model.state_dict(), head.meta)
+    head.save(HEAD_FILES["zeroshot"])
     stages.evaluate.main()
     out = capsys.readouterr().out
     assert "evaluate: note: 3-fold cross-validation instead of 5: classes with fewer than 5 videos: clapping (3)" in out
@@ -126,7 +127,7 @@ def test_a_stage_stopped_by_the_users_data_or_settings_says_so_in_one_line(proje
 
 
 def test_cross_validate_names_classes_smaller_than_the_folds():
-    with pytest.raises(ValueError, match=r"too small: b \(3\)"):
+    with pytest.raises(DataError, match=r"too small: b \(3\)"):
         cross_validate(np.zeros((13, 2)), np.array([0] * 10 + [1] * 3), ["a", "b"], 5, 0, None)
 
 
@@ -140,7 +141,7 @@ def test_format_table_lists_every_head():
 
 
 def test_expected_calibration_error_on_hand_checked_cases():
-    from pipeline.evaluate import expected_calibration_error
+    from pipeline.calibration import expected_calibration_error
     proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
     labels = np.array([0, 1, 0, 0])
     # bin of 0.9: confidence 0.9, accuracy 0.5 (gap 0.4); bin of 0.6: confidence 0.6, accuracy 1.0 (gap 0.4)
@@ -149,8 +150,7 @@ def test_expected_calibration_error_on_hand_checked_cases():
 
 
 def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
-    from pipeline.evaluate import expected_calibration_error
-    from pipeline.heads import fit_temperature, softmax
+    from pipeline.calibration import expected_calibration_error, fit_temperature, softmax
     rng = np.random.default_rng(0)
     n, c = 4000, 5
     true_logits = rng.normal(0, 1.0, (n, c))

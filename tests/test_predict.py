@@ -6,13 +6,22 @@ import numpy as np
 import pytest
 
 from pipeline.cache import read_cache
-from pipeline.heads import HEAD_FILES, load_head
+from pipeline.errors import ConfigError, HeadError, VideoError
+from pipeline.heads import load_head
+from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, main, predict_bytes, predict_video
+from pipeline.workers import DecodePool, PoolConfig
 
 
 @pytest.fixture(scope="module")
-def predictor(project):
-    return load_predictor(project / HEAD_FILES["linear"], device="cpu")
+def pool():
+    with DecodePool(PoolConfig(workers=1)) as pool:  # the caller's pool, closed after the module's tests
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def predictor(project, pool):
+    return load_predictor(project / HEAD_FILES["linear"], pool, device="cpu")
 
 
 def test_prediction_embeddings_equal_the_cache(project, predictor):
@@ -40,23 +49,23 @@ def test_predict_bytes_removes_its_temporary_file_also_after_an_error(project, p
     data = (project / "data" / "walking" / "walking_1.mp4").read_bytes()
     pred = predict_bytes(data, predictor)
     assert pred.top_class == predict_video(project / "data" / "walking" / "walking_1.mp4", predictor).top_class
-    with pytest.raises(ValueError, match="the uploaded file: not a readable video") as err:
+    with pytest.raises(VideoError, match="the uploaded file: not a readable video") as err:
         predict_bytes(b"this is text, not a video", predictor)
-    assert str(tmp_path) not in str(err.value)
-    with pytest.raises(ValueError, match="empty"):
+    assert str(tmp_path) not in str(err.value) and err.value.file == "the uploaded file"
+    with pytest.raises(VideoError, match="empty"):
         predict_bytes(b"", predictor)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_head_with_another_encoder_is_refused(project, tmp_path):
+def test_a_head_with_another_encoder_is_refused(project, pool, tmp_path):
     from pipeline.encoder import build_random_clip, load_encoder
     from pipeline.predict import make_predictor
     other = load_encoder(str(build_random_clip(tmp_path / "other", seed=3)), device="cpu")
-    with pytest.raises(ValueError, match="encoder_fingerprint"):
-        make_predictor(load_head(project / HEAD_FILES["linear"]), other)
+    with pytest.raises(HeadError, match="encoder_fingerprint"):
+        make_predictor(load_head(project / HEAD_FILES["linear"]), other, pool)
 
 
-def test_batch_command_lines_json_and_errors(project, predictor, capsys, monkeypatch):
+def test_batch_command_lines_json_and_errors(project, predictor, pool, capsys, monkeypatch):
     monkeypatch.chdir(project)
     (project / "junk").mkdir(exist_ok=True)
     (project / "junk" / "broken.mp4").write_bytes(b"nope")
@@ -67,7 +76,7 @@ def test_batch_command_lines_json_and_errors(project, predictor, capsys, monkeyp
     assert code == 1 and [line[0] for line in lines] == ["data/sitting/sitting_0.mp4", "data/sitting/sitting_1.mp4",
                                                          "data/sitting/sitting_2.mp4", "data/walking/walking_0.mp4"]
     assert "broken.mp4" in err and "not a readable video" in err
-    logreg = load_predictor(HEAD_FILES["logreg"], device="cpu")
+    logreg = load_predictor(HEAD_FILES["logreg"], pool, device="cpu")
     expected = predict_video("data/walking/walking_0.mp4", logreg)
     assert lines[-1][1:3] == [expected.answer, expected.top_class]
     assert float(lines[-1][3]) == pytest.approx(expected.top_probability, abs=1e-3)
@@ -106,7 +115,7 @@ def test_timeline_windows_cover_the_video_exactly(duration, window, stride):
     assert all(b[0] <= a[1] for a, b in zip(windows, windows[1:]))  # no gap between neighbours
     assert all(a[0] < b[0] for a, b in zip(windows, windows[1:]))  # moving forward
     assert all(e - s == pytest.approx(min(window, duration)) for s, e in windows)
-    with pytest.raises(ValueError, match="stride"):
+    with pytest.raises(ConfigError, match="stride"):
         timeline_windows(duration, window, window * 2)
 
 
@@ -121,7 +130,7 @@ def test_segments_are_whole_video_predictions_of_their_windows(project, predicto
     many = predict_segments(video, predictor, window=0.4, stride=0.2, on_window=lambda d, t: done.append((d, t)))
     assert len(many) == 5 and many[-1].end == pytest.approx(1.2) and done[-1] == (5, 5)
     assert all(s.probabilities.shape == (3,) and s.answer in [*s.class_names, "not sure"] for s in many)
-    with pytest.raises(ValueError, match="larger stride"):
+    with pytest.raises(VideoError, match="larger stride"):
         predict_segments(video, predictor, window=0.04, stride=0.04, max_windows=10)
     monkeypatch.chdir(project)
     assert main(["data/walking/walking_2.mp4", "--segments", "0.4", "0.2"]) == 0
@@ -131,14 +140,16 @@ def test_segments_are_whole_video_predictions_of_their_windows(project, predicto
 
 
 def test_the_encoder_is_the_one_the_head_names_backend_and_quantisation_included(tiny_clip, onnx_dir):
-    from pipeline.heads import check_compatible
+    from pipeline.heads import ZeroShotHead
     from pipeline.predict import encoder_for
     meta = {"encoder_model": tiny_clip, "preprocess": "fast", "backend": "onnxruntime", "quantize": "int8"}
     encoder = encoder_for(meta, device="auto")
     assert (encoder.backend, encoder.quantize, encoder.device.type) == ("onnxruntime", "int8", "cpu")
-    torch_features = {**encoder.describe(), "backend": "torch", "quantize": "none"}
-    with pytest.raises(ValueError, match="backend='torch'"):  # a head trained on torch features refuses this one
-        check_compatible({"head": "linear", **torch_features}, encoder.describe(), what="encoder")
+    torch_features = {**encoder.describe(), "backend": "torch", "quantize": "none", "num_frames": 4,
+                      "sampling": "uniform-centers"}
+    head = ZeroShotHead().fit(np.eye(2, encoder.dim, dtype=np.float32), ["a", "b"], torch_features)
+    with pytest.raises(HeadError, match="backend='torch'"):  # a head trained on torch features refuses this one
+        head.check_compatible(encoder.describe(), what="encoder")
 
 
 def test_any_failure_of_one_file_is_its_error_line_and_the_others_are_predicted(project, capsys, monkeypatch):
@@ -182,20 +193,21 @@ def test_too_many_windows_keeps_the_whole_video_answer(project, capsys, monkeypa
     assert capsys.readouterr().out.splitlines()[1].startswith(f"{video}\t")  # the line format prints the answer too
 
 
-def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, tmp_path):
+def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, pool, tmp_path):
     from pipeline.encoder import AUTO_BATCH_SIZE
     from pipeline.extract import ExtractConfig, extract_features
-    from pipeline.heads import LogRegConfig, fit_logreg, head_metadata, mean_pool, save_logreg
+    from pipeline.heads import LogRegHead, mean_pool
     from pipeline.predict import stage_one_batch_size
 
     cache_file = tmp_path / "features.h5"  # 8 frames per pass: two 4-frame videos share each pass
     extract_features(ExtractConfig(root=str(project / "data"), cache_path=str(cache_file), model=tiny_clip,
                                    num_frames=4, batch_size=8, device="cpu", workers=0), progress=False)
     cache = read_cache(cache_file)
-    meta = head_metadata(cache.attrs, cache.class_names, "logreg")
+    head = LogRegHead().fit(mean_pool(cache.embeddings), cache.labels, cache.class_names, cache.attrs)
+    meta = head.meta_.features
     assert meta["batch_size"] == cache.attrs["batch_size"] == 8
-    save_logreg(tmp_path / "h.joblib", fit_logreg(mean_pool(cache.embeddings), cache.labels, LogRegConfig()), meta)
-    predictor = load_predictor(tmp_path / "h.joblib", device="cpu")
+    head.save(tmp_path / "h.joblib")
+    predictor = load_predictor(tmp_path / "h.joblib", pool, device="cpu")
     assert predictor.batch_size == 8
     for i, path in enumerate(cache.paths):
         np.testing.assert_array_equal(predict_video(project / "data" / path, predictor).embeddings,
