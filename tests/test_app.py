@@ -5,11 +5,21 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dataclasses import asdict
+
 from pipeline.cache import RANDOM_ENCODER_NOTE
-from pipeline.heads import HEAD_FILES, NOT_SURE_KEY
+from pipeline.calibration import Calibration
+from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_video
+from pipeline.workers import DecodePool, PoolConfig
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with DecodePool(PoolConfig(workers=1)) as pool:
+        yield pool
 
 
 def run_app() -> AppTest:
@@ -55,7 +65,7 @@ def test_the_uploader_takes_every_extension_stage_one_reads(project, monkeypatch
     assert set(VIDEO_EXTENSIONS) <= set(at.get("file_uploader")[0].proto.type)  # Streamlit adds .mpeg and such
 
 
-def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, monkeypatch, tmp_path):
+def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, pool, monkeypatch, tmp_path):
     monkeypatch.chdir(project)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     at = run_app()
@@ -68,7 +78,7 @@ def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, m
     at.run()
     at.button[0].click().run()
     assert not at.exception, at.exception
-    expected = predict_video(video, load_predictor(HEAD_FILES["linear"], device="cpu"))
+    expected = predict_video(video, load_predictor(HEAD_FILES["linear"], pool, device="cpu"))
     headings = [m.value for m in at.markdown]
     if expected.answer == expected.top_class:  # sure, under the cut-off relative to chance (the same either way)
         assert f"## {expected.top_class.replace('_', ' ')}" in headings
@@ -157,7 +167,7 @@ def test_an_unsure_head_says_not_sure(project, tmp_path, monkeypatch):
     import torch
     shutil.copytree(project, tmp_path / "p")
     saved = torch.load(tmp_path / "p" / HEAD_FILES["linear"], weights_only=True)
-    saved["meta"][NOT_SURE_KEY] = 1.01  # beyond certainty: no probability reaches it
+    saved["meta"]["calibration"] = asdict(Calibration(not_sure_below_chance_to_certain=1.01))  # beyond certainty
     torch.save(saved, tmp_path / "p" / HEAD_FILES["linear"])
     monkeypatch.chdir(tmp_path / "p")
     at = run_app()
@@ -181,18 +191,17 @@ def test_timeline_for_an_upload(project, monkeypatch):
     assert at.toggle[0].value is True
 
 
-def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot_head(project, tiny_clip,
+def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot_head(project, tiny_clip, pool,
                                                                                        tmp_path, monkeypatch):
     import shutil
 
-    from pipeline.heads import save_linear
     from pipeline.zeroshot import text_embeddings, zeroshot_head
     shutil.copytree(project, tmp_path / "p")
-    encoder = load_predictor(project / HEAD_FILES["linear"], device="cpu").encoder
+    encoder = load_predictor(project / HEAD_FILES["linear"], pool, device="cpu").encoder
     head = zeroshot_head(text_embeddings(tiny_clip, ["waving", "jumping"]), ["waving", "jumping"],
                          {**encoder.describe(), "num_frames": 4, "sampling": "uniform-centers"})
-    head.meta.update({"temperature": 50.0, NOT_SURE_KEY: 1.01})
-    save_linear(tmp_path / "p" / HEAD_FILES["zeroshot"], head.model.state_dict(), head.meta)
+    head.use_calibration(Calibration(temperature=50.0, not_sure_below_chance_to_certain=1.01))
+    head.save(tmp_path / "p" / HEAD_FILES["zeroshot"])
     monkeypatch.chdir(tmp_path / "p")
     at = run_app()
     at.radio[0].set_value("zeroshot").run()
