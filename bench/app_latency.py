@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -21,13 +20,16 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline.encoder import build_random_clip, embed_frames, load_encoder, preprocess_frames
+from pipeline.heads import LinearHead
+from pipeline.paths import HEAD_FILES
+from pipeline.predict import load_predictor, predict_bytes
+from pipeline.threads import THREADS
+from pipeline.training import LinearConfig
+from pipeline.video import SAMPLING, read_frames
+from pipeline.workers import DecodePool, PoolConfig
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline.encoder import build_random_clip, embed_frames, load_encoder, preprocess_frames  # noqa: E402
-from pipeline.heads import HEAD_FILES, LinearHead, head_metadata, save_linear  # noqa: E402
-from pipeline.predict import load_predictor, predict_bytes  # noqa: E402
-from pipeline.threads import THREADS  # noqa: E402
-from pipeline.video import SAMPLING, read_frames  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 APP_THREADS = THREADS["app"] or len(os.sched_getaffinity(0))  # the policy, as committed
@@ -64,8 +66,9 @@ def project_dir(model: Path, backend: str, mtime_ns: int) -> Path:
     project = OUT / f"app_project_{backend}"
     encoder = load_encoder(str(model), "cpu", backend=backend)
     attrs = {**encoder.describe(), "num_frames": 16, "sampling": SAMPLING}
-    head = LinearHead(encoder.dim, len(CLASSES))
-    save_linear(project / HEAD_FILES["linear"], head.state_dict(), head_metadata(attrs, CLASSES, "linear"))
+    x = np.random.default_rng(0).normal(size=(len(CLASSES), encoder.dim)).astype(np.float32)
+    LinearHead(LinearConfig(epochs=0)).fit(x, np.arange(len(CLASSES)), CLASSES, attrs).save(  # random weights
+        project / HEAD_FILES["linear"])
     os.utime(project / HEAD_FILES["linear"], ns=(mtime_ns, mtime_ns))
     return project
 
@@ -79,11 +82,11 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     projects = {b: project_dir(model, b, 10**18 + i) for i, b in enumerate(("torch", "onnxruntime"))}
     # the encoder with each thread count: torch's is set per call; an onnxruntime session's when it is made
-    predictors = {}
+    predictors, pool = {}, DecodePool(PoolConfig(workers=1))  # one worker, as the app's (app/common.py)
     for threads in sorted({1, cores}):
         torch.set_num_threads(threads)
-        predictors[("torch", threads)] = load_predictor(projects["torch"] / HEAD_FILES["linear"], device="cpu")
-        predictors[("onnxruntime", threads)] = load_predictor(projects["onnxruntime"] / HEAD_FILES["linear"])
+        predictors[("torch", threads)] = load_predictor(projects["torch"] / HEAD_FILES["linear"], pool, device="cpu")
+        predictors[("onnxruntime", threads)] = load_predictor(projects["onnxruntime"] / HEAD_FILES["linear"], pool)
     data = video.read_bytes()
 
     from streamlit.testing.v1 import AppTest
@@ -142,6 +145,7 @@ def main() -> None:
     ratio = statistics.median(a / b for a, b in zip(times["app onnxruntime"], times["app torch"]))
     print(f"app, ORT fp32, {APP_THREADS} thread(s) (now)  {med['app onnxruntime']:6.2f} s   "
           f"{ratio:.2f}x the torch app (median of per-round ratios)   target <= 0.85x")
+    pool.close()
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ into it on each run (`--baseline`, a copy of such a project, keeps the code it h
    alternately with the same in --baseline when given;
 2. the breakdown: `dvc exp run` with nothing to re-run (DVC's own overhead), each stage's start-up (its imports),
    and each stage alone;
-3. evaluate's parts in this process, old way and new way alternately on the same data: the refits of
-   cross-validation and of the data-efficiency curve (one at a time through torch.optim.Adam, against all at once in
-   train_mean_heads), and logistic regression's refits with OpenBLAS's default threads against one thread.
+3. evaluate's parts in this process, alternately on the same data: the refits of cross-validation and of the
+   data-efficiency curve (one at a time, against all at once: pipeline.training.train_linear trains K heads in one
+   loop), and logistic regression's refits with OpenBLAS's default threads against one thread.
+
+Run it with the package importable (`pip install -e .`, or PYTHONPATH=. from the checkout).
 """
 from __future__ import annotations
 
@@ -27,7 +29,6 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 # dvc with ruamel.yaml's C parser hidden (ruamel.yaml falls back to its Python parser)
@@ -87,11 +88,12 @@ def evaluate_parts(project: Path, rounds: int) -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from pipeline.cache import CACHE_PATH, open_cache
-    from pipeline.evaluate import cross_validate, data_efficiency, each
-    from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, _train_torch_optim, fit_predict_many,
-                                load_head, mean_pool)
-    from pipeline.split import SPLIT_PATH, read_split
+    from pipeline.cache import open_cache
+    from pipeline.evaluate import cross_validate, data_efficiency
+    from pipeline.heads import LogRegConfig, fit_predict_many, load_head, mean_pool
+    from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
+    from pipeline.split import read_split
+    from pipeline.training import LinearConfig
     from stages import config, read_params
 
     import torch
@@ -103,17 +105,11 @@ def evaluate_parts(project: Path, rounds: int) -> None:
     x, y, names = mean_pool(cache.embeddings), cache.labels, cache.class_names
     parts = read_split(SPLIT_PATH, cache.paths)
     frames = np.asarray(cache.embeddings)
-    text = load_head(HEAD_FILES["zeroshot"]).model.text.numpy()
+    text = load_head(HEAD_FILES["zeroshot"]).text_
     shots, seed, c = params["evaluate"]["shots"], params["split"]["seed"], len(names)
 
     def one_at_a_time(config_, text_init=None):
-        def fit(xt, yt, xs):
-            from pipeline.heads import _logits, _new_linear
-            model = _new_linear(xt, c, config_)
-            model.load_state_dict(_train_torch_optim(mean_pool(xt) if xt.ndim == 3 else xt, yt, None, None, c,
-                                                     config_, text_init).final_state)
-            return _logits(model.eval(), mean_pool(xs) if xs.ndim == 3 else xs).argmax(1).numpy()
-        return each(fit)
+        return lambda tasks: [fit_predict_many([task], c, config_, text_init)[0] for task in tasks]
 
     def linear_refits(old: bool):
         zs = replace(cfg, head="mean")
@@ -140,8 +136,8 @@ def evaluate_parts(project: Path, rounds: int) -> None:
     refits = params["evaluate"]["folds"] + 2 * (len([s for s in shots if s < 14]) + 1)
     print(f"\nevaluate's linear refits ({refits}: {params['evaluate']['folds']} folds, linear and zero-shot-started "
           f"on each data-efficiency subset; {cfg.epochs} epochs each), in this process:")
-    print(f"  one at a time, torch.optim.Adam  {median(times['old'])}")
-    print(f"  all at once, train_mean_heads    {median(times['new'])}   "
+    print(f"  one at a time (train_linear, K=1) {median(times['old'])}")
+    print(f"  all at once (train_linear, K)     {median(times['new'])}   "
           f"{statistics.median(times['old']) / statistics.median(times['new']):.1f}x faster")
     print("logistic regression's refits (cross-validation and data efficiency):")
     print(f"  OpenBLAS default threads         {median(times['blas default'])}")

@@ -9,6 +9,7 @@ does a warm-up stage one (imports, page cache, the decode workers' server), then
 Prints seconds per run: the old checkout, this one with 1 worker and with 2.
 """
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 CODE = """
-import shutil, sys, time
-sys.path.insert(0, {repo!r})
+import shutil, time
 from pathlib import Path
 from pipeline.extract import ExtractConfig, extract_features
 videos = Path({videos!r})
@@ -49,7 +49,9 @@ def main() -> None:
         for name, repo, workers in (("old", args.old, -1), ("1 worker", str(ROOT), 1), ("2 workers", str(ROOT), 2)):
             code = CODE.format(repo=repo, videos=str(OUT / "videos"), out=str(OUT), workers=workers,
                                model=str(OUT / "vit-b-32-random"))
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True)
+            # the checkout's own packages: python -c imports from its folder (cwd) first, PYTHONPATH says so too
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True,
+                                 env={**os.environ, "PYTHONPATH": repo})
             runs.setdefault(name, []).append(float(out.stdout.split()[-1]))
             print(f"{name:<10} {runs[name][-1]:6.2f} s", flush=True)
     print("; ".join(f"{k}: best {min(v):.2f} s, mean {sum(v) / len(v):.2f} s" for k, v in runs.items()))
