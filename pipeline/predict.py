@@ -260,10 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_libraries(args.verbose)
     set_threads("app")
+    try:  # the head and its encoder first: without them no decode worker is started
+        head = load_head(HEAD_FILES[args.head])
+        encoder = encoder_for(head.meta_, args.device)
+    except (UserError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     with DecodePool(PoolConfig(workers=1)) as pool:
         try:
-            predictor = load_predictor(HEAD_FILES[args.head], pool, args.device)
-        except (UserError, OSError) as e:
+            predictor = make_predictor(head, encoder, pool)
+        except HeadError as e:  # made for another encoder or sampling
             print(f"error: {e}", file=sys.stderr)
             return 2
         return _predict_all(args, predictor)
