@@ -67,7 +67,10 @@ class HeadMeta:
             raise HeadError(f"{path}: head format version {version}, this code reads {HEAD_SCHEMA}: retrain it "
                             "(dvc repro train baseline)")
         calibration = saved.get("calibration")
-        return cls(**{**saved, "calibration": Calibration(**calibration) if calibration is not None else None})
+        try:
+            return cls(**{**saved, "calibration": Calibration(**calibration) if calibration is not None else None})
+        except TypeError as e:  # a field missing, or a calibration of another layout
+            raise HeadError(f"{path}: not a usable head checkpoint ({e})") from None
 
 
 def features_of(attrs: dict) -> dict:

@@ -138,6 +138,9 @@ def test_missing_or_corrupt_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(HeadError, match="bad.pt: not a usable head checkpoint"):
         load_head(tmp_path / "bad.pt")
+    torch.save({"state_dict": {}, "meta": {"schema_version": HEAD_SCHEMA, "kind": "linear"}}, tmp_path / "part.pt")
+    with pytest.raises(HeadError, match="part.pt: not a usable head checkpoint"):  # the record incomplete
+        load_head(tmp_path / "part.pt")
     (tmp_path / "head.onnx").write_bytes(b"x")
     with pytest.raises(HeadError, match="unknown head file type"):
         load_head(tmp_path / "head.onnx")
