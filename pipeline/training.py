@@ -145,20 +145,29 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
     start = LinearModule(xs[0].shape[-1], num_classes, cfg.head, frames).state_dict()
     modules = [_standardised(LinearModule(xs[0].shape[-1], num_classes, cfg.head, frames), start, x, text_init)
                for x in xs]
-    k, size = len(tasks), cfg.batch_size
+    k, size, dim = len(tasks), cfg.batch_size, xs[0].shape[-1]
     lengths = [len(x) for x in xs]
     ys = [torch.from_numpy(y.astype(np.int64)) for _, y in tasks]
-    if mean:  # standardised once, zero-padded to (K * N_max, D): head i's rows from i * N_max
+    steps = [-(-n // size) for n in lengths]  # each head's batches per epoch
+    active = [[i for i in range(k) if s < steps[i]] for s in range(max(steps))]  # the heads with a batch at step s
+    if mean:
+        # one parameter per head, weight and bias (C, D + 1), over standardised features with a constant 1 appended,
+        # zero-padded to (K * N_max, D + 1): head i's rows from i * N_max
         longest = max(lengths)
-        z = torch.zeros(k * longest, xs[0].shape[-1])
+        z = torch.zeros(k * longest, dim + 1)
         y_all = torch.zeros(k * longest, dtype=torch.int64)
         for i, (x, module) in enumerate(zip(xs, modules)):
             rows = slice(i * longest, i * longest + lengths[i])
-            z[rows] = (torch.from_numpy(np.asarray(x, np.float32)) - module.mean) / module.std
+            z[rows, :dim] = (torch.from_numpy(np.asarray(x, np.float32)) - module.mean) / module.std
+            z[rows, dim] = 1.0
             y_all[rows] = ys[i]
+        params = [[torch.cat([m.fc.weight, m.fc.bias[:, None]], dim=1).detach().requires_grad_()] for m in modules]
+        slots = torch.arange(len(active) * size)
+        mask = (slots < torch.tensor(lengths)[:, None]).float().view(k, -1, size).transpose(0, 1)  # (S, K, B)
+        counts = mask.sum(dim=2)  # (S, K): each head's batch size at step s (0: no batch)
     else:
         inputs = [torch.from_numpy(np.ascontiguousarray(x, np.float32)) if in_memory(x) else x for x in xs]
-    params = [list(m.parameters()) for m in modules]
+        params = [list(m.parameters()) for m in modules]
     moments = [[(torch.zeros_like(p), torch.zeros_like(p), torch.tensor(0.0)) for p in ps] for ps in params]
     gens = [torch.Generator().manual_seed(cfg.seed) for _ in tasks]
     has_val = x_val is not None and len(x_val) > 0
@@ -167,33 +176,44 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
         yv = torch.from_numpy(y_val.astype(np.int64))
     best_loss, best, best_epoch, histories = float("inf"), None, 0, [[] for _ in tasks]
     for epoch in range(1, cfg.epochs + 1):
-        batches = [torch.randperm(n, generator=g).split(size) for n, g in zip(lengths, gens)]
-        totals = [0.0] * k
-        for m in modules:
-            m.train()
-        for s in range(max(len(b) for b in batches)):
-            active = [i for i in range(k) if s < len(batches[i])]
-            if mean:
-                losses = _mean_losses(modules, batches, s, z, y_all, longest, size)  # (K,)
+        perms = [torch.randperm(n, generator=g) for n, g in zip(lengths, gens)]  # each head's own shuffle
+        totals = torch.zeros(k, dtype=torch.float64)
+        if mean:  # the rows of every step, head by head: head i's shuffled rows fill slots [0, n_i) of (S, B)
+            index = torch.zeros(k, len(slots), dtype=torch.int64)
+            for i, perm in enumerate(perms):
+                index[i, :lengths[i]] = perm + i * longest
+            index = index.view(k, -1, size).transpose(0, 1)  # (S, K, B)
+        else:
+            batches = [perm.split(size) for perm in perms]
+            for m in modules:
+                m.train()
+        for s, heads in enumerate(active):
+            if mean:  # the K heads' logits as one batched matmul: (K, B, D + 1) x (K, D + 1, C)
+                logits = torch.bmm(z[index[s]], torch.stack([p[0] for p in params]).transpose(1, 2))
+                ce = nn.functional.cross_entropy(logits.flatten(0, 1), y_all[index[s]].flatten(), reduction="none")
+                losses = (ce.view(k, size) * mask[s]).sum(dim=1) / counts[s].clamp_min(1)  # (K,) batch means
+                sizes = counts[s]
             else:
                 losses = torch.stack([nn.functional.cross_entropy(modules[i](_rows(inputs[i], batches[i][s])),
-                                                                  ys[i][batches[i][s]]) if i in active
+                                                                  ys[i][batches[i][s]]) if i in heads
                                       else torch.zeros(()) for i in range(k)])
+                sizes = torch.tensor([len(batches[i][s]) if i in heads else 0 for i in range(k)])
             losses.sum().backward()  # each head's parameters get the gradient of its own loss only
+            step = [(p, state) for i in heads for p, state in zip(params[i], moments[i])]
             with torch.no_grad():
-                step = [(params[i][j], moments[i][j]) for i in active for j in range(len(params[i]))]
                 adam([p for p, _ in step], [p.grad for p, _ in step], [m[0] for _, m in step],
-                     [m[1] for _, m in step], [], [m[2] for _, m in step], foreach=False, amsgrad=False,
+                     [m[1] for _, m in step], [], [m[2] for _, m in step], foreach=True, amsgrad=False,
                      beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=cfg.lr, weight_decay=cfg.weight_decay,
                      eps=ADAM_EPS, maximize=False)
             for ps in params:  # a head without a batch at the next step has no gradient: Adam leaves it as it is
                 for p in ps:
                     p.grad = None
-            for i in active:
-                totals[i] += losses[i].item() * len(batches[i][s])
-        for i in range(k):
-            histories[i].append({"epoch": epoch, "train_loss": totals[i] / lengths[i]})
+            totals += losses.detach().double() * sizes
+        for i, total in enumerate(totals.tolist()):
+            histories[i].append({"epoch": epoch, "train_loss": total / lengths[i]})
         if has_val:
+            if mean:
+                _write_back(modules[:1], params[:1], dim)
             modules[0].eval()
             logits = module_logits(modules[0], val)
             row = histories[0][-1]
@@ -202,16 +222,26 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
             if row["val_loss"] < best_loss:
                 best_loss, best_epoch = row["val_loss"], epoch
                 best = {key: v.clone() for key, v in modules[0].state_dict().items()}
+    if mean:
+        _write_back(modules, params, dim)
     results = []
     for i, module in enumerate(modules):
         module.eval()
         if best is None or i > 0:
             results.append(Trained(module, module, cfg.epochs, histories[i]))
         else:
-            kept = LinearModule(xs[0].shape[-1], num_classes, cfg.head, frames)
+            kept = LinearModule(dim, num_classes, cfg.head, frames)
             kept.load_state_dict(best)
             results.append(Trained(kept.eval(), module, best_epoch, histories[i]))
     return results
+
+
+def _write_back(modules: list[LinearModule], params: list[list[torch.Tensor]], dim: int) -> None:
+    """Each mean-pooling head's trained (C, D + 1) parameter into its module's fc.weight and fc.bias."""
+    with torch.no_grad():
+        for module, (wb,) in zip(modules, params):
+            module.fc.weight.copy_(wb[:, :dim])
+            module.fc.bias.copy_(wb[:, dim])
 
 
 def _standardised(module: LinearModule, start: dict, x, text_init: np.ndarray | None) -> LinearModule:
@@ -228,21 +258,3 @@ def _standardised(module: LinearModule, start: dict, x, text_init: np.ndarray | 
             module.fc.weight.copy_(torch.from_numpy(LOGIT_SCALE * text_init))
             module.fc.bias.zero_()
     return module
-
-
-def _mean_losses(modules: list[LinearModule], batches: list, s: int, z: torch.Tensor, y: torch.Tensor,
-                 longest: int, size: int) -> torch.Tensor:
-    """Each mean-pooling head's mean cross-entropy on its batch s, float32 (K,) (0 for a head without one): the K
-    heads' logits as one batched matmul over their standardised features z (K * N_max, D), zero-padded to size."""
-    k = len(modules)
-    index = torch.zeros(k, size, dtype=torch.int64)
-    mask = torch.zeros(k, size)
-    for i, b in enumerate(batches):
-        if s < len(b):
-            index[i, :len(b[s])] = b[s] + i * longest
-            mask[i, :len(b[s])] = 1.0
-    weight = torch.stack([m.fc.weight for m in modules])  # (K, C, D)
-    bias = torch.stack([m.fc.bias for m in modules])  # (K, C)
-    logits = torch.baddbmm(bias[:, None, :], z[index], weight.transpose(1, 2))  # (K, B, C)
-    ce = nn.functional.cross_entropy(logits.flatten(0, 1), y[index].flatten(), reduction="none").view(k, size)
-    return (ce * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
