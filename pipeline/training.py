@@ -169,6 +169,10 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
         inputs = [torch.from_numpy(np.ascontiguousarray(x, np.float32)) if in_memory(x) else x for x in xs]
         params = [list(m.parameters()) for m in modules]
     moments = [[(torch.zeros_like(p), torch.zeros_like(p), torch.tensor(0.0)) for p in ps] for ps in params]
+    all_params = [p for ps in params for p in ps]
+    # what Adam steps at step s of every epoch: the parameters of the heads with a batch, their moments and counts
+    state = [tuple(list(x) for x in zip(*[(p, *m) for i in heads for p, m in zip(params[i], moments[i])]))
+             for heads in active]
     gens = [torch.Generator().manual_seed(cfg.seed) for _ in tasks]
     has_val = x_val is not None and len(x_val) > 0
     if has_val:
@@ -177,7 +181,7 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
     best_loss, best, best_epoch, histories = float("inf"), None, 0, [[] for _ in tasks]
     for epoch in range(1, cfg.epochs + 1):
         perms = [torch.randperm(n, generator=g) for n, g in zip(lengths, gens)]  # each head's own shuffle
-        totals = torch.zeros(k, dtype=torch.float64)
+        totals = torch.zeros(k)
         if mean:  # the rows of every step, head by head: head i's shuffled rows fill slots [0, n_i) of (S, B)
             index = torch.zeros(k, len(slots), dtype=torch.int64)
             for i, perm in enumerate(perms):
@@ -199,16 +203,14 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
                                       else torch.zeros(()) for i in range(k)])
                 sizes = torch.tensor([len(batches[i][s]) if i in heads else 0 for i in range(k)])
             losses.sum().backward()  # each head's parameters get the gradient of its own loss only
-            step = [(p, state) for i in heads for p, state in zip(params[i], moments[i])]
+            ps, avgs, squares, counters = state[s]
             with torch.no_grad():
-                adam([p for p, _ in step], [p.grad for p, _ in step], [m[0] for _, m in step],
-                     [m[1] for _, m in step], [], [m[2] for _, m in step], foreach=True, amsgrad=False,
+                adam(ps, [p.grad for p in ps], avgs, squares, [], counters, foreach=True, amsgrad=False,
                      beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=cfg.lr, weight_decay=cfg.weight_decay,
                      eps=ADAM_EPS, maximize=False)
-            for ps in params:  # a head without a batch at the next step has no gradient: Adam leaves it as it is
-                for p in ps:
-                    p.grad = None
-            totals += losses.detach().double() * sizes
+            for p in all_params:  # a head without a batch at the next step has no gradient: Adam skips it
+                p.grad = None
+            totals += losses.detach() * sizes
         for i, total in enumerate(totals.tolist()):
             histories[i].append({"epoch": epoch, "train_loss": total / lengths[i]})
         if has_val:
