@@ -161,10 +161,12 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
             z[rows, :dim] = (torch.from_numpy(np.asarray(x, np.float32)) - module.mean) / module.std
             z[rows, dim] = 1.0
             y_all[rows] = ys[i]
-        params = [[torch.cat([m.fc.weight, m.fc.bias[:, None]], dim=1).detach().requires_grad_()] for m in modules]
+        wb = torch.stack([torch.cat([m.fc.weight, m.fc.bias[:, None]], dim=1) for m in modules]).detach()
+        params = [[wb[i]] for i in range(k)]  # (C, D + 1) views of wb (K, C, D + 1): Adam steps each head alone
         slots = torch.arange(len(active) * size)
         mask = (slots < torch.tensor(lengths)[:, None]).float().view(k, -1, size).transpose(0, 1)  # (S, K, B)
         counts = mask.sum(dim=2)  # (S, K): each head's batch size at step s (0: no batch)
+        scale = (mask / counts.clamp_min(1)[..., None])[..., None]  # (S, K, B, 1): each head's mean over its batch
     else:
         inputs = [torch.from_numpy(np.ascontiguousarray(x, np.float32)) if in_memory(x) else x for x in xs]
         params = [list(m.parameters()) for m in modules]
@@ -192,23 +194,21 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
             for m in modules:
                 m.train()
         for s, heads in enumerate(active):
-            if mean:  # the K heads' logits as one batched matmul: (K, B, D + 1) x (K, D + 1, C)
-                logits = torch.bmm(z[index[s]], torch.stack([p[0] for p in params]).transpose(1, 2))
-                ce = nn.functional.cross_entropy(logits.flatten(0, 1), y_all[index[s]].flatten(), reduction="none")
-                losses = (ce.view(k, size) * mask[s]).sum(dim=1) / counts[s].clamp_min(1)  # (K,) batch means
+            if mean:
+                losses, grads = _mean_step(wb, z[index[s]], y_all[index[s]], mask[s], scale[s], heads)
                 sizes = counts[s]
             else:
                 losses = torch.stack([nn.functional.cross_entropy(modules[i](_rows(inputs[i], batches[i][s])),
                                                                   ys[i][batches[i][s]]) if i in heads
                                       else torch.zeros(()) for i in range(k)])
                 sizes = torch.tensor([len(batches[i][s]) if i in heads else 0 for i in range(k)])
-            losses.sum().backward()  # each head's parameters get the gradient of its own loss only
+                losses.sum().backward()  # each head's parameters get the gradient of its own loss only
+                grads = [p.grad for i in heads for p in params[i]]
             ps, avgs, squares, counters = state[s]
-            with torch.no_grad():
-                adam(ps, [p.grad for p in ps], avgs, squares, [], counters, foreach=True, amsgrad=False,
-                     beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=cfg.lr, weight_decay=cfg.weight_decay,
-                     eps=ADAM_EPS, maximize=False)
-            for p in all_params:  # a head without a batch at the next step has no gradient: Adam skips it
+            with torch.no_grad():  # the heads without a batch at this step are not passed: Adam leaves them as is
+                adam(ps, grads, avgs, squares, [], counters, foreach=True, amsgrad=False, beta1=ADAM_BETAS[0],
+                     beta2=ADAM_BETAS[1], lr=cfg.lr, weight_decay=cfg.weight_decay, eps=ADAM_EPS, maximize=False)
+            for p in all_params:
                 p.grad = None
             totals += losses.detach() * sizes
         for i, total in enumerate(totals.tolist()):
@@ -236,6 +236,21 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
             kept.load_state_dict(best)
             results.append(Trained(kept.eval(), module, best_epoch, histories[i]))
     return results
+
+
+@torch.no_grad()
+def _mean_step(wb: torch.Tensor, z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor,
+               heads: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The mean-pooling heads' step: each head's mean cross-entropy on its batch, float32 (K,), and the gradients
+    (C, D + 1) of the heads with a batch. The K heads' logits are one batched matmul of their weights wb
+    (K, C, D + 1) with their batches z (K, B, D + 1) (labels y (K, B), padding masked out: mask (K, B), scale the
+    mask over each batch's size), and the cross-entropy's gradient is written out (softmax minus one-hot: what
+    autograd computes, without building its graph at each of the thousands of steps)."""
+    log_p = torch.log_softmax(torch.bmm(z, wb.transpose(1, 2)), dim=2)  # (K, B, C)
+    losses = -(log_p.gather(2, y[..., None])[..., 0] * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+    d_logits = log_p.exp_().scatter_add_(2, y[..., None], torch.full_like(log_p[..., :1], -1.0)).mul_(scale)
+    grad = torch.bmm(d_logits.transpose(1, 2), z)  # (K, C, D + 1)
+    return losses, [grad[i] for i in heads]
 
 
 def _write_back(modules: list[LinearModule], params: list[list[torch.Tensor]], dim: int) -> None:
