@@ -122,7 +122,8 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
     seeded by cfg.seed), mini-batches of cfg.batch_size, and torch's Adam (torch.optim.adam.adam, the function
     torch.optim.Adam.step calls, without the class: its first use imports torch._dynamo, a second) stepping each
     head only at its own batches, so a head with fewer batches keeps its own step count and moments. Mean pooling
-    runs the K heads' forward as one batched matmul.
+    runs the K heads as one batched matmul with the cross-entropy's gradient written out (_mean_step); attention
+    and conv through autograd.
 
     x_val, y_val (one task only): history gets val_loss and val_accuracy and `best` is the lowest val_loss's state;
     without them, best is final. text_init (C, D), unit-length class text embeddings, starts a mean-pooling head
