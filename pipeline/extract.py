@@ -26,17 +26,23 @@ from tqdm import tqdm
 from pipeline.annotations import read_annotations
 from pipeline.cache import (BLOCK_ROWS, CACHE_PATH, KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache,
                             gather_rows, open_cache, write_cache, write_cache_blocks)
-from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, Encoder, load_encoder
-from pipeline.video import (SAMPLING, VIDEO_EXTENSIONS, Clip, DecodeLimits, VideoFile, content_hash,
-                            discover_videos)
-from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig, auto_workers, load_video
+from pipeline.discover import VIDEO_EXTENSIONS, VideoFile, discover_videos
+from pipeline.encoder import EncoderConfig
+from pipeline.engines import Engine, LocalEngine
+from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError
+from pipeline.video import SAMPLING, Clip, DecodeLimits, content_hash
+from pipeline.workers import PoolConfig, ReadConfig, auto_workers, load_video
 
 ENGINES = ("local", "ray")
 
 
 @dataclass
 class ExtractConfig:
-    """Stage one's settings (params.yaml: data.root, encoder.model, extract.*)."""
+    """Stage one's settings (params.yaml: data.root, data.annotations, data.classes, encoder.model, extract.*).
+
+    The encoder's settings go to EncoderConfig (encoder()), the decode workers' to PoolConfig (pool()) and the
+    per-video limits to DecodeLimits (limits()); their defaults are those classes' own.
+    """
 
     root: str
     cache_path: str = CACHE_PATH
@@ -44,16 +50,16 @@ class ExtractConfig:
     classes: str = ""  # data.classes: class names, one per line (an mmaction2 list's labels index them)
     model: str = "openai/clip-vit-base-patch32"
     num_frames: int = 16
-    batch_size: int | str = "auto"  # frames per forward pass, across videos; auto: AUTO_BATCH_SIZE for the device
-    device: str = "auto"
-    precision: str = "auto"  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
-    preprocess: str = "fast"
-    backend: str = "torch"  # torch | onnxruntime (CPU only: an ONNX export of the encoder, pipeline.onnx_backend)
-    quantize: str = "none"  # "int8" (onnxruntime only): dynamically quantised MatMuls, faster, measurably different
+    batch_size: int | str = EncoderConfig.batch_size  # frames per forward pass, across videos; auto: AUTO_BATCH_SIZE
+    device: str = EncoderConfig.device
+    precision: str = EncoderConfig.precision  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
+    preprocess: str = EncoderConfig.preprocess
+    backend: str = EncoderConfig.backend  # torch | onnxruntime (CPU only: an ONNX export, pipeline.onnx_backend)
+    quantize: str = EncoderConfig.quantize  # "int8" (onnxruntime only): quantised MatMuls, faster, less exact
     shard_size: int = 64  # videos per part file: the work a kill can lose
     workers: int | str = "auto"  # decode worker processes; 0 = in this process (debugging); auto = one per core
-    video_timeout_s: float = 60.0  # wall-clock time one video may take to decode
-    worker_memory_mb: int = 2048  # memory a decode worker may take beyond its imports
+    video_timeout_s: float = PoolConfig.timeout_s  # wall-clock time one video may take to decode
+    worker_memory_mb: int = PoolConfig.memory_mb  # memory a decode worker may take beyond its imports
     max_pixels: int = DecodeLimits.max_pixels  # per frame (8K UHD)
     max_aspect: float = DecodeLimits.max_aspect  # long side / short side
     engine: str = "local"  # local: this machine; ray: a Ray cluster (pipeline.ray_engine, requirements-ray.txt)
@@ -64,18 +70,19 @@ class ExtractConfig:
     rehash: bool = False
     dtype: str = "float32"  # how the cache stores embeddings: float32 | float16 (half the size; read as float32)
 
-    def pool(self, workers: int | str | None = None) -> PoolConfig:
-        """The decode workers' settings (workers: override extract.workers)."""
-        workers = self.workers if workers is None else workers
-        workers = auto_workers() if workers == "auto" else int(workers)
+    def encoder(self) -> EncoderConfig:
+        """The encoder these settings name, and how it runs."""
+        return EncoderConfig(self.model, self.device, self.precision, self.preprocess, self.backend, self.quantize,
+                             self.batch_size)
+
+    def pool(self) -> PoolConfig:
+        """The decode workers' settings (extract.workers auto: one per core)."""
+        workers = auto_workers() if self.workers == "auto" else int(self.workers)
         return PoolConfig(workers, float(self.video_timeout_s), int(self.worker_memory_mb))
 
-    def load_encoder(self, device: str | None = None) -> tuple[Encoder, int]:
-        """The encoder these settings name (on `device`, default extract.device) and its batch size."""
-        encoder = load_encoder(self.model, device or self.device, self.preprocess, self.quantize, self.precision,
-                               self.backend)
-        batch_size = AUTO_BATCH_SIZE[encoder.device.type] if self.batch_size == "auto" else int(self.batch_size)
-        return encoder, batch_size
+    def limits(self) -> DecodeLimits:
+        """What one video may cost (extract.max_pixels, max_aspect)."""
+        return DecodeLimits(int(self.max_pixels), float(self.max_aspect))
 
 
 @dataclass
@@ -125,17 +132,17 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     decode: what the workers run per video (tests put a faulty decoder here).
     """
     if cfg.engine not in ENGINES:
-        raise ValueError(f"extract.engine must be one of {ENGINES}, got {cfg.engine!r}")
+        raise ConfigError(f"extract.engine must be one of {ENGINES}, got {cfg.engine!r}")
     started = time.perf_counter()
     cache_path = Path(cfg.cache_path)
     _check_paths(cfg)
     if cfg.dtype not in STORAGE_DTYPES:
-        raise ValueError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {cfg.dtype!r}")
+        raise ConfigError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {cfg.dtype!r}")
     lock = FileLock(str(cache_path) + ".lock")
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise ValueError(f"another stage-one run is writing {cache_path} (lock {lock.lock_file} is held): "
+        raise CacheError(f"another stage-one run is writing {cache_path} (lock {lock.lock_file} is held): "
                          "wait for it to finish") from None
     try:
         if cfg.annotations:
@@ -143,14 +150,9 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         else:
             videos, class_names, problems = discover_videos(cfg.root)
             if not videos:
-                raise ValueError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
-                                 f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}), or set data.annotations")
-        if cfg.engine == "ray":
-            from pipeline.ray_engine import RayEngine  # the local engine never imports Ray
-            engine = RayEngine(cfg, decode)
-        else:
-            engine = LocalEngine(cfg, decode)
-        with engine:
+                raise DataError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
+                                f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}), or set data.annotations")
+        with open_engine(cfg, decode) as engine:
             attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
                      "batch_size": engine.batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
                      "annotations": cfg.annotations,
@@ -163,15 +165,14 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             template = empty_cache(cfg.num_frames, attrs["embedding_dim"], attrs, class_names)
             summary = ExtractSummary(str(cache_path), skipped=list(problems))
             sources = _reusable(cache_path, parts_dir, attrs, summary)
-            reader = ReadConfig(cfg.num_frames, engine.frame_spec,
-                                DecodeLimits(int(cfg.max_pixels), float(cfg.max_aspect)))
+            reader = ReadConfig(cfg.num_frames, engine.frame_spec, cfg.limits())
             new_parts, kept = _encode_new(videos, sources, template, engine, reader,
                                           PartWriter(parts_dir, template, cfg.shard_size), summary, progress,
                                           bool(cfg.rehash))
         summary.skipped.sort()
         if not kept:
-            raise ValueError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
-                             f"\n{summary}")
+            raise DataError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
+                            f"\n{summary}")
         _assemble(cache_path, kept, sources + new_parts, template, summary.skipped, summary.skipped_stat)
         shutil.rmtree(parts_dir, ignore_errors=True)
         summary.seconds = time.perf_counter() - started
@@ -180,51 +181,12 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         lock.release()
 
 
-# What an engine yields per video, in any order: the video's index in the list it was given, then what its reader
-# made of it (a Loaded whose clip has no frames left, or the reason it cannot be used), then its embeddings
-# float32 (F, D), or None where the clip was already known (its row key in `known`, or earlier in this run).
-Result = tuple[int, Loaded | str, np.ndarray | None]
-
-
-class LocalEngine:
-    """The runner on this machine: the decode workers (reader) feed the embedder; results in completion order.
-
-    encoder_attrs, frame_spec and batch_size say what the encoder is; results() runs the videos. A context manager.
-    """
-
-    def __init__(self, cfg: ExtractConfig, decode: Callable = load_video):
-        self.pool = DecodePool(cfg.pool(), decode)  # its workers start while the encoder loads
-        try:
-            self.encoder, self.batch_size = cfg.load_encoder()
-        except BaseException:
-            self.pool.close()
-            raise
-        self.encoder_attrs, self.frame_spec = self.encoder.describe(), self.encoder.frame_spec()
-
-    def __enter__(self) -> LocalEngine:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.pool.close()
-
-    def results(self, files: list[str], reader: ReadConfig, known: set[str],
-                segments: list[tuple[float, float] | None] | None = None) -> Iterator[Result]:
-        """Decode and embed `files` (segments: per file, the (start, end) seconds to sample inside, or None);
-        clips whose row key (SHA-256 and segment, clip_id) is in `known`, and repeats within the run, are not
-        encoded."""
-        embedder = Embedder(self.encoder, self.batch_size)
-        segments = segments or [None] * len(files)
-        seen = set(known)
-        for index, out in enumerate(self.pool.map(files, reader, segments=segments)):
-            if isinstance(out, str) or clip_id(out.digest, segments[index]) in seen:
-                if not isinstance(out, str):
-                    out.clip.frames = None
-                yield index, out, None
-                continue
-            seen.add(clip_id(out.digest, segments[index]))
-            frames, out.clip.frames = out.clip.frames, None
-            yield from ((i, o, emb) for (i, o), emb in embedder.add((index, out), frames))
-        yield from ((i, o, emb) for (i, o), emb in embedder.flush())
+def open_engine(cfg: ExtractConfig, decode: Callable = load_video) -> Engine:
+    """The engine extract.engine names, from the encoder and pool settings (decode: what the workers run)."""
+    if cfg.engine == "ray":
+        from pipeline.ray_engine import RayEngine  # the local engine never imports Ray
+        return RayEngine(cfg.encoder(), cfg.pool(), decode, cfg.ray_address)
+    return LocalEngine(cfg.encoder(), cfg.pool(), decode)
 
 
 def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSummary) -> list[Cache]:
@@ -261,20 +223,20 @@ def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSu
 
 
 def _check_paths(cfg: ExtractConfig) -> None:
-    """ValueError before any work when the data root or the cache's place cannot be used."""
+    """DataError or CacheError before any work when the data root or the cache's place cannot be used."""
     root, cache_path = Path(cfg.root), Path(cfg.cache_path)
     if not root.is_dir():
-        raise ValueError(f"data root {cfg.root!r} is not a directory")
+        raise DataError(f"data root {cfg.root!r} is not a directory")
     if not os.access(root, os.R_OK | os.X_OK):
-        raise ValueError(f"data root {cfg.root!r} cannot be read (permission denied)")
+        raise DataError(f"data root {cfg.root!r} cannot be read (permission denied)")
     if cache_path.is_dir():
-        raise ValueError(f"the cache path {cfg.cache_path!r} is a directory: set it to a file path (a .h5 file)")
+        raise CacheError(f"the cache path {cfg.cache_path!r} is a directory: set it to a file path (a .h5 file)")
     try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"cannot create the cache's folder {str(cache_path.parent)!r}: {e.strerror}") from None
+        raise CacheError(f"cannot create the cache's folder {str(cache_path.parent)!r}: {e.strerror}") from None
     if not os.access(cache_path.parent, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write the cache in {str(cache_path.parent)!r} (permission denied)")
+        raise CacheError(f"cannot write the cache in {str(cache_path.parent)!r} (permission denied)")
 
 
 class PartWriter:
@@ -305,7 +267,7 @@ class PartWriter:
         self._rows.clear()
 
 
-def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, engine, reader: ReadConfig,
+def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, engine: Engine, reader: ReadConfig,
                 writer: PartWriter, summary: ExtractSummary, progress: bool,
                 rehash: bool = False) -> tuple[list[Cache], list[_Item]]:
     """The loop joining the roles: the engine (reader -> embedder) -> part writer, for every video whose content is
@@ -345,7 +307,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         if rehash and digest is not None:  # the same size and mtime need not mean the same bytes
             try:
                 digest = content_hash(video.file)
-            except (OSError, ValueError):
+            except (OSError, VideoError):
                 digest = None  # the worker says why
         if digest is not None and clip_id(digest, video.segment) in known:
             kept.append(_Item(video, st.st_size, st.st_mtime_ns, digest))
@@ -360,8 +322,8 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         video = todo[index]
         name = clip_id(video.path, video.segment)
         bar.update(1)
-        if isinstance(out, str):
-            summary.skipped.append((name, _relative_reason(out, video)))
+        if isinstance(out, Unusable):  # recorded under its clip id: the cache must not name this machine's files
+            summary.skipped.append((name, f"{name}: {out.reason}"))
             if name in stat:  # remembered with the stat taken before it was read
                 summary.skipped_stat[name] = stat[name]
             continue
@@ -378,16 +340,6 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
     bar.close()
     kept.sort(key=lambda it: (it.video.path, it.video.segment or (-1.0, -1.0)))
     return writer.parts, kept
-
-
-def _relative_reason(reason: str, video: VideoFile) -> str:
-    """The reason with the absolute file replaced by the path under the data root: the cache must not name this
-    machine."""
-    reason = reason.replace(str(video.file), video.path)
-    name = clip_id(video.path, video.segment)
-    if name != video.path and reason.startswith(video.path + ":"):
-        reason = reason[len(video.path) + 1:].lstrip()
-    return reason if reason.startswith(name + ":") else f"{name}: {reason}"
 
 
 def _part_cache(rows: list[tuple[_Item, np.ndarray]], template: Cache) -> Cache:
