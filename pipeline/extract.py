@@ -1,37 +1,33 @@
-"""Stage one: discover videos, decode their sampled frames, embed them with CLIP, and write the cache incrementally.
+"""Stage one's runner: the videos to encode, through an engine (reader -> embedder), into the writer's parts and cache.
 
-Unit of work: a *part* file (`<cache>.parts/part-*.h5`) holding up to `shard_size` newly encoded clips keyed by
-content hash and segment (Cache.row_keys: a whole file, or a segment of one that an annotation file names). The
-cache is the join of the previous cache and the parts, streamed into a new file row block by row block and renamed
-over the old one at the end (memory independent of the number of videos); a killed run leaves the previous cache
-untouched and its finished parts reused by the next run.
+Unit of work: a *part* file (pipeline.writer) holding up to `shard_size` newly encoded clips keyed by content hash
+and segment (Cache.row_keys: a whole file, or a segment of one that an annotation file names). The cache is the
+join of the previous cache and the parts, renamed over the old one at the end; a killed run leaves the previous
+cache untouched and its finished parts reused by the next run.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from pipeline.annotations import read_annotations
-from pipeline.cache import (BLOCK_ROWS, CACHE_PATH, KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache,
-                            gather_rows, open_cache, write_cache, write_cache_blocks)
+from pipeline.cache import CACHE_PATH, KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache, open_cache
 from pipeline.discover import VIDEO_EXTENSIONS, VideoFile, discover_videos
 from pipeline.encoder import EncoderConfig
 from pipeline.engines import Engine, LocalEngine
 from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError
-from pipeline.video import SAMPLING, Clip, DecodeLimits, content_hash
+from pipeline.video import SAMPLING, DecodeLimits, content_hash
 from pipeline.workers import PoolConfig, ReadConfig, auto_workers, load_video
+from pipeline.writer import PartWriter, VideoRow, assemble_cache
 
 ENGINES = ("local", "ray")
 
@@ -107,22 +103,6 @@ class ExtractSummary:
         return "\n".join(lines)
 
 
-@dataclass
-class _Item:
-    """One usable video: its file's size, mtime and content hash; `clip` (indices, times) until its part is written."""
-
-    video: VideoFile
-    size: int
-    mtime_ns: int
-    digest: str
-    clip: Clip | None = None
-
-    @property
-    def key(self) -> str:
-        """The row key its embeddings are stored under (Cache.row_keys): content hash and segment."""
-        return clip_id(self.digest, self.video.segment)
-
-
 def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable = load_video) -> ExtractSummary:
     """Bring the cache at cfg.cache_path up to date with the videos under cfg.root; returns what was done.
 
@@ -173,7 +153,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         if not kept:
             raise DataError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
                             f"\n{summary}")
-        _assemble(cache_path, kept, sources + new_parts, template, summary.skipped, summary.skipped_stat)
+        assemble_cache(cache_path, kept, sources + new_parts, template, summary.skipped, summary.skipped_stat)
         shutil.rmtree(parts_dir, ignore_errors=True)
         summary.seconds = time.perf_counter() - started
         return summary
@@ -239,37 +219,9 @@ def _check_paths(cfg: ExtractConfig) -> None:
         raise CacheError(f"cannot write the cache in {str(cache_path.parent)!r} (permission denied)")
 
 
-class PartWriter:
-    """The part writer: finished videos with their embeddings (F, D) go into part files of `shard_size` videos,
-    each written atomically (`<cache>.parts/part-<random>.h5`); `parts` lists what was written, opened lazily
-    (their embeddings stay in the files: memory holds at most one part's)."""
-
-    def __init__(self, parts_dir: Path, template: Cache, shard_size: int):
-        self.parts_dir, self.template, self.shard_size = parts_dir, template, shard_size
-        self.parts: list[Cache] = []
-        self._rows: list[tuple[_Item, np.ndarray]] = []
-
-    def add(self, item: _Item, embeddings: np.ndarray) -> None:
-        self._rows.append((item, embeddings))
-        if len(self._rows) >= self.shard_size:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write what is waiting as one part file."""
-        if not self._rows:
-            return
-        part = _part_cache(self._rows, self.template)
-        part_file = self.parts_dir / f"part-{uuid.uuid4().hex}.h5"
-        write_cache(part_file, part)
-        self.parts.append(open_cache(part_file))
-        for item, _ in self._rows:
-            item.clip = None  # the part holds it now
-        self._rows.clear()
-
-
 def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, engine: Engine, reader: ReadConfig,
                 writer: PartWriter, summary: ExtractSummary, progress: bool,
-                rehash: bool = False) -> tuple[list[Cache], list[_Item]]:
+                rehash: bool = False) -> tuple[list[Cache], list[VideoRow]]:
     """The loop joining the roles: the engine (reader -> embedder) -> part writer, for every video whose content is
     not in `sources`. Returns the part caches written and every usable video (encoded or reused) in path order.
 
@@ -285,7 +237,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
                                 if p in src.skipped_stat
                                 and src.attrs.get("decode_limits") == template.attrs["decode_limits"]}
     bar = tqdm(total=len(videos), unit="video", disable=not progress, desc="extract")
-    kept: list[_Item] = []
+    kept: list[VideoRow] = []
     todo: list[VideoFile] = []
     stat: dict[str, tuple[int, int]] = {}
     for video in videos:  # unchanged (path, size, mtime): the content is known without reading the file
@@ -310,7 +262,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             except (OSError, VideoError):
                 digest = None  # the worker says why
         if digest is not None and clip_id(digest, video.segment) in known:
-            kept.append(_Item(video, st.st_size, st.st_mtime_ns, digest))
+            kept.append(VideoRow(video, st.st_size, st.st_mtime_ns, digest))
             summary.reused += 1
             bar.update(1)
         else:
@@ -327,7 +279,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             if name in stat:  # remembered with the stat taken before it was read
                 summary.skipped_stat[name] = stat[name]
             continue
-        item = _Item(video, out.size, out.mtime_ns, out.digest)
+        item = VideoRow(video, out.size, out.mtime_ns, out.digest)
         kept.append(item)
         if embeddings is None or item.key in written:  # the same clip under another name: encoded once
             summary.reused += 1
@@ -340,57 +292,3 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
     bar.close()
     kept.sort(key=lambda it: (it.video.path, it.video.segment or (-1.0, -1.0)))
     return writer.parts, kept
-
-
-def _part_cache(rows: list[tuple[_Item, np.ndarray]], template: Cache) -> Cache:
-    """Finished videos and their embeddings as a Cache (rows keyed by content hash), ready to be a part file."""
-    items = [it for it, _ in rows]
-    return Cache(
-        embeddings=np.stack([emb for _, emb in rows]).astype(np.float32),
-        frame_indices=np.stack([it.clip.indices for it in items]),
-        timestamps=np.stack([it.clip.timestamps for it in items]),
-        labels=np.array([template.class_names.index(it.video.label) for it in items], np.int64),
-        paths=np.array([it.video.path for it in items], object),
-        content_hash=np.array([it.digest for it in items], object),
-        fps=np.array([it.clip.fps for it in items]),
-        frame_count=np.array([it.clip.frame_count for it in items], np.int64),
-        duration=np.array([it.clip.duration for it in items]),
-        repeated=np.array([it.clip.repeated for it in items], bool),
-        decode_errors=np.array([it.clip.decode_errors for it in items], np.int64),
-        file_size=np.array([it.size for it in items], np.int64),
-        mtime_ns=np.array([it.mtime_ns for it in items], np.int64),
-        **_annotated(items),
-        class_names=list(template.class_names), attrs=dict(template.attrs),
-    )
-
-
-def _assemble(cache_path: Path, kept: list[_Item], sources: list[Cache], template: Cache, skipped: list,
-              skipped_stat: dict) -> None:
-    """Write the new cache at cache_path: one row per usable video in path order, its embeddings and frame data
-    copied by row key (content hash and segment) from `sources` (previous cache and parts, the last holding a key
-    wins), BLOCK_ROWS rows at a time; the path, label, group and annotated part are this run's."""
-    where = {k: (s, i) for s, src in enumerate(sources) for i, k in enumerate(src.row_keys())}
-    source, row = np.array([where[it.key] for it in kept], np.int64).reshape(-1, 2).T  # (V,) each
-    label_of = {name: c for c, name in enumerate(template.class_names)}
-    out = dataclasses.replace(template, skipped=list(skipped), skipped_stat=dict(skipped_stat))
-
-    def blocks():
-        for start in range(0, len(kept), BLOCK_ROWS):
-            items, at = kept[start:start + BLOCK_ROWS], slice(start, start + BLOCK_ROWS)
-            block = gather_rows(sources, source[at], row[at], out)
-            block.paths = np.array([it.video.path for it in items], object)
-            block.labels = np.array([label_of[it.video.label] for it in items], np.int64)
-            block.file_size = np.array([it.size for it in items], np.int64)
-            block.mtime_ns = np.array([it.mtime_ns for it in items], np.int64)
-            for name, values in _annotated(items).items():
-                setattr(block, name, values)
-            yield block
-
-    write_cache_blocks(cache_path, out, len(kept), blocks())
-
-
-def _annotated(items: list[_Item]) -> dict[str, np.ndarray]:
-    """The rows' segment float64 (V, 2) (NaN: the whole file), group and annotated part str (V,)."""
-    return {"segment": np.array([it.video.segment or (np.nan, np.nan) for it in items], np.float64).reshape(-1, 2),
-            "group": np.array([it.video.group for it in items], object),
-            "annotated_part": np.array([it.video.part for it in items], object)}

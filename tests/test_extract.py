@@ -52,7 +52,7 @@ def test_cache_rows_equal_encoding_each_video_alone(dataset, tmp_path, tiny_clip
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_onnxruntime_cache_rows_equal_each_video_alone_and_a_resumed_run_equals_an_uninterrupted_one(
         dataset, tmp_path, tiny_clip, onnx_dir, monkeypatch, quantize):
-    from pipeline.extract import PartWriter
+    from pipeline.writer import PartWriter
     ort = dict(backend="onnxruntime", quantize=quantize, shard_size=1, batch_size=3)  # passes across videos
     flush, written = PartWriter.flush, []
 
@@ -109,7 +109,7 @@ def test_rerun_encodes_only_what_changed(dataset, tmp_path, tiny_clip, monkeypat
     (dataset / "clapping" / "b.avi").unlink()  # remove
     os.rename(dataset / "clapping" / "a.mp4", dataset / "clapping" / "renamed.mp4")  # same bytes, new name
     with monkeypatch.context() as m:  # the join in blocks of 2 rows: ends where the one-block fresh run below does
-        m.setattr("pipeline.extract.BLOCK_ROWS", 2)
+        m.setattr("pipeline.writer.BLOCK_ROWS", 2)
         m.setattr("pipeline.cache.BLOCK_ROWS", 2)
         summary = run(dataset, cache_file, tiny_clip)
     assert (summary.encoded, summary.reused) == (2, 5)
@@ -246,16 +246,17 @@ def test_sigkill_mid_run_keeps_the_old_cache_and_resume_matches_an_uninterrupted
 
 def test_the_part_writer_writes_a_part_every_shard_size_videos(tmp_path):
     from pipeline.cache import empty_cache
-    from pipeline.extract import PartWriter, _Item
-    from pipeline.video import Clip, VideoFile
+    from pipeline.discover import VideoFile
+    from pipeline.video import Clip
+    from pipeline.writer import PartWriter, VideoRow
 
     template = empty_cache(2, 3, {"encoder_model": "m"}, ["a", "b"])
     writer = PartWriter(tmp_path / "parts", template, shard_size=2)
     items = []
     for i in range(5):
         clip = Clip(None, np.array([0, 1]), np.array([0.0, 0.04]), 25.0, 2, 0.08, False, decode_errors=i % 2)
-        items.append(_Item(VideoFile(f"{'ab'[i % 2]}/v{i}.mp4", "ab"[i % 2], tmp_path / f"v{i}.mp4"), 10 + i, i,
-                           f"{i:064x}", clip))
+        items.append(VideoRow(VideoFile(f"{'ab'[i % 2]}/v{i}.mp4", "ab"[i % 2], tmp_path / f"v{i}.mp4"), 10 + i,
+                              i, f"{i:064x}", clip))
         writer.add(items[-1], np.full((2, 3), i, np.float32))
         assert len(list((tmp_path / "parts").glob("part-*.h5"))) == (i + 1) // 2  # a part as each pair completes
     writer.flush()  # the last, short part
