@@ -180,16 +180,18 @@ def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSu
         return all(cache.attrs.get(k) == attrs[k] for k in KEY_ATTRS)
 
     found = []
+    # open_cache's own error for a damaged or older cache (it wraps h5py's; to be narrowed to CacheError where
+    # pipeline.cache raises that kind): such a cache is rebuilt from scratch, such a part deleted
     if cache_path.is_file():
         try:
             previous = open_cache(cache_path)
-            differ = [k for k in KEY_ATTRS if previous.attrs.get(k) != attrs[k]]
-            if differ:
-                summary.note = f"the previous cache was made with other {', '.join(differ)}: everything re-encoded"
-            else:
-                found.append(previous)
-        except ValueError as e:  # an unreadable or older cache (another schema version) is rebuilt from scratch
-            summary.note = f"the previous cache cannot be used ({e}): everything re-encoded"
+        except ValueError as e:
+            previous, summary.note = None, f"the previous cache cannot be used ({e}): everything re-encoded"
+        differ = [k for k in KEY_ATTRS if previous is not None and previous.attrs.get(k) != attrs[k]]
+        if differ:
+            summary.note = f"the previous cache was made with other {', '.join(differ)}: everything re-encoded"
+        elif previous is not None:
+            found.append(previous)
     for part_file in sorted(parts_dir.glob("part-*.h5")):
         try:
             part = open_cache(part_file)

@@ -1,4 +1,4 @@
-"""The frame reader: sample frame indices evenly and decode only those frames from untrusted files (PyAV)."""
+"""Decoding one untrusted video (PyAV): frame indices sampled evenly, and only those frames decoded."""
 from __future__ import annotations
 
 import errno

@@ -1,5 +1,7 @@
-"""What every stage script shares: params.yaml read into typed configs, and one sentence instead of a traceback
-when the user's data, settings or disk stop a stage."""
+"""What every stage script shares: params.yaml into typed configs, and a user's error as one line, not a traceback.
+
+A stage stopped by the user's data, settings (UserError) or disk (OSError) says why in one sentence; a bug keeps
+its traceback."""
 from __future__ import annotations
 
 import argparse

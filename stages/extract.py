@@ -1,5 +1,6 @@
-"""DVC stage `extract` (stage one): videos under data.root (or those data.annotations names) -> CLIP frame
-embeddings in cache/features.h5."""
+"""DVC stage `extract` (stage one): the videos of data.root -> CLIP frame embeddings in cache/features.h5.
+
+The videos are those under data.root, one folder per class, or those the annotation file data.annotations names."""
 from pipeline.extract import ExtractConfig, extract_features
 from pipeline.threads import set_threads
 from stages import config, read_params, stage, untracked_notes
