@@ -101,11 +101,15 @@ class EncoderConfig:
     batch_size: int | str = "auto"
 
     def load(self, device: str | None = None) -> tuple[Encoder, int]:
-        """The encoder (on `device`, default self.device) and its batch size."""
+        """The encoder (on `device`, default self.device) and its batch size; ConfigError for a batch size that is
+        neither auto nor a positive whole number."""
+        if self.batch_size != "auto" and not (type(self.batch_size) is int and self.batch_size > 0):
+            raise ConfigError(f"extract.batch_size must be auto or a positive whole number, got {self.batch_size!r}")
         encoder = load_encoder(self.model, device or self.device, self.preprocess, self.quantize, self.precision,
                                self.backend)
-        batch_size = AUTO_BATCH_SIZE[encoder.device.type] if self.batch_size == "auto" else int(self.batch_size)
-        return encoder, batch_size
+        if self.batch_size == "auto":
+            return encoder, AUTO_BATCH_SIZE[encoder.device.type]
+        return encoder, self.batch_size
 
 
 def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", quantize: str = "none",

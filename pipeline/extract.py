@@ -73,12 +73,20 @@ class ExtractConfig:
 
     def pool(self) -> PoolConfig:
         """The decode workers' settings (extract.workers auto: one per core)."""
-        workers = auto_workers() if self.workers == "auto" else int(self.workers)
-        return PoolConfig(workers, float(self.video_timeout_s), int(self.worker_memory_mb))
+        workers = auto_workers() if self.workers == "auto" else self._number("workers", int)
+        return PoolConfig(workers, self._number("video_timeout_s", float), self._number("worker_memory_mb", int))
 
     def limits(self) -> DecodeLimits:
         """What one video may cost (extract.max_pixels, max_aspect)."""
-        return DecodeLimits(int(self.max_pixels), float(self.max_aspect))
+        return DecodeLimits(self._number("max_pixels", int), self._number("max_aspect", float))
+
+    def _number(self, name: str, kind: type) -> int | float:
+        """extract.<name> as a number of `kind`; ConfigError naming the setting when it is not one."""
+        value = getattr(self, name)
+        try:
+            return kind(value)
+        except (TypeError, ValueError):  # int() and float() of a setting: the one failure they have
+            raise ConfigError(f"extract.{name} must be a number, got {value!r}") from None
 
 
 @dataclass

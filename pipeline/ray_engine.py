@@ -4,7 +4,7 @@ The same roles as on one machine (pipeline.engines.LocalEngine): each decode act
 DecodePool, so a video that crashes, hangs or exhausts its decoder costs only that video, never the Ray task
 (Ray Data retries a dying task forever); encoder actors run the same Embedder with the same fixed-shape passes,
 so a video's embeddings do not depend on where or with what it was encoded. Only the driver writes files.
-Ray is optional (requirements-ray.txt): nothing else in the project imports this module.
+Ray is optional (requirements-ray.txt): only pipeline.extract imports this module, when extract.engine is ray.
 """
 from __future__ import annotations
 

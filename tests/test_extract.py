@@ -12,6 +12,7 @@ from filelock import FileLock
 
 from pipeline.cache import ROW_FIELDS, read_cache
 from pipeline.encoder import embed_frames, load_encoder, preprocess_frames
+from pipeline.errors import ConfigError
 from pipeline.extract import ExtractConfig, extract_features
 from pipeline.video import read_frames
 from tests.conftest import write_video
@@ -288,6 +289,20 @@ def test_the_local_engine_never_imports_ray(dataset, tmp_path, tiny_clip):
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
-def test_an_unknown_engine_is_a_clear_error(dataset, tmp_path, tiny_clip):
-    with pytest.raises(ValueError, match="extract.engine must be one of"):
+def test_an_unknown_engine_or_a_setting_that_is_no_number_is_a_clear_error(dataset, tmp_path, tiny_clip):
+    with pytest.raises(ConfigError, match="extract.engine must be one of"):
         run(dataset, tmp_path / "f.h5", tiny_clip, engine="spark")
+    with pytest.raises(ConfigError, match="extract.workers must be a number, got 'many'"):
+        run(dataset, tmp_path / "f.h5", tiny_clip, workers="many")
+    with pytest.raises(ConfigError, match="extract.batch_size must be auto or a positive whole number, got 0"):
+        run(dataset, tmp_path / "f.h5", tiny_clip, batch_size=0)
+
+
+def test_the_config_hands_out_the_encoder_pool_and_limits_with_their_own_defaults():
+    from pipeline.encoder import EncoderConfig
+    from pipeline.video import DecodeLimits
+    from pipeline.workers import PoolConfig
+
+    cfg = ExtractConfig(root="data", workers=3)
+    assert cfg.encoder() == EncoderConfig(cfg.model)
+    assert cfg.pool() == PoolConfig(workers=3) and cfg.limits() == DecodeLimits()
