@@ -15,7 +15,7 @@ from pipeline.predict import load_predictor, predict_video
 from pipeline.video import FrameSpec
 from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig
 from tests.conftest import write_video
-from tests.faults import broken_install_decode, faulty_decode
+from tests.faults import broken_install_decode, faulty_decode, modules_decode
 
 TIMEOUT = 5.0  # seconds a test video may take: tiny videos decode in milliseconds; a hang is cut at this
 READ = ReadConfig(4, FrameSpec(224, 224, 224))
@@ -72,6 +72,13 @@ def test_results_are_typed_from_the_exception_never_its_text(tmp_path):
     with DecodePool(PoolConfig(workers=0), decode=broken_install_decode) as pool:
         with pytest.raises(RuntimeError, match="the decode workers cannot run: ImportError"):
             list(pool.map([str(bad)], READ))  # a broken installation stops the run: it would skip every video
+
+
+def test_a_worker_imports_the_reader_and_not_its_callers(tmp_path):
+    with DecodePool(PoolConfig(workers=1), decode=modules_decode) as pool:
+        modules = next(pool.map([str(tmp_path / "any.mp4")], READ))
+    assert "pipeline.workers" in modules and "pipeline.video" in modules
+    assert not {"pipeline.extract", "pipeline.engines", "pipeline.encoder", "stages"} & set(modules), modules
 
 
 def run(root, cache, tiny_clip, **kw):
