@@ -112,8 +112,9 @@ class EncoderConfig:
         return encoder, self.batch_size
 
 
-def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", quantize: str = "none",
-                 precision: str = "auto", backend: str = "torch") -> Encoder:
+def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: str = EncoderConfig.preprocess,
+                 quantize: str = EncoderConfig.quantize, precision: str = EncoderConfig.precision,
+                 backend: str = EncoderConfig.backend) -> Encoder:
     """Load CLIP from a hub id or a local directory through `from_pretrained`; ConfigError saying how to fix it.
 
     backend="onnxruntime" (CPU only) runs an ONNX export of the loaded model, made once per encoder fingerprint
