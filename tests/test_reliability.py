@@ -265,6 +265,26 @@ def test_the_stage_reports_a_write_failure_in_one_line(tmp_path, monkeypatch, ca
         stages.extract.main()
 
 
+def test_a_stage_shows_a_user_error_in_one_line_and_a_bug_with_its_traceback():
+    from pipeline.errors import DataError, UserError
+    from stages import stage
+
+    @stage("extract")
+    def users_data():
+        raise DataError("data root 'nowhere' is not a directory")
+
+    with pytest.raises(SystemExit, match=r"^extract: error: data root 'nowhere' is not a directory$"):
+        users_data()
+
+    @stage("extract")
+    def a_bug():
+        np.zeros(2).reshape(3)  # numpy's own ValueError: a bug, not the user's
+
+    with pytest.raises(ValueError, match="cannot reshape") as err:
+        a_bug()
+    assert not isinstance(err.value, UserError) and any(entry.name == "a_bug" for entry in err.traceback)
+
+
 def test_a_second_writer_process_is_refused(tmp_path, tiny_clip):
     from tests.corpus import _write_av
     root = tmp_path / "data"
