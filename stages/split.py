@@ -1,11 +1,5 @@
 """DVC stage `split`: the train/val/test split of the cached clips (random, by group, or official lists), written
 with each clip's group to cache/split.csv."""
-import sys
-from pathlib import Path
-
-if not __package__:  # run as a file (python stages/split.py): import the project's packages from its folder
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, make_split, write_split
 from stages import config, read_params, stage, untracked_notes
