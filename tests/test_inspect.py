@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline.cache import RANDOM_ENCODER_NOTE, SCHEMA_VERSION, empty_cache, write_cache
-from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, main, nearest_neighbors,
+from pipeline.cache import KEY_ATTRS, RANDOM_ENCODER_NOTE, SCHEMA_VERSION, empty_cache, write_cache
+from pipeline.cli import inspect
+from pipeline.errors import ConfigError
+from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors,
                                 similar_pairs, summarize)
 from pipeline.split import write_split
 
@@ -46,7 +48,7 @@ E = np.eye(4)
 
 def test_summary_json_is_exact(tmp_path, capsys):
     cache = hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1], skipped=[("b/bad.mp4", "b/bad.mp4: no frames")])
-    assert main([str(tmp_path / "f.h5"), "--json"]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got == {
         "path": str(tmp_path / "f.h5"), "size_bytes": (tmp_path / "f.h5").stat().st_size,
@@ -57,7 +59,8 @@ def test_summary_json_is_exact(tmp_path, capsys):
         "encoder": {"model": "tiny", "fingerprint": "f00d", "precision": None, "device_type": None,
                     "backend": "torch", "quantize": "none"},
         "sampling": "uniform-centers", "decoder": None, "preprocess": "fast",
-        "data_root": "data", "split": False, "skipped": [{"path": "b/bad.mp4", "reason": "b/bad.mp4: no frames"}]}
+        "data_root": "data", "split": False, "skipped": [{"path": "b/bad.mp4", "reason": "b/bad.mp4: no frames"}],
+        "key": {k: {**ATTRS, "dtype": "float32"}.get(k) for k in KEY_ATTRS}}  # every key field, None where unset
     assert summarize(cache, tmp_path / "f.h5") == got
 
 
@@ -65,7 +68,7 @@ def test_summary_text_with_split_counts(tmp_path, capsys):
     cache = hand_cache(tmp_path, [E[0]] * 3 + [E[1]] * 3, [0, 0, 0, 1, 1, 1])
     parts = np.array(["train", "val", "test", "train", "val", "test"], object)
     write_split(tmp_path / "split.csv", cache.paths, cache.labels, cache.class_names, parts)
-    assert main([str(tmp_path / "f.h5")]) == 0
+    assert inspect([str(tmp_path / "f.h5")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{tmp_path / 'f.h5'}: 6 videos, 2 classes, " \
                        f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema {SCHEMA_VERSION}"
@@ -82,7 +85,7 @@ def test_frame_report(tmp_path):
     assert rows[0]["norm"] == pytest.approx(5.0) and rows[0]["cos_previous"] is None
     assert rows[1]["cos_previous"] == pytest.approx(1.0)
     assert rows[0]["cos_class"] == {"a": pytest.approx(1.0), "b": pytest.approx(0.8)}
-    with pytest.raises(ValueError, match="not in the cache.*did you mean a/v0.mp4"):
+    with pytest.raises(ConfigError, match="not in the cache.*did you mean a/v0.mp4"):
         frame_report(cache, "elsewhere/v0.mp4")
 
 
@@ -92,7 +95,7 @@ def test_neighbors_in_known_order(tmp_path, capsys):
     got = nearest_neighbors(cache, "a/v0.mp4", k=3)
     assert [g["path"] for g in got] == ["a/v1.mp4", "a/v4.mp4", "b/v2.mp4"]
     assert got[0]["similarity"] == pytest.approx(1 / np.sqrt(1.01)) and got[2]["similarity"] == pytest.approx(0)
-    assert main([str(tmp_path / "f.h5"), "--neighbors", "a/v0.mp4", "-k", "2"]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--neighbors", "a/v0.mp4", "-k", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and out[0].endswith("a/v1.mp4") and " a " in out[0]
 
@@ -110,7 +113,7 @@ def test_outliers_find_the_mislabelled_video_and_the_leak(tmp_path, capsys):
     assert pairs == [("b/v4.mp4", "b/v5.mp4", True)]
     assert find_outliers(cache)["near_duplicates"][0]["leak"] is False  # no split: nothing to leak across
     write_split(tmp_path / "split.csv", cache.paths, cache.labels, cache.class_names, parts)
-    assert main([str(tmp_path / "f.h5"), "--outliers"]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--outliers"]) == 0
     out = capsys.readouterr().out
     assert "a/v3.mp4 [a]" in out and "1 across split parts (leakage)" in out and "LEAK" in out
 
@@ -126,7 +129,7 @@ def test_leakage_by_group_straddling_groups_and_near_duplicate_groups(tmp_path, 
     assert [(r["a"], r["b"], r["parts"], r["pairs"]) for r in got["near_duplicate_groups"]] == [
         ("g2", "g3", ["train", "test"], 1)]
     write_split(tmp_path / "split.csv", cache.clip_ids(), cache.labels, cache.class_names, parts, groups)
-    assert main([str(tmp_path / "f.h5"), "--outliers"]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--outliers"]) == 0
     out = capsys.readouterr().out
     assert "groups in more than one split part (leakage): 1\n  g1: train 1, test 1" in out
     assert "g2 (train) ~ g3 (test): 1 pairs" in out
@@ -143,18 +146,18 @@ def test_plot_is_written(tmp_path, method, capsys):
     rng = np.random.default_rng(0)
     hand_cache(tmp_path, rng.normal(size=(12, 4)), [0] * 6 + [1] * 6)
     png = tmp_path / "map.png"
-    assert main([str(tmp_path / "f.h5"), "--plot", str(png), "--method", method]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--plot", str(png), "--method", method]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and f"({method.upper()} of 12 videos)" in capsys.readouterr().out
 
 
 def test_missing_empty_and_corrupt_caches_are_one_clear_error(tmp_path, capsys):
-    assert main([str(tmp_path / "none.h5")]) == 1
+    assert inspect([str(tmp_path / "none.h5")]) == 1
     assert "no feature cache" in capsys.readouterr().err
     (tmp_path / "empty.h5").write_bytes(b"")
-    assert main([str(tmp_path / "empty.h5")]) == 1
+    assert inspect([str(tmp_path / "empty.h5")]) == 1
     assert "empty.h5: not a readable feature cache" in capsys.readouterr().err
     (tmp_path / "junk.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    assert main([str(tmp_path / "junk.h5"), "--json"]) == 1
+    assert inspect([str(tmp_path / "junk.h5"), "--json"]) == 1
     assert "junk.h5: not a readable feature cache" in capsys.readouterr().err
 
 
@@ -241,19 +244,19 @@ def random_encoder_cache(tmp_path, names=("a", "b")):
 def test_every_inspector_output_of_a_random_encoder_says_so(tmp_path, capsys, args):
     from pipeline.cache import RANDOM_ENCODER_NOTE
     path = random_encoder_cache(tmp_path)
-    assert main([path, *args]) == 0
+    assert inspect([path, *args]) == 0
     out = capsys.readouterr().out.splitlines()
     assert RANDOM_ENCODER_NOTE in out[0] and RANDOM_ENCODER_NOTE in out[-1]
-    assert main([path, *args, "--json"]) == 0
+    assert inspect([path, *args, "--json"]) == 0
     out, err = capsys.readouterr()
     assert RANDOM_ENCODER_NOTE in out or RANDOM_ENCODER_NOTE in err
     hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1])  # a real encoder's cache: no note
-    assert main([path, *args]) == 0 and "random encoder" not in capsys.readouterr().out
+    assert inspect([path, *args]) == 0 and "random encoder" not in capsys.readouterr().out
 
 
 def test_video_report_shows_whole_class_names(tmp_path, capsys):
     names = ("walking_while_reading_book", "walking_while_using_phone")
     hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1], names=names)
-    assert main([str(tmp_path / "f.h5"), "--video", f"{names[0]}/v0.mp4"]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--video", f"{names[0]}/v0.mp4"]) == 0
     header, first = capsys.readouterr().out.splitlines()[:2]
     assert header.split()[-2:] == list(names) and len(first) == len(header)  # columns line up under the names
