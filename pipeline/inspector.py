@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.cache import BLOCK_ROWS, KEY_ATTRS, Cache, open_cache
-from pipeline.errors import ConfigError
+from pipeline.errors import CacheError, ConfigError
 from pipeline.split import PARTS, SPLIT_PATH, read_split
 
 if TYPE_CHECKING:
@@ -275,12 +275,16 @@ def load(cache_path: str | Path, split_path: str | Path | None = None) -> tuple[
 def frame_spec(cache: Cache) -> FrameSpec:
     """The frames the cache's embeddings were made from: the resize and crop of the preprocessing it recorded
     (attrs preprocess_config, the encoder's pixel settings as JSON, and preprocess), as the decode workers make
-    them."""
+    them. CacheError when the cache does not record them."""
     from pipeline.video import FrameSpec  # the decoder (PyAV) is imported only by a caller that decodes
 
-    pixels = json.loads(cache.attrs["preprocess_config"])
-    return FrameSpec(pixels["size"]["shortest_edge"], pixels["crop_size"]["height"], pixels["crop_size"]["width"],
-                     cache.attrs["preprocess"])
+    try:
+        pixels = json.loads(cache.attrs["preprocess_config"])
+        return FrameSpec(pixels["size"]["shortest_edge"], pixels["crop_size"]["height"],
+                         pixels["crop_size"]["width"], cache.attrs["preprocess"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CacheError(f"the cache does not record the preprocessing its frames had ({type(e).__name__}: {e}): "
+                         "re-run stage one to rebuild it") from None
 
 
 if __name__ == "__main__":  # python -m pipeline.inspector: the command line lives in pipeline.cli

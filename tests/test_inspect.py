@@ -260,3 +260,19 @@ def test_video_report_shows_whole_class_names(tmp_path, capsys):
     assert inspect([str(tmp_path / "f.h5"), "--video", f"{names[0]}/v0.mp4"]) == 0
     header, first = capsys.readouterr().out.splitlines()[:2]
     assert header.split()[-2:] == list(names) and len(first) == len(header)  # columns line up under the names
+
+
+def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
+    """frame_spec reads the resize and crop from the cache's own record of its preprocessing, not a fixed size."""
+    from pipeline.cache import read_cache
+    from pipeline.errors import CacheError
+    from pipeline.inspector import frame_spec
+    from pipeline.video import FrameSpec
+
+    cache = hand_cache(tmp_path, [E[0], E[1]], [0, 1])
+    with pytest.raises(CacheError, match="does not record the preprocessing"):
+        frame_spec(cache)  # hand_cache records "{}"
+    cache.attrs.update(preprocess="processor", preprocess_config=json.dumps(
+        {"size": {"shortest_edge": 256}, "crop_size": {"height": 240, "width": 200}, "resample": 3}))
+    write_cache(tmp_path / "f.h5", cache)
+    assert frame_spec(read_cache(tmp_path / "f.h5")) == FrameSpec(256, 240, 200, "processor")
