@@ -1,4 +1,4 @@
-"""The command lines (clip-har-inspect, clip-har-tiny-clip): arguments in, the library's work, text or JSON out."""
+"""The command lines (clip-har-inspect, clip-har-tiny-clip, clip-har-predict): arguments in, the library's work out."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,14 @@ def inspect(argv: list[str] | None = None) -> int:
     elif warning:
         text = f"*** {warning} ***\n{text}\n*** {warning} ***"
     return _print(json.dumps(result, indent=2) if args.json else text)
+
+
+def predict(argv: list[str] | None = None) -> int:
+    """`clip-har-predict`: what the person in each video is doing (pipeline.predict's command line, whose main
+    moves here)."""
+    from pipeline.predict import main  # torch and transformers load in seconds: only for this command
+
+    return main(argv)
 
 
 def tiny_clip(argv: list[str] | None = None) -> int:

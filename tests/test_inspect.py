@@ -1,5 +1,6 @@
 """The cache inspector on hand-built caches whose answers are known, and the app's Embeddings page."""
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +209,10 @@ def test_embeddings_page_reports_groups_found_in_more_than_one_split_part(projec
 
 
 def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
+    # a project folder (params.yaml as committed) without a cache: the app stays here, whatever the checkout holds
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=Path(APP).parents[1], capture_output=True,
+                               text=True, check=True).stdout
+    (tmp_path / "params.yaml").write_text(committed)
     monkeypatch.chdir(tmp_path)
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
