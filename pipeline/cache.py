@@ -1,5 +1,7 @@
-"""The HDF5 feature cache: per-video frame embeddings plus the configuration that made them, written atomically
-row block by row block, and read whole or lazily (metadata in memory, embeddings left in the file)."""
+"""The HDF5 feature cache: each clip's frame embeddings and the configuration that made them, written and read.
+
+Written atomically, row block by row block; read whole or lazily (metadata in memory, embeddings left in the file).
+"""
 from __future__ import annotations
 
 import dataclasses

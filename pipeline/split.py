@@ -1,5 +1,7 @@
-"""The train/val/test split of the cached clips (random, by group, or official lists), stored as a CSV with each
-clip's group that every head and tool shares."""
+"""The train/val/test split of the cached clips (random, by group, or official lists), and its CSV.
+
+The CSV (cache/split.csv) holds each clip's part and group; every head and tool shares it.
+"""
 from __future__ import annotations
 
 import csv

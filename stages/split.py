@@ -1,5 +1,7 @@
-"""DVC stage `split`: the train/val/test split of the cached clips (random, by group, or official lists), written
-with each clip's group to cache/split.csv."""
+"""DVC stage `split`: the train/val/test split of the cached clips, written with each clip's group to cache/split.csv.
+
+Random, by group, or official lists (params.yaml: split.*; pipeline.split).
+"""
 from pipeline.cache import CACHE_PATH, open_cache
 from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, make_split, write_split
 from stages import config, read_params, stage, untracked_notes

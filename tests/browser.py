@@ -1,5 +1,7 @@
-"""What the real-browser tests share: `streamlit run` of the app on a free port, and headless Chromium (Debian's
-package, driven by Playwright)."""
+"""What the real-browser tests share: `streamlit run` of the app on a free port, and headless Chromium.
+
+Chromium is Debian's package, driven by Playwright (no browser download).
+"""
 import os
 import shutil
 import socket
