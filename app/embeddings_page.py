@@ -9,10 +9,11 @@ import pandas as pd
 import streamlit as st
 
 from app.common import cached_cache, frame_strip
-from pipeline.cache import CACHE_PATH, random_encoder_note
+from pipeline.cache import random_encoder_note
 from pipeline.errors import DataError, UserError
 from pipeline.inspector import (class_centroids, find_outliers, frame_report, frame_spec, group_leakage,
                                 nearest_neighbors, project_2d, row_of, split_file, summarize, video_means)
+from pipeline.paths import CACHE_PATH
 from pipeline.predict import shared_pool
 from pipeline.split import read_split
 from pipeline.workers import ReadConfig

@@ -9,8 +9,8 @@ import streamlit as st
 
 from app.common import launch_record
 from pipeline.heads import HEAD_FILES
+from pipeline.paths import PARAMS
 from pipeline.threads import set_threads
-from stages import PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]  # the project this app belongs to
 

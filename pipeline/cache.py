@@ -14,8 +14,8 @@ import h5py
 import numpy as np
 
 from pipeline.errors import CacheError, ConfigError
+from pipeline.paths import CACHE_PATH  # noqa: F401 (re-exported for pipeline.extract, which imports it from here)
 
-CACHE_PATH = "cache/features.h5"  # where stage one writes the cache and every reader looks (dvc.yaml names it too)
 SCHEMA_VERSION = 4  # 4: rows are clips (segment, group, annotated part); 3: row blocks, float32 or float16
 # The cache's key: attributes every cache carries, the one list of them (stage one's reuse, the heads' match, the
 # inspector read it). Two caches whose KEY_ATTRS differ hold embeddings that must not be mixed: a cache made with

@@ -6,11 +6,11 @@ import json
 import os
 import sys
 
-from pipeline.cache import CACHE_PATH, random_encoder_note
+from pipeline.cache import random_encoder_note
 from pipeline.errors import UserError
-from pipeline.hub import TINY_CLIP
 from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, load, nearest_neighbors,
                                 plot_projection, project_2d, split_file, summarize)
+from pipeline.paths import CACHE_PATH, TINY_CLIP
 from pipeline.split import PARTS, read_split
 
 INSPECT_HELP = """\

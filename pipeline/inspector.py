@@ -13,7 +13,8 @@ import numpy as np
 
 from pipeline.cache import BLOCK_ROWS, KEY_ATTRS, Cache, open_cache
 from pipeline.errors import CacheError, ConfigError
-from pipeline.split import PARTS, SPLIT_PATH, read_split
+from pipeline.paths import SPLIT_PATH
+from pipeline.split import PARTS, read_split
 
 if TYPE_CHECKING:
     from pipeline.video import FrameSpec

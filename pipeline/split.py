@@ -15,10 +15,10 @@ import numpy as np
 
 from pipeline.cache import Cache
 from pipeline.errors import ConfigError, DataError
+from pipeline.paths import SPLIT_PATH  # noqa: F401 (re-exported for the stages that import it from here)
 
 PARTS = ("train", "val", "test")
 UNUSED = "unused"  # the part of a clip that official lists leave out: in the split, in no head's data
-SPLIT_PATH = "cache/split.csv"  # where the split stage writes it, beside the cache (dvc.yaml names it too)
 METHODS = ("random", "group", "lists")
 HMDB51_LIST = re.compile(r"^(?P<label>.+)_test_split\d+\.txt$")  # HMDB51: <class>_test_split<N>.txt
 HMDB51_PARTS = {"0": UNUSED, "1": "train", "2": "test"}

@@ -2,8 +2,9 @@
 
 Random, by group, or official lists (params.yaml: split.*; pipeline.split).
 """
-from pipeline.cache import CACHE_PATH, open_cache
-from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, make_split, write_split
+from pipeline.cache import open_cache
+from pipeline.paths import CACHE_PATH, SPLIT_PATH
+from pipeline.split import UNUSED, SplitConfig, describe_protocol, make_split, write_split
 from stages import config, read_params, stage, untracked_notes
 
 
