@@ -1,6 +1,7 @@
 """The cache inspector on hand-built caches whose answers are known, and the app's Embeddings page."""
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -281,3 +282,15 @@ def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
         {"size": {"shortest_edge": 256}, "crop_size": {"height": 240, "width": 200}, "resample": 3}))
     write_cache(tmp_path / "f.h5", cache)
     assert frame_spec(read_cache(tmp_path / "f.h5")) == FrameSpec(256, 240, 200, "processor")
+
+
+def test_python_m_pipeline_inspector_is_the_same_command(tmp_path):
+    """`python -m pipeline.inspector` runs clip-har-inspect's command line (pipeline.cli.inspect), status included."""
+    hand_cache(tmp_path, [E[0], E[1]], [0, 1])
+    root = Path(APP).parents[1]
+    run = subprocess.run([sys.executable, "-m", "pipeline.inspector", str(tmp_path / "f.h5"), "--json"], cwd=root,
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and json.loads(run.stdout)["videos"] == 2, run.stderr
+    run = subprocess.run([sys.executable, "-m", "pipeline.inspector", str(tmp_path / "none.h5")], cwd=root,
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.startswith("error: no feature cache")
