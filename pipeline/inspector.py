@@ -91,7 +91,7 @@ def row_of(cache: Cache, path: str) -> int:
     if not len(hits):
         similar = [p for p in cache.paths if Path(p).name == Path(path).name][:3]
         raise ConfigError(f"{path!r} is not in the cache" + (f" (did you mean {', '.join(similar)}?)" if similar
-                                                           else ": paths are relative to the data root"))
+                                                            else ": paths are relative to the data root"))
     return int(hits[0])
 
 
