@@ -260,8 +260,9 @@ def tracked_copy(dest: Path) -> Path:
 
 
 def usage(text: str) -> str:
-    """A command's --help with its program name taken out (argparse prints the name it was started by)."""
-    return re.sub(r"usage: \S+", "usage:", text)
+    """A command's --help with its program name taken out (argparse prints the name it was started by, and wraps the
+    usage lines to fit it)."""
+    return " ".join(re.sub(r"usage: \S+", "usage:", text).split())
 
 
 @pytest.mark.slow  # a virtual environment and an editable install: about half a minute
