@@ -89,8 +89,9 @@ def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
     assert {p.rsplit(".", 1)[1] for p in cache.paths} == {"mp4", "mkv", "webm"}
 
     # heads, metrics and plots where the README says
-    assert load_head(repo / "models" / "linear.pt").meta["encoder_fingerprint"] == cache.attrs["encoder_fingerprint"]
-    assert load_head(repo / "models" / "logreg.joblib").class_names == list(CLASSES)
+    linear = load_head(repo / "models" / "linear.pt")
+    assert linear.meta_.features["encoder_fingerprint"] == cache.attrs["encoder_fingerprint"]
+    assert load_head(repo / "models" / "logreg.joblib").classes_ == list(CLASSES)
     assert (repo / "models" / "linear_final.pt").is_file()
     for key in (*HEAD_METRICS, "cv_folds"):  # one file per metric, {head: value}, with the random encoder's note
         metric = json.loads((repo / "metrics" / f"{key}.json").read_text())
@@ -98,7 +99,7 @@ def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
         assert metric["protocol"] == "random split: test 0.15, val 0.15, seed 0"
     assert json.loads((repo / "metrics" / "cv_folds.json").read_text())["linear"] == 5
     assert RANDOM_ENCODER_NOTE in out  # evaluate's table says so
-    assert load_head(repo / "models" / "zeroshot.pt").class_names == list(CLASSES)
+    assert load_head(repo / "models" / "zeroshot.pt").classes_ == list(CLASSES)
     per_class = json.loads((repo / "dvclive" / "evaluate" / "per_class.json").read_text())
     assert set(per_class["linear"]) == set(CLASSES) and set(per_class["linear"]["walking"]) == {
         "precision", "recall", "f1", "support"}
