@@ -38,10 +38,8 @@ COVERED = {
     "streamlit run app/streamlit_app.py": ("tests/test_dvc.py::test_first_hour_in_the_browser",
                                            "tests/test_dvc.py::walk_the_app", "tests/browser.py::streamlit_server"),
     "clip-har-predict data/demo/walking": ON_THE_DEMO,
-    "clip-har-predict data/demo/walking/walking_003.mkv --head logreg --json": ON_THE_DEMO,
-    "clip-har-predict data/demo/walking/walking_003.mkv --segments 2 1": ON_THE_DEMO,
+    "clip-har-predict data/demo/walking/walking_003.mkv --head logreg --segments 2 1 --json": ON_THE_DEMO,
     "clip-har-inspect": ON_THE_DEMO,
-    "clip-har-inspect --json": ON_THE_DEMO,
     "clip-har-inspect --video walking/walking_003.mkv": ON_THE_DEMO,
     "clip-har-inspect --neighbors walking/walking_003.mkv -k 5": ON_THE_DEMO,
     "clip-har-inspect --plot map.png": ON_THE_DEMO,
@@ -237,6 +235,7 @@ def test_ci_runs_the_readme_test_command():
     assert "python -m pytest -q tests" in commands(README.read_text())
 
 
+@pytest.mark.slow  # collects the whole suite: 10 to 20 s
 def test_the_quick_part_is_a_valid_selection():
     """The README's quick command selects tests and leaves the slow ones out (collected, not run: running the suite
     is CI's job)."""
