@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 
 from pipeline.errors import CacheError, ConfigError
-from pipeline.paths import CACHE_PATH  # noqa: F401 (re-exported for pipeline.extract, which imports it from here)
 
 SCHEMA_VERSION = 4  # 4: rows are clips (segment, group, annotated part); 3: row blocks, float32 or float16
 # The cache's key: attributes every cache carries, the one list of them (stage one's reuse, the heads' match, the

@@ -320,5 +320,5 @@ def _fingerprint(model: torch.nn.Module, processor: CLIPImageProcessorPil) -> st
 
 
 if __name__ == "__main__":  # python -m pipeline.encoder --tiny DIR: the random CLIP (pipeline.tiny_clip)
-    from pipeline.tiny_clip import main
-    main()
+    from pipeline.cli import tiny_clip
+    raise SystemExit(tiny_clip())

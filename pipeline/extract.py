@@ -20,11 +20,12 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from pipeline.annotations import read_annotations
-from pipeline.cache import CACHE_PATH, KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache, open_cache
+from pipeline.cache import KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache, open_cache
 from pipeline.discover import VIDEO_EXTENSIONS, VideoFile, discover_videos
 from pipeline.encoder import EncoderConfig
 from pipeline.engines import Engine, LocalEngine
 from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError
+from pipeline.paths import CACHE_PATH
 from pipeline.video import SAMPLING, DecodeLimits, content_hash
 from pipeline.workers import PoolConfig, ReadConfig, auto_workers, load_video
 from pipeline.writer import PartWriter, VideoRow, assemble_cache
@@ -188,12 +189,11 @@ def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSu
         return all(cache.attrs.get(k) == attrs[k] for k in KEY_ATTRS)
 
     found = []
-    # open_cache's own error for a damaged or older cache (it wraps h5py's; to be narrowed to CacheError where
-    # pipeline.cache raises that kind): such a cache is rebuilt from scratch, such a part deleted
+    # a damaged or older cache (CacheError) is rebuilt from scratch, such a part deleted
     if cache_path.is_file():
         try:
             previous = open_cache(cache_path)
-        except ValueError as e:
+        except CacheError as e:
             previous, summary.note = None, f"the previous cache cannot be used ({e}): everything re-encoded"
         differ = [k for k in KEY_ATTRS if previous is not None and previous.attrs.get(k) != attrs[k]]
         if differ:
@@ -203,7 +203,7 @@ def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSu
     for part_file in sorted(parts_dir.glob("part-*.h5")):
         try:
             part = open_cache(part_file)
-        except ValueError:
+        except CacheError:
             part = None
         if part is not None and same_key(part):
             found.append(part)

@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.paths import TINY_CLIP
 
 PROBE_TIMEOUT_S = 3.0  # one HEAD request to the hub's endpoint; huggingface_hub itself retries for ~25 s
-TINY_CLIP = "models/tiny-clip"
 OFFLINE_NEXT_STEP = (f"build a tiny random CLIP with `python -m pipeline.encoder --tiny {TINY_CLIP}`, then run "
                      f"`dvc exp run -S encoder.model={TINY_CLIP}` (or set encoder.model in params.yaml to a local "
                      "directory holding a CLIP saved with save_pretrained)")

@@ -25,7 +25,7 @@ TILE = 4096  # videos per side of one tile of the near-duplicate search: (TILE, 
 
 
 def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -> dict:
-    """The cache's contents as plain data (`clip-har-inspect --json`; keys documented in the README)."""
+    """The cache's contents as plain data (`clip-har-inspect --json`; keys documented in docs/inspect.md)."""
     counts = np.bincount(cache.labels, minlength=len(cache.class_names))
     classes = {name: {"videos": int(counts[c])} for c, name in enumerate(cache.class_names)}
     if parts is not None:

@@ -1,13 +1,12 @@
 """A randomly initialised CLIP saved to disk with its own tokenizer: the offline encoder of tests, demos, benchmarks."""
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.cache import RANDOM_WEIGHTS
-from pipeline.hub import TINY_CLIP, no_progress_bars
+from pipeline.hub import no_progress_bars
 
 if TYPE_CHECKING:  # transformers costs seconds to import: imported where it is used
     from transformers import CLIPTokenizer
@@ -63,18 +62,6 @@ def _byte_level_tokenizer(bos_id: int) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The command (python -m pipeline.tiny_clip, python -m pipeline.encoder): --tiny DIR or --vit-b-32 DIR."""
-    parser = argparse.ArgumentParser(description="Write a randomly initialised CLIP (no download needed).")
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--tiny", metavar="DIR", help=f"a tiny one, for tests and offline demos (e.g. {TINY_CLIP})")
-    group.add_argument("--vit-b-32", metavar="DIR", help="the full ViT-B/32 architecture, for benchmarks")
-    args = parser.parse_args(argv)
-    path = build_tiny_clip(args.tiny or args.vit_b_32, full_size=args.vit_b_32 is not None)
-    print(f"random CLIP written to {path} (its embeddings mean nothing: tests, demos and benchmarks only)\n"
-          f"next: dvc exp run -S encoder.model={args.tiny or args.vit_b_32}   "
-          "(or set encoder.model in params.yaml, then dvc repro)")
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m pipeline.tiny_clip: the command line lives in pipeline.cli
+    from pipeline.cli import tiny_clip
+    raise SystemExit(tiny_clip())

@@ -136,8 +136,8 @@ def test_a_frame_lost_to_damage_is_stood_in_for_by_the_next_and_counted(corpus):
     np.testing.assert_array_equal(clip.frames[lost], clip.frames[lost + 1])
 
 
-def test_readme_documents_every_case():
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_document_every_case():
+    text = (ROOT / "docs" / "reliability.md").read_text()
     rows = re.findall(r"^\| (.+?) \| `(.+?)` \| (encoded|skipped|ignored) \|", text, flags=re.M)
     assert rows == [(c.kind, c.readme_path, c.outcome) for c in CASES]
 
