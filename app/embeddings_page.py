@@ -9,12 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from app.common import cached_cache, frame_strip
-from pipeline.cache import CACHE_PATH, random_encoder_note
-from pipeline.inspector import (class_centroids, find_outliers, frame_report, group_leakage, nearest_neighbors,
-                                project_2d, row_of, split_file, summarize, video_means)
+from pipeline.cache import random_encoder_note
+from pipeline.errors import DataError, UserError
+from pipeline.inspector import (class_centroids, find_outliers, frame_report, frame_spec, group_leakage,
+                                nearest_neighbors, project_2d, row_of, split_file, summarize, video_means)
+from pipeline.paths import CACHE_PATH
 from pipeline.predict import shared_pool
 from pipeline.split import read_split
-from pipeline.video import FrameSpec
 from pipeline.workers import ReadConfig
 
 MAP_POINTS = 5000  # videos drawn on the map, or listed to choose from, at most: the browser's limit, not the data's
@@ -34,15 +35,15 @@ def projection(path: str, mtime_ns: int, method: str) -> np.ndarray:
 
 @st.cache_resource(show_spinner="Looking for odd videos…")
 def outliers(path: str, mtime_ns: int) -> dict:
-    """find_outliers, and group_leakage under "groups" when the split has groups of several clips (or why it
-    cannot be read), once per cache version."""
+    """find_outliers, and group_leakage under "groups" when the split has groups of several clips (or, under
+    "groups_error", why they cannot be read), once per cache version."""
     cache, parts = cached_cache(path, mtime_ns)
     odd = find_outliers(cache, parts, means=means_of(path, mtime_ns))
     if parts is not None:
         try:
             groups = read_split(split_file(path), cache.clip_ids(), "group")
-        except ValueError as e:  # a split file older than groups
-            odd["groups"] = str(e)
+        except DataError as e:  # a split file older than groups: said on the page, the rest shown
+            odd["groups_error"] = str(e)
             return odd
         if len(set(groups)) < len(groups):  # else every clip is its own group: nothing more to say
             odd["groups"] = group_leakage(cache, parts, groups, odd["near_duplicates"])
@@ -58,7 +59,7 @@ def main() -> None:
     mtime = path.stat().st_mtime_ns
     try:
         cache, parts = cached_cache(str(path), mtime)
-    except ValueError as e:
+    except (UserError, OSError) as e:  # a damaged cache, a stale split, the disk
         st.error(str(e))
         st.stop()
     summary = summarize(cache, path, parts)
@@ -116,8 +117,8 @@ def main() -> None:
                    else " (no split yet: run `dvc repro split` to check leakage)"))
     if odd["near_duplicates"]:
         st.dataframe(pd.DataFrame(odd["near_duplicates"]), hide_index=True)
-    if isinstance(odd.get("groups"), str):
-        st.warning(odd["groups"])
+    if "groups_error" in odd:
+        st.warning(odd["groups_error"])
     elif "groups" in odd:  # leakage by group (a source video cut into clips, a person, a recording session)
         straddling, pairs = odd["groups"]["straddling"], odd["groups"]["near_duplicate_groups"]
         st.markdown(f"**Groups in more than one split part (leakage)**: {len(straddling)}; **group pairs across "
@@ -139,12 +140,12 @@ def show_video(cache, chosen: str, means: np.ndarray) -> None:
         if (stat.st_size, stat.st_mtime_ns) != (cache.file_size[v], cache.mtime_ns[v]):
             st.warning(f"{source} changed since it was cached: the frames below may not be the cached ones")
         try:
-            # decoded in the app's worker, as the encoder saw them (224 x 224 crops: small to send back)
+            # decoded in the app's worker, as the encoder saw them (its crops, e.g. 224 x 224: small to send back)
             segment = None if np.isnan(cache.segment[v, 0]) else tuple(cache.segment[v].tolist())
-            cfg = ReadConfig(cache.embeddings.shape[1], FrameSpec(224, 224, 224), segment=segment)
+            cfg = ReadConfig(cache.embeddings.shape[1], frame_spec(cache), segment=segment)
             clip = shared_pool().read(str(source), cfg).clip
             frame_strip(clip.frames, [f"frame {r['frame']} · {r['time']:.2f} s" for r in rows])
-        except ValueError as e:
+        except UserError as e:  # the video cannot be decoded now (VideoError): the embeddings are still shown
             st.error(str(e))
     else:
         st.caption(f"The source file is not here ({source or 'no data root recorded'}): embeddings only.")

@@ -1,15 +1,18 @@
-"""Streamlit app entry point: `streamlit run app/streamlit_app.py` from the project folder."""
+"""Streamlit app entry point: `streamlit run app/streamlit_app.py` from the project folder.
+
+`streamlit run` puts only app/ on the path: the project's packages come from its install (`pip install -e .`).
+"""
 import os
-import sys
 from pathlib import Path
 
 import streamlit as st
 
+from app.common import launch_record
+from pipeline.heads import HEAD_FILES
+from pipeline.paths import PARAMS
+from pipeline.threads import set_threads
+
 ROOT = Path(__file__).resolve().parents[1]  # the project this app belongs to
-sys.path.insert(0, str(ROOT))  # `streamlit run` puts only app/ on the path
-from app.common import PARAMS, launch_record  # noqa: E402
-from pipeline.heads import HEAD_FILES  # noqa: E402
-from pipeline.threads import set_threads  # noqa: E402
 
 set_threads("app")
 

@@ -62,8 +62,8 @@ def main() -> None:
     model = ROOT / "bench" / "out" / "tiny-clip"
     if not model.exists():
         sys.path.insert(0, str(ROOT))
-        from pipeline.encoder import build_random_clip
-        build_random_clip(model)  # only its processor config is used here
+        from pipeline.tiny_clip import build_tiny_clip
+        build_tiny_clip(model)  # only its processor config is used here
     results = {}
     for measure in (False, True):
         code = CHILD.format(root=str(ROOT), model=str(model), video=str(VIDEO), measure=measure)

@@ -29,8 +29,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.encoder import build_random_clip, embed_frames, load_encoder, preprocess_frames  # noqa: E402
+from pipeline.encoder import embed_frames, load_encoder, preprocess_frames  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
+from pipeline.tiny_clip import build_tiny_clip  # noqa: E402
 from pipeline.video import read_frames, sample_indices  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -75,7 +76,7 @@ def full_size_clip() -> Path:
     """A ViT-B/32 CLIP with random weights, saved once like a downloaded one (about 600 MB)."""
     path = OUT / "vit-b-32-random"
     if not (path / "config.json").exists():
-        build_random_clip(path, full_size=True)
+        build_tiny_clip(path, full_size=True)
     return path
 
 
@@ -352,6 +353,7 @@ def gpu(n_videos: int) -> None:
     """Stage one on a CUDA machine: encoder-only at each precision and batch size, decode-only with the workers,
     stage one end to end, and its ratio to min(encoder bound, decode bound)."""
     from pipeline.encoder import AUTO_PRECISION, PRECISIONS
+    from pipeline.errors import Unusable
     from pipeline.video import FrameSpec
     from pipeline.workers import DecodePool, PoolConfig, ReadConfig, auto_workers
 
@@ -419,7 +421,7 @@ def gpu(n_videos: int) -> None:
             t = time.perf_counter()
             results = list(pool.map([str(f) for f in files], cfg))
             decode_rate[workers] = len(files) / (time.perf_counter() - t)
-            assert all(not isinstance(r, str) for r in results), [r for r in results if isinstance(r, str)]
+            assert not [r for r in results if isinstance(r, Unusable)], [r for r in results if isinstance(r, Unusable)]
         print(f"   decode only, {workers} workers: {decode_rate[workers]:.1f} videos/s")
 
     # 3. stage one end to end (defaults: workers auto, batch auto, precision auto), fresh cache; a third of the

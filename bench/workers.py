@@ -33,8 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.stage_one import BATCH, FRAMES, OUT, VIDEOS, full_size_clip, make_clip  # noqa: E402
-from pipeline.encoder import build_random_clip  # noqa: E402
+from pipeline.errors import Unusable  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
+from pipeline.tiny_clip import build_tiny_clip  # noqa: E402
 from pipeline.video import FrameSpec  # noqa: E402
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig  # noqa: E402
 
@@ -125,7 +126,7 @@ def sliver(path: Path, width: int = 16000, height: int = 1) -> Path:
 def tiny_clip_model() -> Path:
     path = OUT / "tiny-clip"
     if not (path / "config.json").exists():
-        build_random_clip(path)
+        build_tiny_clip(path)
     return path
 
 
@@ -203,7 +204,7 @@ def decode_rate(files: list[Path], workers: int) -> tuple[float, float]:
         list(pool.map(names[:max(workers, 1)], READ))  # warm-up: the workers started, the files in the page cache
         with Others() as others:
             out = list(pool.map(names, READ))
-    bad = [r for r in out if isinstance(r, str)]
+    bad = [r for r in out if isinstance(r, Unusable)]
     assert not bad, bad
     return len(files) / others.seconds, others.cores
 
@@ -218,7 +219,7 @@ def overhead(files: list[Path], workers: int) -> tuple[float, float]:
         t = time.perf_counter()
         out = list(pool.map(names, READ))
         per_video = (time.perf_counter() - t) / len(files)
-    assert not isinstance(first, str) and not any(isinstance(r, str) for r in out), (first, out)
+    assert not isinstance(first, Unusable) and not any(isinstance(r, Unusable) for r in out), (first, out)
     return startup, per_video
 
 

@@ -17,6 +17,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from pipeline.cache import clip_id
+from pipeline.errors import DataError
 from pipeline.video import VideoFile, find_video_files
 
 FORMATS = ("csv", "kinetics", "mmaction2")
@@ -33,14 +34,14 @@ def read_annotations(file: str | os.PathLike, root: str | os.PathLike, classes_f
     segment, the class names (the classes file's order when given, else sorted), and (clip id, reason) for each
     line whose file is missing.
 
-    ValueError naming the file, listing the lines (numbered from 1) that are malformed or name an unknown class.
+    DataError naming the file, listing the lines (numbered from 1) that are malformed or name an unknown class.
     """
     file, root = Path(file), Path(root)
     lines = _read_lines(file)
     classes = [c.strip() for c in _read_lines(Path(classes_file)) if c.strip()] if classes_file else None
     kind = detect_format(file, lines)
     if kind == "mmaction2" and classes is None:
-        raise ValueError(f"{file}: an mmaction2 list numbers its classes: set data.classes to the class-names file "
+        raise DataError(f"{file}: an mmaction2 list numbers its classes: set data.classes to the class-names file "
                          "(one name per line, in label order)")
     rows, errors = (_mmaction2_rows if kind == "mmaction2" else _csv_rows)(file, lines, kind, root, classes)
     seen: dict[str, int] = {}
@@ -59,16 +60,16 @@ def read_annotations(file: str | os.PathLike, root: str | os.PathLike, classes_f
             videos.append(video)
     if errors:
         more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
-        raise ValueError(f"{file} ({kind}): {len(errors)} bad lines:\n  " + "\n  ".join(errors[:MAX_LISTED]) + more)
+        raise DataError(f"{file} ({kind}): {len(errors)} bad lines:\n  " + "\n  ".join(errors[:MAX_LISTED]) + more)
     if not videos and not problems:
-        raise ValueError(f"{file} ({kind}) names no videos")
+        raise DataError(f"{file} ({kind}) names no videos")
     videos.sort(key=lambda v: (v.path, v.segment or (-1.0, -1.0)))
     names = classes if classes is not None else sorted({v.label for v in videos})
     return videos, names, sorted(problems)
 
 
 def detect_format(file: Path, lines: list[str]) -> str:
-    """"csv", "kinetics" or "mmaction2", from the first line; ValueError naming the file when none fits."""
+    """"csv", "kinetics" or "mmaction2", from the first line; DataError naming the file when none fits."""
     first = next((line for line in lines if line.strip()), "")
     header = {h.strip().lower() for h in next(csv.reader([first]), [])}
     if {"path", "label"} <= header:
@@ -78,7 +79,7 @@ def detect_format(file: Path, lines: list[str]) -> str:
     fields = first.rsplit(maxsplit=1)
     if len(fields) == 2 and fields[1].isdigit():
         return "mmaction2"
-    raise ValueError(f"{file}: not an annotation file this pipeline reads: expected a CSV whose header names path "
+    raise DataError(f"{file}: not an annotation file this pipeline reads: expected a CSV whose header names path "
                      f"and label (and optionally start, end, group, split), a Kinetics CSV "
                      f"({','.join(KINETICS_COLUMNS)},split), or an mmaction2 list (`path label` per line); "
                      f"its first line is {first[:80]!r}")
@@ -88,11 +89,11 @@ def _read_lines(file: Path) -> list[str]:
     try:
         return file.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
-        raise ValueError(f"annotation file {str(file)!r} does not exist") from None
+        raise DataError(f"annotation file {str(file)!r} does not exist") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise DataError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise ValueError(f"{file}: cannot be read ({e.strerror})") from None
+        raise DataError(f"{file}: cannot be read ({e.strerror})") from None
 
 
 def _relative(path: str) -> str | None:
@@ -109,15 +110,16 @@ def _csv_rows(file: Path, lines: list[str], kind: str, root: Path, classes) -> t
     rows, errors = [], []
     for row in reader:
         line = reader.line_num
-        if not any((v or "").strip() for v in row.values()):
+        cells = [v for k, v in row.items() if k is not None] + row.get(None, [])  # None: fields past the header
+        if not any((v or "").strip() for v in cells):
             continue
         try:
             get = lambda key: (row.get(key) or "").strip()  # noqa: E731
             part = PART_WORDS.get(get("split").lower())
             if part is None:
-                raise ValueError(f"split {get('split')!r} is not one of {', '.join(w for w in PART_WORDS if w)}")
+                raise DataError(f"split {get('split')!r} is not one of {', '.join(w for w in PART_WORDS if w)}")
             if not get("label"):
-                raise ValueError("no label")
+                raise DataError("no label")
             if kind == "kinetics":
                 start, end = _segment(get("time_start"), get("time_end"))
                 youtube_id = get("youtube_id")
@@ -128,11 +130,11 @@ def _csv_rows(file: Path, lines: list[str], kind: str, root: Path, classes) -> t
             else:
                 path = _relative(get("path"))
                 if path is None:
-                    raise ValueError(f"path {get('path')!r} is not relative to the data root")
+                    raise DataError(f"path {get('path')!r} is not relative to the data root")
                 segment = _segment(get("start"), get("end")) if get("start") or get("end") else None
                 group = get("group")
             rows.append((line, VideoFile(path, get("label"), root / path, segment, group, part)))
-        except ValueError as e:
+        except DataError as e:  # this line's problem: listed with the others
             errors.append(f"line {line}: {e}")
     return rows, errors
 
@@ -140,10 +142,10 @@ def _csv_rows(file: Path, lines: list[str], kind: str, root: Path, classes) -> t
 def _segment(start: str, end: str) -> tuple[float, float]:
     try:
         lo, hi = float(start), float(end)
-    except ValueError:
-        raise ValueError(f"start and end must be seconds, got {start!r} and {end!r}") from None
+    except ValueError:  # float() of text that is not a number
+        raise DataError(f"start and end must be seconds, got {start!r} and {end!r}") from None
     if not 0 <= lo < hi < float("inf"):
-        raise ValueError(f"the segment [{start}, {end}) is empty or negative")
+        raise DataError(f"the segment [{start}, {end}) is empty or negative")
     return lo, hi
 
 

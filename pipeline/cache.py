@@ -1,5 +1,7 @@
-"""The HDF5 feature cache: per-video frame embeddings plus the configuration that made them, written atomically
-row block by row block, and read whole or lazily (metadata in memory, embeddings left in the file)."""
+"""The HDF5 feature cache: each clip's frame embeddings and the configuration that made them, written and read.
+
+Written atomically, row block by row block; read whole or lazily (metadata in memory, embeddings left in the file).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,14 +13,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-CACHE_PATH = "cache/features.h5"  # where stage one writes the cache and every reader looks (dvc.yaml names it too)
+from pipeline.errors import CacheError, ConfigError
+
 SCHEMA_VERSION = 4  # 4: rows are clips (segment, group, annotated part); 3: row blocks, float32 or float16
-# Attributes every cache carries; two caches whose KEY_ATTRS differ hold embeddings that must not be mixed.
+# The cache's key: attributes every cache carries, the one list of them (stage one's reuse, the heads' match, the
+# inspector read it). Two caches whose KEY_ATTRS differ hold embeddings that must not be mixed: a cache made with
+# other values is re-encoded. batch_size is in it because a forward pass of another shape may round differently.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
-             "preprocess_config", "backend", "quantize", "precision", "device_type", "decoder", "dtype")
-# Recorded, not part of the key: True when the encoder is a randomly initialised CLIP built by this project
-# (`python -m pipeline.encoder`, which writes it into the model's config). Every output that shows numbers made
-# from such features carries RANDOM_ENCODER_NOTE.
+             "preprocess_config", "backend", "quantize", "precision", "device_type", "decoder", "dtype",
+             "batch_size")
+# Recorded, not part of the key: True when the encoder has random weights (the project's tiny-model builder writes
+# it into the model's config). Every output that shows numbers made from such features carries RANDOM_ENCODER_NOTE.
 RANDOM_WEIGHTS = "random_weights"
 RANDOM_ENCODER_NOTE = "random encoder: these numbers mean nothing"
 
@@ -125,7 +130,7 @@ class Embeddings:
     Indexing with rows (a slice, an int array or a bool mask) gives the Embeddings of those rows and reads
     nothing; an int reads one video's (F, D); np.asarray() reads every row; blocks() reads BLOCK_ROWS rows at a
     time; mean(axis=1) is the (V, D) mean over frames, computed block by block. Each read opens the file and
-    checks that it is still the one opened: a cache replaced since is a ValueError, never other videos' rows.
+    checks that it is still the one opened: a cache replaced since is a CacheError, never other videos' rows.
     """
 
     ndim = 3
@@ -170,7 +175,7 @@ class Embeddings:
         order = np.argsort(rows, kind="stable")
         with _open(self.path) as f:
             if _identity(self.path) != self._identity:
-                raise ValueError(f"{self.path} was replaced since it was opened (a new stage-one run?): open it again")
+                raise CacheError(f"{self.path} was replaced since it was opened (a new stage-one run?): open it again")
             ds = f["embeddings"]
             for chunk in np.array_split(order, -(-len(order) // BLOCK_ROWS)):
                 wanted = rows[chunk]
@@ -228,7 +233,7 @@ def write_cache_blocks(path: str | os.PathLike, template: Cache, num_rows: int, 
     path = Path(path)
     dtype = template.attrs.get("dtype", "float32")
     if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
+        raise ConfigError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -275,22 +280,23 @@ def write_cache_blocks(path: str | os.PathLike, template: Cache, num_rows: int, 
 
 def open_cache(path: str | os.PathLike) -> Cache:
     """The cache with every field but the embeddings in memory; embeddings is an Embeddings (rows read when
-    asked, in blocks). ValueError naming the file when it is unusable."""
+    asked, in blocks). CacheError naming the file when it is missing, damaged or of another schema version."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no feature cache at {str(path)!r}: run stage one first (dvc repro extract)")
+        raise CacheError(f"no feature cache at {str(path)!r}: run stage one first (dvc repro extract)")
     try:
         with _open(path) as f:
             identity = _identity(path)
             version = f.attrs.get("schema_version")
             if version != SCHEMA_VERSION:
-                raise ValueError(f"{path}: cache schema version {version}, this code reads {SCHEMA_VERSION}: "
+                raise CacheError(f"{path}: cache schema version {version}, this code reads {SCHEMA_VERSION}: "
                                  "re-run stage one to rebuild it")
+            _check_layout(f, path)
             rows = {name: (np.asarray(f[name].asstr()[()], dtype=object) if name in _STR_FIELDS else f[name][()])
                     for name in META_FIELDS}
             shape = f["embeddings"].shape
-            if len(shape) != 3 or any(len(v) != shape[0] for v in rows.values()):
-                raise ValueError(f"{path}: not a readable feature cache (datasets of different lengths)")
+            if any(len(v) != shape[0] for v in rows.values()):
+                raise CacheError(f"{path}: not a readable feature cache (datasets of different lengths)")
             return Cache(
                 embeddings=Embeddings(path, identity, shape), **rows,
                 class_names=list(f["class_names"].asstr()[()]),
@@ -298,21 +304,36 @@ def open_cache(path: str | os.PathLike) -> Cache:
                 skipped_stat=_skipped_stat(f["skipped"]),
                 attrs={k: _plain(v) for k, v in f.attrs.items()},
             )
-    except ValueError:
-        raise
-    except (OSError, KeyError) as e:
-        raise ValueError(f"{path}: not a readable feature cache ({e})") from None
+    except OSError as e:  # not HDF5, truncated, or a block that cannot be read
+        raise CacheError(f"{path}: not a readable feature cache ({e})") from None
 
 
 def read_cache(path: str | os.PathLike) -> Cache:
-    """Read a whole cache into memory, embeddings float32 (V, F, D); ValueError naming the file when unusable.
+    """Read a whole cache into memory, embeddings float32 (V, F, D); CacheError naming the file when unusable.
     For a large cache, open_cache reads the embeddings only as they are needed."""
     cache = open_cache(path)
     try:
         cache.embeddings = np.asarray(cache.embeddings)
-    except (OSError, KeyError) as e:
-        raise ValueError(f"{path}: not a readable feature cache ({e})") from None
+    except OSError as e:
+        raise CacheError(f"{path}: not a readable feature cache ({e})") from None
     return cache
+
+
+def _check_layout(f: h5py.File, path: Path) -> None:
+    """CacheError unless every dataset the schema names is there, as a dataset of its kind (strings, floats)."""
+    names = (*ROW_FIELDS, "class_names", "skipped/path", "skipped/reason", "skipped/file_size", "skipped/mtime_ns")
+    for name in names:
+        ds = f.get(name)
+        text = name in (*_STR_FIELDS, "class_names", "skipped/path", "skipped/reason")
+        if not isinstance(ds, h5py.Dataset):
+            problem = f"no dataset {name!r}"
+        elif text != (h5py.check_string_dtype(ds.dtype) is not None):
+            problem = f"{name!r} holds {'numbers' if text else 'strings'}"
+        elif name == "embeddings" and (ds.dtype.kind != "f" or ds.ndim != 3):
+            problem = f"embeddings are {ds.dtype} in {ds.ndim} dimensions, not floats (V, F, D)"
+        else:
+            continue
+        raise CacheError(f"{path}: not a readable feature cache ({problem})")
 
 
 def _open(path: Path) -> h5py.File:

@@ -1,29 +1,26 @@
 """Load the CLIP vision tower with its own preprocessing config, and turn RGB frames into image embeddings."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-if not __package__:  # run as a file (python pipeline/encoder.py): import the project's packages from its folder
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np
 import torch
 
 from pipeline.cache import RANDOM_WEIGHTS
-from pipeline.hub import OFFLINE_NEXT_STEP, TINY_CLIP, load_pretrained, no_progress_bars
+from pipeline.errors import ConfigError
+from pipeline.hub import OFFLINE_NEXT_STEP, load_pretrained
 from pipeline.onnx_backend import export_onnx, ort_session, run_session
+# The random CLIP's builder lives in pipeline.tiny_clip; its old name stays importable from here for the callers
+# that still use it (tests/conftest.py, tests/test_predict.py, bench/app_latency.py).
+from pipeline.tiny_clip import build_tiny_clip as build_random_clip  # noqa: F401
 from pipeline.video import DECODER, FrameSpec, resize_crop
 
-if TYPE_CHECKING:  # transformers is imported where it is used: the decode workers import this module (through
-    # pipeline.extract) and never need it, and it costs seconds to import
-    from transformers import CLIPImageProcessorPil, CLIPTokenizer, CLIPVisionModelWithProjection
+if TYPE_CHECKING:  # transformers is imported where it is used: it costs seconds to import, and a process that
+    # only decodes (the decode workers re-run their main module) never needs it
+    from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
 PREPROCESS_BACKENDS = ("fast", "processor")
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the CPU only (pipeline.onnx_backend)
@@ -61,7 +58,7 @@ class Encoder:
     precision: str = "fp32"
     backend: str = "torch"
     session: object | None = None  # onnxruntime.InferenceSession with the onnxruntime backend
-    random_weights: bool = False  # a random CLIP built by build_random_clip (its config says so)
+    random_weights: bool = False  # a random CLIP built by pipeline.tiny_clip (its config says so)
 
     def describe(self) -> dict:
         """What a cache or head records about the encoder and its preprocessing (JSON-serialisable)."""
@@ -84,13 +81,41 @@ class Encoder:
         p = self.processor
         assert p.do_resize and p.do_center_crop and p.do_rescale and p.do_normalize, "unsupported processor config"
         if int(p.resample) != _PIL_BICUBIC:
-            raise ValueError(f"preprocessing implements bicubic resampling only, the processor asks for {p.resample}")
+            raise ConfigError(f"preprocessing implements bicubic resampling only, the processor asks for "
+                              f"{p.resample}")
         return FrameSpec(p.size["shortest_edge"], p.crop_size["height"], p.crop_size["width"], self.preprocess)
 
 
-def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", quantize: str = "none",
-                 precision: str = "auto", backend: str = "torch") -> Encoder:
-    """Load CLIP from a hub id or a local directory through `from_pretrained`; ValueError saying how to fix it if not.
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which encoder, and how it runs (params.yaml: encoder.model, extract.device, precision, preprocess, backend,
+    quantize, batch_size). load() gives the encoder and its batch size (frames per forward pass); batch_size auto:
+    AUTO_BATCH_SIZE for the device it lands on."""
+
+    model: str
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # fp32 | fp16 | bf16 | auto (AUTO_PRECISION for the device)
+    preprocess: str = "fast"  # fast | processor (PREPROCESS_BACKENDS)
+    backend: str = "torch"  # torch | onnxruntime (CPU only: pipeline.onnx_backend)
+    quantize: str = "none"  # none | int8 (onnxruntime only)
+    batch_size: int | str = "auto"
+
+    def load(self, device: str | None = None) -> tuple[Encoder, int]:
+        """The encoder (on `device`, default self.device) and its batch size; ConfigError for a batch size that is
+        neither auto nor a positive whole number."""
+        if self.batch_size != "auto" and not (type(self.batch_size) is int and self.batch_size > 0):
+            raise ConfigError(f"extract.batch_size must be auto or a positive whole number, got {self.batch_size!r}")
+        encoder = load_encoder(self.model, device or self.device, self.preprocess, self.quantize, self.precision,
+                               self.backend)
+        if self.batch_size == "auto":
+            return encoder, AUTO_BATCH_SIZE[encoder.device.type]
+        return encoder, self.batch_size
+
+
+def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: str = EncoderConfig.preprocess,
+                 quantize: str = EncoderConfig.quantize, precision: str = EncoderConfig.precision,
+                 backend: str = EncoderConfig.backend) -> Encoder:
+    """Load CLIP from a hub id or a local directory through `from_pretrained`; ConfigError saying how to fix it.
 
     backend="onnxruntime" (CPU only) runs an ONNX export of the loaded model, made once per encoder fingerprint
     (pipeline.onnx_backend), with as many threads as torch has (pipeline.threads sets them);
@@ -99,22 +124,22 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", 
     precision: fp32 | fp16 | bf16 (autocast) | auto (AUTO_PRECISION for the device).
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision not in (*PRECISIONS, "auto"):
-        raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be auto or one of {PRECISIONS}, got {precision!r}")
     if preprocess not in PREPROCESS_BACKENDS:
-        raise ValueError(f"preprocess must be one of {PREPROCESS_BACKENDS}, got {preprocess!r}")
+        raise ConfigError(f"preprocess must be one of {PREPROCESS_BACKENDS}, got {preprocess!r}")
     if quantize not in QUANTIZE:
-        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+        raise ConfigError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
     if quantize == "int8" and backend != "onnxruntime":
-        raise ValueError("int8 runs through ONNX Runtime: set extract.backend to onnxruntime, or quantize to none")
+        raise ConfigError("int8 runs through ONNX Runtime: set extract.backend to onnxruntime, or quantize to none")
     if backend == "onnxruntime" and device == "cuda":
-        raise ValueError("the onnxruntime backend runs on the CPU: set extract.device to cpu (or auto), or the "
+        raise ConfigError("the onnxruntime backend runs on the CPU: set extract.device to cpu (or auto), or the "
                          "backend to torch")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available")
     from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
     from transformers.utils import logging as hf_logging
 
@@ -126,18 +151,18 @@ def load_encoder(model_id: str, device: str = "auto", preprocess: str = "fast", 
         finally:
             hf_logging.set_verbosity(verbosity)
     except OSError as e:
-        raise ValueError(f"cannot load the CLIP encoder {model_id!r} [{str(e).splitlines()[0]}]: "
+        raise ConfigError(f"cannot load the CLIP encoder {model_id!r} [{str(e).splitlines()[0]}]: "
                          f"{OFFLINE_NEXT_STEP}") from None
     cpu_only = backend == "onnxruntime"
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available() and not cpu_only)
                        else "cpu")
     precision = AUTO_PRECISION[dev.type] if precision == "auto" else precision
     if backend == "onnxruntime" and precision != "fp32":
-        raise ValueError("the onnxruntime backend runs in fp32 (or int8): set extract.precision to fp32 or auto")
+        raise ConfigError("the onnxruntime backend runs in fp32 (or int8): set extract.precision to fp32 or auto")
     model = model.to(dev).eval()
     fingerprint = _fingerprint(model, processor)  # of the fp32 weights; backend and `quantize` are recorded beside it
     dim = model.config.projection_dim
-    random_weights = bool(getattr(model.config, RANDOM_WEIGHTS, False))  # written by build_random_clip
+    random_weights = bool(getattr(model.config, RANDOM_WEIGHTS, False))  # written by build_tiny_clip
     if backend == "torch":
         return Encoder(model, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision,
                        random_weights=random_weights)
@@ -266,53 +291,6 @@ class Embedder:
         return done
 
 
-def build_random_clip(directory: str | os.PathLike, seed: int = 0, full_size: bool = False) -> Path:
-    """Save a randomly initialised CLIP (vision + text towers, projections, processor config, tokenizer) to `directory`.
-
-    Tiny by default (2 layers, 32-d embeddings: for tests and offline demos); full_size=True gives the
-    ViT-B/32 architecture of openai/clip-vit-base-patch32, with its speed, for benchmarks. Either loads through
-    the same `from_pretrained` path as the real model; the embeddings mean nothing.
-    """
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
-
-    tokenizer = _byte_level_tokenizer(bos_id=49406 if full_size else 512)
-    mark = {RANDOM_WEIGHTS: True}
-    if full_size:  # the defaults are ViT-B/32 with a 512-d projection, special tokens 49406/49407
-        config = CLIPConfig(vision_config=mark, text_config=mark)
-    else:
-        dim = 32  # the vision and text configs must carry the same projection_dim, or the vision tower fails to load
-        config = CLIPConfig(
-            projection_dim=dim,
-            vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                               image_size=224, patch_size=32, projection_dim=dim, **mark),
-            text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                             vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=dim,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id, **mark),
-        )
-    setattr(config, RANDOM_WEIGHTS, True)
-    torch.manual_seed(seed)
-    directory = Path(directory)
-    with no_progress_bars():
-        CLIPModel(config).save_pretrained(directory)
-    processor = CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
-    processor.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-def _byte_level_tokenizer(bos_id: int) -> CLIPTokenizer:
-    """A CLIP tokenizer made here, with no download: the 256 byte symbols, each also as a word end, and no merges
-    (so every character is a token), plus <|startoftext|> = bos_id and <|endoftext|> = bos_id + 1."""
-    from tokenizers import pre_tokenizers
-    from transformers import CLIPTokenizer
-
-    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {s: i for i, s in enumerate(symbols)} | {s + "</w>": 256 + i for i, s in enumerate(symbols)}
-    vocab |= {"<|startoftext|>": bos_id, "<|endoftext|>": bos_id + 1}
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-
-
 # What the fingerprint hashes besides the weights: the fields that change the arithmetic of the forward pass
 # (not visible in the weights' shapes) and the pixels the encoder sees; never library metadata such as
 # transformers_version, the model's path or its label names, so upgrading transformers keeps every cache and head.
@@ -341,17 +319,6 @@ def _fingerprint(model: torch.nn.Module, processor: CLIPImageProcessorPil) -> st
     return h.hexdigest()[:16]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write a randomly initialised CLIP (no download needed).")
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--tiny", metavar="DIR", help=f"a tiny one, for tests and offline demos (e.g. {TINY_CLIP})")
-    group.add_argument("--vit-b-32", metavar="DIR", help="the full ViT-B/32 architecture, for benchmarks")
-    args = parser.parse_args()
-    path = build_random_clip(args.tiny or args.vit_b_32, full_size=args.vit_b_32 is not None)
-    print(f"random CLIP written to {path} (its embeddings mean nothing: tests, demos and benchmarks only)\n"
-          f"next: dvc exp run -S encoder.model={args.tiny or args.vit_b_32}   "
-          "(or set encoder.model in params.yaml, then dvc repro)")
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m pipeline.encoder --tiny DIR: the random CLIP (pipeline.tiny_clip)
+    from pipeline.cli import tiny_clip
+    raise SystemExit(tiny_clip())

@@ -1,42 +1,45 @@
-"""Stage one: discover videos, decode their sampled frames, embed them with CLIP, and write the cache incrementally.
+"""Stage one's runner: the videos to encode, through an engine (reader -> embedder), into the writer's parts and cache.
 
-Unit of work: a *part* file (`<cache>.parts/part-*.h5`) holding up to `shard_size` newly encoded clips keyed by
-content hash and segment (Cache.row_keys: a whole file, or a segment of one that an annotation file names). The
-cache is the join of the previous cache and the parts, streamed into a new file row block by row block and renamed
-over the old one at the end (memory independent of the number of videos); a killed run leaves the previous cache
-untouched and its finished parts reused by the next run.
+Unit of work: a *part* file (pipeline.writer) holding up to `shard_size` newly encoded clips keyed by content hash
+and segment (Cache.row_keys: a whole file, or a segment of one that an annotation file names). The cache is the
+join of the previous cache and the parts, renamed over the old one at the end; a killed run leaves the previous
+cache untouched and its finished parts reused by the next run.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from pipeline.annotations import read_annotations
-from pipeline.cache import (BLOCK_ROWS, CACHE_PATH, KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache,
-                            gather_rows, open_cache, write_cache, write_cache_blocks)
-from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, Encoder, load_encoder
-from pipeline.video import (SAMPLING, VIDEO_EXTENSIONS, Clip, DecodeLimits, VideoFile, content_hash,
-                            discover_videos)
-from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig, auto_workers, load_video
+from pipeline.cache import KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache, open_cache
+from pipeline.discover import VIDEO_EXTENSIONS, VideoFile, discover_videos
+from pipeline.encoder import EncoderConfig
+from pipeline.engines import Engine, LocalEngine
+from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError
+from pipeline.paths import CACHE_PATH
+from pipeline.video import SAMPLING, DecodeLimits, content_hash
+from pipeline.workers import PoolConfig, ReadConfig, auto_workers, load_video
+from pipeline.writer import PartWriter, VideoRow, assemble_cache
 
 ENGINES = ("local", "ray")
 
 
 @dataclass
 class ExtractConfig:
-    """Stage one's settings (params.yaml: data.root, encoder.model, extract.*)."""
+    """Stage one's settings (params.yaml: data.root, data.annotations, data.classes, encoder.model, extract.*).
+
+    The encoder's settings go to EncoderConfig (encoder()), the decode workers' to PoolConfig (pool()) and the
+    per-video limits to DecodeLimits (limits()); their defaults are those classes' own.
+    """
 
     root: str
     cache_path: str = CACHE_PATH
@@ -44,16 +47,16 @@ class ExtractConfig:
     classes: str = ""  # data.classes: class names, one per line (an mmaction2 list's labels index them)
     model: str = "openai/clip-vit-base-patch32"
     num_frames: int = 16
-    batch_size: int | str = "auto"  # frames per forward pass, across videos; auto: AUTO_BATCH_SIZE for the device
-    device: str = "auto"
-    precision: str = "auto"  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
-    preprocess: str = "fast"
-    backend: str = "torch"  # torch | onnxruntime (CPU only: an ONNX export of the encoder, pipeline.onnx_backend)
-    quantize: str = "none"  # "int8" (onnxruntime only): dynamically quantised MatMuls, faster, measurably different
+    batch_size: int | str = EncoderConfig.batch_size  # frames per forward pass, across videos; auto: AUTO_BATCH_SIZE
+    device: str = EncoderConfig.device
+    precision: str = EncoderConfig.precision  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
+    preprocess: str = EncoderConfig.preprocess
+    backend: str = EncoderConfig.backend  # torch | onnxruntime (CPU only: an ONNX export, pipeline.onnx_backend)
+    quantize: str = EncoderConfig.quantize  # "int8" (onnxruntime only): quantised MatMuls, faster, less exact
     shard_size: int = 64  # videos per part file: the work a kill can lose
     workers: int | str = "auto"  # decode worker processes; 0 = in this process (debugging); auto = one per core
-    video_timeout_s: float = 60.0  # wall-clock time one video may take to decode
-    worker_memory_mb: int = 2048  # memory a decode worker may take beyond its imports
+    video_timeout_s: float = PoolConfig.timeout_s  # wall-clock time one video may take to decode
+    worker_memory_mb: int = PoolConfig.memory_mb  # memory a decode worker may take beyond its imports
     max_pixels: int = DecodeLimits.max_pixels  # per frame (8K UHD)
     max_aspect: float = DecodeLimits.max_aspect  # long side / short side
     engine: str = "local"  # local: this machine; ray: a Ray cluster (pipeline.ray_engine, requirements-ray.txt)
@@ -64,18 +67,27 @@ class ExtractConfig:
     rehash: bool = False
     dtype: str = "float32"  # how the cache stores embeddings: float32 | float16 (half the size; read as float32)
 
-    def pool(self, workers: int | str | None = None) -> PoolConfig:
-        """The decode workers' settings (workers: override extract.workers)."""
-        workers = self.workers if workers is None else workers
-        workers = auto_workers() if workers == "auto" else int(workers)
-        return PoolConfig(workers, float(self.video_timeout_s), int(self.worker_memory_mb))
+    def encoder(self) -> EncoderConfig:
+        """The encoder these settings name, and how it runs."""
+        return EncoderConfig(self.model, self.device, self.precision, self.preprocess, self.backend, self.quantize,
+                             self.batch_size)
 
-    def load_encoder(self, device: str | None = None) -> tuple[Encoder, int]:
-        """The encoder these settings name (on `device`, default extract.device) and its batch size."""
-        encoder = load_encoder(self.model, device or self.device, self.preprocess, self.quantize, self.precision,
-                               self.backend)
-        batch_size = AUTO_BATCH_SIZE[encoder.device.type] if self.batch_size == "auto" else int(self.batch_size)
-        return encoder, batch_size
+    def pool(self) -> PoolConfig:
+        """The decode workers' settings (extract.workers auto: one per core)."""
+        workers = auto_workers() if self.workers == "auto" else self._number("workers", int)
+        return PoolConfig(workers, self._number("video_timeout_s", float), self._number("worker_memory_mb", int))
+
+    def limits(self) -> DecodeLimits:
+        """What one video may cost (extract.max_pixels, max_aspect)."""
+        return DecodeLimits(self._number("max_pixels", int), self._number("max_aspect", float))
+
+    def _number(self, name: str, kind: type) -> int | float:
+        """extract.<name> as a number of `kind`; ConfigError naming the setting when it is not one."""
+        value = getattr(self, name)
+        try:
+            return kind(value)
+        except (TypeError, ValueError):  # int() and float() of a setting: the one failure they have
+            raise ConfigError(f"extract.{name} must be a number, got {value!r}") from None
 
 
 @dataclass
@@ -100,22 +112,6 @@ class ExtractSummary:
         return "\n".join(lines)
 
 
-@dataclass
-class _Item:
-    """One usable video: its file's size, mtime and content hash; `clip` (indices, times) until its part is written."""
-
-    video: VideoFile
-    size: int
-    mtime_ns: int
-    digest: str
-    clip: Clip | None = None
-
-    @property
-    def key(self) -> str:
-        """The row key its embeddings are stored under (Cache.row_keys): content hash and segment."""
-        return clip_id(self.digest, self.video.segment)
-
-
 def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable = load_video) -> ExtractSummary:
     """Bring the cache at cfg.cache_path up to date with the videos under cfg.root; returns what was done.
 
@@ -125,17 +121,17 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     decode: what the workers run per video (tests put a faulty decoder here).
     """
     if cfg.engine not in ENGINES:
-        raise ValueError(f"extract.engine must be one of {ENGINES}, got {cfg.engine!r}")
+        raise ConfigError(f"extract.engine must be one of {ENGINES}, got {cfg.engine!r}")
     started = time.perf_counter()
     cache_path = Path(cfg.cache_path)
     _check_paths(cfg)
     if cfg.dtype not in STORAGE_DTYPES:
-        raise ValueError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {cfg.dtype!r}")
+        raise ConfigError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {cfg.dtype!r}")
     lock = FileLock(str(cache_path) + ".lock")
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise ValueError(f"another stage-one run is writing {cache_path} (lock {lock.lock_file} is held): "
+        raise CacheError(f"another stage-one run is writing {cache_path} (lock {lock.lock_file} is held): "
                          "wait for it to finish") from None
     try:
         if cfg.annotations:
@@ -143,14 +139,9 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         else:
             videos, class_names, problems = discover_videos(cfg.root)
             if not videos:
-                raise ValueError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
-                                 f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}), or set data.annotations")
-        if cfg.engine == "ray":
-            from pipeline.ray_engine import RayEngine  # the local engine never imports Ray
-            engine = RayEngine(cfg, decode)
-        else:
-            engine = LocalEngine(cfg, decode)
-        with engine:
+                raise DataError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
+                                f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}), or set data.annotations")
+        with open_engine(cfg, decode) as engine:
             attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
                      "batch_size": engine.batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
                      "annotations": cfg.annotations,
@@ -163,16 +154,15 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             template = empty_cache(cfg.num_frames, attrs["embedding_dim"], attrs, class_names)
             summary = ExtractSummary(str(cache_path), skipped=list(problems))
             sources = _reusable(cache_path, parts_dir, attrs, summary)
-            reader = ReadConfig(cfg.num_frames, engine.frame_spec,
-                                DecodeLimits(int(cfg.max_pixels), float(cfg.max_aspect)))
+            reader = ReadConfig(cfg.num_frames, engine.frame_spec, cfg.limits())
             new_parts, kept = _encode_new(videos, sources, template, engine, reader,
                                           PartWriter(parts_dir, template, cfg.shard_size), summary, progress,
                                           bool(cfg.rehash))
         summary.skipped.sort()
         if not kept:
-            raise ValueError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
-                             f"\n{summary}")
-        _assemble(cache_path, kept, sources + new_parts, template, summary.skipped, summary.skipped_stat)
+            raise DataError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
+                            f"\n{summary}")
+        assemble_cache(cache_path, kept, sources + new_parts, template, summary.skipped, summary.skipped_stat)
         shutil.rmtree(parts_dir, ignore_errors=True)
         summary.seconds = time.perf_counter() - started
         return summary
@@ -180,51 +170,12 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         lock.release()
 
 
-# What an engine yields per video, in any order: the video's index in the list it was given, then what its reader
-# made of it (a Loaded whose clip has no frames left, or the reason it cannot be used), then its embeddings
-# float32 (F, D), or None where the clip was already known (its row key in `known`, or earlier in this run).
-Result = tuple[int, Loaded | str, np.ndarray | None]
-
-
-class LocalEngine:
-    """The runner on this machine: the decode workers (reader) feed the embedder; results in completion order.
-
-    encoder_attrs, frame_spec and batch_size say what the encoder is; results() runs the videos. A context manager.
-    """
-
-    def __init__(self, cfg: ExtractConfig, decode: Callable = load_video):
-        self.pool = DecodePool(cfg.pool(), decode)  # its workers start while the encoder loads
-        try:
-            self.encoder, self.batch_size = cfg.load_encoder()
-        except BaseException:
-            self.pool.close()
-            raise
-        self.encoder_attrs, self.frame_spec = self.encoder.describe(), self.encoder.frame_spec()
-
-    def __enter__(self) -> LocalEngine:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.pool.close()
-
-    def results(self, files: list[str], reader: ReadConfig, known: set[str],
-                segments: list[tuple[float, float] | None] | None = None) -> Iterator[Result]:
-        """Decode and embed `files` (segments: per file, the (start, end) seconds to sample inside, or None);
-        clips whose row key (SHA-256 and segment, clip_id) is in `known`, and repeats within the run, are not
-        encoded."""
-        embedder = Embedder(self.encoder, self.batch_size)
-        segments = segments or [None] * len(files)
-        seen = set(known)
-        for index, out in enumerate(self.pool.map(files, reader, segments=segments)):
-            if isinstance(out, str) or clip_id(out.digest, segments[index]) in seen:
-                if not isinstance(out, str):
-                    out.clip.frames = None
-                yield index, out, None
-                continue
-            seen.add(clip_id(out.digest, segments[index]))
-            frames, out.clip.frames = out.clip.frames, None
-            yield from ((i, o, emb) for (i, o), emb in embedder.add((index, out), frames))
-        yield from ((i, o, emb) for (i, o), emb in embedder.flush())
+def open_engine(cfg: ExtractConfig, decode: Callable = load_video) -> Engine:
+    """The engine extract.engine names, from the encoder and pool settings (decode: what the workers run)."""
+    if cfg.engine == "ray":
+        from pipeline.ray_engine import RayEngine  # the local engine never imports Ray
+        return RayEngine(cfg.encoder(), cfg.pool(), decode, cfg.ray_address)
+    return LocalEngine(cfg.encoder(), cfg.pool(), decode)
 
 
 def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSummary) -> list[Cache]:
@@ -238,20 +189,21 @@ def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSu
         return all(cache.attrs.get(k) == attrs[k] for k in KEY_ATTRS)
 
     found = []
+    # a damaged or older cache (CacheError) is rebuilt from scratch, such a part deleted
     if cache_path.is_file():
         try:
             previous = open_cache(cache_path)
-            differ = [k for k in KEY_ATTRS if previous.attrs.get(k) != attrs[k]]
-            if differ:
-                summary.note = f"the previous cache was made with other {', '.join(differ)}: everything re-encoded"
-            else:
-                found.append(previous)
-        except ValueError as e:  # an unreadable or older cache (another schema version) is rebuilt from scratch
-            summary.note = f"the previous cache cannot be used ({e}): everything re-encoded"
+        except CacheError as e:
+            previous, summary.note = None, f"the previous cache cannot be used ({e}): everything re-encoded"
+        differ = [k for k in KEY_ATTRS if previous is not None and previous.attrs.get(k) != attrs[k]]
+        if differ:
+            summary.note = f"the previous cache was made with other {', '.join(differ)}: everything re-encoded"
+        elif previous is not None:
+            found.append(previous)
     for part_file in sorted(parts_dir.glob("part-*.h5")):
         try:
             part = open_cache(part_file)
-        except ValueError:
+        except CacheError:
             part = None
         if part is not None and same_key(part):
             found.append(part)
@@ -261,53 +213,25 @@ def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSu
 
 
 def _check_paths(cfg: ExtractConfig) -> None:
-    """ValueError before any work when the data root or the cache's place cannot be used."""
+    """DataError or CacheError before any work when the data root or the cache's place cannot be used."""
     root, cache_path = Path(cfg.root), Path(cfg.cache_path)
     if not root.is_dir():
-        raise ValueError(f"data root {cfg.root!r} is not a directory")
+        raise DataError(f"data root {cfg.root!r} is not a directory")
     if not os.access(root, os.R_OK | os.X_OK):
-        raise ValueError(f"data root {cfg.root!r} cannot be read (permission denied)")
+        raise DataError(f"data root {cfg.root!r} cannot be read (permission denied)")
     if cache_path.is_dir():
-        raise ValueError(f"the cache path {cfg.cache_path!r} is a directory: set it to a file path (a .h5 file)")
+        raise CacheError(f"the cache path {cfg.cache_path!r} is a directory: set it to a file path (a .h5 file)")
     try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"cannot create the cache's folder {str(cache_path.parent)!r}: {e.strerror}") from None
+        raise CacheError(f"cannot create the cache's folder {str(cache_path.parent)!r}: {e.strerror}") from None
     if not os.access(cache_path.parent, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write the cache in {str(cache_path.parent)!r} (permission denied)")
+        raise CacheError(f"cannot write the cache in {str(cache_path.parent)!r} (permission denied)")
 
 
-class PartWriter:
-    """The part writer: finished videos with their embeddings (F, D) go into part files of `shard_size` videos,
-    each written atomically (`<cache>.parts/part-<random>.h5`); `parts` lists what was written, opened lazily
-    (their embeddings stay in the files: memory holds at most one part's)."""
-
-    def __init__(self, parts_dir: Path, template: Cache, shard_size: int):
-        self.parts_dir, self.template, self.shard_size = parts_dir, template, shard_size
-        self.parts: list[Cache] = []
-        self._rows: list[tuple[_Item, np.ndarray]] = []
-
-    def add(self, item: _Item, embeddings: np.ndarray) -> None:
-        self._rows.append((item, embeddings))
-        if len(self._rows) >= self.shard_size:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write what is waiting as one part file."""
-        if not self._rows:
-            return
-        part = _part_cache(self._rows, self.template)
-        part_file = self.parts_dir / f"part-{uuid.uuid4().hex}.h5"
-        write_cache(part_file, part)
-        self.parts.append(open_cache(part_file))
-        for item, _ in self._rows:
-            item.clip = None  # the part holds it now
-        self._rows.clear()
-
-
-def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, engine, reader: ReadConfig,
+def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, engine: Engine, reader: ReadConfig,
                 writer: PartWriter, summary: ExtractSummary, progress: bool,
-                rehash: bool = False) -> tuple[list[Cache], list[_Item]]:
+                rehash: bool = False) -> tuple[list[Cache], list[VideoRow]]:
     """The loop joining the roles: the engine (reader -> embedder) -> part writer, for every video whose content is
     not in `sources`. Returns the part caches written and every usable video (encoded or reused) in path order.
 
@@ -323,7 +247,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
                                 if p in src.skipped_stat
                                 and src.attrs.get("decode_limits") == template.attrs["decode_limits"]}
     bar = tqdm(total=len(videos), unit="video", disable=not progress, desc="extract")
-    kept: list[_Item] = []
+    kept: list[VideoRow] = []
     todo: list[VideoFile] = []
     stat: dict[str, tuple[int, int]] = {}
     for video in videos:  # unchanged (path, size, mtime): the content is known without reading the file
@@ -345,10 +269,10 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         if rehash and digest is not None:  # the same size and mtime need not mean the same bytes
             try:
                 digest = content_hash(video.file)
-            except (OSError, ValueError):
+            except (OSError, VideoError):
                 digest = None  # the worker says why
         if digest is not None and clip_id(digest, video.segment) in known:
-            kept.append(_Item(video, st.st_size, st.st_mtime_ns, digest))
+            kept.append(VideoRow(video, st.st_size, st.st_mtime_ns, digest))
             summary.reused += 1
             bar.update(1)
         else:
@@ -360,12 +284,12 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         video = todo[index]
         name = clip_id(video.path, video.segment)
         bar.update(1)
-        if isinstance(out, str):
-            summary.skipped.append((name, _relative_reason(out, video)))
+        if isinstance(out, Unusable):  # recorded under its clip id: the cache must not name this machine's files
+            summary.skipped.append((name, f"{name}: {out.reason}"))
             if name in stat:  # remembered with the stat taken before it was read
                 summary.skipped_stat[name] = stat[name]
             continue
-        item = _Item(video, out.size, out.mtime_ns, out.digest)
+        item = VideoRow(video, out.size, out.mtime_ns, out.digest)
         kept.append(item)
         if embeddings is None or item.key in written:  # the same clip under another name: encoded once
             summary.reused += 1
@@ -378,67 +302,3 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
     bar.close()
     kept.sort(key=lambda it: (it.video.path, it.video.segment or (-1.0, -1.0)))
     return writer.parts, kept
-
-
-def _relative_reason(reason: str, video: VideoFile) -> str:
-    """The reason with the absolute file replaced by the path under the data root: the cache must not name this
-    machine."""
-    reason = reason.replace(str(video.file), video.path)
-    name = clip_id(video.path, video.segment)
-    if name != video.path and reason.startswith(video.path + ":"):
-        reason = reason[len(video.path) + 1:].lstrip()
-    return reason if reason.startswith(name + ":") else f"{name}: {reason}"
-
-
-def _part_cache(rows: list[tuple[_Item, np.ndarray]], template: Cache) -> Cache:
-    """Finished videos and their embeddings as a Cache (rows keyed by content hash), ready to be a part file."""
-    items = [it for it, _ in rows]
-    return Cache(
-        embeddings=np.stack([emb for _, emb in rows]).astype(np.float32),
-        frame_indices=np.stack([it.clip.indices for it in items]),
-        timestamps=np.stack([it.clip.timestamps for it in items]),
-        labels=np.array([template.class_names.index(it.video.label) for it in items], np.int64),
-        paths=np.array([it.video.path for it in items], object),
-        content_hash=np.array([it.digest for it in items], object),
-        fps=np.array([it.clip.fps for it in items]),
-        frame_count=np.array([it.clip.frame_count for it in items], np.int64),
-        duration=np.array([it.clip.duration for it in items]),
-        repeated=np.array([it.clip.repeated for it in items], bool),
-        decode_errors=np.array([it.clip.decode_errors for it in items], np.int64),
-        file_size=np.array([it.size for it in items], np.int64),
-        mtime_ns=np.array([it.mtime_ns for it in items], np.int64),
-        **_annotated(items),
-        class_names=list(template.class_names), attrs=dict(template.attrs),
-    )
-
-
-def _assemble(cache_path: Path, kept: list[_Item], sources: list[Cache], template: Cache, skipped: list,
-              skipped_stat: dict) -> None:
-    """Write the new cache at cache_path: one row per usable video in path order, its embeddings and frame data
-    copied by row key (content hash and segment) from `sources` (previous cache and parts, the last holding a key
-    wins), BLOCK_ROWS rows at a time; the path, label, group and annotated part are this run's."""
-    where = {k: (s, i) for s, src in enumerate(sources) for i, k in enumerate(src.row_keys())}
-    source, row = np.array([where[it.key] for it in kept], np.int64).reshape(-1, 2).T  # (V,) each
-    label_of = {name: c for c, name in enumerate(template.class_names)}
-    out = dataclasses.replace(template, skipped=list(skipped), skipped_stat=dict(skipped_stat))
-
-    def blocks():
-        for start in range(0, len(kept), BLOCK_ROWS):
-            items, at = kept[start:start + BLOCK_ROWS], slice(start, start + BLOCK_ROWS)
-            block = gather_rows(sources, source[at], row[at], out)
-            block.paths = np.array([it.video.path for it in items], object)
-            block.labels = np.array([label_of[it.video.label] for it in items], np.int64)
-            block.file_size = np.array([it.size for it in items], np.int64)
-            block.mtime_ns = np.array([it.mtime_ns for it in items], np.int64)
-            for name, values in _annotated(items).items():
-                setattr(block, name, values)
-            yield block
-
-    write_cache_blocks(cache_path, out, len(kept), blocks())
-
-
-def _annotated(items: list[_Item]) -> dict[str, np.ndarray]:
-    """The rows' segment float64 (V, 2) (NaN: the whole file), group and annotated part str (V,)."""
-    return {"segment": np.array([it.video.segment or (np.nan, np.nan) for it in items], np.float64).reshape(-1, 2),
-            "group": np.array([it.video.group for it in items], object),
-            "annotated_part": np.array([it.video.part for it in items], object)}

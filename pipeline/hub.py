@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import ConfigError
+from pipeline.paths import TINY_CLIP
+
 PROBE_TIMEOUT_S = 3.0  # one HEAD request to the hub's endpoint; huggingface_hub itself retries for ~25 s
-TINY_CLIP = "models/tiny-clip"
 OFFLINE_NEXT_STEP = (f"build a tiny random CLIP with `python -m pipeline.encoder --tiny {TINY_CLIP}`, then run "
                      f"`dvc exp run -S encoder.model={TINY_CLIP}` (or set encoder.model in params.yaml to a local "
                      "directory holding a CLIP saved with save_pretrained)")
@@ -51,11 +53,11 @@ def no_progress_bars() -> Iterator[None]:
 def load_pretrained(loaders: tuple, model_id: str) -> list:
     """[loader.from_pretrained(model_id) for loader in loaders]: from the local directory or the local Hugging Face
     cache without touching the network (and without progress bars) when it can, else from the hub if it answers
-    (with the download's bars); ValueError giving the next command when the model is not on disk and the hub is
-    off or unreachable. Other load errors (OSError, ValueError) propagate for the caller to word."""
+    (with the download's bars); ConfigError giving the next command when the model is not on disk and the hub is
+    off or unreachable. Other load errors propagate for the caller to word."""
     if is_local(model_id):
         if not Path(model_id).expanduser().is_dir():
-            raise ValueError(f"encoder model directory {model_id!r} does not exist: {OFFLINE_NEXT_STEP}")
+            raise ConfigError(f"encoder model directory {model_id!r} does not exist: {OFFLINE_NEXT_STEP}")
         with no_progress_bars():
             return [loader.from_pretrained(model_id) for loader in loaders]
     try:  # already in the local Hugging Face cache: no network at all
@@ -64,6 +66,6 @@ def load_pretrained(loaders: tuple, model_id: str) -> list:
     except OSError:
         pass
     if not hub_reachable():
-        raise ValueError(f"cannot load {model_id!r}: it is not in the local Hugging Face cache and the hub "
+        raise ConfigError(f"cannot load {model_id!r}: it is not in the local Hugging Face cache and the hub "
                          f"cannot be reached (no network, or HF_HUB_OFFLINE is set): {OFFLINE_NEXT_STEP}")
     return [loader.from_pretrained(model_id) for loader in loaders]

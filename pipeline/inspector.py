@@ -1,26 +1,23 @@
 """Look inside a feature cache: summary, one video's frames, neighbours, a 2-D map, likely mislabels and leakage.
 
-    python -m pipeline.inspector [CACHE] [--json] [--video PATH] [--neighbors PATH -k 5]
-                               [--plot FILE.png [--method pca|tsne]] [--outliers] [--split CSV]
-
-CACHE defaults to cache/features.h5; the split defaults to split.csv beside it, when it exists. The cache is opened
-lazily: embeddings are read a block of videos at a time, so memory grows with V x D, not V x F x D.
+The library behind `clip-har-inspect` (pipeline.cli) and the app's Embeddings page. The cache is opened lazily:
+embeddings are read a block of videos at a time, so memory grows with V x D, not V x F x D.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 from pathlib import Path
-
-if not __package__:  # run as a file (python pipeline/inspector.py): import the project's packages from its folder
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.cache import BLOCK_ROWS, CACHE_PATH, Cache, open_cache, random_encoder_note
-from pipeline.split import PARTS, SPLIT_PATH, read_split
+from pipeline.cache import BLOCK_ROWS, KEY_ATTRS, Cache, open_cache
+from pipeline.errors import CacheError, ConfigError
+from pipeline.paths import SPLIT_PATH
+from pipeline.split import PARTS, read_split
+
+if TYPE_CHECKING:
+    from pipeline.video import FrameSpec
 
 NEAR_DUPLICATE = 0.98  # cosine similarity of mean embeddings above which two videos count as near-duplicates
 SCREEN_DIMS = 64  # principal directions the near-duplicate search screens pairs on before the exact cosine
@@ -28,7 +25,7 @@ TILE = 4096  # videos per side of one tile of the near-duplicate search: (TILE, 
 
 
 def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -> dict:
-    """The cache's contents as plain data (the --json output; keys documented in the README)."""
+    """The cache's contents as plain data (`clip-har-inspect --json`; keys documented in docs/inspect.md)."""
     counts = np.bincount(cache.labels, minlength=len(cache.class_names))
     classes = {name: {"videos": int(counts[c])} for c, name in enumerate(cache.class_names)}
     if parts is not None:
@@ -56,35 +53,9 @@ def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -
         "data_root": a.get("data_root"),
         "split": parts is not None,
         "skipped": [{"path": p, "reason": r} for p, r in cache.skipped],
+        # the cache's whole key: a stage-one run with any of these changed re-encodes every video
+        "key": {k: a.get(k) for k in KEY_ATTRS},
     }
-
-
-def format_summary(s: dict) -> str:
-    """The summary as readable text."""
-    lines = [
-        f"{s['path']}: {s['videos']} videos, {len(s['classes'])} classes, {s['size_bytes'] / 2**20:.1f} MiB, "
-        f"schema {s['schema_version']}",
-        f"encoder: {s['encoder']['model']} (fingerprint {s['encoder']['fingerprint']}, {s['encoder']['precision']} "
-        f"on {s['encoder']['device_type']}, {s['encoder']['backend']}, quantize {s['encoder']['quantize']}); "
-        f"decoder {s['decoder']}",
-        f"frames: {s['frames_per_video']} per video, sampling {s['sampling']}, preprocessing {s['preprocess']}; "
-        f"embedding dim {s['embedding_dim']}",
-        f"durations: {s['duration_seconds']['min']:.1f} s to {s['duration_seconds']['max']:.1f} s "
-        f"(median {s['duration_seconds']['median']:.1f} s); {s['videos_with_repeated_frames']} videos shorter "
-        f"than the frames sampled; {len(s['damaged'])} with decode errors (listed below)",
-        f"data root: {s['data_root']}",
-        "",
-        f"{'class':<32} {'videos':>6}" + ("".join(f" {p:>6}" for p in PARTS) if s["split"] else ""),
-    ]
-    for name, c in s["classes"].items():
-        lines.append(f"{name:<32} {c['videos']:>6}" + ("".join(f" {c[p]:>6}" for p in PARTS) if s["split"] else ""))
-    lines.append("")
-    if s["damaged"]:
-        lines.append(f"damaged (encoded from the frames that decoded): {len(s['damaged'])}")
-        lines += [f"  {d['path']}: {d['decode_errors']} decode errors" for d in s["damaged"]]
-    lines.append(f"skipped: {len(s['skipped'])}")
-    lines += [f"  {k['path']}: {k['reason']}" for k in s["skipped"]]
-    return "\n".join(lines)
 
 
 def _stat(values: np.ndarray, fn) -> float:
@@ -114,13 +85,13 @@ def class_centroids(cache: Cache, means: np.ndarray | None = None) -> np.ndarray
 
 def row_of(cache: Cache, path: str) -> int:
     """The row of `path` (a clip id: a segment as `path#t=start,end`; a bare path gives the file's first clip) in
-    the cache; ValueError listing close names when it is not there."""
+    the cache; ConfigError listing close names when it is not there."""
     hits = np.flatnonzero(cache.clip_ids() == path)
     hits = hits if len(hits) else np.flatnonzero(cache.paths == path)
     if not len(hits):
         similar = [p for p in cache.paths if Path(p).name == Path(path).name][:3]
-        raise ValueError(f"{path!r} is not in the cache" + (f" (did you mean {', '.join(similar)}?)" if similar
-                                                           else ": paths are relative to the data root"))
+        raise ConfigError(f"{path!r} is not in the cache" + (f" (did you mean {', '.join(similar)}?)" if similar
+                                                            else ": paths are relative to the data root"))
     return int(hits[0])
 
 
@@ -241,7 +212,7 @@ def project_2d(cache: Cache, method: str = "pca", seed: int = 0, means: np.ndarr
         perplexity = float(min(30, max(2, (len(means) - 1) // 3)))
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
             means).astype(np.float32)
-    raise ValueError(f"projection method must be pca or tsne, got {method!r}")
+    raise ConfigError(f"projection method must be pca or tsne, got {method!r}")
 
 
 def plot_projection(cache: Cache, coords: np.ndarray, file: str | Path, title: str) -> None:
@@ -289,16 +260,6 @@ def group_leakage(cache: Cache, parts: np.ndarray, groups: np.ndarray, near_dupl
             "near_duplicate_groups": sorted(pairs.values(), key=lambda r: (-r["pairs"], -r["max_similarity"]))}
 
 
-def format_group_leakage(result: dict) -> str:
-    """group_leakage's result as readable text."""
-    lines = [f"groups in more than one split part (leakage): {len(result['straddling'])}"]
-    lines += [f"  {r['group']}: " + ", ".join(f"{p} {n}" for p, n in r["parts"].items()) for r in result["straddling"]]
-    lines.append(f"group pairs across split parts holding near-duplicates: {len(result['near_duplicate_groups'])}")
-    lines += [f"  {r['a']} ({r['parts'][0]}) ~ {r['b']} ({r['parts'][1]}): {r['pairs']} pairs, max "
-              f"{r['max_similarity']:.4f}" for r in result["near_duplicate_groups"]]
-    return "\n".join(lines)
-
-
 def split_file(cache_path: str | Path, split_path: str | Path | None = None) -> Path:
     """The split CSV to read: split_path, or split.csv beside the cache."""
     return Path(split_path) if split_path else Path(cache_path).with_name(Path(SPLIT_PATH).name)
@@ -308,88 +269,25 @@ def load(cache_path: str | Path, split_path: str | Path | None = None) -> tuple[
     """The cache, opened lazily (embeddings left in the file), and its split parts (None when there is no split
     file; a stale split is an error)."""
     cache = open_cache(cache_path)
-    split_path = Path(split_path) if split_path else Path(cache_path).with_name(Path(SPLIT_PATH).name)
+    split_path = split_file(cache_path, split_path)
     return cache, read_split(split_path, cache.clip_ids()) if split_path.is_file() else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cache", nargs="?", default=CACHE_PATH)
-    parser.add_argument("--split", help="split CSV (default: split.csv beside the cache, if present)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--video", metavar="PATH", help="one video's frames (path as stored in the cache)")
-    parser.add_argument("--neighbors", metavar="PATH", help="nearest videos to PATH")
-    parser.add_argument("-k", type=int, default=5, help="how many neighbours (default 5)")
-    parser.add_argument("--plot", metavar="FILE.png", help="write a 2-D map of all videos")
-    parser.add_argument("--method", choices=("pca", "tsne"), default="pca", help="projection for --plot")
-    parser.add_argument("--outliers", action="store_true", help="likely mislabelled videos and split leakage")
-    args = parser.parse_args(argv)
+def frame_spec(cache: Cache) -> FrameSpec:
+    """The frames the cache's embeddings were made from: the resize and crop of the preprocessing it recorded
+    (attrs preprocess_config, the encoder's pixel settings as JSON, and preprocess), as the decode workers make
+    them. CacheError when the cache does not record them."""
+    from pipeline.video import FrameSpec  # the decoder (PyAV) is imported only by a caller that decodes
+
     try:
-        cache, parts = load(args.cache, args.split)
-        if args.video:
-            result = frame_report(cache, args.video)
-            text = _format_frames(result)
-        elif args.neighbors:
-            result = nearest_neighbors(cache, args.neighbors, args.k)
-            text = "\n".join(f"{r['similarity']:.4f}  {r['class']:<28} {r['path']}" for r in result)
-        elif args.plot:
-            coords = project_2d(cache, args.method)
-            plot_projection(cache, coords, args.plot, f"{args.cache}: {len(cache)} videos, {args.method.upper()}"
-                            + (f"\n{random_encoder_note(cache.attrs)}" if random_encoder_note(cache.attrs) else ""))
-            result = {"plot": args.plot, "method": args.method, "videos": len(cache)}
-            text = f"wrote {args.plot} ({args.method.upper()} of {len(cache)} videos)"
-        elif args.outliers:
-            result = find_outliers(cache, parts)
-            text = _format_outliers(result, parts is not None)
-            if parts is not None:
-                groups = read_split(split_file(args.cache, args.split), cache.clip_ids(), "group")
-                result["groups"] = group_leakage(cache, parts, groups, result["near_duplicates"])
-                text += "\n" + format_group_leakage(result["groups"])
-        else:
-            result = summarize(cache, args.cache, parts)
-            text = format_summary(result)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    warning = random_encoder_note(cache.attrs)  # every output of the inspector shows numbers made by the encoder
-    if warning and args.json and isinstance(result, dict):
-        result = {"warning": warning, **result}
-    elif warning and args.json:  # a JSON list keeps its shape: the note goes to stderr
-        print(f"note: {warning}", file=sys.stderr)
-    elif warning:
-        text = f"*** {warning} ***\n{text}\n*** {warning} ***"
-    try:
-        print(json.dumps(result, indent=2) if args.json else text)
-    except BrokenPipeError:  # piped into head and the like: stop quietly
-        sys.stdout = open(os.devnull, "w")
-    return 0
+        pixels = json.loads(cache.attrs["preprocess_config"])
+        return FrameSpec(pixels["size"]["shortest_edge"], pixels["crop_size"]["height"],
+                         pixels["crop_size"]["width"], cache.attrs["preprocess"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CacheError(f"the cache does not record the preprocessing its frames had ({type(e).__name__}: {e}): "
+                         "re-run stage one to rebuild it") from None
 
 
-def _format_frames(rows: list[dict]) -> str:
-    names = list(rows[0]["cos_class"]) if rows else []
-    widths = [max(len(n), 7) for n in names]  # whole class names: a column as wide as its name
-    head = f"{'frame':>6} {'time s':>7} {'norm':>7} {'cos prev':>8}  " + " ".join(
-        f"{n:>{w}}" for n, w in zip(names, widths))
-    lines = [head]
-    for r in rows:
-        prev = f"{r['cos_previous']:8.4f}" if r["cos_previous"] is not None else f"{'-':>8}"
-        lines.append(f"{r['frame']:>6} {r['time']:>7.2f} {r['norm']:>7.3f} {prev}  "
-                     + " ".join(f"{r['cos_class'][n]:>{w}.4f}" for n, w in zip(names, widths)))
-    return "\n".join(lines)
-
-
-def _format_outliers(result: dict, has_split: bool) -> str:
-    lines = [f"likely mislabelled (nearer another class's centroid than their own): {len(result['mislabelled'])}"]
-    lines += [f"  {m['path']} [{m['class']}] own {m['own_similarity']:.4f} < {m['nearer_class']} "
-              f"{m['nearer_similarity']:.4f}" for m in result["mislabelled"]]
-    leaks = [d for d in result["near_duplicates"] if d["leak"]]
-    lines.append(f"near-duplicates (cosine >= {NEAR_DUPLICATE} or same bytes): {len(result['near_duplicates'])}"
-                 + (f", {len(leaks)} across split parts (leakage)" if has_split else " (no split to check leakage)"))
-    for d in result["near_duplicates"]:
-        where = f" {d['parts'][0]}/{d['parts'][1]}" + (" LEAK" if d["leak"] else "") if has_split else ""
-        lines.append(f"  {d['similarity']:.4f}{' same bytes' if d['same_bytes'] else ''}{where}  {d['a']}  {d['b']}")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m pipeline.inspector: the command line lives in pipeline.cli
+    from pipeline.cli import inspect
+    raise SystemExit(inspect())

@@ -1,15 +1,15 @@
 """Stage one's engine on a Ray cluster (Ray Data): decode actors feed encoder actors, the driver writes the cache.
 
-The same roles as on one machine (pipeline.extract.LocalEngine): each decode actor reads videos through its own
+The same roles as on one machine (pipeline.engines.LocalEngine): each decode actor reads videos through its own
 DecodePool, so a video that crashes, hangs or exhausts its decoder costs only that video, never the Ray task
 (Ray Data retries a dying task forever); encoder actors run the same Embedder with the same fixed-shape passes,
 so a video's embeddings do not depend on where or with what it was encoded. Only the driver writes files.
-Ray is optional (requirements-ray.txt): nothing else in the project imports this module.
+Ray is optional (requirements-ray.txt): only pipeline.extract imports this module, when extract.engine is ray.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import ray
@@ -17,11 +17,12 @@ from ray.data import ActorPoolStrategy, DataContext
 
 import pipeline
 from pipeline.cache import KEY_ATTRS, clip_id
-from pipeline.encoder import Embedder
-from pipeline.extract import ExtractConfig, Result
+from pipeline.encoder import Embedder, EncoderConfig
+from pipeline.engines import Result
+from pipeline.errors import ConfigError, Unusable, UserError
 from pipeline.threads import set_threads
 from pipeline.video import Clip
-from pipeline.workers import DecodePool, Loaded, ReadConfig, load_video
+from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig, load_video
 
 VIDEOS_PER_BLOCK = 4  # rows per Ray Data block: the work a lost node takes with it, at most, per decode actor
 # Columns a decode actor returns per video beside its frames; the encoder actors pass them through.
@@ -32,33 +33,34 @@ class RayEngine:
     """Connects to Ray (or starts it on this machine), asks a node that will encode what its encoder is, then runs
     videos through Ray Data: results() yields what LocalEngine.results does, in completion order.
 
-    encoder_attrs, frame_spec and batch_size as on LocalEngine. A context manager; shuts down a Ray it started.
+    encoder_attrs, frame_spec and batch_size as on LocalEngine (the Engine interface, pipeline.engines), from the
+    encoder and pool settings; address: extract.ray_address. A context manager; shuts down a Ray it started.
     """
 
-    def __init__(self, cfg: ExtractConfig, decode: Callable = load_video):
-        self.cfg, self.decode = cfg, decode
+    def __init__(self, encoder: EncoderConfig, pool: PoolConfig, decode: Callable = load_video, address: str = ""):
+        self.encoder_cfg, self.pool, self.decode = encoder, pool, decode
         self._started = False
         if not ray.is_initialized():
             try:
                 # joining a cluster ships the pipeline package to the nodes; on this machine they import it anyway
-                runtime_env = {"py_modules": [pipeline]} if cfg.ray_address else None
-                ray.init(address=cfg.ray_address or None, runtime_env=runtime_env, include_dashboard=False,
+                runtime_env = {"py_modules": [pipeline]} if address else None
+                ray.init(address=address or None, runtime_env=runtime_env, include_dashboard=False,
                          log_to_driver=False, configure_logging=False)
             except ConnectionError as e:
-                raise ValueError(f"cannot join the Ray cluster at extract.ray_address={cfg.ray_address!r}: {e} "
-                                 "(start it with `ray start --head`, or set extract.ray_address to '' to start "
-                                 "Ray on this machine)") from None
+                raise ConfigError(f"cannot join the Ray cluster at extract.ray_address={address!r}: {e} "
+                                  "(start it with `ray start --head`, or set extract.ray_address to '' to start "
+                                  "Ray on this machine)") from None
             self._started = True
         try:
             resources = ray.cluster_resources()
-            self.gpu = cfg.device != "cpu" and resources.get("GPU", 0) >= 1
-            if cfg.device == "cuda" and not self.gpu:
-                raise ValueError("extract.device is cuda but the Ray cluster has no GPU: set it to auto or cpu")
+            self.gpu = encoder.device != "cpu" and resources.get("GPU", 0) >= 1
+            if encoder.device == "cuda" and not self.gpu:
+                raise ConfigError("extract.device is cuda but the Ray cluster has no GPU: set it to auto or cpu")
             self.encoders = int(resources["GPU"]) if self.gpu else max(1, len([n for n in ray.nodes() if n["Alive"]]))
             # the decoders take the CPUs the encoder actors leave (Ray Data gives each actor one CPU)
             self.decoders = max(1, int(resources.get("CPU", 1)) - self.encoders)
             probe = ray.remote(_describe).options(**self._encoder_resources())
-            self.encoder_attrs, self.frame_spec, self.batch_size = ray.get(probe.remote(cfg))
+            self.encoder_attrs, self.frame_spec, self.batch_size = ray.get(probe.remote(encoder))
         except BaseException:
             self.close()
             raise
@@ -66,6 +68,7 @@ class RayEngine:
         ctx.enable_progress_bars = False  # stage one shows its own bar, per video
         ctx.print_on_execution_start = False
         ctx.target_max_block_size = 1  # each video its own block downstream: a slow one never holds back the rest
+        ctx.raise_original_map_exception = True  # a failing actor's own exception, as RayTaskError.cause
 
     def __enter__(self) -> RayEngine:
         return self
@@ -97,12 +100,14 @@ class RayEngine:
         ds = ds.map_batches(
             _Decoder, batch_size=1, batch_format="numpy", num_cpus=1,
             compute=ActorPoolStrategy(min_size=1, max_size=self.decoders),
-            fn_constructor_kwargs=dict(cfg=self.cfg, reader=reader, known=ray.put(frozenset(known)),
-                                       decode=self.decode))
+            fn_constructor_kwargs=dict(pool=replace(self.pool, workers=1), reader=reader,
+                                       known=ray.put(frozenset(known)), decode=self.decode))
         ds = ds.map_batches(
             _Encoder, batch_size=max(1, self.batch_size // reader.num_frames), batch_format="numpy",
             compute=ActorPoolStrategy(min_size=1, max_size=self.encoders),
-            fn_constructor_kwargs=dict(cfg=self.cfg, attrs=self.encoder_attrs), **self._encoder_resources())
+            fn_constructor_kwargs=dict(cfg=self.encoder_cfg,
+                                       attrs={**self.encoder_attrs, "batch_size": self.batch_size}),
+            **self._encoder_resources())
         seen: set[int] = set()
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):  # as they come
@@ -111,32 +116,41 @@ class RayEngine:
                     if index in seen:
                         continue
                     seen.add(index)
-                    yield index, _loaded(batch, row), (batch["embeddings"][row] if batch["encode"][row] else None)
+                    yield (index, _loaded(batch, row, files[index]),
+                           batch["embeddings"][row] if batch["encode"][row] else None)
         except ray.exceptions.RayError as e:  # an actor that cannot start, a cluster gone: the parts written stay
-            raise ValueError(f"stage one on Ray failed ({len(seen)} of {len(files)} videos done, kept in parts): "
-                             f"{_root_cause(e)}") from None
+            raise UserError(f"stage one on Ray failed ({len(seen)} of {len(files)} videos done, kept in parts): "
+                            f"{_describe_error(_original(e))}") from None
         missing = len(files) - len(seen)
         assert missing == 0, f"Ray Data returned {len(seen)} of {len(files)} videos"
 
 
-def _root_cause(error: Exception) -> str:
-    """The first error raised on the cluster (`Type: message`), from a Ray error's text, which carries the remote
-    traceback; else the error's own first line."""
-    causes = re.findall(r"^(?!ray\.)([A-Za-z_][\w.]*(?:Error|Exception): .*)$", str(error), re.M)
-    return causes[0] if causes else (str(error).splitlines() or [type(error).__name__])[0]
+def _original(error: BaseException) -> BaseException:
+    """The exception raised on the cluster that a Ray error carries (RayTaskError.cause, through nested tasks and
+    actors; Ray Data hands over a map's own exception: raise_original_map_exception), else the Ray error itself."""
+    while isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None and error.cause is not error:
+        error = error.cause
+    return error
 
 
-def _describe(cfg: ExtractConfig) -> tuple[dict, object, int]:
+def _describe_error(error: BaseException) -> str:
+    """`Type: first line of the message` (Ray adds its retry advice on later lines)."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _describe(cfg: EncoderConfig) -> tuple[dict, object, int]:
     """Runs where an encoder actor would: what the encoder is there (its describe()), its frame spec, batch size."""
     set_threads("extract")
-    encoder, batch_size = cfg.load_encoder()
+    encoder, batch_size = cfg.load()
     return encoder.describe(), encoder.frame_spec(), batch_size
 
 
-def _loaded(batch: dict[str, np.ndarray], row: int) -> Loaded | str:
-    """Row `row` of a result batch as the reader's answer: a Loaded (its clip without frames) or the reason."""
+def _loaded(batch: dict[str, np.ndarray], row: int, file: str) -> Loaded | Unusable:
+    """Row `row` of a result batch (the video `file`) as the reader's answer: a Loaded (its clip without frames)
+    or an Unusable with the decode actor's reason."""
     if batch["reason"][row]:
-        return str(batch["reason"][row])
+        return Unusable(file, str(batch["reason"][row]))
     clip = Clip(None, *(batch[name][row] for name in _CLIP_COLUMNS))
     clip.fps, clip.frame_count, clip.duration = float(clip.fps), int(clip.frame_count), float(clip.duration)
     clip.repeated, clip.decode_errors = bool(clip.repeated), int(clip.decode_errors)
@@ -146,21 +160,22 @@ def _loaded(batch: dict[str, np.ndarray], row: int) -> Loaded | str:
 class _Decoder:
     """Decode actor: one video per call through its own DecodePool (one worker process, with the run's limits).
 
-    Returns the video's columns: reason ("" when usable), size, mtime_ns, digest, the clip's fields, encode (False
-    when its row key is in `known` or it is unusable) and frames uint8 (1, F, H, W, 3) (zeros when not to be encoded).
+    Returns the video's columns: reason (its Unusable's reason; "" when usable), size, mtime_ns, digest, the clip's
+    fields, encode (False when its row key is in `known` or it is unusable) and frames uint8 (1, F, H, W, 3) (zeros
+    when not to be encoded).
     """
 
-    def __init__(self, cfg: ExtractConfig, reader: ReadConfig, known, decode: Callable):
+    def __init__(self, pool: PoolConfig, reader: ReadConfig, known, decode: Callable):
         self.reader, self.known = reader, ray.get(known)
-        self.pool = DecodePool(cfg.pool(workers=1), decode)
+        self.pool = DecodePool(pool, decode)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         (index,), (file,), (segment,) = batch["index"], batch["file"], batch["segment"]
         segment = None if np.isnan(segment[0]) else (float(segment[0]), float(segment[1]))
         out = next(self.pool.map([str(file)], self.reader, segments=[segment]))
         spec, n = self.reader.spec, self.reader.num_frames
-        row = {"index": [index], "reason": [out if isinstance(out, str) else ""]}
-        if isinstance(out, str):
+        row = {"index": [index], "reason": [out.reason if isinstance(out, Unusable) else ""]}
+        if isinstance(out, Unusable):
             clip, loaded = Clip(None, np.zeros(n, np.int64), np.zeros(n), 0.0, 0, 0.0, False, 0), None
         else:
             clip, loaded = out.clip, out
@@ -176,17 +191,17 @@ class _Decoder:
 class _Encoder:
     """Encoder actor: the same encoder and Embedder as on one machine; replaces each batch's frames with their
     embeddings float32 (B, F, D) (zeros where `encode` is False). Refuses to run where the encoder differs from the
-    one the driver was told about (another model, device type or library)."""
+    one the driver was told about (another model, device type, library or batch size: the cache's key fields)."""
 
-    def __init__(self, cfg: ExtractConfig, attrs: dict):
+    def __init__(self, cfg: EncoderConfig, attrs: dict):
         set_threads("extract")  # every core of its node (Ray would give it one thread: OMP_NUM_THREADS=1)
-        self.encoder, self.batch_size = cfg.load_encoder()
-        mine = self.encoder.describe()
+        self.encoder, self.batch_size = cfg.load()
+        mine = {**self.encoder.describe(), "batch_size": self.batch_size}
         differ = [k for k in KEY_ATTRS if k in attrs and mine.get(k) != attrs[k]]
         if differ:
-            raise RuntimeError(f"the encoder on Ray node {ray.get_runtime_context().get_node_id()} differs from the "
-                               f"one this run started with in {', '.join(differ)}: give every node the same "
-                               "model files, libraries and kind of device")
+            raise ConfigError(f"the encoder on Ray node {ray.get_runtime_context().get_node_id()} differs from the "
+                              f"one this run started with in {', '.join(differ)}: give every node the same "
+                              "model files, libraries and kind of device")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         frames = batch.pop("frames")

@@ -1,5 +1,7 @@
-"""The train/val/test split of the cached clips (random, by group, or official lists), stored as a CSV with each
-clip's group that every head and tool shares."""
+"""The train/val/test split of the cached clips (random, by group, or official lists), and its CSV.
+
+The CSV (cache/split.csv) holds each clip's part and group; every head and tool shares it.
+"""
 from __future__ import annotations
 
 import csv
@@ -12,10 +14,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from pipeline.cache import Cache
+from pipeline.errors import ConfigError, DataError
+from pipeline.paths import SPLIT_PATH  # noqa: F401 (re-exported for the stages that import it from here)
 
 PARTS = ("train", "val", "test")
 UNUSED = "unused"  # the part of a clip that official lists leave out: in the split, in no head's data
-SPLIT_PATH = "cache/split.csv"  # where the split stage writes it, beside the cache (dvc.yaml names it too)
 METHODS = ("random", "group", "lists")
 HMDB51_LIST = re.compile(r"^(?P<label>.+)_test_split\d+\.txt$")  # HMDB51: <class>_test_split<N>.txt
 HMDB51_PARTS = {"0": UNUSED, "1": "train", "2": "test"}
@@ -53,9 +56,10 @@ def describe_protocol(cfg: SplitConfig) -> str:
 
 def make_split(cache: Cache, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The part of each cached clip (str (V,): train, val, test or unused), its group (str (V,)) and notes
-    (list entries the cache lacks). ValueError naming the setting or file at fault."""
+    (list entries the cache lacks). ConfigError naming the setting at fault, DataError naming the file or the
+    classes."""
     if cfg.method not in METHODS:
-        raise ValueError(f"split.method must be one of {METHODS}, got {cfg.method!r}")
+        raise ConfigError(f"split.method must be one of {METHODS}, got {cfg.method!r}")
     groups = clip_groups(cache, cfg.group_pattern)
     if cfg.method == "random":
         return split_videos(cache.labels, cache.class_names, cfg.val, cfg.test, cfg.seed), groups, []
@@ -64,7 +68,7 @@ def make_split(cache: Cache, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray, 
     notes = []
     if cfg.test_list or cfg.train_list:
         if not cfg.test_list:
-            raise ValueError("split.method lists needs split.test_list (split.train_list alone says nothing of test)")
+            raise ConfigError("split.method lists needs split.test_list (split.train_list alone says nothing of test)")
         listed = read_lists(cfg.train_list, cfg.test_list)
         lower = {p.lower() for p in cache.paths}
         absent = [p for p in listed if p not in lower]
@@ -75,10 +79,10 @@ def make_split(cache: Cache, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray, 
     else:
         parts = np.array([p or UNUSED for p in cache.annotated_part], object)
         if not (parts != UNUSED).any():
-            raise ValueError("split.method lists needs split.test_list (and train_list), or a split column in "
+            raise ConfigError("split.method lists needs split.test_list (and train_list), or a split column in "
                              "data.annotations")
     if not (parts == "test").any() or not (parts == "train").any():
-        raise ValueError(f"split.method lists: no {'test' if not (parts == 'test').any() else 'train'} videos in "
+        raise DataError(f"split.method lists: no {'test' if not (parts == 'test').any() else 'train'} videos in "
                          "the cache are listed (check the lists' paths against data.root)")
     train = np.flatnonzero(parts == "train")
     if not (parts == "val").any() and cfg.val > 0:
@@ -89,35 +93,36 @@ def make_split(cache: Cache, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray, 
 
 def clip_groups(cache: Cache, pattern: str = "") -> np.ndarray:
     """Each clip's group, str (V,): `<class>/<first capture of pattern in the file name>` when a pattern is
-    given, else the annotations' group column, else the file's path. ValueError when the pattern does not compile
+    given, else the annotations' group column, else the file's path. ConfigError when the pattern does not compile
     or misses a file."""
     if pattern:
         try:
             regex = re.compile(pattern)
         except re.error as e:
-            raise ValueError(f"split.group_pattern {pattern!r} is not a regular expression: {e}") from None
+            raise ConfigError(f"split.group_pattern {pattern!r} is not a regular expression: {e}") from None
         if regex.groups < 1:
-            raise ValueError(f"split.group_pattern {pattern!r} has no capture group (the group's name): e.g. "
+            raise ConfigError(f"split.group_pattern {pattern!r} has no capture group (the group's name): e.g. "
                              r"_g(\d+)_")
         found = [regex.search(PurePosixPath(p).name) for p in cache.paths]
         misses = [p for p, m in zip(cache.paths, found) if m is None]
         if misses:
-            raise ValueError(f"split.group_pattern {pattern!r} finds no group in {len(misses)} file names, e.g. "
+            raise ConfigError(f"split.group_pattern {pattern!r} finds no group in {len(misses)} file names, e.g. "
                              f"{misses[0]}")
         return np.array([f"{cache.class_names[y]}/{m.group(1)}" for y, m in zip(cache.labels, found)], object)
     return np.array([g or p for g, p in zip(cache.group, cache.paths)], object)
 
 
 def check_splittable(per_class: np.ndarray, class_names: list[str], val: float, test: float, unit: str) -> None:
-    """ValueError unless the fractions are usable and every class with any of its `unit` (videos or groups; counts
-    per class, int (C,)) has enough of them for one in train and one in each part whose fraction is above 0."""
+    """ConfigError unless the fractions are usable, DataError unless every class with any of its `unit` (videos or
+    groups; counts per class, int (C,)) has enough of them for one in train and one in each part whose fraction is
+    above 0."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise ValueError(f"split fractions must be in [0, 1) and sum below 1, got val={val}, test={test}")
+        raise ConfigError(f"split fractions must be in [0, 1) and sum below 1, got val={val}, test={test}")
     need = 1 + (val > 0) + (test > 0)
     shown = "" if unit == "videos" else f" {unit}"  # a video count is plain; a group count says so
     small = [f"{class_names[c]} ({per_class[c]}{shown})" for c in range(len(class_names)) if 0 < per_class[c] < need]
     if small:
-        raise ValueError(f"classes too small to split into train/val/test (too few {unit}; need {need} each): "
+        raise DataError(f"classes too small to split into train/val/test (too few {unit}; need {need} each): "
                          f"{', '.join(small)}")
 
 
@@ -128,7 +133,7 @@ def split_groups(labels: np.ndarray, groups: np.ndarray, class_names: list[str],
 
     Per class of n videos, whole groups (in a seeded order) go to test until it holds round(n * test) videos, then
     to val until round(n * val), at least one group each when the fraction is above 0, and at least one group is
-    left for training; a class with too few groups for that is a ValueError naming it.
+    left for training; a class with too few groups for that is a DataError naming it.
     """
     labels, groups = np.asarray(labels), np.asarray(groups, dtype=object)
     names, member = np.unique(groups.astype(str), return_inverse=True)
@@ -157,7 +162,7 @@ def read_lists(train_list: str, test_list: str) -> dict[str, str]:
 
     UCF101: train_list `Class/v_x.avi [label]` and test_list `Class/v_x.avi` lines. HMDB51: a glob of its
     `<class>_test_split<N>.txt` files (`video.avi 1|2|0`: train, test, unused) as test_list (train_list empty).
-    Lower-case, because UCF101's lists and its files disagree on case (HandStandPushups). ValueError naming the
+    Lower-case, because UCF101's lists and its files disagree on case (HandStandPushups). DataError naming the
     file and line of anything else.
     """
     listed: dict[str, str] = {}
@@ -166,11 +171,11 @@ def read_lists(train_list: str, test_list: str) -> dict[str, str]:
             continue
         files = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not files:
-            raise ValueError(f"split list {pattern!r} matches no file")
+            raise DataError(f"split list {pattern!r} matches no file")
         for file in files:
             for line, path, file_part in _list_entries(Path(file), part):
                 if listed.get(path, file_part) != file_part:
-                    raise ValueError(f"{file} line {line}: {path} is also listed as {listed[path]}")
+                    raise DataError(f"{file} line {line}: {path} is also listed as {listed[path]}")
                 listed[path] = file_part
     return listed
 
@@ -180,9 +185,9 @@ def _list_entries(file: Path, part: str):
     try:
         lines = file.read_text(encoding="utf-8-sig").splitlines()
     except OSError as e:
-        raise ValueError(f"split list {str(file)!r} cannot be read ({e.strerror})") from None
+        raise DataError(f"split list {str(file)!r} cannot be read ({e.strerror})") from None
     except UnicodeDecodeError:
-        raise ValueError(f"split list {str(file)!r} is not UTF-8 text") from None
+        raise DataError(f"split list {str(file)!r} is not UTF-8 text") from None
     hmdb = HMDB51_LIST.match(file.name)
     for line, text in enumerate(lines, 1):
         fields = text.split()
@@ -190,10 +195,10 @@ def _list_entries(file: Path, part: str):
             continue
         if hmdb:
             if len(fields) != 2 or fields[1] not in HMDB51_PARTS:
-                raise ValueError(f"{file} line {line}: expected `video.avi 0|1|2` (HMDB51), got {text[:80]!r}")
+                raise DataError(f"{file} line {line}: expected `video.avi 0|1|2` (HMDB51), got {text[:80]!r}")
             yield line, f"{hmdb['label']}/{fields[0]}".lower(), HMDB51_PARTS[fields[1]]
         elif len(fields) > 2 or (len(fields) == 2 and not fields[1].isdigit()):
-            raise ValueError(f"{file} line {line}: expected `path [label]` (UCF101), got {text[:80]!r}")
+            raise DataError(f"{file} line {line}: expected `path [label]` (UCF101), got {text[:80]!r}")
         else:
             yield line, fields[0].replace("\\", "/").lower(), part
 
@@ -202,7 +207,7 @@ def split_videos(labels: np.ndarray, class_names: list[str], val: float, test: f
     """Assign each video to "train", "val" or "test": str array (V,), stratified by class, seeded.
 
     Per class of n videos: round(n * test) test videos and round(n * val) validation videos, at least one each
-    when the fraction is above 0, and at least one training video; a class too small for that is a ValueError
+    when the fraction is above 0, and at least one training video; a class too small for that is a DataError
     naming it.
     """
     labels = np.asarray(labels)
@@ -240,17 +245,17 @@ def write_split(path: str | os.PathLike, paths: np.ndarray, labels: np.ndarray, 
 
 def read_split(path: str | os.PathLike, paths: np.ndarray, column: str = "part") -> np.ndarray:
     """The part ("train"/"val"/"test"/"unused") of each of `paths` (clip ids), or another column of the split
-    (column="group"), str array (V,); ValueError if the split misses any."""
+    (column="group"), str array (V,); DataError if there is no split, or it misses any."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no split at {str(path)!r}: run `dvc repro split` first")
+        raise DataError(f"no split at {str(path)!r}: run `dvc repro split` first")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if column not in (reader.fieldnames or []):
-            raise ValueError(f"{path} has no {column!r} column: it is older than this code, re-run `dvc repro split`")
+            raise DataError(f"{path} has no {column!r} column: it is older than this code, re-run `dvc repro split`")
         value_of = {row["path"]: row[column] for row in reader}
     missing = [p for p in paths if p not in value_of]
     if missing:
-        raise ValueError(f"{path} does not list {len(missing)} cached videos (e.g. {missing[0]}): "
+        raise DataError(f"{path} does not list {len(missing)} cached videos (e.g. {missing[0]}): "
                          "the split is older than the cache, re-run `dvc repro split`")
     return np.array([value_of[p] for p in paths], dtype=object)

@@ -1,4 +1,4 @@
-"""Find videos safely, sample frame indices evenly, and decode only those frames from untrusted files (PyAV)."""
+"""Decoding one untrusted video (PyAV): frame indices sampled evenly, and only those frames decoded."""
 from __future__ import annotations
 
 import errno
@@ -7,13 +7,16 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import av
 import numpy as np
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".ts")
+# Discovery lives in pipeline.discover; these names are also importable from here for the callers that still do
+# (pipeline.annotations, pipeline.predict, app/predict_page.py, tests/test_app.py).
+from pipeline.discover import VIDEO_EXTENSIONS, Found, VideoFile, discover_videos, find_video_files  # noqa: F401
+from pipeline.errors import VideoError
+
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
 DECODER = f"pyav-{av.__version__}"  # named in the cache: another decoder (or FFmpeg build) gives other pixels
 # Gaps between samples longer than this many frames are crossed by seeking instead of decoding every frame:
@@ -49,21 +52,6 @@ class FrameSpec:
     backend: str = "fast"
 
 
-@dataclass(frozen=True)
-class VideoFile:
-    """One video to encode: `path` relative to the data root (posix), its class (folder, or annotation), and the
-    absolute file. From an annotation file (pipeline.annotations) also: `segment` (start, end) seconds, the part of
-    the file that is the labelled action (None: all of it), its `group` and the `part` the annotations give it
-    ("" when they do not)."""
-
-    path: str
-    label: str
-    file: Path
-    segment: tuple[float, float] | None = None
-    group: str = ""
-    part: str = ""
-
-
 @dataclass
 class Clip:
     """The sampled frames of one video and where they came from.
@@ -86,83 +74,8 @@ class Clip:
     decode_errors: int = 0
 
 
-@dataclass
-class Found:
-    """What a walk found: video files (sorted), and (path, reason) for what looked like a video or a folder of
-    videos but cannot be read: broken links, FIFOs and devices, folders that cannot be listed."""
-
-    files: list[Path] = field(default_factory=list)
-    problems: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def find_video_files(folder: str | os.PathLike) -> Found:
-    """Video files under `folder` at any depth (extension case-insensitive, hidden files and folders skipped).
-
-    Symbolic links are followed, but every real folder is visited once, so a link back up the tree neither lists
-    videos twice nor loops.
-    """
-    found, seen = Found(), set()
-
-    def unreadable(error: OSError) -> None:
-        found.problems.append((Path(error.filename), f"the folder cannot be read ({error.strerror})"))
-
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=unreadable):
-        here = os.stat(dirpath)
-        if (here.st_dev, here.st_ino) in seen:
-            dirnames[:] = []
-            continue
-        seen.add((here.st_dev, here.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            file = Path(dirpath) / name
-            if name.startswith(".") or file.suffix.lower() not in VIDEO_EXTENSIONS:
-                continue
-            try:
-                mode = file.stat().st_mode
-            except FileNotFoundError:
-                found.problems.append((file, "a broken symbolic link"))
-                continue
-            except OSError as e:
-                found.problems.append((file, f"cannot be read ({e.strerror})"))
-                continue
-            if stat.S_ISREG(mode):
-                found.files.append(file)
-            elif not stat.S_ISDIR(mode):
-                found.problems.append((file, "not a regular file (a FIFO, socket or device)"))
-    found.files.sort()
-    return found
-
-
-def discover_videos(root: str | os.PathLike) -> tuple[list[VideoFile], list[str], list[tuple[str, str]]]:
-    """List the videos under `root`/<class>/ (see find_video_files); files directly under the root have no class.
-
-    Returns the videos sorted by path, the sorted class names (the first-level folders holding at least one video),
-    and (path, reason) for what cannot be used, paths relative to the root. A name that is not valid UTF-8 cannot
-    be stored in the cache: it is reported with its bytes escaped (`\\xff`) instead.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"data root {str(root)!r} is not a directory")
-    found = find_video_files(root)
-    videos, problems = [], [(_printable(p.relative_to(root)), f"{_printable(p.relative_to(root))}: {reason}")
-                            for p, reason in found.problems]
-    for file in found.files:
-        rel = file.relative_to(root)
-        if _printable(rel) != rel.as_posix():
-            problems.append((_printable(rel), f"{_printable(rel)}: the file name is not valid UTF-8: rename it"))
-        elif len(rel.parts) > 1:
-            videos.append(VideoFile(path=rel.as_posix(), label=rel.parts[0], file=file))
-    videos.sort(key=lambda v: v.path)
-    return videos, sorted({v.label for v in videos}), sorted(problems)
-
-
-def _printable(rel: Path) -> str:
-    """The relative path as valid UTF-8 text: bytes that are not UTF-8 written as \\xNN."""
-    return os.fsencode(rel.as_posix()).decode("utf-8", "backslashreplace")
-
-
 def open_regular(file: str | os.PathLike):
-    """The file opened for binary reading, or ValueError if it is not a regular file.
+    """The file opened for binary reading, or VideoError if it is not a regular file.
 
     Opened without blocking, so a FIFO named like a video cannot hang the caller; checked on the open descriptor.
     """
@@ -170,11 +83,11 @@ def open_regular(file: str | os.PathLike):
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         if e.errno == errno.ENXIO:  # a FIFO (or socket) with nobody at the other end
-            raise ValueError(f"{file}: not a regular file (a FIFO, socket or device)") from None
+            raise VideoError(file, "not a regular file (a FIFO, socket or device)") from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise ValueError(f"{file}: not a regular file (a FIFO, socket or device)")
+        raise VideoError(file, "not a regular file (a FIFO, socket or device)")
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     return os.fdopen(fd, "rb")
 
@@ -203,14 +116,14 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
     sampler(frame_count) -> sorted int64 indices replaces the even sampling over the whole video (the timeline
     samples each window this way). spec: resize and crop each frame as it is decoded (see FrameSpec). segment:
     (start, end) seconds from the first frame: the frames are sampled evenly among those whose timestamps lie in
-    [start, end) only (a trimmed clip of a longer video); ValueError when no frame does.
+    [start, end) only (a trimmed clip of a longer video); VideoError when no frame does.
 
     The file is read through an open descriptor, never by name: FFmpeg sees no path, no protocol, and may use
     video containers only (CONTAINERS), so a playlist cannot make it read another file. A first pass reads the
     packets alone (no decoding): their count is the frame count and their timestamps place the samples exactly.
     Frames are then decoded in order, and a gap longer than seek_gap frames is crossed by seeking to the keyframe
     before the sample, so the work is bounded however long the video. A packet that fails to decode is counted
-    in decode_errors and decoding goes on. Raises ValueError naming the file and the reason when the video cannot
+    in decode_errors and decoding goes on. Raises VideoError(file, reason) when the video cannot
     be used, before any large allocation when it is over `limits`.
     """
     with open_regular(file) as fh:
@@ -219,7 +132,7 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
             times = _packet_times(container, container.streams.video[0])
             time_base = container.streams.video[0].time_base
         if not times:
-            raise ValueError(f"{file}: no decodable video frames")
+            raise VideoError(file, "no decodable video frames")
         if segment is not None:
             lo, hi = segment_frames(file, times, time_base, segment)
             sampler = lambda count: lo + sample_indices(hi - lo, num_frames)  # noqa: E731
@@ -236,12 +149,12 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
 
 def segment_frames(file, times: list[int], time_base, segment: tuple[float, float]) -> tuple[int, int]:
     """Frames [lo, hi) whose timestamps (sorted, in time_base) lie in segment = (start, end) seconds from the first
-    frame; ValueError naming the file when none does."""
+    frame; VideoError when none does."""
     start, end = segment
     seconds = (np.asarray(times, np.float64) - times[0]) * float(time_base)
     lo, hi = (int(i) for i in np.searchsorted(seconds, [start, end], side="left"))
     if hi <= lo:
-        raise ValueError(f"{file}: the segment [{start:g}, {end:g}) s holds no frame (the video's frames span "
+        raise VideoError(file, f"the segment [{start:g}, {end:g}) s holds no frame (the video's frames span "
                          f"0 to {seconds[-1]:.2f} s)")
     return lo, hi
 
@@ -254,10 +167,10 @@ def _open_container(fh, file, limits: DecodeLimits):
         container = av.open(fh, metadata_errors="replace", options={
             "format_whitelist": ",".join(CONTAINERS), "max_pixels": str(limits.max_pixels)})
     except av.FFmpegError as e:
-        raise ValueError(f"{file}: not a readable video ({_ffmpeg_reason(e)})") from None
+        raise VideoError(file, f"not a readable video ({_ffmpeg_reason(e)})") from None
     try:
         if not container.streams.video:
-            raise ValueError(f"{file}: no video stream")
+            raise VideoError(file, "no video stream")
         stream = container.streams.video[0]
         _check_size(file, stream.codec_context.width, stream.codec_context.height, limits)
         stream.codec_context.thread_count = 1  # the decode workers are the parallelism; one thread is cheapest
@@ -271,14 +184,14 @@ _IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM
 
 
 def _refuse_still_image(file, head: bytes) -> None:
-    """ValueError for an image file, or an FFmpeg playlist, with a video's name, given its first 12 bytes."""
+    """VideoError for an image file, or an FFmpeg playlist, with a video's name, given its first 12 bytes."""
     kind = next((k for magic, k in _IMAGE_MAGIC.items() if head.startswith(magic)), None)
     if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         kind = "WebP"
     if kind:
-        raise ValueError(f"{file}: a still {kind} image, not a video")
+        raise VideoError(file, f"a still {kind} image, not a video")
     if head.startswith(b"ffconcat"):
-        raise ValueError(f"{file}: an FFmpeg playlist (ffconcat), not a video: playlists are never followed")
+        raise VideoError(file, "an FFmpeg playlist (ffconcat), not a video: playlists are never followed")
 
 
 def _ffmpeg_reason(e: av.FFmpegError) -> str:
@@ -286,14 +199,14 @@ def _ffmpeg_reason(e: av.FFmpegError) -> str:
 
 
 def _check_size(file, width: int, height: int, limits: DecodeLimits) -> None:
-    """ValueError when a frame of width x height is over the limits (or has no size)."""
+    """VideoError when a frame of width x height is over the limits (or has no size)."""
     if width < 1 or height < 1:
-        raise ValueError(f"{file}: the video stream has no frame size ({width}x{height})")
+        raise VideoError(file, f"the video stream has no frame size ({width}x{height})")
     if width * height > limits.max_pixels:
-        raise ValueError(f"{file}: frames of {width}x{height} exceed the pixel limit "
+        raise VideoError(file, f"frames of {width}x{height} exceed the pixel limit "
                          f"({limits.max_pixels:,} pixels; extract.max_pixels)")
     if max(width, height) / min(width, height) > limits.max_aspect:
-        raise ValueError(f"{file}: frames of {width}x{height} exceed the aspect-ratio limit "
+        raise VideoError(file, f"frames of {width}x{height} exceed the aspect-ratio limit "
                          f"({limits.max_aspect:g}:1; extract.max_aspect)")
 
 
@@ -350,7 +263,7 @@ def _decode_at(container, stream, file, times: list[int], indices: np.ndarray, s
         if frame is None:  # the file ended before this sample: its frame never decoded
             frame = last
             if frame is None:
-                raise ValueError(f"{file}: no decodable video frames")
+                raise VideoError(file, "no decodable video frames")
             errors[0] += 1
         elif pos - 1 > idx:
             errors[0] += 1  # this sample's own frame was lost to damage; the next one stands in
@@ -358,7 +271,7 @@ def _decode_at(container, stream, file, times: list[int], indices: np.ndarray, s
         if frames is None:
             frames = np.empty((len(indices), *image.shape), np.uint8)
         elif image.shape != frames.shape[1:]:
-            raise ValueError(f"{file}: the frame size changes mid-stream ({frames.shape[2]}x{frames.shape[1]} "
+            raise VideoError(file, f"the frame size changes mid-stream ({frames.shape[2]}x{frames.shape[1]} "
                              f"to {image.shape[1]}x{image.shape[0]} at frame {idx})")
         frames[rows[idx]] = image
         stamps[rows[idx]] = float((times[min(pos - 1, len(times) - 1)] - times[0]) * stream.time_base)

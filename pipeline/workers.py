@@ -7,10 +7,12 @@ order the videos went in, so what is made from them does not depend on the numbe
 from __future__ import annotations
 
 import ctypes
+import importlib
 import multiprocessing
 import os
 import resource
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -19,9 +21,13 @@ from itertools import repeat
 
 from pebble import ProcessExpired, ProcessPool
 
+from pipeline.errors import Unusable, VideoError
 from pipeline.video import SEEK_GAP, Clip, DecodeLimits, FrameSpec, content_hash, read_frames, sample_indices
 
 VIDEOS_PER_WORKER = 200  # a worker is replaced after this many videos: decoders can leak
+# What every worker imports before its memory limit is set (PyAV loads av.subtitles.stream lazily, at the first
+# open; torch resizes): imported once by the forkserver too, so that a worker starts in milliseconds.
+WORKER_IMPORTS = ("av.subtitles.stream", "PIL.Image", "torch", "torch.nn.functional")
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class Loaded:
 
 
 def load_video(file: str, cfg: ReadConfig, hash_bytes: bool = True) -> Loaded:
-    """Stat, hash (when hash_bytes) and read one video (runs in a worker). ValueError with the reason if unusable."""
+    """Stat, hash (when hash_bytes) and read one video (runs in a worker). VideoError with the reason if unusable."""
     st = os.stat(file)
     digest = content_hash(file) if hash_bytes else None
     sampler = None
@@ -86,11 +92,9 @@ def auto_workers() -> int:
 def _worker_init(memory_mb: int) -> None:
     """Runs first in every worker: one thread for each library, every import done, then the memory limit."""
     os.environ["OMP_NUM_THREADS"] = "1"
-    import av.subtitles.stream  # noqa: F401  (PyAV loads this one lazily, at the first open)
-    import PIL.Image  # noqa: F401
-    import torch
-    import torch.nn.functional  # noqa: F401
-    torch.set_num_threads(1)
+    for name in WORKER_IMPORTS:
+        importlib.import_module(name)
+    sys.modules["torch"].set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # the lowest priority: on a CPU-only machine the encoder's threads are the bottleneck, and a worker that
     # preempts one of them stalls them all (measured: at nice 0 and 5, stage one with ViT-B/32 on 2 cores was 8%
@@ -106,8 +110,8 @@ def _worker_init(memory_mb: int) -> None:
 class DecodePool:
     """Worker processes that run `decode(file, cfg)` (default load_video) one video at a time, with limits.
 
-    `map` yields, in input order, a Loaded or a reason (str) for each file; `read` decodes one file or raises
-    ValueError with the reason. Use as a context manager, or call close().
+    `map` yields, in input order, a Loaded or an Unusable (the file and why) for each file; `read` decodes one
+    file or raises VideoError. Use as a context manager, or call close().
     """
 
     def __init__(self, cfg: PoolConfig = PoolConfig(), decode: Callable = load_video):
@@ -116,9 +120,10 @@ class DecodePool:
         if cfg.workers > 0:
             # forkserver: workers start from a clean process (no model, no CUDA, no threads of this one)
             ctx = multiprocessing.get_context("forkserver")
-            # Imported once by the server, so that a worker starts in milliseconds: every worker re-runs the main
-            # module (multiprocessing does, to unpickle what it defines), whose imports are then already there.
-            ctx.set_forkserver_preload(["pipeline.workers", "pipeline.extract"])
+            # Imported once by the server, so that a worker starts in milliseconds: the workers' own imports, and
+            # the main module's (every worker re-runs the main module, as multiprocessing does to unpickle what it
+            # defines, and finds its imports already there).
+            ctx.set_forkserver_preload([__name__, *WORKER_IMPORTS, *_main_module()])
             self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
                                      initializer=_worker_init, initargs=(cfg.memory_mb,))
             self._pool.schedule(os.getpid)  # pebble starts its workers at the first task: start them now
@@ -136,8 +141,8 @@ class DecodePool:
             self._pool = None
 
     def map(self, files: Iterable[str], cfg: ReadConfig, hash_bytes: bool = True,
-            segments: Iterable[tuple[float, float] | None] | None = None) -> Iterator[Loaded | str]:
-        """Read every file; yields per file, in order, a Loaded or the reason it cannot be used (str).
+            segments: Iterable[tuple[float, float] | None] | None = None) -> Iterator[Loaded | Unusable]:
+        """Read every file; yields per file, in order, a Loaded or an Unusable (the file as given, and why).
 
         segments: per file, the (start, end) seconds to sample inside (None: cfg.segment). Keeps two videos per
         worker in flight, so workers never wait on the consumer's order.
@@ -159,41 +164,49 @@ class DecodePool:
             yield self._result(*pending.popleft())
 
     def read(self, file: str, cfg: ReadConfig, hash_bytes: bool = False) -> Loaded:
-        """One video through a worker (the app and pipeline.predict); ValueError with the reason if unusable."""
+        """One video through a worker (the app and pipeline.predict); VideoError with the reason if unusable."""
         out = next(self.map([file], cfg, hash_bytes))
-        if isinstance(out, str):
-            raise ValueError(out)
+        if isinstance(out, Unusable):
+            raise out.error()
         return out
 
-    def _in_process(self, file: str, cfg: ReadConfig, hash_bytes: bool) -> Loaded | str:
+    def _in_process(self, file: str, cfg: ReadConfig, hash_bytes: bool) -> Loaded | Unusable:
         try:
             return self.decode(file, cfg, hash_bytes)
         except Exception as e:  # one bad video must never stop the run: its reason is the result
-            return _reason(file, e)
+            return _unusable(file, e)
 
-    def _result(self, file: str, future) -> Loaded | str:
+    def _result(self, file: str, future) -> Loaded | Unusable:
         try:
             return future.result()
         except FutureTimeout:
-            return f"{file}: timed out after {self.cfg.timeout_s:g} s (extract.video_timeout_s)"
+            return Unusable(file, f"timed out after {self.cfg.timeout_s:g} s (extract.video_timeout_s)")
         except ProcessExpired as e:
             code = e.exitcode
             if code is not None and code < 0:
-                return f"{file}: decoder crashed (signal {-code}, {signal.Signals(-code).name})"
-            return f"{file}: decoder crashed (exit status {code})"
+                return Unusable(file, f"decoder crashed (signal {-code}, {signal.Signals(-code).name})")
+            return Unusable(file, f"decoder crashed (exit status {code})")
         except Exception as e:
-            return _reason(file, e)
+            return _unusable(file, e)
 
 
-def _reason(file: str, e: BaseException) -> str:
-    """One line saying why `file` could not be used, starting with the file. A failure of the installation, not
-    of the video (a module that does not import), stops the run instead: it would skip every video."""
+def _main_module() -> list[str]:
+    """The main module's name when it was run by name (python -m stages.extract), for the forkserver to import;
+    none when it was run as a file or a package's __main__ (multiprocessing does not re-run those by name)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    return [name] if name and name != "__main__" and not name.endswith(".__main__") else []
+
+
+def _unusable(file: str, e: Exception) -> Unusable:
+    """Why `file` could not be used, from the exception's type (never its text). A failure of the installation,
+    not of the video (a module that does not import), stops the run instead: it would skip every video."""
     if isinstance(e, ImportError):
         raise RuntimeError(f"the decode workers cannot run: {type(e).__name__}: {e}") from e
+    if isinstance(e, VideoError):
+        return Unusable(file, e.reason)
     if isinstance(e, MemoryError):
-        return f"{file}: ran out of memory while decoding (extract.worker_memory_mb)"
-    text = str(e)
-    if isinstance(e, ValueError) and text.startswith(f"{file}:"):
-        return text
-    return f"{file}: {type(e).__name__}: {text}"
-
+        return Unusable(file, "ran out of memory while decoding (extract.worker_memory_mb)")
+    if isinstance(e, OSError):  # the file's own name is the record's: the error's (an absolute path) is left out
+        return Unusable(file, f"cannot be read ({e.strerror or type(e).__name__})")
+    return Unusable(file, f"{type(e).__name__}: {e}")

@@ -1,5 +1,7 @@
-"""What every stage script shares: params.yaml read into typed configs, and one sentence instead of a traceback
-when the user's data, settings or disk stop a stage."""
+"""What every stage script shares: params.yaml into typed configs, and a user's error as one line, not a traceback.
+
+A stage stopped by the user's data, settings (UserError) or disk (OSError) says why in one sentence; a bug keeps
+its traceback."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +13,8 @@ from dataclasses import fields
 from pathlib import Path
 
 import yaml
+
+from pipeline.errors import ConfigError, UserError
 
 PARAMS = "params.yaml"
 ANNOTATIONS_DIR = "annotations"  # annotation and split-list files: the extract and split stages depend on it
@@ -32,32 +36,33 @@ PROTOCOL_KEY = "protocol"  # beside the heads in every metrics file: how the tes
 
 
 def read_params() -> dict:
-    """params.yaml of the project folder (the stages run there, as dvc runs them); ValueError if unusable."""
+    """params.yaml of the project folder (the stages run there, as dvc runs them); ConfigError if unusable."""
     try:
         with open(PARAMS) as f:
             return yaml.safe_load(f)
     except OSError:
-        raise ValueError(f"cannot read {PARAMS}: run the stages from the project folder (dvc repro does)") from None
+        raise ConfigError(f"cannot read {PARAMS}: run the stages from the project folder (dvc repro does)") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{PARAMS} is not valid YAML: {e}") from None
+        raise ConfigError(f"{PARAMS} is not valid YAML: {e}") from None
 
 
 def config(cls, values: dict, section: str, **extra):
-    """cls(**values, **extra): a stage's dataclass config from its params.yaml section; ValueError naming a key of
+    """cls(**values, **extra): a stage's dataclass config from its params.yaml section; ConfigError naming a key of
     the section that the config does not know (a typo would otherwise be a TypeError traceback)."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{PARAMS}: unknown key {section}.{unknown[0]} "
+        raise ConfigError(f"{PARAMS}: unknown key {section}.{unknown[0]} "
                          f"(known: {', '.join(sorted(known - set(extra)))})")
     return cls(**values, **extra)
 
 
 def stage(name: str) -> Callable:
     """Decorate a stage's main(): the command line takes no arguments but --help (which describes the stage from
-    its module docstring and touches nothing); a ValueError or OSError (a condition of the user's data, settings
-    or disk, raised with a message naming the problem and the fix) ends the stage with `<name>: error: <message>`
-    on stderr and exit status 1, never a traceback. Anything else is a bug, and keeps its traceback."""
+    its module docstring and touches nothing); a UserError (pipeline.errors: a condition of the user's data or
+    settings, raised with a message naming the problem and the fix) or an OSError (the disk) ends the stage with
+    `<name>: error: <message>` on stderr and exit status 1, never a traceback. Anything else, a plain ValueError
+    from numpy or torch included, is a bug, and keeps its traceback."""
     def decorate(main: Callable[[], None]) -> Callable[[], None]:
         @functools.wraps(main)
         def run() -> None:
@@ -69,7 +74,7 @@ def stage(name: str) -> Callable:
                            "`dvc exp run -S key=value` to try a setting.").parse_args()
             try:
                 main()
-            except (ValueError, OSError) as e:
+            except (UserError, OSError) as e:
                 sys.exit(f"{name}: error: {e}")
         return run
     return decorate

@@ -1,10 +1,4 @@
 """DVC stage `demo`: render the stick-figure demo dataset to data/demo (the default data.root)."""
-import sys
-from pathlib import Path
-
-if not __package__:  # run as a file (python stages/demo.py): import the project's packages from its folder
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 from pipeline.demo import DemoConfig, make_demo_dataset
 from stages import config, read_params, stage
 

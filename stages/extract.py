@@ -1,11 +1,6 @@
-"""DVC stage `extract` (stage one): videos under data.root (or those data.annotations names) -> CLIP frame
-embeddings in cache/features.h5."""
-import sys
-from pathlib import Path
+"""DVC stage `extract` (stage one): the videos of data.root -> CLIP frame embeddings in cache/features.h5.
 
-if not __package__:  # run as a file (python stages/extract.py): import the project's packages from its folder
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
+The videos are those under data.root, one folder per class, or those the annotation file data.annotations names."""
 from pipeline.extract import ExtractConfig, extract_features
 from pipeline.threads import set_threads
 from stages import config, read_params, stage, untracked_notes

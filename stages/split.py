@@ -1,13 +1,10 @@
-"""DVC stage `split`: the train/val/test split of the cached clips (random, by group, or official lists), written
-with each clip's group to cache/split.csv."""
-import sys
-from pathlib import Path
+"""DVC stage `split`: the train/val/test split of the cached clips, written with each clip's group to cache/split.csv.
 
-if not __package__:  # run as a file (python stages/split.py): import the project's packages from its folder
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from pipeline.cache import CACHE_PATH, open_cache
-from pipeline.split import SPLIT_PATH, UNUSED, SplitConfig, describe_protocol, make_split, write_split
+Random, by group, or official lists (params.yaml: split.*; pipeline.split).
+"""
+from pipeline.cache import open_cache
+from pipeline.paths import CACHE_PATH, SPLIT_PATH
+from pipeline.split import UNUSED, SplitConfig, describe_protocol, make_split, write_split
 from stages import config, read_params, stage, untracked_notes
 
 

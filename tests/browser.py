@@ -1,5 +1,7 @@
-"""What the real-browser tests share: `streamlit run` of the app on a free port, and headless Chromium (Debian's
-package, driven by Playwright)."""
+"""What the real-browser tests share: `streamlit run` of the app on a free port, and headless Chromium.
+
+Chromium is Debian's package, driven by Playwright (no browser download).
+"""
 import os
 import shutil
 import socket
@@ -15,7 +17,8 @@ import pytest
 # Every wait is on an event (a text, a role, a count), with a bound far above a loaded machine's time: the app
 # loads the encoder before it shows the uploader, which took over 5 s on 2 cores shared with other work.
 WAIT_MS = 120_000
-APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app" / "streamlit_app.py"
 CHROMIUM = shutil.which("chromium")
 
 
@@ -27,12 +30,15 @@ def free_port() -> int:
 
 @contextmanager
 def streamlit_server(project, **env):
-    """`streamlit run` of the app in the project folder, on a free port; yields its URL."""
+    """`streamlit run` of the app in the project folder, on a free port; yields its URL. The checkout under test is
+    first on the server's path (installed or not: `streamlit run` itself puts only app/ there)."""
     port = free_port()
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env})
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": path, **env})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + WAIT_MS / 1000  # a generous bound: the wait ends when the server answers
     while True:

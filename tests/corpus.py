@@ -1,7 +1,7 @@
-"""A generated corpus of bad and odd inputs, each with the outcome stage one must give (README: Reliability).
+"""A generated corpus of bad and odd inputs, each with the outcome stage one must give (docs/reliability.md).
 
-`build_corpus(root)` writes every case under root/<class>/...; CASES is the table the tests check and the README
-reproduces. Outcomes: "encoded" (a row in the cache), "skipped" (in the skipped table with a reason),
+`build_corpus(root)` writes every case under root/<class>/...; CASES is the table the tests check and
+docs/reliability.md reproduces. Outcomes: "encoded" (a row in the cache), "skipped" (in the skipped table with a reason),
 "ignored" (not a video file: never discovered). Videos are written with PyAV (H.264, HEVC, VP9, 10-bit, VFR, ...)
 where OpenCV cannot write them.
 """
@@ -31,11 +31,11 @@ class Case:
     path: str
     outcome: str  # encoded | skipped | ignored
     note: str
-    shown: str | None = None  # how the README writes the path, where the path itself cannot be written there
+    shown: str | None = None  # how docs/reliability.md writes the path, where the path itself cannot be written there
 
     @property
     def readme_path(self) -> str:
-        """The path as the README's table writes it (`shown` if set, else `path`)."""
+        """The path as docs/reliability.md's table writes it (`shown` if set, else `path`)."""
         return self.path if self.shown is None else self.shown
 
 

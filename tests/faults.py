@@ -2,6 +2,7 @@
 import errno
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -61,3 +62,8 @@ def gated_decode(file: str, cfg, hash_bytes: bool = True, gate: str = "", slots:
 def broken_install_decode(file: str, cfg, hash_bytes: bool = True):
     """As if the decoder's library were missing on a node: every video fails with an ImportError."""
     raise ImportError("No module named 'av' (a test decoder)")
+
+
+def modules_decode(file: str, cfg, hash_bytes: bool = True) -> list[str]:
+    """Not a decoder: the project's modules the worker has imported (what a worker starts with, and no more)."""
+    return sorted(m for m in sys.modules if m.split(".")[0] in ("pipeline", "stages"))

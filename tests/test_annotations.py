@@ -4,6 +4,7 @@ import pytest
 
 from pipeline.annotations import read_annotations
 from pipeline.cache import read_cache
+from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig, extract_features
 from tests.conftest import write_video
 
@@ -31,10 +32,10 @@ def test_missing_file_and_unknown_class_are_reported_with_their_line(tmp_path):
     touch_videos(tmp_path, "a/1.mp4", "a/2.mp4")
     (tmp_path / "classes.txt").write_text("a\nb\n")
     (tmp_path / "ann.csv").write_text("path,label\na/1.mp4,a\na/gone.mp4,b\na/2.mp4,c\n")
-    with pytest.raises(ValueError, match=r"ann.csv \(csv\): 1 bad lines:\n  line 4: unknown class 'c'"):
+    with pytest.raises(DataError, match=r"ann.csv \(csv\): 1 bad lines:\n  line 4: unknown class 'c'"):
         read_annotations(tmp_path / "ann.csv", tmp_path, tmp_path / "classes.txt")
     (tmp_path / "ann.csv").write_text("path,label\na/1.mp4,a\na/gone.mp4,b\na/2.mp4,a,\n../x.mp4,a\n")
-    with pytest.raises(ValueError, match=r"line 5: path '../x.mp4' is not relative to the data root"):
+    with pytest.raises(DataError, match=r"line 5: path '../x.mp4' is not relative to the data root"):
         read_annotations(tmp_path / "ann.csv", tmp_path, tmp_path / "classes.txt")
     (tmp_path / "ann.csv").write_text("path,label\na/1.mp4,a\na/gone.mp4,b\na/2.mp4,a\n")
     videos, classes, problems = read_annotations(tmp_path / "ann.csv", tmp_path, tmp_path / "classes.txt")
@@ -43,19 +44,26 @@ def test_missing_file_and_unknown_class_are_reported_with_their_line(tmp_path):
                                        f"root {str(tmp_path)!r}")]
 
 
+def test_a_row_with_fields_past_the_header_is_read_by_its_named_fields(tmp_path):
+    touch_videos(tmp_path, "a/1.mp4")
+    (tmp_path / "ann.csv").write_text("path,label\na/1.mp4,a,extra\n,,\n,,x\n")
+    with pytest.raises(DataError, match=r"1 bad lines:\n  line 4: no label$"):  # a blank row is skipped, not line 3
+        read_annotations(tmp_path / "ann.csv", tmp_path)
+
+
 def test_mmaction2_list_needs_its_class_names(tmp_path):
     touch_videos(tmp_path, "v/1.avi", "v/2.avi")
     (tmp_path / "list.txt").write_text("v/1.avi 0\nv/2.avi 1\n")
-    with pytest.raises(ValueError, match="data.classes"):
+    with pytest.raises(DataError, match="data.classes"):
         read_annotations(tmp_path / "list.txt", tmp_path)
     (tmp_path / "names.txt").write_text("walk\nwave\n")
     videos, classes, _ = read_annotations(tmp_path / "list.txt", tmp_path, tmp_path / "names.txt")
     assert classes == ["walk", "wave"] and [v.label for v in videos] == ["walk", "wave"]
     (tmp_path / "list.txt").write_text("v/1.avi 0\nv/2.avi 2\n")
-    with pytest.raises(ValueError, match=r"line 2: unknown class 2 \(the class-names file has 2: 0 to 1\)"):
+    with pytest.raises(DataError, match=r"line 2: unknown class 2 \(the class-names file has 2: 0 to 1\)"):
         read_annotations(tmp_path / "list.txt", tmp_path, tmp_path / "names.txt")
     (tmp_path / "list.txt").write_text("just one word\n")
-    with pytest.raises(ValueError, match="not an annotation file this pipeline reads"):
+    with pytest.raises(DataError, match="not an annotation file this pipeline reads"):
         read_annotations(tmp_path / "list.txt", tmp_path, tmp_path / "names.txt")
 
 

@@ -8,6 +8,7 @@ import pytest
 import pipeline.cache as cache_module
 from pipeline.cache import (META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, empty_cache, gather_rows,
                             open_cache, read_cache, write_cache)
+from pipeline.errors import CacheError, ConfigError
 
 
 def concat_caches(caches: list[Cache], template: Cache) -> Cache:
@@ -71,26 +72,72 @@ def test_take_and_concat_select_rows(tmp_path):
 
 
 def test_missing_file_says_how_to_make_one(tmp_path):
-    with pytest.raises(ValueError, match="no feature cache.*run stage one"):
+    with pytest.raises(CacheError, match="no feature cache.*run stage one"):
         read_cache(tmp_path / "nope.h5")
 
 
 def test_corrupt_file_is_one_clear_error(tmp_path):
     (tmp_path / "bad.h5").write_bytes(b"not hdf5 at all" * 100)
-    with pytest.raises(ValueError, match="bad.h5: not a readable feature cache"):
+    with pytest.raises(CacheError, match="bad.h5: not a readable feature cache"):
         read_cache(tmp_path / "bad.h5")
     with h5py.File(tmp_path / "partial.h5", "w") as f:
         f.attrs["schema_version"] = SCHEMA_VERSION
         f["embeddings"] = np.zeros((1, 2, 3))
-    with pytest.raises(ValueError, match="partial.h5: not a readable feature cache"):
+    with pytest.raises(CacheError, match="partial.h5: not a readable feature cache"):
         read_cache(tmp_path / "partial.h5")
+
+
+def _labels_as_a_group(f):
+    del f["labels"]
+    f.create_group("labels")
+
+
+def _paths_as_numbers(f):
+    del f["paths"]
+    f["paths"] = np.arange(3)
+
+
+def _embeddings_in_two_dimensions(f):
+    del f["embeddings"]
+    f["embeddings"] = np.zeros((3, 32))
+
+
+def _embeddings_as_strings(f):
+    del f["embeddings"]
+    f["embeddings"] = np.zeros((3, 4, 8), "S3")
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda f: f.__delitem__("class_names"), "no dataset 'class_names'"),
+    (lambda f: f.__delitem__("skipped/file_size"), "no dataset 'skipped/file_size'"),
+    (_labels_as_a_group, "no dataset 'labels'"),
+    (_paths_as_numbers, "'paths' holds numbers"),
+    (_embeddings_in_two_dimensions, "embeddings are float64 in 2 dimensions"),
+    (_embeddings_as_strings, "'embeddings' holds strings"),
+])
+def test_a_damaged_layout_is_a_cache_error_naming_the_dataset(tmp_path, damage, problem):
+    """Whatever part of the layout is wrong, the reader says which, as a CacheError (never h5py's TypeError or
+    numpy's ValueError from deep inside the read)."""
+    write_cache(tmp_path / "f.h5", small_cache())
+    with h5py.File(tmp_path / "f.h5", "a") as f:
+        damage(f)
+    with pytest.raises(CacheError, match=f"f.h5: not a readable feature cache \\({problem}"):
+        read_cache(tmp_path / "f.h5")
+
+
+def test_a_truncated_file_is_a_cache_error(tmp_path):
+    write_cache(tmp_path / "f.h5", small_cache())
+    data = (tmp_path / "f.h5").read_bytes()
+    (tmp_path / "f.h5").write_bytes(data[:len(data) // 2])
+    with pytest.raises(CacheError, match="f.h5: not a readable feature cache"):
+        open_cache(tmp_path / "f.h5")
 
 
 def test_older_schema_is_refused(tmp_path):
     write_cache(tmp_path / "f.h5", small_cache())
     with h5py.File(tmp_path / "f.h5", "a") as f:
         f.attrs["schema_version"] = 0
-    with pytest.raises(ValueError, match="schema version 0.*re-run stage one"):
+    with pytest.raises(CacheError, match="schema version 0.*re-run stage one"):
         read_cache(tmp_path / "f.h5")
 
 
@@ -117,7 +164,7 @@ def test_a_cache_replaced_after_opening_is_an_error_not_other_rows(tmp_path):
     write_cache(tmp_path / "f.h5", small_cache(3))
     lazy = open_cache(tmp_path / "f.h5")
     write_cache(tmp_path / "f.h5", small_cache(5))
-    with pytest.raises(ValueError, match="f.h5 was replaced since it was opened"):
+    with pytest.raises(CacheError, match="f.h5 was replaced since it was opened"):
         np.asarray(lazy.embeddings)
 
 
@@ -144,5 +191,5 @@ def test_float16_storage_is_recorded_and_read_as_float32(tmp_path):
     np.testing.assert_array_equal(back.embeddings, cache.embeddings.astype(np.float16).astype(np.float32))
     write_cache(tmp_path / "f.h5", cache)
     assert read_cache(tmp_path / "f.h5").attrs["dtype"] == "float32"  # the default, recorded
-    with pytest.raises(ValueError, match="extract.dtype must be one of"):
+    with pytest.raises(ConfigError, match="extract.dtype must be one of"):
         write_cache(tmp_path / "x.h5", dataclasses.replace(cache, attrs={"dtype": "int8"}))

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.demo import CLASSES, DemoConfig, make_demo_dataset
-from pipeline.video import discover_videos, read_frames
+from pipeline.discover import discover_videos
+from pipeline.video import read_frames
 
 
 def test_demo_dataset_is_deterministic_and_varied(tmp_path):

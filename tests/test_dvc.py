@@ -1,6 +1,7 @@
-"""End to end: the real `dvc repro` and `dvc exp run` in a temporary copy of the repository, with the tiny encoder."""
+"""End to end: the README's commands, the real `dvc repro` and `dvc exp run`, in a temporary copy of the repository."""
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,9 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "tests" / "out" / "first_hour"  # the first hour's screenshots (git ignores tests/out/)
 
 
+def run(*cmd, cwd, env=None) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
 def sh(*cmd, cwd):
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    result = run(*cmd, cwd=cwd)
     return result.stdout + result.stderr
 
 
@@ -31,16 +37,17 @@ def dvc(*args, cwd):
     return sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
 
 
-def copy_repo(repo: Path, tiny_clip: str) -> dict:
-    """The repository's tracked files copied to `repo` (a new git repository), with a small demo and the tiny CLIP
-    in params.yaml; returns the params."""
+def copy_repo(repo: Path, tiny_clip: str | None) -> dict:
+    """The repository's tracked files copied to `repo` (a new git repository), with a small demo (and the tiny CLIP
+    in params.yaml, when given); returns the params."""
     for name in sh("git", "ls-files", "--cached", cwd=ROOT).split():
         if (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["demo"]["clips_per_class"] = 5
-    params["encoder"]["model"] = tiny_clip
+    if tiny_clip:
+        params["encoder"]["model"] = tiny_clip
     params["extract"]["num_frames"] = 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     sh("git", "init", "-q", cwd=repo)
@@ -50,12 +57,24 @@ def copy_repo(repo: Path, tiny_clip: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def demo_repo(tmp_path_factory, tiny_clip):
-    """(repo, params, output of the first `dvc repro`): a copy of the repository after `dvc repro` on a small demo
-    dataset (5 clips per class, 4 frames) with the tiny encoder, shared by the tests that need no other data."""
+def demo_repo(tmp_path_factory):
+    """(repo, params, output): a copy of the repository after the README's quick start and offline demo on a small
+    demo dataset (5 clips per class, 4 frames), shared by the tests that need no other data. Offline, `dvc repro`
+    stops at stage one with the sentence that names the next two commands; the test runs those."""
     repo = tmp_path_factory.mktemp("dvc") / "repo"
-    params = copy_repo(repo, tiny_clip)
-    return repo, params, dvc("repro", cwd=repo)
+    copy_repo(repo, None)
+    hub = tmp_path_factory.mktemp("hf")  # an empty Hugging Face cache: the real weights are never found
+    offline = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, capture_output=True, text=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hub)})
+    first = offline.stdout + offline.stderr
+    assert offline.returncode != 0 and "Running stage 'extract'" in first, first
+    assert "python -m pipeline.encoder --tiny models/tiny-clip" in first, first
+    assert "dvc exp run -S encoder.model=models/tiny-clip" in first and "Traceback" not in first, first
+    sh(sys.executable, "-m", "pipeline.encoder", "--tiny", "models/tiny-clip", cwd=repo)
+    out = dvc("exp", "run", "-S", "encoder.model=models/tiny-clip", cwd=repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["encoder"]["model"] == "models/tiny-clip"
+    return repo, params, first + out
 
 
 def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
@@ -70,8 +89,9 @@ def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
     assert {p.rsplit(".", 1)[1] for p in cache.paths} == {"mp4", "mkv", "webm"}
 
     # heads, metrics and plots where the README says
-    assert load_head(repo / "models" / "linear.pt").meta["encoder_fingerprint"] == cache.attrs["encoder_fingerprint"]
-    assert load_head(repo / "models" / "logreg.joblib").class_names == list(CLASSES)
+    linear = load_head(repo / "models" / "linear.pt")
+    assert linear.meta_.features["encoder_fingerprint"] == cache.attrs["encoder_fingerprint"]
+    assert load_head(repo / "models" / "logreg.joblib").classes_ == list(CLASSES)
     assert (repo / "models" / "linear_final.pt").is_file()
     for key in (*HEAD_METRICS, "cv_folds"):  # one file per metric, {head: value}, with the random encoder's note
         metric = json.loads((repo / "metrics" / f"{key}.json").read_text())
@@ -79,7 +99,7 @@ def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
         assert metric["protocol"] == "random split: test 0.15, val 0.15, seed 0"
     assert json.loads((repo / "metrics" / "cv_folds.json").read_text())["linear"] == 5
     assert RANDOM_ENCODER_NOTE in out  # evaluate's table says so
-    assert load_head(repo / "models" / "zeroshot.pt").class_names == list(CLASSES)
+    assert load_head(repo / "models" / "zeroshot.pt").classes_ == list(CLASSES)
     per_class = json.loads((repo / "dvclive" / "evaluate" / "per_class.json").read_text())
     assert set(per_class["linear"]) == set(CLASSES) and set(per_class["linear"]["walking"]) == {
         "precision", "recall", "f1", "support"}
@@ -103,7 +123,7 @@ def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
     # the README's baseline commit (experiments are compared with it), then an experiment on the head re-runs only
     # the head stages
     sh("git", "add", "params.yaml", "dvc.lock", "metrics", "dvclive", cwd=repo)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo baseline", cwd=repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "demo baseline", cwd=repo)
     out = dvc("exp", "run", "-S", "train.lr=0.001", cwd=repo)
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
     for stage in ("demo", "extract", "split", "baseline", "zeroshot"):
@@ -120,12 +140,45 @@ def test_dvc_pipeline_end_to_end(demo_repo, tmp_path):
     assert {"Experiment", "train.lr", "train.head"} <= set(header) and any(h.endswith(":linear") for h in header)
     assert not any(h.startswith(("models/", "metrics/ece", "metrics/ci95")) for h in header), header
     assert max(map(len, narrow)) <= 180 < max(map(len, wide)), (wide[1], narrow[1])
+    first, second = dvc("exp", "list", "--name-only", cwd=repo).split()[:2]  # what changed between two of them
+    diff = dvc("exp", "diff", first, second, cwd=repo)
+    assert "train.head" in diff and "Change" in diff, diff
 
-    # a changed extract param re-runs stage one; the persisted cache makes it reuse every embedding
-    params["extract"]["batch_size"] = 8
+    # a changed extract param re-runs stage one; the persisted cache makes it reuse every embedding (shard_size is
+    # not in the cache key; batch_size is: another batch shape may round differently)
+    params["extract"]["shard_size"] = 8
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc("repro", "extract", cwd=repo)
     assert "Running stage 'demo'" not in out and "0 encoded, 35 reused, 0 skipped" in out
+
+
+def test_the_readme_commands_on_the_trained_demo(demo_repo):
+    """The README's predict and inspect commands on the trained demo, as `python -m` (the console scripts
+    clip-har-predict and clip-har-inspect are the same commands: tests/test_readme.py)."""
+    repo, params, _ = demo_repo
+    walking = sorted(p.name for p in (repo / "data" / "demo" / "walking").iterdir())
+    assert "walking_003.mkv" in walking  # the clip the README names (the demo is seeded)
+    lines = run(sys.executable, "-m", "pipeline.predict", "data/demo/walking", cwd=repo).stdout.splitlines()
+    assert lines[0].split("\t") == ["path", "answer", "class", "probability"]
+    assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in lines[1:]) == walking
+    out = run(sys.executable, "-m", "pipeline.predict", "data/demo/walking/walking_003.mkv", "--head", "logreg",
+              "--segments", "2", "1", "--json", cwd=repo).stdout
+    answers = json.loads(out)
+    assert len(answers) == 1 and set(answers[0]["probabilities"]) == set(CLASSES), answers
+    assert answers[0]["segments"] and "segments_error" not in answers[0], answers  # the windows' answers
+
+    summary = run(sys.executable, "-m", "pipeline.inspector", cwd=repo).stdout
+    assert "35 videos, 7 classes" in summary and RANDOM_ENCODER_NOTE in summary, summary
+    out = run(sys.executable, "-m", "pipeline.inspector", "--video", "walking/walking_003.mkv", cwd=repo).stdout
+    assert "walking" in out, out
+    out = run(sys.executable, "-m", "pipeline.inspector", "--neighbors", "walking/walking_003.mkv", "-k", "5",
+              cwd=repo).stdout
+    assert sum(line[:1].isdigit() for line in out.splitlines()) == 5, out  # similarity, class, path
+    run(sys.executable, "-m", "pipeline.inspector", "--plot", "map.png", cwd=repo)
+    assert (repo / "map.png").stat().st_size > 0
+    (repo / "map.png").unlink()
+    out = run(sys.executable, "-m", "pipeline.inspector", "--outliers", cwd=repo).stdout
+    assert out.strip(), out
 
 
 def test_first_hour_in_the_browser(demo_repo, tmp_path):

@@ -1,6 +1,8 @@
 """The tiny CLIP through from_pretrained, preprocessing parity with CLIPImageProcessor, batch-independent embeddings."""
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -8,8 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encoder import Embedder, build_random_clip, embed_frames, load_encoder, preprocess_frames
+from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, EncoderConfig, embed_frames, load_encoder, preprocess_frames
+from pipeline.errors import ConfigError
+from pipeline.tiny_clip import build_tiny_clip
 from pipeline.video import resize_crop
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,7 @@ def test_a_random_clip_says_so_in_its_config_and_everything_made_with_it(encoder
 
 def test_fingerprint_is_stable_and_tells_weights_apart(encoder, tiny_clip, tmp_path):
     assert load_encoder(tiny_clip, device="cpu").fingerprint == encoder.fingerprint
-    other = build_random_clip(tmp_path / "other", seed=1)
+    other = build_tiny_clip(tmp_path / "other", seed=1)
     assert load_encoder(str(other), device="cpu").fingerprint != encoder.fingerprint
 
 
@@ -123,7 +129,7 @@ def test_loading_or_building_a_clip_on_disk_shows_no_progress_bar_and_keeps_the_
     from transformers.utils import logging as hf_logging
     hf_logging.enable_progress_bar()
     load_encoder(tiny_clip, device="cpu")
-    build_random_clip(tmp_path / "clip")
+    build_tiny_clip(tmp_path / "clip")
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "Writing model shards" not in err and "%|" not in err, err
     assert hf_logging.is_progress_bar_enabled()
@@ -135,10 +141,26 @@ def test_missing_local_directory_is_named(tmp_path):
 
 
 def test_bad_options_are_rejected(tiny_clip):
-    with pytest.raises(ValueError, match="preprocess"):
+    with pytest.raises(ConfigError, match="preprocess"):
         load_encoder(tiny_clip, preprocess="magic")
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(ConfigError, match="device"):
         load_encoder(tiny_clip, device="tpu")
+    with pytest.raises(ConfigError, match="device"):
+        EncoderConfig(tiny_clip, device="tpu").load()
+
+
+def test_an_encoder_config_loads_its_encoder_and_batch_size(encoder, tiny_clip):
+    loaded, batch_size = EncoderConfig(tiny_clip, device="cpu").load()
+    assert batch_size == AUTO_BATCH_SIZE["cpu"] and loaded.describe() == encoder.describe()
+    assert EncoderConfig(tiny_clip, batch_size=3).load(device="cpu")[1] == 3
+
+
+def test_both_commands_write_a_random_clip_that_loads(tmp_path):
+    for module in ("pipeline.tiny_clip", "pipeline.encoder"):
+        out = subprocess.run([sys.executable, "-m", module, "--tiny", str(tmp_path / module)], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        assert out.startswith(f"random CLIP written to {tmp_path / module}")
+        assert load_encoder(str(tmp_path / module), device="cpu").random_weights
 
 
 def centred_cosine(a, b, reference):

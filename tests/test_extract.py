@@ -12,6 +12,7 @@ from filelock import FileLock
 
 from pipeline.cache import ROW_FIELDS, read_cache
 from pipeline.encoder import embed_frames, load_encoder, preprocess_frames
+from pipeline.errors import ConfigError
 from pipeline.extract import ExtractConfig, extract_features
 from pipeline.video import read_frames
 from tests.conftest import write_video
@@ -52,7 +53,7 @@ def test_cache_rows_equal_encoding_each_video_alone(dataset, tmp_path, tiny_clip
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_onnxruntime_cache_rows_equal_each_video_alone_and_a_resumed_run_equals_an_uninterrupted_one(
         dataset, tmp_path, tiny_clip, onnx_dir, monkeypatch, quantize):
-    from pipeline.extract import PartWriter
+    from pipeline.writer import PartWriter
     ort = dict(backend="onnxruntime", quantize=quantize, shard_size=1, batch_size=3)  # passes across videos
     flush, written = PartWriter.flush, []
 
@@ -109,7 +110,7 @@ def test_rerun_encodes_only_what_changed(dataset, tmp_path, tiny_clip, monkeypat
     (dataset / "clapping" / "b.avi").unlink()  # remove
     os.rename(dataset / "clapping" / "a.mp4", dataset / "clapping" / "renamed.mp4")  # same bytes, new name
     with monkeypatch.context() as m:  # the join in blocks of 2 rows: ends where the one-block fresh run below does
-        m.setattr("pipeline.extract.BLOCK_ROWS", 2)
+        m.setattr("pipeline.writer.BLOCK_ROWS", 2)
         m.setattr("pipeline.cache.BLOCK_ROWS", 2)
         summary = run(dataset, cache_file, tiny_clip)
     assert (summary.encoded, summary.reused) == (2, 5)
@@ -246,16 +247,17 @@ def test_sigkill_mid_run_keeps_the_old_cache_and_resume_matches_an_uninterrupted
 
 def test_the_part_writer_writes_a_part_every_shard_size_videos(tmp_path):
     from pipeline.cache import empty_cache
-    from pipeline.extract import PartWriter, _Item
-    from pipeline.video import Clip, VideoFile
+    from pipeline.discover import VideoFile
+    from pipeline.video import Clip
+    from pipeline.writer import PartWriter, VideoRow
 
     template = empty_cache(2, 3, {"encoder_model": "m"}, ["a", "b"])
     writer = PartWriter(tmp_path / "parts", template, shard_size=2)
     items = []
     for i in range(5):
         clip = Clip(None, np.array([0, 1]), np.array([0.0, 0.04]), 25.0, 2, 0.08, False, decode_errors=i % 2)
-        items.append(_Item(VideoFile(f"{'ab'[i % 2]}/v{i}.mp4", "ab"[i % 2], tmp_path / f"v{i}.mp4"), 10 + i, i,
-                           f"{i:064x}", clip))
+        items.append(VideoRow(VideoFile(f"{'ab'[i % 2]}/v{i}.mp4", "ab"[i % 2], tmp_path / f"v{i}.mp4"), 10 + i,
+                              i, f"{i:064x}", clip))
         writer.add(items[-1], np.full((2, 3), i, np.float32))
         assert len(list((tmp_path / "parts").glob("part-*.h5"))) == (i + 1) // 2  # a part as each pair completes
     writer.flush()  # the last, short part
@@ -287,6 +289,20 @@ def test_the_local_engine_never_imports_ray(dataset, tmp_path, tiny_clip):
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
-def test_an_unknown_engine_is_a_clear_error(dataset, tmp_path, tiny_clip):
-    with pytest.raises(ValueError, match="extract.engine must be one of"):
+def test_an_unknown_engine_or_a_setting_that_is_no_number_is_a_clear_error(dataset, tmp_path, tiny_clip):
+    with pytest.raises(ConfigError, match="extract.engine must be one of"):
         run(dataset, tmp_path / "f.h5", tiny_clip, engine="spark")
+    with pytest.raises(ConfigError, match="extract.workers must be a number, got 'many'"):
+        run(dataset, tmp_path / "f.h5", tiny_clip, workers="many")
+    with pytest.raises(ConfigError, match="extract.batch_size must be auto or a positive whole number, got 0"):
+        run(dataset, tmp_path / "f.h5", tiny_clip, batch_size=0)
+
+
+def test_the_config_hands_out_the_encoder_pool_and_limits_with_their_own_defaults():
+    from pipeline.encoder import EncoderConfig
+    from pipeline.video import DecodeLimits
+    from pipeline.workers import PoolConfig
+
+    cfg = ExtractConfig(root="data", workers=3)
+    assert cfg.encoder() == EncoderConfig(cfg.model)
+    assert cfg.pool() == PoolConfig(workers=3) and cfg.limits() == DecodeLimits()

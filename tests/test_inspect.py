@@ -1,13 +1,17 @@
 """The cache inspector on hand-built caches whose answers are known, and the app's Embeddings page."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline.cache import RANDOM_ENCODER_NOTE, SCHEMA_VERSION, empty_cache, write_cache
-from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, main, nearest_neighbors,
+from pipeline.cache import KEY_ATTRS, RANDOM_ENCODER_NOTE, SCHEMA_VERSION, empty_cache, write_cache
+from pipeline.cli import inspect
+from pipeline.errors import ConfigError
+from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors,
                                 similar_pairs, summarize)
 from pipeline.split import write_split
 
@@ -46,7 +50,7 @@ E = np.eye(4)
 
 def test_summary_json_is_exact(tmp_path, capsys):
     cache = hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1], skipped=[("b/bad.mp4", "b/bad.mp4: no frames")])
-    assert main([str(tmp_path / "f.h5"), "--json"]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got == {
         "path": str(tmp_path / "f.h5"), "size_bytes": (tmp_path / "f.h5").stat().st_size,
@@ -57,7 +61,8 @@ def test_summary_json_is_exact(tmp_path, capsys):
         "encoder": {"model": "tiny", "fingerprint": "f00d", "precision": None, "device_type": None,
                     "backend": "torch", "quantize": "none"},
         "sampling": "uniform-centers", "decoder": None, "preprocess": "fast",
-        "data_root": "data", "split": False, "skipped": [{"path": "b/bad.mp4", "reason": "b/bad.mp4: no frames"}]}
+        "data_root": "data", "split": False, "skipped": [{"path": "b/bad.mp4", "reason": "b/bad.mp4: no frames"}],
+        "key": {k: {**ATTRS, "dtype": "float32"}.get(k) for k in KEY_ATTRS}}  # every key field, None where unset
     assert summarize(cache, tmp_path / "f.h5") == got
 
 
@@ -65,7 +70,7 @@ def test_summary_text_with_split_counts(tmp_path, capsys):
     cache = hand_cache(tmp_path, [E[0]] * 3 + [E[1]] * 3, [0, 0, 0, 1, 1, 1])
     parts = np.array(["train", "val", "test", "train", "val", "test"], object)
     write_split(tmp_path / "split.csv", cache.paths, cache.labels, cache.class_names, parts)
-    assert main([str(tmp_path / "f.h5")]) == 0
+    assert inspect([str(tmp_path / "f.h5")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{tmp_path / 'f.h5'}: 6 videos, 2 classes, " \
                        f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema {SCHEMA_VERSION}"
@@ -82,7 +87,7 @@ def test_frame_report(tmp_path):
     assert rows[0]["norm"] == pytest.approx(5.0) and rows[0]["cos_previous"] is None
     assert rows[1]["cos_previous"] == pytest.approx(1.0)
     assert rows[0]["cos_class"] == {"a": pytest.approx(1.0), "b": pytest.approx(0.8)}
-    with pytest.raises(ValueError, match="not in the cache.*did you mean a/v0.mp4"):
+    with pytest.raises(ConfigError, match="not in the cache.*did you mean a/v0.mp4"):
         frame_report(cache, "elsewhere/v0.mp4")
 
 
@@ -92,7 +97,7 @@ def test_neighbors_in_known_order(tmp_path, capsys):
     got = nearest_neighbors(cache, "a/v0.mp4", k=3)
     assert [g["path"] for g in got] == ["a/v1.mp4", "a/v4.mp4", "b/v2.mp4"]
     assert got[0]["similarity"] == pytest.approx(1 / np.sqrt(1.01)) and got[2]["similarity"] == pytest.approx(0)
-    assert main([str(tmp_path / "f.h5"), "--neighbors", "a/v0.mp4", "-k", "2"]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--neighbors", "a/v0.mp4", "-k", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and out[0].endswith("a/v1.mp4") and " a " in out[0]
 
@@ -110,7 +115,7 @@ def test_outliers_find_the_mislabelled_video_and_the_leak(tmp_path, capsys):
     assert pairs == [("b/v4.mp4", "b/v5.mp4", True)]
     assert find_outliers(cache)["near_duplicates"][0]["leak"] is False  # no split: nothing to leak across
     write_split(tmp_path / "split.csv", cache.paths, cache.labels, cache.class_names, parts)
-    assert main([str(tmp_path / "f.h5"), "--outliers"]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--outliers"]) == 0
     out = capsys.readouterr().out
     assert "a/v3.mp4 [a]" in out and "1 across split parts (leakage)" in out and "LEAK" in out
 
@@ -126,7 +131,7 @@ def test_leakage_by_group_straddling_groups_and_near_duplicate_groups(tmp_path, 
     assert [(r["a"], r["b"], r["parts"], r["pairs"]) for r in got["near_duplicate_groups"]] == [
         ("g2", "g3", ["train", "test"], 1)]
     write_split(tmp_path / "split.csv", cache.clip_ids(), cache.labels, cache.class_names, parts, groups)
-    assert main([str(tmp_path / "f.h5"), "--outliers"]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--outliers"]) == 0
     out = capsys.readouterr().out
     assert "groups in more than one split part (leakage): 1\n  g1: train 1, test 1" in out
     assert "g2 (train) ~ g3 (test): 1 pairs" in out
@@ -143,18 +148,18 @@ def test_plot_is_written(tmp_path, method, capsys):
     rng = np.random.default_rng(0)
     hand_cache(tmp_path, rng.normal(size=(12, 4)), [0] * 6 + [1] * 6)
     png = tmp_path / "map.png"
-    assert main([str(tmp_path / "f.h5"), "--plot", str(png), "--method", method]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--plot", str(png), "--method", method]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and f"({method.upper()} of 12 videos)" in capsys.readouterr().out
 
 
 def test_missing_empty_and_corrupt_caches_are_one_clear_error(tmp_path, capsys):
-    assert main([str(tmp_path / "none.h5")]) == 1
+    assert inspect([str(tmp_path / "none.h5")]) == 1
     assert "no feature cache" in capsys.readouterr().err
     (tmp_path / "empty.h5").write_bytes(b"")
-    assert main([str(tmp_path / "empty.h5")]) == 1
+    assert inspect([str(tmp_path / "empty.h5")]) == 1
     assert "empty.h5: not a readable feature cache" in capsys.readouterr().err
     (tmp_path / "junk.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    assert main([str(tmp_path / "junk.h5"), "--json"]) == 1
+    assert inspect([str(tmp_path / "junk.h5"), "--json"]) == 1
     assert "junk.h5: not a readable feature cache" in capsys.readouterr().err
 
 
@@ -205,6 +210,10 @@ def test_embeddings_page_reports_groups_found_in_more_than_one_split_part(projec
 
 
 def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
+    # a project folder (params.yaml as committed) without a cache: the app stays here, whatever the checkout holds
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=Path(APP).parents[1], capture_output=True,
+                               text=True, check=True).stdout
+    (tmp_path / "params.yaml").write_text(committed)
     monkeypatch.chdir(tmp_path)
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
@@ -241,19 +250,47 @@ def random_encoder_cache(tmp_path, names=("a", "b")):
 def test_every_inspector_output_of_a_random_encoder_says_so(tmp_path, capsys, args):
     from pipeline.cache import RANDOM_ENCODER_NOTE
     path = random_encoder_cache(tmp_path)
-    assert main([path, *args]) == 0
+    assert inspect([path, *args]) == 0
     out = capsys.readouterr().out.splitlines()
     assert RANDOM_ENCODER_NOTE in out[0] and RANDOM_ENCODER_NOTE in out[-1]
-    assert main([path, *args, "--json"]) == 0
+    assert inspect([path, *args, "--json"]) == 0
     out, err = capsys.readouterr()
     assert RANDOM_ENCODER_NOTE in out or RANDOM_ENCODER_NOTE in err
     hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1])  # a real encoder's cache: no note
-    assert main([path, *args]) == 0 and "random encoder" not in capsys.readouterr().out
+    assert inspect([path, *args]) == 0 and "random encoder" not in capsys.readouterr().out
 
 
 def test_video_report_shows_whole_class_names(tmp_path, capsys):
     names = ("walking_while_reading_book", "walking_while_using_phone")
     hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1], names=names)
-    assert main([str(tmp_path / "f.h5"), "--video", f"{names[0]}/v0.mp4"]) == 0
+    assert inspect([str(tmp_path / "f.h5"), "--video", f"{names[0]}/v0.mp4"]) == 0
     header, first = capsys.readouterr().out.splitlines()[:2]
     assert header.split()[-2:] == list(names) and len(first) == len(header)  # columns line up under the names
+
+
+def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
+    """frame_spec reads the resize and crop from the cache's own record of its preprocessing, not a fixed size."""
+    from pipeline.cache import read_cache
+    from pipeline.errors import CacheError
+    from pipeline.inspector import frame_spec
+    from pipeline.video import FrameSpec
+
+    cache = hand_cache(tmp_path, [E[0], E[1]], [0, 1])
+    with pytest.raises(CacheError, match="does not record the preprocessing"):
+        frame_spec(cache)  # hand_cache records "{}"
+    cache.attrs.update(preprocess="processor", preprocess_config=json.dumps(
+        {"size": {"shortest_edge": 256}, "crop_size": {"height": 240, "width": 200}, "resample": 3}))
+    write_cache(tmp_path / "f.h5", cache)
+    assert frame_spec(read_cache(tmp_path / "f.h5")) == FrameSpec(256, 240, 200, "processor")
+
+
+def test_python_m_pipeline_inspector_is_the_same_command(tmp_path):
+    """`python -m pipeline.inspector` runs clip-har-inspect's command line (pipeline.cli.inspect), status included."""
+    hand_cache(tmp_path, [E[0], E[1]], [0, 1])
+    root = Path(APP).parents[1]
+    run = subprocess.run([sys.executable, "-m", "pipeline.inspector", str(tmp_path / "f.h5"), "--json"], cwd=root,
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and json.loads(run.stdout)["videos"] == 2, run.stderr
+    run = subprocess.run([sys.executable, "-m", "pipeline.inspector", str(tmp_path / "none.h5")], cwd=root,
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.startswith("error: no feature cache")

@@ -136,8 +136,8 @@ def test_a_frame_lost_to_damage_is_stood_in_for_by_the_next_and_counted(corpus):
     np.testing.assert_array_equal(clip.frames[lost], clip.frames[lost + 1])
 
 
-def test_readme_documents_every_case():
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_document_every_case():
+    text = (ROOT / "docs" / "reliability.md").read_text()
     rows = re.findall(r"^\| (.+?) \| `(.+?)` \| (encoded|skipped|ignored) \|", text, flags=re.M)
     assert rows == [(c.kind, c.readme_path, c.outcome) for c in CASES]
 
@@ -263,6 +263,26 @@ def test_the_stage_reports_a_write_failure_in_one_line(tmp_path, monkeypatch, ca
     with pytest.raises(SystemExit,
                        match=r"^extract: error: \[Errno 28\] No space left on device: 'cache/features.h5.tmp'$"):
         stages.extract.main()
+
+
+def test_a_stage_shows_a_user_error_in_one_line_and_a_bug_with_its_traceback():
+    from pipeline.errors import DataError, UserError
+    from stages import stage
+
+    @stage("extract")
+    def users_data():
+        raise DataError("data root 'nowhere' is not a directory")
+
+    with pytest.raises(SystemExit, match=r"^extract: error: data root 'nowhere' is not a directory$"):
+        users_data()
+
+    @stage("extract")
+    def a_bug():
+        np.zeros(2).reshape(3)  # numpy's own ValueError: a bug, not the user's
+
+    with pytest.raises(ValueError, match="cannot reshape") as err:
+        a_bug()
+    assert not isinstance(err.value, UserError) and any(entry.name == "a_bug" for entry in err.traceback)
 
 
 def test_a_second_writer_process_is_refused(tmp_path, tiny_clip):

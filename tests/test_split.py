@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.cache import empty_cache
+from pipeline.errors import ConfigError, DataError
 from pipeline.split import SplitConfig, describe_protocol, make_split, read_split, split_videos, write_split
 
 NAMES = ["a", "b", "c"]
@@ -34,7 +35,7 @@ def test_small_classes_get_at_least_one_video_per_part():
 
 
 def test_classes_too_small_are_named():
-    with pytest.raises(ValueError, match=r"too small.*a \(2\).*c \(1\)"):
+    with pytest.raises(DataError, match=r"too small.*a \(2\).*c \(1\)"):
         split_videos(labels_of([2, 5, 1]), NAMES, 0.15, 0.15, seed=0)
     parts = split_videos(labels_of([2, 5, 1]), NAMES, 0.0, 0.0, seed=0)  # no held-out parts: nothing to split
     assert set(parts) == {"train"}
@@ -42,7 +43,7 @@ def test_classes_too_small_are_named():
 
 @pytest.mark.parametrize("val,test", [(-0.1, 0.1), (0.5, 0.5), (1.0, 0.0)])
 def test_bad_fractions_are_rejected(val, test):
-    with pytest.raises(ValueError, match="fractions"):
+    with pytest.raises(ConfigError, match="fractions"):
         split_videos(labels_of([5, 5, 5]), NAMES, val, test, seed=0)
 
 
@@ -53,9 +54,9 @@ def test_csv_round_trip_and_stale_split(tmp_path):
     write_split(tmp_path / "split.csv", paths, labels, NAMES, parts)
     assert (tmp_path / "split.csv").read_text().splitlines()[0] == "path,label,part,group"
     np.testing.assert_array_equal(read_split(tmp_path / "split.csv", paths[::-1]), parts[::-1])
-    with pytest.raises(ValueError, match="older than the cache"):
+    with pytest.raises(DataError, match="older than the cache"):
         read_split(tmp_path / "split.csv", np.append(paths, "a/new.mp4"))
-    with pytest.raises(ValueError, match="no split"):
+    with pytest.raises(DataError, match="no split"):
         read_split(tmp_path / "none.csv", paths)
 
 
@@ -101,13 +102,13 @@ def test_group_split_never_puts_a_group_on_two_sides(seed):
 
 def test_group_errors_name_the_setting():
     cache = ucf_cache()
-    with pytest.raises(ValueError, match=r"finds no group in 63 file names, e\.g\. ApplyEyeMakeup/v_"):
+    with pytest.raises(ConfigError, match=r"finds no group in 63 file names, e\.g\. ApplyEyeMakeup/v_"):
         make_split(cache, SplitConfig(method="group", group_pattern=r"_x(\d+)_"))
-    with pytest.raises(ValueError, match="no capture group"):
+    with pytest.raises(ConfigError, match="no capture group"):
         make_split(cache, SplitConfig(method="group", group_pattern=r"_g\d+_"))
-    with pytest.raises(ValueError, match=r"too few groups.*ApplyEyeMakeup \(2 groups\)"):
+    with pytest.raises(DataError, match=r"too few groups.*ApplyEyeMakeup \(2 groups\)"):
         make_split(ucf_cache(groups=2), SplitConfig(method="group", group_pattern=r"_g(\d+)_"))
-    with pytest.raises(ValueError, match="split.method must be one of"):
+    with pytest.raises(ConfigError, match="split.method must be one of"):
         make_split(cache, SplitConfig(method="official"))
 
 
@@ -147,9 +148,9 @@ def test_lists_read_hmdb51_split_files(tmp_path):
         mine = parts[cache.labels == c]
         assert mine[:3].tolist() == ["test", "test", "unused"] and set(mine[3:]) == {"train", "val"}
     (tmp_path / "brush_hair_test_split1.txt").write_text("a.avi 3\n")
-    with pytest.raises(ValueError, match=r"brush_hair_test_split1.txt line 1: expected `video.avi 0\|1\|2`"):
+    with pytest.raises(DataError, match=r"brush_hair_test_split1.txt line 1: expected `video.avi 0\|1\|2`"):
         make_split(cache, cfg)
-    with pytest.raises(ValueError, match="matches no file"):
+    with pytest.raises(DataError, match="matches no file"):
         make_split(cache, SplitConfig(method="lists", test_list=str(tmp_path / "*_test_split9.txt")))
 
 
@@ -163,7 +164,7 @@ def test_lists_from_the_annotations_split_column():
         "train", "val"}
     for g in set(groups):
         assert len(set(parts[groups == g])) == 1, g
-    with pytest.raises(ValueError, match="split column"):
+    with pytest.raises(ConfigError, match="split column"):
         make_split(fake_cache(paths, np.repeat([0, 1], 8), ["a", "b"]), SplitConfig(method="lists"))
 
 
@@ -173,5 +174,5 @@ def test_split_csv_keeps_clip_ids_and_groups(tmp_path):
                 np.array(["a", "a", "b"]))
     assert read_split(tmp_path / "s.csv", ids[::-1], "group").tolist() == ["b", "a", "a"]
     (tmp_path / "old.csv").write_text("path,label,part\nv/b.mp4,b,test\n")
-    with pytest.raises(ValueError, match="no 'group' column"):
+    with pytest.raises(DataError, match="no 'group' column"):
         read_split(tmp_path / "old.csv", ids[2:], "group")

@@ -4,7 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.video import content_hash, discover_videos, read_frames, sample_indices
+from pipeline.discover import discover_videos
+from pipeline.errors import DataError, VideoError
+from pipeline.video import content_hash, read_frames, sample_indices
 from tests.conftest import level, set_mp4_rotation, write_video
 
 
@@ -44,7 +46,7 @@ def test_discover_videos_labels_from_first_folder_and_skips_hidden(dataset: Path
 
 
 def test_discover_videos_rejects_a_missing_root(tmp_path):
-    with pytest.raises(ValueError, match="not a directory"):
+    with pytest.raises(DataError, match="not a directory"):
         discover_videos(tmp_path / "nope")
 
 
@@ -100,14 +102,15 @@ def test_a_wrong_header_frame_count_is_corrected_by_counting(tmp_path):
 def test_unreadable_files_raise_value_error_naming_the_file(tmp_path, content):
     file = tmp_path / "bad.mp4"
     file.write_bytes(content)
-    with pytest.raises(ValueError, match="bad.mp4"):
+    with pytest.raises(VideoError, match="bad.mp4") as err:
         read_frames(file, 4)
+    assert err.value.file == str(file) and str(file) not in err.value.reason  # the file and the reason apart
 
 
 def test_a_truncated_mp4_raises_value_error(tmp_path):
     file = write_video(tmp_path / "cut.mp4", n_frames=60)
     file.write_bytes(file.read_bytes()[:2000])  # OpenCV writes the index (moov) last: it is gone
-    with pytest.raises(ValueError, match="cut.mp4"):
+    with pytest.raises(VideoError, match="cut.mp4"):
         read_frames(file, 4)
 
 

@@ -8,13 +8,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pipeline.cache import ROW_FIELDS, read_cache
+from pipeline.errors import Unusable, VideoError
 from pipeline.extract import ExtractConfig, extract_features
 from pipeline.heads import HEAD_FILES
 from pipeline.predict import load_predictor, predict_video
 from pipeline.video import FrameSpec
 from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig
 from tests.conftest import write_video
-from tests.faults import faulty_decode
+from tests.faults import broken_install_decode, faulty_decode, modules_decode
 
 TIMEOUT = 5.0  # seconds a test video may take: tiny videos decode in milliseconds; a hang is cut at this
 READ = ReadConfig(4, FrameSpec(224, 224, 224))
@@ -50,11 +51,34 @@ def test_a_crash_a_hang_and_a_memory_hog_cost_only_their_video(faulty_folder):
     with DecodePool(PoolConfig(workers=2, timeout_s=TIMEOUT, memory_mb=512), decode=faulty_decode) as pool:
         out = dict(zip(names, pool.map([str(faulty_folder / n) for n in names], READ)))
         again = pool.read(str(faulty_folder / "c0/v4.mp4"), READ)  # the pool still works: workers were replaced
-    assert out["c0/crash.mp4"].endswith("decoder crashed (signal 11, SIGSEGV)")
-    assert out["c1/hang.mp4"].endswith(f"timed out after {TIMEOUT:g} s (extract.video_timeout_s)")
-    assert out["c1/hog.mp4"].endswith("ran out of memory while decoding (extract.worker_memory_mb)")
+    assert out["c0/crash.mp4"] == Unusable(str(faulty_folder / "c0/crash.mp4"), "decoder crashed (signal 11, SIGSEGV)")
+    assert out["c1/hang.mp4"].reason == f"timed out after {TIMEOUT:g} s (extract.video_timeout_s)"
+    assert out["c1/hog.mp4"].reason == "ran out of memory while decoding (extract.worker_memory_mb)"
+    assert str(out["c1/hog.mp4"]).startswith(str(faulty_folder / "c1/hog.mp4") + ": ran out of memory")
     assert all(isinstance(out[n], Loaded) for n in ("c0/v0.mp4", "c1/v1.mp4", "c0/v2.mp4"))
     assert isinstance(again, Loaded)
+
+
+def test_results_are_typed_from_the_exception_never_its_text(tmp_path):
+    bad, gone = tmp_path / "bad.mp4", tmp_path / "gone.mp4"
+    bad.write_text("not a video\n" * 10)
+    with DecodePool(PoolConfig(workers=1)) as pool:
+        out, missing = pool.map([str(bad), str(gone)], READ)
+        with pytest.raises(VideoError) as err:
+            pool.read(str(bad), READ)
+    assert out.file == str(bad) and out.reason.startswith("not a readable video") and str(bad) not in out.reason
+    assert (err.value.file, err.value.reason) == (out.file, out.reason) and str(err.value) == str(out)
+    assert missing == Unusable(str(gone), "cannot be read (No such file or directory)")  # an OSError, by its fields
+    with DecodePool(PoolConfig(workers=0), decode=broken_install_decode) as pool:
+        with pytest.raises(RuntimeError, match="the decode workers cannot run: ImportError"):
+            list(pool.map([str(bad)], READ))  # a broken installation stops the run: it would skip every video
+
+
+def test_a_worker_imports_the_reader_and_not_its_callers(tmp_path):
+    with DecodePool(PoolConfig(workers=1), decode=modules_decode) as pool:
+        modules = next(pool.map([str(tmp_path / "any.mp4")], READ))
+    assert "pipeline.workers" in modules and "pipeline.video" in modules
+    assert not {"pipeline.extract", "pipeline.engines", "pipeline.encoder", "stages"} & set(modules), modules
 
 
 def run(root, cache, tiny_clip, **kw):

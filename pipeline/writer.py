@@ -1,0 +1,117 @@
+"""The writer: stage one's finished videos into part files, and the cache joined from the parts and the previous one.
+
+A part file (`<cache>.parts/part-<random>.h5`) holds up to `shard_size` newly encoded clips and is written
+atomically: the work a killed run can lose is at most one part's. The new cache is streamed from its sources
+(previous cache and parts) row block by row block, so memory does not grow with the number of videos.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache import BLOCK_ROWS, Cache, clip_id, gather_rows, open_cache, write_cache, write_cache_blocks
+from pipeline.discover import VideoFile
+from pipeline.video import Clip
+
+
+@dataclass
+class VideoRow:
+    """One usable video, a row of the cache to be: its file's size, mtime and content hash; `clip` (indices,
+    times) until its part is written."""
+
+    video: VideoFile
+    size: int
+    mtime_ns: int
+    digest: str
+    clip: Clip | None = None
+
+    @property
+    def key(self) -> str:
+        """The row key its embeddings are stored under (Cache.row_keys): content hash and segment."""
+        return clip_id(self.digest, self.video.segment)
+
+
+class PartWriter:
+    """The part writer: finished videos with their embeddings (F, D) go into part files of `shard_size` videos,
+    each written atomically (`<cache>.parts/part-<random>.h5`); `parts` lists what was written, opened lazily
+    (their embeddings stay in the files: memory holds at most one part's)."""
+
+    def __init__(self, parts_dir: Path, template: Cache, shard_size: int):
+        self.parts_dir, self.template, self.shard_size = parts_dir, template, shard_size
+        self.parts: list[Cache] = []
+        self._rows: list[tuple[VideoRow, np.ndarray]] = []
+
+    def add(self, item: VideoRow, embeddings: np.ndarray) -> None:
+        self._rows.append((item, embeddings))
+        if len(self._rows) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is waiting as one part file."""
+        if not self._rows:
+            return
+        part = part_cache(self._rows, self.template)
+        part_file = self.parts_dir / f"part-{uuid.uuid4().hex}.h5"
+        write_cache(part_file, part)
+        self.parts.append(open_cache(part_file))
+        for item, _ in self._rows:
+            item.clip = None  # the part holds it now
+        self._rows.clear()
+
+
+def part_cache(rows: list[tuple[VideoRow, np.ndarray]], template: Cache) -> Cache:
+    """Finished videos and their embeddings as a Cache (rows keyed by content hash), ready to be a part file."""
+    items = [it for it, _ in rows]
+    return Cache(
+        embeddings=np.stack([emb for _, emb in rows]).astype(np.float32),
+        frame_indices=np.stack([it.clip.indices for it in items]),
+        timestamps=np.stack([it.clip.timestamps for it in items]),
+        labels=np.array([template.class_names.index(it.video.label) for it in items], np.int64),
+        paths=np.array([it.video.path for it in items], object),
+        content_hash=np.array([it.digest for it in items], object),
+        fps=np.array([it.clip.fps for it in items]),
+        frame_count=np.array([it.clip.frame_count for it in items], np.int64),
+        duration=np.array([it.clip.duration for it in items]),
+        repeated=np.array([it.clip.repeated for it in items], bool),
+        decode_errors=np.array([it.clip.decode_errors for it in items], np.int64),
+        file_size=np.array([it.size for it in items], np.int64),
+        mtime_ns=np.array([it.mtime_ns for it in items], np.int64),
+        **_annotated(items),
+        class_names=list(template.class_names), attrs=dict(template.attrs),
+    )
+
+
+def assemble_cache(cache_path: Path, kept: list[VideoRow], sources: list[Cache], template: Cache, skipped: list,
+              skipped_stat: dict) -> None:
+    """Write the new cache at cache_path: one row per usable video in path order, its embeddings and frame data
+    copied by row key (content hash and segment) from `sources` (previous cache and parts, the last holding a key
+    wins), BLOCK_ROWS rows at a time; the path, label, group and annotated part are this run's."""
+    where = {k: (s, i) for s, src in enumerate(sources) for i, k in enumerate(src.row_keys())}
+    source, row = np.array([where[it.key] for it in kept], np.int64).reshape(-1, 2).T  # (V,) each
+    label_of = {name: c for c, name in enumerate(template.class_names)}
+    out = dataclasses.replace(template, skipped=list(skipped), skipped_stat=dict(skipped_stat))
+
+    def blocks():
+        for start in range(0, len(kept), BLOCK_ROWS):
+            items, at = kept[start:start + BLOCK_ROWS], slice(start, start + BLOCK_ROWS)
+            block = gather_rows(sources, source[at], row[at], out)
+            block.paths = np.array([it.video.path for it in items], object)
+            block.labels = np.array([label_of[it.video.label] for it in items], np.int64)
+            block.file_size = np.array([it.size for it in items], np.int64)
+            block.mtime_ns = np.array([it.mtime_ns for it in items], np.int64)
+            for name, values in _annotated(items).items():
+                setattr(block, name, values)
+            yield block
+
+    write_cache_blocks(cache_path, out, len(kept), blocks())
+
+
+def _annotated(items: list[VideoRow]) -> dict[str, np.ndarray]:
+    """The rows' segment float64 (V, 2) (NaN: the whole file), group and annotated part str (V,)."""
+    return {"segment": np.array([it.video.segment or (np.nan, np.nan) for it in items], np.float64).reshape(-1, 2),
+            "group": np.array([it.video.group for it in items], object),
+            "annotated_part": np.array([it.video.part for it in items], object)}
