@@ -36,7 +36,8 @@ from pipeline.errors import ConfigError, HeadError, UserError, VideoError
 from pipeline.heads import Head, HeadMeta, load_head
 from pipeline.paths import HEAD_FILES
 from pipeline.threads import set_threads
-from pipeline.video import SAMPLING, Clip, DecodeLimits, find_video_files
+from pipeline.discover import find_video_files
+from pipeline.video import SAMPLING, Clip, DecodeLimits
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig
 
 
