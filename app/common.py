@@ -9,7 +9,6 @@ import streamlit as st
 
 from pipeline.heads import load_head
 from pipeline.inspector import load
-from pipeline.paths import PARAMS  # noqa: F401 (the project's settings; the app runs in the project folder)
 from pipeline.predict import encoder_for
 from pipeline.workers import DecodePool, PoolConfig
 from pipeline.zeroshot import text_embeddings

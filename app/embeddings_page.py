@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.common import cached_cache, frame_strip
+from app.common import cached_cache, cached_pool, frame_strip
 from pipeline.cache import random_encoder_note
 from pipeline.errors import DataError, UserError
 from pipeline.inspector import (class_centroids, find_outliers, frame_report, frame_spec, group_leakage,
                                 nearest_neighbors, project_2d, row_of, split_file, summarize, video_means)
 from pipeline.paths import CACHE_PATH
-from pipeline.predict import shared_pool
 from pipeline.split import read_split
 from pipeline.workers import ReadConfig
 
@@ -143,7 +142,7 @@ def show_video(cache, chosen: str, means: np.ndarray) -> None:
             # decoded in the app's worker, as the encoder saw them (its crops, e.g. 224 x 224: small to send back)
             segment = None if np.isnan(cache.segment[v, 0]) else tuple(cache.segment[v].tolist())
             cfg = ReadConfig(cache.embeddings.shape[1], frame_spec(cache), segment=segment)
-            clip = shared_pool().read(str(source), cfg).clip
+            clip = cached_pool().read(str(source), cfg).clip
             frame_strip(clip.frames, [f"frame {r['frame']} · {r['time']:.2f} s" for r in rows])
         except UserError as e:  # the video cannot be decoded now (VideoError): the embeddings are still shown
             st.error(str(e))

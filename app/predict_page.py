@@ -7,16 +7,19 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
-import yaml
 
-from app.common import PARAMS, cached_encoder, cached_head, cached_pool, cached_text_embeddings, frame_strip
-from pipeline.cache import random_encoder_note
+from app.common import cached_encoder, cached_head, cached_pool, cached_text_embeddings, frame_strip
+from pipeline.cache import open_cache, random_encoder_note
 from pipeline.calibration import describe_data
+from pipeline.discover import VIDEO_EXTENSIONS
 from pipeline.errors import ConfigError, UserError, VideoError
-from pipeline.paths import HEAD_FILES
+from pipeline.extract import ExtractConfig, dataset
+from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
 from pipeline.predict import make_predictor, predict_segments, predict_video, temporary_upload
-from pipeline.video import SAMPLING, VIDEO_EXTENSIONS
+from pipeline.video import SAMPLING
 from pipeline.zeroshot import zeroshot_head
+from stages import read_params
+from stages.extract import extract_config
 
 UPLOAD_TYPES = [e[1:] for e in VIDEO_EXTENSIONS]  # the same videos as stage one takes
 HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression", "zeroshot": "zero-shot"}
@@ -142,14 +145,11 @@ def zero_shot_predictor():
         default = made.classes_
         # its temperature, fitted on the project's validation videos, is the best guess for other actions too
         calibration = made.calibration_
-    elif Path(PARAMS).is_file():
-        params = yaml.safe_load(Path(PARAMS).read_text())
-        model, extract = params["encoder"]["model"], params["extract"]
-        frames, preprocess = extract["num_frames"], extract["preprocess"]
-        backend, quantize = extract.get("backend", "torch"), extract.get("quantize", "none")
-        root = Path(params["data"]["root"])
-        default = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")) \
-            if root.is_dir() else []
+    elif Path(PARAMS).is_file():  # the settings and classes stage one would use (read as the stages read them)
+        cfg = extract_config(read_params())
+        model, frames, preprocess, backend, quantize = (cfg.model, cfg.num_frames, cfg.preprocess, cfg.backend,
+                                                        cfg.quantize)
+        default = project_classes(cfg)
     else:
         raise ConfigError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
     # tall enough to show every action (Streamlit's default shows about three lines)
@@ -162,6 +162,20 @@ def zero_shot_predictor():
     attrs = {**encoder.describe(), "num_frames": frames, "sampling": SAMPLING}
     head = zeroshot_head(cached_text_embeddings(model, tuple(actions)), actions, attrs).use_calibration(calibration)
     return make_predictor(head, encoder, cached_pool())
+
+
+def project_classes(cfg: ExtractConfig) -> list[str]:
+    """The project's class names: the cache's when stage one has run, else those stage one would find (the class
+    folders, or the labels of data.annotations and data.classes); [] when the data cannot be read yet."""
+    if Path(CACHE_PATH).is_file():
+        try:
+            return open_cache(CACHE_PATH).class_names  # its metadata only: the embeddings stay in the file
+        except (UserError, OSError):
+            pass  # a cache being rebuilt: the data's own classes
+    try:
+        return dataset(cfg)[1]
+    except (UserError, OSError):
+        return []
 
 
 def label(class_name: str) -> str:

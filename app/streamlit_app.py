@@ -8,8 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from app.common import launch_record
-from pipeline.heads import HEAD_FILES
-from pipeline.paths import PARAMS
+from pipeline.paths import HEAD_FILES, PARAMS
 from pipeline.threads import set_threads
 
 ROOT = Path(__file__).resolve().parents[1]  # the project this app belongs to

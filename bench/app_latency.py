@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.encoder import build_random_clip, embed_frames, load_encoder, preprocess_frames
+from pipeline.encoder import embed_frames, load_encoder, preprocess_frames
+from pipeline.tiny_clip import build_tiny_clip
 from pipeline.heads import LinearHead
 from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_bytes
@@ -41,7 +42,7 @@ def full_size_clip() -> Path:
     """A ViT-B/32 CLIP with random weights, saved once like a downloaded one (about 600 MB)."""
     path = OUT / "vit-b-32-random"
     if not (path / "config.json").exists():
-        build_random_clip(path, full_size=True)
+        build_tiny_clip(path, full_size=True)
     return path
 
 

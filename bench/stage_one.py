@@ -191,7 +191,8 @@ def closeness(encoders: dict, reference: str = "torch fp32", clips_per_class: in
     stay the same with each encoder's features.
     """
     from pipeline.demo import DemoConfig, make_demo_dataset
-    from pipeline.heads import LinearConfig, LinearHead, LogRegConfig, fit_logreg, train_linear_head
+    from pipeline.heads import LogRegHead
+    from pipeline.training import LinearConfig, module_logits, train_linear
     root = OUT / "demo"
     if not root.is_dir():
         make_demo_dataset(DemoConfig(str(root), clips_per_class, 0), progress=False)
@@ -213,14 +214,12 @@ def closeness(encoders: dict, reference: str = "torch fp32", clips_per_class: in
         return sim.argmax(1)
 
     train, test = np.arange(len(files)) % 2 == 0, np.arange(len(files)) % 2 == 1
-    logreg = fit_logreg(ref[train].mean(1), labels[train], LogRegConfig())
-    cfg = LinearConfig(epochs=200, lr=1e-3)
-    linear = LinearHead(ref.shape[-1], labels.max() + 1)
-    linear.load_state_dict(train_linear_head(ref[train], labels[train], None, None, labels.max() + 1, cfg).final_state)
+    logreg = LogRegHead().fit(ref[train].mean(1), labels[train])
+    linear = train_linear([(ref[train], labels[train])], int(labels.max()) + 1,
+                          LinearConfig(epochs=200, lr=1e-3))[0].final  # the module after its last epoch
 
     def linear_pred(x):
-        with torch.no_grad():
-            return linear(torch.from_numpy(x)).argmax(1).numpy()
+        return module_logits(linear, x).argmax(1).numpy()
 
     out = {}
     for name, e in emb.items():

@@ -25,15 +25,16 @@ sys.path.insert(0, str(ROOT))
 from bench.stage_one import dataset, full_size_clip, stage_one  # noqa: E402
 from bench.stage_two import CLASSES  # noqa: E402
 from pipeline.cache import read_cache  # noqa: E402
-from pipeline.heads import LinearConfig, LogRegConfig, fit_logreg, mean_pool, train_linear_head  # noqa: E402
+from pipeline.heads import LogRegHead, mean_pool  # noqa: E402
+from pipeline.training import LinearConfig, train_linear  # noqa: E402
 
 
 def stage_two(x, y) -> float:
     """Seconds for the linear head (30 epochs, a fifth held out for validation) and the logistic regression."""
     n = len(y) * 4 // 5
     t = time.perf_counter()
-    train_linear_head(x[:n], y[:n], x[n:], y[n:], len(CLASSES), LinearConfig(epochs=30))
-    fit_logreg(mean_pool(x[:n]), y[:n], LogRegConfig())
+    train_linear([(x[:n], y[:n])], len(CLASSES), LinearConfig(epochs=30), None, x[n:], y[n:])
+    LogRegHead().fit(mean_pool(x[:n]), y[:n])
     return time.perf_counter() - t
 
 

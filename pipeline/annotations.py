@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.cache import clip_id
 from pipeline.errors import DataError
-from pipeline.video import VideoFile, find_video_files
+from pipeline.discover import VideoFile, find_video_files
 
 FORMATS = ("csv", "kinetics", "mmaction2")
 # The words annotation files use for the official parts, and the part each names ("" = not said)

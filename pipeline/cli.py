@@ -5,12 +5,13 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from pipeline.cache import random_encoder_note
-from pipeline.errors import UserError
+from pipeline.errors import HeadError, UserError, VideoError
 from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, load, nearest_neighbors,
                                 plot_projection, project_2d, split_file, summarize)
-from pipeline.paths import CACHE_PATH, TINY_CLIP
+from pipeline.paths import CACHE_PATH, HEAD_FILES, TINY_CLIP
 from pipeline.split import PARTS, read_split
 
 INSPECT_HELP = """\
@@ -75,14 +76,6 @@ def inspect(argv: list[str] | None = None) -> int:
     elif warning:
         text = f"*** {warning} ***\n{text}\n*** {warning} ***"
     return _print(json.dumps(result, indent=2) if args.json else text)
-
-
-def predict(argv: list[str] | None = None) -> int:
-    """`clip-har-predict`: what the person in each video is doing (pipeline.predict's command line, whose main
-    moves here)."""
-    from pipeline.predict import main  # torch and transformers load in seconds: only for this command
-
-    return main(argv)
 
 
 def tiny_clip(argv: list[str] | None = None) -> int:
@@ -183,3 +176,160 @@ def format_group_leakage(result: dict) -> str:
     lines += [f"  {r['a']} ({r['parts'][0]}) ~ {r['b']} ({r['parts'][1]}): {r['pairs']} pairs, max "
               f"{r['max_similarity']:.4f}" for r in result["near_duplicate_groups"]]
     return "\n".join(lines)
+
+
+PREDICT_HELP = """\
+What the person in each video is doing: a trained head over the full encoder, exactly as stage one encodes.
+
+    clip-har-predict PATH... [--head linear|logreg|zeroshot] [--json] [--threshold F]
+                             [--segments WINDOW STRIDE] [--device auto|cpu|cuda] [-v]
+
+(or python -m pipeline.predict ...).
+
+PATH is a video or a folder (searched recursively). Prints a header line, then one tab-separated line per video:
+path, answer (the top class, or "not sure" under the head's cut-off), top class, probability (or a JSON list).
+Heads on a random encoder (python -m pipeline.encoder) say so on stderr and in each JSON entry ("warning").
+stderr is quiet (no progress bars, no FFmpeg warnings) unless -v is given. A file that fails, for
+any reason, is one error line on stderr (and an "error" entry in the JSON) and the others are still predicted; the
+exit status is 1 when any file failed. --segments adds one indented line per sliding window (start-end seconds,
+answer, top class, probability); when the windows cannot be made (too many of them) the whole-video answer is
+still printed, the reason goes to stderr (and "segments_error"), and the exit status is 1.
+"""
+TSV_HEADER = ("path", "answer", "class", "probability")  # the columns of the text output, printed first
+
+
+def predict(argv: list[str] | None = None) -> int:
+    """`clip-har-predict`: the answer for each video the paths name, as lines or JSON; 1 when a file failed, 2 when
+    the head or its encoder cannot be used."""
+    from pipeline.predict import encoder_for, make_predictor  # torch and transformers: seconds, only for this
+    from pipeline.heads import load_head
+    from pipeline.threads import set_threads
+    from pipeline.workers import DecodePool, PoolConfig
+
+    parser = argparse.ArgumentParser(description=PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders")
+    parser.add_argument("--head", choices=sorted(HEAD_FILES), default="linear")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--segments", nargs=2, type=float, metavar=("WINDOW", "STRIDE"),
+                        help="also answer for sliding windows of WINDOW seconds every STRIDE seconds")
+    parser.add_argument("--threshold", type=float, metavar="F",
+                        help='answer "not sure" when the top probability is under F of the way from chance to '
+                             "certainty (default: the head's, calibration.not_sure_below_chance_to_certain)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="let the libraries speak on stderr (a first download's progress bars, PyAV's FFmpeg "
+                             "warnings in this process; the decode workers stay quiet and report failures as error "
+                             "lines)")
+    args = parser.parse_args(argv)
+    quiet_libraries(args.verbose)
+    set_threads("app")
+    try:  # the head and its encoder first: without them no decode worker is started
+        head = load_head(HEAD_FILES[args.head])
+        encoder = encoder_for(head.meta_, args.device)
+    except (UserError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with DecodePool(PoolConfig(workers=1)) as pool:
+        try:
+            predictor = make_predictor(head, encoder, pool)
+        except HeadError as e:  # made for another encoder or sampling
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return _predict_all(args, predictor)
+
+
+def _predict_all(args: argparse.Namespace, predictor) -> int:
+    """Every file the paths name through predictor (a pipeline.predict.Predictor), printed as lines or JSON; 1 when
+    any failed."""
+    from pipeline.calibration import sure_threshold
+    from pipeline.discover import find_video_files
+    from pipeline.predict import predict_segments, predict_video
+
+    warning = random_encoder_note(predictor.head.meta_.features)
+    if warning:
+        print(f"note: {warning}", file=sys.stderr)
+    if not args.json:
+        print("\t".join(TSV_HEADER), flush=True)
+    files, results, failed = [], [], 0
+    for p in args.paths:
+        found = find_video_files(p) if Path(p).is_dir() else None
+        files += found.files if found else [Path(p)]
+        for problem, reason in found.problems if found else []:
+            failed += 1
+            print(f"error: {problem}: {reason}", file=sys.stderr)
+            results.append({"path": _printable(problem), "error": reason})
+    for file in files:
+        shown = _printable(file)  # a name that is not UTF-8 still prints
+        try:  # any failure of one file is that file's error line; the others are still predicted
+            pred = predict_video(file, predictor)
+        except Exception as e:  # noqa: BLE001 (batch work: skip and record; not BaseException: Ctrl-C still stops)
+            failed += 1
+            results.append({"path": shown, "error": _report(e, shown)})
+            continue
+        segments, segments_error = [], None
+        if args.segments:
+            try:  # the whole-video answer stands even when the windows cannot be made
+                segments = predict_segments(file, predictor, *args.segments)
+            except Exception as e:  # noqa: BLE001
+                failed += 1
+                segments_error = _report(e, shown, "timeline: ")
+        if args.threshold is not None:
+            for p in [pred, *segments]:
+                p.not_sure_below = sure_threshold(args.threshold, len(p.class_names))
+        results.append({"path": shown, "answer": pred.answer, "class": pred.top_class,
+                        "probability": pred.top_probability,
+                        "probabilities": dict(zip(pred.class_names, pred.probabilities.tolist()))})
+        if warning:
+            results[-1]["warning"] = warning
+        if segments:
+            results[-1]["segments"] = [{"start": s.start, "end": s.end, "answer": s.answer, "class": s.top_class,
+                                        "probability": s.top_probability} for s in segments]
+        if segments_error:
+            results[-1]["segments_error"] = segments_error
+        if not args.json:
+            print(f"{shown}\t{pred.answer}\t{pred.top_class}\t{pred.top_probability:.3f}", flush=True)
+            for s in segments:
+                print(f"  {s.start:7.2f}-{s.end:7.2f} s\t{s.answer}\t{s.top_class}\t{s.top_probability:.3f}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Quiet: no Hugging Face progress bar (a first download's; loading from disk never shows one: hub.py) and no
+    FFmpeg log lines ("moov atom not found") from this process; the decode workers start from a clean process
+    (forkserver), where PyAV logs nothing. A file that fails still gets its error line. verbose: the download's
+    bars, and FFmpeg's warnings from this process through Python logging."""
+    import av.logging
+    from transformers.utils import logging as hf_logging
+
+    if verbose:
+        hf_logging.enable_progress_bar()
+        av.logging.set_level(av.logging.WARNING)
+    else:
+        hf_logging.disable_progress_bar()
+        av.logging.set_level(None)
+
+
+def _printable(file: str | os.PathLike) -> str:
+    """A file name as it can print (bytes that are not UTF-8 as backslash escapes)."""
+    return os.fsencode(file).decode("utf-8", "backslashreplace")
+
+
+def _reason(e: BaseException) -> str:
+    """Why one file failed, without the file: a VideoError's reason, an OSError's strerror, another UserError's
+    message; any other exception (a MemoryError, a RuntimeError) named by its type as well."""
+    if isinstance(e, VideoError):
+        return e.reason
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    if isinstance(e, UserError):
+        return str(e)
+    return f"{type(e).__name__}: {e}".rstrip(": ")
+
+
+def _report(e: BaseException, shown: str, what: str = "") -> str:
+    """`<shown>: <what><reason>` on stderr after "error: ", and returned for the JSON."""
+    message = f"{shown}: {what}{_reason(e)}"
+    print(f"error: {message}", file=sys.stderr)
+    return message

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.paths import DEMO_DIR
+
 CLASSES = ("clapping", "meeting_and_splitting", "sitting", "standing_still", "walking",
            "walking_while_reading_book", "walking_while_using_phone")
 SIZES = ((160, 120), (240, 180), (320, 240), (320, 180), (256, 256))  # (width, height)
@@ -29,7 +31,7 @@ BITEXACT = {"fflags": "+bitexact"}  # no random ids (Matroska, WebM) nor version
 class DemoConfig:
     """Demo settings (params.yaml: demo.*): where to write, clips per class, and the seed that fixes every clip."""
 
-    out_dir: str = "data/demo"
+    out_dir: str = DEMO_DIR
     clips_per_class: int = 20
     seed: int = 0
 

@@ -15,7 +15,6 @@ from pipeline.hub import OFFLINE_NEXT_STEP, load_pretrained
 from pipeline.onnx_backend import export_onnx, ort_session, run_session
 # The random CLIP's builder lives in pipeline.tiny_clip; its old name stays importable from here for the callers
 # that still use it (tests/conftest.py, tests/test_predict.py, bench/app_latency.py).
-from pipeline.tiny_clip import build_tiny_clip as build_random_clip  # noqa: F401
 from pipeline.video import DECODER, FrameSpec, resize_crop
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it costs seconds to import, and a process that

@@ -134,13 +134,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         raise CacheError(f"another stage-one run is writing {cache_path} (lock {lock.lock_file} is held): "
                          "wait for it to finish") from None
     try:
-        if cfg.annotations:
-            videos, class_names, problems = read_annotations(cfg.annotations, cfg.root, cfg.classes)
-        else:
-            videos, class_names, problems = discover_videos(cfg.root)
-            if not videos:
-                raise DataError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
-                                f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}), or set data.annotations")
+        videos, class_names, problems = dataset(cfg)
         with open_engine(cfg, decode) as engine:
             attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
                      "batch_size": engine.batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
@@ -168,6 +162,19 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         return summary
     finally:
         lock.release()
+
+
+def dataset(cfg: ExtractConfig) -> tuple[list[VideoFile], list[str], list[tuple[str, str]]]:
+    """The videos stage one encodes, their class names and (path, reason) for what cannot be used: those the
+    annotation file names (data.annotations), else the class folders under the data root. DataError when the
+    folders hold no video."""
+    if cfg.annotations:
+        return read_annotations(cfg.annotations, cfg.root, cfg.classes)
+    videos, class_names, problems = discover_videos(cfg.root)
+    if not videos:
+        raise DataError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
+                        f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}), or set data.annotations")
+    return videos, class_names, problems
 
 
 def open_engine(cfg: ExtractConfig, decode: Callable = load_video) -> Engine:

@@ -14,7 +14,6 @@ from torch import nn
 from pipeline.cache import KEY_ATTRS, RANDOM_WEIGHTS
 from pipeline.calibration import Calibration, CalibrationConfig, fit_calibration, softmax, sure_threshold
 from pipeline.errors import HeadError
-from pipeline.paths import HEAD_FILES  # noqa: F401 (where the heads are saved; its home is pipeline.paths)
 from pipeline.training import LOGIT_SCALE, LinearConfig, LinearModule, mean_pool, module_logits, train_linear
 
 HEAD_SCHEMA = 4  # the layout of a saved head's metadata (4: the HeadMeta record); otherwise: retrain it

@@ -15,7 +15,6 @@ import numpy as np
 
 from pipeline.cache import Cache
 from pipeline.errors import ConfigError, DataError
-from pipeline.paths import SPLIT_PATH  # noqa: F401 (re-exported for the stages that import it from here)
 
 PARTS = ("train", "val", "test")
 UNUSED = "unused"  # the part of a clip that official lists leave out: in the split, in no head's data

@@ -12,9 +12,6 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-# Discovery lives in pipeline.discover; these names are also importable from here for the callers that still do
-# (pipeline.annotations, pipeline.predict, app/predict_page.py, tests/test_app.py).
-from pipeline.discover import VIDEO_EXTENSIONS, Found, VideoFile, discover_videos, find_video_files  # noqa: F401
 from pipeline.errors import VideoError
 
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache

@@ -15,9 +15,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import ConfigError, UserError
-
-PARAMS = "params.yaml"
-ANNOTATIONS_DIR = "annotations"  # annotation and split-list files: the extract and split stages depend on it
+from pipeline.paths import ANNOTATIONS_DIR, METRICS_DIR, PARAMS
 
 
 def untracked_notes(files: list[str], *folders: str) -> list[str]:
@@ -30,7 +28,6 @@ def untracked_notes(files: list[str], *folders: str) -> list[str]:
 
 # Metrics are written one file per metric, {head: value}, so that `dvc metrics show` reads as a table with a row
 # per metric and a column per head, and `dvc exp show --only-changed` shows `metrics/<metric>.json:<head>`.
-METRICS_DIR = "metrics"
 WARNING_KEY = "warning"  # beside the heads in every metrics file, when the encoder had random weights
 PROTOCOL_KEY = "protocol"  # beside the heads in every metrics file: how the test part was chosen
 

@@ -6,13 +6,17 @@ from pipeline.threads import set_threads
 from stages import config, read_params, stage, untracked_notes
 
 
+def extract_config(params: dict) -> ExtractConfig:
+    """Stage one's settings from params.yaml (data, encoder.model, extract): also the app's, for zero-shot."""
+    return config(ExtractConfig, params["extract"], "extract", root=params["data"]["root"],
+                  annotations=params["data"]["annotations"], classes=params["data"]["classes"],
+                  model=params["encoder"]["model"])
+
+
 @stage("extract")
 def main() -> None:
     set_threads("extract")
-    params = read_params()
-    cfg = config(ExtractConfig, params["extract"], "extract", root=params["data"]["root"],
-                 annotations=params["data"]["annotations"], classes=params["data"]["classes"],
-                 model=params["encoder"]["model"])
+    cfg = extract_config(read_params())
     for note in untracked_notes([cfg.annotations, cfg.classes], cfg.root):
         print(f"extract: note: {note}")
     print(extract_features(cfg))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never touches the network; set before transformers loads
@@ -10,7 +11,25 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.encoder import build_random_clip
+import yaml
+
+from pipeline.tiny_clip import build_tiny_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def committed_params(**sections) -> dict:
+    """params.yaml as committed (git's HEAD), not the working tree's (`dvc exp run -S` edits the file in place, and
+    a user's experiment must fail no test), with `sections` merged over it ({"extract": {"num_frames": 4}})."""
+    try:
+        text = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked archive): the file itself
+        text = (ROOT / "params.yaml").read_text()
+    params = yaml.safe_load(text)
+    for name, values in sections.items():
+        params[name] = {**params[name], **values}
+    return params
 
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "VP80", ".webm": "VP80", ".mov": "mp4v", ".m4v": "mp4v"}
 
@@ -40,7 +59,7 @@ def write_video(path: Path, n_frames: int = 30, size: tuple[int, int] = (64, 48)
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> str:
     """Directory of a tiny random CLIP, loaded through from_pretrained like the real one."""
-    return str(build_random_clip(tmp_path_factory.mktemp("tiny-clip")))
+    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny-clip")))
 
 
 @pytest.fixture(scope="session")
@@ -90,8 +109,9 @@ def project(tmp_path_factory, tiny_clip) -> Path:
     """
     from pipeline.cache import read_cache
     from pipeline.extract import ExtractConfig, extract_features
-    from pipeline.heads import (HEAD_FILES, LinearConfig, LogRegConfig, fit_logreg, head_metadata, mean_pool,
-                                save_linear, save_logreg, train_linear_head)
+    from pipeline.heads import LinearHead, LogRegHead, mean_pool
+    from pipeline.paths import HEAD_FILES
+    from pipeline.training import LinearConfig
 
     root = tmp_path_factory.mktemp("project")
     for c, name in enumerate(["clapping", "sitting", "walking"]):
@@ -102,9 +122,7 @@ def project(tmp_path_factory, tiny_clip) -> Path:
                                    num_frames=4, batch_size=16, device="cpu"), progress=False)
     cache = read_cache(cache_file)
     x, y = mean_pool(cache.embeddings), cache.labels
-    linear = train_linear_head(x, y, None, None, 3, LinearConfig(lr=1e-2, epochs=50))
-    save_linear(root / HEAD_FILES["linear"], linear.final_state,
-                head_metadata(cache.attrs, cache.class_names, "linear"))
-    save_logreg(root / HEAD_FILES["logreg"], fit_logreg(x, y, LogRegConfig()),
-                head_metadata(cache.attrs, cache.class_names, "logreg"))
+    LinearHead(LinearConfig(lr=1e-2, epochs=50)).fit(x, y, cache.class_names, cache.attrs).save(
+        root / HEAD_FILES["linear"])
+    LogRegHead().fit(x, y, cache.class_names, cache.attrs).save(root / HEAD_FILES["logreg"])
     return root

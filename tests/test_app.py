@@ -1,17 +1,18 @@
 """The Streamlit app, headless through AppTest: no head yet, upload and predict, a bad upload."""
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dataclasses import asdict
 
 from pipeline.cache import RANDOM_ENCODER_NOTE
 from pipeline.calibration import Calibration
 from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_video
 from pipeline.workers import DecodePool, PoolConfig
+from tests.conftest import committed_params
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 
@@ -38,9 +39,8 @@ def predict_upload(at: AppTest, video: bytes) -> AppTest:
 
 def test_without_a_trained_head_the_page_says_which_command_to_run(tmp_path, monkeypatch):
     import yaml
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({  # a project folder with no head and no videos yet
-        "data": {"root": "data"}, "encoder": {"model": "models/tiny-clip"},
-        "extract": {"num_frames": 4, "preprocess": "fast"}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(  # a project with no head, no videos yet
+        data={"root": "data"}, encoder={"model": "models/tiny-clip"}, extract={"num_frames": 4})))
     monkeypatch.chdir(tmp_path)
     at = run_app()
     assert "No trained head yet" in at.info[0].value and "dvc repro" in at.info[0].value
@@ -59,7 +59,7 @@ def test_launched_from_another_folder_the_app_uses_its_own_project_and_says_so(t
 
 
 def test_the_uploader_takes_every_extension_stage_one_reads(project, monkeypatch):
-    from pipeline.video import VIDEO_EXTENSIONS
+    from pipeline.discover import VIDEO_EXTENSIONS
     monkeypatch.chdir(project)
     at = run_app()
     assert set(VIDEO_EXTENSIONS) <= set(at.get("file_uploader")[0].proto.type)  # Streamlit adds .mpeg and such
@@ -144,9 +144,8 @@ def test_zero_shot_works_before_any_training_with_the_actions_typed(project, tin
 
     import yaml
     shutil.copytree(project / "data", tmp_path / "data")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
-        "data": {"root": "data"}, "encoder": {"model": tiny_clip},
-        "extract": {"num_frames": 4, "preprocess": "fast", "quantize": "none"}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(
+        data={"root": "data"}, encoder={"model": tiny_clip}, extract={"num_frames": 4})))
     monkeypatch.chdir(tmp_path)  # a project with videos and params, but no cache and no head yet
     at = run_app()
     assert "No trained head yet" in at.info[0].value and [r.value for r in at.radio] == ["zeroshot"]

@@ -7,8 +7,9 @@ import threading
 import pytest
 
 from pipeline.demo import DemoConfig, make_demo_dataset
-from pipeline.heads import HEAD_FILES
+from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_video
+from pipeline.workers import DecodePool, PoolConfig
 from tests.browser import chromium_page, need_chromium, streamlit_server
 
 pytestmark = pytest.mark.slow  # a browser and `streamlit run`: deselect with -m "not slow"
@@ -25,7 +26,8 @@ def test_upload_predict_in_a_real_browser(server, project, tmp_path):
     from playwright.sync_api import expect
 
     video = project / "data" / "clapping" / "clapping_1.mp4"
-    expected = predict_video(video, load_predictor(project / HEAD_FILES["linear"], device="cpu"))
+    with DecodePool(PoolConfig(workers=1)) as pool:
+        expected = predict_video(video, load_predictor(project / HEAD_FILES["linear"], pool, device="cpu"))
     with chromium_page() as page:
         page.goto(server)
         expect(page.get_by_text("What is the person doing?")).to_be_visible()

@@ -35,12 +35,13 @@ def test_a_random_clip_says_so_in_its_config_and_everything_made_with_it(encoder
     from pathlib import Path
 
     from pipeline.cache import RANDOM_WEIGHTS, read_cache
-    from pipeline.heads import HEAD_FILES, MATCH_KEYS, load_head
+    from pipeline.heads import MATCH_KEYS, load_head
+    from pipeline.paths import HEAD_FILES
     config = json.loads((Path(tiny_clip) / "config.json").read_text())
     assert config[RANDOM_WEIGHTS] and config["vision_config"][RANDOM_WEIGHTS] and config["text_config"][RANDOM_WEIGHTS]
     assert encoder.describe()[RANDOM_WEIGHTS] is True
     assert read_cache(project / "cache" / "features.h5").attrs[RANDOM_WEIGHTS] is True
-    assert load_head(project / HEAD_FILES["linear"]).meta[RANDOM_WEIGHTS] is True
+    assert load_head(project / HEAD_FILES["linear"]).meta_.features[RANDOM_WEIGHTS] is True
     assert RANDOM_WEIGHTS not in MATCH_KEYS  # recorded, not matched: a head works with the same weights either way
 
 

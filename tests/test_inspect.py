@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from streamlit.testing.v1 import AppTest
 
 from pipeline.cache import KEY_ATTRS, RANDOM_ENCODER_NOTE, SCHEMA_VERSION, empty_cache, write_cache
@@ -14,6 +15,7 @@ from pipeline.errors import ConfigError
 from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors,
                                 similar_pairs, summarize)
 from pipeline.split import write_split
+from tests.conftest import committed_params
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "f00d", "embedding_dim": 4, "num_frames": 2,
@@ -211,9 +213,7 @@ def test_embeddings_page_reports_groups_found_in_more_than_one_split_part(projec
 
 def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
     # a project folder (params.yaml as committed) without a cache: the app stays here, whatever the checkout holds
-    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=Path(APP).parents[1], capture_output=True,
-                               text=True, check=True).stdout
-    (tmp_path / "params.yaml").write_text(committed)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params()))
     monkeypatch.chdir(tmp_path)
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()

@@ -9,7 +9,8 @@ from pipeline.cache import read_cache
 from pipeline.errors import ConfigError, HeadError, VideoError
 from pipeline.heads import load_head
 from pipeline.paths import HEAD_FILES
-from pipeline.predict import load_predictor, main, predict_bytes, predict_video
+from pipeline.cli import predict as main
+from pipeline.predict import load_predictor, predict_bytes, predict_video
 from pipeline.workers import DecodePool, PoolConfig
 
 
@@ -58,9 +59,10 @@ def test_predict_bytes_removes_its_temporary_file_also_after_an_error(project, p
 
 
 def test_a_head_with_another_encoder_is_refused(project, pool, tmp_path):
-    from pipeline.encoder import build_random_clip, load_encoder
+    from pipeline.encoder import load_encoder
+    from pipeline.tiny_clip import build_tiny_clip
     from pipeline.predict import make_predictor
-    other = load_encoder(str(build_random_clip(tmp_path / "other", seed=3)), device="cpu")
+    other = load_encoder(str(build_tiny_clip(tmp_path / "other", seed=3)), device="cpu")
     with pytest.raises(HeadError, match="encoder_fingerprint"):
         make_predictor(load_head(project / HEAD_FILES["linear"]), other, pool)
 

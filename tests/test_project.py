@@ -11,14 +11,24 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import committed_params
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = {"pipeline", "stages", "app", "tests", "bench"}
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module a file imports (absolute names, also inside functions)."""
+def imported_modules(path: Path, when_imported: bool = False) -> set[str]:
+    """Every module a file imports (absolute names, also inside functions). when_imported: only what importing the
+    module runs, leaving out `if TYPE_CHECKING:` (annotations only) and `if __name__ == "__main__":` (the file run as
+    a program, as another module: `python -m pipeline.inspector` hands over to pipeline.cli)."""
+    tree = ast.parse(path.read_text())
+    hidden = {id(n) for node in ast.walk(tree) if when_imported and isinstance(node, ast.If)
+              and ("TYPE_CHECKING" in ast.unparse(node.test) or ast.unparse(node.test) == "__name__ == '__main__'")
+              for n in ast.walk(node)}
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in hidden:
+            continue
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -61,7 +71,7 @@ def code_used(script: Path) -> set[str]:
         if file in seen:
             continue
         seen.add(file)
-        todo += [f for m in imported_modules(file) if (f := _local_file(m)) is not None]
+        todo += [f for m in imported_modules(file, when_imported=True) if (f := _local_file(m)) is not None]
     return {str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f) for f in seen} - {"pipeline/__init__.py"}
 
 
@@ -113,20 +123,10 @@ def test_the_derivation_sees_what_a_stage_uses(tmp_path):
     script.write_text("from pipeline.plots import StageLive\nfrom stages import read_params\n"
                       "def main():\n    params = read_params()\n    f(params['train'], params['split']['seed'])\n"
                       "    g(read_params()['demo'])\n")
-    assert code_used(script) == {"stages/__init__.py", "pipeline/plots.py", str(script)}
+    assert code_used(script) == {"stages/__init__.py", "pipeline/plots.py", "pipeline/errors.py", "pipeline/paths.py",
+                                 str(script)}
     assert params_read(script) == {"train", "split.seed", "demo"}
     assert code_used(ROOT / "stages" / "train.py") >= {"pipeline/heads.py", "pipeline/cache.py"}  # heads -> cache
-
-
-def committed_params() -> dict:
-    """params.yaml as committed (git's HEAD), not the working tree's: `dvc exp run -S` edits the file in place, and a
-    user's experiment must not fail a test."""
-    try:
-        text = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout
-    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked archive): the file itself
-        text = (ROOT / "params.yaml").read_text()
-    return yaml.safe_load(text)
 
 
 def test_dataclass_defaults_equal_params_yaml():
@@ -155,14 +155,20 @@ def test_shared_facts_are_written_once():
     values = [v for k, v in vars(paths).items() if k.isupper()]
     values = [v for value in values for v in (value.values() if isinstance(value, dict) else [value])]
     code = {p: p.read_text() for d in ("pipeline", "stages", "app") for p in (ROOT / d).rglob("*.py")}
-    for literal in [f'"{v}"' for v in values] + ["100.0", '".mp4"', '"encoder_fingerprint", "embedding_dim"']:
+    files = [f'"{v}"' for v in values if "/" in v or "." in v]  # a bare folder name ("metrics") is also a key
+    for literal in files + ["100.0", '".mp4"', '"encoder_fingerprint", "embedding_dim"']:
         where = [str(p.relative_to(ROOT)) for p, text in code.items() if literal in text]
         assert len(where) == 1, f"{literal} written in {where}"
     dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     assert dvc_yaml["vars"] == ["pipeline/paths.py"]
-    text = (ROOT / "dvc.yaml").read_text()
+    named = [next(iter(e)) if isinstance(e, dict) else e for spec in dvc_yaml["stages"].values()
+             for key in ("deps", "outs", "metrics") for e in spec.get(key, [])]  # every path a stage names
+    for plot in dvc_yaml["plots"]:
+        name, spec = next(iter(plot.items()))
+        named += [name, *(spec["y"] if isinstance(spec.get("y"), dict) else [])]
     for value in values:
-        assert not re.search(rf"(^|[\s\[]){re.escape(value)}(/|:|\s|$)", text, re.M), f"dvc.yaml writes {value!r}"
+        assert not [n for n in named if n == value or n.startswith(value + "/")], f"dvc.yaml writes {value!r}"
+    assert "${TRAIN_LIVE}/plots/metrics/train/loss.tsv" in named  # the check reads the plots' files too
     outs = {o if isinstance(o, str) else next(iter(o)) for s in dvc_yaml["stages"].values() for o in s.get("outs", [])}
     assert {"${CACHE_PATH}", "${SPLIT_PATH}", "${HEAD_FILES.linear}"} <= outs
 
@@ -250,27 +256,10 @@ def test_every_command_answers_help_without_side_effects(tmp_path):
 
 
 def _package_imports() -> dict[str, set[str]]:
-    """{module: the pipeline modules it imports}, every import in the file (also inside functions), but not those
-    under `if TYPE_CHECKING:` (annotations only)."""
+    """{module: the pipeline modules importing it imports} (imported_modules with when_imported)."""
     modules = {f"pipeline.{p.stem}": p for p in (ROOT / "pipeline").glob("*.py") if p.stem != "__init__"}
-    graph = {}
-    for name, path in modules.items():
-        tree = ast.parse(path.read_text())
-        # not imports of the module: annotations only (TYPE_CHECKING), and the block that runs when the file is the
-        # program (`python -m pipeline.inspector` hands over to pipeline.cli), as module __main__, not this one
-        hidden = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                  and ("TYPE_CHECKING" in ast.unparse(node.test) or ast.unparse(node.test) == "__name__ == '__main__'")
-                  for n in ast.walk(node)}
-        names = set()
-        for node in ast.walk(tree):
-            if id(node) in hidden:
-                continue
-            if isinstance(node, ast.Import):
-                names |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-        graph[name] = {m for m in names if m in modules and m != name}
-    return graph
+    return {name: {m for m in imported_modules(path, when_imported=True) if m in modules and m != name}
+            for name, path in modules.items()}
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str]:

@@ -21,8 +21,10 @@ import pipeline.extract
 import pipeline.video
 from pipeline.cache import ROW_FIELDS, read_cache
 from pipeline.extract import ExtractConfig, extract_features
-from pipeline.heads import HEAD_FILES, load_head
+from pipeline.heads import load_head
+from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_bytes
+from pipeline.workers import DecodePool, PoolConfig
 from pipeline.video import read_frames, sample_indices
 from tests.corpus import CASES, DAMAGED_FRAMES, VFR_PTS_MS, build_corpus
 from tests.faults import faulty_decode
@@ -353,12 +355,13 @@ def test_a_pickle_payload_in_a_checkpoint_is_never_run(tmp_path):
 
 
 def test_8_concurrent_predictions_equal_sequential_ones(project):
-    predictor = load_predictor(project / HEAD_FILES["linear"], device="cpu")
     files = sorted((project / "data").rglob("*.mp4"))[:8]
     datas = [f.read_bytes() for f in files]
-    sequential = [predict_bytes(d, predictor) for d in datas]
-    with ThreadPoolExecutor(8) as pool:
-        concurrent = list(pool.map(lambda d: predict_bytes(d, predictor), datas))
+    with DecodePool(PoolConfig(workers=1)) as workers:  # one decode worker for every thread, as in the app
+        predictor = load_predictor(project / HEAD_FILES["linear"], workers, device="cpu")
+        sequential = [predict_bytes(d, predictor) for d in datas]
+        with ThreadPoolExecutor(8) as pool:
+            concurrent = list(pool.map(lambda d: predict_bytes(d, predictor), datas))
     for s, c in zip(sequential, concurrent):
         np.testing.assert_array_equal(s.embeddings, c.embeddings)
         np.testing.assert_array_equal(s.probabilities, c.probabilities)

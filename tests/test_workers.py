@@ -1,6 +1,8 @@
 """The reader role: decode workers that isolate crashes, hangs and memory hogs, in stage one, predict and the app."""
 import shutil
+import sys
 import tempfile
+import types
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from pipeline.cache import ROW_FIELDS, read_cache
 from pipeline.errors import Unusable, VideoError
 from pipeline.extract import ExtractConfig, extract_features
-from pipeline.heads import HEAD_FILES
+from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_video
 from pipeline.video import FrameSpec
 from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig
@@ -74,7 +76,10 @@ def test_results_are_typed_from_the_exception_never_its_text(tmp_path):
             list(pool.map([str(bad)], READ))  # a broken installation stops the run: it would skip every video
 
 
-def test_a_worker_imports_the_reader_and_not_its_callers(tmp_path):
+def test_a_worker_imports_the_reader_and_not_its_callers(tmp_path, monkeypatch):
+    # multiprocessing re-runs the parent's main script in each worker: under pytest, after an AppTest, that is the
+    # app's script (Streamlit puts it in sys.modules["__main__"]); the reader's own imports are what is checked here
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     with DecodePool(PoolConfig(workers=1), decode=modules_decode) as pool:
         modules = next(pool.map([str(tmp_path / "any.mp4")], READ))
     assert "pipeline.workers" in modules and "pipeline.video" in modules
@@ -104,9 +109,8 @@ def test_stage_one_skips_what_kills_its_decoder_and_the_cache_does_not_depend_on
 
 
 def test_pipeline_predict_reports_a_crashed_decoder_and_goes_on(project, faulty_folder):
-    predictor = load_predictor(project / HEAD_FILES["linear"], device="cpu")
     with DecodePool(PoolConfig(workers=1, timeout_s=TIMEOUT), decode=faulty_decode) as pool:
-        predictor.pool = pool
+        predictor = load_predictor(project / HEAD_FILES["linear"], pool, device="cpu")
         with pytest.raises(ValueError, match=r"crash.mp4: decoder crashed \(signal 11, SIGSEGV\)"):
             predict_video(faulty_folder / "c0/crash.mp4", predictor)
         with pytest.raises(ValueError, match="timed out after"):
@@ -117,11 +121,11 @@ def test_pipeline_predict_reports_a_crashed_decoder_and_goes_on(project, faulty_
 @pytest.mark.parametrize("content", [b"crash!", b"hang!!"])
 def test_an_upload_that_kills_its_decoder_is_an_error_and_the_app_keeps_working(project, monkeypatch, tmp_path,
                                                                                 content):
-    import pipeline.predict
+    import app.common
     monkeypatch.chdir(project)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with DecodePool(PoolConfig(workers=1, timeout_s=TIMEOUT), decode=faulty_decode) as pool:
-        monkeypatch.setattr(pipeline.predict, "_SHARED", [pool])  # the app's shared worker, with the faulty decoder
+        monkeypatch.setattr(app.common, "cached_pool", lambda: pool)  # the app's shared worker, with the faulty decoder
         at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"),
                                default_timeout=60)
         at.run()
