@@ -15,7 +15,7 @@ from pipeline.discover import VIDEO_EXTENSIONS
 from pipeline.errors import ConfigError, UserError, VideoError
 from pipeline.extract import ExtractConfig, dataset
 from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
-from pipeline.predict import make_predictor, predict_segments, predict_video, temporary_upload
+from pipeline.predict import NOT_SURE, make_predictor, predict_segments, predict_video, temporary_upload
 from pipeline.video import SAMPLING
 from pipeline.zeroshot import zeroshot_head
 from stages import read_params
@@ -189,7 +189,7 @@ def show_prediction(prediction) -> None:
         st.markdown(f"## {label(prediction.top_class)}")
         st.markdown(f"**{prediction.top_probability:.1%}** probability")
     else:
-        st.markdown("## not sure")
+        st.markdown(f"## {NOT_SURE}")
         st.markdown(f"best guess **{label(prediction.top_class)}** at {prediction.top_probability:.1%}, "
                     f"under the {prediction.not_sure_below:.0%} this head needs to be sure with "
                     f"{len(prediction.class_names)} classes")

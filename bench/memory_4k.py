@@ -18,7 +18,6 @@ VIDEO = ROOT / "bench" / "out" / "uhd_60s.mp4"
 
 CHILD = """
 import json, sys, time
-sys.path.insert(0, {root!r})
 import numpy as np
 from pipeline.encoder import load_encoder, preprocess_frames
 from pipeline.video import read_frames
@@ -61,7 +60,6 @@ def main() -> None:
         make_video()
     model = ROOT / "bench" / "out" / "tiny-clip"
     if not model.exists():
-        sys.path.insert(0, str(ROOT))
         from pipeline.tiny_clip import build_tiny_clip
         build_tiny_clip(model)  # only its processor config is used here
     results = {}

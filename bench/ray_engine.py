@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from bench.stage_one import BATCH, FRAMES, OUT, full_size_clip  # noqa: E402
-from bench.workers import clips_720p  # noqa: E402
+from stage_one import BATCH, FRAMES, OUT, full_size_clip  # noqa: E402
+from workers import clips_720p  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
 
 

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 OUT = ROOT / "bench" / "out" / "scale"
 FRAMES, DIM, CLASSES = 16, 512, 400

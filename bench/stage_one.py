@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from pipeline.encoder import embed_frames, load_encoder, preprocess_frames  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
 from pipeline.tiny_clip import build_tiny_clip  # noqa: E402
@@ -323,7 +322,7 @@ def memory(model: Path, n: int) -> float:
         f = root / f"c{i % 4}" / f"v{i:03d}.mp4"
         if not f.exists():
             make_clip(f, (320, 240), 2, seed=i)
-    code = (f"import json, shutil, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+    code = ("import json, shutil, sys\n"
             "from pipeline.extract import ExtractConfig, extract_features\n"
             f"shutil.rmtree({str(root / 'cache')!r}, ignore_errors=True)\n"
             f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(root / 'cache' / 'f.h5')!r}, "

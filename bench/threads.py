@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from bench.stage_one import dataset, full_size_clip, stage_one  # noqa: E402
-from bench.stage_two import CLASSES  # noqa: E402
+from stage_one import dataset, full_size_clip, stage_one  # noqa: E402
+from stage_two import CLASSES  # noqa: E402
 from pipeline.cache import read_cache  # noqa: E402
 from pipeline.heads import LogRegHead, mean_pool  # noqa: E402
 from pipeline.training import LinearConfig, train_linear  # noqa: E402

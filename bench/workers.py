@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from bench.stage_one import BATCH, FRAMES, OUT, VIDEOS, full_size_clip, make_clip  # noqa: E402
+from stage_one import BATCH, FRAMES, OUT, VIDEOS, full_size_clip, make_clip  # noqa: E402
 from pipeline.errors import Unusable  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
 from pipeline.tiny_clip import build_tiny_clip  # noqa: E402
@@ -225,7 +224,6 @@ def overhead(files: list[Path], workers: int) -> tuple[float, float]:
 
 FRESH = """
 import sys, time
-sys.path.insert(0, {root!r})
 from pipeline.video import FrameSpec
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig
 t = time.perf_counter()

@@ -41,6 +41,25 @@ class VideoError(UserError):
         return type(self), (self.file, self.reason)
 
 
+class BrokenInstall(RuntimeError):
+    """The installation cannot do the work (a module that does not import in the decode workers): every video would
+    fail the same way, so the run stops. Not a UserError: its traceback is what a person needs to repair it."""
+
+
+def number(value: object, kind: type, name: str, minimum: float | None = None) -> int | float:
+    """Setting `name` (as params.yaml names it) as an int or float of at least `minimum`; text such as "1e-4",
+    which YAML reads as a string, is taken as the number it spells. ConfigError naming the setting otherwise."""
+    try:
+        as_float = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # float() of a setting: the one failure it has
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or (kind is int and not as_float.is_integer()):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if minimum is not None and as_float < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {value!r}")
+    return kind(as_float)
+
+
 @dataclass(frozen=True)
 class Unusable:
     """The result for a video that could not be used (the typed counterpart of a decoded video): which file, and

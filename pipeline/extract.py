@@ -24,7 +24,7 @@ from pipeline.cache import KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cach
 from pipeline.discover import VIDEO_EXTENSIONS, VideoFile, discover_videos
 from pipeline.encoder import EncoderConfig
 from pipeline.engines import Engine, LocalEngine
-from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError
+from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError, number
 from pipeline.paths import CACHE_PATH
 from pipeline.video import SAMPLING, DecodeLimits, content_hash
 from pipeline.workers import PoolConfig, ReadConfig, auto_workers, load_video
@@ -67,6 +67,10 @@ class ExtractConfig:
     rehash: bool = False
     dtype: str = "float32"  # how the cache stores embeddings: float32 | float16 (half the size; read as float32)
 
+    def __post_init__(self) -> None:  # settings every video needs: refused once, not as a skip reason per video
+        self.num_frames = number(self.num_frames, int, "extract.num_frames", 1)
+        self.shard_size = number(self.shard_size, int, "extract.shard_size", 1)
+
     def encoder(self) -> EncoderConfig:
         """The encoder these settings name, and how it runs."""
         return EncoderConfig(self.model, self.device, self.precision, self.preprocess, self.backend, self.quantize,
@@ -83,11 +87,7 @@ class ExtractConfig:
 
     def _number(self, name: str, kind: type) -> int | float:
         """extract.<name> as a number of `kind`; ConfigError naming the setting when it is not one."""
-        value = getattr(self, name)
-        try:
-            return kind(value)
-        except (TypeError, ValueError):  # int() and float() of a setting: the one failure they have
-            raise ConfigError(f"extract.{name} must be a number, got {value!r}") from None
+        return number(getattr(self, name), kind, f"extract.{name}")
 
 
 @dataclass

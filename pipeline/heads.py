@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.cache import KEY_ATTRS, RANDOM_WEIGHTS
 from pipeline.calibration import Calibration, CalibrationConfig, fit_calibration, softmax, sure_threshold
-from pipeline.errors import HeadError
+from pipeline.errors import HeadError, number
 from pipeline.training import LOGIT_SCALE, LinearConfig, LinearModule, mean_pool, module_logits, train_linear
 
 HEAD_SCHEMA = 4  # the layout of a saved head's metadata (4: the HeadMeta record); otherwise: retrain it
@@ -37,6 +37,10 @@ class LogRegConfig:
 
     C: float = 1.0
     max_iter: int = 1000
+
+    def __post_init__(self) -> None:  # ConfigError naming the setting (not scikit-learn's InvalidParameterError)
+        self.C, self.max_iter = number(self.C, float, "baseline.C", 1e-12), number(self.max_iter, int,
+                                                                                    "baseline.max_iter", 1)
 
 
 class NotFittedError(ValueError, AttributeError):

@@ -19,7 +19,7 @@ import pipeline
 from pipeline.cache import KEY_ATTRS, clip_id
 from pipeline.encoder import Embedder, EncoderConfig
 from pipeline.engines import Result
-from pipeline.errors import ConfigError, Unusable, UserError
+from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError
 from pipeline.threads import set_threads
 from pipeline.video import Clip
 from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig, load_video
@@ -119,8 +119,11 @@ class RayEngine:
                     yield (index, _loaded(batch, row, files[index]),
                            batch["embeddings"][row] if batch["encode"][row] else None)
         except ray.exceptions.RayError as e:  # an actor that cannot start, a cluster gone: the parts written stay
+            cause = _original(e)
+            if not _users_to_fix(e, cause):
+                raise  # a bug on the cluster (numpy, torch, this code): Ray's error keeps the remote traceback
             raise UserError(f"stage one on Ray failed ({len(seen)} of {len(files)} videos done, kept in parts): "
-                            f"{_describe_error(_original(e))}") from None
+                            f"{_describe_error(cause)}") from None
         missing = len(files) - len(seen)
         assert missing == 0, f"Ray Data returned {len(seen)} of {len(files)} videos"
 
@@ -131,6 +134,14 @@ def _original(error: BaseException) -> BaseException:
     while isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None and error.cause is not error:
         error = error.cause
     return error
+
+
+def _users_to_fix(error: BaseException, cause: BaseException) -> bool:
+    """Whether a Ray failure is the user's to fix, and so one line: the cluster itself (an actor or node lost, not a
+    task's exception), or a task that raised the project's UserError, the disk's OSError, or found the installation
+    broken (BrokenInstall, ImportError)."""
+    return (not isinstance(error, ray.exceptions.RayTaskError)
+            or isinstance(cause, (UserError, OSError, BrokenInstall, ImportError)))
 
 
 def _describe_error(error: BaseException) -> str:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.adam import adam
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, number
 
 TEMPORAL_POOLINGS = ("mean", "attention", "conv")
 LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
@@ -26,6 +26,13 @@ class LinearConfig:
     weight_decay: float = 0.0
     seed: int = 0
     head: str = "mean"  # temporal pooling: mean | attention | conv (see LinearModule)
+
+    def __post_init__(self) -> None:  # ConfigError naming a setting that cannot train (not a traceback from torch)
+        self.lr, self.weight_decay = number(self.lr, float, "train.lr", 0), number(self.weight_decay, float,
+                                                                                   "train.weight_decay", 0)
+        self.epochs, self.batch_size = number(self.epochs, int, "train.epochs", 0), number(self.batch_size, int,
+                                                                                           "train.batch_size", 1)
+        self.seed = number(self.seed, int, "train.seed")
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from pipeline.errors import VideoError
+from pipeline.errors import ConfigError, VideoError
 
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
 DECODER = f"pyav-{av.__version__}"  # named in the cache: another decoder (or FFmpeg build) gives other pixels
@@ -327,5 +327,6 @@ def resize_crop(rgb: np.ndarray, spec: FrameSpec) -> np.ndarray:
         out = x[0].permute(1, 2, 0).numpy()
     top, left = (new_h - spec.crop_h) // 2, (new_w - spec.crop_w) // 2
     if top < 0 or left < 0:
-        raise ValueError(f"cannot crop {spec.crop_w}x{spec.crop_h} from a {new_w}x{new_h} resize")
+        raise ConfigError(f"the encoder's crop {spec.crop_w}x{spec.crop_h} is larger than its resize ({new_w}x{new_h}): "
+                          "its image processor config cannot be used")
     return np.ascontiguousarray(out[top:top + spec.crop_h, left:left + spec.crop_w])

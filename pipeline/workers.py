@@ -21,7 +21,7 @@ from itertools import repeat
 
 from pebble import ProcessExpired, ProcessPool
 
-from pipeline.errors import Unusable, VideoError
+from pipeline.errors import BrokenInstall, Unusable, VideoError
 from pipeline.video import SEEK_GAP, Clip, DecodeLimits, FrameSpec, content_hash, read_frames, sample_indices
 
 VIDEOS_PER_WORKER = 200  # a worker is replaced after this many videos: decoders can leak
@@ -202,7 +202,7 @@ def _unusable(file: str, e: Exception) -> Unusable:
     """Why `file` could not be used, from the exception's type (never its text). A failure of the installation,
     not of the video (a module that does not import), stops the run instead: it would skip every video."""
     if isinstance(e, ImportError):
-        raise RuntimeError(f"the decode workers cannot run: {type(e).__name__}: {e}") from e
+        raise BrokenInstall(f"the decode workers cannot run: {type(e).__name__}: {e}") from e
     if isinstance(e, VideoError):
         return Unusable(file, e.reason)
     if isinstance(e, MemoryError):

@@ -6,12 +6,12 @@ from pipeline.cache import open_cache, random_encoder_note
 from pipeline.calibration import expected_calibration_error
 from pipeline.evaluate import (HEAD_METRICS, cross_validate, data_efficiency, each, evaluate_predictions,
                                format_table, usable_folds)
-from pipeline.heads import LogRegConfig, fit_predict_many, load_head, mean_pool
+from pipeline.heads import LogRegConfig, fit_predict_many, load_head
 from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, HEAD_FILES, SPLIT_PATH
 from pipeline.plots import StageLive
 from pipeline.split import UNUSED, SplitConfig, describe_protocol, read_split
 from pipeline.threads import set_threads
-from pipeline.training import LinearConfig
+from pipeline.training import LinearConfig, mean_pool
 from stages import config, read_params, stage, write_metrics
 
 OUT = EVALUATE_LIVE

@@ -1,12 +1,13 @@
 """DVC stage `train`: the linear head (mean, attention or conv pooling over time) on the cached frame embeddings."""
 from pipeline.cache import open_cache
 from pipeline.calibration import CalibrationConfig
-from pipeline.heads import LinearHead, mean_pool
+from pipeline.errors import ConfigError
+from pipeline.heads import LinearHead
 from pipeline.paths import CACHE_PATH, HEAD_FILES, LINEAR_FINAL, SPLIT_PATH, TRAIN_LIVE
 from pipeline.plots import StageLive
 from pipeline.split import read_split
 from pipeline.threads import set_threads
-from pipeline.training import LinearConfig
+from pipeline.training import LinearConfig, mean_pool
 from stages import config, read_params, stage
 
 BEST, FINAL = HEAD_FILES["linear"], LINEAR_FINAL
@@ -18,6 +19,8 @@ def main() -> None:
     params = read_params()
     calibration = config(CalibrationConfig, params["calibration"], "calibration")
     cfg = config(LinearConfig, params["train"], "train")
+    if cfg.epochs < 1:  # (0 is a head at its starting point: a library use, not a stage's)
+        raise ConfigError(f"train.epochs must be at least 1 to train the head, got {cfg.epochs}")
     cache = open_cache(CACHE_PATH)  # embeddings stay in the file until read
     parts = read_split(SPLIT_PATH, cache.clip_ids())
     # mean pooling trains on (V, D), pooled a block at a time; attention and conv read mini-batches of frames

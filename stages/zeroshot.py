@@ -1,7 +1,7 @@
 """DVC stage `zeroshot`: text embeddings of the cache's class names (prompt ensemble), saved as a zero-shot head."""
 from pipeline.cache import open_cache
 from pipeline.calibration import CalibrationConfig
-from pipeline.heads import mean_pool
+from pipeline.training import mean_pool
 from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
 from pipeline.split import read_split
 from pipeline.threads import set_threads

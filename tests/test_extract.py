@@ -202,6 +202,16 @@ def test_other_sampling_re_encodes_everything(dataset, tmp_path, tiny_clip):
     assert read_cache(tmp_path / "f.h5").embeddings.shape == (7, 4, 32)
 
 
+def test_another_batch_size_re_encodes_everything(dataset, tmp_path, tiny_clip):
+    """batch_size is in the cache's key (a forward pass of another shape may round differently): rows made with
+    another batch size are not mixed with this one's."""
+    run(dataset, tmp_path / "f.h5", tiny_clip, batch_size=8)
+    summary = run(dataset, tmp_path / "f.h5", tiny_clip, batch_size=4)
+    assert (summary.encoded, summary.reused) == (7, 0) and "other batch_size" in summary.note
+    assert read_cache(tmp_path / "f.h5").attrs["batch_size"] == 4
+    assert run(dataset, tmp_path / "f.h5", tiny_clip, batch_size=4).reused == 7
+
+
 def test_a_second_writer_is_refused(dataset, tmp_path, tiny_clip):
     with FileLock(str(tmp_path / "f.h5") + ".lock"):
         with pytest.raises(ValueError, match="another stage-one run is writing"):
