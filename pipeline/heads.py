@@ -316,7 +316,7 @@ def load_head(path: str | os.PathLike) -> Head:
             head = ZeroShotHead(tuple(meta.templates or ()))
             head.module_ = ZeroShotModule(dim, classes)
         else:
-            raise KeyError(f"unknown head kind {meta.kind!r}")
+            raise HeadError(f"{path}: unknown head kind {meta.kind!r} (this code reads linear, logreg, zeroshot)")
         if hasattr(head, "module_"):
             head.module_.load_state_dict(saved["state_dict"])
             head.module_.eval()

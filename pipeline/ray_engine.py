@@ -160,7 +160,7 @@ def _describe(cfg: EncoderConfig) -> tuple[dict, object, int]:
 def _loaded(batch: dict[str, np.ndarray], row: int, file: str) -> Loaded | Unusable:
     """Row `row` of a result batch (the video `file`) as the reader's answer: a Loaded (its clip without frames)
     or an Unusable with the decode actor's reason."""
-    if batch["reason"][row]:
+    if not batch["usable"][row]:
         return Unusable(file, str(batch["reason"][row]))
     clip = Clip(None, *(batch[name][row] for name in _CLIP_COLUMNS))
     clip.fps, clip.frame_count, clip.duration = float(clip.fps), int(clip.frame_count), float(clip.duration)
@@ -171,9 +171,9 @@ def _loaded(batch: dict[str, np.ndarray], row: int, file: str) -> Loaded | Unusa
 class _Decoder:
     """Decode actor: one video per call through its own DecodePool (one worker process, with the run's limits).
 
-    Returns the video's columns: reason (its Unusable's reason; "" when usable), size, mtime_ns, digest, the clip's
-    fields, encode (False when its row key is in `known` or it is unusable) and frames uint8 (1, F, H, W, 3) (zeros
-    when not to be encoded).
+    Returns the video's columns: usable (bool), reason (its Unusable's reason, "" when usable), size, mtime_ns,
+    digest, the clip's fields, encode (False when its row key is in `known` or it is unusable) and frames uint8
+    (1, F, H, W, 3) (zeros when not to be encoded).
     """
 
     def __init__(self, pool: PoolConfig, reader: ReadConfig, known, decode: Callable):
@@ -185,8 +185,9 @@ class _Decoder:
         segment = None if np.isnan(segment[0]) else (float(segment[0]), float(segment[1]))
         out = next(self.pool.map([str(file)], self.reader, segments=[segment]))
         spec, n = self.reader.spec, self.reader.num_frames
-        row = {"index": [index], "reason": [out.reason if isinstance(out, Unusable) else ""]}
-        if isinstance(out, Unusable):
+        unusable = isinstance(out, Unusable)
+        row = {"index": [index], "usable": [not unusable], "reason": [out.reason if unusable else ""]}
+        if unusable:
             clip, loaded = Clip(None, np.zeros(n, np.int64), np.zeros(n), 0.0, 0, 0.0, False, 0), None
         else:
             clip, loaded = out.clip, out
