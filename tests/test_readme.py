@@ -239,7 +239,8 @@ def test_ci_runs_the_readme_test_command():
 def test_the_quick_part_is_a_valid_selection():
     """The README's quick command's selection (`-m "not slow"`), on a file of slow tests and one of both kinds: it
     keeps the quick tests and leaves the slow ones out (collected, not run: running the suite is CI's job)."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_dvc.py", "tests/test_readme.py",
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q",
+                             *(str(Path("tests") / name) for name in ("test_dvc.py", "test_readme.py")),
                              "-m", "not slow", "--collect-only", "-p", "no:cacheprovider"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
