@@ -166,14 +166,23 @@ def zero_shot_predictor():
 
 def project_classes(cfg: ExtractConfig) -> list[str]:
     """The project's class names: the cache's when stage one has run, else those stage one would find (the class
-    folders, or the labels of data.annotations and data.classes); [] when the data cannot be read yet."""
-    if Path(CACHE_PATH).is_file():
+    folders, or the labels of data.annotations and data.classes); [] when the data cannot be read yet. Worked out
+    once per data setting and cache version, not at every rerun of the page (discovery walks the whole dataset)."""
+    cache = Path(CACHE_PATH).resolve()
+    absolute = [str(Path(f).resolve()) if f else "" for f in (cfg.root, cfg.annotations, cfg.classes)]
+    return _project_classes(*absolute, str(cache), cache.stat().st_mtime_ns if cache.is_file() else 0)
+
+
+@st.cache_data(show_spinner="Listing the project's classes…")
+def _project_classes(root: str, annotations: str, classes: str, cache: str, cache_mtime_ns: int) -> list[str]:
+    """project_classes on absolute paths (the cache's key: the same names in another folder are other data)."""
+    if cache_mtime_ns:
         try:
-            return open_cache(CACHE_PATH).class_names  # its metadata only: the embeddings stay in the file
+            return open_cache(cache).class_names  # its metadata only: the embeddings stay in the file
         except (UserError, OSError):
             pass  # a cache being rebuilt: the data's own classes
     try:
-        return dataset(cfg)[1]
+        return dataset(ExtractConfig(root=root, annotations=annotations, classes=classes))[1]
     except (UserError, OSError):
         return []
 
