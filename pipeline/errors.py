@@ -46,6 +46,22 @@ class BrokenInstall(RuntimeError):
     fail the same way, so the run stops. Not a UserError: its traceback is what a person needs to repair it."""
 
 
+def printable(text: object) -> str:
+    """`text` as one line that can neither move a terminal nor split a row: every character Python does not call
+    printable (controls such as ESC, tab, newline, DEL, the C1 range; bidi and other format characters; line
+    separators) is written as its escape (`\\x1b`, `\\t`, `\\n`, `\\u202e`), and a byte of a file name that is
+    not UTF-8 (Python's surrogate escape) as `\\xff`. Every file name a person or a parser reads goes through it."""
+    out = []
+    for ch in str(text):
+        if ch.isprintable():
+            out.append(ch)
+        elif "\udc80" <= ch <= "\udcff":  # os.fsdecode's stand-in for the byte 0x80-0xff
+            out.append(f"\\x{ord(ch) - 0xdc00:02x}")
+        else:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(out)
+
+
 def number(value: object, kind: type, name: str, minimum: float | None = None) -> int | float:
     """Setting `name` (as params.yaml names it) as an int or float of at least `minimum`; text such as "1e-4",
     which YAML reads as a string, is taken as the number it spells. ConfigError naming the setting otherwise."""

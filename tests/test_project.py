@@ -315,3 +315,12 @@ def test_no_result_is_routed_by_its_text():
         text = path.read_text()
         for pattern, what in patterns.items():
             assert not re.search(pattern, text), f"{path.relative_to(ROOT)}: {what}"
+
+
+def test_printable_escapes_what_would_move_a_terminal_or_split_a_row():
+    from pipeline.errors import printable
+    assert printable("run\x1b]0;pwned\x07\x1b[2J.mp4") == "run\\x1b]0;pwned\\x07\\x1b[2J.mp4"
+    assert printable("a\tb\nc\r.mp4") == "a\\tb\\nc\\r.mp4"
+    assert printable(os.fsdecode(b"bad\xff.mp4")) == "bad\\xff.mp4"
+    assert printable("evil\u202e4pm.exe") == "evil\\u202e4pm.exe"
+    assert printable("plain name é 動作.mp4") == "plain name é 動作.mp4"
