@@ -7,6 +7,8 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from typing import BinaryIO
 from dataclasses import dataclass
 
 import av
@@ -89,8 +91,12 @@ def open_regular(file: str | os.PathLike):
     return os.fdopen(fd, "rb")
 
 
-def content_hash(file: str | os.PathLike) -> str:
-    """Hex SHA-256 of the file's bytes: the key under which a video's embeddings are reused."""
+def content_hash(file: str | os.PathLike, handle: BinaryIO | None = None) -> str:
+    """Hex SHA-256 of the file's bytes: the key under which a video's embeddings are reused. handle: the file
+    already open (from open_regular), hashed from its first byte and left open; else the file is opened here."""
+    if handle is not None:
+        handle.seek(0)
+        return hashlib.file_digest(handle, "sha256").hexdigest()
     with open_regular(file) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -107,7 +113,8 @@ def sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
 
 def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None = SEEK_GAP,
                 sampler: Callable[[int], np.ndarray] | None = None, limits: DecodeLimits = DecodeLimits(),
-                spec: FrameSpec | None = None, segment: tuple[float, float] | None = None) -> Clip:
+                spec: FrameSpec | None = None, segment: tuple[float, float] | None = None,
+                handle: BinaryIO | None = None) -> Clip:
     """Decode the num_frames sampled frames of a video, never holding more than those and one other in memory.
 
     sampler(frame_count) -> sorted int64 indices replaces the even sampling over the whole video (the timeline
@@ -121,9 +128,10 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
     Frames are then decoded in order, and a gap longer than seek_gap frames is crossed by seeking to the keyframe
     before the sample, so the work is bounded however long the video. A packet that fails to decode is counted
     in decode_errors and decoding goes on. Raises VideoError(file, reason) when the video cannot
-    be used, before any large allocation when it is over `limits`.
+    be used, before any large allocation when it is over `limits`. handle: the file already open (from
+    open_regular; `file` then only names it in messages), read from its first byte and left open.
     """
-    with open_regular(file) as fh:
+    with (nullcontext(handle) if handle is not None else open_regular(file)) as fh:
         _refuse_still_image(file, fh.read(12))
         with _open_container(fh, file, limits) as container:  # first pass: the packets alone
             times = _packet_times(container, container.streams.video[0])
