@@ -32,11 +32,13 @@ class DecodeLimits:
 
     max_pixels: width x height of a frame (default 8K UHD, 7680 x 4320), checked against the header before any
     decoding and against every decoded frame. max_aspect: long side / short side; resizing the short side to the
-    encoder's size would otherwise make a 1 x 16000 frame into gigabytes.
+    encoder's size would otherwise make a 1 x 16000 frame into gigabytes. max_damaged: the fraction of a video's
+    packets that may fail to decode before the video is refused as damaged.
     """
 
     max_pixels: int = 7680 * 4320
     max_aspect: float = 16.0
+    max_damaged: float = 0.5
 
 
 @dataclass(frozen=True)
