@@ -51,8 +51,11 @@ def printable(text: object) -> str:
     printable (controls such as ESC, tab, newline, DEL, the C1 range; bidi and other format characters; line
     separators) is written as its escape (`\\x1b`, `\\t`, `\\n`, `\\u202e`), and a byte of a file name that is
     not UTF-8 (Python's surrogate escape) as `\\xff`. Every file name a person or a parser reads goes through it."""
+    text = str(text)
+    if text.isprintable():
+        return text
     out = []
-    for ch in str(text):
+    for ch in text:
         if ch.isprintable():
             out.append(ch)
         elif "\udc80" <= ch <= "\udcff":  # os.fsdecode's stand-in for the byte 0x80-0xff
