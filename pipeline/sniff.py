@@ -1,9 +1,11 @@
-"""What a file's own bytes say before FFmpeg reads it: an image or a playlist with a video's name, an mp4's data kept
-in another file."""
+"""What a file holds, before anything is decoded: an image or a playlist with a video's name, the video stream to use,
+an mp4's data kept in another file."""
 from __future__ import annotations
 
 import struct
 from typing import BinaryIO
+
+from av.stream import Disposition
 
 from pipeline.errors import VideoError
 
@@ -44,6 +46,22 @@ def refuse_non_video(file, fh: BinaryIO) -> None:
     if animated:
         raise VideoError(file, f"an animated image ({'APNG' if kind == 'PNG' else kind}), not a video")
     raise VideoError(file, f"a still {kind} image, not a video")
+
+
+def video_stream(container, file):
+    """The stream to decode, as the ffmpeg command picks one: the largest picture (then the one flagged default,
+    then the first), never a cover picture (attached_pic), nor one whose codec has no decoder. VideoError if none.
+
+    (PyAV's streams.best, FFmpeg's av_find_best_stream, ranks by bit rate and frames probed: it took a 32x32
+    thumbnail track over the main one.)"""
+    streams = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
+    if not streams:
+        raise VideoError(file, "no video stream" + (" (only a cover picture)" if container.streams.video else ""))
+    known = [s for s in streams if s.codec_context is not None]
+    if not known:
+        raise VideoError(file, "the video stream's codec is unknown to FFmpeg: there is no decoder for it")
+    return max(known, key=lambda s: (s.codec_context.width * s.codec_context.height,
+                                     bool(s.disposition & Disposition.default), -s.index))
 
 
 def _apng(head: bytes) -> bool:

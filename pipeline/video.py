@@ -6,6 +6,7 @@ import errno
 import fcntl
 import hashlib
 import heapq
+import itertools
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -16,10 +17,9 @@ from typing import BinaryIO
 
 import av
 import numpy as np
-from av.stream import Disposition
 
 from pipeline.errors import ConfigError, VideoError
-from pipeline.sniff import external_reference, refuse_non_video
+from pipeline.sniff import external_reference, refuse_non_video, video_stream
 
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
 DECODER = f"pyav-{av.__version__}"  # named in the cache: another decoder (or FFmpeg build) gives other pixels
@@ -72,10 +72,9 @@ class Clip:
     indices: int64 (num_frames,) frame numbers; timestamps: float64 (num_frames,) seconds from the first frame.
     repeated: True when the video has fewer frames than num_frames, so some frames appear twice.
     decode_errors: packets the decoder rejected or concealed, and samples that had to take a neighbouring frame
-    because theirs never decoded: 0 for a sound file. packets: the packets given to the decoder (fewer than the
-    frames when seeking skipped some); damaged: those of them that failed to decode (rejected, or a frame marked
-    corrupt), at most packets. timing: TIMESTAMPS when the stream's timestamps placed the samples, else a note
-    beginning "frame order: " saying why the frames' order did (timestamps then index / fps).
+    because theirs never decoded: 0 for a sound file. packets: those given to the decoder (seeking skips some);
+    damaged: those of them that failed (rejected, or a frame marked corrupt). timing: TIMESTAMPS when the stream's
+    timestamps placed the samples, else "frame order: <why>" (the frames' order did; timestamps index / fps).
     """
 
     frames: np.ndarray
@@ -141,21 +140,19 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
     [start, end) only (a trimmed clip of a longer video); VideoError when no frame does.
 
     The file is read through an open descriptor, never by name: FFmpeg sees no path, no protocol, and may use
-    video containers only (CONTAINERS), so a playlist cannot make it read another file. The video stream is the
-    one the ffmpeg command picks (the largest picture; never a cover picture). A first pass reads its packets
-    alone (no decoding): those a player shows (an edit list's cut-off packets are not) are the frames, and their
-    timestamps place the samples; timestamps that are missing, repeated or out of order are replaced by the
-    frames' order (Clip.timing says so). Frames are then decoded in order; a gap longer than seek_gap frames is
-    crossed by seeking to the keyframe before the sample where that keyframe lies ahead, so the work is bounded
-    however long the video. A packet that fails to decode is counted and decoding goes on; a video where more
-    than limits.max_damaged of the packets fail is refused. Raises VideoError(file, reason) when the video cannot
-    be used, before any large allocation when it is over `limits`. handle: the file already open (from
-    open_regular; `file` then only names it in messages), read from its first byte and left open.
+    video containers only (CONTAINERS). The stream is chosen by sniff.video_stream. A first pass reads its packets
+    alone: those a player shows (not an edit list's cut-off ones) are the frames, and their timestamps place the
+    samples, or else the frames' order does (Clip.timing says why). Frames are then decoded in order; a gap over
+    seek_gap frames is crossed by seeking where the keyframe before the sample lies ahead, so the work is bounded.
+    A packet that fails to decode is counted; a video with more than limits.max_damaged of them is refused.
+    VideoError(file, reason) when the video cannot be used, before any large allocation when it is over `limits`.
+    handle: the file already open (from open_regular; `file` then only names it in messages), read from its first
+    byte and left open.
     """
     with (nullcontext(handle) if handle is not None else open_regular(file)) as fh:
         refuse_non_video(file, fh)
         with _open_container(fh, file, limits) as container:  # first pass: the packets alone
-            index = _video_stream(container, file, limits).index
+            index = _checked(video_stream(container, file), file, limits).index
             scan = _scan(container.streams[index])
         if not scan.times:
             if external_reference(fh):
@@ -169,8 +166,8 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
         for gap in ((seek_gap, None) if scan.timing == TIMESTAMPS else (None,)):
             # a seek that lands after the frame asked for: read in order instead
             with _open_container(fh, file, limits) as container:  # decoding from the start, on a fresh demuxer
-                clip = _decode_at(container, _video_stream(container, file, limits), file, scan, indices, gap,
-                                  limits, spec)
+                clip = _decode_at(container, _checked(container.streams[index], file, limits), file, scan,
+                                  indices, gap, limits, spec)
             if clip is not None:
                 break
         else:
@@ -206,20 +203,8 @@ def _open_container(fh, file, limits: DecodeLimits):
         raise VideoError(file, f"not a readable video ({_ffmpeg_reason(e)})") from None
 
 
-def _video_stream(container, file, limits: DecodeLimits):
-    """The stream to decode, checked against the limits: as the ffmpeg command picks one, the largest picture
-    (then the default-flagged, then the first), never a cover picture (attached_pic) nor a codec with no decoder.
-
-    (PyAV's streams.best, FFmpeg's av_find_best_stream, ranks by bit rate and frames probed: it picked a 32x32
-    thumbnail track over the main one.)"""
-    streams = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
-    if not streams:
-        raise VideoError(file, "no video stream" + (" (only a cover picture)" if container.streams.video else ""))
-    known = [s for s in streams if s.codec_context is not None]
-    if not known:
-        raise VideoError(file, "the video stream's codec is unknown to FFmpeg: there is no decoder for it")
-    stream = max(known, key=lambda s: (s.codec_context.width * s.codec_context.height,
-                                       bool(s.disposition & Disposition.default), -s.index))
+def _checked(stream, file, limits: DecodeLimits):
+    """The stream, its frame size checked against the limits and its decoder set to one thread."""
     _check_size(file, stream.codec_context.width, stream.codec_context.height, limits)
     stream.codec_context.thread_count = 1  # the decode workers are the parallelism; one thread is cheapest
     return stream
@@ -294,12 +279,13 @@ def _seek(container, stream, t: int) -> None:
     container.seek(t, stream=stream, backward=True, any_frame=False)
 
 
+@dataclass
 class _Count:
-    """What the decoder was given: packets (with data), damaged (those it rejected, and frames it marked corrupt,
-    at most one per packet), and errors (damaged plus samples that took a neighbouring frame)."""
+    """Packets given to the decoder, those that failed (at most one each), and Clip.decode_errors."""
 
-    def __init__(self):
-        self.packets = self.damaged = self.errors = 0
+    packets: int = 0
+    damaged: int = 0
+    errors: int = 0
 
 
 def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_gap: int | None,
@@ -307,10 +293,9 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
     """Keep the frames at `indices` (sorted) of the frames scan.times.
 
     Returns None when a seek (only across gaps longer than seek_gap; None: never) lands after the frame asked for.
-    A seek is only made where the keyframe before the sample lies ahead of the frames already decoded, and no more
-    once one lands behind them (a video of one keyframe would otherwise be decoded again from its start for every
-    sample). A sample whose own frame never decodes (damage) takes the next frame that does, or else the last one,
-    and counts as a decode error. The frames are written straight into the output array as they are decoded.
+    A seek is made only where the keyframe before the sample lies ahead of the frames decoded, and no more once one
+    lands behind them (with one keyframe, every seek would decode from frame 0 again). A sample whose frame never
+    decodes (damage) takes the next that does, or else the last, and counts as a decode error.
     """
     times, by_order = scan.times, scan.timing != TIMESTAMPS
     index_of = {t: i for i, t in enumerate(times)}  # a frame's timestamp -> its index
@@ -333,7 +318,7 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
             landed = index_of.get(first.pts, idx)
             if landed < pos:  # behind the frames already decoded: seeking does not pay in this video
                 seek_gap = None
-            decoded, pos = _chain(first, decoded), landed
+            decoded, pos = itertools.chain([first], decoded), landed
         frame = None
         if last is not None and pos - 1 >= idx:
             frame = last  # already in hand: it stood in for an earlier sample whose frame was lost
@@ -367,11 +352,6 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
     return Clip(frames, indices.astype(np.int64), stamps, fps, len(times), duration,
                 repeated=len(times) < len(indices), decode_errors=count.errors, packets=count.packets,
                 damaged=count.damaged, timing=scan.timing)
-
-
-def _chain(first, rest: Iterator) -> Iterator:
-    yield first
-    yield from rest
 
 
 def _frames(container, stream, count: _Count) -> Iterator:
