@@ -308,7 +308,10 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
     decoded = _frames(container, stream, count)
     pos, last = 0, None  # the index of the next frame to come, and the last frame decoded (index pos - 1)
     for idx in sorted(rows):
-        key = scan.keyframes[bisect.bisect_right(scan.keyframes, idx) - 1] if scan.keyframes else None
+        key = None  # the keyframe a seek to idx lands on (-1: none before it), when the keyframes are known
+        if scan.keyframes:
+            k = bisect.bisect_right(scan.keyframes, idx) - 1
+            key = scan.keyframes[k] if k >= 0 else -1
         if seek_gap is not None and idx - pos > seek_gap and (key is None or key > pos):
             _seek(container, stream, times[idx])
             decoded = _frames(container, stream, count)
