@@ -257,7 +257,7 @@ def _scan(stream) -> _Scan:
         fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
         return _Scan(list(range(len(stamps))), Fraction(1) / Fraction(fps), None, timing)
     times = sorted(stamps)
-    keyframes = sorted(int(np.searchsorted(times, t)) for t, key in zip(stamps, keys) if key)
+    keyframes = sorted(bisect.bisect_left(times, t) for t, key in zip(stamps, keys) if key)
     return _Scan(times, stream.time_base, keyframes, timing)
 
 

@@ -237,19 +237,22 @@ def test_a_video_with_most_packets_damaged_is_refused_over_max_damaged(corpus, c
 def test_sigkill_at_5_random_moments(tmp_path, tiny_clip):
     from tests.corpus import _write_av
     root = tmp_path / "data"
-    for i in range(16):
-        _write_av(root / f"c{i % 4}" / f"v{i:02d}.mp4", "libx264", 150 + i, size=(320, 240))
+    for i in range(16):  # ultrafast: half the encoding time; decoding them is a small part of a run either way
+        _write_av(root / f"c{i % 4}" / f"v{i:02d}.mp4", "libx264", 150 + i, size=(320, 240),
+                  options={"preset": "ultrafast"})
     hidden = tmp_path / "later"
     for i in range(8, 16):  # the first run sees 8 videos; the killed runs add 8 more
         (hidden / f"c{i % 4}").mkdir(parents=True, exist_ok=True)
         os.rename(root / f"c{i % 4}" / f"v{i:02d}.mp4", hidden / f"c{i % 4}" / f"v{i:02d}.mp4")
     cache_file = tmp_path / "cache" / "f.h5"
-    run(root, cache_file, tiny_clip, shard_size=1)
+    # the runs in this process decode in it (workers=0: no pool to start, the same rows); the killed runs, in
+    # subprocesses, with their decode workers
+    run(root, cache_file, tiny_clip, shard_size=1, workers=0)
     before = read_cache(cache_file)
     shutil.copy2(cache_file, tmp_path / "before.h5")
     for i in range(8, 16):
         os.rename(hidden / f"c{i % 4}" / f"v{i:02d}.mp4", root / f"c{i % 4}" / f"v{i:02d}.mp4")
-    run(root, tmp_path / "ref" / "f.h5", tiny_clip, shard_size=1)
+    run(root, tmp_path / "ref" / "f.h5", tiny_clip, shard_size=1, workers=0)
     reference = read_cache(tmp_path / "ref" / "f.h5")
     code = ("from pipeline.extract import ExtractConfig, extract_features\n"
             f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, model={tiny_clip!r},"
@@ -286,7 +289,7 @@ def test_sigkill_at_5_random_moments(tmp_path, tiny_clip):
         assert same(after, before) or same(after, reference)  # killed after the final rename: the new one
         leftovers = {p.name for p in cache_file.parent.iterdir()} - {"f.h5", "f.h5.lock", "f.h5.parts", "f.h5.tmp"}
         assert not leftovers
-        resumed = run(root, cache_file, tiny_clip, shard_size=1)
+        resumed = run(root, cache_file, tiny_clip, shard_size=1, workers=0)
         assert same(read_cache(cache_file), reference)  # bit for bit the uninterrupted result
         assert {p.name for p in cache_file.parent.iterdir()} <= {"f.h5", "f.h5.lock"}
         outcomes.append((code_, resumed.encoded))
