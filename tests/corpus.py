@@ -196,10 +196,11 @@ def _without_moov(data: bytes) -> bytes:
 def _start_child(call: str, *functions) -> subprocess.Popen:
     """Run `call` in a Python child that defines `functions` from their source (they use only av and numpy).
 
-    Three files are written this way, alongside the rest of the build: the bomb, whose encoding needs 1.5 GB (kept
-    out of the test process); the AV1 video, because once SVT-AV1 has run in a process, x264 there gives other bytes
-    from run to run (seen with SVT-AV1 4.1); and the damaged video, because x264 also gives other bytes now and then
-    in a process where multi-threaded x264 has run, and the byte to change is chosen on what decoding does.
+    Five files are written this way, alongside the rest of the build: the bomb, whose encoding needs 1.5 GB (kept
+    out of the test process); the AV1 video and the AVIF image, because once SVT-AV1 has run in a process, x264
+    there gives other bytes from run to run (seen with SVT-AV1 4.1); and the two damaged videos, because x264 also
+    gives other bytes now and then in a process where multi-threaded x264 has run, and the byte to change is chosen
+    on what decoding does (one_byte) or the share of packets that fail must stay above the limit (every_packet).
     SVT_LOG=1: SVT-AV1 prints errors only, not its banner."""
     code = ("from __future__ import annotations\nfrom fractions import Fraction\nfrom pathlib import Path\n"
             f"import av\nimport numpy as np\nBITEXACT = {BITEXACT!r}\nDAMAGED_FRAMES = {DAMAGED_FRAMES}\n"
@@ -281,7 +282,7 @@ def _every_packet_damaged(path: Path) -> None:
 
 
 def _still_avif(path: Path) -> None:
-    """One 32x32 AV1 picture in FFmpeg's AVIF muxer (an image item, no moov), named as given."""
+    """One 64x64 AV1 picture in FFmpeg's AVIF muxer (an image item, no moov), named as given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format="avif", options=BITEXACT) as out:
         stream = out.add_stream("libsvtav1", rate=1, options={"preset": "12", "svtav1-params": "lp=1"})
