@@ -3,6 +3,7 @@ an mp4's data kept in another file."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from av.stream import Disposition
@@ -22,6 +23,7 @@ STILL_BRANDS = {b"avif": "AVIF", b"avio": "AVIF", b"heic": "HEIF", b"heix": "HEI
 SEQUENCE_BRANDS = {b"avis": "AVIF sequence", b"msf1": "HEIF sequence", b"hevc": "HEIF sequence",
                    b"hevx": "HEIF sequence"}
 MAX_BOX = 64 << 20  # a moov box larger than this is not read for its data references
+MAX_TOP_BOXES = 1000  # top-level boxes walked at most (a file of tiny boxes would otherwise cost a read each)
 
 
 def refuse_non_video(file, fh: BinaryIO) -> None:
@@ -39,6 +41,9 @@ def refuse_non_video(file, fh: BinaryIO) -> None:
         kind = STILL_BRANDS.get(head[8:12])
         if head[8:12] in SEQUENCE_BRANDS:
             raise VideoError(file, f"an animated image ({SEQUENCE_BRANDS[head[8:12]]}), not a video")
+        boxes = {box for box, _, _ in _top_boxes(fh)}
+        if kind is None and b"meta" in boxes and b"moov" not in boxes:  # image items and no movie: HEIF, any brand
+            kind = "HEIF"
     if kind is None:
         return
     animated = {"PNG": lambda: _apng(head), "WebP": lambda: _animated_webp(head),
@@ -106,46 +111,57 @@ def _gif_images(fh: BinaryIO) -> int:
 def external_reference(fh: BinaryIO) -> bool:
     """Whether an mp4/mov names another file for its media data (a `dref` entry not flagged self-contained), which
     FFmpeg, as used here, never opens. Reads the top-level boxes and the moov box (up to MAX_BOX bytes)."""
+    for kind, body_at, body_size in _top_boxes(fh):
+        if kind == b"moov":
+            fh.seek(body_at)
+            return body_size <= MAX_BOX and _refers_out(fh.read(body_size))
+    return False
+
+
+def _top_boxes(fh: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
+    """(kind, offset of the body, size of the body) of each top-level ISO-BMFF box, read by seeking."""
     fh.seek(0, 2)
-    end = fh.tell()
-    at = 0
-    while at + 8 <= end:
+    end, at = fh.tell(), 0
+    for _ in range(MAX_TOP_BOXES):
+        if at + 8 > end:
+            return
         fh.seek(at)
         size, kind = struct.unpack(">I4s", fh.read(8))
         header = 8
         if size == 1:
-            size, header = struct.unpack(">Q", fh.read(8))[0], 16
+            size, header = struct.unpack(">Q", fh.read(8).rjust(8, b"\0"))[0], 16
         elif size == 0:
             size = end - at
         if size < header:
-            return False
-        if kind == b"moov":
-            return size <= MAX_BOX and _refers_out(fh.read(size - header))
+            return
+        yield kind, at + header, size - header
         at += size
-    return False
 
 
-_CONTAINER_BOXES = (b"trak", b"mdia", b"minf", b"dinf")
+_PATH_TO_DREF = (b"trak", b"mdia", b"minf", b"dinf", b"dref")  # where data references lie inside moov
 
 
-def _refers_out(body: bytes) -> bool:
-    """Whether these boxes (a moov's contents) hold a dref entry whose flags lack 1 (media in this file)."""
+def _refers_out(body: bytes, depth: int = 0) -> bool:
+    """Whether these boxes (a moov's contents at depth 0) hold, along trak/mdia/minf/dinf, a dref entry whose
+    flags lack 1 (media in this file). Descends by that path only: a box nested a million deep costs nothing."""
     at = 0
     while at + 8 <= len(body):
         size, kind = struct.unpack(">I4s", body[at:at + 8])
         if size < 8:
             return False
         inner = body[at + 8:at + size]
-        if kind in _CONTAINER_BOXES and _refers_out(inner):
-            return True
-        if kind == b"dref" and len(inner) >= 8:
-            entry = 8  # version and flags, entry count
-            for _ in range(struct.unpack(">I", inner[4:8])[0]):
-                if entry + 12 > len(inner):
-                    break
-                entry_size, flags = struct.unpack(">I", inner[entry:entry + 4])[0], inner[entry + 11]
-                if not flags & 1:
+        if kind == _PATH_TO_DREF[depth]:
+            if depth < len(_PATH_TO_DREF) - 1:
+                if _refers_out(inner, depth + 1):
                     return True
-                entry += max(entry_size, 12)
+            elif len(inner) >= 8:
+                entry = 8  # version and flags, entry count
+                for _ in range(struct.unpack(">I", inner[4:8])[0]):
+                    if entry + 12 > len(inner):
+                        break
+                    entry_size, flags = struct.unpack(">I", inner[entry:entry + 4])[0], inner[entry + 11]
+                    if not flags & 1:
+                        return True
+                    entry += max(entry_size, 12)
         at += size
     return False

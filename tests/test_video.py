@@ -174,6 +174,9 @@ def test_images_with_a_video_name_are_refused_still_or_animated(tmp_path, contai
     (b"\x00\x00\x00\x1cftypavis\x00\x00\x00\x00avismsf1", "an animated image (AVIF sequence), not a video"),
     (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "a still JPEG XL image, not a video"),
     (b"II*\x00\x08\x00\x00\x00", "a still TIFF image, not a video"),
+    # image items (meta) and no movie (moov), under a video's brand: HEIF all the same
+    (b"\x00\x00\x00\x10ftypisom\x00\x00\x00\x00\x00\x00\x00\x10meta\x00\x00\x00\x00\x00\x00\x00\x00",
+     "a still HEIF image, not a video"),
 ])
 def test_image_formats_are_known_by_their_first_bytes(tmp_path, head, reason):
     (tmp_path / "v.mp4").write_bytes(head + bytes(64))
@@ -195,3 +198,25 @@ def test_a_video_whose_frames_mostly_fail_is_refused_naming_the_setting(tmp_path
     with pytest.raises(VideoError, match=rf"damaged: {clip.damaged} of {clip.packets} packets failed to decode "
                                          rf"\(extract.max_damaged: {limit:g}\)"):
         read_frames(file, 4, limits=DecodeLimits(max_damaged=limit))
+
+
+def test_data_references_are_found_along_their_path_only():
+    import io
+    import struct
+
+    from pipeline.sniff import external_reference
+
+    def box(kind, body):
+        return struct.pack(">I4s", len(body) + 8, kind) + body
+
+    def movie(flags):  # moov/trak/mdia/minf/dinf/dref with one 'url ' entry
+        dref = box(b"dref", struct.pack(">II", 0, 1) + box(b"url ", struct.pack(">I", flags)))
+        for kind in (b"dinf", b"minf", b"mdia", b"trak", b"moov"):
+            dref = box(kind, dref)
+        return box(b"ftyp", b"isom" + bytes(4)) + dref
+
+    assert external_reference(io.BytesIO(movie(0))) and not external_reference(io.BytesIO(movie(1)))
+    deep = b""
+    for _ in range(20_000):  # traks nested 20,000 deep: no recursion past the path's five levels
+        deep = box(b"trak", deep)
+    assert not external_reference(io.BytesIO(box(b"moov", deep)))
