@@ -1,5 +1,4 @@
-"""What a file holds, before anything is decoded: an image or a playlist with a video's name, the video stream to use,
-an mp4's data kept in another file."""
+"""What a file holds, before decoding: an image or playlist named like a video, its video stream, data elsewhere."""
 from __future__ import annotations
 
 import struct
