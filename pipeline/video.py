@@ -1,26 +1,36 @@
 """Decoding one untrusted video (PyAV): frame indices sampled evenly, and only those frames decoded."""
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import hashlib
+import heapq
+import itertools
 import os
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from typing import BinaryIO
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import BinaryIO
 
 import av
 import numpy as np
 
 from pipeline.errors import ConfigError, VideoError
+from pipeline.sniff import external_reference, refuse_non_video, video_stream
 
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
 DECODER = f"pyav-{av.__version__}"  # named in the cache: another decoder (or FFmpeg build) gives other pixels
 # Gaps between samples longer than this many frames are crossed by seeking instead of decoding every frame:
 # seeking decodes from the keyframe before the target, and x264's default keyframe interval is 250 frames.
 SEEK_GAP = 300
+TIMESTAMPS = "timestamps"  # Clip.timing when the stream's timestamps place the samples
+# Packets come in decode order: a decoder of B-frames holds at most this many frames back to put them in time
+# order (H.264 and HEVC allow 16); timestamps that this cannot put in order are not the frames' order.
+MAX_REORDER = 16
+DEFAULT_FPS = 25  # the frame rate assumed for frames that have no timestamps and no rate (FFmpeg's own default)
 # The demuxers FFmpeg may use: video containers only. No playlists (concat, hls), no images, no protocols.
 CONTAINERS = ("mov", "mp4", "matroska", "webm", "avi", "mpeg", "mpegts", "mpegvideo", "m4v", "flv", "asf", "ogg",
               "mxf", "dv", "ivf", "nut", "h264", "hevc")
@@ -62,7 +72,9 @@ class Clip:
     indices: int64 (num_frames,) frame numbers; timestamps: float64 (num_frames,) seconds from the first frame.
     repeated: True when the video has fewer frames than num_frames, so some frames appear twice.
     decode_errors: packets the decoder rejected or concealed, and samples that had to take a neighbouring frame
-    because theirs never decoded: 0 for a sound file.
+    because theirs never decoded: 0 for a sound file. packets: those given to the decoder (seeking skips some);
+    damaged: those of them that failed (rejected, or a frame marked corrupt). timing: TIMESTAMPS when the stream's
+    timestamps placed the samples, else "frame order: <why>" (the frames' order did; timestamps index / fps).
     """
 
     frames: np.ndarray
@@ -73,6 +85,9 @@ class Clip:
     duration: float
     repeated: bool
     decode_errors: int = 0
+    packets: int = 0
+    damaged: int = 0
+    timing: str = TIMESTAMPS
 
 
 def open_regular(file: str | os.PathLike):
@@ -125,33 +140,44 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
     [start, end) only (a trimmed clip of a longer video); VideoError when no frame does.
 
     The file is read through an open descriptor, never by name: FFmpeg sees no path, no protocol, and may use
-    video containers only (CONTAINERS), so a playlist cannot make it read another file. A first pass reads the
-    packets alone (no decoding): their count is the frame count and their timestamps place the samples exactly.
-    Frames are then decoded in order, and a gap longer than seek_gap frames is crossed by seeking to the keyframe
-    before the sample, so the work is bounded however long the video. A packet that fails to decode is counted
-    in decode_errors and decoding goes on. Raises VideoError(file, reason) when the video cannot
-    be used, before any large allocation when it is over `limits`. handle: the file already open (from
-    open_regular; `file` then only names it in messages), read from its first byte and left open.
+    video containers only (CONTAINERS). The stream is chosen by sniff.video_stream. A first pass reads its packets
+    alone: those a player shows (not an edit list's cut-off ones) are the frames, and their timestamps place the
+    samples, or else the frames' order does (Clip.timing says why). Frames are then decoded in order; a gap over
+    seek_gap frames is crossed by seeking where the keyframe before the sample lies ahead, so the work is bounded.
+    A packet that fails to decode is counted; a video with more than limits.max_damaged of them is refused.
+    VideoError(file, reason) when the video cannot be used, before any large allocation when it is over `limits`.
+    handle: the file already open (from open_regular; `file` then only names it in messages), read from its first
+    byte and left open.
     """
     with (nullcontext(handle) if handle is not None else open_regular(file)) as fh:
-        _refuse_still_image(file, fh.read(12))
+        refuse_non_video(file, fh)
         with _open_container(fh, file, limits) as container:  # first pass: the packets alone
-            times = _packet_times(container, container.streams.video[0])
-            time_base = container.streams.video[0].time_base
-        if not times:
+            index = _checked(video_stream(container, file), file, limits).index
+            scan = _scan(container.streams[index])
+        if not scan.times:
+            if external_reference(fh):
+                raise VideoError(file, "the video data is in another file (an external data reference), which "
+                                 "is never read")
             raise VideoError(file, "no decodable video frames")
         if segment is not None:
-            lo, hi = segment_frames(file, times, time_base, segment)
+            lo, hi = segment_frames(file, scan.times, scan.time_base, segment)
             sampler = lambda count: lo + sample_indices(hi - lo, num_frames)  # noqa: E731
-        indices = (sampler or (lambda count: sample_indices(count, num_frames)))(len(times))
-        for gap in (seek_gap, None):  # a seek that lands after the frame asked for: read in order instead
+        indices = (sampler or (lambda count: sample_indices(count, num_frames)))(len(scan.times))
+        for gap in ((seek_gap, None) if scan.timing == TIMESTAMPS else (None,)):
+            # a seek that lands after the frame asked for: read in order instead
             with _open_container(fh, file, limits) as container:  # decoding from the start, on a fresh demuxer
-                clip = _decode_at(container, container.streams.video[0], file, times, indices, gap, limits, spec)
+                clip = _decode_at(container, _checked(container.streams[index], file, limits), file, scan,
+                                  indices, gap, limits, spec)
             if clip is not None:
-                if segment is not None:
-                    clip.repeated = hi - lo < num_frames
-                return clip
-        raise AssertionError("reading in order always lands")
+                break
+        else:
+            raise AssertionError("reading in order always lands")
+    if clip.packets and clip.damaged / clip.packets > limits.max_damaged:
+        raise VideoError(file, f"damaged: {clip.damaged} of {clip.packets} packets failed to decode "
+                         f"(extract.max_damaged: {limits.max_damaged:g})")
+    if segment is not None:
+        clip.repeated = hi - lo < num_frames
+    return clip
 
 
 def segment_frames(file, times: list[int], time_base, segment: tuple[float, float]) -> tuple[int, int]:
@@ -167,38 +193,21 @@ def segment_frames(file, times: list[int], time_base, segment: tuple[float, floa
 
 
 def _open_container(fh, file, limits: DecodeLimits):
-    """The open file as a PyAV container from its first byte, its video stream checked against the limits."""
+    """The open file as a PyAV container from its first byte."""
     fh.seek(0)
     try:
         # video containers only; max_pixels also bounds FFmpeg's own probing, which decodes a first frame
-        container = av.open(fh, metadata_errors="replace", options={
+        return av.open(fh, metadata_errors="replace", options={
             "format_whitelist": ",".join(CONTAINERS), "max_pixels": str(limits.max_pixels)})
     except av.FFmpegError as e:
         raise VideoError(file, f"not a readable video ({_ffmpeg_reason(e)})") from None
-    try:
-        if not container.streams.video:
-            raise VideoError(file, "no video stream")
-        stream = container.streams.video[0]
-        _check_size(file, stream.codec_context.width, stream.codec_context.height, limits)
-        stream.codec_context.thread_count = 1  # the decode workers are the parallelism; one thread is cheapest
-    except BaseException:
-        container.close()
-        raise
-    return container
 
 
-_IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP"}
-
-
-def _refuse_still_image(file, head: bytes) -> None:
-    """VideoError for an image file, or an FFmpeg playlist, with a video's name, given its first 12 bytes."""
-    kind = next((k for magic, k in _IMAGE_MAGIC.items() if head.startswith(magic)), None)
-    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        kind = "WebP"
-    if kind:
-        raise VideoError(file, f"a still {kind} image, not a video")
-    if head.startswith(b"ffconcat"):
-        raise VideoError(file, "an FFmpeg playlist (ffconcat), not a video: playlists are never followed")
+def _checked(stream, file, limits: DecodeLimits):
+    """The stream, its frame size checked against the limits and its decoder set to one thread."""
+    _check_size(file, stream.codec_context.width, stream.codec_context.height, limits)
+    stream.codec_context.thread_count = 1  # the decode workers are the parallelism; one thread is cheapest
+    return stream
 
 
 def _ffmpeg_reason(e: av.FFmpegError) -> str:
@@ -217,50 +226,109 @@ def _check_size(file, width: int, height: int, limits: DecodeLimits) -> None:
                          f"({limits.max_aspect:g}:1; extract.max_aspect)")
 
 
-def _packet_times(container, stream) -> list[int]:
-    """The presentation timestamps of the stream's frames, sorted (int, in stream.time_base), from the packets
-    alone; frames without a timestamp get their place in decode order."""
-    times = []
-    for packet in container.demux(stream):
-        if packet.size:
-            t = packet.pts if packet.pts is not None else packet.dts
-            times.append(len(times) if t is None else t)
-    times.sort()
-    return times
+@dataclass
+class _Scan:
+    """The first pass over a stream's packets. times: sorted int timestamps in time_base, one per frame a player
+    shows (the frame's index in frame order when timing is not TIMESTAMPS, time_base then 1 / fps); keyframes:
+    sorted indices of the frames a seek can land on, or None when unknown; timing: Clip.timing."""
+
+    times: list[int]
+    time_base: Fraction
+    keyframes: list[int] | None
+    timing: str
 
 
-def _decode_at(container, stream, file, times: list[int], indices: np.ndarray, seek_gap: int | None,
+def _scan(stream) -> _Scan:
+    """Read the stream's packets (no decoding) and decide whether its timestamps can place the samples."""
+    stamps, keys = [], []
+    for packet in stream.container.demux(stream):
+        if packet.size and not packet.is_discard:  # an edit list's cut-off packets are decoded, never shown
+            stamps.append(packet.pts if packet.pts is not None else packet.dts)
+            keys.append(packet.is_keyframe)
+    timing = TIMESTAMPS
+    if any(t is None for t in stamps):
+        timing = "frame order: the stream has no timestamps" if all(t is None for t in stamps) else \
+            "frame order: some frames have no timestamp"
+    elif len(set(stamps)) < len(stamps):
+        timing = "frame order: frames share timestamps"
+    elif not _reorderable(stamps, MAX_REORDER if stream.codec_context.has_b_frames else 0):
+        timing = "frame order: the timestamps are out of order"
+    if timing != TIMESTAMPS:
+        fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
+        return _Scan(list(range(len(stamps))), Fraction(1) / Fraction(fps), None, timing)
+    times = sorted(stamps)
+    keyframes = sorted(bisect.bisect_left(times, t) for t, key in zip(stamps, keys) if key)
+    return _Scan(times, stream.time_base, keyframes, timing)
+
+
+def _reorderable(stamps: list[int], depth: int) -> bool:
+    """Whether a decoder holding `depth` frames back could put timestamps in decode order into time order."""
+    held, last = [], None
+    for t in stamps:
+        heapq.heappush(held, t)
+        if len(held) > depth:
+            out = heapq.heappop(held)
+            if last is not None and out < last:
+                return False
+            last = out
+    return last is None or not held or min(held) > last
+
+
+def _seek(container, stream, t: int) -> None:
+    """Seek to the keyframe at or before timestamp t (its own function: the tests count the seeks)."""
+    container.seek(t, stream=stream, backward=True, any_frame=False)
+
+
+@dataclass
+class _Count:
+    """Packets given to the decoder, those that failed (at most one each), and Clip.decode_errors."""
+
+    packets: int = 0
+    damaged: int = 0
+    errors: int = 0
+
+
+def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_gap: int | None,
                limits: DecodeLimits, spec: FrameSpec | None) -> Clip | None:
-    """Keep the frames at `indices` (sorted) of the frames whose timestamps are `times`.
+    """Keep the frames at `indices` (sorted) of the frames scan.times.
 
     Returns None when a seek (only across gaps longer than seek_gap; None: never) lands after the frame asked for.
-    A sample whose own frame never decodes (damage) takes the next frame that does, or else the last one, and
-    counts as a decode error. The frames are written straight into the output array as they are decoded.
+    A seek is made only where the keyframe before the sample lies ahead of the frames decoded, and no more once one
+    lands behind them (with one keyframe, every seek would decode from frame 0 again). A sample whose frame never
+    decodes (damage) takes the next that does, or else the last, and counts as a decode error.
     """
+    times, by_order = scan.times, scan.timing != TIMESTAMPS
     index_of = {t: i for i, t in enumerate(times)}  # a frame's timestamp -> its index
     rows: dict[int, list[int]] = {}
     for row, idx in enumerate(indices.tolist()):
         rows.setdefault(idx, []).append(row)
-    errors = [0]
+    count = _Count()
     frames: np.ndarray | None = None
     stamps = np.zeros(len(indices), np.float64)
-    decoded = _frames(container, stream, errors)
+    decoded = _frames(container, stream, count)
     pos, last = 0, None  # the index of the next frame to come, and the last frame decoded (index pos - 1)
     for idx in sorted(rows):
-        if seek_gap is not None and idx - pos > seek_gap:
-            container.seek(times[idx], stream=stream, backward=True, any_frame=False)
-            decoded, pos = _frames(container, stream, errors), idx
+        key = None  # the keyframe a seek to idx lands on (-1: none before it), when the keyframes are known
+        if scan.keyframes:
+            k = bisect.bisect_right(scan.keyframes, idx) - 1
+            key = scan.keyframes[k] if k >= 0 else -1
+        if seek_gap is not None and idx - pos > seek_gap and (key is None or key > pos):
+            _seek(container, stream, times[idx])
+            decoded = _frames(container, stream, count)
             first = next(decoded, None)
             if first is None or first.pts is None or first.pts > times[idx]:
                 return None
-            decoded = _chain(first, decoded)
+            landed = index_of.get(first.pts, idx)
+            if landed < pos:  # behind the frames already decoded: seeking does not pay in this video
+                seek_gap = None
+            decoded, pos = itertools.chain([first], decoded), landed
         frame = None
         if last is not None and pos - 1 >= idx:
             frame = last  # already in hand: it stood in for an earlier sample whose frame was lost
         else:
             for frame in decoded:
                 _check_size(file, frame.width, frame.height, limits)
-                at = index_of.get(frame.pts, pos)
+                at = pos if by_order else index_of.get(frame.pts, pos)
                 pos = at + 1
                 last = frame
                 if at >= idx:
@@ -271,9 +339,9 @@ def _decode_at(container, stream, file, times: list[int], indices: np.ndarray, s
             frame = last
             if frame is None:
                 raise VideoError(file, "no decodable video frames")
-            errors[0] += 1
+            count.errors += 1
         elif pos - 1 > idx:
-            errors[0] += 1  # this sample's own frame was lost to damage; the next one stands in
+            count.errors += 1  # this sample's own frame was lost to damage; the next one stands in
         image = _to_rgb(frame, spec)
         if frames is None:
             frames = np.empty((len(indices), *image.shape), np.uint8)
@@ -281,30 +349,32 @@ def _decode_at(container, stream, file, times: list[int], indices: np.ndarray, s
             raise VideoError(file, f"the frame size changes mid-stream ({frames.shape[2]}x{frames.shape[1]} "
                              f"to {image.shape[1]}x{image.shape[0]} at frame {idx})")
         frames[rows[idx]] = image
-        stamps[rows[idx]] = float((times[min(pos - 1, len(times) - 1)] - times[0]) * stream.time_base)
-    fps = float(stream.average_rate or stream.guessed_rate or 0)
-    duration = float((times[-1] - times[0]) * stream.time_base) + (1 / fps if fps else 0.0)
+        stamps[rows[idx]] = float((times[min(pos - 1, len(times) - 1)] - times[0]) * scan.time_base)
+    fps = float(1 / scan.time_base) if by_order else float(stream.average_rate or stream.guessed_rate or 0)
+    duration = float((times[-1] - times[0]) * scan.time_base) + (1 / fps if fps else 0.0)
     return Clip(frames, indices.astype(np.int64), stamps, fps, len(times), duration,
-                repeated=len(times) < len(indices), decode_errors=errors[0])
+                repeated=len(times) < len(indices), decode_errors=count.errors, packets=count.packets,
+                damaged=count.damaged, timing=scan.timing)
 
 
-def _chain(first, rest: Iterator) -> Iterator:
-    yield first
-    yield from rest
-
-
-def _frames(container, stream, errors: list[int]) -> Iterator:
+def _frames(container, stream, count: _Count) -> Iterator:
     """Decoded frames in presentation order from the current position; a packet the decoder rejects, or a frame
-    it marks corrupt (concealed damage), adds one to errors[0] and decoding goes on."""
+    it marks corrupt (concealed damage), is counted in `count` and decoding goes on."""
     for packet in container.demux(stream):
+        if packet.size:
+            count.packets += 1
         try:
             out = stream.decode(packet)
         except av.error.InvalidDataError:
-            errors[0] += 1
+            count.errors += 1
+            count.damaged += 1
             continue
+        corrupt = False
         for frame in out:
             if frame.is_corrupt:
-                errors[0] += 1
+                count.errors += 1
+                count.damaged += not corrupt and count.damaged < count.packets
+                corrupt = True
             yield frame
 
 

@@ -41,6 +41,8 @@ class Case:
 
 BAD_NAME = os.fsdecode(b"names/bad\xff.mp4")  # "names/bad\udcff.mp4": how Python names a file whose name is not UTF-8
 DAMAGED_FRAMES = 500  # the true frame count of damaged/one_byte.mp4
+ONE_KEY_FRAMES = 3000  # odd/one_keyframe.mp4: 8 samples 375 frames apart, past SEEK_GAP
+EDIT_SHOWN = 12  # odd/edit_list.mp4: the last 12 of 75 frames are shown
 
 CASES = [
     Case("zero bytes", "bad/zero.mp4", "skipped", "not a readable video"),
@@ -110,6 +112,32 @@ CASES = [
          "the name is not valid UTF-8: reported, never a crash", shown=r"names/bad\xff.mp4"),
     Case("colon in the first path component", "scene:1/x.mp4", "encoded",
          "read as a file, never as an FFmpeg protocol"),
+    Case(f"one keyframe for {ONE_KEY_FRAMES:,} frames (32x24)", "odd/one_keyframe.mp4", "encoded",
+         "no seek that would land behind the frames decoded: read in order, each frame once"),
+    Case("MKV with an unknown codec id", "bad/unknown_codec.mkv", "skipped",
+         "the codec is unknown to FFmpeg: no decoder"),
+    Case("copy-cut mp4: an edit list shows 12 of 75 frames", "odd/edit_list.mp4", "encoded",
+         "only the 12 frames a player shows, and their duration (0.48 s)"),
+    Case("audio with cover art (mp4 attached_pic)", "bad/cover.mp4", "skipped",
+         "no video stream (only a cover picture)"),
+    Case("audio with cover art (MKV attachment)", "bad/cover.mkv", "skipped",
+         "no video stream (only a cover picture)"),
+    Case("two video tracks, a 32x32 black thumbnail first", "odd/two_tracks.mp4", "encoded",
+         "the larger picture, as the ffmpeg command picks"),
+    Case("every timestamp equal (MKV)", "odd/equal_pts.mkv", "encoded",
+         "sampled by frame order, and `timing` says so"),
+    Case("shuffled timestamps (MKV)", "odd/shuffled_pts.mkv", "encoded",
+         "sampled by frame order, and `timing` says so"),
+    Case("raw H.264 (Annex B, no timestamps) named .mp4", "odd/annexb.mp4", "encoded",
+         "sampled by frame order, timestamps from its frame rate"),
+    Case("still AVIF image named .mp4", "bad/avif.mp4", "skipped", "a still AVIF image, not a video"),
+    Case("animated GIF named .mp4", "bad/gif.mp4", "skipped", "an animated image, not a video"),
+    Case("animated WebP named .mp4", "bad/webp.mp4", "skipped", "an animated image, not a video"),
+    Case("animated PNG (APNG) named .mp4", "bad/apng.mp4", "skipped", "an animated image, not a video"),
+    Case("mp4 whose data reference (dref alias) names another file", "bad/dref.mp4", "skipped",
+         "the video data is in another file, which is never read"),
+    Case("H.264 mp4 with a byte of every packet changed", "damaged/every_packet.mp4", "skipped",
+         "damaged: most packets fail to decode (over extract.max_damaged)"),
 ]
 
 
@@ -168,10 +196,11 @@ def _without_moov(data: bytes) -> bytes:
 def _start_child(call: str, *functions) -> subprocess.Popen:
     """Run `call` in a Python child that defines `functions` from their source (they use only av and numpy).
 
-    Three files are written this way, alongside the rest of the build: the bomb, whose encoding needs 1.5 GB (kept
-    out of the test process); the AV1 video, because once SVT-AV1 has run in a process, x264 there gives other bytes
-    from run to run (seen with SVT-AV1 4.1); and the damaged video, because x264 also gives other bytes now and then
-    in a process where multi-threaded x264 has run, and the byte to change is chosen on what decoding does.
+    Five files are written this way, alongside the rest of the build: the bomb, whose encoding needs 1.5 GB (kept
+    out of the test process); the AV1 video and the AVIF image, because once SVT-AV1 has run in a process, x264
+    there gives other bytes from run to run (seen with SVT-AV1 4.1); and the two damaged videos, because x264 also
+    gives other bytes now and then in a process where multi-threaded x264 has run, and the byte to change is chosen
+    on what decoding does (one_byte) or the share of packets that fail must stay above the limit (every_packet).
     SVT_LOG=1: SVT-AV1 prints errors only, not its banner."""
     code = ("from __future__ import annotations\nfrom fractions import Fraction\nfrom pathlib import Path\n"
             f"import av\nimport numpy as np\nBITEXACT = {BITEXACT!r}\nDAMAGED_FRAMES = {DAMAGED_FRAMES}\n"
@@ -241,15 +270,149 @@ def _sliver(path: Path, width: int = 16000, height: int = 1) -> None:
             out.mux(packet)
 
 
+def _every_packet_damaged(path: Path) -> None:
+    """75 frames of H.264 (one x264 thread) with the byte three quarters into every packet inverted."""
+    _write_av(path, "libx264", 75, options={"threads": "1"})
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+    data = bytearray(path.read_bytes())
+    for pos, size in packets:
+        data[pos + size * 3 // 4] ^= 0xFF
+    path.write_bytes(data)
+
+
+def _still_avif(path: Path) -> None:
+    """One 64x64 AV1 picture in FFmpeg's AVIF muxer (an image item, no moov), named as given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="avif", options=BITEXACT) as out:
+        stream = out.add_stream("libsvtav1", rate=1, options={"preset": "12", "svtav1-params": "lp=1"})
+        stream.width = stream.height = 64
+        frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 100, np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+
+
+def _animation(path: Path, container: str, codec: str, pix_fmt: str) -> None:
+    """Three 32x32 frames as an animated image (GIF, APNG, WebP) named as given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, pix_fmt
+        for i in range(3):
+            rgb = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(rgb.reformat(format=pix_fmt)):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _with_cover(path: Path, container: str | None) -> None:
+    """AAC audio with a JPEG cover: an attached_pic stream in mp4, an image attachment in Matroska."""
+    jpeg = cv2.imencode(".jpg", np.full((32, 32, 3), 90, np.uint8))[1].tobytes()
+    with av.open(str(path), "w", format=container) as out:
+        audio = out.add_stream("aac", rate=44100)
+        if container == "matroska":
+            out.add_attachment("cover.jpg", "image/jpeg", jpeg)
+        else:
+            cover = out.add_stream("mjpeg", rate=1)
+            cover.width = cover.height = 32
+            cover.pix_fmt, cover.disposition = "yuvj420p", av.stream.Disposition.attached_pic
+            packet = av.Packet(jpeg)
+            packet.stream, packet.pts, packet.dts = cover, 0, 0
+            out.mux(packet)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, i * 1024
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode():
+            out.mux(packet)
+
+
+def _two_tracks(path: Path) -> None:
+    """An mp4 of two H.264 tracks, 20 frames each: a black 32x32 thumbnail first, then the 96x64 video."""
+    with av.open(str(path), "w", options=BITEXACT) as out:
+        thumb, main = out.add_stream("libx264", rate=25), out.add_stream("libx264", rate=25)
+        thumb.width = thumb.height = 32
+        main.width, main.height = 96, 64
+        for i in range(20):
+            for stream, level in ((thumb, 0), (main, 20 + 10 * i)):
+                img = np.full((stream.height, stream.width, 3), level, np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+        for stream in (thumb, main):
+            for packet in stream.encode():
+                out.mux(packet)
+
+
+def _with_pts(path: Path, pts_ms: list[int]) -> None:
+    """H.264 (no B-frames) in Matroska with these presentation times (ms) in stream order; grey level 20 + 10 i."""
+    with av.open(str(path), "w", format="matroska", options=BITEXACT) as out:
+        stream = out.add_stream("libx264", rate=25, options={"bf": "0", "threads": "1"})
+        stream.width, stream.height = 64, 48
+        packets = []
+        for i in range(len(pts_ms)):
+            img = np.full((48, 64, 3), 20 + 10 * i, np.uint8)
+            packets += stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24"))
+        for packet, t in zip([*packets, *stream.encode()], pts_ms):
+            packet.time_base, packet.pts, packet.dts = Fraction(1, 1000), t, 0  # Matroska keeps the pts alone
+            out.mux(packet)
+
+
+def _copy_cut(path: Path) -> None:
+    """75 frames (one keyframe) remuxed as a copy-cut does: every packet kept, times shifted so that frame 63 is at
+    0; the mp4 muxer writes an edit list, and players show the last EDIT_SHOWN frames only."""
+    whole = _write_av(path.with_suffix(".tmp"), "libx264", 75, container="mp4", options={"g": "75", "threads": "1"})
+    with av.open(str(whole)) as src, av.open(str(path), "w", options=BITEXACT) as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        shift = round((75 - EDIT_SHOWN) / 25 / stream.time_base)
+        for packet in src.demux(stream):
+            if packet.dts is not None:
+                packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, copy
+                out.mux(packet)
+    whole.unlink()
+
+
+def _box(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I4s", len(body) + 8, kind) + body
+
+
+def _external_dref(src: Path, path: Path, target: str) -> None:
+    """src (an mp4) with its data reference replaced by a Macintosh alias to `target`, not flagged self-contained
+    (the alias record's layout as FFmpeg's mov_read_dref reads it: 150 bytes, then an absolute path)."""
+    name = target.encode()
+    alias = (bytes(130) + struct.pack(">HH", 1, 1) + bytes(16) + struct.pack(">HH", 2, len(name)) + name
+             + bytes(len(name) % 2) + b"\xff\xff\x00\x00")
+    dref = _box(b"dref", struct.pack(">II", 0, 1) + _box(b"alis", bytes(4) + alias))
+
+    def rewrite(data: bytes) -> bytes:
+        out, at = b"", 0
+        while at + 8 <= len(data):
+            size, kind = struct.unpack(">I4s", data[at:at + 8])
+            if kind == b"dref":
+                out += dref
+            elif kind in (b"moov", b"trak", b"mdia", b"minf", b"dinf"):
+                out += _box(kind, rewrite(data[at + 8:at + size]))
+            else:
+                out += data[at:at + size]
+            at += size
+        return out
+
+    path.write_bytes(rewrite(src.read_bytes()))
+
+
 def build_corpus(root: Path) -> Path:
     """Write every case of CASES under root (a folder per class); returns root."""
     p = root
     children = [
         _start_child(f"_huge_h264(Path({str(p / 'bombs/huge.mp4')!r}))", _huge_h264),
         _start_child(f"_write_av(Path({str(p / 'codecs/av1.mkv')!r}), 'libsvtav1', 20, container='matroska', "
-                     "options={'preset': '10', 'svtav1-params': 'lp=1'})", _write_av),
-        _start_child(f"_one_byte_damaged(Path({str(p / 'damaged/one_byte.mp4')!r}))", _write_av, _decode_errors,
-                     _one_byte_damaged),
+                     "options={'preset': '10', 'svtav1-params': 'lp=1'})\n"
+                     f"_still_avif(Path({str(p / 'bad/avif.mp4')!r}))", _write_av, _still_avif),
+        _start_child(f"_one_byte_damaged(Path({str(p / 'damaged/one_byte.mp4')!r}))\n"
+                     f"_every_packet_damaged(Path({str(p / 'damaged/every_packet.mp4')!r}))", _write_av,
+                     _decode_errors, _one_byte_damaged, _every_packet_damaged),
     ]
     try:
         _build(p)
@@ -265,7 +428,7 @@ def build_corpus(root: Path) -> Path:
 
 
 def _build(p: Path) -> None:
-    """Everything but the three files the children write (see _start_child)."""
+    """Everything but the files the children write (see _start_child)."""
     for d in ("bad", "odd", "rotation", "codecs", "containers", "names", "lonely", "empty_class"):
         (p / d).mkdir(parents=True, exist_ok=True)
     (p / "bad/zero.mp4").write_bytes(b"")
@@ -332,3 +495,18 @@ def _build(p: Path) -> None:
     bad = _write_av(p / "names/bad.tmp", "libx264", 20, container="mp4")
     os.rename(bad, os.path.join(os.fsencode(p), os.fsencode(BAD_NAME)))  # bytes: the name is not UTF-8
     _write_av(p / "scene:1/x.mp4", "libx264", 20)
+    _write_av(p / "odd/one_keyframe.mp4", "libx264", ONE_KEY_FRAMES, size=(32, 24),
+              options={"preset": "ultrafast", "threads": "1", "x264-params": "keyint=infinite:scenecut=0"})
+    mkv = _write_av(p / "bad/unknown_codec.mkv", "libx264", 10, container="matroska")
+    mkv.write_bytes(mkv.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_XYZZY/ISO/AVC"))  # a codec id no one knows
+    _copy_cut(p / "odd/edit_list.mp4")
+    _with_cover(p / "bad/cover.mp4", None)
+    _with_cover(p / "bad/cover.mkv", "matroska")
+    _two_tracks(p / "odd/two_tracks.mp4")
+    _with_pts(p / "odd/equal_pts.mkv", [0] * 20)
+    _with_pts(p / "odd/shuffled_pts.mkv", (np.random.default_rng(1).permutation(20) * 40).tolist())
+    _write_av(p / "odd/annexb.mp4", "libx264", 30, container="h264")
+    _animation(p / "bad/gif.mp4", "gif", "gif", "rgb8")
+    _animation(p / "bad/webp.mp4", "webp", "libwebp_anim", "yuv420p")
+    _animation(p / "bad/apng.mp4", "apng", "apng", "rgb24")
+    _external_dref(p / "codecs/h264.mp4", p / "bad/dref.mp4", str(p / "codecs/h264.mp4"))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -25,8 +26,8 @@ from pipeline.heads import load_head
 from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_bytes
 from pipeline.workers import DecodePool, PoolConfig
-from pipeline.video import read_frames, sample_indices
-from tests.corpus import CASES, DAMAGED_FRAMES, VFR_PTS_MS, build_corpus
+from pipeline.video import TIMESTAMPS, DecodeLimits, read_frames, sample_indices
+from tests.corpus import CASES, DAMAGED_FRAMES, EDIT_SHOWN, ONE_KEY_FRAMES, VFR_PTS_MS, build_corpus
 from tests.faults import faulty_decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,23 +166,93 @@ def test_a_long_video_is_sampled_with_bounded_work(corpus, monkeypatch):
     np.testing.assert_allclose(seeking.timestamps, in_order.timestamps)
 
 
+def _counting(monkeypatch) -> dict[str, int]:
+    """Counts of the frames pipeline.video decodes and the seeks it makes, from now on."""
+    counts = {"decoded": 0, "seeks": 0}
+    real_frames, real_seek = pipeline.video._frames, pipeline.video._seek
+
+    def frames(*args):
+        for frame in real_frames(*args):
+            counts["decoded"] += 1
+            yield frame
+
+    def seek(*args):
+        counts["seeks"] += 1
+        real_seek(*args)
+
+    monkeypatch.setattr(pipeline.video, "_frames", frames)
+    monkeypatch.setattr(pipeline.video, "_seek", seek)
+    return counts
+
+
+@pytest.mark.parametrize("keyframes_known", [True, False])
+def test_one_keyframe_for_a_long_clip_is_read_in_order_once(corpus, monkeypatch, keyframes_known):
+    """8 samples 375 frames apart: seeking to each would go back to frame 0 and decode 12,000 frames."""
+    if not keyframes_known:  # as if the container flagged no keyframe: the seek that lands behind stops seeking
+        real_scan = pipeline.video._scan
+        monkeypatch.setattr(pipeline.video, "_scan", lambda stream: replace(real_scan(stream), keyframes=None))
+    counts = _counting(monkeypatch)
+    clip = read_frames(corpus / "odd/one_keyframe.mp4", 8)
+    last = int(sample_indices(ONE_KEY_FRAMES, 8)[-1])
+    assert counts["seeks"] == (0 if keyframes_known else 1)
+    assert counts["decoded"] <= last + 1 + (0 if keyframes_known else int(sample_indices(ONE_KEY_FRAMES, 8)[0]) + 1)
+    assert clip.frame_count == ONE_KEY_FRAMES and len({f.tobytes() for f in clip.frames}) == 8
+
+
+def test_which_frames_a_player_shows_are_sampled(corpus, corpus_cache):
+    _, cache = corpus_cache
+    reasons = dict(cache.skipped)
+    cut = read_frames(corpus / "odd/edit_list.mp4", 8)  # the edit list's 63 cut-off frames are never samples
+    assert cut.frame_count == EDIT_SHOWN and cut.duration == pytest.approx(EDIT_SHOWN / 25)
+    assert len({f.tobytes() for f in cut.frames}) == 8 and cut.decode_errors == 0
+    assert read_frames(corpus / "odd/two_tracks.mp4", 2).frames.shape[1:3] == (64, 96)  # not the thumbnail
+    for name in ("odd/equal_pts.mkv", "odd/shuffled_pts.mkv", "odd/annexb.mp4"):
+        clip = read_frames(corpus / name, 8)
+        assert clip.timing.startswith("frame order: "), name
+        np.testing.assert_allclose(clip.timestamps, clip.indices / 25)
+        grey = clip.frames[:, -1, -1, 0].astype(int)
+        assert (np.diff(grey) > 0).all(), name  # 8 distinct frames, in the order they were made
+    assert read_frames(corpus / "odd/vfr.mkv", 8).timing == TIMESTAMPS
+    assert "no video stream (only a cover picture)" in reasons["bad/cover.mp4"] == reasons["bad/cover.mkv"].replace(
+        ".mkv", ".mp4")
+    assert "codec is unknown to FFmpeg" in reasons["bad/unknown_codec.mkv"]
+    assert "a still AVIF image, not a video" in reasons["bad/avif.mp4"]
+    for name, kind in (("gif", "GIF"), ("webp", "WebP"), ("apng", "APNG")):
+        assert f"an animated image ({kind}), not a video" in reasons[f"bad/{name}.mp4"]
+    assert "the video data is in another file (an external data reference)" in reasons["bad/dref.mp4"]
+
+
+def test_a_video_with_most_packets_damaged_is_refused_over_max_damaged(corpus, corpus_cache):
+    _, cache = corpus_cache
+    file = corpus / "damaged/every_packet.mp4"
+    clip = read_frames(file, 8, limits=DecodeLimits(max_damaged=1.0))
+    assert clip.packets == 75 and 0.5 < clip.damaged / clip.packets <= 1
+    assert dict(cache.skipped)["damaged/every_packet.mp4"] == (
+        f"damaged/every_packet.mp4: damaged: {clip.damaged} of 75 packets failed to decode (extract.max_damaged: 0.5)")
+    one = read_frames(corpus / "damaged/one_byte.mp4", 8)
+    assert 0 < one.damaged <= one.decode_errors and one.packets > 400  # a little damage: encoded, and counted
+
+
 @pytest.mark.slow  # 13 stage-one runs, 6 of them in subprocesses
 def test_sigkill_at_5_random_moments(tmp_path, tiny_clip):
     from tests.corpus import _write_av
     root = tmp_path / "data"
-    for i in range(16):
-        _write_av(root / f"c{i % 4}" / f"v{i:02d}.mp4", "libx264", 150 + i, size=(320, 240))
+    for i in range(16):  # ultrafast: half the encoding time; decoding them is a small part of a run either way
+        _write_av(root / f"c{i % 4}" / f"v{i:02d}.mp4", "libx264", 150 + i, size=(320, 240),
+                  options={"preset": "ultrafast"})
     hidden = tmp_path / "later"
     for i in range(8, 16):  # the first run sees 8 videos; the killed runs add 8 more
         (hidden / f"c{i % 4}").mkdir(parents=True, exist_ok=True)
         os.rename(root / f"c{i % 4}" / f"v{i:02d}.mp4", hidden / f"c{i % 4}" / f"v{i:02d}.mp4")
     cache_file = tmp_path / "cache" / "f.h5"
-    run(root, cache_file, tiny_clip, shard_size=1)
+    # the runs in this process decode in it (workers=0: no pool to start, the same rows); the killed runs, in
+    # subprocesses, with their decode workers
+    run(root, cache_file, tiny_clip, shard_size=1, workers=0)
     before = read_cache(cache_file)
     shutil.copy2(cache_file, tmp_path / "before.h5")
     for i in range(8, 16):
         os.rename(hidden / f"c{i % 4}" / f"v{i:02d}.mp4", root / f"c{i % 4}" / f"v{i:02d}.mp4")
-    run(root, tmp_path / "ref" / "f.h5", tiny_clip, shard_size=1)
+    run(root, tmp_path / "ref" / "f.h5", tiny_clip, shard_size=1, workers=0)
     reference = read_cache(tmp_path / "ref" / "f.h5")
     code = ("from pipeline.extract import ExtractConfig, extract_features\n"
             f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, model={tiny_clip!r},"
@@ -218,7 +289,7 @@ def test_sigkill_at_5_random_moments(tmp_path, tiny_clip):
         assert same(after, before) or same(after, reference)  # killed after the final rename: the new one
         leftovers = {p.name for p in cache_file.parent.iterdir()} - {"f.h5", "f.h5.lock", "f.h5.parts", "f.h5.tmp"}
         assert not leftovers
-        resumed = run(root, cache_file, tiny_clip, shard_size=1)
+        resumed = run(root, cache_file, tiny_clip, shard_size=1, workers=0)
         assert same(read_cache(cache_file), reference)  # bit for bit the uninterrupted result
         assert {p.name for p in cache_file.parent.iterdir()} <= {"f.h5", "f.h5.lock"}
         outcomes.append((code_, resumed.encoded))

@@ -139,3 +139,84 @@ def test_rotation_metadata_is_applied(tmp_path, degrees, corner):
     corners = {(0, 0): frames[0, 2, 2], (0, 1): frames[0, 2, w - 3], (1, 0): frames[0, h - 3, 2],
                (1, 1): frames[0, h - 3, w - 3]}
     assert [k for k, px in corners.items() if px.mean() > 128] == [corner]  # upright: the block moved with it
+
+
+def _image(path: Path, container: str, codec: str, pix_fmt: str, frames: int) -> Path:
+    import av
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, pix_fmt
+        for i in range(frames):
+            rgb = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 60 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(rgb.reformat(format=pix_fmt)):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("container,codec,pix_fmt,frames,reason", [
+    ("gif", "gif", "rgb8", 1, "a still GIF image, not a video"),
+    ("gif", "gif", "rgb8", 2, "an animated image (GIF), not a video"),
+    ("webp", "libwebp", "yuv420p", 1, "a still WebP image, not a video"),
+    ("webp", "libwebp_anim", "yuv420p", 2, "an animated image (WebP), not a video"),
+    ("apng", "apng", "rgb24", 2, "an animated image (APNG), not a video"),
+])
+def test_images_with_a_video_name_are_refused_still_or_animated(tmp_path, container, codec, pix_fmt, frames, reason):
+    file = _image(tmp_path / "v.mp4", container, codec, pix_fmt, frames)
+    with pytest.raises(VideoError) as err:
+        read_frames(file, 4)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("head,reason", [
+    (b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heic", "a still HEIF image, not a video"),
+    (b"\x00\x00\x00\x1cftypavis\x00\x00\x00\x00avismsf1", "an animated image (AVIF sequence), not a video"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "a still JPEG XL image, not a video"),
+    (b"II*\x00\x08\x00\x00\x00", "a still TIFF image, not a video"),
+    # image items (meta) and no movie (moov), under a video's brand: HEIF all the same
+    (b"\x00\x00\x00\x10ftypisom\x00\x00\x00\x00\x00\x00\x00\x10meta\x00\x00\x00\x00\x00\x00\x00\x00",
+     "a still HEIF image, not a video"),
+])
+def test_image_formats_are_known_by_their_first_bytes(tmp_path, head, reason):
+    (tmp_path / "v.mp4").write_bytes(head + bytes(64))
+    with pytest.raises(VideoError) as err:
+        read_frames(tmp_path / "v.mp4", 4)
+    assert err.value.reason == reason
+
+
+def test_a_video_whose_frames_mostly_fail_is_refused_naming_the_setting(tmp_path):
+    from pipeline.video import DecodeLimits
+    file = write_video(tmp_path / "v.avi", n_frames=20)  # MJPEG: every frame its own picture, damaged alone
+    data = bytearray(file.read_bytes())
+    for at in range(len(data) // 4, len(data) * 3 // 4, 97):
+        data[at] ^= 0xFF
+    file.write_bytes(data)
+    clip = read_frames(file, 4, limits=DecodeLimits(max_damaged=1.0))
+    assert 0 < clip.damaged <= clip.packets
+    limit = clip.damaged / clip.packets - 0.01
+    with pytest.raises(VideoError, match=rf"damaged: {clip.damaged} of {clip.packets} packets failed to decode "
+                                         rf"\(extract.max_damaged: {limit:g}\)"):
+        read_frames(file, 4, limits=DecodeLimits(max_damaged=limit))
+
+
+def test_data_references_are_found_along_their_path_only():
+    import io
+    import struct
+
+    from pipeline.sniff import external_reference
+
+    def box(kind, body):
+        return struct.pack(">I4s", len(body) + 8, kind) + body
+
+    def movie(flags):  # moov/trak/mdia/minf/dinf/dref with one 'url ' entry
+        dref = box(b"dref", struct.pack(">II", 0, 1) + box(b"url ", struct.pack(">I", flags)))
+        for kind in (b"dinf", b"minf", b"mdia", b"trak", b"moov"):
+            dref = box(kind, dref)
+        return box(b"ftyp", b"isom" + bytes(4)) + dref
+
+    assert external_reference(io.BytesIO(movie(0))) and not external_reference(io.BytesIO(movie(1)))
+    deep = b""
+    for _ in range(20_000):  # traks nested 20,000 deep: no recursion past the path's five levels
+        deep = box(b"trak", deep)
+    assert not external_reference(io.BytesIO(box(b"moov", deep)))
