@@ -79,25 +79,32 @@ def fake_cache(paths, labels, names, group=None, part=None):
 
 def test_the_default_is_todays_random_split():
     cache = ucf_cache()
-    parts, groups, notes = make_split(cache, SplitConfig())
-    np.testing.assert_array_equal(parts, split_videos(cache.labels, cache.class_names, 0.15, 0.15, 0))
-    assert groups.tolist() == cache.paths.tolist() and notes == []
+    split = make_split(cache, SplitConfig())
+    np.testing.assert_array_equal(split.parts, split_videos(cache.labels, cache.class_names, 0.15, 0.15, 0))
+    # UCF101's naming is recognised, so the record tells the truth: the random split puts groups on two sides
+    assert split.groups[0] == "ApplyEyeMakeup/01" and split.grouping.startswith("UCF101's source videos")
+    assert len(split.notes) == 1 and "groups (UCF101's source videos" in split.notes[0]
+    assert "have clips in more than one part" in split.notes[0] and "split.method group" in split.notes[0]
+    plain = fake_cache([f"a/{i}.mp4" for i in range(6)], [0] * 6, ["a"])
+    split = make_split(plain, SplitConfig(val=0.2, test=0.2))
+    assert split.groups.tolist() == plain.paths.tolist() and split.notes == [] and split.grouping.startswith("file")
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_group_split_never_puts_a_group_on_two_sides(seed):
     cache = ucf_cache()
     cfg = SplitConfig(method="group", group_pattern=r"_g(\d+)_", seed=seed, val=0.2, test=0.3)
-    parts, groups, _ = make_split(cache, cfg)
+    split = make_split(cache, cfg)
+    parts, groups = split.parts, split.groups
     assert groups[0] == "ApplyEyeMakeup/01" and len(set(groups)) == 21
     for g in set(groups):
         assert len(set(parts[groups == g])) == 1, g
     for c in range(3):
         assert {"train", "val", "test"} <= set(parts[cache.labels == c])
     if seed == 0:  # a random split of the same clips does put groups on two sides: the leakage this prevents
-        random = make_split(cache, SplitConfig(group_pattern=r"_g(\d+)_"))[0]
+        random = make_split(cache, SplitConfig(group_pattern=r"_g(\d+)_")).parts
         assert any(len(set(random[groups == g])) > 1 for g in set(groups))
-        assert not np.array_equal(parts, make_split(cache, SplitConfig(**{**vars(cfg), "seed": 1}))[0])
+        assert not np.array_equal(parts, make_split(cache, SplitConfig(**{**vars(cfg), "seed": 1})).parts)
 
 
 def test_group_errors_name_the_setting():
@@ -124,13 +131,14 @@ def test_lists_reproduce_ucf101_official_lists_exactly(tmp_path):
     (tmp_path / "testlist01.txt").write_text("".join(f"{p}\r\n" for p in test) + "Typing/v_Typing_g01_c09.avi\n")
     cfg = SplitConfig(method="lists", train_list=str(tmp_path / "trainlist01.txt"),
                       test_list=str(tmp_path / "testlist01.txt"), group_pattern=r"_g(\d+)_", val=0.2)
-    parts, groups, notes = make_split(cache, cfg)
+    split = make_split(cache, cfg)
+    parts, groups, notes = split.parts, split.groups, split.notes
     is_test = np.array(["_g01_" in p or "_g02_" in p for p in cache.paths])
     np.testing.assert_array_equal(parts == "test", is_test)
     assert set(parts[~is_test]) == {"train", "val"}
     for g in set(groups):
         assert len(set(parts[groups == g])) == 1, g  # validation carved from train by group
-    assert notes == ["1 listed videos are not in the cache (missing or skipped), e.g. typing/v_typing_g01_c09.avi"]
+    assert notes == ["1 listed videos are not in the cache (missing or skipped), e.g. Typing/v_Typing_g01_c09.avi"]
     assert "testlist01.txt" in describe_protocol(cfg) and "official lists" in describe_protocol(cfg)
 
 
@@ -142,7 +150,8 @@ def test_lists_read_hmdb51_split_files(tmp_path):
         (tmp_path / f"{c}_test_split1.txt").write_text(
             "".join(f"{c}_clip{i}.avi {2 if i < 2 else 0 if i == 2 else 1} \n" for i in range(6)))
     cfg = SplitConfig(method="lists", test_list=str(tmp_path / "*_test_split1.txt"), val=0.3)
-    parts, _, notes = make_split(cache, cfg)
+    split = make_split(cache, cfg)
+    parts, notes = split.parts, split.notes
     assert notes == []
     for c in range(2):
         mine = parts[cache.labels == c]
@@ -159,7 +168,8 @@ def test_lists_from_the_annotations_split_column():
     part = (["train"] * 6 + ["test"] * 2) * 2
     group = [f"src{i // 2}" for i in range(16)]  # two clips per source video
     cache = fake_cache(paths, np.repeat([0, 1], 8), ["a", "b"], group, part)
-    parts, groups, _ = make_split(cache, SplitConfig(method="lists", val=0.3))
+    split = make_split(cache, SplitConfig(method="lists", val=0.3))
+    parts, groups = split.parts, split.groups
     assert (parts == "test").tolist() == [p == "test" for p in part] and set(parts[np.array(part) == "train"]) == {
         "train", "val"}
     for g in set(groups):
