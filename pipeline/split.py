@@ -143,10 +143,10 @@ def _listed_parts(cache: Cache, cfg: SplitConfig) -> tuple[np.ndarray, list[str]
     for part in ("test", "train"):
         if not (parts == part).any():
             example = next(iter(by_part[part] or by_part["test"]), None)
-            shown = f" (e.g. {printable(example.path)!r}, {printable(example.file)} line {example.line})" if example \
-                else ""
+            shown = f" such as {printable(example.path)!r} ({printable(example.file)} line {example.line})" \
+                if example else ""
             raise DataError(f"split.method lists: none of the {len(by_part[part])} {part} videos the lists name is "
-                            f"in the cache: they name paths such as{shown}, the cache holds paths such as "
+                            f"in the cache: they name paths{shown}, the cache holds paths such as "
                             f"{printable(cache.paths[0])!r}; both are under data.root, matched without regard to "
                             "case, after dropping leading folders the cache lacks, and across a changed extension")
     hmdb = {e.path.split("/")[0].lower() for e in listed.values() if HMDB51_LIST.match(Path(e.file).name)}
