@@ -289,3 +289,30 @@ def test_lists_that_cannot_be_right_say_why(tmp_path):
     kinetics = fake_cache([f"a/{i}.mp4" for i in range(4)], [0] * 4, ["a"], part=["val"] * 4)
     with pytest.raises(DataError, match=r"marks no clip 'test' \(it marks val 4\).*Kinetics numbers are reported"):
         make_split(kinetics, SplitConfig(method="lists"))
+
+
+def test_a_split_that_cannot_be_made_says_what_state_the_workspace_is_in(tmp_path, monkeypatch):
+    """A too-small dataset under `dvc exp run`: stage one has replaced the cache, the split stops; its error says
+    that nothing of the split was written and how to go back."""
+    import yaml
+
+    import stages.split
+    from pipeline.cache import write_cache
+    from tests.conftest import committed_params
+
+    n = 4
+    cache = dataclasses.replace(
+        fake_cache([f"{c}/{i}.mp4" for c in "ab" for i in range(2)], [0, 0, 1, 1], ["a", "b"]),
+        embeddings=np.zeros((n, 2, 4), np.float32), frame_indices=np.zeros((n, 2), np.int64),
+        timestamps=np.zeros((n, 2)), fps=np.ones(n), frame_count=np.full(n, 2), duration=np.ones(n),
+        repeated=np.zeros(n, bool), decode_errors=np.zeros(n, np.int64), file_size=np.ones(n, np.int64),
+        mtime_ns=np.ones(n, np.int64))
+    write_cache(tmp_path / "cache" / "features.h5", cache)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params()))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        stages.split.main()
+    assert str(stopped.value).startswith("split: error: classes too small to split")
+    assert "nothing was written" in str(stopped.value) and "git checkout params.yaml dvc.lock && dvc checkout" in str(
+        stopped.value)
+    assert not (tmp_path / "cache" / "split.csv").exists()
