@@ -81,7 +81,8 @@ def read_annotations(file: str | os.PathLike, root: str | os.PathLike, classes_f
     if kind == "mmaction2" and classes is None:
         raise DataError(f"{printable(file)}: an mmaction2 list numbers its classes: set data.classes to the "
                         "class-names file (one name per line, in label order, or UCF101's numbered classInd.txt)")
-    rows, errors, hint = (_mmaction2_rows if kind == "mmaction2" else _csv_rows)(file, lines, kind, root, classes)
+    rows, errors, hint = (_mmaction2_rows if kind == "mmaction2" else _csv_rows)(file, lines, kind, root, classes,
+                                                                                 follow_links)
     names = classes.names if classes is not None else None
     seen: dict[str, tuple[int, str]] = {}
     videos, problems = [], []
@@ -188,11 +189,12 @@ def _relative(path: str, root: Path) -> str:
     return p.as_posix()
 
 
-def _csv_rows(file: Path, lines: list[str], kind: str, root: Path, classes) -> tuple[list, list[tuple[int, str]], str]:
+def _csv_rows(file: Path, lines: list[str], kind: str, root: Path, classes, follow_links: str
+              ) -> tuple[list, list[tuple[int, str]], str]:
     """(line number, VideoFile) of each row of a CSV or Kinetics CSV, the malformed lines, and no hint ("")."""
     reader = csv.DictReader(io.StringIO("\n".join(lines)))
     reader.fieldnames = [h.strip().lower() for h in reader.fieldnames or []]
-    stems = _stems(root) if kind == "kinetics" else {}
+    stems = _stems(root, follow_links) if kind == "kinetics" else {}
     rows, errors = [], []
     for row in reader:
         line = reader.line_num
@@ -234,16 +236,16 @@ def _segment(start: str, end: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _stems(root: Path) -> dict[str, str]:
+def _stems(root: Path, follow_links: str) -> dict[str, str]:
     """{file name without extension: path under the root} of every video under the root (the first by path)."""
     stems: dict[str, str] = {}
-    for f in find_video_files(root).files:
+    for f in find_video_files(root, follow_links).files:
         stems.setdefault(f.stem, f.relative_to(root).as_posix())
     return stems
 
 
-def _mmaction2_rows(file: Path, lines: list[str], kind: str, root: Path, classes: ClassNames
-                    ) -> tuple[list, list[tuple[int, str]], str]:
+def _mmaction2_rows(file: Path, lines: list[str], kind: str, root: Path, classes: ClassNames,
+                    follow_links: str) -> tuple[list, list[tuple[int, str]], str]:
     """(line number, VideoFile) of each `path label` line, the malformed lines (a label out of range, or a line of
     the mmaction2 formats this pipeline does not read: multi-label video lists, rawframe lists), and a hint when
     the labels look 1-based against a names-only file, or 0-based against a numbered one ("" otherwise)."""

@@ -37,16 +37,37 @@ def test_links_out_of_the_root_are_reported_not_followed(tmp_path):
 def test_a_deep_tree_is_walked_without_recursion(tmp_path):
     """1,100 nested folders: os.walk's recursion stopped the run with a RecursionError traceback."""
     (tmp_path / "c").mkdir()
-    fd = os.open(tmp_path / "c", os.O_RDONLY)
-    for _ in range(1100):  # by descriptor: a path this long is slow to build by name
-        os.mkdir("d", dir_fd=fd)
+    fd = _descend(tmp_path / "c", 0, make=True)
+    os.close(os.open("clip.mp4", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.close(fd)
+    try:
+        videos, classes, problems = discover_videos(tmp_path)
+        assert classes == ["c"] and len(videos) == 1 and videos[0].path.count("/") == 1101 and problems == []
+    finally:  # pytest's own clean-up (shutil.rmtree) recurses, and would fail on this tree: remove it from below
+        for top in range(DEPTH - 100, -1, -100):
+            fd = _descend(tmp_path / "c", top)
+            below = DEPTH - top if top == DEPTH - 100 else 100
+            if top == DEPTH - 100:
+                os.unlink("/".join(["d"] * below + ["clip.mp4"]), dir_fd=fd)
+            for k in range(below, 0, -1):
+                os.rmdir("/".join(["d"] * k), dir_fd=fd)
+            os.close(fd)
+
+
+DEPTH = 1100  # past Python's recursion limit (1,000)
+
+
+def _descend(top, depth: int, make: bool = False) -> int:
+    """A descriptor of the folder `depth` levels of `d` below top (made when `make`: DEPTH levels), opened one level
+    at a time: paths stay short however deep the tree."""
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(DEPTH if make else depth):
+        if make:
+            os.mkdir("d", dir_fd=fd)
         deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
         os.close(fd)
         fd = deeper
-    os.close(os.open("clip.mp4", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
-    os.close(fd)
-    videos, classes, problems = discover_videos(tmp_path)
-    assert classes == ["c"] and len(videos) == 1 and videos[0].path.count("/") == 1101 and problems == []
+    return fd
 
 
 def test_data_classes_orders_the_class_folders(tmp_path):
