@@ -103,6 +103,9 @@ def read_annotations(file: str | os.PathLike, root: str | os.PathLike, classes_f
         if names is not None and video.label not in names:
             errors.append((line, f"unknown class {printable(video.label)!r} (not in {printable(classes_file)})"))
             continue
+        if not video.file.is_file() and place.spelled(video.path):  # UCF101: HandstandPushups/v_HandStandPushups_..
+            real = place.spelled(video.path)
+            video = VideoFile(real, video.label, root / real, video.segment, video.group, video.part)
         refused = place.refusal(video.file)
         if refused:
             problems.append((name, f"{shown}: {printable(file)} line {line}: {refused}"))
@@ -123,10 +126,22 @@ def read_annotations(file: str | os.PathLike, root: str | os.PathLike, classes_f
 
 
 class _Place:
-    """Whether a listed file is reached through a symbolic link out of the data root (one realpath per folder)."""
+    """Where a listed file is: through a symbolic link out of the data root or not (one realpath per folder), and
+    the path of the video whose path differs only in case (the data root walked once, when a file is missing)."""
 
     def __init__(self, root: Path, follow_links: str):
-        self.base, self.follow, self.folders = os.path.realpath(root), follow_links, {}
+        self.root, self.base, self.follow, self.folders = root, os.path.realpath(root), follow_links, {}
+        self.lower: dict[str, str] | None = None
+
+    def spelled(self, path: str) -> str:
+        """The path under the root of the one video whose path is `path` but for case, or ""."""
+        if self.lower is None:
+            found: dict[str, list[str]] = {}
+            for f in find_video_files(self.root, self.follow).files:
+                rel = f.relative_to(self.root).as_posix()
+                found.setdefault(rel.lower(), []).append(rel)
+            self.lower = {k: v[0] for k, v in found.items() if len(v) == 1}
+        return self.lower.get(path.lower(), "")
 
     def refusal(self, file: Path) -> str:
         """The reason `file` is not read, or "" (also "" for a missing file: the caller says that)."""

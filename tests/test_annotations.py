@@ -116,17 +116,19 @@ def test_class_files_as_published_ucf101_classind_and_mmaction2_label_maps(tmp_p
     """UCF101's classInd.txt (`1 Name`, 1-based, CRLF) is read as names in number order, and its trainlist's
     1-based labels follow it; mmaction2's label map (a name per line, 0-based, BOM) keeps working; 1-based labels
     against a names-only file are said to look 1-based."""
-    touch_videos(tmp_path, "A/v_A_g01_c01.avi", "B/v_B_g01_c01.avi")
+    touch_videos(tmp_path, "A/v_A_g01_c01.avi", "B/v_BStand_g01_c01.avi")
     (tmp_path / "classInd.txt").write_bytes(b"1 A\r\n2 B \r\n")
-    (tmp_path / "trainlist01.txt").write_bytes(b"A/v_A_g01_c01.avi 1\r\nB/v_B_g01_c01.avi 2\r\n")
+    # the list spells a name otherwise than the file (UCF101: HandstandPushups, HandStandPushups): found all the same
+    (tmp_path / "trainlist01.txt").write_bytes(b"A/v_A_g01_c01.avi 1\r\nB/v_Bstand_g01_c01.avi 2\r\n")
     videos, classes, _ = read_annotations(tmp_path / "trainlist01.txt", tmp_path, tmp_path / "classInd.txt")
-    assert classes == ["A", "B"] and [v.label for v in videos] == ["A", "B"]
-    (tmp_path / "csv.csv").write_text("path,label\nB/v_B_g01_c01.avi,B\n")  # names, not whole lines
+    assert classes == ["A", "B"] and [(v.path, v.label) for v in videos] == [("A/v_A_g01_c01.avi", "A"),
+                                                                             ("B/v_BStand_g01_c01.avi", "B")]
+    (tmp_path / "csv.csv").write_text("path,label\nB/v_BStand_g01_c01.avi,B\n")  # names, not whole lines
     assert read_annotations(tmp_path / "csv.csv", tmp_path, tmp_path / "classInd.txt")[1] == ["A", "B"]
     (tmp_path / "label_map.txt").write_bytes("\ufeffA\nB\n".encode())
     with pytest.raises(DataError, match=r"1 bad line \(the labels run from 1 to 2: they look 1-based.*classInd"):
         read_annotations(tmp_path / "trainlist01.txt", tmp_path, tmp_path / "label_map.txt")
-    (tmp_path / "list0.txt").write_text("A/v_A_g01_c01.avi 0\nB/v_B_g01_c01.avi 1\n")
+    (tmp_path / "list0.txt").write_text("A/v_A_g01_c01.avi 0\nB/v_BStand_g01_c01.avi 1\n")
     assert [v.label for v in read_annotations(tmp_path / "list0.txt", tmp_path, tmp_path / "label_map.txt")[0]] == [
         "A", "B"]
     with pytest.raises(DataError, match="labels start at 0 but the class-names file numbers its classes from 1"):
