@@ -58,22 +58,25 @@ class SplitConfig:
 @dataclass
 class Grouping:
     """Each clip's group, str (V,); how the groups were found, as the protocol line says it; notes for a person
-    (identical content joined, the same content under two classes)."""
+    (identical content joined) and warnings (the same content under two classes)."""
 
     groups: np.ndarray
     how: str
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Split:
     """The part of each cached clip (str (V,): train, val, test or unused), its group (str (V,)), how the groups
-    were found (Grouping.how) and notes for a person (list entries the cache lacks, leakage, joined groups)."""
+    were found (Grouping.how), notes for a person (list entries the cache lacks, leakage, joined groups) and
+    warnings (the same content under two classes)."""
 
     parts: np.ndarray
     groups: np.ndarray
     grouping: str
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def describe_protocol(cfg: SplitConfig, grouping: str = "") -> str:
@@ -108,7 +111,7 @@ def make_split(cache: Cache, cfg: SplitConfig) -> Split:
             parts[train] = split_groups(cache.labels[train], groups[train], cache.class_names, cfg.val, 0.0,
                                         cfg.seed)
     notes += _leakage_notes(parts, groups, grouping.how, cfg.method)
-    return Split(parts, groups, grouping.how, notes)
+    return Split(parts, groups, grouping.how, notes, grouping.warnings)
 
 
 def _listed_parts(cache: Cache, cfg: SplitConfig) -> tuple[np.ndarray, list[str]]:
@@ -256,16 +259,16 @@ def _join_identical(cache: Cache, groups: np.ndarray, how: str) -> Grouping:
         notes.append(f"{n - len(first)} groups joined others that hold identical content (copies, hard links), so "
                      f"that each content sits in one part: {'; '.join(pairs)}")
         how += f"; identical content kept together ({n - len(first)} groups joined)"
-    clashes = []
+    clashes, warnings = [], []
     for i, key in enumerate(cache.row_keys()):
         j = labels.setdefault(key, i)
         if cache.labels[j] != cache.labels[i]:
             clashes.append(f"{printable(cache.paths[j])} ({printable(cache.class_names[cache.labels[j]])}) and "
                            f"{printable(cache.paths[i])} ({printable(cache.class_names[cache.labels[i]])})")
     if clashes:
-        notes.append(f"warning: the same content under two classes ({len(clashes)} clips): "
+        warnings.append(f"the same content under two classes ({len(clashes)} clip{'s' * (len(clashes) > 1)}): "
                      f"{'; '.join(clashes[:MAX_NAMED])}{' ...' if len(clashes) > MAX_NAMED else ''}")
-    return Grouping(joined, how, notes)
+    return Grouping(joined, how, notes, warnings)
 
 
 def _leakage_notes(parts: np.ndarray, groups: np.ndarray, how: str, method: str) -> list[str]:

@@ -25,6 +25,8 @@ def main() -> None:
     write_split(SPLIT_PATH, cache.clip_ids(), cache.labels, cache.class_names, split.parts, split.groups)
     for note in untracked_notes([cfg.train_list, cfg.test_list]) + split.notes:
         print(f"split: note: {note}")
+    for warning in split.warnings:
+        print(f"split: warning: {warning}")
     parts = split.parts
     print(f"{SPLIT_PATH}: " + ", ".join(f"{p} {int((parts == p).sum())}" for p in ("train", "val", "test", UNUSED)
                                         if p != UNUSED or (parts == p).any())
