@@ -28,6 +28,12 @@ NAMINGS = {
     "HMDB51": (re.compile(r"^(.+)_[fhlu]_(?:cm|nm)_np\d+_(?:fr|ba|le|ri)_(?:bad|goo|med)_\d+\.\w+$", re.I),
                "<source video>_<action>_<body>_<camera>_<people>_<view>_<quality>_<n>", r"^(.+)_[fhlu]_(?:cm|nm)_np"),
 }
+# split.csv's grouped_by column: what each clip's group was found from, and how to say it
+GROUNDS = {"pattern": "split.group_pattern", "annotations": "the annotations' group column",
+           "UCF101": "UCF101's naming, recognised from the file names", "HMDB51": "HMDB51's naming, recognised from "
+           "the file names", "stem": "file-name stems (split.group_by stem)", "folder": "folders (split.group_by "
+           "folder)", "file": "each file (no grouping known, or split.group_by file)",
+           "content": "identical content (content hash), joined with another group"}
 STEM = re.compile(r"^(.+)[-_. ][^-_. ]*$")  # split.group_by stem: the name without its extension and last field
 MAX_NAMED = 3  # examples a note names
 
@@ -57,10 +63,12 @@ class SplitConfig:
 
 @dataclass
 class Grouping:
-    """Each clip's group, str (V,); how the groups were found, as the protocol line says it; notes for a person
-    (identical content joined) and warnings (the same content under two classes)."""
+    """Each clip's group, str (V,); what it was found from (a GROUNDS key, str (V,): "content" where identical
+    content joined it to another group); how the groups were found, as the protocol line says it; notes for a
+    person (identical content joined) and warnings (the same content under two classes)."""
 
     groups: np.ndarray
+    grounds: np.ndarray
     how: str
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -68,12 +76,13 @@ class Grouping:
 
 @dataclass
 class Split:
-    """The part of each cached clip (str (V,): train, val, test or unused), its group (str (V,)), how the groups
-    were found (Grouping.how), notes for a person (list entries the cache lacks, leakage, joined groups) and
+    """The part of each cached clip (str (V,): train, val, test or unused), its group (str (V,)) and what it was
+    found from (Grouping.grounds, str (V,)), how the groups were found (Grouping.how), notes for a person (list entries the cache lacks, leakage, joined groups) and
     warnings (the same content under two classes)."""
 
     parts: np.ndarray
     groups: np.ndarray
+    grounds: np.ndarray
     grouping: str
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -111,7 +120,7 @@ def make_split(cache: Cache, cfg: SplitConfig) -> Split:
             parts[train] = split_groups(cache.labels[train], groups[train], cache.class_names, cfg.val, 0.0,
                                         cfg.seed)
     notes += _leakage_notes(parts, groups, grouping.how, cfg.method)
-    return Split(parts, groups, grouping.how, notes, grouping.warnings)
+    return Split(parts, groups, grouping.grounds, grouping.how, notes, grouping.warnings)
 
 
 def _listed_parts(cache: Cache, cfg: SplitConfig) -> tuple[np.ndarray, list[str]]:
@@ -186,19 +195,23 @@ def clip_groups(cache: Cache, cfg: SplitConfig) -> Grouping:
                               f"{cfg.group_pattern!r}, group_by {cfg.group_by!r})")
         found = _pattern_groups(cfg.group_pattern, names, cache.paths)
         groups, how = [f"{c}/{k}" for c, k in zip(classes, found)], f"split.group_pattern {cfg.group_pattern!r}"
+        grounds = ["pattern"] * len(names)
     elif cfg.group_by == "stem":
         stems = [PurePosixPath(n).stem for n in names]
         groups = [f"{c}/{m[1] if (m := STEM.match(s)) else s}" for c, s in zip(classes, stems)]
-        how = "file-name stems (split.group_by stem)"
+        how, grounds = GROUNDS["stem"], ["stem"] * len(names)
     elif cfg.group_by == "folder":
-        groups, how = [str(PurePosixPath(p).parent) for p in cache.paths], "folders (split.group_by folder)"
+        groups, how = [str(PurePosixPath(p).parent) for p in cache.paths], GROUNDS["folder"]
+        grounds = ["folder"] * len(names)
     elif cfg.group_by == "file":
-        groups, how = list(cache.paths), "file (split.group_by file)"
+        groups, how, grounds = list(cache.paths), "file (split.group_by file)", ["file"] * len(names)
     elif any(cache.group):
-        groups, how = [g or p for g, p in zip(cache.group, cache.paths)], "the annotations' group column"
+        groups, how = [g or p for g, p in zip(cache.group, cache.paths)], GROUNDS["annotations"]
+        grounds = ["annotations" if g else "file" for g in cache.group]
     else:
-        groups, how = _recognised(names, classes, cache.paths, strict=cfg.method != "random")
-    return _join_identical(cache, np.array(groups, object), how)
+        groups, how, ground = _recognised(names, classes, cache.paths, strict=cfg.method != "random")
+        grounds = [ground] * len(names)
+    return _join_identical(cache, np.array(groups, object), np.array(grounds, object), how)
 
 
 def _pattern_groups(pattern: str, names: list[str], paths: np.ndarray) -> list[str]:
@@ -218,15 +231,17 @@ def _pattern_groups(pattern: str, names: list[str], paths: np.ndarray) -> list[s
     return [m.group(1) for m in found]
 
 
-def _recognised(names: list[str], classes: list[str], paths: np.ndarray, strict: bool) -> tuple[list[str], str]:
-    """Groups from a dataset naming (NAMINGS) that every file name follows, with how; else each file. strict: a
-    naming most names follow but not all is a ConfigError giving the pattern to set (else each file, said so)."""
+def _recognised(names: list[str], classes: list[str], paths: np.ndarray, strict: bool
+                ) -> tuple[list[str], str, str]:
+    """Groups from a dataset naming (NAMINGS) that every file name follows, with how and its GROUNDS key; else each
+    file. strict: a naming most names follow but not all is a ConfigError giving the pattern to set (else each
+    file, said so)."""
     for dataset, (regex, naming, pattern) in NAMINGS.items():
         found = [regex.match(n) for n in names]
         misses = [p for p, m in zip(paths, found) if m is None]
         if not misses:
             return ([f"{c}/{m.group(1)}" for c, m in zip(classes, found)],
-                    f"{dataset}'s source videos ({naming}), recognised from the file names")
+                    f"{dataset}'s source videos ({naming}), recognised from the file names", dataset)
         if len(misses) < len(names) / 2:
             said = (f"{len(names) - len(misses)} of {len(names)} file names follow {dataset}'s naming ({naming}) "
                     f"but {len(misses)} do not (e.g. {printable(misses[0])})")
@@ -234,11 +249,12 @@ def _recognised(names: list[str], classes: list[str], paths: np.ndarray, strict:
                 raise ConfigError(f"split.group_by auto: {said}: set split.group_pattern to a regex that finds every "
                                   f"file's source video ({dataset}'s: {pattern!r}), or split.group_by to stem, "
                                   "folder or file")
-            return list(paths), f"file ({said})"
-    return list(paths), "file (no grouping known: split.group_by stem or folder, or split.group_pattern, sets one)"
+            return list(paths), f"file ({said})", "file"
+    return (list(paths), "file (no grouping known: split.group_by stem or folder, or split.group_pattern, sets one)",
+            "file")
 
 
-def _join_identical(cache: Cache, groups: np.ndarray, how: str) -> Grouping:
+def _join_identical(cache: Cache, groups: np.ndarray, grounds: np.ndarray, how: str) -> Grouping:
     """`groups` with every set of groups that share a content hash joined into one (named by its first), and notes
     on the joins and on the same content under two classes."""
     names, member = np.unique(groups.astype(str), return_inverse=True)
@@ -250,6 +266,7 @@ def _join_identical(cache: Cache, groups: np.ndarray, how: str) -> Grouping:
     for g in range(n):  # names are sorted: each component is named by its smallest group
         first.setdefault(component[g], names[g])
     joined = np.array([first[component[g]] for g in member], object)
+    grounds = np.where(joined != groups, "content", grounds).astype(object)
     notes, pairs, seen, labels = [], [], {}, {}
     if n > len(first):
         for i, h in enumerate(content):
@@ -268,7 +285,7 @@ def _join_identical(cache: Cache, groups: np.ndarray, how: str) -> Grouping:
     if clashes:
         warnings.append(f"the same content under two classes ({len(clashes)} clip{'s' * (len(clashes) > 1)}): "
                      f"{'; '.join(clashes[:MAX_NAMED])}{' ...' if len(clashes) > MAX_NAMED else ''}")
-    return Grouping(joined, how, notes, warnings)
+    return Grouping(joined, grounds, how, notes, warnings)
 
 
 def _leakage_notes(parts: np.ndarray, groups: np.ndarray, how: str, method: str) -> list[str]:
@@ -356,25 +373,31 @@ def split_videos(labels: np.ndarray, class_names: list[str], val: float, test: f
 
 
 def write_split(path: str | os.PathLike, paths: np.ndarray, labels: np.ndarray, class_names: list[str],
-                parts: np.ndarray, groups: np.ndarray | None = None) -> None:
-    """Write the split as CSV (path, label, part, group), one row per clip, via a temporary file and a rename.
+                parts: np.ndarray, groups: np.ndarray | None = None, grounds: np.ndarray | None = None) -> None:
+    """Write the split as CSV (path, label, part, group, grouped_by), one row per clip, via a temporary file and a
+    rename.
 
-    paths: the clips' ids (Cache.clip_ids: the path, `#t=start,end` for a segment); groups: default each its own.
+    paths: the clips' ids (Cache.clip_ids: the path, `#t=start,end` for a segment); groups: default each its own;
+    grounds: what each group was found from (GROUNDS keys: Split.grounds), default "file" with groups None, else "".
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    if grounds is None:
+        grounds = np.full(len(paths), "file" if groups is None else "", object)
     groups = paths if groups is None else groups
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", "part", "group"])
-        writer.writerows((p, class_names[y], part, g) for p, y, part, g in zip(paths, labels, parts, groups))
+        writer.writerow(["path", "label", "part", "group", "grouped_by"])
+        writer.writerows((p, class_names[y], part, g, b)
+                         for p, y, part, g, b in zip(paths, labels, parts, groups, grounds))
     os.replace(tmp, path)
 
 
 def read_split(path: str | os.PathLike, paths: np.ndarray, column: str = "part") -> np.ndarray:
     """The part ("train"/"val"/"test"/"unused") of each of `paths` (clip ids), or another column of the split
-    (column="group"), str array (V,); DataError if there is no split, or it misses any."""
+    (column="group"; "grouped_by": a GROUNDS key), str array (V,); DataError if there is no split, or it misses
+    any."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no split at {str(path)!r}: run `dvc repro split` first")

@@ -22,7 +22,8 @@ def main() -> None:
         split = make_split(cache, cfg)
     except (ConfigError, DataError) as e:
         raise type(e)(f"{e}\n  {WORKSPACE}") from e
-    write_split(SPLIT_PATH, cache.clip_ids(), cache.labels, cache.class_names, split.parts, split.groups)
+    write_split(SPLIT_PATH, cache.clip_ids(), cache.labels, cache.class_names, split.parts, split.groups,
+                split.grounds)
     for note in untracked_notes([cfg.train_list, cfg.test_list]) + split.notes:
         print(f"split: note: {note}")
     for warning in split.warnings:

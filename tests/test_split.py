@@ -52,7 +52,7 @@ def test_csv_round_trip_and_stale_split(tmp_path):
     paths = np.array([f"{NAMES[y]}/v{i}.mp4" for i, y in enumerate(labels)], object)
     parts = split_videos(labels, NAMES, 0.2, 0.2, seed=0)
     write_split(tmp_path / "split.csv", paths, labels, NAMES, parts)
-    assert (tmp_path / "split.csv").read_text().splitlines()[0] == "path,label,part,group"
+    assert (tmp_path / "split.csv").read_text().splitlines()[0] == "path,label,part,group,grouped_by"
     np.testing.assert_array_equal(read_split(tmp_path / "split.csv", paths[::-1]), parts[::-1])
     with pytest.raises(DataError, match="older than the cache"):
         read_split(tmp_path / "split.csv", np.append(paths, "a/new.mp4"))
@@ -202,7 +202,10 @@ def test_lists_without_a_pattern_group_ucf101_by_its_names_and_say_so(tmp_path):
     split = split_lists(tmp_path, cache, [p for p in cache.paths if p not in test], test, val=0.3)
     for g in set(split.groups):
         assert len(set(split.parts[split.groups == g])) == 1, g
-    assert len(set(split.groups)) == 21 and split.notes == []
+    assert len(set(split.groups)) == 21 and split.notes == [] and set(split.grounds) == {"UCF101"}
+    write_split(tmp_path / "split.csv", cache.clip_ids(), cache.labels, cache.class_names, split.parts, split.groups,
+                split.grounds)  # the record the inspector reads says what the groups came from
+    assert set(read_split(tmp_path / "split.csv", cache.clip_ids(), "grouped_by")) == {"UCF101"}
     protocol = describe_protocol(SplitConfig(method="lists", test_list="test.txt"), split.grouping)
     assert "val 0.15 of train by UCF101's source videos (v_<Class>_g<NN>_c<NN>)" in protocol
     # most names UCF101's but not all: refused with the pattern to set (a random split only says so)
@@ -251,6 +254,7 @@ def test_identical_content_lands_in_one_part_and_two_labels_are_warned():
         split = make_split(cache, SplitConfig(val=0.2, test=0.2, seed=seed, method="group"))
         assert split.parts[1] == split.parts[2] and split.parts[0] == split.parts[7]
     assert split.groups[1] == split.groups[2] == "a/1.mp4" and "identical content kept together" in split.grouping
+    assert split.grounds[[0, 1, 2, 3, 7]].tolist() == ["file", "file", "content", "file", "content"]
     assert any("2 groups joined others that hold identical content" in n and "a/1.mp4 = a/2.mp4" in n
                for n in split.notes)
     assert split.warnings == ["the same content under two classes (1 clip): a/0.mp4 (a) and b/1.mp4 (b)"]
