@@ -273,9 +273,9 @@ def _join_identical(cache: Cache, groups: np.ndarray, grounds: np.ndarray, how: 
             j = seen.setdefault(h, i)
             if member[j] != member[i] and len(pairs) < MAX_NAMED:
                 pairs.append(f"{printable(cache.paths[j])} = {printable(cache.paths[i])}")
-        notes.append(f"{n - len(first)} groups joined others that hold identical content (copies, hard links), so "
-                     f"that each content sits in one part: {'; '.join(pairs)}")
-        how += f"; identical content kept together ({n - len(first)} groups joined)"
+        notes.append(f"{n - len(first)} group{'s' * (n - len(first) > 1)} joined others holding identical content "
+                     f"(copies, hard links), so that each content sits in one part: {'; '.join(pairs)}")
+        how += f"; identical content kept together ({n - len(first)} joined)"
     clashes, warnings = [], []
     for i, key in enumerate(cache.row_keys()):
         j = labels.setdefault(key, i)
@@ -300,8 +300,8 @@ def _leakage_notes(parts: np.ndarray, groups: np.ndarray, how: str, method: str)
         return []
     fix = ("split.method group keeps them whole" if method == "random" else
            "the lists' own choice, kept as they are" if method == "lists" else "")
-    return [f"{straddling} of {len(names)} groups ({how}) have clips in more than one part: the test numbers "
-            f"are optimistic{': ' + fix if fix else ''}"]
+    return [f"{straddling} of {len(names)} groups have clips in more than one part, so the test numbers are "
+            f"optimistic{' (' + fix + ')' if fix else ''}; groups: {how}"]
 
 
 def check_splittable(per_class: np.ndarray, class_names: list[str], val: float, test: float, unit: str) -> None:

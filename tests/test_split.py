@@ -83,8 +83,8 @@ def test_the_default_is_todays_random_split():
     np.testing.assert_array_equal(split.parts, split_videos(cache.labels, cache.class_names, 0.15, 0.15, 0))
     # UCF101's naming is recognised, so the record tells the truth: the random split puts groups on two sides
     assert split.groups[0] == "ApplyEyeMakeup/01" and split.grouping.startswith("UCF101's source videos")
-    assert len(split.notes) == 1 and "groups (UCF101's source videos" in split.notes[0]
-    assert "have clips in more than one part" in split.notes[0] and "split.method group" in split.notes[0]
+    assert len(split.notes) == 1 and split.notes[0].endswith("groups: " + split.grouping)
+    assert "groups have clips in more than one part" in split.notes[0] and "split.method group" in split.notes[0]
     plain = fake_cache([f"a/{i}.mp4" for i in range(6)], [0] * 6, ["a"])
     split = make_split(plain, SplitConfig(val=0.2, test=0.2))
     assert split.groups.tolist() == plain.paths.tolist() and split.notes == [] and split.grouping.startswith("file")
@@ -255,7 +255,7 @@ def test_identical_content_lands_in_one_part_and_two_labels_are_warned():
         assert split.parts[1] == split.parts[2] and split.parts[0] == split.parts[7]
     assert split.groups[1] == split.groups[2] == "a/1.mp4" and "identical content kept together" in split.grouping
     assert split.grounds[[0, 1, 2, 3, 7]].tolist() == ["file", "file", "content", "file", "content"]
-    assert any("2 groups joined others that hold identical content" in n and "a/1.mp4 = a/2.mp4" in n
+    assert any("2 groups joined others holding identical content" in n and "a/1.mp4 = a/2.mp4" in n
                for n in split.notes)
     assert split.warnings == ["the same content under two classes (1 clip): a/0.mp4 (a) and b/1.mp4 (b)"]
 
