@@ -78,6 +78,9 @@ def read_annotations(file: str | os.PathLike, root: str | os.PathLike, classes_f
     lines = _read_lines(file)
     classes = read_class_names(classes_file) if classes_file else None
     kind = detect_format(file, lines)
+    first = next((line for line in lines if line.strip()), "")
+    if kind == "mmaction2" and _unsupported(first, root):  # said before asking for a class-names file
+        raise DataError(f"{printable(file)} line {lines.index(first) + 1}: {_unsupported(first, root)}")
     if kind == "mmaction2" and classes is None:
         raise DataError(f"{printable(file)}: an mmaction2 list numbers its classes: set data.classes to the "
                         "class-names file (one name per line, in label order, or UCF101's numbered classInd.txt)")
@@ -177,6 +180,21 @@ def detect_format(file: Path, lines: list[str]) -> str:
                     f"its first line is {printable(first[:80])!r}")
 
 
+def _unsupported(text: str, root: Path) -> str:
+    """Why an mmaction2 line of a format this pipeline does not read is refused (a line with several numbers at
+    its end: a rawframe list's or a multi-label list's), or ""."""
+    fields = text.split()
+    numbers = next((i for i, f in enumerate(reversed(fields)) if not f.isdigit()), len(fields))  # trailing
+    if not 2 <= numbers < len(fields):
+        return ""
+    head = " ".join(fields[:len(fields) - numbers])
+    what = ("a rawframe list line (frame folder, [offset,] frame count, label)" if (root / head).is_dir() else
+            "a multi-label video line (path, then several labels)" if (root / head).is_file() else
+            "a multi-label video line (`path label label ...`) or a rawframe line (`folder frames label`)")
+    return (f"{printable(text.strip()[:80])!r} is {what}, an mmaction2 format this pipeline does not read (it "
+            "reads one video file and one label per line: `path label`)")
+
+
 def _read_lines(file: Path) -> list[str]:
     try:
         return file.read_text(encoding="utf-8-sig").splitlines()
@@ -270,14 +288,9 @@ def _mmaction2_rows(file: Path, lines: list[str], kind: str, root: Path, classes
         if not text.strip():
             continue
         fields = text.split()
-        numbers = next((i for i, f in enumerate(reversed(fields)) if not f.isdigit()), len(fields))  # trailing
-        if numbers >= 2 and numbers < len(fields):
-            head = " ".join(fields[:len(fields) - numbers])
-            what = ("a rawframe list line (frame folder, frame count, label)" if (root / head).is_dir() else
-                    "a multi-label video line (path, then several labels)" if (root / head).is_file() else
-                    "a multi-label video line (`path label label ...`) or a rawframe line (`folder frames label`)")
-            errors.append((line, f"{printable(text.strip()[:80])!r} is mmaction2's {what}: not supported "
-                          "(this pipeline reads one video file and one label per line: `path label`)"))
+        unsupported = _unsupported(text, root)
+        if unsupported:
+            errors.append((line, unsupported))
             continue
         path_text, label = (text.rsplit(maxsplit=1) + [""])[:2] if len(fields) > 1 else ("", "")
         if not label.isdigit():

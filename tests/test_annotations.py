@@ -148,8 +148,8 @@ def test_mmaction2_lists_repeats_read_once_other_formats_named(tmp_path):
     message = str(e.value)
     assert "4 bad lines" in message
     assert "line 2: v/1.mp4 is on line 1 as 'a' and here as 'c': one class per video" in message
-    assert "line 3: 'v/2.mp4 0 3' is mmaction2's a multi-label video line" in message
-    assert "line 4: 'imgs 5 3' is mmaction2's a rawframe list line (frame folder, frame count, label)" in message
+    assert "line 3: 'v/2.mp4 0 3' is a multi-label video line (path, then several labels), an mmaction2" in message
+    assert "line 4: 'imgs 5 3' is a rawframe list line (frame folder, [offset,] frame count, label)" in message
     assert "line 5: path '/elsewhere/x.mp4' is absolute and not under the data root" in message
 
 
@@ -170,3 +170,11 @@ def test_a_listed_file_through_a_link_out_of_the_root_is_not_read(tmp_path):
     assert [p for p, _ in problems] == ["linked/out.mp4", "v/out.mp4"]
     assert all("a symbolic link out of the data root" in r and "data.follow_links: all" in r for _, r in problems)
     assert len(read_annotations(tmp_path / "ann.csv", root, follow_links="all")[0]) == 3
+
+
+def test_mmaction2_rawframe_list_is_named_before_asking_for_class_names(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "frame_test_list.txt").write_text("imgs 5 127\nimgs 5 127\n")  # mmaction2's own test data
+    with pytest.raises(DataError, match=r"line 1: 'imgs 5 127' is a rawframe list line .* an mmaction2 format this "
+                                        r"pipeline does not read"):
+        read_annotations(tmp_path / "frame_test_list.txt", tmp_path)
