@@ -140,7 +140,7 @@ class _Place:
         """The path under the root of the one video whose path is `path` but for case, or ""."""
         if self.lower is None:
             found: dict[str, list[str]] = {}
-            for f in find_video_files(self.root, self.follow).files:
+            for f in find_video_files(self.root, self.follow, data_root=True).files:
                 rel = f.relative_to(self.root).as_posix()
                 found.setdefault(rel.lower(), []).append(rel)
             self.lower = {k: v[0] for k, v in found.items() if len(v) == 1}
@@ -272,7 +272,7 @@ def _segment(start: str, end: str) -> tuple[float, float]:
 def _stems(root: Path, follow_links: str) -> dict[str, str]:
     """{file name without extension: path under the root} of every video under the root (the first by path)."""
     stems: dict[str, str] = {}
-    for f in find_video_files(root, follow_links).files:
+    for f in find_video_files(root, follow_links, data_root=True).files:
         stems.setdefault(f.stem, f.relative_to(root).as_posix())
     return stems
 

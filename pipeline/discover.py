@@ -30,7 +30,7 @@ class VideoFile:
 
 @dataclass
 class Found:
-    """What a walk found: video files (sorted), and (path, reason) for what looked like a video or a folder of
+    """What a walk found: video files (sorted), and (path, reason), sorted, for what looked like a video or a folder of
     videos but cannot be read: broken links, links out of the data root, FIFOs and devices, folders that cannot be
     listed."""
 
@@ -50,20 +50,23 @@ def outside(path: str | os.PathLike, base: str) -> str | None:
     return None if target == base or target.startswith(base.rstrip(os.sep) + os.sep) else target
 
 
-def link_refusal(target: str) -> str:
-    """The reason a link out of the data root is not followed (target: its real place)."""
+def link_refusal(target: str, data_root: bool = True) -> str:
+    """The reason a link out of the data root (data_root; else out of the folder searched) is not followed
+    (target: its real place)."""
+    if not data_root:
+        return f"a symbolic link out of the folder searched (to {printable(target)}): not followed"
     return (f"a symbolic link out of the data root (to {printable(target)}): not followed "
             "(data.follow_links: all follows it)")
 
 
-def find_video_files(folder: str | os.PathLike, follow_links: str = "inside") -> Found:
+def find_video_files(folder: str | os.PathLike, follow_links: str = "inside", data_root: bool = False) -> Found:
     """Video files under `folder` at any depth (extension case-insensitive, hidden files and folders skipped).
 
     The walk keeps its own stack (no recursion limit: any depth), visits every real folder once (a link back up the
     tree neither lists videos twice nor loops; real folders are walked before linked ones, so a video is named by
     its real path), and reports folders it cannot list. follow_links "inside" (the default): a symbolic link, to a
     file or a folder, whose target lies outside `folder` is reported, not followed, so nothing outside it is read;
-    "all": every link is followed.
+    "all": every link is followed. data_root: `folder` is the data root (the refusal names data.follow_links).
     """
     check_follow_links(follow_links)
     top = Path(folder)
@@ -112,7 +115,7 @@ def find_video_files(folder: str | os.PathLike, follow_links: str = "inside") ->
             if is_link and follow_links == "inside":
                 target = outside(path, base)
                 if target is not None:
-                    found.problems.append((path, link_refusal(target)))
+                    found.problems.append((path, link_refusal(target, data_root)))
                     continue
             if is_dir:
                 (linked if is_link else real).append(path)
@@ -121,6 +124,7 @@ def find_video_files(folder: str | os.PathLike, follow_links: str = "inside") ->
             else:
                 found.problems.append((path, "not a regular file (a FIFO, socket or device)"))
     found.files.sort()
+    found.problems.sort()
     return found
 
 
@@ -139,7 +143,7 @@ def discover_videos(root: str | os.PathLike, classes: list[str] | None = None, f
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data root {printable(root)!r} is not a directory")
-    found = find_video_files(root, follow_links)
+    found = find_video_files(root, follow_links, data_root=True)
     videos, problems = [], [(_printable(p.relative_to(root)), f"{printable(_printable(p.relative_to(root)))}: "
                                                               f"{reason}") for p, reason in found.problems]
     for file in found.files:

@@ -28,6 +28,11 @@ def test_links_out_of_the_root_are_reported_not_followed(tmp_path):
     assert all("a symbolic link out of the data root" in r and "not followed" in r for _, r in problems)
     assert "(to /)" in dict(problems)["everything"]
     (root / "everything").unlink()
+    inside_a = find_video_files(root / "a")  # a folder searched (pipeline.predict FOLDER): no data.* setting named
+    assert [(p.name, r) for p, r in inside_a.problems] == [
+        ("away", f"a symbolic link out of the folder searched (to {tmp_path / 'away'}): not followed"),
+        ("up", f"a symbolic link out of the folder searched (to {root}): not followed"),
+        ("y.mp4", f"a symbolic link out of the folder searched (to {tmp_path / 'away' / 'y.mp4'}): not followed")]
     linked = find_video_files(root / "a", follow_links="all")  # the same tree, every link followed
     assert sorted(p.name for p in linked.files) == ["x.mp4", "y.mp4", "y.mp4", "z.mp4"]
     with pytest.raises(ConfigError, match="data.follow_links must be one of"):
