@@ -3,21 +3,35 @@
 Random, by group, or official lists (params.yaml: split.*; pipeline.split).
 """
 from pipeline.cache import open_cache
-from pipeline.paths import CACHE_PATH, SPLIT_PATH
+from pipeline.errors import ConfigError, DataError
+from pipeline.paths import CACHE_PATH, PARAMS, SPLIT_PATH
 from pipeline.split import UNUSED, SplitConfig, describe_protocol, make_split, write_split
 from stages import config, read_params, stage, untracked_notes
+
+# A split that cannot be made stops `dvc repro` / `dvc exp run` after stage one has replaced the cache: say so
+WORKSPACE = (f"nothing was written: {SPLIT_PATH} and the heads are still those of the previous data, while "
+             f"{PARAMS} and {CACHE_PATH} may already be the new run's (stage one ran first). Fix the setting or the "
+             f"data and run again, or go back with `git checkout {PARAMS} dvc.lock && dvc checkout`")
 
 
 @stage("split")
 def main() -> None:
     cfg = config(SplitConfig, read_params()["split"], "split")
     cache = open_cache(CACHE_PATH)
-    parts, groups, notes = make_split(cache, cfg)
-    write_split(SPLIT_PATH, cache.clip_ids(), cache.labels, cache.class_names, parts, groups)
-    for note in untracked_notes([cfg.train_list, cfg.test_list]) + notes:
+    try:
+        split = make_split(cache, cfg)
+    except (ConfigError, DataError) as e:
+        raise type(e)(f"{e}\n  {WORKSPACE}") from e
+    write_split(SPLIT_PATH, cache.clip_ids(), cache.labels, cache.class_names, split.parts, split.groups,
+                split.grounds)
+    for note in untracked_notes([cfg.train_list, cfg.test_list]) + split.notes:
         print(f"split: note: {note}")
+    for warning in split.warnings:
+        print(f"split: warning: {warning}")
+    parts = split.parts
     print(f"{SPLIT_PATH}: " + ", ".join(f"{p} {int((parts == p).sum())}" for p in ("train", "val", "test", UNUSED)
-                                        if p != UNUSED or (parts == p).any()) + f" ({describe_protocol(cfg)})")
+                                        if p != UNUSED or (parts == p).any())
+          + f" ({describe_protocol(cfg, split.grouping)})")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def test_missing_file_and_unknown_class_are_reported_with_their_line(tmp_path):
     touch_videos(tmp_path, "a/1.mp4", "a/2.mp4")
     (tmp_path / "classes.txt").write_text("a\nb\n")
     (tmp_path / "ann.csv").write_text("path,label\na/1.mp4,a\na/gone.mp4,b\na/2.mp4,c\n")
-    with pytest.raises(DataError, match=r"ann.csv \(csv\): 1 bad lines:\n  line 4: unknown class 'c'"):
+    with pytest.raises(DataError, match=r"ann.csv \(csv\): 1 bad line:\n  line 4: unknown class 'c'"):
         read_annotations(tmp_path / "ann.csv", tmp_path, tmp_path / "classes.txt")
     (tmp_path / "ann.csv").write_text("path,label\na/1.mp4,a\na/gone.mp4,b\na/2.mp4,a,\n../x.mp4,a\n")
     with pytest.raises(DataError, match=r"line 5: path '../x.mp4' is not relative to the data root"):
@@ -47,7 +47,7 @@ def test_missing_file_and_unknown_class_are_reported_with_their_line(tmp_path):
 def test_a_row_with_fields_past_the_header_is_read_by_its_named_fields(tmp_path):
     touch_videos(tmp_path, "a/1.mp4")
     (tmp_path / "ann.csv").write_text("path,label\na/1.mp4,a,extra\n,,\n,,x\n")
-    with pytest.raises(DataError, match=r"1 bad lines:\n  line 4: no label$"):  # a blank row is skipped, not line 3
+    with pytest.raises(DataError, match=r"1 bad line:\n  line 4: no label$"):  # a blank row is skipped, not line 3
         read_annotations(tmp_path / "ann.csv", tmp_path)
 
 
@@ -110,3 +110,71 @@ def test_a_segment_past_the_end_is_skipped_with_its_reason(tmp_path, tiny_clip):
     name, reason = summary.skipped[0]
     assert name == "v/a.mp4#t=5,6" and reason.startswith("v/a.mp4#t=5,6: the segment [5, 6) s holds no frame")
     assert read_cache(tmp_path / "f.h5").repeated.tolist() == [False, False]
+
+
+def test_class_files_as_published_ucf101_classind_and_mmaction2_label_maps(tmp_path):
+    """UCF101's classInd.txt (`1 Name`, 1-based, CRLF) is read as names in number order, and its trainlist's
+    1-based labels follow it; mmaction2's label map (a name per line, 0-based, BOM) keeps working; 1-based labels
+    against a names-only file are said to look 1-based."""
+    touch_videos(tmp_path, "A/v_A_g01_c01.avi", "B/v_BStand_g01_c01.avi")
+    (tmp_path / "classInd.txt").write_bytes(b"1 A\r\n2 B \r\n")
+    # the list spells a name otherwise than the file (UCF101: HandstandPushups, HandStandPushups): found all the same
+    (tmp_path / "trainlist01.txt").write_bytes(b"A/v_A_g01_c01.avi 1\r\nB/v_Bstand_g01_c01.avi 2\r\n")
+    videos, classes, _ = read_annotations(tmp_path / "trainlist01.txt", tmp_path, tmp_path / "classInd.txt")
+    assert classes == ["A", "B"] and [(v.path, v.label) for v in videos] == [("A/v_A_g01_c01.avi", "A"),
+                                                                             ("B/v_BStand_g01_c01.avi", "B")]
+    (tmp_path / "csv.csv").write_text("path,label\nB/v_BStand_g01_c01.avi,B\n")  # names, not whole lines
+    assert read_annotations(tmp_path / "csv.csv", tmp_path, tmp_path / "classInd.txt")[1] == ["A", "B"]
+    (tmp_path / "label_map.txt").write_bytes("\ufeffA\nB\n".encode())
+    with pytest.raises(DataError, match=r"1 bad line \(the labels run from 1 to 2: they look 1-based.*classInd"):
+        read_annotations(tmp_path / "trainlist01.txt", tmp_path, tmp_path / "label_map.txt")
+    (tmp_path / "list0.txt").write_text("A/v_A_g01_c01.avi 0\nB/v_BStand_g01_c01.avi 1\n")
+    assert [v.label for v in read_annotations(tmp_path / "list0.txt", tmp_path, tmp_path / "label_map.txt")[0]] == [
+        "A", "B"]
+    with pytest.raises(DataError, match="labels start at 0 but the class-names file numbers its classes from 1"):
+        read_annotations(tmp_path / "list0.txt", tmp_path, tmp_path / "classInd.txt")
+
+
+def test_mmaction2_lists_repeats_read_once_other_formats_named(tmp_path):
+    touch_videos(tmp_path, "v/1.mp4", "v/2.mp4")
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "names.txt").write_text("a\nb\nc\nd\n")
+    (tmp_path / "list.txt").write_text(f"v/1.mp4 0\nv/1.mp4 0\nv/1.mp4 0\n{tmp_path}/v/2.mp4 1\n")
+    videos, _, problems = read_annotations(tmp_path / "list.txt", tmp_path, tmp_path / "names.txt")
+    assert [(v.path, v.label) for v in videos] == [("v/1.mp4", "a"), ("v/2.mp4", "b")] and problems == []
+    (tmp_path / "list.txt").write_text("v/1.mp4 0\nv/1.mp4 2\nv/2.mp4 0 3\nimgs 5 3\n/elsewhere/x.mp4 1\n")
+    with pytest.raises(DataError) as e:
+        read_annotations(tmp_path / "list.txt", tmp_path, tmp_path / "names.txt")
+    message = str(e.value)
+    assert "4 bad lines" in message
+    assert "line 2: v/1.mp4 is on line 1 as 'a' and here as 'c': one class per video" in message
+    assert "line 3: 'v/2.mp4 0 3' is a multi-label video line (path, then several labels), an mmaction2" in message
+    assert "line 4: 'imgs 5 3' is a rawframe list line (frame folder, [offset,] frame count, label)" in message
+    assert "line 5: path '/elsewhere/x.mp4' is absolute and not under the data root" in message
+
+
+def test_kinetics_test_csv_without_labels_is_named(tmp_path):
+    (tmp_path / "test.csv").write_text("youtube_id,time_start,time_end,split\nabc,0,10,test\n")
+    with pytest.raises(DataError, match="a Kinetics CSV without a label column.*use that as the test part"):
+        read_annotations(tmp_path / "test.csv", tmp_path)
+
+
+def test_a_listed_file_through_a_link_out_of_the_root_is_not_read(tmp_path):
+    root, away = tmp_path / "root", tmp_path / "away"
+    touch_videos(tmp_path, "root/v/in.mp4", "away/out.mp4")
+    (root / "v" / "out.mp4").symlink_to(away / "out.mp4")
+    (root / "linked").symlink_to(away)
+    (tmp_path / "ann.csv").write_text("path,label\nv/in.mp4,a\nv/out.mp4,a\nlinked/out.mp4,b\n")
+    videos, classes, problems = read_annotations(tmp_path / "ann.csv", root)
+    assert [v.path for v in videos] == ["v/in.mp4"] and classes == ["a"]
+    assert [p for p, _ in problems] == ["linked/out.mp4", "v/out.mp4"]
+    assert all("a symbolic link out of the data root" in r and "data.follow_links: all" in r for _, r in problems)
+    assert len(read_annotations(tmp_path / "ann.csv", root, follow_links="all")[0]) == 3
+
+
+def test_mmaction2_rawframe_list_is_named_before_asking_for_class_names(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "frame_test_list.txt").write_text("imgs 5 127\nimgs 5 127\n")  # mmaction2's own test data
+    with pytest.raises(DataError, match=r"line 1: 'imgs 5 127' is a rawframe list line .* an mmaction2 format this "
+                                        r"pipeline does not read"):
+        read_annotations(tmp_path / "frame_test_list.txt", tmp_path)
