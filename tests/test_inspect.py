@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 from pipeline.cache import KEY_ATTRS, RANDOM_ENCODER_NOTE, SCHEMA_VERSION, empty_cache, write_cache
 from pipeline.cli import inspect
 from pipeline.errors import ConfigError
-from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors,
-                                similar_pairs, summarize)
+from pipeline.inspector import NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors, summarize
+from pipeline.neardup import similar_pairs
 from pipeline.split import write_split
 from tests.conftest import committed_params
 
@@ -77,7 +77,7 @@ def test_summary_text_with_split_counts(tmp_path, capsys):
     assert lines[0] == f"{tmp_path / 'f.h5'}: 6 videos, 2 classes, " \
                        f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema {SCHEMA_VERSION}"
     assert lines[1] == "encoder: tiny (fingerprint f00d, None on None, torch, quantize none); decoder None"
-    assert "a" + " " * 31 + "      3      1      1      1" in lines
+    assert "a" + " " * 4 + "      3      1      1      1" in lines  # the class column as wide as its longest name
     assert lines[-3:] == ["damaged (encoded from the frames that decoded): 1", "  b/v5.mp4: 3 decode errors",
                           "skipped: 0"]
 
@@ -136,7 +136,7 @@ def test_leakage_by_group_straddling_groups_and_near_duplicate_groups(tmp_path, 
     assert inspect([str(tmp_path / "f.h5"), "--outliers"]) == 0
     out = capsys.readouterr().out
     assert "groups in more than one split part (leakage): 1\n  g1: train 1, test 1" in out
-    assert "g2 (train) ~ g3 (test): 1 pairs" in out
+    assert "g2 (train) ~ g3 (test): 1 pair, max" in out
 
 
 def test_same_bytes_count_as_duplicates_whatever_the_embeddings(tmp_path):
@@ -222,7 +222,7 @@ def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
 
 
 def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
-    monkeypatch.setattr("pipeline.inspector.TILE", 64)  # many tiles, diagonal and off-diagonal
+    monkeypatch.setattr("pipeline.neardup.TILE", 64)  # many tiles, diagonal and off-diagonal
     rng = np.random.default_rng(0)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     means = unit(rng.normal(size=(300, 96)))  # more dimensions than the screen keeps: the screen prunes
@@ -231,8 +231,10 @@ def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
     means = means.astype(np.float32)
     full = means @ means.T
     a, b = np.nonzero(np.triu(full, 1) >= NEAR_DUPLICATE)
-    got = similar_pairs(means, NEAR_DUPLICATE)
+    found = similar_pairs(means, NEAR_DUPLICATE, 1000)
+    got = found.pairs
     assert sorted((i, j) for i, j, _ in got) == sorted(zip(a.tolist(), b.tolist())) and 5 < len(got) < 40
+    assert found.passed == len(got) and [s for *_, s in got] == sorted([s for *_, s in got], reverse=True)
     np.testing.assert_allclose([s for *_, s in got], [full[i, j] for i, j, _ in got], rtol=1e-5)
 
 
@@ -260,12 +262,20 @@ def test_every_inspector_output_of_a_random_encoder_says_so(tmp_path, capsys, ar
     assert inspect([path, *args]) == 0 and "random encoder" not in capsys.readouterr().out
 
 
-def test_video_report_shows_whole_class_names(tmp_path, capsys):
-    names = ("walking_while_reading_book", "walking_while_using_phone")
-    hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1], names=names)
+def test_video_report_shows_whole_class_names_within_100_columns(tmp_path, capsys):
+    names = ("walking_while_reading_book", "walking_while_using_phone", "meeting_and_splitting", "standing_still")
+    cache = hand_cache(tmp_path, [E[0], E[0], E[1], E[2], E[3]], [0, 0, 1, 2, 3], names=names)
+    cache.embeddings = np.repeat(cache.embeddings[:, :1], 16, axis=1)  # 16 frames: wider than one block
+    cache.frame_indices, cache.timestamps = np.tile(np.arange(16) * 3, (5, 1)), np.tile(np.arange(16) / 8, (5, 1))
+    write_cache(tmp_path / "f.h5", cache)
     assert inspect([str(tmp_path / "f.h5"), "--video", f"{names[0]}/v0.mp4"]) == 0
-    header, first = capsys.readouterr().out.splitlines()[:2]
-    assert header.split()[-2:] == list(names) and len(first) == len(header)  # columns line up under the names
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert lines[1].split()[-2:] == ["1.0000", names[0]]  # frame 0, its nearest centroid
+    rows = [line.split() for line in lines if line.split()[:1] == [names[1]]]
+    assert len(rows) == 2 and len(rows[0]) + len(rows[1]) - 2 == 16  # whole name, every frame, in two blocks
+    heads = [line.split() for line in lines if line.startswith("class ")]
+    assert [int(f) for h in heads for f in h[1:]] == list(range(0, 48, 3))
 
 
 def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
