@@ -14,7 +14,7 @@ from pipeline.cli import inspect
 from pipeline.errors import ConfigError
 from pipeline.inspector import NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors, summarize
 from pipeline.neardup import similar_pairs
-from pipeline.split import write_split
+from pipeline.split import PARTS, write_split
 from tests.conftest import committed_params
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
@@ -146,12 +146,19 @@ def test_same_bytes_count_as_duplicates_whatever_the_embeddings(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
-def test_plot_is_written(tmp_path, method, capsys):
+def test_plot_is_written_with_named_axes_and_every_class(tmp_path, method, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+    drawn, savefig = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig.axes[0]), savefig(fig, *a, **k)))
     rng = np.random.default_rng(0)
-    hand_cache(tmp_path, rng.normal(size=(12, 4)), [0] * 6 + [1] * 6)
+    hand_cache(tmp_path, rng.normal(size=(12, 4)), [0] * 4 + [1] * 4 + [2] * 4, names=("a", "b", "c" * 40))
     png = tmp_path / "map.png"
     assert inspect([str(tmp_path / "f.h5"), "--plot", str(png), "--method", method]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and f"({method.upper()} of 12 videos)" in capsys.readouterr().out
+    ax = drawn[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == {"pca": ("principal component 1", "principal component 2"),
+                                                  "tsne": ("t-SNE 1", "t-SNE 2")}[method]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (4)", "b (4)", "c" * 40 + " (4)"]
 
 
 def test_missing_empty_and_corrupt_caches_are_one_clear_error(tmp_path, capsys):
@@ -304,3 +311,116 @@ def test_python_m_pipeline_inspector_is_the_same_command(tmp_path):
     run = subprocess.run([sys.executable, "-m", "pipeline.inspector", str(tmp_path / "none.h5")], cwd=root,
                          capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.startswith("error: no feature cache")
+
+
+def test_outliers_keep_the_top_pairs_and_say_how_many_passed(tmp_path, capsys):
+    """40 near-identical videos: 780 pairs pass; --top 5 lists 5 (the across-part ones first), counts all 780, and
+    points to the grouping that needs no regex."""
+    rng = np.random.default_rng(0)
+    means = E[0] + 1e-3 * rng.normal(size=(40, 4))
+    cache = hand_cache(tmp_path, means, [0] * 20 + [1] * 20)
+    parts = np.array(["train"] * 39 + ["test"], object)  # the last video's 39 pairs leak
+    got = find_outliers(cache, parts, top=5)
+    assert got["near_duplicates_found"] == {"pairs": 780, "across_parts": 39, "top": 5, "capped": True}
+    assert len(got["near_duplicates"]) == 5 and all(d["leak"] for d in got["near_duplicates"])
+    write_split(tmp_path / "split.csv", cache.paths, cache.labels, cache.class_names, parts)
+    assert inspect([str(tmp_path / "f.h5"), "--outliers", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "near-duplicates (cosine >= 0.98 or same bytes): 780 pairs, 39 across split parts (leakage)" in out
+    assert "only the first 5 pairs listed (--top 5)" in out and out.count(" LEAK ") == 5
+    assert "39 near-duplicate pairs sit in different split parts: if clips were cut from one recording" in out
+    assert "split.group_by=stem" in out
+    assert inspect([str(tmp_path / "f.h5"), "--outliers", "--top", "-1"]) == 1
+
+
+def test_the_pair_search_memory_is_bounded_by_its_tiles_not_the_pairs(monkeypatch):
+    """Every pair passes: the search's peak memory (tracemalloc sees numpy's) stays the same from 600 to 1,200
+    videos (180,000 to 720,000 pairs), far under what keeping the pairs would take."""
+    import tracemalloc
+
+    monkeypatch.setattr("pipeline.neardup.TILE", 128)
+    monkeypatch.setattr("pipeline.neardup.PAIRS", 4096)
+    rng = np.random.default_rng(0)
+    peaks = []
+    for n in (600, 1200):
+        means = np.float32(E[0]) + np.float32(1e-4) * rng.normal(size=(n, 4)).astype(np.float32)
+        means /= np.linalg.norm(means, axis=1, keepdims=True)
+        tracemalloc.start()
+        found = similar_pairs(means, NEAR_DUPLICATE, 50)
+        peaks.append(tracemalloc.get_traced_memory()[1] - n * 4 * 4 * 4)  # less what scales with V x D
+        tracemalloc.stop()
+        assert found.passed == n * (n - 1) // 2 and len(found.pairs) == 50
+    assert peaks[1] < 1.25 * peaks[0] and peaks[1] < 720_000 * 8 / 4, peaks  # all pairs' indices: 11.5 MB
+
+
+def test_skipped_lists_every_video_with_its_reason_names_escaped(tmp_path, capsys):
+    skipped = [(f"b/bad{i}.mp4", "no decodable video frames") for i in range(12)] + [
+        ("b/\x1b[2Jevil\t\n.mp4", "moov atom not found")]
+    hand_cache(tmp_path, [E[0], E[1]], [0, 1], skipped=skipped)
+    assert inspect([str(tmp_path / "f.h5")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[lines.index("skipped: 13") + 1:] == [f"  b/bad{i}.mp4: no decodable video frames" for i in range(10)] \
+        + ["  ... and 3 more (--skipped lists them all)"]
+    assert inspect([str(tmp_path / "f.h5"), "--skipped"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 13 and lines[-1] == "b/\\x1b[2Jevil\\t\\n.mp4: moov atom not found"
+    assert inspect([str(tmp_path / "f.h5"), "--skipped", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[-1] == {"path": skipped[-1][0], "reason": "moov atom not found"}
+
+
+def test_names_that_could_forge_output_are_escaped(tmp_path, capsys):
+    cache = hand_cache(tmp_path, [E[0], E[0] + 1e-3 * E[1], E[1]], [0, 0, 1])
+    cache.paths[1] = "a/\x1b]0;title\x07\u202eevil\n.mp4"
+    write_cache(tmp_path / "f.h5", cache)
+    for args in (["--neighbors", "a/v0.mp4"], ["--outliers"]):
+        assert inspect([str(tmp_path / "f.h5"), *args]) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\u202e" not in out and "a/\\x1b]0;title\\x07\\u202eevil\\n.mp4" in out
+
+
+def test_a_path_not_in_the_cache_names_the_nearest(tmp_path, capsys):
+    hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1])
+    assert inspect([str(tmp_path / "f.h5"), "--video", "a/v1.avi"]) == 1
+    assert "a/v1.avi is not in the cache (paths are relative to the data root; did you mean a/v1.mp4" in \
+        capsys.readouterr().err
+    assert inspect([str(tmp_path / "f.h5"), "--video", "zzzzzzzzzzzzzzzzzzzzzzzz"]) == 1
+    assert capsys.readouterr().err.strip().endswith("is not in the cache (paths are relative to the data root)")
+
+
+def test_centroid_neighbours_and_class_counts_for_many_classes(tmp_path):
+    """nearest_classes equals the full matrix's ranking; summarize's per-part counts at 300 classes are exact."""
+    from pipeline.inspector import class_centroids, nearest_classes
+    rng = np.random.default_rng(0)
+    cent = rng.normal(size=(300, 4)).astype(np.float32)
+    cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+    idx, sims = nearest_classes(cent, 3)
+    full = cent @ cent.T
+    np.fill_diagonal(full, -np.inf)
+    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :3])
+    np.testing.assert_allclose(sims, np.take_along_axis(full, idx, axis=1), rtol=1e-6)
+    assert nearest_classes(cent[:1], 3)[0].shape == (1, 0)
+    labels = np.arange(600) % 300
+    cache = hand_cache(tmp_path, cent[labels], labels, names=[f"c{i}" for i in range(300)])
+    parts = np.array(["train", "val", "test", "unused", "train"] * 120, object)
+    got = summarize(cache, tmp_path / "f.h5", parts)["classes"]
+    assert got == {f"c{c}": {"videos": 2, **{p: int(np.sum((labels == c) & (parts == p))) for p in PARTS}}
+                   for c in range(300)}
+    assert got["c3"] == {"videos": 2, "train": 0, "val": 0, "test": 0}  # both unused
+    np.testing.assert_allclose(class_centroids(cache), cent, atol=1e-6)
+
+
+def test_class_colours_are_distinct_for_up_to_20_classes():
+    """Every pair of colours at least 15 apart in CIELAB (Delta E 1976) for 2..20 classes."""
+    from pipeline.inspector import class_colours
+
+    def lab(hexes):
+        rgb = np.array([[int(h[i:i + 2], 16) / 255 for i in (1, 3, 5)] for h in hexes])
+        rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+        xyz = rgb @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+        f = np.cbrt(xyz / [0.9505, 1.0, 1.089])
+        return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+    for n in range(2, 21):
+        pts = lab(class_colours(n))
+        d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+        assert d[np.triu_indices(n, 1)].min() >= 15, n
