@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.cache import BLOCK_ROWS, KEY_ATTRS, Cache, open_cache
 from pipeline.errors import CacheError, ConfigError, printable
-from pipeline.neardup import similar_pairs
+from pipeline.neardup import principal_axes, similar_pairs
 from pipeline.paths import SPLIT_PATH
 from pipeline.split import PARTS, read_split
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pipeline.video import FrameSpec
 
 NEAR_DUPLICATE = 0.98  # cosine similarity of mean embeddings above which two videos count as near-duplicates
+BLOCK_FLOATS = 1 << 20  # similarities to the class centroids computed at once, (rows, C) float32: 4 MiB
 TOP = 1000  # likely-mislabelled videos and near-duplicate pairs kept at most (the totals are always counted)
 GROUPING_HINT = ("if clips were cut from one recording, keep them together with "
                  "`dvc exp run -S split.method=group -S split.group_by=stem` (docs/datasets.md)")
@@ -181,7 +182,7 @@ def find_outliers(cache: Cache, parts: np.ndarray | None = None, threshold: floa
 
 def nearer_centroids(cache: Cache, means: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per video: cosine to its own class's centroid without itself (NaN for a class of one), the nearest other
-    class and the cosine to its centroid: float32 (V,), int64 (V,), float32 (V,). (BLOCK_ROWS, C) at a time."""
+    class and the cosine to its centroid: float32 (V,), int64 (V,), float32 (V,). BLOCK_FLOATS at a time."""
     num_classes, v = len(cache.class_names), len(means)
     sums = np.zeros((num_classes, means.shape[1]), np.float32)
     np.add.at(sums, cache.labels, means)
@@ -189,8 +190,9 @@ def nearer_centroids(cache: Cache, means: np.ndarray) -> tuple[np.ndarray, np.nd
     centroids = _unit(sums)
     own_sim = np.full(v, np.nan, np.float32)
     other, other_sim = np.zeros(v, np.int64), np.full(v, -np.inf, np.float32)
-    for start in range(0, v, BLOCK_ROWS):
-        rows = slice(start, start + BLOCK_ROWS)
+    step = max(1, BLOCK_FLOATS // num_classes)
+    for start in range(0, v, step):
+        rows = slice(start, start + step)
         labels = cache.labels[rows]
         own = _unit(sums[labels] - means[rows])  # leave-one-out: the class without this video
         own_sim[rows] = np.where(counts[labels] > 1, np.sum(means[rows] * own, axis=1), np.nan)
@@ -206,9 +208,9 @@ def nearer_centroids(cache: Cache, means: np.ndarray) -> tuple[np.ndarray, np.nd
 def project_2d(cache: Cache, method: str = "pca", seed: int = 0, means: np.ndarray | None = None) -> np.ndarray:
     """2-D coordinates of every video's mean embedding, float32 (V, 2): PCA, or t-SNE (slower, local structure)."""
     means = video_means(cache) if means is None else means
-    if method == "pca":
-        from sklearn.decomposition import PCA
-        return PCA(n_components=2, random_state=seed).fit_transform(means).astype(np.float32)
+    if method == "pca":  # the two principal directions (no scikit-learn import: seconds on a page's first view)
+        centre, basis = principal_axes(means, 2)
+        return np.pad((means - centre) @ basis, ((0, 0), (0, 2 - basis.shape[1]))).astype(np.float32)
     if method == "tsne":
         from sklearn.manifold import TSNE
         perplexity = float(min(30, max(2, (len(means) - 1) // 3)))
@@ -251,18 +253,19 @@ def plot_projection(cache: Cache, coords: np.ndarray, file: str | Path, title: s
 
 def nearest_classes(centroids: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Each class's k nearest other classes by centroid cosine, nearest first: int64 (C, k') and float32 (C, k'),
-    k' = min(k, C - 1); (BLOCK_ROWS, C) at a time, never the (C, C) matrix."""
+    k' = min(k, C - 1); BLOCK_FLOATS at a time, never the (C, C) matrix."""
     n = len(centroids)
     k = max(0, min(k, n - 1))
     idx, sims = np.zeros((n, k), np.int64), np.zeros((n, k), np.float32)
-    for start in range(0, n if k else 0, BLOCK_ROWS):
-        block = centroids[start:start + BLOCK_ROWS] @ centroids.T  # (B, C)
-        block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf  # not itself
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        top_sims = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-top_sims, axis=1, kind="stable")
-        idx[start:start + len(block)] = np.take_along_axis(top, order, axis=1)
-        sims[start:start + len(block)] = np.take_along_axis(top_sims, order, axis=1)
+    step = max(1, BLOCK_FLOATS // max(n, 1))
+    for start in range(0, n if k else 0, step):
+        block = centroids[start:start + step] @ centroids.T  # (B, C)
+        rows = np.arange(len(block))
+        block[rows, rows + start] = -np.inf  # not itself
+        for i in range(k):  # k argmax passes: for a few neighbours, several times faster than argpartition
+            best = block.argmax(axis=1)
+            idx[start + rows, i], sims[start + rows, i] = best, block[rows, best]
+            block[rows, best] = -np.inf
     return idx, sims
 
 

@@ -17,6 +17,19 @@ GATHER = 1 << 22  # floats per side of one batch of candidate pairs' rows gather
 PAIRS = 1 << 18  # pairs handed to the top-pairs keeper at once: (PAIRS,) int64 = 2 MiB an index
 
 
+def principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of rows float32 (V, D) and their k principal directions, float32 (D,) and (D, min(k, D)), largest
+    variance first, each signed so that its largest entry is positive; the covariance summed a block at a time."""
+    centre = x.mean(axis=0)
+    cov = np.zeros((x.shape[1],) * 2)
+    for start in range(0, len(x), BLOCK_ROWS * 16):
+        block = (x[start:start + BLOCK_ROWS * 16] - centre).astype(np.float64)
+        cov += block.T @ block
+    basis = np.linalg.eigh(cov)[1][:, ::-1][:, :min(k, x.shape[1])]  # eigh: ascending
+    basis *= np.sign(basis[np.abs(basis).argmax(axis=0), np.arange(basis.shape[1])])
+    return centre.astype(np.float32), basis.astype(np.float32)
+
+
 class PairSearch(NamedTuple):
     """similar_pairs' answer: the pairs kept (a, b, cosine), and how many passed in all, and across parts."""
 
@@ -62,7 +75,8 @@ def similar_pairs(means: np.ndarray, threshold: float, top: int, keys: np.ndarra
                   parts: np.ndarray | None = None) -> PairSearch:
     """The `top` pairs (a, b, cosine), a < b, of unit rows float32 (V, D) whose cosine is >= threshold (pairs
     across `parts`, str (V,), first, then the most similar), and how many passed in all (and across parts);
-    without the (V, V) matrix, in memory bounded by TILE, GATHER, PAIRS and top whatever the data. Rows with equal `keys` (V,) pass with cosine 1.0.
+    without the (V, V) matrix, in memory bounded by TILE, GATHER, PAIRS and top whatever the data. Rows with
+    equal `keys` (V,) pass with cosine 1.0.
 
     Cosine >= t is distance^2 <= 2 - 2t. Projected on the SCREEN_DIMS principal directions of the rows, distances
     only shrink, so a pair whose projections are farther apart cannot qualify: (TILE, TILE) tiles of the projected
@@ -75,15 +89,11 @@ def similar_pairs(means: np.ndarray, threshold: float, top: int, keys: np.ndarra
         return kept.result()
     codes = np.unique(keys, return_inverse=True)[1].ravel() if keys is not None else np.arange(len(means))
     shared = np.bincount(codes)[codes] > 1  # rows whose key another row has
-    part_codes = np.unique(parts, return_inverse=True)[1].ravel() if parts is not None else np.zeros(len(means), int)
-    centred, limit = means - means.mean(axis=0), 2 - 2 * threshold + 1e-3  # slack: float32 rounding of the screen
-    dims = min(SCREEN_DIMS, means.shape[1])
-    cov = np.zeros((means.shape[1],) * 2)
-    for start in range(0, len(means), BLOCK_ROWS * 16):
-        block = centred[start:start + BLOCK_ROWS * 16].astype(np.float64)
-        cov += block.T @ block
-    basis = np.linalg.eigh(cov)[1][:, -dims:].astype(np.float32)  # (D, K): the top principal directions
-    z = centred @ basis  # (V, K)
+    part_codes = (np.unique(parts, return_inverse=True)[1].ravel() if parts is not None
+                  else np.zeros(len(means), np.int64))
+    limit = 2 - 2 * threshold + 1e-3  # slack: float32 rounding of the screen
+    centre, basis = principal_axes(means, SCREEN_DIMS)
+    z = (means - centre) @ basis  # (V, K)
     sq = np.einsum("ij,ij->i", z, z)
     # d^2(a, b) = |z_a|^2 + |z_b|^2 - 2 z_a.z_b as one product: [-2 z_a, |z_a|^2, 1] . [z_b, 1, |z_b|^2]
     left = np.hstack([-2 * z, sq[:, None], np.ones((len(z), 1), np.float32)])

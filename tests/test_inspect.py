@@ -25,10 +25,11 @@ ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "f00d", "embedding_dim"
 
 
 def hand_cache(tmp_path, means, labels, names=("a", "b"), hashes=None, skipped=()):
-    """A cache whose video v has both frames equal to means[v] (float32 (V, 4)), written to tmp_path/f.h5."""
+    """A cache whose video v has both frames equal to means[v] (float32 (V, D), D = 4 unless given otherwise),
+    written to tmp_path/f.h5."""
     means = np.asarray(means, np.float32)
     n = len(means)
-    cache = empty_cache(2, 4, ATTRS, list(names))
+    cache = empty_cache(2, means.shape[1], {**ATTRS, "embedding_dim": means.shape[1]}, list(names))
     cache.embeddings = np.repeat(means[:, None, :], 2, axis=1)
     cache.frame_indices = np.tile([3, 9], (n, 1))
     cache.timestamps = np.tile([0.12, 0.36], (n, 1))
