@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.cache import BLOCK_ROWS, KEY_ATTRS, Cache, open_cache
+from pipeline.cache import KEY_ATTRS, Cache, open_cache
 from pipeline.errors import CacheError, ConfigError, printable
 from pipeline.neardup import principal_axes, similar_pairs
 from pipeline.paths import SPLIT_PATH

@@ -1,4 +1,4 @@
-"""The cache inspector on hand-built caches whose answers are known, and the app's Embeddings page."""
+"""The cache inspector on hand-built caches whose answers are known (the Embeddings page: test_embeddings_page)."""
 import json
 import subprocess
 import sys
@@ -6,18 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from streamlit.testing.v1 import AppTest
 
-from pipeline.cache import KEY_ATTRS, RANDOM_ENCODER_NOTE, SCHEMA_VERSION, empty_cache, write_cache
+from pipeline.cache import KEY_ATTRS, SCHEMA_VERSION, empty_cache, write_cache
 from pipeline.cli import inspect
 from pipeline.errors import ConfigError
 from pipeline.inspector import NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors, summarize
 from pipeline.neardup import similar_pairs
 from pipeline.split import PARTS, write_split
-from tests.conftest import committed_params
 
-APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+ROOT = Path(__file__).resolve().parents[1]
 ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "f00d", "embedding_dim": 4, "num_frames": 2,
          "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}",
          "backend": "torch", "quantize": "none",
@@ -173,62 +170,6 @@ def test_missing_empty_and_corrupt_caches_are_one_clear_error(tmp_path, capsys):
     assert "junk.h5: not a readable feature cache" in capsys.readouterr().err
 
 
-def test_embeddings_page_loads_under_apptest(project, monkeypatch):
-    monkeypatch.chdir(project)
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("embeddings_page.py").run()
-    assert not at.exception, at.exception
-    assert at.title[0].value == "Embeddings"
-    assert RANDOM_ENCODER_NOTE in [w.value for w in at.warning]  # the project's tiny CLIP is random
-    assert [m.value for m in at.metric][:3] == ["9", "3", "4"]
-    assert at.selectbox[0].value == "clapping/clapping_0.mp4"
-    assert sum(len(col.get("image")) for col in at.columns) == 4  # the chosen video's frames, from its file
-    at.selectbox[0].set_value("walking/walking_2.mp4").run()
-    assert not at.exception
-    at.radio[0].set_value("tsne").run()
-    assert not at.exception and any("no split yet" in m.value for m in at.markdown)
-
-
-def test_embeddings_page_reports_groups_found_in_more_than_one_split_part(project, tmp_path, monkeypatch):
-    """With a split whose groups hold several clips (here: a class each), the page lists the groups that straddle
-    split parts, as `inspect --outliers` does."""
-    import shutil
-
-    import streamlit as st
-
-    from pipeline.cache import read_cache
-    shutil.copytree(project, tmp_path / "p")
-    cache = read_cache(tmp_path / "p" / "cache" / "features.h5")
-    parts = np.array(["test" if p.endswith("_1.mp4") else "train" for p in cache.paths])
-    groups = np.array([f"{cache.class_names[y]}/take" for y in cache.labels])
-    write_split(tmp_path / "p" / "cache" / "split.csv", cache.clip_ids(), cache.labels, cache.class_names, parts,
-                groups)
-    monkeypatch.chdir(tmp_path / "p")
-    st.cache_resource.clear()  # the page's caches are the process's: the fixture's cache, read before without a split
-    st.cache_data.clear()
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("embeddings_page.py").run()
-    assert not at.exception, at.exception
-    assert any("Groups in more than one split part (leakage)**: 3" in m.value for m in at.markdown)
-    straddling = [d.value for d in at.dataframe if "group" in d.value.columns][0]
-    assert sorted(straddling["group"]) == ["clapping/take", "sitting/take", "walking/take"]
-    assert straddling[["train", "test"]].values.tolist() == [[2, 1]] * 3
-    st.cache_resource.clear()
-    st.cache_data.clear()
-
-
-def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
-    # a project folder (params.yaml as committed) without a cache: the app stays here, whatever the checkout holds
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params()))
-    monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("embeddings_page.py").run()
-    assert not at.exception and "dvc repro extract" in at.info[0].value
-
-
 def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
     monkeypatch.setattr("pipeline.neardup.TILE", 64)  # many tiles, diagonal and off-diagonal
     rng = np.random.default_rng(0)
@@ -305,7 +246,7 @@ def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
 def test_python_m_pipeline_inspector_is_the_same_command(tmp_path):
     """`python -m pipeline.inspector` runs clip-har-inspect's command line (pipeline.cli.inspect), status included."""
     hand_cache(tmp_path, [E[0], E[1]], [0, 1])
-    root = Path(APP).parents[1]
+    root = ROOT
     run = subprocess.run([sys.executable, "-m", "pipeline.inspector", str(tmp_path / "f.h5"), "--json"], cwd=root,
                          capture_output=True, text=True)
     assert run.returncode == 0 and json.loads(run.stdout)["videos"] == 2, run.stderr
