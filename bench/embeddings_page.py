@@ -65,9 +65,11 @@ def export(commit: str, into: Path) -> Path:
 
 
 def measure(code_root: Path, project: Path) -> dict:
+    """{first, rerun} seconds of one fresh process running the app under code_root (started there: `python -c`
+    puts the working folder first on the path)."""
     env = {**os.environ, "PYTHONPATH": str(code_root)}
     run = subprocess.run([sys.executable, "-c", MEASURE, str(project), str(code_root / "app" / "streamlit_app.py")],
-                         env=env, capture_output=True, text=True, check=True)
+                         env=env, cwd=code_root, capture_output=True, text=True, check=True)
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
