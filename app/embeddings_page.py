@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import altair as alt
@@ -140,7 +141,7 @@ def main() -> None:
         if chosen not in set(cache.clip_ids()) | set(cache.paths):
             st.warning(f"No video {printable(chosen)} in the cache.")
             st.stop()
-    show_video(cache, chosen, means_of(str(path), mtime))
+    frames = show_video(cache, chosen, means_of(str(path), mtime))
 
     st.subheader("How similar the class centroids are (cosine)")
     heat, nearest = centroid_tables(str(path), mtime)
@@ -158,6 +159,7 @@ def main() -> None:
 
     st.subheader("Odd videos")
     show_outliers(outliers(str(path), mtime), parts is not None)
+    frames()  # last: the rest of the page is on screen while the frames decode
 
 
 def table(frame: pd.DataFrame, **widths: int) -> None:
@@ -177,13 +179,17 @@ def class_colour(names: list[str], colours: list[str]) -> alt.Color:
                      legend=alt.Legend(orient="bottom", columns=3, labelLimit=0, symbolLimit=0, title="class"))
 
 
-def show_video(cache, chosen: str, means: np.ndarray) -> None:
-    """The chosen video's sampled frames (from its source file, when there), neighbours and frame similarities."""
+def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
+    """The chosen video's neighbours and frame similarities, and a place for its sampled frames (from its source
+    file, when there); returns what fills that place, for the caller to run once the rest of the page is drawn:
+    decoding starts the app's worker (seconds on a first view) and the page need not wait for it."""
     v = row_of(cache, chosen)
     root = cache.attrs.get("data_root")
     source = Path(root) / cache.paths[v] if root else None
     rows = frame_report(cache, chosen, means)
-    if source is not None and source.is_file():
+    slot = st.container()
+
+    def draw_frames() -> None:
         stat = source.stat()
         if (stat.st_size, stat.st_mtime_ns) != (cache.file_size[v], cache.mtime_ns[v]):
             st.warning(f"{printable(source)} changed since it was cached: the frames below may not be the cached ones")
@@ -198,8 +204,15 @@ def show_video(cache, chosen: str, means: np.ndarray) -> None:
             st.error(f"{printable(e.file)}: {printable(e.reason)}")
         except UserError as e:  # the cache does not record its preprocessing (CacheError)
             st.error(str(e))
-    else:
-        st.caption(f"The source file is not here ({printable(source or 'no data root recorded')}): embeddings only.")
+
+    def fill() -> None:
+        with slot:
+            if source is not None and source.is_file():
+                draw_frames()
+            else:
+                st.caption(f"The source file is not here ({printable(source or 'no data root recorded')}): "
+                           "embeddings only.")
+
     st.markdown("**Nearest videos** (cosine of mean embeddings)")
     near = nearest_neighbors(cache, chosen, 5, means)
     table(pd.DataFrame({"path": [printable(r["path"]) for r in near], "class": [printable(r["class"]) for r in near],
@@ -221,6 +234,7 @@ def show_video(cache, chosen: str, means: np.ndarray) -> None:
     st.altair_chart(alt.Chart(lines).mark_line(point=True).encode(
         x="time (s):Q", y=alt.Y("cosine:Q", title="cosine to the class centroid"),
         color=class_colour(shown_names, colours), tooltip=["class", "time (s)", "cosine"]), width="stretch")
+    return fill
 
 
 def show_outliers(odd: dict, has_split: bool) -> None:
