@@ -43,7 +43,7 @@ def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -
         by_part = np.zeros((len(cache.class_names), len(PARTS)), np.int64)
         column = {p: i for i, p in enumerate(PARTS)}
         known = np.array([p in column for p in parts], bool)
-        np.add.at(by_part, (cache.labels[known], [column[p] for p in parts[known]]), 1)
+        np.add.at(by_part, (cache.labels[known], np.array([column[p] for p in parts[known]], np.int64)), 1)
         for c, name in enumerate(cache.class_names):
             classes[name].update({p: int(by_part[c, i]) for i, p in enumerate(PARTS)})
     a = cache.attrs
