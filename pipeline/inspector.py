@@ -190,7 +190,7 @@ def nearer_centroids(cache: Cache, means: np.ndarray) -> tuple[np.ndarray, np.nd
     centroids = _unit(sums)
     own_sim = np.full(v, np.nan, np.float32)
     other, other_sim = np.zeros(v, np.int64), np.full(v, -np.inf, np.float32)
-    step = max(1, BLOCK_FLOATS // num_classes)
+    step = max(1, BLOCK_FLOATS // max(num_classes, 1))
     for start in range(0, v, step):
         rows = slice(start, start + step)
         labels = cache.labels[rows]
