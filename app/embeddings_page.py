@@ -1,6 +1,8 @@
 """The app's Embeddings page: what is in the feature cache, how the classes separate, and which videos are odd."""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import altair as alt
@@ -10,14 +12,20 @@ import streamlit as st
 
 from app.common import cached_cache, cached_pool, frame_strip
 from pipeline.cache import random_encoder_note
-from pipeline.errors import DataError, UserError
-from pipeline.inspector import (class_centroids, find_outliers, frame_report, frame_spec, group_leakage,
+from pipeline.errors import DataError, UserError, VideoError, printable
+from pipeline.inspector import (AXES, GROUPING_HINT, LEGEND_CLASSES, TABLEAU10, class_centroids, class_colours,
+                                find_outliers, frame_report, frame_spec, group_leakage, nearest_classes,
                                 nearest_neighbors, project_2d, row_of, split_file, summarize, video_means)
 from pipeline.paths import CACHE_PATH
 from pipeline.split import read_split
 from pipeline.workers import ReadConfig
 
 MAP_POINTS = 5000  # videos drawn on the map, or listed to choose from, at most: the browser's limit, not the data's
+HEATMAP_CLASSES = 30  # up to this many classes the centroid similarities are a C x C heat map; beyond, a table
+LINE_CLASSES = 10  # beyond LEGEND_CLASSES, the frame-to-class chart draws this many classes (the nearest on average)
+# Column widths (pixels): each table's add up to at most 800, the page's column at a 1280-pixel window with the
+# sidebar open (wide layout); a longer name is cut short in its cell and shown whole on hover.
+PATH_W, PAIR_W, CLASS_W, NUMBER_W, FLAG_W = 300, 230, 150, 90, 70
 
 
 @st.cache_resource(show_spinner="Averaging each video's frames…")
@@ -49,13 +57,41 @@ def outliers(path: str, mtime_ns: int) -> dict:
     return odd
 
 
+@st.cache_data(show_spinner=False)
+def centroid_tables(path: str, mtime_ns: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The centroid similarities as (long C x C table for the heat map, or empty beyond HEATMAP_CLASSES; each
+    class's three nearest classes), once per cache version: memory O(C x 3) beyond the heat map's size."""
+    cache = cached_cache(path, mtime_ns)[0]
+    centroids = class_centroids(cache, means_of(path, mtime_ns))
+    names = [printable(n) for n in cache.class_names]
+    heat = pd.DataFrame()
+    if len(names) <= HEATMAP_CLASSES:
+        sim = centroids @ centroids.T  # (C, C), C <= HEATMAP_CLASSES
+        heat = pd.DataFrame({"class": np.repeat(names, len(names)), "other": np.tile(names, len(names)),
+                             "cosine": sim.ravel().round(3)})
+    idx, sims = nearest_classes(centroids, 3)
+    nearest = pd.DataFrame({"class": names, "nearest classes (cosine)": [
+        " · ".join(f"{names[j]} {s:.3f}" for j, s in zip(row, row_sims)) for row, row_sims in zip(idx, sims)]})
+    return heat, nearest
+
+
+@st.cache_data(show_spinner="Decoding the sampled frames…", max_entries=32)
+def sampled_frames(source: str, size: int, mtime_ns: int, num_frames: int, spec: tuple, segment) -> np.ndarray:
+    """The frames the encoder saw, uint8 (F, H, W, 3), decoded in the app's worker once per file version."""
+    from pipeline.video import FrameSpec
+    cfg = ReadConfig(num_frames, FrameSpec(*spec), segment=segment)
+    return cached_pool().read(source, cfg).clip.frames
+
+
 def main() -> None:
     st.title("Embeddings")
-    path = Path(CACHE_PATH)
+    path = Path(CACHE_PATH).absolute()  # the process's caches below are shared by every project it has seen
     if not path.is_file():
         st.info(f"No feature cache yet at `{CACHE_PATH}`. Build it from the project folder with `dvc repro extract`.")
         st.stop()
-    mtime = path.stat().st_mtime_ns
+    split = split_file(path)
+    # the version the caches below are keyed by: the newer of the cache's and the split's (a new split, same cache)
+    mtime = max(path.stat().st_mtime_ns, split.stat().st_mtime_ns if split.is_file() else 0)
     try:
         cache, parts = cached_cache(str(path), mtime)
     except (UserError, OSError) as e:  # a damaged cache, a stale split, the disk
@@ -69,53 +105,168 @@ def main() -> None:
     cols[1].metric("classes", len(summary["classes"]))
     cols[2].metric("frames per video", summary["frames_per_video"])
     cols[3].metric("skipped", len(summary["skipped"]))
-    st.caption(f"encoder `{summary['encoder']['model']}` (fingerprint {summary['encoder']['fingerprint']}) · "
-               f"embedding dim {summary['embedding_dim']} · sampling {summary['sampling']} · "
+    st.caption(f"encoder `{printable(summary['encoder']['model'])}` (fingerprint "
+               f"{summary['encoder']['fingerprint']}) · embedding dim {summary['embedding_dim']} · "
+               f"sampling {summary['sampling']} · "
                f"preprocessing {summary['preprocess']} · schema {summary['schema_version']}")
     if summary["skipped"]:
-        with st.expander(f"Skipped videos ({len(summary['skipped'])})"):
-            st.dataframe(pd.DataFrame(summary["skipped"]), hide_index=True)
+        with st.expander(f"Skipped videos ({len(summary['skipped']):,})"):
+            table(pd.DataFrame({"path": [printable(k["path"]) for k in summary["skipped"]],
+                                "reason": [printable(k["reason"]) for k in summary["skipped"]]}),
+                  path=PATH_W, reason=480)
 
     st.subheader("Map of the videos")
     method = st.radio("Projection", ["pca", "tsne"], format_func=str.upper, horizontal=True)
     coords = projection(str(path), mtime, method)
-    table = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "path": cache.clip_ids(),
-                          "class": np.asarray(cache.class_names, object)[cache.labels],
-                          "part": parts if parts is not None else "-"})
-    if len(table) > MAP_POINTS:
-        table = table.sample(MAP_POINTS, random_state=0)
+    names = [printable(n) for n in cache.class_names]
+    points = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "path": [printable(p) for p in cache.clip_ids()],
+                           "class": np.asarray(names, object)[cache.labels],
+                           "part": parts if parts is not None else "-"})
+    if len(points) > MAP_POINTS:
+        points = points.sample(MAP_POINTS, random_state=0)
         st.caption(f"{MAP_POINTS:,} of the {len(cache):,} videos drawn, chosen at random.")
-    st.altair_chart(alt.Chart(table).mark_circle(size=60).encode(
-        x=alt.X("x", axis=None), y=alt.Y("y", axis=None), color="class",
-        tooltip=["path", "class", "part"]).interactive(), width="stretch")
+    st.altair_chart(alt.Chart(points).mark_circle(size=60).encode(
+        x=alt.X("x", title=AXES[method][0]), y=alt.Y("y", title=AXES[method][1]),
+        color=class_colour(names, class_colours(len(names))), tooltip=["path", "class", "part"]).interactive(),
+        width="stretch")
+    if len(names) > LEGEND_CLASSES:
+        st.caption(f"{len(names):,} classes: colours repeat beyond {LEGEND_CLASSES}; hover a point for its class.")
 
     st.subheader("One video")
     if len(cache) <= MAP_POINTS:
-        chosen = st.selectbox("Video", list(cache.clip_ids()))
+        ids = list(cache.clip_ids())
+        chosen = st.selectbox("Video", ids, format_func=printable)
     else:  # a list of every path would be megabytes in the browser: the path is typed instead
         chosen = st.text_input("Video (its path under the data root)", value=str(cache.paths[0])).strip()
         if chosen not in set(cache.clip_ids()) | set(cache.paths):
-            st.warning(f"No video {chosen!r} in the cache.")
+            st.warning(f"No video {printable(chosen)} in the cache.")
             st.stop()
-    show_video(cache, chosen, means_of(str(path), mtime))
+    frames = show_video(cache, chosen, means_of(str(path), mtime))
 
     st.subheader("How similar the class centroids are (cosine)")
-    centroids = class_centroids(cache, means_of(str(path), mtime))
-    sim = pd.DataFrame(centroids @ centroids.T, index=cache.class_names, columns=cache.class_names)
-    st.dataframe(sim.style.format("{:.3f}").background_gradient(cmap="Blues", axis=None))
+    heat, nearest = centroid_tables(str(path), mtime)
+    if len(heat):
+        order = names
+        st.altair_chart(alt.Chart(heat).mark_rect().encode(
+            x=alt.X("other", sort=order, title=None, axis=alt.Axis(labelAngle=-40, labelLimit=0)),
+            y=alt.Y("class", sort=order, title=None, axis=alt.Axis(labelLimit=0)),
+            color=alt.Color("cosine", scale=alt.Scale(scheme="blues"), title="cosine"),
+            tooltip=["class", "other", "cosine"]), width="stretch")
+    else:
+        st.caption(f"{len(names):,} classes: each class's three nearest, not the {len(names):,} x {len(names):,} "
+                   "matrix.")
+        table(nearest, **{"class": 200, "nearest classes (cosine)": 560})
 
     st.subheader("Odd videos")
-    odd = outliers(str(path), mtime)
-    st.markdown(f"**Likely mislabelled** (nearer another class's centroid than their own): "
-                f"{len(odd['mislabelled'])}")
-    if odd["mislabelled"]:
-        st.dataframe(pd.DataFrame(odd["mislabelled"]), hide_index=True)
-    leaks = [d for d in odd["near_duplicates"] if d["leak"]]
-    st.markdown(f"**Near-duplicates**: {len(odd['near_duplicates'])}"
-                + (f", of which **{len(leaks)} across split parts (leakage)**" if parts is not None
-                   else " (no split yet: run `dvc repro split` to check leakage)"))
-    if odd["near_duplicates"]:
-        st.dataframe(pd.DataFrame(odd["near_duplicates"]), hide_index=True)
+    show_outliers(outliers(str(path), mtime), parts is not None)
+    frames()  # last: the rest of the page is on screen while the frames decode
+
+
+def table(frame: pd.DataFrame, **widths: int) -> None:
+    """A dataframe as wide as its container, each named column that many pixels (numbers shown to 3 places)."""
+    config = {c: (st.column_config.NumberColumn(c, width=widths.get(c, NUMBER_W), format="%.3f")
+                  if pd.api.types.is_float_dtype(frame[c]) else st.column_config.Column(c, width=widths.get(c, FLAG_W)))
+              for c in frame.columns}
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=config)
+
+
+def class_colour(names: list[str], colours: list[str]) -> alt.Color:
+    """Colour by class, names[i] in colours[i], every class in the legend with its whole name; beyond
+    LEGEND_CLASSES no legend and the palette repeats (a C-long domain would cost altair seconds to validate)."""
+    if len(names) > LEGEND_CLASSES:
+        return alt.Color("class:N", scale=alt.Scale(range=colours[:LEGEND_CLASSES]), legend=None)
+    return alt.Color("class:N", scale=alt.Scale(domain=names, range=colours),
+                     legend=alt.Legend(orient="bottom", columns=3, labelLimit=0, symbolLimit=0, title="class"))
+
+
+def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
+    """The chosen video's neighbours and frame similarities, and a place for its sampled frames (from its source
+    file, when there); returns what fills that place, for the caller to run once the rest of the page is drawn:
+    decoding starts the app's worker (seconds on a first view) and the page need not wait for it."""
+    v = row_of(cache, chosen)
+    root = cache.attrs.get("data_root")
+    source = Path(root) / cache.paths[v] if root else None
+    rows = frame_report(cache, chosen, means)
+    slot = st.container()
+
+    def draw_frames() -> None:
+        stat = source.stat()
+        if (stat.st_size, stat.st_mtime_ns) != (cache.file_size[v], cache.mtime_ns[v]):
+            st.warning(f"{printable(source)} changed since it was cached: the frames below may not be the cached ones")
+        try:
+            # decoded in the app's worker, as the encoder saw them (its crops, e.g. 224 x 224: small to send back)
+            segment = None if np.isnan(cache.segment[v, 0]) else tuple(cache.segment[v].tolist())
+            spec = frame_spec(cache)
+            frames = sampled_frames(str(source), stat.st_size, stat.st_mtime_ns, cache.embeddings.shape[1],
+                                    dataclasses.astuple(spec), segment)
+            frame_strip(frames, [f"frame {r['frame']} · {r['time']:.2f} s" for r in rows])
+        except VideoError as e:  # the video cannot be decoded now: the embeddings are still shown
+            st.error(f"{printable(e.file)}: {printable(e.reason)}")
+        except UserError as e:  # the cache does not record its preprocessing (CacheError)
+            st.error(str(e))
+
+    def fill() -> None:
+        with slot:
+            if source is not None and source.is_file():
+                draw_frames()
+            else:
+                st.caption(f"The source file is not here ({printable(source or 'no data root recorded')}): "
+                           "embeddings only.")
+
+    st.markdown("**Nearest videos** (cosine of mean embeddings)")
+    near = nearest_neighbors(cache, chosen, 5, means)
+    table(pd.DataFrame({"path": [printable(r["path"]) for r in near], "class": [printable(r["class"]) for r in near],
+                        "similarity": [r["similarity"] for r in near]}), path=500, **{"class": 200})
+    st.markdown("**Frame-to-class similarity over time**")
+    names = [printable(n) for n in cache.class_names]
+    cos = np.array([[r["cos_class"][n] for n in cache.class_names] for r in rows])  # (F, C)
+    shown, colours = list(range(len(names))), class_colours(len(names))
+    if len(names) > LEGEND_CLASSES:  # the nearest classes on average, and the video's own
+        own = int(cache.labels[v])
+        shown = [c for c in np.argsort(-cos.mean(axis=0), kind="stable") if c != own][:LINE_CLASSES - 1] + [own]
+        colours = list(TABLEAU10[:len(shown)])
+        st.caption(f"The {len(shown)} classes nearest this video on average (its own, "
+                   f"{names[own]}, included) of {len(names):,}.")
+    lines = pd.DataFrame({"time (s)": np.repeat([r["time"] for r in rows], len(shown)),
+                          "class": np.tile(np.asarray(names, object)[shown], len(rows)),
+                          "cosine": cos[:, shown].ravel()})
+    shown_names = [names[c] for c in shown]
+    st.altair_chart(alt.Chart(lines).mark_line(point=True).encode(
+        x="time (s):Q", y=alt.Y("cosine:Q", title="cosine to the class centroid"),
+        color=class_colour(shown_names, colours), tooltip=["class", "time (s)", "cosine"]), width="stretch")
+    return fill
+
+
+def show_outliers(odd: dict, has_split: bool) -> None:
+    """The likely mislabelled videos, the near-duplicates (how many passed, the first few), and leakage by group."""
+    found, mislabelled = odd["mislabelled_found"], odd["mislabelled"]
+    st.markdown(f"**Likely mislabelled** (nearer another class's centroid than their own): {found:,}"
+                + (f", the {len(mislabelled):,} most suspicious listed" if len(mislabelled) < found else ""))
+    if mislabelled:
+        table(pd.DataFrame({"path": [printable(m["path"]) for m in mislabelled],
+                            "class": [printable(m["class"]) for m in mislabelled],
+                            "own similarity": [m["own_similarity"] for m in mislabelled],
+                            "nearer class": [printable(m["nearer_class"]) for m in mislabelled],
+                            "nearer similarity": [m["nearer_similarity"] for m in mislabelled]}),
+              path=260, **{"class": CLASS_W, "nearer class": CLASS_W, "own similarity": 100,
+                           "nearer similarity": 100})
+    near, dupes = odd["near_duplicates_found"], odd["near_duplicates"]
+    across = near["across_parts"] or 0
+    st.markdown(f"**Near-duplicates**: {near['pairs']:,}"
+                + (f", of which **{across:,} across split parts (leakage)**" if has_split
+                   else " (no split yet: run `dvc repro split` to check leakage)")
+                + (f"; the first {len(dupes):,} listed" + (" (those across parts first)" if has_split else "")
+                   if near["capped"] else ""))
+    if dupes:
+        table(pd.DataFrame({"a": [printable(d["a"]) for d in dupes], "b": [printable(d["b"]) for d in dupes],
+                            "similarity": [d["similarity"] for d in dupes],
+                            "same bytes": [d["same_bytes"] for d in dupes],
+                            "parts": [" / ".join(d["parts"]) if d["parts"] else "-" for d in dupes],
+                            "leak": [d["leak"] for d in dupes]}), a=PAIR_W, b=PAIR_W, parts=100, leak=60,
+              **{"same bytes": 80})
+    if across:
+        st.info(f"{across:,} near-duplicate pair{'s' if across != 1 else ''} in different split parts: "
+                f"{GROUPING_HINT}.")
     if "groups_error" in odd:
         st.warning(odd["groups_error"])
     elif "groups" in odd:  # leakage by group (a source video cut into clips, a person, a recording session)
@@ -123,40 +274,12 @@ def main() -> None:
         st.markdown(f"**Groups in more than one split part (leakage)**: {len(straddling)}; **group pairs across "
                     f"parts holding near-duplicates**: {len(pairs)}")
         if straddling:
-            st.dataframe(pd.DataFrame([{"group": r["group"], **r["parts"]} for r in straddling]), hide_index=True)
+            table(pd.DataFrame([{"group": printable(r["group"]), **r["parts"]} for r in straddling]), group=PATH_W)
         if pairs:
-            st.dataframe(pd.DataFrame(pairs), hide_index=True)
-
-
-def show_video(cache, chosen: str, means: np.ndarray) -> None:
-    """The chosen video's sampled frames (from its source file, when there), neighbours and frame similarities."""
-    v = row_of(cache, chosen)
-    root = cache.attrs.get("data_root")
-    source = Path(root) / cache.paths[v] if root else None
-    rows = frame_report(cache, chosen, means)
-    if source is not None and source.is_file():
-        stat = source.stat()
-        if (stat.st_size, stat.st_mtime_ns) != (cache.file_size[v], cache.mtime_ns[v]):
-            st.warning(f"{source} changed since it was cached: the frames below may not be the cached ones")
-        try:
-            # decoded in the app's worker, as the encoder saw them (its crops, e.g. 224 x 224: small to send back)
-            segment = None if np.isnan(cache.segment[v, 0]) else tuple(cache.segment[v].tolist())
-            cfg = ReadConfig(cache.embeddings.shape[1], frame_spec(cache), segment=segment)
-            clip = cached_pool().read(str(source), cfg).clip
-            frame_strip(clip.frames, [f"frame {r['frame']} · {r['time']:.2f} s" for r in rows])
-        except UserError as e:  # the video cannot be decoded now (VideoError): the embeddings are still shown
-            st.error(str(e))
-    else:
-        st.caption(f"The source file is not here ({source or 'no data root recorded'}): embeddings only.")
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Nearest videos** (cosine of mean embeddings)")
-        st.dataframe(pd.DataFrame(nearest_neighbors(cache, chosen, 5, means)), hide_index=True)
-    with right:
-        st.markdown("**Frame-to-class similarity over time**")
-        over_time = pd.DataFrame([r["cos_class"] for r in rows], index=[r["time"] for r in rows])
-        over_time.index.name = "time (s)"
-        st.line_chart(over_time)
+            table(pd.DataFrame({"a": [printable(r["a"]) for r in pairs], "b": [printable(r["b"]) for r in pairs],
+                                "parts": [" / ".join(r["parts"]) for r in pairs], "pairs": [r["pairs"] for r in pairs],
+                                "max similarity": [r["max_similarity"] for r in pairs]}),
+                  a=PAIR_W, b=PAIR_W, parts=100, **{"max similarity": 100})
 
 
 main()

@@ -5,14 +5,16 @@ embeddings are read a block of videos at a time, so memory grows with V x D, not
 """
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.cache import BLOCK_ROWS, KEY_ATTRS, Cache, open_cache
-from pipeline.errors import CacheError, ConfigError
+from pipeline.cache import KEY_ATTRS, Cache, open_cache
+from pipeline.errors import CacheError, ConfigError, printable
+from pipeline.neardup import principal_axes, similar_pairs
 from pipeline.paths import SPLIT_PATH
 from pipeline.split import PARTS, read_split
 
@@ -20,17 +22,30 @@ if TYPE_CHECKING:
     from pipeline.video import FrameSpec
 
 NEAR_DUPLICATE = 0.98  # cosine similarity of mean embeddings above which two videos count as near-duplicates
-SCREEN_DIMS = 64  # principal directions the near-duplicate search screens pairs on before the exact cosine
-TILE = 4096  # videos per side of one tile of the near-duplicate search: (TILE, TILE) float32 = 64 MiB
+BLOCK_FLOATS = 1 << 20  # similarities to the class centroids computed at once, (rows, C) float32: 4 MiB
+TOP = 1000  # likely-mislabelled videos and near-duplicate pairs kept at most (the totals are always counted)
+GROUPING_HINT = ("if clips were cut from one recording, keep them together with "
+                 "`dvc exp run -S split.method=group -S split.group_by=stem` (docs/datasets.md)")
+# Categorical colours, one per class: Tableau 10 up to 10 classes, Kelly's 20 of maximum contrast (white and black
+# left out) up to 20; beyond, colours repeat (the class is in each point's tooltip).
+TABLEAU10 = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+             "#bab0ac")
+KELLY20 = ("#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#848482", "#008856", "#e68fac",
+           "#0067a5", "#f99379", "#604e97", "#f6a600", "#b3446c", "#dcd300", "#882d17", "#8db600", "#654522",
+           "#e25822", "#2b3d26")
 
 
 def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -> dict:
     """The cache's contents as plain data (`clip-har-inspect --json`; keys documented in docs/inspect.md)."""
     counts = np.bincount(cache.labels, minlength=len(cache.class_names))
     classes = {name: {"videos": int(counts[c])} for c, name in enumerate(cache.class_names)}
-    if parts is not None:
+    if parts is not None:  # (C, P) counts in one pass: a loop over classes would be C x V comparisons
+        by_part = np.zeros((len(cache.class_names), len(PARTS)), np.int64)
+        column = {p: i for i, p in enumerate(PARTS)}
+        known = np.array([p in column for p in parts], bool)
+        np.add.at(by_part, (cache.labels[known], np.array([column[p] for p in parts[known]], np.int64)), 1)
         for c, name in enumerate(cache.class_names):
-            classes[name].update({p: int(np.sum((cache.labels == c) & (parts == p))) for p in PARTS})
+            classes[name].update({p: int(by_part[c, i]) for i, p in enumerate(PARTS)})
     a = cache.attrs
     return {
         "path": str(path),
@@ -85,14 +100,22 @@ def class_centroids(cache: Cache, means: np.ndarray | None = None) -> np.ndarray
 
 def row_of(cache: Cache, path: str) -> int:
     """The row of `path` (a clip id: a segment as `path#t=start,end`; a bare path gives the file's first clip) in
-    the cache; ConfigError listing close names when it is not there."""
+    the cache; ConfigError naming the nearest paths when it is not there."""
     hits = np.flatnonzero(cache.clip_ids() == path)
     hits = hits if len(hits) else np.flatnonzero(cache.paths == path)
     if not len(hits):
-        similar = [p for p in cache.paths if Path(p).name == Path(path).name][:3]
-        raise ConfigError(f"{path!r} is not in the cache" + (f" (did you mean {', '.join(similar)}?)" if similar
-                                                            else ": paths are relative to the data root"))
+        similar = nearest_paths(cache, path)
+        raise ConfigError(f"{printable(path)} is not in the cache (paths are relative to the data root"
+                          + (f"; did you mean {', '.join(printable(p) for p in similar)}?)" if similar else ")"))
     return int(hits[0])
+
+
+def nearest_paths(cache: Cache, path: str, n: int = 3) -> list[str]:
+    """Up to n of the cache's paths closest to `path`: the same file name first, then difflib's closest."""
+    paths = list(dict.fromkeys(cache.paths.tolist()))
+    same_name = [p for p in paths if Path(p).name == Path(path).name]
+    close = difflib.get_close_matches(path, paths, n=n, cutoff=0.5)
+    return list(dict.fromkeys(same_name + close))[:n]
 
 
 def frame_report(cache: Cache, path: str, means: np.ndarray | None = None) -> list[dict]:
@@ -126,87 +149,68 @@ def nearest_neighbors(cache: Cache, path: str, k: int = 5, means: np.ndarray | N
 
 
 def find_outliers(cache: Cache, parts: np.ndarray | None = None, threshold: float = NEAR_DUPLICATE,
-                  means: np.ndarray | None = None) -> dict:
-    """Likely mislabelled videos and near-duplicates, as plain data.
+                  means: np.ndarray | None = None, top: int = TOP) -> dict:
+    """Likely mislabelled videos and near-duplicates, as plain data; at most `top` of each kept, the totals counted.
 
     mislabelled: videos nearer another class's centroid than to their own (own centroid computed without the
-    video itself), most suspicious first. near_duplicates: pairs with cosine >= threshold (or the same bytes);
-    `leak` is True when the two sit in different split parts.
+    video itself), the `top` most suspicious first; mislabelled_found: how many there are in all.
+    near_duplicates: the `top` pairs with cosine >= threshold (or the same bytes, similarity 1.0), pairs across
+    split parts first, then the most similar; `leak` is True when the two sit in different split parts.
+    near_duplicates_found: {pairs, across_parts (None without a split), top, capped}: every pair that passed.
+    Memory: O(V x D + neardup.TILE^2 + top), whatever the data.
     """
+    if top < 0:
+        raise ConfigError(f"the number of outliers to list must be 0 or more, got {top}")
     means = video_means(cache) if means is None else means
-    num_classes = len(cache.class_names)
-    sums = np.zeros((num_classes, means.shape[1]), np.float32)
-    np.add.at(sums, cache.labels, means)
-    counts = np.bincount(cache.labels, minlength=num_classes)
-    sims = means @ _unit(sums).T  # (V, C)
-    own = sums[cache.labels] - means  # leave-one-out: the class without this video
-    own_sim = np.where(counts[cache.labels] > 1, np.sum(means * _unit(own), axis=1), np.nan)
-    sims[np.arange(len(means)), cache.labels] = -np.inf
-    other = sims.argmax(axis=1)
-    other_sim = sims[np.arange(len(means)), other]
+    own_sim, other, other_sim = nearer_centroids(cache, means)
+    suspicious = np.flatnonzero(own_sim < other_sim)  # NaN (a class of one video) compares False
+    order = suspicious[np.argsort((own_sim - other_sim)[suspicious], kind="stable")][:top]
     mislabelled = [{"path": cache.paths[v], "class": cache.class_names[cache.labels[v]],
                     "own_similarity": float(own_sim[v]), "nearer_class": cache.class_names[other[v]],
-                    "nearer_similarity": float(other_sim[v])}
-                   for v in np.argsort(own_sim - other_sim) if own_sim[v] < other_sim[v]]
-    pairs = similar_pairs(means, threshold)
-    same_bytes = {}
-    for v, h in enumerate(cache.row_keys()):  # the same clip: the same bytes and segment
-        same_bytes.setdefault(h, []).append(v)
-    pairs += [(a, b, 1.0) for rows in same_bytes.values() for a in rows for b in rows if a < b]
-    dupes = {}
-    for a, b, s in pairs:
-        dupes[(a, b)] = max(s, dupes.get((a, b), s))
+                    "nearer_similarity": float(other_sim[v])} for v in order]
+    found = similar_pairs(means, threshold, top, keys=cache.row_keys(), parts=parts)
     ids = cache.clip_ids()
     near = [{"a": ids[a], "b": ids[b], "similarity": s,
              "same_bytes": cache.content_hash[a] == cache.content_hash[b],
              "parts": [str(parts[a]), str(parts[b])] if parts is not None else None,
              "leak": bool(parts is not None and parts[a] != parts[b])}
-            for (a, b), s in sorted(dupes.items(), key=lambda kv: -kv[1])]
-    return {"mislabelled": mislabelled, "near_duplicates": near}
+            for a, b, s in found.pairs]
+    return {"mislabelled": mislabelled, "mislabelled_found": len(suspicious), "near_duplicates": near,
+            "near_duplicates_found": {"pairs": found.passed, "across_parts": found.across if parts is not None
+                                      else None, "top": top, "capped": found.passed > len(near)}}
 
 
-def similar_pairs(means: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """Pairs (a, b, cosine), a < b, of unit rows float32 (V, D) whose cosine is >= threshold, found without the
-    (V, V) matrix.
-
-    Cosine >= t is distance^2 <= 2 - 2t. Projected on the SCREEN_DIMS principal directions of the rows, distances
-    only shrink, so a pair whose projections are farther apart cannot qualify: (TILE, TILE) tiles of the projected
-    rows screen every pair (SCREEN_DIMS / D of the full products' work), and the exact cosine of each pair that
-    passes decides. Nothing is missed: the screen only removes pairs that cannot qualify.
-    """
-    if len(means) < 2:
-        return []
-    centred, limit = means - means.mean(axis=0), 2 - 2 * threshold + 1e-3  # slack: float32 rounding of the screen
-    dims = min(SCREEN_DIMS, means.shape[1])
-    cov = np.zeros((means.shape[1],) * 2)
-    for start in range(0, len(means), BLOCK_ROWS * 16):
-        block = centred[start:start + BLOCK_ROWS * 16].astype(np.float64)
-        cov += block.T @ block
-    basis = np.linalg.eigh(cov)[1][:, -dims:].astype(np.float32)  # (D, K): the top principal directions
-    z = centred @ basis  # (V, K)
-    sq = np.einsum("ij,ij->i", z, z)
-    # d^2(a, b) = |z_a|^2 + |z_b|^2 - 2 z_a.z_b as one product: [-2 z_a, |z_a|^2, 1] . [z_b, 1, |z_b|^2]
-    left = np.hstack([-2 * z, sq[:, None], np.ones((len(z), 1), np.float32)])
-    right = np.hstack([z, np.ones((len(z), 1), np.float32), sq[:, None]])
-    pairs = []
-    for i in range(0, len(z), TILE):
-        for j in range(i, len(z), TILE):
-            a, b = np.nonzero(left[i:i + TILE] @ right[j:j + TILE].T <= limit)
-            a, b = a + i, b + j
-            keep = a < b
-            a, b = a[keep], b[keep]
-            sims = np.einsum("ij,ij->i", means[a], means[b])
-            hit = sims >= threshold
-            pairs += zip(a[hit].tolist(), b[hit].tolist(), sims[hit].tolist())
-    return pairs
+def nearer_centroids(cache: Cache, means: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per video: cosine to its own class's centroid without itself (NaN for a class of one), the nearest other
+    class and the cosine to its centroid: float32 (V,), int64 (V,), float32 (V,). BLOCK_FLOATS at a time."""
+    num_classes, v = len(cache.class_names), len(means)
+    sums = np.zeros((num_classes, means.shape[1]), np.float32)
+    np.add.at(sums, cache.labels, means)
+    counts = np.bincount(cache.labels, minlength=num_classes)
+    centroids = _unit(sums)
+    own_sim = np.full(v, np.nan, np.float32)
+    other, other_sim = np.zeros(v, np.int64), np.full(v, -np.inf, np.float32)
+    step = max(1, BLOCK_FLOATS // max(num_classes, 1))
+    for start in range(0, v, step):
+        rows = slice(start, start + step)
+        labels = cache.labels[rows]
+        own = _unit(sums[labels] - means[rows])  # leave-one-out: the class without this video
+        own_sim[rows] = np.where(counts[labels] > 1, np.sum(means[rows] * own, axis=1), np.nan)
+        if num_classes < 2:
+            continue
+        sims = means[rows] @ centroids.T  # (B, C)
+        sims[np.arange(len(labels)), labels] = -np.inf
+        other[rows] = sims.argmax(axis=1)
+        other_sim[rows] = sims[np.arange(len(labels)), other[rows]]
+    return own_sim, other, other_sim
 
 
 def project_2d(cache: Cache, method: str = "pca", seed: int = 0, means: np.ndarray | None = None) -> np.ndarray:
     """2-D coordinates of every video's mean embedding, float32 (V, 2): PCA, or t-SNE (slower, local structure)."""
     means = video_means(cache) if means is None else means
-    if method == "pca":
-        from sklearn.decomposition import PCA
-        return PCA(n_components=2, random_state=seed).fit_transform(means).astype(np.float32)
+    if method == "pca":  # the two principal directions (no scikit-learn import: seconds on a page's first view)
+        centre, basis = principal_axes(means, 2)
+        return np.pad((means - centre) @ basis, ((0, 0), (0, 2 - basis.shape[1]))).astype(np.float32)
     if method == "tsne":
         from sklearn.manifold import TSNE
         perplexity = float(min(30, max(2, (len(means) - 1) // 3)))
@@ -215,22 +219,54 @@ def project_2d(cache: Cache, method: str = "pca", seed: int = 0, means: np.ndarr
     raise ConfigError(f"projection method must be pca or tsne, got {method!r}")
 
 
-def plot_projection(cache: Cache, coords: np.ndarray, file: str | Path, title: str) -> None:
-    """Write a PNG scatter of the 2-D coordinates, one colour per class."""
+AXES = {"pca": ("principal component 1", "principal component 2"), "tsne": ("t-SNE 1", "t-SNE 2")}
+LEGEND_CLASSES = 20  # classes named in a plot's legend at most (beyond, colours repeat: no legend)
+
+
+def class_colours(n: int) -> list[str]:
+    """One colour per class, "#rrggbb": distinct up to 20 classes (TABLEAU10, then KELLY20); beyond, they repeat."""
+    palette = TABLEAU10 if n <= len(TABLEAU10) else KELLY20
+    return [palette[c % len(palette)] for c in range(n)]
+
+
+def plot_projection(cache: Cache, coords: np.ndarray, file: str | Path, title: str, method: str = "pca") -> None:
+    """Write a PNG scatter of the 2-D coordinates (float32 (V, 2), from project_2d's `method`), one colour per
+    class, axes named for the method, every class in the legend (up to LEGEND_CLASSES)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 6.5))
-    cmap = plt.get_cmap("tab10" if len(cache.class_names) <= 10 else "tab20")
+    colours = class_colours(len(cache.class_names))
     for c, name in enumerate(cache.class_names):
         pts = coords[cache.labels == c]
-        ax.scatter(pts[:, 0], pts[:, 1], s=14, color=cmap(c % cmap.N), label=f"{name} ({len(pts)})")
+        ax.scatter(pts[:, 0], pts[:, 1], s=14, color=colours[c], label=f"{printable(name)} ({len(pts)})")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel(AXES[method][0])
+    ax.set_ylabel(AXES[method][1])
+    if len(cache.class_names) <= LEGEND_CLASSES:
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(file, dpi=110)
     plt.close(fig)
+
+
+def nearest_classes(centroids: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's k nearest other classes by centroid cosine, nearest first: int64 (C, k') and float32 (C, k'),
+    k' = min(k, C - 1); BLOCK_FLOATS at a time, never the (C, C) matrix."""
+    n = len(centroids)
+    k = max(0, min(k, n - 1))
+    idx, sims = np.zeros((n, k), np.int64), np.zeros((n, k), np.float32)
+    step = max(1, BLOCK_FLOATS // max(n, 1))
+    for start in range(0, n if k else 0, step):
+        block = centroids[start:start + step] @ centroids.T  # (B, C)
+        rows = np.arange(len(block))
+        block[rows, rows + start] = -np.inf  # not itself
+        for i in range(k):  # k argmax passes: for a few neighbours, several times faster than argpartition
+            best = block.argmax(axis=1)
+            idx[start + rows, i], sims[start + rows, i] = best, block[rows, best]
+            block[rows, best] = -np.inf
+    return idx, sims
 
 
 def group_leakage(cache: Cache, parts: np.ndarray, groups: np.ndarray, near_duplicates: list[dict]) -> dict:

@@ -1,4 +1,4 @@
-"""The cache inspector on hand-built caches whose answers are known, and the app's Embeddings page."""
+"""The cache inspector on hand-built caches whose answers are known (the Embeddings page: test_embeddings_page)."""
 import json
 import subprocess
 import sys
@@ -6,18 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from streamlit.testing.v1 import AppTest
 
-from pipeline.cache import KEY_ATTRS, RANDOM_ENCODER_NOTE, SCHEMA_VERSION, empty_cache, write_cache
+from pipeline.cache import KEY_ATTRS, SCHEMA_VERSION, empty_cache, write_cache
 from pipeline.cli import inspect
 from pipeline.errors import ConfigError
-from pipeline.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors,
-                                similar_pairs, summarize)
-from pipeline.split import write_split
-from tests.conftest import committed_params
+from pipeline.inspector import NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors, summarize
+from pipeline.neardup import similar_pairs
+from pipeline.split import PARTS, write_split
 
-APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+ROOT = Path(__file__).resolve().parents[1]
 ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "f00d", "embedding_dim": 4, "num_frames": 2,
          "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}",
          "backend": "torch", "quantize": "none",
@@ -25,10 +22,11 @@ ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "f00d", "embedding_dim"
 
 
 def hand_cache(tmp_path, means, labels, names=("a", "b"), hashes=None, skipped=()):
-    """A cache whose video v has both frames equal to means[v] (float32 (V, 4)), written to tmp_path/f.h5."""
+    """A cache whose video v has both frames equal to means[v] (float32 (V, D), D = 4 unless given otherwise),
+    written to tmp_path/f.h5."""
     means = np.asarray(means, np.float32)
     n = len(means)
-    cache = empty_cache(2, 4, ATTRS, list(names))
+    cache = empty_cache(2, means.shape[1], {**ATTRS, "embedding_dim": means.shape[1]}, list(names))
     cache.embeddings = np.repeat(means[:, None, :], 2, axis=1)
     cache.frame_indices = np.tile([3, 9], (n, 1))
     cache.timestamps = np.tile([0.12, 0.36], (n, 1))
@@ -77,7 +75,7 @@ def test_summary_text_with_split_counts(tmp_path, capsys):
     assert lines[0] == f"{tmp_path / 'f.h5'}: 6 videos, 2 classes, " \
                        f"{(tmp_path / 'f.h5').stat().st_size / 2**20:.1f} MiB, schema {SCHEMA_VERSION}"
     assert lines[1] == "encoder: tiny (fingerprint f00d, None on None, torch, quantize none); decoder None"
-    assert "a" + " " * 31 + "      3      1      1      1" in lines
+    assert "a" + " " * 4 + "      3      1      1      1" in lines  # the class column as wide as its longest name
     assert lines[-3:] == ["damaged (encoded from the frames that decoded): 1", "  b/v5.mp4: 3 decode errors",
                           "skipped: 0"]
 
@@ -136,7 +134,7 @@ def test_leakage_by_group_straddling_groups_and_near_duplicate_groups(tmp_path, 
     assert inspect([str(tmp_path / "f.h5"), "--outliers"]) == 0
     out = capsys.readouterr().out
     assert "groups in more than one split part (leakage): 1\n  g1: train 1, test 1" in out
-    assert "g2 (train) ~ g3 (test): 1 pairs" in out
+    assert "g2 (train) ~ g3 (test): 1 pair, max" in out
 
 
 def test_same_bytes_count_as_duplicates_whatever_the_embeddings(tmp_path):
@@ -146,12 +144,19 @@ def test_same_bytes_count_as_duplicates_whatever_the_embeddings(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
-def test_plot_is_written(tmp_path, method, capsys):
+def test_plot_is_written_with_named_axes_and_every_class(tmp_path, method, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+    drawn, savefig = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig.axes[0]), savefig(fig, *a, **k)))
     rng = np.random.default_rng(0)
-    hand_cache(tmp_path, rng.normal(size=(12, 4)), [0] * 6 + [1] * 6)
+    hand_cache(tmp_path, rng.normal(size=(12, 4)), [0] * 4 + [1] * 4 + [2] * 4, names=("a", "b", "c" * 40))
     png = tmp_path / "map.png"
     assert inspect([str(tmp_path / "f.h5"), "--plot", str(png), "--method", method]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and f"({method.upper()} of 12 videos)" in capsys.readouterr().out
+    ax = drawn[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == {"pca": ("principal component 1", "principal component 2"),
+                                                  "tsne": ("t-SNE 1", "t-SNE 2")}[method]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (4)", "b (4)", "c" * 40 + " (4)"]
 
 
 def test_missing_empty_and_corrupt_caches_are_one_clear_error(tmp_path, capsys):
@@ -165,64 +170,8 @@ def test_missing_empty_and_corrupt_caches_are_one_clear_error(tmp_path, capsys):
     assert "junk.h5: not a readable feature cache" in capsys.readouterr().err
 
 
-def test_embeddings_page_loads_under_apptest(project, monkeypatch):
-    monkeypatch.chdir(project)
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("embeddings_page.py").run()
-    assert not at.exception, at.exception
-    assert at.title[0].value == "Embeddings"
-    assert RANDOM_ENCODER_NOTE in [w.value for w in at.warning]  # the project's tiny CLIP is random
-    assert [m.value for m in at.metric][:3] == ["9", "3", "4"]
-    assert at.selectbox[0].value == "clapping/clapping_0.mp4"
-    assert sum(len(col.get("image")) for col in at.columns) == 4  # the chosen video's frames, from its file
-    at.selectbox[0].set_value("walking/walking_2.mp4").run()
-    assert not at.exception
-    at.radio[0].set_value("tsne").run()
-    assert not at.exception and any("no split yet" in m.value for m in at.markdown)
-
-
-def test_embeddings_page_reports_groups_found_in_more_than_one_split_part(project, tmp_path, monkeypatch):
-    """With a split whose groups hold several clips (here: a class each), the page lists the groups that straddle
-    split parts, as `inspect --outliers` does."""
-    import shutil
-
-    import streamlit as st
-
-    from pipeline.cache import read_cache
-    shutil.copytree(project, tmp_path / "p")
-    cache = read_cache(tmp_path / "p" / "cache" / "features.h5")
-    parts = np.array(["test" if p.endswith("_1.mp4") else "train" for p in cache.paths])
-    groups = np.array([f"{cache.class_names[y]}/take" for y in cache.labels])
-    write_split(tmp_path / "p" / "cache" / "split.csv", cache.clip_ids(), cache.labels, cache.class_names, parts,
-                groups)
-    monkeypatch.chdir(tmp_path / "p")
-    st.cache_resource.clear()  # the page's caches are the process's: the fixture's cache, read before without a split
-    st.cache_data.clear()
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("embeddings_page.py").run()
-    assert not at.exception, at.exception
-    assert any("Groups in more than one split part (leakage)**: 3" in m.value for m in at.markdown)
-    straddling = [d.value for d in at.dataframe if "group" in d.value.columns][0]
-    assert sorted(straddling["group"]) == ["clapping/take", "sitting/take", "walking/take"]
-    assert straddling[["train", "test"]].values.tolist() == [[2, 1]] * 3
-    st.cache_resource.clear()
-    st.cache_data.clear()
-
-
-def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
-    # a project folder (params.yaml as committed) without a cache: the app stays here, whatever the checkout holds
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params()))
-    monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("embeddings_page.py").run()
-    assert not at.exception and "dvc repro extract" in at.info[0].value
-
-
 def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
-    monkeypatch.setattr("pipeline.inspector.TILE", 64)  # many tiles, diagonal and off-diagonal
+    monkeypatch.setattr("pipeline.neardup.TILE", 64)  # many tiles, diagonal and off-diagonal
     rng = np.random.default_rng(0)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     means = unit(rng.normal(size=(300, 96)))  # more dimensions than the screen keeps: the screen prunes
@@ -231,8 +180,10 @@ def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
     means = means.astype(np.float32)
     full = means @ means.T
     a, b = np.nonzero(np.triu(full, 1) >= NEAR_DUPLICATE)
-    got = similar_pairs(means, NEAR_DUPLICATE)
+    found = similar_pairs(means, NEAR_DUPLICATE, 1000)
+    got = found.pairs
     assert sorted((i, j) for i, j, _ in got) == sorted(zip(a.tolist(), b.tolist())) and 5 < len(got) < 40
+    assert found.passed == len(got) and [s for *_, s in got] == sorted([s for *_, s in got], reverse=True)
     np.testing.assert_allclose([s for *_, s in got], [full[i, j] for i, j, _ in got], rtol=1e-5)
 
 
@@ -260,12 +211,20 @@ def test_every_inspector_output_of_a_random_encoder_says_so(tmp_path, capsys, ar
     assert inspect([path, *args]) == 0 and "random encoder" not in capsys.readouterr().out
 
 
-def test_video_report_shows_whole_class_names(tmp_path, capsys):
-    names = ("walking_while_reading_book", "walking_while_using_phone")
-    hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1], names=names)
+def test_video_report_shows_whole_class_names_within_100_columns(tmp_path, capsys):
+    names = ("walking_while_reading_book", "walking_while_using_phone", "meeting_and_splitting", "standing_still")
+    cache = hand_cache(tmp_path, [E[0], E[0], E[1], E[2], E[3]], [0, 0, 1, 2, 3], names=names)
+    cache.embeddings = np.repeat(cache.embeddings[:, :1], 16, axis=1)  # 16 frames: wider than one block
+    cache.frame_indices, cache.timestamps = np.tile(np.arange(16) * 3, (5, 1)), np.tile(np.arange(16) / 8, (5, 1))
+    write_cache(tmp_path / "f.h5", cache)
     assert inspect([str(tmp_path / "f.h5"), "--video", f"{names[0]}/v0.mp4"]) == 0
-    header, first = capsys.readouterr().out.splitlines()[:2]
-    assert header.split()[-2:] == list(names) and len(first) == len(header)  # columns line up under the names
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert lines[1].split()[-2:] == ["1.0000", names[0]]  # frame 0, its nearest centroid
+    rows = [line.split() for line in lines if line.split()[:1] == [names[1]]]
+    assert len(rows) == 2 and len(rows[0]) + len(rows[1]) - 2 == 16  # whole name, every frame, in two blocks
+    heads = [line.split() for line in lines if line.startswith("class ")]
+    assert [int(f) for h in heads for f in h[1:]] == list(range(0, 48, 3))
 
 
 def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
@@ -287,10 +246,123 @@ def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
 def test_python_m_pipeline_inspector_is_the_same_command(tmp_path):
     """`python -m pipeline.inspector` runs clip-har-inspect's command line (pipeline.cli.inspect), status included."""
     hand_cache(tmp_path, [E[0], E[1]], [0, 1])
-    root = Path(APP).parents[1]
+    root = ROOT
     run = subprocess.run([sys.executable, "-m", "pipeline.inspector", str(tmp_path / "f.h5"), "--json"], cwd=root,
                          capture_output=True, text=True)
     assert run.returncode == 0 and json.loads(run.stdout)["videos"] == 2, run.stderr
     run = subprocess.run([sys.executable, "-m", "pipeline.inspector", str(tmp_path / "none.h5")], cwd=root,
                          capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.startswith("error: no feature cache")
+
+
+def test_outliers_keep_the_top_pairs_and_say_how_many_passed(tmp_path, capsys):
+    """40 near-identical videos: 780 pairs pass; --top 5 lists 5 (the across-part ones first), counts all 780, and
+    points to the grouping that needs no regex."""
+    rng = np.random.default_rng(0)
+    means = E[0] + 1e-3 * rng.normal(size=(40, 4))
+    cache = hand_cache(tmp_path, means, [0] * 20 + [1] * 20)
+    parts = np.array(["train"] * 39 + ["test"], object)  # the last video's 39 pairs leak
+    got = find_outliers(cache, parts, top=5)
+    assert got["near_duplicates_found"] == {"pairs": 780, "across_parts": 39, "top": 5, "capped": True}
+    assert len(got["near_duplicates"]) == 5 and all(d["leak"] for d in got["near_duplicates"])
+    write_split(tmp_path / "split.csv", cache.paths, cache.labels, cache.class_names, parts)
+    assert inspect([str(tmp_path / "f.h5"), "--outliers", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "near-duplicates (cosine >= 0.98 or same bytes): 780 pairs, 39 across split parts (leakage)" in out
+    assert "only the first 5 pairs listed (--top 5)" in out and out.count(" LEAK ") == 5
+    assert "39 near-duplicate pairs sit in different split parts: if clips were cut from one recording" in out
+    assert "split.group_by=stem" in out
+    assert inspect([str(tmp_path / "f.h5"), "--outliers", "--top", "-1"]) == 1
+
+
+def test_the_pair_search_memory_is_bounded_by_its_tiles_not_the_pairs(monkeypatch):
+    """Every pair passes: the search's peak memory (tracemalloc sees numpy's) stays the same from 600 to 1,200
+    videos (180,000 to 720,000 pairs), far under what keeping the pairs would take."""
+    import tracemalloc
+
+    monkeypatch.setattr("pipeline.neardup.TILE", 128)
+    monkeypatch.setattr("pipeline.neardup.PAIRS", 4096)
+    rng = np.random.default_rng(0)
+    peaks = []
+    for n in (600, 1200):
+        means = np.float32(E[0]) + np.float32(1e-4) * rng.normal(size=(n, 4)).astype(np.float32)
+        means /= np.linalg.norm(means, axis=1, keepdims=True)
+        tracemalloc.start()
+        found = similar_pairs(means, NEAR_DUPLICATE, 50)
+        peaks.append(tracemalloc.get_traced_memory()[1] - n * 4 * 4 * 4)  # less what scales with V x D
+        tracemalloc.stop()
+        assert found.passed == n * (n - 1) // 2 and len(found.pairs) == 50
+    assert peaks[1] < 1.25 * peaks[0] and peaks[1] < 720_000 * 8 / 4, peaks  # all pairs' indices: 11.5 MB
+
+
+def test_skipped_lists_every_video_with_its_reason_names_escaped(tmp_path, capsys):
+    skipped = [(f"b/bad{i}.mp4", "no decodable video frames") for i in range(12)] + [
+        ("b/\x1b[2Jevil\t\n.mp4", "moov atom not found")]
+    hand_cache(tmp_path, [E[0], E[1]], [0, 1], skipped=skipped)
+    assert inspect([str(tmp_path / "f.h5")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[lines.index("skipped: 13") + 1:] == [f"  b/bad{i}.mp4: no decodable video frames" for i in range(10)] \
+        + ["  ... and 3 more (--skipped lists them all)"]
+    assert inspect([str(tmp_path / "f.h5"), "--skipped"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 13 and lines[-1] == "b/\\x1b[2Jevil\\t\\n.mp4: moov atom not found"
+    assert inspect([str(tmp_path / "f.h5"), "--skipped", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[-1] == {"path": skipped[-1][0], "reason": "moov atom not found"}
+
+
+def test_names_that_could_forge_output_are_escaped(tmp_path, capsys):
+    cache = hand_cache(tmp_path, [E[0], E[0] + 1e-3 * E[1], E[1]], [0, 0, 1])
+    cache.paths[1] = "a/\x1b]0;title\x07\u202eevil\n.mp4"
+    write_cache(tmp_path / "f.h5", cache)
+    for args in (["--neighbors", "a/v0.mp4"], ["--outliers"]):
+        assert inspect([str(tmp_path / "f.h5"), *args]) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\u202e" not in out and "a/\\x1b]0;title\\x07\\u202eevil\\n.mp4" in out
+
+
+def test_a_path_not_in_the_cache_names_the_nearest(tmp_path, capsys):
+    hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1])
+    assert inspect([str(tmp_path / "f.h5"), "--video", "a/v1.avi"]) == 1
+    assert "a/v1.avi is not in the cache (paths are relative to the data root; did you mean a/v1.mp4" in \
+        capsys.readouterr().err
+    assert inspect([str(tmp_path / "f.h5"), "--video", "zzzzzzzzzzzzzzzzzzzzzzzz"]) == 1
+    assert capsys.readouterr().err.strip().endswith("is not in the cache (paths are relative to the data root)")
+
+
+def test_centroid_neighbours_and_class_counts_for_many_classes(tmp_path):
+    """nearest_classes equals the full matrix's ranking; summarize's per-part counts at 300 classes are exact."""
+    from pipeline.inspector import class_centroids, nearest_classes
+    rng = np.random.default_rng(0)
+    cent = rng.normal(size=(300, 4)).astype(np.float32)
+    cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+    idx, sims = nearest_classes(cent, 3)
+    full = cent @ cent.T
+    np.fill_diagonal(full, -np.inf)
+    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :3])
+    np.testing.assert_allclose(sims, np.take_along_axis(full, idx, axis=1), rtol=1e-6)
+    assert nearest_classes(cent[:1], 3)[0].shape == (1, 0)
+    labels = np.arange(600) % 300
+    cache = hand_cache(tmp_path, cent[labels], labels, names=[f"c{i}" for i in range(300)])
+    parts = np.array(["train", "val", "test", "unused", "train"] * 120, object)
+    got = summarize(cache, tmp_path / "f.h5", parts)["classes"]
+    assert got == {f"c{c}": {"videos": 2, **{p: int(np.sum((labels == c) & (parts == p))) for p in PARTS}}
+                   for c in range(300)}
+    assert got["c3"] == {"videos": 2, "train": 0, "val": 0, "test": 0}  # both unused
+    np.testing.assert_allclose(class_centroids(cache), cent, atol=1e-6)
+
+
+def test_class_colours_are_distinct_for_up_to_20_classes():
+    """Every pair of colours at least 15 apart in CIELAB (Delta E 1976) for 2..20 classes."""
+    from pipeline.inspector import class_colours
+
+    def lab(hexes):
+        rgb = np.array([[int(h[i:i + 2], 16) / 255 for i in (1, 3, 5)] for h in hexes])
+        rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+        xyz = rgb @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+        f = np.cbrt(xyz / [0.9505, 1.0, 1.089])
+        return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+    for n in range(2, 21):
+        pts = lab(class_colours(n))
+        d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+        assert d[np.triu_indices(n, 1)].min() >= 15, n
