@@ -67,7 +67,7 @@ def main() -> None:
             head = cached_head(str(trained[kind]), trained[kind].stat().st_mtime_ns)
             choice = Choice(kind, head.meta_.features, head.classes_, head, head.calibration_)
     except UserError as e:
-        st.error(f"Cannot use the {HEAD_LABELS[kind]}: {e}")
+        st.error(f"Cannot use the {HEAD_LABELS[kind]}: {shown_name(e)}")
         st.stop()
     features = choice.features
     st.caption(f"{HEAD_LABELS[kind]} · encoder `{features['encoder_model']}` · {features['num_frames']} frames per "
