@@ -14,7 +14,7 @@ from app.common import (Busy, cached_encoder, cached_head, cached_pool, cached_t
 from pipeline.cache import open_cache, random_encoder_note
 from pipeline.calibration import describe_data
 from pipeline.discover import VIDEO_EXTENSIONS
-from pipeline.errors import ConfigError, UserError, VideoError, printable
+from pipeline.errors import ConfigError, HeadError, UserError, VideoError, printable
 from pipeline.extract import ExtractConfig, dataset
 from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
 from pipeline.predict import (NOT_SURE, answer_text, make_predictor, predict_segments, predict_video,
@@ -195,6 +195,9 @@ def run_prediction(upload, choice: Choice, pool, limits: DecodeLimits, timeline:
                         result["timeline_error"] = e.reason
     except Busy as e:
         st.warning(f"{e}.")
+        return None
+    except HeadError as e:  # made for another encoder or sampling than this code's
+        st.error(f"Cannot use the {HEAD_LABELS[choice.kind]}: {shown_name(e)}")
         return None
     except VideoError as e:  # it names "the uploaded file": here, the upload's own name
         st.error(f"{shown_name(upload.name)}: {shown_name(e.reason)}")

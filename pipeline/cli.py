@@ -232,39 +232,52 @@ def predict(argv: list[str] | None = None) -> int:
     except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    files, results = _videos(args.paths)  # and without a video, neither
+    if not files:
+        if args.json:
+            print(json.dumps(results, indent=2))
+        return 1
     with DecodePool(PoolConfig(workers=1)) as pool:
         try:
             predictor = make_predictor(head, encoder, pool)
         except HeadError as e:  # made for another encoder or sampling
             print(f"error: {e}", file=sys.stderr)
             return 2
-        return _predict_all(args, predictor)
+        return _predict_all(args, predictor, files, results)
 
 
-def _predict_all(args: argparse.Namespace, predictor) -> int:
-    """Every file the paths name through predictor (a pipeline.predict.Predictor), printed as lines or JSON; 1 when
-    any failed, or when the paths hold no video at all."""
-    from pipeline.calibration import sure_threshold
+def _videos(paths: list[str]) -> tuple[list[Path], list[dict]]:
+    """(the video files the paths name: files as given, folders searched; the {"path", "error"} entries of what
+    cannot be searched, and of each folder without a video), each error also one line on stderr."""
     from pipeline.discover import VIDEO_EXTENSIONS, find_video_files
+
+    files, errors = [], []
+
+    def error(path, reason: str) -> None:
+        print(f"error: {printable(path)}: {reason}", file=sys.stderr)
+        errors.append({"path": printable(path), "error": reason})
+
+    for p in paths:
+        found = find_video_files(p) if Path(p).is_dir() else None
+        files += found.files if found else [Path(p)]
+        for problem, reason in found.problems if found else []:
+            error(problem, reason)
+        if found is not None and not found.files and not found.problems:
+            error(p, f"no video in this folder (extensions {', '.join(VIDEO_EXTENSIONS)})")
+    return files, errors
+
+
+def _predict_all(args: argparse.Namespace, predictor, files: list[Path], results: list[dict]) -> int:
+    """Every file through predictor (a pipeline.predict.Predictor), printed as lines or JSON after `results` (the
+    paths' errors); 1 when any failed."""
+    from pipeline.calibration import sure_threshold
     from pipeline.predict import predict_segments, predict_video
 
     warning = random_encoder_note(predictor.head.meta_.features)
     if warning:
         print(f"note: {warning}", file=sys.stderr)
-    files, results, failed = [], [], 0
-    for p in args.paths:
-        found = find_video_files(p) if Path(p).is_dir() else None
-        files += found.files if found else [Path(p)]
-        for problem, reason in found.problems if found else []:
-            failed += 1
-            print(f"error: {printable(problem)}: {reason}", file=sys.stderr)
-            results.append({"path": printable(problem), "error": reason})
-        if found is not None and not found.files and not found.problems:
-            failed += 1
-            reason = f"no video in this folder (extensions {', '.join(VIDEO_EXTENSIONS)})"
-            print(f"error: {printable(p)}: {reason}", file=sys.stderr)
-            results.append({"path": printable(p), "error": reason})
-    if not args.json and files:
+    failed = len(results)
+    if not args.json:
         print("\t".join(TSV_HEADER), flush=True)
     for file in files:
         shown = printable(file)  # one line per file: no control character, no byte that is not UTF-8
@@ -306,7 +319,7 @@ def _predict_all(args: argparse.Namespace, predictor) -> int:
                       f"{s.top_probability:.3f}")
     if args.json:
         print(json.dumps(results, indent=2))
-    return 1 if failed or not files else 0
+    return 1 if failed else 0
 
 
 def _timeline_note(timeline) -> str:
