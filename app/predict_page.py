@@ -261,8 +261,11 @@ def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
         features = {"encoder_model": settings.model, "num_frames": settings.num_frames,
                     "preprocess": settings.preprocess, "backend": settings.backend, "quantize": settings.quantize}
         default = project_classes(settings)
-    elif Path(PARAMS).is_file():
-        extract_config(read_params())  # raises the ConfigError that says what is wrong with it
+    elif Path(PARAMS).is_file():  # unreadable (project_settings): say why
+        try:
+            extract_config(read_params())  # raises the ConfigError that says what is wrong with it
+        except KeyError as e:
+            raise ConfigError(f"{PARAMS} has no {e} setting") from None
         raise ConfigError(f"{PARAMS} cannot be read")
     else:
         raise ConfigError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
