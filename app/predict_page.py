@@ -227,8 +227,9 @@ def show_timeline(timeline) -> None:
     base = alt.Chart(table).encode(x=alt.X("start", title="seconds"), y=alt.Y("row:O", axis=None))
     bars = base.mark_bar(stroke="#444", strokeWidth=1).encode(
         x2="end", color=alt.Color("best guess:N", title="best guess"),
-        opacity=alt.Opacity("certainty:N", title="answer", scale=alt.Scale(domain=["sure", "not sure"],
-                                                                         range=[1.0, 0.35])),
+        # sure or not: the caption says it in words (a legend of a short chart gets cut to its first entry)
+        opacity=alt.Opacity("certainty:N", legend=None, scale=alt.Scale(domain=["sure", "not sure"],
+                                                                      range=[1.0, 0.35])),
         strokeDash=alt.StrokeDash("certainty:N", legend=None, scale=alt.Scale(domain=["sure", "not sure"],
                                                                              range=[[1, 0], [4, 3]])),
         tooltip=["window", "answer", "best guess", alt.Tooltip("probability", format=".1%")])
