@@ -1,17 +1,64 @@
-"""What the app's pages share: process-wide caches (encoder, heads, decode pool, feature cache, launch folder), a
-frame strip."""
+"""What the app's pages share: process-wide caches (encoder, heads, decode workers, feature cache, launch folder),
+a frame strip, and names as a page shows them."""
 from __future__ import annotations
 
 import atexit
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import cv2
 import streamlit as st
 
+from pipeline.errors import UserError, printable
 from pipeline.heads import load_head
 from pipeline.inspector import load
 from pipeline.predict import encoder_for
-from pipeline.workers import DecodePool, PoolConfig
+from pipeline.preview import decode_or_preview
+from pipeline.workers import DecodePool, PoolConfig, auto_workers
 from pipeline.zeroshot import text_embeddings
+
+# Decode workers of the app's server process, shared by its sessions: one per core, at least 2 (an upload that
+# takes a worker for its whole timeout leaves another for everyone else), at most 4 (each may take
+# extract.worker_memory_mb).
+APP_WORKERS = min(4, max(2, auto_workers()))
+
+
+class Busy(UserError):
+    """Every decode worker of the app is reading another session's upload: try again in a moment."""
+
+
+class SharedWorkers:
+    """The app's decode workers, shared by every session. A session takes one whole worker for one job (a
+    preview, or a prediction with its timeline) or hears at once that all are taken (Busy): it never waits in a
+    queue behind another session's upload. `read` takes one for a single read (the Embeddings page)."""
+
+    def __init__(self, pool: DecodePool, workers: int):
+        self.pool, self.workers = pool, workers
+        self._free = threading.BoundedSemaphore(workers)  # one per worker: a job taken is a worker free for it
+
+    @contextmanager
+    def take(self) -> Iterator[DecodePool]:
+        """The pool, with one of its workers set aside for the caller until it leaves; Busy when none is free."""
+        if not self._free.acquire(blocking=False):
+            raise Busy(f"the app is busy: its {self.workers} decode workers are all reading other uploads; "
+                       "try again in a moment")
+        try:
+            yield self.pool
+        finally:
+            self._free.release()
+
+    def read(self, file: str, cfg, hash_bytes: bool = False):
+        """DecodePool.read in a worker taken for it (Busy when none is free)."""
+        with self.take() as pool:
+            return pool.read(file, cfg, hash_bytes)
+
+
+def held_worker(pool) -> SharedWorkers | nullcontext:
+    """`with held_worker(cached_pool(...)) as pool:` a worker for one job: SharedWorkers.take, or any other pool
+    (a DecodePool a test puts in its place) as it is."""
+    return pool.take() if isinstance(pool, SharedWorkers) else nullcontext(pool)
 
 
 @st.cache_resource(show_spinner=False)
@@ -21,7 +68,7 @@ def launch_record() -> dict:
     return {}
 
 
-@st.cache_resource(show_spinner="Loading the CLIP encoder…")
+@st.cache_resource(show_spinner=False)  # the Predict page's progress bar says so
 def cached_encoder(model_id: str, preprocess: str, backend: str, quantize: str):
     """The encoder, loaded once per process (on CUDA when present, unless onnxruntime) and shared by every session."""
     return encoder_for({"encoder_model": model_id, "preprocess": preprocess, "backend": backend,
@@ -29,11 +76,12 @@ def cached_encoder(model_id: str, preprocess: str, backend: str, quantize: str):
 
 
 @st.cache_resource(show_spinner=False)
-def cached_pool() -> DecodePool:
-    """One decode worker for the whole process, shared by every session and page, closed when the process exits."""
-    pool = DecodePool(PoolConfig(workers=1))
+def cached_pool(timeout_s: float = PoolConfig.timeout_s, memory_mb: int = PoolConfig.memory_mb) -> SharedWorkers:
+    """The app's decode workers (APP_WORKERS, with stage one's time and memory limits per video: the project's
+    extract.video_timeout_s and worker_memory_mb), shared by every session and page, closed at exit."""
+    pool = DecodePool(PoolConfig(APP_WORKERS, timeout_s, memory_mb), decode=decode_or_preview)
     atexit.register(pool.close)
-    return pool
+    return SharedWorkers(pool, APP_WORKERS)
 
 
 @st.cache_resource(show_spinner=False)
@@ -61,3 +109,12 @@ def frame_strip(frames, captions: list[str], columns: int = 8) -> None:
             h, w = frames[i].shape[:2]
             thumb = cv2.resize(frames[i], (160, max(1, round(160 * h / w))), interpolation=cv2.INTER_AREA)
             col.image(thumb, caption=captions[i])
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~$:])")  # what makes Markdown (and Streamlit's :red[...]) of text
+
+
+def shown_name(name: object) -> str:
+    """A file or class name as a page shows it in Markdown: escaped (pipeline.errors.printable), and its Markdown
+    characters taken literally, so that a name can neither forge a line nor become a link, code or a heading."""
+    return _MARKDOWN.sub(r"\\\1", printable(name))

@@ -1,6 +1,7 @@
 """The app's Predict page: upload a video and see what the person in it is doing (the full encoder, live)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import altair as alt
@@ -8,15 +9,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.common import cached_encoder, cached_head, cached_pool, cached_text_embeddings, frame_strip
+from app.common import (Busy, cached_encoder, cached_head, cached_pool, cached_text_embeddings, frame_strip,
+                        held_worker, shown_name)
 from pipeline.cache import open_cache, random_encoder_note
 from pipeline.calibration import describe_data
 from pipeline.discover import VIDEO_EXTENSIONS
-from pipeline.errors import ConfigError, UserError, VideoError
+from pipeline.errors import ConfigError, HeadError, UserError, VideoError, printable
 from pipeline.extract import ExtractConfig, dataset
 from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
-from pipeline.predict import NOT_SURE, make_predictor, predict_segments, predict_video, temporary_upload
-from pipeline.video import SAMPLING
+from pipeline.predict import (NOT_SURE, answer_text, make_predictor, predict_segments, predict_video,
+                              temporary_upload)
+from pipeline.preview import Preview, PreviewConfig
+from pipeline.video import SAMPLING, DecodeLimits
 from pipeline.zeroshot import zeroshot_head
 from stages import read_params
 from stages.extract import extract_config
@@ -24,9 +28,23 @@ from stages.extract import extract_config
 UPLOAD_TYPES = [e[1:] for e in VIDEO_EXTENSIONS]  # the same videos as stage one takes
 HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression", "zeroshot": "zero-shot"}
 TEXT_LINE_PX = 26  # the height of one line in Streamlit's text area
-WINDOW, STRIDE = 4.0, 2.0  # seconds: the timeline's sliding windows
-STEP_LABELS = {"decoding": "Decoding the sampled frames…", "encoding": "Encoding them with CLIP…",
+WINDOW, STRIDE = 4.0, 2.0  # seconds: the timeline's sliding windows (widened for long videos: predict_segments)
+STEP_LABELS = {"loading": "Loading the CLIP encoder (the first time only: it can take a while)…",
+               "decoding": "Decoding the sampled frames…", "encoding": "Encoding them with CLIP…",
                "classifying": "Classifying…"}
+TIMELINE_LABELS = 30  # windows up to which each bar carries its answer in words
+
+
+@dataclass
+class Choice:
+    """The head the page will predict with: a trained head, or for zero-shot the encoder settings, the actions
+    typed and the calibration (the head itself is made at Predict, when the encoder loads)."""
+
+    kind: str
+    features: dict  # the encoder and sampling (HeadMeta.features; for zero-shot without a saved head, what it knows)
+    classes: list[str]
+    head: object = None
+    calibration: object = None
 
 
 def main() -> None:
@@ -38,23 +56,23 @@ def main() -> None:
                 f"(it writes {' and '.join(HEAD_FILES.values())}). Meanwhile, zero-shot works from the names of "
                 "the actions alone.")
     kind = st.radio("Head", [*trained, "zeroshot"], format_func=HEAD_LABELS.get, horizontal=True)
+    settings = project_settings()
+    # stage one's time and memory limits per video (extract.video_timeout_s, worker_memory_mb), as the messages say
+    pool = cached_pool(settings.pool().timeout_s, settings.pool().memory_mb) if settings else cached_pool()
+    limits = settings.limits() if settings else DecodeLimits()
     try:
         if kind == "zeroshot":
-            predictor = zero_shot_predictor()
+            choice = zero_shot_choice(settings)
         else:
             head = cached_head(str(trained[kind]), trained[kind].stat().st_mtime_ns)
-            features = head.meta_.features
-            encoder = cached_encoder(features["encoder_model"], features["preprocess"], features["backend"],
-                                     features["quantize"])
-            predictor = make_predictor(head, encoder, cached_pool())
+            choice = Choice(kind, head.meta_.features, head.classes_, head, head.calibration_)
     except UserError as e:
-        st.error(f"Cannot use the {HEAD_LABELS[kind]}: {e}")
+        st.error(f"Cannot use the {HEAD_LABELS[kind]}: {shown_name(e)}")
         st.stop()
-    head = predictor.head
-    features = head.meta_.features
+    features = choice.features
     st.caption(f"{HEAD_LABELS[kind]} · encoder `{features['encoder_model']}` · {features['num_frames']} frames per "
-               f"video · classes: {', '.join(head.classes_)}")
-    st.caption(describe_data(head.calibration_))  # how much data the head was trained and calibrated on
+               f"video · classes: {', '.join(shown_name(class_text(c)) for c in choice.classes)}")
+    st.caption(describe_data(choice.calibration))  # how much data the head was trained and calibrated on
     if random_encoder_note(features):
         st.warning(random_encoder_note(features))
 
@@ -66,10 +84,11 @@ def main() -> None:
     if upload is None:
         return
     preview, answer = st.columns([2, 3], gap="large")  # a small player beside the answer, which stays in view
-    preview.video(upload)
+    with preview:
+        show_preview(upload, pool, limits)
     with answer:
         if st.button("Predict", type="primary"):
-            result = run_prediction(upload, predictor, timeline)
+            result = run_prediction(upload, choice, pool, limits, timeline)
             if result is None:
                 return
             st.session_state["result"] = {"file_id": upload.file_id, "head": kind, **result}
@@ -80,76 +99,175 @@ def main() -> None:
         if shown["head"] != kind:
             st.info(f"The answer below is the {HEAD_LABELS[shown['head']]}'s: press Predict for the "
                     f"{HEAD_LABELS[kind]}'s.")
-        elif list(shown["prediction"].class_names) != head.classes_:
+        elif list(shown["prediction"].class_names) != choice.classes:
             st.info("The answer below is for the previous actions: press Predict for these.")
         st.caption(f"Answer of the {HEAD_LABELS[shown['head']]}")
+        if shown["note"] and not random_encoder_note(features):  # known once the encoder has loaded
+            st.warning(shown["note"])
         show_prediction(shown["prediction"])
     show_frames(shown["prediction"])
-    if shown["segments"]:
-        show_timeline(shown["segments"])
+    if shown["timeline_error"]:
+        st.warning(f"No timeline: {shown['timeline_error']} (the answer above is the whole video's).")
+    if shown["timeline"]:
+        show_timeline(shown["timeline"])
 
 
-def run_prediction(upload, predictor, timeline: bool) -> dict | None:
-    """{"prediction", "segments"} for the uploaded video, with a progress bar; None after showing the error."""
+def project_settings() -> ExtractConfig | None:
+    """Stage one's settings from the project's params.yaml (the decode limits and, for zero-shot, the encoder and
+    the data), or None where there is no params.yaml or it cannot be read (then the defaults)."""
+    if not Path(PARAMS).is_file():
+        return None
+    try:
+        return extract_config(read_params())
+    except (UserError, OSError, KeyError):  # a params.yaml being edited: zero-shot says so, the rest use defaults
+        return None
+
+
+def show_preview(upload, pool, limits: DecodeLimits) -> None:
+    """A player the browser can play: the upload itself, or where its codec is one Chromium does not play (HEVC,
+    MPEG-4 part 2, MJPEG...) a short H.264 copy of its first seconds, made in a decode worker, and a line saying so.
+    Worked out once per upload (kept in the session)."""
+    kept = st.session_state.get("preview")
+    if kept is None or kept[0] != upload.file_id:
+        try:
+            with held_worker(pool) as held, temporary_upload(upload.getvalue()) as tmp:
+                kept = (upload.file_id, held.read(tmp, PreviewConfig(limits=limits)))
+        except Busy:
+            st.video(upload)
+            st.caption("Not yet checked whether your browser plays this video: the app is busy.")
+            return
+        except (UserError, OSError) as e:  # shown again, with the file's name, when Predict reads it
+            kept = (upload.file_id, e)
+        st.session_state["preview"] = kept
+    found = kept[1]
+    if not isinstance(found, Preview):
+        st.caption(f"No preview: {shown_name(getattr(found, 'reason', found))}")
+    elif found.playable:
+        st.video(upload)
+    elif found.data:
+        st.video(found.data, format="video/mp4")
+        st.caption(f"Your browser cannot play this video's codec ({found.codec}): the preview is its first "
+                   f"{found.seconds:.1f} s re-encoded as H.264. Predict reads the original.")
+    else:
+        st.caption(f"Your browser cannot play this video's codec ({found.codec}), and this FFmpeg has no H.264 "
+                   "encoder for a preview: the sampled frames appear below after Predict.")
+
+
+def build_predictor(choice: Choice, pool, limits: DecodeLimits):
+    """The Predictor for the choice: the encoder loaded (once per process), the zero-shot head made from the typed
+    actions; HeadError when the head was made with another encoder."""
+    f = choice.features
+    encoder = cached_encoder(f["encoder_model"], f["preprocess"], f["backend"], f["quantize"])
+    head = choice.head
+    if choice.kind == "zeroshot" and head is None:
+        attrs = {**encoder.describe(), "num_frames": f["num_frames"], "sampling": SAMPLING}
+        head = zeroshot_head(cached_text_embeddings(f["encoder_model"], tuple(choice.classes)), choice.classes,
+                             attrs).use_calibration(choice.calibration)
+    predictor = make_predictor(head, encoder, pool)
+    predictor.limits = limits
+    return predictor
+
+
+def run_prediction(upload, choice: Choice, pool, limits: DecodeLimits, timeline: bool) -> dict | None:
+    """{"prediction", "timeline", "timeline_error", "note"} for the uploaded video, with a progress bar over every
+    step (the encoder's first load too); None after showing the error. One decode worker is held for the whole
+    job, or the page says at once that the app is busy."""
     # a progress bar rather than st.status, which sleeps 50 ms on entry and exit to let the browser catch up
-    bar = st.progress(0.0, text="Starting…")
+    bar = st.progress(0.0, text=STEP_LABELS["loading"])
     steps = list(STEP_LABELS)
 
     def on_step(step: str) -> None:
         bar.progress(steps.index(step) / len(steps), text=STEP_LABELS[step])
 
-    segments = []
+    result = {"timeline": None, "timeline_error": None}
     try:
-        with temporary_upload(upload.getvalue()) as tmp:
-            prediction = predict_video(tmp, predictor, on_step)
-            if timeline:
-                segments = predict_segments(tmp, predictor, WINDOW, STRIDE, on_window=lambda done, total: bar.progress(
-                    done / total, text=f"Timeline: window {done} of {total}…"))
+        with held_worker(pool) as held:
+            predictor = build_predictor(choice, held, limits)
+            result["note"] = random_encoder_note(predictor.head.meta_.features)
+            with temporary_upload(upload.getvalue()) as tmp:
+                result["prediction"] = predict_video(tmp, predictor, on_step)
+                if timeline:
+                    try:  # the whole video's answer stands without it
+                        result["timeline"] = predict_segments(
+                            tmp, predictor, WINDOW, STRIDE, on_window=lambda done, total: bar.progress(
+                                done / total, text=f"Timeline: window {done} of {total}…"))
+                    except VideoError as e:
+                        result["timeline_error"] = e.reason
+    except Busy as e:
+        st.warning(f"{e}.")
+        return None
+    except HeadError as e:  # made for another encoder or sampling than this code's
+        st.error(f"Cannot use the {HEAD_LABELS[choice.kind]}: {shown_name(e)}")
+        return None
     except VideoError as e:  # it names "the uploaded file": here, the upload's own name
-        st.error(f"{upload.name}: {e.reason}")
+        st.error(f"{shown_name(upload.name)}: {shown_name(e.reason)}")
         return None
     except (UserError, OSError) as e:
-        st.error(f"{upload.name}: {e}")
+        st.error(f"{shown_name(upload.name)}: {shown_name(e)}")
         return None
     finally:
         bar.empty()
-    return {"prediction": prediction, "segments": segments}
+    return result
 
 
-def show_timeline(segments) -> None:
-    """The answer of each window as a bar over its time span, coloured by answer; hover shows the probability."""
+def show_timeline(timeline) -> None:
+    """The answer of each window as a bar over its time span, coloured by its best guess; where the answer is
+    "not sure" the bar is pale and dashed, and the best guess stays readable (and on hover, with its probability)."""
     st.markdown("#### Timeline")
+    segments = timeline.segments
     table = pd.DataFrame({"start": [s.start for s in segments], "end": [s.end for s in segments],
-                          "answer": [s.answer for s in segments],
+                          "best guess": [class_text(s.top_class) for s in segments],
+                          "answer": [class_text(s.label) if s.sure else NOT_SURE for s in segments],
+                          "certainty": ["sure" if s.sure else "not sure" for s in segments],
                           "probability": [s.top_probability for s in segments],
                           "window": [f"{s.start:.1f}-{s.end:.1f} s" for s in segments]})
     table["row"] = np.arange(len(table)) % 2  # alternate rows so that overlapping windows stay visible
-    st.altair_chart(alt.Chart(table).mark_bar().encode(
-        x=alt.X("start", title="seconds"), x2="end", y=alt.Y("row:O", axis=None), color="answer",
-        tooltip=["window", "answer", alt.Tooltip("probability", format=".1%")]), width="stretch")
+    table["text"] = [f"{g} {p:.0%}" + ("?" if c == "not sure" else "")
+                     for g, p, c in zip(table["best guess"], table["probability"], table["certainty"])]
+    base = alt.Chart(table).encode(x=alt.X("start", title="seconds"), y=alt.Y("row:O", axis=None))
+    bars = base.mark_bar(stroke="#444", strokeWidth=1).encode(
+        x2="end", color=alt.Color("best guess:N", title="best guess"),
+        # sure or not: the caption says it in words (a legend of a short chart gets cut to its first entry)
+        opacity=alt.Opacity("certainty:N", legend=None, scale=alt.Scale(domain=["sure", "not sure"],
+                                                                      range=[1.0, 0.35])),
+        strokeDash=alt.StrokeDash("certainty:N", legend=None, scale=alt.Scale(domain=["sure", "not sure"],
+                                                                             range=[[1, 0], [4, 3]])),
+        tooltip=["window", "answer", "best guess", alt.Tooltip("probability", format=".1%")])
+    layers = [bars]
+    if len(table) <= TIMELINE_LABELS:  # the best guess in words on each bar while there is room for it
+        layers.append(base.mark_text(align="left", dx=3, fontSize=11).encode(text="text"))
+    st.altair_chart(alt.layer(*layers), width="stretch")
+    unsure = int((table["certainty"] == "not sure").sum())
+    st.caption(f"{len(segments)} windows of {timeline.window:.3g} s every {timeline.stride:.3g} s"
+               + (f"; {unsure} not sure: pale bars, coloured by the best guess (a ? after its probability)"
+                  if unsure else "")
+               + (f". {timeline.note}" if timeline.note else "")
+               + (f". {timeline.missing} windows held no readable frame (gaps)" if timeline.missing else "") + ".")
 
 
-def zero_shot_predictor():
-    """A zero-shot head over the actions the user types, with the encoder and sampling of the project.
+def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
+    """Zero-shot over the actions the user types, with the encoder and sampling of the project.
 
     Settings, calibration and the starting list of actions come from the zero-shot head of `dvc repro` when
-    there is one, else from params.yaml and the class folders under data.root (uncalibrated). ConfigError when
-    neither is there.
+    there is one, else from params.yaml and the class folders under data.root (uncalibrated: the default "not
+    sure" threshold still applies). ConfigError when neither is there.
     """
     saved, calibration = Path(HEAD_FILES["zeroshot"]), None
     if saved.is_file():
         made = cached_head(str(saved), saved.stat().st_mtime_ns)
-        features = made.meta_.features
-        model, frames, preprocess = features["encoder_model"], features["num_frames"], features["preprocess"]
-        backend, quantize = features["backend"], features["quantize"]
-        default = made.classes_
+        features, default = dict(made.meta_.features), made.classes_
         # its temperature, fitted on the project's validation videos, is the best guess for other actions too
         calibration = made.calibration_
-    elif Path(PARAMS).is_file():  # the settings and classes stage one would use (read as the stages read them)
-        cfg = extract_config(read_params())
-        model, frames, preprocess, backend, quantize = (cfg.model, cfg.num_frames, cfg.preprocess, cfg.backend,
-                                                        cfg.quantize)
-        default = project_classes(cfg)
+    elif settings is not None:  # the settings and classes stage one would use (read as the stages read them)
+        features = {"encoder_model": settings.model, "num_frames": settings.num_frames,
+                    "preprocess": settings.preprocess, "backend": settings.backend, "quantize": settings.quantize}
+        default = project_classes(settings)
+    elif Path(PARAMS).is_file():  # unreadable (project_settings): say why
+        try:
+            extract_config(read_params())  # raises the ConfigError that says what is wrong with it
+        except KeyError as e:
+            raise ConfigError(f"{PARAMS} has no {e} setting") from None
+        raise ConfigError(f"{PARAMS} cannot be read")
     else:
         raise ConfigError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
     # tall enough to show every action (Streamlit's default shows about three lines)
@@ -158,10 +276,7 @@ def zero_shot_predictor():
     actions = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
     if not actions:
         raise ConfigError("type at least one action")
-    encoder = cached_encoder(model, preprocess, backend, quantize)
-    attrs = {**encoder.describe(), "num_frames": frames, "sampling": SAMPLING}
-    head = zeroshot_head(cached_text_embeddings(model, tuple(actions)), actions, attrs).use_calibration(calibration)
-    return make_predictor(head, encoder, cached_pool())
+    return Choice("zeroshot", features, actions, calibration=calibration)
 
 
 def project_classes(cfg: ExtractConfig) -> list[str]:
@@ -187,27 +302,28 @@ def _project_classes(root: str, annotations: str, classes: str, cache: str, cach
         return []
 
 
-def label(class_name: str) -> str:
-    """A class name as people read it: underscores become spaces (so that it wraps between words)."""
-    return class_name.replace("_", " ")
+def class_text(class_name: str) -> str:
+    """A class name as people read it: escaped (printable), underscores as spaces (so that it wraps between
+    words), and quoted when it reads "not sure", which only the abstention says unquoted (answer_text)."""
+    return answer_text(printable(class_name).replace("_", " "))
 
 
 def show_prediction(prediction) -> None:
-    """The top action in large type and every class's probability, highest first."""
-    if prediction.answer == prediction.top_class:
-        st.markdown(f"## {label(prediction.top_class)}")
+    """The top action in large type and every class's probability, highest first; "not sure" with the best guess."""
+    if prediction.sure:
+        st.markdown(f"## {shown_name(class_text(prediction.top_class))}")
         st.markdown(f"**{prediction.top_probability:.1%}** probability")
     else:
         st.markdown(f"## {NOT_SURE}")
-        st.markdown(f"best guess **{label(prediction.top_class)}** at {prediction.top_probability:.1%}, "
-                    f"under the {prediction.not_sure_below:.0%} this head needs to be sure with "
-                    f"{len(prediction.class_names)} classes")
+        st.markdown(f"best guess **{shown_name(class_text(prediction.top_class))}** at "
+                    f"{prediction.top_probability:.1%}, under the {prediction.not_sure_below:.0%} this head needs "
+                    f"to be sure with {len(prediction.class_names)} classes")
     show_probabilities(prediction.class_names, prediction.probabilities)
 
 
 def show_probabilities(class_names: list[str], probabilities) -> None:
     """Horizontal bars, highest probability on top, full class names, the axis in % like the text."""
-    table = pd.DataFrame({"action": [label(n) for n in class_names], "probability": probabilities})
+    table = pd.DataFrame({"action": [class_text(n) for n in class_names], "probability": probabilities})
     st.altair_chart(alt.Chart(table).mark_bar().encode(
         x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
         y=alt.Y("action:N", title=None, sort="-x", axis=alt.Axis(labelLimit=0)),
@@ -218,7 +334,7 @@ def show_frames(prediction) -> None:
     """The sampled frames, each with its time and its own top class."""
     st.markdown("#### Sampled frames")
     per_frame, names = prediction.frame_probabilities, prediction.class_names
-    captions = [f"{t:.2f} s · {label(names[int(p.argmax())])} {p.max():.0%}" for t, p in
+    captions = [f"{t:.2f} s · {class_text(names[int(p.argmax())])} {p.max():.0%}" for t, p in
                 zip(prediction.clip.timestamps, per_frame)]
     frame_strip(prediction.clip.frames, captions)
 

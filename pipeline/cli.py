@@ -234,13 +234,16 @@ What the person in each video is doing: a trained head over the full encoder, ex
 (or python -m pipeline.predict ...).
 
 PATH is a video or a folder (searched recursively). Prints a header line, then one tab-separated line per video:
-path, answer (the top class, or "not sure" under the head's cut-off), top class, probability (or a JSON list).
+path, answer (the top class, or "not sure" under the head's cut-off; a class itself called "not sure" is shown
+quoted), top class, probability; or a JSON list, where "answer" is the class or null and "sure" says which. Names
+are escaped (a tab, a newline, an escape sequence as \\t, \\n, \\x1b): one line per video.
 Heads on a random encoder (python -m pipeline.encoder) say so on stderr and in each JSON entry ("warning").
 stderr is quiet (no progress bars, no FFmpeg warnings) unless -v is given. A file that fails, for
 any reason, is one error line on stderr (and an "error" entry in the JSON) and the others are still predicted; the
-exit status is 1 when any file failed. --segments adds one indented line per sliding window (start-end seconds,
-answer, top class, probability); when the windows cannot be made (too many of them) the whole-video answer is
-still printed, the reason goes to stderr (and "segments_error"), and the exit status is 1.
+exit status is 1 when any file failed, or when the paths hold no video. --segments adds one indented line per
+sliding window (start-end seconds, answer, top class, probability); a video that would need more than 200 windows
+gets a wider stride (said on stderr and in "segments_note"); when the windows cannot be made at all the
+whole-video answer is still printed, the reason goes to stderr (and "segments_error"), and the exit status is 1.
 """
 TSV_HEADER = ("path", "answer", "class", "probability")  # the columns of the text output, printed first
 
@@ -276,70 +279,101 @@ def predict(argv: list[str] | None = None) -> int:
     except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    files, results = _videos(args.paths)  # and without a video, neither
+    if not files:
+        if args.json:
+            print(json.dumps(results, indent=2))
+        return 1
     with DecodePool(PoolConfig(workers=1)) as pool:
         try:
             predictor = make_predictor(head, encoder, pool)
         except HeadError as e:  # made for another encoder or sampling
             print(f"error: {e}", file=sys.stderr)
             return 2
-        return _predict_all(args, predictor)
+        return _predict_all(args, predictor, files, results)
 
 
-def _predict_all(args: argparse.Namespace, predictor) -> int:
-    """Every file the paths name through predictor (a pipeline.predict.Predictor), printed as lines or JSON; 1 when
-    any failed."""
+def _videos(paths: list[str]) -> tuple[list[Path], list[dict]]:
+    """(the video files the paths name: files as given, folders searched; the {"path", "error"} entries of what
+    cannot be searched, and of each folder without a video), each error also one line on stderr."""
+    from pipeline.discover import VIDEO_EXTENSIONS, find_video_files
+
+    files, errors = [], []
+
+    def error(path, reason: str) -> None:
+        print(f"error: {printable(path)}: {reason}", file=sys.stderr)
+        errors.append({"path": printable(path), "error": reason})
+
+    for p in paths:
+        found = find_video_files(p) if Path(p).is_dir() else None
+        files += found.files if found else [Path(p)]
+        for problem, reason in found.problems if found else []:
+            error(problem, reason)
+        if found is not None and not found.files and not found.problems:
+            error(p, f"no video in this folder (extensions {', '.join(VIDEO_EXTENSIONS)})")
+    return files, errors
+
+
+def _predict_all(args: argparse.Namespace, predictor, files: list[Path], results: list[dict]) -> int:
+    """Every file through predictor (a pipeline.predict.Predictor), printed as lines or JSON after `results` (the
+    paths' errors); 1 when any failed."""
     from pipeline.calibration import sure_threshold
-    from pipeline.discover import find_video_files
     from pipeline.predict import predict_segments, predict_video
 
     warning = random_encoder_note(predictor.head.meta_.features)
     if warning:
         print(f"note: {warning}", file=sys.stderr)
+    failed = len(results)
     if not args.json:
         print("\t".join(TSV_HEADER), flush=True)
-    files, results, failed = [], [], 0
-    for p in args.paths:
-        found = find_video_files(p) if Path(p).is_dir() else None
-        files += found.files if found else [Path(p)]
-        for problem, reason in found.problems if found else []:
-            failed += 1
-            print(f"error: {problem}: {reason}", file=sys.stderr)
-            results.append({"path": _printable(problem), "error": reason})
     for file in files:
-        shown = _printable(file)  # a name that is not UTF-8 still prints
+        shown = printable(file)  # one line per file: no control character, no byte that is not UTF-8
         try:  # any failure of one file is that file's error line; the others are still predicted
             pred = predict_video(file, predictor)
         except Exception as e:  # noqa: BLE001 (batch work: skip and record; not BaseException: Ctrl-C still stops)
             failed += 1
             results.append({"path": shown, "error": _report(e, shown)})
             continue
-        segments, segments_error = [], None
+        timeline, segments_error = None, None
         if args.segments:
             try:  # the whole-video answer stands even when the windows cannot be made
-                segments = predict_segments(file, predictor, *args.segments)
+                timeline = predict_segments(file, predictor, *args.segments)
             except Exception as e:  # noqa: BLE001
                 failed += 1
                 segments_error = _report(e, shown, "timeline: ")
+        segments = timeline.segments if timeline else []
         if args.threshold is not None:
             for p in [pred, *segments]:
                 p.not_sure_below = sure_threshold(args.threshold, len(p.class_names))
-        results.append({"path": shown, "answer": pred.answer, "class": pred.top_class,
+        results.append({"path": shown, "answer": pred.label, "sure": pred.sure, "class": pred.top_class,
                         "probability": pred.top_probability,
                         "probabilities": dict(zip(pred.class_names, pred.probabilities.tolist()))})
         if warning:
             results[-1]["warning"] = warning
-        if segments:
-            results[-1]["segments"] = [{"start": s.start, "end": s.end, "answer": s.answer, "class": s.top_class,
-                                        "probability": s.top_probability} for s in segments]
+        if timeline:
+            results[-1]["segments"] = [{"start": s.start, "end": s.end, "answer": s.label, "sure": s.sure,
+                                        "class": s.top_class, "probability": s.top_probability} for s in segments]
+            note = _timeline_note(timeline)
+            if note:
+                results[-1]["segments_note"] = note
+                print(f"note: {shown}: timeline: {note}", file=sys.stderr)
         if segments_error:
             results[-1]["segments_error"] = segments_error
         if not args.json:
-            print(f"{shown}\t{pred.answer}\t{pred.top_class}\t{pred.top_probability:.3f}", flush=True)
+            print(f"{shown}\t{pred.answer}\t{printable(pred.top_class)}\t{pred.top_probability:.3f}", flush=True)
             for s in segments:
-                print(f"  {s.start:7.2f}-{s.end:7.2f} s\t{s.answer}\t{s.top_class}\t{s.top_probability:.3f}")
+                print(f"  {s.start:7.2f}-{s.end:7.2f} s\t{s.answer}\t{printable(s.top_class)}\t"
+                      f"{s.top_probability:.3f}")
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0
+
+
+def _timeline_note(timeline) -> str:
+    """What a Timeline changed or left out, in words ("" when nothing)."""
+    missing = (f"{timeline.missing} window(s) held no readable frame and are left out" if timeline.missing
+               else "")
+    return "; ".join(filter(None, [timeline.note, missing]))
 
 
 def quiet_libraries(verbose: bool = False) -> None:
@@ -356,11 +390,6 @@ def quiet_libraries(verbose: bool = False) -> None:
     else:
         hf_logging.disable_progress_bar()
         av.logging.set_level(None)
-
-
-def _printable(file: str | os.PathLike) -> str:
-    """A file name as it can print (bytes that are not UTF-8 as backslash escapes)."""
-    return os.fsencode(file).decode("utf-8", "backslashreplace")
 
 
 def _reason(e: BaseException) -> str:

@@ -5,6 +5,7 @@ The app's path and `clip-har-predict`'s (its command line is in pipeline.cli). T
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, embed_frames, load_encoder
-from pipeline.errors import ConfigError, HeadError, VideoError
+from pipeline.errors import ConfigError, HeadError, VideoError, printable
 from pipeline.heads import Head, HeadMeta, load_head
 from pipeline.video import SAMPLING, Clip, DecodeLimits
 from pipeline.workers import DecodePool, ReadConfig
@@ -38,19 +39,31 @@ class Predictor:
     pool: DecodePool
     limits: DecodeLimits = field(default_factory=DecodeLimits)
 
-    def read(self, file: str | os.PathLike, window: tuple[int, int] | None = None, num_frames: int | None = None):
-        """The sampled frames of a video (uint8 crops (F, S, S, 3)), decoded in a worker; VideoError naming `file`
-        as the caller gave it when unusable."""
+    def read(self, file: str | os.PathLike, segment: tuple[float, float] | None = None,
+             num_frames: int | None = None):
+        """The sampled frames of a video (uint8 crops (F, S, S, 3)), decoded in a worker; segment: sample only the
+        frames whose timestamps lie in [start, end) seconds. VideoError naming `file` as the caller gave it when
+        unusable."""
         cfg = ReadConfig(num_frames or self.head.meta_.features["num_frames"], self.encoder.frame_spec(),
-                         self.limits, window)
+                         self.limits, segment=segment)
         try:  # the worker was started elsewhere: a relative path would be resolved there
             return self.pool.read(os.path.abspath(file), cfg).clip
         except VideoError as e:
             raise VideoError(file, e.reason) from None
 
 
+def answer_text(label: str | None) -> str:
+    """An answer as people and parsers read it: NOT_SURE for the abstention (label None); a class, escaped (see
+    printable) and quoted when its name reads "not sure" itself, so that the two never look alike."""
+    if label is None:
+        return NOT_SURE
+    shown = printable(label)
+    return f'"{shown}"' if " ".join(shown.replace("_", " ").split()).casefold() == NOT_SURE else shown
+
+
 class _Answered:
-    """The answer of class probabilities (C,): top class and probability, or "not sure" under not_sure_below."""
+    """The answer of class probabilities (C,): the top class when sure (its probability at least not_sure_below),
+    else the abstention. Typed: `sure` and `label` (None for the abstention); `answer` is its display text."""
 
     class_names: list[str]
     probabilities: np.ndarray
@@ -65,9 +78,19 @@ class _Answered:
         return float(self.probabilities.max())
 
     @property
+    def sure(self) -> bool:
+        """Whether the (calibrated) top probability reaches the head's threshold."""
+        return self.top_probability >= self.not_sure_below
+
+    @property
+    def label(self) -> str | None:
+        """The top class when sure, None for the abstention (whatever the classes are called)."""
+        return self.top_class if self.sure else None
+
+    @property
     def answer(self) -> str:
-        """The top class, or "not sure" when its (calibrated) probability is under the head's threshold."""
-        return self.top_class if self.top_probability >= self.not_sure_below else NOT_SURE
+        """answer_text(label): "not sure" for the abstention only; a class called so is quoted."""
+        return answer_text(self.label)
 
 
 @dataclass
@@ -165,32 +188,63 @@ def timeline_windows(duration: float, window: float, stride: float) -> list[tupl
     return [(float(s), float(s) + window) for s in starts]
 
 
+def timeline_plan(duration: float, window: float, stride: float, max_windows: int) -> tuple[float, float]:
+    """(window, stride) for timeline_windows: those asked for when they make at most max_windows windows, else the
+    stride widened until they do (and the window with it when the stride would pass it: no gaps)."""
+    if len(timeline_windows(duration, window, stride)) <= max_windows:
+        return window, stride
+    wider = (duration - window) / max(max_windows - 1, 1) * (1 + 1e-9)  # 1e-9: float steps stay under the cap
+    if wider <= window:
+        return window, wider
+    even = duration / max_windows * (1 + 1e-9)
+    return even, even
+
+
+@dataclass
+class Timeline:
+    """predict_segments' answer: the windows' Segments (in time order), the window and stride used (widened from
+    those asked for when they would have made more than max_windows: then `note` says so), and the windows left
+    out because they could not be read (`missing`: no frame in them, or damage)."""
+
+    segments: list[Segment]
+    window: float
+    stride: float
+    note: str = ""
+    missing: int = 0
+
+
 def predict_segments(file: str | os.PathLike, predictor: Predictor, window: float = 4.0, stride: float = 2.0,
-                     max_windows: int = 200, on_window: Callable[[int, int], None] | None = None) -> list[Segment]:
-    """The head's answer over sliding windows: each window sampled (num_frames evenly over its frames), decoded,
+                     max_windows: int = 200, on_window: Callable[[int, int], None] | None = None) -> Timeline:
+    """The head's answer over sliding windows by time (the frames' timestamps, not frame count / fps, so variable
+    frame rates are placed right): each window sampled (num_frames evenly over the frames in it), decoded,
     encoded and classified like a whole video. Decodes one window at a time, so memory stays that of one video.
 
-    on_window(done, total) reports progress. VideoError when the video has no frame rate or needs more than
-    max_windows windows (choose a larger stride).
+    At most max_windows windows: a longer video gets a wider stride (see timeline_plan and Timeline.note).
+    on_window(done, total) reports progress. VideoError when the video cannot be read at all, or no window can.
     """
     head, encoder = predictor.head, predictor.encoder
-    probe = predictor.read(file, num_frames=1)
-    if not probe.fps:
-        raise VideoError(file, "no frame rate, so no time windows")
-    windows = timeline_windows(probe.frame_count / probe.fps, window, stride)
-    if len(windows) > max_windows:
-        raise VideoError(file, f"{len(windows)} windows of {window} s every {stride} s; at most {max_windows}: "
-                         "use a larger stride")
-    segments = []
+    duration = predictor.read(file, num_frames=1).duration  # seconds, from the timestamps
+    used_window, used_stride = timeline_plan(duration, window, stride, max_windows)
+    windows = timeline_windows(duration, used_window, used_stride)
+    note = "" if (used_window, used_stride) == (window, stride) else (
+        f"windows of {used_window:.3g} s every {used_stride:.3g} s instead of {window:g} s every {stride:g} s: "
+        f"the video is {duration:.1f} s long and the timeline has at most {max_windows} windows")
+    segments, missing = [], 0
     for done, (start, end) in enumerate(windows):
-        lo = min(int(np.ceil(start * probe.fps)), probe.frame_count - 1)
-        hi = max(min(int(np.ceil(end * probe.fps)), probe.frame_count), lo + 1)
-        emb = embed_frames(predictor.read(file, window=(lo, hi)).frames, encoder, predictor.batch_size)
-        segments.append(Segment(start, end, head.classes_, head.predict_proba(emb[None])[0],
-                                head.not_sure_below_))
+        last = done == len(windows) - 1  # the last window takes the last frame too (its time is `duration`'s end)
+        try:
+            frames = predictor.read(file, segment=(start, math.inf if last else end)).frames
+        except VideoError:  # a window with no frame in it (a sparse or damaged video): the timeline has a gap
+            missing += 1
+        else:
+            emb = embed_frames(frames, encoder, predictor.batch_size)  # (F, D)
+            segments.append(Segment(start, end, head.classes_, head.predict_proba(emb[None])[0],
+                                    head.not_sure_below_))
         if on_window:
             on_window(done + 1, len(windows))
-    return segments
+    if not segments:
+        raise VideoError(file, f"none of the {len(windows)} timeline windows could be read")
+    return Timeline(segments, used_window, used_stride, note, missing)
 
 
 UPLOAD = "the uploaded file"  # how errors name an upload (its temporary file's name means nothing to the user)

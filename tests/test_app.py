@@ -1,4 +1,5 @@
 """The Streamlit app, headless through AppTest: no head yet, upload and predict, a bad upload."""
+import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -49,12 +50,23 @@ def test_without_a_trained_head_the_page_says_which_command_to_run(tmp_path, mon
 
 
 def test_launched_from_another_folder_the_app_uses_its_own_project_and_says_so(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # not a project: no params.yaml
-    at = run_app()
-    root = str(Path(APP).parents[1])
-    assert Path.cwd() == Path(root)  # heads and params.yaml are now found (monkeypatch restores the folder)
-    assert str(tmp_path) in at.warning[0].value and f"using this app's project, `{root}`" in at.warning[0].value
-    again = run_app()  # another browser session of the same server: it starts in the project folder already
+    import shutil
+
+    import yaml
+    # the app's own project is a copy made here (params.yaml as committed, no head): never the checkout's working
+    # tree, whose heads, cache and params.yaml are the user's
+    project = tmp_path / "project"
+    shutil.copytree(Path(APP).parent, project / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "params.yaml").write_text(yaml.safe_dump(committed_params(encoder={"model": "models/tiny-clip"})))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # not a project: no params.yaml
+    app = str(project / "app" / "streamlit_app.py")
+    at = AppTest.from_file(app, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert Path.cwd() == project  # heads and params.yaml are now found (monkeypatch restores the folder)
+    assert str(tmp_path / "elsewhere") in at.warning[0].value
+    assert f"using this app's project, `{project}`" in at.warning[0].value
+    again = AppTest.from_file(app, default_timeout=60).run()  # another session: it starts in the project already
     assert [w.value for w in again.warning][:1] == [at.warning[0].value]
 
 
@@ -87,6 +99,8 @@ def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, p
         assert "## not sure" in headings and any(f"at {expected.top_probability:.1%}" in h for h in headings)
     assert sum(len(col.get("image")) for col in at.columns) == 4  # one thumbnail per sampled frame
     assert list(tmp_path.iterdir()) == []  # the temporary upload is gone
+    # the fixture's clips are MPEG-4 part 2 (OpenCV's mp4v), which Chromium does not play: an H.264 preview
+    assert any("cannot play this video's codec (mpeg4)" in c.value for c in at.caption)
 
 
 def test_switching_to_logistic_regression(project, monkeypatch):
@@ -112,7 +126,6 @@ def test_after_a_head_switch_the_answer_stays_and_says_whose_it_is(project, monk
 
 
 def test_bars_are_sorted_by_probability_with_full_names_and_a_percent_axis(project, monkeypatch):
-    import json
     monkeypatch.chdir(project)
     at = run_app()
     predict_upload(at, (project / "data/walking/walking_0.mp4").read_bytes())
@@ -170,9 +183,19 @@ def test_an_unsure_head_says_not_sure(project, tmp_path, monkeypatch):
     torch.save(saved, tmp_path / "p" / HEAD_FILES["linear"])
     monkeypatch.chdir(tmp_path / "p")
     at = run_app()
+    at.toggle[0].set_value(True).run()
     predict_upload(at, (project / "data/walking/walking_0.mp4").read_bytes())
     assert not at.exception and "## not sure" in [m.value for m in at.markdown]
     assert any(m.value.startswith("best guess **") for m in at.markdown)
+    # an all-"not sure" timeline still shows each window's best guess: coloured, pale, dashed, in words
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+    chart = at.get("vega_lite_chart")[1].proto
+    bars, words = json.loads(chart.spec)["layer"]
+    assert bars["encoding"]["color"]["field"] == "best guess" and bars["encoding"]["opacity"]["field"] == "certainty"
+    assert bars["encoding"]["strokeDash"]["field"] == "certainty" and words["encoding"]["text"]["field"] == "text"
+    rows = convert_arrow_bytes_to_pandas_df((chart.datasets[0].data if chart.datasets else chart.data).data)
+    assert len(rows) and (rows["certainty"] == "not sure").all() and rows["text"].str.endswith("%?").all()
+    assert any("not sure: pale bars, coloured by the best guess" in c.value for c in at.caption)
 
 
 def test_timeline_for_an_upload(project, monkeypatch):
@@ -197,13 +220,90 @@ def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot
     from pipeline.zeroshot import text_embeddings, zeroshot_head
     shutil.copytree(project, tmp_path / "p")
     encoder = load_predictor(project / HEAD_FILES["linear"], pool, device="cpu").encoder
-    head = zeroshot_head(text_embeddings(tiny_clip, ["waving", "jumping"]), ["waving", "jumping"],
+    actions = ["not sure", "jumping"]  # a class called "not sure" is told apart from the abstention
+    head = zeroshot_head(text_embeddings(tiny_clip, actions), actions,
                          {**encoder.describe(), "num_frames": 4, "sampling": "uniform-centers"})
     head.use_calibration(Calibration(temperature=50.0, not_sure_below_chance_to_certain=1.01))
     head.save(tmp_path / "p" / HEAD_FILES["zeroshot"])
     monkeypatch.chdir(tmp_path / "p")
     at = run_app()
     at.radio[0].set_value("zeroshot").run()
-    assert at.text_area[0].value == "waving\njumping"
+    assert at.text_area[0].value == "not sure\njumping" and 'classes: "not sure", jumping' in at.caption[0].value
+    assert [w.value for w in at.warning] == [RANDOM_ENCODER_NOTE]  # the caveat of every head, zero-shot's too
     predict_upload(at, (project / "data/walking/walking_0.mp4").read_bytes())
     assert not at.exception and "## not sure" in [m.value for m in at.markdown]  # its threshold came along
+    guess = [m.value for m in at.markdown if m.value.startswith("best guess")]
+    assert len(guess) == 1 and guess[0].startswith(('best guess **"not sure"** at', "best guess **jumping** at"))
+
+
+def test_an_upload_the_browser_cannot_play_gets_an_h264_preview(project, monkeypatch):
+    import io
+
+    import av
+    import numpy as np
+    hevc = io.BytesIO()
+    with av.open(hevc, "w", format="mp4") as out:  # 1 s of HEVC, which Chromium has no decoder for
+        stream = out.add_stream("libx265", rate=25, options={"x265-params": "log-level=none"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(25):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 9 * i, np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+    monkeypatch.chdir(project)
+    at = run_app()
+    at.get("file_uploader")[0].upload("phone.mov", hevc.getvalue(), "video/quicktime")
+    at.run()
+    assert not at.exception, at.exception
+    [note] = [c.value for c in at.caption if "cannot play" in c.value]
+    assert note.startswith("Your browser cannot play this video's codec (hevc): the preview is its first 1.0 s")
+    assert len(at.get("video")) == 1 and not at.error
+
+
+def gated_decode(file, cfg, hash_bytes=False, gate="", digest=""):
+    """The app's decode job, except that reading the frames of the upload whose SHA-256 is `digest` first waits
+    until the test opens and closes the FIFO `gate`: the worker is held by an event, not a time."""
+    import hashlib
+
+    from pipeline.preview import decode_or_preview
+    from pipeline.workers import ReadConfig
+    if isinstance(cfg, ReadConfig) and hashlib.sha256(Path(file).read_bytes()).hexdigest() == digest:
+        with open(gate, "rb") as f:
+            f.read()
+    return decode_or_preview(file, cfg, hash_bytes)
+
+
+def test_a_session_never_waits_behind_another_sessions_upload(project, tmp_path, monkeypatch):
+    import functools
+    import hashlib
+    import os
+    import threading
+
+    import app.common
+    slow = (project / "data/walking/walking_0.mp4").read_bytes()
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    decode = functools.partial(gated_decode, gate=str(gate), digest=hashlib.sha256(slow).hexdigest())
+    monkeypatch.chdir(project)
+    with DecodePool(PoolConfig(workers=2), decode=decode) as pool:
+        shared = app.common.SharedWorkers(pool, 2)
+        monkeypatch.setattr(app.common, "cached_pool", lambda *args: shared)
+        first = run_app()
+        first.get("file_uploader")[0].upload("slow.mp4", slow, "video/mp4")
+        first.run()
+
+        def press_predict():
+            try:
+                first.button[0].click().run()
+            finally:  # had it never reached the gate, this lets the test's open below return: no hang
+                os.close(os.open(gate, os.O_RDONLY | os.O_NONBLOCK))
+
+        waiting = threading.Thread(target=press_predict)
+        waiting.start()
+        with open(gate, "wb"):  # returns once the first session's decode holds its worker at the gate
+            second = predict_upload(run_app(), (project / "data/sitting/sitting_0.mp4").read_bytes())
+            assert not second.exception and any(m.value.startswith("## ") for m in second.markdown)
+            assert waiting.is_alive()  # the first upload is still being decoded
+            with shared.take():  # now every worker is taken: a third session hears so at once
+                third = predict_upload(run_app(), (project / "data/sitting/sitting_1.mp4").read_bytes())
+            assert [w.value for w in third.warning][-1].startswith("the app is busy: its 2 decode workers")
+        waiting.join()  # the gate closed: the first session answers too
+        assert not first.exception and any(m.value.startswith("## ") for m in first.markdown)

@@ -40,10 +40,48 @@ def test_upload_predict_in_a_real_browser(server, project, tmp_path):
         expect(page.get_by_text("Sampled frames")).to_be_visible()
         expect(page.locator("[data-testid=stImage]")).to_have_count(4)  # one per sampled frame
         expect(page.locator("[data-testid=stVegaLiteChart]").get_by_role("img").first).to_be_visible()  # the chart
+        # the fixture's clips are MPEG-4 part 2, which Chromium does not play: the player shows an H.264 preview
+        expect(page.get_by_text("cannot play this video's codec (mpeg4)")).to_be_visible()
+        assert playing(page) == [True]
+        assert too_wide(page) == []
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
+        page.locator("input[type=file]").set_input_files(str(hevc_clip(tmp_path / "phone.mp4")))  # HEVC, as phones
+        expect(page.get_by_text("cannot play this video's codec (hevc)")).to_be_visible()
+        assert playing(page) == [True]
+        page.screenshot(path=str(tmp_path / "hevc.png"), full_page=True)
     assert shot.read_bytes()[:4] == b"\x89PNG"
-    print(f"screenshot: {shot}")
+    print(f"screenshots: {shot}, {tmp_path / 'hevc.png'}")
+
+
+def hevc_clip(path):
+    """A 2 s HEVC clip in mp4 (libx265 through PyAV), which Chromium has no decoder for."""
+    import av
+    import numpy as np
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx265", rate=25, options={"x265-params": "log-level=none"})
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(50):
+            frame = np.zeros((120, 160, 3), np.uint8)
+            frame[:, 3 * i:3 * i + 20] = 255  # a bar moving across
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def playing(page) -> list[bool]:
+    """For each <video> of the page, once each has its first frame or has failed: whether it shows a picture."""
+    page.wait_for_function("[...document.querySelectorAll('video')].every(v => v.readyState >= 2 || v.error)")
+    return page.evaluate("[...document.querySelectorAll('video')].map(v => !v.error && v.videoWidth > 0)")
+
+
+def too_wide(page) -> list[str]:
+    """The tables and charts of the page wider than the block that holds them (cut off at the right)."""
+    return page.evaluate("""[...document.querySelectorAll(
+        '[data-testid=stDataFrame], [data-testid=stTable], [data-testid=stVegaLiteChart]')].filter(el => {
+            const box = el.getBoundingClientRect(), outer = el.parentElement.getBoundingClientRect();
+            return el.scrollWidth > el.clientWidth + 1 || box.right > outer.right + 1; })
+        .map(el => el.getAttribute('data-testid'))""")
 
 
 def test_an_upload_over_the_size_limit_is_refused(project, tmp_path):

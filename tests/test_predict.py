@@ -1,6 +1,7 @@
 """The prediction path: parity with the cache, uploads through temporary files, and the batch command."""
 import json
 import tempfile
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -105,7 +106,34 @@ def test_under_the_threshold_the_answer_is_not_sure(project, predictor, capsys, 
     monkeypatch.chdir(project)
     assert main(["data/walking/walking_0.mp4", "--threshold", "1.01", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)[0]
-    assert result["answer"] == "not sure" and result["class"] == pred.top_class
+    assert result["answer"] is None and result["sure"] is False and result["class"] == pred.top_class
+
+
+def test_the_abstention_is_typed_and_a_class_called_not_sure_is_quoted():
+    from pipeline.predict import Segment, answer_text
+    sure = Segment(0.0, 1.0, ["not sure", "walking"], np.array([0.9, 0.1]), not_sure_below=0.65)
+    assert (sure.sure, sure.label, sure.answer) == (True, "not sure", '"not sure"')  # the class, quoted
+    unsure = Segment(0.0, 1.0, ["not sure", "walking"], np.array([0.6, 0.4]), not_sure_below=0.65)
+    assert (unsure.sure, unsure.label, unsure.answer, unsure.top_class) == (False, None, "not sure", "not sure")
+    assert answer_text("Not_Sure ") == '"Not_Sure "' and answer_text("walk\tx") == "walk\\tx"
+
+
+def test_a_name_that_would_forge_a_row_is_one_escaped_row_and_a_folder_without_a_video_fails(project, tmp_path,
+                                                                                             capsys, monkeypatch):
+    forged = tmp_path / "in" / "a\tnot sure\t0.999\nb\x1b[2J.mp4"
+    forged.parent.mkdir()
+    forged.write_bytes((project / "data/walking/walking_0.mp4").read_bytes())
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no video here")
+    monkeypatch.chdir(project)
+    assert main([str(forged.parent), str(tmp_path / "empty")]) == 1  # the folder without a video fails
+    out, err = capsys.readouterr()
+    header, *rows = out.splitlines()
+    assert len(rows) == 1 and rows[0].split("\t")[0] == str(forged.parent) + "/a\\tnot sure\\t0.999\\nb\\x1b[2J.mp4"
+    assert len(rows[0].split("\t")) == 4
+    assert f"error: {tmp_path / 'empty'}: no video in this folder" in err
+    assert main([str(tmp_path / "empty"), "--json"]) == 1  # nothing to predict: no decode worker started
+    assert json.loads(capsys.readouterr().out)[0]["error"].startswith("no video in this folder")
 
 
 @pytest.mark.parametrize("duration,window,stride", [(10.0, 4.0, 2.0), (9.3, 4.0, 2.0), (3.0, 4.0, 2.0),
@@ -125,15 +153,17 @@ def test_segments_are_whole_video_predictions_of_their_windows(project, predicto
     from pipeline.predict import predict_segments
     video = project / "data" / "walking" / "walking_2.mp4"  # 30 frames at 25 fps: 1.2 s
     whole = predict_video(video, predictor)
-    one = predict_segments(video, predictor, window=5.0, stride=5.0)  # one window: the whole video
+    one = predict_segments(video, predictor, window=5.0, stride=5.0).segments  # one window: the whole video
     assert [(s.start, s.end) for s in one] == [(0.0, pytest.approx(1.2))]
     np.testing.assert_allclose(one[0].probabilities, whole.probabilities, atol=1e-6)
     done = []
     many = predict_segments(video, predictor, window=0.4, stride=0.2, on_window=lambda d, t: done.append((d, t)))
-    assert len(many) == 5 and many[-1].end == pytest.approx(1.2) and done[-1] == (5, 5)
-    assert all(s.probabilities.shape == (3,) and s.answer in [*s.class_names, "not sure"] for s in many)
-    with pytest.raises(VideoError, match="larger stride"):
-        predict_segments(video, predictor, window=0.04, stride=0.04, max_windows=10)
+    assert len(many.segments) == 5 and many.segments[-1].end == pytest.approx(1.2) and done[-1] == (5, 5)
+    assert all(s.probabilities.shape == (3,) and s.answer in [*s.class_names, "not sure"] for s in many.segments)
+    assert (many.window, many.stride, many.note, many.missing) == (0.4, 0.2, "", 0)
+    capped = predict_segments(video, predictor, window=0.04, stride=0.04, max_windows=3)  # 30 asked: widened
+    assert len(capped.segments) == 3 and capped.stride == capped.window > 0.04 and "at most 3" in capped.note
+    assert capped.segments[-1].end == pytest.approx(1.2)
     monkeypatch.chdir(project)
     assert main(["data/walking/walking_2.mp4", "--segments", "0.4", "0.2"]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]  # after the header
@@ -182,17 +212,59 @@ def test_any_failure_of_one_file_is_its_error_line_and_the_others_are_predicted(
         "error: data/walking/walking_0.mp4: RuntimeError: cuDNN exploded"]
 
 
-def test_too_many_windows_keeps_the_whole_video_answer(project, capsys, monkeypatch):
+def test_too_many_windows_widen_the_stride_and_no_timeline_keeps_the_whole_video_answer(project, capsys,
+                                                                                     monkeypatch):
+    import pipeline.predict
     monkeypatch.chdir(project)
-    video = "data/walking/walking_2.mp4"  # 1.2 s: 240 windows of 5 ms, over the 200 allowed
-    assert main([video, "--segments", "0.005", "0.005", "--json"]) == 1
+    video = "data/walking/walking_2.mp4"
+    real = pipeline.predict.predict_segments
+    # the widening itself: test_segments_are_whole_video_predictions_of_their_windows; here, what the command says
+    monkeypatch.setattr(pipeline.predict, "predict_segments", lambda *a, **k: real(*a, **{**k, "max_windows": 2}))
+    assert main([video, "--segments", "0.4", "0.2", "--json"]) == 0
     out, err = capsys.readouterr()
     [result] = json.loads(out)
-    assert result["class"] in ("clapping", "sitting", "walking") and "segments" not in result
-    assert "larger stride" in result["segments_error"] and result["segments_error"].startswith(video)
-    assert f"error: {video}: timeline: 240 windows" in err
-    assert main([video, "--segments", "0.005", "0.005"]) == 1
-    assert capsys.readouterr().out.splitlines()[1].startswith(f"{video}\t")  # the line format prints the answer too
+    assert len(result["segments"]) == 2 and "at most 2 windows" in result["segments_note"]
+    assert f"note: {video}: timeline: windows of 0.6 s every 0.6 s instead of 0.4 s every 0.2 s" in err
+
+    def no_timeline(file, *args, **kwargs):
+        raise VideoError(file, "none of the 3 timeline windows could be read")
+
+    monkeypatch.setattr(pipeline.predict, "predict_segments", no_timeline)
+    assert main([video, "--segments", "4", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1].startswith(f"{video}\t") and len(out.splitlines()) == 2  # the answer, no windows
+    assert f"error: {video}: timeline: none of the 3 timeline windows could be read" in err
+
+
+@pytest.mark.parametrize("duration,window,stride", [(402.5, 4.0, 2.0), (59040.0, 4.0, 2.0), (10.0, 4.0, 2.0)])
+def test_the_timeline_plan_caps_the_windows_and_still_covers_the_video(duration, window, stride):
+    from pipeline.predict import timeline_plan, timeline_windows
+    used_window, used_stride = timeline_plan(duration, window, stride, max_windows=200)
+    windows = timeline_windows(duration, used_window, used_stride)
+    assert len(windows) <= 200 and windows[0][0] == 0.0 and windows[-1][1] == pytest.approx(duration)
+    assert all(b[0] <= a[1] + 1e-6 for a, b in zip(windows, windows[1:]))  # no gap
+    assert (used_window, used_stride) == (window, stride) if duration == 10.0 else len(windows) == 200
+
+
+def test_the_timeline_goes_by_the_frames_timestamps_not_frame_count_over_fps(predictor, tmp_path):
+    """A variable-frame-rate clip: 50 frames in its first 2 s, then one frame every 0.5 s up to 11 s (68 frames;
+    68 / 25 fps would say 2.7 s)."""
+    import av
+
+    from pipeline.predict import predict_segments
+    times = [i / 25 for i in range(50)] + [2.0 + 0.5 * k for k in range(19)]
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 + 3 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    timeline = predict_segments(path, predictor, window=4.0, stride=2.0)
+    assert timeline.segments[-1].end == pytest.approx(11.0, abs=0.5) and len(timeline.segments) == 5
 
 
 def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, pool, tmp_path):
