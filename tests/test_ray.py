@@ -16,14 +16,17 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from pipeline.cache import read_cache  # noqa: E402
+from pipeline.cache import ROW_FIELDS, read_cache  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
-from tests.conftest import write_video  # noqa: E402
+from pipeline.paths import CACHE_PATH, PARAMS  # noqa: E402
+from tests.conftest import committed_params, write_video  # noqa: E402
 from tests.faults import DOOMED_NODE, broken_install_decode, doomed_node_decode, faulty_decode  # noqa: E402
 from tests.test_extract import assert_same_cache  # noqa: E402
 
@@ -94,16 +97,53 @@ def test_the_cache_is_the_local_engines_bit_for_bit_with_the_same_skips(cluster,
     assert (again.encoded, again.reused) == (0, 8)  # the (path, size, mtime) shortcut: nothing sent to Ray
 
 
-def test_segments_of_one_file_on_ray_equal_the_local_engines(cluster, tmp_path, tiny_clip):
-    """Trimmed clips (an annotation file's start and end) travel to the decode actors: two segments of one file,
-    and one past its end, give the local engine's rows and skips."""
-    write_video(tmp_path / "v" / "long.mp4", 60, fps=10.0)
-    (tmp_path / "ann.csv").write_text("path,label,start,end\nv/long.mp4,a,0,2\nv/long.mp4,b,3,6\nv/long.mp4,b,7,8\n")
-    kw = dict(annotations=str(tmp_path / "ann.csv"))
-    local = extract_features(config(tmp_path, tmp_path / "local.h5", tiny_clip, **kw), progress=False)
-    on_ray = extract_features(config(tmp_path, tmp_path / "ray.h5", tiny_clip, engine="ray", **kw), progress=False)
-    assert (on_ray.encoded, on_ray.skipped) == (local.encoded, local.skipped) and local.encoded == 2
-    assert_same_cache(read_cache(tmp_path / "ray.h5"), read_cache(tmp_path / "local.h5"))
+# A driver process running stage one as `python -m stages.extract` does, with its encoder's thread count set as a
+# machine with that many cores would set it (pipeline.threads.THREADS), then the stage's own main.
+DRIVER = ("import runpy, sys, pipeline.threads\n"
+          "pipeline.threads.THREADS['extract'] = int(sys.argv.pop(1))\n"
+          "runpy.run_module('stages.extract', run_name='__main__')\n")
+
+
+def run_stage_one(folder: Path, root: Path, annotations: Path, tiny_clip: str, threads: int, **extract) -> None:
+    """`python -m stages.extract` in its own process, in `folder` with the committed params.yaml and `extract` over
+    it (batch_size auto, as committed), on the videos `annotations` lists under `root`."""
+    params = committed_params(extract={**extract, "num_frames": 6})
+    params["data"] |= {"root": str(root), "annotations": str(annotations)}
+    params["encoder"]["model"] = tiny_clip
+    folder.mkdir()
+    (folder / PARAMS).write_text(yaml.safe_dump(params))
+    done = subprocess.run([sys.executable, "-c", DRIVER, str(threads)], cwd=folder, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_stage_one_on_ray_writes_the_local_engines_bytes_as_users_run_it(cluster, tmp_path, tiny_clip):
+    """Two runs of the stage in separate processes, as users run them: batch_size auto (16 frames per pass on the
+    CPU) and 6 frames per video, so the local engine's passes straddle videos while each Ray call pads its own;
+    videos of different lengths, an empty one (skipped) and trimmed clips (an annotation file's start and end: two
+    segments of one file, and one past its end, travel to the decode actors). The driver's encoder runs 3 threads (a
+    3-core machine's count), the cluster's node has 2 cores: on this CPU 3 threads round some videos' embeddings
+    differently from 2 (by an ulp, in every frame), so the encoder actors must take the driver's count. Every row's
+    bytes, every field, the skips and the attributes are equal."""
+    root = tmp_path / "data"
+    lines = ["path,label,start,end"]
+    for i in range(8):  # different lengths and sizes (the decoder resizes them all to the encoder's input)
+        write_video(root / f"class{i % 3}" / f"v{i}.avi", 5 + 7 * i, size=(64 + 16 * (i % 3), 48), seed=i)
+        lines.append(f"class{i % 3}/v{i}.avi,class{i % 3},,")
+    write_video(root / "long.mp4", 60, fps=10.0)
+    lines += ["long.mp4,class0,0,2", "long.mp4,class1,3,6", "long.mp4,class1,7,8"]  # the last past its end
+    (root / "empty.mp4").write_bytes(b"")
+    lines.append("empty.mp4,class2,,")
+    (tmp_path / "ann.csv").write_text("\n".join(lines) + "\n")
+    run_stage_one(tmp_path / "local", root, tmp_path / "ann.csv", tiny_clip, threads=3)
+    run_stage_one(tmp_path / "ray", root, tmp_path / "ann.csv", tiny_clip, threads=3, engine="ray",
+                  ray_address=cluster.address)
+    local, on_ray = (read_cache(tmp_path / name / CACHE_PATH) for name in ("local", "ray"))
+    assert len(local.paths) == 10 and len(local.skipped) == 2 and local.skipped == on_ray.skipped
+    assert local.attrs["batch_size"] == 16 and local.embeddings.shape[1] == 6
+    for name in ROW_FIELDS:
+        a, b = getattr(local, name), getattr(on_ray, name)
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), name
+    assert_same_cache(on_ray, local)
 
 
 def many_videos(root: Path, n: int) -> Path:
