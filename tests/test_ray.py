@@ -103,16 +103,17 @@ DRIVER = ("import runpy, sys, pipeline.threads\n"
           "runpy.run_module('stages.extract', run_name='__main__')\n")
 
 
-def run_stage_one(folder: Path, root: Path, annotations: Path, tiny_clip: str, threads: int, **extract) -> None:
+def start_stage_one(folder: Path, root: Path, annotations: Path, tiny_clip: str, threads: int,
+                    **extract) -> subprocess.Popen:
     """`python -m stages.extract` in its own process, in `folder` with the committed params.yaml and `extract` over
-    it (batch_size auto, as committed), on the videos `annotations` lists under `root`."""
+    it (batch_size auto, as committed), on the videos `annotations` lists under `root`; started, not waited for."""
     params = committed_params(extract={**extract, "num_frames": 6})
     params["data"] |= {"root": str(root), "annotations": str(annotations)}
     params["encoder"]["model"] = tiny_clip
     folder.mkdir()
     (folder / PARAMS).write_text(yaml.safe_dump(params))
-    done = subprocess.run([sys.executable, "-c", DRIVER, str(threads)], cwd=folder, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(threads)], cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def test_stage_one_on_ray_writes_the_local_engines_bytes_as_users_run_it(cluster, tmp_path, tiny_clip):
@@ -133,9 +134,12 @@ def test_stage_one_on_ray_writes_the_local_engines_bytes_as_users_run_it(cluster
     (root / "empty.mp4").write_bytes(b"")
     lines.append("empty.mp4,class2,,")
     (tmp_path / "ann.csv").write_text("\n".join(lines) + "\n")
-    run_stage_one(tmp_path / "local", root, tmp_path / "ann.csv", tiny_clip, threads=3)
-    run_stage_one(tmp_path / "ray", root, tmp_path / "ann.csv", tiny_clip, threads=3, engine="ray",
-                  ray_address=cluster.address)
+    runs = [start_stage_one(tmp_path / "local", root, tmp_path / "ann.csv", tiny_clip, threads=3),
+            start_stage_one(tmp_path / "ray", root, tmp_path / "ann.csv", tiny_clip, threads=3, engine="ray",
+                            ray_address=cluster.address)]  # at once: each has its own cache and folder
+    for run in runs:
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
     local, on_ray = (read_cache(tmp_path / name / CACHE_PATH) for name in ("local", "ray"))
     assert len(local.paths) == 10 and len(local.skipped) == 2 and local.skipped == on_ray.skipped
     assert local.attrs["batch_size"] == 16 and local.embeddings.shape[1] == 6
@@ -143,14 +147,19 @@ def test_stage_one_on_ray_writes_the_local_engines_bytes_as_users_run_it(cluster
     assert_same_cache(on_ray, local)  # every row field equal, the skips and the attributes too
 
 
-def many_videos(root: Path, n: int) -> Path:
-    for i in range(n):
+@pytest.fixture(scope="module")
+def twelve(tmp_path_factory, tiny_clip) -> tuple[Path, object]:
+    """12 videos of 40 frames in 3 classes, and the local engine's cache of them (made once: two tests compare)."""
+    base = tmp_path_factory.mktemp("twelve")
+    root = base / "data"
+    for i in range(12):
         write_video(root / f"class{i % 3}" / f"v{i:02d}.avi", 40, seed=i)
-    return root
+    assert extract_features(config(root, base / "local.h5", tiny_clip), progress=False).encoded == 12
+    return root, read_cache(base / "local.h5")
 
 
-def test_a_node_removed_mid_run_costs_only_its_in_flight_videos(cluster, tmp_path, tiny_clip):
-    root = many_videos(tmp_path / "data", 12)
+def test_a_node_removed_mid_run_costs_only_its_in_flight_videos(cluster, twelve, tmp_path, tiny_clip):
+    root, local = twelve
     marks = tmp_path / "marks"
     marks.mkdir()
     node = cluster.add_node(num_cpus=2, env_vars={DOOMED_NODE: "1"})  # its decode actors never finish a video
@@ -180,14 +189,12 @@ def test_a_node_removed_mid_run_costs_only_its_in_flight_videos(cluster, tmp_pat
     assert (summary.encoded, summary.reused, summary.skipped) == (12, 0, [])
     cache = read_cache(tmp_path / "ray.h5")
     assert sorted(cache.paths) == sorted(f"class{i % 3}/v{i:02d}.avi" for i in range(12))  # each once
-    local = extract_features(config(root, tmp_path / "local.h5", tiny_clip), progress=False)
-    assert local.encoded == 12
-    assert_same_cache(cache, read_cache(tmp_path / "local.h5"))
+    assert_same_cache(cache, local)
 
 
 @pytest.mark.slow  # a driver process SIGKILLed, then a second run
-def test_a_killed_driver_leaves_the_cache_and_the_next_run_reuses_its_parts(cluster, tmp_path, tiny_clip):
-    root = many_videos(tmp_path / "data", 8)
+def test_a_killed_driver_leaves_the_cache_and_the_next_run_reuses_its_parts(cluster, twelve, tmp_path, tiny_clip):
+    root, local = twelve
     gate = tmp_path / "gate"
     gate.mkdir()
     cache = tmp_path / "f.h5"
@@ -208,9 +215,8 @@ def test_a_killed_driver_leaves_the_cache_and_the_next_run_reuses_its_parts(clus
     assert driver.wait() == -signal.SIGKILL
     assert not cache.exists()  # no cache yet, and no half-written one
     summary = extract_features(config(root, cache, tiny_clip, engine="ray", shard_size=1), progress=False)
-    assert (summary.encoded, summary.reused) == (3, 5)  # only the videos that had not come back
-    extract_features(config(root, tmp_path / "local.h5", tiny_clip, shard_size=1), progress=False)
-    assert_same_cache(read_cache(cache), read_cache(tmp_path / "local.h5"))
+    assert (summary.encoded, summary.reused) == (7, 5)  # only the videos that had not come back
+    assert_same_cache(read_cache(cache), local)
 
 
 def test_a_node_that_cannot_decode_stops_the_run_with_one_clear_error(cluster, dataset, tmp_path, tiny_clip):
