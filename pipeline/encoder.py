@@ -254,13 +254,15 @@ class Embedder:
     add(key, frames uint8 (F, S, S, 3)) returns the (key, embeddings float32 (F, D)) of every video now complete;
     flush() encodes what is left (padded) and returns the rest.
 
-    With int8 every pass holds one video's frames only (padded): dynamic quantisation scales a pass's activations
-    by their range over the whole batch, so frames of other videos would change this video's embeddings.
+    On the CPU, and with int8, every pass holds one video's frames only (padded): with some thread counts (3 on the
+    2-core machine) the CPU kernels round a row differently by where it sits in the pass, and dynamic quantisation
+    scales a pass's activations by their range over the whole batch, so frames of other videos would change this
+    video's embeddings (docs/engines.md, "What decides the bytes").
     """
 
     def __init__(self, encoder: Encoder, batch_size: int):
         self.encoder, self.batch_size = encoder, batch_size
-        self.per_video = encoder.quantize == "int8"
+        self.per_video = encoder.quantize == "int8" or encoder.device.type == "cpu"
         self._waiting: list[tuple[object, int]] = []  # (key, frames) of videos not complete yet, in order
         self._frames: list[np.ndarray] = []  # their frames not encoded yet
         self._rows = np.zeros((0, encoder.dim), np.float32)  # embeddings not handed back yet

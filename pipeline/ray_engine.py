@@ -2,8 +2,9 @@
 
 The same roles as on one machine (pipeline.engines.LocalEngine): each decode actor reads videos through its own
 DecodePool, so a video that crashes, hangs or exhausts its decoder costs only that video, never the Ray task
-(Ray Data retries a dying task forever); encoder actors run the same Embedder with the same fixed-shape passes,
-so a video's embeddings do not depend on where or with what it was encoded. Only the driver writes files.
+(Ray Data retries a dying task forever); encoder actors run the same Embedder with the same fixed-shape passes and
+the driver's torch thread count (the count changes the rounding of some videos' embeddings on the CPU), so a video's
+embeddings do not depend on where or with what it was encoded. Only the driver writes files.
 Ray is optional (requirements-ray.txt): only pipeline.extract imports this module, when extract.engine is ray.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 import ray
+import torch
 from ray.data import ActorPoolStrategy, DataContext
 
 import pipeline
@@ -20,7 +22,6 @@ from pipeline.cache import KEY_ATTRS, clip_id
 from pipeline.encoder import Embedder, EncoderConfig
 from pipeline.engines import Result
 from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError
-from pipeline.threads import set_threads
 from pipeline.video import Clip
 from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig, load_video
 
@@ -34,11 +35,14 @@ class RayEngine:
     videos through Ray Data: results() yields what LocalEngine.results does, in completion order.
 
     encoder_attrs, frame_spec and batch_size as on LocalEngine (the Engine interface, pipeline.engines), from the
-    encoder and pool settings; address: extract.ray_address. A context manager; shuts down a Ray it started.
+    encoder and pool settings; address: extract.ray_address; threads: torch's intra-op thread count in this process
+    (what the local engine would encode with: the stage sets it, pipeline.threads), which every encoder actor uses.
+    A context manager; shuts down a Ray it started.
     """
 
     def __init__(self, encoder: EncoderConfig, pool: PoolConfig, decode: Callable = load_video, address: str = ""):
         self.encoder_cfg, self.pool, self.decode = encoder, pool, decode
+        self.threads = torch.get_num_threads()
         self._started = False
         if not ray.is_initialized():
             try:
@@ -60,7 +64,7 @@ class RayEngine:
             # the decoders take the CPUs the encoder actors leave (Ray Data gives each actor one CPU)
             self.decoders = max(1, int(resources.get("CPU", 1)) - self.encoders)
             probe = ray.remote(_describe).options(**self._encoder_resources())
-            self.encoder_attrs, self.frame_spec, self.batch_size = ray.get(probe.remote(encoder))
+            self.encoder_attrs, self.frame_spec, self.batch_size = ray.get(probe.remote(encoder, self.threads))
         except BaseException:
             self.close()
             raise
@@ -105,7 +109,7 @@ class RayEngine:
         ds = ds.map_batches(
             _Encoder, batch_size=max(1, self.batch_size // reader.num_frames), batch_format="numpy",
             compute=ActorPoolStrategy(min_size=1, max_size=self.encoders),
-            fn_constructor_kwargs=dict(cfg=self.encoder_cfg,
+            fn_constructor_kwargs=dict(cfg=self.encoder_cfg, threads=self.threads,
                                        attrs={**self.encoder_attrs, "batch_size": self.batch_size}),
             **self._encoder_resources())
         seen: set[int] = set()
@@ -150,9 +154,9 @@ def _describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def _describe(cfg: EncoderConfig) -> tuple[dict, object, int]:
+def _describe(cfg: EncoderConfig, threads: int) -> tuple[dict, object, int]:
     """Runs where an encoder actor would: what the encoder is there (its describe()), its frame spec, batch size."""
-    set_threads("extract")
+    torch.set_num_threads(threads)
     encoder, batch_size = cfg.load()
     return encoder.describe(), encoder.frame_spec(), batch_size
 
@@ -202,11 +206,16 @@ class _Decoder:
 
 class _Encoder:
     """Encoder actor: the same encoder and Embedder as on one machine; replaces each batch's frames with their
-    embeddings float32 (B, F, D) (zeros where `encode` is False). Refuses to run where the encoder differs from the
-    one the driver was told about (another model, device type, library or batch size: the cache's key fields)."""
+    embeddings float32 (B, F, D) (zeros where `encode` is False), with the driver's thread count. Refuses to run
+    where the encoder differs from the one the driver was told about (another model, device type, library or batch
+    size: the cache's key fields)."""
 
-    def __init__(self, cfg: EncoderConfig, attrs: dict):
-        set_threads("extract")  # every core of its node (Ray would give it one thread: OMP_NUM_THREADS=1)
+    def __init__(self, cfg: EncoderConfig, attrs: dict, threads: int):
+        # the driver's count, not the node's cores (nor Ray's OMP_NUM_THREADS=1): on the CPU the thread count changes
+        # how some sums round, and so some videos' embeddings by an ulp (docs/engines.md); set before the load, as an
+        # ONNX Runtime session takes torch's count when it is made
+        self.threads = threads
+        torch.set_num_threads(threads)
         self.encoder, self.batch_size = cfg.load()
         mine = {**self.encoder.describe(), "batch_size": self.batch_size}
         differ = [k for k in KEY_ATTRS if k in attrs and mine.get(k) != attrs[k]]
@@ -216,6 +225,7 @@ class _Encoder:
                               "model files, libraries and kind of device")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch.set_num_threads(self.threads)  # calls run on another thread than __init__ (MKL's count is per thread)
         frames = batch.pop("frames")
         out = np.zeros((*frames.shape[:2], self.encoder.dim), np.float32)  # (B, F, D)
         embedder = Embedder(self.encoder, self.batch_size)  # every pass padded to batch_size: results never

@@ -17,13 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from pipeline.cache import read_cache  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
-from tests.conftest import write_video  # noqa: E402
+from pipeline.paths import CACHE_PATH, PARAMS  # noqa: E402
+from tests.conftest import committed_params, write_video  # noqa: E402
 from tests.faults import DOOMED_NODE, broken_install_decode, doomed_node_decode, faulty_decode  # noqa: E402
 from tests.test_extract import assert_same_cache  # noqa: E402
 
@@ -94,26 +96,70 @@ def test_the_cache_is_the_local_engines_bit_for_bit_with_the_same_skips(cluster,
     assert (again.encoded, again.reused) == (0, 8)  # the (path, size, mtime) shortcut: nothing sent to Ray
 
 
-def test_segments_of_one_file_on_ray_equal_the_local_engines(cluster, tmp_path, tiny_clip):
-    """Trimmed clips (an annotation file's start and end) travel to the decode actors: two segments of one file,
-    and one past its end, give the local engine's rows and skips."""
-    write_video(tmp_path / "v" / "long.mp4", 60, fps=10.0)
-    (tmp_path / "ann.csv").write_text("path,label,start,end\nv/long.mp4,a,0,2\nv/long.mp4,b,3,6\nv/long.mp4,b,7,8\n")
-    kw = dict(annotations=str(tmp_path / "ann.csv"))
-    local = extract_features(config(tmp_path, tmp_path / "local.h5", tiny_clip, **kw), progress=False)
-    on_ray = extract_features(config(tmp_path, tmp_path / "ray.h5", tiny_clip, engine="ray", **kw), progress=False)
-    assert (on_ray.encoded, on_ray.skipped) == (local.encoded, local.skipped) and local.encoded == 2
-    assert_same_cache(read_cache(tmp_path / "ray.h5"), read_cache(tmp_path / "local.h5"))
+# A driver process running stage one as `python -m stages.extract` does, with its encoder's thread count set as a
+# machine with that many cores would set it (pipeline.threads.THREADS), then the stage's own main.
+DRIVER = ("import runpy, sys, pipeline.threads\n"
+          "pipeline.threads.THREADS['extract'] = int(sys.argv.pop(1))\n"
+          "runpy.run_module('stages.extract', run_name='__main__')\n")
 
 
-def many_videos(root: Path, n: int) -> Path:
-    for i in range(n):
+def start_stage_one(folder: Path, root: Path, annotations: Path, tiny_clip: str, threads: int,
+                    **extract) -> subprocess.Popen:
+    """`python -m stages.extract` in its own process, in `folder` with the committed params.yaml and `extract` over
+    it (batch_size auto, as committed), on the videos `annotations` lists under `root`; started, not waited for."""
+    params = committed_params(extract={**extract, "num_frames": 6})
+    params["data"] |= {"root": str(root), "annotations": str(annotations)}
+    params["encoder"]["model"] = tiny_clip
+    folder.mkdir()
+    (folder / PARAMS).write_text(yaml.safe_dump(params))
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(threads)], cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_stage_one_on_ray_writes_the_local_engines_bytes_as_users_run_it(cluster, tmp_path, tiny_clip):
+    """Two runs of the stage in separate processes, as users run them: batch_size auto (16 frames per pass on the
+    CPU) and 6 frames per video, so the local engine's passes straddle videos while each Ray call pads its own;
+    videos of different lengths, an empty one (skipped) and trimmed clips (an annotation file's start and end: two
+    segments of one file, and one past its end, travel to the decode actors). The driver's encoder runs 3 threads (a
+    3-core machine's count), the cluster's node has 2 cores: on this CPU 3 threads round some videos' embeddings
+    differently from 2 (by an ulp, in every frame), so the encoder actors must take the driver's count. Every row's
+    bytes, every field, the skips and the attributes are equal."""
+    root = tmp_path / "data"
+    lines = ["path,label,start,end"]
+    for i in range(8):  # different lengths and sizes (the decoder resizes them all to the encoder's input)
+        write_video(root / f"class{i % 3}" / f"v{i}.avi", 5 + 7 * i, size=(64 + 16 * (i % 3), 48), seed=i)
+        lines.append(f"class{i % 3}/v{i}.avi,class{i % 3},,")
+    write_video(root / "long.mp4", 60, fps=10.0)
+    lines += ["long.mp4,class0,0,2", "long.mp4,class1,3,6", "long.mp4,class1,7,8"]  # the last past its end
+    (root / "empty.mp4").write_bytes(b"")
+    lines.append("empty.mp4,class2,,")
+    (tmp_path / "ann.csv").write_text("\n".join(lines) + "\n")
+    runs = [start_stage_one(tmp_path / "local", root, tmp_path / "ann.csv", tiny_clip, threads=3),
+            start_stage_one(tmp_path / "ray", root, tmp_path / "ann.csv", tiny_clip, threads=3, engine="ray",
+                            ray_address=cluster.address)]  # at once: each has its own cache and folder
+    for run in runs:
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+    local, on_ray = (read_cache(tmp_path / name / CACHE_PATH) for name in ("local", "ray"))
+    assert len(local.paths) == 10 and len(local.skipped) == 2 and local.skipped == on_ray.skipped
+    assert local.attrs["batch_size"] == 16 and local.embeddings.shape[1] == 6
+    assert on_ray.embeddings.tobytes() == local.embeddings.tobytes()
+    assert_same_cache(on_ray, local)  # every row field equal, the skips and the attributes too
+
+
+@pytest.fixture(scope="module")
+def twelve(tmp_path_factory, tiny_clip) -> tuple[Path, object]:
+    """12 videos of 40 frames in 3 classes, and the local engine's cache of them (made once: two tests compare)."""
+    base = tmp_path_factory.mktemp("twelve")
+    root = base / "data"
+    for i in range(12):
         write_video(root / f"class{i % 3}" / f"v{i:02d}.avi", 40, seed=i)
-    return root
+    assert extract_features(config(root, base / "local.h5", tiny_clip), progress=False).encoded == 12
+    return root, read_cache(base / "local.h5")
 
 
-def test_a_node_removed_mid_run_costs_only_its_in_flight_videos(cluster, tmp_path, tiny_clip):
-    root = many_videos(tmp_path / "data", 12)
+def test_a_node_removed_mid_run_costs_only_its_in_flight_videos(cluster, twelve, tmp_path, tiny_clip):
+    root, local = twelve
     marks = tmp_path / "marks"
     marks.mkdir()
     node = cluster.add_node(num_cpus=2, env_vars={DOOMED_NODE: "1"})  # its decode actors never finish a video
@@ -143,14 +189,12 @@ def test_a_node_removed_mid_run_costs_only_its_in_flight_videos(cluster, tmp_pat
     assert (summary.encoded, summary.reused, summary.skipped) == (12, 0, [])
     cache = read_cache(tmp_path / "ray.h5")
     assert sorted(cache.paths) == sorted(f"class{i % 3}/v{i:02d}.avi" for i in range(12))  # each once
-    local = extract_features(config(root, tmp_path / "local.h5", tiny_clip), progress=False)
-    assert local.encoded == 12
-    assert_same_cache(cache, read_cache(tmp_path / "local.h5"))
+    assert_same_cache(cache, local)
 
 
 @pytest.mark.slow  # a driver process SIGKILLed, then a second run
-def test_a_killed_driver_leaves_the_cache_and_the_next_run_reuses_its_parts(cluster, tmp_path, tiny_clip):
-    root = many_videos(tmp_path / "data", 8)
+def test_a_killed_driver_leaves_the_cache_and_the_next_run_reuses_its_parts(cluster, twelve, tmp_path, tiny_clip):
+    root, local = twelve
     gate = tmp_path / "gate"
     gate.mkdir()
     cache = tmp_path / "f.h5"
@@ -171,9 +215,8 @@ def test_a_killed_driver_leaves_the_cache_and_the_next_run_reuses_its_parts(clus
     assert driver.wait() == -signal.SIGKILL
     assert not cache.exists()  # no cache yet, and no half-written one
     summary = extract_features(config(root, cache, tiny_clip, engine="ray", shard_size=1), progress=False)
-    assert (summary.encoded, summary.reused) == (3, 5)  # only the videos that had not come back
-    extract_features(config(root, tmp_path / "local.h5", tiny_clip, shard_size=1), progress=False)
-    assert_same_cache(read_cache(cache), read_cache(tmp_path / "local.h5"))
+    assert (summary.encoded, summary.reused) == (7, 5)  # only the videos that had not come back
+    assert_same_cache(read_cache(cache), local)
 
 
 def test_a_node_that_cannot_decode_stops_the_run_with_one_clear_error(cluster, dataset, tmp_path, tiny_clip):
