@@ -132,3 +132,16 @@ def project(tmp_path_factory, tiny_clip) -> Path:
         root / HEAD_FILES["linear"])
     LogRegHead().fit(x, y, cache.class_names, cache.attrs).save(root / HEAD_FILES["logreg"])
     return root
+
+
+@pytest.fixture
+def keep_threads():
+    """Torch's and the BLAS pools' thread counts put back after a test that runs a stage in this process (each
+    stage sets them for its role: pipeline.threads), so that the tests after it run as they would alone."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    with threadpool_limits(limits=None):  # restores the pools' counts on leaving
+        yield
+    torch.set_num_threads(n)

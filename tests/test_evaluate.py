@@ -69,8 +69,9 @@ def test_small_classes_get_fewer_folds_or_none_with_a_note():
         usable_folds(np.array([0, 1]), ["a", "b"], 1)
 
 
-def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path, monkeypatch, capsys):
-    """Three videos per class and evaluate.folds 5: 3-fold cross-validation, said in the output and metrics."""
+def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path, monkeypatch, capsys, keep_threads):
+    """Three videos per class and evaluate.folds 5: 3-fold cross-validation, said in the output and metrics. The
+    linear head's refits are the attention head's (train.head: attention): a temporal head reads the frames."""
     import stages.evaluate
     from pipeline.cache import RANDOM_ENCODER_NOTE
     from pipeline.cache import read_cache
@@ -80,7 +81,7 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
 
     for part in ("cache", "models"):
         shutil.copytree(project / part, tmp_path / part)
-    params = committed_params(train={"epochs": 5})
+    params = committed_params(train={"epochs": 5, "head": "attention"})
     assert params["evaluate"]["folds"] == 5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
@@ -107,7 +108,8 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
         assert len(cells) == 9 and sum(c["count"] for c in cells) == 3, cells
 
 
-def test_a_stage_stopped_by_the_users_data_or_settings_says_so_in_one_line(project, tmp_path, monkeypatch):
+def test_a_stage_stopped_by_the_users_data_or_settings_says_so_in_one_line(project, tmp_path, monkeypatch,
+                                                                          keep_threads):
     import stages.split
     import stages.train
 
