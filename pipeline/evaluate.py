@@ -70,8 +70,9 @@ def usable_folds(labels: np.ndarray, class_names: list[str], folds: int) -> tupl
     if smallest >= 2:
         return smallest, (f"{smallest}-fold cross-validation instead of {folds}: classes with fewer than {folds} "
                           f"videos: {', '.join(small)} (add videos, or set evaluate.folds to {smallest})")
-    return 0, (f"cross-validation left out: it needs at least 2 videos per class, and "
-               f"{', '.join(s for s in small if s.endswith('(1)'))} has 1 (add videos, or set evaluate.folds: 0)")
+    ones = [s for s in small if s.endswith("(1)")]
+    return 0, (f"cross-validation left out: it needs at least 2 videos per class, and {', '.join(ones)} "
+               f"{'has' if len(ones) == 1 else 'have'} 1 (add videos, or set evaluate.folds: 0)")
 
 
 Task = tuple[np.ndarray, np.ndarray, np.ndarray]  # (x_train, y_train, x_test) of one refit

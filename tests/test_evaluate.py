@@ -64,6 +64,7 @@ def test_small_classes_get_fewer_folds_or_none_with_a_note():
     assert folds == 3 and note.startswith("3-fold cross-validation instead of 5") and "animation (3), c (4)" in note
     folds, note = usable_folds(np.array([0] * 10 + [1] * 1 + [2] * 4), names, 5)
     assert folds == 0 and note.startswith("cross-validation left out") and "animation (1) has 1" in note
+    assert "a (1), animation (1) have 1" in usable_folds(np.array([0, 1, 2, 2]), names, 5)[1]
     assert usable_folds(np.array([0, 1]), ["a", "b"], 0) == (0, "")  # off
     with pytest.raises(ConfigError, match="evaluate.folds must be 0 .off. or at least 2, got 1"):
         usable_folds(np.array([0, 1]), ["a", "b"], 1)
