@@ -177,15 +177,10 @@ def test_the_readme_commands_on_the_trained_demo(demo_repo, capsys):
     repo, params, _ = demo_repo
     walking = sorted(p.name for p in (repo / "data" / "demo" / "walking").iterdir())
     assert "walking_003.mkv" in walking  # the clip the README names (the demo is seeded)
-    lines = run(sys.executable, "-m", "pipeline.predict", "data/demo/walking", cwd=repo).stdout.splitlines()
-    assert lines[0].split("\t") == ["path", "answer", "class", "probability"]
-    assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in lines[1:]) == walking
-    out = run(sys.executable, "-m", "pipeline.predict", "data/demo/walking/walking_003.mkv", "--head", "logreg",
-              "--segments", "2", "1", "--json", cwd=repo).stdout
-    answers = json.loads(out)
-    assert len(answers) == 1 and set(answers[0]["probabilities"]) == set(CLASSES), answers
-    assert answers[0]["segments"] and "segments_error" not in answers[0], answers  # the windows' answers
-
+    # the two predict commands run beside each other and beside the inspector's (each is mostly start-up)
+    folder = started(sys.executable, "-m", "pipeline.predict", "data/demo/walking", cwd=repo)
+    one = started(sys.executable, "-m", "pipeline.predict", "data/demo/walking/walking_003.mkv", "--head", "logreg",
+                  "--segments", "2", "1", "--json", cwd=repo)
     summary = inspector("-m", "pipeline.inspector", cwd=repo, capsys=capsys)
     assert "35 videos, 7 classes" in summary and RANDOM_ENCODER_NOTE in summary, summary
     out = inspector("-m", "pipeline.inspector", "--video", "walking/walking_003.mkv", cwd=repo, capsys=capsys)
@@ -198,6 +193,25 @@ def test_the_readme_commands_on_the_trained_demo(demo_repo, capsys):
     (repo / "map.png").unlink()
     out = inspector("-m", "pipeline.inspector", "--outliers", cwd=repo, capsys=capsys)
     assert out.strip(), out
+
+    lines = finished(folder).splitlines()
+    assert lines[0].split("\t") == ["path", "answer", "class", "probability"]
+    assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in lines[1:]) == walking
+    answers = json.loads(finished(one))
+    assert len(answers) == 1 and set(answers[0]["probabilities"]) == set(CLASSES), answers
+    assert answers[0]["segments"] and "segments_error" not in answers[0], answers  # the windows' answers
+
+
+def started(*cmd, cwd) -> subprocess.Popen:
+    """A command started in `cwd` with its output piped; `finished` waits for it."""
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen) -> str:
+    """The stdout of a command from `started`, once it has ended with status 0."""
+    out, err = proc.communicate()
+    assert proc.returncode == 0, f"{' '.join(map(str, proc.args))} failed:\n{out}\n{err}"
+    return out
 
 
 def inspector(*argv: str, cwd: Path, capsys) -> str:

@@ -270,8 +270,8 @@ def working_tree_reads(path: Path, tracked: set[str]) -> list[str]:
     from pipeline import paths
 
     names = {k for k, v in vars(paths).items() if k.isupper() and k != "ANNOTATIONS_DIR"}
-    values = [v for k in names for v in (lambda v: v.values() if isinstance(v, dict) else [v])(getattr(paths, k))]
-    tops = {v.split("/")[0] for v in values}
+    values = [getattr(paths, k) for k in names]
+    tops = {v.split("/")[0] for value in values for v in (value.values() if isinstance(value, dict) else [value])}
     tree = ast.parse(path.read_text())
     parent = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     found = []
