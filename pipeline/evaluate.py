@@ -11,8 +11,11 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from pipeline.errors import ConfigError, DataError
 
 
-HEAD_METRICS = ("accuracy", "ci95_low", "ci95_high", "macro_f1", "cv_mean", "cv_std", "ece", "ece_uncalibrated",
-                "temperature")  # what the evaluate stage writes per head (stages.write_metrics: a file per metric)
+# What the evaluate stage writes per head: the headline numbers are the only ones DVC tabulates (`dvc exp show`, `dvc
+# metrics show`: a column each per head, so few of them keep the table narrow); the rest are written beside them.
+SUMMARY_METRICS = ("accuracy", "macro_f1", "cv_mean")
+DETAIL_METRICS = ("ci95_low", "ci95_high", "cv_std", "ece", "ece_uncalibrated", "temperature")
+HEAD_METRICS = SUMMARY_METRICS + DETAIL_METRICS
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
@@ -67,8 +70,9 @@ def usable_folds(labels: np.ndarray, class_names: list[str], folds: int) -> tupl
     if smallest >= 2:
         return smallest, (f"{smallest}-fold cross-validation instead of {folds}: classes with fewer than {folds} "
                           f"videos: {', '.join(small)} (add videos, or set evaluate.folds to {smallest})")
-    return 0, (f"cross-validation left out: it needs at least 2 videos per class, and "
-               f"{', '.join(s for s in small if s.endswith('(1)'))} has 1 (add videos, or set evaluate.folds: 0)")
+    ones = [s for s in small if s.endswith("(1)")]
+    return 0, (f"cross-validation left out: it needs at least 2 videos per class, and {', '.join(ones)} "
+               f"{'has' if len(ones) == 1 else 'have'} 1 (add videos, or set evaluate.folds: 0)")
 
 
 Task = tuple[np.ndarray, np.ndarray, np.ndarray]  # (x_train, y_train, x_test) of one refit
@@ -110,7 +114,7 @@ def format_table(results: dict[str, dict], warning: str = "") -> str:
         lines.append(f"{name:<8} {r['accuracy']:>8.3f}  [{r['ci95_low']:.3f}, {r['ci95_high']:.3f}] "
                      f"{r['macro_f1']:>8.3f}  {cv:<14} {ece}")
     n = next(iter(results.values()))["n"] if results else 0
-    lines.append(f"({n} test videos)")
+    lines.append(f"({n} test video{'' if n == 1 else 's'})")
     if warning:
         lines = [f"*** {warning} ***", *lines, f"*** {warning} ***"]
     return "\n".join(lines)

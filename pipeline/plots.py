@@ -1,4 +1,4 @@
-"""Stage two's plots: DVCLive's logger for the stages, and the page template `dvc plots show` draws them in."""
+"""Stage two's plots: DVCLive's logger for the stages, the charts' data, and the page `dvc plots show` draws them in."""
 from __future__ import annotations
 
 from dvclive import Live
@@ -17,6 +17,23 @@ class StageLive(Live):
 
     def _init_studio(self) -> None:  # Studio's live updates need what _init_dvc found: none are sent
         self._studio_events_to_skip |= {"start", "data", "done"}
+
+
+def confusion_rows(confusion: list[list[int]], class_names: list[str]) -> list[dict]:
+    """A confusion matrix (C, C) of counts (rows: true class, columns: predicted) as its C * C cells,
+    {"actual": name, "predicted": name, "count": n}, zeros included, so that a chart has every class on both axes
+    and its diagonal lines up (DVCLive's confusion plot logs one row per video: a class that was never predicted had
+    no column). .dvc/plots/confusion_counts.json sums "count"."""
+    assert len(confusion) == len(class_names) and all(len(row) == len(class_names) for row in confusion)
+    return [{"actual": actual, "predicted": predicted, "count": int(confusion[i][j])}
+            for i, actual in enumerate(class_names) for j, predicted in enumerate(class_names)]
+
+
+def by_head(rows: list[dict], x: str, y: str) -> list[dict]:
+    """Wide rows {x: value, head: number, ...} as long ones {x: value, "head": head, y: number}, one per head and
+    row: .dvc/plots/by_head.json draws a line per head, each in its own colour (DVC's default template colours by
+    revision and tells a file's fields apart by dash alone)."""
+    return [{x: row[x], "head": head, y: value} for row in rows for head, value in row.items() if head != x]
 
 
 # `dvc plots show` writes a page that loads Vega from a CDN, so offline every chart is blank. .dvc/config points

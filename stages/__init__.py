@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import fields
@@ -15,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import ConfigError, UserError
-from pipeline.paths import ANNOTATIONS_DIR, METRICS_DIR, PARAMS
+from pipeline.paths import ANNOTATIONS_DIR, PARAMS
 
 
 def untracked_notes(files: list[str], *folders: str) -> list[str]:
@@ -24,12 +23,6 @@ def untracked_notes(files: list[str], *folders: str) -> list[str]:
     return [f"{f} is outside {' and '.join([ANNOTATIONS_DIR + '/', *folders])}: `dvc repro` will not see it change "
             f"(move it into {ANNOTATIONS_DIR}/)" for f in files
             if f and not any(Path(f).resolve().is_relative_to(h) for h in homes)]
-
-
-# Metrics are written one file per metric, {head: value}, so that `dvc metrics show` reads as a table with a row
-# per metric and a column per head, and `dvc exp show --only-changed` shows `metrics/<metric>.json:<head>`.
-WARNING_KEY = "warning"  # beside the heads in every metrics file, when the encoder had random weights
-PROTOCOL_KEY = "protocol"  # beside the heads in every metrics file: how the test part was chosen
 
 
 def read_params() -> dict:
@@ -75,18 +68,3 @@ def stage(name: str) -> Callable:
                 sys.exit(f"{name}: error: {e}")
         return run
     return decorate
-
-
-def write_metrics(values: dict[str, dict[str, float]], directory: str | Path = METRICS_DIR, warning: str = "",
-                  protocol: str = "") -> None:
-    """values {metric: {head: number}} -> one JSON file per metric, <directory>/<metric>.json = {head: number}
-    rounded to 4 decimals (the terminal tables stay narrow), with WARNING_KEY: warning and PROTOCOL_KEY: protocol
-    when given (so that no number is read without them)."""
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    for metric, by_head in values.items():
-        data = {head: round(v, 4) if isinstance(v, float) else v for head, v in by_head.items()}
-        if warning:
-            data[WARNING_KEY] = warning
-        if protocol:
-            data[PROTOCOL_KEY] = protocol
-        (Path(directory) / f"{metric}.json").write_text(json.dumps(data, indent=2) + "\n")

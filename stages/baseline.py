@@ -25,7 +25,8 @@ def main() -> None:
     head.calibrate(x[val], y[val], calibration.not_sure_below_chance_to_certain, y[train]).save(MODEL)
     if head.calibration_.temperature_note:
         print(f"baseline: note: {head.calibration_.temperature_note}")
-    print(f"logistic regression on {int(train.sum())} training videos saved to {MODEL}")
+    n = int(train.sum())
+    print(f"logistic regression on {n} training video{'' if n == 1 else 's'} saved to {MODEL}")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
-"""DVC stage `evaluate`: every head on the test part (and k-fold CV): DVCLive metrics, confusion plots, a table."""
+"""DVC stage `evaluate`: every head on the test part (and k-fold CV): metrics, confusion and data-efficiency plots."""
 import json
 from dataclasses import replace
+from pathlib import Path
 
 from pipeline.cache import open_cache, random_encoder_note
 from pipeline.calibration import expected_calibration_error
-from pipeline.evaluate import (HEAD_METRICS, cross_validate, data_efficiency, each, evaluate_predictions,
-                               format_table, usable_folds)
+from pipeline.evaluate import (HEAD_METRICS, SUMMARY_METRICS, cross_validate, data_efficiency, each,
+                               evaluate_predictions, format_table, usable_folds)
 from pipeline.heads import LogRegConfig, fit_predict_many, load_head
-from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, HEAD_FILES, SPLIT_PATH
-from pipeline.plots import StageLive
+from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, HEAD_FILES, METRICS_DIR, SPLIT_PATH
+from pipeline.plots import StageLive, by_head, confusion_rows
 from pipeline.split import UNUSED, SplitConfig, describe_protocol, read_split
 from pipeline.threads import set_threads
 from pipeline.training import LinearConfig, mean_pool
-from stages import config, read_params, stage, write_metrics
+from stages import config, read_params, stage
 
 OUT = EVALUATE_LIVE
+# The numbers DVC tabulates (the `metrics:` of dvc.yaml) are in SUMMARY alone; strings and the other numbers are in
+# DETAILS beside it (an output, not a metric), so that `dvc exp show` stays narrow: a column per head and metric.
+SUMMARY, DETAILS = f"{METRICS_DIR}/summary.json", f"{METRICS_DIR}/details.json"
 
 
 @stage("evaluate")
@@ -70,14 +74,15 @@ def main() -> None:
                 metrics["cv_folds"][name] = folds
             if head.meta_.epoch is not None:  # the linear head's best epoch (train), beside its test numbers
                 metrics.setdefault("best_epoch", {})[name] = int(head.meta_.epoch)
-            live.log_sklearn_plot("confusion_matrix", [names[i] for i in y[test]], [names[i] for i in pred],
-                                  name=f"{name}/confusion_matrix.json")
+            live.log_plot(f"{name}_confusion", confusion_rows(r["confusion"], names), x="predicted", y="actual",
+                          template="confusion_counts")
         if params["evaluate"]["shots"]:
             rows = data_efficiency(cache.embeddings, y, parts, efficiency_fits(configs, names),
                                    params["evaluate"]["shots"], params["split"]["seed"])
-            live.log_plot("data_efficiency", rows, x="videos_per_class", y="linear", template="linear",
-                          title="Test accuracy against training videos per class")
-    write_metrics({k: v for k, v in metrics.items() if v}, warning=warning, protocol=protocol)
+            live.log_plot("data_efficiency", by_head(rows, "videos_per_class", "accuracy"), x="videos_per_class",
+                          y="accuracy", template="by_head")
+    write_metrics({k: v for k, v in metrics.items() if v}, {"warning": warning, "protocol": protocol,
+                                                           "test_videos": int(test.sum())})
     with open(f"{OUT}/per_class.json", "w") as f:
         json.dump(per_class, f, indent=2)
     print(format_table(results, warning))
@@ -86,6 +91,21 @@ def main() -> None:
         print("test accuracy by training videos per class: " + "; ".join(
             f"{r['videos_per_class']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "videos_per_class")
             for r in rows))
+
+
+def write_metrics(values: dict[str, dict[str, float]], notes: dict, summary: str = SUMMARY,
+                  details: str = DETAILS) -> None:
+    """values {metric: {head: number}}: the SUMMARY_METRICS -> `summary` as {metric: {head: number}}, numbers only
+    (DVC names its columns `accuracy.linear` and so on); `details` = the notes that are set (the random encoder's
+    warning, how the test part was chosen), then every other metric, {metric: {head: number}}. Numbers are rounded
+    to 4 decimals (the terminal tables stay narrow)."""
+    rounded = {metric: {head: round(v, 4) if isinstance(v, float) else v for head, v in heads.items()}
+               for metric, heads in values.items()}
+    Path(summary).parent.mkdir(parents=True, exist_ok=True)
+    Path(summary).write_text(json.dumps({k: v for k, v in rounded.items() if k in SUMMARY_METRICS}, indent=2) + "\n")
+    Path(details).write_text(json.dumps({**{k: v for k, v in notes.items() if v},
+                                         **{k: v for k, v in rounded.items() if k not in SUMMARY_METRICS}},
+                                        indent=2) + "\n")
 
 
 def efficiency_fits(configs: dict, names: list[str]) -> dict:

@@ -18,18 +18,24 @@ from pipeline.tiny_clip import build_tiny_clip
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def committed_params(**sections) -> dict:
-    """params.yaml as committed (git's HEAD), not the working tree's (`dvc exp run -S` edits the file in place, and
-    a user's experiment must fail no test), with `sections` merged over it ({"extract": {"num_frames": 4}})."""
+def committed_file(name: str) -> str:
+    """A file of the repository as committed (git's HEAD), not the working tree's: `dvc exp run -S` edits
+    params.yaml in place, and a user's experiment must fail no test. Outside a git checkout (an unpacked archive),
+    the file itself."""
     try:
-        text = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True,
+        return subprocess.run(["git", "show", f"HEAD:{name}"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout
-    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked archive): the file itself
-        text = (ROOT / "params.yaml").read_text()
-    params = yaml.safe_load(text)
+    except (OSError, subprocess.CalledProcessError):
+        return (ROOT / name).read_text()
+
+
+def committed_params(**sections) -> dict:
+    """params.yaml as committed (committed_file), with `sections` merged over it ({"extract": {"num_frames": 4}})."""
+    params = yaml.safe_load(committed_file("params.yaml"))
     for name, values in sections.items():
         params[name] = {**params[name], **values}
     return params
+
 
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "VP80", ".webm": "VP80", ".mov": "mp4v", ".m4v": "mp4v"}
 
@@ -126,3 +132,16 @@ def project(tmp_path_factory, tiny_clip) -> Path:
         root / HEAD_FILES["linear"])
     LogRegHead().fit(x, y, cache.class_names, cache.attrs).save(root / HEAD_FILES["logreg"])
     return root
+
+
+@pytest.fixture
+def keep_threads():
+    """Torch's and the BLAS pools' thread counts put back after a test that runs a stage in this process (each
+    stage sets them for its role: pipeline.threads), so that the tests after it run as they would alone."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    with threadpool_limits(limits=None):  # restores the pools' counts on leaving
+        yield
+    torch.set_num_threads(n)

@@ -13,6 +13,7 @@ import yaml
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluate import (cross_validate, each, evaluate_predictions, format_table, usable_folds,
                                wilson_interval)
+from tests.conftest import committed_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,13 +64,15 @@ def test_small_classes_get_fewer_folds_or_none_with_a_note():
     assert folds == 3 and note.startswith("3-fold cross-validation instead of 5") and "animation (3), c (4)" in note
     folds, note = usable_folds(np.array([0] * 10 + [1] * 1 + [2] * 4), names, 5)
     assert folds == 0 and note.startswith("cross-validation left out") and "animation (1) has 1" in note
+    assert "a (1), animation (1) have 1" in usable_folds(np.array([0, 1, 2, 2]), names, 5)[1]
     assert usable_folds(np.array([0, 1]), ["a", "b"], 0) == (0, "")  # off
     with pytest.raises(ConfigError, match="evaluate.folds must be 0 .off. or at least 2, got 1"):
         usable_folds(np.array([0, 1]), ["a", "b"], 1)
 
 
-def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path, monkeypatch, capsys):
-    """Three videos per class and evaluate.folds 5: 3-fold cross-validation, said in the output and metrics."""
+def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path, monkeypatch, capsys, keep_threads):
+    """Three videos per class and evaluate.folds 5: 3-fold cross-validation, said in the output and metrics. The
+    linear head's refits are the attention head's (train.head: attention): a temporal head reads the frames."""
     import stages.evaluate
     from pipeline.cache import RANDOM_ENCODER_NOTE
     from pipeline.cache import read_cache
@@ -79,8 +82,7 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
 
     for part in ("cache", "models"):
         shutil.copytree(project / part, tmp_path / part)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"]["epochs"] = 5
+    params = committed_params(train={"epochs": 5, "head": "attention"})
     assert params["evaluate"]["folds"] == 5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
@@ -93,21 +95,27 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
     stages.evaluate.main()
     out = capsys.readouterr().out
     assert "evaluate: note: 3-fold cross-validation instead of 5: classes with fewer than 5 videos: clapping (3)" in out
-    folds = json.loads((tmp_path / "metrics" / "cv_folds.json").read_text())
-    cv_mean = json.loads((tmp_path / "metrics" / "cv_mean.json").read_text())
-    assert folds == {"linear": 3, "logreg": 3, "zeroshot": 3, "warning": RANDOM_ENCODER_NOTE,  # the tiny CLIP is random
-                     "protocol": "random split: test 0.15, val 0.15, seed 0"}
-    assert set(cv_mean) == {"linear", "logreg", "zeroshot", "warning", "protocol"}
+    summary = json.loads((tmp_path / "metrics" / "summary.json").read_text())
+    details = json.loads((tmp_path / "metrics" / "details.json").read_text())
+    assert list(summary) == ["accuracy", "macro_f1", "cv_mean"] and set(summary["cv_mean"]) == set(HEAD_FILES)
+    assert details["cv_folds"] == {"linear": 3, "logreg": 3, "zeroshot": 3}
+    assert details["warning"] == RANDOM_ENCODER_NOTE  # the tiny CLIP is random
+    assert details["protocol"] == "random split: test 0.15, val 0.15, seed 0" and details["test_videos"] == 3
     assert out.splitlines()[1] == f"*** {RANDOM_ENCODER_NOTE} ***"  # the table says so too
     assert (tmp_path / "dvclive" / "evaluate" / "per_class.json").is_file()  # the rest of the evaluation is written
+    plots = tmp_path / "dvclive" / "evaluate" / "plots" / "custom"
+    for name in HEAD_FILES:  # every (actual, predicted) pair, as pipeline.plots.confusion_rows writes them
+        cells = json.loads((plots / f"{name}_confusion.json").read_text())
+        assert len(cells) == 9 and sum(c["count"] for c in cells) == 3, cells
 
 
-def test_a_stage_stopped_by_the_users_data_or_settings_says_so_in_one_line(project, tmp_path, monkeypatch):
+def test_a_stage_stopped_by_the_users_data_or_settings_says_so_in_one_line(project, tmp_path, monkeypatch,
+                                                                          keep_threads):
     import stages.split
     import stages.train
 
     shutil.copytree(project / "cache", tmp_path / "cache")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = committed_params()
     params["train"]["epoch"] = 10  # a typo
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
@@ -201,15 +209,30 @@ def test_cross_validation_keeps_groups_whole():
     assert acc.shape == (4,) and sum(seen) == 8
 
 
-def test_metrics_are_one_file_per_metric_with_a_column_per_head(tmp_path):
-    """`dvc metrics show` then reads as a table: a row per metric file, a column per head (and the warning)."""
-    from pipeline.evaluate import format_table
-    from stages import write_metrics
-    write_metrics({"accuracy": {"linear": 0.123456, "logreg": 0.5}, "cv_folds": {"linear": 5}}, tmp_path, "careful")
-    accuracy = json.loads((tmp_path / "accuracy.json").read_text())
-    assert accuracy == {"linear": 0.1235, "logreg": 0.5, "warning": "careful"}
-    assert json.loads((tmp_path / "cv_folds.json").read_text()) == {"linear": 5, "warning": "careful"}
-    r = {"accuracy": 0.5, "ci95_low": 0.2, "ci95_high": 0.8, "macro_f1": 0.4, "n": 10}
+def test_dvc_tabulates_only_the_headline_numbers_and_the_notes_are_beside_them(tmp_path):
+    """summary.json (the only `metrics:` file) holds numbers alone, {metric: {head: value}}: `dvc exp show` names
+    its columns accuracy.linear and so on; the strings and the other numbers are in details.json."""
+    from stages.evaluate import write_metrics
+    write_metrics({"accuracy": {"linear": 0.123456, "logreg": 0.5}, "ece": {"linear": 0.25}, "cv_folds": {"linear": 5}},
+                  {"warning": "careful", "protocol": "random split", "test_videos": 7, "unset": ""},
+                  tmp_path / "m" / "summary.json", tmp_path / "m" / "details.json")
+    assert json.loads((tmp_path / "m" / "summary.json").read_text()) == {"accuracy": {"linear": 0.1235, "logreg": 0.5}}
+    assert json.loads((tmp_path / "m" / "details.json").read_text()) == {
+        "warning": "careful", "protocol": "random split", "test_videos": 7, "ece": {"linear": 0.25},
+        "cv_folds": {"linear": 5}}
+    r = {"accuracy": 0.5, "ci95_low": 0.2, "ci95_high": 0.8, "macro_f1": 0.4, "n": 1}
     assert "careful" not in format_table({"linear": r})
     lines = format_table({"linear": r}, "careful").splitlines()
-    assert lines[0] == lines[-1] == "*** careful ***"
+    assert lines[0] == lines[-1] == "*** careful ***" and lines[-2] == "(1 test video)"
+
+
+def test_the_charts_data_has_every_class_on_both_axes_and_a_row_per_head():
+    from pipeline.plots import by_head, confusion_rows
+    names = ["clapping", "sitting", "walking"]
+    r = evaluate_predictions(np.array([0, 1, 2, 2]), np.array([0, 0, 0, 2]), names)  # sitting is never predicted
+    rows = confusion_rows(r["confusion"], names)
+    assert len(rows) == 9 and {c["predicted"] for c in rows} == {c["actual"] for c in rows} == set(names)
+    assert {(c["actual"], c["predicted"]): c["count"] for c in rows if c["count"]} == {
+        ("clapping", "clapping"): 1, ("sitting", "clapping"): 1, ("walking", "clapping"): 1, ("walking", "walking"): 1}
+    assert by_head([{"n": 1, "linear": 0.5, "logreg": 0.25}], "n", "accuracy") == [
+        {"n": 1, "head": "linear", "accuracy": 0.5}, {"n": 1, "head": "logreg", "accuracy": 0.25}]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import committed_params
+from tests.conftest import committed_file, committed_params
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = {"pipeline", "stages", "app", "tests", "bench"}
@@ -99,7 +99,7 @@ def params_read(script: Path) -> set[str]:
 
 def test_each_dvc_stage_depends_on_exactly_the_code_and_params_it_uses():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = committed_params()
     assert set(stages) == {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"}
     for name, spec in stages.items():
         assert spec["cmd"] == f"python -m stages.{name}"
@@ -146,6 +146,22 @@ def test_dataclass_defaults_equal_params_yaml():
     assert ExtractConfig(root="x").model == params["encoder"]["model"]
     assert ExtractConfig(root="x").annotations == params["data"]["annotations"]
     assert ExtractConfig(root="x").classes == params["data"]["classes"]
+
+
+def test_params_yaml_is_written_as_dvc_writes_it(tmp_path):
+    """`dvc exp run -S key=value` writes params.yaml back through DVC's own override path (Hydra, then ruamel: an
+    empty string as '', a list in block style, comments kept): written that way already, an experiment's
+    params.yaml differs from the commit by the changed key alone."""
+    from dvc.utils.hydra import apply_overrides
+
+    def changed(text: str, override: str) -> list[str]:
+        (tmp_path / "params.yaml").write_text(text)
+        apply_overrides(tmp_path / "params.yaml", [override])
+        after = (tmp_path / "params.yaml").read_text().splitlines()
+        return [line for line in after if line not in text.splitlines()]
+
+    assert changed(committed_file("params.yaml"), "train.lr=0.001") == ["  lr: 0.001"]
+    assert changed('a: ""\nb: [1, 2]\nc: 1\n', "c=2") == ["a: ''", "b:", "- 1", "- 2", "c: 2"]  # the check can fail
 
 
 def test_shared_facts_are_written_once():
@@ -226,18 +242,72 @@ print("dvc.repo" in sys.modules)
     assert written["stage"] == written["live"] and "plots/metrics/train/loss.tsv" in written["stage"]
 
 
-def test_the_confusion_template_is_dvcs_with_the_counts_shown():
+def test_the_confusion_template_is_dvcs_summing_the_cells_counts_with_the_counts_shown():
     """dvc.yaml's confusion matrices use .dvc/plots/confusion_counts.json: DVC's own confusion template (this DVC's,
-    so an upgrade that changes it fails here) with its showValues checkbox ticked, so the cells show their counts."""
+    so an upgrade that changes it fails here) summing the "count" of each cell the evaluate stage writes (every
+    (actual, predicted) pair, zeros included: every class on both axes) rather than counting rows, with its
+    showValues checkbox ticked, so the cells show their counts. The data-efficiency chart colours by head."""
     import json
 
     spec = json.loads(subprocess.run([sys.executable, "-m", "dvc", "plots", "templates", "confusion"], cwd=ROOT,
                                      capture_output=True, text=True, check=True).stdout)
     spec["params"] = [{**p, "value": True} if p["name"] == "showValues" else p for p in spec["params"]]
+    assert spec["spec"]["transform"][0]["aggregate"] == [{"op": "count", "as": "xy_count"}]
+    spec["spec"]["transform"][0]["aggregate"] = [{"op": "sum", "field": "count", "as": "xy_count"}]
     assert json.loads((ROOT / ".dvc" / "plots" / "confusion_counts.json").read_text()) == spec
     plots = [next(iter(p.values())) for p in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
              if isinstance(p, dict)]
     assert [p["template"] for p in plots if "confusion" in str(p)] == ["confusion_counts"] * 3
+    by_head = json.loads((ROOT / ".dvc" / "plots" / "by_head.json").read_text())
+    assert by_head["encoding"]["color"]["field"] == "head" and by_head["encoding"]["strokeDash"]["field"] == "rev"
+
+
+def working_tree_reads(path: Path, tracked: set[str]) -> list[str]:
+    """Where a test file joins the checkout's folder (ROOT) with params.yaml or a path the stages write (cache/,
+    models/, metrics/, dvclive/, data/: the first parts of pipeline/paths.py's paths), by literal or by
+    pipeline.paths's name: `ROOT / "params.yaml"`, `ROOT / CACHE_PATH`. A committed file under them
+    (cache/README.md) is code, not state."""
+    from pipeline import paths
+
+    names = {k for k, v in vars(paths).items() if k.isupper() and k != "ANNOTATIONS_DIR"}
+    values = [getattr(paths, k) for k in names]
+    tops = {v.split("/")[0] for value in values for v in (value.values() if isinstance(value, dict) else [value])}
+    tree = ast.parse(path.read_text())
+    parent = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.left, ast.Name)
+                and node.left.id == "ROOT"):
+            continue
+        right = node.right
+        named = right.value if isinstance(right, ast.Subscript) else right
+        if isinstance(named, ast.Name) and named.id in names:
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(right, ast.Constant) and isinstance(right.value, str) and right.value.split("/")[0] in tops:
+            parts, outer = [right.value], node  # ROOT / "cache" / "README.md": the whole literal path
+            while isinstance(parent.get(outer), ast.BinOp) and isinstance(parent[outer].right, ast.Constant):
+                outer = parent[outer]
+                parts.append(str(outer.right.value))
+            whole = "/".join(parts)
+            if whole == paths.PARAMS or whole not in tracked:
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(outer)}")
+    return found
+
+
+def test_no_test_reads_the_working_tree(tmp_path):
+    """Tests never depend on the user's working tree (a `dvc exp run -S` edits params.yaml in place, a `dvc repro`
+    leaves a cache and heads): each builds what it needs in tmp_path or reads the committed params through git
+    (conftest's committed_params). The check itself finds each way of writing such a read."""
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    bad = tmp_path / "test_bad.py"
+    bad.write_text("from pipeline.paths import CACHE_PATH, HEAD_FILES\n"
+                   "a = ROOT / 'params.yaml'\nb = ROOT / CACHE_PATH\nc = ROOT / HEAD_FILES['linear']\n"
+                   "d = ROOT / 'models' / 'linear.pt'\ne = ROOT / 'cache' / 'README.md'\nf = tmp / 'params.yaml'\n")
+    assert [line.split(": ", 1)[1] for line in working_tree_reads(bad, {"cache/README.md"})] == [
+        "ROOT / 'params.yaml'", "ROOT / CACHE_PATH", "ROOT / HEAD_FILES['linear']", "ROOT / 'models' / 'linear.pt'"]
+    found = [line for test in sorted((ROOT / "tests").glob("*.py")) for line in working_tree_reads(test, tracked)]
+    assert not found, "tests reading the working tree (build it in tmp_path, or read it through git): " + str(found)
 
 
 @pytest.mark.slow  # ten processes importing torch: about 20 s on a quiet 2-core machine
