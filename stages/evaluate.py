@@ -8,9 +8,9 @@ from pipeline.calibration import expected_calibration_error
 from pipeline.evaluate import (HEAD_METRICS, SUMMARY_METRICS, cross_validate, data_efficiency, each,
                                evaluate_predictions, format_table, usable_folds)
 from pipeline.heads import LogRegConfig, fit_predict_many, load_head
-from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, HEAD_FILES, METRICS_DIR, SPLIT_PATH
+from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, HEAD_FILES, METRICS_DETAILS, METRICS_SUMMARY, SPLIT_PATH
 from pipeline.plots import StageLive, by_head, confusion_rows
-from pipeline.split import UNUSED, SplitConfig, describe_protocol, read_split
+from pipeline.split import UNUSED, SplitConfig, clip_groups, describe_protocol, read_split
 from pipeline.threads import set_threads
 from pipeline.training import LinearConfig, mean_pool
 from stages import config, read_params, stage
@@ -18,7 +18,7 @@ from stages import config, read_params, stage
 OUT = EVALUATE_LIVE
 # The numbers DVC tabulates (the `metrics:` of dvc.yaml) are in SUMMARY alone; strings and the other numbers are in
 # DETAILS beside it (an output, not a metric), so that `dvc exp show` stays narrow: a column per head and metric.
-SUMMARY, DETAILS = f"{METRICS_DIR}/summary.json", f"{METRICS_DIR}/details.json"
+SUMMARY, DETAILS = METRICS_SUMMARY, METRICS_DETAILS
 
 
 @stage("evaluate")
@@ -35,7 +35,7 @@ def main() -> None:
     # a small dataset gets as many folds as its smallest class allows, or none: said here and in the metrics
     folds, note = usable_folds(y, names, params["evaluate"]["folds"])
     split_cfg = config(SplitConfig, params["split"], "split")
-    protocol = describe_protocol(split_cfg)  # quoted with every accuracy
+    protocol = describe_protocol(split_cfg, clip_groups(cache, split_cfg).how)  # quoted with every accuracy
     # cross-validation keeps groups whole when the split does, and leaves out what official lists leave out
     groups = read_split(SPLIT_PATH, cache.clip_ids(), "group") if split_cfg.method != "random" else None
     used = parts != UNUSED
