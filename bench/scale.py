@@ -193,7 +193,7 @@ def run_size(n: int, only: list[str] | None = None) -> dict:
         result["stage one summary"] = (logs / "extract.log").read_text().strip().splitlines()[-1:]
     if (logs / "outliers.log").exists():
         outliers = json.loads((logs / "outliers.log").read_text())
-        result["near-duplicates found"] = len(outliers["near_duplicates"])
+        result["near-duplicates found"] = outliers["near_duplicates_found"]["pairs"]
         result["near-duplicates planted"] = planted
         result["mislabelled"] = len(outliers["mislabelled"])
     result["load_after"] = os.getloadavg()[0]

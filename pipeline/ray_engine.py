@@ -27,7 +27,8 @@ from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig, load_vi
 
 VIDEOS_PER_BLOCK = 4  # rows per Ray Data block: the work a lost node takes with it, at most, per decode actor
 # Columns a decode actor returns per video beside its frames; the encoder actors pass them through.
-_CLIP_COLUMNS = ("indices", "timestamps", "fps", "frame_count", "duration", "repeated", "decode_errors")
+_CLIP_COLUMNS = ("indices", "timestamps", "fps", "frame_count", "duration", "repeated", "decode_errors", "packets",
+                 "damaged", "timing")
 
 
 class RayEngine:
@@ -169,6 +170,7 @@ def _loaded(batch: dict[str, np.ndarray], row: int, file: str) -> Loaded | Unusa
     clip = Clip(None, *(batch[name][row] for name in _CLIP_COLUMNS))
     clip.fps, clip.frame_count, clip.duration = float(clip.fps), int(clip.frame_count), float(clip.duration)
     clip.repeated, clip.decode_errors = bool(clip.repeated), int(clip.decode_errors)
+    clip.packets, clip.damaged, clip.timing = int(clip.packets), int(clip.damaged), str(clip.timing)
     return Loaded(int(batch["size"][row]), int(batch["mtime_ns"][row]), str(batch["digest"][row]), clip)
 
 

@@ -27,6 +27,7 @@ from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_bytes
 from pipeline.workers import DecodePool, PoolConfig
 from pipeline.video import TIMESTAMPS, DecodeLimits, read_frames, sample_indices
+from tests.conftest import committed_file
 from tests.corpus import CASES, DAMAGED_FRAMES, EDIT_SHOWN, ONE_KEY_FRAMES, VFR_PTS_MS, build_corpus
 from tests.faults import faulty_decode
 
@@ -332,7 +333,8 @@ def test_the_stage_reports_a_write_failure_in_one_line(tmp_path, monkeypatch, ca
         raise OSError(errno.ENOSPC, "No space left on device", "cache/features.h5.tmp")
 
     monkeypatch.setattr(stages.extract, "extract_features", fail)
-    monkeypatch.chdir(ROOT)
+    (tmp_path / "params.yaml").write_text(committed_file("params.yaml"))  # the committed settings, not the user's
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit,
                        match=r"^extract: error: \[Errno 28\] No space left on device: 'cache/features.h5.tmp'$"):
         stages.extract.main()
