@@ -367,32 +367,32 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
                 known.discard(clip_id(old, videos[i].segment))
 
     written = set(known)  # and, as they come, the contents encoded in this run
-    pending = sorted(content)
-    while pending:  # one round, and another for repeats whose first changed between hashing and decoding
-        todo, waiting = [], {}  # videos to decode; row key -> the videos of the same content waiting on it
+    pending, alone = sorted(content), set()  # alone: repeats of a first that failed, each decoded for itself
+    while pending:  # one round, and another for repeats whose first failed or changed between hashing and decoding
+        todo, waiting = [], {}  # videos to decode; their row keys -> the videos of the same content waiting
         for i in pending:
             key = clip_id(content[i][0], videos[i].segment)
             if key in written:
                 kept.append(VideoRow(videos[i], *stat_of(i), content[i][0]))
                 summary.reused += 1
                 bar.update(1)
-            elif key in waiting:
+            elif key in waiting and i not in alone:
                 waiting[key].append(i)
             else:
-                waiting[key] = []
+                waiting.setdefault(key, [])
                 todo.append(i)
-        pending = []
+        pending, alone = [], set()
         results = engine.results([str(videos[i].file) for i in todo], reader, known,
                                  [videos[i].segment for i in todo], [content[i][1] for i in todo])
         for index, out, embeddings in results:
             i = todo[index]
-            video, repeats = videos[i], waiting.pop(clip_id(content[i][0], videos[i].segment))
+            video, repeats = videos[i], waiting.pop(clip_id(content[i][0], videos[i].segment), [])
             name = clip_id(video.path, video.segment)
             bar.update(1)
             if isinstance(out, Unusable):  # recorded under its clip id: the cache must not name this machine's files
                 skip(i, f"{name}: {out.reason}", out.reason)
-                for r in repeats:  # the same bytes: the same outcome
-                    skip(r, f"{clip_id(videos[r].path, videos[r].segment)}: {out.reason}", out.reason)
+                pending += repeats  # a crash or a timeout is not a property of the bytes: each tries for itself
+                alone.update(repeats)
                 continue
             item = VideoRow(video, out.size, out.mtime_ns, out.digest)
             kept.append(item)
