@@ -207,14 +207,15 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
 
 
 def _refuse_worker_rerun() -> None:
-    """ConfigError when this call comes from a decode worker starting: multiprocessing runs the parent's main script
-    again in each worker (as `__mp_main__`), so a script calling extract_features at its top level, without
-    `if __name__ == "__main__":`, would start a stage-one run in every worker."""
-    main = sys.modules.get("__main__")
-    if multiprocessing.parent_process() is not None and getattr(main, "__name__", "") == "__mp_main__":
-        raise ConfigError(f"extract_features was called at the top level of {printable(getattr(main, '__file__', '?'))}"
-                          ", which every decode worker runs again as it starts: put the call under "
-                          "`if __name__ == \"__main__\":`")
+    """Stop a decode worker that is running the parent's main script again (multiprocessing does, as
+    `__mp_main__`, in each worker it starts) and got here: the script calls extract_features at its top level,
+    without `if __name__ == "__main__":`. The worker exits with the one sentence that says so."""
+    if multiprocessing.current_process().name != "MainProcess" and "__mp_main__" in sys.modules:
+        main = printable(getattr(sys.modules["__mp_main__"], "__file__", "the main script"))
+        sys.stderr.write(f"error: {main} calls extract_features at its top level, and every decode worker runs "
+                         "that script again as it starts: put the call under `if __name__ == \"__main__\":`\n")
+        sys.stderr.flush()
+        os._exit(2)  # not an exception: the script's own except clauses must not see it
 
 
 def dataset(cfg: ExtractConfig) -> tuple[list[VideoFile], list[str], list[tuple[str, str]]]:

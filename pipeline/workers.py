@@ -21,6 +21,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from itertools import repeat
 
+from concurrent.futures.process import BrokenProcessPool
+
 from pebble import ProcessExpired, ProcessPool
 
 from pipeline.errors import BrokenInstall, Unusable, VideoError
@@ -236,7 +238,7 @@ class DecodePool:
             ctx.set_forkserver_preload([__name__, *WORKER_IMPORTS, *_main_module()])
             self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
                                      initializer=_worker_init, initargs=(cfg.memory_mb,))
-            self._pool.schedule(os.getpid)  # pebble starts its workers at the first task: start them now
+            self._started = self._pool.schedule(os.getpid)  # pebble starts its workers at the first task: now
 
     def __enter__(self) -> DecodePool:
         return self
@@ -271,8 +273,7 @@ class DecodePool:
         pending: deque = deque()
         ahead = 2 * self.cfg.workers + 1
         for file, file_cfg, how in jobs:
-            pending.append((file, self._pool.schedule(self.decode, args=(file, file_cfg, how),
-                                                      timeout=self.cfg.timeout_s)))
+            pending.append((file, self._schedule(file, file_cfg, how)))
             while len(pending) >= ahead:
                 yield self._result(*pending.popleft())
         while pending:
@@ -284,6 +285,15 @@ class DecodePool:
         if isinstance(out, Unusable):
             raise out.error()
         return out
+
+    def _schedule(self, file: str, cfg: ReadConfig, how: bool | Hashed):
+        try:
+            return self._pool.schedule(self.decode, args=(file, cfg, how), timeout=self.cfg.timeout_s)
+        except RuntimeError:  # pebble's pool is broken: say why when its workers died as they started
+            if self._started.done() and isinstance(self._started.exception(), BrokenProcessPool):
+                raise BrokenInstall("the decode workers died as they started (their own message, above, says why; "
+                                    "a script that starts stage one needs `if __name__ == \"__main__\":`)") from None
+            raise
 
     def _in_process(self, file: str, cfg: ReadConfig, hash_bytes: bool | Hashed) -> Loaded | Unusable:
         try:
