@@ -1,6 +1,7 @@
 """Stage one's cost per tiny clip (issue 28): where the time goes, and this code against an older checkout.
 
     python bench/per_file.py [--clips 2000] [--rounds 2] [--baseline DIR] [--links 5000]
+    python bench/per_file.py --marginal [--rounds 2]
 
 Clips: `--clips` H.264 clips of 4 frames at 32x32 (a few KB each, written once under bench/out/per_file/), in four
 class folders; the tiny random CLIP, 4 frames per clip, batch 16, `workers: 2` (auto on 2 cores). Each variant is
@@ -11,6 +12,11 @@ one torch thread; with OMP_WAIT_POLICY=PASSIVE; and, with --baseline DIR (a chec
 (discovery, hashing, the hand-off to the workers and waiting on them, the encoder, part files and the cache's
 join, the summary), and `--links` hard links of one clip count the decodes (one expected). Every figure is
 printed with the machine's load average: the machine is shared, so compare the ratios of one run.
+
+--marginal: stage one's marginal throughput on decode-heavy clips (4 s of 1280x720 H.264 from bench/stage_one.py's
+make_clip, 16 frames each, the tiny CLIP: decoding is nearly all the work): a fresh process on 12 and on 24 clips,
+`workers: 0`, `workers: 2`, and `workers: 2` with the encoder on one torch thread, alternated; the marginal time
+of the 12 more clips is the difference of the medians, and the ratio is workers 0's over the other's.
 """
 from __future__ import annotations
 
@@ -28,6 +34,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "per_file"
 MODEL = OUT / "tiny-clip"
+
+MARGINAL = """
+import time
+from pipeline.threads import set_threads
+from pipeline.extract import ExtractConfig, extract_features
+if __name__ == "__main__":
+    set_threads("extract")
+    if {threads}:
+        import torch
+        torch.set_num_threads({threads})
+    cfg = ExtractConfig(root={root!r}, cache_path={cache!r}, model={model!r}, num_frames=16, batch_size=16,
+                        device="cpu", workers={workers})
+    t = time.perf_counter()
+    s = extract_features(cfg, progress=False)
+    assert s.encoded == {n} and not s.skipped, str(s)
+    print(time.perf_counter() - t)
+"""
 
 RUN = """
 import time
@@ -152,13 +175,57 @@ def links(n: int) -> None:
           f"{time.perf_counter() - t:.1f} s (workers 0, load {os.getloadavg()[0]:.1f})")
 
 
+def marginal(rounds: int) -> None:
+    """Stage one on 12 and 24 decode-heavy clips, workers 0 and 2 (and 2 with a one-thread encoder), alternated."""
+    from stage_one import make_clip  # run as a file from bench/, as bench/workers.py imports it
+
+    clips = [OUT / "720p_4s" / f"c{i % 2}" / f"v{i:02d}.mp4" for i in range(24)]
+    for i, f in enumerate(clips):
+        if not f.exists():
+            make_clip(f, (1280, 720), 4, seed=2000 + i)
+    roots = {}
+    for n in (12, 24):
+        roots[n] = OUT / f"marginal_{n}"
+        shutil.rmtree(roots[n], ignore_errors=True)
+        for f in clips[:n]:
+            (roots[n] / f.parent.name).mkdir(parents=True, exist_ok=True)
+            (roots[n] / f.parent.name / f.name).symlink_to(f)
+    variants = {"workers 0": (0, 0), "workers 2": (2, 0), "workers 2, encoder on 1 thread": (2, 1)}
+    times = {(v, n): [] for v in variants for n in roots}
+    print(f"stage one on 12 and 24 clips of 4 s 1280x720, tiny CLIP, 16 frames; {os.cpu_count()} cores, shared")
+    for r in range(rounds):
+        for n in roots:
+            for name, (workers, threads) in variants.items():
+                cache = OUT / "cache" / "features.h5"
+                shutil.rmtree(cache.parent, ignore_errors=True)
+                code = MARGINAL.format(threads=threads, root=str(roots[n]), cache=str(cache), model=str(model()),
+                                       n=n, workers=workers)
+                load = os.getloadavg()[0]
+                out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+                if out.returncode:
+                    raise RuntimeError(out.stderr[-3000:])
+                times[(name, n)].append(float(out.stdout.split()[-1]))
+                print(f"  round {r + 1} {n} clips {name:32s} {times[(name, n)][-1]:6.1f} s (load {load:.1f})",
+                      flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    extra = {v: med[(v, 24)] - med[(v, 12)] for v in variants}
+    print("\nmarginal seconds for 12 more clips (difference of medians):")
+    for v in variants:
+        print(f"  {v:32s} {extra[v]:6.1f} s  throughput {extra['workers 0'] / extra[v]:.2f}x workers 0's")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", type=Path, help="a checkout of older code to compare with")
     parser.add_argument("--links", type=int, default=5000)
+    parser.add_argument("--marginal", action="store_true", help="workers 0 against 2 on decode-heavy clips")
     args = parser.parse_args()
+    if args.marginal:
+        marginal(args.rounds)
+        return
     root = tiny_clips(args.clips)
     variants = {"this checkout": (ROOT, 0, None), "encoder on 1 thread": (ROOT, 1, None),
                 "OMP_WAIT_POLICY=PASSIVE": (ROOT, 0, {"OMP_WAIT_POLICY": "PASSIVE"})}

@@ -465,3 +465,10 @@ def test_a_worker_running_the_main_script_again_stops_with_the_reason(monkeypatc
     assert exits == [2] and capfd.readouterr().err == (
         'error: train.py calls extract_features at its top level, and every decode worker runs that script again '
         'as it starts: put the call under `if __name__ == "__main__":`\n')
+
+
+def test_the_summary_counts_damaged_videos_and_the_limit_reaches_the_decoder():
+    from pipeline.extract import ExtractSummary
+
+    assert "  2 videos had packets that failed to decode" in str(ExtractSummary("f.h5", encoded=3, damaged=2))
+    assert ExtractConfig(root="data", max_damaged=0.1).limits().max_damaged == 0.1
