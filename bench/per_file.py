@@ -6,8 +6,9 @@
 Clips: `--clips` H.264 clips of 4 frames at 32x32 (a few KB each, written once under bench/out/per_file/), in four
 class folders; the tiny random CLIP, 4 frames per clip, batch 16, `workers: 2` (auto on 2 cores). Each variant is
 a fresh process (`stages.extract`'s own thread policy, then extract_features on a new cache, then a re-run that
-reuses everything), the variants alternated round by round. Variants: this checkout as it is; with the encoder on
-one torch thread; with OMP_WAIT_POLICY=PASSIVE; and, with --baseline DIR (a checkout of older code, for example
+reuses everything), the variants alternated round by round, each started as `python -m stages.extract` starts
+(importing stages.extract first: its OpenMP setting). Variants: this checkout as it is; with the encoder on one
+torch thread; and, with --baseline DIR (a checkout of older code, for example
 `git worktree add DIR <commit>`), that code. Then one profiled run of this checkout splits the time by role
 (discovery, hashing, the hand-off to the workers and waiting on them, the encoder, part files and the cache's
 join, the summary), and `--links` hard links of one clip count the decodes (one expected). Every figure is
@@ -37,6 +38,7 @@ MODEL = OUT / "tiny-clip"
 
 MARGINAL = """
 import time
+import stages.extract  # as `python -m stages.extract` starts (its OpenMP setting)
 from pipeline.threads import set_threads
 from pipeline.extract import ExtractConfig, extract_features
 if __name__ == "__main__":
@@ -54,6 +56,7 @@ if __name__ == "__main__":
 
 RUN = """
 import time
+import stages.extract  # as `python -m stages.extract` starts (its OpenMP setting, where the code has one)
 from pipeline.threads import set_threads
 from pipeline.extract import ExtractConfig, extract_features
 if __name__ == "__main__":
@@ -227,8 +230,7 @@ def main() -> None:
         marginal(args.rounds)
         return
     root = tiny_clips(args.clips)
-    variants = {"this checkout": (ROOT, 0, None), "encoder on 1 thread": (ROOT, 1, None),
-                "OMP_WAIT_POLICY=PASSIVE": (ROOT, 0, {"OMP_WAIT_POLICY": "PASSIVE"})}
+    variants = {"this checkout": (ROOT, 0, None), "this checkout, encoder on 1 thread": (ROOT, 1, None)}
     if args.baseline:
         variants["baseline " + str(args.baseline)] = (args.baseline.resolve(), 0, None)
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
