@@ -127,7 +127,7 @@ class ExtractSummary:
                       "retries them)") if self.remembered else ""
         lines = [f"{printable(self.cache_path)}: {self.encoded} encoded, {self.reused} reused, "
                  f"{len(self.skipped)} skipped{remembered} in {self.seconds:.1f} s"]
-        lines += [f"  note: {self.note}"] if self.note else []
+        lines += [f"  note: {printable(self.note)}"] if self.note else []
         if self.damaged:
             lines.append(f"  {self.damaged} videos had packets that failed to decode (decode_errors in the cache; "
                          "extract.max_damaged)")
@@ -207,9 +207,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
 
 
 def _refuse_worker_rerun() -> None:
-    """Stop a decode worker that is running the parent's main script again (multiprocessing does, as
-    `__mp_main__`, in each worker it starts) and got here: the script calls extract_features at its top level,
-    without `if __name__ == "__main__":`. The worker exits with the one sentence that says so."""
+    """A decode worker running the parent's main script again (multiprocessing does, as `__mp_main__`) got here:
+    the script calls extract_features without `if __name__ == "__main__":`. It exits with the sentence saying so."""
     if multiprocessing.current_process().name != "MainProcess" and "__mp_main__" in sys.modules:
         main = printable(getattr(sys.modules["__mp_main__"], "__file__", "the main script"))
         sys.stderr.write(f"error: {main} calls extract_features at its top level, and every decode worker runs "
