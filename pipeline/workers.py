@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
-from itertools import repeat
+from itertools import islice, repeat
 
 from concurrent.futures.process import BrokenProcessPool
 
@@ -145,8 +145,10 @@ def hash_videos(files: Iterable[str], timeout_s: float, threads: int | None = No
         except (OSError, VideoError) as e:
             return _unusable(file, e)
 
+    files = iter(files)
     with ThreadPoolExecutor(threads or len(os.sched_getaffinity(0))) as ex:
-        yield from ex.map(one, files)
+        while chunk := list(islice(files, 1024)):  # a bounded number of futures at a time, whatever the dataset
+            yield from ex.map(one, chunk)
 
 
 CHANGED = ("changed while it was being read (written to, or renamed over), twice: run stage one again once it is "
