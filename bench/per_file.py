@@ -2,6 +2,7 @@
 
     python bench/per_file.py [--clips 2000] [--rounds 2] [--baseline DIR] [--links 5000]
     python bench/per_file.py --marginal [--rounds 2]
+    python bench/per_file.py --encoder [--rounds 2]
 
 Clips: `--clips` H.264 clips of 4 frames at 32x32 (a few KB each, written once under bench/out/per_file/), in four
 class folders; the tiny random CLIP, 4 frames per clip, batch 16, `workers: 2` (auto on 2 cores). Each variant is
@@ -18,6 +19,10 @@ printed with the machine's load average: the machine is shared, so compare the r
 make_clip, 16 frames each, the tiny CLIP: decoding is nearly all the work): a fresh process on 12 and on 24 clips,
 `workers: 0`, `workers: 2`, and `workers: 2` with the encoder on one torch thread, alternated; the marginal time
 of the 12 more clips is the difference of the medians, and the ratio is workers 0's over the other's.
+
+--encoder: one forward pass of the tiny CLIP on 16 frames (mean of 20, after one), torch on 2 threads and on 1,
+OpenMP's idle threads spinning (the default) or sleeping (OMP_WAIT_POLICY=PASSIVE), a fresh process each,
+alternated: what spinning threads cost when other processes want the cores.
 """
 from __future__ import annotations
 
@@ -52,6 +57,21 @@ if __name__ == "__main__":
     s = extract_features(cfg, progress=False)
     assert s.encoded == {n} and not s.skipped, str(s)
     print(time.perf_counter() - t)
+"""
+
+ENCODER = """
+import time
+import numpy as np
+import torch
+from pipeline.encoder import embed_frames, load_encoder
+encoder = load_encoder({model!r}, device="cpu")
+frames = np.random.default_rng(0).integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)
+torch.set_num_threads({threads})
+embed_frames(frames, encoder, 16)
+t = time.perf_counter()
+for _ in range(20):
+    embed_frames(frames, encoder, 16)
+print((time.perf_counter() - t) / 20)
 """
 
 RUN = """
@@ -218,6 +238,27 @@ def marginal(rounds: int) -> None:
         print(f"  {v:32s} {extra[v]:6.1f} s  throughput {extra['workers 0'] / extra[v]:.2f}x workers 0's")
 
 
+def encoder_passes(rounds: int) -> None:
+    """ms per 16-frame pass of the tiny CLIP: 2 or 1 threads, OpenMP threads spinning or sleeping, alternated."""
+    variants = [(policy, threads) for threads in (2, 1) for policy in ("default", "PASSIVE")]
+    times = {v: [] for v in variants}
+    for r in range(rounds):
+        for policy, threads in variants:
+            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            if policy == "PASSIVE":
+                env["OMP_WAIT_POLICY"] = "PASSIVE"
+            load = os.getloadavg()[0]
+            out = subprocess.run([sys.executable, "-c", ENCODER.format(model=str(model()), threads=threads)],
+                                 cwd=ROOT, capture_output=True, text=True, check=True,
+                                 env={**env, "PYTHONPATH": str(ROOT)})
+            times[(policy, threads)].append(1000 * float(out.stdout.split()[-1]))
+            print(f"  round {r + 1} OpenMP wait {policy:8s} {threads} threads {times[(policy, threads)][-1]:7.1f} "
+                  f"ms/pass (load {load:.1f})", flush=True)
+    for threads in (2, 1):
+        spin, sleep = (statistics.median(times[(p, threads)]) for p in ("default", "PASSIVE"))
+        print(f"  {threads} threads: spinning {spin:.1f} ms, sleeping {sleep:.1f} ms: {spin / sleep:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=2000)
@@ -225,7 +266,11 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a checkout of older code to compare with")
     parser.add_argument("--links", type=int, default=5000)
     parser.add_argument("--marginal", action="store_true", help="workers 0 against 2 on decode-heavy clips")
+    parser.add_argument("--encoder", action="store_true", help="the encoder's pass, OpenMP spinning or not")
     args = parser.parse_args()
+    if args.encoder:
+        encoder_passes(args.rounds)
+        return
     if args.marginal:
         marginal(args.rounds)
         return
