@@ -10,7 +10,7 @@ from pipeline.cache import clip_id
 from pipeline.encoder import Embedder, EncoderConfig
 from pipeline.errors import Unusable
 from pipeline.video import FrameSpec
-from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig, load_video
+from pipeline.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
 
 # What an engine yields per video, in any order: the video's index in the list it was given, then what its reader
 # made of it (a Loaded whose clip has no frames left, or an Unusable with the reason), then its embeddings
@@ -28,9 +28,11 @@ class Engine(Protocol):
     batch_size: int
 
     def results(self, files: list[str], reader: ReadConfig, known: set[str],
-                segments: list[tuple[float, float] | None] | None = None) -> Iterator[Result]:
-        """Decode and embed `files` (segments: per file, the (start, end) seconds to sample inside, or None); clips
-        whose row key (SHA-256 and segment, clip_id) is in `known`, and repeats within the run, are not encoded."""
+                segments: list[tuple[float, float] | None] | None = None,
+                hashed: list[Hashed | None] | None = None) -> Iterator[Result]:
+        """Decode and embed `files` (segments: per file, the (start, end) seconds to sample inside, or None; hashed:
+        per file, its Hashed from stage one's hashing, or None: DecodePool.map); clips whose row key (SHA-256 and
+        segment, clip_id) is in `known`, and repeats within the run, are not encoded."""
         ...
 
     def __enter__(self) -> Engine: ...
@@ -57,12 +59,13 @@ class LocalEngine:
         self.pool.close()
 
     def results(self, files: list[str], reader: ReadConfig, known: set[str],
-                segments: list[tuple[float, float] | None] | None = None) -> Iterator[Result]:
+                segments: list[tuple[float, float] | None] | None = None,
+                hashed: list[Hashed | None] | None = None) -> Iterator[Result]:
         """As Engine.results: the videos decoded in the pool, embedded here in passes across videos."""
         embedder = Embedder(self.encoder, self.batch_size)
         segments = segments or [None] * len(files)
         seen = set(known)
-        for index, out in enumerate(self.pool.map(files, reader, segments=segments)):
+        for index, out in enumerate(self.pool.map(files, reader, segments=segments, hashed=hashed)):
             if isinstance(out, Unusable):
                 yield index, out, None
                 continue

@@ -8,9 +8,12 @@ cache untouched and its finished parts reused by the next run.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -24,11 +27,11 @@ from pipeline.cache import KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cach
 from pipeline.discover import VIDEO_EXTENSIONS, VideoFile, discover_videos
 from pipeline.encoder import EncoderConfig
 from pipeline.engines import Engine, LocalEngine
-from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError, number
-from pipeline.paths import CACHE_PATH
-from pipeline.video import SAMPLING, DecodeLimits, content_hash
-from pipeline.workers import PoolConfig, ReadConfig, auto_workers, load_video
-from pipeline.writer import PartWriter, VideoRow, assemble_cache
+from pipeline.errors import CacheError, ConfigError, DataError, Unusable, number, printable
+from pipeline.paths import CACHE_PATH, SKIPPED_LIST
+from pipeline.video import SAMPLING, DecodeLimits
+from pipeline.workers import (Hashed, HashTimedOut, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video)
+from pipeline.writer import PartWriter, VideoRow, assemble_cache, write_skipped_list
 
 ENGINES = ("local", "ray")
 
@@ -56,9 +59,11 @@ class ExtractConfig:
     shard_size: int = 64  # videos per part file: the work a kill can lose
     workers: int | str = "auto"  # decode worker processes; 0 = in this process (debugging); auto = one per core
     video_timeout_s: float = PoolConfig.timeout_s  # wall-clock time one video may take to decode
+    hash_timeout_s: float = 600.0  # wall-clock time hashing one file may take (not counted in video_timeout_s)
     worker_memory_mb: int = PoolConfig.memory_mb  # memory a decode worker may take beyond its imports
     max_pixels: int = DecodeLimits.max_pixels  # per frame (8K UHD)
     max_aspect: float = DecodeLimits.max_aspect  # long side / short side
+    max_damaged: float = DecodeLimits.max_damaged  # fraction of a video's packets that may fail to decode
     engine: str = "local"  # local: this machine; ray: a Ray cluster (pipeline.ray_engine, requirements-ray.txt)
     ray_address: str = ""  # engine ray: "" starts a Ray on this machine; "auto" or "host:port" joins a cluster
     # False: a file with the (path, size, mtime) of the cache's row is taken as unchanged, and a file skipped before
@@ -82,17 +87,28 @@ class ExtractConfig:
         return PoolConfig(workers, self._number("video_timeout_s", float), self._number("worker_memory_mb", int))
 
     def limits(self) -> DecodeLimits:
-        """What one video may cost (extract.max_pixels, max_aspect)."""
-        return DecodeLimits(self._number("max_pixels", int), self._number("max_aspect", float))
+        """What one video may cost (extract.max_pixels, max_aspect, max_damaged)."""
+        return DecodeLimits(self._number("max_pixels", int), self._number("max_aspect", float),
+                            max_damaged=self._number("max_damaged", float))
 
     def _number(self, name: str, kind: type) -> int | float:
         """extract.<name> as a number of `kind`; ConfigError naming the setting when it is not one."""
         return number(getattr(self, name), kind, f"extract.{name}")
 
 
+SHOWN_SKIPS = 10  # skip lines the terminal gets; the full list is in the skipped list beside the cache
+SHOWN_REASONS = 5  # reasons counted on the terminal, the most frequent first
+PROBLEMS = "cannot be used as found or listed (data.root, data.annotations)"  # the kind of discovery's skips
+REMEMBERED = "failed before and unchanged since (not read again; extract.rehash: true retries them)"
+
+
 @dataclass
 class ExtractSummary:
-    """What a run did: videos encoded now, reused from earlier work, and skipped with their reasons."""
+    """What a run did: videos encoded now, reused from earlier work, and skipped with their reasons.
+
+    skipped: (clip id, line) pairs, the line naming the clip and why, in the order a person reads them (what the
+    data listing gave, in its order, then the rest by name); kinds counts them by reason.
+    """
 
     cache_path: str
     encoded: int = 0
@@ -102,14 +118,34 @@ class ExtractSummary:
     note: str = ""  # why a previous cache was not reused, if it was not
     skipped_stat: dict[str, tuple[int, int]] = field(default_factory=dict)  # (size, mtime_ns) of skipped files
     remembered: int = 0  # skipped because they failed before and are unchanged (not read again)
+    damaged: int = 0  # decoded in this run with packets that failed to decode (Clip.decode_errors > 0)
+    kinds: Counter = field(default_factory=Counter)  # skips by reason
+    skipped_list: str = ""  # the file listing every skip (SKIPPED_LIST beside the cache), once written
 
     def __str__(self) -> str:
         remembered = (f" ({self.remembered} unchanged since they failed: not read again; extract.rehash: true "
                       "retries them)") if self.remembered else ""
-        lines = [f"{self.cache_path}: {self.encoded} encoded, {self.reused} reused, {len(self.skipped)} skipped"
-                 f"{remembered} in {self.seconds:.1f} s"] + ([f"  note: {self.note}"] if self.note else [])
-        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
+        lines = [f"{printable(self.cache_path)}: {self.encoded} encoded, {self.reused} reused, "
+                 f"{len(self.skipped)} skipped{remembered} in {self.seconds:.1f} s"]
+        lines += [f"  note: {printable(self.note)}"] if self.note else []
+        if self.damaged:
+            lines.append(f"  {self.damaged} videos had packets that failed to decode (decode_errors in the cache; "
+                         "extract.max_damaged)")
+        if len(self.skipped) > SHOWN_SKIPS:
+            lines += [f"  skipped, by reason: {n:,} {printable(why)}"
+                      for why, n in self.kinds.most_common(SHOWN_REASONS)]
+        lines += [f"  skipped {printable(line)}" for _, line in self.skipped[:SHOWN_SKIPS]]
+        if len(self.skipped) > SHOWN_SKIPS:
+            where = printable(self.skipped_list) if self.skipped_list else "the cache's skipped table"
+            lines.append(f"  ... and {len(self.skipped) - SHOWN_SKIPS:,} more: {where} lists them all")
         return "\n".join(lines)
+
+
+def skipped_list_path(cache_path: str | os.PathLike) -> Path:
+    """Where the full list of a cache's skips goes: beside it, <cache stem>.skipped.tsv (SKIPPED_LIST for the
+    project's cache)."""
+    return Path(cache_path).with_name(Path(cache_path).stem + Path(SKIPPED_LIST).name.removeprefix(
+        Path(CACHE_PATH).stem))
 
 
 def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable = load_video) -> ExtractSummary:
@@ -120,6 +156,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     videos are dropped.
     decode: what the workers run per video (tests put a faulty decoder here).
     """
+    _refuse_worker_rerun()
     if cfg.engine not in ENGINES:
         raise ConfigError(f"extract.engine must be one of {ENGINES}, got {cfg.engine!r}")
     started = time.perf_counter()
@@ -141,7 +178,8 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
                      "annotations": cfg.annotations,
                      # a failure is remembered only under the same limits (pipeline.extract._encode_new)
                      "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in (
-                         "video_timeout_s", "worker_memory_mb", "max_pixels", "max_aspect")}, sort_keys=True),
+                         "video_timeout_s", "hash_timeout_s", "worker_memory_mb", "max_pixels", "max_aspect",
+                         "max_damaged")}, sort_keys=True),
                      "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py", "numpy")
                                              + (("onnxruntime",) if cfg.backend == "onnxruntime" else ())})}
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
@@ -149,19 +187,34 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             summary = ExtractSummary(str(cache_path), skipped=list(problems))
             sources = _reusable(cache_path, parts_dir, attrs, summary)
             reader = ReadConfig(cfg.num_frames, engine.frame_spec, cfg.limits())
+            summary.kinds[PROBLEMS] += len(problems)
             new_parts, kept = _encode_new(videos, sources, template, engine, reader,
                                           PartWriter(parts_dir, template, cfg.shard_size), summary, progress,
-                                          bool(cfg.rehash))
-        summary.skipped.sort()
+                                          bool(cfg.rehash), cfg._number("hash_timeout_s", float))
+        # what the listing gave stays first, in its order (an annotation file's line order); the rest by name
+        summary.skipped[len(problems):] = sorted(summary.skipped[len(problems):])
         if not kept:
             raise DataError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
                             f"\n{summary}")
-        assemble_cache(cache_path, kept, sources + new_parts, template, summary.skipped, summary.skipped_stat)
+        assemble_cache(cache_path, kept, sources + new_parts, template, sorted(summary.skipped),
+                       summary.skipped_stat)
+        summary.skipped_list = str(write_skipped_list(skipped_list_path(cache_path), summary.skipped))
         shutil.rmtree(parts_dir, ignore_errors=True)
         summary.seconds = time.perf_counter() - started
         return summary
     finally:
         lock.release()
+
+
+def _refuse_worker_rerun() -> None:
+    """A decode worker running the parent's main script again (multiprocessing does, as `__mp_main__`) got here:
+    the script calls extract_features without `if __name__ == "__main__":`. It exits with the sentence saying so."""
+    if multiprocessing.current_process().name != "MainProcess" and "__mp_main__" in sys.modules:
+        main = printable(getattr(sys.modules["__mp_main__"], "__file__", "the main script"))
+        sys.stderr.write(f"error: {main} calls extract_features at its top level, and every decode worker runs "
+                         "that script again as it starts: put the call under `if __name__ == \"__main__\":`\n")
+        sys.stderr.flush()
+        os._exit(2)  # not an exception: the script's own except clauses must not see it
 
 
 def dataset(cfg: ExtractConfig) -> tuple[list[VideoFile], list[str], list[tuple[str, str]]]:
@@ -237,17 +290,26 @@ def _check_paths(cfg: ExtractConfig) -> None:
 
 
 def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, engine: Engine, reader: ReadConfig,
-                writer: PartWriter, summary: ExtractSummary, progress: bool,
-                rehash: bool = False) -> tuple[list[Cache], list[VideoRow]]:
-    """The loop joining the roles: the engine (reader -> embedder) -> part writer, for every video whose content is
-    not in `sources`. Returns the part caches written and every usable video (encoded or reused) in path order.
+                writer: PartWriter, summary: ExtractSummary, progress: bool, rehash: bool = False,
+                hash_timeout_s: float = ExtractConfig.hash_timeout_s) -> tuple[list[Cache], list[VideoRow]]:
+    """The loop joining the roles: hashing, then the engine (reader -> embedder) -> part writer, for every video
+    whose content is not in `sources`. Returns the part caches written and every usable video (encoded or reused)
+    in path order.
 
-    rehash=False: an unchanged (path, size, mtime) stands for the content it had (not read), and a file that
-    failed under the same decode limits stands for its failure (skipped again, not read). rehash=True: those
-    files are hashed again here, and the failed ones retried.
+    Each file is hashed first (hash_videos, bounded by hash_timeout_s), and only content not known yet is decoded:
+    a renamed file, a copy or a hard link of a cached one is reused without decoding, and repeats within the run
+    wait for the first (reused, or skipped with its reason). rehash=False: an unchanged (path, size, mtime) stands
+    for the content it had (not read), and a file that failed under the same decode limits stands for its failure
+    (skipped again, not read). rehash=True: every file is hashed again, and the failed ones retried. A row whose
+    file now hashes otherwise (replaced, or paired with another file's frames by an older version of this code)
+    no longer vouches for its key: content with that key is decoded and encoded again, not reused.
     """
     by_stat = {(p, int(s), int(m)): h for src in sources
                for p, s, m, h in zip(src.paths, src.file_size, src.mtime_ns, src.content_hash)}
+    stored: dict[str, set[str]] = {}  # clip id -> the content hashes the sources' rows give it
+    for src in sources:
+        for name, digest in zip(src.clip_ids(), src.content_hash):
+            stored.setdefault(name, set()).add(digest)
     known = {k for src in sources for k in src.row_keys()}
     # skipped clips are listed by clip id (the path, for a whole file)
     failed = {} if rehash else {(p, *src.skipped_stat[p]): reason for src in sources for p, reason in src.skipped
@@ -255,56 +317,101 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
                                 and src.attrs.get("decode_limits") == template.attrs["decode_limits"]}
     bar = tqdm(total=len(videos), unit="video", disable=not progress, desc="extract")
     kept: list[VideoRow] = []
-    todo: list[VideoFile] = []
     stat: dict[str, tuple[int, int]] = {}
-    for video in videos:  # unchanged (path, size, mtime): the content is known without reading the file
+    content: dict[int, tuple[str, Hashed | None]] = {}  # video -> (digest, its Hashed when read in this run)
+    to_hash: list[int] = []
+
+    def skip(i: int, line: str, why: str, remember: bool = True) -> None:
+        name = clip_id(videos[i].path, videos[i].segment)
+        summary.skipped.append((name, line))
+        summary.kinds[why] += 1
+        if remember and name in stat:  # remembered with the stat taken before it was read
+            summary.skipped_stat[name] = stat[name]
+        bar.update(1)
+
+    def stat_of(i: int) -> tuple[int, int]:
+        digest, hashed = content[i]
+        return (hashed.size, hashed.mtime_ns) if hashed else stat[clip_id(videos[i].path, videos[i].segment)]
+
+    for i, video in enumerate(videos):  # unchanged (path, size, mtime): the content is known without reading it
         name = clip_id(video.path, video.segment)
         try:
             st = video.file.stat()
         except OSError:
-            todo.append(video)  # the reader says why
+            to_hash.append(i)  # hashing says why
             continue
         key = (video.path, st.st_size, st.st_mtime_ns)
         stat[name] = key[1:]
         if (name, *key[1:]) in failed:
-            summary.skipped.append((name, failed[(name, *key[1:])]))
-            summary.skipped_stat[name] = key[1:]
+            skip(i, failed[(name, *key[1:])], REMEMBERED)
             summary.remembered += 1
-            bar.update(1)
             continue
         digest = by_stat.get(key)
-        if rehash and digest is not None:  # the same size and mtime need not mean the same bytes
-            try:
-                digest = content_hash(video.file)
-            except (OSError, VideoError):
-                digest = None  # the worker says why
-        if digest is not None and clip_id(digest, video.segment) in known:
-            kept.append(VideoRow(video, st.st_size, st.st_mtime_ns, digest))
-            summary.reused += 1
-            bar.update(1)
+        if digest is None or rehash:  # with rehash, the same size and mtime need not mean the same bytes
+            to_hash.append(i)
         else:
-            todo.append(video)
+            content[i] = (digest, None)
+
+    files = list(dict.fromkeys(str(videos[i].file) for i in to_hash))  # segments of one file: hashed once
+    hashes = dict(zip(files, tqdm(hash_videos(files, hash_timeout_s), total=len(files), unit="video",
+                                  disable=not progress or not files, desc="hash", leave=False)))
+    for i in to_hash:
+        out = hashes[str(videos[i].file)]
+        if isinstance(out, Unusable):
+            name = clip_id(videos[i].path, videos[i].segment)
+            skip(i, f"{name}: {out.reason}", out.reason, remember=not isinstance(out, HashTimedOut))
+            continue
+        content[i] = (out.digest, out)
+        for old in stored.get(clip_id(videos[i].path, videos[i].segment), ()):  # this file's rows, now untrue
+            if old != out.digest:
+                known.discard(clip_id(old, videos[i].segment))
 
     written = set(known)  # and, as they come, the contents encoded in this run
-    for index, out, embeddings in engine.results([str(v.file) for v in todo], reader, known,
-                                                 [v.segment for v in todo]):
-        video = todo[index]
-        name = clip_id(video.path, video.segment)
-        bar.update(1)
-        if isinstance(out, Unusable):  # recorded under its clip id: the cache must not name this machine's files
-            summary.skipped.append((name, f"{name}: {out.reason}"))
-            if name in stat:  # remembered with the stat taken before it was read
-                summary.skipped_stat[name] = stat[name]
-            continue
-        item = VideoRow(video, out.size, out.mtime_ns, out.digest)
-        kept.append(item)
-        if embeddings is None or item.key in written:  # the same clip under another name: encoded once
-            summary.reused += 1
-            continue
-        written.add(item.key)
-        item.clip = out.clip
-        writer.add(item, embeddings)
-        summary.encoded += 1
+    pending, alone = sorted(content), set()  # alone: repeats of a first that failed, each decoded for itself
+    while pending:  # one round, and another for repeats whose first failed or changed between hashing and decoding
+        todo, waiting = [], {}  # videos to decode; their row keys -> the videos of the same content waiting
+        for i in pending:
+            key = clip_id(content[i][0], videos[i].segment)
+            if key in written:
+                kept.append(VideoRow(videos[i], *stat_of(i), content[i][0]))
+                summary.reused += 1
+                bar.update(1)
+            elif key in waiting and i not in alone:
+                waiting[key].append(i)
+            else:
+                waiting.setdefault(key, [])
+                todo.append(i)
+        pending, alone = [], set()
+        results = engine.results([str(videos[i].file) for i in todo], reader, known,
+                                 [videos[i].segment for i in todo], [content[i][1] for i in todo])
+        for index, out, embeddings in results:
+            i = todo[index]
+            video, repeats = videos[i], waiting.pop(clip_id(content[i][0], videos[i].segment), [])
+            name = clip_id(video.path, video.segment)
+            bar.update(1)
+            if isinstance(out, Unusable):  # recorded under its clip id: the cache must not name this machine's files
+                skip(i, f"{name}: {out.reason}", out.reason)
+                pending += repeats  # a crash or a timeout is not a property of the bytes: each tries for itself
+                alone.update(repeats)
+                continue
+            item = VideoRow(video, out.size, out.mtime_ns, out.digest)
+            kept.append(item)
+            summary.damaged += out.clip.decode_errors > 0
+            if out.digest != content[i][0]:  # changed since it was hashed: its repeats are decoded themselves
+                pending += repeats
+            else:
+                for r in repeats:
+                    kept.append(VideoRow(videos[r], *stat_of(r), out.digest))
+                    summary.reused += 1
+                    bar.update(1)
+            if embeddings is None or item.key in written:  # the same clip under another name: encoded once
+                summary.reused += 1
+                continue
+            written.add(item.key)
+            item.clip = out.clip
+            writer.add(item, embeddings)
+            summary.encoded += 1
+        pending.sort()
     writer.flush()
     bar.close()
     kept.sort(key=lambda it: (it.video.path, it.video.segment or (-1.0, -1.0)))

@@ -8,6 +8,7 @@ ANNOTATIONS_DIR = "annotations"  # annotation files and split lists: the extract
 DEMO_DIR = "data/demo"  # the demo stage's clips (params.yaml's default data.root)
 TINY_CLIP = "models/tiny-clip"  # where the random tiny CLIP is written (the offline demo's encoder.model)
 CACHE_PATH = "cache/features.h5"  # stage one's cache: every reader looks here
+SKIPPED_LIST = "cache/features.skipped.tsv"  # stage one's full list of skipped clips (<cache stem>.skipped.tsv)
 SPLIT_PATH = "cache/split.csv"  # the split stage's parts and groups, beside the cache
 HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.joblib", "zeroshot": "models/zeroshot.pt"}
 LINEAR_FINAL = "models/linear_final.pt"  # the linear head after its last epoch (HEAD_FILES's is the best epoch's)

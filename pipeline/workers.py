@@ -1,4 +1,4 @@
-"""The reader: videos hashed, decoded, resized and cropped in a pool of isolated worker processes with limits.
+"""The reader: videos hashed (hash_videos, in this process) and decoded, resized and cropped in a pool of worker processes.
 
 A worker that crashes, hangs past the timeout or runs out of memory costs only the video it was decoding: the
 video gets a reason, the worker is replaced (pebble does that), and the run goes on. Results come back in the
@@ -13,16 +13,21 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
-from itertools import repeat
+from itertools import islice, repeat
+
+from concurrent.futures.process import BrokenProcessPool
 
 from pebble import ProcessExpired, ProcessPool
 
 from pipeline.errors import BrokenInstall, Unusable, VideoError
-from pipeline.video import SEEK_GAP, Clip, DecodeLimits, FrameSpec, content_hash, read_frames, sample_indices
+from pipeline.video import (SEEK_GAP, Clip, DecodeLimits, FrameSpec, content_hash, open_regular, read_frames,
+                            sample_indices)
 
 VIDEOS_PER_WORKER = 200  # a worker is replaced after this many videos: decoders can leak
 # What every worker imports before its memory limit is set (PyAV loads av.subtitles.stream lazily, at the first
@@ -57,17 +62,126 @@ class Loaded:
     clip: Clip
 
 
-def load_video(file: str, cfg: ReadConfig, hash_bytes: bool = True) -> Loaded:
-    """Stat, hash (when hash_bytes) and read one video (runs in a worker). VideoError with the reason if unusable."""
-    st = os.stat(file)
-    digest = content_hash(file) if hash_bytes else None
+# What tells one version of a file from another without reading it: (st_dev, st_ino, st_size, st_mtime_ns). A
+# file renamed over another (rsync) is another inode; one written in place has another size or mtime (unless the
+# writer sets the old mtime back on a same-size rewrite: only extract.rehash catches that, docs/stage-one.md).
+Identity = tuple[int, int, int, int]
+
+
+def identity(st: os.stat_result) -> Identity:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@dataclass(frozen=True)
+class Hashed:
+    """A file hashed: the identity of the handle its bytes were read from, and their SHA-256 (hex)."""
+
+    identity: Identity
+    digest: str
+
+    @property
+    def size(self) -> int:
+        return self.identity[2]
+
+    @property
+    def mtime_ns(self) -> int:
+        return self.identity[3]
+
+
+class HashTimeout(VideoError):
+    """Hashing a file took longer than its bound (extract.hash_timeout_s): a matter of the disk and the load, not
+    of the bytes, so stage one does not remember it as a failure (the next run tries again)."""
+
+
+@dataclass(frozen=True)
+class HashTimedOut(Unusable):
+    """The Unusable of a file whose hashing timed out (HashTimeout): not remembered as the file's failure."""
+
+
+class _Deadline:
+    """A binary file that raises HashTimeout from readinto() once `seconds` have passed: what hashlib.file_digest
+    reads, so a 100 GiB hole is cut at the bound instead of being read to the end."""
+
+    def __init__(self, fh, file: str, seconds: float):
+        self.fh, self.file, self.seconds = fh, file, seconds
+        self.deadline = time.monotonic() + seconds
+
+    def seek(self, *args) -> int:
+        return self.fh.seek(*args)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if time.monotonic() > self.deadline:
+            raise HashTimeout(self.file, f"hashing took longer than {self.seconds:g} s (extract.hash_timeout_s)")
+        return self.fh.readinto(buffer)
+
+
+def hash_video(file: str, timeout_s: float) -> Hashed:
+    """SHA-256 of the file's bytes read through one handle, within timeout_s (HashTimeout past it); VideoError when
+    the file changed while it was read (its handle's identity before and after differ, or the path names another
+    file by then)."""
+    with open_regular(file) as fh:
+        before = identity(os.fstat(fh.fileno()))
+        digest = content_hash(file, _Deadline(fh, file, timeout_s))
+        after = identity(os.fstat(fh.fileno()))
+    if before != after or identity(os.stat(file)) != after:
+        raise VideoError(file, "changed while it was being hashed (written to, or renamed over): run stage one "
+                         "again once it is complete")
+    return Hashed(after, digest)
+
+
+def hash_videos(files: Iterable[str], timeout_s: float, threads: int | None = None
+                ) -> Iterator[Hashed | Unusable]:
+    """hash_video for every file, in order, `threads` at a time (default: one per core; SHA-256 releases the GIL),
+    in this process: reading bytes parses nothing, so an untrusted file needs no worker process here. Yields per
+    file a Hashed, or an Unusable with the reason (a HashTimeout's reason names extract.hash_timeout_s)."""
+    def one(file: str) -> Hashed | Unusable:
+        try:
+            return hash_video(file, timeout_s)
+        except HashTimeout as e:
+            return HashTimedOut(file, e.reason)
+        except (OSError, VideoError) as e:
+            return _unusable(file, e)
+
+    files = iter(files)
+    with ThreadPoolExecutor(threads or len(os.sched_getaffinity(0))) as ex:
+        while chunk := list(islice(files, 1024)):  # a bounded number of futures at a time, whatever the dataset
+            yield from ex.map(one, chunk)
+
+
+CHANGED = ("changed while it was being read (written to, or renamed over), twice: run stage one again once it is "
+           "complete")
+
+
+def load_video(file: str, cfg: ReadConfig, hash_bytes: bool | Hashed = True) -> Loaded:
+    """Read one video through one open handle (runs in a worker): its SHA-256 (when hash_bytes) and its frames are
+    of the same bytes. VideoError with the reason if unusable.
+
+    hash_bytes: True to hash the bytes; False not to (digest None: the app, pipeline.predict); or the Hashed of a
+    hashing done before (stage one hashes first, to decode only unknown content): its digest is taken when the
+    handle is still that file (same identity), else the handle's bytes are hashed here. The handle's identity is
+    checked against the path after decoding: a file renamed over (or written to) meanwhile is read again once,
+    then skipped (CHANGED), so a row never pairs one file's frames with another's hash.
+    """
     sampler = None
     if cfg.window is not None:
         lo, hi = cfg.window
         sampler = lambda count: min(lo, count - 1) + sample_indices(max(min(hi, count) - min(lo, count - 1), 1),
                                                                      cfg.num_frames)
-    clip = read_frames(file, cfg.num_frames, SEEK_GAP, sampler, cfg.limits, cfg.spec, cfg.segment)
-    return Loaded(st.st_size, st.st_mtime_ns, digest, clip)
+    for _ in range(2):
+        with open_regular(file) as fh:
+            before = identity(os.fstat(fh.fileno()))
+            if isinstance(hash_bytes, Hashed) and hash_bytes.identity == before:
+                digest = hash_bytes.digest
+            else:
+                digest = content_hash(file, fh) if hash_bytes else None
+            clip = read_frames(file, cfg.num_frames, SEEK_GAP, sampler, cfg.limits, cfg.spec, cfg.segment, handle=fh)
+            after = identity(os.fstat(fh.fileno()))
+        if not hash_bytes or before == after == identity(os.stat(file)):
+            return Loaded(before[2], before[3], digest, clip)
+    raise VideoError(file, CHANGED)
 
 
 @dataclass(frozen=True)
@@ -126,7 +240,7 @@ class DecodePool:
             ctx.set_forkserver_preload([__name__, *WORKER_IMPORTS, *_main_module()])
             self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
                                      initializer=_worker_init, initargs=(cfg.memory_mb,))
-            self._pool.schedule(os.getpid)  # pebble starts its workers at the first task: start them now
+            self._started = self._pool.schedule(os.getpid)  # pebble starts its workers at the first task: now
 
     def __enter__(self) -> DecodePool:
         return self
@@ -141,23 +255,27 @@ class DecodePool:
             self._pool = None
 
     def map(self, files: Iterable[str], cfg: ReadConfig, hash_bytes: bool = True,
-            segments: Iterable[tuple[float, float] | None] | None = None) -> Iterator[Loaded | Unusable]:
+            segments: Iterable[tuple[float, float] | None] | None = None,
+            hashed: Iterable[Hashed | None] | None = None) -> Iterator[Loaded | Unusable]:
         """Read every file; yields per file, in order, a Loaded or an Unusable (the file as given, and why).
 
-        segments: per file, the (start, end) seconds to sample inside (None: cfg.segment). Keeps two videos per
-        worker in flight, so workers never wait on the consumer's order.
+        segments: per file, the (start, end) seconds to sample inside (None: cfg.segment). hashed: per file, its
+        Hashed from a hashing done before, or None (load_video's hash_bytes): a file still the one hashed is not
+        hashed again, so hashing never counts toward the decode timeout. Keeps two videos per worker in flight, so
+        workers never wait on the consumer's order.
         """
-        jobs = ((file, cfg if seg is None else replace(cfg, segment=tuple(seg)))
-                for file, seg in zip(files, repeat(None) if segments is None else segments))
+        jobs = ((file, cfg if seg is None else replace(cfg, segment=tuple(seg)),
+                 hash_bytes if pre is None else pre)
+                for file, seg, pre in zip(files, repeat(None) if segments is None else segments,
+                                          repeat(None) if hashed is None else hashed))
         if self._pool is None:
-            for file, file_cfg in jobs:
-                yield self._in_process(file, file_cfg, hash_bytes)
+            for file, file_cfg, how in jobs:
+                yield self._in_process(file, file_cfg, how)
             return
         pending: deque = deque()
         ahead = 2 * self.cfg.workers + 1
-        for file, file_cfg in jobs:
-            pending.append((file, self._pool.schedule(self.decode, args=(file, file_cfg, hash_bytes),
-                                                      timeout=self.cfg.timeout_s)))
+        for file, file_cfg, how in jobs:
+            pending.append((file, self._schedule(file, file_cfg, how)))
             while len(pending) >= ahead:
                 yield self._result(*pending.popleft())
         while pending:
@@ -170,7 +288,16 @@ class DecodePool:
             raise out.error()
         return out
 
-    def _in_process(self, file: str, cfg: ReadConfig, hash_bytes: bool) -> Loaded | Unusable:
+    def _schedule(self, file: str, cfg: ReadConfig, how: bool | Hashed):
+        try:
+            return self._pool.schedule(self.decode, args=(file, cfg, how), timeout=self.cfg.timeout_s)
+        except RuntimeError:  # pebble's pool is broken: say why when its workers died as they started
+            if self._started.done() and isinstance(self._started.exception(), BrokenProcessPool):
+                raise BrokenInstall("the decode workers died as they started (their own message, above, says why; "
+                                    "a script that starts stage one needs `if __name__ == \"__main__\":`)") from None
+            raise
+
+    def _in_process(self, file: str, cfg: ReadConfig, hash_bytes: bool | Hashed) -> Loaded | Unusable:
         try:
             return self.decode(file, cfg, hash_bytes)
         except Exception as e:  # one bad video must never stop the run: its reason is the result

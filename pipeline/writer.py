@@ -7,6 +7,7 @@ atomically: the work a killed run can lose is at most one part's. The new cache 
 from __future__ import annotations
 
 import dataclasses
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 
 from pipeline.cache import BLOCK_ROWS, Cache, clip_id, gather_rows, open_cache, write_cache, write_cache_blocks
 from pipeline.discover import VideoFile
+from pipeline.errors import printable
 from pipeline.video import Clip
 
 
@@ -115,3 +117,15 @@ def _annotated(items: list[VideoRow]) -> dict[str, np.ndarray]:
     return {"segment": np.array([it.video.segment or (np.nan, np.nan) for it in items], np.float64).reshape(-1, 2),
             "group": np.array([it.video.group for it in items], object),
             "annotated_part": np.array([it.video.part for it in items], object)}
+
+
+def write_skipped_list(path: Path, skipped: list[tuple[str, str]]) -> Path:
+    """Every skip as a row of a TSV file (`clip` and `reason`: the clip id and the line naming it and why, both
+    escaped by printable, so a name can neither add a row nor a column), written beside and renamed into `path`;
+    returns `path`. What the terminal's summary shortens."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write("clip\treason\n")
+        f.writelines(f"{printable(name)}\t{printable(line)}\n" for name, line in skipped)
+    os.replace(tmp, path)
+    return path

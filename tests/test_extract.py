@@ -12,9 +12,10 @@ from filelock import FileLock
 
 from pipeline.cache import ROW_FIELDS, read_cache
 from pipeline.encoder import embed_frames, load_encoder, preprocess_frames
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, VideoError
 from pipeline.extract import ExtractConfig, extract_features
 from pipeline.video import read_frames
+from pipeline.workers import ReadConfig
 from tests.conftest import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,3 +317,158 @@ def test_the_config_hands_out_the_encoder_pool_and_limits_with_their_own_default
     cfg = ExtractConfig(root="data", workers=3)
     assert cfg.encoder() == EncoderConfig(cfg.model)
     assert cfg.pool() == PoolConfig(workers=3) and cfg.limits() == DecodeLimits()
+
+
+def counting_decode(calls: list):
+    from pipeline.workers import load_video
+
+    def decode(file, cfg, hash_bytes=True):
+        calls.append(Path(file).name)
+        return load_video(file, cfg, hash_bytes)
+    return decode
+
+
+def test_a_file_renamed_over_while_it_is_read_is_stored_with_the_hash_of_the_bytes_decoded(dataset, tmp_path,
+                                                                                          tiny_clip, monkeypatch):
+    import hashlib
+
+    import pipeline.workers
+    from pipeline.workers import CHANGED, load_video
+
+    a = dataset / "clapping" / "a.mp4"  # 30 frames
+    copy = dataset / "clapping" / "a_copy.mp4"
+    copy.write_bytes(a.read_bytes())
+    other = write_video(tmp_path / "other.mp4", 17, seed=9)
+    real, renamed = pipeline.workers.read_frames, []
+
+    def rename_over_first(file, *args, **kw):  # as rsync does, between the hash (done) and the decode
+        if Path(file) == a and not renamed:
+            renamed.append(1)
+            os.replace(other, a)
+        return real(file, *args, **kw)
+
+    monkeypatch.setattr(pipeline.workers, "read_frames", rename_over_first)
+    summary = run(dataset, tmp_path / "f.h5", tiny_clip, workers=0)
+    assert renamed and summary.encoded == 8 and not summary.skipped
+    cache = read_cache(tmp_path / "f.h5")
+    row = {p: i for i, p in enumerate(cache.paths)}
+    # each row's hash is of the bytes its frames came from: a.mp4 read again (the new bytes), its copy decoded itself
+    assert cache.content_hash[row["clapping/a.mp4"]] == hashlib.sha256(a.read_bytes()).hexdigest()
+    assert cache.frame_count[row["clapping/a.mp4"]] == 17
+    assert cache.content_hash[row["clapping/a_copy.mp4"]] == hashlib.sha256(copy.read_bytes()).hexdigest()
+    assert cache.frame_count[row["clapping/a_copy.mp4"]] == 30
+
+    def always_renamed(file, *args, **kw):
+        os.replace(write_video(tmp_path / "x.mp4", 5), file)
+        return real(file, *args, **kw)
+
+    monkeypatch.setattr(pipeline.workers, "read_frames", always_renamed)
+    with pytest.raises(VideoError) as err:
+        load_video(str(copy), ReadConfig(4, None))
+    assert err.value.reason == CHANGED
+
+
+def test_a_row_holding_other_bytes_frames_is_repaired_not_reused(dataset, tmp_path, tiny_clip):
+    """A cache made before issue 26: a.mp4's row and its copy's share a hash, but hold another file's embeddings."""
+    import h5py
+
+    a, copy = dataset / "clapping" / "a.mp4", dataset / "clapping" / "a_copy.mp4"
+    copy.write_bytes(a.read_bytes())
+    run(dataset, tmp_path / "f.h5", tiny_clip, workers=0)
+    good = read_cache(tmp_path / "f.h5")
+    with h5py.File(tmp_path / "f.h5", "r+") as f:  # poisoned: the rows of that hash hold zeros
+        for i, h in enumerate(f["content_hash"].asstr()[()]):
+            if h == good.content_hash[0]:
+                f["embeddings"][i] = 0
+    write_video(a, 17, seed=9)  # and a.mp4 renamed over since (new bytes, new stat): its row's key is not true
+    calls = []
+    summary = extract_features(ExtractConfig(root=str(dataset), cache_path=str(tmp_path / "f.h5"), model=tiny_clip,
+                                             num_frames=8, batch_size=8, device="cpu", workers=0),
+                               progress=False, decode=counting_decode(calls))
+    assert sorted(calls) == ["a.mp4", "a_copy.mp4"] and summary.encoded == 2  # the copy is not reused: re-encoded
+    cache = read_cache(tmp_path / "f.h5")
+    np.testing.assert_array_equal(cache.embeddings[1], good.embeddings[1])  # a_copy.mp4, as first encoded
+
+
+def test_hard_links_and_renames_of_one_clip_are_hashed_and_decoded_once(tmp_path, tiny_clip):
+    root = tmp_path / "data"
+    first = write_video(root / "a" / "v0000.mp4", 12)
+    for i in range(1, 300):
+        os.link(first, root / "a" / f"v{i:04d}.mp4")
+    write_video(root / "b" / "w.mp4", 10, seed=1)
+    calls = []
+
+    def again():
+        calls.clear()
+        return extract_features(ExtractConfig(root=str(root), cache_path=str(tmp_path / "f.h5"), model=tiny_clip,
+                                              num_frames=4, batch_size=8, device="cpu", workers=0),
+                                progress=False, decode=counting_decode(calls))
+
+    summary = again()
+    assert sorted(calls) == ["v0000.mp4", "w.mp4"] and (summary.encoded, summary.reused) == (2, 299)
+    os.rename(root / "b" / "w.mp4", root / "b" / "renamed.mp4")
+    (root / "b" / "copy.mp4").write_bytes(first.read_bytes())
+    summary = again()
+    assert calls == [] and (summary.encoded, summary.reused) == (0, 302)  # known content: hashed, not decoded
+
+
+def test_hashing_has_its_own_bound_and_a_timed_out_hash_is_retried(dataset, tmp_path, tiny_clip, monkeypatch):
+    import pipeline.workers
+
+    sparse = write_video(dataset / "sitting" / "sparse.mp4", 75)  # a 3 s clip with a 100 GiB hole after it
+    os.truncate(sparse, sparse.stat().st_size + 100 * 2**30)
+    hashed = []
+    real = pipeline.workers.content_hash
+    monkeypatch.setattr(pipeline.workers, "content_hash", lambda f, h=None: hashed.append(f) or real(f, h))
+    summary = run(dataset, tmp_path / "f.h5", tiny_clip, workers=0, hash_timeout_s=0.5)
+    assert dict(summary.skipped) == {
+        "sitting/sparse.mp4": "sitting/sparse.mp4: hashing took longer than 0.5 s (extract.hash_timeout_s)"}
+    assert len(hashed) == 8  # once each, before decoding: the workers do not hash again
+    again = run(dataset, tmp_path / "f.h5", tiny_clip, workers=0, hash_timeout_s=0.5)
+    assert again.remembered == 0 and len(again.skipped) == 1  # not remembered: tried again
+
+
+def test_the_summary_escapes_names_counts_reasons_and_lists_every_skip_beside_the_cache(dataset, tmp_path,
+                                                                                        tiny_clip):
+    from pipeline.extract import SHOWN_SKIPS, skipped_list_path
+    from pipeline.paths import CACHE_PATH, SKIPPED_LIST
+
+    for i in range(12):
+        (dataset / "sitting" / f"bad{i:02d}.mp4").write_text("not a video\n")
+    (dataset / "sitting" / "0evil\x1b[2J\n\tx.mp4").write_text("not a video\n")
+    summary = run(dataset, tmp_path / "f.h5", tiny_clip, workers=0)
+    text = str(summary)
+    assert "\x1b" not in text and "\t" not in text and "0evil\\x1b[2J\\n\\tx.mp4" in text
+    lines = text.splitlines()
+    assert "  skipped, by reason: 13 not a readable video (FFmpeg: Invalid data found when processing input)" in lines
+    assert sum(line.startswith("  skipped sitting/") for line in lines) == SHOWN_SKIPS
+    assert not any("bad00.mp4: sitting/bad00.mp4" in line for line in lines)  # the name once per line
+    listed = skipped_list_path(tmp_path / "f.h5")
+    assert lines[-1] == f"  ... and 3 more: {listed} lists them all"
+    rows = listed.read_text().splitlines()
+    assert rows[0] == "clip\treason" and len(rows) == 14 and all(r.count("\t") == 1 for r in rows)
+    assert str(skipped_list_path(CACHE_PATH)) == SKIPPED_LIST
+
+
+def test_a_worker_running_the_main_script_again_stops_with_the_reason(monkeypatch, capfd):
+    import multiprocessing
+    import types
+
+    from pipeline.extract import _refuse_worker_rerun
+
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    _refuse_worker_rerun()  # the main process: nothing
+    monkeypatch.setitem(sys.modules, "__mp_main__", types.SimpleNamespace(__file__="train.py"))
+    monkeypatch.setattr(multiprocessing.current_process(), "name", "ForkServerProcess-1")
+    _refuse_worker_rerun()
+    assert exits == [2] and capfd.readouterr().err == (
+        'error: train.py calls extract_features at its top level, and every decode worker runs that script again '
+        'as it starts: put the call under `if __name__ == "__main__":`\n')
+
+
+def test_the_summary_counts_damaged_videos_and_the_limit_reaches_the_decoder():
+    from pipeline.extract import ExtractSummary
+
+    assert "  2 videos had packets that failed to decode" in str(ExtractSummary("f.h5", encoded=3, damaged=2))
+    assert ExtractConfig(root="data", max_damaged=0.1).limits().max_damaged == 0.1
