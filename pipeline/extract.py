@@ -22,9 +22,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from pipeline.annotations import read_annotations
+from pipeline.annotations import read_annotations, read_class_names
 from pipeline.cache import KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache, open_cache
-from pipeline.discover import VIDEO_EXTENSIONS, VideoFile, discover_videos
+from pipeline.discover import FOLLOW_LINKS, VIDEO_EXTENSIONS, VideoFile, discover_videos
 from pipeline.encoder import EncoderConfig
 from pipeline.engines import Engine, LocalEngine
 from pipeline.errors import CacheError, ConfigError, DataError, Unusable, number, printable
@@ -48,6 +48,7 @@ class ExtractConfig:
     cache_path: str = CACHE_PATH
     annotations: str = ""  # data.annotations: "" = one folder per class under root; else a file (pipeline.annotations)
     classes: str = ""  # data.classes: class names, one per line (an mmaction2 list's labels index them)
+    follow_links: str = FOLLOW_LINKS[0]  # data.follow_links: inside (links to targets under root only) | all
     model: str = "openai/clip-vit-base-patch32"
     num_frames: int = 16
     batch_size: int | str = EncoderConfig.batch_size  # frames per forward pass, across videos; auto: AUTO_BATCH_SIZE
@@ -222,8 +223,9 @@ def dataset(cfg: ExtractConfig) -> tuple[list[VideoFile], list[str], list[tuple[
     annotation file names (data.annotations), else the class folders under the data root. DataError when the
     folders hold no video."""
     if cfg.annotations:
-        return read_annotations(cfg.annotations, cfg.root, cfg.classes)
-    videos, class_names, problems = discover_videos(cfg.root)
+        return read_annotations(cfg.annotations, cfg.root, cfg.classes, cfg.follow_links)
+    names = read_class_names(cfg.classes).names if cfg.classes else None
+    videos, class_names, problems = discover_videos(cfg.root, names, cfg.follow_links)
     if not videos:
         raise DataError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
                         f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}), or set data.annotations")

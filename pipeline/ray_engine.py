@@ -23,7 +23,7 @@ from pipeline.encoder import Embedder, EncoderConfig
 from pipeline.engines import Result
 from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError
 from pipeline.video import Clip
-from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig, load_video
+from pipeline.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
 
 VIDEOS_PER_BLOCK = 4  # rows per Ray Data block: the work a lost node takes with it, at most, per decode actor
 # Columns a decode actor returns per video beside its frames; the encoder actors pass them through.
@@ -92,10 +92,13 @@ class RayEngine:
         return {"num_gpus": 1} if self.gpu else {"num_cpus": 1}
 
     def results(self, files: list[str], reader: ReadConfig, known: set[str],
-                segments: list[tuple[float, float] | None] | None = None) -> Iterator[Result]:
+                segments: list[tuple[float, float] | None] | None = None,
+                hashed: list[Hashed | None] | None = None) -> Iterator[Result]:
         """Decode and embed `files` (segments: per file, the (start, end) seconds to sample inside, or None) on the
         cluster; clips whose row key is in `known` are decoded (to hash them) but not encoded. Each index comes
-        back once, even when a lost node's work is done again elsewhere."""
+        back once, even when a lost node's work is done again elsewhere. `hashed` (the driver's hashes) is not
+        sent: a file's identity (device, inode) is this machine's, so each node hashes the bytes it decodes from
+        its own open, as load_video does without one."""
         if not files:
             return
         segments = segments or [None] * len(files)

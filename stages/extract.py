@@ -17,7 +17,7 @@ def extract_config(params: dict) -> ExtractConfig:
     """Stage one's settings from params.yaml (data, encoder.model, extract): also the app's, for zero-shot."""
     return config(ExtractConfig, params["extract"], "extract", root=params["data"]["root"],
                   annotations=params["data"]["annotations"], classes=params["data"]["classes"],
-                  model=params["encoder"]["model"])
+                  follow_links=params["data"]["follow_links"], model=params["encoder"]["model"])
 
 
 @stage("extract")

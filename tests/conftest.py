@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never touches the network; set before transformers loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as stage one sets it (stages/extract.py): no spinning threads
 
 import cv2
 import numpy as np
