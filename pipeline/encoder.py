@@ -11,7 +11,7 @@ import torch
 
 from pipeline.cache import RANDOM_WEIGHTS
 from pipeline.errors import ConfigError
-from pipeline.hub import OFFLINE_NEXT_STEP, load_pretrained
+from pipeline.hub import OFFLINE_NEXT_STEP, load_pretrained, model_family
 from pipeline.onnx_backend import export_onnx, ort_session, run_session, vision_embeds
 from pipeline.video import DECODER, FrameSpec, resize_crop
 
@@ -32,11 +32,6 @@ AUTO_MIN_COSINE = 0.999
 MEASURED_COSINE = {"cuda": {"fp16": 0.99998, "bf16": 0.99872}, "cpu": {"bf16": 0.9989}}
 AUTO_PRECISION = {dev: next((p for p, cos in by_speed.items() if cos >= AUTO_MIN_COSINE), "fp32")
                   for dev, by_speed in MEASURED_COSINE.items()}
-# The checkpoints' config model_type -> family (each family's vision tower, image processor and text side).
-# SigLIP 2's fixed-resolution checkpoints (google/siglip2-base-patch16-224, ...) are model_type "siglip" with
-# SigLIP 2's processor settings and tokenizer; its "siglip2" checkpoints are the NaFlex variants (below).
-FAMILIES = {"clip": "clip", "clip_vision_model": "clip", "siglip": "siglip", "siglip_vision_model": "siglip"}
-NAFLEX = ("siglip2", "siglip2_vision_model")  # sized per image by aspect ratio: refused (docs/encoders.md)
 # extract.batch_size: auto: frames per forward pass (CPU: the stage-one benchmark's best; CUDA: large batches).
 AUTO_BATCH_SIZE = {"cpu": 16, "cuda": 256}
 
@@ -52,7 +47,7 @@ class Encoder:
     `model` is then None: the session holds the weights);
     `quantize` is "int8" when the session's MatMuls run as dynamically quantised int8, else "none";
     `precision` the arithmetic of the forward pass (fp32, or fp16 / bf16 under autocast);
-    `family` "clip" or "siglip" (FAMILIES, from the checkpoint's config): which tower, processor and text side.
+    `family` "clip" or "siglip" (pipeline.hub.FAMILIES, from the checkpoint's config): which tower, processor and text side.
     """
 
     model: PreTrainedModel | None  # CLIPVisionModelWithProjection or SiglipVisionModel
@@ -179,27 +174,6 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
     session = ort_session(path, torch.get_num_threads())
     return Encoder(None, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision, backend, session,
                    random_weights, family)
-
-
-def model_family(model_id: str) -> str:
-    """The family of a checkpoint ("clip" or "siglip", FAMILIES), read from its config's model_type, never from its
-    name; ConfigError for another model type, a SigLIP 2 NaFlex checkpoint, or a config that cannot be loaded."""
-    from transformers import AutoConfig
-
-    try:
-        (config,) = load_pretrained((AutoConfig,), model_id)
-    except (OSError, ValueError) as e:  # transformers' own: no config.json, or a model_type it does not know
-        raise ConfigError(f"cannot read the encoder config of {model_id!r} [{str(e).splitlines()[0]}]: "
-                         f"{OFFLINE_NEXT_STEP}") from None
-    kind = config.model_type
-    if kind in NAFLEX:
-        raise ConfigError(f"{model_id!r} is a SigLIP 2 NaFlex checkpoint (model_type {kind}), which sizes each image "
-                          "by its aspect ratio; the cache holds frames of one fixed size: use a fixed-resolution "
-                          "SigLIP 2 such as google/siglip2-base-patch16-224")
-    if kind not in FAMILIES:
-        raise ConfigError(f"{model_id!r} is a {kind!r} model; encoder.model takes a CLIP or SigLIP / SigLIP 2 "
-                          f"checkpoint (model_type {', '.join(sorted(FAMILIES))})")
-    return FAMILIES[kind]
 
 
 def _classes(family: str) -> tuple[type, type]:
