@@ -135,3 +135,33 @@ def test_a_zero_shot_initialised_linear_head_starts_from_the_zero_shot_answer(ti
         assert (right == 1.0) == expect_right  # before any training step: the zero-shot answer, or a random one
     with pytest.raises(ConfigError, match="mean pooling"):
         LinearHead(LinearConfig(epochs=0, head="conv"), emb).fit(videos, labels, NAMES, attrs(32))
+
+
+def test_a_siglip_goes_through_stage_one_every_head_zero_shot_and_predict(tiny_siglip, dataset, tmp_path):
+    """Issue 27: nothing downstream names a family. Stage one on the tiny SigLIP 2 (96x96 frames), the three heads
+    from its cache, and pipeline.predict rebuilding the encoder from a head's metadata: the cache's rows again."""
+    from pipeline.cache import read_cache
+    from pipeline.extract import ExtractConfig, extract_features
+    from pipeline.heads import LinearHead, LogRegHead
+    from pipeline.predict import load_predictor, predict_video
+    from pipeline.training import LinearConfig, mean_pool
+    from pipeline.workers import DecodePool, PoolConfig
+
+    cache_file = tmp_path / "f.h5"
+    extract_features(ExtractConfig(root=str(dataset), cache_path=str(cache_file), model=tiny_siglip, num_frames=4,
+                                   batch_size=8, device="cpu", workers=0), progress=False)
+    cache = read_cache(cache_file)
+    assert cache.embeddings.shape == (7, 4, 32) and cache.attrs["encoder_family"] == "siglip"
+    x, y = mean_pool(cache.embeddings), cache.labels
+    heads = {"linear": LinearHead(LinearConfig(epochs=3)).fit(x, y, cache.class_names, cache.attrs),
+             "logreg": LogRegHead().fit(x, y, cache.class_names, cache.attrs),
+             "zeroshot": zeroshot_head(text_embeddings(cache.attrs["encoder_model"], cache.class_names),
+                                       cache.class_names, cache.attrs).calibrate(x, y, 0.3)}
+    with DecodePool(PoolConfig(workers=1)) as pool:
+        for kind, head in heads.items():
+            head.save(tmp_path / f"{kind}.{'joblib' if kind == 'logreg' else 'pt'}")
+            predictor = load_predictor(tmp_path / f"{kind}.{'joblib' if kind == 'logreg' else 'pt'}", pool, "cpu")
+            assert predictor.encoder.family == "siglip" and predictor.encoder.frame_spec().crop_h == 96
+            pred = predict_video(dataset / cache.paths[0], predictor)
+            np.testing.assert_allclose(pred.embeddings, cache.embeddings[0], atol=1e-6)
+            np.testing.assert_allclose(pred.probabilities, head.predict_proba(cache.embeddings[:1])[0], atol=1e-6)
