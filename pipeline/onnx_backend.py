@@ -62,7 +62,8 @@ def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quant
             tmp = folder / f"tmp-{uuid.uuid4().hex}.onnx"
             try:
                 example = torch.zeros(2, 3, image_size, image_size)
-                with warnings.catch_warnings(), _quiet("torch.onnx"):
+                # (onnxscript's optimiser notes the SigLIP pooling head's Split it leaves unfolded)
+                with warnings.catch_warnings(), _quiet("torch.onnx"), _quiet("onnxscript"):
                     warnings.simplefilter("ignore")  # the tracer's notes on the checks it freezes at this shape
                     torch.onnx.export(_ImageEmbeds(model).eval(), (example,), str(tmp), input_names=[INPUT],
                                       output_names=[OUTPUT], dynamic_shapes={INPUT: {0: torch.export.Dim("batch")}},
