@@ -4,7 +4,7 @@ against bf16.
 
     python bench/encoders.py                                   # every model, every backend, 3 rounds
     python bench/encoders.py --models b32 siglip --rounds 1    # a loaded machine: fewer
-    python bench/encoders.py --stage-one                       # + stage one, ViT-B/32 fp32 against bf16
+    python bench/encoders.py --stage-one [--videos 10]         # + stage one, ViT-B/32 fp32 against bf16
 
 Models: the full vision architectures with random weights (their speed; real weights cannot be downloaded here),
 saved once under bench/out/encoders/ as vision towers with their families' image processors: CLIP ViT-B/32, B/16,
@@ -123,10 +123,10 @@ def compare(name: str, backends: list[str], rounds: int, ceiling_gflops: float) 
     return {"flops": flops, "rates": rates, "closeness": close, "ceiling": ceiling}
 
 
-def stage_one_precisions(rounds: int) -> None:
-    """Stage one end to end on bench/stage_one.py's clips, ViT-B/32, fp32 against bf16 alternating; and the centred
-    cosine between the two caches' embeddings."""
-    files = dataset()
+def stage_one_precisions(rounds: int, videos: int) -> None:
+    """Stage one end to end on the first `videos` of bench/stage_one.py's clips (720p first), ViT-B/32, fp32 against
+    bf16 alternating; and the centred cosine between the two caches' embeddings."""
+    files = dataset()[:videos]
     root = OUT / "stage_one_data"
     for f in files:
         (root / f.parent.name).mkdir(parents=True, exist_ok=True)
@@ -155,10 +155,12 @@ def stage_one_precisions(rounds: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--models", nargs="*", choices=list(MODELS), default=list(MODELS),
+                        help="the models compared (none: only --stage-one)")
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=list(BACKENDS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stage-one", action="store_true", help="also stage one end to end, fp32 against bf16")
+    parser.add_argument("--videos", type=int, default=10, help="stage one on this many of the clips (default all)")
     args = parser.parse_args()
     threads = set_threads("extract")
     ceiling = fp32_ceiling(build("b32"))
@@ -169,7 +171,7 @@ def main() -> None:
     for name in args.models:
         compare(name, args.backends, args.rounds, best)
     if args.stage_one:
-        stage_one_precisions(args.rounds)
+        stage_one_precisions(args.rounds, args.videos)
 
 
 if __name__ == "__main__":
