@@ -65,7 +65,8 @@ def build(name: str) -> Path:
         processor = CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
     else:
         model = SiglipVisionModel(SiglipVisionConfig(**vision, **{RANDOM_WEIGHTS: True}))
-        processor = SiglipImageProcessorPil(size={"height": 224, "width": 224}, resample=2 if family == "siglip2" else 3)
+        processor = SiglipImageProcessorPil(size={"height": 224, "width": 224},
+                                            resample=2 if family == "siglip2" else 3)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

@@ -90,7 +90,8 @@ def tiny_clip(argv: list[str] | None = None) -> int:
     group.add_argument("--vit-b-32", "--full-size", metavar="DIR", dest="full_size",
                        help="the full architecture (CLIP ViT-B/32, SigLIP / SigLIP 2 base 224), for benchmarks")
     parser.add_argument("--family", choices=TINY_FAMILIES, default="clip",
-                        help="clip (default), siglip, or siglip2 (fixed resolution, as google/siglip2-base-patch16-224)")
+                        help="clip (default), siglip, or siglip2 (fixed resolution, as "
+                             "google/siglip2-base-patch16-224)")
     args = parser.parse_args(argv)
     from pipeline.tiny_clip import build_tiny_clip  # transformers loads in seconds: only once the arguments are good
 

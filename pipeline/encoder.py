@@ -47,7 +47,8 @@ class Encoder:
     `model` is then None: the session holds the weights);
     `quantize` is "int8" when the session's MatMuls run as dynamically quantised int8, else "none";
     `precision` the arithmetic of the forward pass (fp32, or fp16 / bf16 under autocast);
-    `family` "clip" or "siglip" (pipeline.hub.FAMILIES, from the checkpoint's config): which tower, processor and text side.
+    `family` "clip" or "siglip" (pipeline.hub.FAMILIES, from the checkpoint's config): which tower, processor and
+    text side.
     """
 
     model: PreTrainedModel | None  # CLIPVisionModelWithProjection or SiglipVisionModel

@@ -137,7 +137,7 @@ def test_the_family_comes_from_the_config_not_the_name(siglips, tmp_path):
     emb = embed_frames(pixels, enc, 4)
     assert emb.shape == (5, 32) and np.isfinite(emb).all()
     np.testing.assert_array_equal(embed_frames(pixels[1:], enc, 4), emb[1:])  # fixed batch shape, as CLIP
-    assert FrameSpec.from_pixels(json.loads(d["preprocess_config"]), "fast") == enc.frame_spec()  # from a cache's record
+    assert FrameSpec.from_pixels(json.loads(d["preprocess_config"]), "fast") == enc.frame_spec()  # a cache's record
     for model_type, match in (("siglip2", "NaFlex"), ("bert", "CLIP or SigLIP")):
         other = tmp_path / model_type
         shutil.copytree(siglips["siglip"], other)
