@@ -98,8 +98,10 @@ def describe_data(calibration: Calibration | None) -> str:
     c = calibration
     trained = (f"trained on {c.train_videos} videos (at least {c.train_min_per_class} per class)"
                if c.train_videos else "not trained (text only)")
+    # a head trained on none (zero-shot) is calibrated on the training and validation parts: it has seen neither
+    held = "validation videos" if c.train_videos else "training and validation videos"
     fitted = f"temperature {c.temperature:.3g}" if not c.temperature_note else "temperature not fitted (T = 1)"
-    return (f"{trained}; calibrated on {c.val_videos} validation videos (at least "
+    return (f"{trained}; calibrated on {c.val_videos} {held} (at least "
             f"{c.val_min_per_class} per class): {fitted}")
 
 

@@ -88,22 +88,31 @@ def inspect(argv: list[str] | None = None) -> int:
 
 
 def tiny_clip(argv: list[str] | None = None) -> int:
-    """`clip-har-tiny-clip`: write a randomly initialised CLIP (no download) and say how to use it; 1 with one line
-    on stderr when the folder cannot be written."""
-    parser = argparse.ArgumentParser(description="Write a randomly initialised CLIP (no download needed).")
+    """`clip-har-tiny-clip`: write a randomly initialised CLIP, SigLIP or SigLIP 2 (no download) and say how to use
+    it; 1 with one line on stderr when the folder cannot be written."""
+    from pipeline.tiny_clip import TINY_FAMILIES  # (no transformers import: that module imports it where used)
+
+    parser = argparse.ArgumentParser(description="Write a randomly initialised CLIP, SigLIP or SigLIP 2 (no download "
+                                                 "needed).")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--tiny", metavar="DIR", help=f"a tiny one, for tests and offline demos (e.g. {TINY_CLIP})")
-    group.add_argument("--vit-b-32", metavar="DIR", help="the full ViT-B/32 architecture, for benchmarks")
+    group.add_argument("--vit-b-32", "--full-size", metavar="DIR", dest="full_size",
+                       help="the full architecture (CLIP ViT-B/32, SigLIP / SigLIP 2 base 224), for benchmarks")
+    parser.add_argument("--family", choices=TINY_FAMILIES, default="clip",
+                        help="clip (default), siglip, or siglip2 (fixed resolution, as "
+                             "google/siglip2-base-patch16-224)")
     args = parser.parse_args(argv)
     from pipeline.tiny_clip import build_tiny_clip  # transformers loads in seconds: only once the arguments are good
 
+    out = args.tiny or args.full_size
     try:
-        path = build_tiny_clip(args.tiny or args.vit_b_32, full_size=args.vit_b_32 is not None)
+        path = build_tiny_clip(out, full_size=args.full_size is not None, family=args.family)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return _print(f"random CLIP written to {path} (its embeddings mean nothing: tests, demos and benchmarks only)\n"
-                  f"next: dvc exp run -S encoder.model={args.tiny or args.vit_b_32}   "
+    name = {"clip": "CLIP", "siglip": "SigLIP", "siglip2": "SigLIP 2"}[args.family]
+    return _print(f"random {name} written to {path} (its embeddings mean nothing: tests, demos and benchmarks only)\n"
+                  f"next: dvc exp run -S encoder.model={out}   "
                   "(or set encoder.model in params.yaml, then dvc repro)")
 
 

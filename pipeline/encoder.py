@@ -1,4 +1,4 @@
-"""Load the CLIP vision tower with its own preprocessing config, and turn RGB frames into image embeddings."""
+"""Load a CLIP or SigLIP vision tower with its own preprocessing config, and turn RGB frames into image embeddings."""
 from __future__ import annotations
 
 import hashlib
@@ -11,26 +11,29 @@ import torch
 
 from pipeline.cache import RANDOM_WEIGHTS
 from pipeline.errors import ConfigError
-from pipeline.hub import OFFLINE_NEXT_STEP, load_pretrained
-from pipeline.onnx_backend import export_onnx, ort_session, run_session
-# The random CLIP's builder lives in pipeline.tiny_clip; its old name stays importable from here for the callers
-# that still use it (tests/conftest.py, tests/test_predict.py, bench/app_latency.py).
+from pipeline.hub import OFFLINE_NEXT_STEP, load_pretrained, model_family
+from pipeline.onnx_backend import export_onnx, ort_session, run_session, vision_embeds
 from pipeline.video import DECODER, FrameSpec, resize_crop
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it costs seconds to import, and a process that
     # only decodes (the decode workers re-run their main module) never needs it
-    from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
+    from transformers import BaseImageProcessor, PreTrainedModel
 
 PREPROCESS_BACKENDS = ("fast", "processor")
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the CPU only (pipeline.onnx_backend)
 QUANTIZE = ("none", "int8")  # int8: ONNX Runtime's dynamic int8, so the onnxruntime backend only
 PRECISIONS = ("fp32", "fp16", "bf16")
-# extract.precision: auto picks fp32 on the CPU (bit for bit as before) and, on CUDA, the fastest precision whose
-# embeddings stay within cosine 0.999 of fp32 (bench/README.md, measured on an H100).
-AUTO_PRECISION = {"cpu": "fp32", "cuda": "fp16"}
+# extract.precision: auto is, per device, the fastest precision whose embeddings stay within centred cosine
+# AUTO_MIN_COSINE of fp32 (min over frames, full ViT-B/32 with random weights), else fp32. Measured, fastest first:
+# CUDA (H100, bench/README.md): fp16 0.99998, bf16 0.99872 (as fast); a CPU with native bf16 (AVX-512 BF16, the
+# 2-core AMD EPYC, docs/encoders.md): bf16 1.6x to 2x fp32's speed but 0.99875 in stage one end to end (0.9989 in
+# issue 27), so the CPU stays fp32 (bit for bit as before); a CPU without native bf16 emulates it, slower.
+AUTO_MIN_COSINE = 0.999
+MEASURED_COSINE = {"cuda": {"fp16": 0.99998, "bf16": 0.99872}, "cpu": {"bf16": 0.99875}}
+AUTO_PRECISION = {dev: next((p for p, cos in by_speed.items() if cos >= AUTO_MIN_COSINE), "fp32")
+                  for dev, by_speed in MEASURED_COSINE.items()}
 # extract.batch_size: auto: frames per forward pass (CPU: the stage-one benchmark's best; CUDA: large batches).
 AUTO_BATCH_SIZE = {"cpu": 16, "cuda": 256}
-_PIL_BICUBIC = 3
 
 
 @dataclass
@@ -43,11 +46,13 @@ class Encoder:
     `backend` runs the forward pass: "torch" (`model`) or "onnxruntime" (`session`, an exported copy of the model;
     `model` is then None: the session holds the weights);
     `quantize` is "int8" when the session's MatMuls run as dynamically quantised int8, else "none";
-    `precision` the arithmetic of the forward pass (fp32, or fp16 / bf16 under autocast).
+    `precision` the arithmetic of the forward pass (fp32, or fp16 / bf16 under autocast);
+    `family` "clip" or "siglip" (pipeline.hub.FAMILIES, from the checkpoint's config): which tower, processor and
+    text side.
     """
 
-    model: CLIPVisionModelWithProjection | None
-    processor: CLIPImageProcessorPil
+    model: PreTrainedModel | None  # CLIPVisionModelWithProjection or SiglipVisionModel
+    processor: BaseImageProcessor  # CLIPImageProcessorPil or SiglipImageProcessorPil
     model_id: str
     fingerprint: str
     dim: int
@@ -58,11 +63,13 @@ class Encoder:
     backend: str = "torch"
     session: object | None = None  # onnxruntime.InferenceSession with the onnxruntime backend
     random_weights: bool = False  # a random CLIP built by pipeline.tiny_clip (its config says so)
+    family: str = "clip"
 
     def describe(self) -> dict:
         """What a cache or head records about the encoder and its preprocessing (JSON-serialisable)."""
         return {
             "encoder_model": self.model_id,
+            "encoder_family": self.family,  # recorded; the fingerprint and preprocess_config already tell them apart
             "encoder_fingerprint": self.fingerprint,
             "embedding_dim": self.dim,
             "preprocess": self.preprocess,
@@ -76,13 +83,8 @@ class Encoder:
         }
 
     def frame_spec(self) -> FrameSpec:
-        """The encoder's input as the decode workers make it: resize and crop sizes from the processor config."""
-        p = self.processor
-        assert p.do_resize and p.do_center_crop and p.do_rescale and p.do_normalize, "unsupported processor config"
-        if int(p.resample) != _PIL_BICUBIC:
-            raise ConfigError(f"preprocessing implements bicubic resampling only, the processor asks for "
-                              f"{p.resample}")
-        return FrameSpec(p.size["shortest_edge"], p.crop_size["height"], p.crop_size["width"], self.preprocess)
+        """The encoder's input as the decode workers make it: resize (and crop) from the processor config."""
+        return FrameSpec.from_pixels(self.processor.to_dict(), self.preprocess)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ class EncoderConfig:
 def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: str = EncoderConfig.preprocess,
                  quantize: str = EncoderConfig.quantize, precision: str = EncoderConfig.precision,
                  backend: str = EncoderConfig.backend) -> Encoder:
-    """Load CLIP from a hub id or a local directory through `from_pretrained`; ConfigError saying how to fix it.
+    """Load a CLIP or SigLIP vision tower (the family from the checkpoint's config: model_family) from a hub id or
+    a local directory through `from_pretrained`; ConfigError saying how to fix it.
 
     backend="onnxruntime" (CPU only) runs an ONNX export of the loaded model, made once per encoder fingerprint
     (pipeline.onnx_backend), with as many threads as torch has (pipeline.threads sets them);
@@ -139,19 +142,21 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
                          "backend to torch")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available")
-    from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
+    family = model_family(model_id)
+    tower, image_processor = _classes(family)
     from transformers.utils import logging as hf_logging
 
     try:
         verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # loading a full CLIP checkpoint into the vision tower lists the text weights
+        hf_logging.set_verbosity_error()  # loading a full checkpoint into the vision tower lists the text weights
         try:
-            model, processor = load_pretrained((CLIPVisionModelWithProjection, CLIPImageProcessorPil), model_id)
+            model, processor = load_pretrained((tower, image_processor), model_id)
         finally:
             hf_logging.set_verbosity(verbosity)
     except OSError as e:
-        raise ConfigError(f"cannot load the CLIP encoder {model_id!r} [{str(e).splitlines()[0]}]: "
+        raise ConfigError(f"cannot load the {family} encoder {model_id!r} [{str(e).splitlines()[0]}]: "
                          f"{OFFLINE_NEXT_STEP}") from None
+    FrameSpec.from_pixels(processor.to_dict())  # ConfigError now for preprocessing this code does not implement
     cpu_only = backend == "onnxruntime"
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available() and not cpu_only)
                        else "cpu")
@@ -160,15 +165,26 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
         raise ConfigError("the onnxruntime backend runs in fp32 (or int8): set extract.precision to fp32 or auto")
     model = model.to(dev).eval()
     fingerprint = _fingerprint(model, processor)  # of the fp32 weights; backend and `quantize` are recorded beside it
-    dim = model.config.projection_dim
+    # CLIP projects to projection_dim; SigLIP's embedding is its attention-pooling head's output, hidden_size wide
+    dim = model.config.projection_dim if family == "clip" else model.config.hidden_size
     random_weights = bool(getattr(model.config, RANDOM_WEIGHTS, False))  # written by build_tiny_clip
     if backend == "torch":
         return Encoder(model, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision,
-                       random_weights=random_weights)
+                       random_weights=random_weights, family=family)
     path = export_onnx(model, fingerprint, model.config.image_size, quantize)
     session = ort_session(path, torch.get_num_threads())
     return Encoder(None, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision, backend, session,
-                   random_weights)
+                   random_weights, family)
+
+
+def _classes(family: str) -> tuple[type, type]:
+    """The family's vision tower and image processor classes (transformers' PIL processors: the pixels the parity
+    tests compare with)."""
+    if family == "clip":
+        from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
+        return CLIPVisionModelWithProjection, CLIPImageProcessorPil
+    from transformers import SiglipImageProcessorPil, SiglipVisionModel
+    return SiglipVisionModel, SiglipImageProcessorPil
 
 
 def preprocess_frames(frames: np.ndarray, encoder: Encoder) -> torch.Tensor:
@@ -242,7 +258,7 @@ def embed_frames(frames: np.ndarray | torch.Tensor, encoder: Encoder, batch_size
             emb = torch.from_numpy(run_session(encoder.session, pixels.numpy()))
         else:
             with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-                emb = encoder.model(pixel_values=pixels).image_embeds
+                emb = vision_embeds(encoder.model, pixels)
         out.append(emb[:rows].float())
     return torch.cat(out).cpu().numpy()
 
@@ -295,19 +311,20 @@ class Embedder:
 # What the fingerprint hashes besides the weights: the fields that change the arithmetic of the forward pass
 # (not visible in the weights' shapes) and the pixels the encoder sees; never library metadata such as
 # transformers_version, the model's path or its label names, so upgrading transformers keeps every cache and head.
+# (The family needs no key of its own: its weights' names differ, CLIP's visual_projection, SigLIP's pooling head.)
 ARITHMETIC_KEYS = ("hidden_size", "intermediate_size", "projection_dim", "num_hidden_layers", "num_attention_heads",
                    "num_channels", "image_size", "patch_size", "hidden_act", "layer_norm_eps")
 PIXEL_KEYS = ("do_convert_rgb", "do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale",
               "rescale_factor", "do_normalize", "image_mean", "image_std")
 
 
-def pixel_config(processor: CLIPImageProcessorPil) -> str:
+def pixel_config(processor: BaseImageProcessor) -> str:
     """The processor settings that decide the pixels (PIXEL_KEYS), as sorted JSON."""
     config = processor.to_dict()
     return json.dumps({k: config.get(k) for k in PIXEL_KEYS}, sort_keys=True, default=str)
 
 
-def _fingerprint(model: torch.nn.Module, processor: CLIPImageProcessorPil) -> str:
+def _fingerprint(model: torch.nn.Module, processor: BaseImageProcessor) -> str:
     """First 16 hex digits of SHA-256 over the arithmetic fields of the model config (ARITHMETIC_KEYS), the
     processor's pixel settings (PIXEL_KEYS) and every weight's name and bytes."""
     config = model.config.to_dict()

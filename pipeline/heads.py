@@ -25,7 +25,8 @@ IGNORED_KEYS = ("encoder_model", "precision", "device_type", "dtype", "batch_siz
 MATCH_KEYS = tuple(k for k in KEY_ATTRS if k not in IGNORED_KEYS)
 # Recorded beside them, not matched: how the features were computed, so pipeline.predict can do the same.
 # random_weights: a CLIP built by `python -m pipeline.encoder` (its numbers mean nothing; pipeline/cache.py).
-RECORDED_KEYS = (*IGNORED_KEYS, RANDOM_WEIGHTS)
+# encoder_family: clip or siglip (pipeline.hub.FAMILIES; the fingerprint already tells them apart).
+RECORDED_KEYS = (*IGNORED_KEYS, RANDOM_WEIGHTS, "encoder_family")
 # fit_predict_many trains tasks together while their stacked float32 features stay within this (the five folds of
 # a 240,000-video cache would otherwise be 2 GiB at once; the demo's are 0.5 MiB)
 BATCHED_BYTES = 256 * 2 ** 20
@@ -246,34 +247,45 @@ class LogRegHead(Head):
 
 
 class ZeroShotModule(nn.Module):
-    """Mean pooling over time, unit length, cosine to each class's text embedding times a fixed temperature:
-    (B, F, D) or pooled (B, D) -> logits (B, C). Buffers only: `text` (C, D) and `scale` (); nothing is trained."""
+    """Mean pooling over time, unit length, cosine to each class's text embedding, scored the checkpoint's way:
+    (B, F, D) or pooled (B, D) -> logits (B, C) = scale * cos + bias (CLIP: softmax over these), or their
+    log-sigmoid when `sigmoid` is 1 (SigLIP: each class's own sigmoid probability; their softmax is that
+    probability normalised over the classes). Buffers only: `text` (C, D), `scale`, `bias`, `sigmoid` (); nothing is
+    trained."""
 
     def __init__(self, dim: int, num_classes: int):
         super().__init__()
         self.register_buffer("text", torch.zeros(num_classes, dim))
         self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("bias", torch.tensor(0.0))
+        self.register_buffer("sigmoid", torch.tensor(0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             x = x.mean(dim=1)  # (B, F, D) -> (B, D)
-        return self.scale * (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)) @ self.text.T
+        z = self.scale * (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)) @ self.text.T + self.bias
+        return nn.functional.logsigmoid(z) if bool(self.sigmoid) else z
 
 
 class ZeroShotHead(Head):
-    """Videos scored by the cosine of their mean frame embedding to each class's text embedding (nothing learned
-    from videos; pipeline.zeroshot makes the text embeddings). Fitted: module_ (ZeroShotModule)."""
+    """Videos scored by the cosine of their mean frame embedding to each class's text embedding, the way the
+    checkpoint's family scores (nothing learned from videos; pipeline.zeroshot makes the text side). Fitted:
+    module_ (ZeroShotModule)."""
 
     kind = "zeroshot"
 
     def __init__(self, templates: tuple[str, ...] = ()):
         self.templates = templates
 
-    def fit(self, text_emb: np.ndarray, class_names: list[str], features: dict) -> ZeroShotHead:
-        """From unit-length text embeddings float32 (C, D), one per class, for features made as `features` say."""
+    def fit(self, text_emb: np.ndarray, class_names: list[str], features: dict, scale: float = LOGIT_SCALE,
+            bias: float = 0.0, sigmoid: bool = False) -> ZeroShotHead:
+        """From unit-length text embeddings float32 (C, D), one per class, for features made as `features` say;
+        scale, bias, sigmoid: the checkpoint's scoring (ZeroShotModule; the defaults: CLIP's published one)."""
         self.module_ = ZeroShotModule(text_emb.shape[1], len(class_names))
         self.module_.text.copy_(torch.from_numpy(text_emb))
-        self.module_.scale.fill_(LOGIT_SCALE)
+        self.module_.scale.fill_(scale)
+        self.module_.bias.fill_(bias)
+        self.module_.sigmoid.fill_(float(sigmoid))
         self.module_.eval()
         self.meta_ = HeadMeta(self.kind, list(class_names), features_of(features),
                               templates=list(self.templates))
@@ -315,6 +327,8 @@ def load_head(path: str | os.PathLike) -> Head:
         elif meta.kind == "zeroshot":
             head = ZeroShotHead(tuple(meta.templates or ()))
             head.module_ = ZeroShotModule(dim, classes)
+            # saved before SigLIP: CLIP's scoring, no bias
+            saved["state_dict"] = {"bias": torch.tensor(0.0), "sigmoid": torch.tensor(0.0), **saved["state_dict"]}
         else:
             raise HeadError(f"{path}: unknown head kind {meta.kind!r} (this code reads linear, logreg, zeroshot)")
         if hasattr(head, "module_"):

@@ -1,4 +1,5 @@
-"""Load a model from a local directory or the Hugging Face hub, failing at once (no retries) when the hub is off."""
+"""Load a model from a local directory or the Hugging Face hub, failing at once (no retries) when the hub is off;
+which family (CLIP, SigLIP) a checkpoint is, from its config."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,11 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 from pipeline.paths import TINY_CLIP
 
+# The checkpoints' config model_type -> family (each family's vision tower, image processor and text side).
+# SigLIP 2's fixed-resolution checkpoints (google/siglip2-base-patch16-224, ...) are model_type "siglip" with
+# SigLIP 2's processor settings and tokenizer; its "siglip2" checkpoints are the NaFlex variants (below).
+FAMILIES = {"clip": "clip", "clip_vision_model": "clip", "siglip": "siglip", "siglip_vision_model": "siglip"}
+NAFLEX = ("siglip2", "siglip2_vision_model")  # sized per image by aspect ratio: refused (docs/encoders.md)
 PROBE_TIMEOUT_S = 3.0  # one HEAD request to the hub's endpoint; huggingface_hub itself retries for ~25 s
 OFFLINE_NEXT_STEP = (f"build a tiny random CLIP with `python -m pipeline.encoder --tiny {TINY_CLIP}`, then run "
                      f"`dvc exp run -S encoder.model={TINY_CLIP}` (or set encoder.model in params.yaml to a local "
@@ -69,3 +75,26 @@ def load_pretrained(loaders: tuple, model_id: str) -> list:
         raise ConfigError(f"cannot load {model_id!r}: it is not in the local Hugging Face cache and the hub "
                          f"cannot be reached (no network, or HF_HUB_OFFLINE is set): {OFFLINE_NEXT_STEP}")
     return [loader.from_pretrained(model_id) for loader in loaders]
+
+
+def model_family(model_id: str) -> str:
+    """The family of a checkpoint ("clip" or "siglip", FAMILIES), read from its config's model_type, never from its
+    name; ConfigError for another model type, a SigLIP 2 NaFlex checkpoint, or a config that cannot be loaded."""
+    from transformers import AutoConfig
+
+    try:
+        (config,) = load_pretrained((AutoConfig,), model_id)
+    except ConfigError:  # load_pretrained's own: not on disk and the hub off, with the next step
+        raise
+    except (OSError, ValueError) as e:  # AutoConfig's: no config.json, or no model_type it knows
+        raise ConfigError(f"cannot read the encoder config of {model_id!r} [{str(e).splitlines()[0]}]: "
+                         f"{OFFLINE_NEXT_STEP}") from None
+    kind = config.model_type
+    if kind in NAFLEX:
+        raise ConfigError(f"{model_id!r} is a SigLIP 2 NaFlex checkpoint (model_type {kind}), which sizes each image "
+                          "by its aspect ratio; the cache holds frames of one fixed size: use a fixed-resolution "
+                          "SigLIP 2 such as google/siglip2-base-patch16-224")
+    if kind not in FAMILIES:
+        raise ConfigError(f"{model_id!r} is a {kind!r} model; encoder.model takes a CLIP or SigLIP / SigLIP 2 "
+                          f"checkpoint (model_type {', '.join(sorted(FAMILIES))})")
+    return FAMILIES[kind]

@@ -1,4 +1,4 @@
-"""The CLIP vision tower through ONNX Runtime on the CPU: exported once per encoder (fp32, or dynamic int8), cached."""
+"""The CLIP or SigLIP vision tower through ONNX Runtime on the CPU: exported once per encoder (fp32, or dynamic int8), cached."""
 from __future__ import annotations
 
 import logging
@@ -17,15 +17,22 @@ OPSET = 18
 INPUT, OUTPUT = "pixel_values", "image_embeds"
 
 
+def vision_embeds(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Pixel values float32 (B, 3, S, S) -> the image embeddings (B, D) of a vision tower: CLIP's projected
+    image_embeds, or SigLIP's pooled output (its attention-pooling head: what SiglipModel.get_image_features gives)."""
+    out = model(pixel_values=pixel_values)
+    return out.image_embeds if hasattr(out, "image_embeds") else out.pooler_output
+
+
 class _ImageEmbeds(torch.nn.Module):
-    """The vision tower as one tensor in, one out: pixel values float32 (B, 3, S, S) -> image_embeds (B, D)."""
+    """The vision tower as one tensor in, one out: pixel values float32 (B, 3, S, S) -> embeddings (B, D)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).image_embeds
+        return vision_embeds(self.model, pixel_values)
 
 
 def model_dir(fingerprint: str, root: Path | None = None) -> Path:
@@ -55,7 +62,8 @@ def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quant
             tmp = folder / f"tmp-{uuid.uuid4().hex}.onnx"
             try:
                 example = torch.zeros(2, 3, image_size, image_size)
-                with warnings.catch_warnings(), _quiet("torch.onnx"):
+                # (onnxscript's optimiser notes the SigLIP pooling head's Split it leaves unfolded)
+                with warnings.catch_warnings(), _quiet("torch.onnx"), _quiet("onnxscript"):
                     warnings.simplefilter("ignore")  # the tracer's notes on the checks it freezes at this shape
                     torch.onnx.export(_ImageEmbeds(model).eval(), (example,), str(tmp), input_names=[INPUT],
                                       output_names=[OUTPUT], dynamic_shapes={INPUT: {0: torch.export.Dim("batch")}},

@@ -95,3 +95,6 @@ def test_calibrate_records_the_data_and_the_refusal():
     assert describe_data(cal) == ("trained on 12 videos (at least 5 per class); calibrated on 4 validation videos "
                                   "(at least 2 per class): temperature not fitted (T = 1)")
     assert describe_data(None) == "uncalibrated (T = 1)"
+    zero_shot = head.calibrate(np.zeros((4, 2), np.float32), labels, 0.3).calibration_  # trained on no video
+    assert describe_data(zero_shot).startswith("not trained (text only); calibrated on 4 training and validation "
+                                               "videos (at least 2 per class)")

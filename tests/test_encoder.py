@@ -1,4 +1,5 @@
-"""The tiny CLIP through from_pretrained, preprocessing parity with CLIPImageProcessor, batch-independent embeddings."""
+"""The tiny CLIP and SigLIPs through from_pretrained, the family from the config, preprocessing parity with each
+family's image processor, batch-independent embeddings, the ONNX Runtime backend."""
 import json
 import shutil
 import subprocess
@@ -22,6 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def encoder(tiny_clip):
     return load_encoder(tiny_clip, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def siglips(tmp_path_factory) -> dict[str, str]:
+    """Tiny random SigLIP and SigLIP 2 (fixed resolution) checkpoints, 96x96 input (0.1 s each to build)."""
+    return {f: str(build_tiny_clip(tmp_path_factory.mktemp(f), family=f)) for f in ("siglip", "siglip2")}
 
 
 def test_tiny_clip_loads_through_from_pretrained(encoder, tiny_clip):
@@ -99,6 +106,62 @@ def test_fast_preprocessing_matches_clip_image_processor(encoder, h, w):
     assert diff.mean().item() < 1e-3
 
 
+@pytest.mark.parametrize("family", ["siglip", "siglip2"])
+@pytest.mark.parametrize("h,w", [(720, 1280), (300, 200), (16, 16)])
+def test_fast_preprocessing_matches_the_siglip_image_processors(siglips, family, h, w):
+    """SigLIP: straight to 96x96 (aspect not kept, no crop), bicubic; SigLIP 2: bilinear; mean and std 0.5."""
+    enc = load_encoder(siglips[family], device="cpu")
+    frames = _natural_frames(3, h, w)
+    reference = enc.processor(images=list(frames), return_tensors="pt")["pixel_values"]
+    spec = enc.frame_spec()
+    assert (spec.crop_h, spec.crop_w, spec.keep_aspect) == (96, 96, False)
+    assert spec.resample == {"siglip": "bicubic", "siglip2": "bilinear"}[family]
+    fast = preprocess_frames(frames, enc)
+    enc.preprocess = "processor"
+    torch.testing.assert_close(preprocess_frames(frames, enc), reference, atol=1e-5, rtol=0)
+    assert fast.shape == reference.shape == (3, 3, 96, 96)
+    diff = (fast - reference).abs()
+    assert diff.max().item() <= 2 / 255 / 0.5 + 1e-6 and diff.mean().item() < 2e-3  # two uint8 steps at std 0.5
+
+
+def test_the_family_comes_from_the_config_not_the_name(siglips, tmp_path):
+    from pipeline.video import FrameSpec
+    named_clip = tmp_path / "clip-vit-base-patch32"
+    shutil.copytree(siglips["siglip"], named_clip)
+    enc = load_encoder(str(named_clip), device="cpu")
+    d = enc.describe()
+    assert (enc.family, d["encoder_family"], enc.dim) == ("siglip", "siglip", 32)
+    assert '"height": 96' in d["preprocess_config"] and enc.fingerprint != load_encoder(
+        siglips["siglip2"], device="cpu").fingerprint  # the resampling is part of the identity
+    pixels = preprocess_frames(_natural_frames(5, 40, 60), enc)
+    emb = embed_frames(pixels, enc, 4)
+    assert emb.shape == (5, 32) and np.isfinite(emb).all()
+    np.testing.assert_array_equal(embed_frames(pixels[1:], enc, 4), emb[1:])  # fixed batch shape, as CLIP
+    assert FrameSpec.from_pixels(json.loads(d["preprocess_config"]), "fast") == enc.frame_spec()  # a cache's record
+    for model_type, match in (("siglip2", "NaFlex"), ("bert", "CLIP or SigLIP")):
+        other = tmp_path / model_type
+        shutil.copytree(siglips["siglip"], other)
+        _edit_json(other / "config.json", model_type=model_type)
+        with pytest.raises(ConfigError, match=match):
+            load_encoder(str(other), device="cpu")
+    nearest = tmp_path / "nearest"
+    shutil.copytree(siglips["siglip"], nearest)
+    _edit_json(nearest / "preprocessor_config.json", resample=0)
+    with pytest.raises(ConfigError, match="bicubic and bilinear"):
+        load_encoder(str(nearest), device="cpu")
+
+
+def test_siglip_through_onnxruntime_fp32_and_int8(siglips, onnx_dir):
+    torch_enc = load_encoder(siglips["siglip2"], device="cpu")
+    pixels = preprocess_frames(_natural_frames(6, 50, 70), torch_enc)
+    reference = embed_frames(pixels, torch_enc, 8)
+    fp32 = embed_frames(pixels, load_encoder(siglips["siglip2"], device="cpu", backend="onnxruntime"), 8)
+    np.testing.assert_allclose(fp32, reference, atol=1e-4)
+    int8 = embed_frames(pixels, load_encoder(siglips["siglip2"], device="cpu", backend="onnxruntime",
+                                             quantize="int8"), 8)
+    assert not np.array_equal(int8, reference) and centred_cosine(int8, reference, reference).min() > 0.9
+
+
 def test_embeddings_do_not_depend_on_batch_composition(encoder):
     pixels = preprocess_frames(_natural_frames(21, 64, 80), encoder)
     together = embed_frames(pixels, encoder, batch_size=8)
@@ -166,6 +229,10 @@ def test_both_commands_write_a_random_clip_that_loads(tmp_path, capsys):
     for name, printed in (("a", out), ("b", capsys.readouterr().out)):
         assert printed.startswith(f"random CLIP written to {tmp_path / name}")
         assert load_encoder(str(tmp_path / name), device="cpu").random_weights
+    assert tiny_clip_command(["--tiny", str(tmp_path / "c"), "--family", "siglip2"]) == 0
+    assert capsys.readouterr().out.startswith(f"random SigLIP 2 written to {tmp_path / 'c'}")
+    siglip = load_encoder(str(tmp_path / "c"), device="cpu")
+    assert siglip.random_weights and siglip.family == "siglip" and siglip.frame_spec().resample == "bilinear"
 
 
 def centred_cosine(a, b, reference):

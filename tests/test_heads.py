@@ -90,6 +90,16 @@ def test_linear_checkpoint_round_trip_with_weights_only(data, tmp_path):
     np.testing.assert_allclose(proba, fitted.predict_proba(emb[:5]), atol=1e-6)
 
 
+def test_a_zero_shot_head_saved_before_siglip_loads_with_clips_scoring(tmp_path):
+    text = np.eye(3, 8, dtype=np.float32)
+    head = ZeroShotHead().fit(text, ["a", "b", "c"], {**ATTRS, "embedding_dim": 8})
+    saved = {"state_dict": {k: v for k, v in head.module_.state_dict().items() if k in ("text", "scale")},
+             "meta": dataclasses.asdict(head.meta_)}  # the buffers a zero-shot head had before
+    torch.save(saved, tmp_path / "old.pt")
+    x = np.random.default_rng(0).normal(size=(4, 2, 8)).astype(np.float32)
+    np.testing.assert_allclose(load_head(tmp_path / "old.pt").logits(x), head.logits(x), rtol=1e-6)
+
+
 def test_logreg_round_trip(data, tmp_path):
     emb, y, _ = data
     fitted = LogRegHead().fit(mean_pool(emb), y, NAMES, ATTRS)

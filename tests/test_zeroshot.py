@@ -1,13 +1,20 @@
-"""Zero-shot heads: prompts, the text tower of the tiny CLIP, and a task whose answer is known by construction."""
+"""Zero-shot heads: prompts, the text towers of the tiny CLIP and SigLIP with each family's scoring, a task whose
+answer is known by construction, and calibration making a random encoder's answers "not sure"."""
 import numpy as np
 import pytest
 import torch
 
 from pipeline.errors import ConfigError, HeadError
 from pipeline.heads import ZeroShotHead, load_head
-from pipeline.zeroshot import TEMPLATES, class_prompts, text_embeddings, zeroshot_head
+from pipeline.tiny_clip import build_tiny_clip
+from pipeline.zeroshot import TEMPLATES, ClassText, class_prompts, text_embeddings, zeroshot_head
 
 NAMES = ["clapping", "walking_while_reading_book", "sitting"]
+
+
+@pytest.fixture(scope="module")
+def tiny_siglip(tmp_path_factory) -> str:
+    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny-siglip"), family="siglip2"))
 
 
 def attrs(dim):
@@ -22,17 +29,64 @@ def test_prompts_replace_underscores():
     assert len(class_prompts("sitting")) == len(TEMPLATES)
 
 
-def test_text_embeddings_are_unit_length_and_differ_per_class(tiny_clip):
-    emb = text_embeddings(tiny_clip, NAMES)
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_text_embeddings_are_unit_length_and_differ_per_class(tiny_clip, tiny_siglip, family):
+    text = text_embeddings(tiny_clip if family == "clip" else tiny_siglip, NAMES)
+    emb = text.embeddings
     assert emb.shape == (3, 32) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     assert np.abs(emb @ emb.T - np.eye(3)).max() > 1e-3  # not all the same vector
-    np.testing.assert_allclose(text_embeddings(tiny_clip, NAMES), emb)  # deterministic
+    np.testing.assert_allclose(text_embeddings(tiny_clip if family == "clip" else tiny_siglip, NAMES).embeddings,
+                               emb)  # deterministic
+    # the checkpoint's own learned scoring: CLIP's exp(logit_scale) at its initial 1/0.07 (100 once trained, as
+    # published), not a fixed 100; SigLIP's sigmoid with its scale and bias (initialised to 1 and 0)
+    if family == "clip":
+        assert (text.sigmoid, text.bias) == (False, 0.0) and text.scale == pytest.approx(1 / 0.07, rel=1e-3)
+    else:
+        assert (text.sigmoid, text.scale, text.bias) == (True, 1.0, 0.0)
+
+
+def test_siglip_scores_each_class_by_its_sigmoid_and_its_tokenizer_pads_to_the_full_length(tiny_siglip, tmp_path,
+                                                                                             monkeypatch):
+    from transformers import PreTrainedTokenizerBase
+    lengths = []
+    call = PreTrainedTokenizerBase.__call__
+
+    def recording(self, *a, **kw):
+        out = call(self, *a, **kw)
+        lengths.append(out["input_ids"].shape[1])
+        return out
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", recording)
+    text = text_embeddings(tiny_siglip, NAMES)
+    assert set(lengths) == {64}  # padding="max_length", as SigLIP was trained
+    text = ClassText(text.embeddings, scale=3.0, bias=-1.5, sigmoid=True)
+    head = zeroshot_head(text, NAMES, attrs(32))
+    x = np.random.default_rng(2).normal(size=(6, 4, 32)).astype(np.float32)
+    pooled = x.mean(1)
+    cos = pooled / np.linalg.norm(pooled, axis=1, keepdims=True) @ text.embeddings.T
+    sig = 1 / (1 + np.exp(-(3.0 * cos - 1.5)))  # each class's own probability
+    np.testing.assert_allclose(np.exp(head.logits(x)), sig, rtol=1e-5)
+    np.testing.assert_allclose(head.predict_proba(x, calibrated=False), sig / sig.sum(1, keepdims=True), rtol=1e-5)
+    head.save(tmp_path / "z.pt")
+    np.testing.assert_allclose(load_head(tmp_path / "z.pt").logits(x), head.logits(x), rtol=1e-6)  # kept with it
+
+
+def test_a_random_encoders_zero_shot_answers_are_not_sure_once_calibrated(tiny_clip):
+    """Issue 25.4: random features scored against random text gave "sitting 63.2%" at CLIP's fixed scale 100; with
+    the checkpoint's own scale, and a temperature fitted on held-out videos, the answers fall under "not sure"."""
+    text = text_embeddings(tiny_clip, NAMES)
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(60, 4, 32)).astype(np.float32), rng.integers(0, 3, 60)
+    head = zeroshot_head(text, NAMES, attrs(32)).calibrate(x, y, 0.3)
+    assert head.calibration_.temperature_note == "" and head.calibration_.train_videos == 0
+    top = head.predict_proba(x).max(1)
+    assert np.mean(top < head.not_sure_below_) > 0.9, top
 
 
 def test_zero_shot_finds_the_class_whose_text_the_video_looks_like(tiny_clip):
     # by construction: each video's frames are its class's text embedding (scaled) plus noise
-    emb = text_embeddings(tiny_clip, NAMES)
+    emb = text_embeddings(tiny_clip, NAMES).embeddings
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 10)
     videos = 7.0 * emb[labels][:, None, :] + rng.normal(0, 0.05, (30, 4, 32))
@@ -54,8 +108,14 @@ def test_zero_shot_head_round_trip_with_weights_only(tiny_clip, tmp_path):
     np.testing.assert_allclose(back.predict_proba(x), head.predict_proba(x), atol=1e-6)
 
 
-def test_a_checkpoint_without_a_tokenizer_is_a_clear_error(tmp_path):
-    with pytest.raises(HeadError, match="cannot load the CLIP text tower and tokenizer"):
+def test_a_checkpoint_without_a_tokenizer_is_a_clear_error(tiny_clip, tmp_path):
+    import shutil
+    shutil.copytree(tiny_clip, tmp_path / "clip")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+        (tmp_path / "clip" / name).unlink(missing_ok=True)
+    with pytest.raises(HeadError, match="has no tokenizer"):
+        text_embeddings(str(tmp_path / "clip"), NAMES)
+    with pytest.raises(ConfigError, match="cannot read the encoder config"):  # no config.json at all
         text_embeddings(str(tmp_path), NAMES)
     with pytest.raises(ConfigError, match="at least one class"):
         text_embeddings(str(tmp_path), [])
@@ -64,7 +124,7 @@ def test_a_checkpoint_without_a_tokenizer_is_a_clear_error(tmp_path):
 def test_a_zero_shot_initialised_linear_head_starts_from_the_zero_shot_answer(tiny_clip):
     from pipeline.heads import LinearHead
     from pipeline.training import LinearConfig
-    emb = text_embeddings(tiny_clip, NAMES)
+    emb = text_embeddings(tiny_clip, NAMES).embeddings
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 10)
     videos = (7.0 * emb[labels][:, None, :] + rng.normal(0, 0.05, (30, 4, 32))).astype(np.float32)
@@ -75,3 +135,33 @@ def test_a_zero_shot_initialised_linear_head_starts_from_the_zero_shot_answer(ti
         assert (right == 1.0) == expect_right  # before any training step: the zero-shot answer, or a random one
     with pytest.raises(ConfigError, match="mean pooling"):
         LinearHead(LinearConfig(epochs=0, head="conv"), emb).fit(videos, labels, NAMES, attrs(32))
+
+
+def test_a_siglip_goes_through_stage_one_every_head_zero_shot_and_predict(tiny_siglip, dataset, tmp_path):
+    """Issue 27: nothing downstream names a family. Stage one on the tiny SigLIP 2 (96x96 frames), the three heads
+    from its cache, and pipeline.predict rebuilding the encoder from a head's metadata: the cache's rows again."""
+    from pipeline.cache import read_cache
+    from pipeline.extract import ExtractConfig, extract_features
+    from pipeline.heads import LinearHead, LogRegHead
+    from pipeline.predict import load_predictor, predict_video
+    from pipeline.training import LinearConfig, mean_pool
+    from pipeline.workers import DecodePool, PoolConfig
+
+    cache_file = tmp_path / "f.h5"
+    extract_features(ExtractConfig(root=str(dataset), cache_path=str(cache_file), model=tiny_siglip, num_frames=4,
+                                   batch_size=8, device="cpu", workers=0), progress=False)
+    cache = read_cache(cache_file)
+    assert cache.embeddings.shape == (7, 4, 32) and cache.attrs["encoder_family"] == "siglip"
+    x, y = mean_pool(cache.embeddings), cache.labels
+    heads = {"linear": LinearHead(LinearConfig(epochs=3)).fit(x, y, cache.class_names, cache.attrs),
+             "logreg": LogRegHead().fit(x, y, cache.class_names, cache.attrs),
+             "zeroshot": zeroshot_head(text_embeddings(cache.attrs["encoder_model"], cache.class_names),
+                                       cache.class_names, cache.attrs).calibrate(x, y, 0.3)}
+    with DecodePool(PoolConfig(workers=1)) as pool:
+        for kind, head in heads.items():
+            head.save(tmp_path / f"{kind}.{'joblib' if kind == 'logreg' else 'pt'}")
+            predictor = load_predictor(tmp_path / f"{kind}.{'joblib' if kind == 'logreg' else 'pt'}", pool, "cpu")
+            assert predictor.encoder.family == "siglip" and predictor.encoder.frame_spec().crop_h == 96
+            pred = predict_video(dataset / cache.paths[0], predictor)
+            np.testing.assert_allclose(pred.embeddings, cache.embeddings[0], atol=1e-6)
+            np.testing.assert_allclose(pred.probabilities, head.predict_proba(cache.embeddings[:1])[0], atol=1e-6)
