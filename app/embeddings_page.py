@@ -13,6 +13,7 @@ import streamlit as st
 from app.common import cached_cache, cached_pool, frame_strip
 from pipeline.cache import random_encoder_note
 from pipeline.errors import DataError, UserError, VideoError, printable
+from pipeline.frames import FrameSpec
 from pipeline.inspector import (AXES, GROUPING_HINT, LEGEND_CLASSES, TABLEAU10, class_centroids, class_colours,
                                 find_outliers, frame_report, frame_spec, group_leakage, nearest_classes,
                                 nearest_neighbors, project_2d, row_of, split_file, summarize, video_means)
@@ -78,7 +79,6 @@ def centroid_tables(path: str, mtime_ns: int) -> tuple[pd.DataFrame, pd.DataFram
 @st.cache_data(show_spinner="Decoding the sampled frames…", max_entries=32)
 def sampled_frames(source: str, size: int, mtime_ns: int, num_frames: int, spec: tuple, segment) -> np.ndarray:
     """The frames the encoder saw, uint8 (F, H, W, 3), decoded in the app's worker once per file version."""
-    from pipeline.video import FrameSpec
     cfg = ReadConfig(num_frames, FrameSpec(*spec), segment=segment)
     return cached_pool().read(source, cfg).clip.frames
 

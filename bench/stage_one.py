@@ -352,7 +352,7 @@ def gpu(n_videos: int) -> None:
     stage one end to end, and its ratio to min(encoder bound, decode bound)."""
     from pipeline.encoder import AUTO_PRECISION, PRECISIONS
     from pipeline.errors import Unusable
-    from pipeline.video import FrameSpec
+    from pipeline.frames import FrameSpec
     from pipeline.workers import DecodePool, PoolConfig, ReadConfig, auto_workers
 
     assert torch.cuda.is_available(), "--device cuda needs a CUDA GPU"

@@ -35,7 +35,7 @@ from stage_one import BATCH, FRAMES, OUT, VIDEOS, full_size_clip, make_clip  # n
 from pipeline.errors import Unusable  # noqa: E402
 from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
 from pipeline.tiny_clip import build_tiny_clip  # noqa: E402
-from pipeline.video import FrameSpec  # noqa: E402
+from pipeline.frames import FrameSpec  # noqa: E402
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig  # noqa: E402
 
 SPEC = FrameSpec(224, 224, 224)
@@ -224,7 +224,7 @@ def overhead(files: list[Path], workers: int) -> tuple[float, float]:
 
 FRESH = """
 import sys, time
-from pipeline.video import FrameSpec
+from pipeline.frames import FrameSpec
 from pipeline.workers import DecodePool, PoolConfig, ReadConfig
 t = time.perf_counter()
 with DecodePool(PoolConfig(workers=1)) as pool:

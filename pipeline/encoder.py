@@ -13,7 +13,8 @@ from pipeline.cache import RANDOM_WEIGHTS
 from pipeline.errors import ConfigError
 from pipeline.hub import OFFLINE_NEXT_STEP, load_pretrained, model_family
 from pipeline.onnx_backend import export_onnx, ort_session, run_session, vision_embeds
-from pipeline.video import DECODER, FrameSpec, resize_crop
+from pipeline.frames import FrameSpec, resize_crop
+from pipeline.video import DECODER
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it costs seconds to import, and a process that
     # only decodes (the decode workers re-run their main module) never needs it

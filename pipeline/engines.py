@@ -9,7 +9,7 @@ import numpy as np
 from pipeline.cache import clip_id
 from pipeline.encoder import Embedder, EncoderConfig
 from pipeline.errors import Unusable
-from pipeline.video import FrameSpec
+from pipeline.frames import FrameSpec
 from pipeline.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
 
 # What an engine yields per video, in any order: the video's index in the list it was given, then what its reader

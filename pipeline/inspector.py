@@ -8,18 +8,15 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.cache import KEY_ATTRS, Cache, open_cache
 from pipeline.errors import CacheError, ConfigError, printable
+from pipeline.frames import FrameSpec
 from pipeline.neardup import principal_axes, similar_pairs
 from pipeline.paths import SPLIT_PATH
 from pipeline.split import PARTS, read_split
-
-if TYPE_CHECKING:
-    from pipeline.video import FrameSpec
 
 NEAR_DUPLICATE = 0.98  # cosine similarity of mean embeddings above which two videos count as near-duplicates
 BLOCK_FLOATS = 1 << 20  # similarities to the class centroids computed at once, (rows, C) float32: 4 MiB
@@ -313,12 +310,8 @@ def frame_spec(cache: Cache) -> FrameSpec:
     """The frames the cache's embeddings were made from: the resize and crop of the preprocessing it recorded
     (attrs preprocess_config, the encoder's pixel settings as JSON, and preprocess), as the decode workers make
     them. CacheError when the cache does not record them."""
-    from pipeline.video import FrameSpec  # the decoder (PyAV) is imported only by a caller that decodes
-
     try:
-        pixels = json.loads(cache.attrs["preprocess_config"])
-        return FrameSpec(pixels["size"]["shortest_edge"], pixels["crop_size"]["height"],
-                         pixels["crop_size"]["width"], cache.attrs["preprocess"])
+        return FrameSpec.from_pixels(json.loads(cache.attrs["preprocess_config"]), cache.attrs["preprocess"])
     except (KeyError, json.JSONDecodeError) as e:
         raise CacheError(f"the cache does not record the preprocessing its frames had ({type(e).__name__}: {e}): "
                          "re-run stage one to rebuild it") from None

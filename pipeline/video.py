@@ -18,7 +18,8 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from pipeline.errors import ConfigError, VideoError
+from pipeline.errors import VideoError
+from pipeline.frames import FrameSpec, resize_crop
 from pipeline.sniff import external_reference, refuse_non_video, video_stream
 
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
@@ -49,48 +50,6 @@ class DecodeLimits:
     max_pixels: int = 7680 * 4320
     max_aspect: float = 16.0
     max_damaged: float = 0.5
-
-
-@dataclass(frozen=True)
-class FrameSpec:
-    """How decoded frames become the encoder's input, uint8 (crop_h, crop_w, 3), as the encoder's image processor
-    makes it. keep_aspect (CLIP): shortest side resized to `short`, then centre-cropped to crop_h x crop_w; not
-    keep_aspect (SigLIP): resized straight to crop_h x crop_w, aspect ratio not kept, no crop (`short` unused).
-    resample: "bicubic" or "bilinear", with antialiasing (torch for backend "fast", PIL for "processor", as the
-    transformers image processors run it)."""
-
-    short: int
-    crop_h: int
-    crop_w: int
-    backend: str = "fast"
-    resample: str = "bicubic"
-    keep_aspect: bool = True
-
-    @classmethod
-    def from_pixels(cls, pixels: dict, backend: str = "fast") -> FrameSpec:
-        """The spec of an image processor's pixel settings (its to_dict(), or a cache's preprocess_config parsed):
-        size {"shortest_edge"} with a centre crop (CLIP), or size {"height", "width"} without one (SigLIP).
-        ConfigError for a setting this preprocessing does not implement; KeyError when a setting is missing."""
-        size, resample = pixels["size"] or {}, RESAMPLE.get(pixels["resample"])
-        if resample is None:
-            raise ConfigError(f"preprocessing implements bicubic and bilinear resampling, the image processor asks "
-                              f"for {pixels['resample']!r}")
-        if not (pixels["do_resize"] and pixels["do_rescale"] and pixels["do_normalize"]):
-            raise ConfigError("preprocessing implements processors that resize, rescale and normalise; this one "
-                              f"has do_resize={pixels['do_resize']}, do_rescale={pixels['do_rescale']}, "
-                              f"do_normalize={pixels['do_normalize']}")
-        if "shortest_edge" in size and pixels.get("do_center_crop"):
-            crop = pixels["crop_size"]
-            return cls(size["shortest_edge"], crop["height"], crop["width"], backend, resample)
-        if "height" in size and not pixels.get("do_center_crop"):
-            return cls(min(size["height"], size["width"]), size["height"], size["width"], backend, resample, False)
-        raise ConfigError(f"preprocessing implements a shortest-edge resize with a centre crop (CLIP) or a resize "
-                          f"to height x width without one (SigLIP); the image processor asks for size={size} with "
-                          f"do_center_crop={pixels.get('do_center_crop')}")
-
-
-# PIL's resampling codes as the image processors record them -> the filter's name (torch's mode, PIL's filter)
-RESAMPLE = {3: "bicubic", 2: "bilinear"}
 
 
 @dataclass
@@ -415,33 +374,3 @@ def _to_rgb(frame, spec: FrameSpec | None) -> np.ndarray:
     if turns:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=turns))
     return rgb if spec is None else resize_crop(rgb, spec)
-
-
-def resize_crop(rgb: np.ndarray, spec: FrameSpec) -> np.ndarray:
-    """uint8 (H, W, 3) -> uint8 (crop_h, crop_w, 3): shortest side to spec.short (aspect ratio kept), centre crop;
-    or, without keep_aspect, straight to crop_h x crop_w.
-
-    "fast": torch's bicubic or bilinear with antialiasing on uint8, as PIL does; matches the transformers image
-    processor within two uint8 steps (tests/test_encoder.py). "processor": PIL's filter, which the processor itself
-    runs.
-    """
-    h, w = rgb.shape[:2]
-    if not spec.keep_aspect:
-        new_h, new_w = spec.crop_h, spec.crop_w
-    else:  # transformers' get_resize_output_image_size: the long side is int(short * long / short_side)
-        new_h, new_w = (spec.short, int(spec.short * w / h)) if h <= w else (int(spec.short * h / w), spec.short)
-    if spec.backend == "processor":
-        from PIL import Image
-        pil = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[spec.resample]
-        out = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), pil))
-    else:
-        import torch
-        import torch.nn.functional as F
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
-        x = F.interpolate(x, size=(new_h, new_w), mode=spec.resample, antialias=True, align_corners=False)
-        out = x[0].permute(1, 2, 0).numpy()
-    top, left = (new_h - spec.crop_h) // 2, (new_w - spec.crop_w) // 2
-    if top < 0 or left < 0:
-        raise ConfigError(f"the encoder's crop {spec.crop_w}x{spec.crop_h} is larger than its resize ({new_w}x{new_h}): "
-                          "its image processor config cannot be used")
-    return np.ascontiguousarray(out[top:top + spec.crop_h, left:left + spec.crop_w])

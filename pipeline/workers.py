@@ -26,8 +26,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pebble import ProcessExpired, ProcessPool
 
 from pipeline.errors import BrokenInstall, Unusable, VideoError
-from pipeline.video import (SEEK_GAP, Clip, DecodeLimits, FrameSpec, content_hash, open_regular, read_frames,
-                            sample_indices)
+from pipeline.frames import FrameSpec
+from pipeline.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames, sample_indices
 
 VIDEOS_PER_WORKER = 200  # a worker is replaced after this many videos: decoders can leak
 # What every worker imports before its memory limit is set (PyAV loads av.subtitles.stream lazily, at the first

@@ -15,7 +15,7 @@ from pipeline.cli import tiny_clip as tiny_clip_command
 from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, EncoderConfig, embed_frames, load_encoder, preprocess_frames
 from pipeline.errors import ConfigError
 from pipeline.tiny_clip import build_tiny_clip
-from pipeline.video import resize_crop
+from pipeline.frames import resize_crop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,7 @@ def test_fast_preprocessing_matches_the_siglip_image_processors(siglips, family,
 
 
 def test_the_family_comes_from_the_config_not_the_name(siglips, tmp_path):
-    from pipeline.video import FrameSpec
+    from pipeline.frames import FrameSpec
     named_clip = tmp_path / "clip-vit-base-patch32"
     shutil.copytree(siglips["siglip"], named_clip)
     enc = load_encoder(str(named_clip), device="cpu")

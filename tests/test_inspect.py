@@ -232,7 +232,7 @@ def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
     from pipeline.cache import read_cache
     from pipeline.errors import CacheError
     from pipeline.inspector import frame_spec
-    from pipeline.video import FrameSpec
+    from pipeline.frames import FrameSpec
 
     cache = hand_cache(tmp_path, [E[0], E[1]], [0, 1])
     with pytest.raises(CacheError, match="does not record the preprocessing"):

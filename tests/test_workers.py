@@ -14,7 +14,7 @@ from pipeline.errors import Unusable, VideoError
 from pipeline.extract import ExtractConfig, extract_features
 from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_video
-from pipeline.video import FrameSpec
+from pipeline.frames import FrameSpec
 from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig
 from tests.conftest import write_video
 from tests.faults import broken_install_decode, faulty_decode, modules_decode
