@@ -90,7 +90,7 @@ def cached_head(path: str, mtime_ns: int):
     return load_head(path)
 
 
-@st.cache_resource(show_spinner="Encoding the actions with CLIP's text tower…")
+@st.cache_resource(show_spinner="Encoding the actions with the encoder's text tower…")
 def cached_text_embeddings(model_id: str, actions: tuple[str, ...]):
     """Text embeddings (C, D) of a list of actions, computed once per model and list."""
     return text_embeddings(model_id, list(actions))

@@ -293,7 +293,7 @@ def predict(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(results, indent=2))
         return 1
-    with DecodePool(PoolConfig(workers=1)) as pool:
+    with DecodePool(PoolConfig(workers=1, named=False)) as pool:  # no params.yaml read: no setting to name
         try:
             predictor = make_predictor(head, encoder, pool)
         except HeadError as e:  # made for another encoder or sampling

@@ -76,6 +76,6 @@ def resize_crop(rgb: np.ndarray, spec: FrameSpec) -> np.ndarray:
         out = x[0].permute(1, 2, 0).numpy()
     top, left = (new_h - spec.crop_h) // 2, (new_w - spec.crop_w) // 2
     if top < 0 or left < 0:
-        raise ConfigError(f"the encoder's crop {spec.crop_w}x{spec.crop_h} is larger than its resize ({new_w}x{new_h}): "
-                          "its image processor config cannot be used")
+        raise ConfigError(f"the encoder's crop {spec.crop_w}x{spec.crop_h} is larger than its resize "
+                          f"({new_w}x{new_h}): its image processor config cannot be used")
     return np.ascontiguousarray(out[top:top + spec.crop_h, left:left + spec.crop_w])

@@ -1,4 +1,4 @@
-"""The CLIP or SigLIP vision tower through ONNX Runtime on the CPU: exported once per encoder (fp32, or dynamic int8), cached."""
+"""The CLIP or SigLIP vision tower through ONNX Runtime on the CPU: exported once per encoder (fp32 or int8), cached."""
 from __future__ import annotations
 
 import logging

@@ -77,8 +77,8 @@ class Grouping:
 @dataclass
 class Split:
     """The part of each cached clip (str (V,): train, val, test or unused), its group (str (V,)) and what it was
-    found from (Grouping.grounds, str (V,)), how the groups were found (Grouping.how), notes for a person (list entries the cache lacks, leakage, joined groups) and
-    warnings (the same content under two classes)."""
+    found from (Grouping.grounds, str (V,)), how the groups were found (Grouping.how), notes for a person (list
+    entries the cache lacks, leakage, joined groups) and warnings (the same content under two classes)."""
 
     parts: np.ndarray
     groups: np.ndarray

@@ -1,4 +1,4 @@
-"""The reader: videos hashed (hash_videos, in this process) and decoded, resized and cropped in a pool of worker processes.
+"""The reader: videos hashed (hash_videos, in this process), then decoded, resized and cropped in worker processes.
 
 A worker that crashes, hangs past the timeout or runs out of memory costs only the video it was decoding: the
 video gets a reason, the worker is replaced (pebble does that), and the run goes on. Results come back in the
@@ -190,12 +190,14 @@ class PoolConfig:
 
     workers: processes (0: decode in this process, with no isolation: for debugging); timeout_s: wall-clock time
     one video may take; memory_mb: the address space each worker may add to what its imports take (RLIMIT_AS
-    set after the imports: a CUDA build of torch maps gigabytes that are never used).
+    set after the imports: a CUDA build of torch maps gigabytes that are never used). named: the skip reasons
+    name the setting of the limit hit (extract.video_timeout_s); False for a caller that does not read params.yaml.
     """
 
     workers: int = 2
     timeout_s: float = 60.0
     memory_mb: int = 2048
+    named: bool = True
 
 
 def auto_workers() -> int:
@@ -301,20 +303,21 @@ class DecodePool:
         try:
             return self.decode(file, cfg, hash_bytes)
         except Exception as e:  # one bad video must never stop the run: its reason is the result
-            return _unusable(file, e)
+            return _unusable(file, e, self.cfg.named)
 
     def _result(self, file: str, future) -> Loaded | Unusable:
         try:
             return future.result()
         except FutureTimeout:
-            return Unusable(file, f"timed out after {self.cfg.timeout_s:g} s (extract.video_timeout_s)")
+            setting = " (extract.video_timeout_s)" if self.cfg.named else ""
+            return Unusable(file, f"timed out after {self.cfg.timeout_s:g} s{setting}")
         except ProcessExpired as e:
             code = e.exitcode
             if code is not None and code < 0:
                 return Unusable(file, f"decoder crashed (signal {-code}, {signal.Signals(-code).name})")
             return Unusable(file, f"decoder crashed (exit status {code})")
         except Exception as e:
-            return _unusable(file, e)
+            return _unusable(file, e, self.cfg.named)
 
 
 def _main_module() -> list[str]:
@@ -325,15 +328,16 @@ def _main_module() -> list[str]:
     return [name] if name and name != "__main__" and not name.endswith(".__main__") else []
 
 
-def _unusable(file: str, e: Exception) -> Unusable:
-    """Why `file` could not be used, from the exception's type (never its text). A failure of the installation,
-    not of the video (a module that does not import), stops the run instead: it would skip every video."""
+def _unusable(file: str, e: Exception, named: bool = True) -> Unusable:
+    """Why `file` could not be used, from the exception's type (never its text); named: say which setting bounds
+    it. A failure of the installation, not of the video (a module that does not import), stops the run instead:
+    it would skip every video."""
     if isinstance(e, ImportError):
         raise BrokenInstall(f"the decode workers cannot run: {type(e).__name__}: {e}") from e
     if isinstance(e, VideoError):
         return Unusable(file, e.reason)
     if isinstance(e, MemoryError):
-        return Unusable(file, "ran out of memory while decoding (extract.worker_memory_mb)")
+        return Unusable(file, "ran out of memory while decoding" + (" (extract.worker_memory_mb)" if named else ""))
     if isinstance(e, OSError):  # the file's own name is the record's: the error's (an absolute path) is left out
         return Unusable(file, f"cannot be read ({e.strerror or type(e).__name__})")
     return Unusable(file, f"{type(e).__name__}: {e}")
