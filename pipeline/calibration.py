@@ -55,7 +55,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str]
     logits' C), every video right (the optimum is T -> 0), or an optimum on the search bound."""
     counts = np.bincount(labels, minlength=logits.shape[1])
     if len(labels) == 0 or counts.min() < MIN_CALIBRATION_PER_CLASS:
-        return 1.0, (f"temperature not fitted: {int(counts.min()) if len(counts) else 0} validation videos in the "
+        fewest = int(counts.min()) if len(counts) else 0
+        return 1.0, (f"temperature not fitted: {fewest} validation video{'' if fewest == 1 else 's'} in the "
                      f"smallest class, it needs {MIN_CALIBRATION_PER_CLASS} per class; T = 1 (uncalibrated)")
     if np.all(logits.argmax(axis=1) == labels):  # the cross-entropy falls all the way to T -> 0
         return 1.0, ("temperature not fitted: every validation video is right, so they cannot tell how sure the "

@@ -54,7 +54,8 @@ def test_the_temperature_is_not_fitted_on_a_few_validation_videos(per_class, cla
     labels = np.repeat(np.arange(classes), per_class)
     logits = rng.normal(size=(len(labels), classes)) + 3 * np.eye(classes)[labels]  # mostly right, some wrong
     t, note = fit_temperature(logits, labels)
-    assert t == 1.0 and f"{per_class} validation videos in the smallest class" in note
+    videos = "video" if per_class == 1 else "videos"
+    assert t == 1.0 and f"{per_class} validation {videos} in the smallest class" in note
     assert f"needs {MIN_CALIBRATION_PER_CLASS} per class" in note
 
 
