@@ -1,5 +1,6 @@
 """The Streamlit app, headless through AppTest: no head yet, upload and predict, a bad upload."""
 import json
+import re
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -166,7 +167,9 @@ def test_zero_shot_works_before_any_training_with_the_actions_typed(project, tin
     video = (tmp_path / "data" / "sitting" / "sitting_1.mp4").read_bytes()
     predict_upload(at, video)
     assert not at.exception, at.exception
-    assert any(m.value in ("## clapping", "## sitting", "## walking") for m in at.markdown)
+    shown = [m.value for m in at.markdown]  # an answer, or (a random encoder's flat scores) "not sure" and its guess
+    assert any(m in ("## clapping", "## sitting", "## walking") for m in shown) or (
+        "## not sure" in shown and any(re.match(r"best guess \*\*(clapping|sitting|walking)\*\* at", m) for m in shown)), shown
     at.text_area[0].set_value("jumping jacks\nplaying the violin\n\njumping jacks").run()
     at.button[0].click().run()
     assert not at.exception and "classes: jumping jacks, playing the violin" in at.caption[0].value

@@ -358,7 +358,8 @@ def test_the_stages_with_an_annotation_file(demo_repo, tiny_clip, tmp_path, monk
         stage.main()
     out = capsys.readouterr().out
     assert "36 encoded, 0 reused, 0 skipped" in out and "(14 test videos)" in out
-    assert "test part: official lists (the annotations' split column); val 0.15 of train by group, seed 0" in out
+    assert ("test part: official lists (the annotations' split column); val 0.15 of train by the annotations' group "
+            "column, seed 0") in out  # the grouping the split used, named
     cache = read_cache(tmp_path / "cache" / "features.h5")
     ids = cache.clip_ids().tolist()
     assert f"{files[-1]}#t=0,1" in ids and files[-1] in ids

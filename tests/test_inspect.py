@@ -238,7 +238,8 @@ def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
     with pytest.raises(CacheError, match="does not record the preprocessing"):
         frame_spec(cache)  # hand_cache records "{}"
     cache.attrs.update(preprocess="processor", preprocess_config=json.dumps(
-        {"size": {"shortest_edge": 256}, "crop_size": {"height": 240, "width": 200}, "resample": 3}))
+        {"size": {"shortest_edge": 256}, "crop_size": {"height": 240, "width": 200}, "resample": 3, "do_resize": True,
+         "do_center_crop": True, "do_rescale": True, "do_normalize": True}))
     write_cache(tmp_path / "f.h5", cache)
     assert frame_spec(read_cache(tmp_path / "f.h5")) == FrameSpec(256, 240, 200, "processor")
 

@@ -288,7 +288,8 @@ def test_sigkill_at_5_random_moments(tmp_path, tiny_clip):
         code_ = proc.wait()  # wait until the killed process is gone before the next run
         after = read_cache(cache_file)  # opens and is whole: the previous cache, or the finished new one
         assert same(after, before) or same(after, reference)  # killed after the final rename: the new one
-        leftovers = {p.name for p in cache_file.parent.iterdir()} - {"f.h5", "f.h5.lock", "f.h5.parts", "f.h5.tmp"}
+        leftovers = {p.name for p in cache_file.parent.iterdir()} - {"f.h5", "f.h5.lock", "f.h5.parts", "f.h5.tmp",
+                                                                      "f.skipped.tsv", "f.skipped.tsv.tmp"}
         assert not leftovers
         resumed = run(root, cache_file, tiny_clip, shard_size=1, workers=0)
         assert same(read_cache(cache_file), reference)  # bit for bit the uninterrupted result
