@@ -293,7 +293,7 @@ def test_sigkill_at_5_random_moments(tmp_path, tiny_clip):
         assert not leftovers
         resumed = run(root, cache_file, tiny_clip, shard_size=1, workers=0)
         assert same(read_cache(cache_file), reference)  # bit for bit the uninterrupted result
-        assert {p.name for p in cache_file.parent.iterdir()} <= {"f.h5", "f.h5.lock"}
+        assert {p.name for p in cache_file.parent.iterdir()} <= {"f.h5", "f.h5.lock", "f.skipped.tsv"}
         outcomes.append((code_, resumed.encoded))
     killed = [o for o in outcomes if o[0] == -signal.SIGKILL]
     print(f"SIGKILL: {len(killed)} of {KILLS} runs killed mid-way, all resumed to the reference cache; "
