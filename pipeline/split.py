@@ -108,8 +108,9 @@ def make_split(cache: Cache, cfg: SplitConfig) -> Split:
         raise ConfigError(f"split.method must be one of {METHODS}, got {cfg.method!r}")
     grouping = clip_groups(cache, cfg)
     groups, notes = grouping.groups, list(grouping.notes)
-    if cfg.method == "random":
-        parts = split_videos(cache.labels, cache.class_names, cfg.val, cfg.test, cfg.seed)
+    if cfg.method == "random":  # per video, but identical content (copies, segments of one file) in one part
+        parts = _content_together(split_videos(cache.labels, cache.class_names, cfg.val, cfg.test, cfg.seed),
+                                  cache.content_hash)
     elif cfg.method == "group":
         parts = split_groups(cache.labels, groups, cache.class_names, cfg.val, cfg.test, cfg.seed)
     else:
@@ -288,6 +289,12 @@ def _join_identical(cache: Cache, groups: np.ndarray, grounds: np.ndarray, how: 
     return Grouping(joined, grounds, how, notes, warnings)
 
 
+def _content_together(parts: np.ndarray, content_hash: np.ndarray) -> np.ndarray:
+    """parts (str (V,)) with every clip of the same content (content hash) in the part of its first clip."""
+    _, first, inverse = np.unique(content_hash.astype(str), return_index=True, return_inverse=True)
+    return parts[first[inverse]]
+
+
 def _leakage_notes(parts: np.ndarray, groups: np.ndarray, how: str, method: str) -> list[str]:
     """A note when groups have clips in more than one of train, val and test (a random split, or lists that do)."""
     used = parts != UNUSED
@@ -296,7 +303,7 @@ def _leakage_notes(parts: np.ndarray, groups: np.ndarray, how: str, method: str)
     for k, part in enumerate(PARTS):
         kinds[member[parts[used] == part], k] = True
     straddling = int((kinds.sum(axis=1) > 1).sum())
-    if not straddling or how.startswith("file"):
+    if not straddling:  # a group of one file can straddle too: segments of it in two parts
         return []
     fix = ("split.method group keeps them whole" if method == "random" else
            "the lists' own choice, kept as they are" if method == "lists" else "")

@@ -82,3 +82,12 @@ def need_chromium(module: bool = False) -> None:
     (.ci/run): there, a missing browser fails."""
     if CHROMIUM is None and not os.environ.get("CI"):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=module)
+
+
+def too_wide(page) -> list[str]:
+    """The tables and charts of the page wider than the block that holds them (cut off at the right)."""
+    return page.evaluate("""[...document.querySelectorAll(
+        '[data-testid=stDataFrame], [data-testid=stTable], [data-testid=stVegaLiteChart]')].filter(el => {
+            const box = el.getBoundingClientRect(), outer = el.parentElement.getBoundingClientRect();
+            return el.scrollWidth > el.clientWidth + 1 || box.right > outer.right + 1; })
+        .map(el => el.getAttribute('data-testid'))""")

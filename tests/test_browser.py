@@ -10,7 +10,7 @@ from pipeline.demo import DemoConfig, make_demo_dataset
 from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_video
 from pipeline.workers import DecodePool, PoolConfig
-from tests.browser import chromium_page, need_chromium, streamlit_server
+from tests.browser import chromium_page, need_chromium, streamlit_server, too_wide
 
 pytestmark = pytest.mark.slow  # a browser and `streamlit run`: deselect with -m "not slow"
 need_chromium(module=True)
@@ -73,15 +73,6 @@ def playing(page) -> list[bool]:
     """For each <video> of the page, once each has its first frame or has failed: whether it shows a picture."""
     page.wait_for_function("[...document.querySelectorAll('video')].every(v => v.readyState >= 2 || v.error)")
     return page.evaluate("[...document.querySelectorAll('video')].map(v => !v.error && v.videoWidth > 0)")
-
-
-def too_wide(page) -> list[str]:
-    """The tables and charts of the page wider than the block that holds them (cut off at the right)."""
-    return page.evaluate("""[...document.querySelectorAll(
-        '[data-testid=stDataFrame], [data-testid=stTable], [data-testid=stVegaLiteChart]')].filter(el => {
-            const box = el.getBoundingClientRect(), outer = el.parentElement.getBoundingClientRect();
-            return el.scrollWidth > el.clientWidth + 1 || box.right > outer.right + 1; })
-        .map(el => el.getAttribute('data-testid'))""")
 
 
 def test_an_upload_over_the_size_limit_is_refused(project, tmp_path):

@@ -16,7 +16,7 @@ from pipeline.demo import CLASSES
 from pipeline.evaluate import DETAIL_METRICS, SUMMARY_METRICS
 from pipeline.heads import load_head
 from pipeline.paths import HEAD_FILES
-from tests.browser import chromium_page, need_chromium, streamlit_server
+from tests.browser import chromium_page, need_chromium, streamlit_server, too_wide
 from tests.conftest import committed_file, committed_params
 
 pytestmark = pytest.mark.slow  # the real dvc, several minutes: deselect with -m "not slow"
@@ -234,8 +234,9 @@ def inspector(*argv: str, cwd: Path, capsys) -> str:
 
 def test_first_hour_in_the_browser(demo_repo, plots_page):
     """The README's first hour in Chromium, the network blocked: `dvc plots show`'s page draws each chart once with
-    its data; the app on the demo with the trained heads plays a demo clip beside the answer, predicts, keeps the
-    answer on a head switch. Screenshots in tests/out/first_hour/."""
+    its data, every class on both axes of each confusion matrix; the app on the demo with the trained heads plays a
+    demo clip beside the answer, predicts, keeps the answer on a head switch; its Embeddings page keeps every table
+    and chart inside its block. Screenshots in tests/out/first_hour/."""
     need_chromium()
     repo, params, _ = demo_repo
     check_plots_page(plots_page, SHOTS)
@@ -254,6 +255,8 @@ def check_plots_page(page_file: Path, shots: Path) -> None:
         assert values and all(encoding["x"]["field"] in v for v in values), spec["title"]  # no empty "vs step"
         if "confusion" in spec["title"]["text"]:  # predicted across, actual down (as scikit-learn draws it)
             assert (encoding["x"]["field"], encoding["y"]["field"]) == ("predicted", "actual")
+            # every class on both axes, predicted or not, so that the diagonal lines up
+            assert {v["predicted"] for v in values} == {v["actual"] for v in values} == set(CLASSES), spec["title"]
             assert {"name": "showValues", "value": True}.items() <= spec["params"][0].items()  # counts in the cells
     with chromium_page() as page:
         outside, errors = [], []
@@ -285,7 +288,8 @@ def done(page, frames: int) -> None:
 
 
 def walk_the_app(repo: Path, clip: Path, frames: int, shots: Path) -> None:
-    """Upload a demo clip to the app in the repository, predict, switch head: screenshots at each step."""
+    """Upload a demo clip to the app in the repository, predict, switch head, open the Embeddings page: screenshots
+    at each step."""
     from playwright.sync_api import expect
 
     with streamlit_server(repo) as url, chromium_page() as page:
@@ -326,6 +330,12 @@ def walk_the_app(repo: Path, clip: Path, frames: int, shots: Path) -> None:
         expect(page.get_by_text("press Predict for the zero-shot's")).to_be_visible()
         assert actions.evaluate("t => t.scrollHeight <= t.clientHeight")  # every action in view, no scrolling
         page.screenshot(path=str(shots / "6-zero-shot.png"))
+        page.get_by_role("link", name="Embeddings").click()  # the cache's page: every table inside its block
+        expect(page.get_by_role("heading", name="Embeddings")).to_be_visible()
+        expect(page.locator("[data-testid=stApp][data-test-script-state=notRunning]")).to_have_count(1)
+        expect(page.locator("[data-testid=stImage] img").first).to_be_visible()  # the frames, drawn last
+        assert too_wide(page) == [], too_wide(page)
+        page.screenshot(path=str(shots / "7-embeddings.png"), full_page=True)
     # the page's favicon (the Predict page's material icon) is Google's: a tab without its icon, nothing else
     assert [u for u in outside if "fonts.gstatic.com/s/i/" not in u] == [], outside
 

@@ -250,9 +250,11 @@ def test_identical_content_lands_in_one_part_and_two_labels_are_warned():
     content[[1, 2]] = "same"  # a copy and a hard link of one clip in class a
     content[7] = content[0]  # the same bytes filed under class b as well
     cache = dataclasses.replace(cache, content_hash=content)
-    for seed in range(4):
-        split = make_split(cache, SplitConfig(val=0.2, test=0.2, seed=seed, method="group"))
-        assert split.parts[1] == split.parts[2] and split.parts[0] == split.parts[7]
+    for seed in range(6):
+        for method in ("group", "random"):  # the default random split keeps identical content in one part too
+            split = make_split(cache, SplitConfig(val=0.2, test=0.2, seed=seed, method=method))
+            assert split.parts[1] == split.parts[2] and split.parts[0] == split.parts[7], (method, seed)
+    split = make_split(cache, SplitConfig(val=0.2, test=0.2, seed=3, method="group"))
     assert split.groups[1] == split.groups[2] == "a/1.mp4" and "identical content kept together" in split.grouping
     assert split.grounds[[0, 1, 2, 3, 7]].tolist() == ["file", "file", "content", "file", "content"]
     assert any("2 groups joined others holding identical content" in n and "a/1.mp4 = a/2.mp4" in n
