@@ -7,7 +7,7 @@ anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class UserError(ValueError):
@@ -39,6 +39,10 @@ class VideoError(UserError):
 
     def __reduce__(self):  # travels from the decode workers as itself
         return type(self), (self.file, self.reason)
+
+
+class EmptySegment(VideoError):
+    """The segment of a video asked for holds none of its frames (a gap in a sparse or damaged video)."""
 
 
 class BrokenInstall(RuntimeError):
@@ -86,10 +90,11 @@ class Unusable:
 
     file: str
     reason: str
+    kind: type[VideoError] = field(default=VideoError, compare=False, repr=False)  # the error the reason came from
 
     def __str__(self) -> str:
         return f"{self.file}: {self.reason}"
 
     def error(self) -> VideoError:
-        """The same as an exception, for a caller that needs this one video."""
-        return VideoError(self.file, self.reason)
+        """The same as an exception (of the kind it came from), for a caller that needs this one video."""
+        return self.kind(self.file, self.reason)

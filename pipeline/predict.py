@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, embed_frames, load_encoder
-from pipeline.errors import ConfigError, HeadError, VideoError, printable
+from pipeline.errors import ConfigError, EmptySegment, HeadError, VideoError, printable
 from pipeline.heads import Head, HeadMeta, load_head
 from pipeline.video import SAMPLING, Clip, DecodeLimits
 from pipeline.workers import DecodePool, ReadConfig
@@ -48,8 +48,8 @@ class Predictor:
                          self.limits, segment=segment)
         try:  # the worker was started elsewhere: a relative path would be resolved there
             return self.pool.read(os.path.abspath(file), cfg).clip
-        except VideoError as e:
-            raise VideoError(file, e.reason) from None
+        except VideoError as e:  # of its own kind (EmptySegment: a window without frames)
+            raise type(e)(file, e.reason) from None
 
 
 def answer_text(label: str | None) -> str:
@@ -234,7 +234,7 @@ def predict_segments(file: str | os.PathLike, predictor: Predictor, window: floa
         last = done == len(windows) - 1  # the last window takes the last frame too (its time is `duration`'s end)
         try:
             frames = predictor.read(file, segment=(start, math.inf if last else end)).frames
-        except VideoError:  # a window with no frame in it (a sparse or damaged video): the timeline has a gap
+        except EmptySegment:  # a window with no frame in it (a sparse or damaged video): the timeline has a gap
             missing += 1
         else:
             emb = embed_frames(frames, encoder, predictor.batch_size)  # (F, D)

@@ -18,7 +18,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from pipeline.errors import VideoError
+from pipeline.errors import EmptySegment, VideoError
 from pipeline.frames import FrameSpec, resize_crop
 from pipeline.sniff import external_reference, refuse_non_video, video_stream
 
@@ -171,12 +171,12 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
 
 def segment_frames(file, times: list[int], time_base, segment: tuple[float, float]) -> tuple[int, int]:
     """Frames [lo, hi) whose timestamps (sorted, in time_base) lie in segment = (start, end) seconds from the first
-    frame; VideoError when none does."""
+    frame; EmptySegment when none does."""
     start, end = segment
     seconds = (np.asarray(times, np.float64) - times[0]) * float(time_base)
     lo, hi = (int(i) for i in np.searchsorted(seconds, [start, end], side="left"))
     if hi <= lo:
-        raise VideoError(file, f"the segment [{start:g}, {end:g}) s holds no frame (the video's frames span "
+        raise EmptySegment(file, f"the segment [{start:g}, {end:g}) s holds no frame (the video's frames span "
                          f"0 to {seconds[-1]:.2f} s)")
     return lo, hi
 

@@ -335,7 +335,7 @@ def _unusable(file: str, e: Exception, named: bool = True) -> Unusable:
     if isinstance(e, ImportError):
         raise BrokenInstall(f"the decode workers cannot run: {type(e).__name__}: {e}") from e
     if isinstance(e, VideoError):
-        return Unusable(file, e.reason)
+        return Unusable(file, e.reason, type(e))
     if isinstance(e, MemoryError):
         return Unusable(file, "ran out of memory while decoding" + (" (extract.worker_memory_mb)" if named else ""))
     if isinstance(e, OSError):  # the file's own name is the record's: the error's (an absolute path) is left out

@@ -303,3 +303,33 @@ def test_stderr_is_quiet_but_for_the_random_encoder_note(project, capsys, monkey
     assert main(["data/walking/walking_0.mp4", "--json", "--head", "logreg"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)[0]["warning"] == RANDOM_ENCODER_NOTE and err.splitlines() == [f"note: {RANDOM_ENCODER_NOTE}"]
+
+
+def test_a_window_that_fails_for_another_reason_than_no_frames_ends_the_timeline_at_once():
+    """Only an empty window (EmptySegment) is a gap; a timeout or a crash in one window is the video's, and ends the
+    timeline there (the whole-video answer stands: the callers keep it) instead of costing every other window."""
+    from types import SimpleNamespace
+
+    from pipeline.errors import EmptySegment
+    from pipeline.predict import predict_segments
+
+    class Reader:
+        head, encoder, batch_size = None, None, 16  # never reached: no window decodes
+
+        def __init__(self, error):
+            self.error, self.reads = error, 0
+
+        def read(self, file, segment=None, num_frames=None):
+            if segment is None:
+                return SimpleNamespace(duration=20.0)
+            self.reads += 1
+            raise self.error
+
+    stuck = Reader(VideoError("up.mp4", "timed out after 60 s"))
+    with pytest.raises(VideoError, match="timed out after 60 s"):
+        predict_segments("up.mp4", stuck, 4.0, 2.0)
+    assert stuck.reads == 1
+    sparse = Reader(EmptySegment("up.mp4", "the segment holds no frame"))
+    with pytest.raises(VideoError, match="none of the 9 timeline windows could be read"):
+        predict_segments("up.mp4", sparse, 4.0, 2.0)
+    assert sparse.reads == 9
