@@ -12,7 +12,7 @@ from fractions import Fraction
 import av
 
 from pipeline.errors import VideoError
-from pipeline.video import CONTAINERS, DecodeLimits, open_regular
+from pipeline.video import DecodeLimits, open_regular, open_stream
 from pipeline.workers import load_video
 
 # What Chromium's <video> plays (it has no HEVC, MPEG-4 part 2, MJPEG, ... decoder): these codecs in the ISO
@@ -56,15 +56,8 @@ def make_preview(file: str, cfg: PreviewConfig = PreviewConfig()) -> Preview:
     """The Preview of a video file: probed, and transcoded (its first seconds, see PreviewConfig) when the browser
     cannot play it. VideoError naming `file` when it cannot be read."""
     with open_regular(file) as fh:
-        try:
-            container = av.open(fh, metadata_errors="replace", options={
-                "format_whitelist": ",".join(CONTAINERS), "max_pixels": str(cfg.limits.max_pixels)})
-        except av.FFmpegError as e:
-            raise VideoError(file, f"not a readable video (FFmpeg: {getattr(e, 'strerror', None) or e})") from None
+        container, stream = open_stream(fh, file, cfg.limits)  # the stream Predict reads, sniffed and checked alike
         with container:
-            if not container.streams.video:
-                raise VideoError(file, "no video stream")
-            stream = container.streams.video[0]
             codec, kind = stream.codec_context.name, container.format.name
             if browser_plays(kind, codec):
                 return Preview(True, codec, kind)
@@ -104,7 +97,8 @@ def _transcode(container, stream, file: str, cfg: PreviewConfig) -> tuple[bytes,
                 count, shown = count + 1, t
         except av.FFmpegError as e:  # a damaged file: the preview holds what decoded before the damage
             if video is None:
-                raise VideoError(file, f"no frame decodes for a preview (FFmpeg: {e})") from None
+                raise VideoError(file, f"no frame decodes for a preview (FFmpeg: {e.strerror or type(e).__name__})"
+                                 ) from None
         if video is None:
             raise VideoError(file, "no decodable video frames")
         out.mux(video.encode())

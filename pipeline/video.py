@@ -181,6 +181,18 @@ def segment_frames(file, times: list[int], time_base, segment: tuple[float, floa
     return lo, hi
 
 
+def open_stream(fh, file, limits: DecodeLimits = DecodeLimits()):
+    """(container, stream) of an open file as the decoder reads it: sniffed first (no image, no playlist), the
+    stream the decoder picks (sniff.video_stream) checked against the limits. The caller closes the container."""
+    refuse_non_video(file, fh)
+    container = _open_container(fh, file, limits)
+    try:
+        return container, _checked(video_stream(container, file), file, limits)
+    except BaseException:
+        container.close()
+        raise
+
+
 def _open_container(fh, file, limits: DecodeLimits):
     """The open file as a PyAV container from its first byte."""
     fh.seek(0)
