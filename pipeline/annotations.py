@@ -125,7 +125,7 @@ def read_annotations(file: str | os.PathLike, root: str | os.PathLike, classes_f
     if not videos and not problems:
         raise DataError(f"{printable(file)} ({kind}) names no videos")
     videos.sort(key=lambda v: (v.path, v.segment or (-1.0, -1.0)))
-    return videos, names if names is not None else sorted({v.label for v in videos}), sorted(problems)
+    return videos, names if names is not None else sorted({v.label for v in videos}), problems  # in line order
 
 
 class _Place:
@@ -172,7 +172,7 @@ def detect_format(file: Path, lines: list[str]) -> str:
                         "reported on the validation CSV: use that as the test part (docs/datasets.md, 'A Kinetics "
                         "subset')")
     fields = first.rsplit(maxsplit=1)
-    if len(fields) == 2 and fields[1].isdigit():
+    if len(fields) == 2 and _number(fields[1]):
         return "mmaction2"
     raise DataError(f"{printable(file)}: not an annotation file this pipeline reads: expected a CSV whose header "
                     f"names path and label (and optionally start, end, group, split), a Kinetics CSV "
@@ -184,7 +184,7 @@ def _unsupported(text: str, root: Path) -> str:
     """Why an mmaction2 line of a format this pipeline does not read is refused (a line with several numbers at
     its end: a rawframe list's or a multi-label list's), or ""."""
     fields = text.split()
-    numbers = next((i for i, f in enumerate(reversed(fields)) if not f.isdigit()), len(fields))  # trailing
+    numbers = next((i for i, f in enumerate(reversed(fields)) if not _number(f)), len(fields))  # trailing
     if not 2 <= numbers < len(fields):
         return ""
     head = " ".join(fields[:len(fields) - numbers])
@@ -293,7 +293,7 @@ def _mmaction2_rows(file: Path, lines: list[str], kind: str, root: Path, classes
             errors.append((line, unsupported))
             continue
         path_text, label = (text.rsplit(maxsplit=1) + [""])[:2] if len(fields) > 1 else ("", "")
-        if not label.isdigit():
+        if not _number(label):
             errors.append((line, f"expected `path label` (label a class number), got "
                           f"{printable(text[:80])!r}"))
             continue
@@ -317,3 +317,8 @@ def _mmaction2_rows(file: Path, lines: list[str], kind: str, root: Path, classes
         hint = ("the labels start at 0 but the class-names file numbers its classes from 1: give data.classes one "
                 "name per line (mmaction2's label map, label 0 first)")
     return rows, errors, hint
+
+
+def _number(text: str) -> bool:
+    """Whether text is a whole number in ASCII digits (str.isdigit alone accepts '²', which int() refuses)."""
+    return text.isascii() and text.isdigit()

@@ -73,7 +73,7 @@ def _list_entries(file: Path, part: str):
                 raise DataError(f"{printable(file)} line {line}: expected `video.avi 0|1|2` (HMDB51), got "
                                 f"{printable(text[:80])!r}")
             yield Listed(HMDB51_PARTS[fields[1]], f"{hmdb['label']}/{fields[0]}", str(file), line)
-        elif len(fields) > 2 or (len(fields) == 2 and not fields[1].isdigit()):
+        elif len(fields) > 2 or (len(fields) == 2 and not (fields[1].isascii() and fields[1].isdigit())):
             raise DataError(f"{printable(file)} line {line}: expected `path [label]` (UCF101), got "
                             f"{printable(text[:80])!r}")
         else:

@@ -167,7 +167,7 @@ def test_a_listed_file_through_a_link_out_of_the_root_is_not_read(tmp_path):
     (tmp_path / "ann.csv").write_text("path,label\nv/in.mp4,a\nv/out.mp4,a\nlinked/out.mp4,b\n")
     videos, classes, problems = read_annotations(tmp_path / "ann.csv", root)
     assert [v.path for v in videos] == ["v/in.mp4"] and classes == ["a"]
-    assert [p for p, _ in problems] == ["linked/out.mp4", "v/out.mp4"]
+    assert [p for p, _ in problems] == ["v/out.mp4", "linked/out.mp4"]  # in the file's line order
     assert all("a symbolic link out of the data root" in r and "data.follow_links: all" in r for _, r in problems)
     assert len(read_annotations(tmp_path / "ann.csv", root, follow_links="all")[0]) == 3
 
@@ -178,3 +178,11 @@ def test_mmaction2_rawframe_list_is_named_before_asking_for_class_names(tmp_path
     with pytest.raises(DataError, match=r"line 1: 'imgs 5 127' is a rawframe list line .* an mmaction2 format this "
                                         r"pipeline does not read"):
         read_annotations(tmp_path / "frame_test_list.txt", tmp_path)
+
+
+def test_a_label_in_other_digits_is_a_bad_line_not_a_crash(tmp_path):
+    touch_videos(tmp_path, "root/v/in.mp4", "root/v/x.mp4")
+    (tmp_path / "names.txt").write_text("a\nb\n")
+    (tmp_path / "list.txt").write_text("v/in.mp4 0\nv/x.mp4 \u00b2\n")  # '²'.isdigit() is True, int('²') fails
+    with pytest.raises(DataError, match=r"line 2: expected `path label`"):
+        read_annotations(tmp_path / "list.txt", tmp_path / "root", tmp_path / "names.txt")
