@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.common import cached_cache, cached_pool, frame_strip
+from app.common import cached_cache, cached_pool, frame_strip, shown_name
 from pipeline.cache import random_encoder_note
 from pipeline.errors import DataError, UserError, VideoError, printable
 from pipeline.frames import FrameSpec
@@ -139,7 +139,7 @@ def main() -> None:
     else:  # a list of every path would be megabytes in the browser: the path is typed instead
         chosen = st.text_input("Video (its path under the data root)", value=str(cache.paths[0])).strip()
         if chosen not in set(cache.clip_ids()) | set(cache.paths):
-            st.warning(f"No video {printable(chosen)} in the cache.")
+            st.warning(f"No video {shown_name(chosen)} in the cache.")
             st.stop()
     frames = show_video(cache, chosen, means_of(str(path), mtime))
 
@@ -192,7 +192,7 @@ def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
     def draw_frames() -> None:
         stat = source.stat()
         if (stat.st_size, stat.st_mtime_ns) != (cache.file_size[v], cache.mtime_ns[v]):
-            st.warning(f"{printable(source)} changed since it was cached: the frames below may not be the cached ones")
+            st.warning(f"{shown_name(source)} changed since it was cached: the frames below may not be the cached ones")
         try:
             # decoded in the app's worker, as the encoder saw them (its crops, e.g. 224 x 224: small to send back)
             segment = None if np.isnan(cache.segment[v, 0]) else tuple(cache.segment[v].tolist())
@@ -201,7 +201,7 @@ def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
                                     dataclasses.astuple(spec), segment)
             frame_strip(frames, [f"frame {r['frame']} · {r['time']:.2f} s" for r in rows])
         except VideoError as e:  # the video cannot be decoded now: the embeddings are still shown
-            st.error(f"{printable(e.file)}: {printable(e.reason)}")
+            st.error(f"{shown_name(e.file)}: {shown_name(e.reason)}")
         except UserError as e:  # the cache does not record its preprocessing (CacheError)
             st.error(str(e))
 
@@ -210,7 +210,7 @@ def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
             if source is not None and source.is_file():
                 draw_frames()
             else:
-                st.caption(f"The source file is not here ({printable(source or 'no data root recorded')}): "
+                st.caption(f"The source file is not here ({shown_name(source or 'no data root recorded')}): "
                            "embeddings only.")
 
     st.markdown("**Nearest videos** (cosine of mean embeddings)")

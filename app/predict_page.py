@@ -107,7 +107,7 @@ def main() -> None:
         show_prediction(shown["prediction"])
     show_frames(shown["prediction"])
     if shown["timeline_error"]:
-        st.warning(f"No timeline: {shown['timeline_error']} (the answer above is the whole video's).")
+        st.warning(f"No timeline: {shown_name(shown['timeline_error'])} (the answer above is the whole video's).")
     if shown["timeline"]:
         show_timeline(shown["timeline"])
 
@@ -242,7 +242,8 @@ def show_timeline(timeline) -> None:
                + (f"; {unsure} not sure: pale bars, coloured by the best guess (a ? after its probability)"
                   if unsure else "")
                + (f". {timeline.note}" if timeline.note else "")
-               + (f". {timeline.missing} windows held no readable frame (gaps)" if timeline.missing else "") + ".")
+               + (f". {timeline.missing} window{'s' * (timeline.missing > 1)} held no readable frame (gaps)"
+                  if timeline.missing else "") + ".")
 
 
 def zero_shot_choice(settings: ExtractConfig | None) -> Choice:

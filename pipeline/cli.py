@@ -136,9 +136,9 @@ def format_summary(s: dict) -> str:
     lines = [
         f"{printable(s['path'])}: {plural(s['videos'], 'video')}, {plural(len(s['classes']), 'class', 'classes')}, "
         f"{s['size_bytes'] / 2**20:.1f} MiB, schema {s['schema_version']}",
-        f"encoder: {s['encoder']['model']} (fingerprint {s['encoder']['fingerprint']}, {s['encoder']['precision']} "
-        f"on {s['encoder']['device_type']}, {s['encoder']['backend']}, quantize {s['encoder']['quantize']}); "
-        f"decoder {s['decoder']}",
+        f"encoder: {printable(s['encoder']['model'])} (fingerprint {s['encoder']['fingerprint']}, "
+        f"{s['encoder']['precision']} on {s['encoder']['device_type']}, {s['encoder']['backend']}, quantize "
+        f"{s['encoder']['quantize']}); decoder {printable(s['decoder'])}",
         f"frames: {s['frames_per_video']} per video, sampling {s['sampling']}, preprocessing {s['preprocess']}, "
         f"{s['key']['batch_size']} per forward pass; embedding dim {s['embedding_dim']}",
         f"durations: {s['duration_seconds']['min']:.1f} s to {s['duration_seconds']['max']:.1f} s "

@@ -34,7 +34,7 @@ class VideoError(UserError):
     """One video cannot be used. `file` is the video as the caller named it; `reason` says why, without the file."""
 
     def __init__(self, file: object, reason: str):
-        super().__init__(f"{file}: {reason}")
+        super().__init__(f"{printable(file)}: {reason}")
         self.file, self.reason = str(file), reason
 
     def __reduce__(self):  # travels from the decode workers as itself
@@ -93,7 +93,7 @@ class Unusable:
     kind: type[VideoError] = field(default=VideoError, compare=False, repr=False)  # the error the reason came from
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.reason}"
+        return f"{printable(self.file)}: {self.reason}"
 
     def error(self) -> VideoError:
         """The same as an exception (of the kind it came from), for a caller that needs this one video."""

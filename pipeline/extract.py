@@ -227,7 +227,7 @@ def dataset(cfg: ExtractConfig) -> tuple[list[VideoFile], list[str], list[tuple[
     names = read_class_names(cfg.classes).names if cfg.classes else None
     videos, class_names, problems = discover_videos(cfg.root, names, cfg.follow_links)
     if not videos:
-        raise DataError(f"no videos under {cfg.root!r}: expected {cfg.root}/<class>/<video>.mp4 "
+        raise DataError(f"no videos under {printable(cfg.root)!r}: expected {printable(cfg.root)}/<class>/<video>.mp4 "
                         f"({', '.join(e[1:] for e in VIDEO_EXTENSIONS)}), or set data.annotations")
     return videos, class_names, problems
 

@@ -107,7 +107,8 @@ def match_listed(listed: dict[str, Listed], paths: np.ndarray) -> tuple[dict[int
             absent.append(entry)
     notes = []
     if absent:
-        notes.append(f"{len(absent)} listed videos are not in the cache (missing or skipped), e.g. "
+        notes.append(f"{len(absent)} listed video{'s are' if len(absent) > 1 else ' is'} not in the cache (missing or "
+                     "skipped), e.g. "
                      f"{printable(absent[0].path)}")
     if dropped:
         notes.append(f"{len(dropped)} listed paths matched once their leading folders were dropped (e.g. "
