@@ -50,7 +50,6 @@ class FrameSpec:
 RESAMPLE = {3: "bicubic", 2: "bilinear"}
 
 
-
 def resize_crop(rgb: np.ndarray, spec: FrameSpec) -> np.ndarray:
     """uint8 (H, W, 3) -> uint8 (crop_h, crop_w, 3): shortest side to spec.short (aspect ratio kept), centre crop;
     or, without keep_aspect, straight to crop_h x crop_w.

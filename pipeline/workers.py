@@ -27,7 +27,7 @@ from pebble import ProcessExpired, ProcessPool
 
 from pipeline.errors import BrokenInstall, Unusable, VideoError
 from pipeline.frames import FrameSpec
-from pipeline.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames, sample_indices
+from pipeline.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames
 
 VIDEOS_PER_WORKER = 200  # a worker is replaced after this many videos: decoders can leak
 # What every worker imports before its memory limit is set (PyAV loads av.subtitles.stream lazily, at the first
@@ -40,15 +40,13 @@ class ReadConfig:
     """How every video is read (picklable: it travels to the workers).
 
     num_frames sampled evenly; spec: the encoder's input size (frames come back uint8 (F, crop_h, crop_w, 3));
-    limits: what one video may cost; window: None for even sampling over the whole video, or (lo, hi) to sample
-    evenly inside frames [lo, hi) (a timeline window); segment: (start, end) seconds to sample evenly inside (a
-    trimmed clip: an annotation's start and end), or None.
+    limits: what one video may cost; segment: (start, end) seconds to sample evenly inside (a trimmed clip: an
+    annotation's start and end; a timeline window), or None for the whole video.
     """
 
     num_frames: int
     spec: FrameSpec | None
     limits: DecodeLimits = field(default_factory=DecodeLimits)
-    window: tuple[int, int] | None = None
     segment: tuple[float, float] | None = None
 
 
@@ -165,11 +163,6 @@ def load_video(file: str, cfg: ReadConfig, hash_bytes: bool | Hashed = True) -> 
     checked against the path after decoding: a file renamed over (or written to) meanwhile is read again once,
     then skipped (CHANGED), so a row never pairs one file's frames with another's hash.
     """
-    sampler = None
-    if cfg.window is not None:
-        lo, hi = cfg.window
-        sampler = lambda count: min(lo, count - 1) + sample_indices(max(min(hi, count) - min(lo, count - 1), 1),
-                                                                     cfg.num_frames)
     for _ in range(2):
         with open_regular(file) as fh:
             before = identity(os.fstat(fh.fileno()))
@@ -177,7 +170,7 @@ def load_video(file: str, cfg: ReadConfig, hash_bytes: bool | Hashed = True) -> 
                 digest = hash_bytes.digest
             else:
                 digest = content_hash(file, fh) if hash_bytes else None
-            clip = read_frames(file, cfg.num_frames, SEEK_GAP, sampler, cfg.limits, cfg.spec, cfg.segment, handle=fh)
+            clip = read_frames(file, cfg.num_frames, SEEK_GAP, None, cfg.limits, cfg.spec, cfg.segment, handle=fh)
             after = identity(os.fstat(fh.fileno()))
         if not hash_bytes or before == after == identity(os.stat(file)):
             return Loaded(before[2], before[3], digest, clip)
