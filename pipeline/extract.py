@@ -30,7 +30,7 @@ from pipeline.engines import Engine, LocalEngine
 from pipeline.errors import CacheError, ConfigError, DataError, Unusable, number, printable
 from pipeline.paths import CACHE_PATH, SKIPPED_LIST
 from pipeline.video import SAMPLING, DecodeLimits
-from pipeline.workers import (Hashed, HashTimedOut, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video)
+from pipeline.workers import Hashed, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
 from pipeline.writer import PartWriter, VideoRow, assemble_cache, write_skipped_list
 
 ENGINES = ("local", "ray")
@@ -361,7 +361,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         out = hashes[str(videos[i].file)]
         if isinstance(out, Unusable):
             name = clip_id(videos[i].path, videos[i].segment)
-            skip(i, f"{name}: {out.reason}", out.reason, remember=not isinstance(out, HashTimedOut))
+            skip(i, f"{name}: {out.reason}", out.reason)  # remembered under these limits (hash_timeout_s among them)
             continue
         content[i] = (out.digest, out)
         for old in stored.get(clip_id(videos[i].path, videos[i].segment), ()):  # this file's rows, now untrue

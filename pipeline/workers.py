@@ -87,13 +87,8 @@ class Hashed:
 
 
 class HashTimeout(VideoError):
-    """Hashing a file took longer than its bound (extract.hash_timeout_s): a matter of the disk and the load, not
-    of the bytes, so stage one does not remember it as a failure (the next run tries again)."""
-
-
-@dataclass(frozen=True)
-class HashTimedOut(Unusable):
-    """The Unusable of a file whose hashing timed out (HashTimeout): not remembered as the file's failure."""
+    """Hashing a file took longer than its bound (extract.hash_timeout_s). Stage one remembers it as any failure,
+    under the limits it had: the same file is not read again until it changes or the bound does."""
 
 
 class _Deadline:
@@ -138,9 +133,7 @@ def hash_videos(files: Iterable[str], timeout_s: float, threads: int | None = No
     def one(file: str) -> Hashed | Unusable:
         try:
             return hash_video(file, timeout_s)
-        except HashTimeout as e:
-            return HashTimedOut(file, e.reason)
-        except (OSError, VideoError) as e:
+        except (OSError, VideoError) as e:  # VideoError: a HashTimeout among them
             return _unusable(file, e)
 
     files = iter(files)

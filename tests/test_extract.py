@@ -412,9 +412,17 @@ def test_hard_links_and_renames_of_one_clip_are_hashed_and_decoded_once(tmp_path
     assert calls == [] and (summary.encoded, summary.reused) == (0, 302)  # known content: hashed, not decoded
 
 
-def test_hashing_has_its_own_bound_and_a_timed_out_hash_is_retried(dataset, tmp_path, tiny_clip, monkeypatch):
+def test_hashing_has_its_own_bound_and_a_timed_out_hash_is_remembered_under_its_limit(dataset, tmp_path, tiny_clip,
+                                                                                      monkeypatch):
+    import itertools
+    from types import SimpleNamespace
+
     import pipeline.workers
 
+    # hashing's clock advances 1 ms per look (each 256 KiB read), whatever the machine's speed: the clips hash
+    # within 0.5 s of it, the hole (400,000 reads) does not
+    ticks = itertools.count()
+    monkeypatch.setattr(pipeline.workers, "time", SimpleNamespace(monotonic=lambda: next(ticks) / 1000))
     sparse = write_video(dataset / "sitting" / "sparse.mp4", 75)  # a 3 s clip with a 100 GiB hole after it
     os.truncate(sparse, sparse.stat().st_size + 100 * 2**30)
     hashed = []
@@ -425,7 +433,9 @@ def test_hashing_has_its_own_bound_and_a_timed_out_hash_is_retried(dataset, tmp_
         "sitting/sparse.mp4": "sitting/sparse.mp4: hashing took longer than 0.5 s (extract.hash_timeout_s)"}
     assert len(hashed) == 8  # once each, before decoding: the workers do not hash again
     again = run(dataset, tmp_path / "f.h5", tiny_clip, workers=0, hash_timeout_s=0.5)
-    assert again.remembered == 0 and len(again.skipped) == 1  # not remembered: tried again
+    assert again.remembered == 1 and len(again.skipped) == 1  # remembered as any failure: not hashed again
+    longer = run(dataset, tmp_path / "f.h5", tiny_clip, workers=0, hash_timeout_s=0.6)
+    assert longer.remembered == 0 and len(longer.skipped) == 1  # another bound: tried again
 
 
 def test_the_summary_escapes_names_counts_reasons_and_lists_every_skip_beside_the_cache(dataset, tmp_path,
