@@ -85,9 +85,12 @@ def need_chromium(module: bool = False) -> None:
 
 
 def too_wide(page) -> list[str]:
-    """The tables and charts of the page wider than the block that holds them (cut off at the right)."""
+    """The tables and charts of the page wider than the block that holds them (cut off at the right): a chart or
+    table past its block's edge, or a dataframe whose grid scrolls sideways (glide's scroller wider inside than out;
+    the dataframe's own overlay of buttons sticks out of it by design and is not measured)."""
     return page.evaluate("""[...document.querySelectorAll(
         '[data-testid=stDataFrame], [data-testid=stTable], [data-testid=stVegaLiteChart]')].filter(el => {
             const box = el.getBoundingClientRect(), outer = el.parentElement.getBoundingClientRect();
-            return el.scrollWidth > el.clientWidth + 1 || box.right > outer.right + 1; })
+            const grid = el.querySelector('.dvn-scroller'), inner = grid || el;
+            return inner.scrollWidth > inner.clientWidth + 1 || box.right > outer.right + 1; })
         .map(el => el.getAttribute('data-testid'))""")
