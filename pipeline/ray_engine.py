@@ -170,7 +170,7 @@ def _loaded(batch: dict[str, np.ndarray], row: int, file: str) -> Loaded | Unusa
     or an Unusable with the decode actor's reason."""
     if not batch["usable"][row]:
         return Unusable(file, str(batch["reason"][row]))
-    clip = Clip(None, *(batch[name][row] for name in _CLIP_COLUMNS))
+    clip = Clip(frames=None, **{name: batch[name][row] for name in _CLIP_COLUMNS})
     clip.fps, clip.frame_count, clip.duration = float(clip.fps), int(clip.frame_count), float(clip.duration)
     clip.repeated, clip.decode_errors = bool(clip.repeated), int(clip.decode_errors)
     clip.packets, clip.damaged, clip.timing = int(clip.packets), int(clip.damaged), str(clip.timing)
@@ -197,7 +197,8 @@ class _Decoder:
         unusable = isinstance(out, Unusable)
         row = {"index": [index], "usable": [not unusable], "reason": [out.reason if unusable else ""]}
         if unusable:
-            clip, loaded = Clip(None, np.zeros(n, np.int64), np.zeros(n), 0.0, 0, 0.0, False, 0), None
+            clip, loaded = Clip(None, np.zeros(n, np.int64), np.zeros(n), fps=0.0, frame_count=0, duration=0.0,
+                                repeated=False), None
         else:
             clip, loaded = out.clip, out
         row |= {"size": [loaded.size if loaded else 0], "mtime_ns": [loaded.mtime_ns if loaded else 0],

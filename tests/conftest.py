@@ -17,6 +17,10 @@ import yaml
 from pipeline.tiny_clip import build_tiny_clip
 
 ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app" / "streamlit_app.py")
+# AppTest's bound on one script run (the run ends when the script does: an event, not a pace); generous, so that a
+# loaded 2-core machine loading the encoder for the first time never fails a test
+APP_RUN_S = 300
 
 
 def committed_file(name: str) -> str:

@@ -14,9 +14,8 @@ from pipeline.calibration import Calibration
 from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_video
 from pipeline.workers import DecodePool, PoolConfig
-from tests.conftest import committed_params
+from tests.conftest import APP, APP_RUN_S, committed_params
 
-APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def pool():
 
 
 def run_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=APP_RUN_S)
     at.run()
     assert not at.exception, at.exception
     return at
@@ -62,12 +61,12 @@ def test_launched_from_another_folder_the_app_uses_its_own_project_and_says_so(t
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # not a project: no params.yaml
     app = str(project / "app" / "streamlit_app.py")
-    at = AppTest.from_file(app, default_timeout=60).run()
+    at = AppTest.from_file(app, default_timeout=APP_RUN_S).run()
     assert not at.exception, at.exception
     assert Path.cwd() == project  # heads and params.yaml are now found (monkeypatch restores the folder)
     assert str(tmp_path / "elsewhere") in at.warning[0].value
     assert f"using this app's project, `{project}`" in at.warning[0].value
-    again = AppTest.from_file(app, default_timeout=60).run()  # another session: it starts in the project already
+    again = AppTest.from_file(app, default_timeout=APP_RUN_S).run()  # another session: it starts in the project already
     assert [w.value for w in again.warning][:1] == [at.warning[0].value]
 
 

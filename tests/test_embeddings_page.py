@@ -2,7 +2,6 @@
 import json
 import shutil
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import yaml
@@ -10,15 +9,14 @@ from streamlit.testing.v1 import AppTest
 
 from pipeline.cache import RANDOM_ENCODER_NOTE, read_cache
 from pipeline.split import write_split
-from tests.conftest import committed_params
+from tests.conftest import APP, APP_RUN_S, committed_params
 from tests.test_inspect import hand_cache
 
-APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 CONTAINER_PX = 800  # the page's column at a 1280-pixel window with the sidebar open (wide layout)
 
 
 def embeddings_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=APP_RUN_S)
     at.run()
     at.switch_page("embeddings_page.py").run()
     assert not at.exception, at.exception
@@ -86,7 +84,7 @@ def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
     # a project folder (params.yaml as committed) without a cache: the app stays here, whatever the checkout holds
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params()))
     monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=APP_RUN_S)
     at.run()
     at.switch_page("embeddings_page.py").run()
     assert not at.exception and "dvc repro extract" in at.info[0].value
@@ -104,7 +102,7 @@ def test_embeddings_page_with_5000_classes_is_bounded(tmp_path, monkeypatch):
     (tmp_path / "cache" / "f.h5").rename(tmp_path / "cache" / "features.h5")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params()))
     monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=APP_RUN_S)
     at.run()  # the Predict page (the default) first: its imports are not the Embeddings page's memory
     tracemalloc.start()
     try:

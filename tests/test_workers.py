@@ -16,7 +16,7 @@ from pipeline.paths import HEAD_FILES
 from pipeline.predict import load_predictor, predict_video
 from pipeline.frames import FrameSpec
 from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig
-from tests.conftest import write_video
+from tests.conftest import APP_RUN_S, write_video
 from tests.faults import broken_install_decode, faulty_decode, modules_decode
 
 TIMEOUT = 5.0  # seconds a test video may take: tiny videos decode in milliseconds; a hang is cut at this
@@ -127,7 +127,7 @@ def test_an_upload_that_kills_its_decoder_is_an_error_and_the_app_keeps_working(
     with DecodePool(PoolConfig(workers=1, timeout_s=TIMEOUT), decode=faulty_decode) as pool:
         monkeypatch.setattr(app.common, "cached_pool", lambda: pool)  # the app's shared worker, with the faulty decoder
         at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"),
-                               default_timeout=60)
+                               default_timeout=APP_RUN_S)
         at.run()
         good = (project / "data/walking/walking_0.mp4").read_bytes()
         at.get("file_uploader")[0].upload("evil.mp4", content + good, "video/mp4")
