@@ -33,8 +33,24 @@ AUTO_MIN_COSINE = 0.999
 MEASURED_COSINE = {"cuda": {"fp16": 0.99998, "bf16": 0.99872}, "cpu": {"bf16": 0.99875}}
 AUTO_PRECISION = {dev: next((p for p, cos in by_speed.items() if cos >= AUTO_MIN_COSINE), "fp32")
                   for dev, by_speed in MEASURED_COSINE.items()}
-# extract.batch_size: auto: frames per forward pass (CPU: the stage-one benchmark's best; CUDA: large batches).
+# extract.batch_size: auto: the most frames per forward pass (CPU: the stage-one benchmark's best; CUDA: large
+# batches); on the CPU a pass holds one video's frames, so auto_batch_size sizes it to the video.
 AUTO_BATCH_SIZE = {"cpu": 16, "cuda": 256}
+
+
+def auto_batch_size(device_type: str, num_frames: int) -> int:
+    """extract.batch_size auto: frames per forward pass on `device_type` for videos of `num_frames` frames.
+
+    CUDA: AUTO_BATCH_SIZE (passes shared across videos). CPU: every pass holds one video's frames, padded
+    (Embedder), so the fewest passes of at most AUTO_BATCH_SIZE frames that hold a video, evenly sized: no padding
+    to speak of (4 frames -> 4, 16 -> 16, 24 -> 12, 40 -> 14). Padding 4 frames to 16 made the tiny CLIP's
+    stage one 1.4x slower a clip (bench/per_file.py).
+    """
+    most = AUTO_BATCH_SIZE[device_type]
+    if device_type != "cpu":
+        return most
+    passes = -(-num_frames // most)
+    return -(-num_frames // passes)
 
 
 @dataclass
@@ -91,8 +107,8 @@ class Encoder:
 @dataclass(frozen=True)
 class EncoderConfig:
     """Which encoder, and how it runs (params.yaml: encoder.model, extract.device, precision, preprocess, backend,
-    quantize, batch_size). load() gives the encoder and its batch size (frames per forward pass); batch_size auto:
-    AUTO_BATCH_SIZE for the device it lands on."""
+    quantize, batch_size; num_frames: frames per video, extract.num_frames). load() gives the encoder and its batch
+    size (frames per forward pass); batch_size auto: auto_batch_size for the device it lands on."""
 
     model: str
     device: str = "auto"  # auto | cpu | cuda
@@ -101,6 +117,7 @@ class EncoderConfig:
     backend: str = "torch"  # torch | onnxruntime (CPU only: pipeline.onnx_backend)
     quantize: str = "none"  # none | int8 (onnxruntime only)
     batch_size: int | str = "auto"
+    num_frames: int = 16
 
     def load(self, device: str | None = None) -> tuple[Encoder, int]:
         """The encoder (on `device`, default self.device) and its batch size; ConfigError for a batch size that is
@@ -110,7 +127,7 @@ class EncoderConfig:
         encoder = load_encoder(self.model, device or self.device, self.preprocess, self.quantize, self.precision,
                                self.backend)
         if self.batch_size == "auto":
-            return encoder, AUTO_BATCH_SIZE[encoder.device.type]
+            return encoder, auto_batch_size(encoder.device.type, self.num_frames)
         return encoder, self.batch_size
 
 

@@ -51,7 +51,7 @@ class ExtractConfig:
     follow_links: str = FOLLOW_LINKS[0]  # data.follow_links: inside (links to targets under root only) | all
     model: str = "openai/clip-vit-base-patch32"
     num_frames: int = 16
-    batch_size: int | str = EncoderConfig.batch_size  # frames per forward pass, across videos; auto: AUTO_BATCH_SIZE
+    batch_size: int | str = EncoderConfig.batch_size  # frames per forward pass; auto: encoder.auto_batch_size
     device: str = EncoderConfig.device
     precision: str = EncoderConfig.precision  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
     preprocess: str = EncoderConfig.preprocess
@@ -80,7 +80,7 @@ class ExtractConfig:
     def encoder(self) -> EncoderConfig:
         """The encoder these settings name, and how it runs."""
         return EncoderConfig(self.model, self.device, self.precision, self.preprocess, self.backend, self.quantize,
-                             self.batch_size)
+                             self.batch_size, self.num_frames)
 
     def pool(self) -> PoolConfig:
         """The decode workers' settings (extract.workers auto: one per core)."""

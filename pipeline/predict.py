@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, embed_frames, load_encoder
+from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, auto_batch_size, embed_frames, load_encoder
 from pipeline.errors import ConfigError, EmptySegment, HeadError, VideoError, printable
 from pipeline.heads import Head, HeadMeta, load_head
 from pipeline.video import SAMPLING, Clip, DecodeLimits
@@ -114,12 +114,12 @@ def stage_one_batch_size(features: dict, encoder: Encoder) -> int:
     features (HeadMeta.features "batch_size"), since a matrix multiply of another shape may round differently.
 
     Only on the device type the cache was made on: elsewhere the embeddings differ anyway, and a GPU's batch of
-    256 would make a CPU pad 16 frames to 256; there, and for a head that does not record it, the device's
-    AUTO_BATCH_SIZE.
+    256 would make a CPU pad 16 frames to 256; there, and for a head that does not record it, batch_size auto for
+    the device and the head's frames per video (auto_batch_size).
     """
     if features.get("batch_size") and features.get("device_type") == encoder.device.type:
         return int(features["batch_size"])
-    return AUTO_BATCH_SIZE[encoder.device.type]
+    return auto_batch_size(encoder.device.type, int(features.get("num_frames") or AUTO_BATCH_SIZE["cpu"]))
 
 
 def make_predictor(head: Head, encoder: Encoder, pool: DecodePool, batch_size: int | None = None) -> Predictor:

@@ -91,7 +91,7 @@ def _transcode(container, stream, file: str, cfg: PreviewConfig) -> tuple[bytes,
                     video = out.add_stream(PREVIEW_CODEC, rate=rate, options={"preset": "veryfast", "crf": "28",
                                                                                 "threads": "1"})
                     video.width, video.height, video.pix_fmt = w, h, "yuv420p"  # 4:2:0: what browsers decode
-                image = frame.reformat(width=video.width, height=video.height, format="yuv420p")
+                image = frame.reformat(width=video.width, height=video.height, format="yuv420p", threads=1)
                 image.pts, image.time_base = count, 1 / rate  # Fraction
                 out.mux(video.encode(image))
                 count, shown = count + 1, t

@@ -381,7 +381,9 @@ def _frames(container, stream, count: _Count) -> Iterator:
 
 def _to_rgb(frame, spec: FrameSpec | None) -> np.ndarray:
     """A decoded frame as uint8 RGB (H, W, 3), upright (its rotation metadata applied), resized and cropped by spec."""
-    rgb = frame.to_ndarray(format="rgb24")
+    # one thread: PyAV's default (0, auto) starts a pool of scaler threads for every frame, which cost 4x the
+    # conversion itself on small frames and take the cores from the other decode workers (bench/per_file.py)
+    rgb = frame.reformat(format="rgb24", threads=1).to_ndarray()
     turns = round(frame.rotation / 90) % 4  # FFmpeg's rotation is counter-clockwise, in degrees
     if turns:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=turns))

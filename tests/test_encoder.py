@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pipeline.cli import tiny_clip as tiny_clip_command
-from pipeline.encoder import AUTO_BATCH_SIZE, Embedder, EncoderConfig, embed_frames, load_encoder, preprocess_frames
+from pipeline.encoder import (AUTO_BATCH_SIZE, Embedder, EncoderConfig, auto_batch_size, embed_frames, load_encoder,
+                              preprocess_frames)
 from pipeline.errors import ConfigError
 from pipeline.tiny_clip import build_tiny_clip
 from pipeline.frames import resize_crop
@@ -218,6 +219,14 @@ def test_an_encoder_config_loads_its_encoder_and_batch_size(encoder, tiny_clip):
     loaded, batch_size = EncoderConfig(tiny_clip, device="cpu").load()
     assert batch_size == AUTO_BATCH_SIZE["cpu"] and loaded.describe() == encoder.describe()
     assert EncoderConfig(tiny_clip, batch_size=3).load(device="cpu")[1] == 3
+    assert EncoderConfig(tiny_clip, num_frames=6).load(device="cpu")[1] == 6  # auto: one pass per 6-frame video
+
+
+def test_batch_size_auto_sizes_a_cpu_pass_to_one_video():
+    """On the CPU a pass holds one video's frames (Embedder), so auto takes the fewest passes of at most 16 that
+    hold a video, evenly sized; CUDA shares its passes across videos and keeps 256."""
+    assert [auto_batch_size("cpu", f) for f in (1, 4, 16, 17, 24, 32, 40)] == [1, 4, 16, 9, 12, 16, 14]
+    assert auto_batch_size("cuda", 4) == AUTO_BATCH_SIZE["cuda"] == 256
 
 
 def test_both_commands_write_a_random_clip_that_loads(tmp_path, capsys):

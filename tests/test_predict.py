@@ -286,10 +286,10 @@ def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, pool,
     for i, path in enumerate(cache.paths):
         np.testing.assert_array_equal(predict_video(project / "data" / path, predictor).embeddings,
                                       cache.embeddings[i], err_msg=path)
-    # made on another device type, or not recorded: the device's own batch size
-    assert stage_one_batch_size({**meta, "device_type": "cuda"}, predictor.encoder) == AUTO_BATCH_SIZE["cpu"]
-    assert stage_one_batch_size({k: v for k, v in meta.items() if k != "batch_size"},
-                                predictor.encoder) == AUTO_BATCH_SIZE["cpu"]
+    # made on another device type, or not recorded: batch_size auto on this device for the head's 4 frames
+    assert stage_one_batch_size({**meta, "device_type": "cuda"}, predictor.encoder) == 4
+    assert stage_one_batch_size({k: v for k, v in meta.items() if k != "batch_size"}, predictor.encoder) == 4
+    assert stage_one_batch_size({"num_frames": 16}, predictor.encoder) == AUTO_BATCH_SIZE["cpu"]
 
 
 def test_stderr_is_quiet_but_for_the_random_encoder_note(project, capsys, monkeypatch):

@@ -117,9 +117,8 @@ def start_stage_one(folder: Path, root: Path, annotations: Path, tiny_clip: str,
 
 
 def test_stage_one_on_ray_writes_the_local_engines_bytes_as_users_run_it(cluster, tmp_path, tiny_clip):
-    """Two runs of the stage in separate processes, as users run them: batch_size auto (16 frames per pass on the
-    CPU) and 6 frames per video, so the local engine's passes straddle videos while each Ray call pads its own;
-    videos of different lengths, an empty one (skipped) and trimmed clips (an annotation file's start and end: two
+    """Two runs of the stage in separate processes, as users run them: batch_size auto (on the CPU, one pass per
+    video: 6 frames per pass for 6 frames per video, whichever engine batches the videos and however); videos of different lengths, an empty one (skipped) and trimmed clips (an annotation file's start and end: two
     segments of one file, and one past its end, travel to the decode actors). The driver's encoder runs 3 threads (a
     3-core machine's count), the cluster's node has 2 cores: on this CPU 3 threads round some videos' embeddings
     differently from 2 (by an ulp, in every frame), so the encoder actors must take the driver's count. Every row's
@@ -142,7 +141,7 @@ def test_stage_one_on_ray_writes_the_local_engines_bytes_as_users_run_it(cluster
         assert run.returncode == 0, err[-3000:]
     local, on_ray = (read_cache(tmp_path / name / CACHE_PATH) for name in ("local", "ray"))
     assert len(local.paths) == 10 and len(local.skipped) == 2 and local.skipped == on_ray.skipped
-    assert local.attrs["batch_size"] == 16 and local.embeddings.shape[1] == 6
+    assert local.attrs["batch_size"] == 6 and local.embeddings.shape[1] == 6
     assert on_ray.embeddings.tobytes() == local.embeddings.tobytes()
     assert_same_cache(on_ray, local)  # every row field equal, the skips and the attributes too
 
