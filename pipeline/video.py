@@ -11,7 +11,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import BinaryIO
 
@@ -31,6 +31,9 @@ TIMESTAMPS = "timestamps"  # Clip.timing when the stream's timestamps place the 
 # Packets come in decode order: a decoder of B-frames holds at most this many frames back to put them in time
 # order (H.264 and HEVC allow 16); timestamps that this cannot put in order are not the frames' order.
 MAX_REORDER = 16
+# Sampled frames, decoded to RGB, wait in a group of up to this many bytes to be resized in one call (frames.resize_crop:
+# the call's own cost is most of the work on small frames); a frame this size or larger is resized alone.
+RESIZE_GROUP_BYTES = 8 * 2**20
 DEFAULT_FPS = 25  # the frame rate assumed for frames that have no timestamps and no rate (FFmpeg's own default)
 # The demuxers FFmpeg may use: video containers only. No playlists (concat, hls), no images, no protocols.
 CONTAINERS = ("mov", "mp4", "matroska", "webm", "avi", "mpeg", "mpegts", "mpegvideo", "m4v", "flv", "asf", "ogg",
@@ -121,7 +124,8 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
                 sampler: Callable[[int], np.ndarray] | None = None, limits: DecodeLimits = DecodeLimits(),
                 spec: FrameSpec | None = None, segment: tuple[float, float] | None = None,
                 handle: BinaryIO | None = None) -> Clip:
-    """Decode the num_frames sampled frames of a video, never holding more than those and one other in memory.
+    """Decode the num_frames sampled frames of a video, never holding more than those, RESIZE_GROUP_BYTES of
+    decoded frames waiting to be resized, and one other frame in memory.
 
     sampler(frame_count) -> sorted int64 indices replaces the even sampling over the whole video (the timeline
     samples each window this way). spec: resize and crop each frame as it is decoded (see FrameSpec). segment:
@@ -304,7 +308,8 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
     for row, idx in enumerate(indices.tolist()):
         rows.setdefault(idx, []).append(row)
     count = _Count()
-    frames: np.ndarray | None = None
+    frames: np.ndarray | None = None  # uint8 (num_frames, h, w, 3), allocated at the first group resized
+    group = _Group(len(indices))
     stamps = np.zeros(len(indices), np.float64)
     decoded = _frames(container, stream, count)
     pos, last = 0, None  # the index of the next frame to come, and the last frame decoded (index pos - 1)
@@ -343,14 +348,14 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
             count.errors += 1
         elif pos - 1 > idx:
             count.errors += 1  # this sample's own frame was lost to damage; the next one stands in
-        image = _to_rgb(frame, spec)
-        if frames is None:
-            frames = np.empty((len(indices), *image.shape), np.uint8)
-        elif image.shape != frames.shape[1:]:
-            raise VideoError(file, f"the frame size changes mid-stream ({frames.shape[2]}x{frames.shape[1]} "
-                             f"to {image.shape[1]}x{image.shape[0]} at frame {idx})")
-        frames[rows[idx]] = image
+        rgb = _to_rgb(frame)
+        if group.frames and rgb.shape != group.frames[0].shape:
+            frames = group.flush(frames, spec, file)
+        group.add(rgb, rows[idx], idx)
+        if group.bytes >= RESIZE_GROUP_BYTES:
+            frames = group.flush(frames, spec, file)
         stamps[rows[idx]] = float((times[min(pos - 1, len(times) - 1)] - times[0]) * scan.time_base)
+    frames = group.flush(frames, spec, file)
     fps = float(1 / scan.time_base) if by_order else float(stream.average_rate or stream.guessed_rate or 0)
     duration = float((times[-1] - times[0]) * scan.time_base) + (1 / fps if fps else 0.0)
     return Clip(frames, indices.astype(np.int64), stamps, fps, len(times), duration,
@@ -379,12 +384,45 @@ def _frames(container, stream, count: _Count) -> Iterator:
             yield frame
 
 
-def _to_rgb(frame, spec: FrameSpec | None) -> np.ndarray:
-    """A decoded frame as uint8 RGB (H, W, 3), upright (its rotation metadata applied), resized and cropped by spec."""
+def _to_rgb(frame) -> np.ndarray:
+    """A decoded frame as uint8 RGB (H, W, 3), upright (its rotation metadata applied)."""
     # one thread: PyAV's default (0, auto) starts a pool of scaler threads for every frame, which cost 4x the
     # conversion itself on small frames and take the cores from the other decode workers (bench/per_file.py)
     rgb = frame.reformat(format="rgb24", threads=1).to_ndarray()
     turns = round(frame.rotation / 90) % 4  # FFmpeg's rotation is counter-clockwise, in degrees
-    if turns:
-        rgb = np.ascontiguousarray(np.rot90(rgb, k=turns))
-    return rgb if spec is None else resize_crop(rgb, spec)
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
+
+
+@dataclass
+class _Group:
+    """Sampled frames of one size decoded to RGB and not resized yet, with the rows of the clip they fill."""
+
+    num_frames: int
+    frames: list[np.ndarray] = field(default_factory=list)
+    rows: list[list[int]] = field(default_factory=list)
+    first: int = 0  # the frame index of the first, for messages
+    bytes: int = 0
+
+    def add(self, rgb: np.ndarray, rows: list[int], idx: int) -> None:
+        self.first = idx if not self.frames else self.first
+        self.frames.append(rgb)
+        self.rows.append(rows)
+        self.bytes += rgb.nbytes
+
+    def flush(self, out: np.ndarray | None, spec: FrameSpec | None, file) -> np.ndarray | None:
+        """Resize and crop the group by spec (frames.resize_crop, in one call) into its rows of `out` (allocated
+        here at the first group: uint8 (num_frames, h, w, 3)); returns `out`. VideoError when the frame size
+        changed mid-stream to one that gives other crops."""
+        if not self.frames:
+            return out
+        images = np.stack(self.frames)
+        images = images if spec is None else resize_crop(images, spec)
+        if out is None:
+            out = np.empty((self.num_frames, *images.shape[1:]), np.uint8)
+        elif images.shape[1:] != out.shape[1:]:
+            raise VideoError(file, f"the frame size changes mid-stream ({out.shape[2]}x{out.shape[1]} to "
+                             f"{images.shape[2]}x{images.shape[1]} at frame {self.first})")
+        for image, rows in zip(images, self.rows):
+            out[rows] = image
+        self.frames, self.rows, self.bytes = [], [], 0
+        return out
