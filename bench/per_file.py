@@ -5,20 +5,20 @@
     python bench/per_file.py --encoder [--rounds 2]
 
 Clips: `--clips` H.264 clips of 4 frames at 32x32 (a few KB each, written once under bench/out/per_file/), in four
-class folders; the tiny random CLIP, 4 frames per clip, batch 16, `workers: 2` (auto on 2 cores). Each variant is
-a fresh process (`stages.extract`'s own thread policy, then extract_features on a new cache, then a re-run that
-reuses everything), the variants alternated round by round, each started as `python -m stages.extract` starts
-(importing stages.extract first: its OpenMP setting). Variants: this checkout as it is; with the encoder on one
-torch thread; and, with --baseline DIR (a checkout of older code, for example
-`git worktree add DIR <commit>`), that code. Then one profiled run of this checkout splits the time by role
-(discovery, hashing, the hand-off to the workers and waiting on them, the encoder, part files and the cache's
-join, the summary), and `--links` hard links of one clip count the decodes (one expected). Every figure is
-printed with the machine's load average: the machine is shared, so compare the ratios of one run.
+class folders; the tiny random CLIP, 4 frames per clip, batch_size auto, `workers: 2` (auto on 2 cores). Each
+variant is a fresh process (`stages.extract`'s own thread policy, then extract_features on a new cache, then a
+re-run that reuses everything), the variants alternated round by round, each started as `python -m stages.extract`
+starts (importing stages.extract first: its OpenMP setting). Variants: this checkout as it is and, with --baseline
+DIR (a checkout of older code, for example `git worktree add DIR <commit>`), that code. Then one profiled run of
+this checkout splits the time by role (discovery, hashing, the engine's start, waiting on the workers, which
+decode and, on the CPU, embed; the encoder in this process, part files and the cache's join, the summary), and
+`--links` hard links of one clip count the decodes (one expected). Every figure is printed with the machine's load
+average: the machine is shared, so compare the ratios of one run.
 
---marginal: stage one's marginal throughput on decode-heavy clips (4 s of 1280x720 H.264 from bench/stage_one.py's
-make_clip, 16 frames each, the tiny CLIP: decoding is nearly all the work): a fresh process on 12 and on 24 clips,
-`workers: 0`, `workers: 2`, and `workers: 2` with the encoder on one torch thread, alternated; the marginal time
-of the 12 more clips is the difference of the medians, and the ratio is workers 0's over the other's.
+--marginal: stage one's marginal throughput on decode-heavy clips (10 s of 1280x720 H.264 from bench/stage_one.py's
+make_clip, 16 frames each, the tiny CLIP: decoding is nearly all the work), as issue 28 measured it: a fresh
+process on 12 and on 24 clips, `workers: 0` and `workers: 2`, alternated; the marginal time of the 12 more clips is
+the difference of the medians, and the ratio is workers 0's over workers 2's.
 
 --encoder: one forward pass of the tiny CLIP on 16 frames (mean of 20, after one), torch on 2 threads and on 1,
 OpenMP's idle threads spinning (the default) or sleeping (OMP_WAIT_POLICY=PASSIVE), a fresh process each,
@@ -149,8 +149,8 @@ def profile(root: Path, n: int) -> None:
     stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     roles = {"discovery": ("discover.py", "discover_videos"), "hashing": ("workers.py", "hash_videos"),
              "engine start (encoder load, pool start)": ("extract.py", "open_engine"),
-             "waiting on the workers (hand-off, decoding)": ("workers.py", "_result"),
-             "encoder": ("encoder.py", "embed_frames"), "part files": ("writer.py", "flush"),
+             "waiting on the workers (decoding; embedding on the CPU)": ("workers.py", "_result"),
+             "encoder in this process": ("encoder.py", "embed_frames"), "part files": ("writer.py", "flush"),
              "the cache's join": ("writer.py", "assemble_cache"), "summary list": ("writer.py", "write_skipped_list")}
     print(f"\nwhere the time goes (one run of this checkout, {n} clips, {total:.1f} s, load {os.getloadavg()[0]:.1f}):")
     for role, (file, name) in roles.items():
@@ -188,10 +188,10 @@ def marginal(rounds: int) -> None:
     """Stage one on 12 and 24 decode-heavy clips, workers 0 and 2 (and 2 with a one-thread encoder), alternated."""
     from stage_one import make_clip  # run as a file from bench/, as bench/workers.py imports it
 
-    clips = [OUT / "720p_4s" / f"c{i % 2}" / f"v{i:02d}.mp4" for i in range(24)]
+    clips = [OUT / "720p_10s" / f"c{i % 2}" / f"v{i:02d}.mp4" for i in range(24)]
     for i, f in enumerate(clips):
         if not f.exists():
-            make_clip(f, (1280, 720), 4, seed=2000 + i)
+            make_clip(f, (1280, 720), 10, seed=2000 + i)
     roots = {}
     for n in (12, 24):
         roots[n] = OUT / f"marginal_{n}"
@@ -199,9 +199,9 @@ def marginal(rounds: int) -> None:
         for f in clips[:n]:
             (roots[n] / f.parent.name).mkdir(parents=True, exist_ok=True)
             os.link(f, roots[n] / f.parent.name / f.name)  # hard: data.follow_links refuses links out of root
-    variants = {"workers 0": (0, 0), "workers 2": (2, 0), "workers 2, encoder on 1 thread": (2, 1)}
+    variants = {"workers 0": (0, 0), "workers 2": (2, 0)}
     times = {(v, n): [] for v in variants for n in roots}
-    print(f"stage one on 12 and 24 clips of 4 s 1280x720, tiny CLIP, 16 frames; {os.cpu_count()} cores, shared")
+    print(f"stage one on 12 and 24 clips of 10 s 1280x720, tiny CLIP, 16 frames; {os.cpu_count()} cores, shared")
     for r in range(rounds):
         for n in roots:
             for name, (workers, threads) in variants.items():
@@ -261,7 +261,7 @@ def main() -> None:
         marginal(args.rounds)
         return
     root, small = tiny_clips(args.clips), tiny_clips(SMALL)
-    variants = {"this checkout": (ROOT, 0, None), "this checkout, encoder on 1 thread": (ROOT, 1, None)}
+    variants = {"this checkout": (ROOT, 0, None)}
     if args.baseline:
         variants["baseline " + str(args.baseline)] = (args.baseline.resolve(), 0, None)
     sizes = (SMALL, args.clips)

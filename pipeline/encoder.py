@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from pipeline.cache import RANDOM_WEIGHTS
-from pipeline.errors import ConfigError
+from pipeline.errors import BrokenInstall, ConfigError
 from pipeline.hub import OFFLINE_NEXT_STEP, load_pretrained, model_family
 from pipeline.onnx_backend import export_onnx, ort_session, run_session, vision_embeds
 from pipeline.frames import FrameSpec, resize_crop
@@ -119,6 +120,11 @@ class EncoderConfig:
     batch_size: int | str = "auto"
     num_frames: int = 16
 
+    def device_type(self) -> str:
+        """The type of the device load() puts the encoder on: "cuda" or "cpu" (auto: CUDA where torch has it, unless
+        the backend runs on the CPU only)."""
+        return _device(self.device, self.backend).type
+
     def load(self, device: str | None = None) -> tuple[Encoder, int]:
         """The encoder (on `device`, default self.device) and its batch size; ConfigError for a batch size that is
         neither auto nor a positive whole number."""
@@ -175,9 +181,7 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
         raise ConfigError(f"cannot load the {family} encoder {model_id!r} [{str(e).splitlines()[0]}]: "
                          f"{OFFLINE_NEXT_STEP}") from None
     FrameSpec.from_pixels(processor.to_dict())  # ConfigError now for preprocessing this code does not implement
-    cpu_only = backend == "onnxruntime"
-    dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available() and not cpu_only)
-                       else "cpu")
+    dev = _device(device, backend)
     precision = AUTO_PRECISION[dev.type] if precision == "auto" else precision
     if backend == "onnxruntime" and precision != "fp32":
         raise ConfigError("the onnxruntime backend runs in fp32 (or int8): set extract.precision to fp32 or auto")
@@ -193,6 +197,13 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
     session = ort_session(path, torch.get_num_threads())
     return Encoder(None, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision, backend, session,
                    random_weights, family)
+
+
+def _device(device: str, backend: str) -> torch.device:
+    """extract.device (auto | cpu | cuda) as the device the encoder runs on: auto is CUDA where torch has it, unless
+    the backend runs on the CPU only (onnxruntime)."""
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available() and backend != "onnxruntime")
+    return torch.device("cuda" if cuda else "cpu")
 
 
 def _classes(family: str) -> tuple[type, type]:
@@ -324,6 +335,47 @@ class Embedder:
             done.append((key, self._rows[:n]))
             self._rows = self._rows[n:]
         return done
+
+
+# Stage one on the CPU embeds in the decode workers (pipeline.engines.LocalEngine): each worker loads the encoder once
+# (load_in_worker, its setup) and runs decode_and_embed per video, on its one thread. What its forkserver imports
+# once, so that a worker starts without importing transformers (seconds) again:
+WORKER_MODULES = (__name__, "transformers.models.clip.modeling_clip", "transformers.models.siglip.modeling_siglip")
+_in_worker: dict = {}  # in such a worker: "encoder" and "batch_size", or "error": why they could not be loaded
+
+
+def load_in_worker(cfg: EncoderConfig) -> None:
+    """A decode worker's setup (DecodePool's `setup`): load cfg's encoder on the CPU, for decode_and_embed. A load
+    that fails is kept and raised by the worker's tasks (the run's first task, describe_in_worker, says why in the
+    run's process), not here: a worker whose setup raises dies with a traceback on the terminal."""
+    try:
+        _in_worker["encoder"], _in_worker["batch_size"] = cfg.load("cpu")
+    except Exception as e:  # ConfigError (an encoder that cannot be loaded) or anything a library raises
+        _in_worker["error"] = e
+
+
+def describe_in_worker() -> tuple[dict, FrameSpec, int]:
+    """The worker's encoder as the run records it: its describe(), frame spec and batch size; or why it could not
+    be loaded, raised."""
+    if "error" in _in_worker:
+        raise _in_worker["error"]
+    encoder = _in_worker["encoder"]
+    return encoder.describe(), encoder.frame_spec(), _in_worker["batch_size"]
+
+
+def decode_and_embed(decode: Callable, file: str, cfg, hash_bytes):
+    """What a decode worker that embeds runs per video: decode(file, cfg, hash_bytes) (a workers.Loaded), with its
+    clip's frames uint8 (F, S, S, 3) replaced by their embeddings float32 (F, D) (Loaded.embeddings: embed_frames,
+    in passes of the batch size, on the worker's thread) and the fingerprint of the encoder that made them
+    (Loaded.encoder, which the run checks against its own). Nothing but the embeddings leaves the worker.
+    BrokenInstall (the run stops) when the worker could not load the encoder."""
+    if "error" in _in_worker:
+        raise BrokenInstall(f"a decode worker cannot load the encoder: {_in_worker['error']}")
+    out = decode(file, cfg, hash_bytes)
+    encoder = _in_worker["encoder"]
+    out.embeddings = embed_frames(out.clip.frames, encoder, _in_worker["batch_size"])
+    out.clip.frames, out.encoder = None, encoder.fingerprint
+    return out
 
 
 # What the fingerprint hashes besides the weights: the fields that change the arithmetic of the forward pass

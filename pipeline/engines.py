@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from pipeline.cache import clip_id
-from pipeline.encoder import Embedder, EncoderConfig
-from pipeline.errors import Unusable
+from pipeline.encoder import (WORKER_MODULES, Embedder, EncoderConfig, decode_and_embed, describe_in_worker,
+                              load_in_worker)
+from pipeline.errors import ConfigError, Unusable, printable
 from pipeline.frames import FrameSpec
 from pipeline.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
 
@@ -41,14 +44,36 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """The engine on this machine: the decode workers (reader) feed the embedder; results in completion order."""
+    """The engine on this machine: the decode workers (reader) feed the embedder; results in completion order.
+
+    On the CPU each decode worker embeds the videos it decodes, on its one thread (encoder.decode_and_embed): only
+    embeddings cross processes, the cores run whole videos side by side, and no thread pool wakes per operation.
+    Stage one on 4-frame 32x32 clips with the tiny CLIP: X ms a clip against Y with this process embedding
+    (bench/per_file.py). On a GPU this process embeds, in passes shared across videos; with workers 0 it decodes
+    and embeds itself, on one thread on the CPU as a worker would (the same bytes: docs/engines.md).
+    """
 
     def __init__(self, encoder: EncoderConfig, pool: PoolConfig, decode: Callable = load_video):
+        cpu = encoder.device_type() == "cpu"
+        self.in_workers = cpu and pool.workers > 0
+        self._threads = torch.get_num_threads()
+        self.encoder = None  # loaded here only where this process embeds
+        if self.in_workers:  # the workers load the encoder; one of them says what it is (this process never loads it)
+            self.pool = DecodePool(pool, partial(decode_and_embed, decode), setup=(load_in_worker, (encoder,)),
+                                   preload=WORKER_MODULES)
+            try:
+                self.encoder_attrs, self.frame_spec, self.batch_size = self.pool.call(describe_in_worker)
+            except BaseException:
+                self.close()
+                raise
+            return
+        if cpu:
+            torch.set_num_threads(1)  # before the load: an onnxruntime session takes torch's count when it is made
         self.pool = DecodePool(pool, decode)  # its workers start while the encoder loads
         try:
             self.encoder, self.batch_size = encoder.load()
         except BaseException:
-            self.pool.close()
+            self.close()
             raise
         self.encoder_attrs, self.frame_spec = self.encoder.describe(), self.encoder.frame_spec()
 
@@ -56,13 +81,18 @@ class LocalEngine:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.pool.close()
+        torch.set_num_threads(self._threads)
 
     def results(self, files: list[str], reader: ReadConfig, known: set[str],
                 segments: list[tuple[float, float] | None] | None = None,
                 hashed: list[Hashed | None] | None = None) -> Iterator[Result]:
-        """As Engine.results: the videos decoded in the pool, embedded here in passes across videos."""
-        embedder = Embedder(self.encoder, self.batch_size)
+        """As Engine.results: the videos decoded (and, on the CPU, embedded) in the pool; else embedded here in
+        passes across videos."""
+        embedder = None if self.in_workers else Embedder(self.encoder, self.batch_size)
         segments = segments or [None] * len(files)
         seen = set(known)
         for index, out in enumerate(self.pool.map(files, reader, segments=segments, hashed=hashed)):
@@ -70,10 +100,22 @@ class LocalEngine:
                 yield index, out, None
                 continue
             key = clip_id(out.digest, segments[index])
+            if out.embeddings is not None:  # embedded in the worker
+                expected = self.encoder_attrs["encoder_fingerprint"]
+                if out.encoder != expected:
+                    raise ConfigError(f"a decode worker loaded another encoder than the run's (fingerprint "
+                                      f"{out.encoder}, not {expected}): "
+                                      f"{printable(self.encoder_attrs['encoder_model'])} changed during the run; "
+                                      "run stage one again")
+                embeddings, out.embeddings = out.embeddings, None
+                yield index, out, None if key in seen else embeddings
+                seen.add(key)
+                continue
             frames, out.clip.frames = out.clip.frames, None
             if key in seen:
                 yield index, out, None
                 continue
             seen.add(key)
             yield from ((i, o, emb) for (i, o), emb in embedder.add((index, out), frames))
-        yield from ((i, o, emb) for (i, o), emb in embedder.flush())
+        if embedder is not None:
+            yield from ((i, o, emb) for (i, o), emb in embedder.flush())

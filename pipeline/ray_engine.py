@@ -2,15 +2,17 @@
 
 The same roles as on one machine (pipeline.engines.LocalEngine): each decode actor reads videos through its own
 DecodePool, so a video that crashes, hangs or exhausts its decoder costs only that video, never the Ray task
-(Ray Data retries a dying task forever); encoder actors run the same Embedder with the same fixed-shape passes and
-the driver's torch thread count (the count changes the rounding of some videos' embeddings on the CPU), so a video's
-embeddings do not depend on where or with what it was encoded. Only the driver writes files.
+(Ray Data retries a dying task forever). Where the encoder runs on the CPU, that worker embeds the video too, on its
+one thread, as the local engine's workers do (encoder.decode_and_embed); on GPUs, encoder actors run the same
+Embedder with the same fixed-shape passes. A video's embeddings do not depend on where or with what it was encoded.
+Only the driver writes files.
 Ray is optional (requirements-ray.txt): only pipeline.extract imports this module, when extract.engine is ray.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import ray
@@ -19,7 +21,7 @@ from ray.data import ActorPoolStrategy, DataContext
 
 import pipeline
 from pipeline.cache import KEY_ATTRS, clip_id
-from pipeline.encoder import Embedder, EncoderConfig
+from pipeline.encoder import WORKER_MODULES, Embedder, EncoderConfig, decode_and_embed, load_in_worker
 from pipeline.engines import Result
 from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError
 from pipeline.video import Clip
@@ -62,10 +64,12 @@ class RayEngine:
             if encoder.device == "cuda" and not self.gpu:
                 raise ConfigError("extract.device is cuda but the Ray cluster has no GPU: set it to auto or cpu")
             self.encoders = int(resources["GPU"]) if self.gpu else max(1, len([n for n in ray.nodes() if n["Alive"]]))
-            # the decoders take the CPUs the encoder actors leave (Ray Data gives each actor one CPU)
-            self.decoders = max(1, int(resources.get("CPU", 1)) - self.encoders)
             probe = ray.remote(_describe).options(**self._encoder_resources())
             self.encoder_attrs, self.frame_spec, self.batch_size = ray.get(probe.remote(encoder, self.threads))
+            # on the CPU the decode actors' workers embed: no encoder actors
+            self.in_decoders = self.encoder_attrs["device_type"] == "cpu"
+            # the decoders take the CPUs the encoder actors leave (Ray Data gives each actor one CPU)
+            self.decoders = max(1, int(resources.get("CPU", 1)) - (0 if self.in_decoders else self.encoders))
         except BaseException:
             self.close()
             raise
@@ -109,13 +113,16 @@ class RayEngine:
             _Decoder, batch_size=1, batch_format="numpy", num_cpus=1,
             compute=ActorPoolStrategy(min_size=1, max_size=self.decoders),
             fn_constructor_kwargs=dict(pool=replace(self.pool, workers=1), reader=reader,
-                                       known=ray.put(frozenset(known)), decode=self.decode))
-        ds = ds.map_batches(
-            _Encoder, batch_size=max(1, self.batch_size // reader.num_frames), batch_format="numpy",
-            compute=ActorPoolStrategy(min_size=1, max_size=self.encoders),
-            fn_constructor_kwargs=dict(cfg=self.encoder_cfg, threads=self.threads,
-                                       attrs={**self.encoder_attrs, "batch_size": self.batch_size}),
-            **self._encoder_resources())
+                                       known=ray.put(frozenset(known)), decode=self.decode,
+                                       embed=self.encoder_cfg if self.in_decoders else None,
+                                       attrs={**self.encoder_attrs, "batch_size": self.batch_size}))
+        if not self.in_decoders:
+            ds = ds.map_batches(
+                _Encoder, batch_size=max(1, self.batch_size // reader.num_frames), batch_format="numpy",
+                compute=ActorPoolStrategy(min_size=1, max_size=self.encoders),
+                fn_constructor_kwargs=dict(cfg=self.encoder_cfg, threads=self.threads,
+                                           attrs={**self.encoder_attrs, "batch_size": self.batch_size}),
+                **self._encoder_resources())
         seen: set[int] = set()
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):  # as they come
@@ -181,13 +188,20 @@ class _Decoder:
     """Decode actor: one video per call through its own DecodePool (one worker process, with the run's limits).
 
     Returns the video's columns: usable (bool), reason (its Unusable's reason, "" when usable), size, mtime_ns,
-    digest, the clip's fields, encode (False when its row key is in `known` or it is unusable) and frames uint8
-    (1, F, H, W, 3) (zeros when not to be encoded).
+    digest, the clip's fields, encode (False when its row key is in `known` or it is unusable) and either frames
+    uint8 (1, F, H, W, 3) for the encoder actors or, with `embed` (an encoder on the CPU: the worker embeds, as the
+    local engine's do), embeddings float32 (1, F, D); zeros where not to be encoded. attrs: the encoder the driver
+    was told about (its describe() and batch size).
     """
 
-    def __init__(self, pool: PoolConfig, reader: ReadConfig, known, decode: Callable):
-        self.reader, self.known = reader, ray.get(known)
-        self.pool = DecodePool(pool, decode)
+    def __init__(self, pool: PoolConfig, reader: ReadConfig, known, decode: Callable, embed: EncoderConfig | None,
+                 attrs: dict):
+        self.reader, self.known, self.attrs, self.embeds = reader, ray.get(known), attrs, embed is not None
+        if embed is None:
+            self.pool = DecodePool(pool, decode)
+        else:
+            self.pool = DecodePool(pool, partial(decode_and_embed, decode), setup=(load_in_worker, (embed,)),
+                                   preload=WORKER_MODULES)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         (index,), (file,), (segment,) = batch["index"], batch["file"], batch["segment"]
@@ -206,8 +220,21 @@ class _Decoder:
         row |= {name: [getattr(clip, name)] for name in _CLIP_COLUMNS}
         encode = loaded is not None and clip_id(loaded.digest, segment) not in self.known
         row["encode"] = [encode]
-        row["frames"] = [clip.frames if encode else np.zeros((n, spec.crop_h, spec.crop_w, 3), np.uint8)]
+        if self.embeds:
+            if loaded is not None and loaded.encoder != self.attrs["encoder_fingerprint"]:
+                _differ(["encoder_fingerprint"])
+            row["embeddings"] = [loaded.embeddings if encode else
+                                 np.zeros((n, self.attrs["embedding_dim"]), np.float32)]
+        else:
+            row["frames"] = [clip.frames if encode else np.zeros((n, spec.crop_h, spec.crop_w, 3), np.uint8)]
         return {k: np.asarray(v) for k, v in row.items()}
+
+
+def _differ(keys: list[str]) -> None:
+    """ConfigError: the encoder on this node differs from the run's in `keys` (the cache key's fields)."""
+    raise ConfigError(f"the encoder on Ray node {ray.get_runtime_context().get_node_id()} differs from the one this "
+                      f"run started with in {', '.join(keys)}: give every node the same model files, libraries and "
+                      "kind of device")
 
 
 class _Encoder:
@@ -226,9 +253,7 @@ class _Encoder:
         mine = {**self.encoder.describe(), "batch_size": self.batch_size}
         differ = [k for k in KEY_ATTRS if k in attrs and mine.get(k) != attrs[k]]
         if differ:
-            raise ConfigError(f"the encoder on Ray node {ray.get_runtime_context().get_node_id()} differs from the "
-                              f"one this run started with in {', '.join(differ)}: give every node the same "
-                              "model files, libraries and kind of device")
+            _differ(differ)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch.set_num_threads(self.threads)  # calls run on another thread than __init__ (MKL's count is per thread)

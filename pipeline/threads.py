@@ -5,10 +5,10 @@ import os
 
 # Threads per role; None: one per core the process may use (bench/README.md, "Threads", on the 2-core machine).
 # Stage two: one thread. Its small matrix work gains nothing from a second thread on a quiet machine (1.02 s
-# against 1.05 s) and lost 5.3x under load. Stage one and the app: every core. Quiet, a second thread made stage
-# one 1.5x faster and the app's ONNX Runtime encode 1.75x faster; under heavy load from other work one thread was
-# faster for them too, and this is the place to change. Stage one's decode workers (one thread each) run at nice
-# 19 beside the encoder.
+# against 1.05 s) and lost 5.3x under load. The app: every core (its ONNX Runtime encode 1.75x faster on two than
+# one, quiet; under heavy load from other work one thread was faster: this is the place to change). Stage one:
+# every core for its own process, which embeds only on a GPU; on the CPU its decode workers embed, one thread each
+# (pipeline.engines.LocalEngine), at nice 19.
 THREADS = {"extract": None, "stage_two": 1, "app": None}
 
 

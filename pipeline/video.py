@@ -309,7 +309,7 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
         rows.setdefault(idx, []).append(row)
     count = _Count()
     frames: np.ndarray | None = None  # uint8 (num_frames, h, w, 3), allocated at the first group resized
-    group = _Group(len(indices))
+    group = _Group()
     stamps = np.zeros(len(indices), np.float64)
     decoded = _frames(container, stream, count)
     pos, last = 0, None  # the index of the next frame to come, and the last frame decoded (index pos - 1)
@@ -349,13 +349,19 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
         elif pos - 1 > idx:
             count.errors += 1  # this sample's own frame was lost to damage; the next one stands in
         rgb = _to_rgb(frame)
-        if group.frames and rgb.shape != group.frames[0].shape:
-            frames = group.flush(frames, spec, file)
-        group.add(rgb, rows[idx], idx)
+        size = group.frames[0].shape if group.frames else rgb.shape if frames is None else frames.shape[1:]
+        if rgb.shape != size:  # resized and cropped (spec), frames of any size give the encoder's input size
+            if spec is None:
+                raise VideoError(file, f"the frame size changes mid-stream ({size[1]}x{size[0]} to "
+                                 f"{rgb.shape[1]}x{rgb.shape[0]} at frame {idx})")
+            frames = group.flush(frames, spec, len(indices))
+        group.frames.append(rgb)
+        group.rows.append(rows[idx])
+        group.bytes += rgb.nbytes
         if group.bytes >= RESIZE_GROUP_BYTES:
-            frames = group.flush(frames, spec, file)
+            frames = group.flush(frames, spec, len(indices))
         stamps[rows[idx]] = float((times[min(pos - 1, len(times) - 1)] - times[0]) * scan.time_base)
-    frames = group.flush(frames, spec, file)
+    frames = group.flush(frames, spec, len(indices))
     fps = float(1 / scan.time_base) if by_order else float(stream.average_rate or stream.guessed_rate or 0)
     duration = float((times[-1] - times[0]) * scan.time_base) + (1 / fps if fps else 0.0)
     return Clip(frames, indices.astype(np.int64), stamps, fps, len(times), duration,
@@ -395,34 +401,19 @@ def _to_rgb(frame) -> np.ndarray:
 
 @dataclass
 class _Group:
-    """Sampled frames of one size decoded to RGB and not resized yet, with the rows of the clip they fill."""
+    """Sampled frames of one size decoded to RGB and not resized yet, and the rows of the clip each fills."""
 
-    num_frames: int
     frames: list[np.ndarray] = field(default_factory=list)
     rows: list[list[int]] = field(default_factory=list)
-    first: int = 0  # the frame index of the first, for messages
     bytes: int = 0
 
-    def add(self, rgb: np.ndarray, rows: list[int], idx: int) -> None:
-        self.first = idx if not self.frames else self.first
-        self.frames.append(rgb)
-        self.rows.append(rows)
-        self.bytes += rgb.nbytes
-
-    def flush(self, out: np.ndarray | None, spec: FrameSpec | None, file) -> np.ndarray | None:
-        """Resize and crop the group by spec (frames.resize_crop, in one call) into its rows of `out` (allocated
-        here at the first group: uint8 (num_frames, h, w, 3)); returns `out`. VideoError when the frame size
-        changed mid-stream to one that gives other crops."""
-        if not self.frames:
-            return out
-        images = np.stack(self.frames)
-        images = images if spec is None else resize_crop(images, spec)
-        if out is None:
-            out = np.empty((self.num_frames, *images.shape[1:]), np.uint8)
-        elif images.shape[1:] != out.shape[1:]:
-            raise VideoError(file, f"the frame size changes mid-stream ({out.shape[2]}x{out.shape[1]} to "
-                             f"{images.shape[2]}x{images.shape[1]} at frame {self.first})")
-        for image, rows in zip(images, self.rows):
-            out[rows] = image
+    def flush(self, out: np.ndarray | None, spec: FrameSpec | None, num_frames: int) -> np.ndarray | None:
+        """Resize and crop the group by spec (frames.resize_crop, in one call) into its rows of `out`, allocated at
+        the first group (uint8 (num_frames, h, w, 3)); returns `out`."""
+        if self.frames:
+            images = np.stack(self.frames) if spec is None else resize_crop(np.stack(self.frames), spec)
+            out = np.empty((num_frames, *images.shape[1:]), np.uint8) if out is None else out
+            for image, rows in zip(images, self.rows):
+                out[rows] = image
         self.frames, self.rows, self.bytes = [], [], 0
         return out

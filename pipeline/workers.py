@@ -23,6 +23,7 @@ from itertools import islice, repeat
 
 from concurrent.futures.process import BrokenProcessPool
 
+import numpy as np
 from pebble import ProcessExpired, ProcessPool
 
 from pipeline.errors import BrokenInstall, Unusable, VideoError
@@ -52,12 +53,16 @@ class ReadConfig:
 
 @dataclass
 class Loaded:
-    """One video read: size and mtime_ns of the file, SHA-256 of its bytes, and the sampled frames."""
+    """One video read: size and mtime_ns of the file, SHA-256 of its bytes, and the sampled frames; where the worker
+    also embedded them (pipeline.encoder.decode_and_embed), their embeddings float32 (F, D) instead (clip.frames
+    None) and the fingerprint of the encoder that made them."""
 
     size: int
     mtime_ns: int
     digest: str | None
     clip: Clip
+    embeddings: np.ndarray | None = None
+    encoder: str = ""
 
 
 # What tells one version of a file from another without reading it: (st_dev, st_ino, st_size, st_mtime_ns). A
@@ -191,18 +196,21 @@ def auto_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def _worker_init(memory_mb: int) -> None:
-    """Runs first in every worker: one thread for each library, every import done, then the memory limit."""
+def _worker_init(memory_mb: int, setup: tuple[Callable, tuple] | None = None) -> None:
+    """Runs first in every worker: one thread for each library, every import done, `setup` (a function and its
+    arguments: the encoder's load, where the workers embed), then the memory limit."""
     os.environ["OMP_NUM_THREADS"] = "1"
     for name in WORKER_IMPORTS:
         importlib.import_module(name)
     sys.modules["torch"].set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # the lowest priority: on a CPU-only machine the encoder's threads are the bottleneck, and a worker that
-    # preempts one of them stalls them all (measured: at nice 0 and 5, stage one with ViT-B/32 on 2 cores was 8%
-    # slower than decoding in a thread; at 19, equal). Workers still get every cycle the encoder leaves idle.
+    # the lowest priority: where the parent embeds with several threads (the app, predict), a worker that preempts
+    # one of them stalls them all (measured when stage one embedded there: at nice 0 and 5, stage one with ViT-B/32
+    # on 2 cores was 8% slower than decoding in a thread; at 19, equal). Workers still get every idle cycle.
     os.nice(19)
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a killed run leaves no worker decoding on
+    if setup is not None:
+        setup[0](*setup[1])
     with open("/proc/self/status") as f:
         mapped = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
     limit = mapped + memory_mb * 2**20
@@ -210,13 +218,17 @@ def _worker_init(memory_mb: int) -> None:
 
 
 class DecodePool:
-    """Worker processes that run `decode(file, cfg)` (default load_video) one video at a time, with limits.
+    """Worker processes that run `decode(file, cfg, hash_bytes)` (default load_video) one video at a time, with
+    limits.
 
     `map` yields, in input order, a Loaded or an Unusable (the file and why) for each file; `read` decodes one
-    file or raises VideoError. Use as a context manager, or call close().
+    file or raises VideoError. setup: (function, arguments) every worker runs once as it starts, before its memory
+    limit (stage one's encoder load; not run with workers 0); preload: modules the workers' forkserver imports
+    once, when this pool is the first to start it. Use as a context manager, or call close().
     """
 
-    def __init__(self, cfg: PoolConfig = PoolConfig(), decode: Callable = load_video):
+    def __init__(self, cfg: PoolConfig = PoolConfig(), decode: Callable = load_video,
+                 setup: tuple[Callable, tuple] | None = None, preload: tuple[str, ...] = ()):
         self.cfg, self.decode = cfg, decode
         self._pool = None
         if cfg.workers > 0:
@@ -225,9 +237,9 @@ class DecodePool:
             # Imported once by the server, so that a worker starts in milliseconds: the workers' own imports, and
             # the main module's (every worker re-runs the main module, as multiprocessing does to unpickle what it
             # defines, and finds its imports already there).
-            ctx.set_forkserver_preload([__name__, *WORKER_IMPORTS, *_main_module()])
+            ctx.set_forkserver_preload([__name__, *WORKER_IMPORTS, *preload, *_main_module()])
             self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
-                                     initializer=_worker_init, initargs=(cfg.memory_mb,))
+                                     initializer=_worker_init, initargs=(cfg.memory_mb, setup))
             self._started = self._pool.schedule(os.getpid)  # pebble starts its workers at the first task: now
 
     def __enter__(self) -> DecodePool:
@@ -263,7 +275,7 @@ class DecodePool:
         pending: deque = deque()
         ahead = 2 * self.cfg.workers + 1
         for file, file_cfg, how in jobs:
-            pending.append((file, self._schedule(file, file_cfg, how)))
+            pending.append((file, self._schedule(self.decode, (file, file_cfg, how), self.cfg.timeout_s)))
             while len(pending) >= ahead:
                 yield self._result(*pending.popleft())
         while pending:
@@ -276,9 +288,16 @@ class DecodePool:
             raise out.error()
         return out
 
-    def _schedule(self, file: str, cfg: ReadConfig, how: bool | Hashed):
+    def call(self, fn: Callable, *args):
+        """fn(*args) in a worker (after its setup; workers 0: here), unbounded in time: its result, or its
+        exception raised here."""
+        if self._pool is None:
+            return fn(*args)
+        return self._schedule(fn, args, None).result()
+
+    def _schedule(self, fn: Callable, args: tuple, timeout: float | None):
         try:
-            return self._pool.schedule(self.decode, args=(file, cfg, how), timeout=self.cfg.timeout_s)
+            return self._pool.schedule(fn, args=args, timeout=timeout)
         except RuntimeError:  # pebble's pool is broken: say why when its workers died as they started
             if self._started.done() and isinstance(self._started.exception(), BrokenProcessPool):
                 raise BrokenInstall("the decode workers died as they started (their own message, above, says why; "
@@ -320,6 +339,8 @@ def _unusable(file: str, e: Exception, named: bool = True) -> Unusable:
     it would skip every video."""
     if isinstance(e, ImportError):
         raise BrokenInstall(f"the decode workers cannot run: {type(e).__name__}: {e}") from e
+    if isinstance(e, BrokenInstall):
+        raise e
     if isinstance(e, VideoError):
         return Unusable(file, e.reason, type(e))
     if isinstance(e, MemoryError):
