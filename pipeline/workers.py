@@ -30,7 +30,9 @@ from pipeline.errors import BrokenInstall, Unusable, VideoError
 from pipeline.frames import FrameSpec
 from pipeline.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames
 
-VIDEOS_PER_WORKER = 200  # a worker is replaced after this many videos: decoders can leak
+# A worker is replaced after this many videos: decoders can leak. Not much more often: a new worker that embeds (stage
+# one on the CPU) loads the encoder again (about 0.1 s for the tiny CLIP; at 200, 17% of stage one's time per clip).
+VIDEOS_PER_WORKER = 1000
 # What every worker imports before its memory limit is set (PyAV loads av.subtitles.stream lazily, at the first
 # open; torch resizes): imported once by the forkserver too, so that a worker starts in milliseconds.
 WORKER_IMPORTS = ("av.subtitles.stream", "PIL.Image", "torch", "torch.nn.functional")
