@@ -1,7 +1,7 @@
 """Preprocessing: decoded frames resized and cropped to the encoder's input as its image processor does it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -82,3 +82,34 @@ def resize_crop(rgb: np.ndarray, spec: FrameSpec) -> np.ndarray:
         x = F.interpolate(x, size=(new_h, new_w), mode=spec.resample, antialias=True, align_corners=False)
         out = x.permute(0, 2, 3, 1).numpy()
     return np.ascontiguousarray(out[:, top:top + spec.crop_h, left:left + spec.crop_w])
+
+
+# Decoded frames wait in a group of up to this many bytes to be resized in one call (resize_crop: the call's own
+# cost is most of the work on small frames); a frame this size or larger is resized alone.
+GROUP_BYTES = 8 * 2**20
+
+
+@dataclass
+class FrameGroup:
+    """Decoded frames of one size, uint8 (H, W, 3), waiting to be resized and cropped together, and the rows of the
+    clip each fills."""
+
+    frames: list[np.ndarray] = field(default_factory=list)
+    rows: list[list[int]] = field(default_factory=list)
+
+    def add(self, rgb: np.ndarray, rows: list[int]) -> bool:
+        """Add a frame; True when the group holds GROUP_BYTES or more."""
+        self.frames.append(rgb)
+        self.rows.append(rows)
+        return sum(f.nbytes for f in self.frames) >= GROUP_BYTES
+
+    def flush(self, out: np.ndarray | None, spec: FrameSpec | None, num_frames: int) -> np.ndarray | None:
+        """Resize and crop the group by spec (resize_crop, in one call; None: as they are) into its rows of `out`,
+        allocated at the first group (uint8 (num_frames, h, w, 3)); returns `out`."""
+        if self.frames:
+            images = np.stack(self.frames) if spec is None else resize_crop(np.stack(self.frames), spec)
+            out = np.empty((num_frames, *images.shape[1:]), np.uint8) if out is None else out
+            for image, rows in zip(images, self.rows):
+                out[rows] = image
+        self.frames, self.rows = [], []
+        return out

@@ -11,7 +11,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import BinaryIO
 
@@ -19,7 +19,7 @@ import av
 import numpy as np
 
 from pipeline.errors import EmptySegment, VideoError
-from pipeline.frames import FrameSpec, resize_crop
+from pipeline.frames import FrameGroup, FrameSpec
 from pipeline.sniff import external_reference, refuse_non_video, video_stream
 
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
@@ -31,9 +31,10 @@ TIMESTAMPS = "timestamps"  # Clip.timing when the stream's timestamps place the 
 # Packets come in decode order: a decoder of B-frames holds at most this many frames back to put them in time
 # order (H.264 and HEVC allow 16); timestamps that this cannot put in order are not the frames' order.
 MAX_REORDER = 16
-# Sampled frames, decoded to RGB, wait in a group of up to this many bytes to be resized in one call (frames.resize_crop:
-# the call's own cost is most of the work on small frames); a frame this size or larger is resized alone.
-RESIZE_GROUP_BYTES = 8 * 2**20
+# A stream's packets totalling at most this many bytes are kept by the first pass and decoded from memory, when no
+# seek could pay (at most SEEK_GAP frames): the file is not demuxed a second time (a container's open alone took
+# 0.4 ms of a 4-frame 32x32 clip's 1.5).
+KEPT_BYTES = 4 * 2**20
 DEFAULT_FPS = 25  # the frame rate assumed for frames that have no timestamps and no rate (FFmpeg's own default)
 # The demuxers FFmpeg may use: video containers only. No playlists (concat, hls), no images, no protocols.
 CONTAINERS = ("mov", "mp4", "matroska", "webm", "avi", "mpeg", "mpegts", "mpegvideo", "m4v", "flv", "asf", "ogg",
@@ -124,8 +125,8 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
                 sampler: Callable[[int], np.ndarray] | None = None, limits: DecodeLimits = DecodeLimits(),
                 spec: FrameSpec | None = None, segment: tuple[float, float] | None = None,
                 handle: BinaryIO | None = None) -> Clip:
-    """Decode the num_frames sampled frames of a video, never holding more than those, RESIZE_GROUP_BYTES of
-    decoded frames waiting to be resized, and one other frame in memory.
+    """Decode the num_frames sampled frames of a video, never holding more than those, a FrameGroup of decoded
+    frames waiting to be resized, and one other frame in memory.
 
     sampler(frame_count) -> sorted int64 indices replaces the even sampling over the whole video (the timeline
     samples each window this way). spec: resize and crop each frame as it is decoded (see FrameSpec). segment:
@@ -142,29 +143,32 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
     handle: the file already open (from open_regular; `file` then only names it in messages), read from its first
     byte and left open.
     """
+    clip = None
     with (nullcontext(handle) if handle is not None else open_regular(file)) as fh:
         refuse_non_video(file, fh)
-        with _open_container(fh, file, limits) as container:  # first pass: the packets alone
-            index = _checked(video_stream(container, file), file, limits).index
-            scan = _scan(container.streams[index])
-        if not scan.times:
-            if external_reference(fh):
-                raise VideoError(file, "the video data is in another file (an external data reference), which "
-                                 "is never read")
-            raise VideoError(file, "no decodable video frames")
-        if segment is not None:
-            lo, hi = segment_frames(file, scan.times, scan.time_base, segment)
-            sampler = lambda count: lo + sample_indices(hi - lo, num_frames)  # noqa: E731
-        indices = (sampler or (lambda count: sample_indices(count, num_frames)))(len(scan.times))
-        for gap in ((seek_gap, None) if scan.timing == TIMESTAMPS else (None,)):
-            # a seek that lands after the frame asked for: read in order instead
+        with _open_container(fh, file, limits) as container:  # first pass: the packets alone, kept when small
+            stream = _checked(video_stream(container, file), file, limits)
+            index, scan = stream.index, _scan(stream)
+            if not scan.times:
+                if external_reference(fh):
+                    raise VideoError(file, "the video data is in another file (an external data reference), "
+                                     "which is never read")
+                raise VideoError(file, "no decodable video frames")
+            if segment is not None:
+                lo, hi = segment_frames(file, scan.times, scan.time_base, segment)
+                sampler = lambda count: lo + sample_indices(hi - lo, num_frames)  # noqa: E731
+            indices = (sampler or (lambda count: sample_indices(count, num_frames)))(len(scan.times))
+            if scan.packets is not None and (seek_gap is None or len(scan.times) <= seek_gap):  # no seek can pay:
+                clip = _decode_at(container, stream, file, scan, indices, None, limits, spec)  # the packets again
+        gaps = () if clip is not None else (seek_gap, None) if scan.timing == TIMESTAMPS else (None,)
+        scan.packets = None
+        for gap in gaps:  # a seek that lands after the frame asked for: read in order instead
             with _open_container(fh, file, limits) as container:  # decoding from the start, on a fresh demuxer
                 clip = _decode_at(container, _checked(container.streams[index], file, limits), file, scan,
                                   indices, gap, limits, spec)
             if clip is not None:
                 break
-        else:
-            raise AssertionError("reading in order always lands")
+        assert clip is not None, "reading in order always lands"
     if clip.packets and clip.damaged / clip.packets > limits.max_damaged:
         raise VideoError(file, f"damaged: {clip.damaged} of {clip.packets} packets failed to decode "
                          f"(extract.max_damaged: {limits.max_damaged:g})")
@@ -241,12 +245,19 @@ class _Scan:
     time_base: Fraction
     keyframes: list[int] | None
     timing: str
+    packets: list | None = None  # every packet read, in order (the end's empty one too), when they total KEPT_BYTES
 
 
 def _scan(stream) -> _Scan:
-    """Read the stream's packets (no decoding) and decide whether its timestamps can place the samples."""
-    stamps, keys = [], []
+    """Read the stream's packets (no decoding), keeping them when small, and decide whether its timestamps can
+    place the samples."""
+    stamps, keys, kept, size = [], [], [], 0
     for packet in stream.container.demux(stream):
+        size += packet.size
+        if size > KEPT_BYTES:
+            kept = None
+        elif kept is not None:
+            kept.append(packet)
         if packet.size and not packet.is_discard:  # an edit list's cut-off packets are decoded, never shown
             stamps.append(packet.pts if packet.pts is not None else packet.dts)
             keys.append(packet.is_keyframe)
@@ -260,10 +271,10 @@ def _scan(stream) -> _Scan:
         timing = "frame order: the timestamps are out of order"
     if timing != TIMESTAMPS:
         fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
-        return _Scan(list(range(len(stamps))), Fraction(1) / Fraction(fps), None, timing)
+        return _Scan(list(range(len(stamps))), Fraction(1) / Fraction(fps), None, timing, kept)
     times = sorted(stamps)
     keyframes = sorted(bisect.bisect_left(times, t) for t, key in zip(stamps, keys) if key)
-    return _Scan(times, stream.time_base, keyframes, timing)
+    return _Scan(times, stream.time_base, keyframes, timing, kept)
 
 
 def _reorderable(stamps: list[int], depth: int) -> bool:
@@ -309,9 +320,9 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
         rows.setdefault(idx, []).append(row)
     count = _Count()
     frames: np.ndarray | None = None  # uint8 (num_frames, h, w, 3), allocated at the first group resized
-    group = _Group()
+    group = FrameGroup()
     stamps = np.zeros(len(indices), np.float64)
-    decoded = _frames(container, stream, count)
+    decoded = _frames(container, stream, count, scan.packets)
     pos, last = 0, None  # the index of the next frame to come, and the last frame decoded (index pos - 1)
     for idx in sorted(rows):
         key = None  # the keyframe a seek to idx lands on (-1: none before it), when the keyframes are known
@@ -355,10 +366,7 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
                 raise VideoError(file, f"the frame size changes mid-stream ({size[1]}x{size[0]} to "
                                  f"{rgb.shape[1]}x{rgb.shape[0]} at frame {idx})")
             frames = group.flush(frames, spec, len(indices))
-        group.frames.append(rgb)
-        group.rows.append(rows[idx])
-        group.bytes += rgb.nbytes
-        if group.bytes >= RESIZE_GROUP_BYTES:
+        if group.add(rgb, rows[idx]):  # full
             frames = group.flush(frames, spec, len(indices))
         stamps[rows[idx]] = float((times[min(pos - 1, len(times) - 1)] - times[0]) * scan.time_base)
     frames = group.flush(frames, spec, len(indices))
@@ -369,10 +377,11 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
                 damaged=count.damaged, timing=scan.timing)
 
 
-def _frames(container, stream, count: _Count) -> Iterator:
-    """Decoded frames in presentation order from the current position; a packet the decoder rejects, or a frame
-    it marks corrupt (concealed damage), is counted in `count` and decoding goes on."""
-    for packet in container.demux(stream):
+def _frames(container, stream, count: _Count, packets: list | None = None) -> Iterator:
+    """Decoded frames in presentation order from the current position (or of `packets`, the stream's packets read
+    before); a packet the decoder rejects, or a frame it marks corrupt (concealed damage), is counted in `count`
+    and decoding goes on."""
+    for packet in container.demux(stream) if packets is None else packets:
         if packet.size:
             count.packets += 1
         try:
@@ -397,23 +406,3 @@ def _to_rgb(frame) -> np.ndarray:
     rgb = frame.reformat(format="rgb24", threads=1).to_ndarray()
     turns = round(frame.rotation / 90) % 4  # FFmpeg's rotation is counter-clockwise, in degrees
     return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
-
-
-@dataclass
-class _Group:
-    """Sampled frames of one size decoded to RGB and not resized yet, and the rows of the clip each fills."""
-
-    frames: list[np.ndarray] = field(default_factory=list)
-    rows: list[list[int]] = field(default_factory=list)
-    bytes: int = 0
-
-    def flush(self, out: np.ndarray | None, spec: FrameSpec | None, num_frames: int) -> np.ndarray | None:
-        """Resize and crop the group by spec (frames.resize_crop, in one call) into its rows of `out`, allocated at
-        the first group (uint8 (num_frames, h, w, 3)); returns `out`."""
-        if self.frames:
-            images = np.stack(self.frames) if spec is None else resize_crop(np.stack(self.frames), spec)
-            out = np.empty((num_frames, *images.shape[1:]), np.uint8) if out is None else out
-            for image, rows in zip(images, self.rows):
-                out[rows] = image
-        self.frames, self.rows, self.bytes = [], [], 0
-        return out
