@@ -48,9 +48,9 @@ class LocalEngine:
 
     On the CPU each decode worker embeds the videos it decodes, on its one thread (encoder.decode_and_embed): only
     embeddings cross processes, the cores run whole videos side by side, and no thread pool wakes per operation.
-    Stage one on 4-frame 32x32 clips with the tiny CLIP: X ms a clip against Y with this process embedding
-    (bench/per_file.py). On a GPU this process embeds, in passes shared across videos; with workers 0 it decodes
-    and embeds itself, on one thread on the CPU as a worker would (the same bytes: docs/engines.md).
+    The workers load the encoder as they start; one of them says what it is (describe_in_worker): this process
+    never loads it. On a GPU this process embeds, in passes shared across videos; with workers 0 it decodes and
+    embeds itself, on one thread on the CPU as a worker would (the same bytes: docs/engines.md).
     """
 
     def __init__(self, encoder: EncoderConfig, pool: PoolConfig, decode: Callable = load_video):

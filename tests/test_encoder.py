@@ -16,7 +16,7 @@ from pipeline.encoder import (AUTO_BATCH_SIZE, Embedder, EncoderConfig, auto_bat
                               preprocess_frames)
 from pipeline.errors import ConfigError
 from pipeline.tiny_clip import build_tiny_clip
-from pipeline.frames import resize_crop
+from pipeline.frames import FrameSpec, resize_crop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,6 +105,17 @@ def test_fast_preprocessing_matches_clip_image_processor(encoder, h, w):
     # stated tolerance: two uint8 steps after normalisation (2 / 255 / min std = 0.0304), mean far below one step
     assert diff.max().item() <= 0.031
     assert diff.mean().item() < 1e-3
+
+
+@pytest.mark.parametrize("spec", [FrameSpec(224, 224, 224), FrameSpec(224, 224, 224, "processor"),
+                                  FrameSpec(96, 96, 96, resample="bilinear", keep_aspect=False)])
+def test_frames_resized_together_equal_frames_resized_alone(spec):
+    # the decode workers resize a video's frames in one call (frames.FrameGroup): the same bytes as one by one
+    for h, w in [(32, 32), (240, 320), (301, 17), (225, 223)]:
+        frames = _natural_frames(3, h, w, seed=h)
+        together = resize_crop(frames, spec)
+        assert together.dtype == np.uint8 and together.flags.c_contiguous
+        np.testing.assert_array_equal(together, np.stack([resize_crop(f, spec) for f in frames]))
 
 
 @pytest.mark.parametrize("family", ["siglip", "siglip2"])

@@ -220,3 +220,18 @@ def test_data_references_are_found_along_their_path_only():
     for _ in range(20_000):  # traks nested 20,000 deep: no recursion past the path's five levels
         deep = box(b"trak", deep)
     assert not external_reference(io.BytesIO(box(b"moov", deep)))
+
+
+def test_a_short_video_is_demuxed_once_and_decodes_as_from_a_fresh_demuxer(tmp_path, monkeypatch):
+    import pipeline.video as video
+    path = tmp_path / "v.mp4"
+    write_video(path, 30)
+    opens, real = [], video._open_container
+    monkeypatch.setattr(video, "_open_container", lambda *args: opens.append(args) or real(*args))
+    kept = read_frames(path, 8)  # its packets kept by the first pass, decoded from memory
+    assert len(opens) == 1
+    monkeypatch.setattr(video, "KEPT_BYTES", 0)  # none kept: a second pass on a fresh demuxer, as for a long video
+    fresh = read_frames(path, 8)
+    assert len(opens) == 3
+    for name in kept.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(kept, name), getattr(fresh, name), err_msg=name)

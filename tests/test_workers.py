@@ -110,6 +110,25 @@ def test_stage_one_skips_what_kills_its_decoder_and_the_cache_does_not_depend_on
     assert a.attrs == b.attrs and len(a) == 6 and a.attrs["decoder"].startswith("pyav-")
 
 
+def test_on_the_cpu_the_workers_embed_and_the_stage_never_loads_the_encoder(dataset, tmp_path, tiny_clip,
+                                                                          monkeypatch):
+    from pipeline.encoder import EncoderConfig
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the stage's process loaded the encoder")
+
+    with monkeypatch.context() as m:  # (the workers import the encoder afresh: the patch is this process's only)
+        m.setattr(EncoderConfig, "load", refuse)
+        summary = extract_features(ExtractConfig(root=str(dataset), cache_path=str(tmp_path / "w2.h5"),
+                                                 model=tiny_clip, num_frames=4, device="cpu", workers=2),
+                                   progress=False)
+    extract_features(ExtractConfig(root=str(dataset), cache_path=str(tmp_path / "w0.h5"), model=tiny_clip,
+                                   num_frames=4, device="cpu", workers=0), progress=False)
+    a, b = read_cache(tmp_path / "w2.h5"), read_cache(tmp_path / "w0.h5")
+    assert summary.encoded == len(a) > 0 and a.attrs == b.attrs  # a worker said what the encoder is
+    np.testing.assert_array_equal(a.embeddings, b.embeddings)  # one thread, in a worker or in this process
+
+
 def test_pipeline_predict_reports_a_crashed_decoder_and_goes_on(project, faulty_folder):
     with DecodePool(PoolConfig(workers=1, timeout_s=TIMEOUT), decode=faulty_decode) as pool:
         predictor = load_predictor(project / HEAD_FILES["linear"], pool, device="cpu")
