@@ -112,6 +112,20 @@ def set_mp4_rotation(path: Path, degrees: int) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def forkserver_as_stage_one_starts_it():
+    """This process's decode workers all fork from one forkserver, started by the first pool with that pool's
+    preload. Stage one's pool (the workers embed on the CPU) preloads the encoder's modules; were the first pool
+    here the app's or predict's, every stage-one worker after it would import transformers itself (2.7 s a run
+    instead of 0.25, measured). So the first pool is stage one's, as in `python -m stages.extract`."""
+    from pipeline.encoder import WORKER_MODULES
+    from pipeline.workers import DecodePool, PoolConfig
+
+    with DecodePool(PoolConfig(workers=1), preload=WORKER_MODULES) as pool:
+        pool.call(os.getpid)
+    yield
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory, tiny_clip) -> Path:
     """A project folder as `dvc repro` leaves it: videos, cache/features.h5, both heads in models/, the app config.
