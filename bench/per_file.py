@@ -64,9 +64,6 @@ from pipeline.threads import set_threads
 from pipeline.extract import ExtractConfig, extract_features
 if __name__ == "__main__":
     set_threads("extract")
-    if {threads}:
-        import torch
-        torch.set_num_threads({threads})
     cfg = ExtractConfig(root={root!r}, cache_path={cache!r}, model={model!r}, num_frames={num_frames},
                         batch_size="auto", device="cpu", workers={workers})
     t = time.perf_counter()
@@ -113,14 +110,13 @@ def model() -> Path:
     return MODEL
 
 
-def one_run(code_dir: Path, root: Path, n: int, threads: int = 0, env: dict | None = None) -> tuple[float, float]:
+def one_run(code_dir: Path, root: Path, n: int) -> tuple[float, float]:
     """(seconds for a fresh cache, seconds for the re-run reusing everything) in a fresh process."""
     cache = OUT / "cache" / "features.h5"
     shutil.rmtree(cache.parent, ignore_errors=True)
-    code = RUN.format(threads=threads, root=str(root), cache=str(cache), model=str(model()), n=n, num_frames=4,
-                      workers=2, rerun=True)
+    code = RUN.format(root=str(root), cache=str(cache), model=str(model()), n=n, num_frames=4, workers=2, rerun=True)
     out = subprocess.run([sys.executable, "-c", code], cwd=code_dir, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(code_dir), **(env or {})})
+                         env={**os.environ, "PYTHONPATH": str(code_dir)})
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     first, again = (float(x) for x in out.stdout.split()[-2:])
@@ -199,16 +195,16 @@ def marginal(rounds: int) -> None:
         for f in clips[:n]:
             (roots[n] / f.parent.name).mkdir(parents=True, exist_ok=True)
             os.link(f, roots[n] / f.parent.name / f.name)  # hard: data.follow_links refuses links out of root
-    variants = {"workers 0": (0, 0), "workers 2": (2, 0)}
+    variants = {"workers 0": 0, "workers 2": 2}
     times = {(v, n): [] for v in variants for n in roots}
     print(f"stage one on 12 and 24 clips of 10 s 1280x720, tiny CLIP, 16 frames; {os.cpu_count()} cores, shared")
     for r in range(rounds):
         for n in roots:
-            for name, (workers, threads) in variants.items():
+            for name, workers in variants.items():
                 cache = OUT / "cache" / "features.h5"
                 shutil.rmtree(cache.parent, ignore_errors=True)
-                code = RUN.format(threads=threads, root=str(roots[n]), cache=str(cache), model=str(model()), n=n,
-                                  num_frames=16, workers=workers, rerun=False)
+                code = RUN.format(root=str(roots[n]), cache=str(cache), model=str(model()), n=n, num_frames=16,
+                                  workers=workers, rerun=False)
                 load = os.getloadavg()[0]
                 out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -261,18 +257,18 @@ def main() -> None:
         marginal(args.rounds)
         return
     root, small = tiny_clips(args.clips), tiny_clips(SMALL)
-    variants = {"this checkout": (ROOT, 0, None)}
+    variants = {"this checkout": ROOT}
     if args.baseline:
-        variants["baseline " + str(args.baseline)] = (args.baseline.resolve(), 0, None)
+        variants["baseline " + str(args.baseline)] = args.baseline.resolve()
     sizes = (SMALL, args.clips)
     times: dict[tuple[str, int], list[tuple[float, float]]] = {(k, n): [] for k in variants for n in sizes}
     print(f"{args.clips} and {SMALL} tiny clips (4 frames, 32x32), tiny CLIP, workers 2, batch_size auto; machine: "
           f"{os.cpu_count()} cores, shared")
     for r in range(args.rounds):
-        for name, (code_dir, threads, env) in variants.items():
+        for name, code_dir in variants.items():
             for n, clips in ((SMALL, small), (args.clips, root)):
                 load = os.getloadavg()[0]
-                times[(name, n)].append(one_run(code_dir, clips, n, threads, env))
+                times[(name, n)].append(one_run(code_dir, clips, n))
                 first, again = times[(name, n)][-1]
                 print(f"  round {r + 1} {name:40s} {n:5d} clips {first:6.1f} s ({1000 * first / n:6.1f} ms/clip), "
                       f"re-run {again:5.1f} s (load {load:.1f})", flush=True)

@@ -369,14 +369,14 @@ def decode_and_embed(decode: Callable, file: str, cfg, hash_bytes):
     """What a decode worker that embeds runs per video: decode(file, cfg, hash_bytes) (a workers.Loaded), with its
     clip's frames uint8 (F, S, S, 3) replaced by their embeddings float32 (F, D) (Loaded.embeddings: embed_frames,
     in passes of the batch size, on the worker's thread) and the fingerprint of the encoder that made them
-    (Loaded.encoder, which the run checks against its own). Nothing but the embeddings leaves the worker.
+    (Loaded.fingerprint, which the run checks against its own). Nothing but the embeddings leaves the worker.
     BrokenInstall (the run stops) when the worker could not load the encoder."""
     if "error" in _in_worker:
         raise BrokenInstall(f"a decode worker cannot load the encoder: {_in_worker['error']}")
     out = decode(file, cfg, hash_bytes)
     encoder = _in_worker["encoder"]
     out.embeddings = embed_frames(out.clip.frames, encoder, _in_worker["batch_size"])
-    out.clip.frames, out.encoder = None, encoder.fingerprint
+    out.clip.frames, out.fingerprint = None, encoder.fingerprint
     return out
 
 

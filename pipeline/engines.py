@@ -102,9 +102,9 @@ class LocalEngine:
             key = clip_id(out.digest, segments[index])
             if out.embeddings is not None:  # embedded in the worker
                 expected = self.encoder_attrs["encoder_fingerprint"]
-                if out.encoder != expected:
+                if out.fingerprint != expected:
                     raise ConfigError(f"a decode worker loaded another encoder than the run's (fingerprint "
-                                      f"{out.encoder}, not {expected}): "
+                                      f"{out.fingerprint}, not {expected}): "
                                       f"{printable(self.encoder_attrs['encoder_model'])} changed during the run; "
                                       "run stage one again")
                 embeddings, out.embeddings = out.embeddings, None

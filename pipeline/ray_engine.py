@@ -221,7 +221,7 @@ class _Decoder:
         encode = loaded is not None and clip_id(loaded.digest, segment) not in self.known
         row["encode"] = [encode]
         if self.embeds:
-            if loaded is not None and loaded.encoder != self.attrs["encoder_fingerprint"]:
+            if loaded is not None and loaded.fingerprint != self.attrs["encoder_fingerprint"]:
                 _differ(["encoder_fingerprint"])
             row["embeddings"] = [loaded.embeddings if encode else
                                  np.zeros((n, self.attrs["embedding_dim"]), np.float32)]

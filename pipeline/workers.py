@@ -64,7 +64,7 @@ class Loaded:
     digest: str | None
     clip: Clip
     embeddings: np.ndarray | None = None
-    encoder: str = ""
+    fingerprint: str = ""  # of the encoder that made `embeddings`
 
 
 # What tells one version of a file from another without reading it: (st_dev, st_ino, st_size, st_mtime_ns). A
