@@ -60,7 +60,7 @@ class LocalEngine:
         self.encoder = None  # loaded here only where this process embeds
         if self.in_workers:  # the workers load the encoder; one of them says what it is (this process never loads it)
             self.pool = DecodePool(pool, partial(decode_and_embed, decode), setup=(load_in_worker, (encoder,)),
-                                   preload=WORKER_MODULES)
+                                   preload=WORKER_MODULES, nice=0)
             try:
                 self.encoder_attrs, self.frame_spec, self.batch_size = self.pool.call(describe_in_worker)
             except BaseException:

@@ -201,7 +201,7 @@ class _Decoder:
             self.pool = DecodePool(pool, decode)
         else:
             self.pool = DecodePool(pool, partial(decode_and_embed, decode), setup=(load_in_worker, (embed,)),
-                                   preload=WORKER_MODULES)
+                                   preload=WORKER_MODULES, nice=0)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         (index,), (file,), (segment,) = batch["index"], batch["file"], batch["segment"]

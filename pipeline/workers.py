@@ -31,7 +31,7 @@ from pipeline.frames import FrameSpec
 from pipeline.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames
 
 # A worker is replaced after this many videos: decoders can leak. Not much more often: a new worker that embeds (stage
-# one on the CPU) loads the encoder again (about 0.1 s for the tiny CLIP; at 200, 17% of stage one's time per clip).
+# one on the CPU) loads the encoder again (about 0.1 s for the tiny CLIP; at 200, about a sixth of a tiny clip's time).
 VIDEOS_PER_WORKER = 1000
 # What every worker imports before its memory limit is set (PyAV loads av.subtitles.stream lazily, at the first
 # open; torch resizes): imported once by the forkserver too, so that a worker starts in milliseconds.
@@ -198,18 +198,20 @@ def auto_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def _worker_init(memory_mb: int, setup: tuple[Callable, tuple] | None = None) -> None:
-    """Runs first in every worker: one thread for each library, every import done, `setup` (a function and its
-    arguments: the encoder's load, where the workers embed), then the memory limit."""
+def _worker_init(memory_mb: int, setup: tuple[Callable, tuple] | None = None, nice: int = 19) -> None:
+    """Runs first in every worker: one thread for each library, every import done, its priority (`nice`), `setup`
+    (a function and its arguments: the encoder's load, where the workers embed), then the memory limit."""
     os.environ["OMP_NUM_THREADS"] = "1"
     for name in WORKER_IMPORTS:
         importlib.import_module(name)
     sys.modules["torch"].set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # the lowest priority: where the parent embeds with several threads (the app, predict), a worker that preempts
-    # one of them stalls them all (measured when stage one embedded there: at nice 0 and 5, stage one with ViT-B/32
-    # on 2 cores was 8% slower than decoding in a thread; at 19, equal). Workers still get every idle cycle.
-    os.nice(19)
+    # 19, the lowest priority, where the parent embeds with several threads (the app, predict): a worker that
+    # preempts one of them stalls them all (measured when stage one embedded there: at nice 0 and 5, stage one with
+    # ViT-B/32 on 2 cores was 8% slower than decoding in a thread; at 19, equal). Workers that embed (stage one on
+    # the CPU) do all the work and keep 0: at 19, 2,000 tiny clips took about 9% longer (7 of 7 alternated pairs),
+    # the workers giving way at each wake-up of the parent's threads.
+    os.nice(nice)
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a killed run leaves no worker decoding on
     if setup is not None:
         setup[0](*setup[1])
@@ -226,11 +228,12 @@ class DecodePool:
     `map` yields, in input order, a Loaded or an Unusable (the file and why) for each file; `read` decodes one
     file or raises VideoError. setup: (function, arguments) every worker runs once as it starts, before its memory
     limit (stage one's encoder load; not run with workers 0); preload: modules the workers' forkserver imports
-    once, when this pool is the first to start it. Use as a context manager, or call close().
+    once, when this pool is the first to start it; nice: the workers' priority (19, the lowest, unless they embed:
+    _worker_init says why). Use as a context manager, or call close().
     """
 
     def __init__(self, cfg: PoolConfig = PoolConfig(), decode: Callable = load_video,
-                 setup: tuple[Callable, tuple] | None = None, preload: tuple[str, ...] = ()):
+                 setup: tuple[Callable, tuple] | None = None, preload: tuple[str, ...] = (), nice: int = 19):
         self.cfg, self.decode = cfg, decode
         self._pool = None
         if cfg.workers > 0:
@@ -241,7 +244,7 @@ class DecodePool:
             # defines, and finds its imports already there).
             ctx.set_forkserver_preload([__name__, *WORKER_IMPORTS, *preload, *_main_module()])
             self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
-                                     initializer=_worker_init, initargs=(cfg.memory_mb, setup))
+                                     initializer=_worker_init, initargs=(cfg.memory_mb, setup, nice))
             self._started = self._pool.schedule(os.getpid)  # pebble starts its workers at the first task: now
 
     def __enter__(self) -> DecodePool:
