@@ -43,6 +43,14 @@ class Engine(Protocol):
     def __exit__(self, *exc) -> None: ...
 
 
+def embedding_pool(pool: PoolConfig, encoder: EncoderConfig, decode: Callable = load_video) -> DecodePool:
+    """Decode workers that also embed what they decode (the CPU path of both engines): each loads `encoder` as it
+    starts (its forkserver preloads the encoder's modules) and runs decode_and_embed, at nice 0 (they do all the
+    work: pipeline.workers._worker_init)."""
+    return DecodePool(pool, partial(decode_and_embed, decode), setup=(load_in_worker, (encoder,)),
+                      preload=WORKER_MODULES, nice=0)
+
+
 class LocalEngine:
     """The engine on this machine: the decode workers (reader) feed the embedder; results in completion order.
 
@@ -59,8 +67,7 @@ class LocalEngine:
         self._threads = torch.get_num_threads()
         self.encoder = None  # loaded here only where this process embeds
         if self.in_workers:  # the workers load the encoder; one of them says what it is (this process never loads it)
-            self.pool = DecodePool(pool, partial(decode_and_embed, decode), setup=(load_in_worker, (encoder,)),
-                                   preload=WORKER_MODULES, nice=0)
+            self.pool = embedding_pool(pool, encoder, decode)
             try:
                 self.encoder_attrs, self.frame_spec, self.batch_size = self.pool.call(describe_in_worker)
             except BaseException:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from functools import partial
 
 import numpy as np
 import ray
@@ -21,8 +20,8 @@ from ray.data import ActorPoolStrategy, DataContext
 
 import pipeline
 from pipeline.cache import KEY_ATTRS, clip_id
-from pipeline.encoder import WORKER_MODULES, Embedder, EncoderConfig, decode_and_embed, load_in_worker
-from pipeline.engines import Result
+from pipeline.encoder import Embedder, EncoderConfig
+from pipeline.engines import Result, embedding_pool
 from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError
 from pipeline.video import Clip
 from pipeline.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
@@ -200,8 +199,7 @@ class _Decoder:
         if embed is None:
             self.pool = DecodePool(pool, decode)
         else:
-            self.pool = DecodePool(pool, partial(decode_and_embed, decode), setup=(load_in_worker, (embed,)),
-                                   preload=WORKER_MODULES, nice=0)
+            self.pool = embedding_pool(pool, embed, decode)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         (index,), (file,), (segment,) = batch["index"], batch["file"], batch["segment"]
