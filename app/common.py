@@ -12,12 +12,12 @@ import cv2
 import streamlit as st
 
 from pipeline.errors import UserError, printable
-from pipeline.heads import load_head
-from pipeline.inspector import load
-from pipeline.predict import encoder_for
-from pipeline.preview import decode_or_preview
-from pipeline.workers import DecodePool, PoolConfig, auto_workers
-from pipeline.zeroshot import text_embeddings
+from pipeline.heads.estimators import load_head
+from pipeline.tools.inspector import load
+from pipeline.tools.predict import encoder_for
+from pipeline.decode.preview import decode_or_preview
+from pipeline.decode.workers import DecodePool, PoolConfig, auto_workers
+from pipeline.heads.zeroshot import text_embeddings
 
 # Decode workers of the app's server process, shared by its sessions: one per core, at least 2 (an upload that
 # takes a worker for its whole timeout leaves another for everyone else), at most 4 (each may take

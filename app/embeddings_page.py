@@ -11,15 +11,15 @@ import pandas as pd
 import streamlit as st
 
 from app.common import cached_cache, cached_pool, frame_strip, shown_name
-from pipeline.cache import random_encoder_note
+from pipeline.extract.cache import random_encoder_note
 from pipeline.errors import DataError, UserError, VideoError, printable
-from pipeline.frames import FrameSpec
-from pipeline.inspector import (AXES, GROUPING_HINT, LEGEND_CLASSES, TABLEAU10, class_centroids, class_colours,
+from pipeline.decode.frames import FrameSpec
+from pipeline.tools.inspector import (AXES, GROUPING_HINT, LEGEND_CLASSES, TABLEAU10, class_centroids, class_colours,
                                 find_outliers, frame_report, frame_spec, group_leakage, nearest_classes,
                                 nearest_neighbors, project_2d, row_of, split_file, summarize, video_means)
 from pipeline.paths import CACHE_PATH
-from pipeline.split import read_split
-from pipeline.workers import ReadConfig
+from pipeline.heads.split import read_split
+from pipeline.decode.workers import ReadConfig
 
 MAP_POINTS = 5000  # videos drawn on the map, or listed to choose from, at most: the browser's limit, not the data's
 HEATMAP_CLASSES = 30  # up to this many classes the centroid similarities are a C x C heat map; beyond, a table

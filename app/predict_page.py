@@ -11,17 +11,17 @@ import streamlit as st
 
 from app.common import (Busy, cached_encoder, cached_head, cached_pool, cached_text_embeddings, frame_strip,
                         held_worker, shown_name)
-from pipeline.cache import open_cache, random_encoder_note
-from pipeline.calibration import describe_data
-from pipeline.discover import VIDEO_EXTENSIONS
+from pipeline.extract.cache import open_cache, random_encoder_note
+from pipeline.heads.calibration import describe_data
+from pipeline.data.discover import VIDEO_EXTENSIONS
 from pipeline.errors import ConfigError, HeadError, UserError, VideoError, printable
-from pipeline.extract import ExtractConfig, dataset
+from pipeline.extract.runner import ExtractConfig, dataset
 from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
-from pipeline.predict import (NOT_SURE, answer_text, make_predictor, predict_segments, predict_video,
+from pipeline.tools.predict import (NOT_SURE, answer_text, make_predictor, predict_segments, predict_video,
                               temporary_upload)
-from pipeline.preview import Preview, PreviewConfig
-from pipeline.video import SAMPLING, DecodeLimits
-from pipeline.zeroshot import zeroshot_head
+from pipeline.decode.preview import Preview, PreviewConfig
+from pipeline.decode.video import SAMPLING, DecodeLimits
+from pipeline.heads.zeroshot import zeroshot_head
 from stages import read_params
 from stages.extract import extract_config
 

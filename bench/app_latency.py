@@ -20,15 +20,15 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.encoder import embed_frames, load_encoder, preprocess_frames
-from pipeline.tiny_clip import build_tiny_clip
-from pipeline.heads import LinearHead
+from pipeline.embed.encoder import embed_frames, load_encoder, preprocess_frames
+from pipeline.embed.tiny_clip import build_tiny_clip
+from pipeline.heads.estimators import LinearHead
 from pipeline.paths import HEAD_FILES
-from pipeline.predict import load_predictor, predict_bytes
+from pipeline.tools.predict import load_predictor, predict_bytes
 from pipeline.threads import THREADS
-from pipeline.training import LinearConfig
-from pipeline.video import SAMPLING, read_frames
-from pipeline.workers import DecodePool, PoolConfig
+from pipeline.heads.training import LinearConfig
+from pipeline.decode.video import SAMPLING, read_frames
+from pipeline.decode.workers import DecodePool, PoolConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

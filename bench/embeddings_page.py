@@ -40,10 +40,10 @@ print(json.dumps({"first": first, "rerun": rerun}))
 
 def build_project(project: Path) -> None:
     """The demo dataset, the tiny CLIP and stage one's cache in `project` (skipped when the cache is there)."""
-    from pipeline.demo import DemoConfig, make_demo_dataset
-    from pipeline.extract import ExtractConfig, extract_features
+    from pipeline.data.demo import DemoConfig, make_demo_dataset
+    from pipeline.extract.runner import ExtractConfig, extract_features
     from pipeline.paths import CACHE_PATH, DEMO_DIR, PARAMS, TINY_CLIP
-    from pipeline.tiny_clip import build_tiny_clip
+    from pipeline.embed.tiny_clip import build_tiny_clip
 
     if (project / CACHE_PATH).is_file():
         return

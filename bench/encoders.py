@@ -10,7 +10,7 @@ Models: the full vision architectures with random weights (their speed; real wei
 saved once under bench/out/encoders/ as vision towers with their families' image processors: CLIP ViT-B/32, B/16,
 L/14 (openai/clip-vit-*), SigLIP base 224 (google/siglip-base-patch16-224) and SigLIP 2 base 224
 (google/siglip2-base-patch16-224: the same vision architecture as SigLIP's, bilinear resampling). Backends: torch
-fp32, torch bf16 (autocast), ONNX Runtime fp32 and int8, each through pipeline.encoder.embed_frames, alternating
+fp32, torch bf16 (autocast), ONNX Runtime fp32 and int8, each through pipeline.embed.encoder.embed_frames, alternating
 within every round. The ceiling is bench/stage_one.py's (--backends-only): the machine's best fp32 matrix product
 (torch or ONNX Runtime), divided by each model's FLOPs per image (torch's FlopCounterMode).
 """
@@ -28,9 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 from stage_one import FRAMES, dataset, fp32_ceiling  # noqa: E402  (run as a script: bench/ is on sys.path)
 
-from pipeline.cache import RANDOM_WEIGHTS, read_cache  # noqa: E402
-from pipeline.encoder import embed_frames, load_encoder, preprocess_frames  # noqa: E402
-from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
+from pipeline.extract.cache import RANDOM_WEIGHTS, read_cache  # noqa: E402
+from pipeline.embed.encoder import embed_frames, load_encoder, preprocess_frames  # noqa: E402
+from pipeline.extract.runner import ExtractConfig, extract_features  # noqa: E402
 from pipeline.threads import set_threads  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "encoders"
@@ -75,7 +75,7 @@ def build(name: str) -> Path:
 def flops_per_image(encoder) -> float:
     """FLOPs of one image through the vision tower (torch's FlopCounterMode: matrix products and attention)."""
     from torch.utils.flop_counter import FlopCounterMode
-    from pipeline.onnx_backend import vision_embeds
+    from pipeline.embed.onnx_backend import vision_embeds
     size = encoder.model.config.image_size
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         vision_embeds(encoder.model, torch.zeros(1, 3, size, size))

@@ -11,7 +11,7 @@ into it on each run (`--baseline`, a copy of such a project, keeps the code it h
 2. the breakdown: `dvc exp run` with nothing to re-run (DVC's own overhead), each stage's start-up (its imports),
    and each stage alone;
 3. evaluate's parts in this process, alternately on the same data: the refits of cross-validation and of the
-   data-efficiency curve (one at a time, against all at once: pipeline.training.train_linear trains K heads in one
+   data-efficiency curve (one at a time, against all at once: pipeline.heads.training.train_linear trains K heads in one
    loop), and logistic regression's refits with OpenBLAS's default threads against one thread.
 
 Run it with the package importable (`pip install -e .`, or PYTHONPATH=. from the checkout).
@@ -56,7 +56,7 @@ def make_project(project: Path) -> None:
     sh("git", "init", "-q", cwd=project)
     sh(*git, "add", "-A", cwd=project)
     sh(*git, "commit", "-qm", "copy", cwd=project)
-    sh(sys.executable, "-m", "pipeline.encoder", "--tiny", "models/tiny-clip", cwd=project)
+    sh(sys.executable, "-m", "pipeline.embed.encoder", "--tiny", "models/tiny-clip", cwd=project)
     print("making the demo project (dvc exp run -S encoder.model=models/tiny-clip) ...", flush=True)
     sh(sys.executable, "-m", "dvc", "exp", "run", "-S", "encoder.model=models/tiny-clip", cwd=project)
     sh(*git, "add", "-A", cwd=project)
@@ -88,12 +88,12 @@ def evaluate_parts(project: Path, rounds: int) -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from pipeline.cache import open_cache
-    from pipeline.evaluate import cross_validate, data_efficiency
-    from pipeline.heads import LogRegConfig, fit_predict_many, load_head, mean_pool
+    from pipeline.extract.cache import open_cache
+    from pipeline.heads.evaluate import cross_validate, data_efficiency
+    from pipeline.heads.estimators import LogRegConfig, fit_predict_many, load_head, mean_pool
     from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
-    from pipeline.split import read_split
-    from pipeline.training import LinearConfig
+    from pipeline.heads.split import read_split
+    from pipeline.heads.training import LinearConfig
     from stages import config, read_params
 
     import torch

@@ -19,8 +19,8 @@ VIDEO = ROOT / "bench" / "out" / "uhd_60s.mp4"
 CHILD = """
 import json, sys, time
 import numpy as np
-from pipeline.encoder import load_encoder, preprocess_frames
-from pipeline.video import read_frames
+from pipeline.embed.encoder import load_encoder, preprocess_frames
+from pipeline.decode.video import read_frames
 enc = load_encoder({model!r}, "cpu")
 def peak():  # VmHWM: this process's own peak (ru_maxrss would include the parent's, inherited at fork)
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
@@ -60,7 +60,7 @@ def main() -> None:
         make_video()
     model = ROOT / "bench" / "out" / "tiny-clip"
     if not model.exists():
-        from pipeline.tiny_clip import build_tiny_clip
+        from pipeline.embed.tiny_clip import build_tiny_clip
         build_tiny_clip(model)  # only its processor config is used here
     results = {}
     for measure in (False, True):

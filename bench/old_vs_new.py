@@ -19,7 +19,7 @@ OUT = ROOT / "bench" / "out"
 CODE = """
 import shutil, time
 from pathlib import Path
-from pipeline.extract import ExtractConfig, extract_features
+from pipeline.extract.runner import ExtractConfig, extract_features
 videos = Path({videos!r})
 files = sorted(videos.glob('720p_10s/720p_10s_[0-5].mp4')) + sorted(videos.glob('720p_30s/*.mp4')) \\
     + sorted(videos.glob('1080p_10s/*.mp4'))

@@ -4,7 +4,7 @@
 
 The cache is synthetic: V videos of 2 frames, 32 dims (the tiny CLIP's), all within cosine 0.99 of one direction
 (as the tiny random CLIP made 13,320 placeholder clips: issue 28.7), 7 classes, a split of 3 parts. Each run is a
-fresh process: `python -m pipeline.inspector CACHE --outliers --json`, its peak resident memory (ru_maxrss of the
+fresh process: `python -m pipeline.tools.inspector CACHE --outliers --json`, its peak resident memory (ru_maxrss of the
 child) and wall time. A is `git archive BEFORE pipeline` (default: main), B this checkout; A and B alternate.
 Mind A's memory: before the bound it kept every pair (2.8 GiB at 1,347 videos; pairs grow as V^2).
 """
@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_cache(folder: Path, videos: int) -> Path:
     """The synthetic cache and its split.csv in folder."""
-    from pipeline.cache import empty_cache, write_cache
-    from pipeline.split import write_split
+    from pipeline.extract.cache import empty_cache, write_cache
+    from pipeline.heads.split import write_split
 
     rng = np.random.default_rng(0)
     means = np.zeros((videos, 32), np.float32)
@@ -66,7 +66,7 @@ def run(code: Path, cache: Path) -> tuple[float, float, int]:
     """(seconds, peak resident GiB, output bytes) of one `--outliers --json` run of the code under `code` (run from
     there: `python -m` puts the working folder first on the path), measured by a wrapper process of its own
     (ru_maxrss of children is the largest child so far)."""
-    out = subprocess.run([sys.executable, "-c", WRAPPER, sys.executable, "-m", "pipeline.inspector", str(cache),
+    out = subprocess.run([sys.executable, "-c", WRAPPER, sys.executable, "-m", "pipeline.tools.inspector", str(cache),
                           "--outliers", "--json"], env={**os.environ, "PYTHONPATH": str(code)}, cwd=code,
                          capture_output=True, text=True, check=True).stdout.split()
     return float(out[0]), int(out[1]) / 2**20, int(out[2])

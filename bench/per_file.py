@@ -46,7 +46,7 @@ ENCODER = """
 import time
 import numpy as np
 import torch
-from pipeline.encoder import embed_frames, load_encoder
+from pipeline.embed.encoder import embed_frames, load_encoder
 encoder = load_encoder({model!r}, device="cpu")
 frames = np.random.default_rng(0).integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)
 torch.set_num_threads({threads})
@@ -61,7 +61,7 @@ RUN = """
 import time
 import stages.extract  # as `python -m stages.extract` starts (its OpenMP setting, where the code has one)
 from pipeline.threads import set_threads
-from pipeline.extract import ExtractConfig, extract_features
+from pipeline.extract.runner import ExtractConfig, extract_features
 if __name__ == "__main__":
     set_threads("extract")
     cfg = ExtractConfig(root={root!r}, cache_path={cache!r}, model={model!r}, num_frames={num_frames},
@@ -104,7 +104,7 @@ def tiny_clips(n: int) -> Path:
 
 
 def model() -> Path:
-    from pipeline.tiny_clip import build_tiny_clip
+    from pipeline.embed.tiny_clip import build_tiny_clip
     if not (MODEL / "config.json").exists():
         build_tiny_clip(MODEL)
     return MODEL
@@ -128,7 +128,7 @@ def profile(root: Path, n: int) -> None:
     import cProfile
     import pstats
 
-    from pipeline.extract import ExtractConfig, extract_features
+    from pipeline.extract.runner import ExtractConfig, extract_features
     from pipeline.threads import set_threads
 
     set_threads("extract")
@@ -156,8 +156,8 @@ def profile(root: Path, n: int) -> None:
 
 def links(n: int) -> None:
     """n hard links of one clip: decodes counted (the decode hook), not timed."""
-    from pipeline.extract import ExtractConfig, extract_features
-    from pipeline.workers import load_video
+    from pipeline.extract.runner import ExtractConfig, extract_features
+    from pipeline.decode.workers import load_video
 
     root = OUT / "links"
     shutil.rmtree(root, ignore_errors=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 from stage_one import BATCH, FRAMES, OUT, full_size_clip  # noqa: E402
 from workers import clips_720p  # noqa: E402
-from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
+from pipeline.extract.runner import ExtractConfig, extract_features  # noqa: E402
 
 
 def run(files: list[Path], model: Path, **kw) -> float:

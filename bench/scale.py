@@ -4,7 +4,7 @@
 
 For each size N: a synthetic cache of N videos x 16 frames x 512 (400 classes, each video its class's centre plus
 noise; one video in 1,000 a near-copy of the one before, to be found by --outliers) written by the writer stage one
-uses (pipeline.cache.write_cache_blocks), with N tiny distinct files under data/ whose (path, size, mtime) match
+uses (pipeline.extract.cache.write_cache_blocks), with N tiny distinct files under data/ whose (path, size, mtime) match
 the cache's rows, so stage one reuses them without decoding; then one real video (320x240, 4 s, H.264) is added.
 Encoder: the full ViT-B/32 architecture with random weights (its weights cannot be downloaded here). Each measured
 step runs in its own process; its peak RSS is that process's ru_maxrss, from os.wait4 (it includes the step's own
@@ -42,9 +42,9 @@ def build(n: int, project: Path, model: Path) -> int:
     import numpy as np
     import yaml
 
-    from pipeline.cache import BLOCK_ROWS, Cache, empty_cache, write_cache_blocks
-    from pipeline.encoder import load_encoder
-    from pipeline.video import SAMPLING
+    from pipeline.extract.cache import BLOCK_ROWS, Cache, empty_cache, write_cache_blocks
+    from pipeline.embed.encoder import load_encoder
+    from pipeline.decode.video import SAMPLING
 
     data = project / "data"
     classes = [f"class_{c:03d}" for c in range(CLASSES)]
@@ -122,7 +122,7 @@ def measure(cmd: list[str], cwd: Path, log: Path) -> dict:
 
 
 def extract_cmd(project: Path, model: Path) -> list[str]:
-    code = ("import sys; from pipeline.extract import ExtractConfig, extract_features; "
+    code = ("import sys; from pipeline.extract.runner import ExtractConfig, extract_features; "
             f"print(extract_features(ExtractConfig(root='data', model={str(model)!r}, device='cpu'), progress=False))")
     return [sys.executable, "-c", code]
 
@@ -162,7 +162,7 @@ def run_size(n: int, only: list[str] | None = None) -> dict:
               "load_before": os.getloadavg()[0]}
     logs = project / "logs"
     logs.mkdir()
-    inspect = [py, "-m", "pipeline.inspector", "cache/features.h5"]
+    inspect = [py, "-m", "pipeline.tools.inspector", "cache/features.h5"]
     steps = [  # (name, log file, command)
         ("stage one (+1 video)", "extract", extract_cmd(project, model)),
         ("split", "split", [py, "-m", "stages.split"]),

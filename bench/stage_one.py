@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-from pipeline.encoder import embed_frames, load_encoder, preprocess_frames  # noqa: E402
-from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
-from pipeline.tiny_clip import build_tiny_clip  # noqa: E402
-from pipeline.video import read_frames, sample_indices  # noqa: E402
+from pipeline.embed.encoder import embed_frames, load_encoder, preprocess_frames  # noqa: E402
+from pipeline.extract.runner import ExtractConfig, extract_features  # noqa: E402
+from pipeline.embed.tiny_clip import build_tiny_clip  # noqa: E402
+from pipeline.decode.video import read_frames, sample_indices  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 VIDEOS = OUT / "videos"
@@ -189,9 +189,9 @@ def closeness(encoders: dict, reference: str = "torch fp32", clips_per_class: in
     half the videos; the share of the other half's predictions (per video, and per frame for the linear head) that
     stay the same with each encoder's features.
     """
-    from pipeline.demo import DemoConfig, make_demo_dataset
-    from pipeline.heads import LogRegHead
-    from pipeline.training import LinearConfig, module_logits, train_linear
+    from pipeline.data.demo import DemoConfig, make_demo_dataset
+    from pipeline.heads.estimators import LogRegHead
+    from pipeline.heads.training import LinearConfig, module_logits, train_linear
     root = OUT / "demo"
     if not root.is_dir():
         make_demo_dataset(DemoConfig(str(root), clips_per_class, 0), progress=False)
@@ -323,7 +323,7 @@ def memory(model: Path, n: int) -> float:
         if not f.exists():
             make_clip(f, (320, 240), 2, seed=i)
     code = ("import json, shutil, sys\n"
-            "from pipeline.extract import ExtractConfig, extract_features\n"
+            "from pipeline.extract.runner import ExtractConfig, extract_features\n"
             f"shutil.rmtree({str(root / 'cache')!r}, ignore_errors=True)\n"
             f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(root / 'cache' / 'f.h5')!r}, "
             f"model={str(model)!r}, device='cpu'), progress=False)\n"
@@ -350,10 +350,10 @@ def gpu_dataset(n: int) -> list[Path]:
 def gpu(n_videos: int) -> None:
     """Stage one on a CUDA machine: encoder-only at each precision and batch size, decode-only with the workers,
     stage one end to end, and its ratio to min(encoder bound, decode bound)."""
-    from pipeline.encoder import AUTO_PRECISION, PRECISIONS
+    from pipeline.embed.encoder import AUTO_PRECISION, PRECISIONS
     from pipeline.errors import Unusable
-    from pipeline.frames import FrameSpec
-    from pipeline.workers import DecodePool, PoolConfig, ReadConfig, auto_workers
+    from pipeline.decode.frames import FrameSpec
+    from pipeline.decode.workers import DecodePool, PoolConfig, ReadConfig, auto_workers
 
     assert torch.cuda.is_available(), "--device cuda needs a CUDA GPU"
     files, model = gpu_dataset(n_videos), full_size_clip()

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import Cache, read_cache, write_cache
-from pipeline.evaluate import cross_validate, evaluate_predictions
-from pipeline.heads import LinearHead, LogRegConfig, LogRegHead, fit_predict_many, mean_pool
-from pipeline.split import split_videos
-from pipeline.training import LinearConfig
+from pipeline.extract.cache import Cache, read_cache, write_cache
+from pipeline.heads.evaluate import cross_validate, evaluate_predictions
+from pipeline.heads.estimators import LinearHead, LogRegConfig, LogRegHead, fit_predict_many, mean_pool
+from pipeline.heads.split import split_videos
+from pipeline.heads.training import LinearConfig
 
 CLASSES = [f"class_{i}" for i in range(7)]
 ATTRS = {"encoder_model": "synthetic", "encoder_fingerprint": "0" * 16, "embedding_dim": 512, "num_frames": 16,

@@ -33,10 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 from stage_one import BATCH, FRAMES, OUT, VIDEOS, full_size_clip, make_clip  # noqa: E402
 from pipeline.errors import Unusable  # noqa: E402
-from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
-from pipeline.tiny_clip import build_tiny_clip  # noqa: E402
-from pipeline.frames import FrameSpec  # noqa: E402
-from pipeline.workers import DecodePool, PoolConfig, ReadConfig  # noqa: E402
+from pipeline.extract.runner import ExtractConfig, extract_features  # noqa: E402
+from pipeline.embed.tiny_clip import build_tiny_clip  # noqa: E402
+from pipeline.decode.frames import FrameSpec  # noqa: E402
+from pipeline.decode.workers import DecodePool, PoolConfig, ReadConfig  # noqa: E402
 
 SPEC = FrameSpec(224, 224, 224)
 READ = ReadConfig(FRAMES, SPEC)
@@ -224,8 +224,8 @@ def overhead(files: list[Path], workers: int) -> tuple[float, float]:
 
 FRESH = """
 import sys, time
-from pipeline.frames import FrameSpec
-from pipeline.workers import DecodePool, PoolConfig, ReadConfig
+from pipeline.decode.frames import FrameSpec
+from pipeline.decode.workers import DecodePool, PoolConfig, ReadConfig
 t = time.perf_counter()
 with DecodePool(PoolConfig(workers=1)) as pool:
     first = next(pool.map([{file!r}], ReadConfig(16, FrameSpec(224, 224, 224))))

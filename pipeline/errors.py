@@ -2,7 +2,7 @@
 
 Every error a user can fix (their data, settings, files) is a `UserError`, which subclasses `ValueError` as
 scikit-learn's `NotFittedError` does, so code that expects a ValueError still works. The stage scripts,
-`pipeline.predict` and the app catch `UserError` (and the disk's `OSError`) and show its message as one line;
+`pipeline.tools.predict` and the app catch `UserError` (and the disk's `OSError`) and show its message as one line;
 anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations

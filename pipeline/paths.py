@@ -3,7 +3,7 @@
 dvc.yaml reads this file (`vars:`) and names its outputs `${CACHE_PATH}` and so on; the code imports it. Only
 literal assignments here: DVC parses the file, it does not run it.
 """
-PARAMS = "params.yaml"  # every setting; the stages, pipeline.predict and the app read it in the project folder
+PARAMS = "params.yaml"  # every setting; the stages, pipeline.tools.predict and the app read it in the project folder
 ANNOTATIONS_DIR = "annotations"  # annotation files and split lists: the extract and split stages depend on it
 DEMO_DIR = "data/demo"  # the demo stage's clips (params.yaml's default data.root)
 TINY_CLIP = "models/tiny-clip"  # where the random tiny CLIP is written (the offline demo's encoder.model)

@@ -8,7 +8,7 @@ import os
 # against 1.05 s) and lost 5.3x under load. The app: every core (its ONNX Runtime encode 1.75x faster on two than
 # one, quiet; under heavy load from other work one thread was faster: this is the place to change). Stage one:
 # every core for its own process, which embeds only on a GPU; on the CPU its decode workers embed, one thread each
-# (pipeline.engines.LocalEngine), at nice 19.
+# (pipeline.extract.engines.LocalEngine), at nice 19.
 THREADS = {"extract": None, "stage_two": 1, "app": None}
 
 

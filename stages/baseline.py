@@ -1,10 +1,10 @@
 """DVC stage `baseline`: logistic regression on standardised mean-pooled embeddings, saved with joblib."""
-from pipeline.cache import open_cache
-from pipeline.calibration import CalibrationConfig
-from pipeline.heads import LogRegConfig, LogRegHead
-from pipeline.training import mean_pool
+from pipeline.extract.cache import open_cache
+from pipeline.heads.calibration import CalibrationConfig
+from pipeline.heads.estimators import LogRegConfig, LogRegHead
+from pipeline.heads.training import mean_pool
 from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
-from pipeline.split import read_split
+from pipeline.heads.split import read_split
 from pipeline.threads import set_threads
 from stages import config, read_params, stage
 

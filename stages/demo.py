@@ -1,5 +1,5 @@
 """DVC stage `demo`: render the stick-figure demo dataset to data/demo (the default data.root)."""
-from pipeline.demo import DemoConfig, make_demo_dataset
+from pipeline.data.demo import DemoConfig, make_demo_dataset
 from stages import config, read_params, stage
 
 

@@ -3,16 +3,16 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.cache import open_cache, random_encoder_note
-from pipeline.calibration import expected_calibration_error
-from pipeline.evaluate import (HEAD_METRICS, SUMMARY_METRICS, cross_validate, data_efficiency, each,
+from pipeline.extract.cache import open_cache, random_encoder_note
+from pipeline.heads.calibration import expected_calibration_error
+from pipeline.heads.evaluate import (HEAD_METRICS, SUMMARY_METRICS, cross_validate, data_efficiency, each,
                                evaluate_predictions, format_table, usable_folds)
-from pipeline.heads import LogRegConfig, fit_predict_many, load_head
+from pipeline.heads.estimators import LogRegConfig, fit_predict_many, load_head
 from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, HEAD_FILES, METRICS_DETAILS, METRICS_SUMMARY, SPLIT_PATH
-from pipeline.plots import StageLive, by_head, confusion_rows
-from pipeline.split import UNUSED, SplitConfig, clip_groups, describe_protocol, read_split
+from pipeline.heads.plots import StageLive, by_head, confusion_rows
+from pipeline.heads.split import UNUSED, SplitConfig, clip_groups, describe_protocol, read_split
 from pipeline.threads import set_threads
-from pipeline.training import LinearConfig, mean_pool
+from pipeline.heads.training import LinearConfig, mean_pool
 from stages import config, read_params, stage
 
 OUT = EVALUATE_LIVE

@@ -8,7 +8,7 @@ import os
 # 292 s with them, 61 s without (bench/per_file.py, on the shared 2-core machine under load).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
+from pipeline.extract.runner import ExtractConfig, extract_features  # noqa: E402
 from pipeline.threads import set_threads  # noqa: E402
 from stages import config, read_params, stage, untracked_notes  # noqa: E402
 

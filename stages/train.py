@@ -1,13 +1,13 @@
 """DVC stage `train`: the linear head (mean, attention or conv pooling over time) on the cached frame embeddings."""
-from pipeline.cache import open_cache
-from pipeline.calibration import CalibrationConfig
+from pipeline.extract.cache import open_cache
+from pipeline.heads.calibration import CalibrationConfig
 from pipeline.errors import ConfigError
-from pipeline.heads import LinearHead
+from pipeline.heads.estimators import LinearHead
 from pipeline.paths import CACHE_PATH, HEAD_FILES, LINEAR_FINAL, SPLIT_PATH, TRAIN_LIVE
-from pipeline.plots import StageLive
-from pipeline.split import read_split
+from pipeline.heads.plots import StageLive
+from pipeline.heads.split import read_split
 from pipeline.threads import set_threads
-from pipeline.training import LinearConfig, mean_pool
+from pipeline.heads.training import LinearConfig, mean_pool
 from stages import config, read_params, stage
 
 BEST, FINAL = HEAD_FILES["linear"], LINEAR_FINAL

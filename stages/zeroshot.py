@@ -1,12 +1,12 @@
 """DVC stage `zeroshot`: text embeddings of the cache's class names (prompt ensemble), saved as a calibrated
 zero-shot head."""
-from pipeline.cache import open_cache
-from pipeline.calibration import CalibrationConfig
-from pipeline.training import mean_pool
+from pipeline.extract.cache import open_cache
+from pipeline.heads.calibration import CalibrationConfig
+from pipeline.heads.training import mean_pool
 from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
-from pipeline.split import read_split
+from pipeline.heads.split import read_split
 from pipeline.threads import set_threads
-from pipeline.zeroshot import text_embeddings, zeroshot_head
+from pipeline.heads.zeroshot import text_embeddings, zeroshot_head
 from stages import config, read_params, stage
 
 

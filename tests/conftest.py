@@ -14,7 +14,7 @@ import pytest
 
 import yaml
 
-from pipeline.tiny_clip import build_tiny_clip
+from pipeline.embed.tiny_clip import build_tiny_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app" / "streamlit_app.py")
@@ -75,13 +75,13 @@ def tiny_clip(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def onnx_dir(tmp_path_factory) -> Path:
-    """The folder of ONNX exports for this test session (pipeline.onnx_backend.ONNX_DIR while it lasts): the tiny
+    """The folder of ONNX exports for this test session (pipeline.embed.onnx_backend.ONNX_DIR while it lasts): the tiny
     CLIP is exported once, by the first test that asks for the onnxruntime backend."""
-    import pipeline.onnx_backend
+    import pipeline.embed.onnx_backend
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline.onnx_backend, "ONNX_DIR", tmp_path_factory.mktemp("onnx"))
-        yield pipeline.onnx_backend.ONNX_DIR
+        mp.setattr(pipeline.embed.onnx_backend, "ONNX_DIR", tmp_path_factory.mktemp("onnx"))
+        yield pipeline.embed.onnx_backend.ONNX_DIR
 
 
 @pytest.fixture
@@ -118,8 +118,8 @@ def forkserver_as_stage_one_starts_it():
     preload. Stage one's pool (the workers embed on the CPU) preloads the encoder's modules; were the first pool
     here the app's or predict's, every stage-one worker after it would import transformers itself (2.7 s a run
     instead of 0.25, measured). So the first pool is stage one's, as in `python -m stages.extract`."""
-    from pipeline.encoder import WORKER_MODULES
-    from pipeline.workers import DecodePool, PoolConfig
+    from pipeline.embed.encoder import WORKER_MODULES
+    from pipeline.decode.workers import DecodePool, PoolConfig
 
     with DecodePool(PoolConfig(workers=1), preload=WORKER_MODULES) as pool:
         pool.call(os.getpid)
@@ -132,11 +132,11 @@ def project(tmp_path_factory, tiny_clip) -> Path:
 
     Three classes of three videos each (4 sampled frames), encoded with the tiny CLIP; heads trained on all of them.
     """
-    from pipeline.cache import read_cache
-    from pipeline.extract import ExtractConfig, extract_features
-    from pipeline.heads import LinearHead, LogRegHead, mean_pool
+    from pipeline.extract.cache import read_cache
+    from pipeline.extract.runner import ExtractConfig, extract_features
+    from pipeline.heads.estimators import LinearHead, LogRegHead, mean_pool
     from pipeline.paths import HEAD_FILES
-    from pipeline.training import LinearConfig
+    from pipeline.heads.training import LinearConfig
 
     root = tmp_path_factory.mktemp("project")
     for c, name in enumerate(["clapping", "sitting", "walking"]):

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from pipeline.workers import load_video
+from pipeline.decode.workers import load_video
 
 
 def faulty_decode(file: str, cfg, hash_bytes: bool = True):

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from pipeline.annotations import read_annotations
-from pipeline.cache import read_cache
+from pipeline.data.annotations import read_annotations
+from pipeline.extract.cache import read_cache
 from pipeline.errors import DataError
-from pipeline.extract import ExtractConfig, extract_features
+from pipeline.extract.runner import ExtractConfig, extract_features
 from tests.conftest import write_video
 
 

@@ -9,11 +9,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 
-from pipeline.cache import RANDOM_ENCODER_NOTE
-from pipeline.calibration import Calibration
+from pipeline.extract.cache import RANDOM_ENCODER_NOTE
+from pipeline.heads.calibration import Calibration
 from pipeline.paths import HEAD_FILES
-from pipeline.predict import load_predictor, predict_video
-from pipeline.workers import DecodePool, PoolConfig
+from pipeline.tools.predict import load_predictor, predict_video
+from pipeline.decode.workers import DecodePool, PoolConfig
 from tests.conftest import APP, APP_RUN_S, committed_params
 
 
@@ -71,7 +71,7 @@ def test_launched_from_another_folder_the_app_uses_its_own_project_and_says_so(t
 
 
 def test_the_uploader_takes_every_extension_stage_one_reads(project, monkeypatch):
-    from pipeline.discover import VIDEO_EXTENSIONS
+    from pipeline.data.discover import VIDEO_EXTENSIONS
     monkeypatch.chdir(project)
     at = run_app()
     assert set(VIDEO_EXTENSIONS) <= set(at.get("file_uploader")[0].proto.type)  # Streamlit adds .mpeg and such
@@ -219,7 +219,7 @@ def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot
                                                                                        tmp_path, monkeypatch):
     import shutil
 
-    from pipeline.zeroshot import text_embeddings, zeroshot_head
+    from pipeline.heads.zeroshot import text_embeddings, zeroshot_head
     shutil.copytree(project, tmp_path / "p")
     encoder = load_predictor(project / HEAD_FILES["linear"], pool, device="cpu").encoder
     actions = ["not sure", "jumping"]  # a class called "not sure" is told apart from the abstention
@@ -265,8 +265,8 @@ def gated_decode(file, cfg, hash_bytes=False, gate="", digest=""):
     until the test opens and closes the FIFO `gate`: the worker is held by an event, not a time."""
     import hashlib
 
-    from pipeline.preview import decode_or_preview
-    from pipeline.workers import ReadConfig
+    from pipeline.decode.preview import decode_or_preview
+    from pipeline.decode.workers import ReadConfig
     if isinstance(cfg, ReadConfig) and hashlib.sha256(Path(file).read_bytes()).hexdigest() == digest:
         with open(gate, "rb") as f:
             f.read()

@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from pipeline.demo import DemoConfig, make_demo_dataset
+from pipeline.data.demo import DemoConfig, make_demo_dataset
 from pipeline.paths import HEAD_FILES
-from pipeline.predict import load_predictor, predict_video
-from pipeline.workers import DecodePool, PoolConfig
+from pipeline.tools.predict import load_predictor, predict_video
+from pipeline.decode.workers import DecodePool, PoolConfig
 from tests.browser import chromium_page, need_chromium, streamlit_server, too_wide
 
 pytestmark = pytest.mark.slow  # a browser and `streamlit run`: deselect with -m "not slow"

@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-import pipeline.cache as cache_module
-from pipeline.cache import (META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, empty_cache, gather_rows,
+import pipeline.extract.cache as cache_module
+from pipeline.extract.cache import (META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, empty_cache, gather_rows,
                             open_cache, read_cache, write_cache)
 from pipeline.errors import CacheError, ConfigError
 

@@ -3,10 +3,10 @@ the data counts a head carries."""
 import numpy as np
 import pytest
 
-from pipeline.calibration import (LOG_T_BOUND, MIN_CALIBRATION_PER_CLASS, Calibration, CalibrationConfig,
+from pipeline.heads.calibration import (LOG_T_BOUND, MIN_CALIBRATION_PER_CLASS, Calibration, CalibrationConfig,
                                   describe_data, fit_temperature, softmax, sure_threshold)
-from pipeline.heads import LogRegHead, ZeroShotHead
-from pipeline.predict import NOT_SURE, Segment
+from pipeline.heads.estimators import LogRegHead, ZeroShotHead
+from pipeline.tools.predict import NOT_SURE, Segment
 
 FEATURES = {"encoder_model": "tiny", "encoder_fingerprint": "f", "embedding_dim": 2, "num_frames": 4,
             "sampling": "uniform-centers", "preprocess": "fast", "preprocess_config": "{}", "backend": "torch",

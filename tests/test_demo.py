@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.demo import CLASSES, DemoConfig, make_demo_dataset
-from pipeline.discover import discover_videos
-from pipeline.video import read_frames
+from pipeline.data.demo import CLASSES, DemoConfig, make_demo_dataset
+from pipeline.data.discover import discover_videos
+from pipeline.decode.video import read_frames
 
 
 @pytest.fixture(scope="module")

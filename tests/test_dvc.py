@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cache import RANDOM_ENCODER_NOTE, read_cache
-from pipeline.demo import CLASSES
-from pipeline.evaluate import DETAIL_METRICS, SUMMARY_METRICS
-from pipeline.heads import load_head
+from pipeline.extract.cache import RANDOM_ENCODER_NOTE, read_cache
+from pipeline.data.demo import CLASSES
+from pipeline.heads.evaluate import DETAIL_METRICS, SUMMARY_METRICS
+from pipeline.heads.estimators import load_head
 from pipeline.paths import HEAD_FILES
 from tests.browser import chromium_page, need_chromium, streamlit_server, too_wide
 from tests.conftest import committed_file, committed_params
@@ -69,9 +69,9 @@ def demo_repo(tmp_path_factory):
                              env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hub)})
     first = offline.stdout + offline.stderr
     assert offline.returncode != 0 and "Running stage 'extract'" in first, first
-    assert "python -m pipeline.encoder --tiny models/tiny-clip" in first, first
+    assert "python -m pipeline.embed.encoder --tiny models/tiny-clip" in first, first
     assert "dvc exp run -S encoder.model=models/tiny-clip" in first and "Traceback" not in first, first
-    sh(sys.executable, "-m", "pipeline.encoder", "--tiny", "models/tiny-clip", cwd=repo)
+    sh(sys.executable, "-m", "pipeline.embed.encoder", "--tiny", "models/tiny-clip", cwd=repo)
     out = dvc("exp", "run", "-S", "encoder.model=models/tiny-clip", cwd=repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["encoder"]["model"] == "models/tiny-clip"
@@ -178,20 +178,20 @@ def test_the_readme_commands_on_the_trained_demo(demo_repo, capsys):
     walking = sorted(p.name for p in (repo / "data" / "demo" / "walking").iterdir())
     assert "walking_003.mkv" in walking  # the clip the README names (the demo is seeded)
     # the two predict commands run beside each other and beside the inspector's (each is mostly start-up)
-    folder = started(sys.executable, "-m", "pipeline.predict", "data/demo/walking", cwd=repo)
-    one = started(sys.executable, "-m", "pipeline.predict", "data/demo/walking/walking_003.mkv", "--head", "logreg",
+    folder = started(sys.executable, "-m", "pipeline.tools.predict", "data/demo/walking", cwd=repo)
+    one = started(sys.executable, "-m", "pipeline.tools.predict", "data/demo/walking/walking_003.mkv", "--head", "logreg",
                   "--segments", "2", "1", "--json", cwd=repo)
-    summary = inspector("-m", "pipeline.inspector", cwd=repo, capsys=capsys)
+    summary = inspector("-m", "pipeline.tools.inspector", cwd=repo, capsys=capsys)
     assert "35 videos, 7 classes" in summary and RANDOM_ENCODER_NOTE in summary, summary
-    out = inspector("-m", "pipeline.inspector", "--video", "walking/walking_003.mkv", cwd=repo, capsys=capsys)
+    out = inspector("-m", "pipeline.tools.inspector", "--video", "walking/walking_003.mkv", cwd=repo, capsys=capsys)
     assert "walking" in out, out
-    out = inspector("-m", "pipeline.inspector", "--neighbors", "walking/walking_003.mkv", "-k", "5", cwd=repo,
+    out = inspector("-m", "pipeline.tools.inspector", "--neighbors", "walking/walking_003.mkv", "-k", "5", cwd=repo,
                     capsys=capsys)
     assert sum(line[:1].isdigit() for line in out.splitlines()) == 5, out  # similarity, class, path
-    inspector("-m", "pipeline.inspector", "--plot", "map.png", cwd=repo, capsys=capsys)
+    inspector("-m", "pipeline.tools.inspector", "--plot", "map.png", cwd=repo, capsys=capsys)
     assert (repo / "map.png").stat().st_size > 0
     (repo / "map.png").unlink()
-    out = inspector("-m", "pipeline.inspector", "--outliers", cwd=repo, capsys=capsys)
+    out = inspector("-m", "pipeline.tools.inspector", "--outliers", cwd=repo, capsys=capsys)
     assert out.strip(), out
 
     lines = finished(folder).splitlines()
@@ -215,12 +215,12 @@ def finished(proc: subprocess.Popen) -> str:
 
 
 def inspector(*argv: str, cwd: Path, capsys) -> str:
-    """`python -m pipeline.inspector ARGS` (argv: "-m", "pipeline.inspector", ARGS) run in this process, in `cwd`:
-    that module's `__main__` block is `raise SystemExit(pipeline.cli.inspect())`, and a new interpreter for each
+    """`python -m pipeline.tools.inspector ARGS` (argv: "-m", "pipeline.tools.inspector", ARGS) run in this process, in `cwd`:
+    that module's `__main__` block is `raise SystemExit(pipeline.tools.cli.inspect())`, and a new interpreter for each
     command would import numpy, scikit-learn and h5py again (seconds each on the 2-core machine)."""
-    from pipeline.cli import inspect
+    from pipeline.tools.cli import inspect
 
-    assert argv[:2] == ("-m", "pipeline.inspector")
+    assert argv[:2] == ("-m", "pipeline.tools.inspector")
     here = os.getcwd()
     os.chdir(cwd)
     try:

@@ -7,8 +7,8 @@ import numpy as np
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from pipeline.cache import RANDOM_ENCODER_NOTE, read_cache
-from pipeline.split import write_split
+from pipeline.extract.cache import RANDOM_ENCODER_NOTE, read_cache
+from pipeline.heads.split import write_split
 from tests.conftest import APP, APP_RUN_S, committed_params
 from tests.test_inspect import hand_cache
 

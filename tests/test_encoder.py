@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cli import tiny_clip as tiny_clip_command
-from pipeline.encoder import (AUTO_BATCH_SIZE, Embedder, EncoderConfig, auto_batch_size, embed_frames, load_encoder,
+from pipeline.tools.cli import tiny_clip as tiny_clip_command
+from pipeline.embed.encoder import (AUTO_BATCH_SIZE, Embedder, EncoderConfig, auto_batch_size, embed_frames, load_encoder,
                               preprocess_frames)
 from pipeline.errors import ConfigError
-from pipeline.tiny_clip import build_tiny_clip
-from pipeline.frames import FrameSpec, resize_crop
+from pipeline.embed.tiny_clip import build_tiny_clip
+from pipeline.decode.frames import FrameSpec, resize_crop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,8 +43,8 @@ def test_a_random_clip_says_so_in_its_config_and_everything_made_with_it(encoder
     import json
     from pathlib import Path
 
-    from pipeline.cache import RANDOM_WEIGHTS, read_cache
-    from pipeline.heads import MATCH_KEYS, load_head
+    from pipeline.extract.cache import RANDOM_WEIGHTS, read_cache
+    from pipeline.heads.estimators import MATCH_KEYS, load_head
     from pipeline.paths import HEAD_FILES
     config = json.loads((Path(tiny_clip) / "config.json").read_text())
     assert config[RANDOM_WEIGHTS] and config["vision_config"][RANDOM_WEIGHTS] and config["text_config"][RANDOM_WEIGHTS]
@@ -137,7 +137,7 @@ def test_fast_preprocessing_matches_the_siglip_image_processors(siglips, family,
 
 
 def test_the_family_comes_from_the_config_not_the_name(siglips, tmp_path):
-    from pipeline.frames import FrameSpec
+    from pipeline.decode.frames import FrameSpec
     named_clip = tmp_path / "clip-vit-base-patch32"
     shutil.copytree(siglips["siglip"], named_clip)
     enc = load_encoder(str(named_clip), device="cpu")
@@ -196,7 +196,7 @@ def test_offline_hub_id_fails_at_once_with_the_next_command(monkeypatch, how):
         monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(ValueError, match=r"hub cannot be reached") as err:
         load_encoder("openai/clip-vit-base-patch32-not-cached", device="cpu")
-    assert "python -m pipeline.encoder --tiny models/tiny-clip" in str(err.value)
+    assert "python -m pipeline.embed.encoder --tiny models/tiny-clip" in str(err.value)
     assert "dvc exp run -S encoder.model=models/tiny-clip" in str(err.value)
 
 
@@ -241,9 +241,9 @@ def test_batch_size_auto_sizes_a_cpu_pass_to_one_video():
 
 
 def test_both_commands_write_a_random_clip_that_loads(tmp_path, capsys):
-    """`python -m pipeline.encoder --tiny` (the README's) as a program; clip-har-tiny-clip and `python -m
-    pipeline.tiny_clip` are the function it hands over to (their --help runs as programs in test_project)."""
-    out = subprocess.run([sys.executable, "-m", "pipeline.encoder", "--tiny", str(tmp_path / "a")], cwd=ROOT,
+    """`python -m pipeline.embed.encoder --tiny` (the README's) as a program; clip-har-tiny-clip and `python -m
+    pipeline.embed.tiny_clip` are the function it hands over to (their --help runs as programs in test_project)."""
+    out = subprocess.run([sys.executable, "-m", "pipeline.embed.encoder", "--tiny", str(tmp_path / "a")], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert tiny_clip_command(["--tiny", str(tmp_path / "b")]) == 0
     for name, printed in (("a", out), ("b", capsys.readouterr().out)):
@@ -305,7 +305,7 @@ def test_int8_runs_through_onnxruntime_one_video_per_pass(encoder, tiny_clip, on
 
 
 def test_an_export_that_fails_leaves_no_model_behind(encoder, tmp_path, monkeypatch):
-    from pipeline import onnx_backend
+    from pipeline.embed import onnx_backend
 
     def killed(model, args, path, **kw):
         Path(path).write_bytes(b"half a model")

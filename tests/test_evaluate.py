@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.evaluate import (cross_validate, each, evaluate_predictions, format_table, usable_folds,
+from pipeline.heads.evaluate import (cross_validate, each, evaluate_predictions, format_table, usable_folds,
                                wilson_interval)
 from tests.conftest import committed_params
 
@@ -74,11 +74,11 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
     """Three videos per class and evaluate.folds 5: 3-fold cross-validation, said in the output and metrics. The
     linear head's refits are the attention head's (train.head: attention): a temporal head reads the frames."""
     import stages.evaluate
-    from pipeline.cache import RANDOM_ENCODER_NOTE
-    from pipeline.cache import read_cache
+    from pipeline.extract.cache import RANDOM_ENCODER_NOTE
+    from pipeline.extract.cache import read_cache
     from pipeline.paths import HEAD_FILES, SPLIT_PATH
-    from pipeline.split import split_videos, write_split
-    from pipeline.zeroshot import zeroshot_head
+    from pipeline.heads.split import split_videos, write_split
+    from pipeline.heads.zeroshot import zeroshot_head
 
     for part in ("cache", "models"):
         shutil.copytree(project / part, tmp_path / part)
@@ -104,7 +104,7 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
     assert out.splitlines()[1] == f"*** {RANDOM_ENCODER_NOTE} ***"  # the table says so too
     assert (tmp_path / "dvclive" / "evaluate" / "per_class.json").is_file()  # the rest of the evaluation is written
     plots = tmp_path / "dvclive" / "evaluate" / "plots" / "custom"
-    for name in HEAD_FILES:  # every (actual, predicted) pair, as pipeline.plots.confusion_rows writes them
+    for name in HEAD_FILES:  # every (actual, predicted) pair, as pipeline.heads.plots.confusion_rows writes them
         cells = json.loads((plots / f"{name}_confusion.json").read_text())
         assert len(cells) == 9 and sum(c["count"] for c in cells) == 3, cells
 
@@ -149,7 +149,7 @@ def test_format_table_lists_every_head():
 
 
 def test_expected_calibration_error_on_hand_checked_cases():
-    from pipeline.calibration import expected_calibration_error
+    from pipeline.heads.calibration import expected_calibration_error
     proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
     labels = np.array([0, 1, 0, 0])
     # bin of 0.9: confidence 0.9, accuracy 0.5 (gap 0.4); bin of 0.6: confidence 0.6, accuracy 1.0 (gap 0.4)
@@ -158,7 +158,7 @@ def test_expected_calibration_error_on_hand_checked_cases():
 
 
 def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
-    from pipeline.calibration import expected_calibration_error, fit_temperature, softmax
+    from pipeline.heads.calibration import expected_calibration_error, fit_temperature, softmax
     rng = np.random.default_rng(0)
     n, c = 4000, 5
     true_logits = rng.normal(0, 1.0, (n, c))
@@ -173,7 +173,7 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
 
 
 def test_data_efficiency_uses_nested_seeded_subsets_of_the_training_part():
-    from pipeline.evaluate import data_efficiency
+    from pipeline.heads.evaluate import data_efficiency
     labels = np.repeat([0, 1, 2], 10)
     parts = np.array((["train"] * 8 + ["test"] * 2) * 3, dtype=object)
     frames = np.repeat(labels[:, None, None], 4, axis=1).astype(np.float32)  # (30, 4, 1): the label itself
@@ -227,7 +227,7 @@ def test_dvc_tabulates_only_the_headline_numbers_and_the_notes_are_beside_them(t
 
 
 def test_the_charts_data_has_every_class_on_both_axes_and_a_row_per_head():
-    from pipeline.plots import by_head, confusion_rows
+    from pipeline.heads.plots import by_head, confusion_rows
     names = ["clapping", "sitting", "walking"]
     r = evaluate_predictions(np.array([0, 1, 2, 2]), np.array([0, 0, 0, 2]), names)  # sitting is never predicted
     rows = confusion_rows(r["confusion"], names)

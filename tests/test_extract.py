@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from pipeline.cache import ROW_FIELDS, read_cache
-from pipeline.encoder import embed_frames, load_encoder, preprocess_frames
+from pipeline.extract.cache import ROW_FIELDS, read_cache
+from pipeline.embed.encoder import embed_frames, load_encoder, preprocess_frames
 from pipeline.errors import ConfigError, VideoError
-from pipeline.extract import ExtractConfig, extract_features
-from pipeline.video import read_frames
-from pipeline.workers import ReadConfig
+from pipeline.extract.runner import ExtractConfig, extract_features
+from pipeline.decode.video import read_frames
+from pipeline.decode.workers import ReadConfig
 from tests.conftest import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_cache_rows_equal_encoding_each_video_alone(dataset, tmp_path, tiny_clip
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_onnxruntime_cache_rows_equal_each_video_alone_and_a_resumed_run_equals_an_uninterrupted_one(
         dataset, tmp_path, tiny_clip, onnx_dir, monkeypatch, quantize):
-    from pipeline.writer import PartWriter
+    from pipeline.extract.writer import PartWriter
     ort = dict(backend="onnxruntime", quantize=quantize, shard_size=1, batch_size=3)  # passes across videos
     flush, written = PartWriter.flush, []
 
@@ -111,8 +111,8 @@ def test_rerun_encodes_only_what_changed(dataset, tmp_path, tiny_clip, monkeypat
     (dataset / "clapping" / "b.avi").unlink()  # remove
     os.rename(dataset / "clapping" / "a.mp4", dataset / "clapping" / "renamed.mp4")  # same bytes, new name
     with monkeypatch.context() as m:  # the join in blocks of 2 rows: ends where the one-block fresh run below does
-        m.setattr("pipeline.writer.BLOCK_ROWS", 2)
-        m.setattr("pipeline.cache.BLOCK_ROWS", 2)
+        m.setattr("pipeline.extract.writer.BLOCK_ROWS", 2)
+        m.setattr("pipeline.extract.cache.BLOCK_ROWS", 2)
         summary = run(dataset, cache_file, tiny_clip)
     assert (summary.encoded, summary.reused) == (2, 5)
     cache = read_cache(cache_file)
@@ -153,7 +153,7 @@ def test_rehash_finds_a_file_replaced_with_its_size_and_mtime_kept(dataset, tmp_
 
 
 def test_a_failed_video_is_not_read_again_until_it_changes(dataset, tmp_path, tiny_clip):
-    from pipeline.workers import load_video
+    from pipeline.decode.workers import load_video
 
     bad = dataset / "sitting" / "bad.mp4"
     bad.write_text("not a video\n" * 100)
@@ -239,7 +239,7 @@ def test_sigkill_mid_run_keeps_the_old_cache_and_resume_matches_an_uninterrupted
     before = read_cache(cache_file)
     for i in range(16, 40):  # new videos for the run that is killed
         write_video(root / f"class{i % 4}" / f"v{i:02d}.avi", 150, size=(320, 240), seed=i)
-    code = (f"from pipeline.extract import ExtractConfig, extract_features\n"
+    code = (f"from pipeline.extract.runner import ExtractConfig, extract_features\n"
             f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, "
             f"model={tiny_clip!r}, num_frames=8, batch_size=8, device='cpu', shard_size=1), progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
@@ -257,10 +257,10 @@ def test_sigkill_mid_run_keeps_the_old_cache_and_resume_matches_an_uninterrupted
 
 
 def test_the_part_writer_writes_a_part_every_shard_size_videos(tmp_path):
-    from pipeline.cache import empty_cache
-    from pipeline.discover import VideoFile
-    from pipeline.video import Clip
-    from pipeline.writer import PartWriter, VideoRow
+    from pipeline.extract.cache import empty_cache
+    from pipeline.data.discover import VideoFile
+    from pipeline.decode.video import Clip
+    from pipeline.extract.writer import PartWriter, VideoRow
 
     template = empty_cache(2, 3, {"encoder_model": "m"}, ["a", "b"])
     writer = PartWriter(tmp_path / "parts", template, shard_size=2)
@@ -293,7 +293,7 @@ def test_a_cache_path_that_is_a_folder_or_a_missing_root_fails_before_any_work(d
 
 
 def test_the_local_engine_never_imports_ray(dataset, tmp_path, tiny_clip):
-    code = (f"import sys\nfrom pipeline.extract import ExtractConfig, extract_features\n"
+    code = (f"import sys\nfrom pipeline.extract.runner import ExtractConfig, extract_features\n"
             f"extract_features(ExtractConfig(root={str(dataset)!r}, cache_path={str(tmp_path / 'f.h5')!r}, "
             f"model={tiny_clip!r}, num_frames=4, batch_size=8, device='cpu', workers=0), progress=False)\n"
             f"assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'\n")
@@ -310,9 +310,9 @@ def test_an_unknown_engine_or_a_setting_that_is_no_number_is_a_clear_error(datas
 
 
 def test_the_config_hands_out_the_encoder_pool_and_limits_with_their_own_defaults():
-    from pipeline.encoder import EncoderConfig
-    from pipeline.video import DecodeLimits
-    from pipeline.workers import PoolConfig
+    from pipeline.embed.encoder import EncoderConfig
+    from pipeline.decode.video import DecodeLimits
+    from pipeline.decode.workers import PoolConfig
 
     cfg = ExtractConfig(root="data", workers=3)
     assert cfg.encoder() == EncoderConfig(cfg.model)
@@ -320,7 +320,7 @@ def test_the_config_hands_out_the_encoder_pool_and_limits_with_their_own_default
 
 
 def counting_decode(calls: list):
-    from pipeline.workers import load_video
+    from pipeline.decode.workers import load_video
 
     def decode(file, cfg, hash_bytes=True):
         calls.append(Path(file).name)
@@ -332,14 +332,14 @@ def test_a_file_renamed_over_while_it_is_read_is_stored_with_the_hash_of_the_byt
                                                                                           tiny_clip, monkeypatch):
     import hashlib
 
-    import pipeline.workers
-    from pipeline.workers import CHANGED, load_video
+    import pipeline.decode.workers
+    from pipeline.decode.workers import CHANGED, load_video
 
     a = dataset / "clapping" / "a.mp4"  # 30 frames
     copy = dataset / "clapping" / "a_copy.mp4"
     copy.write_bytes(a.read_bytes())
     other = write_video(tmp_path / "other.mp4", 17, seed=9)
-    real, renamed = pipeline.workers.read_frames, []
+    real, renamed = pipeline.decode.workers.read_frames, []
 
     def rename_over_first(file, *args, **kw):  # as rsync does, between the hash (done) and the decode
         if Path(file) == a and not renamed:
@@ -347,7 +347,7 @@ def test_a_file_renamed_over_while_it_is_read_is_stored_with_the_hash_of_the_byt
             os.replace(other, a)
         return real(file, *args, **kw)
 
-    monkeypatch.setattr(pipeline.workers, "read_frames", rename_over_first)
+    monkeypatch.setattr(pipeline.decode.workers, "read_frames", rename_over_first)
     summary = run(dataset, tmp_path / "f.h5", tiny_clip, workers=0)
     assert renamed and summary.encoded == 8 and not summary.skipped
     cache = read_cache(tmp_path / "f.h5")
@@ -362,7 +362,7 @@ def test_a_file_renamed_over_while_it_is_read_is_stored_with_the_hash_of_the_byt
         os.replace(write_video(tmp_path / "x.mp4", 5), file)
         return real(file, *args, **kw)
 
-    monkeypatch.setattr(pipeline.workers, "read_frames", always_renamed)
+    monkeypatch.setattr(pipeline.decode.workers, "read_frames", always_renamed)
     with pytest.raises(VideoError) as err:
         load_video(str(copy), ReadConfig(4, None))
     assert err.value.reason == CHANGED
@@ -417,17 +417,17 @@ def test_hashing_has_its_own_bound_and_a_timed_out_hash_is_remembered_under_its_
     import itertools
     from types import SimpleNamespace
 
-    import pipeline.workers
+    import pipeline.decode.workers
 
     # hashing's clock advances 1 ms per look (each 256 KiB read), whatever the machine's speed: the clips hash
     # within 0.5 s of it, the hole (400,000 reads) does not
     ticks = itertools.count()
-    monkeypatch.setattr(pipeline.workers, "time", SimpleNamespace(monotonic=lambda: next(ticks) / 1000))
+    monkeypatch.setattr(pipeline.decode.workers, "time", SimpleNamespace(monotonic=lambda: next(ticks) / 1000))
     sparse = write_video(dataset / "sitting" / "sparse.mp4", 75)  # a 3 s clip with a 100 GiB hole after it
     os.truncate(sparse, sparse.stat().st_size + 100 * 2**30)
     hashed = []
-    real = pipeline.workers.content_hash
-    monkeypatch.setattr(pipeline.workers, "content_hash", lambda f, h=None: hashed.append(f) or real(f, h))
+    real = pipeline.decode.workers.content_hash
+    monkeypatch.setattr(pipeline.decode.workers, "content_hash", lambda f, h=None: hashed.append(f) or real(f, h))
     summary = run(dataset, tmp_path / "f.h5", tiny_clip, workers=0, hash_timeout_s=0.5)
     assert dict(summary.skipped) == {
         "sitting/sparse.mp4": "sitting/sparse.mp4: hashing took longer than 0.5 s (extract.hash_timeout_s)"}
@@ -440,7 +440,7 @@ def test_hashing_has_its_own_bound_and_a_timed_out_hash_is_remembered_under_its_
 
 def test_the_summary_escapes_names_counts_reasons_and_lists_every_skip_beside_the_cache(dataset, tmp_path,
                                                                                         tiny_clip):
-    from pipeline.extract import SHOWN_SKIPS, skipped_list_path
+    from pipeline.extract.runner import SHOWN_SKIPS, skipped_list_path
     from pipeline.paths import CACHE_PATH, SKIPPED_LIST
 
     for i in range(12):
@@ -464,7 +464,7 @@ def test_a_worker_running_the_main_script_again_stops_with_the_reason(monkeypatc
     import multiprocessing
     import types
 
-    from pipeline.extract import _refuse_worker_rerun
+    from pipeline.extract.runner import _refuse_worker_rerun
 
     exits = []
     monkeypatch.setattr(os, "_exit", exits.append)
@@ -478,7 +478,7 @@ def test_a_worker_running_the_main_script_again_stops_with_the_reason(monkeypatc
 
 
 def test_the_summary_counts_damaged_videos_and_the_limit_reaches_the_decoder():
-    from pipeline.extract import ExtractSummary
+    from pipeline.extract.runner import ExtractSummary
 
     assert "  2 videos had packets that failed to decode" in str(ExtractSummary("f.h5", encoded=3, damaged=2))
     assert ExtractConfig(root="data", max_damaged=0.1).limits().max_damaged == 0.1

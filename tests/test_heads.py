@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache import ROW_FIELDS, empty_cache, open_cache, write_cache
+from pipeline.extract.cache import ROW_FIELDS, empty_cache, open_cache, write_cache
 from pipeline.errors import ConfigError, HeadError
-from pipeline.heads import (HEAD_SCHEMA, LinearHead, LogRegConfig, LogRegHead, NotFittedError, ZeroShotHead,
+from pipeline.heads.estimators import (HEAD_SCHEMA, LinearHead, LogRegConfig, LogRegHead, NotFittedError, ZeroShotHead,
                             fit_predict_many, load_head, mean_pool)
-from pipeline.split import split_videos
-from pipeline.training import LinearConfig, LinearModule, train_linear
+from pipeline.heads.split import split_videos
+from pipeline.heads.training import LinearConfig, LinearModule, train_linear
 
 NAMES = ["clapping", "sitting", "walking", "waving"]
 ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "abc", "embedding_dim": 64, "num_frames": 4,
@@ -272,7 +272,7 @@ def test_heads_trained_together_equal_each_trained_alone(weight_decay, text):
     alone = [fit_predict_many([(xt, yt, x)], 3, cfg, text_init)[0] for xt, yt in tasks]
     assert [p.tolist() for p in preds] == [p.tolist() for p in alone]
     with pytest.MonkeyPatch.context() as mp:  # tasks over the memory budget train in groups, to the same answers
-        mp.setattr("pipeline.heads.BATCHED_BYTES", 41 * 16 * 4)
+        mp.setattr("pipeline.heads.estimators.BATCHED_BYTES", 41 * 16 * 4)
         grouped = fit_predict_many([(xt, yt, x) for xt, yt in tasks], 3, cfg, text_init)
     assert [p.tolist() for p in grouped] == [p.tolist() for p in preds]
 
@@ -292,7 +292,7 @@ def test_training_does_not_import_torch_dynamo():
     torch's Adam function without it."""
     import subprocess
     import sys
-    code = ("import sys, numpy as np; from pipeline.training import LinearConfig, train_linear; "
+    code = ("import sys, numpy as np; from pipeline.heads.training import LinearConfig, train_linear; "
             "train_linear([(np.ones((4, 3), np.float32), np.array([0, 1, 0, 1]))], 2, LinearConfig(epochs=2)); "
             "print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.cache import KEY_ATTRS, SCHEMA_VERSION, empty_cache, write_cache
-from pipeline.cli import inspect
+from pipeline.extract.cache import KEY_ATTRS, SCHEMA_VERSION, empty_cache, write_cache
+from pipeline.tools.cli import inspect
 from pipeline.errors import ConfigError
-from pipeline.inspector import NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors, summarize
-from pipeline.neardup import similar_pairs
-from pipeline.split import PARTS, write_split
+from pipeline.tools.inspector import NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors, summarize
+from pipeline.tools.neardup import similar_pairs
+from pipeline.heads.split import PARTS, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "f00d", "embedding_dim": 4, "num_frames": 2,
@@ -41,7 +41,7 @@ def hand_cache(tmp_path, means, labels, names=("a", "b"), hashes=None, skipped=(
     cache.segment, cache.group, cache.annotated_part = np.full((n, 2), np.nan), np.full(n, "", object), np.full(
         n, "", object)
     write_cache(tmp_path / "f.h5", cache)
-    from pipeline.cache import read_cache
+    from pipeline.extract.cache import read_cache
     return read_cache(tmp_path / "f.h5")
 
 
@@ -171,7 +171,7 @@ def test_missing_empty_and_corrupt_caches_are_one_clear_error(tmp_path, capsys):
 
 
 def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
-    monkeypatch.setattr("pipeline.neardup.TILE", 64)  # many tiles, diagonal and off-diagonal
+    monkeypatch.setattr("pipeline.tools.neardup.TILE", 64)  # many tiles, diagonal and off-diagonal
     rng = np.random.default_rng(0)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     means = unit(rng.normal(size=(300, 96)))  # more dimensions than the screen keeps: the screen prunes
@@ -189,7 +189,7 @@ def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
 
 def random_encoder_cache(tmp_path, names=("a", "b")):
     """hand_cache's cache, as made by a random CLIP built by the project (attrs say so)."""
-    from pipeline.cache import RANDOM_WEIGHTS, read_cache
+    from pipeline.extract.cache import RANDOM_WEIGHTS, read_cache
     hand_cache(tmp_path, [E[0], E[0], E[1]], [0, 0, 1], names=names)
     cache = read_cache(tmp_path / "f.h5")
     cache.attrs[RANDOM_WEIGHTS] = True
@@ -199,7 +199,7 @@ def random_encoder_cache(tmp_path, names=("a", "b")):
 
 @pytest.mark.parametrize("args", [[], ["--outliers"], ["--video", "a/v0.mp4"], ["--neighbors", "a/v0.mp4"]])
 def test_every_inspector_output_of_a_random_encoder_says_so(tmp_path, capsys, args):
-    from pipeline.cache import RANDOM_ENCODER_NOTE
+    from pipeline.extract.cache import RANDOM_ENCODER_NOTE
     path = random_encoder_cache(tmp_path)
     assert inspect([path, *args]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -229,10 +229,10 @@ def test_video_report_shows_whole_class_names_within_100_columns(tmp_path, capsy
 
 def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
     """frame_spec reads the resize and crop from the cache's own record of its preprocessing, not a fixed size."""
-    from pipeline.cache import read_cache
+    from pipeline.extract.cache import read_cache
     from pipeline.errors import CacheError
-    from pipeline.inspector import frame_spec
-    from pipeline.frames import FrameSpec
+    from pipeline.tools.inspector import frame_spec
+    from pipeline.decode.frames import FrameSpec
 
     cache = hand_cache(tmp_path, [E[0], E[1]], [0, 1])
     with pytest.raises(CacheError, match="does not record the preprocessing"):
@@ -245,13 +245,13 @@ def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
 
 
 def test_python_m_pipeline_inspector_is_the_same_command(tmp_path):
-    """`python -m pipeline.inspector` runs clip-har-inspect's command line (pipeline.cli.inspect), status included."""
+    """`python -m pipeline.tools.inspector` runs clip-har-inspect's command line (pipeline.tools.cli.inspect), status included."""
     hand_cache(tmp_path, [E[0], E[1]], [0, 1])
     root = ROOT
-    run = subprocess.run([sys.executable, "-m", "pipeline.inspector", str(tmp_path / "f.h5"), "--json"], cwd=root,
+    run = subprocess.run([sys.executable, "-m", "pipeline.tools.inspector", str(tmp_path / "f.h5"), "--json"], cwd=root,
                          capture_output=True, text=True)
     assert run.returncode == 0 and json.loads(run.stdout)["videos"] == 2, run.stderr
-    run = subprocess.run([sys.executable, "-m", "pipeline.inspector", str(tmp_path / "none.h5")], cwd=root,
+    run = subprocess.run([sys.executable, "-m", "pipeline.tools.inspector", str(tmp_path / "none.h5")], cwd=root,
                          capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.startswith("error: no feature cache")
 
@@ -281,8 +281,8 @@ def test_the_pair_search_memory_is_bounded_by_its_tiles_not_the_pairs(monkeypatc
     videos (180,000 to 720,000 pairs), far under what keeping the pairs would take."""
     import tracemalloc
 
-    monkeypatch.setattr("pipeline.neardup.TILE", 128)
-    monkeypatch.setattr("pipeline.neardup.PAIRS", 4096)
+    monkeypatch.setattr("pipeline.tools.neardup.TILE", 128)
+    monkeypatch.setattr("pipeline.tools.neardup.PAIRS", 4096)
     rng = np.random.default_rng(0)
     peaks = []
     for n in (600, 1200):
@@ -332,7 +332,7 @@ def test_a_path_not_in_the_cache_names_the_nearest(tmp_path, capsys):
 
 def test_centroid_neighbours_and_class_counts_for_many_classes(tmp_path):
     """nearest_classes equals the full matrix's ranking; summarize's per-part counts at 300 classes are exact."""
-    from pipeline.inspector import class_centroids, nearest_classes
+    from pipeline.tools.inspector import class_centroids, nearest_classes
     rng = np.random.default_rng(0)
     cent = rng.normal(size=(300, 4)).astype(np.float32)
     cent /= np.linalg.norm(cent, axis=1, keepdims=True)
@@ -354,7 +354,7 @@ def test_centroid_neighbours_and_class_counts_for_many_classes(tmp_path):
 
 def test_class_colours_are_distinct_for_up_to_20_classes():
     """Every pair of colours at least 15 apart in CIELAB (Delta E 1976) for 2..20 classes."""
-    from pipeline.inspector import class_colours
+    from pipeline.tools.inspector import class_colours
 
     def lab(hexes):
         rgb = np.array([[int(h[i:i + 2], 16) / 255 for i in (1, 3, 5)] for h in hexes])

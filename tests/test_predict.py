@@ -6,13 +6,13 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pipeline.cache import read_cache
+from pipeline.extract.cache import read_cache
 from pipeline.errors import ConfigError, HeadError, VideoError
-from pipeline.heads import load_head
+from pipeline.heads.estimators import load_head
 from pipeline.paths import HEAD_FILES
-from pipeline.cli import predict as main
-from pipeline.predict import load_predictor, predict_bytes, predict_video
-from pipeline.workers import DecodePool, PoolConfig
+from pipeline.tools.cli import predict as main
+from pipeline.tools.predict import load_predictor, predict_bytes, predict_video
+from pipeline.decode.workers import DecodePool, PoolConfig
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +60,9 @@ def test_predict_bytes_removes_its_temporary_file_also_after_an_error(project, p
 
 
 def test_a_head_with_another_encoder_is_refused(project, pool, tmp_path):
-    from pipeline.encoder import load_encoder
-    from pipeline.tiny_clip import build_tiny_clip
-    from pipeline.predict import make_predictor
+    from pipeline.embed.encoder import load_encoder
+    from pipeline.embed.tiny_clip import build_tiny_clip
+    from pipeline.tools.predict import make_predictor
     other = load_encoder(str(build_tiny_clip(tmp_path / "other", seed=3)), device="cpu")
     with pytest.raises(HeadError, match="encoder_fingerprint"):
         make_predictor(load_head(project / HEAD_FILES["linear"]), other, pool)
@@ -110,7 +110,7 @@ def test_under_the_threshold_the_answer_is_not_sure(project, predictor, capsys, 
 
 
 def test_the_abstention_is_typed_and_a_class_called_not_sure_is_quoted():
-    from pipeline.predict import Segment, answer_text
+    from pipeline.tools.predict import Segment, answer_text
     sure = Segment(0.0, 1.0, ["not sure", "walking"], np.array([0.9, 0.1]), not_sure_below=0.65)
     assert (sure.sure, sure.label, sure.answer) == (True, "not sure", '"not sure"')  # the class, quoted
     unsure = Segment(0.0, 1.0, ["not sure", "walking"], np.array([0.6, 0.4]), not_sure_below=0.65)
@@ -139,7 +139,7 @@ def test_a_name_that_would_forge_a_row_is_one_escaped_row_and_a_folder_without_a
 @pytest.mark.parametrize("duration,window,stride", [(10.0, 4.0, 2.0), (9.3, 4.0, 2.0), (3.0, 4.0, 2.0),
                                                     (12.0, 4.0, 4.0), (7.77, 2.5, 1.0)])
 def test_timeline_windows_cover_the_video_exactly(duration, window, stride):
-    from pipeline.predict import timeline_windows
+    from pipeline.tools.predict import timeline_windows
     windows = timeline_windows(duration, window, stride)
     assert windows[0][0] == 0.0 and windows[-1][1] == pytest.approx(duration)
     assert all(b[0] <= a[1] for a, b in zip(windows, windows[1:]))  # no gap between neighbours
@@ -150,7 +150,7 @@ def test_timeline_windows_cover_the_video_exactly(duration, window, stride):
 
 
 def test_segments_are_whole_video_predictions_of_their_windows(project, predictor, capsys, monkeypatch):
-    from pipeline.predict import predict_segments
+    from pipeline.tools.predict import predict_segments
     video = project / "data" / "walking" / "walking_2.mp4"  # 30 frames at 25 fps: 1.2 s
     whole = predict_video(video, predictor)
     one = predict_segments(video, predictor, window=5.0, stride=5.0).segments  # one window: the whole video
@@ -172,8 +172,8 @@ def test_segments_are_whole_video_predictions_of_their_windows(project, predicto
 
 
 def test_the_encoder_is_the_one_the_head_names_backend_and_quantisation_included(tiny_clip, onnx_dir):
-    from pipeline.heads import ZeroShotHead
-    from pipeline.predict import encoder_for
+    from pipeline.heads.estimators import ZeroShotHead
+    from pipeline.tools.predict import encoder_for
     meta = {"encoder_model": tiny_clip, "preprocess": "fast", "backend": "onnxruntime", "quantize": "int8"}
     encoder = encoder_for(meta, device="auto")
     assert (encoder.backend, encoder.quantize, encoder.device.type) == ("onnxruntime", "int8", "cpu")
@@ -185,9 +185,9 @@ def test_the_encoder_is_the_one_the_head_names_backend_and_quantisation_included
 
 
 def test_any_failure_of_one_file_is_its_error_line_and_the_others_are_predicted(project, capsys, monkeypatch):
-    import pipeline.predict
+    import pipeline.tools.predict
 
-    real = pipeline.predict.predict_video
+    real = pipeline.tools.predict.predict_video
 
     def flaky(file, predictor, on_step=None):
         if "sitting_1" in str(file):
@@ -196,7 +196,7 @@ def test_any_failure_of_one_file_is_its_error_line_and_the_others_are_predicted(
             raise RuntimeError("cuDNN exploded")
         return real(file, predictor, on_step)
 
-    monkeypatch.setattr(pipeline.predict, "predict_video", flaky)
+    monkeypatch.setattr(pipeline.tools.predict, "predict_video", flaky)
     monkeypatch.chdir(project)
     code = main(["data/sitting", "data/walking/walking_0.mp4", "data/clapping/clapping_0.mp4", "--json"])
     out, err = capsys.readouterr()
@@ -214,12 +214,12 @@ def test_any_failure_of_one_file_is_its_error_line_and_the_others_are_predicted(
 
 def test_too_many_windows_widen_the_stride_and_no_timeline_keeps_the_whole_video_answer(project, capsys,
                                                                                      monkeypatch):
-    import pipeline.predict
+    import pipeline.tools.predict
     monkeypatch.chdir(project)
     video = "data/walking/walking_2.mp4"
-    real = pipeline.predict.predict_segments
+    real = pipeline.tools.predict.predict_segments
     # the widening itself: test_segments_are_whole_video_predictions_of_their_windows; here, what the command says
-    monkeypatch.setattr(pipeline.predict, "predict_segments", lambda *a, **k: real(*a, **{**k, "max_windows": 2}))
+    monkeypatch.setattr(pipeline.tools.predict, "predict_segments", lambda *a, **k: real(*a, **{**k, "max_windows": 2}))
     assert main([video, "--segments", "0.4", "0.2", "--json"]) == 0
     out, err = capsys.readouterr()
     [result] = json.loads(out)
@@ -229,7 +229,7 @@ def test_too_many_windows_widen_the_stride_and_no_timeline_keeps_the_whole_video
     def no_timeline(file, *args, **kwargs):
         raise VideoError(file, "none of the 3 timeline windows could be read")
 
-    monkeypatch.setattr(pipeline.predict, "predict_segments", no_timeline)
+    monkeypatch.setattr(pipeline.tools.predict, "predict_segments", no_timeline)
     assert main([video, "--segments", "4", "2"]) == 1
     out, err = capsys.readouterr()
     assert out.splitlines()[1].startswith(f"{video}\t") and len(out.splitlines()) == 2  # the answer, no windows
@@ -238,7 +238,7 @@ def test_too_many_windows_widen_the_stride_and_no_timeline_keeps_the_whole_video
 
 @pytest.mark.parametrize("duration,window,stride", [(402.5, 4.0, 2.0), (59040.0, 4.0, 2.0), (10.0, 4.0, 2.0)])
 def test_the_timeline_plan_caps_the_windows_and_still_covers_the_video(duration, window, stride):
-    from pipeline.predict import timeline_plan, timeline_windows
+    from pipeline.tools.predict import timeline_plan, timeline_windows
     used_window, used_stride = timeline_plan(duration, window, stride, max_windows=200)
     windows = timeline_windows(duration, used_window, used_stride)
     assert len(windows) <= 200 and windows[0][0] == 0.0 and windows[-1][1] == pytest.approx(duration)
@@ -251,7 +251,7 @@ def test_the_timeline_goes_by_the_frames_timestamps_not_frame_count_over_fps(pre
     68 / 25 fps would say 2.7 s)."""
     import av
 
-    from pipeline.predict import predict_segments
+    from pipeline.tools.predict import predict_segments
     times = [i / 25 for i in range(50)] + [2.0 + 0.5 * k for k in range(19)]
     path = tmp_path / "vfr.mp4"
     with av.open(str(path), "w") as out:
@@ -268,10 +268,10 @@ def test_the_timeline_goes_by_the_frames_timestamps_not_frame_count_over_fps(pre
 
 
 def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, pool, tmp_path):
-    from pipeline.encoder import AUTO_BATCH_SIZE
-    from pipeline.extract import ExtractConfig, extract_features
-    from pipeline.heads import LogRegHead, mean_pool
-    from pipeline.predict import stage_one_batch_size
+    from pipeline.embed.encoder import AUTO_BATCH_SIZE
+    from pipeline.extract.runner import ExtractConfig, extract_features
+    from pipeline.heads.estimators import LogRegHead, mean_pool
+    from pipeline.tools.predict import stage_one_batch_size
 
     cache_file = tmp_path / "features.h5"  # 8 frames per pass: two 4-frame videos share each pass
     extract_features(ExtractConfig(root=str(project / "data"), cache_path=str(cache_file), model=tiny_clip,
@@ -295,7 +295,7 @@ def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, pool,
 def test_stderr_is_quiet_but_for_the_random_encoder_note(project, capsys, monkeypatch):
     """No weight-loading bar, no library chatter: stderr holds the random encoder's note (the project's tiny CLIP
     is random) and the JSON carries it for each video."""
-    from pipeline.cache import RANDOM_ENCODER_NOTE
+    from pipeline.extract.cache import RANDOM_ENCODER_NOTE
     monkeypatch.chdir(project)
     assert main(["data/walking/walking_0.mp4"]) == 0
     out, err = capsys.readouterr()
@@ -311,7 +311,7 @@ def test_a_window_that_fails_for_another_reason_than_no_frames_ends_the_timeline
     from types import SimpleNamespace
 
     from pipeline.errors import EmptySegment
-    from pipeline.predict import predict_segments
+    from pipeline.tools.predict import predict_segments
 
     class Reader:
         head, encoder, batch_size = None, None, 16  # never reached: no window decodes

@@ -20,7 +20,7 @@ LOCAL = {"pipeline", "stages", "app", "tests", "bench"}
 def imported_modules(path: Path, when_imported: bool = False) -> set[str]:
     """Every module a file imports (absolute names, also inside functions). when_imported: only what importing the
     module runs, leaving out `if TYPE_CHECKING:` (annotations only) and `if __name__ == "__main__":` (the file run as
-    a program, as another module: `python -m pipeline.inspector` hands over to pipeline.cli)."""
+    a program, as another module: `python -m pipeline.tools.inspector` hands over to pipeline.tools.cli)."""
     tree = ast.parse(path.read_text())
     hidden = {id(n) for node in ast.walk(tree) if when_imported and isinstance(node, ast.If)
               and ("TYPE_CHECKING" in ast.unparse(node.test) or ast.unparse(node.test) == "__name__ == '__main__'")
@@ -121,20 +121,20 @@ def test_each_dvc_stage_depends_on_exactly_the_code_and_params_it_uses():
 
 def test_the_derivation_sees_what_a_stage_uses(tmp_path):
     script = tmp_path / "fake.py"
-    script.write_text("from pipeline.plots import StageLive\nfrom stages import read_params\n"
+    script.write_text("from pipeline.heads.plots import StageLive\nfrom stages import read_params\n"
                       "def main():\n    params = read_params()\n    f(params['train'], params['split']['seed'])\n"
                       "    g(read_params()['demo'])\n")
-    assert code_used(script) == {"stages/__init__.py", "pipeline/plots.py", "pipeline/errors.py", "pipeline/paths.py",
+    assert code_used(script) == {"stages/__init__.py", "pipeline/heads/plots.py", "pipeline/errors.py", "pipeline/paths.py",
                                  str(script)}
     assert params_read(script) == {"train", "split.seed", "demo"}
-    assert code_used(ROOT / "stages" / "train.py") >= {"pipeline/heads.py", "pipeline/cache.py"}  # heads -> cache
+    assert code_used(ROOT / "stages" / "train.py") >= {"pipeline/heads/estimators.py", "pipeline/extract/cache.py"}  # heads -> cache
 
 
 def test_dataclass_defaults_equal_params_yaml():
-    from pipeline.demo import DemoConfig
-    from pipeline.extract import ExtractConfig
-    from pipeline.heads import CalibrationConfig, LinearConfig, LogRegConfig
-    from pipeline.split import SplitConfig
+    from pipeline.data.demo import DemoConfig
+    from pipeline.extract.runner import ExtractConfig
+    from pipeline.heads.estimators import CalibrationConfig, LinearConfig, LogRegConfig
+    from pipeline.heads.split import SplitConfig
 
     params = committed_params()
     for cfg, section in ((LinearConfig(), "train"), (LogRegConfig(), "baseline"), (DemoConfig(), "demo"),
@@ -192,10 +192,10 @@ def test_shared_facts_are_written_once():
 
 def test_dvc_plots_page_needs_no_network():
     """.dvc/config points `dvc plots show` at the committed page template, which carries Vega inline (the default
-    page loads it from a CDN: offline every chart was blank) and is what pipeline.plots writes today."""
+    page loads it from a CDN: offline every chart was blank) and is what pipeline.heads.plots writes today."""
     import configparser
 
-    from pipeline.plots import OFFLINE_TEMPLATE, offline_page_template
+    from pipeline.heads.plots import OFFLINE_TEMPLATE, offline_page_template
     config = configparser.ConfigParser()
     config.read(ROOT / ".dvc" / "config")
     assert (ROOT / ".dvc" / config["plots"]["html_template"]).resolve() == (ROOT / OFFLINE_TEMPLATE).resolve()
@@ -215,7 +215,7 @@ def test_stage_live_writes_what_dvclive_writes_without_opening_the_repository(tm
 import sys
 from pathlib import Path
 from dvclive import Live
-from pipeline.plots import StageLive
+from pipeline.heads.plots import StageLive
 kind, out = sys.argv[1], sys.argv[2]
 with (StageLive if kind == "stage" else Live)(out, dvcyaml=None, save_dvc_exp=False) as live:
     live.log_params({"lr": 0.1})
@@ -315,7 +315,7 @@ def test_every_command_answers_help_without_side_effects(tmp_path):
     """Each stage script and each pipeline module with a command line, run as a file from another folder
     (`python stages/split.py --help`), prints its usage, exits 0 and writes nothing. `python -m` differs only in
     how the packages are found, which the stages' own runs (dvc repro) cover."""
-    commands = [p for p in sorted(ROOT.glob("stages/*.py")) + sorted(ROOT.glob("pipeline/*.py"))
+    commands = [p for p in sorted(ROOT.glob("stages/*.py")) + sorted(ROOT.glob("pipeline/**/*.py"))
                 if re.search(r'^if __name__ == "__main__":', p.read_text(), re.M)]  # a guard, not a message about one
     assert len(commands) >= 10
     procs = {p: subprocess.Popen([sys.executable, str(p), "--help"], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -328,7 +328,8 @@ def test_every_command_answers_help_without_side_effects(tmp_path):
 
 def _package_imports() -> dict[str, set[str]]:
     """{module: the pipeline modules importing it imports} (imported_modules with when_imported)."""
-    modules = {f"pipeline.{p.stem}": p for p in (ROOT / "pipeline").glob("*.py") if p.stem != "__init__"}
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in (ROOT / "pipeline").rglob("*.py")
+               if p.stem != "__init__"}
     return {name: {m for m in imported_modules(path, when_imported=True) if m in modules and m != name}
             for name, path in modules.items()}
 
@@ -365,7 +366,7 @@ def test_the_package_has_no_import_cycle():
 def test_every_module_states_its_role_and_stays_short():
     """A newcomer names each module's role from its first line: a one-line docstring on every module; and no
     module grows past about 400 lines."""
-    for path in sorted([*ROOT.glob("pipeline/*.py"), *ROOT.glob("stages/*.py"), *ROOT.glob("app/*.py")]):
+    for path in sorted([*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("stages/*.py"), *ROOT.glob("app/*.py")]):
         if path.name == "__init__.py" and not path.read_text().strip():
             continue
         doc = ast.get_docstring(ast.parse(path.read_text()))
@@ -380,7 +381,7 @@ def test_no_result_is_routed_by_its_text():
     patterns = {r"isinstance\((out|result|r|first|res), str\)": "a result routed by isinstance(..., str)",
                 r"str\(e\)\.(startswith|replace)|text\.startswith\(f\"\{file\}": "a message routed or edited",
                 r"sys\.path\.(insert|append)|sys\.path\[0\] =": "sys.path edited"}
-    for path in sorted([*ROOT.glob("pipeline/*.py"), *ROOT.glob("stages/*.py"), *ROOT.glob("app/*.py"),
+    for path in sorted([*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("stages/*.py"), *ROOT.glob("app/*.py"),
                         *ROOT.glob("bench/*.py")]):
         text = path.read_text()
         for pattern, what in patterns.items():

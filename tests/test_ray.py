@@ -22,8 +22,8 @@ import yaml
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from pipeline.cache import read_cache  # noqa: E402
-from pipeline.extract import ExtractConfig, extract_features  # noqa: E402
+from pipeline.extract.cache import read_cache  # noqa: E402
+from pipeline.extract.runner import ExtractConfig, extract_features  # noqa: E402
 from pipeline.paths import CACHE_PATH, PARAMS  # noqa: E402
 from tests.conftest import committed_params, write_video  # noqa: E402
 from tests.faults import DOOMED_NODE, broken_install_decode, doomed_node_decode, faulty_decode  # noqa: E402
@@ -198,7 +198,7 @@ def test_a_killed_driver_leaves_the_cache_and_the_next_run_reuses_its_parts(clus
     gate.mkdir()
     cache = tmp_path / "f.h5"
     code = (f"import functools\n"
-            f"from pipeline.extract import ExtractConfig, extract_features\n"
+            f"from pipeline.extract.runner import ExtractConfig, extract_features\n"
             f"from tests.faults import gated_decode\n"
             f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(cache)!r}, model={tiny_clip!r}, "
             f"num_frames=8, batch_size=8, device='auto', shard_size=1, video_timeout_s=600, engine='ray', "

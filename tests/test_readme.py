@@ -19,9 +19,9 @@ PAGES = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "README
 # The console scripts (pyproject.toml's [project.scripts]) and the `python -m` command each one is: a test that runs
 # the module runs the command (test_the_package_installs_with_its_commands checks that they are the same).
 SCRIPTS = {
-    "clip-har-predict": ("python", "-m", "pipeline.predict"),
-    "clip-har-inspect": ("python", "-m", "pipeline.inspector"),
-    "clip-har-tiny-clip": ("python", "-m", "pipeline.encoder"),
+    "clip-har-predict": ("python", "-m", "pipeline.tools.predict"),
+    "clip-har-inspect": ("python", "-m", "pipeline.tools.inspector"),
+    "clip-har-tiny-clip": ("python", "-m", "pipeline.embed.encoder"),
 }
 
 # Every command of the README's code blocks -> the chain of functions that runs it: a test (or a fixture a test
@@ -33,7 +33,7 @@ INSTALLS = ("tests/test_readme.py::test_the_package_installs_with_its_commands",
 COVERED = {
     "pip install -e .": INSTALLS,
     "dvc repro": DVC_REPO,
-    "python -m pipeline.encoder --tiny models/tiny-clip": DVC_REPO,
+    "python -m pipeline.embed.encoder --tiny models/tiny-clip": DVC_REPO,
     "dvc exp run -S encoder.model=models/tiny-clip": DVC_REPO,
     "streamlit run app/streamlit_app.py": ("tests/test_dvc.py::test_first_hour_in_the_browser",
                                            "tests/test_dvc.py::walk_the_app", "tests/browser.py::streamlit_server"),

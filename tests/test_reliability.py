@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.cache
-import pipeline.extract
-import pipeline.video
-from pipeline.cache import ROW_FIELDS, read_cache
-from pipeline.extract import ExtractConfig, extract_features
-from pipeline.heads import load_head
+import pipeline.extract.cache
+import pipeline.extract.runner
+import pipeline.decode.video
+from pipeline.extract.cache import ROW_FIELDS, read_cache
+from pipeline.extract.runner import ExtractConfig, extract_features
+from pipeline.heads.estimators import load_head
 from pipeline.paths import HEAD_FILES
-from pipeline.predict import load_predictor, predict_bytes
-from pipeline.workers import DecodePool, PoolConfig
-from pipeline.video import TIMESTAMPS, DecodeLimits, read_frames, sample_indices
+from pipeline.tools.predict import load_predictor, predict_bytes
+from pipeline.decode.workers import DecodePool, PoolConfig
+from pipeline.decode.video import TIMESTAMPS, DecodeLimits, read_frames, sample_indices
 from tests.conftest import committed_file
 from tests.corpus import CASES, DAMAGED_FRAMES, EDIT_SHOWN, ONE_KEY_FRAMES, VFR_PTS_MS, build_corpus
 from tests.faults import faulty_decode
@@ -149,14 +149,14 @@ def test_the_docs_document_every_case():
 def test_a_long_video_is_sampled_with_bounded_work(corpus, monkeypatch):
     long = corpus / "odd" / "long.mp4"  # 12,000 frames, a keyframe every 25
     decoded = []
-    real = pipeline.video._frames
+    real = pipeline.decode.video._frames
 
     def counting(*args):
         for frame in real(*args):
             decoded.append(1)
             yield frame
 
-    monkeypatch.setattr(pipeline.video, "_frames", counting)
+    monkeypatch.setattr(pipeline.decode.video, "_frames", counting)
     seeking = read_frames(long, 16)
     assert len(decoded) < 1000  # 16 samples, each from the keyframe before it, not 12,000 frames
     decoded.clear()
@@ -168,9 +168,9 @@ def test_a_long_video_is_sampled_with_bounded_work(corpus, monkeypatch):
 
 
 def _counting(monkeypatch) -> dict[str, int]:
-    """Counts of the frames pipeline.video decodes and the seeks it makes, from now on."""
+    """Counts of the frames pipeline.decode.video decodes and the seeks it makes, from now on."""
     counts = {"decoded": 0, "seeks": 0}
-    real_frames, real_seek = pipeline.video._frames, pipeline.video._seek
+    real_frames, real_seek = pipeline.decode.video._frames, pipeline.decode.video._seek
 
     def frames(*args):
         for frame in real_frames(*args):
@@ -181,8 +181,8 @@ def _counting(monkeypatch) -> dict[str, int]:
         counts["seeks"] += 1
         real_seek(*args)
 
-    monkeypatch.setattr(pipeline.video, "_frames", frames)
-    monkeypatch.setattr(pipeline.video, "_seek", seek)
+    monkeypatch.setattr(pipeline.decode.video, "_frames", frames)
+    monkeypatch.setattr(pipeline.decode.video, "_seek", seek)
     return counts
 
 
@@ -190,8 +190,8 @@ def _counting(monkeypatch) -> dict[str, int]:
 def test_one_keyframe_for_a_long_clip_is_read_in_order_once(corpus, monkeypatch, keyframes_known):
     """8 samples 375 frames apart: seeking to each would go back to frame 0 and decode 12,000 frames."""
     if not keyframes_known:  # as if the container flagged no keyframe: the seek that lands behind stops seeking
-        real_scan = pipeline.video._scan
-        monkeypatch.setattr(pipeline.video, "_scan", lambda stream: replace(real_scan(stream), keyframes=None))
+        real_scan = pipeline.decode.video._scan
+        monkeypatch.setattr(pipeline.decode.video, "_scan", lambda stream: replace(real_scan(stream), keyframes=None))
     counts = _counting(monkeypatch)
     clip = read_frames(corpus / "odd/one_keyframe.mp4", 8)
     last = int(sample_indices(ONE_KEY_FRAMES, 8)[-1])
@@ -255,7 +255,7 @@ def test_sigkill_at_5_random_moments(tmp_path, tiny_clip):
         os.rename(hidden / f"c{i % 4}" / f"v{i:02d}.mp4", root / f"c{i % 4}" / f"v{i:02d}.mp4")
     run(root, tmp_path / "ref" / "f.h5", tiny_clip, shard_size=1, workers=0)
     reference = read_cache(tmp_path / "ref" / "f.h5")
-    code = ("from pipeline.extract import ExtractConfig, extract_features\n"
+    code = ("from pipeline.extract.runner import ExtractConfig, extract_features\n"
             f"extract_features(ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, model={tiny_clip!r},"
             " num_frames=8, batch_size=8, device='cpu', shard_size=1), progress=False)\n")
 
@@ -316,10 +316,10 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_cache_survives(dataset, t
                 raise OSError(errno.ENOSPC, "No space left on device", str(name))
             return real_file(name, mode, *a, **kw)
 
-        monkeypatch.setattr(pipeline.cache.h5py, "File", file)
+        monkeypatch.setattr(pipeline.extract.cache.h5py, "File", file)
         with pytest.raises(OSError, match="No space left on device"):
             run(dataset, cache_file, tiny_clip)
-        monkeypatch.setattr(pipeline.cache.h5py, "File", real_file)
+        monkeypatch.setattr(pipeline.extract.cache.h5py, "File", real_file)
         assert same(read_cache(cache_file), before)
         assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("f.h5.parts/*.tmp"))
     summary = run(dataset, cache_file, tiny_clip)  # with space again, it just works, and keeps the work done:
@@ -369,7 +369,7 @@ def test_a_second_writer_process_is_refused(tmp_path, tiny_clip):
     cache_file = tmp_path / "f.h5"
     # the first writer: a real stage-one run in another process, slowed to half a second a video (decoding
     # sleeps first) so that the second one surely starts while it works
-    code = ("import time\nimport pipeline.extract as e\nimport pipeline.workers as w\nreal = w.read_frames\n"
+    code = ("import time\nimport pipeline.extract.runner as e\nimport pipeline.decode.workers as w\nreal = w.read_frames\n"
             "w.read_frames = lambda *a, **k: (time.sleep(0.5), real(*a, **k))[1]\n"
             f"e.extract_features(e.ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, "
             f"model={tiny_clip!r}, num_frames=8, batch_size=8, device='cpu', shard_size=1, workers=0), "

@@ -4,9 +4,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.cache import empty_cache
+from pipeline.extract.cache import empty_cache
 from pipeline.errors import ConfigError, DataError
-from pipeline.split import SplitConfig, describe_protocol, make_split, read_split, split_videos, write_split
+from pipeline.heads.split import SplitConfig, describe_protocol, make_split, read_split, split_videos, write_split
 
 NAMES = ["a", "b", "c"]
 
@@ -302,7 +302,7 @@ def test_a_split_that_cannot_be_made_says_what_state_the_workspace_is_in(tmp_pat
     import yaml
 
     import stages.split
-    from pipeline.cache import write_cache
+    from pipeline.extract.cache import write_cache
     from tests.conftest import committed_params
 
     n = 4

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.discover import discover_videos
+from pipeline.data.discover import discover_videos
 from pipeline.errors import DataError, VideoError
-from pipeline.video import content_hash, read_frames, sample_indices
+from pipeline.decode.video import content_hash, read_frames, sample_indices
 from tests.conftest import level, set_mp4_rotation, write_video
 
 
@@ -186,7 +186,7 @@ def test_image_formats_are_known_by_their_first_bytes(tmp_path, head, reason):
 
 
 def test_a_video_whose_frames_mostly_fail_is_refused_naming_the_setting(tmp_path):
-    from pipeline.video import DecodeLimits
+    from pipeline.decode.video import DecodeLimits
     file = write_video(tmp_path / "v.avi", n_frames=20)  # MJPEG: every frame its own picture, damaged alone
     data = bytearray(file.read_bytes())
     for at in range(len(data) // 4, len(data) * 3 // 4, 97):
@@ -204,7 +204,7 @@ def test_data_references_are_found_along_their_path_only():
     import io
     import struct
 
-    from pipeline.sniff import external_reference
+    from pipeline.decode.sniff import external_reference
 
     def box(kind, body):
         return struct.pack(">I4s", len(body) + 8, kind) + body
@@ -223,7 +223,7 @@ def test_data_references_are_found_along_their_path_only():
 
 
 def test_a_short_video_is_demuxed_once_and_decodes_as_from_a_fresh_demuxer(tmp_path, monkeypatch):
-    import pipeline.video as video
+    import pipeline.decode.video as video
     path = tmp_path / "v.mp4"
     write_video(path, 30)
     opens, real = [], video._open_container

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline.cache import ROW_FIELDS, read_cache
+from pipeline.extract.cache import ROW_FIELDS, read_cache
 from pipeline.errors import Unusable, VideoError
-from pipeline.extract import ExtractConfig, extract_features
+from pipeline.extract.runner import ExtractConfig, extract_features
 from pipeline.paths import HEAD_FILES
-from pipeline.predict import load_predictor, predict_video
-from pipeline.frames import FrameSpec
-from pipeline.workers import DecodePool, Loaded, PoolConfig, ReadConfig
+from pipeline.tools.predict import load_predictor, predict_video
+from pipeline.decode.frames import FrameSpec
+from pipeline.decode.workers import DecodePool, Loaded, PoolConfig, ReadConfig
 from tests.conftest import APP_RUN_S, write_video
 from tests.faults import broken_install_decode, faulty_decode, modules_decode
 
@@ -82,10 +82,10 @@ def test_a_worker_imports_the_reader_and_not_its_callers(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     with DecodePool(PoolConfig(workers=1), decode=modules_decode) as pool:
         modules = next(pool.map([str(tmp_path / "any.mp4")], READ))
-    assert "pipeline.workers" in modules and "pipeline.video" in modules
-    # (the embedder, pipeline.encoder, is there where stage one's pool started the workers' forkserver: it preloads
+    assert "pipeline.decode.workers" in modules and "pipeline.decode.video" in modules
+    # (the embedder, pipeline.embed.encoder, is there where stage one's pool started the workers' forkserver: it preloads
     # it for the workers that embed)
-    assert not {"pipeline.extract", "pipeline.engines", "stages"} & set(modules), modules
+    assert not {"pipeline.extract.runner", "pipeline.extract.engines", "stages"} & set(modules), modules
 
 
 def run(root, cache, tiny_clip, **kw):
@@ -112,7 +112,7 @@ def test_stage_one_skips_what_kills_its_decoder_and_the_cache_does_not_depend_on
 
 def test_on_the_cpu_the_workers_embed_and_the_stage_never_loads_the_encoder(dataset, tmp_path, tiny_clip,
                                                                           monkeypatch):
-    from pipeline.encoder import EncoderConfig
+    from pipeline.embed.encoder import EncoderConfig
 
     def refuse(*args, **kwargs):
         raise AssertionError("the stage's process loaded the encoder")

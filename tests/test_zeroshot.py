@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError, HeadError
-from pipeline.heads import ZeroShotHead, load_head
-from pipeline.tiny_clip import build_tiny_clip
-from pipeline.zeroshot import TEMPLATES, ClassText, class_prompts, text_embeddings, zeroshot_head
+from pipeline.heads.estimators import ZeroShotHead, load_head
+from pipeline.embed.tiny_clip import build_tiny_clip
+from pipeline.heads.zeroshot import TEMPLATES, ClassText, class_prompts, text_embeddings, zeroshot_head
 
 NAMES = ["clapping", "walking_while_reading_book", "sitting"]
 
@@ -122,8 +122,8 @@ def test_a_checkpoint_without_a_tokenizer_is_a_clear_error(tiny_clip, tmp_path):
 
 
 def test_a_zero_shot_initialised_linear_head_starts_from_the_zero_shot_answer(tiny_clip):
-    from pipeline.heads import LinearHead
-    from pipeline.training import LinearConfig
+    from pipeline.heads.estimators import LinearHead
+    from pipeline.heads.training import LinearConfig
     emb = text_embeddings(tiny_clip, NAMES).embeddings
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 10)
@@ -139,13 +139,13 @@ def test_a_zero_shot_initialised_linear_head_starts_from_the_zero_shot_answer(ti
 
 def test_a_siglip_goes_through_stage_one_every_head_zero_shot_and_predict(tiny_siglip, dataset, tmp_path):
     """Issue 27: nothing downstream names a family. Stage one on the tiny SigLIP 2 (96x96 frames), the three heads
-    from its cache, and pipeline.predict rebuilding the encoder from a head's metadata: the cache's rows again."""
-    from pipeline.cache import read_cache
-    from pipeline.extract import ExtractConfig, extract_features
-    from pipeline.heads import LinearHead, LogRegHead
-    from pipeline.predict import load_predictor, predict_video
-    from pipeline.training import LinearConfig, mean_pool
-    from pipeline.workers import DecodePool, PoolConfig
+    from its cache, and pipeline.tools.predict rebuilding the encoder from a head's metadata: the cache's rows again."""
+    from pipeline.extract.cache import read_cache
+    from pipeline.extract.runner import ExtractConfig, extract_features
+    from pipeline.heads.estimators import LinearHead, LogRegHead
+    from pipeline.tools.predict import load_predictor, predict_video
+    from pipeline.heads.training import LinearConfig, mean_pool
+    from pipeline.decode.workers import DecodePool, PoolConfig
 
     cache_file = tmp_path / "f.h5"
     extract_features(ExtractConfig(root=str(dataset), cache_path=str(cache_file), model=tiny_siglip, num_frames=4,

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.cache import RANDOM_WEIGHTS
-from pipeline.hub import no_progress_bars
+from pipeline.extract.cache import RANDOM_WEIGHTS
+from pipeline.embed.hub import no_progress_bars
 
 if TYPE_CHECKING:  # transformers costs seconds to import: imported where it is used
     from transformers import PreTrainedTokenizerBase
@@ -121,6 +121,6 @@ def _gemma_style_tokenizer() -> PreTrainedTokenizerBase:
     return Siglip2Tokenizer(vocab={s: i for i, s in enumerate(symbols)}, merges=[], model_max_length=64)
 
 
-if __name__ == "__main__":  # python -m pipeline.tiny_clip: the command line lives in pipeline.cli
-    from pipeline.cli import tiny_clip
+if __name__ == "__main__":  # python -m pipeline.embed.tiny_clip: the command line lives in pipeline.tools.cli
+    from pipeline.tools.cli import tiny_clip
     raise SystemExit(tiny_clip())

@@ -12,8 +12,8 @@ from fractions import Fraction
 import av
 
 from pipeline.errors import VideoError
-from pipeline.video import DecodeLimits, open_regular, open_stream
-from pipeline.workers import load_video
+from pipeline.decode.video import DecodeLimits, open_regular, open_stream
+from pipeline.decode.workers import load_video
 
 # What Chromium's <video> plays (it has no HEVC, MPEG-4 part 2, MJPEG, ... decoder): these codecs in the ISO
 # (mp4/mov) and Matroska (mkv/webm) demuxers, as FFmpeg names both.

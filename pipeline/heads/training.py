@@ -37,7 +37,7 @@ class LinearConfig:
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:
     """Frame embeddings float32 (V, F, D) -> one feature per video, float32 (V, D): the mean over frames.
-    Embeddings left in a cache file (pipeline.cache.Embeddings) are averaged a block of videos at a time."""
+    Embeddings left in a cache file (pipeline.extract.cache.Embeddings) are averaged a block of videos at a time."""
     return embeddings.mean(axis=1, dtype=np.float32)
 
 

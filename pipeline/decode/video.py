@@ -19,8 +19,8 @@ import av
 import numpy as np
 
 from pipeline.errors import EmptySegment, VideoError
-from pipeline.frames import FrameGroup, FrameSpec
-from pipeline.sniff import external_reference, refuse_non_video, video_stream
+from pipeline.decode.frames import FrameGroup, FrameSpec
+from pipeline.decode.sniff import external_reference, refuse_non_video, video_stream
 
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
 DECODER = f"pyav-{av.__version__}"  # named in the cache: another decoder (or FFmpeg build) gives other pixels

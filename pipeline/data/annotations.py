@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pipeline.cache import clip_id
-from pipeline.discover import VideoFile, check_follow_links, find_video_files, link_refusal
+from pipeline.extract.cache import clip_id
+from pipeline.data.discover import VideoFile, check_follow_links, find_video_files, link_refusal
 from pipeline.errors import DataError, printable
 
 FORMATS = ("csv", "kinetics", "mmaction2")

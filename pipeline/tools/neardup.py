@@ -1,6 +1,6 @@
 """Near-duplicate pairs among unit vectors without the (V, V) matrix: the top pairs kept, all counted, memory bounded.
 
-The search behind `clip-har-inspect --outliers` (pipeline.inspector.find_outliers). Memory is O(V x D + TILE^2 +
+The search behind `clip-har-inspect --outliers` (pipeline.tools.inspector.find_outliers). Memory is O(V x D + TILE^2 +
 top) whatever the data: where nearly every pair passes, it still keeps only the `top` best.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.cache import BLOCK_ROWS
+from pipeline.extract.cache import BLOCK_ROWS
 
 SCREEN_DIMS = 64  # principal directions the search screens pairs on before the exact cosine
 TILE = 2048  # videos per side of one tile of the search: (TILE, TILE) float32 = 16 MiB

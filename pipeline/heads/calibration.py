@@ -93,7 +93,7 @@ def fit_calibration(val_logits: np.ndarray, val_labels: np.ndarray, not_sure_bel
 
 
 def describe_data(calibration: Calibration | None) -> str:
-    """One line on how much data a head was trained and calibrated on (for the app and pipeline.predict)."""
+    """One line on how much data a head was trained and calibrated on (for the app and pipeline.tools.predict)."""
     if calibration is None:
         return "uncalibrated (T = 1)"
     c = calibration

@@ -1,6 +1,6 @@
 """Predict the action in a video with a trained head and the full encoder, exactly as stage one encodes it.
 
-The app's path and `clip-har-predict`'s (its command line is in pipeline.cli). The caller owns the decode workers
+The app's path and `clip-har-predict`'s (its command line is in pipeline.tools.cli). The caller owns the decode workers
 (a DecodePool, passed in): the command opens one and closes it, the app keeps one per process.
 """
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.encoder import AUTO_BATCH_SIZE, Encoder, auto_batch_size, embed_frames, load_encoder
+from pipeline.embed.encoder import AUTO_BATCH_SIZE, Encoder, auto_batch_size, embed_frames, load_encoder
 from pipeline.errors import ConfigError, EmptySegment, HeadError, VideoError, printable
-from pipeline.heads import Head, HeadMeta, load_head
-from pipeline.video import SAMPLING, Clip, DecodeLimits
-from pipeline.workers import DecodePool, ReadConfig
+from pipeline.heads.estimators import Head, HeadMeta, load_head
+from pipeline.decode.video import SAMPLING, Clip, DecodeLimits
+from pipeline.decode.workers import DecodePool, ReadConfig
 
 
 NOT_SURE = "not sure"
@@ -275,6 +275,6 @@ def predict_bytes(data: bytes, predictor: Predictor, on_step: Callable[[str], No
         return predict_video(tmp, predictor, on_step)
 
 
-if __name__ == "__main__":  # python -m pipeline.predict: the command line lives in pipeline.cli
-    from pipeline.cli import predict
+if __name__ == "__main__":  # python -m pipeline.tools.predict: the command line lives in pipeline.tools.cli
+    from pipeline.tools.cli import predict
     sys.exit(predict())

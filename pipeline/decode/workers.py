@@ -27,8 +27,8 @@ import numpy as np
 from pebble import ProcessExpired, ProcessPool
 
 from pipeline.errors import BrokenInstall, Unusable, VideoError
-from pipeline.frames import FrameSpec
-from pipeline.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames
+from pipeline.decode.frames import FrameSpec
+from pipeline.decode.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames
 
 # A worker is replaced after this many videos: decoders can leak. Not much more often: a new worker that embeds (stage
 # one on the CPU) loads the encoder again (about 0.1 s for the tiny CLIP; at 200, about a sixth of a tiny clip's time).
@@ -56,7 +56,7 @@ class ReadConfig:
 @dataclass
 class Loaded:
     """One video read: size and mtime_ns of the file, SHA-256 of its bytes, and the sampled frames; where the worker
-    also embedded them (pipeline.encoder.decode_and_embed), their embeddings float32 (F, D) instead (clip.frames
+    also embedded them (pipeline.embed.encoder.decode_and_embed), their embeddings float32 (F, D) instead (clip.frames
     None) and the fingerprint of the encoder that made them."""
 
     size: int
@@ -157,7 +157,7 @@ def load_video(file: str, cfg: ReadConfig, hash_bytes: bool | Hashed = True) -> 
     """Read one video through one open handle (runs in a worker): its SHA-256 (when hash_bytes) and its frames are
     of the same bytes. VideoError with the reason if unusable.
 
-    hash_bytes: True to hash the bytes; False not to (digest None: the app, pipeline.predict); or the Hashed of a
+    hash_bytes: True to hash the bytes; False not to (digest None: the app, pipeline.tools.predict); or the Hashed of a
     hashing done before (stage one hashes first, to decode only unknown content): its digest is taken when the
     handle is still that file (same identity), else the handle's bytes are hashed here. The handle's identity is
     checked against the path after decoding: a file renamed over (or written to) meanwhile is read again once,
@@ -287,7 +287,7 @@ class DecodePool:
             yield self._result(*pending.popleft())
 
     def read(self, file: str, cfg: ReadConfig, hash_bytes: bool = False) -> Loaded:
-        """One video through a worker (the app and pipeline.predict); VideoError with the reason if unusable."""
+        """One video through a worker (the app and pipeline.tools.predict); VideoError with the reason if unusable."""
         out = next(self.map([file], cfg, hash_bytes))
         if isinstance(out, Unusable):
             raise out.error()

@@ -16,7 +16,7 @@ FOLLOW_LINKS = ("inside", "all")
 @dataclass(frozen=True)
 class VideoFile:
     """One video to encode: `path` relative to the data root (posix), its class (folder, or annotation), and the
-    absolute file. From an annotation file (pipeline.annotations) also: `segment` (start, end) seconds, the part of
+    absolute file. From an annotation file (pipeline.data.annotations) also: `segment` (start, end) seconds, the part of
     the file that is the labelled action (None: all of it), its `group` and the `part` the annotations give it
     ("" when they do not)."""
 

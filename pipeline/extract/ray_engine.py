@@ -1,12 +1,12 @@
 """Stage one's engine on a Ray cluster (Ray Data): decode actors feed encoder actors, the driver writes the cache.
 
-The same roles as on one machine (pipeline.engines.LocalEngine): each decode actor reads videos through its own
+The same roles as on one machine (pipeline.extract.engines.LocalEngine): each decode actor reads videos through its own
 DecodePool, so a video that crashes, hangs or exhausts its decoder costs only that video, never the Ray task
 (Ray Data retries a dying task forever). Where the encoder runs on the CPU, that worker embeds the video too, on its
 one thread, as the local engine's workers do (encoder.decode_and_embed); on GPUs, encoder actors run the same
 Embedder with the same fixed-shape passes. A video's embeddings do not depend on where or with what it was encoded.
 Only the driver writes files.
-Ray is optional (requirements-ray.txt): only pipeline.extract imports this module, when extract.engine is ray.
+Ray is optional (requirements-ray.txt): only pipeline.extract.runner imports this module, when extract.engine is ray.
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ import torch
 from ray.data import ActorPoolStrategy, DataContext
 
 import pipeline
-from pipeline.cache import KEY_ATTRS, clip_id
-from pipeline.encoder import Embedder, EncoderConfig
-from pipeline.engines import Result, embedding_pool
+from pipeline.extract.cache import KEY_ATTRS, clip_id
+from pipeline.embed.encoder import Embedder, EncoderConfig
+from pipeline.extract.engines import Result, embedding_pool
 from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError
-from pipeline.video import Clip
-from pipeline.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
+from pipeline.decode.video import Clip
+from pipeline.decode.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
 
 VIDEOS_PER_BLOCK = 4  # rows per Ray Data block: the work a lost node takes with it, at most, per decode actor
 # Columns a decode actor returns per video beside its frames; the encoder actors pass them through.
@@ -36,7 +36,7 @@ class RayEngine:
     """Connects to Ray (or starts it on this machine), asks a node that will encode what its encoder is, then runs
     videos through Ray Data: results() yields what LocalEngine.results does, in completion order.
 
-    encoder_attrs, frame_spec and batch_size as on LocalEngine (the Engine interface, pipeline.engines), from the
+    encoder_attrs, frame_spec and batch_size as on LocalEngine (the Engine interface, pipeline.extract.engines), from the
     encoder and pool settings; address: extract.ray_address; threads: torch's intra-op thread count in this process
     (what the local engine would encode with: the stage sets it, pipeline.threads), which every encoder actor uses.
     A context manager; shuts down a Ray it started.

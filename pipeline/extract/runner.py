@@ -1,6 +1,6 @@
 """Stage one's runner: the videos to encode, through an engine (reader -> embedder), into the writer's parts and cache.
 
-Unit of work: a *part* file (pipeline.writer) holding up to `shard_size` newly encoded clips keyed by content hash
+Unit of work: a *part* file (pipeline.extract.writer) holding up to `shard_size` newly encoded clips keyed by content hash
 and segment (Cache.row_keys: a whole file, or a segment of one that an annotation file names). The cache is the
 join of the previous cache and the parts, renamed over the old one at the end; a killed run leaves the previous
 cache untouched and its finished parts reused by the next run.
@@ -22,16 +22,16 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from pipeline.annotations import read_annotations, read_class_names
-from pipeline.cache import KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache, open_cache
-from pipeline.discover import FOLLOW_LINKS, VIDEO_EXTENSIONS, VideoFile, discover_videos
-from pipeline.encoder import EncoderConfig
-from pipeline.engines import Engine, LocalEngine
+from pipeline.data.annotations import read_annotations, read_class_names
+from pipeline.extract.cache import KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache, open_cache
+from pipeline.data.discover import FOLLOW_LINKS, VIDEO_EXTENSIONS, VideoFile, discover_videos
+from pipeline.embed.encoder import EncoderConfig
+from pipeline.extract.engines import Engine, LocalEngine
 from pipeline.errors import CacheError, ConfigError, DataError, Unusable, number, printable
 from pipeline.paths import CACHE_PATH
-from pipeline.video import SAMPLING, DecodeLimits
-from pipeline.workers import Hashed, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
-from pipeline.writer import PartWriter, VideoRow, assemble_cache, write_skipped_list
+from pipeline.decode.video import SAMPLING, DecodeLimits
+from pipeline.decode.workers import Hashed, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
+from pipeline.extract.writer import PartWriter, VideoRow, assemble_cache, write_skipped_list
 
 ENGINES = ("local", "ray")
 
@@ -46,7 +46,7 @@ class ExtractConfig:
 
     root: str
     cache_path: str = CACHE_PATH
-    annotations: str = ""  # data.annotations: "" = one folder per class under root; else a file (pipeline.annotations)
+    annotations: str = ""  # data.annotations: "" = one folder per class under root; else a file (pipeline.data.annotations)
     classes: str = ""  # data.classes: class names, one per line (an mmaction2 list's labels index them)
     follow_links: str = FOLLOW_LINKS[0]  # data.follow_links: inside (links to targets under root only) | all
     model: str = "openai/clip-vit-base-patch32"
@@ -55,7 +55,7 @@ class ExtractConfig:
     device: str = EncoderConfig.device
     precision: str = EncoderConfig.precision  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
     preprocess: str = EncoderConfig.preprocess
-    backend: str = EncoderConfig.backend  # torch | onnxruntime (CPU only: an ONNX export, pipeline.onnx_backend)
+    backend: str = EncoderConfig.backend  # torch | onnxruntime (CPU only: an ONNX export, pipeline.embed.onnx_backend)
     quantize: str = EncoderConfig.quantize  # "int8" (onnxruntime only): quantised MatMuls, faster, less exact
     shard_size: int = 64  # videos per part file: the work a kill can lose
     workers: int | str = "auto"  # decode worker processes; 0 = in this process (debugging); auto = one per core
@@ -65,7 +65,7 @@ class ExtractConfig:
     max_pixels: int = DecodeLimits.max_pixels  # per frame (8K UHD)
     max_aspect: float = DecodeLimits.max_aspect  # long side / short side
     max_damaged: float = DecodeLimits.max_damaged  # fraction of a video's packets that may fail to decode
-    engine: str = "local"  # local: this machine; ray: a Ray cluster (pipeline.ray_engine, requirements-ray.txt)
+    engine: str = "local"  # local: this machine; ray: a Ray cluster (pipeline.extract.ray_engine, requirements-ray.txt)
     ray_address: str = ""  # engine ray: "" starts a Ray on this machine; "auto" or "host:port" joins a cluster
     # False: a file with the (path, size, mtime) of the cache's row is taken as unchanged, and a file skipped before
     # with its (path, size, mtime) as failing again, without reading it. True: every file's bytes are hashed again
@@ -176,7 +176,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
                      "batch_size": engine.batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
                      "annotations": cfg.annotations,
-                     # a failure is remembered only under the same limits (pipeline.extract._encode_new)
+                     # a failure is remembered only under the same limits (pipeline.extract.runner._encode_new)
                      "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in (
                          "video_timeout_s", "hash_timeout_s", "worker_memory_mb", "max_pixels", "max_aspect",
                          "max_damaged")}, sort_keys=True),
@@ -234,7 +234,7 @@ def dataset(cfg: ExtractConfig) -> tuple[list[VideoFile], list[str], list[tuple[
 def open_engine(cfg: ExtractConfig, decode: Callable = load_video) -> Engine:
     """The engine extract.engine names, from the encoder and pool settings (decode: what the workers run)."""
     if cfg.engine == "ray":
-        from pipeline.ray_engine import RayEngine  # the local engine never imports Ray
+        from pipeline.extract.ray_engine import RayEngine  # the local engine never imports Ray
         return RayEngine(cfg.encoder(), cfg.pool(), decode, cfg.ray_address)
     return LocalEngine(cfg.encoder(), cfg.pool(), decode)
 

@@ -14,9 +14,9 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from pipeline.cache import Cache
+from pipeline.extract.cache import Cache
 from pipeline.errors import ConfigError, DataError, printable
-from pipeline.lists import HMDB51_LIST, UNUSED, match_listed, read_lists
+from pipeline.data.lists import HMDB51_LIST, UNUSED, match_listed, read_lists
 
 PARTS = ("train", "val", "test")
 METHODS = ("random", "group", "lists")

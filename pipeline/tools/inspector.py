@@ -1,6 +1,6 @@
 """Look inside a feature cache: summary, one video's frames, neighbours, a 2-D map, likely mislabels and leakage.
 
-The library behind `clip-har-inspect` (pipeline.cli) and the app's Embeddings page. The cache is opened lazily:
+The library behind `clip-har-inspect` (pipeline.tools.cli) and the app's Embeddings page. The cache is opened lazily:
 embeddings are read a block of videos at a time, so memory grows with V x D, not V x F x D.
 """
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import KEY_ATTRS, Cache, open_cache
+from pipeline.extract.cache import KEY_ATTRS, Cache, open_cache
 from pipeline.errors import CacheError, ConfigError, printable
-from pipeline.frames import FrameSpec
-from pipeline.neardup import principal_axes, similar_pairs
+from pipeline.decode.frames import FrameSpec
+from pipeline.tools.neardup import principal_axes, similar_pairs
 from pipeline.paths import SPLIT_PATH
-from pipeline.split import PARTS, read_split
+from pipeline.heads.split import PARTS, read_split
 
 NEAR_DUPLICATE = 0.98  # cosine similarity of mean embeddings above which two videos count as near-duplicates
 BLOCK_FLOATS = 1 << 20  # similarities to the class centroids computed at once, (rows, C) float32: 4 MiB
@@ -317,6 +317,6 @@ def frame_spec(cache: Cache) -> FrameSpec:
                          "re-run stage one to rebuild it") from None
 
 
-if __name__ == "__main__":  # python -m pipeline.inspector: the command line lives in pipeline.cli
-    from pipeline.cli import inspect
+if __name__ == "__main__":  # python -m pipeline.tools.inspector: the command line lives in pipeline.tools.cli
+    from pipeline.tools.cli import inspect
     raise SystemExit(inspect())

@@ -16,7 +16,7 @@ from pipeline.paths import TINY_CLIP
 FAMILIES = {"clip": "clip", "clip_vision_model": "clip", "siglip": "siglip", "siglip_vision_model": "siglip"}
 NAFLEX = ("siglip2", "siglip2_vision_model")  # sized per image by aspect ratio: refused (docs/encoders.md)
 PROBE_TIMEOUT_S = 3.0  # one HEAD request to the hub's endpoint; huggingface_hub itself retries for ~25 s
-OFFLINE_NEXT_STEP = (f"build a tiny random CLIP with `python -m pipeline.encoder --tiny {TINY_CLIP}`, then run "
+OFFLINE_NEXT_STEP = (f"build a tiny random CLIP with `python -m pipeline.embed.encoder --tiny {TINY_CLIP}`, then run "
                      f"`dvc exp run -S encoder.model={TINY_CLIP}` (or set encoder.model in params.yaml to a local "
                      "directory holding a CLIP saved with save_pretrained)")
 

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from pipeline.errors import ConfigError, HeadError
-from pipeline.heads import ZeroShotHead
-from pipeline.hub import load_pretrained, model_family
-from pipeline.training import LOGIT_SCALE
+from pipeline.heads.estimators import ZeroShotHead
+from pipeline.embed.hub import load_pretrained, model_family
+from pipeline.heads.training import LOGIT_SCALE
 
 # Prompt templates, ensembled: each class's text embedding is the mean of its unit-length prompt embeddings.
 TEMPLATES = ("a video of a person {}.", "a photo of a person {}.", "a person {}.", "someone {}.",
@@ -20,7 +20,7 @@ TEMPLATES = ("a video of a person {}.", "a photo of a person {}.", "a person {}.
 @dataclass
 class ClassText:
     """Each class's text side: unit-length embeddings float32 (C, D), and the checkpoint's own scoring of a cosine
-    (pipeline.heads.ZeroShotModule): scale * cos + bias, through a sigmoid for SigLIP. CLIP: its learned
+    (pipeline.heads.estimators.ZeroShotModule): scale * cos + bias, through a sigmoid for SigLIP. CLIP: its learned
     exp(logit_scale) (100 for the published checkpoints), no bias, softmax; SigLIP: its learned exp(logit_scale) and
     logit_bias."""
 

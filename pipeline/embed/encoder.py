@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from pipeline.cache import RANDOM_WEIGHTS
+from pipeline.extract.cache import RANDOM_WEIGHTS
 from pipeline.errors import BrokenInstall, ConfigError
-from pipeline.hub import OFFLINE_NEXT_STEP, load_pretrained, model_family
-from pipeline.onnx_backend import export_onnx, ort_session, run_session, vision_embeds
-from pipeline.frames import FrameSpec, resize_crop
-from pipeline.video import DECODER
+from pipeline.embed.hub import OFFLINE_NEXT_STEP, load_pretrained, model_family
+from pipeline.embed.onnx_backend import export_onnx, ort_session, run_session, vision_embeds
+from pipeline.decode.frames import FrameSpec, resize_crop
+from pipeline.decode.video import DECODER
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it costs seconds to import, and a process that
     # only decodes (the decode workers re-run their main module) never needs it
     from transformers import BaseImageProcessor, PreTrainedModel
 
 PREPROCESS_BACKENDS = ("fast", "processor")
-BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the CPU only (pipeline.onnx_backend)
+BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the CPU only (pipeline.embed.onnx_backend)
 QUANTIZE = ("none", "int8")  # int8: ONNX Runtime's dynamic int8, so the onnxruntime backend only
 PRECISIONS = ("fp32", "fp16", "bf16")
 # extract.precision: auto is, per device, the fastest precision whose embeddings stay within centred cosine
@@ -65,7 +65,7 @@ class Encoder:
     `model` is then None: the session holds the weights);
     `quantize` is "int8" when the session's MatMuls run as dynamically quantised int8, else "none";
     `precision` the arithmetic of the forward pass (fp32, or fp16 / bf16 under autocast);
-    `family` "clip" or "siglip" (pipeline.hub.FAMILIES, from the checkpoint's config): which tower, processor and
+    `family` "clip" or "siglip" (pipeline.embed.hub.FAMILIES, from the checkpoint's config): which tower, processor and
     text side.
     """
 
@@ -80,7 +80,7 @@ class Encoder:
     precision: str = "fp32"
     backend: str = "torch"
     session: object | None = None  # onnxruntime.InferenceSession with the onnxruntime backend
-    random_weights: bool = False  # a random CLIP built by pipeline.tiny_clip (its config says so)
+    random_weights: bool = False  # a random CLIP built by pipeline.embed.tiny_clip (its config says so)
     family: str = "clip"
 
     def describe(self) -> dict:
@@ -96,7 +96,7 @@ class Encoder:
             "quantize": self.quantize,
             "precision": self.precision,
             "device_type": self.device.type,
-            "decoder": DECODER,  # the frames it is given come from this decoder (pipeline.video)
+            "decoder": DECODER,  # the frames it is given come from this decoder (pipeline.decode.video)
             RANDOM_WEIGHTS: self.random_weights,
         }
 
@@ -115,7 +115,7 @@ class EncoderConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # fp32 | fp16 | bf16 | auto (AUTO_PRECISION for the device)
     preprocess: str = "fast"  # fast | processor (PREPROCESS_BACKENDS)
-    backend: str = "torch"  # torch | onnxruntime (CPU only: pipeline.onnx_backend)
+    backend: str = "torch"  # torch | onnxruntime (CPU only: pipeline.embed.onnx_backend)
     quantize: str = "none"  # none | int8 (onnxruntime only)
     batch_size: int | str = "auto"
     num_frames: int = 16
@@ -144,7 +144,7 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
     a local directory through `from_pretrained`; ConfigError saying how to fix it.
 
     backend="onnxruntime" (CPU only) runs an ONNX export of the loaded model, made once per encoder fingerprint
-    (pipeline.onnx_backend), with as many threads as torch has (pipeline.threads sets them);
+    (pipeline.embed.onnx_backend), with as many threads as torch has (pipeline.threads sets them);
     quantize="int8" (onnxruntime only) runs its MatMuls as dynamically quantised int8: faster, embeddings
     measurably different (bench/README.md gives the error, which only real weights can tell truly).
     precision: fp32 | fp16 | bf16 (autocast) | auto (AUTO_PRECISION for the device).
@@ -219,7 +219,7 @@ def _classes(family: str) -> tuple[type, type]:
 def preprocess_frames(frames: np.ndarray, encoder: Encoder) -> torch.Tensor:
     """RGB uint8 frames (N, H, W, 3) of one size -> float32 pixel values (N, 3, S, S) as the processor config says.
 
-    The decode workers' resize and crop (pipeline.video.resize_crop), then `normalize`: what stage one does, in one
+    The decode workers' resize and crop (pipeline.decode.video.resize_crop), then `normalize`: what stage one does, in one
     call, for frames decoded elsewhere.
     """
     spec = encoder.frame_spec()
@@ -338,7 +338,7 @@ class Embedder:
         return done
 
 
-# Stage one on the CPU embeds in the decode workers (pipeline.engines.LocalEngine): each worker loads the encoder once
+# Stage one on the CPU embeds in the decode workers (pipeline.extract.engines.LocalEngine): each worker loads the encoder once
 # (load_in_worker, its setup) and runs decode_and_embed per video, on its one thread. What its forkserver imports
 # once, so that a worker starts without importing transformers (seconds) again:
 WORKER_MODULES = (__name__, *(f"transformers.models.{f}.{m}_{f}" for f in ("clip", "siglip")
@@ -409,6 +409,6 @@ def _fingerprint(model: torch.nn.Module, processor: BaseImageProcessor) -> str:
     return h.hexdigest()[:16]
 
 
-if __name__ == "__main__":  # python -m pipeline.encoder --tiny DIR: the random CLIP (pipeline.tiny_clip)
-    from pipeline.cli import tiny_clip
+if __name__ == "__main__":  # python -m pipeline.embed.encoder --tiny DIR: the random CLIP (pipeline.embed.tiny_clip)
+    from pipeline.tools.cli import tiny_clip
     raise SystemExit(tiny_clip())

@@ -7,12 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.cache import random_encoder_note
+from pipeline.extract.cache import random_encoder_note
 from pipeline.errors import HeadError, UserError, VideoError, printable
-from pipeline.inspector import (GROUPING_HINT, NEAR_DUPLICATE, TOP, find_outliers, frame_report, group_leakage, load,
+from pipeline.tools.inspector import (GROUPING_HINT, NEAR_DUPLICATE, TOP, find_outliers, frame_report, group_leakage, load,
                                 nearest_neighbors, plot_projection, project_2d, split_file, summarize)
 from pipeline.paths import CACHE_PATH, HEAD_FILES, TINY_CLIP
-from pipeline.split import PARTS, read_split
+from pipeline.heads.split import PARTS, read_split
 
 INSPECT_HELP = """\
 Look inside a feature cache: summary, one video's frames, neighbours, a 2-D map, likely mislabels and leakage.
@@ -20,7 +20,7 @@ Look inside a feature cache: summary, one video's frames, neighbours, a 2-D map,
     clip-har-inspect [CACHE] [--json] [--video PATH] [--neighbors PATH -k 5] [--skipped]
                      [--plot FILE.png [--method pca|tsne]] [--outliers [--top N]] [--split CSV]
 
-(or python -m pipeline.inspector ...). CACHE defaults to cache/features.h5; the split defaults to split.csv beside
+(or python -m pipeline.tools.inspector ...). CACHE defaults to cache/features.h5; the split defaults to split.csv beside
 it, when it exists. The cache is opened lazily: embeddings are read a block of videos at a time, so memory grows
 with V x D, not V x F x D.
 """
@@ -90,7 +90,7 @@ def inspect(argv: list[str] | None = None) -> int:
 def tiny_clip(argv: list[str] | None = None) -> int:
     """`clip-har-tiny-clip`: write a randomly initialised CLIP, SigLIP or SigLIP 2 (no download) and say how to use
     it; 1 with one line on stderr when the folder cannot be written."""
-    from pipeline.tiny_clip import TINY_FAMILIES  # (no transformers import: that module imports it where used)
+    from pipeline.embed.tiny_clip import TINY_FAMILIES  # (no transformers import: that module imports it where used)
 
     parser = argparse.ArgumentParser(description="Write a randomly initialised CLIP, SigLIP or SigLIP 2 (no download "
                                                  "needed).")
@@ -102,7 +102,7 @@ def tiny_clip(argv: list[str] | None = None) -> int:
                         help="clip (default), siglip, or siglip2 (fixed resolution, as "
                              "google/siglip2-base-patch16-224)")
     args = parser.parse_args(argv)
-    from pipeline.tiny_clip import build_tiny_clip  # transformers loads in seconds: only once the arguments are good
+    from pipeline.embed.tiny_clip import build_tiny_clip  # transformers loads in seconds: only once the arguments are good
 
     out = args.tiny or args.full_size
     try:
@@ -240,13 +240,13 @@ What the person in each video is doing: a trained head over the full encoder, ex
     clip-har-predict PATH... [--head linear|logreg|zeroshot] [--json] [--threshold F]
                              [--segments WINDOW STRIDE] [--device auto|cpu|cuda] [-v]
 
-(or python -m pipeline.predict ...).
+(or python -m pipeline.tools.predict ...).
 
 PATH is a video or a folder (searched recursively). Prints a header line, then one tab-separated line per video:
 path, answer (the top class, or "not sure" under the head's cut-off; a class itself called "not sure" is shown
 quoted), top class, probability; or a JSON list, where "answer" is the class or null and "sure" says which. Names
 are escaped (a tab, a newline, an escape sequence as \\t, \\n, \\x1b): one line per video.
-Heads on a random encoder (python -m pipeline.encoder) say so on stderr and in each JSON entry ("warning").
+Heads on a random encoder (python -m pipeline.embed.encoder) say so on stderr and in each JSON entry ("warning").
 stderr is quiet (no progress bars, no FFmpeg warnings) unless -v is given. A file that fails, for
 any reason, is one error line on stderr (and an "error" entry in the JSON) and the others are still predicted; the
 exit status is 1 when any file failed, or when the paths hold no video. --segments adds one indented line per
@@ -260,10 +260,10 @@ TSV_HEADER = ("path", "answer", "class", "probability")  # the columns of the te
 def predict(argv: list[str] | None = None) -> int:
     """`clip-har-predict`: the answer for each video the paths name, as lines or JSON; 1 when a file failed, 2 when
     the head or its encoder cannot be used."""
-    from pipeline.predict import encoder_for, make_predictor  # torch and transformers: seconds, only for this
-    from pipeline.heads import load_head
+    from pipeline.tools.predict import encoder_for, make_predictor  # torch and transformers: seconds, only for this
+    from pipeline.heads.estimators import load_head
     from pipeline.threads import set_threads
-    from pipeline.workers import DecodePool, PoolConfig
+    from pipeline.decode.workers import DecodePool, PoolConfig
 
     parser = argparse.ArgumentParser(description=PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders")
@@ -305,7 +305,7 @@ def predict(argv: list[str] | None = None) -> int:
 def _videos(paths: list[str]) -> tuple[list[Path], list[dict]]:
     """(the video files the paths name: files as given, folders searched; the {"path", "error"} entries of what
     cannot be searched, and of each folder without a video), each error also one line on stderr."""
-    from pipeline.discover import VIDEO_EXTENSIONS, find_video_files
+    from pipeline.data.discover import VIDEO_EXTENSIONS, find_video_files
 
     files, errors = [], []
 
@@ -324,10 +324,10 @@ def _videos(paths: list[str]) -> tuple[list[Path], list[dict]]:
 
 
 def _predict_all(args: argparse.Namespace, predictor, files: list[Path], results: list[dict]) -> int:
-    """Every file through predictor (a pipeline.predict.Predictor), printed as lines or JSON after `results` (the
+    """Every file through predictor (a pipeline.tools.predict.Predictor), printed as lines or JSON after `results` (the
     paths' errors); 1 when any failed."""
-    from pipeline.calibration import sure_threshold
-    from pipeline.predict import predict_segments, predict_video
+    from pipeline.heads.calibration import sure_threshold
+    from pipeline.tools.predict import predict_segments, predict_video
 
     warning = random_encoder_note(predictor.head.meta_.features)
     if warning:

@@ -8,12 +8,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from pipeline.cache import clip_id
-from pipeline.encoder import (WORKER_MODULES, Embedder, EncoderConfig, decode_and_embed, describe_in_worker,
+from pipeline.extract.cache import clip_id
+from pipeline.embed.encoder import (WORKER_MODULES, Embedder, EncoderConfig, decode_and_embed, describe_in_worker,
                               load_in_worker)
 from pipeline.errors import ConfigError, Unusable, printable
-from pipeline.frames import FrameSpec
-from pipeline.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
+from pipeline.decode.frames import FrameSpec
+from pipeline.decode.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
 
 # What an engine yields per video, in any order: the video's index in the list it was given, then what its reader
 # made of it (a Loaded whose clip has no frames left, or an Unusable with the reason), then its embeddings
@@ -46,7 +46,7 @@ class Engine(Protocol):
 def embedding_pool(pool: PoolConfig, encoder: EncoderConfig, decode: Callable = load_video) -> DecodePool:
     """Decode workers that also embed what they decode (the CPU path of both engines): each loads `encoder` as it
     starts (its forkserver preloads the encoder's modules) and runs decode_and_embed, at nice 0 (they do all the
-    work: pipeline.workers._worker_init)."""
+    work: pipeline.decode.workers._worker_init)."""
     return DecodePool(pool, partial(decode_and_embed, decode), setup=(load_in_worker, (encoder,)),
                       preload=WORKER_MODULES, nice=0)
 

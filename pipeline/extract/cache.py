@@ -49,7 +49,7 @@ class Cache:
     repeated bool (fewer than F frames), decode_errors int64 (packets the decoder rejected or concealed; 0 for a
     sound file), file_size int64, mtime_ns int64: all (V,). skipped: (path, reason) pairs; skipped_stat: {path:
     (file_size, mtime_ns)} of the skipped files that were read, so that an unchanged one is not read again
-    (pipeline.extract). attrs: encoder, sampling, preprocessing, precision, decoder, storage dtype, versions.
+    (pipeline.extract.runner). attrs: encoder, sampling, preprocessing, precision, decoder, storage dtype, versions.
 
     A row is a clip: a whole file, or a segment of one (an annotation's start and end): segment float64 (V, 2)
     (start, end) seconds, NaN for a whole file; frames were sampled inside it. Two segments of one file are two

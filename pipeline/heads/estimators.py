@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.cache import KEY_ATTRS, RANDOM_WEIGHTS
-from pipeline.calibration import Calibration, CalibrationConfig, fit_calibration, softmax, sure_threshold
+from pipeline.extract.cache import KEY_ATTRS, RANDOM_WEIGHTS
+from pipeline.heads.calibration import Calibration, CalibrationConfig, fit_calibration, softmax, sure_threshold
 from pipeline.errors import HeadError, number
-from pipeline.training import LOGIT_SCALE, LinearConfig, LinearModule, mean_pool, module_logits, train_linear
+from pipeline.heads.training import LOGIT_SCALE, LinearConfig, LinearModule, mean_pool, module_logits, train_linear
 
 HEAD_SCHEMA = 4  # the layout of a saved head's metadata (4: the HeadMeta record); otherwise: retrain it
 # What a head does not need to share with the cache or encoder it is used with, of the cache's key: the encoder's
@@ -23,9 +23,9 @@ HEAD_SCHEMA = 4  # the layout of a saved head's metadata (4: the HeadMeta record
 # (float16 storage rounds what the encoder computed) and the batch size of stage one.
 IGNORED_KEYS = ("encoder_model", "precision", "device_type", "dtype", "batch_size")
 MATCH_KEYS = tuple(k for k in KEY_ATTRS if k not in IGNORED_KEYS)
-# Recorded beside them, not matched: how the features were computed, so pipeline.predict can do the same.
-# random_weights: a CLIP built by `python -m pipeline.encoder` (its numbers mean nothing; pipeline/cache.py).
-# encoder_family: clip or siglip (pipeline.hub.FAMILIES; the fingerprint already tells them apart).
+# Recorded beside them, not matched: how the features were computed, so pipeline.tools.predict can do the same.
+# random_weights: a CLIP built by `python -m pipeline.embed.encoder` (its numbers mean nothing; pipeline/extract/cache.py).
+# encoder_family: clip or siglip (pipeline.embed.hub.FAMILIES; the fingerprint already tells them apart).
 RECORDED_KEYS = (*IGNORED_KEYS, RANDOM_WEIGHTS, "encoder_family")
 # fit_predict_many trains tasks together while their stacked float32 features stay within this (the five folds of
 # a 240,000-video cache would otherwise be 2 GiB at once; the demo's are 0.5 MiB)
@@ -140,7 +140,7 @@ class Head:
 
     def calibrate(self, val_embeddings, val_labels: np.ndarray, not_sure_below: float,
                   train_labels: np.ndarray | None = None) -> Head:
-        """Fit calibration_ on the validation part (pipeline.calibration.fit_calibration; train_labels: the data
+        """Fit calibration_ on the validation part (pipeline.heads.calibration.fit_calibration; train_labels: the data
         counts of training, None for a head trained on none) and return the head."""
         cal = fit_calibration(self.logits(val_embeddings), val_labels, not_sure_below, train_labels)
         self.meta_ = replace(self._fitted(), calibration=cal)
@@ -177,7 +177,7 @@ class Head:
 
 class LinearHead(Head):
     """Pooling over time (cfg.head: mean, attention or conv) and one linear layer, trained with Adam
-    (pipeline.training). text_init (C, D): start from the zero-shot answer (mean pooling; see train_linear).
+    (pipeline.heads.training). text_init (C, D): start from the zero-shot answer (mean pooling; see train_linear).
     Fitted: module_ (the LinearModule with the best validation loss), final_ (the last epoch's), best_epoch_,
     history_ (a dict per epoch: train_loss, and with a validation set val_loss and val_accuracy)."""
 
@@ -269,7 +269,7 @@ class ZeroShotModule(nn.Module):
 
 class ZeroShotHead(Head):
     """Videos scored by the cosine of their mean frame embedding to each class's text embedding, the way the
-    checkpoint's family scores (nothing learned from videos; pipeline.zeroshot makes the text side). Fitted:
+    checkpoint's family scores (nothing learned from videos; pipeline.heads.zeroshot makes the text side). Fitted:
     module_ (ZeroShotModule)."""
 
     kind = "zeroshot"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import BLOCK_ROWS, Cache, clip_id, gather_rows, open_cache, write_cache, write_cache_blocks
-from pipeline.discover import VideoFile
+from pipeline.extract.cache import BLOCK_ROWS, Cache, clip_id, gather_rows, open_cache, write_cache, write_cache_blocks
+from pipeline.data.discover import VideoFile
 from pipeline.errors import printable
-from pipeline.video import Clip
+from pipeline.decode.video import Clip
 
 
 @dataclass

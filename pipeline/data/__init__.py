@@ -1,0 +1,1 @@
+"""Where the videos come from: class folders, annotation files, official split lists and the demo dataset."""

@@ -1,0 +1,1 @@
+"""Stage two: the split, the heads trained from the cache, their calibration, evaluation and plots."""
