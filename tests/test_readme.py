@@ -4,6 +4,7 @@ import os
 import re
 import shlex
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -271,8 +272,13 @@ def test_the_package_installs_with_its_commands(tmp_path):
     another folder, as its `python -m` command does."""
     source = tracked_copy(tmp_path / "clip-har")
     env_dir = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env_dir)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
     python = env_dir / "bin" / "python"
+    # The new environment sees this one's packages (setuptools and pip included), whether this one is a venv or the
+    # system python: --system-site-packages would show the base interpreter's instead, whose setuptools may be old.
+    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    Path(inner, "outer.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONPATH": ""}
     for target in (".", ".[ray]"):
         result = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
