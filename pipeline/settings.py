@@ -226,7 +226,8 @@ def load_params(file: str | os.PathLike = PARAMS) -> Params:
                           "restore it with `git checkout params.yaml`")
     unknown = sorted(str(k) for k in raw if k not in SECTIONS)
     if unknown:
-        raise ConfigError(f"{printable(file)}: unknown section {printable(unknown[0])!r} (known: {', '.join(SECTIONS)})")
+        raise ConfigError(f"{printable(file)}: unknown section {printable(unknown[0])!r} "
+                          f"(known: {', '.join(SECTIONS)})")
     return Params(raw, file)
 
 
