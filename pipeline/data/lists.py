@@ -1,4 +1,5 @@
-"""Official split lists: UCF101's trainlist/testlist files and HMDB51's split files, read, and matched to the cache."""
+"""Official split lists (UCF101's trainlist/testlist files, HMDB51's split files) read and matched to the cache; a
+split file's rows, one per clip. Errors name a list's file and line, never its text."""
 from __future__ import annotations
 
 import glob
