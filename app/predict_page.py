@@ -22,8 +22,7 @@ from pipeline.tools.predict import (NOT_SURE, answer_text, make_predictor, predi
 from pipeline.decode.preview import Preview, PreviewConfig
 from pipeline.decode.video import SAMPLING, DecodeLimits
 from pipeline.heads.zeroshot import zeroshot_head
-from stages import read_params
-from stages.extract import extract_config
+from pipeline.extract.project import project_extract_config
 
 UPLOAD_TYPES = [e[1:] for e in VIDEO_EXTENSIONS]  # the same videos as stage one takes
 HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression", "zeroshot": "zero-shot"}
@@ -115,11 +114,9 @@ def main() -> None:
 def project_settings() -> ExtractConfig | None:
     """Stage one's settings from the project's params.yaml (the decode limits and, for zero-shot, the encoder and
     the data), or None where there is no params.yaml or it cannot be read (then the defaults)."""
-    if not Path(PARAMS).is_file():
-        return None
     try:
-        return extract_config(read_params())
-    except (UserError, OSError, KeyError):  # a params.yaml being edited: zero-shot says so, the rest use defaults
+        return project_extract_config()
+    except (UserError, OSError):  # a params.yaml being edited: zero-shot says so, the rest use defaults
         return None
 
 
@@ -264,10 +261,7 @@ def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
                     "preprocess": settings.preprocess, "backend": settings.backend, "quantize": settings.quantize}
         default = project_classes(settings)
     elif Path(PARAMS).is_file():  # unreadable (project_settings): say why
-        try:
-            extract_config(read_params())  # raises the ConfigError that says what is wrong with it
-        except KeyError as e:
-            raise ConfigError(f"{PARAMS} has no {e} setting") from None
+        project_extract_config()  # raises the ConfigError that says what is wrong with it
         raise ConfigError(f"{PARAMS} cannot be read")
     else:
         raise ConfigError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")

@@ -1,4 +1,4 @@
-"""What every stage script shares: params.yaml into typed configs, and a user's error as one line, not a traceback.
+"""What every stage script shares: params.yaml, validated, into typed configs, and a user's error as one line.
 
 A stage stopped by the user's data, settings (UserError) or disk (OSError) says why in one sentence; a bug keeps
 its traceback."""
@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-import yaml
-
 from pipeline.errors import ConfigError, UserError
 from pipeline.paths import ANNOTATIONS_DIR, PARAMS
+from pipeline.settings import Params, load_params
 
 
 def untracked_notes(files: list[str], *folders: str) -> list[str]:
@@ -25,15 +24,10 @@ def untracked_notes(files: list[str], *folders: str) -> list[str]:
             if f and not any(Path(f).resolve().is_relative_to(h) for h in homes)]
 
 
-def read_params() -> dict:
-    """params.yaml of the project folder (the stages run there, as dvc runs them); ConfigError if unusable."""
-    try:
-        with open(PARAMS) as f:
-            return yaml.safe_load(f)
-    except OSError:
-        raise ConfigError(f"cannot read {PARAMS}: run the stages from the project folder (dvc repro does)") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{PARAMS} is not valid YAML: {e}") from None
+def read_params() -> Params:
+    """params.yaml of the project folder (the stages run there, as dvc runs them), each section validated when the
+    stage reads it (pipeline.settings: type, range, finiteness, cost bounds); ConfigError if unusable."""
+    return load_params()
 
 
 def config(cls, values: dict, section: str, **extra):

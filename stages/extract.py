@@ -8,22 +8,18 @@ import os
 # 292 s with them, 61 s without (bench/per_file.py, on the shared 2-core machine under load).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pipeline.extract.runner import ExtractConfig, extract_features  # noqa: E402
+from pipeline.extract.project import extract_config  # noqa: E402
+from pipeline.extract.runner import extract_features  # noqa: E402
 from pipeline.threads import set_threads  # noqa: E402
-from stages import config, read_params, stage, untracked_notes  # noqa: E402
-
-
-def extract_config(params: dict) -> ExtractConfig:
-    """Stage one's settings from params.yaml (data, encoder.model, extract): also the app's, for zero-shot."""
-    return config(ExtractConfig, params["extract"], "extract", root=params["data"]["root"],
-                  annotations=params["data"]["annotations"], classes=params["data"]["classes"],
-                  follow_links=params["data"]["follow_links"], model=params["encoder"]["model"])
+from stages import read_params, stage, untracked_notes  # noqa: E402
 
 
 @stage("extract")
 def main() -> None:
     set_threads("extract")
-    cfg = extract_config(read_params())
+    params = read_params()
+    cfg = extract_config(params["extract"], params["data"]["root"], params["data"]["annotations"],
+                         params["data"]["classes"], params["data"]["follow_links"], params["encoder"]["model"])
     for note in untracked_notes([cfg.annotations, cfg.classes], cfg.root):
         print(f"extract: note: {note}")
     print(extract_features(cfg))

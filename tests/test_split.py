@@ -138,7 +138,8 @@ def test_lists_reproduce_ucf101_official_lists_exactly(tmp_path):
     assert set(parts[~is_test]) == {"train", "val"}
     for g in set(groups):
         assert len(set(parts[groups == g])) == 1, g  # validation carved from train by group
-    assert notes == ["1 listed video is not in the cache (missing or skipped), e.g. Typing/v_Typing_g01_c09.avi"]
+    assert notes == ["1 listed video is not in the cache (missing or skipped), e.g. the one of "
+                     f"{tmp_path / 'testlist01.txt'} line {len(test) + 1}"]  # the file's place, not its bytes
     assert "testlist01.txt" in describe_protocol(cfg) and "official lists" in describe_protocol(cfg)
 
 

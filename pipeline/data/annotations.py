@@ -31,6 +31,8 @@ PART_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val
               "validation": "val", "test": "test", "testing": "test", "unused": "unused", "": ""}
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 MAX_LISTED = 10  # errors listed in one message; the rest are counted
+MAX_LINE = 16_384  # characters of one line (a path is at most 4,096 bytes): a longer line is refused by its number
+SECONDS = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")  # float() also takes 1_0 (10), nan and inf
 NUMBERED = re.compile(r"^\s*(\d+)\s+(\S.*?)\s*$")  # a numbered class line, as UCF101's classInd.txt: `1 ApplyEyeMakeup`
 
 
@@ -58,9 +60,16 @@ def read_class_names(file: str | os.PathLike) -> ClassNames:
         names, first = lines, 0
     if not names:
         raise DataError(f"class-names file {printable(file)!r} names no class")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise DataError(f"class-names file {printable(file)!r} names {printable(twice[0])!r} more than once")
+    where = [i + 1 for i, line in enumerate(_read_lines(file)) if line.strip()]  # file line of each name
+    bad = _bad_line(lines)
+    if bad:
+        raise DataError(f"class-names file {printable(file)!r} line {where[bad[0]]}: {bad[1]}")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"class-names file {printable(file)!r} line {where[i]}: the name of line "
+                            f"{where[seen[name]]} again (one line per class)")
+        seen[name] = i
     return ClassNames(names, first)
 
 
@@ -76,6 +85,9 @@ def read_annotations(file: str | os.PathLike, root: str | os.PathLike, classes_f
     check_follow_links(follow_links)
     file, root = Path(file), Path(root)
     lines = _read_lines(file)
+    refused = [(i + 1, why) for i, line in enumerate(lines) if (why := _bad_line([line]))]
+    if refused:  # before anything else reads them (csv's field limit is 128 KiB; a NUL cannot be stored)
+        raise DataError(f"{printable(file)}: {_listed([(line, why[1]) for line, why in refused])}")
     classes = read_class_names(classes_file) if classes_file else None
     kind = detect_format(file, lines)
     first = next((line for line in lines if line.strip()), "")
@@ -118,10 +130,7 @@ def read_annotations(file: str | os.PathLike, root: str | os.PathLike, classes_f
         else:
             videos.append(video)
     if errors:
-        more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
-        raise DataError(f"{printable(file)} ({kind}): {len(errors)} bad line{'s' if len(errors) > 1 else ''}"
-                        f"{f' ({hint})' if hint else ''}:\n  " + "\n  ".join(
-            f"line {line}: {text}" for line, text in sorted(errors)[:MAX_LISTED]) + more)
+        raise DataError(f"{printable(file)} ({kind}): {_listed(errors, hint)}")
     if not videos and not problems:
         raise DataError(f"{printable(file)} ({kind}) names no videos")
     videos.sort(key=lambda v: (v.path, v.segment or (-1.0, -1.0)))
@@ -177,7 +186,7 @@ def detect_format(file: Path, lines: list[str]) -> str:
     raise DataError(f"{printable(file)}: not an annotation file this pipeline reads: expected a CSV whose header "
                     f"names path and label (and optionally start, end, group, split), a Kinetics CSV "
                     f"({','.join(KINETICS_COLUMNS)},split), or an mmaction2 list (`path label` per line); "
-                    f"its first line is {printable(first[:80])!r}")
+                    f"its first line (line {lines.index(first) + 1 if first else 1}) is none of these")
 
 
 def _unsupported(text: str, root: Path) -> str:
@@ -191,8 +200,8 @@ def _unsupported(text: str, root: Path) -> str:
     what = ("a rawframe list line (frame folder, [offset,] frame count, label)" if (root / head).is_dir() else
             "a multi-label video line (path, then several labels)" if (root / head).is_file() else
             "a multi-label video line (`path label label ...`) or a rawframe line (`folder frames label`)")
-    return (f"{printable(text.strip()[:80])!r} is {what}, an mmaction2 format this pipeline does not read (it "
-            "reads one video file and one label per line: `path label`)")
+    return (f"the line is {what}, an mmaction2 format this pipeline does not read (it reads one video file and one "
+            "label per line: `path label`)")
 
 
 def _read_lines(file: Path) -> list[str]:
@@ -208,8 +217,12 @@ def _read_lines(file: Path) -> list[str]:
 
 def _relative(path: str, root: Path) -> str:
     """The path as posix under the data root; an absolute path inside the root is made relative to it. DataError
-    when it is empty, absolute elsewhere, or climbs out (`..`)."""
+    when it is empty, absolute elsewhere, or holds `..` (a path that climbs can leave the root, whatever
+    data.follow_links says: refused before anything is read)."""
     p = PurePosixPath(path.strip().replace("\\", "/"))
+    if ".." in p.parts:
+        raise DataError(f"path {printable(path)!r} climbs with `..`: an annotation names files under the data root, "
+                        "by their path from it")
     if p.is_absolute():
         for base in (os.path.abspath(root), os.path.realpath(root)):
             if p.is_relative_to(base):
@@ -217,8 +230,8 @@ def _relative(path: str, root: Path) -> str:
         raise DataError(f"path {printable(path)!r} is absolute and not under the data root {printable(root)!r}: "
                         "paths are relative to data.root (set data.root to the folder the paths start from, and "
                         "strip that prefix from the file)")
-    if not path.strip() or ".." in p.parts:
-        raise DataError(f"path {printable(path)!r} is not relative to the data root")
+    if not path.strip():
+        raise DataError("no path")
     return p.as_posix()
 
 
@@ -226,11 +239,14 @@ def _csv_rows(file: Path, lines: list[str], kind: str, root: Path, classes, foll
               ) -> tuple[list, list[tuple[int, str]], str]:
     """(line number, VideoFile) of each row of a CSV or Kinetics CSV, the malformed lines, and no hint ("")."""
     reader = csv.DictReader(io.StringIO("\n".join(lines)))
-    reader.fieldnames = [h.strip().lower() for h in reader.fieldnames or []]
+    try:  # every row read before any is used: a quoted field that runs on is found before any work
+        reader.fieldnames = [h.strip().lower() for h in reader.fieldnames or []]
+        parsed = [(row, reader.line_num) for row in reader]
+    except csv.Error as e:  # csv's one failure: a field over its limit (128 KiB), a quote that does not end...
+        raise DataError(f"{printable(file)} line {reader.line_num}: not CSV ({printable(e)})") from None
     stems = _stems(root, follow_links) if kind == "kinetics" else {}
     rows, errors = [], []
-    for row in reader:
-        line = reader.line_num
+    for row, line in parsed:
         cells = [v for k, v in row.items() if k is not None] + row.get(None, [])  # None: fields past the header
         if not any((v or "").strip() for v in cells):
             continue
@@ -247,7 +263,8 @@ def _csv_rows(file: Path, lines: list[str], kind: str, root: Path, classes, foll
                 youtube_id = get("youtube_id")
                 trimmed = stems.get(f"{youtube_id}_{int(start):06d}_{int(end):06d}")
                 path, segment = (trimmed, None) if trimmed else (stems.get(youtube_id), (start, end))
-                path = path or f"{get('label')}/{youtube_id}_{int(start):06d}_{int(end):06d}.mp4"  # reported missing
+                # reported missing; a label or id that climbs (`../`) is refused by _relative
+                path = path or _relative(f"{get('label')}/{youtube_id}_{int(start):06d}_{int(end):06d}.mp4", root)
                 group = youtube_id
             else:
                 path = _relative(get("path"), root)
@@ -260,13 +277,32 @@ def _csv_rows(file: Path, lines: list[str], kind: str, root: Path, classes, foll
 
 
 def _segment(start: str, end: str) -> tuple[float, float]:
-    try:
-        lo, hi = float(start), float(end)
-    except ValueError:  # float() of text that is not a number
-        raise DataError(f"start and end must be seconds, got {printable(start)!r} and {printable(end)!r}") from None
+    """(start, end) seconds from their text: decimal numbers only (float() would read `1_0` as 10, and `nan`), -0
+    as 0 (the same clip as 0, named once)."""
+    if not (SECONDS.fullmatch(start) and SECONDS.fullmatch(end)):
+        raise DataError(f"start and end must be seconds (a decimal number), got {printable(start[:40])!r} and "
+                        f"{printable(end[:40])!r}")
+    lo, hi = float(start) + 0.0, float(end) + 0.0  # + 0.0: -0.0 becomes 0.0
     if not 0 <= lo < hi < float("inf"):
         raise DataError(f"the segment [{printable(start)}, {printable(end)}) is empty or negative")
     return lo, hi
+
+
+def _listed(errors: list[tuple[int, str]], hint: str = "") -> str:
+    """`N bad lines (hint):` then a line for each (line number, problem), by number, the first MAX_LISTED."""
+    more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
+    return (f"{len(errors)} bad line{'s' if len(errors) > 1 else ''}{f' ({hint})' if hint else ''}:\n  "
+            + "\n  ".join(f"line {line}: {text}" for line, text in sorted(errors)[:MAX_LISTED]) + more)
+
+
+def _bad_line(lines: list[str]) -> tuple[int, str] | None:
+    """(index, why) of the first line that is too long (MAX_LINE) or holds a NUL byte, or None."""
+    for i, line in enumerate(lines):
+        if len(line) > MAX_LINE:
+            return i, f"{len(line):,} characters, more than the {MAX_LINE:,} a line may have"
+        if "\0" in line:
+            return i, "holds a NUL byte (a path or a name cannot)"
+    return None
 
 
 def _stems(root: Path, follow_links: str) -> dict[str, str]:
@@ -294,8 +330,7 @@ def _mmaction2_rows(file: Path, lines: list[str], kind: str, root: Path, classes
             continue
         path_text, label = (text.rsplit(maxsplit=1) + [""])[:2] if len(fields) > 1 else ("", "")
         if not _number(label):
-            errors.append((line, f"expected `path label` (label a class number), got "
-                          f"{printable(text[:80])!r}"))
+            errors.append((line, "expected `path label` (label a class number)"))
             continue
         try:
             path = _relative(path_text, root)

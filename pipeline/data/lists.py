@@ -1,4 +1,5 @@
-"""Official split lists: UCF101's trainlist/testlist files and HMDB51's split files, read, and matched to the cache."""
+"""Official split lists (UCF101's trainlist/testlist files, HMDB51's split files) read and matched to the cache; a
+split file's rows, one per clip. Errors name a list's file and line, never its text."""
 from __future__ import annotations
 
 import glob
@@ -70,12 +71,10 @@ def _list_entries(file: Path, part: str):
             continue
         if hmdb:
             if len(fields) != 2 or fields[1] not in HMDB51_PARTS:
-                raise DataError(f"{printable(file)} line {line}: expected `video.avi 0|1|2` (HMDB51), got "
-                                f"{printable(text[:80])!r}")
+                raise DataError(f"{printable(file)} line {line}: expected `video.avi 0|1|2` (HMDB51)")
             yield Listed(HMDB51_PARTS[fields[1]], f"{hmdb['label']}/{fields[0]}", str(file), line)
         elif len(fields) > 2 or (len(fields) == 2 and not (fields[1].isascii() and fields[1].isdigit())):
-            raise DataError(f"{printable(file)} line {line}: expected `path [label]` (UCF101), got "
-                            f"{printable(text[:80])!r}")
+            raise DataError(f"{printable(file)} line {line}: expected `path [label]` (UCF101)")
         else:
             yield Listed(part, PurePosixPath(fields[0].replace("\\", "/")).as_posix(), str(file), line,
                          len(fields) == 2)
@@ -108,8 +107,7 @@ def match_listed(listed: dict[str, Listed], paths: np.ndarray) -> tuple[dict[int
     notes = []
     if absent:
         notes.append(f"{len(absent)} listed video{'s are' if len(absent) > 1 else ' is'} not in the cache (missing or "
-                     "skipped), e.g. "
-                     f"{printable(absent[0].path)}")
+                     f"skipped), e.g. the one of {printable(absent[0].file)} line {absent[0].line}")
     if dropped:
         notes.append(f"{len(dropped)} listed paths matched once their leading folders were dropped (e.g. "
                      f"{printable(dropped[0].path)}): the lists' paths start above data.root")
@@ -119,3 +117,16 @@ def match_listed(listed: dict[str, Listed], paths: np.ndarray) -> tuple[dict[int
                      f"{printable(entry.path)} in the list, {printable(paths[row])} in the cache): read as the same "
                      "video")
     return rows, notes
+
+
+def one_row_each(rows, file: str | os.PathLike) -> dict[str, str]:
+    """{clip id: value} of a split file's (clip id, value) rows, in file order (the header is line 1); DataError
+    naming the line of a clip listed twice (a hand-edited split.csv: one row would win silently)."""
+    found: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for line, (clip, value) in enumerate(rows, 2):
+        if clip in found:
+            raise DataError(f"{printable(file)} line {line}: the clip of line {lines[clip]} again (each clip once): "
+                            "re-run `dvc repro split`, or remove one of the two rows")
+        found[clip], lines[clip] = value, line
+    return found

@@ -16,7 +16,7 @@ from scipy.sparse.csgraph import connected_components
 
 from pipeline.extract.cache import Cache
 from pipeline.errors import ConfigError, DataError, printable
-from pipeline.data.lists import HMDB51_LIST, UNUSED, match_listed, read_lists
+from pipeline.data.lists import HMDB51_LIST, UNUSED, match_listed, one_row_each, read_lists
 
 PARTS = ("train", "val", "test")
 METHODS = ("random", "group", "lists")
@@ -412,7 +412,7 @@ def read_split(path: str | os.PathLike, paths: np.ndarray, column: str = "part")
         reader = csv.DictReader(f)
         if column not in (reader.fieldnames or []):
             raise DataError(f"{path} has no {column!r} column: it is older than this code, re-run `dvc repro split`")
-        value_of = {row["path"]: row[column] for row in reader}
+        value_of = one_row_each(((row["path"], row[column]) for row in reader), path)  # DataError: a clip twice
     missing = [p for p in paths if p not in value_of]
     if missing:
         raise DataError(f"{path} does not list {len(missing)} cached videos (e.g. {missing[0]}): "

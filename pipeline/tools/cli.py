@@ -247,12 +247,13 @@ path, answer (the top class, or "not sure" under the head's cut-off; a class its
 quoted), top class, probability; or a JSON list, where "answer" is the class or null and "sure" says which. Names
 are escaped (a tab, a newline, an escape sequence as \\t, \\n, \\x1b): one line per video.
 Heads on a random encoder (python -m pipeline.embed.encoder) say so on stderr and in each JSON entry ("warning").
-stderr is quiet (no progress bars, no FFmpeg warnings) unless -v is given. A file that fails, for
-any reason, is one error line on stderr (and an "error" entry in the JSON) and the others are still predicted; the
-exit status is 1 when any file failed, or when the paths hold no video. --segments adds one indented line per
-sliding window (start-end seconds, answer, top class, probability); a video that would need more than 200 windows
-gets a wider stride (said on stderr and in "segments_note"); when the windows cannot be made at all the
-whole-video answer is still printed, the reason goes to stderr (and "segments_error"), and the exit status is 1.
+stderr is quiet (no progress bars, no FFmpeg warnings) unless -v is given. A file that fails, for any reason, is
+one error line on stderr (and an "error" entry in the JSON) and the others are still predicted; the exit status
+is 1 when any file failed, or when the paths hold no video. --segments adds one indented line per sliding window
+(start-end seconds, answer, top class, probability); a video that would need more than 200 windows gets a wider
+stride (said on stderr and in "segments_note"); when the windows cannot be made at all the whole-video answer is
+still printed, the reason goes to stderr (and "segments_error"), and the exit status is 1. In a project folder,
+stage one's decode limits apply (params.yaml: extract.max_*, video_timeout_s, worker_memory_mb).
 """
 TSV_HEADER = ("path", "answer", "class", "probability")  # the columns of the text output, printed first
 
@@ -263,7 +264,7 @@ def predict(argv: list[str] | None = None) -> int:
     from pipeline.tools.predict import encoder_for, make_predictor  # torch and transformers: seconds, only for this
     from pipeline.heads.estimators import load_head
     from pipeline.threads import set_threads
-    from pipeline.decode.workers import DecodePool, PoolConfig
+    from pipeline.extract.project import DecodePool, project_decoding
 
     parser = argparse.ArgumentParser(description=PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders")
@@ -277,13 +278,12 @@ def predict(argv: list[str] | None = None) -> int:
                              "certainty (default: the head's, calibration.not_sure_below_chance_to_certain)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="let the libraries speak on stderr (a first download's progress bars, PyAV's FFmpeg "
-                             "warnings in this process; the decode workers stay quiet and report failures as error "
-                             "lines)")
+                             "warnings here; the decode workers stay quiet and report failures as error lines)")
     args = parser.parse_args(argv)
     quiet_libraries(args.verbose)
     set_threads("app")
-    try:  # the head and its encoder first: without them no decode worker is started
-        head = load_head(HEAD_FILES[args.head])
+    try:  # params.yaml's decode settings, the head and its encoder first: without them no decode worker is started
+        (decoding, limits), head = project_decoding(), load_head(HEAD_FILES[args.head])
         encoder = encoder_for(head.meta_, args.device)
     except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -293,9 +293,9 @@ def predict(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(results, indent=2))
         return 1
-    with DecodePool(PoolConfig(workers=1, named=False)) as pool:  # no params.yaml read: no setting to name
+    with DecodePool(decoding) as pool:
         try:
-            predictor = make_predictor(head, encoder, pool)
+            predictor = make_predictor(head, encoder, pool, limits=limits)
         except HeadError as e:  # made for another encoder or sampling
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -122,14 +122,16 @@ def stage_one_batch_size(features: dict, encoder: Encoder) -> int:
     return auto_batch_size(encoder.device.type, int(features.get("num_frames") or AUTO_BATCH_SIZE["cpu"]))
 
 
-def make_predictor(head: Head, encoder: Encoder, pool: DecodePool, batch_size: int | None = None) -> Predictor:
-    """Pair a head with an encoder and the caller's decode pool (batch_size: stage_one_batch_size unless given);
-    HeadError when the head was trained with another encoder or sampling."""
+def make_predictor(head: Head, encoder: Encoder, pool: DecodePool, batch_size: int | None = None,
+                   limits: DecodeLimits | None = None) -> Predictor:
+    """Pair a head with an encoder and the caller's decode pool (batch_size: stage_one_batch_size unless given;
+    limits: the defaults unless given); HeadError when the head was trained with another encoder or sampling."""
     features = head.meta_.features
     if features["sampling"] != SAMPLING:
         raise HeadError(f"the head was trained on {features['sampling']!r} sampling, this code samples {SAMPLING!r}")
     head.check_compatible(encoder.describe(), what="encoder")
-    return Predictor(head, encoder, batch_size or stage_one_batch_size(features, encoder), pool)
+    batch_size = batch_size or stage_one_batch_size(features, encoder)
+    return Predictor(head, encoder, batch_size, pool, limits or DecodeLimits())
 
 
 def load_predictor(head_path: str | os.PathLike, pool: DecodePool, device: str = "auto") -> Predictor:
