@@ -12,9 +12,10 @@ from torch import nn
 
 from pipeline.extract.cache import KEY_ATTRS, RANDOM_WEIGHTS
 from pipeline.heads.calibration import Calibration, CalibrationConfig, fit_calibration, softmax, sure_threshold
-from pipeline.errors import ConfigError, HeadError, number
+from pipeline.errors import ConfigError, DataError, HeadError, number
 from pipeline.heads.head_files import HEAD_SCHEMA, HeadMeta, read_head_file, write_head_file
-from pipeline.heads.training import LOGIT_SCALE, LinearConfig, LinearModule, mean_pool, module_logits, train_linear
+from pipeline.heads.training import (LOGIT_SCALE, LinearConfig, LinearModule, in_memory, mean_pool, module_logits,
+                                     train_linear)
 
 __all__ = ["HEAD_SCHEMA", "HeadMeta"]  # (re-exported: their home is pipeline.heads.head_files)
 # What a head does not need to share with the cache or encoder it is used with, of the cache's key: the encoder's
@@ -30,6 +31,8 @@ RECORDED_KEYS = (*IGNORED_KEYS, RANDOM_WEIGHTS, "encoder_family")
 # fit_predict_many trains tasks together while their stacked float32 features stay within this (the five folds of
 # a 240,000-video cache would otherwise be 2 GiB at once; the demo's are 0.5 MiB)
 BATCHED_BYTES = 256 * 2 ** 20
+NOT_FINITE = ("the embeddings hold numbers that are not finite (NaN or infinity), or so large that the head's scores "
+              "overflow: re-encode them (dvc repro extract)")
 
 
 @dataclass
@@ -91,13 +94,20 @@ class Head:
     def logits(self, embeddings) -> np.ndarray:
         """Frame embeddings float32 (V, F, D) (an array or Embeddings left in the cache file), or for a head that
         pools by the mean their mean-pooled features (V, D) -> scores float32 (V, C) whose softmax is the
-        uncalibrated probability. HeadError for another shape."""
+        uncalibrated probability. HeadError for another shape; DataError (NOT_FINITE) for embeddings with NaN or
+        infinity, or scores that overflow."""
         meta = self._fitted()
         dim, pooled = meta.features["embedding_dim"], self.pooling == "mean"
         if embeddings.shape[-1] != dim or embeddings.ndim != 3 and not (pooled and embeddings.ndim == 2):
             raise HeadError(f"expected embeddings (videos, frames, {dim})"
                             + (f" or pooled (videos, {dim})" if pooled else "") + f", got {embeddings.shape}")
-        return self._scores(mean_pool(embeddings) if pooled and embeddings.ndim == 3 else embeddings)
+        x = mean_pool(embeddings) if pooled and embeddings.ndim == 3 else embeddings
+        if in_memory(x) and not np.isfinite(x).all():  # (rows left in a file: their scores are checked)
+            raise DataError(NOT_FINITE)
+        scores = self._scores(x)
+        if not np.isfinite(scores).all():  # so that no NaN or infinity reaches an answer, a metric or JSON
+            raise DataError(NOT_FINITE)
+        return scores
 
     def _scores(self, x) -> np.ndarray:
         raise NotImplementedError
@@ -185,8 +195,8 @@ class LinearHead(Head):
 
 class LogRegHead(Head):
     """Standardised mean-pooled features, then multinomial logistic regression (scikit-learn). Fitted: model_ (the
-    sklearn pipeline). Saved as plain arrays (_state: float64, so the rebuilt model's probabilities are the same
-    numbers) and rebuilt on load (from_state); never pickled."""
+    sklearn pipeline). Saved as plain arrays (_state, in the dtypes fitted, so the rebuilt model's probabilities are
+    the same numbers) and rebuilt on load (from_state); never pickled."""
 
     kind = "logreg"
 
@@ -209,20 +219,28 @@ class LogRegHead(Head):
         self.meta_ = HeadMeta(self.kind, list(names), features_of(features) if features else {})
         return self
 
-    def _scores(self, x) -> np.ndarray:  # log-probabilities: their softmax is the model's probability
-        return np.log(np.clip(self.model_.predict_proba(x), 1e-12, None)).astype(np.float32)
+    def _scores(self, x) -> np.ndarray:
+        """Log-probabilities (V, C), whose softmax is the model's probability; a class the model never saw (no
+        training video) gets a probability of 1e-12, so the columns are always the head's classes."""
+        proba = np.full((len(x), len(self.classes_)), 1e-12)
+        proba[:, self.model_.classes_] = np.clip(self.model_.predict_proba(x), 1e-12, None)
+        return np.log(proba).astype(np.float32)
 
     def predict(self, embeddings) -> np.ndarray:
         """As Head.predict, through the model's own predict (its labels also when a class had no video)."""
         self._fitted()
-        return self.model_.predict(mean_pool(embeddings) if embeddings.ndim == 3 else embeddings)
+        x = mean_pool(embeddings) if embeddings.ndim == 3 else embeddings
+        if not np.isfinite(x).all():
+            raise DataError(NOT_FINITE)
+        return self.model_.predict(x)
 
     def _state(self) -> dict[str, torch.Tensor]:
-        """coef (1 or K, D), intercept (1 or K,), classes int64 (K,), scaler_mean and scaler_scale (D,): float64."""
+        """coef (1 or K, D), intercept (1 or K,), classes int64 (K,), scaler_mean and scaler_scale (D,), each in
+        the float dtype scikit-learn fitted it in."""
         scaler, model = self.model_[0], self.model_[-1]
         arrays = {"coef": model.coef_, "intercept": model.intercept_, "scaler_mean": scaler.mean_,
                   "scaler_scale": scaler.scale_}
-        state = {k: torch.from_numpy(np.array(v, np.float64)) for k, v in arrays.items()}
+        state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}  # their own dtypes: the same sums
         return {**state, "classes": torch.from_numpy(np.asarray(model.classes_, np.int64))}
 
     def from_state(self, state: dict[str, torch.Tensor]) -> LogRegHead:

@@ -15,6 +15,7 @@ from pipeline.errors import ConfigError, DataError, number
 TEMPORAL_POOLINGS = ("mean", "attention", "conv")
 LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
+MAX_LR = 10.0  # Adam moves each weight by about lr a step: beyond this nothing trains (and from 3.4e37 torch overflows)
 
 
 @dataclass
@@ -37,6 +38,8 @@ class LinearConfig:
         for name in ("lr", "weight_decay"):  # NaN passes every comparison, and inf trains a head of NaN
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"train.{name} must be a finite number, got {getattr(self, name)}")
+        if self.lr > MAX_LR:
+            raise ConfigError(f"train.lr must be at most {MAX_LR:g}, got {self.lr:g}")
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:
