@@ -5,6 +5,7 @@ import dataclasses
 import math
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,61 @@ def test_no_head_answers_nan_or_infinity(tmp_path, kind):
 def test_the_saved_metadata_is_the_record_load_gives(tmp_path):
     saved = saved_head(tmp_path, "zeroshot")
     assert saved["meta"] == dataclasses.asdict(load_head(tmp_path / "good.pt").meta_)
+
+
+def project_copy(project: Path, tmp_path: Path, monkeypatch, **params) -> Path:
+    """The conftest project's cache and heads in tmp_path, with a split, params.yaml (the committed one with
+    `params` sections merged) and tmp_path as the working folder, as `dvc repro` runs the stages."""
+    import yaml
+
+    from pipeline.extract.cache import read_cache
+    from pipeline.heads.split import split_videos, write_split
+    from pipeline.paths import SPLIT_PATH
+    from tests.conftest import committed_params
+
+    for part in ("cache", "models"):
+        shutil.copytree(project / part, tmp_path / part)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(**params)))
+    monkeypatch.chdir(tmp_path)
+    cache = read_cache("cache/features.h5")
+    write_split(SPLIT_PATH, cache.paths, cache.labels, cache.class_names,
+                split_videos(cache.labels, cache.class_names, 0.3, 0.0, 0))
+    return tmp_path
+
+
+def stage_error(main) -> str:
+    """The one line a stage's main() ends with (its SystemExit message)."""
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    message = str(stopped.value.code)
+    assert "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("setting, value", [("lr", math.nan), ("lr", -math.inf), ("weight_decay", math.nan)])
+def test_the_train_stage_stops_on_a_non_finite_setting_and_keeps_the_head(project, tmp_path, monkeypatch,
+                                                                           keep_threads, setting, value):
+    import stages.train
+
+    root = project_copy(project, tmp_path, monkeypatch, train={"epochs": 2, setting: value})
+    before = (root / HEAD_FILES["linear"]).read_bytes()
+    message = stage_error(stages.train.main)
+    assert message.startswith("train: error: ") and f"train.{setting}" in message
+    assert (root / HEAD_FILES["linear"]).read_bytes() == before
+
+
+def test_an_old_project_with_logreg_joblib_is_told_the_command(project, tmp_path, monkeypatch, capsys, keep_threads):
+    import stages.baseline
+    from pipeline.tools.cli import predict
+
+    root = project_copy(project, tmp_path, monkeypatch)
+    PWNED.unlink(missing_ok=True)
+    (root / HEAD_FILES["logreg"]).unlink()
+    with open(root / "models" / "logreg.joblib", "wb") as f:  # what an older version left (here: a payload)
+        pickle.dump({"model": _Payload(), "meta": {}}, f)
+    assert predict(["nothing.mp4", "--head", "logreg"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "dvc repro baseline" in err and "models/logreg.joblib" in err, err
+    assert not PWNED.exists()
+    stages.baseline.main()  # the command it names writes the new file, which loads
+    assert load_head(HEAD_FILES["logreg"]).classes_ == ["clapping", "sitting", "walking"]

@@ -208,6 +208,9 @@ def read_head_file(path: str | os.PathLike) -> tuple[dict, HeadMeta]:
     tensors and types: never run), damaged, or fails a check of check_meta or check_state."""
     path = Path(path)
     at = printable(path)
+    if not path.is_file() and path.with_suffix(".joblib").is_file():  # a project trained by an older version
+        raise HeadError(f"no trained head at {printable(repr(str(path)))}; {printable(path.with_suffix('.joblib'))} "
+                        f"beside it is {OLD_LOGREG}")
     if not path.is_file():
         raise HeadError(f"no trained head at {printable(repr(str(path)))}: run `dvc repro` to train one")
     if path.suffix == ".joblib":
