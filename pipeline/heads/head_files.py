@@ -25,8 +25,10 @@ KINDS = ("linear", "logreg", "zeroshot")
 MAX_HEAD_BYTES = 2 ** 30  # a ViT-L zero-shot head over 100,000 classes is 0.3 GiB
 MAX_CLASSES = 100_000
 MAX_EMBEDDING_DIM = 16_384
-MAX_FRAMES = 4_096  # frames per video the head was trained on (extract.num_frames)
-MAX_BATCH_SIZE = 65_536  # frames per forward pass stage one used (predict encodes with it)
+# The two below are the bounds params.yaml's extract.num_frames and extract.batch_size are checked against (pipeline
+# settings): a head made from an accepted cache always loads.
+MAX_FRAMES = 512  # frames per video the head was trained on (extract.num_frames)
+MAX_BATCH_SIZE = 4_096  # frames per forward pass stage one used (predict encodes with it)
 MAX_TEXT = 65_536  # characters of any string a head carries (a class name, a prompt, a cache attribute)
 MAX_TEMPLATES = 1_000
 # The cache attributes a head must carry to be used (predict rebuilds the encoder from them), and the strings
