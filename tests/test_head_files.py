@@ -146,6 +146,8 @@ CASES = {  # name: (kind, pooling, change, what the message says)
     "integer weights": ("linear", "mean", _set("state_dict/fc.bias", lambda w: w.long()), "not floating point"),
     "an unknown tensor": ("linear", "mean", _set("state_dict/extra", torch.zeros(1)), "unknown 'extra'"),
     "a missing tensor": ("linear", "conv", _set("state_dict/conv.weight", DELETE), "lack 'conv.weight'"),
+    "a weight named by a number": ("linear", "mean", lambda saved: saved["state_dict"].update({3: torch.zeros(1)}),
+                                   "record of tensors"),
     "weights not tensors": ("linear", "mean", _set("state_dict/fc.bias", [0.0, 1.0, 2.0]), "record of tensors"),
     "a NaN temperature": ("linear", "mean", _set("meta/calibration/temperature", math.nan), "temperature"),
     "a not-sure fraction of 5": ("linear", "mean", _set("meta/calibration/not_sure_below_chance_to_certain", 5.0),

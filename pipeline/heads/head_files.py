@@ -63,10 +63,9 @@ class HeadMeta:
         at = printable(path)
         version = saved.get("schema_version") if isinstance(saved, dict) else None
         if version != HEAD_SCHEMA or set(saved) - {f.name for f in fields(cls)}:
-            raise HeadError(f"{at}: head format version {printable(version)}, this code reads {HEAD_SCHEMA}: "
+            raise HeadError(f"{at}: head format version {printable(version)[:80]}, this code reads {HEAD_SCHEMA}: "
                             f"{RETRAIN}")
-        missing = [f.name for f in fields(cls) if f.name not in saved and f.name in ("kind", "class_names",
-                                                                                       "features")]
+        missing = [name for name in ("kind", "class_names", "features") if name not in saved]
         if missing:
             raise HeadError(f"{at}: not a usable head: its metadata has no {missing[0]!r}")
         calibration = saved.get("calibration")
@@ -171,7 +170,8 @@ def check_state(at: str, meta: HeadMeta, state: object) -> None:
     """HeadError unless `state` holds exactly the tensors of expected_shapes (a zero-shot head saved before SigLIP
     may lack bias and sigmoid), floating and finite (logistic regression's classes: distinct indices into the
     class names, increasing), its scaler's scale above 0."""
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise HeadError(f"{at}: not a usable head: its weights must be a record of tensors")
     model_classes = None
     if meta.kind == "logreg":
