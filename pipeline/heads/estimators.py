@@ -25,7 +25,8 @@ __all__ = ["HEAD_SCHEMA", "HeadMeta"]  # (re-exported: their home is pipeline.he
 IGNORED_KEYS = ("encoder_model", "precision", "device_type", "dtype", "batch_size")
 MATCH_KEYS = tuple(k for k in KEY_ATTRS if k not in IGNORED_KEYS)
 # Recorded beside them, not matched: how the features were computed, so pipeline.tools.predict can do the same.
-# random_weights: a CLIP built by `python -m pipeline.embed.encoder` (its numbers mean nothing; pipeline/extract/cache.py).
+# random_weights: a CLIP built by `python -m pipeline.embed.encoder` (its numbers mean nothing;
+# pipeline/extract/cache.py).
 # encoder_family: clip or siglip (pipeline.embed.hub.FAMILIES; the fingerprint already tells them apart).
 RECORDED_KEYS = (*IGNORED_KEYS, RANDOM_WEIGHTS, "encoder_family")
 # fit_predict_many trains tasks together while their stacked float32 features stay within this (the five folds of
