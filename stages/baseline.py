@@ -1,4 +1,4 @@
-"""DVC stage `baseline`: logistic regression on standardised mean-pooled embeddings, saved with joblib."""
+"""DVC stage `baseline`: logistic regression on standardised mean-pooled embeddings, saved as plain arrays (.pt)."""
 from pipeline.extract.cache import open_cache
 from pipeline.heads.calibration import CalibrationConfig
 from pipeline.heads.estimators import LogRegConfig, LogRegHead

@@ -181,7 +181,7 @@ def test_an_unsure_head_says_not_sure(project, tmp_path, monkeypatch):
     import torch
     shutil.copytree(project, tmp_path / "p")
     saved = torch.load(tmp_path / "p" / HEAD_FILES["linear"], weights_only=True)
-    saved["meta"]["calibration"] = asdict(Calibration(not_sure_below_chance_to_certain=1.01))  # beyond certainty
+    saved["meta"]["calibration"] = asdict(Calibration(1e6, not_sure_below_chance_to_certain=0.99))  # ~uniform
     torch.save(saved, tmp_path / "p" / HEAD_FILES["linear"])
     monkeypatch.chdir(tmp_path / "p")
     at = run_app()
@@ -225,7 +225,7 @@ def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot
     actions = ["not sure", "jumping"]  # a class called "not sure" is told apart from the abstention
     head = zeroshot_head(text_embeddings(tiny_clip, actions), actions,
                          {**encoder.describe(), "num_frames": 4, "sampling": "uniform-centers"})
-    head.use_calibration(Calibration(temperature=50.0, not_sure_below_chance_to_certain=1.01))
+    head.use_calibration(Calibration(temperature=50.0, not_sure_below_chance_to_certain=0.99))
     head.save(tmp_path / "p" / HEAD_FILES["zeroshot"])
     monkeypatch.chdir(tmp_path / "p")
     at = run_app()

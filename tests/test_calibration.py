@@ -78,6 +78,7 @@ class _Fixed:
 
     def __init__(self, proba):
         self.proba = proba
+        self.classes_ = np.arange(proba.shape[1])  # the classes it was fitted on: every one
 
     def predict_proba(self, x):
         return self.proba[: len(x)]

@@ -105,7 +105,7 @@ def test_dvc_pipeline_end_to_end(demo_repo, plots_page):
     # heads, metrics and plots where the README says
     linear = load_head(repo / "models" / "linear.pt")
     assert linear.meta_.features["encoder_fingerprint"] == cache.attrs["encoder_fingerprint"]
-    assert load_head(repo / "models" / "logreg.joblib").classes_ == list(CLASSES)
+    assert load_head(repo / "models" / "logreg.pt").classes_ == list(CLASSES)
     assert (repo / "models" / "linear_final.pt").is_file()
     assert load_head(repo / "models" / "zeroshot.pt").classes_ == list(CLASSES)
     # the numbers DVC tabulates, numbers only; the random encoder's note, the protocol and the rest beside them

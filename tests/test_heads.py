@@ -103,8 +103,8 @@ def test_a_zero_shot_head_saved_before_siglip_loads_with_clips_scoring(tmp_path)
 def test_logreg_round_trip(data, tmp_path):
     emb, y, _ = data
     fitted = LogRegHead().fit(mean_pool(emb), y, NAMES, ATTRS)
-    fitted.save(tmp_path / "b.joblib")
-    head = load_head(tmp_path / "b.joblib")
+    fitted.save(tmp_path / "b.pt")
+    head = load_head(tmp_path / "b.pt")
     assert isinstance(head, LogRegHead) and head.meta_.features["embedding_dim"] == 64
     np.testing.assert_allclose(head.predict_proba(emb[:3]), fitted.model_.predict_proba(mean_pool(emb[:3])),
                                atol=1e-6)
@@ -137,19 +137,19 @@ def test_mismatched_cache_or_encoder_is_a_clear_error(data):
 
 def test_wrong_input_shape_is_rejected(data, tmp_path):
     emb, y, _ = data
-    LogRegHead().fit(mean_pool(emb), y, NAMES, ATTRS).save(tmp_path / "b.joblib")
+    LogRegHead().fit(mean_pool(emb), y, NAMES, ATTRS).save(tmp_path / "b.pt")
     with pytest.raises(HeadError, match="expected embeddings"):
-        load_head(tmp_path / "b.joblib").predict_proba(emb[:, :, :8])
+        load_head(tmp_path / "b.pt").predict_proba(emb[:, :, :8])
 
 
 def test_missing_or_corrupt_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(HeadError, match="no trained head.*dvc repro"):
         load_head(tmp_path / "none.pt")
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    with pytest.raises(HeadError, match="bad.pt: not a usable head checkpoint"):
+    with pytest.raises(HeadError, match="bad.pt: not a head this project wrote"):
         load_head(tmp_path / "bad.pt")
     torch.save({"state_dict": {}, "meta": {"schema_version": HEAD_SCHEMA, "kind": "linear"}}, tmp_path / "part.pt")
-    with pytest.raises(HeadError, match="part.pt: not a usable head checkpoint"):  # the record incomplete
+    with pytest.raises(HeadError, match="part.pt: not a usable head: its metadata has no"):
         load_head(tmp_path / "part.pt")
     (tmp_path / "head.onnx").write_bytes(b"x")
     with pytest.raises(HeadError, match="unknown head file type"):

@@ -280,8 +280,8 @@ def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, pool,
     head = LogRegHead().fit(mean_pool(cache.embeddings), cache.labels, cache.class_names, cache.attrs)
     meta = head.meta_.features
     assert meta["batch_size"] == cache.attrs["batch_size"] == 8
-    head.save(tmp_path / "h.joblib")
-    predictor = load_predictor(tmp_path / "h.joblib", pool, device="cpu")
+    head.save(tmp_path / "h.pt")
+    predictor = load_predictor(tmp_path / "h.pt", pool, device="cpu")
     assert predictor.batch_size == 8
     for i, path in enumerate(cache.paths):
         np.testing.assert_array_equal(predict_video(project / "data" / path, predictor).embeddings,

@@ -423,7 +423,7 @@ def test_a_pickle_payload_in_a_checkpoint_is_never_run(tmp_path):
         pickle.dump({"state_dict": _Payload(), "meta": {}}, f)
     torch.save({"state_dict": {"w": _Payload()}, "meta": {"schema_version": 1}}, tmp_path / "evil2.pt")
     for name in ("evil.pt", "evil2.pt"):
-        with pytest.raises(ValueError, match="not a usable head checkpoint"):
+        with pytest.raises(ValueError, match="not a head this project wrote"):
             load_head(tmp_path / name)
     assert not Path("/tmp/clip-har-pwned").exists()
 

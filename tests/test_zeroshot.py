@@ -159,8 +159,8 @@ def test_a_siglip_goes_through_stage_one_every_head_zero_shot_and_predict(tiny_s
                                        cache.class_names, cache.attrs).calibrate(x, y, 0.3)}
     with DecodePool(PoolConfig(workers=1)) as pool:
         for kind, head in heads.items():
-            head.save(tmp_path / f"{kind}.{'joblib' if kind == 'logreg' else 'pt'}")
-            predictor = load_predictor(tmp_path / f"{kind}.{'joblib' if kind == 'logreg' else 'pt'}", pool, "cpu")
+            head.save(tmp_path / f"{kind}.pt")
+            predictor = load_predictor(tmp_path / f"{kind}.pt", pool, "cpu")
             assert predictor.encoder.family == "siglip" and predictor.encoder.frame_spec().crop_h == 96
             pred = predict_video(dataset / cache.paths[0], predictor)
             np.testing.assert_allclose(pred.embeddings, cache.embeddings[0], atol=1e-6)

@@ -1,22 +1,23 @@
 """Heads shaped like scikit-learn estimators (linear, logistic regression, zero-shot): fit, predict, save, load."""
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
-import joblib
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.extract.cache import KEY_ATTRS, RANDOM_WEIGHTS
 from pipeline.heads.calibration import Calibration, CalibrationConfig, fit_calibration, softmax, sure_threshold
-from pipeline.errors import HeadError, number
-from pipeline.heads.training import LOGIT_SCALE, LinearConfig, LinearModule, mean_pool, module_logits, train_linear
+from pipeline.errors import ConfigError, DataError, HeadError, number
+from pipeline.heads.head_files import HEAD_SCHEMA, HeadMeta, read_head_file, write_head_file
+from pipeline.heads.training import (LOGIT_SCALE, LinearConfig, LinearModule, in_memory, mean_pool, module_logits,
+                                     train_linear)
 
-HEAD_SCHEMA = 4  # the layout of a saved head's metadata (4: the HeadMeta record); otherwise: retrain it
+__all__ = ["HEAD_SCHEMA", "HeadMeta"]  # (re-exported: their home is pipeline.heads.head_files)
 # What a head does not need to share with the cache or encoder it is used with, of the cache's key: the encoder's
 # id (the fingerprint is its identity, and the same weights may sit in another directory), precision and device (a
 # head trained on GPU features serves on the CPU; bench/README.md gives the difference), the cache's storage dtype
@@ -24,12 +25,15 @@ HEAD_SCHEMA = 4  # the layout of a saved head's metadata (4: the HeadMeta record
 IGNORED_KEYS = ("encoder_model", "precision", "device_type", "dtype", "batch_size")
 MATCH_KEYS = tuple(k for k in KEY_ATTRS if k not in IGNORED_KEYS)
 # Recorded beside them, not matched: how the features were computed, so pipeline.tools.predict can do the same.
-# random_weights: a CLIP built by `python -m pipeline.embed.encoder` (its numbers mean nothing; pipeline/extract/cache.py).
+# random_weights: a CLIP built by `python -m pipeline.embed.encoder` (its numbers mean nothing;
+# pipeline/extract/cache.py).
 # encoder_family: clip or siglip (pipeline.embed.hub.FAMILIES; the fingerprint already tells them apart).
 RECORDED_KEYS = (*IGNORED_KEYS, RANDOM_WEIGHTS, "encoder_family")
 # fit_predict_many trains tasks together while their stacked float32 features stay within this (the five folds of
 # a 240,000-video cache would otherwise be 2 GiB at once; the demo's are 0.5 MiB)
 BATCHED_BYTES = 256 * 2 ** 20
+NOT_FINITE = ("the embeddings hold numbers that are not finite (NaN or infinity), or so large that the head's scores "
+              "overflow: re-encode them (dvc repro extract)")
 
 
 @dataclass
@@ -42,39 +46,12 @@ class LogRegConfig:
     def __post_init__(self) -> None:  # ConfigError naming the setting (not scikit-learn's InvalidParameterError)
         self.C, self.max_iter = number(self.C, float, "baseline.C", 1e-12), number(self.max_iter, int,
                                                                                     "baseline.max_iter", 1)
+        if not math.isfinite(self.C):
+            raise ConfigError(f"baseline.C must be a finite number, got {self.C}")
 
 
 class NotFittedError(ValueError, AttributeError):
     """A head used before fit (or load_head): as scikit-learn's."""
-
-
-@dataclass
-class HeadMeta:
-    """What a saved head carries so that it can be used alone: its kind and classes, the cache attributes its
-    features were made with (`features`: MATCH_KEYS and RECORDED_KEYS, the cache's names), its pooling, and what
-    training (the epoch kept) and calibration learned. Saved as plain types (weights_only=True loads it)."""
-
-    kind: str
-    class_names: list[str]
-    features: dict
-    pooling: str = "mean"
-    epoch: int | None = None
-    templates: list[str] | None = None  # a zero-shot head's prompts
-    calibration: Calibration | None = None
-    schema_version: int = HEAD_SCHEMA
-
-    @classmethod
-    def from_saved(cls, path: Path, saved: object) -> HeadMeta:
-        """The record from its saved form; HeadError when it was saved in another layout than this code reads."""
-        version = saved.get("schema_version") if isinstance(saved, dict) else None
-        if version != HEAD_SCHEMA or set(saved) - {f.name for f in fields(cls)}:
-            raise HeadError(f"{path}: head format version {version}, this code reads {HEAD_SCHEMA}: retrain it "
-                            "(dvc repro train baseline)")
-        calibration = saved.get("calibration")
-        try:
-            return cls(**{**saved, "calibration": Calibration(**calibration) if calibration is not None else None})
-        except TypeError as e:  # a field missing, or a calibration of another layout
-            raise HeadError(f"{path}: not a usable head checkpoint ({e})") from None
 
 
 def features_of(attrs: dict) -> dict:
@@ -118,13 +95,20 @@ class Head:
     def logits(self, embeddings) -> np.ndarray:
         """Frame embeddings float32 (V, F, D) (an array or Embeddings left in the cache file), or for a head that
         pools by the mean their mean-pooled features (V, D) -> scores float32 (V, C) whose softmax is the
-        uncalibrated probability. HeadError for another shape."""
+        uncalibrated probability. HeadError for another shape; DataError (NOT_FINITE) for embeddings with NaN or
+        infinity, or scores that overflow."""
         meta = self._fitted()
         dim, pooled = meta.features["embedding_dim"], self.pooling == "mean"
         if embeddings.shape[-1] != dim or embeddings.ndim != 3 and not (pooled and embeddings.ndim == 2):
             raise HeadError(f"expected embeddings (videos, frames, {dim})"
                             + (f" or pooled (videos, {dim})" if pooled else "") + f", got {embeddings.shape}")
-        return self._scores(mean_pool(embeddings) if pooled and embeddings.ndim == 3 else embeddings)
+        x = mean_pool(embeddings) if pooled and embeddings.ndim == 3 else embeddings
+        if in_memory(x) and not np.isfinite(x).all():  # (rows left in a file: their scores are checked)
+            raise DataError(NOT_FINITE)
+        scores = self._scores(x)
+        if not np.isfinite(scores).all():  # so that no NaN or infinity reaches an answer, a metric or JSON
+            raise DataError(NOT_FINITE)
+        return scores
 
     def _scores(self, x) -> np.ndarray:
         raise NotImplementedError
@@ -166,13 +150,14 @@ class Head:
                             f"{list(class_names)}")
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the head where load_head reads it back (a torch head as .pt, logistic regression as .joblib)."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._save(Path(path), asdict(self._fitted()))
+        """Write the head where load_head reads it back: a .pt of {"state_dict": tensors, "meta": plain types},
+        loadable with weights_only=True (pipeline.heads.head_files.write_head_file: checked first, HeadError for
+        a head that would not load, a non-finite weight included; never half-written)."""
+        write_head_file(path, self._state(), self._fitted(), asdict(self._fitted()))
 
-    def _save(self, path: Path, meta: dict) -> None:
-        """A torch head as {"state_dict", "meta"}: plain tensors and types, loadable with weights_only=True."""
-        torch.save({"state_dict": self.module_.state_dict(), "meta": meta}, path)
+    def _state(self) -> dict[str, torch.Tensor]:
+        """The tensors the head is saved as (a torch head: its module's state dict)."""
+        return self.module_.state_dict()
 
 
 class LinearHead(Head):
@@ -211,7 +196,8 @@ class LinearHead(Head):
 
 class LogRegHead(Head):
     """Standardised mean-pooled features, then multinomial logistic regression (scikit-learn). Fitted: model_ (the
-    sklearn pipeline). Saved with joblib: load only files this project wrote."""
+    sklearn pipeline). Saved as plain arrays (_state, in the dtypes fitted, so the rebuilt model's probabilities are
+    the same numbers) and rebuilt on load (from_state); never pickled."""
 
     kind = "logreg"
 
@@ -234,16 +220,43 @@ class LogRegHead(Head):
         self.meta_ = HeadMeta(self.kind, list(names), features_of(features) if features else {})
         return self
 
-    def _scores(self, x) -> np.ndarray:  # log-probabilities: their softmax is the model's probability
-        return np.log(np.clip(self.model_.predict_proba(x), 1e-12, None)).astype(np.float32)
+    def _scores(self, x) -> np.ndarray:
+        """Log-probabilities (V, C), whose softmax is the model's probability; a class the model never saw (no
+        training video) gets a probability of 1e-12, so the columns are always the head's classes."""
+        proba = np.full((len(x), len(self.classes_)), 1e-12)
+        proba[:, self.model_.classes_] = np.clip(self.model_.predict_proba(x), 1e-12, None)
+        return np.log(proba).astype(np.float32)
 
     def predict(self, embeddings) -> np.ndarray:
         """As Head.predict, through the model's own predict (its labels also when a class had no video)."""
         self._fitted()
-        return self.model_.predict(mean_pool(embeddings) if embeddings.ndim == 3 else embeddings)
+        x = mean_pool(embeddings) if embeddings.ndim == 3 else embeddings
+        if not np.isfinite(x).all():
+            raise DataError(NOT_FINITE)
+        return self.model_.predict(x)
 
-    def _save(self, path: Path, meta: dict) -> None:
-        joblib.dump({"model": self.model_, "meta": meta}, path)
+    def _state(self) -> dict[str, torch.Tensor]:
+        """coef (1 or K, D), intercept (1 or K,), classes int64 (K,), scaler_mean and scaler_scale (D,), each in
+        the float dtype scikit-learn fitted it in."""
+        scaler, model = self.model_[0], self.model_[-1]
+        arrays = {"coef": model.coef_, "intercept": model.intercept_, "scaler_mean": scaler.mean_,
+                  "scaler_scale": scaler.scale_}
+        state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}  # their own dtypes: the same sums
+        return {**state, "classes": torch.from_numpy(np.asarray(model.classes_, np.int64))}
+
+    def from_state(self, state: dict[str, torch.Tensor]) -> LogRegHead:
+        """The sklearn pipeline rebuilt from _state's arrays (checked by pipeline.heads.head_files.check_state)."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        scaler, model = StandardScaler(), LogisticRegression(C=self.cfg.C, max_iter=self.cfg.max_iter)
+        scaler.mean_, scaler.scale_ = state["scaler_mean"].numpy(), state["scaler_scale"].numpy()
+        scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_ ** 2, len(scaler.mean_), 0
+        model.coef_, model.intercept_ = state["coef"].numpy(), state["intercept"].numpy()
+        model.classes_, model.n_features_in_ = state["classes"].numpy(), len(scaler.mean_)
+        self.model_ = make_pipeline(scaler, model)
+        return self
 
 
 class ZeroShotModule(nn.Module):
@@ -302,40 +315,24 @@ class ZeroShotHead(Head):
 
 
 def load_head(path: str | os.PathLike) -> Head:
-    """A head saved by Head.save: .pt (linear or zero-shot, loaded with weights_only=True) or .joblib (logistic
-    regression). HeadError when missing, damaged, of another type or of another format version."""
-    path = Path(path)
-    if not path.is_file():
-        raise HeadError(f"no trained head at {str(path)!r}: run `dvc repro` to train one")
-    if path.suffix not in (".pt", ".joblib"):
-        raise HeadError(f"{path}: unknown head file type (expected .pt or .joblib)")
-    try:  # a damaged or foreign file fails in as many ways as the unpicklers have: each is the same to the user
-        saved = (torch.load(path, map_location="cpu", weights_only=True) if path.suffix == ".pt"
-                 else joblib.load(path))
-        raw = saved["meta"]
-    except Exception as e:  # noqa: BLE001
-        raise HeadError(f"{path}: not a usable head checkpoint ({e})") from None
-    meta = HeadMeta.from_saved(path, raw)
-    dim, classes = meta.features.get("embedding_dim"), len(meta.class_names)
-    try:
-        if meta.kind == "logreg":
-            head = LogRegHead()
-            head.model_ = saved["model"]
-        elif meta.kind == "linear":
-            head = LinearHead(LinearConfig(head=meta.pooling))
-            head.module_ = LinearModule(dim, classes, meta.pooling, meta.features["num_frames"])
-        elif meta.kind == "zeroshot":
-            head = ZeroShotHead(tuple(meta.templates or ()))
-            head.module_ = ZeroShotModule(dim, classes)
-            # saved before SigLIP: CLIP's scoring, no bias
-            saved["state_dict"] = {"bias": torch.tensor(0.0), "sigmoid": torch.tensor(0.0), **saved["state_dict"]}
-        else:
-            raise HeadError(f"{path}: unknown head kind {meta.kind!r} (this code reads linear, logreg, zeroshot)")
-        if hasattr(head, "module_"):
-            head.module_.load_state_dict(saved["state_dict"])
-            head.module_.eval()
-    except (KeyError, RuntimeError, TypeError) as e:  # a state dict that does not fit the metadata
-        raise HeadError(f"{path}: not a usable head checkpoint ({e})") from None
+    """A head saved by Head.save (a .pt, loaded with weights_only=True), rebuilt from its tensors and metadata once
+    pipeline.heads.head_files.read_head_file has checked them: HeadError naming the file when it is missing, an
+    old .joblib, damaged, not a head this project wrote, of another format version, or inconsistent."""
+    state, meta = read_head_file(path)
+    if meta.kind == "logreg":
+        head = LogRegHead().from_state(state)
+    elif meta.kind == "linear":
+        head = LinearHead(LinearConfig(head=meta.pooling))
+        head.module_ = LinearModule(meta.features["embedding_dim"], len(meta.class_names), meta.pooling,
+                                    meta.features["num_frames"])
+    else:
+        head = ZeroShotHead(tuple(meta.templates or ()))
+        head.module_ = ZeroShotModule(meta.features["embedding_dim"], len(meta.class_names))
+        # saved before SigLIP: CLIP's scoring, no bias
+        state = {"bias": torch.tensor(0.0), "sigmoid": torch.tensor(0.0), **state}
+    if hasattr(head, "module_"):
+        head.module_.load_state_dict(state)  # the shapes were checked: it fits
+        head.module_.eval()
     head.meta_ = meta
     return head
 

@@ -2,6 +2,7 @@
 one or K of them at once (the folds of cross-validation, the subsets of the data-efficiency curve)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,11 +10,12 @@ import torch
 from torch import nn
 from torch.optim.adam import adam
 
-from pipeline.errors import ConfigError, number
+from pipeline.errors import ConfigError, DataError, number
 
 TEMPORAL_POOLINGS = ("mean", "attention", "conv")
 LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
+MAX_LR = 10.0  # Adam moves each weight by about lr a step: beyond this nothing trains (and from 3.4e37 torch overflows)
 
 
 @dataclass
@@ -33,6 +35,11 @@ class LinearConfig:
         self.epochs, self.batch_size = number(self.epochs, int, "train.epochs", 0), number(self.batch_size, int,
                                                                                            "train.batch_size", 1)
         self.seed = number(self.seed, int, "train.seed")
+        for name in ("lr", "weight_decay"):  # NaN passes every comparison, and inf trains a head of NaN
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"train.{name} must be a finite number, got {getattr(self, name)}")
+        if self.lr > MAX_LR:
+            raise ConfigError(f"train.lr must be at most {MAX_LR:g}, got {self.lr:g}")
 
 
 def mean_pool(embeddings: np.ndarray) -> np.ndarray:
@@ -219,6 +226,8 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
             for p in all_params:
                 p.grad = None
             totals += losses.detach() * sizes
+        if not torch.isfinite(totals).all():
+            _diverged(cfg, epoch, z if mean else None)
         for i, total in enumerate(totals.tolist()):
             histories[i].append({"epoch": epoch, "train_loss": total / lengths[i]})
         if has_val:
@@ -234,6 +243,8 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
                 best = {key: v.clone() for key, v in modules[0].state_dict().items()}
     if mean:
         _write_back(modules, params, dim)
+    if not all(torch.isfinite(p).all() for m in modules for p in m.parameters()):  # the last step's update
+        _diverged(cfg, cfg.epochs, z if mean else None)
     results = []
     for i, module in enumerate(modules):
         module.eval()
@@ -244,6 +255,16 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
             kept.load_state_dict(best)
             results.append(Trained(kept.eval(), module, best_epoch, histories[i]))
     return results
+
+
+def _diverged(cfg: LinearConfig, epoch: int, inputs: torch.Tensor | None) -> None:
+    """Training went non-finite at `epoch`: DataError when the (in-memory) inputs hold NaN or infinity, otherwise
+    ConfigError naming the settings that made it diverge. Nothing non-finite is returned, so none is saved."""
+    if inputs is not None and not torch.isfinite(inputs).all():
+        raise DataError("the training features hold numbers that are not finite (NaN or infinity): re-encode the "
+                        "cache (dvc repro extract)")
+    raise ConfigError(f"training diverged at epoch {epoch}: the loss or the weights became NaN or infinite with "
+                      f"train.lr {cfg.lr:g} and train.weight_decay {cfg.weight_decay:g}; lower train.lr")
 
 
 @torch.no_grad()
