@@ -38,6 +38,7 @@ MAX_PIXELS = 4 * 7680 * 4320  # extract.max_pixels: 16K (a frame of 33 MP is 100
 MAX_ASPECT = 100  # extract.max_aspect: a thin frame resized to the encoder's short side grows by this factor
 DAY_S = 86_400.0  # the longest timeout accepted (extract.video_timeout_s, hash_timeout_s)
 MAX_EPOCHS = 100_000  # train.epochs
+MAX_LR = 10.0  # train.lr: Adam moves a weight by about lr a step; beyond this nothing trains (torch overflows at 3.4e37)
 MAX_ITER = 1_000_000  # baseline.max_iter
 MAX_CLIPS = 10_000  # demo.clips_per_class
 MAX_FOLDS = 100  # evaluate.folds
@@ -138,7 +139,7 @@ class Split(Section):
 
 class Train(Section):
     head: Literal["mean", "attention", "conv"]
-    lr: real(gt=0, le=10)
+    lr: real(gt=0, le=MAX_LR)
     epochs: whole(1, MAX_EPOCHS)
     batch_size: whole(1, MAX_BATCH)
     weight_decay: real(ge=0, le=10)

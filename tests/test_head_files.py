@@ -15,7 +15,7 @@ import torch
 import pipeline.heads.estimators as estimators
 from pipeline.errors import ConfigError, DataError, HeadError
 from pipeline.heads.estimators import LinearHead, LogRegConfig, LogRegHead, ZeroShotHead, load_head, mean_pool
-from pipeline.heads.head_files import MAX_BATCH_SIZE, MAX_FRAMES
+from pipeline.settings import MAX_BATCH, MAX_FRAMES
 from pipeline.heads.training import LinearConfig
 from pipeline.paths import HEAD_FILES
 

@@ -16,6 +16,7 @@ from pipeline.extract.cache import KEY_ATTRS
 from pipeline.heads.calibration import Calibration
 from pipeline.heads.training import TEMPORAL_POOLINGS, LinearModule
 from pipeline.paths import HEAD_FILES
+from pipeline.settings import MAX_BATCH, MAX_FRAMES  # the same bounds as params.yaml's extract.num_frames, batch_size
 
 HEAD_SCHEMA = 4  # the layout of a saved head's metadata (4: the HeadMeta record); otherwise: retrain it
 HEAD_SUFFIX = ".pt"  # every head: {"state_dict": {name: tensor}, "meta": HeadMeta as plain types}
@@ -27,8 +28,6 @@ MAX_CLASSES = 100_000
 MAX_EMBEDDING_DIM = 16_384
 # The two below are the bounds params.yaml's extract.num_frames and extract.batch_size are checked against (pipeline
 # settings): a head made from an accepted cache always loads.
-MAX_FRAMES = 512  # frames per video the head was trained on (extract.num_frames)
-MAX_BATCH_SIZE = 4_096  # frames per forward pass stage one used (predict encodes with it)
 MAX_TEXT = 65_536  # characters of any string a head carries (a class name, a prompt, a cache attribute)
 MAX_TEMPLATES = 1_000
 # The cache attributes a head must carry to be used (predict rebuilds the encoder from them), and the strings
@@ -127,7 +126,7 @@ def check_meta(at: str, meta: HeadMeta) -> None:
     _bounded(at, "embedding_dim", features["embedding_dim"], 1, MAX_EMBEDDING_DIM)
     _bounded(at, "num_frames", features["num_frames"], 1, MAX_FRAMES)
     if features.get("batch_size") is not None:
-        _bounded(at, "batch_size", features["batch_size"], 1, MAX_BATCH_SIZE)
+        _bounded(at, "batch_size", features["batch_size"], 1, MAX_BATCH)
     if meta.epoch is not None:
         _bounded(at, "epoch", meta.epoch, 0, 10 ** 9)
     if meta.templates is not None and (not isinstance(meta.templates, list) or len(meta.templates) > MAX_TEMPLATES

@@ -11,11 +11,11 @@ from torch import nn
 from torch.optim.adam import adam
 
 from pipeline.errors import ConfigError, DataError, number
+from pipeline.settings import MAX_LR
 
 TEMPORAL_POOLINGS = ("mean", "attention", "conv")
 LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
-MAX_LR = 10.0  # Adam moves each weight by about lr a step: beyond this nothing trains (and from 3.4e37 torch overflows)
 
 
 @dataclass
