@@ -116,16 +116,20 @@ def frame_strip(frames, captions: list[str], columns: int = 8) -> None:
 
 
 # Every ASCII punctuation character, each of which CommonMark lets a backslash take literally: what makes Markdown
-# of text (links, images, code, emphasis, HTML, entities `&...;`), GitHub's autolinks (`www.x.y`, `a@b.c`) and
-# Streamlit's own `:red[...]`, `:material/...:` and `$...$`.
+# of text (links, images, code, emphasis, HTML, entities `&...;`) and Streamlit's own `:red[...]`, `:material/...:`
+# and `$...$`.
 _MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")
+# GitHub's autolinks (`http://x`, `www.x.y`, `a@b.c`, `mailto:`) are found in the text after its escapes are
+# undone: an invisible WORD JOINER after each `:` and `@` and inside `www.` breaks them, the text reading the same.
+_AUTOLINK = re.compile(r"([:@]|(?i:www)(?=\.))")
+JOINER = "\u2060"
 
 
 def shown_name(name: object) -> str:
     """Any text from a file (a file or class name, a cache's or head's attribute, an error quoting them) as a page
     shows it in Markdown: escaped (pipeline.errors.printable), and every punctuation character taken literally, so
-    that it can neither forge a line nor become a link, an image, code or a heading."""
-    return _MARKDOWN.sub(r"\\\1", printable(name))
+    that it can neither forge a line nor become a link (autolinks too), an image, code or a heading."""
+    return _MARKDOWN.sub(r"\\\1", _AUTOLINK.sub(r"\1" + JOINER, printable(name)))
 
 
 def project_data_root() -> Path | None:

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 
+from app.common import JOINER
 from pipeline.extract.cache import RANDOM_ENCODER_NOTE
 from pipeline.heads.calibration import Calibration
 from pipeline.paths import HEAD_FILES
@@ -26,8 +27,9 @@ def pool():
 
 
 def plain(markdown: str) -> str:
-    """Markdown as a page shows it, for text the app escaped (app.common.shown_name): its backslashes taken off."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
+    """Markdown as a page shows it, for text the app escaped (app.common.shown_name): its backslashes and invisible
+    word joiners taken off."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace(JOINER, "")
 
 
 def run_app() -> AppTest:

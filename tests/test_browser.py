@@ -87,10 +87,11 @@ def markdown_stays_text(page, server: str) -> None:
     page.route("**/*", only_the_app)
     page.goto(server + "/embeddings_page")
     expect(page.get_by_text("Odd videos")).to_be_visible()
-    expect(page.get_by_text("fingerprint ![pixel](http://", exact=False).first).to_be_visible()  # as written
+    expect(page.get_by_text("(fingerprint ![pixel](http", exact=False).first).to_be_visible()  # as written
     links = page.evaluate("""[...document.querySelectorAll('a[href], img[src]')].map(e => e.href || e.src)
         .filter(u => u.includes('203.0.113.7') || u.includes('example.com'))""")
-    assert (elsewhere, links) == ([], [])
+    # (Streamlit itself asks fonts.gstatic.com for the navigation's Material icons: stopped here too, not the file's)
+    assert ([u for u in elsewhere if ELSEWHERE in u or "example.com" in u], links) == ([], []), elsewhere
 
 
 def hevc_clip(path):
