@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 import cv2
 import streamlit as st
@@ -18,6 +19,9 @@ from pipeline.tools.predict import encoder_for
 from pipeline.decode.preview import decode_or_preview
 from pipeline.decode.workers import DecodePool, PoolConfig, auto_workers
 from pipeline.heads.zeroshot import text_embeddings
+from pipeline.paths import PARAMS
+from stages import read_params
+from stages.extract import extract_config
 
 # Decode workers of the app's server process, shared by its sessions: one per core, at least 2 (an upload that
 # takes a worker for its whole timeout leaves another for everyone else), at most 4 (each may take
@@ -108,13 +112,33 @@ def frame_strip(frames, captions: list[str], columns: int = 8) -> None:
         for col, i in zip(st.columns(columns), range(start, min(start + columns, len(frames)))):
             h, w = frames[i].shape[:2]
             thumb = cv2.resize(frames[i], (160, max(1, round(160 * h / w))), interpolation=cv2.INTER_AREA)
-            col.image(thumb, caption=captions[i])
+            col.image(thumb, caption=shown_name(captions[i]))  # a caption is Markdown: its class name taken literally
 
 
-_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~$:])")  # what makes Markdown (and Streamlit's :red[...]) of text
+# Every ASCII punctuation character, each of which CommonMark lets a backslash take literally: what makes Markdown
+# of text (links, images, code, emphasis, HTML, entities `&...;`) and Streamlit's own `:red[...]`, `:material/...:`
+# and `$...$`.
+_MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")
+# GitHub's autolinks (`http://x`, `www.x.y`, `a@b.c`, `mailto:`) are found in the text after its escapes are
+# undone: an invisible WORD JOINER after each `:` and `@` and inside `www.` breaks them, the text reading the same.
+_AUTOLINK = re.compile(r"([:@]|(?i:www)(?=\.))")
+JOINER = "\u2060"
 
 
 def shown_name(name: object) -> str:
-    """A file or class name as a page shows it in Markdown: escaped (pipeline.errors.printable), and its Markdown
-    characters taken literally, so that a name can neither forge a line nor become a link, code or a heading."""
-    return _MARKDOWN.sub(r"\\\1", printable(name))
+    """Any text from a file (a file or class name, a cache's or head's attribute, an error quoting them) as a page
+    shows it in Markdown: escaped (pipeline.errors.printable), and every punctuation character taken literally, so
+    that it can neither forge a line nor become a link (autolinks too), an image, code or a heading."""
+    return _MARKDOWN.sub(r"\\\1", _AUTOLINK.sub(r"\1" + JOINER, printable(name)))
+
+
+def project_data_root() -> Path | None:
+    """The data root the project's own settings name (params.yaml's data.root, resolved in the project folder), or
+    None where there is no params.yaml or it cannot be read: the only place the app reads a cached video from (a
+    cache's own data_root attribute is what the cache says, never a place to read)."""
+    if not Path(PARAMS).is_file():
+        return None
+    try:
+        return Path(extract_config(read_params()).root).resolve()
+    except (UserError, OSError, KeyError):  # a params.yaml being edited: the page says there is no root
+        return None

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.common import cached_cache, cached_pool, frame_strip, shown_name
+from app.common import cached_cache, cached_pool, frame_strip, project_data_root, shown_name
 from pipeline.extract.cache import random_encoder_note
 from pipeline.errors import DataError, UserError, VideoError, printable
 from pipeline.decode.frames import FrameSpec
 from pipeline.tools.inspector import (AXES, GROUPING_HINT, LEGEND_CLASSES, TABLEAU10, class_centroids, class_colours,
                                 find_outliers, frame_report, frame_spec, group_leakage, nearest_classes,
-                                nearest_neighbors, project_2d, row_of, split_file, summarize, video_means)
-from pipeline.paths import CACHE_PATH
+                                nearest_neighbors, project_2d, row_of, source_file, split_file, summarize, video_means)
+from pipeline.paths import CACHE_PATH, PARAMS
 from pipeline.heads.split import read_split
 from pipeline.decode.workers import ReadConfig
 
@@ -94,8 +94,8 @@ def main() -> None:
     mtime = max(path.stat().st_mtime_ns, split.stat().st_mtime_ns if split.is_file() else 0)
     try:
         cache, parts = cached_cache(str(path), mtime)
-    except (UserError, OSError) as e:  # a damaged cache, a stale split, the disk
-        st.error(str(e))
+    except (UserError, OSError) as e:  # a damaged or crafted cache (refused at the door), a stale split, the disk
+        st.error(shown_name(e))
         st.stop()
     summary = summarize(cache, path, parts)
     if random_encoder_note(cache.attrs):
@@ -105,10 +105,11 @@ def main() -> None:
     cols[1].metric("classes", len(summary["classes"]))
     cols[2].metric("frames per video", summary["frames_per_video"])
     cols[3].metric("skipped", len(summary["skipped"]))
-    st.caption(f"encoder `{printable(summary['encoder']['model'])}` (fingerprint "
-               f"{summary['encoder']['fingerprint']}) · embedding dim {summary['embedding_dim']} · "
-               f"sampling {summary['sampling']} · "
-               f"preprocessing {summary['preprocess']} · schema {summary['schema_version']}")
+    # every value from the cache shown literally (shown_name): a cache's attribute is not Markdown to render
+    st.caption(f"encoder {shown_name(summary['encoder']['model'])} (fingerprint "
+               f"{shown_name(summary['encoder']['fingerprint'])}) · embedding dim {summary['embedding_dim']} · "
+               f"sampling {shown_name(summary['sampling'])} · preprocessing {shown_name(summary['preprocess'])} · "
+               f"schema {shown_name(summary['schema_version'])}")
     if summary["skipped"]:
         with st.expander(f"Skipped videos ({len(summary['skipped']):,})"):
             table(pd.DataFrame({"path": [printable(k["path"]) for k in summary["skipped"]],
@@ -184,8 +185,11 @@ def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
     file, when there); returns what fills that place, for the caller to run once the rest of the page is drawn:
     decoding starts the app's worker (seconds on a first view) and the page need not wait for it."""
     v = row_of(cache, chosen)
-    root = cache.attrs.get("data_root")
-    source = Path(root) / cache.paths[v] if root else None
+    root, source, refused = project_data_root(), None, ""
+    try:  # read only under the project's own data root: the cache's data_root and paths are what it says
+        source = source_file(root, cache.paths[v]) if root else None
+    except DataError as e:
+        refused = str(e)
     rows = frame_report(cache, chosen, means)
     slot = st.container()
 
@@ -203,14 +207,16 @@ def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
         except VideoError as e:  # the video cannot be decoded now: the embeddings are still shown
             st.error(f"{shown_name(e.file)}: {shown_name(e.reason)}")
         except UserError as e:  # the cache does not record its preprocessing (CacheError)
-            st.error(str(e))
+            st.error(shown_name(e))
 
     def fill() -> None:
         with slot:
             if source is not None and source.is_file():
                 draw_frames()
+            elif refused:
+                st.caption(f"Frames not shown ({shown_name(refused)}): embeddings only.")
             else:
-                st.caption(f"The source file is not here ({shown_name(source or 'no data root recorded')}): "
+                st.caption(f"The source file is not here ({shown_name(source or 'no data.root in ' + PARAMS)}): "
                            "embeddings only.")
 
     st.markdown("**Nearest videos** (cosine of mean embeddings)")
@@ -226,7 +232,7 @@ def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
         shown = [c for c in np.argsort(-cos.mean(axis=0), kind="stable") if c != own][:LINE_CLASSES - 1] + [own]
         colours = list(TABLEAU10[:len(shown)])
         st.caption(f"The {len(shown)} classes nearest this video on average (its own, "
-                   f"{names[own]}, included) of {len(names):,}.")
+                   f"{shown_name(names[own])}, included) of {len(names):,}.")
     lines = pd.DataFrame({"time (s)": np.repeat([r["time"] for r in rows], len(shown)),
                           "class": np.tile(np.asarray(names, object)[shown], len(rows)),
                           "cosine": cos[:, shown].ravel()})
@@ -268,7 +274,7 @@ def show_outliers(odd: dict, has_split: bool) -> None:
         st.info(f"{across:,} near-duplicate pair{'s' if across != 1 else ''} in different split parts: "
                 f"{GROUPING_HINT}.")
     if "groups_error" in odd:
-        st.warning(odd["groups_error"])
+        st.warning(shown_name(odd["groups_error"]))
     elif "groups" in odd:  # leakage by group (a source video cut into clips, a person, a recording session)
         straddling, pairs = odd["groups"]["straddling"], odd["groups"]["near_duplicate_groups"]
         st.markdown(f"**Groups in more than one split part (leakage)**: {len(straddling)}; **group pairs across "

@@ -69,9 +69,11 @@ def main() -> None:
         st.error(f"Cannot use the {HEAD_LABELS[kind]}: {shown_name(e)}")
         st.stop()
     features = choice.features
-    st.caption(f"{HEAD_LABELS[kind]} · encoder `{features['encoder_model']}` · {features['num_frames']} frames per "
-               f"video · classes: {', '.join(shown_name(class_text(c)) for c in choice.classes)}")
-    st.caption(describe_data(choice.calibration))  # how much data the head was trained and calibrated on
+    # every value from the head's file shown literally (shown_name): a head's metadata is not Markdown to render
+    st.caption(f"{HEAD_LABELS[kind]} · encoder {shown_name(features['encoder_model'])} · "
+               f"{shown_name(features['num_frames'])} frames per video · classes: "
+               f"{', '.join(shown_name(class_text(c)) for c in choice.classes)}")
+    st.caption(shown_name(describe_data(choice.calibration)))  # how much data the head was trained and calibrated on
     if random_encoder_note(features):
         st.warning(random_encoder_note(features))
 
@@ -143,11 +145,11 @@ def show_preview(upload, pool, limits: DecodeLimits) -> None:
         st.video(upload)
     elif found.data:
         st.video(found.data, format="video/mp4")
-        st.caption(f"Your browser cannot play this video's codec ({found.codec}): the preview is its first "
+        st.caption(f"Your browser cannot play this video's codec ({shown_name(found.codec)}): the preview is its first "
                    f"{found.seconds:.1f} s re-encoded as H.264. Predict reads the original.")
     else:
-        st.caption(f"Your browser cannot play this video's codec ({found.codec}), and this FFmpeg has no H.264 "
-                   "encoder for a preview: the sampled frames appear below after Predict.")
+        st.caption(f"Your browser cannot play this video's codec ({shown_name(found.codec)}), and this FFmpeg has no "
+                   "H.264 encoder for a preview: the sampled frames appear below after Predict.")
 
 
 def build_predictor(choice: Choice, pool, limits: DecodeLimits):

@@ -69,6 +69,17 @@ def printable(text: object) -> str:
     return "".join(out)
 
 
+def printable_all(value: object) -> object:
+    """Plain data read from a file (dicts, lists, numbers, text: a cache's summary) with every string in it, keys
+    too, made `printable`; Python's None, bool, int and float kept as they are, anything else (a numpy value or
+    array of an HDF5 attribute) as the printable text of its str(). What a text output formats from such data."""
+    if isinstance(value, dict):
+        return {printable_all(k): printable_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable_all(v) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float)) else printable(value)
+
+
 def number(value: object, kind: type, name: str, minimum: float | None = None) -> int | float:
     """Setting `name` (as params.yaml names it) as an int or float of at least `minimum`; text such as "1e-4",
     which YAML reads as a string, is taken as the number it spells. ConfigError naming the setting otherwise."""

@@ -1,4 +1,5 @@
 """The Streamlit app, headless through AppTest: no head yet, upload and predict, a bad upload."""
+import dataclasses
 import json
 import re
 import tempfile
@@ -9,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 
+from app.common import JOINER
 from pipeline.extract.cache import RANDOM_ENCODER_NOTE
 from pipeline.heads.calibration import Calibration
 from pipeline.paths import HEAD_FILES
@@ -22,6 +24,12 @@ from tests.conftest import APP, APP_RUN_S, committed_params
 def pool():
     with DecodePool(PoolConfig(workers=1)) as pool:
         yield pool
+
+
+def plain(markdown: str) -> str:
+    """Markdown as a page shows it, for text the app escaped (app.common.shown_name): its backslashes and invisible
+    word joiners taken off."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace(JOINER, "")
 
 
 def run_app() -> AppTest:
@@ -83,7 +91,7 @@ def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, p
     at = run_app()
     assert [r.value for r in at.radio] == ["linear"]  # both heads found; the linear one is chosen first
     assert [w.value for w in at.warning] == [RANDOM_ENCODER_NOTE]  # the project's tiny CLIP is random
-    assert "uncalibrated (T = 1)" in [c.value for c in at.caption]  # the fixture's heads were not calibrated
+    assert "uncalibrated (T = 1)" in [plain(c.value) for c in at.caption]  # the fixture's heads were not calibrated
     assert "up to " in at.get("file_uploader")[0].label and " MB)" in at.get("file_uploader")[0].label
     video = project / "data" / "walking" / "walking_2.mp4"
     at.get("file_uploader")[0].upload("../../etc/passwd.mp4", video.read_bytes(), "video/mp4")  # name is never used
@@ -143,7 +151,7 @@ def test_a_bad_upload_is_an_error_and_the_app_keeps_working(project, monkeypatch
     at.run()
     at.button[0].click().run()
     assert not at.exception, at.exception
-    assert at.error and at.error[0].value.startswith("holiday.mp4: ")
+    assert at.error and plain(at.error[0].value).startswith("holiday.mp4: ")
     assert list(tmp_path.iterdir()) == []
     good = (project / "data" / "sitting" / "sitting_0.mp4").read_bytes()
     at.get("file_uploader")[0].upload("ok.mp4", good, "video/mp4")
@@ -230,11 +238,11 @@ def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot
     monkeypatch.chdir(tmp_path / "p")
     at = run_app()
     at.radio[0].set_value("zeroshot").run()
-    assert at.text_area[0].value == "not sure\njumping" and 'classes: "not sure", jumping' in at.caption[0].value
+    assert at.text_area[0].value == "not sure\njumping" and 'classes: "not sure", jumping' in plain(at.caption[0].value)
     assert [w.value for w in at.warning] == [RANDOM_ENCODER_NOTE]  # the caveat of every head, zero-shot's too
     predict_upload(at, (project / "data/walking/walking_0.mp4").read_bytes())
     assert not at.exception and "## not sure" in [m.value for m in at.markdown]  # its threshold came along
-    guess = [m.value for m in at.markdown if m.value.startswith("best guess")]
+    guess = [plain(m.value) for m in at.markdown if m.value.startswith("best guess")]
     assert len(guess) == 1 and guess[0].startswith(('best guess **"not sure"** at', "best guess **jumping** at"))
 
 
@@ -309,3 +317,28 @@ def test_a_session_never_waits_behind_another_sessions_upload(project, tmp_path,
             assert [w.value for w in third.warning][-1].startswith("the app is busy: its 2 decode workers")
         waiting.join()  # the gate closed: the first session answers too
         assert not first.exception and any(m.value.startswith("## ") for m in first.markdown)
+
+
+MARKDOWN = "![pixel](http://203.0.113.7/pixel.png) [a link](http://203.0.113.7/) www.example.com :red[x] $x$"
+
+
+def test_a_heads_strings_are_shown_literally(project, monkeypatch):
+    """A head whose encoder, frame count and class names hold Markdown (an image and a link to an address the file
+    chose, an autolink, Streamlit's colour and LaTeX) has them shown as text on the Predict page: every Markdown
+    character escaped, the words as written."""
+    from app import common
+    from pipeline.heads.estimators import load_head
+
+    def crafted(path):
+        head, names = load_head(path), [MARKDOWN, *load_head(path).classes_[1:]]
+        head.meta_ = dataclasses.replace(head.meta_, class_names=names, features={
+            **head.meta_.features, "encoder_model": MARKDOWN, "num_frames": MARKDOWN})
+        return head
+    monkeypatch.setattr(common, "load_head", crafted)
+    common.cached_head.clear()
+    monkeypatch.chdir(project)
+    at = run_app()
+    common.cached_head.clear()  # the crafted head stays in this test
+    caption = at.caption[0].value
+    assert plain(caption).count(MARKDOWN) == 3 and "](" not in caption and "![" not in caption
+    assert "www.example" not in caption and ":red[" not in caption and "$x$" not in caption

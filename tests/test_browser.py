@@ -2,11 +2,13 @@
 import functools
 import http.server
 import os
+import shutil
 import threading
 
 import pytest
 
 from pipeline.data.demo import DemoConfig, make_demo_dataset
+from pipeline.extract.cache import read_cache, write_cache
 from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor, predict_video
 from pipeline.decode.workers import DecodePool, PoolConfig
@@ -16,9 +18,21 @@ pytestmark = pytest.mark.slow  # a browser and `streamlit run`: deselect with -m
 need_chromium(module=True)
 
 
+ELSEWHERE = "203.0.113.7"  # an address a crafted artifact names (TEST-NET-3: the route below stops any request)
+MARKDOWN = (f"![pixel](http://{ELSEWHERE}/pixel.png) [a link](http://{ELSEWHERE}/) <img src=//{ELSEWHERE}/x.png> "
+            "www.example.com")
+
+
 @pytest.fixture
-def server(project):
-    with streamlit_server(project) as url:
+def server(project, tmp_path):
+    """The app on a copy of the project whose cache holds Markdown in its attributes and a class name (the Predict
+    page does not read the cache; the Embeddings page shows them)."""
+    shutil.copytree(project, tmp_path / "p")
+    cache = read_cache(tmp_path / "p" / "cache" / "features.h5")
+    cache.attrs.update({k: MARKDOWN for k in ("encoder_model", "encoder_fingerprint", "sampling", "preprocess")})
+    cache.class_names[0] = MARKDOWN
+    write_cache(tmp_path / "p" / "cache" / "features.h5", cache)
+    with streamlit_server(tmp_path / "p") as url:
         yield url
 
 
@@ -50,8 +64,34 @@ def test_upload_predict_in_a_real_browser(server, project, tmp_path):
         expect(page.get_by_text("cannot play this video's codec (hevc)")).to_be_visible()
         assert playing(page) == [True]
         page.screenshot(path=str(tmp_path / "hevc.png"), full_page=True)
+        markdown_stays_text(page, server)
     assert shot.read_bytes()[:4] == b"\x89PNG"
     print(f"screenshots: {shot}, {tmp_path / 'hevc.png'}")
+
+
+def markdown_stays_text(page, server: str) -> None:
+    """The Embeddings page of a cache whose attributes and a class name hold Markdown (an image and a link to an
+    address the file chose, an autolink): no request leaves for another address, no link or image to it appears,
+    and the text is shown as written."""
+    from playwright.sync_api import expect
+
+    elsewhere = []
+
+    def only_the_app(route):
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:  # recorded and stopped here: not one packet leaves
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_app)
+    page.goto(server + "/embeddings_page")
+    expect(page.get_by_text("Odd videos")).to_be_visible()
+    expect(page.get_by_text("(fingerprint ![pixel](http", exact=False).first).to_be_visible()  # as written
+    links = page.evaluate("""[...document.querySelectorAll('a[href], img[src]')].map(e => e.href || e.src)
+        .filter(u => u.includes('203.0.113.7') || u.includes('example.com'))""")
+    # (Streamlit itself asks fonts.gstatic.com for the navigation's Material icons: stopped here too, not the file's)
+    assert ([u for u in elsewhere if ELSEWHERE in u or "example.com" in u], links) == ([], []), elsewhere
 
 
 def hevc_clip(path):

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.extract.cache import KEY_ATTRS, SCHEMA_VERSION, empty_cache, write_cache
 from pipeline.tools.cli import inspect
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, printable
 from pipeline.tools.inspector import NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors, summarize
 from pipeline.tools.neardup import similar_pairs
 from pipeline.heads.split import PARTS, write_split
@@ -319,6 +319,35 @@ def test_names_that_could_forge_output_are_escaped(tmp_path, capsys):
         assert inspect([str(tmp_path / "f.h5"), *args]) == 0
         out = capsys.readouterr().out
         assert "\x1b" not in out and "\u202e" not in out and "a/\\x1b]0;title\\x07\\u202eevil\\n.mp4" in out
+
+
+HOSTILE_ATTRS = {"encoder_fingerprint": "\x1b]0;pwned\x07f00d", "precision": "\x1b[2J\x1b[Hfp32",
+                 "device_type": "\x1b[31mERROR: disk wiped\x1b[0m", "backend": "\x1b[8mhidden", "quantize": "none\nforged",
+                 "sampling": "\runiform\x1b[K", "preprocess": "fast\u202eevil", "decoder": "pyav\x9b2J",
+                 "encoder_model": "tiny\x1b[1A", "data_root": "data\r\nline"}
+
+
+def test_cache_attributes_that_could_move_the_terminal_are_escaped(tmp_path, capsys):
+    """Every string of the cache that the summary prints (fingerprint, precision, device, backend, quantize,
+    sampling, preprocess, decoder, data root...) goes through printable: no escape sequence, no extra line; the
+    JSON output carries them exactly, escaped by JSON itself (ASCII only)."""
+    cache = hand_cache(tmp_path, [E[0], E[1]], [0, 1])
+    assert inspect([str(tmp_path / "f.h5")]) == 0
+    clean = capsys.readouterr().out.splitlines()
+    cache.attrs.update(HOSTILE_ATTRS)
+    write_cache(tmp_path / "f.h5", cache)
+    assert inspect([str(tmp_path / "f.h5")]) == 0
+    out = capsys.readouterr().out
+    assert all(ch.isprintable() for line in out.splitlines() for ch in line), repr(out)
+    assert "\r" not in out and len(out.splitlines()) == len(clean)
+    for value in HOSTILE_ATTRS.values():
+        assert printable(value) in out
+    assert inspect([str(tmp_path / "f.h5"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.isascii() and all(ch.isprintable() or ch == "\n" for ch in out)
+    got = json.loads(out)
+    assert (got["encoder"]["fingerprint"], got["sampling"], got["data_root"]) == tuple(
+        HOSTILE_ATTRS[k] for k in ("encoder_fingerprint", "sampling", "data_root"))
 
 
 def test_a_path_not_in_the_cache_names_the_nearest(tmp_path, capsys):

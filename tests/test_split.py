@@ -322,3 +322,30 @@ def test_a_split_that_cannot_be_made_says_what_state_the_workspace_is_in(tmp_pat
     assert "nothing was written" in str(stopped.value) and "git checkout params.yaml dvc.lock && dvc checkout" in str(
         stopped.value)
     assert not (tmp_path / "cache" / "split.csv").exists()
+
+
+def test_split_csv_cells_never_run_in_a_spreadsheet_and_read_back_exactly(tmp_path):
+    """OWASP's rule in cache/split.csv: a cell starting with = + - @ (or ') gets a leading ', which read_split takes
+    back off: labels, paths and groups map back exactly."""
+    import csv
+    paths = np.array(["-a.mp4", "=HYPERLINK(\"http://x\")/b.mp4", "'=c.mp4", "plain/d.mp4"], object)
+    names = ["=x", "@SUM(A1)", "+cmd|' /C calc'!A0", "walk"]
+    groups = np.array(["@g", "-1+2", "'q", "g"], object)
+    write_split(tmp_path / "split.csv", paths, np.arange(4), names, np.array(["train", "val", "test", "train"]),
+                groups)
+    with open(tmp_path / "split.csv", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    cells = [c for row in rows for c in row]
+    assert [c for c in cells if c[:1] in tuple("=+-@\t\r")] == []  # no cell a spreadsheet runs
+    assert rows[0][:2] == ["'-a.mp4", "'=x"] and rows[2][0] == "''=c.mp4" and rows[3] == ["plain/d.mp4", "walk",
+                                                                                       "train", "g", ""]
+    assert read_split(tmp_path / "split.csv", paths).tolist() == ["train", "val", "test", "train"]
+    assert read_split(tmp_path / "split.csv", paths, "group").tolist() == groups.tolist()
+    assert read_split(tmp_path / "split.csv", paths, "label").tolist() == names
+
+
+def test_a_part_that_is_not_a_part_is_refused_in_one_line(tmp_path):
+    paths = np.array(["a.mp4", "b.mp4"], object)
+    write_split(tmp_path / "split.csv", paths, np.array([0, 0]), ["a"], np.array(["train", "TEST\x1b[2J"]))
+    with pytest.raises(DataError, match=r"part is 'TEST\\\\x1b\[2J', not train, val, test or unused"):
+        read_split(tmp_path / "split.csv", paths)

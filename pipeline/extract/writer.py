@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.extract.cache import BLOCK_ROWS, Cache, clip_id, gather_rows, open_cache, write_cache, write_cache_blocks
 from pipeline.data.discover import VideoFile
+from pipeline.csvsafe import cell
 from pipeline.errors import printable
 from pipeline.decode.video import Clip
 
@@ -126,6 +127,6 @@ def write_skipped_list(path: Path, skipped: list[tuple[str, str]]) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="\n") as f:
         f.write("clip\treason\n")
-        f.writelines(f"{printable(name)}\t{printable(line)}\n" for name, line in skipped)
+        f.writelines(f"{cell(printable(name))}\t{cell(printable(line))}\n" for name, line in skipped)  # csvsafe
     os.replace(tmp, path)
     return path

@@ -15,6 +15,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.extract.cache import Cache
+from pipeline.csvsafe import cell, uncell
 from pipeline.errors import ConfigError, DataError, printable
 from pipeline.data.lists import HMDB51_LIST, UNUSED, match_listed, one_row_each, read_lists
 
@@ -29,10 +30,10 @@ NAMINGS = {
                "<source video>_<action>_<body>_<camera>_<people>_<view>_<quality>_<n>", r"^(.+)_[fhlu]_(?:cm|nm)_np"),
 }
 # split.csv's grouped_by column: what each clip's group was found from, and how to say it
-GROUNDS = {"pattern": "split.group_pattern", "annotations": "the annotations' group column",
-           "UCF101": "UCF101's naming, recognised from the file names", "HMDB51": "HMDB51's naming, recognised from "
-           "the file names", "stem": "file-name stems (split.group_by stem)", "folder": "folders (split.group_by "
-           "folder)", "file": "each file (no grouping known, or split.group_by file)",
+GROUNDS = {"pattern": "split.group_pattern", "annotations": "the annotations' group column", "UCF101": "UCF101's "
+           "naming, recognised from the file names", "HMDB51": "HMDB51's naming, recognised from the file names",
+           "stem": "file-name stems (split.group_by stem)", "folder": "folders (split.group_by folder)",
+           "file": "each file (no grouping known, or split.group_by file)",
            "content": "identical content (content hash), joined with another group"}
 STEM = re.compile(r"^(.+)[-_. ][^-_. ]*$")  # split.group_by stem: the name without its extension and last field
 MAX_NAMED = 3  # examples a note names
@@ -222,8 +223,7 @@ def _pattern_groups(pattern: str, names: list[str], paths: np.ndarray) -> list[s
     except re.error as e:
         raise ConfigError(f"split.group_pattern {pattern!r} is not a regular expression: {e}") from None
     if regex.groups < 1:
-        raise ConfigError(f"split.group_pattern {pattern!r} has no capture group (the group's name): e.g. "
-                          r"_g(\d+)_")
+        raise ConfigError(f"split.group_pattern {pattern!r} has no capture group (the group's name): e.g. _g(\\d+)_")
     found = [regex.search(n) for n in names]
     misses = [p for p, m in zip(paths, found) if m is None]
     if misses:
@@ -345,8 +345,7 @@ def split_groups(labels: np.ndarray, groups: np.ndarray, class_names: list[str],
     group_part = np.full(len(names), "train", dtype=object)
     for c in range(len(class_names)):
         mine = rng.permutation(np.flatnonzero(owner == c))
-        n = int(sizes[mine].sum())
-        at = 0
+        n, at = int(sizes[mine].sum()), 0
         for part, fraction, keep in (("test", test, 1 + (val > 0)), ("val", val, 1)):
             target, taken = max(int(fraction > 0), int(round(n * fraction))), 0
             while fraction > 0 and taken < target and at < len(mine) - keep:
@@ -370,8 +369,7 @@ def split_videos(labels: np.ndarray, class_names: list[str], val: float, test: f
     for c in range(len(class_names)):
         members = rng.permutation(np.flatnonzero(labels == c))
         n = len(members)
-        n_test = max(int(test > 0), int(round(n * test)))
-        n_val = max(int(val > 0), int(round(n * val)))
+        n_test, n_val = max(int(test > 0), int(round(n * test))), max(int(val > 0), int(round(n * val)))
         if n - n_test - n_val < 1:  # rounding up both for a tiny class: give the spare video back to training
             n_val = n - n_test - 1
         parts[members[:n_test]] = "test"
@@ -381,22 +379,20 @@ def split_videos(labels: np.ndarray, class_names: list[str], val: float, test: f
 
 def write_split(path: str | os.PathLike, paths: np.ndarray, labels: np.ndarray, class_names: list[str],
                 parts: np.ndarray, groups: np.ndarray | None = None, grounds: np.ndarray | None = None) -> None:
-    """Write the split as CSV (path, label, part, group, grouped_by), one row per clip, via a temporary file and a
-    rename.
+    """Write the split as CSV (path, label, part, group, grouped_by), one row per clip, every cell safe in a
+    spreadsheet (pipeline.csvsafe.cell: read_split takes the ' back off), via a temporary file and a rename.
 
     paths: the clips' ids (Cache.clip_ids: the path, `#t=start,end` for a segment); groups: default each its own;
     grounds: what each group was found from (GROUNDS keys: Split.grounds), default "file" with groups None, else "".
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if grounds is None:
-        grounds = np.full(len(paths), "file" if groups is None else "", object)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{path}.tmp")
+    grounds = np.full(len(paths), "file" if groups is None else "", object) if grounds is None else grounds
     groups = paths if groups is None else groups
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "part", "group", "grouped_by"])
-        writer.writerows((p, class_names[y], part, g, b)
+        writer.writerows([cell(v) for v in (p, class_names[y], part, g, b)]  # no cell a spreadsheet would run
                          for p, y, part, g, b in zip(paths, labels, parts, groups, grounds))
     os.replace(tmp, path)
 
@@ -412,9 +408,14 @@ def read_split(path: str | os.PathLike, paths: np.ndarray, column: str = "part")
         reader = csv.DictReader(f)
         if column not in (reader.fieldnames or []):
             raise DataError(f"{path} has no {column!r} column: it is older than this code, re-run `dvc repro split`")
-        value_of = one_row_each(((row["path"], row[column]) for row in reader), path)  # DataError: a clip twice
+        value_of = one_row_each(((uncell(row["path"] or ""), uncell(row[column] or "")) for row in reader),
+                                path)  # as write_split had them; DataError: a clip listed twice
     missing = [p for p in paths if p not in value_of]
     if missing:
-        raise DataError(f"{path} does not list {len(missing)} cached videos (e.g. {missing[0]}): "
+        raise DataError(f"{path} does not list {len(missing)} cached videos (e.g. {printable(missing[0])}): "
                          "the split is older than the cache, re-run `dvc repro split`")
-    return np.array([value_of[p] for p in paths], dtype=object)
+    values = np.array([value_of[p] for p in paths], dtype=object)
+    odd = sorted(set(values) - {*PARTS, UNUSED}) if column == "part" else []
+    if odd:  # a hand-edited part (TEST, a typo) would be no part at all for the heads and tools
+        raise DataError(f"{path}: a clip's part is {printable(odd[0])!r}, not train, val, test or {UNUSED}")
+    return values

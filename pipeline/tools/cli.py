@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pipeline.extract.cache import random_encoder_note
-from pipeline.errors import HeadError, UserError, VideoError, printable
+from pipeline.errors import HeadError, UserError, VideoError, printable, printable_all
 from pipeline.tools.inspector import (GROUPING_HINT, NEAR_DUPLICATE, TOP, find_outliers, frame_report, group_leakage, load,
                                 nearest_neighbors, plot_projection, project_2d, split_file, summarize)
 from pipeline.paths import CACHE_PATH, HEAD_FILES, TINY_CLIP
@@ -131,8 +131,8 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 
 def format_summary(s: dict) -> str:
-    """summarize's result as readable text (the first SHOWN damaged and skipped videos; --skipped lists them all)."""
-    name_w = max([5, *(len(printable(n)) for n in s["classes"])])
+    """summarize's result as text, every string from the cache escaped (printable_all); SHOWN damaged and skipped."""
+    s, name_w = printable_all(s), max([5, *(len(printable(n)) for n in s["classes"])])
     lines = [
         f"{printable(s['path'])}: {plural(s['videos'], 'video')}, {plural(len(s['classes']), 'class', 'classes')}, "
         f"{s['size_bytes'] / 2**20:.1f} MiB, schema {s['schema_version']}",

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.extract.cache import KEY_ATTRS, Cache, open_cache
-from pipeline.errors import CacheError, ConfigError, printable
+from pipeline.errors import CacheError, ConfigError, DataError, printable
 from pipeline.decode.frames import FrameSpec
 from pipeline.tools.neardup import principal_axes, similar_pairs
 from pipeline.paths import SPLIT_PATH
@@ -304,6 +305,24 @@ def load(cache_path: str | Path, split_path: str | Path | None = None) -> tuple[
     cache = open_cache(cache_path)
     split_path = split_file(cache_path, split_path)
     return cache, read_split(split_path, cache.clip_ids()) if split_path.is_file() else None
+
+
+def source_file(root: str | Path, path: str) -> Path:
+    """The file of a cached video `path` under the data root the project's own settings name (`root`: params.yaml's
+    data.root), resolved; DataError when the path leaves that root, as written (absolute, `..` after
+    normalisation) or through a symbolic link. A cache's own `data_root` attribute is never a place to read: it is
+    what the cache says, and a cache can come from anyone."""
+    base = Path(root).resolve()
+    if "\0" in path:
+        raise DataError(f"{printable(path)}: a cached path with a NUL byte is not read")
+    lexical = Path(os.path.normpath(base / path))  # an absolute path replaces base: refused below
+    if not lexical.is_relative_to(base):
+        raise DataError(f"{printable(path)} is outside the data root {printable(base)} (data.root): not read")
+    real = lexical.resolve()
+    if not real.is_relative_to(base):
+        raise DataError(f"{printable(path)} leads out of the data root {printable(base)} through a symbolic link: "
+                        "not read")
+    return real
 
 
 def frame_spec(cache: Cache) -> FrameSpec:
