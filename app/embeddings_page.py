@@ -18,7 +18,7 @@ from pipeline.tools.inspector import (AXES, GROUPING_HINT, LEGEND_CLASSES, TABLE
                                 find_outliers, frame_report, frame_spec, group_leakage, nearest_classes,
                                 nearest_neighbors, project_2d, row_of, source_file, split_file, summarize, video_means)
 from pipeline.paths import CACHE_PATH, PARAMS
-from pipeline.heads.split import read_split
+from pipeline.heads.split_file import read_split
 from pipeline.decode.workers import ReadConfig
 
 MAP_POINTS = 5000  # videos drawn on the map, or listed to choose from, at most: the browser's limit, not the data's

@@ -92,7 +92,7 @@ def evaluate_parts(project: Path, rounds: int) -> None:
     from pipeline.heads.evaluate import cross_validate, data_efficiency
     from pipeline.heads.estimators import LogRegConfig, fit_predict_many, load_head, mean_pool
     from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
-    from pipeline.heads.split import read_split
+    from pipeline.heads.split_file import read_split
     from pipeline.heads.training import LinearConfig
     from stages import config, read_params
 

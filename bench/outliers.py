@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_cache(folder: Path, videos: int) -> Path:
     """The synthetic cache and its split.csv in folder."""
     from pipeline.extract.cache import empty_cache, write_cache
-    from pipeline.heads.split import write_split
+    from pipeline.heads.split_file import write_split
 
     rng = np.random.default_rng(0)
     means = np.zeros((videos, 32), np.float32)

@@ -10,7 +10,8 @@ from pipeline.heads.evaluate import (HEAD_METRICS, SUMMARY_METRICS, cross_valida
 from pipeline.heads.estimators import LogRegConfig, fit_predict_many, load_head
 from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, HEAD_FILES, METRICS_DETAILS, METRICS_SUMMARY, SPLIT_PATH
 from pipeline.heads.plots import StageLive, by_head, confusion_rows
-from pipeline.heads.split import UNUSED, SplitConfig, clip_groups, describe_protocol, read_split
+from pipeline.heads.split import UNUSED, SplitConfig, clip_groups, describe_protocol
+from pipeline.heads.split_file import read_split
 from pipeline.threads import set_threads
 from pipeline.heads.training import LinearConfig, mean_pool
 from stages import config, read_params, stage

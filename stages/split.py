@@ -5,7 +5,8 @@ Random, by group, or official lists (params.yaml: split.*; pipeline.heads.split)
 from pipeline.extract.cache import open_cache
 from pipeline.errors import ConfigError, DataError
 from pipeline.paths import CACHE_PATH, PARAMS, SPLIT_PATH
-from pipeline.heads.split import UNUSED, SplitConfig, describe_protocol, make_split, write_split
+from pipeline.heads.split import UNUSED, SplitConfig, describe_protocol, make_split
+from pipeline.heads.split_file import write_split
 from stages import config, read_params, stage, untracked_notes
 
 # A split that cannot be made stops `dvc repro` / `dvc exp run` after stage one has replaced the cache: say so

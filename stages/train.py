@@ -5,7 +5,7 @@ from pipeline.errors import ConfigError
 from pipeline.heads.estimators import LinearHead
 from pipeline.paths import CACHE_PATH, HEAD_FILES, LINEAR_FINAL, SPLIT_PATH, TRAIN_LIVE
 from pipeline.heads.plots import StageLive
-from pipeline.heads.split import read_split
+from pipeline.heads.split_file import read_split
 from pipeline.threads import set_threads
 from pipeline.heads.training import LinearConfig, mean_pool
 from stages import config, read_params, stage

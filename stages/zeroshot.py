@@ -4,7 +4,7 @@ from pipeline.extract.cache import open_cache
 from pipeline.heads.calibration import CalibrationConfig
 from pipeline.heads.training import mean_pool
 from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
-from pipeline.heads.split import read_split
+from pipeline.heads.split_file import read_split
 from pipeline.threads import set_threads
 from pipeline.heads.zeroshot import text_embeddings, zeroshot_head
 from stages import config, read_params, stage

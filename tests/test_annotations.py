@@ -275,7 +275,7 @@ def test_errors_name_a_file_outside_the_project_without_its_bytes(tmp_path):
 
 
 def test_a_split_file_listing_a_clip_twice_is_refused(tmp_path):
-    from pipeline.heads.split import read_split
+    from pipeline.heads.split_file import read_split
 
     (tmp_path / "split.csv").write_text("path,part\na.mp4,train\nb.mp4,test\na.mp4,test\n")
     with pytest.raises(DataError, match=r"split.csv line 4: the clip of line 2 again"):

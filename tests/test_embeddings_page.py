@@ -13,7 +13,7 @@ from app.common import shown_name
 from pipeline.errors import CacheError, DataError, UserError
 from pipeline.extract.cache import RANDOM_ENCODER_NOTE, read_cache, write_cache
 from pipeline.tools.inspector import load, source_file
-from pipeline.heads.split import write_split
+from pipeline.heads.split_file import write_split
 from tests.conftest import APP, APP_RUN_S, committed_params
 from tests.test_inspect import hand_cache
 

@@ -77,7 +77,8 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
     from pipeline.extract.cache import RANDOM_ENCODER_NOTE
     from pipeline.extract.cache import read_cache
     from pipeline.paths import HEAD_FILES, SPLIT_PATH
-    from pipeline.heads.split import split_videos, write_split
+    from pipeline.heads.split import split_videos
+    from pipeline.heads.split_file import write_split
     from pipeline.heads.zeroshot import zeroshot_head
 
     for part in ("cache", "models"):

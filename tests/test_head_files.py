@@ -15,7 +15,7 @@ import torch
 import pipeline.heads.estimators as estimators
 from pipeline.errors import ConfigError, DataError, HeadError
 from pipeline.heads.estimators import LinearHead, LogRegConfig, LogRegHead, ZeroShotHead, load_head, mean_pool
-from pipeline.settings import MAX_BATCH, MAX_FRAMES
+from pipeline.settings import MAX_FRAMES
 from pipeline.heads.training import LinearConfig
 from pipeline.paths import HEAD_FILES
 
@@ -264,7 +264,8 @@ def project_copy(project: Path, tmp_path: Path, monkeypatch, **params) -> Path:
     import yaml
 
     from pipeline.extract.cache import read_cache
-    from pipeline.heads.split import split_videos, write_split
+    from pipeline.heads.split import split_videos
+    from pipeline.heads.split_file import write_split
     from pipeline.paths import SPLIT_PATH
     from tests.conftest import committed_params
 

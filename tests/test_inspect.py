@@ -12,7 +12,7 @@ from pipeline.tools.cli import inspect
 from pipeline.errors import ConfigError, printable
 from pipeline.tools.inspector import NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors, summarize
 from pipeline.tools.neardup import similar_pairs
-from pipeline.heads.split import PARTS, write_split
+from pipeline.heads.split_file import PARTS, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTRS = {"encoder_model": "tiny", "encoder_fingerprint": "f00d", "embedding_dim": 4, "num_frames": 2,

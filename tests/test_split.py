@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.extract.cache import empty_cache
 from pipeline.errors import ConfigError, DataError
-from pipeline.heads.split import SplitConfig, describe_protocol, make_split, read_split, split_videos, write_split
+from pipeline.heads.split import SplitConfig, describe_protocol, make_split, split_videos
+from pipeline.heads.split_file import read_split, write_split
 
 NAMES = ["a", "b", "c"]
 

@@ -1,11 +1,6 @@
-"""The train/val/test split of the cached clips (random, by group, or official lists), and its CSV.
-
-The CSV (cache/split.csv) holds each clip's part and group; every head and tool shares it.
-"""
+"""The train/val/test split of the cached clips: random, by group, or official lists (its file: split_file.py)."""
 from __future__ import annotations
 
-import csv
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -15,11 +10,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.extract.cache import Cache
-from pipeline.csvsafe import cell, uncell
 from pipeline.errors import ConfigError, DataError, printable
-from pipeline.data.lists import HMDB51_LIST, UNUSED, match_listed, one_row_each, read_lists
+from pipeline.data.lists import HMDB51_LIST, UNUSED, match_listed, read_lists
+from pipeline.heads.split_file import PARTS
 
-PARTS = ("train", "val", "test")
 METHODS = ("random", "group", "lists")
 GROUP_BY = ("auto", "stem", "folder", "file")
 # Datasets whose file names say which source video a clip was cut from (split.group_by: auto): name -> (regex whose
@@ -375,47 +369,3 @@ def split_videos(labels: np.ndarray, class_names: list[str], val: float, test: f
         parts[members[:n_test]] = "test"
         parts[members[n_test:n_test + n_val]] = "val"
     return parts
-
-
-def write_split(path: str | os.PathLike, paths: np.ndarray, labels: np.ndarray, class_names: list[str],
-                parts: np.ndarray, groups: np.ndarray | None = None, grounds: np.ndarray | None = None) -> None:
-    """Write the split as CSV (path, label, part, group, grouped_by), one row per clip, every cell safe in a
-    spreadsheet (pipeline.csvsafe.cell: read_split takes the ' back off), via a temporary file and a rename.
-
-    paths: the clips' ids (Cache.clip_ids: the path, `#t=start,end` for a segment); groups: default each its own;
-    grounds: what each group was found from (GROUNDS keys: Split.grounds), default "file" with groups None, else "".
-    """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{path}.tmp")
-    grounds = np.full(len(paths), "file" if groups is None else "", object) if grounds is None else grounds
-    groups = paths if groups is None else groups
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "part", "group", "grouped_by"])
-        writer.writerows([cell(v) for v in (p, class_names[y], part, g, b)]  # no cell a spreadsheet would run
-                         for p, y, part, g, b in zip(paths, labels, parts, groups, grounds))
-    os.replace(tmp, path)
-
-
-def read_split(path: str | os.PathLike, paths: np.ndarray, column: str = "part") -> np.ndarray:
-    """The part ("train"/"val"/"test"/"unused") of each of `paths` (clip ids), or another column of the split
-    (column="group"; "grouped_by": a GROUNDS key), str array (V,); DataError if there is no split, or it misses
-    any."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"no split at {str(path)!r}: run `dvc repro split` first")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if column not in (reader.fieldnames or []):
-            raise DataError(f"{path} has no {column!r} column: it is older than this code, re-run `dvc repro split`")
-        value_of = one_row_each(((uncell(row["path"] or ""), uncell(row[column] or "")) for row in reader),
-                                path)  # as write_split had them; DataError: a clip listed twice
-    missing = [p for p in paths if p not in value_of]
-    if missing:
-        raise DataError(f"{path} does not list {len(missing)} cached videos (e.g. {printable(missing[0])}): "
-                         "the split is older than the cache, re-run `dvc repro split`")
-    values = np.array([value_of[p] for p in paths], dtype=object)
-    odd = sorted(set(values) - {*PARTS, UNUSED}) if column == "part" else []
-    if odd:  # a hand-edited part (TEST, a typo) would be no part at all for the heads and tools
-        raise DataError(f"{path}: a clip's part is {printable(odd[0])!r}, not train, val, test or {UNUSED}")
-    return values

@@ -12,7 +12,7 @@ from pipeline.errors import HeadError, UserError, VideoError, printable, printab
 from pipeline.tools.inspector import (GROUPING_HINT, NEAR_DUPLICATE, TOP, find_outliers, frame_report, group_leakage, load,
                                 nearest_neighbors, plot_projection, project_2d, split_file, summarize)
 from pipeline.paths import CACHE_PATH, HEAD_FILES, TINY_CLIP
-from pipeline.heads.split import PARTS, read_split
+from pipeline.heads.split_file import PARTS, read_split
 
 INSPECT_HELP = """\
 Look inside a feature cache: summary, one video's frames, neighbours, a 2-D map, likely mislabels and leakage.

@@ -17,7 +17,7 @@ from pipeline.errors import CacheError, ConfigError, DataError, printable
 from pipeline.decode.frames import FrameSpec
 from pipeline.tools.neardup import principal_axes, similar_pairs
 from pipeline.paths import SPLIT_PATH
-from pipeline.heads.split import PARTS, read_split
+from pipeline.heads.split_file import PARTS, read_split
 
 NEAR_DUPLICATE = 0.98  # cosine similarity of mean embeddings above which two videos count as near-duplicates
 BLOCK_FLOATS = 1 << 20  # similarities to the class centroids computed at once, (rows, C) float32: 4 MiB
