@@ -284,7 +284,7 @@ def test_the_part_writer_writes_a_part_every_shard_size_videos(tmp_path):
 
 def test_a_cache_path_that_is_a_folder_or_a_missing_root_fails_before_any_work(dataset, tmp_path, tiny_clip):
     (tmp_path / "f.h5").mkdir()
-    with pytest.raises(ValueError, match="is a directory: set it to a file path"):
+    with pytest.raises(ValueError, match="is a folder: remove the folder"):
         run(dataset, tmp_path / "f.h5", tiny_clip)
     assert {p.name for p in tmp_path.iterdir()} == {"data", "f.h5"}  # nothing beside it: no lock, parts or .tmp
     with pytest.raises(ValueError, match="is not a directory"):
