@@ -49,7 +49,7 @@ class ExtractConfig:
 
     root: str
     cache_path: str = CACHE_PATH
-    annotations: str = ""  # data.annotations: "" = a folder per class under root, else a file (pipeline.data.annotations)
+    annotations: str = ""  # data.annotations: "" = a folder per class under root, else a file (data.annotations)
     classes: str = ""  # data.classes: class names, one per line (an mmaction2 list's labels index them)
     follow_links: str = FOLLOW_LINKS[0]  # data.follow_links: inside (links to targets under root only) | all
     model: str = "openai/clip-vit-base-patch32"
