@@ -14,7 +14,8 @@ import h5py
 import numpy as np
 
 from pipeline.errors import CacheError, ConfigError, printable
-from pipeline.extract.cache_door import check_rows, check_shapes, check_storage, disk_problem, finite_rows
+from pipeline.extract.cache_door import (check_rows, check_shapes, check_storage, checked_dataset, disk_problem,
+                                         finite_rows)
 
 SCHEMA_VERSION = 4  # 4: rows are clips (segment, group, annotated part); 3: row blocks, float32 or float16
 # The cache's key: attributes every cache carries, the one list of them (stage one's reuse, the heads' match, the
@@ -131,9 +132,10 @@ class Embeddings:
     Indexing with rows (a slice, an int array or a bool mask) gives the Embeddings of those rows and reads
     nothing; an int reads one video's (F, D); np.asarray() reads every row; blocks() reads BLOCK_ROWS rows at a
     time; mean(axis=1) is the (V, D) mean over frames, computed block by block. Each read opens the file and
-    checks that it is still the one opened: a cache replaced since is a CacheError, never other videos' rows; and
-    that the rows read are finite (cache_door.finite_rows): a CacheError naming the row, never a NaN passed on.
-    finite() tells the usable rows without refusing (stage one re-encodes the others).
+    checks that it is still the one opened: a cache replaced since is a CacheError, never other videos' rows; that
+    its embeddings still keep their data in the file (cache_door.checked_dataset); and that the rows read are
+    finite (cache_door.finite_rows): a CacheError naming the row, never a NaN passed on. finite() tells the usable
+    rows without refusing (stage one re-encodes the others).
     """
 
     ndim = 3
@@ -187,8 +189,7 @@ class Embeddings:
         with _open(self.path) as f:
             if _identity(self.path) != self._identity:
                 raise CacheError(f"{self.path} was replaced since it was opened (a new stage-one run?): open it again")
-            check_storage(f, self.path)
-            ds = f["embeddings"]
+            ds = checked_dataset(f, "embeddings", self.path)
             for chunk in np.array_split(order, -(-len(order) // BLOCK_ROWS)):
                 wanted = rows[chunk]
                 lo, hi = int(wanted[0]), int(wanted[-1]) + 1

@@ -28,14 +28,19 @@ def reusable(cache_path: Path, parts_dir: Path, attrs: dict) -> tuple[list[Cache
         if differ:
             notes.append(f"the previous cache was made with other {', '.join(differ)}: everything re-encoded")
         elif previous is not None:
-            found.append(finite_only(previous, notes))
+            try:
+                found.append(finite_only(previous, notes))
+            except (CacheError, OSError) as e:  # replaced since it was opened, or a block that cannot be read
+                notes.append(f"the previous cache cannot be read ({printable(e)}): everything re-encoded")
     for part_file in sorted(parts_dir.glob("part-*.h5")):
         try:
             part = open_cache(part_file)
-        except CacheError:
+            usable = all(part.attrs.get(k) == attrs[k] for k in KEY_ATTRS)
+            part = finite_only(part, notes) if usable else None
+        except (CacheError, OSError):
             part = None
-        if part is not None and all(part.attrs.get(k) == attrs[k] for k in KEY_ATTRS):
-            found.append(finite_only(part, notes))
+        if part is not None:
+            found.append(part)
         else:
             part_file.unlink()
     return found, "; ".join(notes)
