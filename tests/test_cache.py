@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import pipeline.extract.cache as cache_module
-from pipeline.extract.cache import (META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, empty_cache, gather_rows,
-                            open_cache, read_cache, write_cache)
+from pipeline.extract.cache import (META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, empty_cache,
+                                    gather_rows, open_cache, read_cache, write_cache)
 from pipeline.errors import CacheError, ConfigError
 
 
@@ -52,10 +52,14 @@ def test_schema_on_disk_is_the_documented_one(tmp_path):
         assert set(f["skipped"].keys()) == {"path", "reason", "file_size", "mtime_ns"}
 
 
-def test_empty_cache_round_trips(tmp_path):
+def test_an_empty_cache_is_written_whole_and_refused_at_the_door(tmp_path):
+    """0 rows: the file is written (its datasets of shape (0, ...)), and opening it says so in one line instead of a
+    ZeroDivisionError in training."""
     write_cache(tmp_path / "f.h5", empty_cache(4, 8, {}, []))
-    back = read_cache(tmp_path / "f.h5")
-    assert len(back) == 0 and back.embeddings.shape == (0, 4, 8) and back.skipped == []
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert f["embeddings"].shape == (0, 4, 8) and f["skipped/path"].shape == (0,)
+    with pytest.raises(CacheError, match="holds no clips"):
+        read_cache(tmp_path / "f.h5")
 
 
 def test_write_replaces_the_previous_file_whole(tmp_path):

@@ -69,7 +69,7 @@ class Loaded:
 
 # What tells one version of a file from another without reading it: (st_dev, st_ino, st_size, st_mtime_ns). A
 # file renamed over another (rsync) is another inode; one written in place has another size or mtime (unless the
-# writer sets the old mtime back on a same-size rewrite: only extract.rehash catches that, docs/stage-one.md).
+# writer sets the old mtime back on a same-size rewrite: load_video hashes the bytes again after decoding for that).
 Identity = tuple[int, int, int, int]
 
 
@@ -158,21 +158,24 @@ def load_video(file: str, cfg: ReadConfig, hash_bytes: bool | Hashed = True) -> 
     of the same bytes. VideoError with the reason if unusable.
 
     hash_bytes: True to hash the bytes; False not to (digest None: the app, pipeline.tools.predict); or the Hashed of a
-    hashing done before (stage one hashes first, to decode only unknown content): its digest is taken when the
-    handle is still that file (same identity), else the handle's bytes are hashed here. The handle's identity is
-    checked against the path after decoding: a file renamed over (or written to) meanwhile is read again once,
-    then skipped (CHANGED), so a row never pairs one file's frames with another's hash.
+    hashing done before (stage one hashes first, to decode only unknown content). With a hash, the handle's bytes are
+    hashed again once decoded (through the same handle): the digest is kept only when
+    the bytes before and after decoding hash alike (the Hashed's digest stands for "before" while the handle is
+    still that file, same identity) and the handle's identity is still the path's. A file renamed over, written
+    to, or rewritten in place with its size and mtime put back (rsync --inplace -t) meanwhile is read again once,
+    hashed and decoded anew, then skipped (CHANGED): a row never pairs one file's frames with another's hash.
     """
-    for _ in range(2):
+    for attempt in range(2):
         with open_regular(file) as fh:
             before = identity(os.fstat(fh.fileno()))
-            if isinstance(hash_bytes, Hashed) and hash_bytes.identity == before:
+            if isinstance(hash_bytes, Hashed) and hash_bytes.identity == before and attempt == 0:
                 digest = hash_bytes.digest
             else:
                 digest = content_hash(file, fh) if hash_bytes else None
             clip = read_frames(file, cfg.num_frames, SEEK_GAP, None, cfg.limits, cfg.spec, cfg.segment, handle=fh)
+            decoded = content_hash(file, fh) if hash_bytes else None
             after = identity(os.fstat(fh.fileno()))
-        if not hash_bytes or before == after == identity(os.stat(file)):
+        if not hash_bytes or (before == after == identity(os.stat(file)) and decoded == digest):
             return Loaded(before[2], before[3], digest, clip)
     raise VideoError(file, CHANGED)
 
@@ -266,7 +269,8 @@ class DecodePool:
 
         segments: per file, the (start, end) seconds to sample inside (None: cfg.segment). hashed: per file, its
         Hashed from a hashing done before, or None (load_video's hash_bytes): a file still the one hashed is not
-        hashed again, so hashing never counts toward the decode timeout. Keeps two videos per worker in flight, so
+        hashed again before decoding (only after, to check that the bytes decoded are those hashed), so the
+        bounded hashing (extract.hash_timeout_s) is done before the decode timeout starts. Keeps two videos per worker in flight, so
         workers never wait on the consumer's order.
         """
         jobs = ((file, cfg if seg is None else replace(cfg, segment=tuple(seg)),

@@ -13,7 +13,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.errors import CacheError, ConfigError
+from pipeline.errors import CacheError, ConfigError, printable
+from pipeline.extract.cache_door import (check_rows, check_shapes, check_storage, checked_dataset, disk_problem,
+                                         finite_rows)
 
 SCHEMA_VERSION = 4  # 4: rows are clips (segment, group, annotated part); 3: row blocks, float32 or float16
 # The cache's key: attributes every cache carries, the one list of them (stage one's reuse, the heads' match, the
@@ -130,7 +132,10 @@ class Embeddings:
     Indexing with rows (a slice, an int array or a bool mask) gives the Embeddings of those rows and reads
     nothing; an int reads one video's (F, D); np.asarray() reads every row; blocks() reads BLOCK_ROWS rows at a
     time; mean(axis=1) is the (V, D) mean over frames, computed block by block. Each read opens the file and
-    checks that it is still the one opened: a cache replaced since is a CacheError, never other videos' rows.
+    checks that it is still the one opened: a cache replaced since is a CacheError, never other videos' rows; that
+    its embeddings still keep their data in the file (cache_door.checked_dataset); and that the rows read are
+    finite (cache_door.finite_rows): a CacheError naming the row, never a NaN passed on. finite() tells the usable
+    rows without refusing (stage one re-encodes the others).
     """
 
     ndim = 3
@@ -167,8 +172,16 @@ class Embeddings:
             out[start:start + len(block)] = block.mean(axis=1, dtype=dtype)
         return out
 
-    def _read(self, rows: np.ndarray) -> np.ndarray:
-        """Rows float32 (N, F, D), in the order asked; read in file order, a span or a run of rows at a time."""
+    def finite(self) -> np.ndarray:
+        """bool (V,): which rows hold only finite embeddings within cache_door.MAX_ABS_EMBEDDING; reads every row."""
+        out = np.empty(len(self), bool)
+        for start in range(0, len(self), BLOCK_ROWS):
+            out[start:start + BLOCK_ROWS] = finite_rows(self._read(self._rows[start:start + BLOCK_ROWS], check=False))
+        return out
+
+    def _read(self, rows: np.ndarray, check: bool = True) -> np.ndarray:
+        """Rows float32 (N, F, D), in the order asked; read in file order, a span or a run of rows at a time.
+        check: CacheError for a row that is not finite."""
         out = np.empty((len(rows), *self.shape[1:]), np.float32)
         if not len(rows):
             return out
@@ -176,7 +189,7 @@ class Embeddings:
         with _open(self.path) as f:
             if _identity(self.path) != self._identity:
                 raise CacheError(f"{self.path} was replaced since it was opened (a new stage-one run?): open it again")
-            ds = f["embeddings"]
+            ds = checked_dataset(f, "embeddings", self.path)
             for chunk in np.array_split(order, -(-len(order) // BLOCK_ROWS)):
                 wanted = rows[chunk]
                 lo, hi = int(wanted[0]), int(wanted[-1]) + 1
@@ -186,6 +199,11 @@ class Embeddings:
                 breaks = np.flatnonzero(np.diff(wanted) != 1) + 1  # sparse: each run of consecutive rows
                 for run in np.split(np.arange(len(chunk)), breaks):
                     out[chunk[run]] = ds[int(wanted[run[0]]):int(wanted[run[-1]]) + 1]
+        bad = ~finite_rows(out) if check else np.zeros(0, bool)
+        if bad.any():
+            row = int(rows[np.flatnonzero(bad)[0]])
+            raise CacheError(f"{printable(self.path)}: row {row} holds embeddings that are not finite numbers (NaN, "
+                             "infinite or huge): re-run stage one with extract.rehash: true to re-encode it")
         return out
 
 
@@ -234,9 +252,9 @@ def write_cache_blocks(path: str | os.PathLike, template: Cache, num_rows: int, 
     dtype = template.attrs.get("dtype", "float32")
     if dtype not in STORAGE_DTYPES:
         raise ConfigError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(tmp, "w") as f:
             datasets = {}
             for name in ROW_FIELDS:
@@ -267,8 +285,11 @@ def write_cache_blocks(path: str | os.PathLike, template: Cache, num_rows: int, 
             f.attrs["schema_version"] = SCHEMA_VERSION
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-    except BaseException:  # a full disk, a failed write, an interrupt: leave no half-written file behind
+    except BaseException as e:  # a full disk, a failed write, an interrupt: leave no half-written file behind
+        disk = disk_problem(e, path.parent) if isinstance(e, (OSError, RuntimeError)) else None  # before the unlink
         tmp.unlink(missing_ok=True)
+        if disk is not None:
+            raise disk from None
         raise
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -280,7 +301,11 @@ def write_cache_blocks(path: str | os.PathLike, template: Cache, num_rows: int, 
 
 def open_cache(path: str | os.PathLike) -> Cache:
     """The cache with every field but the embeddings in memory; embeddings is an Embeddings (rows read when
-    asked, in blocks). CacheError naming the file when it is missing, damaged or of another schema version."""
+    asked, in blocks, each checked finite). The door every reader of a cache or a part file goes through:
+    CacheError naming the file when it is missing, damaged or of another schema version, when it would make HDF5
+    read another file (cache_door.check_storage, before any data is read), when its datasets disagree in shape or
+    kind (check_shapes), when it holds no rows, labels outside its class list or attributes of other types
+    (check_rows)."""
     path = Path(path)
     if not path.is_file():
         raise CacheError(f"no feature cache at {str(path)!r}: run stage one first (dvc repro extract)")
@@ -291,19 +316,20 @@ def open_cache(path: str | os.PathLike) -> Cache:
             if version != SCHEMA_VERSION:
                 raise CacheError(f"{path}: cache schema version {version}, this code reads {SCHEMA_VERSION}: "
                                  "re-run stage one to rebuild it")
+            check_storage(f, path)
             _check_layout(f, path)
+            shape = check_shapes(f, path, ROW_FIELDS)
             rows = {name: (np.asarray(f[name].asstr()[()], dtype=object) if name in _STR_FIELDS else f[name][()])
                     for name in META_FIELDS}
-            shape = f["embeddings"].shape
-            if any(len(v) != shape[0] for v in rows.values()):
-                raise CacheError(f"{path}: not a readable feature cache (datasets of different lengths)")
-            return Cache(
+            cache = Cache(
                 embeddings=Embeddings(path, identity, shape), **rows,
                 class_names=list(f["class_names"].asstr()[()]),
                 skipped=list(zip(f["skipped/path"].asstr()[()], f["skipped/reason"].asstr()[()])),
                 skipped_stat=_skipped_stat(f["skipped"]),
                 attrs={k: _plain(v) for k, v in f.attrs.items()},
             )
+            check_rows(path, rows, cache.class_names, cache.attrs, shape)
+            return cache
     except OSError as e:  # not HDF5, truncated, or a block that cannot be read
         raise CacheError(f"{path}: not a readable feature cache ({e})") from None
 

@@ -1,12 +1,13 @@
 """Stage one's runner: the videos to encode, through an engine (reader -> embedder), into the writer's parts and cache.
 
-Unit of work: a *part* file (pipeline.extract.writer) holding up to `shard_size` newly encoded clips keyed by content hash
-and segment (Cache.row_keys: a whole file, or a segment of one that an annotation file names). The cache is the
+Unit of work: a *part* file (pipeline.extract.writer) holding up to `shard_size` newly encoded clips keyed by content
+hash and segment (Cache.row_keys: a whole file, or a segment of one that an annotation file names). The cache is the
 join of the previous cache and the parts, renamed over the old one at the end; a killed run leaves the previous
 cache untouched and its finished parts reused by the next run.
 """
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -23,7 +24,8 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from pipeline.data.annotations import read_annotations, read_class_names
-from pipeline.extract.cache import KEY_ATTRS, STORAGE_DTYPES, Cache, clip_id, empty_cache, open_cache
+from pipeline.extract.cache import STORAGE_DTYPES, Cache, clip_id, empty_cache
+from pipeline.extract.cache_door import disk_problem, finite_rows
 from pipeline.data.discover import FOLLOW_LINKS, VIDEO_EXTENSIONS, VideoFile, discover_videos
 from pipeline.embed.encoder import EncoderConfig
 from pipeline.extract.engines import Engine, LocalEngine
@@ -31,6 +33,7 @@ from pipeline.errors import CacheError, ConfigError, DataError, Unusable, number
 from pipeline.paths import CACHE_PATH
 from pipeline.decode.video import SAMPLING, DecodeLimits
 from pipeline.decode.workers import Hashed, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
+from pipeline.extract.reuse import reusable
 from pipeline.extract.writer import PartWriter, VideoRow, assemble_cache, write_skipped_list
 
 ENGINES = ("local", "ray")
@@ -46,7 +49,7 @@ class ExtractConfig:
 
     root: str
     cache_path: str = CACHE_PATH
-    annotations: str = ""  # data.annotations: "" = one folder per class under root; else a file (pipeline.data.annotations)
+    annotations: str = ""  # data.annotations: "" = a folder per class under root, else a file (data.annotations)
     classes: str = ""  # data.classes: class names, one per line (an mmaction2 list's labels index them)
     follow_links: str = FOLLOW_LINKS[0]  # data.follow_links: inside (links to targets under root only) | all
     model: str = "openai/clip-vit-base-patch32"
@@ -100,6 +103,7 @@ class ExtractConfig:
 SHOWN_SKIPS = 10  # skip lines the terminal gets; the full list is in the skipped list beside the cache
 SHOWN_REASONS = 5  # reasons counted on the terminal, the most frequent first
 PROBLEMS = "cannot be used as found or listed (data.root, data.annotations)"  # the kind of discovery's skips
+NOT_FINITE = "the encoder gave embeddings that are not finite numbers (NaN, infinite or huge)"
 REMEMBERED = "failed before and unchanged since (not read again; extract.rehash: true retries them)"
 
 
@@ -167,9 +171,11 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     lock = FileLock(str(cache_path) + ".lock")
     try:
         lock.acquire(timeout=0)
-    except Timeout:
+    except Timeout:  # before OSError: filelock's Timeout is a TimeoutError
         raise CacheError(f"another stage-one run is writing {cache_path} (lock {lock.lock_file} is held): "
                          "wait for it to finish") from None
+    except OSError as e:  # a read-only folder, a full disk
+        raise disk_problem(e, cache_path.parent) or e from None
     try:
         videos, class_names, problems = dataset(cfg)
         with open_engine(cfg, decode) as engine:
@@ -185,7 +191,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
             template = empty_cache(cfg.num_frames, attrs["embedding_dim"], attrs, class_names)
             summary = ExtractSummary(str(cache_path), skipped=list(problems))
-            sources = _reusable(cache_path, parts_dir, attrs, summary)
+            sources, summary.note = reusable(cache_path, parts_dir, attrs)
             reader = ReadConfig(cfg.num_frames, engine.frame_spec, cfg.limits())
             summary.kinds[PROBLEMS] += len(problems)
             new_parts, kept = _encode_new(videos, sources, template, engine, reader,
@@ -198,7 +204,10 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
                             f"\n{summary}")
         assemble_cache(cache_path, kept, sources + new_parts, template, sorted(summary.skipped),
                        summary.skipped_stat)
-        summary.skipped_list = str(write_skipped_list(skipped_list_path(cache_path), summary.skipped))
+        try:
+            summary.skipped_list = str(write_skipped_list(skipped_list_path(cache_path), summary.skipped))
+        except OSError as e:
+            raise disk_problem(e, cache_path.parent) or e from None
         shutil.rmtree(parts_dir, ignore_errors=True)
         summary.seconds = time.perf_counter() - started
         return summary
@@ -239,40 +248,6 @@ def open_engine(cfg: ExtractConfig, decode: Callable = load_video) -> Engine:
     return LocalEngine(cfg.encoder(), cfg.pool(), decode)
 
 
-def _reusable(cache_path: Path, parts_dir: Path, attrs: dict, summary: ExtractSummary) -> list[Cache]:
-    """The previous cache and the parts left by an interrupted run, where made with the same encoder and sampling,
-    opened lazily (metadata in memory, embeddings left in their files).
-
-    Other parts (or unreadable ones) are deleted; a previous cache made otherwise is ignored, replaced at the end
-    of the run, and the summary says why.
-    """
-    def same_key(cache: Cache) -> bool:
-        return all(cache.attrs.get(k) == attrs[k] for k in KEY_ATTRS)
-
-    found = []
-    # a damaged or older cache (CacheError) is rebuilt from scratch, such a part deleted
-    if cache_path.is_file():
-        try:
-            previous = open_cache(cache_path)
-        except CacheError as e:
-            previous, summary.note = None, f"the previous cache cannot be used ({e}): everything re-encoded"
-        differ = [k for k in KEY_ATTRS if previous is not None and previous.attrs.get(k) != attrs[k]]
-        if differ:
-            summary.note = f"the previous cache was made with other {', '.join(differ)}: everything re-encoded"
-        elif previous is not None:
-            found.append(previous)
-    for part_file in sorted(parts_dir.glob("part-*.h5")):
-        try:
-            part = open_cache(part_file)
-        except CacheError:
-            part = None
-        if part is not None and same_key(part):
-            found.append(part)
-        else:
-            part_file.unlink()
-    return found
-
-
 def _check_paths(cfg: ExtractConfig) -> None:
     """DataError or CacheError before any work when the data root or the cache's place cannot be used."""
     root, cache_path = Path(cfg.root), Path(cfg.cache_path)
@@ -281,13 +256,15 @@ def _check_paths(cfg: ExtractConfig) -> None:
     if not os.access(root, os.R_OK | os.X_OK):
         raise DataError(f"data root {cfg.root!r} cannot be read (permission denied)")
     if cache_path.is_dir():
-        raise CacheError(f"the cache path {cfg.cache_path!r} is a directory: set it to a file path (a .h5 file)")
+        raise CacheError(f"the cache path {printable(cfg.cache_path)!r} is a folder: remove the folder (stage one "
+                         "writes the cache, a file, there)")
     try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CacheError(f"cannot create the cache's folder {str(cache_path.parent)!r}: {e.strerror}") from None
+        raise disk_problem(e, cache_path.parent) or CacheError(
+            f"cannot create the cache's folder {printable(cache_path.parent)!r}: {e.strerror}") from None
     if not os.access(cache_path.parent, os.W_OK | os.X_OK):
-        raise CacheError(f"cannot write the cache in {str(cache_path.parent)!r} (permission denied)")
+        raise disk_problem(OSError(errno.EACCES, "not writable"), cache_path.parent)
 
 
 def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, engine: Engine, reader: ReadConfig,
@@ -393,6 +370,11 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             if isinstance(out, Unusable):  # recorded under its clip id: the cache must not name this machine's files
                 skip(i, f"{name}: {out.reason}", out.reason)
                 pending += repeats  # a crash or a timeout is not a property of the bytes: each tries for itself
+                alone.update(repeats)
+                continue
+            if embeddings is not None and not finite_rows(embeddings[None])[0]:  # never a row the door refuses
+                skip(i, f"{name}: {NOT_FINITE}", NOT_FINITE, remember=False)
+                pending += repeats
                 alone.update(repeats)
                 continue
             item = VideoRow(video, out.size, out.mtime_ns, out.digest)
