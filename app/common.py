@@ -20,8 +20,7 @@ from pipeline.decode.preview import decode_or_preview
 from pipeline.decode.workers import DecodePool, PoolConfig, auto_workers
 from pipeline.heads.zeroshot import text_embeddings
 from pipeline.paths import PARAMS
-from stages import read_params
-from stages.extract import extract_config
+from pipeline.settings import load_params
 
 # Decode workers of the app's server process, shared by its sessions: one per core, at least 2 (an upload that
 # takes a worker for its whole timeout leaves another for everyone else), at most 4 (each may take
@@ -139,6 +138,6 @@ def project_data_root() -> Path | None:
     if not Path(PARAMS).is_file():
         return None
     try:
-        return Path(extract_config(read_params()).root).resolve()
+        return Path(load_params()["data"]["root"]).resolve()
     except (UserError, OSError, KeyError):  # a params.yaml being edited: the page says there is no root
         return None

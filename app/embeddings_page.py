@@ -94,6 +94,7 @@ def main() -> None:
     mtime = max(path.stat().st_mtime_ns, split.stat().st_mtime_ns if split.is_file() else 0)
     try:
         cache, parts = cached_cache(str(path), mtime)
+        means_of(str(path), mtime)  # every embedding read once (and kept): a row that is not finite is refused here
     except (UserError, OSError) as e:  # a damaged or crafted cache (refused at the door), a stale split, the disk
         st.error(shown_name(e))
         st.stop()
