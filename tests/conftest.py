@@ -118,7 +118,7 @@ def forkserver_as_stage_one_starts_it():
     preload. Stage one's pool (the workers embed on the CPU) preloads the encoder's modules; were the first pool
     here the app's or predict's, every stage-one worker after it would import transformers itself (2.7 s a run
     instead of 0.25, measured). So the first pool is stage one's, as in `python -m stages.extract`."""
-    from pipeline.embed.encoder import WORKER_MODULES
+    from pipeline.embed.in_worker import WORKER_MODULES
     from pipeline.decode.workers import DecodePool, PoolConfig
 
     with DecodePool(PoolConfig(workers=1), preload=WORKER_MODULES) as pool:

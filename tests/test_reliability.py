@@ -1,5 +1,6 @@
 """Reliability: the bad-input corpus through stage one, faults (SIGKILL, full disk, a second writer), and abuse."""
 import errno
+import json
 import os
 import pickle
 import re
@@ -20,7 +21,7 @@ import torch
 import pipeline.extract.cache
 import pipeline.extract.runner
 import pipeline.decode.video
-from pipeline.errors import CacheError
+from pipeline.errors import CacheError, UserError
 from pipeline.extract.cache import ROW_FIELDS, read_cache
 from pipeline.extract.runner import ExtractConfig, extract_features
 from pipeline.heads.estimators import load_head
@@ -440,3 +441,37 @@ def test_8_concurrent_predictions_equal_sequential_ones(project):
     for s, c in zip(sequential, concurrent):
         np.testing.assert_array_equal(s.embeddings, c.embeddings)
         np.testing.assert_array_equal(s.probabilities, c.probabilities)
+
+
+class _MarkerPayload:
+    """Unpickling this writes a marker file: the proof that a pickle ran."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "ran"))
+
+
+@pytest.mark.parametrize("how", ["pickled weights", "remote code"])
+def test_a_hostile_model_folder_never_runs_code(how, tiny_clip, tmp_path):
+    """A model folder from someone else (encoder.model): weights as a pickle (pytorch_model.bin instead of
+    safetensors) or a config asking for its own code (auto_map + a .py file) is refused or loaded without running
+    anything: the marker the payload would write never appears (docs/security.md)."""
+    from pipeline.embed.encoder import load_encoder
+    folder, marker = tmp_path / "model", tmp_path / "ran"
+    shutil.copytree(tiny_clip, folder)
+    if how == "pickled weights":
+        (folder / "model.safetensors").unlink()
+        with open(folder / "pytorch_model.bin", "wb") as f:
+            pickle.dump({"vision_model.embeddings.class_embedding": _MarkerPayload(str(marker))}, f)
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        config["auto_map"] = {"AutoModel": "evil.Model", "AutoConfig": "evil.Config"}
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "evil.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n")
+    try:
+        load_encoder(str(folder))
+    except UserError:
+        pass  # refused in one line: as good as loaded safely
+    assert not marker.exists(), f"{how}: the model folder ran code"

@@ -56,7 +56,7 @@ class ReadConfig:
 @dataclass
 class Loaded:
     """One video read: size and mtime_ns of the file, SHA-256 of its bytes, and the sampled frames; where the worker
-    also embedded them (pipeline.embed.encoder.decode_and_embed), their embeddings float32 (F, D) instead (clip.frames
+    also embedded them (pipeline.embed.in_worker.decode_and_embed), their embeddings float32 (F, D) instead (clip.frames
     None) and the fingerprint of the encoder that made them."""
 
     size: int

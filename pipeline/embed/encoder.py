@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import pickle
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from pipeline.extract.cache import RANDOM_WEIGHTS
-from pipeline.errors import BrokenInstall, ConfigError
+from pipeline.errors import ConfigError, printable
 from pipeline.embed.hub import OFFLINE_NEXT_STEP, load_pretrained, model_family
 from pipeline.embed.onnx_backend import export_onnx, ort_session, run_session, vision_embeds
 from pipeline.decode.frames import FrameSpec, resize_crop
@@ -180,6 +181,12 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
     except OSError as e:
         raise ConfigError(f"cannot load the {family} encoder {model_id!r} [{str(e).splitlines()[0]}]: "
                          f"{OFFLINE_NEXT_STEP}") from None
+    except pickle.UnpicklingError:  # torch refused a pickle's code (weights_only): never suggest loading it unsafely
+        raise ConfigError(f"{printable(model_id)}: its weights are a pickle this project never opens (it could run "
+                          "code): use a model folder with model.safetensors") from None
+    except (SafetensorError, ValueError, RuntimeError, KeyError) as e:  # shapes, headers or configs that lie
+        raise ConfigError(f"{printable(model_id)} is not a {family} model folder this code can load "
+                          f"({type(e).__name__}): rebuild or re-download it") from None
     FrameSpec.from_pixels(processor.to_dict())  # ConfigError now for preprocessing this code does not implement
     dev = _device(device, backend)
     precision = AUTO_PRECISION[dev.type] if precision == "auto" else precision
@@ -336,48 +343,6 @@ class Embedder:
             done.append((key, self._rows[:n]))
             self._rows = self._rows[n:]
         return done
-
-
-# Stage one on the CPU embeds in the decode workers (pipeline.extract.engines.LocalEngine): each worker loads the encoder once
-# (load_in_worker, its setup) and runs decode_and_embed per video, on its one thread. What its forkserver imports
-# once, so that a worker starts without importing transformers (seconds) again:
-WORKER_MODULES = (__name__, *(f"transformers.models.{f}.{m}_{f}" for f in ("clip", "siglip")
-                              for m in ("modeling", "image_processing_pil")))
-_in_worker: dict = {}  # in such a worker: "encoder" and "batch_size", or "error": why they could not be loaded
-
-
-def load_in_worker(cfg: EncoderConfig) -> None:
-    """A decode worker's setup (DecodePool's `setup`): load cfg's encoder on the CPU, for decode_and_embed. A load
-    that fails is kept and raised by the worker's tasks (the run's first task, describe_in_worker, says why in the
-    run's process), not here: a worker whose setup raises dies with a traceback on the terminal."""
-    try:
-        _in_worker["encoder"], _in_worker["batch_size"] = cfg.load("cpu")
-    except Exception as e:  # ConfigError (an encoder that cannot be loaded) or anything a library raises
-        _in_worker["error"] = e
-
-
-def describe_in_worker() -> tuple[dict, FrameSpec, int]:
-    """The worker's encoder as the run records it: its describe(), frame spec and batch size; or why it could not
-    be loaded, raised."""
-    if "error" in _in_worker:
-        raise _in_worker["error"]
-    encoder = _in_worker["encoder"]
-    return encoder.describe(), encoder.frame_spec(), _in_worker["batch_size"]
-
-
-def decode_and_embed(decode: Callable, file: str, cfg, hash_bytes):
-    """What a decode worker that embeds runs per video: decode(file, cfg, hash_bytes) (a workers.Loaded), with its
-    clip's frames uint8 (F, S, S, 3) replaced by their embeddings float32 (F, D) (Loaded.embeddings: embed_frames,
-    in passes of the batch size, on the worker's thread) and the fingerprint of the encoder that made them
-    (Loaded.fingerprint, which the run checks against its own). Nothing but the embeddings leaves the worker.
-    BrokenInstall (the run stops) when the worker could not load the encoder."""
-    if "error" in _in_worker:
-        raise BrokenInstall(f"a decode worker cannot load the encoder: {_in_worker['error']}")
-    out = decode(file, cfg, hash_bytes)
-    encoder = _in_worker["encoder"]
-    out.embeddings = embed_frames(out.clip.frames, encoder, _in_worker["batch_size"])
-    out.clip.frames, out.fingerprint = None, encoder.fingerprint
-    return out
 
 
 # What the fingerprint hashes besides the weights: the fields that change the arithmetic of the forward pass

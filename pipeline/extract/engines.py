@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from pipeline.extract.cache import clip_id
-from pipeline.embed.encoder import (WORKER_MODULES, Embedder, EncoderConfig, decode_and_embed, describe_in_worker,
-                              load_in_worker)
+from pipeline.embed.encoder import Embedder, EncoderConfig
+from pipeline.embed.in_worker import WORKER_MODULES, decode_and_embed, describe_in_worker, load_in_worker
 from pipeline.errors import ConfigError, Unusable, printable
 from pipeline.decode.frames import FrameSpec
 from pipeline.decode.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
@@ -54,7 +54,7 @@ def embedding_pool(pool: PoolConfig, encoder: EncoderConfig, decode: Callable = 
 class LocalEngine:
     """The engine on this machine: the decode workers (reader) feed the embedder; results in completion order.
 
-    On the CPU each decode worker embeds the videos it decodes, on its one thread (encoder.decode_and_embed): only
+    On the CPU each decode worker embeds the videos it decodes, on its one thread (in_worker.decode_and_embed): only
     embeddings cross processes, the cores run whole videos side by side, and no thread pool wakes per operation.
     The workers load the encoder as they start; one of them says what it is (describe_in_worker): this process
     never loads it. On a GPU this process embeds, in passes shared across videos; with workers 0 it decodes and

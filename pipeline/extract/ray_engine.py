@@ -3,7 +3,7 @@
 The same roles as on one machine (pipeline.extract.engines.LocalEngine): each decode actor reads videos through its own
 DecodePool, so a video that crashes, hangs or exhausts its decoder costs only that video, never the Ray task
 (Ray Data retries a dying task forever). Where the encoder runs on the CPU, that worker embeds the video too, on its
-one thread, as the local engine's workers do (encoder.decode_and_embed); on GPUs, encoder actors run the same
+one thread, as the local engine's workers do (in_worker.decode_and_embed); on GPUs, encoder actors run the same
 Embedder with the same fixed-shape passes. A video's embeddings do not depend on where or with what it was encoded.
 Only the driver writes files.
 Ray is optional (requirements-ray.txt): only pipeline.extract.runner imports this module, when extract.engine is ray.

@@ -1,0 +1,49 @@
+"""The decode workers' encoder: loaded once as a worker starts, then each video embedded where it was decoded."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pipeline.decode.frames import FrameSpec
+from pipeline.embed.encoder import EncoderConfig, embed_frames
+from pipeline.errors import BrokenInstall
+
+# Stage one on the CPU embeds in the decode workers (pipeline.extract.engines.LocalEngine): each worker loads the encoder once
+# (load_in_worker, its setup) and runs decode_and_embed per video, on its one thread. What its forkserver imports
+# once, so that a worker starts without importing transformers (seconds) again:
+WORKER_MODULES = (__name__, "pipeline.embed.encoder", *(f"transformers.models.{f}.{m}_{f}" for f in ("clip", "siglip")
+                              for m in ("modeling", "image_processing_pil")))
+_in_worker: dict = {}  # in such a worker: "encoder" and "batch_size", or "error": why they could not be loaded
+
+
+def load_in_worker(cfg: EncoderConfig) -> None:
+    """A decode worker's setup (DecodePool's `setup`): load cfg's encoder on the CPU, for decode_and_embed. A load
+    that fails is kept and raised by the worker's tasks (the run's first task, describe_in_worker, says why in the
+    run's process), not here: a worker whose setup raises dies with a traceback on the terminal."""
+    try:
+        _in_worker["encoder"], _in_worker["batch_size"] = cfg.load("cpu")
+    except Exception as e:  # ConfigError (an encoder that cannot be loaded) or anything a library raises
+        _in_worker["error"] = e
+
+
+def describe_in_worker() -> tuple[dict, FrameSpec, int]:
+    """The worker's encoder as the run records it: its describe(), frame spec and batch size; or why it could not
+    be loaded, raised."""
+    if "error" in _in_worker:
+        raise _in_worker["error"]
+    encoder = _in_worker["encoder"]
+    return encoder.describe(), encoder.frame_spec(), _in_worker["batch_size"]
+
+
+def decode_and_embed(decode: Callable, file: str, cfg, hash_bytes):
+    """What a decode worker that embeds runs per video: decode(file, cfg, hash_bytes) (a workers.Loaded), with its
+    clip's frames uint8 (F, S, S, 3) replaced by their embeddings float32 (F, D) (Loaded.embeddings: embed_frames,
+    in passes of the batch size, on the worker's thread) and the fingerprint of the encoder that made them
+    (Loaded.fingerprint, which the run checks against its own). Nothing but the embeddings leaves the worker.
+    BrokenInstall (the run stops) when the worker could not load the encoder."""
+    if "error" in _in_worker:
+        raise BrokenInstall(f"a decode worker cannot load the encoder: {_in_worker['error']}")
+    out = decode(file, cfg, hash_bytes)
+    encoder = _in_worker["encoder"]
+    out.embeddings = embed_frames(out.clip.frames, encoder, _in_worker["batch_size"])
+    out.clip.frames, out.fingerprint = None, encoder.fingerprint
+    return out
