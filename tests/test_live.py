@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from pipeline.decode.video import DecodeLimits
 from pipeline.errors import ConfigError, VideoError
 from pipeline.live.engine import JSON_KEYS, LiveConfig, LiveEngine, default_window
 
@@ -107,3 +108,110 @@ def test_settings_and_frames_are_checked(predictor):
         engine.push(np.zeros((4, 4), np.uint8), 0.0)
     with pytest.raises(VideoError, match="aspect"):
         engine.push(np.zeros((2, 200, 3), np.uint8), 0.0)
+
+
+# --- sources --------------------------------------------------------------------------------------------------------
+
+def _collect(text: str, config=None, notes=None):
+    """Every frame a source passes on: (SourceEnd, [(stream time, frame)])."""
+    from pipeline.live.source import SourceConfig, parse_source, run_source
+
+    got = []
+    end = run_source(parse_source(text), config or SourceConfig(rate=100), lambda f, t: got.append((t, f)),
+                     threading.Event(), (notes if notes is not None else []).append)
+    return end, got
+
+
+def test_refused_sources_name_the_protocols():
+    from pipeline.live.source import StreamError, parse_source
+
+    for url in ["concat:a.mp4|b.mp4", "file:///etc/passwd", "subfile:,,start,0,end,0,,:x.mp4", "gopher://host/x",
+                "data:video/mp4;base64,AAAA", "pipe:0"]:
+        with pytest.raises(StreamError, match="--live opens rtsp://"):
+            parse_source(url)
+    with pytest.raises(StreamError, match="needs a host"):
+        parse_source("udp:1234")
+    assert parse_source("./concat:a.mp4").kind == "file"  # a path: opened through a descriptor, never as a URL
+    assert parse_source("/dev/video0").kind == "device"
+    src = parse_source("rtsp://user:secret@cam.local:554/stream")
+    assert src.kind == "network" and src.name == "rtsp://cam.local:554/stream"  # no password in messages
+
+
+def test_a_file_source_never_opens_what_it_names(tmp_path):
+    """A playlist named like a video, pointing at a listening socket, is refused and the socket never connected."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        (tmp_path / "list.mp4").write_text(f"ffconcat version 1.0\nfile 'http://127.0.0.1:{port}/x.mp4'\n")
+        (tmp_path / "hls.mp4").write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n"
+                                          f"http://127.0.0.1:{port}/x.ts\n#EXT-X-ENDLIST\n")
+        ends = [_collect(str(tmp_path / name))[0] for name in ("list.mp4", "hls.mp4")]
+        server.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody connected
+    assert ends[0].kind == "failed" and "playlist" in ends[0].reason
+    assert ends[1].kind == "failed" and "not a readable video" in ends[1].reason
+
+
+def test_a_file_plays_at_its_rate_cap_and_damage_gets_a_message(tmp_path):
+    from conftest import write_video
+    from pipeline.live.source import SourceConfig
+
+    clip = write_video(tmp_path / "clip.mp4", 25, fps=25)
+    end, got = _collect(str(clip), SourceConfig(rate=4))
+    assert end.kind == "end" and [round(t, 2) for t, _ in got] == [0.0, 0.28, 0.52, 0.76]
+    assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 for _, f in got)
+    (tmp_path / "garbage.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes())
+    end, got = _collect(str(tmp_path / "garbage.mp4"))
+    assert end.kind == "failed" and "not a readable video" in end.reason and not got
+    end, got = _collect(str(clip), SourceConfig(limits=DecodeLimits(max_pixels=100)))  # FFmpeg's probe refuses it
+    assert end.kind == "failed" and "frame size" in end.reason and not got
+    end, _ = _collect(str(tmp_path / "missing.mp4"))
+    assert end.kind == "failed" and "No such file" in end.reason
+
+
+def test_a_resolution_change_mid_stream_is_said_and_decoding_goes_on(tmp_path):
+    import subprocess
+
+    parts = []
+    for i, size in enumerate(["64x48", "96x72"]):
+        parts.append(tmp_path / f"{i}.ts")
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=25",
+                        "-t", "0.4", "-c:v", "mpeg2video", "-output_ts_offset", str(0.4 * i), "-f", "mpegts",
+                        str(parts[-1])], check=True)
+    (tmp_path / "both.ts").write_bytes(b"".join(p.read_bytes() for p in parts))
+    notes = []
+    end, got = _collect(str(tmp_path / "both.ts"), notes=notes)
+    assert end.kind == "end"
+    assert {f.shape for _, f in got} == {(48, 64, 3), (72, 96, 3)}
+    assert len(notes) == 1 and "changed from 64x48 to 96x72" in notes[0]
+
+
+# --- parity with stage one ------------------------------------------------------------------------------------------
+
+def test_a_file_played_live_gives_stage_ones_embeddings(project, predictor):
+    """Every frame of a project video, decoded by the live source and embedded by the engine, equals stage one's
+    embedding of the frame at the same timestamp (the cache's, for the frames it sampled) to 1e-6."""
+    from pipeline.extract.cache import read_cache
+
+    cache = read_cache(project / "cache" / "features.h5")
+    row = next(i for i, p in enumerate(cache.paths) if str(p).endswith("clapping_1.mp4"))
+    end, got = _collect(str(project / "data" / "clapping" / "clapping_1.mp4"))
+    assert end.kind == "end" and len(got) == 25  # every frame (rate 100 > 25 frames/s)
+    with LiveEngine(predictor, LiveConfig(rate=100, every=100, window=100)) as engine:
+        for t, f in got:
+            engine.push(f, t)
+            while not engine.idle():
+                threading.Event().wait(0.001)
+    times, emb = engine.buffer()
+    assert len(times) == 25
+    matched = 0
+    for t, e in zip(cache.timestamps[row], cache.embeddings[row]):
+        at = np.flatnonzero(np.abs(times - t) < 1e-6)
+        assert len(at) == 1, t
+        np.testing.assert_allclose(emb[at[0]], e, atol=1e-6, rtol=0)
+        matched += 1
+    assert matched == 4

@@ -2,13 +2,14 @@
 
 One engine serves `clip-har-predict --live` and the app's Live page. Frames are RGB uint8 (H, W, 3) with a stream
 timestamp in seconds. A frame passes the rate cap when it is the first in its tick of 1 / rate seconds of stream
-time (at most `rate` a second, on a grid, so answer times fall on frames); it then waits in a one-frame slot for
-the encoder thread, and a newer frame replaces it there (the older is dropped and counted): nothing queues. The encoder thread preprocesses and embeds
-each frame once (the same resize, crop and forward pass as stage one: pipeline.embed.encoder) into a rolling buffer
-of (timestamp, embedding); when the newest embedded frame crosses an answer time (every `every` seconds of stream
-time), the buffer's frames inside the window are sampled evenly as stage one samples a clip (sample_indices), the
-head runs on them, and a LiveAnswer is given, averaged over the last `average` answers as mmaction2's
---average-size. Answers go to `on_answer` (called in the encoder thread) and to a bounded queue read by get().
+time (at most `rate` a second, on a grid, so answer times fall on frames); it then waits in a one-frame slot for the
+encoder thread, and a newer frame replaces it there (the older is dropped and counted): nothing queues. The encoder
+thread preprocesses and embeds each frame once (the same resize, crop and forward pass as stage one:
+pipeline.embed.encoder) into a rolling buffer of (timestamp, embedding); when the newest embedded frame crosses an
+answer time (every `every` seconds of stream time), the buffer's frames inside the window are sampled evenly as
+stage one samples a clip (sample_indices), the head runs on them, and a LiveAnswer is given, averaged over the last
+`average` answers as mmaction2's --average-size. Answers go to `on_answer` (called in the encoder thread) and to a
+bounded queue read by get().
 """
 from __future__ import annotations
 
@@ -153,8 +154,9 @@ class LiveEngine:
 
     def push(self, frame: np.ndarray, t: float) -> bool:
         """Offer a frame, RGB uint8 (H, W, 3), at stream time t (s). True when it passed the rate cap (the first in
-        its tick of 1 / rate s): it waits for the encoder, replacing a frame still waiting there (dropped). VideoError (naming the engine's
-        source) for a frame over the limits; ValueError for one that is not uint8 (H, W, 3)."""
+        its tick of 1 / rate s): it waits for the encoder, replacing a frame still waiting there (dropped).
+        VideoError (naming the engine's source) for a frame over the limits; ValueError for one that is not uint8
+        (H, W, 3)."""
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"live frames are uint8 (H, W, 3) RGB, got {frame.dtype} {frame.shape}")
         _check_size(self.name, frame.shape[1], frame.shape[0], self.config.limits)
