@@ -215,3 +215,109 @@ def test_a_file_played_live_gives_stage_ones_embeddings(project, predictor):
         np.testing.assert_allclose(emb[at[0]], e, atol=1e-6, rtol=0)
         matched += 1
     assert matched == 4
+
+
+# --- clip-har-predict --live ------------------------------------------------------------------------------------------
+
+def test_live_with_a_file_prints_one_line_per_answer(project, tmp_path, capsys, monkeypatch):
+    import json
+
+    from conftest import write_video
+    from pipeline.tools.cli import predict
+
+    clip = write_video(tmp_path / "clip.mp4", 55, fps=25)  # 2.2 s: answers at 0, 1 and 2 s
+    monkeypatch.chdir(project)
+    assert predict(["--live", str(clip), "--json", "--every", "1"]) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["time"] for line in lines] == [0.0, 1.0, 2.0]
+    assert all(tuple(line) == JSON_KEYS for line in lines)
+    assert all(line["answer"] in (None, "clapping", "sitting", "walking") and 0 < line["probability"] <= 1
+               and (line["answer"] is None) != line["sure"] and line["latency_ms"] >= 0 for line in lines)
+    assert "live: 3 answers, 9 frames embedded, 0 dropped, latency p50" in err and "the file ended" in err
+    assert predict(["--live", str(clip), "--average", "2"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [r[0].strip() for r in rows] == ["0.00 s", "1.00 s", "2.00 s"] and all(len(r) == 3 for r in rows)
+
+
+def test_live_refuses_before_starting(project, capsys, monkeypatch):
+    from pipeline.tools.cli import predict
+
+    monkeypatch.chdir(project)
+    for url in ["concat:a.mp4|b.mp4", "file:///etc/passwd", "ftp://host/x.mp4"]:
+        assert predict(["--live", url]) == 2
+        assert "--live opens rtsp://" in capsys.readouterr().err
+    assert predict(["--live", "x.mp4", "--average", "0"]) == 2
+    assert "average must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict(["--live", "x.mp4", "a.mp4"])
+    assert "not both" in capsys.readouterr().err
+    assert predict(["--live", "missing.mp4"]) == 1
+    assert "error: missing.mp4: cannot be opened (No such file or directory)" in capsys.readouterr().err
+
+
+def _live_command(project, *args):
+    """clip-har-predict --live ... as a process in the project folder, its stdout and stderr read line by line."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "pipeline.tools.predict", "--live", *args], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_live_udp_stream_then_it_stops(project, tmp_path):
+    """A UDP stream from `ffmpeg -re` on 127.0.0.1 gets answers; when the sender stops, the session waits
+    --stall-timeout, reconnects once, then ends with a message and exit 1."""
+    import json
+    import subprocess
+
+    from conftest import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", 50, fps=25)
+    port = _free_udp_port()
+    live = _live_command(project, f"udp://127.0.0.1:{port}", "--json", "--stall-timeout", "1",
+                         "--reconnects", "1")
+    sender = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip),
+                               "-c:v", "mpeg2video", "-g", "5", "-f", "mpegts",
+                               f"udp://127.0.0.1:{port}?pkt_size=1316"])
+    try:
+        answers = [json.loads(live.stdout.readline()) for _ in range(3)]  # waits on the output, not a clock
+        assert all(tuple(a) == JSON_KEYS for a in answers)
+        assert [a["time"] for a in answers] == sorted(a["time"] for a in answers)
+    finally:
+        sender.kill()
+        sender.wait()
+    out, err = live.communicate(timeout=120)
+    assert live.returncode == 1, err
+    assert "reconnecting (1 of 1)" in err
+    assert f"error: udp://127.0.0.1:{port}: nothing arrived for 1 s (after 1 reconnection)" in err
+    assert "live: " in err and "frames embedded" in err
+
+
+def test_sigterm_ends_a_live_session_cleanly(project, tmp_path):
+    import signal
+
+    from conftest import write_video
+
+    clip = write_video(tmp_path / "long.mp4", 25 * 60, fps=25)  # a minute: it is still playing when stopped
+    live = _live_command(project, str(clip))
+    try:
+        first = live.stdout.readline()
+        assert first.strip().startswith("0.00 s\t"), live.stderr.read() if not first else first
+    finally:
+        live.send_signal(signal.SIGTERM)
+    out, err = live.communicate(timeout=120)
+    assert live.returncode == 0, err
+    summary = [line for line in err.splitlines() if line.startswith("live: ")]
+    assert len(summary) == 1 and "answers" in summary[0] and "latency p50" in summary[0] and "stopped" in summary[0]
+    assert "Traceback" not in err
