@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 
-from pipeline.errors import ConfigError, UserError, VideoError, printable
-from pipeline.live.engine import DEFAULT_EVERY, DEFAULT_RATE, LiveAnswer, LiveConfig, LiveEngine
-from pipeline.live.source import PROTOCOLS, SourceConfig, SourceEnd, parse_source, run_source
-from pipeline.tools.predict import answer_text
+# The engine's threads, the decoding worker and the machine's other work share the cores: OpenMP threads that spin
+# while idle (libgomp's default) starve them. Under a load of 10 on the 2-core machine one tiny-CLIP frame took
+# 650-760 ms on 2 spinning threads, 3-15 ms on 2 sleeping ones (bench/README.md, "Live"). libgomp reads it when
+# torch loads: before the imports below; stage one sets it too (stages/extract.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pipeline.errors import ConfigError, UserError, VideoError, printable  # noqa: E402
+from pipeline.live.engine import DEFAULT_EVERY, DEFAULT_RATE, LiveAnswer, LiveConfig, LiveEngine  # noqa: E402
+from pipeline.live.source import PROTOCOLS, SourceConfig, SourceEnd, parse_source, run_source  # noqa: E402
+from pipeline.tools.predict import answer_text  # noqa: E402
 
 LIVE_HELP = (f"answer continuously for a camera (/dev/video0), a network stream ({', '.join(PROTOCOLS)}) or a "
              "file played at its own speed; Ctrl-C or SIGTERM ends it with a summary")

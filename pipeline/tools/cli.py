@@ -259,11 +259,11 @@ TSV_HEADER = ("path", "answer", "class", "probability")  # the columns of the te
 def predict(argv: list[str] | None = None) -> int:
     """`clip-har-predict`: the answer for each video the paths name, as lines or JSON; 1 when a file failed, 2 when
     the head or its encoder cannot be used."""
+    from pipeline.live.command import parse_with_live, run_live  # first: it sets OMP_WAIT_POLICY before torch loads
     from pipeline.tools.predict import encoder_for, make_predictor  # torch and transformers: seconds, only for this
     from pipeline.heads.estimators import load_head
     from pipeline.threads import set_threads
     from pipeline.decode.workers import DecodePool, PoolConfig
-    from pipeline.live.command import parse_with_live, run_live
 
     parser = argparse.ArgumentParser(description=PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", metavar="PATH", help="video files or folders")
