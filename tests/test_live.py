@@ -251,6 +251,21 @@ def test_stream_time_goes_on_over_a_timestamp_jump_back(tmp_path):
     assert end.kind == "end" and len(times) == 50 and all(b > a for a, b in zip(times, times[1:]))
 
 
+def test_a_decoder_out_of_memory_ends_the_source_with_a_message_in_bounded_time(tmp_path):
+    """The worker's memory limit (here 1 MiB over its imports: nothing fits) ends the source with a reason, the
+    watchdog's at the latest (stall_s + GRACE_S), never a hang or an exception in the caller."""
+    import subprocess
+
+    from pipeline.live.source import SourceConfig
+
+    hd = tmp_path / "hd.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=1280x720:rate=25", "-t", "1",
+                    "-c:v", "mpeg2video", str(hd)], check=True)
+    end, got = _collect(str(hd), SourceConfig(memory_mb=1, stall_s=1))
+    assert end.kind == "failed" and not got
+    assert any(why in end.reason for why in ("out of memory", "nothing arrived", "crashed", "Cannot allocate")), end
+
+
 # --- parity with stage one ------------------------------------------------------------------------------------------
 
 def test_a_file_played_live_gives_stage_ones_embeddings(project, predictor):
@@ -294,7 +309,7 @@ def test_live_with_a_file_prints_one_line_per_answer(project, tmp_path, capsys, 
     assert all(tuple(line) == JSON_KEYS for line in lines)
     assert all(line["answer"] in (None, "clapping", "sitting", "walking") and 0 < line["probability"] <= 1
                and (line["answer"] is None) != line["sure"] and line["latency_ms"] >= 0 for line in lines)
-    assert "live: 3 answers, 9 frames embedded, 0 dropped, latency p50" in err and "the file ended" in err
+    assert "live: 3 answers, 9 frames embedded, 0 dropped, latency p50" in err and "the source ended" in err
     assert predict(["--live", str(clip), "--average", "2"]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert [r[0].strip() for r in rows] == ["0.00 s", "1.00 s", "2.00 s"] and all(len(r) == 3 for r in rows)

@@ -157,7 +157,7 @@ def _run_worker(source, config, push, stop, on_note, offset) -> tuple[SourceEnd,
                 end = SourceEnd("stopped")
                 break
             try:
-                msg = out.get(timeout=0.1)
+                msg = out.get(timeout=0.1 if worker.is_alive() else 1.0)  # a last message may still be on its way
             except queue.Empty:
                 if not worker.is_alive():
                     end = SourceEnd("failed", _crash_reason(worker.exitcode))
