@@ -58,15 +58,14 @@ def main() -> None:
     feed = st.session_state.setdefault("live_feed", LiveFeed())
     config = LiveConfig(limits=project_limits())
     feed.use(key, lambda on_answer: LiveEngine(predictor, config, on_answer, name="the camera").start())
-    ctx = webrtc_streamer(key="live-camera", mode=WebRtcMode.SENDRECV, video_frame_callback=feed.on_frame,
-                          on_video_ended=feed.stop, rtc_configuration={"iceServers": servers},
-                          media_stream_constraints=CAMERA)
-    answer_box, detail = st.columns([2, 3], gap="large")
+    camera, answer_box = st.columns([2, 3], gap="large")  # the camera beside its answer, both in view
+    with camera:
+        ctx = webrtc_streamer(key="live-camera", mode=WebRtcMode.SENDRECV, video_frame_callback=feed.on_frame,
+                              on_video_ended=feed.stop, rtc_configuration={"iceServers": servers},
+                              media_stream_constraints=CAMERA)
     with answer_box:
-        answer_slot, speed_slot = st.empty(), st.empty()
-    with detail:
-        top_slot, strip_slot = st.empty(), st.empty()
-    error_slot = st.empty()
+        error_slot, answer_slot, speed_slot, top_slot = st.empty(), st.empty(), st.empty(), st.empty()
+    strip_slot = st.empty()
 
     def draw() -> None:
         if feed.error or feed.engine_error():
@@ -171,26 +170,30 @@ def top_chart(answer) -> alt.Chart:
     """The top classes as horizontal bars, highest on top, the axis in % like the text."""
     table = pd.DataFrame({"action": [class_text(c) for c, _ in answer.top],
                           "probability": [p for _, p in answer.top]})
-    return alt.Chart(table, height=110).mark_bar().encode(
+    return alt.Chart(table, height=alt.Step(26)).mark_bar().encode(
         x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
         y=alt.Y("action:N", title=None, sort="-x", axis=alt.Axis(labelLimit=0)),
         tooltip=["action", alt.Tooltip("probability:Q", format=".1%")])
 
 
 def strip_chart(history) -> alt.Chart:
-    """The last HISTORY_S seconds of answers: one tick per answer at its stream time, coloured by the best guess,
-    pale where not sure (as Predict's timeline)."""
-    table = pd.DataFrame({"seconds": [h.time for h in history], "best guess": [class_text(h.best) for h in history],
+    """The last HISTORY_S seconds of answers as a strip: each answer a block from the answer before it to its own
+    stream time, coloured by the best guess, pale where not sure (as Predict's timeline)."""
+    times = [h.time for h in history]
+    starts = [max(t - 1.0, p) for t, p in zip(times, [times[0] - 1.0, *times[:-1]])] if times else []
+    table = pd.DataFrame({"start": starts, "seconds": times, "best guess": [class_text(h.best) for h in history],
                           "answer": [class_text(h.best) if h.sure else NOT_SURE for h in history],
                           "certainty": ["sure" if h.sure else "not sure" for h in history],
                           "probability": [h.probability for h in history]})
-    end = max(table["seconds"].max(), HISTORY_S)
-    return alt.Chart(table, height=70, title=f"the last {HISTORY_S:.0f} s").mark_bar(width=6).encode(
-        x=alt.X("seconds:Q", title="stream time (s)", scale=alt.Scale(domain=[end - HISTORY_S, end])),
-        color=alt.Color("best guess:N", legend=alt.Legend(orient="bottom", title=None)),
+    end = max(max(times, default=0.0), HISTORY_S)
+    table["lane"] = ""  # one row of blocks (a bar chart without y draws nothing in Streamlit)
+    return alt.Chart(table, height=45).mark_bar(stroke="white", clip=True).encode(
+        y=alt.Y("lane:N", axis=None),
+        x=alt.X("start:Q", title=f"stream time (s): the last {HISTORY_S:.0f} s of answers",
+                scale=alt.Scale(domain=[end - HISTORY_S, end])), x2="seconds",
+        color=alt.Color("best guess:N", legend=alt.Legend(orient="right", title="best guess")),
         opacity=alt.Opacity("certainty:N", legend=None, scale=alt.Scale(domain=["sure", "not sure"],
                                                                       range=[1.0, 0.35])),
         tooltip=["seconds", "answer", "best guess", alt.Tooltip("probability:Q", format=".1%")])
-
 
 main()
