@@ -239,8 +239,7 @@ What the person in each video is doing: a trained head over the full encoder, ex
 
     clip-har-predict PATH... [--head linear|logreg|zeroshot] [--json] [--threshold F]
                              [--segments WINDOW STRIDE] [--device auto|cpu|cuda] [-v]
-
-(or python -m pipeline.tools.predict ...).
+    clip-har-predict --live SOURCE [--every S] [--window S] [--average K]  (or python -m pipeline.tools.predict)
 
 PATH is a video or a folder (searched recursively). Prints a header line, then one tab-separated line per video:
 path, answer (the top class, or "not sure" under the head's cut-off; a class itself called "not sure" is shown
@@ -260,13 +259,14 @@ TSV_HEADER = ("path", "answer", "class", "probability")  # the columns of the te
 def predict(argv: list[str] | None = None) -> int:
     """`clip-har-predict`: the answer for each video the paths name, as lines or JSON; 1 when a file failed, 2 when
     the head or its encoder cannot be used."""
+    from pipeline.live.command import parse_with_live, run_live  # first: it sets OMP_WAIT_POLICY before torch loads
     from pipeline.tools.predict import encoder_for, make_predictor  # torch and transformers: seconds, only for this
     from pipeline.heads.estimators import load_head
     from pipeline.threads import set_threads
     from pipeline.decode.workers import DecodePool, PoolConfig
 
     parser = argparse.ArgumentParser(description=PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="video files or folders")
     parser.add_argument("--head", choices=sorted(HEAD_FILES), default="linear")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -275,11 +275,9 @@ def predict(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, metavar="F",
                         help='answer "not sure" when the top probability is under F of the way from chance to '
                              "certainty (default: the head's, calibration.not_sure_below_chance_to_certain)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="let the libraries speak on stderr (a first download's progress bars, PyAV's FFmpeg "
-                             "warnings in this process; the decode workers stay quiet and report failures as error "
-                             "lines)")
-    args = parser.parse_args(argv)
+    parser.add_argument("-v", "--verbose", action="store_true", help="let the libraries speak on stderr (download "
+                        "progress bars, PyAV's FFmpeg warnings in this process; the decode workers stay quiet)")
+    args = parse_with_live(parser, argv)
     quiet_libraries(args.verbose)
     set_threads("app")
     try:  # the head and its encoder first: without them no decode worker is started
@@ -288,6 +286,8 @@ def predict(argv: list[str] | None = None) -> int:
     except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.live:  # a camera, a stream or a file played live (docs/app.md, "Live")
+        return run_live(args, head, encoder)
     files, results = _videos(args.paths)  # and without a video, neither
     if not files:
         if args.json:

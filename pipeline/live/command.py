@@ -1,0 +1,140 @@
+"""`clip-har-predict --live SOURCE`: its options, and the wiring of a source, the engine and the printed answers."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+
+# The engine's threads, the decoding worker and the machine's other work share the cores: OpenMP threads that spin
+# while idle (libgomp's default) starve them. Under a load of 10 on the 2-core machine one tiny-CLIP frame took
+# 650-760 ms on 2 spinning threads, 3-15 ms on 2 sleeping ones (bench/README.md, "Live"). libgomp reads it when
+# torch loads: before the imports below; stage one sets it too (stages/extract.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pipeline.errors import ConfigError, UserError, VideoError, printable  # noqa: E402
+from pipeline.live.engine import DEFAULT_EVERY, DEFAULT_RATE, LiveAnswer, LiveConfig, LiveEngine  # noqa: E402
+from pipeline.live.source import PROTOCOLS, SourceConfig, SourceEnd, parse_source, run_source  # noqa: E402
+from pipeline.tools.predict import answer_text  # noqa: E402
+
+LIVE_HELP = (f"answer continuously for a camera (/dev/video0), a network stream ({', '.join(PROTOCOLS)}) or a "
+             "file played at its own speed; Ctrl-C or SIGTERM ends it with a summary")
+
+
+def parse_with_live(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """clip-har-predict's arguments with the --live options added; PATHs or --live, one of the two (else the
+    usage error, exit 2)."""
+    add_live_arguments(parser)
+    args = parser.parse_args(argv)
+    if bool(args.live) == bool(args.paths):
+        parser.error("give video PATHs, or --live SOURCE (not both)")
+    return args
+
+
+def add_live_arguments(parser: argparse.ArgumentParser) -> None:
+    """The --live options of clip-har-predict."""
+    live = parser.add_argument_group("live (--live SOURCE instead of PATHs)")
+    live.add_argument("--live", metavar="SOURCE", help=LIVE_HELP)
+    live.add_argument("--every", type=float, default=DEFAULT_EVERY, metavar="S",
+                      help=f"seconds of stream time between answers (default {DEFAULT_EVERY:g})")
+    live.add_argument("--window", type=float, metavar="S", help="seconds of video each answer looks at (default: "
+                      "the head's frames at --rate, within 2 to 8 s)")
+    live.add_argument("--average", type=int, default=1, metavar="K", help="average the last K answers (default 1)")
+    live.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="F",
+                      help=f"frames embedded per second at most (default {DEFAULT_RATE:g})")
+    live.add_argument("--stall-timeout", type=float, default=SourceConfig.stall_s, metavar="S",
+                      help="a source silent this long is reconnected, then reported "
+                      f"(default {SourceConfig.stall_s:g})")
+    live.add_argument("--reconnects", type=int, default=SourceConfig.reconnects, metavar="N",
+                      help=f"reconnections to a network stream (default {SourceConfig.reconnects})")
+
+
+def answer_line(answer: LiveAnswer, as_json: bool) -> str:
+    """One update: `<time> s<TAB><answer><TAB><probability>`, or the JSON object of LiveAnswer.as_json."""
+    if as_json:
+        return json.dumps(answer.as_json())
+    return f"{answer.time:8.2f} s\t{answer_text(answer.label)}\t{answer.top_probability:.3f}"
+
+
+def summary_line(engine: LiveEngine, end: SourceEnd | None) -> str:
+    """The closing line: answers, frames embedded, dropped, latency p50 / p95, how the source ended."""
+    s = engine.stats
+    p50, p95 = s.latency_percentile(50), s.latency_percentile(95)
+    latency = f"latency p50 {p50:.0f} ms, p95 {p95:.0f} ms" if p50 is not None else "no latency (no answer)"
+    how = {"end": "the file ended", "stopped": "stopped", "failed": "failed"}[end.kind] if end else "stopped"
+    dropped = s.dropped + (end.dropped if end else 0)
+    return (f"live: {s.answers} answers, {s.embedded} frames embedded, {dropped} dropped, {latency}; {how}")
+
+
+class _Stop(Exception):
+    """SIGTERM, as Ctrl-C: the session ends cleanly."""
+
+
+def run_live(args: argparse.Namespace, head, encoder) -> int:
+    """Run --live with a head and the encoder it names until the source ends or Ctrl-C / SIGTERM: 0 then (the
+    summary on stderr), 1 when the source failed (its reason on stderr), 2 for a head made for another encoder, a
+    setting or a source refused before starting."""
+    from pipeline.extract.cache import random_encoder_note
+    from pipeline.tools.predict import make_predictor
+
+    try:
+        predictor = make_predictor(head, encoder, None)  # no decode pool: the source decodes
+        source = parse_source(args.live)
+        config = LiveConfig(rate=args.rate, every=args.every, window=args.window, average=args.average).checked()
+        if args.stall_timeout <= 0 or args.reconnects < 0:
+            raise ConfigError("--stall-timeout must be positive and --reconnects at least 0")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    source_config = SourceConfig(rate=config.rate, stall_s=args.stall_timeout, reconnects=args.reconnects)
+    stop, ended = threading.Event(), []
+
+    def note(text: str) -> None:
+        print(f"note: {text}", file=sys.stderr, flush=True)
+
+    def terminate(signum, frame):
+        raise _Stop()
+
+    warning = random_encoder_note(head.meta_.features)
+    if warning:
+        note(warning)
+    previous = signal.signal(signal.SIGTERM, terminate)
+    engine = LiveEngine(predictor, config, name=source.name)
+
+    def feed() -> None:
+        try:
+            ended.append(run_source(source, source_config, engine.push, stop, note))
+        except VideoError as e:  # a frame the engine refuses (over the limits): the session ends with it
+            ended.append(SourceEnd("failed", e.reason))
+
+    reader = threading.Thread(target=feed, name="live-source", daemon=True)
+    note(f"live: {source.name}: an answer every {config.every:g} s over the last {engine.window:g} s, at most "
+         f"{config.rate:g} frames embedded a second; Ctrl-C to stop")
+    try:
+        with engine:
+            reader.start()
+            while reader.is_alive():
+                _show(engine.get(timeout=0.2), args.json)
+                if engine.error is not None:
+                    raise engine.error
+        while (answer := engine.get(timeout=0)) is not None:  # those of the last frames
+            _show(answer, args.json)
+    except (KeyboardInterrupt, _Stop):
+        stop.set()
+        reader.join()
+        engine.close(drain=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    end = ended[0] if ended else None
+    print(summary_line(engine, end), file=sys.stderr, flush=True)
+    if end is not None and end.kind == "failed":
+        print(f"error: {source.name}: {printable(end.reason)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _show(answer: LiveAnswer | None, as_json: bool) -> None:
+    if answer is not None:
+        print(answer_line(answer, as_json), flush=True)

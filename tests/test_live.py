@@ -1,0 +1,323 @@
+"""Live recognition: the engine with frames pushed directly, the sources (file, UDP on loopback, refused URLs) and
+`clip-har-predict --live`."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from pipeline.decode.video import DecodeLimits
+from pipeline.errors import ConfigError, VideoError
+from pipeline.live.engine import JSON_KEYS, LiveConfig, LiveEngine, default_window
+
+
+@pytest.fixture(scope="module")
+def predictor(project):
+    """The project's linear head with the tiny CLIP it was trained on (no decode pool: the engine needs none)."""
+    from pipeline.heads.estimators import load_head
+    from pipeline.paths import HEAD_FILES
+    from pipeline.tools.predict import encoder_for, make_predictor
+
+    head = load_head(project / HEAD_FILES["linear"])
+    return make_predictor(head, encoder_for(head.meta_, "cpu"), None)
+
+
+def frame(level: int, size=(48, 64)) -> np.ndarray:
+    return np.full((*size, 3), level, np.uint8)
+
+
+def test_answers_every_second_of_stream_time(predictor):
+    """25 frames/s for 3.2 s at 4 embedded/s: every frame 0.25 s apart or more is embedded, answers at 0 s (the
+    first frame) and each time a second is crossed, each pooling the window's frames."""
+    with LiveEngine(predictor, LiveConfig(rate=4, every=1, window=2)) as engine:
+        for i in range(80):
+            engine.push(frame(i), i / 25)
+            while not engine.idle():  # one at a time: nothing dropped, so the counts are exact
+                threading.Event().wait(0.001)
+    answers = [a for a in iter(lambda: engine.get(timeout=0), None)]
+    assert [a.time for a in answers] == [0.0, 1.0, 2.0, 3.0]
+    assert engine.stats.embedded == engine.stats.accepted == 13  # 0, 0.28, 0.56, 0.84, 1.0 (the 25th), ...
+    assert engine.stats.dropped == 0 and engine.stats.answers == 4
+    assert [a.frames for a in answers] == [1, 5, 8, 8]  # the frames of the last 2 s (buffer pruned to the window)
+    for a in answers:
+        assert a.probabilities.shape == (3,) and abs(float(a.probabilities.sum()) - 1) < 1e-5
+        assert a.latency_ms >= 0 and [c for c, _ in a.top] == sorted(a.class_names, key=lambda c: -a.probabilities[
+            a.class_names.index(c)])
+        assert set(a.as_json()) == set(JSON_KEYS)
+    times, emb = engine.buffer()
+    assert emb.shape == (len(times), predictor.encoder.dim) and times[-1] == 3.0
+
+
+def test_latest_frame_wins_when_the_encoder_is_busy(predictor):
+    """While the encoder is held, each new frame replaces the one waiting: dropped and counted, never queued; only
+    the newest is embedded once the encoder is free."""
+    hold, held = threading.Event(), threading.Event()
+
+    def block(answer):
+        held.set()
+        hold.wait()
+
+    with LiveEngine(predictor, LiveConfig(rate=100, every=100), on_answer=block) as engine:
+        engine.push(frame(0), 0.0)
+        assert held.wait(60)  # the first frame is answered at once: the encoder thread is now held
+        for i in range(1, 11):
+            assert engine.push(frame(i), i / 10)
+        hold.set()
+    assert engine.stats.dropped == 9 and engine.stats.embedded == 2
+    times, _ = engine.buffer()
+    assert times.tolist() == [0.0, 1.0]
+
+
+def _play(predictor, config, levels, step=0.25):
+    """Push one frame of each grey level, `step` s apart, one at a time (nothing dropped); the answers given."""
+    seen = []
+    with LiveEngine(predictor, config, on_answer=seen.append) as engine:
+        for i, level in enumerate(levels):
+            engine.push(frame(level), i * step)
+            while not engine.idle():
+                threading.Event().wait(0.001)
+    return seen
+
+
+def test_average_and_not_sure(predictor):
+    """average K: each answer is the mean of the last K answers' probabilities; an answer under the head's
+    threshold is "not sure" (label None)."""
+    levels = [0, 0, 255, 255, 30, 30, 90, 200]
+    alone = _play(predictor, LiveConfig(every=0.5, window=0.5), levels)
+    averaged = _play(predictor, LiveConfig(every=0.5, window=0.5, average=2), levels)
+    assert [a.time for a in averaged] == [a.time for a in alone] == [0, 0.5, 1.0, 1.5]
+    np.testing.assert_allclose(averaged[0].probabilities, alone[0].probabilities, atol=1e-6)
+    for k in range(1, 4):
+        np.testing.assert_allclose(averaged[k].probabilities,
+                                   (alone[k - 1].probabilities + alone[k].probabilities) / 2, atol=1e-6)
+    assert not np.allclose(alone[1].probabilities, alone[2].probabilities, rtol=1e-2, atol=0)  # windows differ
+    low = averaged[0]
+    low.not_sure_below = 1.01
+    assert low.label is None and not low.sure and low.answer == "not sure" and low.as_json()["answer"] is None
+
+
+def test_settings_and_frames_are_checked(predictor):
+    with pytest.raises(ConfigError, match="average"):
+        LiveEngine(predictor, LiveConfig(average=0))
+    with pytest.raises(ConfigError, match="every"):
+        LiveEngine(predictor, LiveConfig(every=0))
+    engine = LiveEngine(predictor)
+    assert engine.window == default_window(4, 4.0) == 2.0
+    with pytest.raises(ValueError, match="uint8"):
+        engine.push(np.zeros((4, 4), np.uint8), 0.0)
+    with pytest.raises(VideoError, match="aspect"):
+        engine.push(np.zeros((2, 200, 3), np.uint8), 0.0)
+
+
+# --- sources --------------------------------------------------------------------------------------------------------
+
+def _collect(text: str, config=None, notes=None):
+    """Every frame a source passes on: (SourceEnd, [(stream time, frame)])."""
+    from pipeline.live.source import SourceConfig, parse_source, run_source
+
+    got = []
+    end = run_source(parse_source(text), config or SourceConfig(rate=100), lambda f, t: got.append((t, f)),
+                     threading.Event(), (notes if notes is not None else []).append)
+    return end, got
+
+
+def test_refused_sources_name_the_protocols():
+    from pipeline.live.source import StreamError, parse_source
+
+    for url in ["concat:a.mp4|b.mp4", "file:///etc/passwd", "subfile:,,start,0,end,0,,:x.mp4", "gopher://host/x",
+                "data:video/mp4;base64,AAAA", "pipe:0"]:
+        with pytest.raises(StreamError, match="--live opens rtsp://"):
+            parse_source(url)
+    with pytest.raises(StreamError, match="needs a host"):
+        parse_source("udp:1234")
+    assert parse_source("./concat:a.mp4").kind == "file"  # a path: opened through a descriptor, never as a URL
+    assert parse_source("/dev/video0").kind == "device"
+    src = parse_source("rtsp://user:secret@cam.local:554/stream")
+    assert src.kind == "network" and src.name == "rtsp://cam.local:554/stream"  # no password in messages
+
+
+def test_a_file_source_never_opens_what_it_names(tmp_path):
+    """A playlist named like a video, pointing at a listening socket, is refused and the socket never connected."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        (tmp_path / "list.mp4").write_text(f"ffconcat version 1.0\nfile 'http://127.0.0.1:{port}/x.mp4'\n")
+        (tmp_path / "hls.mp4").write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n"
+                                          f"http://127.0.0.1:{port}/x.ts\n#EXT-X-ENDLIST\n")
+        ends = [_collect(str(tmp_path / name))[0] for name in ("list.mp4", "hls.mp4")]
+        server.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody connected
+    assert ends[0].kind == "failed" and "playlist" in ends[0].reason
+    assert ends[1].kind == "failed" and "not a readable video" in ends[1].reason
+
+
+def test_a_file_plays_at_its_rate_cap_and_damage_gets_a_message(tmp_path):
+    from conftest import write_video
+    from pipeline.live.source import SourceConfig
+
+    clip = write_video(tmp_path / "clip.mp4", 25, fps=25)
+    end, got = _collect(str(clip), SourceConfig(rate=4))
+    assert end.kind == "end" and [round(t, 2) for t, _ in got] == [0.0, 0.28, 0.52, 0.76]
+    assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 for _, f in got)
+    (tmp_path / "garbage.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes())
+    end, got = _collect(str(tmp_path / "garbage.mp4"))
+    assert end.kind == "failed" and "not a readable video" in end.reason and not got
+    end, got = _collect(str(clip), SourceConfig(limits=DecodeLimits(max_pixels=100)))  # FFmpeg's probe refuses it
+    assert end.kind == "failed" and "frame size" in end.reason and not got
+    end, _ = _collect(str(tmp_path / "missing.mp4"))
+    assert end.kind == "failed" and "No such file" in end.reason
+
+
+def test_a_resolution_change_mid_stream_is_said_and_decoding_goes_on(tmp_path):
+    import subprocess
+
+    parts = []
+    for i, size in enumerate(["64x48", "96x72"]):
+        parts.append(tmp_path / f"{i}.ts")
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=25",
+                        "-t", "0.4", "-c:v", "mpeg2video", "-output_ts_offset", str(0.4 * i), "-f", "mpegts",
+                        str(parts[-1])], check=True)
+    (tmp_path / "both.ts").write_bytes(b"".join(p.read_bytes() for p in parts))
+    notes = []
+    end, got = _collect(str(tmp_path / "both.ts"), notes=notes)
+    assert end.kind == "end"
+    assert {f.shape for _, f in got} == {(48, 64, 3), (72, 96, 3)}
+    assert len(notes) == 1 and "changed from 64x48 to 96x72" in notes[0]
+
+
+# --- parity with stage one ------------------------------------------------------------------------------------------
+
+def test_a_file_played_live_gives_stage_ones_embeddings(project, predictor):
+    """Every frame of a project video, decoded by the live source and embedded by the engine, equals stage one's
+    embedding of the frame at the same timestamp (the cache's, for the frames it sampled) to 1e-6."""
+    from pipeline.extract.cache import read_cache
+
+    cache = read_cache(project / "cache" / "features.h5")
+    row = next(i for i, p in enumerate(cache.paths) if str(p).endswith("clapping_1.mp4"))
+    end, got = _collect(str(project / "data" / "clapping" / "clapping_1.mp4"))
+    assert end.kind == "end" and len(got) == 25  # every frame (rate 100 > 25 frames/s)
+    with LiveEngine(predictor, LiveConfig(rate=100, every=100, window=100)) as engine:
+        for t, f in got:
+            engine.push(f, t)
+            while not engine.idle():
+                threading.Event().wait(0.001)
+    times, emb = engine.buffer()
+    assert len(times) == 25
+    matched = 0
+    for t, e in zip(cache.timestamps[row], cache.embeddings[row]):
+        at = np.flatnonzero(np.abs(times - t) < 1e-6)
+        assert len(at) == 1, t
+        np.testing.assert_allclose(emb[at[0]], e, atol=1e-6, rtol=0)
+        matched += 1
+    assert matched == 4
+
+
+# --- clip-har-predict --live ------------------------------------------------------------------------------------------
+
+def test_live_with_a_file_prints_one_line_per_answer(project, tmp_path, capsys, monkeypatch):
+    import json
+
+    from conftest import write_video
+    from pipeline.tools.cli import predict
+
+    clip = write_video(tmp_path / "clip.mp4", 55, fps=25)  # 2.2 s: answers at 0, 1 and 2 s
+    monkeypatch.chdir(project)
+    assert predict(["--live", str(clip), "--json", "--every", "1"]) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["time"] for line in lines] == [0.0, 1.0, 2.0]
+    assert all(tuple(line) == JSON_KEYS for line in lines)
+    assert all(line["answer"] in (None, "clapping", "sitting", "walking") and 0 < line["probability"] <= 1
+               and (line["answer"] is None) != line["sure"] and line["latency_ms"] >= 0 for line in lines)
+    assert "live: 3 answers, 9 frames embedded, 0 dropped, latency p50" in err and "the file ended" in err
+    assert predict(["--live", str(clip), "--average", "2"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [r[0].strip() for r in rows] == ["0.00 s", "1.00 s", "2.00 s"] and all(len(r) == 3 for r in rows)
+
+
+def test_live_refuses_before_starting(project, capsys, monkeypatch):
+    from pipeline.tools.cli import predict
+
+    monkeypatch.chdir(project)
+    for url in ["concat:a.mp4|b.mp4", "file:///etc/passwd", "ftp://host/x.mp4"]:
+        assert predict(["--live", url]) == 2
+        assert "--live opens rtsp://" in capsys.readouterr().err
+    assert predict(["--live", "x.mp4", "--average", "0"]) == 2
+    assert "average must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict(["--live", "x.mp4", "a.mp4"])
+    assert "not both" in capsys.readouterr().err
+    assert predict(["--live", "missing.mp4"]) == 1
+    assert "error: missing.mp4: cannot be opened (No such file or directory)" in capsys.readouterr().err
+
+
+def _live_command(project, *args):
+    """clip-har-predict --live ... as a process in the project folder, its stdout and stderr read line by line."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "pipeline.tools.predict", "--live", *args], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_live_udp_stream_then_it_stops(project, tmp_path):
+    """A UDP stream from `ffmpeg -re` on 127.0.0.1 gets answers; when the sender stops, the session waits
+    --stall-timeout, reconnects once, then ends with a message and exit 1."""
+    import json
+    import subprocess
+
+    from conftest import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", 50, fps=25)
+    port = _free_udp_port()
+    live = _live_command(project, f"udp://127.0.0.1:{port}", "--json", "--stall-timeout", "1",
+                         "--reconnects", "1")
+    sender = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip),
+                               "-c:v", "mpeg2video", "-g", "5", "-f", "mpegts",
+                               f"udp://127.0.0.1:{port}?pkt_size=1316"])
+    try:
+        answers = [json.loads(live.stdout.readline()) for _ in range(3)]  # waits on the output, not a clock
+        assert all(tuple(a) == JSON_KEYS for a in answers)
+        assert [a["time"] for a in answers] == sorted(a["time"] for a in answers)
+    finally:
+        sender.kill()
+        sender.wait()
+    out, err = live.communicate(timeout=120)
+    assert live.returncode == 1, err
+    assert "reconnecting (1 of 1)" in err
+    assert f"error: udp://127.0.0.1:{port}: nothing arrived for 1 s (after 1 reconnection)" in err
+    assert "live: " in err and "frames embedded" in err
+
+
+def test_sigterm_ends_a_live_session_cleanly(project, tmp_path):
+    import signal
+
+    from conftest import write_video
+
+    clip = write_video(tmp_path / "long.mp4", 25 * 60, fps=25)  # a minute: it is still playing when stopped
+    live = _live_command(project, str(clip))
+    try:
+        first = live.stdout.readline()
+        assert first.strip().startswith("0.00 s\t"), live.stderr.read() if not first else first
+    finally:
+        live.send_signal(signal.SIGTERM)
+    out, err = live.communicate(timeout=120)
+    assert live.returncode == 0, err
+    summary = [line for line in err.splitlines() if line.startswith("live: ")]
+    assert len(summary) == 1 and "answers" in summary[0] and "latency p50" in summary[0] and "stopped" in summary[0]
+    assert "Traceback" not in err
