@@ -187,7 +187,7 @@ def strip_chart(history) -> alt.Chart:
                           "probability": [h.probability for h in history]})
     end = max(max(times, default=0.0), HISTORY_S)
     table["lane"] = ""  # one row of blocks (a bar chart without y draws nothing in Streamlit)
-    return alt.Chart(table, height=45).mark_bar(stroke="white", clip=True).encode(
+    return alt.Chart(table, height=alt.Step(32)).mark_bar(stroke="white", clip=True).encode(
         y=alt.Y("lane:N", axis=None),
         x=alt.X("start:Q", title=f"stream time (s): the last {HISTORY_S:.0f} s of answers",
                 scale=alt.Scale(domain=[end - HISTORY_S, end])), x2="seconds",
