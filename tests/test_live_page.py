@@ -21,7 +21,7 @@ from pipeline.live.engine import LiveConfig, LiveEngine
 from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor
 from tests.browser import CHROMIUM, WAIT_MS, need_chromium, streamlit_server
-from tests.conftest import APP_RUN_S
+from tests.conftest import APP_RUN_S, committed_params
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "out"  # git-ignored: the screenshot people look at
@@ -114,6 +114,27 @@ def test_ice_servers_are_none_unless_set_and_checked_when_set():
             ice_servers({ICE_SERVERS_ENV: bad})
 
 
+def test_zero_shot_on_the_live_page(project, tiny_clip, tmp_path, monkeypatch):
+    """Zero-shot with the project's params.yaml: the cache's classes offered as actions, edited freely."""
+    import shutil
+
+    import streamlit_webrtc
+    import yaml
+    calls = []
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", lambda **kwargs: calls.append(kwargs) or SimpleNamespace(
+        state=SimpleNamespace(playing=False)))
+    shutil.copytree(project / "cache", tmp_path / "cache")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(
+        data={"root": "data"}, encoder={"model": tiny_clip}, extract={"num_frames": 4})))
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(ROOT / "app" / "live_page.py"), default_timeout=APP_RUN_S).run()
+    assert at.radio[0].value == "zeroshot" and not at.exception, at.exception  # no trained head here
+    assert at.text_area[0].value == "clapping\nsitting\nwalking"
+    at.text_area[0].set_value("waving\njumping\nwaving").run()
+    assert "zero-shot" in at.caption[1].value and "classes: waving, jumping" in at.caption[1].value
+    assert not at.error and len(calls) == 2
+
+
 def test_the_page_without_a_browser(project, monkeypatch):
     """AppTest runs the page with the WebRTC component replaced (AppTest's runtime has no session manager for
     it): the head's line, the start prompt, and what the page asks of the component: no ICE server."""
@@ -135,6 +156,8 @@ def test_the_page_without_a_browser(project, monkeypatch):
     assert [o for o in at.radio[0].options] == ["linear head", "logistic regression", "zero-shot"]
     assert "linear head" in at.caption[1].value and "clapping, sitting, walking" in at.caption[1].value
     assert "Press START" in at.info[0].value
+    at.radio[0].set_value("zeroshot").run()  # the fixture has no params.yaml and no zero-shot head: said so
+    assert "Cannot use the zero-shot: run the app from the project folder" in at.error[0].value.replace("\\", "")
     monkeypatch.setenv(ICE_SERVERS_ENV, '[{"urls": "http://example.org"}]')
     at = AppTest.from_file(str(ROOT / "app" / "live_page.py"), default_timeout=APP_RUN_S).run()
     assert f"{ICE_SERVERS_ENV}: 'http://example.org' is not a stun:" in at.error[0].value.replace("\\", "")
