@@ -132,6 +132,7 @@ def test_zero_shot_on_the_live_page(project, tiny_clip, tmp_path, monkeypatch):
     assert at.text_area[0].value == "clapping\nsitting\nwalking"
     at.text_area[0].set_value("waving\njumping\nwaving").run()
     assert "zero-shot" in at.caption[1].value and "classes: waving, jumping" in at.caption[1].value
+    assert "random encoder" in at.warning[0].value  # the tiny CLIP has random weights
     assert not at.error and len(calls) == 2
 
 
