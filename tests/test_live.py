@@ -10,6 +10,7 @@ import pytest
 from pipeline.decode.video import DecodeLimits
 from pipeline.errors import ConfigError, VideoError
 from pipeline.live.engine import JSON_KEYS, LiveConfig, LiveEngine, default_window
+from tests.conftest import write_video
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +157,54 @@ def test_a_file_source_never_opens_what_it_names(tmp_path):
     assert ends[1].kind == "failed" and "not a readable video" in ends[1].reason
 
 
+def test_a_network_stream_follows_no_redirect_to_a_file_and_no_playlist(tmp_path):
+    """http:// on loopback: a redirect to file:// (a real video) and an HLS playlist whose segment is a real video
+    both fail to open; the file is never read and the segment never asked for."""
+    import http.server
+    import subprocess
+
+    from pipeline.live.source import SourceConfig
+
+    video = tmp_path / "real.ts"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-t", "1",
+                    "-c:v", "mpeg2video", "-f", "mpegts", str(video)], check=True)
+    asked = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            if self.path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", f"file://{video}")
+                self.end_headers()
+                return
+            body = (f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://127.0.0.1:{port}/segment.ts\n"
+                    "#EXT-X-ENDLIST\n").encode() if self.path == "/list.m3u8" else video.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.apple.mpegurl")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        config = SourceConfig(rate=100, stall_s=5, reconnects=0)
+        ends = [_collect(f"http://127.0.0.1:{port}{path}", config) for path in ("/redirect", "/list.m3u8")]
+        before = list(asked)
+        direct = _collect(f"http://127.0.0.1:{port}/segment.ts", config)  # the check can fail: served, it plays
+        server.shutdown()
+    for end, got in ends:
+        assert end.kind == "failed" and "cannot be opened" in end.reason and not got, end
+    assert set(before) == {"/redirect", "/list.m3u8"}  # both were asked for; the segment never was
+    # not paced (a network stream comes at its sender's speed): what the caller did not take in time is dropped
+    assert direct[0].kind == "end" and len(direct[1]) + direct[0].dropped == 25 and direct[1]
+
+
 def test_a_file_plays_at_its_rate_cap_and_damage_gets_a_message(tmp_path):
-    from conftest import write_video
     from pipeline.live.source import SourceConfig
 
     clip = write_video(tmp_path / "clip.mp4", 25, fps=25)
@@ -188,6 +235,35 @@ def test_a_resolution_change_mid_stream_is_said_and_decoding_goes_on(tmp_path):
     assert end.kind == "end"
     assert {f.shape for _, f in got} == {(48, 64, 3), (72, 96, 3)}
     assert len(notes) == 1 and "changed from 64x48 to 96x72" in notes[0]
+
+
+def test_stream_time_goes_on_over_a_timestamp_jump_back(tmp_path):
+    """Two 1 s parts that both start at 0 (a sender restarted): the second part's frames carry on after the
+    first's instead of being refused by the rate cap."""
+    import subprocess
+
+    part = tmp_path / "part.ts"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-t", "1",
+                    "-c:v", "mpeg2video", "-f", "mpegts", str(part)], check=True)
+    (tmp_path / "twice.ts").write_bytes(part.read_bytes() * 2)
+    end, got = _collect(str(tmp_path / "twice.ts"))
+    times = [t for t, _ in got]
+    assert end.kind == "end" and len(times) == 50 and all(b > a for a, b in zip(times, times[1:]))
+
+
+def test_a_decoder_out_of_memory_ends_the_source_with_a_message_in_bounded_time(tmp_path):
+    """The worker's memory limit (here 1 MiB over its imports: nothing fits) ends the source with a reason, the
+    watchdog's at the latest (stall_s + GRACE_S), never a hang or an exception in the caller."""
+    import subprocess
+
+    from pipeline.live.source import SourceConfig
+
+    hd = tmp_path / "hd.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=1280x720:rate=25", "-t", "1",
+                    "-c:v", "mpeg2video", str(hd)], check=True)
+    end, got = _collect(str(hd), SourceConfig(memory_mb=1, stall_s=1))
+    assert end.kind == "failed" and not got
+    assert any(why in end.reason for why in ("out of memory", "nothing arrived", "crashed", "Cannot allocate")), end
 
 
 # --- parity with stage one ------------------------------------------------------------------------------------------
@@ -222,7 +298,6 @@ def test_a_file_played_live_gives_stage_ones_embeddings(project, predictor):
 def test_live_with_a_file_prints_one_line_per_answer(project, tmp_path, capsys, monkeypatch):
     import json
 
-    from conftest import write_video
     from pipeline.tools.cli import predict
 
     clip = write_video(tmp_path / "clip.mp4", 55, fps=25)  # 2.2 s: answers at 0, 1 and 2 s
@@ -234,7 +309,7 @@ def test_live_with_a_file_prints_one_line_per_answer(project, tmp_path, capsys, 
     assert all(tuple(line) == JSON_KEYS for line in lines)
     assert all(line["answer"] in (None, "clapping", "sitting", "walking") and 0 < line["probability"] <= 1
                and (line["answer"] is None) != line["sure"] and line["latency_ms"] >= 0 for line in lines)
-    assert "live: 3 answers, 9 frames embedded, 0 dropped, latency p50" in err and "the file ended" in err
+    assert "live: 3 answers, 9 frames embedded, 0 dropped, latency p50" in err and "the source ended" in err
     assert predict(["--live", str(clip), "--average", "2"]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert [r[0].strip() for r in rows] == ["0.00 s", "1.00 s", "2.00 s"] and all(len(r) == 3 for r in rows)
@@ -281,15 +356,15 @@ def test_live_udp_stream_then_it_stops(project, tmp_path):
     import json
     import subprocess
 
-    from conftest import write_video
 
     clip = write_video(tmp_path / "clip.mp4", 50, fps=25)
     port = _free_udp_port()
-    live = _live_command(project, f"udp://127.0.0.1:{port}", "--json", "--stall-timeout", "1",
-                         "--reconnects", "1")
+    # the sender first (nobody listening yet: its packets are lost), so the receiver's first wait is not its start
     sender = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip),
                                "-c:v", "mpeg2video", "-g", "5", "-f", "mpegts",
                                f"udp://127.0.0.1:{port}?pkt_size=1316"])
+    live = _live_command(project, f"udp://127.0.0.1:{port}", "--json", "--stall-timeout", "2",
+                         "--reconnects", "1")
     try:
         answers = [json.loads(live.stdout.readline()) for _ in range(3)]  # waits on the output, not a clock
         assert all(tuple(a) == JSON_KEYS for a in answers)
@@ -300,14 +375,13 @@ def test_live_udp_stream_then_it_stops(project, tmp_path):
     out, err = live.communicate(timeout=120)
     assert live.returncode == 1, err
     assert "reconnecting (1 of 1)" in err
-    assert f"error: udp://127.0.0.1:{port}: nothing arrived for 1 s (after 1 reconnection)" in err
+    assert f"error: udp://127.0.0.1:{port}: nothing arrived for 2 s (after 1 reconnection)" in err
     assert "live: " in err and "frames embedded" in err
 
 
 def test_sigterm_ends_a_live_session_cleanly(project, tmp_path):
     import signal
 
-    from conftest import write_video
 
     clip = write_video(tmp_path / "long.mp4", 25 * 60, fps=25)  # a minute: it is still playing when stopped
     live = _live_command(project, str(clip))

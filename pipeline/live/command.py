@@ -63,7 +63,7 @@ def summary_line(engine: LiveEngine, end: SourceEnd | None) -> str:
     s = engine.stats
     p50, p95 = s.latency_percentile(50), s.latency_percentile(95)
     latency = f"latency p50 {p50:.0f} ms, p95 {p95:.0f} ms" if p50 is not None else "no latency (no answer)"
-    how = {"end": "the file ended", "stopped": "stopped", "failed": "failed"}[end.kind] if end else "stopped"
+    how = {"end": "the source ended", "stopped": "stopped", "failed": "failed"}[end.kind] if end else "stopped"
     dropped = s.dropped + (end.dropped if end else 0)
     return (f"live: {s.answers} answers, {s.embedded} frames embedded, {dropped} dropped, {latency}; {how}")
 

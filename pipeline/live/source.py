@@ -44,6 +44,7 @@ CAMERA_FORMAT = "v4l2"  # FFmpeg's Video4Linux2 input: /dev/video0
 QUEUED = 2  # decoded frames waiting for the caller: the newest go when the caller is slower (counted as dropped)
 BAD_IN_A_ROW = 200  # packets in a row that fail to decode before the stream is called garbage
 MAX_NOTES = 5  # frame-size changes reported (a hostile stream could change size at every frame)
+BACK_S = 0.5  # timestamps going back by more than this are a discontinuity (smaller: late frames, skipped)
 GRACE_S = 5.0  # beyond stall_s, before the watchdog ends a worker that FFmpeg's own read timeout did not stop
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
@@ -156,7 +157,7 @@ def _run_worker(source, config, push, stop, on_note, offset) -> tuple[SourceEnd,
                 end = SourceEnd("stopped")
                 break
             try:
-                msg = out.get(timeout=0.1)
+                msg = out.get(timeout=0.1 if worker.is_alive() else 1.0)  # a last message may still be on its way
             except queue.Empty:
                 if not worker.is_alive():
                     end = SourceEnd("failed", _crash_reason(worker.exitcode))
@@ -253,9 +254,10 @@ def _open(source: Source, config: SourceConfig):
 
 def _frames(source, config, container, stream, out, quit_, progress, dropped) -> None:
     """Decode the stream, passing on the first frame of each 1 / rate tick of stream time as ("frame", t, rgb,
-    dropped); a file is paced at its own speed. VideoError for a frame over the limits, garbage, a timestamp jump
-    past stall_s in a file."""
-    start, t0, size, last_tick, bad, notes = time.monotonic(), None, None, -math.inf, 0, 0
+    dropped); a file is paced at its own speed. Stream time is the frames' timestamps from the first, carried on
+    over a jump back of more than BACK_S or ahead of more than stall_s. VideoError for a frame over the limits,
+    garbage."""
+    start, t0, size, last_tick, bad, notes, last_t = time.monotonic(), None, None, -math.inf, 0, 0, None
     for packet in container.demux(stream):
         if quit_.is_set():
             return
@@ -279,10 +281,12 @@ def _frames(source, config, container, stream, out, quit_, progress, dropped) ->
             now = frame.time if frame.time is not None else time.monotonic() - start
             t0 = now if t0 is None else t0
             t = now - t0
-            if source.kind == "file":
+            if last_t is not None and not last_t - BACK_S <= t <= last_t + config.stall_s:
+                # a discontinuity (a sender restarted, timestamps wrapped): stream time goes on from the last frame
+                t0, t = now - last_t - 1.0 / config.rate, last_t + 1.0 / config.rate
+            last_t = max(t, last_t if last_t is not None else t)
+            if source.kind == "file":  # at its own speed
                 ahead = start + t - time.monotonic()
-                if ahead > config.stall_s:
-                    raise StreamError(source.name, f"the timestamps jump {ahead:.1f} s ahead at {t:.2f} s")
                 if ahead > 0 and quit_.wait(ahead):
                     return
             tick = math.floor(t * config.rate + 1e-6)
