@@ -43,9 +43,11 @@ def main() -> None:
     except UserError as e:
         st.error(f"Cannot use the {HEAD_LABELS[kind]}: {shown_name(e)}")
         st.stop()
-    st.caption(f"{HEAD_LABELS[kind]} · encoder `{features['encoder_model']}` · {features['num_frames']} frames "
-               f"per answer · classes: {', '.join(shown_name(class_text(c)) for c in head.classes_)}")
-    st.caption(describe_data(head.calibration_))
+    # a head file is untrusted: every string from it shown literally (shown_name), as on Predict
+    st.caption(f"{HEAD_LABELS[kind]} · encoder {shown_name(features['encoder_model'])} · "
+               f"{shown_name(features['num_frames'])} frames per answer · classes: "
+               f"{', '.join(shown_name(class_text(c)) for c in head.classes_)}")
+    st.caption(shown_name(describe_data(head.calibration_)))
     if random_encoder_note(features):
         st.warning(random_encoder_note(features))
     try:
