@@ -13,6 +13,7 @@ from app.live_feed import HISTORY_S, LiveFeed, ice_servers
 from pipeline.decode.video import SAMPLING, DecodeLimits
 from pipeline.errors import ConfigError, UserError, printable
 from pipeline.extract.cache import open_cache, random_encoder_note
+from pipeline.extract.runner import ExtractConfig
 from pipeline.heads.calibration import describe_data
 from pipeline.heads.zeroshot import zeroshot_head
 from pipeline.live.engine import LiveConfig, LiveEngine
@@ -102,11 +103,7 @@ def chosen_head(kind: str, trained: dict[str, Path]):
     if saved.is_file():
         made = cached_head(str(saved), saved.stat().st_mtime_ns)
         features, default, calibration = dict(made.meta_.features), made.classes_, made.calibration_
-    elif Path(PARAMS).is_file():
-        try:
-            cfg = extract_config(read_params())
-        except KeyError as e:
-            raise ConfigError(f"{PARAMS} has no {e} setting") from None
+    elif (cfg := project_config()) is not None:
         features = {"encoder_model": cfg.model, "num_frames": cfg.num_frames, "preprocess": cfg.preprocess,
                     "backend": cfg.backend, "quantize": cfg.quantize}
         default = cache_classes()
@@ -133,14 +130,24 @@ def cache_classes() -> list[str]:
         return []
 
 
+def project_config() -> ExtractConfig | None:
+    """Stage one's settings from the project's params.yaml, as the stage reads them; None without one, ConfigError
+    when it cannot be used."""
+    if not Path(PARAMS).is_file():
+        return None
+    try:
+        return extract_config(read_params())
+    except KeyError as e:
+        raise ConfigError(f"{PARAMS} has no {e} setting") from None
+
+
 def project_limits() -> DecodeLimits:
     """Stage one's frame size limits from params.yaml (extract.max_pixels ...), or the defaults without one."""
-    if not Path(PARAMS).is_file():
-        return DecodeLimits()
     try:
-        return extract_config(read_params()).limits()
-    except (UserError, OSError, KeyError):  # a params.yaml being edited: the defaults
-        return DecodeLimits()
+        cfg = project_config()
+    except (UserError, OSError):  # a params.yaml being edited: the defaults
+        cfg = None
+    return cfg.limits() if cfg is not None else DecodeLimits()
 
 
 def class_text(class_name: str) -> str:
