@@ -95,6 +95,7 @@ def run_live(args: argparse.Namespace, head, encoder) -> int:
         print(f"note: {text}", file=sys.stderr, flush=True)
 
     def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not interrupt the ending
         raise _Stop()
 
     warning = random_encoder_note(head.meta_.features)

@@ -268,7 +268,7 @@ def predict(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", metavar="PATH", help="video files or folders")
     parser.add_argument("--head", choices=sorted(HEAD_FILES), default="linear")
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines (--live: JSON lines)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--segments", nargs=2, type=float, metavar=("WINDOW", "STRIDE"),
                         help="also answer for sliding windows of WINDOW seconds every STRIDE seconds")
