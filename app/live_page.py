@@ -1,6 +1,7 @@
 """The app's Live page: the browser's camera through WebRTC, answered every second by the live engine."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import altair as alt
@@ -25,7 +26,8 @@ from stages.extract import extract_config
 HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression", "zeroshot": "zero-shot"}  # as Predict
 # the camera as most laptops give it, at a rate the app can receive on 2 cores (the engine embeds a few of them)
 CAMERA = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 15}}, "audio": False}
-WAIT_S = 0.5  # the page's wait for the next answer before it checks the stream is still on
+WAIT_S = 0.5  # the page's wait for the next answer
+REDRAW_S = 5.0  # the page redraws at least this often while the camera is on
 
 
 def main() -> None:
@@ -86,9 +88,13 @@ def main() -> None:
     if not ctx.state.playing:
         feed.stop()
         return
+    drawn = time.monotonic()
     while ctx.state.playing:  # a rerun (a click, Stop) ends this run of the page, and with it the loop
-        if feed.next_answer(WAIT_S) is not None:
+        # drawn at each answer, and every REDRAW_S without one: a drawing is where Streamlit ends the run of a
+        # session that has gone (a closed tab), so the loop never outlives its browser
+        if feed.next_answer(WAIT_S) is not None or time.monotonic() - drawn > REDRAW_S:
             draw()
+            drawn = time.monotonic()
 
 
 def chosen_head(kind: str, trained: dict[str, Path]):
