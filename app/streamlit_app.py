@@ -27,4 +27,5 @@ if "from" in launch_record() and Path.cwd() == ROOT:
     st.warning(f"Launched from `{launch_record()['from']}`, which is not a project folder (no {PARAMS}, no head): "
                f"using this app's project, `{ROOT}`.")
 st.navigation([st.Page("predict_page.py", title="Predict", icon=":material/movie:", default=True),
+               st.Page("live_page.py", title="Live", icon=":material/videocam:"),
                st.Page("embeddings_page.py", title="Embeddings", icon=":material/scatter_plot:")]).run()
