@@ -18,12 +18,11 @@ from pipeline.extract.runner import ExtractConfig
 from pipeline.heads.calibration import describe_data
 from pipeline.heads.zeroshot import zeroshot_head
 from pipeline.live.engine import LiveConfig, LiveEngine
+from pipeline.heads.kinds import HEADS, TRAINED
 from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
 from pipeline.tools.predict import NOT_SURE, answer_text, make_predictor
-from stages import read_params
-from stages.extract import extract_config
+from pipeline.extract.project import project_extract_config
 
-HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression", "zeroshot": "zero-shot"}  # as Predict
 # the camera as most laptops give it, at a rate the app can receive on 2 cores (the engine embeds a few of them)
 CAMERA = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 15}}, "audio": False}
 WAIT_S = 0.5  # the page's wait for the next answer
@@ -34,8 +33,9 @@ def main() -> None:
     st.title("Live: what is the person doing?")
     st.caption("Your camera, answered every second by the same encoder and head as Predict. The video goes only "
                "to this app's server.")
-    trained = {kind: Path(HEAD_FILES[kind]) for kind in ("linear", "logreg") if Path(HEAD_FILES[kind]).is_file()}
-    kind = st.radio("Head", [*trained, "zeroshot"], format_func=HEAD_LABELS.get, horizontal=True, key="live_head")
+    trained = {kind: Path(HEAD_FILES[kind]) for kind in TRAINED if Path(HEAD_FILES[kind]).is_file()}
+    kind = st.radio("Head", [*trained, "zeroshot"], format_func=lambda kind: HEADS[kind].label, horizontal=True,
+                    key="live_head")
     try:
         servers = ice_servers()
     except ConfigError as e:
@@ -44,10 +44,10 @@ def main() -> None:
     try:
         head, features, key = chosen_head(kind, trained)
     except UserError as e:
-        st.error(f"Cannot use the {HEAD_LABELS[kind]}: {shown_name(e)}")
+        st.error(f"Cannot use the {HEADS[kind].label}: {shown_name(e)}")
         st.stop()
     # a head file is untrusted: every string from it shown literally (shown_name), as on Predict
-    st.caption(f"{HEAD_LABELS[kind]} · encoder {shown_name(features['encoder_model'])} · "
+    st.caption(f"{HEADS[kind].label} · encoder {shown_name(features['encoder_model'])} · "
                f"{shown_name(features['num_frames'])} frames per answer · classes: "
                f"{', '.join(shown_name(class_text(c)) for c in head.classes_)}")
     st.caption(shown_name(describe_data(head.calibration_)))
@@ -58,7 +58,7 @@ def main() -> None:
             predictor = make_predictor(head, cached_encoder(features["encoder_model"], features["preprocess"],
                                                             features["backend"], features["quantize"]), None)
     except UserError as e:  # a head made for another encoder or sampling
-        st.error(f"Cannot use the {HEAD_LABELS[kind]}: {shown_name(e)}")
+        st.error(f"Cannot use the {HEADS[kind].label}: {shown_name(e)}")
         st.stop()
     feed = st.session_state.setdefault("live_feed", LiveFeed())
     config = LiveConfig(limits=project_limits())
@@ -139,12 +139,7 @@ def cache_classes() -> list[str]:
 def project_config() -> ExtractConfig | None:
     """Stage one's settings from the project's params.yaml, as the stage reads them; None without one, ConfigError
     when it cannot be used."""
-    if not Path(PARAMS).is_file():
-        return None
-    try:
-        return extract_config(read_params())
-    except KeyError as e:
-        raise ConfigError(f"{PARAMS} has no {e} setting") from None
+    return project_extract_config()
 
 
 def project_limits() -> DecodeLimits:

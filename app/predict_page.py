@@ -16,6 +16,7 @@ from pipeline.heads.calibration import describe_data
 from pipeline.data.discover import VIDEO_EXTENSIONS
 from pipeline.errors import ConfigError, HeadError, UserError, VideoError, printable
 from pipeline.extract.runner import ExtractConfig, dataset
+from pipeline.heads.kinds import HEADS, TRAINED
 from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
 from pipeline.tools.predict import (NOT_SURE, answer_text, make_predictor, predict_segments, predict_video,
                               temporary_upload)
@@ -25,7 +26,6 @@ from pipeline.heads.zeroshot import zeroshot_head
 from pipeline.extract.project import project_extract_config
 
 UPLOAD_TYPES = [e[1:] for e in VIDEO_EXTENSIONS]  # the same videos as stage one takes
-HEAD_LABELS = {"linear": "linear head", "logreg": "logistic regression", "zeroshot": "zero-shot"}
 TEXT_LINE_PX = 26  # the height of one line in Streamlit's text area
 WINDOW, STRIDE = 4.0, 2.0  # seconds: the timeline's sliding windows (widened for long videos: predict_segments)
 STEP_LABELS = {"loading": "Loading the CLIP encoder (the first time only: it can take a while)…",
@@ -49,12 +49,12 @@ class Choice:
 def main() -> None:
     st.title("What is the person doing?")
     # run from the project folder, like dvc: heads and a local encoder directory are found relative to it
-    trained = {kind: Path(HEAD_FILES[kind]) for kind in ("linear", "logreg") if Path(HEAD_FILES[kind]).is_file()}
+    trained = {kind: Path(HEAD_FILES[kind]) for kind in TRAINED if Path(HEAD_FILES[kind]).is_file()}
     if not trained:
         st.info(f"No trained head yet in `{Path.cwd()}`: train one there with `dvc repro` "
                 f"(it writes {' and '.join(HEAD_FILES.values())}). Meanwhile, zero-shot works from the names of "
                 "the actions alone.")
-    kind = st.radio("Head", [*trained, "zeroshot"], format_func=HEAD_LABELS.get, horizontal=True)
+    kind = st.radio("Head", [*trained, "zeroshot"], format_func=lambda kind: HEADS[kind].label, horizontal=True)
     settings = project_settings()
     # stage one's time and memory limits per video (extract.video_timeout_s, worker_memory_mb), as the messages say
     pool = cached_pool(settings.pool().timeout_s, settings.pool().memory_mb) if settings else cached_pool()
@@ -66,11 +66,11 @@ def main() -> None:
             head = cached_head(str(trained[kind]), trained[kind].stat().st_mtime_ns)
             choice = Choice(kind, head.meta_.features, head.classes_, head, head.calibration_)
     except UserError as e:
-        st.error(f"Cannot use the {HEAD_LABELS[kind]}: {shown_name(e)}")
+        st.error(f"Cannot use the {HEADS[kind].label}: {shown_name(e)}")
         st.stop()
     features = choice.features
     # every value from the head's file shown literally (shown_name): a head's metadata is not Markdown to render
-    st.caption(f"{HEAD_LABELS[kind]} · encoder {shown_name(features['encoder_model'])} · "
+    st.caption(f"{HEADS[kind].label} · encoder {shown_name(features['encoder_model'])} · "
                f"{shown_name(features['num_frames'])} frames per video · classes: "
                f"{', '.join(shown_name(class_text(c)) for c in choice.classes)}")
     st.caption(shown_name(describe_data(choice.calibration)))  # how much data the head was trained and calibrated on
@@ -98,11 +98,11 @@ def main() -> None:
             return
         # kept after a head switch (or new zero-shot actions), and said to be the other head's
         if shown["head"] != kind:
-            st.info(f"The answer below is the {HEAD_LABELS[shown['head']]}'s: press Predict for the "
-                    f"{HEAD_LABELS[kind]}'s.")
+            st.info(f"The answer below is the {HEADS[shown['head'].label]}'s: press Predict for the "
+                    f"{HEADS[kind].label}'s.")
         elif list(shown["prediction"].class_names) != choice.classes:
             st.info("The answer below is for the previous actions: press Predict for these.")
-        st.caption(f"Answer of the {HEAD_LABELS[shown['head']]}")
+        st.caption(f"Answer of the {HEADS[shown['head'].label]}")
         if shown["note"] and not random_encoder_note(features):  # known once the encoder has loaded
             st.warning(shown["note"])
         show_prediction(shown["prediction"])
@@ -196,7 +196,7 @@ def run_prediction(upload, choice: Choice, pool, limits: DecodeLimits, timeline:
         st.warning(f"{e}.")
         return None
     except HeadError as e:  # made for another encoder or sampling than this code's
-        st.error(f"Cannot use the {HEAD_LABELS[choice.kind]}: {shown_name(e)}")
+        st.error(f"Cannot use the {HEADS[choice.kind].label}: {shown_name(e)}")
         return None
     except VideoError as e:  # it names "the uploaded file": here, the upload's own name
         st.error(f"{shown_name(upload.name)}: {shown_name(e.reason)}")
