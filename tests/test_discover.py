@@ -28,7 +28,7 @@ def test_links_out_of_the_root_are_reported_not_followed(tmp_path):
     assert all("a symbolic link out of the data root" in r and "not followed" in r for _, r in problems)
     assert "(to /)" in dict(problems)["everything"]
     (root / "everything").unlink()
-    inside_a = find_video_files(root / "a")  # a folder searched (pipeline.tools.predict FOLDER): no data.* setting named
+    inside_a = find_video_files(root / "a")  # a folder searched (clip-har-predict FOLDER): no data.* setting named
     assert [(p.name, r) for p, r in inside_a.problems] == [
         ("away", f"a symbolic link out of the folder searched (to {tmp_path / 'away'}): not followed"),
         ("up", f"a symbolic link out of the folder searched (to {root}): not followed"),

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pipeline.tools.cli import tiny_clip as tiny_clip_command
-from pipeline.embed.encoder import (AUTO_BATCH_SIZE, Embedder, EncoderConfig, auto_batch_size, embed_frames, load_encoder,
+from pipeline.embed.encoder import (AUTO_BATCH_SIZE, Embedder, EncoderConfig, auto_batch_size, embed_frames,
+                                    load_encoder,
                               preprocess_frames)
 from pipeline.errors import ConfigError
 from pipeline.embed.tiny_clip import build_tiny_clip

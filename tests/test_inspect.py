@@ -10,7 +10,8 @@ import pytest
 from pipeline.extract.cache import KEY_ATTRS, SCHEMA_VERSION, empty_cache, write_cache
 from pipeline.tools.cli import inspect
 from pipeline.errors import ConfigError, printable
-from pipeline.tools.inspector import NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors, summarize
+from pipeline.tools.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors,
+                                      summarize)
 from pipeline.tools.neardup import similar_pairs
 from pipeline.heads.split_file import PARTS, write_split
 
@@ -246,7 +247,7 @@ def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
 
 
 def test_python_m_pipeline_inspector_is_the_same_command(tmp_path):
-    """`python -m pipeline.tools.inspector` runs clip-har-inspect's command line (pipeline.tools.cli.inspect), status included."""
+    """`python -m pipeline.tools.inspector` runs clip-har-inspect's command line (tools.cli.inspect), status included."""
     hand_cache(tmp_path, [E[0], E[1]], [0, 1])
     root = ROOT
     run = subprocess.run([sys.executable, "-m", "pipeline.tools.inspector", str(tmp_path / "f.h5"), "--json"], cwd=root,

@@ -124,10 +124,11 @@ def test_the_derivation_sees_what_a_stage_uses(tmp_path):
     script.write_text("from pipeline.heads.plots import StageLive\nfrom stages import read_params\n"
                       "def main():\n    params = read_params()\n    f(params['train'], params['split']['seed'])\n"
                       "    g(read_params()['demo'])\n")
-    assert code_used(script) == {"stages/__init__.py", "pipeline/heads/plots.py", "pipeline/errors.py", "pipeline/paths.py",
-                                 "pipeline/settings.py", str(script)}
+    assert code_used(script) == {"stages/__init__.py", "pipeline/heads/plots.py", "pipeline/errors.py",
+                                 "pipeline/paths.py", "pipeline/settings.py", str(script)}
     assert params_read(script) == {"train", "split.seed", "demo"}
-    assert code_used(ROOT / "stages" / "train.py") >= {"pipeline/heads/estimators.py", "pipeline/extract/cache.py"}  # heads -> cache
+    # heads -> cache
+    assert code_used(ROOT / "stages" / "train.py") >= {"pipeline/heads/estimators.py", "pipeline/extract/cache.py"}
 
 
 def test_params_yaml_is_written_as_dvc_writes_it(tmp_path):

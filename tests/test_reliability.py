@@ -371,7 +371,8 @@ def test_a_second_writer_process_is_refused(tmp_path, tiny_clip):
     cache_file = tmp_path / "f.h5"
     # the first writer: a real stage-one run in another process, slowed to half a second a video (decoding
     # sleeps first) so that the second one surely starts while it works
-    code = ("import time\nimport pipeline.extract.runner as e\nimport pipeline.decode.workers as w\nreal = w.read_frames\n"
+    code = ("import time\nimport pipeline.extract.runner as e\nimport pipeline.decode.workers as w\n"
+            "real = w.read_frames\n"
             "w.read_frames = lambda *a, **k: (time.sleep(0.5), real(*a, **k))[1]\n"
             f"e.extract_features(e.ExtractConfig(root={str(root)!r}, cache_path={str(cache_file)!r}, "
             f"model={tiny_clip!r}, num_frames=8, batch_size=8, device='cpu', shard_size=1, workers=0), "

@@ -84,8 +84,8 @@ def test_a_worker_imports_the_reader_and_not_its_callers(tmp_path, monkeypatch):
     with DecodePool(PoolConfig(workers=1), decode=modules_decode) as pool:
         modules = next(pool.map([str(tmp_path / "any.mp4")], READ))
     assert "pipeline.decode.workers" in modules and "pipeline.decode.video" in modules
-    # (the embedder, pipeline.embed.encoder, is there where stage one's pool started the workers' forkserver: it preloads
-    # it for the workers that embed)
+    # (the embedder, pipeline.embed.encoder, is there where stage one's pool started the workers' forkserver: it
+    # preloads it for the workers that embed)
     assert not {"pipeline.extract.runner", "pipeline.extract.engines", "stages"} & set(modules), modules
 
 

@@ -270,8 +270,8 @@ class DecodePool:
         segments: per file, the (start, end) seconds to sample inside (None: cfg.segment). hashed: per file, its
         Hashed from a hashing done before, or None (load_video's hash_bytes): a file still the one hashed is not
         hashed again before decoding (only after, to check that the bytes decoded are those hashed), so the
-        bounded hashing (extract.hash_timeout_s) is done before the decode timeout starts. Keeps two videos per worker in flight, so
-        workers never wait on the consumer's order.
+        bounded hashing (extract.hash_timeout_s) is done before the decode timeout starts. Keeps two videos per
+        worker in flight, so workers never wait on the consumer's order.
         """
         jobs = ((file, cfg if seg is None else replace(cfg, segment=tuple(seg)),
                  hash_bytes if pre is None else pre)

@@ -226,8 +226,8 @@ def _classes(family: str) -> tuple[type, type]:
 def preprocess_frames(frames: np.ndarray, encoder: Encoder) -> torch.Tensor:
     """RGB uint8 frames (N, H, W, 3) of one size -> float32 pixel values (N, 3, S, S) as the processor config says.
 
-    The decode workers' resize and crop (pipeline.decode.video.resize_crop), then `normalize`: what stage one does, in one
-    call, for frames decoded elsewhere.
+    The decode workers' resize and crop (pipeline.decode.frames.resize_crop), then `normalize`: what stage one does,
+    in one call, for frames decoded elsewhere.
     """
     spec = encoder.frame_spec()
     crops = np.stack([resize_crop(f, spec) for f in frames]) if len(frames) else np.zeros((0, spec.crop_h,

@@ -36,7 +36,7 @@ class RayEngine:
     """Connects to Ray (or starts it on this machine), asks a node that will encode what its encoder is, then runs
     videos through Ray Data: results() yields what LocalEngine.results does, in completion order.
 
-    encoder_attrs, frame_spec and batch_size as on LocalEngine (the Engine interface, pipeline.extract.engines), from the
+    encoder_attrs, frame_spec and batch_size as on LocalEngine (the Engine interface: pipeline.extract.engines), from
     encoder and pool settings; address: extract.ray_address; threads: torch's intra-op thread count in this process
     (what the local engine would encode with: the stage sets it, pipeline.threads), which every encoder actor uses.
     A context manager; shuts down a Ray it started.

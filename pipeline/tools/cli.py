@@ -102,7 +102,7 @@ def tiny_clip(argv: list[str] | None = None) -> int:
                         help="clip (default), siglip, or siglip2 (fixed resolution, as "
                              "google/siglip2-base-patch16-224)")
     args = parser.parse_args(argv)
-    from pipeline.embed.tiny_clip import build_tiny_clip  # transformers loads in seconds: only once the arguments are good
+    from pipeline.embed.tiny_clip import build_tiny_clip  # transformers: seconds, only once the arguments are good
 
     out = args.tiny or args.full_size
     try:
