@@ -12,7 +12,8 @@ from pathlib import Path
 import cv2
 import streamlit as st
 
-from pipeline.errors import UserError, printable
+from pipeline.errors import ConfigError, UserError, printable
+from pipeline.heads.calibration import describe_data
 from pipeline.heads.estimators import load_head
 from pipeline.tools.inspector import load
 from pipeline.tools.predict import encoder_for
@@ -141,3 +142,24 @@ def project_data_root() -> Path | None:
         return Path(load_params()["data"]["root"]).resolve()
     except (UserError, OSError, KeyError):  # a params.yaml being edited: the page says there is no root
         return None
+
+
+ACTIONS_LABEL = "Actions, one per line or separated by commas (edit them freely)"
+
+
+def typed_actions(text: str) -> list[str]:
+    """The actions a user typed for zero-shot, one per line or separated by commas, each once in the order typed.
+    ConfigError for fewer than two: zero-shot chooses among them, and one action would always be the answer."""
+    actions = list(dict.fromkeys(a.strip() for a in re.split(r"[,\n]", text) if a.strip()))
+    if len(actions) < 2:
+        raise ConfigError("type at least two actions, one per line or separated by commas")
+    return actions
+
+
+def calibration_caption(calibration, classes: list[str], calibrated_on: list[str] | None = None) -> str:
+    """How much data a head was trained and calibrated on (describe_data); for zero-shot over actions other than
+    those its calibration was fitted on (calibrated_on, the project's classes), a line saying so instead."""
+    if calibration is not None and calibrated_on is not None and set(classes) != set(calibrated_on):
+        return ("zero-shot over the actions typed: its temperature was fitted on the project's classes, never on "
+                "videos of these actions (a best guess)")
+    return describe_data(calibration)

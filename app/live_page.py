@@ -9,13 +9,13 @@ import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from app.common import cached_encoder, cached_head, cached_text_embeddings, shown_name
+from app.common import (ACTIONS_LABEL, cached_encoder, cached_head, cached_text_embeddings, calibration_caption,
+                        shown_name, typed_actions)
 from app.live_feed import HISTORY_S, LiveFeed, ice_servers
 from pipeline.decode.video import SAMPLING, DecodeLimits
 from pipeline.errors import ConfigError, UserError, printable
 from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.extract.runner import ExtractConfig
-from pipeline.heads.calibration import describe_data
 from pipeline.heads.zeroshot import zeroshot_head
 from pipeline.live.engine import LiveConfig, LiveEngine
 from pipeline.heads.kinds import HEADS, TRAINED
@@ -50,7 +50,9 @@ def main() -> None:
     st.caption(f"{HEADS[kind].label} · encoder {shown_name(features['encoder_model'])} · "
                f"{shown_name(features['num_frames'])} frames per answer · classes: "
                f"{', '.join(shown_name(class_text(c)) for c in head.classes_)}")
-    st.caption(shown_name(describe_data(head.calibration_)))
+    calibrated_on = None if kind != "zeroshot" or not Path(HEAD_FILES["zeroshot"]).is_file() else \
+        cached_head(HEAD_FILES["zeroshot"], Path(HEAD_FILES["zeroshot"]).stat().st_mtime_ns).classes_
+    st.caption(shown_name(calibration_caption(head.calibration_, head.classes_, calibrated_on)))
     if random_encoder_note(features):
         st.warning(random_encoder_note(features))
     try:
@@ -115,10 +117,8 @@ def chosen_head(kind: str, trained: dict[str, Path]):
         default = cache_classes()
     else:
         raise ConfigError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
-    text = st.text_area("Actions, one per line (edit them freely)", value="\n".join(default), key="live_actions")
-    actions = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
-    if not actions:
-        raise ConfigError("type at least one action")
+    text = st.text_area(ACTIONS_LABEL, value="\n".join(default), key="live_actions")
+    actions = typed_actions(text)  # ConfigError: fewer than two
     encoder = cached_encoder(features["encoder_model"], features["preprocess"], features["backend"],
                              features["quantize"])
     attrs = {**encoder.describe(), "num_frames": features["num_frames"], "sampling": SAMPLING}

@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.common import (Busy, cached_encoder, cached_head, cached_pool, cached_text_embeddings, frame_strip,
-                        held_worker, shown_name)
+from app.common import (ACTIONS_LABEL, Busy, cached_encoder, cached_head, cached_pool, cached_text_embeddings,
+                        calibration_caption, frame_strip, held_worker, shown_name, typed_actions)
 from pipeline.extract.cache import open_cache, random_encoder_note
-from pipeline.heads.calibration import describe_data
 from pipeline.data.discover import VIDEO_EXTENSIONS
 from pipeline.errors import ConfigError, HeadError, UserError, VideoError, printable
 from pipeline.extract.runner import ExtractConfig, dataset
@@ -44,6 +43,7 @@ class Choice:
     classes: list[str]
     head: object = None
     calibration: object = None
+    calibrated_on: list[str] | None = None  # the classes the calibration was fitted on, where they may differ
 
 
 def main() -> None:
@@ -73,7 +73,8 @@ def main() -> None:
     st.caption(f"{HEADS[kind].label} · encoder {shown_name(features['encoder_model'])} · "
                f"{shown_name(features['num_frames'])} frames per video · classes: "
                f"{', '.join(shown_name(class_text(c)) for c in choice.classes)}")
-    st.caption(shown_name(describe_data(choice.calibration)))  # how much data the head was trained and calibrated on
+    # how much data the head was trained and calibrated on
+    st.caption(shown_name(calibration_caption(choice.calibration, choice.classes, choice.calibrated_on)))
     if random_encoder_note(features):
         st.warning(random_encoder_note(features))
 
@@ -98,11 +99,11 @@ def main() -> None:
             return
         # kept after a head switch (or new zero-shot actions), and said to be the other head's
         if shown["head"] != kind:
-            st.info(f"The answer below is the {HEADS[shown['head'].label]}'s: press Predict for the "
+            st.info(f"The answer below is the {HEADS[shown['head']].label}'s: press Predict for the "
                     f"{HEADS[kind].label}'s.")
         elif list(shown["prediction"].class_names) != choice.classes:
             st.info("The answer below is for the previous actions: press Predict for these.")
-        st.caption(f"Answer of the {HEADS[shown['head'].label]}")
+        st.caption(f"Answer of the {HEADS[shown['head']].label}")
         if shown["note"] and not random_encoder_note(features):  # known once the encoder has loaded
             st.warning(shown["note"])
         show_prediction(shown["prediction"])
@@ -268,12 +269,10 @@ def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
     else:
         raise ConfigError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
     # tall enough to show every action (Streamlit's default shows about three lines)
-    text = st.text_area("Actions, one per line (edit them freely)", value="\n".join(default),
-                        height=max(68, TEXT_LINE_PX * len(default) + 20))
-    actions = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
-    if not actions:
-        raise ConfigError("type at least one action")
-    return Choice("zeroshot", features, actions, calibration=calibration)
+    text = st.text_area(ACTIONS_LABEL, value="\n".join(default), height=max(68, TEXT_LINE_PX * len(default) + 20))
+    actions = typed_actions(text)  # ConfigError: fewer than two
+    return Choice("zeroshot", features, actions, calibration=calibration,
+                  calibrated_on=list(default) if calibration is not None else None)
 
 
 def project_classes(cfg: ExtractConfig) -> list[str]:

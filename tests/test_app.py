@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.common import JOINER
 from pipeline.extract.cache import RANDOM_ENCODER_NOTE
+from pipeline.errors import ConfigError
 from pipeline.heads.calibration import Calibration
 from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor, predict_video
@@ -181,6 +182,28 @@ def test_zero_shot_works_before_any_training_with_the_actions_typed(project, tin
     at.button[0].click().run()
     assert not at.exception and "classes: jumping jacks, playing the violin" in at.caption[0].value
     assert any(m.value in ("## jumping jacks", "## playing the violin") for m in at.markdown)
+    at.text_area[0].set_value("walking, jumping,talking\ncrying").run()  # typed on one line, as people do
+    assert not at.exception and "classes: walking, jumping, talking, crying" in plain(at.caption[0].value)
+    at.text_area[0].set_value("walking").run()  # one action would always be the answer
+    assert [plain(e.value) for e in at.error] == [
+        "Cannot use the zero-shot: type at least two actions, one per line or separated by commas"]
+
+
+def test_typed_actions_split_on_commas_and_lines_and_need_two():
+    from app.common import typed_actions
+    assert typed_actions("walking, jumping, talking, crying") == ["walking", "jumping", "talking", "crying"]
+    assert typed_actions(" a\n\nb ,a,\n c ") == ["a", "b", "c"]
+    for text in ("", "walking", " walking ,\n walking"):
+        with pytest.raises(ConfigError, match="at least two actions"):
+            typed_actions(text)
+
+
+def test_zero_shot_over_other_actions_does_not_claim_their_calibration():
+    from app.common import calibration_caption
+    calibration = Calibration(temperature=2.0, train_videos=0, val_videos=40, val_min_per_class=5)
+    assert "calibrated on 40" in calibration_caption(calibration, ["a", "b"], ["b", "a"])  # the project's classes
+    other = calibration_caption(calibration, ["jumping", "crying"], ["a", "b"])
+    assert "calibrated on" not in other and "never on videos of these actions" in other
 
 
 def test_an_unsure_head_says_not_sure(project, tmp_path, monkeypatch):
