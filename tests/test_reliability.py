@@ -476,3 +476,26 @@ def test_a_hostile_model_folder_never_runs_code(how, tiny_clip, tmp_path):
     except UserError:
         pass  # refused in one line: as good as loaded safely
     assert not marker.exists(), f"{how}: the model folder ran code"
+
+
+@pytest.mark.parametrize("file, key, value", [("config.json", "num_hidden_layers", 100_000),
+                                              ("config.json", "hidden_size", 10**9),
+                                              ("config.json", "image_size", "224"),
+                                              ("preprocessor_config.json", "crop_size", {"height": 100_000,
+                                                                                         "width": 100_000}),
+                                              ("preprocessor_config.json", "size", {"shortest_edge": 0})])
+def test_a_model_folder_that_sizes_the_work_is_refused_before_any_is_done(file, key, value, tiny_clip, tmp_path):
+    """A model folder's config is untrusted: 100,000 layers (minutes to build, no output) or a 100,000-pixel frame
+    (a 240 GB allocation per clip) is one ConfigError naming the setting, before the model is built."""
+    from pipeline.embed.encoder import load_encoder
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_clip, folder)
+    config = json.loads((folder / file).read_text())
+    if file == "config.json":
+        config["vision_config"][key] = value
+    else:
+        config[key] = value
+    (folder / file).write_text(json.dumps(config))
+    expected = {"preprocessor_config.json": "each side must be a whole number", "config.json": key}[file]
+    with pytest.raises(UserError, match=expected if not isinstance(value, str) else "of the wrong type"):
+        load_encoder(str(folder))  # (were the model built first, this would take minutes: it is refused before)

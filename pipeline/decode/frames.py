@@ -38,12 +38,26 @@ class FrameSpec:
                               f"do_normalize={pixels['do_normalize']}")
         if "shortest_edge" in size and pixels.get("do_center_crop"):
             crop = pixels["crop_size"]
-            return cls(size["shortest_edge"], crop["height"], crop["width"], backend, resample)
+            return cls(*_sides(size["shortest_edge"], crop["height"], crop["width"]), backend, resample)
         if "height" in size and not pixels.get("do_center_crop"):
-            return cls(min(size["height"], size["width"]), size["height"], size["width"], backend, resample, False)
+            height, width = _sides(size["height"], size["width"])
+            return cls(min(height, width), height, width, backend, resample, False)
         raise ConfigError(f"preprocessing implements a shortest-edge resize with a centre crop (CLIP) or a resize "
                           f"to height x width without one (SigLIP); the image processor asks for size={size} with "
                           f"do_center_crop={pixels.get('do_center_crop')}")
+
+
+MAX_SIDE = 2048  # pixels of an encoder input's side: the largest CLIP and SigLIP take 448-512 (a side of 100,000 asked
+# for a 240 GB frame per clip)
+
+
+def _sides(*sides) -> tuple[int, ...]:
+    """The image processor's sizes as ints from 1 to MAX_SIDE; ConfigError for anything else (a model folder is
+    untrusted: its config must not size an allocation)."""
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIDE for s in sides):
+        raise ConfigError(f"the image processor asks for frames of {sides} pixels: each side must be a whole number "
+                          f"from 1 to {MAX_SIDE}")
+    return sides
 
 
 # PIL's resampling codes as the image processors record them -> the filter's name (torch's mode, PIL's filter)

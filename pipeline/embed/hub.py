@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from huggingface_hub.errors import StrictDataclassError
+
+from pipeline.errors import ConfigError, printable
 from pipeline.paths import TINY_CLIP
 
 # The checkpoints' config model_type -> family (each family's vision tower, image processor and text side).
@@ -77,6 +79,13 @@ def load_pretrained(loaders: tuple, model_id: str) -> list:
     return [loader.from_pretrained(model_id) for loader in loaders]
 
 
+# The largest values a CLIP or SigLIP vision config may hold (the biggest released: ViT-bigG/14, 48 layers of 1,664;
+# SigLIP so400m at 512 px): generous, but a config with 100,000 layers is refused before it is built (seconds to
+# minutes with no output), not after.
+CONFIG_BOUNDS = {"num_hidden_layers": 256, "hidden_size": 16_384, "intermediate_size": 65_536,
+                 "num_attention_heads": 256, "image_size": 2048, "patch_size": 2048, "projection_dim": 16_384}
+
+
 def model_family(model_id: str) -> str:
     """The family of a checkpoint ("clip" or "siglip", FAMILIES), read from its config's model_type, never from its
     name; ConfigError for another model type, a SigLIP 2 NaFlex checkpoint, or a config that cannot be loaded."""
@@ -89,7 +98,16 @@ def model_family(model_id: str) -> str:
     except (OSError, ValueError) as e:  # AutoConfig's: no config.json, or no model_type it knows
         raise ConfigError(f"cannot read the encoder config of {model_id!r} [{str(e).splitlines()[0]}]: "
                          f"{OFFLINE_NEXT_STEP}") from None
+    except StrictDataclassError as e:  # a field of the wrong type (transformers validates its configs)
+        raise ConfigError(f"{printable(model_id)}: a field of its config.json has a value of the wrong type "
+                          f"({type(e).__name__}): not a CLIP or SigLIP this code loads") from None
     kind = config.model_type
+    vision = getattr(config, "vision_config", config)
+    for key, most in CONFIG_BOUNDS.items():  # a model folder is untrusted: its config must not size the work
+        value = getattr(vision, key, getattr(config, key, None))
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most):
+            raise ConfigError(f"{printable(model_id)}: its vision config's {key} is {printable(repr(value))[:40]}, "
+                              f"not a whole number from 1 to {most:,}: not a CLIP or SigLIP this code loads")
     if kind in NAFLEX:
         raise ConfigError(f"{model_id!r} is a SigLIP 2 NaFlex checkpoint (model_type {kind}), which sizes each image "
                           "by its aspect ratio; the cache holds frames of one fixed size: use a fixed-resolution "
