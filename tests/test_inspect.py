@@ -11,7 +11,7 @@ from pipeline.extract.cache import KEY_ATTRS, SCHEMA_VERSION, empty_cache, write
 from pipeline.tools.cli import inspect
 from pipeline.errors import ConfigError
 from pipeline.tools.inspector import NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors, summarize
-from pipeline.tools.neardup import similar_pairs
+from pipeline.heads.neardup import similar_pairs
 from pipeline.heads.split import PARTS, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ def test_missing_empty_and_corrupt_caches_are_one_clear_error(tmp_path, capsys):
 
 
 def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
-    monkeypatch.setattr("pipeline.tools.neardup.TILE", 64)  # many tiles, diagonal and off-diagonal
+    monkeypatch.setattr("pipeline.heads.neardup.TILE", 64)  # many tiles, diagonal and off-diagonal
     rng = np.random.default_rng(0)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     means = unit(rng.normal(size=(300, 96)))  # more dimensions than the screen keeps: the screen prunes
@@ -281,8 +281,8 @@ def test_the_pair_search_memory_is_bounded_by_its_tiles_not_the_pairs(monkeypatc
     videos (180,000 to 720,000 pairs), far under what keeping the pairs would take."""
     import tracemalloc
 
-    monkeypatch.setattr("pipeline.tools.neardup.TILE", 128)
-    monkeypatch.setattr("pipeline.tools.neardup.PAIRS", 4096)
+    monkeypatch.setattr("pipeline.heads.neardup.TILE", 128)
+    monkeypatch.setattr("pipeline.heads.neardup.PAIRS", 4096)
     rng = np.random.default_rng(0)
     peaks = []
     for n in (600, 1200):
