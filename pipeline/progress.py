@@ -1,4 +1,4 @@
-"""Progress bars on stderr: tqdm's on a terminal, plain periodic lines (no carriage return, no cursor moves) in a log."""
+"""Progress bars on stderr: tqdm's on a terminal, plain periodic lines (no carriage return, no cursor move) in a log."""
 from __future__ import annotations
 
 import sys

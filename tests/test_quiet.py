@@ -47,3 +47,22 @@ def test_a_bar_in_a_log_is_lines_and_on_a_terminal_is_tqdms(monkeypatch):
     assert isinstance(progress_bar(range(1), disable=True), LineBar)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     assert not isinstance(progress_bar(range(1), disable=True), LineBar)
+
+
+def test_predict_says_what_it_loads_and_shows_progress_for_more_than_one_file(project, capsys, monkeypatch):
+    from pipeline.heads.estimators import load_head
+    from pipeline.paths import HEAD_FILES
+    from pipeline.tools.cli import predict
+
+    monkeypatch.chdir(project)
+    model = load_head(HEAD_FILES["linear"]).meta_.features["encoder_model"]
+    assert predict(["data/sitting"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert err[0] == f"loading the encoder {model} ...", err  # the first seconds, said before they pass
+    bar = [line for line in err if line.startswith("predict:")]
+    assert bar and bar[-1].startswith("predict: 100%|") and "3/3" in bar[-1], err  # stderr: stdout keeps the answers
+    assert len(captured.out.splitlines()) == 4 and "\r" not in captured.err
+    assert predict(["data/sitting/sitting_0.mp4"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("loading the encoder") and "predict:" not in err, err  # one file: no bar

@@ -169,8 +169,8 @@ def small_test_note(labels: np.ndarray, parts: np.ndarray, class_names: list[str
         if need else "add videos"
     return (f"the test part has fewer than {MIN_TEST_VIDEOS} videos of {len(small)} of {len(class_names)} classes "
             f"({', '.join(small[:5])}{' ...' if len(small) > 5 else ''}): one video moves such a class's test "
-            f"accuracy by {1 / max(1, min(counts)):.0%}; {add}, and meanwhile read the cross-validated accuracy (the `cv` "
-            "column), which tests on every video")
+            f"accuracy by {1 / max(1, min(counts)):.0%}; {add}, and meanwhile read the cross-validated accuracy "
+            "(the `cv` column), which tests on every video")
 
 
 def leakage_note(means: np.ndarray, keys: np.ndarray, parts: np.ndarray, ids: np.ndarray) -> str:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from pipeline.extract.cache import random_encoder_note
 from pipeline.errors import HeadError, UserError, VideoError, printable
-from pipeline.tools.inspector import (GROUPING_HINT, NEAR_DUPLICATE, TOP, find_outliers, frame_report, group_leakage, load,
-                                nearest_neighbors, plot_projection, project_2d, split_file, summarize)
+from pipeline.tools.inspector import (GROUPING_HINT, NEAR_DUPLICATE, TOP, find_outliers, frame_report, group_leakage,
+                                      load, nearest_neighbors, plot_projection, project_2d, split_file, summarize)
 from pipeline.paths import CACHE_PATH, HEAD_FILES, TINY_CLIP
+from pipeline.progress import progress_bar
 from pipeline.heads.split import PARTS, read_split
 
 INSPECT_HELP = """\
@@ -99,10 +100,9 @@ def tiny_clip(argv: list[str] | None = None) -> int:
     group.add_argument("--vit-b-32", "--full-size", metavar="DIR", dest="full_size",
                        help="the full architecture (CLIP ViT-B/32, SigLIP / SigLIP 2 base 224), for benchmarks")
     parser.add_argument("--family", choices=TINY_FAMILIES, default="clip",
-                        help="clip (default), siglip, or siglip2 (fixed resolution, as "
-                             "google/siglip2-base-patch16-224)")
+                        help="clip (default), siglip, or siglip2 (fixed resolution: google/siglip2-base-patch16-224)")
     args = parser.parse_args(argv)
-    from pipeline.embed.tiny_clip import build_tiny_clip  # transformers loads in seconds: only once the arguments are good
+    from pipeline.embed.tiny_clip import build_tiny_clip  # transformers loads in seconds: once the arguments are good
 
     out = args.tiny or args.full_size
     try:
@@ -284,6 +284,7 @@ def predict(argv: list[str] | None = None) -> int:
     set_threads("app")
     try:  # params.yaml's decode settings, the head and its encoder first: without them no decode worker is started
         (decoding, limits), head = project_decoding(), load_head(HEAD_FILES[args.head])
+        print(f"loading the encoder {printable(head.meta_.features['encoder_model'])} ...", file=sys.stderr, flush=True)
         encoder = encoder_for(head.meta_, args.device)
     except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -324,8 +325,7 @@ def _videos(paths: list[str]) -> tuple[list[Path], list[dict]]:
 
 
 def _predict_all(args: argparse.Namespace, predictor, files: list[Path], results: list[dict]) -> int:
-    """Every file through predictor (a pipeline.tools.predict.Predictor), printed as lines or JSON after `results` (the
-    paths' errors); 1 when any failed."""
+    """Every file through predictor (tools.predict.Predictor), as lines or JSON after `results`; 1 when any failed."""
     from pipeline.heads.calibration import sure_threshold
     from pipeline.tools.predict import predict_segments, predict_video
 
@@ -335,7 +335,7 @@ def _predict_all(args: argparse.Namespace, predictor, files: list[Path], results
     failed = len(results)
     if not args.json:
         print("\t".join(TSV_HEADER), flush=True)
-    for file in files:
+    for file in progress_bar(files, desc="predict", unit="video", disable=len(files) < 2):  # stderr; stdout: answers
         shown = printable(file)  # one line per file: no control character, no byte that is not UTF-8
         try:  # any failure of one file is that file's error line; the others are still predicted
             pred = predict_video(file, predictor)
