@@ -66,3 +66,14 @@ def test_predict_says_what_it_loads_and_shows_progress_for_more_than_one_file(pr
     assert predict(["data/sitting/sitting_0.mp4"]) == 0
     err = capsys.readouterr().err
     assert err.startswith("loading the encoder") and "predict:" not in err, err  # one file: no bar
+
+
+def test_the_apps_decode_workers_rerunning_its_main_file_draw_nothing():
+    """multiprocessing re-runs the main module's file in each decode worker as __mp_main__; Streamlit's main module
+    is app/streamlit_app.py: there it draws nothing (no "missing ScriptRunContext!") and imports no model."""
+    app = ROOT / "app" / "streamlit_app.py"
+    run = subprocess.run([sys.executable, "-c", "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__mp_main__');"
+                          " print(sorted(m for m in sys.modules if m.startswith(('app.', 'torch', 'transformers'))))",
+                          str(app)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
+    assert "ScriptRunContext" not in run.stderr and run.stderr == "", run.stderr
