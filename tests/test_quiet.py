@@ -77,3 +77,13 @@ def test_the_apps_decode_workers_rerunning_its_main_file_draw_nothing():
                           str(app)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
     assert "ScriptRunContext" not in run.stderr and run.stderr == "", run.stderr
+
+
+def test_the_tiny_clip_loads_and_encodes_text_without_a_transformers_warning(tiny_clip):
+    """The tiny CLIP's saved config carries its own tokenizer's special ids (tiny_clip.py): neither loading it nor
+    its text tower makes transformers warn about bos_token_id or eos_token_id."""
+    run = subprocess.run([sys.executable, "-c", "import sys; from pipeline.heads.zeroshot import text_embeddings; "
+                          "from pipeline.embed.encoder import load_encoder; load_encoder(sys.argv[1], 'cpu'); "
+                          "text_embeddings(sys.argv[1], ['walking', 'sitting'])", tiny_clip],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0 and "token_id" not in run.stderr and "Warning" not in run.stderr, run.stderr
