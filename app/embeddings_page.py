@@ -289,4 +289,7 @@ def show_outliers(odd: dict, has_split: bool) -> None:
                   a=PAIR_W, b=PAIR_W, parts=100, **{"max similarity": 100})
 
 
-main()
+# Streamlit runs a page as __main__; a decode worker started while it runs re-runs the file as __mp_main__
+# (multiprocessing does): there it must draw nothing and load nothing
+if __name__ == "__main__":
+    main()

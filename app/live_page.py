@@ -206,4 +206,7 @@ def strip_chart(history) -> alt.Chart:
                                                                       range=[1.0, 0.35])),
         tooltip=["seconds", "answer", "best guess", alt.Tooltip("probability:Q", format=".1%")])
 
-main()
+# Streamlit runs a page as __main__; a decode worker started while it runs re-runs the file as __mp_main__
+# (multiprocessing does): there it must draw nothing and load nothing
+if __name__ == "__main__":
+    main()

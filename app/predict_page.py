@@ -335,4 +335,7 @@ def show_frames(prediction) -> None:
     frame_strip(prediction.clip.frames, captions)
 
 
-main()
+# Streamlit runs a page as __main__; a decode worker started while it runs re-runs the file as __mp_main__
+# (multiprocessing does): there it must draw nothing and load nothing
+if __name__ == "__main__":
+    main()

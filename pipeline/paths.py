@@ -14,5 +14,6 @@ HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.pt", "zeros
 LINEAR_FINAL = "models/linear_final.pt"  # the linear head after its last epoch (HEAD_FILES's is the best epoch's)
 TRAIN_LIVE = "dvclive/train"  # DVCLive's folder for the train stage (curves)
 EVALUATE_LIVE = "dvclive/evaluate"  # DVCLive's folder for the evaluate stage (confusion matrices, per class)
+EVALUATE_NOTICE = "dvclive/evaluate/plots/notice.json"  # the lines `dvc plots show` draws above the charts
 METRICS_SUMMARY = "metrics/summary.json"  # the one `metrics:` file, numbers only: {metric: {head: value}}
 METRICS_DETAILS = "metrics/details.json"  # warning, protocol, intervals, calibration (an out, not a metric)

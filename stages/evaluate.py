@@ -6,10 +6,11 @@ from pathlib import Path
 from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.heads.calibration import expected_calibration_error
 from pipeline.heads.evaluate import (HEAD_METRICS, SUMMARY_METRICS, cross_validate, data_efficiency, each,
-                               evaluate_predictions, format_table, usable_folds)
+                                     evaluate_predictions, format_table, leakage_note, small_test_note, unit_rows,
+                                     usable_folds)
 from pipeline.heads.estimators import LogRegConfig, fit_predict_many, load_head
 from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, HEAD_FILES, METRICS_DETAILS, METRICS_SUMMARY, SPLIT_PATH
-from pipeline.heads.plots import StageLive, by_head, confusion_rows
+from pipeline.heads.plots import NOTICE, StageLive, by_head, confusion_rows, notice_rows
 from pipeline.heads.split import UNUSED, SplitConfig, clip_groups, describe_protocol
 from pipeline.heads.split_file import read_split
 from pipeline.threads import set_threads
@@ -43,6 +44,11 @@ def main() -> None:
     if note:
         print(f"evaluate: note: {note}")
     warning = random_encoder_note(cache.attrs)
+    # a test part too small to measure on, or near-duplicates across the parts: said before the table
+    cautions = [c for c in (small_test_note(y, parts, names, split_cfg.test),
+                            leakage_note(unit_rows(x), cache.row_keys(), parts, cache.clip_ids())) if c]
+    for caution in cautions:
+        print(f"evaluate: warning: {caution}")
     results, per_class, metrics = {}, {}, {key: {} for key in HEAD_METRICS}
     if params["evaluate"]["folds"]:
         metrics["cv_folds"] = {}  # the folds used (0: too small for cross-validation)
@@ -66,7 +72,7 @@ def main() -> None:
                 features = cache.embeddings if name == "linear" and configs["linear"].head != "mean" else x
                 acc = cross_validate(features[used], y[used], names, folds, params["split"]["seed"], refit,
                                      None if groups is None else groups[used])
-                r["cv_mean"], r["cv_std"] = float(acc.mean()), float(acc.std())
+                r["cv"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")
             for key in HEAD_METRICS:
                 if key in r:
@@ -83,7 +89,9 @@ def main() -> None:
             live.log_plot("data_efficiency", by_head(rows, "videos_per_class", "accuracy"), x="videos_per_class",
                           y="accuracy", template="by_head")
     write_metrics({k: v for k, v in metrics.items() if v}, {"warning": warning, "protocol": protocol,
-                                                           "test_videos": int(test.sum())})
+                                                           "test_videos": int(test.sum()), "cautions": cautions})
+    # `dvc plots show` draws this first (dvc.yaml): the random encoder's warning and the cautions above the charts
+    Path(NOTICE).write_text(json.dumps(notice_rows(warning, cautions, f"test part: {protocol}"), indent=2) + "\n")
     with open(f"{OUT}/per_class.json", "w") as f:
         json.dump(per_class, f, indent=2)
     print(format_table(results, warning))
@@ -110,13 +118,14 @@ def write_metrics(values: dict[str, dict[str, float]], notes: dict, summary: str
 
 
 def efficiency_fits(configs: dict, names: list[str]) -> dict:
-    """How each head is refitted on a subset for the data-efficiency curve (the zero-shot head needs nothing)."""
+    """How each head is refitted on a subset for the data-efficiency curve (the zero-shot head needs nothing;
+    linear_from_zeroshot: the linear head whose weights start from the class text embeddings, docs/heads.md)."""
     cfg, logreg_cfg = configs["linear"], configs["logreg"]
     zeroshot = load_head(HEAD_FILES["zeroshot"])
     text = zeroshot.text_
     return {
         "zeroshot": each(lambda ft, lt, fs: zeroshot.predict(fs)),
-        "zeroshot_init": lambda tasks: fit_predict_many(tasks, len(names), replace(cfg, head="mean"), text),
+        "linear_from_zeroshot": lambda tasks: fit_predict_many(tasks, len(names), replace(cfg, head="mean"), text),
         "linear": lambda tasks: fit_predict_many(tasks, len(names), cfg),
         "logreg": lambda tasks: fit_predict_many([(mean_pool(ft), lt, mean_pool(fs)) for ft, lt, fs in tasks],
                                                  len(names), logreg_cfg),

@@ -9,10 +9,13 @@ from pipeline.heads.split import UNUSED, SplitConfig, describe_protocol, make_sp
 from pipeline.heads.split_file import write_split
 from stages import config, read_params, stage, untracked_notes
 
-# A split that cannot be made stops `dvc repro` / `dvc exp run` after stage one has replaced the cache: say so
+# A split that cannot be made stops `dvc repro` / `dvc exp run` after stage one has replaced the cache: say what is
+# left as it was (split.csv is a persisted output, replaced by rename only once a split is made: dvc.yaml) and what
+# is not (params.yaml holds the settings that failed, `dvc exp run -S` included)
 WORKSPACE = (f"nothing was written: {SPLIT_PATH} and the heads are still those of the previous data, while "
-             f"{PARAMS} and {CACHE_PATH} may already be the new run's (stage one ran first). Fix the setting or the "
-             f"data and run again, or go back with `git checkout {PARAMS} dvc.lock && dvc checkout`")
+             f"{CACHE_PATH} may already be the new run's (stage one ran first), and {PARAMS} still holds the "
+             f"settings that failed. Fix that key or the data and run again, or go back with `git checkout {PARAMS}` "
+             f"(all of it: `git checkout {PARAMS} dvc.lock && dvc checkout`)")
 
 
 @stage("split")

@@ -126,15 +126,22 @@ def test_dvc_pipeline_end_to_end(demo_repo, plots_page):
     assert not list((repo / "dvclive").rglob("*.png"))  # each chart once, drawn by dvc plots (no PNG of it)
     curve = json.loads((repo / "dvclive" / "evaluate" / "plots" / "custom" / "data_efficiency.json").read_text())
     assert sorted({r["videos_per_class"] for r in curve}) == [1, 2, 3] and len(curve) == 12
-    assert {r["head"] for r in curve} == {"zeroshot", "zeroshot_init", "linear", "logreg"}
+    assert {r["head"] for r in curve} == {"zeroshot", "linear_from_zeroshot", "linear", "logreg"}
     shown = dvc("metrics", "show", cwd=repo).splitlines()  # one row: a column per headline metric and head
     assert len(shown) == 2 and set(shown[0].split()) == {"Path", *(f"{m}.{h}" for m in SUMMARY_METRICS
                                                                    for h in HEAD_FILES)}, shown
+    assert max(map(len, shown)) <= 120, shown  # no wrap in a 120-column terminal
     # `dvc plots show`: every class on both axes of each confusion matrix, a colour per head in the data efficiency
     specs = {s["title"]["text"]: s for s in plot_specs(plots_page)}
     confusion = [s for title, s in specs.items() if "confusion" in title]
     assert len(confusion) == 3 and all({v["predicted"] for v in s["data"]["values"]} == set(CLASSES) ==
                                        {v["actual"] for v in s["data"]["values"]} for s in confusion)
+    # the page says what the terminal says: the random encoder's warning above the charts, the protocol beside it
+    notice = plot_specs(plots_page)[0]
+    assert notice["title"]["text"] == "About these numbers" and notice["mark"]["type"] == "text", notice
+    texts = [v["text"] for v in notice["data"]["values"]]
+    assert texts[0] == texts[-1] == f"*** {RANDOM_ENCODER_NOTE} ***", texts
+    assert f"test part: {details['protocol']}" in texts, texts
     efficiency = next(s for title, s in specs.items() if title.startswith("Data efficiency"))
     assert efficiency["encoding"]["color"]["field"] == "head"
     assert len({v["head"] for v in efficiency["data"]["values"]}) == 4
@@ -168,6 +175,27 @@ def test_dvc_pipeline_end_to_end(demo_repo, plots_page):
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc("repro", "extract", cwd=repo)
     assert "Running stage 'demo'" not in out and "0 encoded, 35 reused, 0 skipped" in out
+
+
+def test_a_failed_split_keeps_the_previous_split_and_says_params_yaml_holds_the_failed_setting(demo_repo, tmp_path):
+    """cache/split.csv is a persisted output written by rename: a split that fails leaves it (DVC deleted it before
+    a stage ran), the error says params.yaml holds the settings that failed; a split that succeeds replaces it and
+    DVC tracks the new one."""
+    repo = tmp_path / "repo"
+    shutil.copytree(demo_repo[0], repo, symlinks=True)  # the shared demo stays as it was
+    split = repo / "cache" / "split.csv"
+    before = split.read_text()
+    failed = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", "split.test=0.9"], cwd=repo,
+                            capture_output=True, text=True)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "split: error: split fractions must be in [0, 1)" in said, said
+    assert "params.yaml still holds the settings that failed" in said and "git checkout params.yaml" in said, said
+    assert "Traceback" not in said and split.read_text() == before  # the message is true: the split is kept
+    assert yaml.safe_load((repo / "params.yaml").read_text())["split"]["test"] == 0.9  # as the message says
+    sh("git", "checkout", "params.yaml", cwd=repo)  # the way back the message gives
+    dvc("exp", "run", "-S", "split.seed=1", cwd=repo)  # a split that succeeds replaces the persisted file
+    status = dvc("status", cwd=repo)
+    assert split.read_text() != before and "split.csv" not in status and "up to date" in status, status
 
 
 def test_the_readme_commands_on_the_trained_demo(demo_repo, capsys):

@@ -98,11 +98,20 @@ def test_the_evaluate_stage_on_classes_smaller_than_the_folds(project, tmp_path,
     assert "evaluate: note: 3-fold cross-validation instead of 5: classes with fewer than 5 videos: clapping (3)" in out
     summary = json.loads((tmp_path / "metrics" / "summary.json").read_text())
     details = json.loads((tmp_path / "metrics" / "details.json").read_text())
-    assert list(summary) == ["accuracy", "macro_f1", "cv_mean"] and set(summary["cv_mean"]) == set(HEAD_FILES)
+    assert list(summary) == ["accuracy", "cv"] and set(summary["cv"]) == set(HEAD_FILES)
+    assert set(details["macro_f1"]) == set(HEAD_FILES)
     assert details["cv_folds"] == {"linear": 3, "logreg": 3, "zeroshot": 3}
     assert details["warning"] == RANDOM_ENCODER_NOTE  # the tiny CLIP is random
     assert details["protocol"] == "random split: test 0.15, val 0.15, seed 0" and details["test_videos"] == 3
-    assert out.splitlines()[1] == f"*** {RANDOM_ENCODER_NOTE} ***"  # the table says so too
+    # 3 videos a class: 1 test video each, said before the table, in details.json and on the plots page
+    said = [line for line in out.splitlines() if line.startswith("evaluate: warning: the test part has fewer")]
+    assert len(said) == 1 and details["cautions"] == [said[0].removeprefix("evaluate: warning: ")], out
+    notice = json.loads((tmp_path / "dvclive" / "evaluate" / "plots" / "notice.json").read_text())
+    assert notice[0]["text"] == notice[-1]["text"] == f"*** {RANDOM_ENCODER_NOTE} ***" and all(
+        len(row["text"]) <= 120 for row in notice), notice
+    assert " ".join(row["text"] for row in notice if row["kind"] == "warning")[len(notice[0]["text"]) + 1:].startswith(
+        details["cautions"][0][:100]), notice
+    assert f"*** {RANDOM_ENCODER_NOTE} ***\nhead " in out  # the table says so too
     assert (tmp_path / "dvclive" / "evaluate" / "per_class.json").is_file()  # the rest of the evaluation is written
     plots = tmp_path / "dvclive" / "evaluate" / "plots" / "custom"
     for name in HEAD_FILES:  # every (actual, predicted) pair, as pipeline.heads.plots.confusion_rows writes them
@@ -142,7 +151,7 @@ def test_cross_validate_names_classes_smaller_than_the_folds():
 
 def test_format_table_lists_every_head():
     r = {"accuracy": 0.9, "ci95_low": 0.8, "ci95_high": 0.95, "macro_f1": 0.88, "n": 21}
-    table = format_table({"linear": {**r, "cv_mean": 0.85, "cv_std": 0.03}, "logreg": r})
+    table = format_table({"linear": {**r, "cv": 0.85, "cv_std": 0.03}, "logreg": r})
     lines = table.splitlines()
     assert lines[1].startswith("linear") and "0.900" in lines[1] and "0.850 ± 0.030" in lines[1]
     assert lines[2].startswith("logreg") and lines[2].rstrip().endswith("-")

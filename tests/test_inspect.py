@@ -12,7 +12,7 @@ from pipeline.tools.cli import inspect
 from pipeline.errors import ConfigError, printable
 from pipeline.tools.inspector import (NEAR_DUPLICATE, find_outliers, frame_report, group_leakage, nearest_neighbors,
                                       summarize)
-from pipeline.tools.neardup import similar_pairs
+from pipeline.heads.neardup import similar_pairs
 from pipeline.heads.split_file import PARTS, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +172,7 @@ def test_missing_empty_and_corrupt_caches_are_one_clear_error(tmp_path, capsys):
 
 
 def test_near_duplicate_search_finds_what_all_pairs_find(monkeypatch):
-    monkeypatch.setattr("pipeline.tools.neardup.TILE", 64)  # many tiles, diagonal and off-diagonal
+    monkeypatch.setattr("pipeline.heads.neardup.TILE", 64)  # many tiles, diagonal and off-diagonal
     rng = np.random.default_rng(0)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     means = unit(rng.normal(size=(300, 96)))  # more dimensions than the screen keeps: the screen prunes
@@ -247,7 +247,7 @@ def test_the_frames_shown_are_those_the_cache_recorded(tmp_path):
 
 
 def test_python_m_pipeline_inspector_is_the_same_command(tmp_path):
-    """`python -m pipeline.tools.inspector` runs clip-har-inspect's command line (tools.cli.inspect), status included."""
+    """`python -m pipeline.tools.inspector` runs clip-har-inspect's command line (tools.cli), status included."""
     hand_cache(tmp_path, [E[0], E[1]], [0, 1])
     root = ROOT
     run = subprocess.run([sys.executable, "-m", "pipeline.tools.inspector", str(tmp_path / "f.h5"), "--json"], cwd=root,
@@ -283,8 +283,8 @@ def test_the_pair_search_memory_is_bounded_by_its_tiles_not_the_pairs(monkeypatc
     videos (180,000 to 720,000 pairs), far under what keeping the pairs would take."""
     import tracemalloc
 
-    monkeypatch.setattr("pipeline.tools.neardup.TILE", 128)
-    monkeypatch.setattr("pipeline.tools.neardup.PAIRS", 4096)
+    monkeypatch.setattr("pipeline.heads.neardup.TILE", 128)
+    monkeypatch.setattr("pipeline.heads.neardup.PAIRS", 4096)
     rng = np.random.default_rng(0)
     peaks = []
     for n in (600, 1200):
@@ -324,7 +324,8 @@ def test_names_that_could_forge_output_are_escaped(tmp_path, capsys):
 
 
 HOSTILE_ATTRS = {"encoder_fingerprint": "\x1b]0;pwned\x07f00d", "precision": "\x1b[2J\x1b[Hfp32",
-                 "device_type": "\x1b[31mERROR: disk wiped\x1b[0m", "backend": "\x1b[8mhidden", "quantize": "none\nforged",
+                 "device_type": "\x1b[31mERROR: disk wiped\x1b[0m", "backend": "\x1b[8mhidden",
+                 "quantize": "none\nforged",
                  "sampling": "\runiform\x1b[K", "preprocess": "fast\u202eevil", "decoder": "pyav\x9b2J",
                  "encoder_model": "tiny\x1b[1A", "data_root": "data\r\nline"}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.paths import DEMO_DIR
+from pipeline.progress import progress_bar
 
 CLASSES = ("clapping", "meeting_and_splitting", "sitting", "standing_still", "walking",
            "walking_while_reading_book", "walking_while_using_phone")
@@ -48,7 +48,7 @@ def make_demo_dataset(cfg: DemoConfig, progress: bool = True) -> list[Path]:
         shutil.rmtree(out)
     jobs = [(c, i) for c in range(len(CLASSES)) for i in range(cfg.clips_per_class)]
     files = []
-    for class_idx, clip_idx in tqdm(jobs, desc="demo", unit="clip", disable=not progress):
+    for class_idx, clip_idx in progress_bar(jobs, desc="demo", unit="clip", disable=not progress):
         rng = np.random.default_rng([cfg.seed, class_idx, clip_idx])
         files.append(render_clip(out / CLASSES[class_idx], f"{CLASSES[class_idx]}_{clip_idx:03d}",
                                  CLASSES[class_idx], rng))

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from itertools import islice, repeat
+from types import ModuleType
 
 from concurrent.futures.process import BrokenProcessPool
 
@@ -243,8 +244,8 @@ class DecodePool:
             # forkserver: workers start from a clean process (no model, no CUDA, no threads of this one)
             ctx = multiprocessing.get_context("forkserver")
             # Imported once by the server, so that a worker starts in milliseconds: the workers' own imports, and
-            # the main module's (every worker re-runs the main module, as multiprocessing does to unpickle what it
-            # defines, and finds its imports already there).
+            # the main module's package and imports (every worker re-runs the main module, as multiprocessing does
+            # to unpickle what it defines, and finds its imports already there: _main_module).
             ctx.set_forkserver_preload([__name__, *WORKER_IMPORTS, *preload, *_main_module()])
             self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
                                      initializer=_worker_init, initargs=(cfg.memory_mb, setup, nice))
@@ -335,11 +336,18 @@ class DecodePool:
 
 
 def _main_module() -> list[str]:
-    """The main module's name when it was run by name (python -m stages.extract), for the forkserver to import;
-    none when it was run as a file or a package's __main__ (multiprocessing does not re-run those by name)."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    name = getattr(spec, "name", None)
-    return [name] if name and name != "__main__" and not name.endswith(".__main__") else []
+    """What the forkserver preloads for the main module when it was run by name (python -m stages.extract): its
+    package and the modules it imports, not the module itself: each worker re-runs it by name (multiprocessing does,
+    to unpickle what it defines), and runpy warns when the module is already imported ('found in sys.modules'); its
+    imports found there keep that re-run to milliseconds. None when it was run as a file or a package's __main__
+    (multiprocessing does not re-run those by name)."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if not name or name == "__main__" or name.endswith(".__main__"):
+        return []
+    used = {v.__name__ if isinstance(v, ModuleType) else getattr(v, "__module__", None) for v in vars(main).values()}
+    used.add(name.rpartition(".")[0])
+    return sorted(m for m in used if isinstance(m, str) and m in sys.modules and m not in (name, "__main__"))
 
 
 def _unusable(file: str, e: Exception, named: bool = True) -> Unusable:

@@ -21,7 +21,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from tqdm import tqdm
 
 from pipeline.data.annotations import read_annotations, read_class_names
 from pipeline.extract.cache import STORAGE_DTYPES, Cache, clip_id, empty_cache
@@ -31,6 +30,7 @@ from pipeline.embed.encoder import EncoderConfig
 from pipeline.extract.engines import Engine, LocalEngine
 from pipeline.errors import CacheError, ConfigError, DataError, Unusable, number, printable
 from pipeline.paths import CACHE_PATH
+from pipeline.progress import progress_bar
 from pipeline.decode.video import SAMPLING, DecodeLimits
 from pipeline.decode.workers import Hashed, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
 from pipeline.extract.reuse import reusable
@@ -293,7 +293,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
     failed = {} if rehash else {(p, *src.skipped_stat[p]): reason for src in sources for p, reason in src.skipped
                                 if p in src.skipped_stat
                                 and src.attrs.get("decode_limits") == template.attrs["decode_limits"]}
-    bar = tqdm(total=len(videos), unit="video", disable=not progress, desc="extract")
+    bar = progress_bar(total=len(videos), unit="video", disable=not progress, desc="extract")
     kept: list[VideoRow] = []
     stat: dict[str, tuple[int, int]] = {}
     content: dict[int, tuple[str, Hashed | None]] = {}  # video -> (digest, its Hashed when read in this run)
@@ -331,8 +331,8 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             content[i] = (digest, None)
 
     files = list(dict.fromkeys(str(videos[i].file) for i in to_hash))  # segments of one file: hashed once
-    hashes = dict(zip(files, tqdm(hash_videos(files, hash_timeout_s), total=len(files), unit="video",
-                                  disable=not progress or not files, desc="hash", leave=False)))
+    hashes = dict(zip(files, progress_bar(hash_videos(files, hash_timeout_s), total=len(files), unit="video",
+                                          disable=not progress or not files, desc="hash", leave=False)))
     for i in to_hash:
         out = hashes[str(videos[i].file)]
         if isinstance(out, Unusable):

@@ -1,7 +1,14 @@
 """Stage two's plots: DVCLive's logger for the stages, the charts' data, and the page `dvc plots show` draws them in."""
 from __future__ import annotations
 
+import textwrap
+
 from dvclive import Live
+
+from pipeline.paths import EVALUATE_NOTICE
+
+NOTICE = EVALUATE_NOTICE  # drawn by .dvc/plots/notice.json, first on the page (dvc.yaml's `plots:`)
+NOTICE_WIDTH = 120  # characters per line of the notice: 13 px text in the template's 900 px
 
 
 class StageLive(Live):
@@ -34,6 +41,17 @@ def by_head(rows: list[dict], x: str, y: str) -> list[dict]:
     row: .dvc/plots/by_head.json draws a line per head, each in its own colour (DVC's default template colours by
     revision and tells a file's fields apart by dash alone)."""
     return [{x: row[x], "head": head, y: value} for row in rows for head, value in row.items() if head != x]
+
+
+def notice_rows(warning: str, cautions: list[str], protocol: str) -> list[dict]:
+    """The lines `dvc plots show` writes above the charts, {"line": n, "kind": "warning" | "note", "text": str}:
+    the random encoder's warning (when set) first and last, as the terminal table has it, the cautions (a small
+    test part, leakage), then the protocol; each wrapped at NOTICE_WIDTH characters (a Vega text mark does not
+    wrap). .dvc/plots/notice.json draws them as text, warnings in red."""
+    said = ([("warning", f"*** {warning} ***")] if warning else []) + [("warning", c) for c in cautions]
+    said += [("note", protocol)] + ([("warning", f"*** {warning} ***")] if warning else [])
+    lines = [(kind, part) for kind, text in said for part in textwrap.wrap(text, NOTICE_WIDTH)]
+    return [{"line": n, "kind": kind, "text": text} for n, (kind, text) in enumerate(lines)]
 
 
 # `dvc plots show` writes a page that loads Vega from a CDN, so offline every chart is blank. .dvc/config points

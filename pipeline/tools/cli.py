@@ -15,6 +15,7 @@ from pipeline.paths import CACHE_PATH, HEAD_FILES, TINY_CLIP
 from pipeline.tools.inspect_text import (format_frames, format_group_leakage, format_neighbors, format_outliers,
                                          format_skipped, format_summary, plural)
 from pipeline.heads.split_file import read_split
+from pipeline.progress import progress_bar
 
 INSPECT_HELP = """\
 Look inside a feature cache: summary, one video's frames, neighbours, a 2-D map, likely mislabels and leakage.
@@ -99,8 +100,7 @@ def tiny_clip(argv: list[str] | None = None) -> int:
     group.add_argument("--vit-b-32", "--full-size", metavar="DIR", dest="full_size",
                        help="the full architecture (CLIP ViT-B/32, SigLIP / SigLIP 2 base 224), for benchmarks")
     parser.add_argument("--family", choices=TINY_FAMILIES, default="clip",
-                        help="clip (default), siglip, or siglip2 (fixed resolution, as "
-                             "google/siglip2-base-patch16-224)")
+                        help="clip (default), siglip, or siglip2 (fixed resolution: google/siglip2-base-patch16-224)")
     args = parser.parse_args(argv)
     from pipeline.embed.tiny_clip import build_tiny_clip  # transformers: seconds, only once the arguments are good
 
@@ -174,6 +174,7 @@ def predict(argv: list[str] | None = None) -> int:
     set_threads("app")
     try:  # params.yaml's decode settings, the head and its encoder first: without them no decode worker is started
         (decoding, limits), head = project_decoding(), load_head(HEAD_FILES[args.head])
+        print(f"loading the encoder {printable(head.meta_.features['encoder_model'])} ...", file=sys.stderr, flush=True)
         encoder = encoder_for(head.meta_, args.device)
     except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -216,8 +217,7 @@ def _videos(paths: list[str]) -> tuple[list[Path], list[dict]]:
 
 
 def _predict_all(args: argparse.Namespace, predictor, files: list[Path], results: list[dict]) -> int:
-    """Every file through predictor (a pipeline.tools.predict.Predictor), printed as lines or JSON after `results` (the
-    paths' errors); 1 when any failed."""
+    """Every file through predictor (tools.predict.Predictor), as lines or JSON after `results`; 1 when any failed."""
     from pipeline.heads.calibration import sure_threshold
     from pipeline.tools.predict import predict_segments, predict_video
 
@@ -227,7 +227,7 @@ def _predict_all(args: argparse.Namespace, predictor, files: list[Path], results
     failed = len(results)
     if not args.json:
         print("\t".join(TSV_HEADER), flush=True)
-    for file in files:
+    for file in progress_bar(files, desc="predict", unit="video", disable=len(files) < 2):  # stderr; stdout: answers
         shown = printable(file)  # one line per file: no control character, no byte that is not UTF-8
         try:  # any failure of one file is that file's error line; the others are still predicted
             pred = predict_video(file, predictor)

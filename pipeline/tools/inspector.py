@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.extract.cache import KEY_ATTRS, Cache, open_cache
 from pipeline.errors import CacheError, ConfigError, DataError, printable
 from pipeline.decode.frames import FrameSpec
-from pipeline.tools.neardup import principal_axes, similar_pairs
+from pipeline.heads.neardup import principal_axes, similar_pairs
 from pipeline.paths import SPLIT_PATH
 from pipeline.heads.split_file import PARTS, read_split
 

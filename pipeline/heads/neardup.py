@@ -1,7 +1,8 @@
 """Near-duplicate pairs among unit vectors without the (V, V) matrix: the top pairs kept, all counted, memory bounded.
 
-The search behind `clip-har-inspect --outliers` (pipeline.tools.inspector.find_outliers). Memory is O(V x D + TILE^2 +
-top) whatever the data: where nearly every pair passes, it still keeps only the `top` best.
+The search behind `clip-har-inspect --outliers` (pipeline.tools.inspector.find_outliers) and the evaluate stage's
+leakage note (pipeline.heads.evaluate.small_test_notes). Memory is O(V x D + TILE^2 + top) whatever the data: where
+nearly every pair passes, it still keeps only the `top` best.
 """
 from __future__ import annotations
 
