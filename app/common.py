@@ -19,6 +19,7 @@ from pipeline.tools.inspector import load
 from pipeline.tools.predict import encoder_for
 from pipeline.decode.preview import decode_or_preview
 from pipeline.decode.workers import DecodePool, PoolConfig, auto_workers
+from pipeline.embed.hub import may_download
 from pipeline.heads.zeroshot import text_embeddings
 from pipeline.paths import PARAMS
 from pipeline.settings import load_params
@@ -97,7 +98,7 @@ def cached_head(path: str, mtime_ns: int):
 @st.cache_resource(show_spinner="Encoding the actions with the encoder's text tower…")
 def cached_text_embeddings(model_id: str, actions: tuple[str, ...]):
     """Text embeddings (C, D) of a list of actions, computed once per model and list."""
-    return text_embeddings(model_id, list(actions))
+    return text_embeddings(model_id, list(actions), download=may_download(model_id))  # from a head: disk only
 
 
 @st.cache_resource(show_spinner="Reading the feature cache…")

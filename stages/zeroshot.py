@@ -1,5 +1,6 @@
 """DVC stage `zeroshot`: text embeddings of the cache's class names (prompt ensemble), saved as a calibrated
 zero-shot head."""
+from pipeline.embed.hub import may_download
 from pipeline.extract.cache import open_cache
 from pipeline.heads.calibration import CalibrationConfig
 from pipeline.heads.training import mean_pool
@@ -16,7 +17,8 @@ def main() -> None:
     params = read_params()
     calibration = config(CalibrationConfig, params["calibration"], "calibration")
     cache = open_cache(CACHE_PATH)
-    head = zeroshot_head(text_embeddings(cache.attrs["encoder_model"], cache.class_names), cache.class_names,
+    model = cache.attrs["encoder_model"]  # named by the cache: fetched only when params.yaml names it too
+    head = zeroshot_head(text_embeddings(model, cache.class_names, download=may_download(model)), cache.class_names,
                          cache.attrs)
     # Calibrated as the trained heads are (temperature and "not sure"), on every video it has not seen and that is
     # not kept for the test: a zero-shot head learns from none, so the training part is as unseen as the validation

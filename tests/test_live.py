@@ -329,6 +329,44 @@ def test_live_refuses_before_starting(project, capsys, monkeypatch):
     assert "not both" in capsys.readouterr().err
     assert predict(["--live", "missing.mp4"]) == 1
     assert "error: missing.mp4: cannot be opened (No such file or directory)" in capsys.readouterr().err
+    for bad in (["--threshold", "nan"], ["--threshold", "5"], ["--segments", "2", "1"]):
+        with pytest.raises(SystemExit):
+            predict(["--live", "x.mp4", *bad])
+        assert "--threshold must be" in capsys.readouterr().err or bad[0] == "--segments"
+
+
+def test_a_urls_credentials_never_appear_in_a_message():
+    from pipeline.live.source import StreamError, parse_source
+
+    for url in ["rtsps://admin:hunter2@cam/x", "rtsp:admin:hunter2@cam", "http://admin:hunter2@/x"]:
+        with pytest.raises(StreamError) as refused:
+            parse_source(url)
+        assert "hunter2" not in str(refused.value)
+    name = parse_source("rtsp://u:hunter2@cam:554/s?password=hunter3&channel=1&token=hunter4").name
+    assert name == "rtsp://cam:554/s?password=***&channel=1&token=***"
+
+
+def test_a_bug_in_the_reader_ends_the_session_as_a_failure_not_a_stop(project, tmp_path, capsys, monkeypatch):
+    """An exception the source thread did not expect (a bug) is exit 1 with its traceback and a failure line, never
+    the "stopped" summary with exit 0."""
+    import pipeline.live.command as command
+    from pipeline.tools.cli import predict
+
+    def broken(*args, **kwargs):
+        raise ValueError("42 is not a valid Signals")
+
+    monkeypatch.setattr(command, "run_source", broken)
+    monkeypatch.chdir(project)
+    assert predict(["--live", str(write_video(tmp_path / "clip.mp4", 10, fps=25))]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "internal error (ValueError)" in err and "error: " in err
+
+
+def test_a_decoder_killed_by_a_real_time_signal_is_named():
+    from pipeline.live.source import _crash_reason
+
+    assert _crash_reason(-40) == "the decoder crashed (signal 40, a real-time signal)"
+    assert _crash_reason(-11) == "the decoder crashed (signal 11, SIGSEGV)"
 
 
 def _live_command(project, *args):

@@ -21,7 +21,7 @@ import torch
 import pipeline.extract.cache
 import pipeline.extract.runner
 import pipeline.decode.video
-from pipeline.errors import CacheError, UserError
+from pipeline.errors import CacheError, ConfigError, UserError
 from pipeline.extract.cache import ROW_FIELDS, read_cache
 from pipeline.extract.runner import ExtractConfig, extract_features
 from pipeline.heads.estimators import load_head
@@ -29,7 +29,7 @@ from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor, predict_bytes
 from pipeline.decode.workers import DecodePool, PoolConfig
 from pipeline.decode.video import TIMESTAMPS, DecodeLimits, read_frames, sample_indices
-from tests.conftest import committed_file
+from tests.conftest import committed_file, committed_params
 from tests.corpus import CASES, DAMAGED_FRAMES, EDIT_SHOWN, ONE_KEY_FRAMES, VFR_PTS_MS, build_corpus
 from tests.faults import faulty_decode
 
@@ -499,3 +499,35 @@ def test_a_model_folder_that_sizes_the_work_is_refused_before_any_is_done(file, 
     expected = {"preprocessor_config.json": "each side must be a whole number", "config.json": key}[file]
     with pytest.raises(UserError, match=expected if not isinstance(value, str) else "of the wrong type"):
         load_encoder(str(folder))  # (were the model built first, this would take minutes: it is refused before)
+
+
+def test_a_model_named_by_a_shared_file_is_never_downloaded(tmp_path, monkeypatch):
+    """A head's or a cache's encoder_model is a file's word, not the user's: the hub is asked only for the model the
+    user's own params.yaml names (hub.may_download); any other id not on disk is one ConfigError, and the hub is
+    never contacted (its probe is replaced by one that records the call)."""
+    import yaml
+
+    import pipeline.embed.hub as hub
+    from pipeline.tools.predict import encoder_for
+    monkeypatch.chdir(tmp_path)
+    assert not hub.may_download("someone/else")  # no params.yaml here: nothing is the user's choice
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(encoder={"model": "mine/clip"})))
+    assert hub.may_download("mine/clip") and not hub.may_download("someone/else")
+    asked = []
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: asked.append(a) or True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # and should the check fail, transformers itself stays offline
+    with pytest.raises(ConfigError, match="never downloaded"):
+        encoder_for({"encoder_model": "someone/else", "preprocess": "fast", "backend": "torch", "quantize": "none"})
+    assert asked == []
+
+
+@pytest.mark.parametrize("recorded", ['[]', '"x"', '{"size": {}, "resample": [1], "do_resize": true}',
+                                      '{"size": [1], "resample": 3}', '{"size": {"shortest_edge": 99999}}'])
+def test_a_crafted_preprocessing_record_is_one_line_not_a_traceback(recorded):
+    """A cache's preprocess_config (a file's word) that is not the mapping an image processor writes is one
+    UserError where the frames would be drawn (the Embeddings page, clip-har-inspect --video), never a TypeError."""
+    from types import SimpleNamespace
+
+    from pipeline.tools.inspector import frame_spec
+    with pytest.raises(UserError):
+        frame_spec(SimpleNamespace(attrs={"preprocess_config": recorded, "preprocess": "fast"}))

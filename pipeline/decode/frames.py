@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, printable
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,13 @@ class FrameSpec:
         """The spec of an image processor's pixel settings (its to_dict(), or a cache's preprocess_config parsed):
         size {"shortest_edge"} with a centre crop (CLIP), or size {"height", "width"} without one (SigLIP).
         ConfigError for a setting this preprocessing does not implement; KeyError when a setting is missing."""
-        size, resample = pixels["size"] or {}, RESAMPLE.get(pixels["resample"])
+        if not isinstance(pixels, dict) or not isinstance(pixels["size"] or {}, dict):  # a config from a file
+            raise ConfigError("the image processor's settings are not a mapping with a size mapping")
+        size = pixels["size"] or {}
+        resample = RESAMPLE.get(pixels["resample"]) if _hashable(pixels["resample"]) else None
         if resample is None:
             raise ConfigError(f"preprocessing implements bicubic and bilinear resampling, the image processor asks "
-                              f"for {pixels['resample']!r}")
+                              f"for {printable(repr(pixels['resample']))[:40]}")
         if not (pixels["do_resize"] and pixels["do_rescale"] and pixels["do_normalize"]):
             raise ConfigError("preprocessing implements processors that resize, rescale and normalise; this one "
                               f"has do_resize={pixels['do_resize']}, do_rescale={pixels['do_rescale']}, "
@@ -43,12 +46,17 @@ class FrameSpec:
             height, width = _sides(size["height"], size["width"])
             return cls(min(height, width), height, width, backend, resample, False)
         raise ConfigError(f"preprocessing implements a shortest-edge resize with a centre crop (CLIP) or a resize "
-                          f"to height x width without one (SigLIP); the image processor asks for size={size} with "
-                          f"do_center_crop={pixels.get('do_center_crop')}")
+                          f"to height x width without one (SigLIP); the image processor asks for size="
+                          f"{printable(repr(size))[:80]} with do_center_crop="
+                          f"{printable(repr(pixels.get('do_center_crop')))[:20]}")
 
 
 MAX_SIDE = 2048  # pixels of an encoder input's side: the largest CLIP and SigLIP take 448-512 (a side of 100,000 asked
 # for a 240 GB frame per clip)
+
+
+def _hashable(value) -> bool:
+    return isinstance(value, (int, str, float, type(None)))
 
 
 def _sides(*sides) -> tuple[int, ...]:

@@ -140,7 +140,7 @@ class EncoderConfig:
 
 def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: str = EncoderConfig.preprocess,
                  quantize: str = EncoderConfig.quantize, precision: str = EncoderConfig.precision,
-                 backend: str = EncoderConfig.backend) -> Encoder:
+                 backend: str = EncoderConfig.backend, download: bool = True) -> Encoder:
     """Load a CLIP or SigLIP vision tower (the family from the checkpoint's config: model_family) from a hub id or
     a local directory through `from_pretrained`; ConfigError saying how to fix it.
 
@@ -149,6 +149,7 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
     quantize="int8" (onnxruntime only) runs its MatMuls as dynamically quantised int8: faster, embeddings
     measurably different (bench/README.md gives the error, which only real weights can tell truly).
     precision: fp32 | fp16 | bf16 (autocast) | auto (AUTO_PRECISION for the device).
+    download: whether the hub may be asked (hub.may_download: False for a model id read from an artifact).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -167,7 +168,7 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
                          "backend to torch")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available")
-    family = model_family(model_id)
+    family = model_family(model_id, download)
     tower, image_processor = _classes(family)
     from transformers.utils import logging as hf_logging
 
@@ -175,7 +176,7 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # loading a full checkpoint into the vision tower lists the text weights
         try:
-            model, processor = load_pretrained((tower, image_processor), model_id)
+            model, processor = load_pretrained((tower, image_processor), model_id, download)
         finally:
             hf_logging.set_verbosity(verbosity)
     except OSError as e:

@@ -10,7 +10,7 @@ from pathlib import Path
 from huggingface_hub.errors import StrictDataclassError
 
 from pipeline.errors import ConfigError, printable
-from pipeline.paths import TINY_CLIP
+from pipeline.paths import PARAMS, TINY_CLIP
 
 # The checkpoints' config model_type -> family (each family's vision tower, image processor and text side).
 # SigLIP 2's fixed-resolution checkpoints (google/siglip2-base-patch16-224, ...) are model_type "siglip" with
@@ -58,11 +58,24 @@ def no_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_pretrained(loaders: tuple, model_id: str) -> list:
+def may_download(model_id: str) -> bool:
+    """Whether the hub may be asked for `model_id`: only when the user's own settings name it (params.yaml's
+    encoder.model in this folder). A model id read from an artifact (a head's or a cache's encoder_model: a file
+    someone else can hand over) is loaded from disk only, so a shared file never makes this machine open a URL."""
+    from pipeline.errors import UserError
+    from pipeline.settings import load_params
+
+    try:
+        return Path(PARAMS).is_file() and load_params()["encoder"]["model"] == model_id
+    except (UserError, OSError):  # a params.yaml that cannot be read names nothing
+        return False
+
+
+def load_pretrained(loaders: tuple, model_id: str, download: bool = True) -> list:
     """[loader.from_pretrained(model_id) for loader in loaders]: from the local directory or the local Hugging Face
     cache without touching the network (and without progress bars) when it can, else from the hub if it answers
-    (with the download's bars); ConfigError giving the next command when the model is not on disk and the hub is
-    off or unreachable. Other load errors propagate for the caller to word."""
+    and `download` allows it (with the download's bars); ConfigError giving the next command when the model is not
+    on disk and the hub is off, unreachable or not to be asked. Other load errors propagate for the caller to word."""
     if is_local(model_id):
         if not Path(model_id).expanduser().is_dir():
             raise ConfigError(f"encoder model directory {model_id!r} does not exist: {OFFLINE_NEXT_STEP}")
@@ -73,6 +86,9 @@ def load_pretrained(loaders: tuple, model_id: str) -> list:
             return [loader.from_pretrained(model_id, local_files_only=True) for loader in loaders]
     except OSError:
         pass
+    if not download:
+        raise ConfigError(f"{printable(model_id)} is not in the local Hugging Face cache, and a model named by a "
+                          "shared file is never downloaded: set encoder.model to it in params.yaml to fetch it")
     if not hub_reachable():
         raise ConfigError(f"cannot load {model_id!r}: it is not in the local Hugging Face cache and the hub "
                          f"cannot be reached (no network, or HF_HUB_OFFLINE is set): {OFFLINE_NEXT_STEP}")
@@ -86,13 +102,13 @@ CONFIG_BOUNDS = {"num_hidden_layers": 256, "hidden_size": 16_384, "intermediate_
                  "num_attention_heads": 256, "image_size": 2048, "patch_size": 2048, "projection_dim": 16_384}
 
 
-def model_family(model_id: str) -> str:
+def model_family(model_id: str, download: bool = True) -> str:
     """The family of a checkpoint ("clip" or "siglip", FAMILIES), read from its config's model_type, never from its
     name; ConfigError for another model type, a SigLIP 2 NaFlex checkpoint, or a config that cannot be loaded."""
     from transformers import AutoConfig
 
     try:
-        (config,) = load_pretrained((AutoConfig,), model_id)
+        (config,) = load_pretrained((AutoConfig,), model_id, download)
     except ConfigError:  # load_pretrained's own: not on disk and the hub off, with the next step
         raise
     except (OSError, ValueError) as e:  # AutoConfig's: no config.json, or no model_type it knows

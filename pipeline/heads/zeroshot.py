@@ -37,7 +37,8 @@ def class_prompts(class_name: str, templates: tuple[str, ...] = TEMPLATES) -> li
 
 
 @torch.inference_mode()
-def text_embeddings(model_id: str, class_names: list[str], templates: tuple[str, ...] = TEMPLATES) -> ClassText:
+def text_embeddings(model_id: str, class_names: list[str], templates: tuple[str, ...] = TEMPLATES,
+                    download: bool = True) -> ClassText:
     """Each class's text side (ClassText): the prompt ensemble through the checkpoint's text tower, with its
     tokenizer as the family trained it (CLIP: padded to the longest prompt; SigLIP: padding="max_length" to its
     text length), and its learned logit scale (and SigLIP's bias).
@@ -47,7 +48,7 @@ def text_embeddings(model_id: str, class_names: list[str], templates: tuple[str,
     """
     if not class_names:
         raise ConfigError("zero-shot needs at least one class name")
-    family = model_family(model_id)
+    family = model_family(model_id, download)
     from transformers import AutoTokenizer, CLIPModel, SiglipModel
     from transformers.utils import logging as hf_logging
 
@@ -56,7 +57,7 @@ def text_embeddings(model_id: str, class_names: list[str], templates: tuple[str,
         hf_logging.set_verbosity_error()
         try:
             tokenizer, model = load_pretrained((AutoTokenizer, CLIPModel if family == "clip" else SiglipModel),
-                                               model_id)
+                                               model_id, download)
             model.eval()
         finally:
             hf_logging.set_verbosity(verbosity)

@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 import threading
+import traceback
+from dataclasses import replace
 
 # The engine's threads, the decoding worker and the machine's other work share the cores: OpenMP threads that spin
 # while idle (libgomp's default) starve them. Under a load of 10 on the 2-core machine one tiny-CLIP frame took
@@ -14,6 +16,7 @@ import threading
 # torch loads: before the imports below; stage one sets it too (stages/extract.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from pipeline.decode.video import DecodeLimits  # noqa: E402
 from pipeline.errors import ConfigError, UserError, VideoError, printable  # noqa: E402
 from pipeline.live.engine import DEFAULT_EVERY, DEFAULT_RATE, LiveAnswer, LiveConfig, LiveEngine  # noqa: E402
 from pipeline.live.source import PROTOCOLS, SourceConfig, SourceEnd, parse_source, run_source  # noqa: E402
@@ -30,6 +33,10 @@ def parse_with_live(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
     args = parser.parse_args(argv)
     if bool(args.live) == bool(args.paths):
         parser.error("give video PATHs, or --live SOURCE (not both)")
+    if args.live and args.segments:
+        parser.error("--segments answers for windows of a file: --live answers every --every seconds already")
+    if args.threshold is not None and not 0 <= args.threshold < 1:  # NaN fails too: never "always" or "never sure"
+        parser.error(f"--threshold must be from 0 to under 1, got {args.threshold}")
     return args
 
 
@@ -72,23 +79,28 @@ class _Stop(Exception):
     """SIGTERM, as Ctrl-C: the session ends cleanly."""
 
 
-def run_live(args: argparse.Namespace, head, encoder) -> int:
+def run_live(args: argparse.Namespace, head, encoder, memory_mb: int, limits: DecodeLimits) -> int:
     """Run --live with a head and the encoder it names until the source ends or Ctrl-C / SIGTERM: 0 then (the
     summary on stderr), 1 when the source failed (its reason on stderr), 2 for a head made for another encoder, a
-    setting or a source refused before starting."""
+    setting or a source refused before starting. memory_mb, limits: the project's decode settings (stage one's
+    extract.worker_memory_mb and max_* in a project folder, else the defaults), as for files."""
     from pipeline.extract.cache import random_encoder_note
     from pipeline.tools.predict import make_predictor
 
     try:
-        predictor = make_predictor(head, encoder, None)  # no decode pool: the source decodes
+        if args.threshold is not None:  # --threshold as for files: the head's "not sure" cut-off replaced
+            head.use_calibration(replace(head.calibration_, not_sure_below_chance_to_certain=args.threshold))
+        predictor = make_predictor(head, encoder, None, limits=limits)  # no decode pool: the source decodes
         source = parse_source(args.live)
-        config = LiveConfig(rate=args.rate, every=args.every, window=args.window, average=args.average).checked()
+        config = LiveConfig(rate=args.rate, every=args.every, window=args.window, average=args.average,
+                            limits=limits).checked()
         if args.stall_timeout <= 0 or args.reconnects < 0:
             raise ConfigError("--stall-timeout must be positive and --reconnects at least 0")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    source_config = SourceConfig(rate=config.rate, stall_s=args.stall_timeout, reconnects=args.reconnects)
+    source_config = SourceConfig(rate=config.rate, stall_s=args.stall_timeout, reconnects=args.reconnects,
+                                 memory_mb=memory_mb, limits=limits)
     stop, ended = threading.Event(), []
 
     def note(text: str) -> None:
@@ -109,6 +121,9 @@ def run_live(args: argparse.Namespace, head, encoder) -> int:
             ended.append(run_source(source, source_config, engine.push, stop, note))
         except VideoError as e:  # a frame the engine refuses (over the limits): the session ends with it
             ended.append(SourceEnd("failed", e.reason))
+        except Exception as e:  # the reader thread's boundary: a bug still ends the session as a failure, with its
+            traceback.print_exc()  # traceback (a traceback means a bug), never as "stopped" with exit 0
+            ended.append(SourceEnd("failed", f"internal error ({type(e).__name__}): a bug, please report it"))
 
     reader = threading.Thread(target=feed, name="live-source", daemon=True)
     note(f"live: {source.name}: an answer every {config.every:g} s over the last {engine.window:g} s, at most "
@@ -118,7 +133,11 @@ def run_live(args: argparse.Namespace, head, encoder) -> int:
             reader.start()
             while reader.is_alive():
                 _show(engine.get(timeout=0.2), args.json)
-                if engine.error is not None:
+                if isinstance(engine.error, UserError):  # the head or a frame refused by the data: one line
+                    stop.set()
+                    reader.join()
+                    ended[:] = [SourceEnd("failed", str(engine.error))]
+                elif engine.error is not None:
                     raise engine.error
         while (answer := engine.get(timeout=0)) is not None:  # those of the last frames
             _show(answer, args.json)

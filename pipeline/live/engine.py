@@ -26,10 +26,10 @@ import numpy as np
 from pipeline.decode.frames import resize_crop
 from pipeline.decode.video import DecodeLimits, _check_size, sample_indices
 from pipeline.embed.encoder import embed_frames
-from pipeline.errors import ConfigError, number
+from pipeline.errors import ConfigError, UserError, number
+from pipeline.live.source import DEFAULT_RATE
 from pipeline.tools.predict import Predictor, _Answered
 
-DEFAULT_RATE = 4.0  # frames embedded per second at most: ViT-B/32 on 2 CPU cores keeps up (bench/live.py)
 DEFAULT_EVERY = 1.0  # seconds of stream time between answers
 # The default window holds the head's frames at the default rate (16 frames: 4 s), kept within the span of a short
 # action clip (UCF101's and HMDB51's are mostly 2 to 8 s), which is what the heads were trained on.
@@ -221,7 +221,9 @@ class LiveEngine:
                     with self._cond:
                         self._busy = False
                         self._cond.notify_all()
-        except BaseException as e:  # kept for the caller (close() returns; `error` says why): never silent
+        except UserError as e:  # a frame or head the data refuses (DataError, VideoError): the caller says it in a line
+            self.error = e
+        except BaseException as e:  # a bug: kept for the caller too (close() returns; `error` says why), and shown
             self.error = e
             raise
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline.decode.sniff import video_stream
 from pipeline.decode.video import CONTAINERS, DecodeLimits, _check_size, _checked, _to_rgb, open_regular, open_stream
+from pipeline.decode.workers import PoolConfig
 from pipeline.errors import VideoError, printable
 
 PROTOCOLS = ("rtsp", "rtmp", "srt", "udp", "http", "https")
@@ -67,15 +68,25 @@ class Source:
 
     @property
     def name(self) -> str:
-        if self.kind != "network":
-            return printable(self.target)
-        parts = urlsplit(self.target)
-        host = parts.netloc.rpartition("@")[2]
-        return printable(parts._replace(netloc=host).geturl())
+        return printable(self.target) if self.kind != "network" else redacted(self.target)
 
     @property
     def scheme(self) -> str:
         return self.target.split(":", 1)[0].lower() if self.kind == "network" else ""
+
+
+SECRET_KEYS = re.compile(r"(?i)^(pass(word)?|pwd|token|key|secret|auth|signature|sig)$")  # query keys masked
+
+
+def redacted(text: str) -> str:
+    """A URL (or what was meant as one) for messages: its user:password@ left out, and query values that look like
+    credentials (?password=, &token=, ...) shown as ***, printable."""
+    text = re.sub(r"^([a-zA-Z][\w+.-]*:)(?!//)[^@/]*@", r"\1", text)  # rtsp:user:pass@host, written without //
+    parts = urlsplit(text)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(f"{k}=***" if SECRET_KEYS.match(k) else (f"{k}={v}" if sep else k)
+                     for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item))
+    return printable(parts._replace(netloc=netloc, query=query).geturl())
 
 
 def parse_source(text: str) -> Source:
@@ -84,15 +95,19 @@ def parse_source(text: str) -> Source:
     if m:
         scheme = m.group(1).lower()
         if scheme not in PROTOCOLS:
-            raise StreamError(text, f"--live opens {', '.join(p + '://' for p in PROTOCOLS)} streams, a camera "
+            raise StreamError(redacted(text), f"--live opens {', '.join(p + '://' for p in PROTOCOLS)} streams, a "
+                              f"camera "
                               f"(/dev/video0) or a file; not {printable(scheme)}: (a file whose name holds a colon: "
                               f"write it as ./NAME)")
         if not text[len(scheme) + 1:].startswith("//") or not urlsplit(text).hostname:
-            raise StreamError(text, f"a {scheme} URL needs a host: {scheme}://HOST[:PORT][/PATH]")
+            raise StreamError(redacted(text), f"a {scheme} URL needs a host: {scheme}://HOST[:PORT][/PATH]")
         return Source("network", text)
     if text.startswith("/dev/"):
         return Source("device", text)
     return Source("file", text)
+
+
+DEFAULT_RATE = 4.0  # frames embedded per second at most: ViT-B/32 on 2 CPU cores keeps up (bench/live.py)
 
 
 @dataclass(frozen=True)
@@ -101,10 +116,10 @@ class SourceConfig:
     that delivers nothing this long is ended; reconnects: tries to open a network stream again after it stalled or
     dropped; memory_mb: what the decoding worker may add to its imports; limits: the largest frame accepted."""
 
-    rate: float = 4.0
+    rate: float = DEFAULT_RATE
     stall_s: float = 10.0
     reconnects: int = 3
-    memory_mb: int = 1024
+    memory_mb: int = PoolConfig.memory_mb  # the decode workers' (extract.worker_memory_mb in a project)
     limits: DecodeLimits = field(default_factory=DecodeLimits)
 
 
@@ -187,8 +202,9 @@ def _run_worker(source, config, push, stop, on_note, offset) -> tuple[SourceEnd,
 
 
 def _crash_reason(code: int | None) -> str:
-    if code is not None and code < 0:
-        return f"the decoder crashed (signal {-code}, {signal.Signals(-code).name})"
+    if code is not None and code < 0:  # real-time signals (35-64) have no name in Python
+        name = signal.Signals(-code).name if -code in {s.value for s in signal.Signals} else "a real-time signal"
+        return f"the decoder crashed (signal {-code}, {name})"
     return f"the decoder crashed (exit status {code})"
 
 

@@ -180,7 +180,7 @@ def predict(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.live:  # a camera, a stream or a file played live (docs/app.md, "Live")
-        return run_live(args, head, encoder)
+        return run_live(args, head, encoder, decoding.memory_mb, limits)
     files, results = _videos(args.paths)  # and without a video, neither
     if not files:
         if args.json:

@@ -331,9 +331,9 @@ def frame_spec(cache: Cache) -> FrameSpec:
     them. CacheError when the cache does not record them."""
     try:
         return FrameSpec.from_pixels(json.loads(cache.attrs["preprocess_config"]), cache.attrs["preprocess"])
-    except (KeyError, json.JSONDecodeError) as e:
-        raise CacheError(f"the cache does not record the preprocessing its frames had ({type(e).__name__}: {e}): "
-                         "re-run stage one to rebuild it") from None
+    except (KeyError, TypeError, json.JSONDecodeError) as e:  # a crafted or older cache (ConfigError: another kind)
+        raise CacheError(f"the cache does not record the preprocessing its frames had ({type(e).__name__}: "
+                         f"{printable(str(e))[:200]}): re-run stage one to rebuild it") from None
 
 
 if __name__ == "__main__":  # python -m pipeline.tools.inspector: the command line lives in pipeline.tools.cli

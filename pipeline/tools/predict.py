@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.embed.encoder import AUTO_BATCH_SIZE, Encoder, auto_batch_size, embed_frames, load_encoder
+from pipeline.embed.hub import may_download
 from pipeline.errors import ConfigError, EmptySegment, HeadError, VideoError, printable
 from pipeline.heads.estimators import Head, HeadMeta, load_head
 from pipeline.decode.video import SAMPLING, Clip, DecodeLimits
@@ -144,9 +145,9 @@ def load_predictor(head_path: str | os.PathLike, pool: DecodePool, device: str =
 def encoder_for(meta: HeadMeta | dict, device: str = "auto") -> Encoder:
     """The encoder a head's metadata (or a cache's attributes) names: model, preprocessing, backend, quantisation."""
     attrs = meta.features if isinstance(meta, HeadMeta) else meta
-    backend = attrs["backend"]
-    return load_encoder(attrs["encoder_model"], "cpu" if backend == "onnxruntime" else device, attrs["preprocess"],
-                        attrs["quantize"], backend=backend)
+    backend, model = attrs["backend"], attrs["encoder_model"]
+    return load_encoder(model, "cpu" if backend == "onnxruntime" else device, attrs["preprocess"], attrs["quantize"],
+                        backend=backend, download=may_download(model))  # an artifact's model: from disk only
 
 
 def predict_video(file: str | os.PathLike, predictor: Predictor,
