@@ -19,6 +19,8 @@ ICE_SERVERS_ENV = "CLIP_HAR_ICE_SERVERS"
 ICE_SCHEMES = ("stun:", "turn:", "turns:")
 ANSWERS_WAITING = 16  # answers the page has not drawn yet: the oldest goes when it falls behind
 HISTORY_S = 30.0  # seconds of answers the page's strip shows
+# aiortc's frame.time is the RTP timestamp: a 32-bit 90 kHz clock that starts at a random value and wraps every 13.3 h
+RTP_WRAP_S = 2**32 / 90_000
 
 
 def ice_servers(environ: dict | None = None) -> list[dict]:
@@ -117,9 +119,10 @@ class LiveFeed:
             if self._make is None:
                 return
             if t is None:  # no timestamp from the sender: the arrival time, from the stream's first frame
-                now = time.monotonic()
-                self._t0 = now if self._t0 is None or self._last_t is None else self._t0
-                t = now - self._t0
+                t = time.monotonic()
+            # stream time from the stream's first frame, whatever the sender's clock started at, across its wrap
+            self._t0 = t if self._t0 is None or self._last_t is None else self._t0
+            t = (t - self._t0) % RTP_WRAP_S
             if self._last_t is not None and t < self._last_t:
                 self._close_engine()
             if self.engine is None:

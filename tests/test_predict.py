@@ -104,9 +104,13 @@ def test_under_the_threshold_the_answer_is_not_sure(project, predictor, capsys, 
     pred.not_sure_below = 0.0
     assert pred.answer == pred.top_class
     monkeypatch.chdir(project)
-    assert main(["data/walking/walking_0.mp4", "--threshold", "1.01", "--json"]) == 0
+    assert main(["data/walking/walking_0.mp4", "--threshold", "0.9999", "--json"]) == 0  # a random head: never
     result = json.loads(capsys.readouterr().out)[0]
     assert result["answer"] is None and result["sure"] is False and result["class"] == pred.top_class
+    for bad in ("1.01", "nan", "-0.5"):  # "never sure", "never anything", "always sure": refused, not obeyed
+        with pytest.raises(SystemExit):
+            main(["data/walking/walking_0.mp4", "--threshold", bad])
+        assert "--threshold must be from 0 to under 1" in capsys.readouterr().err
 
 
 def test_the_abstention_is_typed_and_a_class_called_not_sure_is_quoted():
