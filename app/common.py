@@ -16,7 +16,7 @@ from pipeline.errors import ConfigError, UserError, printable
 from pipeline.heads.calibration import describe_data
 from pipeline.heads.estimators import load_head
 from pipeline.tools.inspector import load
-from pipeline.tools.predict import encoder_for
+from pipeline.tools.predict import NOT_SURE, answer_text, encoder_for
 from pipeline.decode.preview import decode_or_preview
 from pipeline.decode.workers import DecodePool, PoolConfig, auto_workers
 from pipeline.embed.hub import may_download
@@ -164,3 +164,22 @@ def calibration_caption(calibration, classes: list[str], calibrated_on: list[str
         return ("zero-shot over the actions typed: its temperature was fitted on the project's classes, never on "
                 "videos of these actions (a best guess)")
     return describe_data(calibration)
+
+
+def class_text(class_name: str) -> str:
+    """A class name as people read it: escaped (printable), underscores as spaces (so that it wraps between
+    words), and quoted when it reads "not sure", which only the abstention says unquoted (answer_text)."""
+    return answer_text(printable(class_name).replace("_", " "))
+
+
+def show_answer(answer) -> None:
+    """An answer (a Prediction, or a live answer) as the pages say it: the class in large type and its calibrated
+    probability, or "not sure" with the best guess and the threshold this head needs."""
+    if answer.sure:
+        st.markdown(f"## {shown_name(class_text(answer.top_class))}")
+        st.markdown(f"**{answer.top_probability:.1%}** probability")
+    else:
+        st.markdown(f"## {NOT_SURE}")
+        st.markdown(f"best guess **{shown_name(class_text(answer.top_class))}** at {answer.top_probability:.1%}, "
+                    f"under the {answer.not_sure_below:.0%} this head needs to be sure with "
+                    f"{len(answer.class_names)} classes")

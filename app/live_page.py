@@ -10,17 +10,17 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from app.common import (ACTIONS_LABEL, cached_encoder, cached_head, cached_text_embeddings, calibration_caption,
-                        shown_name, typed_actions)
+                        class_text, show_answer, shown_name, typed_actions)
 from app.live_feed import HISTORY_S, LiveFeed, ice_servers
 from pipeline.decode.video import SAMPLING, DecodeLimits
-from pipeline.errors import ConfigError, UserError, printable
+from pipeline.errors import ConfigError, UserError
 from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.extract.runner import ExtractConfig
 from pipeline.heads.zeroshot import zeroshot_head
 from pipeline.live.engine import LiveConfig, LiveEngine
 from pipeline.heads.kinds import HEADS, TRAINED
 from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
-from pipeline.tools.predict import NOT_SURE, answer_text, make_predictor
+from pipeline.tools.predict import NOT_SURE, make_predictor
 from pipeline.extract.project import project_extract_config
 
 # the camera as most laptops give it, at a rate the app can receive on 2 cores (the engine embeds a few of them)
@@ -151,23 +151,11 @@ def project_limits() -> DecodeLimits:
     return cfg.limits() if cfg is not None else DecodeLimits()
 
 
-def class_text(class_name: str) -> str:
-    """A class name as Predict shows it: escaped, underscores as spaces, quoted when it reads "not sure"."""
-    return answer_text(printable(class_name).replace("_", " "))
-
-
 def show_answer(slot, answer) -> None:
     """The current answer large, as Predict says it: the class and its calibrated probability, or "not sure" with
     the best guess and the threshold this head needs."""
     with slot.container():
-        if answer.sure:
-            st.markdown(f"## {shown_name(class_text(answer.top_class))}")
-            st.markdown(f"**{answer.top_probability:.1%}** probability")
-        else:
-            st.markdown(f"## {NOT_SURE}")
-            st.markdown(f"best guess **{shown_name(class_text(answer.top_class))}** at {answer.top_probability:.1%},"
-                        f" under the {answer.not_sure_below:.0%} this head needs to be sure with "
-                        f"{len(answer.class_names)} classes")
+        show_answer(answer)
 
 
 def speed_text(answer) -> str:

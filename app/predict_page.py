@@ -10,14 +10,15 @@ import pandas as pd
 import streamlit as st
 
 from app.common import (ACTIONS_LABEL, Busy, cached_encoder, cached_head, cached_pool, cached_text_embeddings,
-                        calibration_caption, frame_strip, held_worker, shown_name, typed_actions)
+                        calibration_caption, class_text, frame_strip, held_worker, show_answer, shown_name,
+                        typed_actions)
 from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.data.discover import VIDEO_EXTENSIONS
-from pipeline.errors import ConfigError, HeadError, UserError, VideoError, printable
+from pipeline.errors import ConfigError, HeadError, UserError, VideoError
 from pipeline.extract.runner import ExtractConfig, dataset
 from pipeline.heads.kinds import HEADS, TRAINED
 from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
-from pipeline.tools.predict import (NOT_SURE, answer_text, make_predictor, predict_segments, predict_video,
+from pipeline.tools.predict import (NOT_SURE, make_predictor, predict_segments, predict_video,
                               temporary_upload)
 from pipeline.decode.preview import Preview, PreviewConfig
 from pipeline.decode.video import SAMPLING, DecodeLimits
@@ -298,22 +299,9 @@ def _project_classes(root: str, annotations: str, classes: str, cache: str, cach
         return []
 
 
-def class_text(class_name: str) -> str:
-    """A class name as people read it: escaped (printable), underscores as spaces (so that it wraps between
-    words), and quoted when it reads "not sure", which only the abstention says unquoted (answer_text)."""
-    return answer_text(printable(class_name).replace("_", " "))
-
-
 def show_prediction(prediction) -> None:
     """The top action in large type and every class's probability, highest first; "not sure" with the best guess."""
-    if prediction.sure:
-        st.markdown(f"## {shown_name(class_text(prediction.top_class))}")
-        st.markdown(f"**{prediction.top_probability:.1%}** probability")
-    else:
-        st.markdown(f"## {NOT_SURE}")
-        st.markdown(f"best guess **{shown_name(class_text(prediction.top_class))}** at "
-                    f"{prediction.top_probability:.1%}, under the {prediction.not_sure_below:.0%} this head needs "
-                    f"to be sure with {len(prediction.class_names)} classes")
+    show_answer(prediction)
     show_probabilities(prediction.class_names, prediction.probabilities)
 
 
