@@ -18,7 +18,7 @@ def main() -> None:
     calibration = config(CalibrationConfig, params["calibration"], "calibration")
     cfg = config(LogRegConfig, params["baseline"], "baseline")
     cache = open_cache(CACHE_PATH)
-    parts = read_split(SPLIT_PATH, cache.clip_ids())
+    parts = read_split(SPLIT_PATH, cache.clip_ids(), needs=("train",))
     train, val = parts == "train", parts == "val"
     x, y = mean_pool(cache.embeddings), cache.labels  # (V, D), a block of videos at a time
     head = LogRegHead(cfg).fit(x[train], y[train], cache.class_names, cache.attrs)

@@ -28,7 +28,7 @@ def main() -> None:
     set_threads("stage_two")
     params = read_params()
     cache = open_cache(CACHE_PATH)  # embeddings stay in the file: heads read them in blocks
-    parts = read_split(SPLIT_PATH, cache.clip_ids())
+    parts = read_split(SPLIT_PATH, cache.clip_ids(), needs=("train", "test"))
     test = parts == "test"
     x, y, names = mean_pool(cache.embeddings), cache.labels, cache.class_names
     # cross-validation refits each trained head with the params of its own stage

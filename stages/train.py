@@ -22,7 +22,7 @@ def main() -> None:
     if cfg.epochs < 1:  # (0 is a head at its starting point: a library use, not a stage's)
         raise ConfigError(f"train.epochs must be at least 1 to train the head, got {cfg.epochs}")
     cache = open_cache(CACHE_PATH)  # embeddings stay in the file until read
-    parts = read_split(SPLIT_PATH, cache.clip_ids())
+    parts = read_split(SPLIT_PATH, cache.clip_ids(), needs=("train",))
     # mean pooling trains on (V, D), pooled a block at a time; attention and conv read mini-batches of frames
     x = mean_pool(cache.embeddings) if cfg.head == "mean" else cache.embeddings
     y = cache.labels

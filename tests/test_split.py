@@ -350,3 +350,13 @@ def test_a_part_that_is_not_a_part_is_refused_in_one_line(tmp_path):
     write_split(tmp_path / "split.csv", paths, np.array([0, 0]), ["a"], np.array(["train", "TEST\x1b[2J"]))
     with pytest.raises(DataError, match=r"part is 'TEST\\\\x1b\[2J', not train, val, test or unused"):
         read_split(tmp_path / "split.csv", paths)
+
+
+def test_a_split_with_no_video_in_a_part_a_stage_needs_is_one_line(tmp_path):
+    """A hand-edited split.csv with every row train: evaluate needs a test part (and train, baseline a train
+    part); said in one line naming the part, never a crash further on."""
+    paths = np.array(["a.mp4", "b.mp4"], object)
+    write_split(tmp_path / "split.csv", paths, np.array([0, 0]), ["a"], np.array(["train", "train"]))
+    assert list(read_split(tmp_path / "split.csv", paths, needs=("train",))) == ["train", "train"]
+    with pytest.raises(DataError, match="puts no video in the test part: re-run `dvc repro split`"):
+        read_split(tmp_path / "split.csv", paths, needs=("train", "test"))

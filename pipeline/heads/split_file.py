@@ -37,10 +37,11 @@ def write_split(path: str | os.PathLike, paths: np.ndarray, labels: np.ndarray, 
     os.replace(tmp, path)
 
 
-def read_split(path: str | os.PathLike, paths: np.ndarray, column: str = "part") -> np.ndarray:
+def read_split(path: str | os.PathLike, paths: np.ndarray, column: str = "part", needs: tuple[str, ...] = ()
+               ) -> np.ndarray:
     """The part ("train"/"val"/"test"/"unused") of each of `paths` (clip ids), or another column of the split
-    (column="group"; "grouped_by": a GROUNDS key), str array (V,); DataError if there is no split, or it misses
-    any."""
+    (column="group"; "grouped_by": a GROUNDS key), str array (V,); DataError if there is no split, it misses
+    any, or one of the parts a stage `needs` (train, test) holds no video (a hand-edited file: every row "train")."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no split at {str(path)!r}: run `dvc repro split` first")
@@ -58,4 +59,8 @@ def read_split(path: str | os.PathLike, paths: np.ndarray, column: str = "part")
     odd = sorted(set(values) - {*PARTS, UNUSED}) if column == "part" else []
     if odd:  # a hand-edited part (TEST, a typo) would be no part at all for the heads and tools
         raise DataError(f"{path}: a clip's part is {printable(odd[0])!r}, not train, val, test or {UNUSED}")
+    empty = [part for part in needs if not (values == part).any()]
+    if empty:
+        raise DataError(f"{path} puts no video in the {' and '.join(empty)} part: re-run `dvc repro split` (or give "
+                        f"split.val / split.test a share that leaves each part a video per class)")
     return values
