@@ -531,3 +531,30 @@ def test_a_crafted_preprocessing_record_is_one_line_not_a_traceback(recorded):
     from pipeline.tools.inspector import frame_spec
     with pytest.raises(UserError):
         frame_spec(SimpleNamespace(attrs={"preprocess_config": recorded, "preprocess": "fast"}))
+
+
+@pytest.mark.parametrize("how", ["size mismatch", "lying header", "linked to /dev/zero", "linked to /etc/passwd"])
+def test_a_damaged_or_lying_model_folder_is_one_line(how, tiny_clip, tmp_path):
+    """Weights of the wrong shape, a safetensors header that lies about its size, weights that are a link to a
+    device or to another file: one UserError naming the folder, never a traceback (issue 34, item 8)."""
+    from safetensors.torch import load_file, save_file
+
+    from pipeline.embed.encoder import load_encoder
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_clip, folder)
+    weights = folder / "model.safetensors"
+    if how == "size mismatch":
+        tensors = load_file(weights)
+        name = next(k for k in tensors if k.endswith("visual_projection.weight"))
+        tensors[name] = torch.zeros(tensors[name].shape[0] + 3, tensors[name].shape[1])
+        save_file(tensors, weights, metadata={"format": "pt"})
+    elif how == "lying header":
+        data = bytearray(weights.read_bytes())
+        data[:8] = (len(data) * 4).to_bytes(8, "little")  # a header longer than the file
+        weights.write_bytes(bytes(data))
+    else:
+        weights.unlink()
+        weights.symlink_to(how.split(" to ")[1])
+    with pytest.raises(UserError) as refused:
+        load_encoder(str(folder))
+    assert "\n" not in str(refused.value)
