@@ -81,7 +81,7 @@ def main() -> None:
             answer_slot.info("Press START and allow the camera: the first answer comes after the first frames."
                              if not ctx.state.playing else "Waiting for the first answer…")
             return
-        show_answer(answer_slot, feed.latest)
+        draw_answer(answer_slot, feed.latest)
         speed_slot.caption(speed_text(feed.latest))
         top_slot.altair_chart(top_chart(feed.latest), width="stretch")
         strip_slot.altair_chart(strip_chart(list(feed.history)), width="stretch")
@@ -151,7 +151,7 @@ def project_limits() -> DecodeLimits:
     return cfg.limits() if cfg is not None else DecodeLimits()
 
 
-def show_answer(slot, answer) -> None:
+def draw_answer(slot, answer) -> None:
     """The current answer large, as Predict says it: the class and its calibrated probability, or "not sure" with
     the best guess and the threshold this head needs."""
     with slot.container():

@@ -273,11 +273,12 @@ def test_first_hour_in_the_browser(demo_repo, plots_page):
 
 
 def check_plots_page(page_file: Path, shots: Path) -> None:
-    """Each chart of dvc.yaml's `plots:` once, with data, drawn without network; every image loaded."""
+    """Each chart of dvc.yaml's `plots:` once, with data, drawn without network; every image loaded; the notice
+    (the random encoder's warning and the protocol, a text chart) first."""
     specs = plot_specs(page_file)
     titles = [s["title"]["text"] for s in specs]
-    assert len(titles) == len(set(titles)) == 6, titles
-    for spec in specs:
+    assert len(titles) == len(set(titles)) == 7 and titles[0] == "About these numbers", titles
+    for spec in specs[1:]:
         encoding = spec.get("encoding") or spec["spec"]["encoding"]
         values = spec["data"]["values"]
         assert values and all(encoding["x"]["field"] in v for v in values), spec["title"]  # no empty "vs step"
@@ -301,7 +302,9 @@ def check_plots_page(page_file: Path, shots: Path) -> None:
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / "1-dvc-plots.png"), full_page=True)
     assert not errors and not outside, (errors, outside)
-    assert all(w > 100 and h > 100 and marks > 10 for w, h, marks in sizes), sizes
+    (notice_w, notice_h, _), charts = sizes[0], sizes[1:]  # the notice is text: its lines, no marks to count
+    assert notice_w > 100 and notice_h > 50, sizes
+    assert all(w > 100 and h > 100 and marks > 10 for w, h, marks in charts), sizes
     assert images == 0  # no PNG repeating a chart
 
 
