@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -34,10 +35,12 @@ def streamlit_server(project, **env):
     first on the server's path (installed or not: `streamlit run` itself puts only app/ there)."""
     port = free_port()
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    # the server's output goes to a file: a pipe nobody reads fills up and then blocks a chatty server
+    log = tempfile.NamedTemporaryFile("w+", prefix="streamlit-", suffix=".log")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=project, stdout=log, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONPATH": path, **env})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + WAIT_MS / 1000  # a generous bound: the wait ends when the server answers
@@ -46,10 +49,11 @@ def streamlit_server(project, **env):
             urllib.request.urlopen(url + "/_stcore/health", timeout=1)
             break
         except OSError:
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.poll() is None, Path(log.name).read_text()
             if time.time() > deadline:
                 proc.kill()
-                raise AssertionError(f"streamlit did not answer in {WAIT_MS / 1000:.0f} s: {proc.stdout.read()}")
+                raise AssertionError(f"streamlit did not answer in {WAIT_MS / 1000:.0f} s: "
+                                     f"{Path(log.name).read_text()}")
             time.sleep(0.2)
     try:
         yield url
@@ -60,6 +64,7 @@ def streamlit_server(project, **env):
         except subprocess.TimeoutExpired:  # a loaded machine: stop it for good rather than fail the test
             proc.kill()
             proc.wait()
+        log.close()
 
 
 @contextmanager

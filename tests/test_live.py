@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -433,3 +434,24 @@ def test_sigterm_ends_a_live_session_cleanly(project, tmp_path):
     summary = [line for line in err.splitlines() if line.startswith("live: ")]
     assert len(summary) == 1 and "answers" in summary[0] and "latency p50" in summary[0] and "stopped" in summary[0]
     assert "Traceback" not in err
+
+
+# --- the Live page's feed (app/live_feed.py) ----------------------------------------------------------------------
+
+def test_stream_time_starts_at_the_first_frame_and_goes_on_over_the_rtp_clocks_wrap(predictor):
+    """aiortc's frame.time is the RTP timestamp: a 90 kHz clock from a random start, wrapping at 2**32 ticks. The
+    page's stream time starts at 0 with the first frame and goes on over the wrap (no restart, no new strip)."""
+    from app.live_feed import RTP_WRAP_S, LiveFeed
+
+    feed = LiveFeed()
+    feed.use("linear", lambda on_answer: LiveEngine(predictor, LiveConfig(rate=10.0), on_answer,
+                                                    name="the camera").start())
+    times = []
+    for i in range(30):  # 6 s of frames at 5 a second, the clock's wrap 3 s in
+        feed.push(frame(20 + 7 * i), (RTP_WRAP_S - 3.0 + i / 5.0) % RTP_WRAP_S)
+        while not feed.engine.idle():
+            time.sleep(0.001)
+        while (answer := feed.next_answer(0)) is not None:
+            times.append(round(answer.time, 6))
+    assert times == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and feed.engine_error() is None
+    feed.stop()
