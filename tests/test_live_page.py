@@ -2,11 +2,7 @@
 with a fake camera over WebRTC inside a network namespace the test makes (no packet reaches a real interface)."""
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import re
-import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,10 +18,10 @@ from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor
 from tests.browser import CHROMIUM, WAIT_MS, need_chromium, streamlit_server
 from tests.conftest import APP_RUN_S, committed_params
+from tests.netns import network_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "out"  # git-ignored: the screenshot people look at
-CLONE_NEWNET = 0x40000000
 NS_ADDRESS = "10.231.0.1/24"  # private, on a veth pair that exists only inside the test's namespace
 FAKE_CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                "--disable-features=WebRtcHideLocalIpsWithMdns"]
@@ -170,28 +166,14 @@ def test_the_page_without_a_browser(project, monkeypatch):
     assert not at.exception and not calls[1:]  # no camera without the servers asked for
 
 
-@contextlib.contextmanager
 def private_network():
     """The body (and every process it starts) in a new network namespace: `lo` up, and a veth pair holding a
     private address (aioice never offers 127.0.0.1; this kernel may have no `dummy` driver), which exists only
     inside the namespace. Nothing in it reaches the machine's real interfaces. Then back to the old namespace."""
-    if os.geteuid() != 0:
-        pytest.skip("the WebRTC test isolates the app and the browser in a network namespace, which needs root")
-    libc = ctypes.CDLL(None, use_errno=True)
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    try:
-        if libc.unshare(CLONE_NEWNET) != 0:
-            pytest.skip(f"cannot make a network namespace: {os.strerror(ctypes.get_errno())}")
-        for command in ["ip link set lo up", "ip link add clip0 type veth peer name clip1",
-                        f"ip addr add {NS_ADDRESS} dev clip0", "ip link set clip0 up", "ip link set clip1 up"]:
-            subprocess.run(command.split(), check=True)
-        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-        assert sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines()) == [
-            "clip0", "clip1", "lo"], links
-        yield
-    finally:
-        assert libc.setns(home, CLONE_NEWNET) == 0, os.strerror(ctypes.get_errno())
-        os.close(home)
+    return network_namespace(["ip link set lo up", "ip link add clip0 type veth peer name clip1",
+                              f"ip addr add {NS_ADDRESS} dev clip0", "ip link set clip0 up", "ip link set clip1 up"],
+                             ["clip0", "clip1", "lo"], "the WebRTC test isolates the app and the browser in a "
+                             "network namespace")
 
 
 def camera_clip(path: Path, seconds: float = 4.0, fps: int = 15) -> Path:

@@ -5,8 +5,6 @@ CPU), inside a network namespace that has only loopback, so the test cluster nev
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import os
 import signal
@@ -27,29 +25,16 @@ from pipeline.extract.runner import ExtractConfig, extract_features  # noqa: E40
 from pipeline.paths import CACHE_PATH, PARAMS  # noqa: E402
 from tests.conftest import committed_params, write_video  # noqa: E402
 from tests.faults import DOOMED_NODE, broken_install_decode, doomed_node_decode, faulty_decode  # noqa: E402
+from tests.netns import network_namespace  # noqa: E402
 from tests.test_extract import assert_same_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CLONE_NEWNET = 0x40000000
 
 
-@contextlib.contextmanager
 def loopback_only():
     """Run the body (and every process it starts) in a new network namespace with only `lo`, then come back."""
-    if os.geteuid() != 0:
-        pytest.skip("the Ray tests isolate their cluster in a network namespace, which needs root")
-    libc = ctypes.CDLL(None, use_errno=True)
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    try:
-        if libc.unshare(CLONE_NEWNET) != 0:
-            pytest.skip(f"cannot make a network namespace: {os.strerror(ctypes.get_errno())}")
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-        assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"], links
-        yield
-    finally:
-        assert libc.setns(home, CLONE_NEWNET) == 0, os.strerror(ctypes.get_errno())
-        os.close(home)
+    return network_namespace(["ip link set lo up"], ["lo"],
+                             "the Ray tests isolate their cluster in a network namespace")
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ class FrameSpec:
         if not isinstance(pixels, dict) or not isinstance(pixels["size"] or {}, dict):  # a config from a file
             raise ConfigError("the image processor's settings are not a mapping with a size mapping")
         size = pixels["size"] or {}
-        resample = RESAMPLE.get(pixels["resample"]) if _hashable(pixels["resample"]) else None
+        resample = RESAMPLE.get(pixels["resample"]) if isinstance(pixels["resample"], int) else None  # PIL's codes
         if resample is None:
             raise ConfigError(f"preprocessing implements bicubic and bilinear resampling, the image processor asks "
                               f"for {printable(repr(pixels['resample']))[:40]}")
@@ -53,10 +53,6 @@ class FrameSpec:
 
 MAX_SIDE = 2048  # pixels of an encoder input's side: the largest CLIP and SigLIP take 448-512 (a side of 100,000 asked
 # for a 240 GB frame per clip)
-
-
-def _hashable(value) -> bool:
-    return isinstance(value, (int, str, float, type(None)))
 
 
 def _sides(*sides) -> tuple[int, ...]:
