@@ -20,6 +20,7 @@ import pytest
 WAIT_MS = 120_000
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "streamlit_app.py"
+OUT = ROOT / "tests" / "out"  # git-ignored: the screenshots people look at
 CHROMIUM = shutil.which("chromium")
 
 
@@ -57,6 +58,9 @@ def streamlit_server(project, **env):
             time.sleep(0.2)
     try:
         yield url
+    except BaseException:  # the test failed inside: what the server said goes with the failure (pytest shows it)
+        print(f"--- the streamlit server's output ({log.name}) ---\n{Path(log.name).read_text()[-6000:]}")
+        raise
     finally:
         proc.terminate()
         try:
@@ -77,9 +81,27 @@ def chromium_page():
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
             page.set_default_timeout(WAIT_MS)  # clicks and uploads wait for their element this long
             expect.set_options(timeout=WAIT_MS)  # and so does every expect(...) (5 s by default)
-            yield page
+            with telling(page, "page"):
+                yield page
         finally:
             browser.close()
+
+
+@contextmanager
+def telling(page, name: str):
+    """On a failure in the body, what the page showed goes with it: its text (printed, pytest shows it) and a
+    screenshot, tests/out/<name>-failed.png."""
+    try:
+        yield page
+    except BaseException:
+        try:
+            OUT.mkdir(exist_ok=True)
+            page.screenshot(path=str(OUT / f"{name}-failed.png"), full_page=True)
+            print(f"--- the page's text at the failure (screenshot: {OUT / f'{name}-failed.png'}) ---\n"
+                  f"{page.inner_text('body', timeout=10_000)[-6000:]}")
+        except Exception as e:  # the browser itself is gone: the failure above is what matters  # noqa: BLE001
+            print(f"--- the page could not be read at the failure: {e}")
+        raise
 
 
 def need_chromium(module: bool = False) -> None:

@@ -16,12 +16,11 @@ from pipeline.errors import ConfigError
 from pipeline.live.engine import LiveConfig, LiveEngine
 from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor
-from tests.browser import CHROMIUM, WAIT_MS, need_chromium, streamlit_server
+from tests.browser import CHROMIUM, OUT, WAIT_MS, need_chromium, streamlit_server, telling
 from tests.conftest import APP_RUN_S, committed_params
 from tests.netns import network_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "tests" / "out"  # git-ignored: the screenshot people look at
 NS_ADDRESS = "10.231.0.1/24"  # private, on a veth pair that exists only inside the test's namespace
 FAKE_CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                "--disable-features=WebRtcHideLocalIpsWithMdns"]
@@ -206,32 +205,33 @@ def test_the_live_page_answers_the_browsers_camera(project, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.set_default_timeout(WAIT_MS)
             expect.set_options(timeout=WAIT_MS)
-            page.goto(url + "/live_page")
-            expect(page.get_by_text("Press START")).to_be_visible()
-            page.frame_locator("iframe[title*=webrtc]").get_by_role("button", name="START").click()
-            heading = page.get_by_role("heading", name=re.compile("^(" + "|".join(classes) + ")$"))
-            expect(heading).to_be_visible()  # the first answer
-            small = page.get_by_text(re.compile(r"^at \d+\.\d s · latency \d+ ms"))
-            first = small.inner_text()
-            # the answer updates: a later stream time (the fake camera loops its clip)
-            expect(small).not_to_have_text(first)
-            later = small.inner_text()
-            expect(page.get_by_text(re.compile(r"^\d+\.\d% probability$|^best guess .+ at \d"))).to_be_visible()
-            expect(page.locator("[data-testid=stVegaLiteChart]")).to_have_count(2)  # top 3, the last 30 s
-            expect(small).to_have_text(re.compile(r"^at ([3-9]|\d\d+)\.\d s"))  # a few answers in the strip
-            charts = page.locator("[data-testid=stVegaLiteChart]")
-            expect(charts.nth(1).get_by_role("img")).to_be_visible()
-            OUT.mkdir(exist_ok=True)
-            page.screenshot(path=str(OUT / "live_page.png"), full_page=True)  # for people to look at (playing)
-            camera = page.frame_locator("iframe[title*=webrtc]")
-            camera.get_by_role("button", name="STOP").click()
-            expect(camera.get_by_role("button", name="START")).to_be_visible()
-            # stopped, the page keeps the last answer and its charts: the top 3, the last 30 s
-            expect(charts).to_have_count(2)
-            expect(charts.nth(0).get_by_role("img")).to_be_visible()
-            expect(charts.nth(1).get_by_role("img")).to_be_visible()
-            expect(heading).to_be_visible()
-            page.screenshot(path=str(OUT / "live_page_stopped.png"), full_page=True)
+            with telling(page, "live_page"):  # a failure shows the page's text and a screenshot
+                page.goto(url + "/live_page")
+                expect(page.get_by_text("Press START")).to_be_visible()
+                page.frame_locator("iframe[title*=webrtc]").get_by_role("button", name="START").click()
+                heading = page.get_by_role("heading", name=re.compile("^(" + "|".join(classes) + ")$"))
+                expect(heading).to_be_visible()  # the first answer
+                small = page.get_by_text(re.compile(r"^at \d+\.\d s · latency \d+ ms"))
+                first = small.inner_text()
+                # the answer updates: a later stream time (the fake camera loops its clip)
+                expect(small).not_to_have_text(first)
+                later = small.inner_text()
+                expect(page.get_by_text(re.compile(r"^\d+\.\d% probability$|^best guess .+ at \d"))).to_be_visible()
+                expect(page.locator("[data-testid=stVegaLiteChart]")).to_have_count(2)  # top 3, the last 30 s
+                expect(small).to_have_text(re.compile(r"^at ([3-9]|\d\d+)\.\d s"))  # a few answers in the strip
+                charts = page.locator("[data-testid=stVegaLiteChart]")
+                expect(charts.nth(1).get_by_role("img")).to_be_visible()
+                OUT.mkdir(exist_ok=True)
+                page.screenshot(path=str(OUT / "live_page.png"), full_page=True)  # for people to look at (playing)
+                camera = page.frame_locator("iframe[title*=webrtc]")
+                camera.get_by_role("button", name="STOP").click()
+                expect(camera.get_by_role("button", name="START")).to_be_visible()
+                # stopped, the page keeps the last answer and its charts: the top 3, the last 30 s
+                expect(charts).to_have_count(2)
+                expect(charts.nth(0).get_by_role("img")).to_be_visible()
+                expect(charts.nth(1).get_by_role("img")).to_be_visible()
+                expect(heading).to_be_visible()
+                page.screenshot(path=str(OUT / "live_page_stopped.png"), full_page=True)
         finally:
             browser.close()
     t0, t1 = (float(re.match(r"at (\d+\.\d) s", s).group(1)) for s in (first, later))
