@@ -45,6 +45,11 @@ class EmptySegment(VideoError):
     """The segment of a video asked for holds none of its frames (a gap in a sparse or damaged video)."""
 
 
+class InternalError(VideoError):
+    """Reading one video raised an exception the code does not expect: a bug in clip-har, not a bad video. The video
+    is still skipped (the run goes on), but it is counted apart and its traceback kept (`Unusable.detail`)."""
+
+
 class BrokenInstall(RuntimeError):
     """The installation cannot do the work (a module that does not import in the decode workers): every video would
     fail the same way, so the run stops. Not a UserError: its traceback is what a person needs to repair it."""
@@ -102,6 +107,7 @@ class Unusable:
     file: str
     reason: str
     kind: type[VideoError] = field(default=VideoError, compare=False, repr=False)  # the error the reason came from
+    detail: str = field(default="", compare=False, repr=False)  # an InternalError's traceback, for the bug report
 
     def __str__(self) -> str:
         return f"{printable(self.file)}: {self.reason}"

@@ -12,7 +12,8 @@ from pipeline.decode.workers import load_video
 
 def faulty_decode(file: str, cfg, hash_bytes: bool = True):
     """Segfaults on files named crash* (or starting with b"crash!"), sleeps an hour on hang* (or b"hang!!"),
-    allocates 1 TiB on hog*, else decodes normally.
+    allocates 1 TiB on hog*, raises an exception no reader expects on bug* (a bug in the code), else decodes
+    normally.
 
     locked.mp4 fails as a file without read permission fails for every user but root (the tests run as root).
     """
@@ -28,6 +29,8 @@ def faulty_decode(file: str, cfg, hash_bytes: bool = True):
         time.sleep(3600)
     if name.startswith("hog"):
         np.ones(2**40, np.uint8)
+    if name.startswith("bug"):
+        {}["a key the code forgot"]  # noqa: B018  (a KeyError, as a bug in a reader would raise)
     return load_video(file, cfg, hash_bytes)
 
 

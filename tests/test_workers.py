@@ -77,6 +77,20 @@ def test_results_are_typed_from_the_exception_never_its_text(tmp_path):
             list(pool.map([str(bad)], READ))  # a broken installation stops the run: it would skip every video
 
 
+def test_a_bug_in_a_reader_skips_its_video_as_an_internal_error_with_its_traceback(faulty_folder):
+    """An exception no reader expects is not the video's fault: the video is skipped (the run goes on), typed as an
+    InternalError so that it is counted apart, with the worker's traceback kept for the bug report."""
+    from pipeline.errors import InternalError
+    shutil.copy(faulty_folder / "c0" / "v0.mp4", faulty_folder / "c0" / "bug.mp4")
+    files = [str(faulty_folder / "c0" / n) for n in ("bug.mp4", "v2.mp4")]
+    for workers in (0, 1):
+        with DecodePool(PoolConfig(workers=workers, timeout_s=TIMEOUT), decode=faulty_decode) as pool:
+            bug, good = pool.map(files, READ)
+        assert isinstance(good, Loaded) and bug.kind is InternalError, (workers, bug)
+        assert bug.reason.startswith("internal error, a bug in clip-har rather than the video (KeyError")
+        assert "faults.py" in bug.detail and "KeyError: 'a key the code forgot'" in bug.detail, bug.detail
+
+
 def test_a_worker_imports_the_reader_and_not_its_callers(tmp_path, monkeypatch):
     # multiprocessing re-runs the parent's main script in each worker: under pytest, after an AppTest, that is the
     # app's script (Streamlit puts it in sys.modules["__main__"]); the reader's own imports are what is checked here

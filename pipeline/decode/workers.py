@@ -14,6 +14,7 @@ import resource
 import signal
 import sys
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 from pebble import ProcessExpired, ProcessPool
 
-from pipeline.errors import BrokenInstall, Unusable, VideoError
+from pipeline.errors import BrokenInstall, InternalError, Unusable, VideoError
 from pipeline.decode.frames import FrameSpec
 from pipeline.decode.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames
 
@@ -364,4 +365,9 @@ def _unusable(file: str, e: Exception, named: bool = True) -> Unusable:
         return Unusable(file, "ran out of memory while decoding" + (" (extract.worker_memory_mb)" if named else ""))
     if isinstance(e, OSError):  # the file's own name is the record's: the error's (an absolute path) is left out
         return Unusable(file, f"cannot be read ({e.strerror or type(e).__name__})")
-    return Unusable(file, f"{type(e).__name__}: {e}")
+    # anything else is a bug in this code, not the video's fault: skipped all the same, but said so and counted apart,
+    # with the traceback (a worker's, which pebble hands over as the exception's cause) for the bug report
+    remote = getattr(e.__cause__, "traceback", None)
+    detail = remote if isinstance(remote, str) else "".join(traceback.format_exception(e))
+    return Unusable(file, f"internal error, a bug in clip-har rather than the video ({type(e).__name__}: {e})",
+                    InternalError, detail)
