@@ -30,7 +30,7 @@ def faulty_decode(file: str, cfg, hash_bytes: bool = True):
     if name.startswith("hog"):
         np.ones(2**40, np.uint8)
     if name.startswith("bug"):
-        {}["a key the code forgot"]  # noqa: B018  (a KeyError, as a bug in a reader would raise)
+        {}["a key the code forgot"]  # a KeyError, as a bug in a reader would raise
     return load_video(file, cfg, hash_bytes)
 
 
