@@ -96,6 +96,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(dataset, tmp_pat
     assert "skipped sitting/zero.mp4" in str(summary)
     cache = read_cache(tmp_path / "f.h5")
     assert cache.skipped == summary.skipped and len(cache) == 7 and "sitting/zero.mp4" not in cache.paths
+    assert cache.skipped_kind == summary.skipped_kind == dict.fromkeys(reasons, "VideoError")  # Unusable.kind kept
 
 
 def test_rerun_encodes_only_what_changed(dataset, tmp_path, tiny_clip, monkeypatch):
@@ -175,6 +176,7 @@ def test_a_failed_video_is_not_read_again_until_it_changes(dataset, tmp_path, ti
                                                                                bad.stat().st_mtime_ns)}
     second = again()
     assert reads == [] and second.skipped == first.skipped and second.remembered == 1  # not read, same reason
+    assert second.skipped_kind == first.skipped_kind == {"sitting/bad.mp4": "VideoError"}  # and the same kind
     assert "1 skipped (1 unchanged since they failed: not read again; extract.rehash: true retries them)" in str(
         second)
     assert again(rehash=True).remembered == 0 and reads == ["bad.mp4"]  # rehash retries it

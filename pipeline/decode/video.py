@@ -18,7 +18,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from pipeline.errors import EmptySegment, VideoError
+from pipeline.errors import EmptySegment, UserError, VideoError
 from pipeline.decode.frames import FrameGroup, FrameSpec
 from pipeline.decode.sniff import external_reference, refuse_non_video, video_stream
 
@@ -54,6 +54,26 @@ class DecodeLimits:
     max_pixels: int = 7680 * 4320
     max_aspect: float = 16.0
     max_damaged: float = 0.5
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a clip's frames are chosen: num_frames evenly spaced (SAMPLING). The cache records it (attrs(), among its
+    key) and a head its features; predict and the app rebuild it from those (from_attrs) and sample the same way."""
+
+    num_frames: int = 16
+
+    def attrs(self) -> dict:
+        """What a cache's attrs (and a head's features) say of it: num_frames and sampling."""
+        return {"num_frames": self.num_frames, "sampling": SAMPLING}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> Sampling:
+        """The sampling a cache's attrs or a head's features record; UserError for a sampling this code does not
+        make."""
+        if attrs.get("sampling") != SAMPLING:
+            raise UserError(f"{attrs.get('sampling')!r} sampling, this code samples {SAMPLING!r}")
+        return cls(int(attrs["num_frames"]))
 
 
 @dataclass

@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib.metadata import version
 from pathlib import Path
 
@@ -28,15 +28,18 @@ from pipeline.extract.cache_door import disk_problem, finite_rows
 from pipeline.data.discover import FOLLOW_LINKS, VIDEO_EXTENSIONS, VideoFile, discover_videos
 from pipeline.embed.encoder import EncoderConfig
 from pipeline.extract.engines import Engine, LocalEngine
-from pipeline.errors import CacheError, ConfigError, DataError, Unusable, number, printable
+from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError, number, printable
 from pipeline.paths import CACHE_PATH
 from pipeline.progress import progress_bar
-from pipeline.decode.video import SAMPLING, DecodeLimits
+from pipeline.decode.video import DecodeLimits, Sampling
 from pipeline.decode.workers import Hashed, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
 from pipeline.extract.reuse import reusable
 from pipeline.extract.writer import PartWriter, VideoRow, assemble_cache, write_skipped_list
 
 ENGINES = ("local", "ray")
+# The settings a remembered failure was met under (the cache's decode_limits attribute): the pool's bounds, hashing's
+# and every per-video limit (DecodeLimits). A file that failed under other values is read again.
+FAILURE_LIMITS = ("video_timeout_s", "hash_timeout_s", "worker_memory_mb", *(f.name for f in fields(DecodeLimits)))
 
 
 @dataclass
@@ -85,6 +88,10 @@ class ExtractConfig:
         return EncoderConfig(self.model, self.device, self.precision, self.preprocess, self.backend, self.quantize,
                              self.batch_size, self.num_frames)
 
+    def sampling(self) -> Sampling:
+        """How each clip's frames are chosen (extract.num_frames)."""
+        return Sampling(self.num_frames)
+
     def pool(self) -> PoolConfig:
         """The decode workers' settings (extract.workers auto: one per core)."""
         workers = auto_workers() if self.workers == "auto" else self._number("workers", int)
@@ -122,6 +129,7 @@ class ExtractSummary:
     seconds: float = 0.0
     note: str = ""  # why a previous cache was not reused, if it was not
     skipped_stat: dict[str, tuple[int, int]] = field(default_factory=dict)  # (size, mtime_ns) of skipped files
+    skipped_kind: dict[str, str] = field(default_factory=dict)  # clip id -> the error type's name (Cache.skipped_kind)
     remembered: int = 0  # skipped because they failed before and are unchanged (not read again)
     damaged: int = 0  # decoded in this run with packets that failed to decode (Clip.decode_errors > 0)
     kinds: Counter = field(default_factory=Counter)  # skips by reason
@@ -179,18 +187,17 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     try:
         videos, class_names, problems = dataset(cfg)
         with open_engine(cfg, decode) as engine:
-            attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
+            attrs = {**engine.encoder_attrs, **cfg.sampling().attrs(),
                      "batch_size": engine.batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
                      "annotations": cfg.annotations,
                      # a failure is remembered only under the same limits (pipeline.extract.runner._encode_new)
-                     "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in (
-                         "video_timeout_s", "hash_timeout_s", "worker_memory_mb", "max_pixels", "max_aspect",
-                         "max_damaged")}, sort_keys=True),
+                     "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in FAILURE_LIMITS}, sort_keys=True),
                      "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py", "numpy")
                                              + (("onnxruntime",) if cfg.backend == "onnxruntime" else ())})}
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
             template = empty_cache(cfg.num_frames, attrs["embedding_dim"], attrs, class_names)
-            summary = ExtractSummary(str(cache_path), skipped=list(problems))
+            summary = ExtractSummary(str(cache_path), skipped=list(problems),
+                                     skipped_kind={name: DataError.__name__ for name, _ in problems})
             sources, summary.note = reusable(cache_path, parts_dir, attrs)
             reader = ReadConfig(cfg.num_frames, engine.frame_spec, cfg.limits())
             summary.kinds[PROBLEMS] += len(problems)
@@ -203,7 +210,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             raise DataError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
                             f"\n{summary}")
         assemble_cache(cache_path, kept, sources + new_parts, template, sorted(summary.skipped),
-                       summary.skipped_stat)
+                       summary.skipped_stat, summary.skipped_kind)
         try:
             summary.skipped_list = str(write_skipped_list(skipped_list_path(cache_path), summary.skipped))
         except OSError as e:
@@ -290,8 +297,8 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             stored.setdefault(name, set()).add(digest)
     known = {k for src in sources for k in src.row_keys()}
     # skipped clips are listed by clip id (the path, for a whole file)
-    failed = {} if rehash else {(p, *src.skipped_stat[p]): reason for src in sources for p, reason in src.skipped
-                                if p in src.skipped_stat
+    failed = {} if rehash else {(p, *src.skipped_stat[p]): (reason, src.skipped_kind.get(p, ""))
+                                for src in sources for p, reason in src.skipped if p in src.skipped_stat
                                 and src.attrs.get("decode_limits") == template.attrs["decode_limits"]}
     bar = progress_bar(total=len(videos), unit="video", disable=not progress, desc="extract")
     kept: list[VideoRow] = []
@@ -299,10 +306,12 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
     content: dict[int, tuple[str, Hashed | None]] = {}  # video -> (digest, its Hashed when read in this run)
     to_hash: list[int] = []
 
-    def skip(i: int, line: str, why: str, remember: bool = True) -> None:
+    def skip(i: int, line: str, why: str, kind: str, remember: bool = True) -> None:
         name = clip_id(videos[i].path, videos[i].segment)
         summary.skipped.append((name, line))
         summary.kinds[why] += 1
+        if kind:
+            summary.skipped_kind[name] = kind
         if remember and name in stat:  # remembered with the stat taken before it was read
             summary.skipped_stat[name] = stat[name]
         bar.update(1)
@@ -321,7 +330,8 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         key = (video.path, st.st_size, st.st_mtime_ns)
         stat[name] = key[1:]
         if (name, *key[1:]) in failed:
-            skip(i, failed[(name, *key[1:])], REMEMBERED)
+            line, kind = failed[(name, *key[1:])]
+            skip(i, line, REMEMBERED, kind)
             summary.remembered += 1
             continue
         digest = by_stat.get(key)
@@ -337,7 +347,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         out = hashes[str(videos[i].file)]
         if isinstance(out, Unusable):
             name = clip_id(videos[i].path, videos[i].segment)
-            skip(i, f"{name}: {out.reason}", out.reason)  # remembered under these limits (hash_timeout_s among them)
+            skip(i, f"{name}: {out.reason}", out.reason, out.kind.__name__)  # remembered under these limits
             continue
         content[i] = (out.digest, out)
         for old in stored.get(clip_id(videos[i].path, videos[i].segment), ()):  # this file's rows, now untrue
@@ -368,12 +378,12 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             name = clip_id(video.path, video.segment)
             bar.update(1)
             if isinstance(out, Unusable):  # recorded under its clip id: the cache must not name this machine's files
-                skip(i, f"{name}: {out.reason}", out.reason)
+                skip(i, f"{name}: {out.reason}", out.reason, out.kind.__name__)
                 pending += repeats  # a crash or a timeout is not a property of the bytes: each tries for itself
                 alone.update(repeats)
                 continue
             if embeddings is not None and not finite_rows(embeddings[None])[0]:  # never a row the door refuses
-                skip(i, f"{name}: {NOT_FINITE}", NOT_FINITE, remember=False)
+                skip(i, f"{name}: {NOT_FINITE}", NOT_FINITE, VideoError.__name__, remember=False)
                 pending += repeats
                 alone.update(repeats)
                 continue
