@@ -486,3 +486,29 @@ def test_the_summary_counts_damaged_videos_and_the_limit_reaches_the_decoder():
 
     assert "  2 videos had packets that failed to decode" in str(ExtractSummary("f.h5", encoded=3, damaged=2))
     assert ExtractConfig(root="data", max_damaged=0.1).limits().max_damaged == 0.1
+
+
+def test_a_cache_sampled_by_frame_rate_holds_each_clips_own_frames_padded_and_says_so(tmp_path, tiny_clip):
+    """extract.fps 1: a 2 s clip gets 2 frames, a 5 s one 5 capped to extract.max_frames 4 (one line says so); rows
+    are padded to max_frames (zero embeddings, index -1, time NaN) and `sampled` counts each one's own; the sampling
+    is in the cache's key (another rate re-encodes); the embeddings are those of the frames read alone."""
+    write_video(tmp_path / "data" / "a" / "two.mp4", 20, fps=10.0)
+    write_video(tmp_path / "data" / "b" / "five.mp4", 50, fps=10.0, seed=1)
+    summary = run(tmp_path / "data", tmp_path / "f.h5", tiny_clip, fps=1, max_frames=4, workers=0)
+    assert "1 clips are longer than 4 frames at 1 a second: each got 4 frames spread over it (extract.max_frames)" \
+        in str(summary)
+    cache = read_cache(tmp_path / "f.h5")
+    assert cache.attrs["sampling"] == "fps-centers:1" and cache.attrs["num_frames"] == 4
+    assert cache.sampled.tolist() == [2, 4] and cache.embeddings.shape[:2] == (2, 4)
+    assert cache.frame_indices[0].tolist() == [5, 15, -1, -1] and np.isnan(cache.timestamps[0, 2:]).all()
+    np.testing.assert_allclose(cache.timestamps[0, :2], [0.5, 1.5])
+    assert (cache.embeddings[0, 2:] == 0).all() and (cache.frame_mask() == [[1, 1, 0, 0], [1, 1, 1, 1]]).all()
+    encoder = load_encoder(tiny_clip, device="cpu")
+    clip = read_frames(tmp_path / "data" / "a" / "two.mp4", 4, fps=1.0)
+    alone = embed_frames(preprocess_frames(clip.frames, encoder), encoder, batch_size=8)
+    np.testing.assert_allclose(cache.embeddings[0, :2], alone, atol=1e-5)
+    assert run(tmp_path / "data", tmp_path / "f.h5", tiny_clip, fps=1, max_frames=4, workers=0).reused == 2
+    again = run(tmp_path / "data", tmp_path / "f.h5", tiny_clip, fps=2, max_frames=4, workers=0)
+    assert again.encoded == 2 and "sampling" in again.note
+    with pytest.raises(ConfigError, match="extract.fps needs extract.engine: local"):
+        ExtractConfig(root=".", fps=1, engine="ray")

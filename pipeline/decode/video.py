@@ -56,24 +56,59 @@ class DecodeLimits:
     max_damaged: float = 0.5
 
 
+FPS_SAMPLING = "fps-centers"  # frames at rate r: the centres of round(duration * r) equal spans (fps_indices)
+
+
 @dataclass(frozen=True)
 class Sampling:
-    """How a clip's frames are chosen: num_frames evenly spaced (SAMPLING). The cache records it (attrs(), among its
-    key) and a head its features; predict and the app rebuild it from those (from_attrs) and sample the same way."""
+    """How a clip's frames are chosen. fps 0: num_frames evenly spaced (SAMPLING, sample_indices). fps > 0: `fps`
+    frames per second of the clip, at least 1 and at most num_frames (extract.max_frames: a longer clip gets
+    num_frames spread evenly over it; fps_indices), so clips get different numbers of frames and a cache pads them
+    to num_frames. The cache records it (attrs(), among its key) and a head its features; predict and the app
+    rebuild it from those (from_attrs) and sample the same way."""
 
     num_frames: int = 16
+    fps: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """The cache's "sampling" attribute: SAMPLING, or FPS_SAMPLING and the rate (`fps-centers:1`)."""
+        return f"{FPS_SAMPLING}:{self.fps:g}" if self.fps else SAMPLING
 
     def attrs(self) -> dict:
-        """What a cache's attrs (and a head's features) say of it: num_frames and sampling."""
-        return {"num_frames": self.num_frames, "sampling": SAMPLING}
+        """What a cache's attrs (and a head's features) say of it: num_frames (F, the most a clip gets) and sampling
+        (name)."""
+        return {"num_frames": self.num_frames, "sampling": self.name}
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> Sampling:
         """The sampling a cache's attrs or a head's features record; UserError for a sampling this code does not
         make."""
-        if attrs.get("sampling") != SAMPLING:
-            raise UserError(f"{attrs.get('sampling')!r} sampling, this code samples {SAMPLING!r}")
-        return cls(int(attrs["num_frames"]))
+        name, frames = str(attrs.get("sampling")), int(attrs["num_frames"])
+        if name == SAMPLING:
+            return cls(frames)
+        kind, _, rate = name.partition(":")
+        try:
+            fps = float(rate) if kind == FPS_SAMPLING else 0.0
+        except ValueError:
+            fps = 0.0
+        if not (0 < fps < float("inf")):
+            raise UserError(f"{name!r} sampling: this code samples {SAMPLING!r} or {FPS_SAMPLING}:<frames per "
+                            "second>")
+        return cls(frames, fps)
+
+
+def fps_indices(seconds: np.ndarray, fps: float, max_frames: int) -> np.ndarray:
+    """Frames at `fps` per second of a clip whose frames are shown at `seconds` (float64 (N,), sorted, from the
+    clip's start): n = round(duration * fps) clamped to 1..max_frames, and for each of n equal spans of the duration
+    the frame shown at its centre (the last starting at or before it), int64 (n,) sorted. duration: the last
+    frame's time plus the mean frame interval (one frame: 1 / DEFAULT_FPS). A clip of 2 s at 1 fps gets 2 frames,
+    at 0.5 s and 1.5 s."""
+    last = float(seconds[-1])
+    duration = last + (last / (len(seconds) - 1) if len(seconds) > 1 else 1 / DEFAULT_FPS)
+    n = int(min(max(round(duration * fps), 1), max_frames))
+    centres = (np.arange(n) + 0.5) * duration / n
+    return np.clip(np.searchsorted(seconds, centres, side="right") - 1, 0, len(seconds) - 1).astype(np.int64)
 
 
 @dataclass
@@ -101,6 +136,11 @@ class Clip:
     packets: int = 0
     damaged: int = 0
     timing: str = TIMESTAMPS
+
+    @property
+    def sampled(self) -> int:
+        """How many frames were sampled (num_frames, or a clip's own number when sampled by frame rate)."""
+        return len(self.indices)
 
 
 def open_regular(file: str | os.PathLike):
@@ -144,14 +184,16 @@ def sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
 def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None = SEEK_GAP,
                 sampler: Callable[[int], np.ndarray] | None = None, limits: DecodeLimits = DecodeLimits(),
                 spec: FrameSpec | None = None, segment: tuple[float, float] | None = None,
-                handle: BinaryIO | None = None) -> Clip:
+                handle: BinaryIO | None = None, fps: float = 0.0) -> Clip:
     """Decode the num_frames sampled frames of a video, never holding more than those, a FrameGroup of decoded
     frames waiting to be resized, and one other frame in memory.
 
     sampler(frame_count) -> sorted int64 indices replaces the even sampling over the whole video (the timeline
-    samples each window this way). spec: resize and crop each frame as it is decoded (see FrameSpec). segment:
-    (start, end) seconds from the first frame: the frames are sampled evenly among those whose timestamps lie in
-    [start, end) only (a trimmed clip of a longer video); VideoError when no frame does.
+    samples each window this way). fps > 0: `fps` frames per second of the video (or segment), at most num_frames
+    (fps_indices), by the frames' timestamps, instead of num_frames evenly. spec: resize and crop each frame as it
+    is decoded (see FrameSpec). segment: (start, end) seconds from the first frame: the frames are sampled among
+    those whose timestamps lie in [start, end) only (a trimmed clip of a longer video); VideoError when no frame
+    does.
 
     The file is read through an open descriptor, never by name: FFmpeg sees no path, no protocol, and may use
     video containers only (CONTAINERS). The stream is chosen by sniff.video_stream. A first pass reads its packets
@@ -174,9 +216,13 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
                     raise VideoError(file, "the video data is in another file (an external data reference), "
                                      "which is never read")
                 raise VideoError(file, "no decodable video frames")
+            lo, hi = 0, len(scan.times)
             if segment is not None:
                 lo, hi = segment_frames(file, scan.times, scan.time_base, segment)
                 sampler = lambda count: lo + sample_indices(hi - lo, num_frames)  # noqa: E731
+            if fps:
+                seconds = (np.asarray(scan.times[lo:hi], np.float64) - scan.times[lo]) * float(scan.time_base)
+                sampler = lambda count: lo + fps_indices(seconds, fps, num_frames)
             indices = (sampler or (lambda count: sample_indices(count, num_frames)))(len(scan.times))
             if scan.packets is not None and (seek_gap is None or len(scan.times) <= seek_gap):  # no seek can pay:
                 clip = _decode_at(container, stream, file, scan, indices, None, limits, spec)  # the packets again
@@ -192,8 +238,8 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
     if clip.packets and clip.damaged / clip.packets > limits.max_damaged:
         raise VideoError(file, f"damaged: {clip.damaged} of {clip.packets} packets failed to decode "
                          f"(extract.max_damaged: {limits.max_damaged:g})")
-    if segment is not None:
-        clip.repeated = hi - lo < num_frames
+    if segment is not None or fps:
+        clip.repeated = hi - lo < len(indices)
     return clip
 
 

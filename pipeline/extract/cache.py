@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 
 from pipeline.errors import CacheError, ConfigError, printable
-from pipeline.extract.cache_door import (check_rows, check_shapes, check_storage, checked_dataset, disk_problem,
-                                         finite_rows)
+from pipeline.extract.cache_door import (check_frames, check_rows, check_shapes, check_storage, checked_dataset,
+                                         disk_problem, finite_rows)
 
-SCHEMA_VERSION = 5  # 5: a skip's kind (skipped/kind); 4: rows are clips (segment, group, annotated part)
-READ_VERSIONS = (4, 5)  # what open_cache reads: a version-4 cache (a persisted DVC output) lacks skipped/kind
+SCHEMA_VERSION = 5  # 5: a skip's kind (skipped/kind), frames sampled per clip (sampled); 4: rows are clips
+READ_VERSIONS = (4, 5)  # what open_cache reads: a version-4 cache (a persisted DVC output) lacks what 5 added
 # The cache's key: attributes every cache carries, the one list of them (stage one's reuse, the heads' match, the
 # inspector read it). Two caches whose KEY_ATTRS differ hold embeddings that must not be mixed: a cache made with
 # other values is re-encoded. batch_size is in it because a forward pass of another shape may round differently.
@@ -38,6 +38,16 @@ def random_encoder_note(attrs: dict) -> str:
     return RANDOM_ENCODER_NOTE if attrs.get(RANDOM_WEIGHTS) else ""
 
 
+def masked_mean(frames: np.ndarray, counts: np.ndarray | None, dtype=np.float32) -> np.ndarray:
+    """Frames float32 (V, F, D) -> the mean of each row's first counts[v] frames, float32 (V, D); counts None: of
+    all F (numpy's mean, the same floats as before frame counts existed)."""
+    if counts is None:
+        return frames.mean(axis=1, dtype=dtype)
+    mask = np.arange(frames.shape[1]) < np.asarray(counts)[:, None]  # (V, F)
+    total = np.einsum("vfd,vf->vd", frames.astype(dtype, copy=False), mask.astype(dtype))
+    return (total / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+
 STORAGE_DTYPES = ("float32", "float16")  # how embeddings are stored (extract.dtype); they are read as float32
 BLOCK_ROWS = 1024  # videos per read or write block: 1024 x 16 x 512 x 4 B = 32 MiB at ViT-B/32 size
 _STR = h5py.string_dtype()
@@ -54,14 +64,18 @@ SOURCES = ("embeddings", "clip", "content", "listing")
 class Column:
     """One row field of the cache, the one statement of its layout: dtype (str: text, held as object arrays and
     stored as HDF5 strings), axes after the row (FRAMES, DIM or a length), source (SOURCES), clip (the Clip
-    attribute a "clip" column copies) and absent (the value of an optional column not given: a whole file's NaN
-    segment, no group)."""
+    attribute a "clip" column copies), absent (the value of an optional column not given: a whole file's NaN
+    segment, no group; FRAMES: the number of frames F), pad (a FRAMES column's value past a clip's own frames, when
+    it has fewer than F: sampling by frame rate) and since (the schema version that added it: an older cache
+    lacks it, and reads as `absent`)."""
 
     dtype: type
     axes: tuple = ()
     source: str = "listing"
     clip: str = ""
     absent: object = None
+    pad: object = 0
+    since: int = 4
 
     @property
     def text(self) -> bool:
@@ -76,11 +90,12 @@ class Column:
         return np.zeros(self.shape(rows, frames, dim), object if self.text else self.dtype)
 
 
-def column(dtype: type, *axes, source: str = "listing", clip: str = "", absent: object = None) -> dict:
+def column(dtype: type, *axes, source: str = "listing", clip: str = "", absent: object = None, pad: object = 0,
+           since: int = 4) -> dict:
     """A Cache field's metadata that makes it a row column: `field(metadata=column(...))`, with default=None for an
     optional one (`absent` set)."""
     assert source in SOURCES, source
-    return {"column": Column(dtype, axes, source, clip, absent)}
+    return {"column": Column(dtype, axes, source, clip, absent, pad, since)}
 
 
 @dataclass
@@ -104,11 +119,16 @@ class Cache:
     rows with the same path and content hash: a row is known by row_keys() (content and segment) for reuse and by
     clip_ids() (path and segment) everywhere else. group str (V,) and annotated_part str (V,) ("train", "val",
     "test" or "unused"): what the annotations say ("" when nothing). Defaults: whole files, no groups or parts.
+
+    sampled int64 (V,): how many of the F frames are the clip's own (1 to F). Sampling by frame rate (attrs
+    "sampling": Sampling.attrs) gives each clip its own number of frames, at most F (extract.max_frames): frames past
+    `sampled` are padding (zero embeddings, frame index -1, timestamp NaN) that pooling masks out (frame_mask,
+    Embeddings.mean). Sampling a fixed number of frames gives every row F (older caches read so).
     """
 
     embeddings: np.ndarray = field(metadata=column(np.float32, FRAMES, DIM, source="embeddings"))
-    frame_indices: np.ndarray = field(metadata=column(np.int64, FRAMES, source="clip", clip="indices"))
-    timestamps: np.ndarray = field(metadata=column(np.float64, FRAMES, source="clip", clip="timestamps"))
+    frame_indices: np.ndarray = field(metadata=column(np.int64, FRAMES, source="clip", clip="indices", pad=-1))
+    timestamps: np.ndarray = field(metadata=column(np.float64, FRAMES, source="clip", clip="timestamps", pad=np.nan))
     labels: np.ndarray = field(metadata=column(np.int64))
     paths: np.ndarray = field(metadata=column(str))
     content_hash: np.ndarray = field(metadata=column(str, source="content"))
@@ -122,6 +142,8 @@ class Cache:
     segment: np.ndarray | None = field(default=None, metadata=column(np.float64, 2, absent=np.nan))
     group: np.ndarray | None = field(default=None, metadata=column(str, absent=""))
     annotated_part: np.ndarray | None = field(default=None, metadata=column(str, absent=""))
+    sampled: np.ndarray | None = field(default=None, metadata=column(np.int64, source="clip", clip="sampled",
+                                                                      absent=FRAMES, since=5))
     class_names: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     skipped_kind: dict[str, str] = field(default_factory=dict)
@@ -133,11 +155,15 @@ class Cache:
         for name, col in COLUMNS.items():
             if getattr(self, name) is None:
                 values = col.empty(n, 0, 0)
-                values[...] = col.absent
+                values[...] = self.embeddings.shape[1] if col.absent == FRAMES else col.absent
                 setattr(self, name, values)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def frame_mask(self) -> np.ndarray:
+        """bool (V, F): which frames are the clip's own (not padding)."""
+        return np.arange(self.embeddings.shape[1]) < self.sampled[:, None]
 
     def clip_ids(self) -> np.ndarray:
         """str (V,): each row's name for people and the split: its path, and `#t=start,end` (seconds, as in W3C
@@ -180,7 +206,8 @@ class Embeddings:
 
     Indexing with rows (a slice, an int array or a bool mask) gives the Embeddings of those rows and reads
     nothing; an int reads one video's (F, D); np.asarray() reads every row; blocks() reads BLOCK_ROWS rows at a
-    time; mean(axis=1) is the (V, D) mean over frames, computed block by block. Each read opens the file and
+    time; mean(axis=1) is the (V, D) mean over each row's own frames (`counts`, int64 (V,): the cache's sampled;
+    None when every row has all F), computed block by block. Each read opens the file and
     checks that it is still the one opened: a cache replaced since is a CacheError, never other videos' rows; that
     its embeddings still keep their data in the file (cache_door.checked_dataset); and that the rows read are
     finite (cache_door.finite_rows): a CacheError naming the row, never a NaN passed on. finite() tells the usable
@@ -190,10 +217,12 @@ class Embeddings:
     ndim = 3
     dtype = np.dtype(np.float32)
 
-    def __init__(self, path: Path, identity: tuple, shape: tuple[int, int, int], rows: np.ndarray | None = None):
+    def __init__(self, path: Path, identity: tuple, shape: tuple[int, int, int], rows: np.ndarray | None = None,
+                 counts: np.ndarray | None = None):
         self.path, self._identity = path, identity
         self._rows = np.arange(shape[0], dtype=np.int64) if rows is None else rows
         self.shape = (len(self._rows), *shape[1:])
+        self.counts = counts  # int64 (V,) of these rows, or None: all F
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -201,7 +230,8 @@ class Embeddings:
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
             return self._read(self._rows[[key]])[0]
-        return Embeddings(self.path, self._identity, (0, *self.shape[1:]), self._rows[key])
+        counts = None if self.counts is None else self.counts[key]
+        return Embeddings(self.path, self._identity, (0, *self.shape[1:]), self._rows[key], counts)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self._read(self._rows)
@@ -214,12 +244,17 @@ class Embeddings:
             yield start, self._read(self._rows[start:start + rows])
 
     def mean(self, axis: int, dtype=np.float32) -> np.ndarray:
-        """The mean over frames, float32 (V, D), a block at a time (the only reduction offered: axis=1)."""
+        """The mean over each row's own frames, float32 (V, D), a block at a time (the only reduction offered:
+        axis=1)."""
         assert axis == 1, "Embeddings only averages over frames (axis=1)"
         out = np.empty((len(self), self.shape[2]), np.float32)
         for start, block in self.blocks():
-            out[start:start + len(block)] = block.mean(axis=1, dtype=dtype)
+            out[start:start + len(block)] = masked_mean(block, self.block_counts(start, len(block)), dtype)
         return out
+
+    def block_counts(self, start: int, rows: int) -> np.ndarray | None:
+        """The frame counts int64 (rows,) of rows [start, start + rows), or None when every row has all F."""
+        return None if self.counts is None else self.counts[start:start + rows]
 
     def finite(self) -> np.ndarray:
         """bool (V,): which rows hold only finite embeddings within cache_door.MAX_ABS_EMBEDDING; reads every row."""
@@ -354,12 +389,16 @@ def open_cache(path: str | os.PathLike) -> Cache:
                 raise CacheError(f"{path}: cache schema version {version}, this code reads "
                                  f"{', '.join(map(str, READ_VERSIONS))}: re-run stage one to rebuild it")
             check_storage(f, path)
-            _check_layout(f, path, int(version))
-            shape = check_shapes(f, path, {name: (col.dtype, col.axes) for name, col in COLUMNS.items()})
+            present = {name: col for name, col in COLUMNS.items() if col.since <= version}  # what it must hold
+            _check_layout(f, path, int(version), present)
+            shape = check_shapes(f, path, {name: (col.dtype, col.axes) for name, col in present.items()})
             rows = {name: (np.asarray(f[name].asstr()[()], dtype=object) if name in _STR_FIELDS else f[name][()])
-                    for name in META_FIELDS}
+                    for name in META_FIELDS if name in present}
+            check_frames(path, rows.get("sampled"), shape[1])
+            counts = rows.get("sampled")
             cache = Cache(
-                embeddings=Embeddings(path, identity, shape), **rows,
+                embeddings=Embeddings(path, identity, shape,
+                                      counts=None if counts is None or (counts == shape[1]).all() else counts), **rows,
                 class_names=list(f["class_names"].asstr()[()]),
                 skipped=list(zip(f["skipped/path"].asstr()[()], f["skipped/reason"].asstr()[()])),
                 skipped_kind=_skipped_kind(f["skipped"]),
@@ -383,11 +422,11 @@ def read_cache(path: str | os.PathLike) -> Cache:
     return cache
 
 
-def _check_layout(f: h5py.File, path: Path, version: int) -> None:
-    """CacheError unless every dataset the schema (of that version) names is there, as a dataset of its kind
-    (strings, numbers)."""
+def _check_layout(f: h5py.File, path: Path, version: int, columns: dict[str, Column]) -> None:
+    """CacheError unless every dataset the schema of that version names (its `columns`, the class names, the
+    skipped table) is there, as a dataset of its kind (strings, numbers)."""
     skipped = {f"skipped/{name}": kind for name, kind in SKIPPED_COLUMNS.items() if version >= 5 or name != "kind"}
-    names = {**{name: col.dtype for name, col in COLUMNS.items()}, "class_names": str, **skipped}
+    names = {**{name: col.dtype for name, col in columns.items()}, "class_names": str, **skipped}
     for name, kind in names.items():
         ds = f.get(name)
         text = kind is str

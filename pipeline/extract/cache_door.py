@@ -138,6 +138,18 @@ def check_rows(path: Path, rows: dict[str, np.ndarray], class_names: list[str], 
             raise refuse(path, f"attribute {key} says {attrs[key]}, the embeddings have {size}")
 
 
+def check_frames(path: Path, sampled: np.ndarray | None, frames: int) -> None:
+    """CacheError unless every row's count of its own frames (the `sampled` column, int (V,); None in a version-4
+    cache) is from 1 to the F frames the embeddings hold: a mean over 0 frames, or over more than there are, would
+    mislead every head."""
+    if sampled is None or not len(sampled):
+        return
+    bad = (sampled < 1) | (sampled > frames)
+    if bad.any():
+        at = int(np.flatnonzero(bad)[0])
+        raise refuse(path, f"row {at} says {int(sampled[at])} frames were sampled, outside 1 to {frames}")
+
+
 def finite_rows(block: np.ndarray) -> np.ndarray:
     """bool (B,): which rows of a float32 (B, F, D) block hold only finite values within MAX_ABS_EMBEDDING."""
     flat = block.reshape(len(block), -1)

@@ -56,7 +56,9 @@ class ExtractConfig:
     classes: str = ""  # data.classes: class names, one per line (an mmaction2 list's labels index them)
     follow_links: str = FOLLOW_LINKS[0]  # data.follow_links: inside (links to targets under root only) | all
     model: str = "openai/clip-vit-base-patch32"
-    num_frames: int = 16
+    num_frames: int = 16  # frames sampled evenly per clip (fps 0)
+    fps: float = 0.0  # > 0: frames per second of each clip instead, at most max_frames (Sampling)
+    max_frames: int = 64
     batch_size: int | str = EncoderConfig.batch_size  # frames per forward pass; auto: encoder.auto_batch_size
     device: str = EncoderConfig.device
     precision: str = EncoderConfig.precision  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
@@ -81,16 +83,21 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:  # settings every video needs: refused once, not as a skip reason per video
         self.num_frames = number(self.num_frames, int, "extract.num_frames", 1)
+        self.fps = number(self.fps, float, "extract.fps", 0)
+        self.max_frames = number(self.max_frames, int, "extract.max_frames", 1)
+        if self.fps and self.engine == "ray":
+            raise ConfigError("extract.fps needs extract.engine: local (the Ray engine samples num_frames per video)")
         self.shard_size = number(self.shard_size, int, "extract.shard_size", 1)
 
     def encoder(self) -> EncoderConfig:
         """The encoder these settings name, and how it runs."""
         return EncoderConfig(self.model, self.device, self.precision, self.preprocess, self.backend, self.quantize,
-                             self.batch_size, self.num_frames)
+                             self.batch_size, self.sampling().num_frames)
 
     def sampling(self) -> Sampling:
-        """How each clip's frames are chosen (extract.num_frames)."""
-        return Sampling(self.num_frames)
+        """How each clip's frames are chosen: extract.num_frames evenly, or with extract.fps > 0 that many a second,
+        at most extract.max_frames."""
+        return Sampling(self.max_frames, self.fps) if self.fps else Sampling(self.num_frames)
 
     def pool(self) -> PoolConfig:
         """The decode workers' settings (extract.workers auto: one per core)."""
@@ -132,6 +139,8 @@ class ExtractSummary:
     skipped_kind: dict[str, str] = field(default_factory=dict)  # clip id -> the error type's name (Cache.skipped_kind)
     remembered: int = 0  # skipped because they failed before and are unchanged (not read again)
     damaged: int = 0  # decoded in this run with packets that failed to decode (Clip.decode_errors > 0)
+    capped: int = 0  # sampled by frame rate, but longer than extract.max_frames at that rate: max_frames spread over
+    sampling: Sampling = field(default_factory=Sampling)  # how the clips were sampled (for the capped line)
     kinds: Counter = field(default_factory=Counter)  # skips by reason
     skipped_list: str = ""  # the file listing every skip (SKIPPED_LIST beside the cache), once written
 
@@ -141,6 +150,10 @@ class ExtractSummary:
         lines = [f"{printable(self.cache_path)}: {self.encoded} encoded, {self.reused} reused, "
                  f"{len(self.skipped)} skipped{remembered} in {self.seconds:.1f} s"]
         lines += [f"  note: {printable(self.note)}"] if self.note else []
+        if self.capped:
+            lines.append(f"  {self.capped} clips are longer than {self.sampling.num_frames} frames at "
+                         f"{self.sampling.fps:g} a second: each got {self.sampling.num_frames} frames spread over it "
+                         "(extract.max_frames)")
         if self.damaged:
             lines.append(f"  {self.damaged} videos had packets that failed to decode (decode_errors in the cache; "
                          "extract.max_damaged)")
@@ -195,11 +208,12 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
                      "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py", "numpy")
                                              + (("onnxruntime",) if cfg.backend == "onnxruntime" else ())})}
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
-            template = empty_cache(cfg.num_frames, attrs["embedding_dim"], attrs, class_names)
-            summary = ExtractSummary(str(cache_path), skipped=list(problems),
+            sampling = cfg.sampling()
+            template = empty_cache(sampling.num_frames, attrs["embedding_dim"], attrs, class_names)
+            summary = ExtractSummary(str(cache_path), skipped=list(problems), sampling=sampling,
                                      skipped_kind={name: DataError.__name__ for name, _ in problems})
             sources, summary.note = reusable(cache_path, parts_dir, attrs)
-            reader = ReadConfig(cfg.num_frames, engine.frame_spec, cfg.limits())
+            reader = ReadConfig(sampling.num_frames, engine.frame_spec, cfg.limits(), fps=sampling.fps)
             summary.kinds[PROBLEMS] += len(problems)
             new_parts, kept = _encode_new(videos, sources, template, engine, reader,
                                           PartWriter(parts_dir, template, cfg.shard_size), summary, progress,
@@ -253,6 +267,12 @@ def open_engine(cfg: ExtractConfig, decode: Callable = load_video) -> Engine:
         from pipeline.extract.ray_engine import RayEngine  # the local engine never imports Ray
         return RayEngine(cfg.encoder(), cfg.pool(), decode, cfg.ray_address)
     return LocalEngine(cfg.encoder(), cfg.pool(), decode)
+
+
+def _capped(clip, reader: ReadConfig) -> bool:
+    """Whether a clip sampled by frame rate got max_frames frames spaced wider than 1 / fps (it was longer)."""
+    span = float(clip.timestamps[-1] - clip.timestamps[0]) if clip.sampled > 1 else 0.0
+    return bool(reader.fps) and clip.sampled == reader.num_frames and span * reader.fps > reader.num_frames - 0.5
 
 
 def _check_paths(cfg: ExtractConfig) -> None:
@@ -390,6 +410,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             item = VideoRow(video, out.size, out.mtime_ns, out.digest)
             kept.append(item)
             summary.damaged += out.clip.decode_errors > 0
+            summary.capped += _capped(out.clip, reader)
             if out.digest != content[i][0]:  # changed since it was hashed: its repeats are decoded themselves
                 pending += repeats
             else:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.extract.cache import (BLOCK_ROWS, COLUMNS, Cache, clip_id, gather_rows, open_cache, write_cache,
+from pipeline.extract.cache import (BLOCK_ROWS, COLUMNS, FRAMES, Cache, clip_id, gather_rows, open_cache, write_cache,
                                     write_cache_blocks)
 from pipeline.data.discover import VideoFile
 from pipeline.csvsafe import cell
@@ -68,18 +68,32 @@ class PartWriter:
 
 
 def part_cache(rows: list[tuple[VideoRow, np.ndarray]], template: Cache) -> Cache:
-    """Finished videos and their embeddings as a Cache (rows keyed by content hash), ready to be a part file: each
-    column filled from its source (cache.COLUMNS)."""
-    items = [it for it, _ in rows]
+    """Finished videos and their embeddings (n_v, D) as a Cache (rows keyed by content hash), ready to be a part
+    file: each column filled from its source (cache.COLUMNS); a clip of fewer than the template's F frames (sampled by
+    frame rate) is padded with each column's pad value."""
+    items, frames = [it for it, _ in rows], template.embeddings.shape[1]
     values = listing_columns(items, template.class_names)
     for name, col in COLUMNS.items():
         if col.source == "embeddings":
-            values[name] = np.stack([emb for _, emb in rows]).astype(col.dtype)
+            values[name] = np.stack([_padded(emb, frames, col.pad) for _, emb in rows]).astype(col.dtype)
+        elif col.source == "clip" and FRAMES in col.axes:
+            values[name] = np.stack([_padded(getattr(it.clip, col.clip), frames, col.pad) for it in items]).astype(
+                col.dtype)
         elif col.source == "clip":
             values[name] = np.array([getattr(it.clip, col.clip) for it in items], col.dtype)
         elif col.source == "content":
             values[name] = np.array([it.digest for it in items], object)
     return Cache(**values, class_names=list(template.class_names), attrs=dict(template.attrs))
+
+
+def _padded(values: np.ndarray, frames: int, pad) -> np.ndarray:
+    """A clip's per-frame values (n, ...) as (frames, ...), `pad` after its own n (n <= frames); as given when full."""
+    if len(values) == frames:
+        return values
+    assert len(values) < frames, f"{len(values)} frames sampled, the cache holds {frames}"
+    out = np.full((frames, *values.shape[1:]), pad, np.result_type(values.dtype, np.asarray(pad).dtype))
+    out[:len(values)] = values
+    return out
 
 
 def assemble_cache(cache_path: Path, kept: list[VideoRow], sources: list[Cache], template: Cache, skipped: list,
