@@ -12,7 +12,8 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from app.common import (ACTIONS_LABEL, cached_encoder, cached_head, cached_text_embeddings, calibration_caption,
                         class_text, show_answer, shown_name, typed_actions)
 from app.live_feed import HISTORY_S, LiveFeed, ice_servers
-from pipeline.decode.video import DecodeLimits, Sampling
+from pipeline.decode.sampling import Sampling
+from pipeline.decode.video import DecodeLimits
 from pipeline.errors import ConfigError, UserError
 from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.extract.runner import ExtractConfig

@@ -21,7 +21,8 @@ from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
 from pipeline.tools.predict import (NOT_SURE, make_predictor, predict_segments, predict_video,
                               temporary_upload)
 from pipeline.decode.preview import Preview, PreviewConfig
-from pipeline.decode.video import DecodeLimits, Sampling
+from pipeline.decode.sampling import Sampling
+from pipeline.decode.video import DecodeLimits
 from pipeline.heads.zeroshot import zeroshot_head
 from pipeline.extract.project import project_extract_config
 

@@ -96,8 +96,6 @@ class Encoder(Section):
 
 class Extract(Section):
     num_frames: whole(1, MAX_FRAMES)
-    fps: real(ge=0, le=MAX_FPS)
-    max_frames: whole(1, MAX_FRAMES)
     batch_size: Union[Literal["auto"], whole(1, MAX_BATCH)] = Field(
         description=f"auto, or a whole number from 1 to {MAX_BATCH}")
     device: Literal["auto", "cpu", "cuda"]
@@ -118,6 +116,8 @@ class Extract(Section):
     ray_address: Text
     rehash: bool
     dtype: Literal["float32", "float16"]
+    fps: real(ge=0, le=MAX_FPS)  # sampling by frame rate (0: off, num_frames per video)
+    max_frames: whole(1, MAX_FRAMES)
 
 
 class Split(Section):

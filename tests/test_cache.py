@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import pipeline.extract.cache as cache_module
+import pipeline.extract.embeddings as embeddings_module
 from pipeline.extract.cache import (COLUMNS, META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, empty_cache,
                                     gather_rows, open_cache, read_cache, write_cache)
 from pipeline.errors import CacheError, ConfigError
@@ -168,7 +169,8 @@ def test_older_schema_is_refused(tmp_path):
 
 
 def test_lazy_reader_equals_the_whole_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache_module, "BLOCK_ROWS", 3)  # several blocks on the write side and the read side
+    monkeypatch.setattr(cache_module, "BLOCK_ROWS", 3)  # several blocks on the write side
+    monkeypatch.setattr(embeddings_module, "BLOCK_ROWS", 3)  # and on the read side
     cache = small_cache(10)
     write_cache(tmp_path / "f.h5", cache)
     lazy = open_cache(tmp_path / "f.h5")

@@ -114,6 +114,7 @@ def test_rerun_encodes_only_what_changed(dataset, tmp_path, tiny_clip, monkeypat
     with monkeypatch.context() as m:  # the join in blocks of 2 rows: ends where the one-block fresh run below does
         m.setattr("pipeline.extract.writer.BLOCK_ROWS", 2)
         m.setattr("pipeline.extract.cache.BLOCK_ROWS", 2)
+        m.setattr("pipeline.extract.embeddings.BLOCK_ROWS", 2)
         summary = run(dataset, cache_file, tiny_clip)
     assert (summary.encoded, summary.reused) == (2, 5)
     cache = read_cache(cache_file)

@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.data.discover import discover_videos
 from pipeline.errors import DataError, UserError, VideoError
-from pipeline.decode.video import Sampling, content_hash, fps_indices, read_frames, sample_indices
+from pipeline.decode.sampling import Sampling, fps_indices, sample_indices
+from pipeline.decode.video import content_hash, read_frames
 from tests.conftest import level, set_mp4_rotation, write_video
 
 

@@ -14,9 +14,8 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
 
@@ -31,9 +30,11 @@ from pipeline.extract.engines import Engine, LocalEngine
 from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError, number, printable
 from pipeline.paths import CACHE_PATH
 from pipeline.progress import progress_bar
-from pipeline.decode.video import DecodeLimits, Sampling
+from pipeline.decode.sampling import Sampling
+from pipeline.decode.video import DecodeLimits
 from pipeline.decode.workers import Hashed, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
 from pipeline.extract.reuse import reusable
+from pipeline.extract.summary import SHOWN_SKIPS, ExtractSummary  # noqa: F401 (SHOWN_SKIPS: as callers import it)
 from pipeline.extract.writer import PartWriter, VideoRow, assemble_cache, write_skipped_list
 
 ENGINES = ("local", "ray")
@@ -114,57 +115,9 @@ class ExtractConfig:
         return number(getattr(self, name), kind, f"extract.{name}")
 
 
-SHOWN_SKIPS = 10  # skip lines the terminal gets; the full list is in the skipped list beside the cache
-SHOWN_REASONS = 5  # reasons counted on the terminal, the most frequent first
 PROBLEMS = "cannot be used as found or listed (data.root, data.annotations)"  # the kind of discovery's skips
 NOT_FINITE = "the encoder gave embeddings that are not finite numbers (NaN, infinite or huge)"
 REMEMBERED = "failed before and unchanged since (not read again; extract.rehash: true retries them)"
-
-
-@dataclass
-class ExtractSummary:
-    """What a run did: videos encoded now, reused from earlier work, and skipped with their reasons.
-
-    skipped: (clip id, line) pairs, the line naming the clip and why, in the order a person reads them (what the
-    data listing gave, in its order, then the rest by name); kinds counts them by reason.
-    """
-
-    cache_path: str
-    encoded: int = 0
-    reused: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    note: str = ""  # why a previous cache was not reused, if it was not
-    skipped_stat: dict[str, tuple[int, int]] = field(default_factory=dict)  # (size, mtime_ns) of skipped files
-    skipped_kind: dict[str, str] = field(default_factory=dict)  # clip id -> the error type's name (Cache.skipped_kind)
-    remembered: int = 0  # skipped because they failed before and are unchanged (not read again)
-    damaged: int = 0  # decoded in this run with packets that failed to decode (Clip.decode_errors > 0)
-    capped: int = 0  # sampled by frame rate, but longer than extract.max_frames at that rate: max_frames spread over
-    sampling: Sampling = field(default_factory=Sampling)  # how the clips were sampled (for the capped line)
-    kinds: Counter = field(default_factory=Counter)  # skips by reason
-    skipped_list: str = ""  # the file listing every skip (SKIPPED_LIST beside the cache), once written
-
-    def __str__(self) -> str:
-        remembered = (f" ({self.remembered} unchanged since they failed: not read again; extract.rehash: true "
-                      "retries them)") if self.remembered else ""
-        lines = [f"{printable(self.cache_path)}: {self.encoded} encoded, {self.reused} reused, "
-                 f"{len(self.skipped)} skipped{remembered} in {self.seconds:.1f} s"]
-        lines += [f"  note: {printable(self.note)}"] if self.note else []
-        if self.capped:
-            lines.append(f"  {self.capped} clips are longer than {self.sampling.num_frames} frames at "
-                         f"{self.sampling.fps:g} a second: each got {self.sampling.num_frames} frames spread over it "
-                         "(extract.max_frames)")
-        if self.damaged:
-            lines.append(f"  {self.damaged} videos had packets that failed to decode (decode_errors in the cache; "
-                         "extract.max_damaged)")
-        if len(self.skipped) > SHOWN_SKIPS:
-            lines += [f"  skipped, by reason: {n:,} {printable(why)}"
-                      for why, n in self.kinds.most_common(SHOWN_REASONS)]
-        lines += [f"  skipped {printable(line)}" for _, line in self.skipped[:SHOWN_SKIPS]]
-        if len(self.skipped) > SHOWN_SKIPS:
-            where = printable(self.skipped_list) if self.skipped_list else "the cache's skipped table"
-            lines.append(f"  ... and {len(self.skipped) - SHOWN_SKIPS:,} more: {where} lists them all")
-        return "\n".join(lines)
 
 
 def skipped_list_path(cache_path: str | os.PathLike) -> Path:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.optim.adam import adam
 
 from pipeline.errors import ConfigError, DataError, number
-from pipeline.extract.cache import masked_mean
+from pipeline.extract.embeddings import masked_mean
 from pipeline.settings import MAX_LR
 
 TEMPORAL_POOLINGS = ("mean", "attention", "conv")

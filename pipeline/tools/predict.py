@@ -19,7 +19,8 @@ from pipeline.embed.encoder import AUTO_BATCH_SIZE, Encoder, auto_batch_size, em
 from pipeline.embed.hub import may_download
 from pipeline.errors import ConfigError, EmptySegment, HeadError, UserError, VideoError, printable
 from pipeline.heads.estimators import Head, HeadMeta, load_head
-from pipeline.decode.video import Clip, DecodeLimits, Sampling
+from pipeline.decode.sampling import Sampling
+from pipeline.decode.video import Clip, DecodeLimits
 from pipeline.decode.workers import DecodePool, ReadConfig
 
 
