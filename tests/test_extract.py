@@ -509,6 +509,20 @@ def test_a_cache_sampled_by_frame_rate_holds_each_clips_own_frames_padded_and_sa
     alone = embed_frames(preprocess_frames(clip.frames, encoder), encoder, batch_size=8)
     np.testing.assert_allclose(cache.embeddings[0, :2], alone, atol=1e-5)
     assert run(tmp_path / "data", tmp_path / "f.h5", tiny_clip, fps=1, max_frames=4, workers=0).reused == 2
+    # a head trained on it records the sampling, and clip-har-predict's path samples each video the same way
+    from pipeline.decode.workers import DecodePool, PoolConfig
+    from pipeline.extract.cache import open_cache
+    from pipeline.heads.estimators import LinearHead, LinearConfig
+    from pipeline.tools.predict import load_predictor, predict_video
+    lazy = open_cache(tmp_path / "f.h5")
+    head = LinearHead(LinearConfig(epochs=2, head="attention")).fit(lazy.embeddings, lazy.labels, lazy.class_names,
+                                                                  lazy.attrs)
+    head.save(tmp_path / "head.pt")
+    with DecodePool(PoolConfig(workers=1)) as pool:
+        pred = predict_video(tmp_path / "data" / "b" / "five.mp4", load_predictor(tmp_path / "head.pt", pool, "cpu"))
+    np.testing.assert_array_equal(pred.clip.indices, cache.frame_indices[1])
+    np.testing.assert_allclose(pred.embeddings, cache.embeddings[1], atol=1e-6)
+    np.testing.assert_allclose(pred.probabilities, head.predict_proba(lazy.embeddings[[1]])[0], atol=1e-5)
     again = run(tmp_path / "data", tmp_path / "f.h5", tiny_clip, fps=2, max_frames=4, workers=0)
     assert again.encoded == 2 and "sampling" in again.note
     with pytest.raises(ConfigError, match="extract.fps needs extract.engine: local"):

@@ -141,8 +141,9 @@ class Cache:
 
     def __post_init__(self):
         n = len(self.paths)
-        for name, col in COLUMNS.items():
-            if getattr(self, name) is None:
+        for name, col in COLUMNS.items():  # an optional column not given (None, or left empty by empty_cache)
+            given = getattr(self, name)
+            if col.absent is not None and (given is None or (n and not len(given))):
                 values = col.empty(n, 0, 0)
                 values[...] = self.embeddings.shape[1] if col.absent == FRAMES else col.absent
                 setattr(self, name, values)
