@@ -12,7 +12,8 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from app.common import (ACTIONS_LABEL, cached_encoder, cached_head, cached_text_embeddings, calibration_caption,
                         class_text, show_answer, shown_name, typed_actions)
 from app.live_feed import HISTORY_S, LiveFeed, ice_servers
-from pipeline.decode.video import SAMPLING, DecodeLimits
+from pipeline.decode.sampling import Sampling
+from pipeline.decode.video import DecodeLimits
 from pipeline.errors import ConfigError, UserError
 from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.extract.runner import ExtractConfig
@@ -112,7 +113,7 @@ def chosen_head(kind: str, trained: dict[str, Path]):
         made = cached_head(str(saved), saved.stat().st_mtime_ns)
         features, default, calibration = dict(made.meta_.features), made.classes_, made.calibration_
     elif (cfg := project_config()) is not None:
-        features = {"encoder_model": cfg.model, "num_frames": cfg.num_frames, "preprocess": cfg.preprocess,
+        features = {"encoder_model": cfg.model, **cfg.sampling().attrs(), "preprocess": cfg.preprocess,
                     "backend": cfg.backend, "quantize": cfg.quantize}
         default = cache_classes()
     else:
@@ -121,7 +122,7 @@ def chosen_head(kind: str, trained: dict[str, Path]):
     actions = typed_actions(text)  # ConfigError: fewer than two
     encoder = cached_encoder(features["encoder_model"], features["preprocess"], features["backend"],
                              features["quantize"])
-    attrs = {**encoder.describe(), "num_frames": features["num_frames"], "sampling": SAMPLING}
+    attrs = {**encoder.describe(), **Sampling.from_attrs(features).attrs()}
     head = zeroshot_head(cached_text_embeddings(features["encoder_model"], tuple(actions)), actions,
                          attrs).use_calibration(calibration)
     return head, {**features, **attrs}, ("zeroshot", tuple(actions), str(features))

@@ -21,7 +21,8 @@ from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
 from pipeline.tools.predict import (NOT_SURE, make_predictor, predict_segments, predict_video,
                               temporary_upload)
 from pipeline.decode.preview import Preview, PreviewConfig
-from pipeline.decode.video import SAMPLING, DecodeLimits
+from pipeline.decode.sampling import Sampling
+from pipeline.decode.video import DecodeLimits
 from pipeline.heads.zeroshot import zeroshot_head
 from pipeline.extract.project import project_extract_config
 
@@ -161,7 +162,7 @@ def build_predictor(choice: Choice, pool, limits: DecodeLimits):
     encoder = cached_encoder(f["encoder_model"], f["preprocess"], f["backend"], f["quantize"])
     head = choice.head
     if choice.kind == "zeroshot" and head is None:
-        attrs = {**encoder.describe(), "num_frames": f["num_frames"], "sampling": SAMPLING}
+        attrs = {**encoder.describe(), **Sampling.from_attrs(f).attrs()}
         head = zeroshot_head(cached_text_embeddings(f["encoder_model"], tuple(choice.classes)), choice.classes,
                              attrs).use_calibration(choice.calibration)
     predictor = make_predictor(head, encoder, pool)
@@ -261,7 +262,7 @@ def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
         # its temperature, fitted on the project's validation videos, is the best guess for other actions too
         calibration = made.calibration_
     elif settings is not None:  # the settings and classes stage one would use (read as the stages read them)
-        features = {"encoder_model": settings.model, "num_frames": settings.num_frames,
+        features = {"encoder_model": settings.model, **settings.sampling().attrs(),
                     "preprocess": settings.preprocess, "backend": settings.backend, "quantize": settings.quantize}
         default = project_classes(settings)
     elif Path(PARAMS).is_file():  # unreadable (project_settings): say why

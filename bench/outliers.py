@@ -48,6 +48,7 @@ def make_cache(folder: Path, videos: int) -> Path:
     cache.decode_errors = np.zeros(videos, np.int64)
     cache.segment = np.full((videos, 2), np.nan)
     cache.group, cache.annotated_part = np.full(videos, "", object), np.full(videos, "", object)
+    cache.sampled = np.full(videos, 2)
     write_cache(folder / "features.h5", cache)
     parts = np.array(["train", "val", "test"], object)[np.arange(videos) % 3]
     write_split(folder / "split.csv", cache.paths, cache.labels, names, parts)

@@ -29,7 +29,8 @@ from pipeline.paths import PARAMS
 
 # Upper bounds of the settings that cost memory, processes or time (issue 34: 100,000 frames took 690 MB a worker;
 # a billion workers forked to the machine's limits). Generous for real use, far below what breaks a machine.
-MAX_FRAMES = 512  # extract.num_frames: frames sampled per video (CLIP papers use 8-64)
+MAX_FRAMES = 512  # extract.num_frames, extract.max_frames: frames sampled per video (CLIP papers use 8-64)
+MAX_FPS = 60.0  # extract.fps: frames sampled per second of video (a video's own rate is rarely above 60)
 MAX_BATCH = 4096  # extract.batch_size, train.batch_size: items per forward pass
 MAX_WORKERS = 256  # extract.workers: decode processes, each with its own decoder and memory limit
 MAX_SHARD = 100_000  # extract.shard_size: videos per part file
@@ -115,6 +116,8 @@ class Extract(Section):
     ray_address: Text
     rehash: bool
     dtype: Literal["float32", "float16"]
+    fps: real(ge=0, le=MAX_FPS)  # sampling by frame rate (0: off, num_frames per video)
+    max_frames: whole(1, MAX_FRAMES)
 
 
 class Split(Section):

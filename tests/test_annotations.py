@@ -111,6 +111,7 @@ def test_a_segment_past_the_end_is_skipped_with_its_reason(tmp_path, tiny_clip):
     name, reason = summary.skipped[0]
     assert name == "v/a.mp4#t=5,6" and reason.startswith("v/a.mp4#t=5,6: the segment [5, 6) s holds no frame")
     assert read_cache(tmp_path / "f.h5").repeated.tolist() == [False, False]
+    assert read_cache(tmp_path / "f.h5").skipped_kind == {name: "EmptySegment"}  # its error's type, kept
 
 
 def test_class_files_as_published_ucf101_classind_and_mmaction2_label_maps(tmp_path):

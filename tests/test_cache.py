@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import pipeline.extract.cache as cache_module
-from pipeline.extract.cache import (META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, empty_cache,
+import pipeline.extract.embeddings as embeddings_module
+from pipeline.extract.cache import (COLUMNS, META_FIELDS, ROW_FIELDS, SCHEMA_VERSION, Cache, Embeddings, empty_cache,
                                     gather_rows, open_cache, read_cache, write_cache)
 from pipeline.errors import CacheError, ConfigError
 
@@ -49,7 +50,29 @@ def test_schema_on_disk_is_the_documented_one(tmp_path):
     with h5py.File(tmp_path / "f.h5") as f:
         assert set(f.keys()) == set(ROW_FIELDS) | {"class_names", "skipped"}
         assert f["embeddings"].shape == (3, 4, 8) and f["labels"].dtype == np.int64
-        assert set(f["skipped"].keys()) == {"path", "reason", "file_size", "mtime_ns"}
+        assert set(f["skipped"].keys()) == {"path", "reason", "kind", "file_size", "mtime_ns"}
+        for name, col in COLUMNS.items():  # each dataset as its column declares it
+            assert f[name].shape[1:] == getattr(small_cache(), name).shape[1:] and len(col.axes) == f[name].ndim - 1
+            assert (h5py.check_string_dtype(f[name].dtype) is not None) == col.text, name
+
+
+def test_a_skips_kind_is_kept_and_a_version_4_cache_is_still_read(tmp_path):
+    """skipped_kind ({clip id: error type}) round trips; a cache of schema version 4 (a persisted DVC output: no
+    skipped/kind) opens with its skips' kinds unknown, every row as it was."""
+    cache = dataclasses.replace(small_cache(), skipped_kind={"b/bad.mp4": "EmptySegment"})
+    write_cache(tmp_path / "f.h5", cache)
+    assert read_cache(tmp_path / "f.h5").skipped_kind == {"b/bad.mp4": "EmptySegment"}
+    with h5py.File(tmp_path / "f.h5", "a") as f:  # what version 4 wrote
+        del f["skipped/kind"]
+        f.attrs["schema_version"] = 4
+    old = read_cache(tmp_path / "f.h5")
+    assert old.skipped == cache.skipped and old.skipped_kind == {} and old.attrs["schema_version"] == 4
+    for name in ROW_FIELDS:
+        np.testing.assert_array_equal(getattr(old, name), getattr(cache, name), err_msg=name)
+    with h5py.File(tmp_path / "f.h5", "a") as f:  # version 5 without it is damaged
+        f.attrs["schema_version"] = 5
+    with pytest.raises(CacheError, match="no dataset 'skipped/kind'"):
+        read_cache(tmp_path / "f.h5")
 
 
 def test_an_empty_cache_is_written_whole_and_refused_at_the_door(tmp_path):
@@ -146,7 +169,8 @@ def test_older_schema_is_refused(tmp_path):
 
 
 def test_lazy_reader_equals_the_whole_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache_module, "BLOCK_ROWS", 3)  # several blocks on the write side and the read side
+    monkeypatch.setattr(cache_module, "BLOCK_ROWS", 3)  # several blocks on the write side
+    monkeypatch.setattr(embeddings_module, "BLOCK_ROWS", 3)  # and on the read side
     cache = small_cache(10)
     write_cache(tmp_path / "f.h5", cache)
     lazy = open_cache(tmp_path / "f.h5")

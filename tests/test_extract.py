@@ -96,6 +96,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(dataset, tmp_pat
     assert "skipped sitting/zero.mp4" in str(summary)
     cache = read_cache(tmp_path / "f.h5")
     assert cache.skipped == summary.skipped and len(cache) == 7 and "sitting/zero.mp4" not in cache.paths
+    assert cache.skipped_kind == summary.skipped_kind == dict.fromkeys(reasons, "VideoError")  # Unusable.kind kept
 
 
 def test_rerun_encodes_only_what_changed(dataset, tmp_path, tiny_clip, monkeypatch):
@@ -113,6 +114,7 @@ def test_rerun_encodes_only_what_changed(dataset, tmp_path, tiny_clip, monkeypat
     with monkeypatch.context() as m:  # the join in blocks of 2 rows: ends where the one-block fresh run below does
         m.setattr("pipeline.extract.writer.BLOCK_ROWS", 2)
         m.setattr("pipeline.extract.cache.BLOCK_ROWS", 2)
+        m.setattr("pipeline.extract.embeddings.BLOCK_ROWS", 2)
         summary = run(dataset, cache_file, tiny_clip)
     assert (summary.encoded, summary.reused) == (2, 5)
     cache = read_cache(cache_file)
@@ -175,6 +177,7 @@ def test_a_failed_video_is_not_read_again_until_it_changes(dataset, tmp_path, ti
                                                                                bad.stat().st_mtime_ns)}
     second = again()
     assert reads == [] and second.skipped == first.skipped and second.remembered == 1  # not read, same reason
+    assert second.skipped_kind == first.skipped_kind == {"sitting/bad.mp4": "VideoError"}  # and the same kind
     assert "1 skipped (1 unchanged since they failed: not read again; extract.rehash: true retries them)" in str(
         second)
     assert again(rehash=True).remembered == 0 and reads == ["bad.mp4"]  # rehash retries it
@@ -484,3 +487,43 @@ def test_the_summary_counts_damaged_videos_and_the_limit_reaches_the_decoder():
 
     assert "  2 videos had packets that failed to decode" in str(ExtractSummary("f.h5", encoded=3, damaged=2))
     assert ExtractConfig(root="data", max_damaged=0.1).limits().max_damaged == 0.1
+
+
+def test_a_cache_sampled_by_frame_rate_holds_each_clips_own_frames_padded_and_says_so(tmp_path, tiny_clip):
+    """extract.fps 1: a 2 s clip gets 2 frames, a 5 s one 5 capped to extract.max_frames 4 (one line says so); rows
+    are padded to max_frames (zero embeddings, index -1, time NaN) and `sampled` counts each one's own; the sampling
+    is in the cache's key (another rate re-encodes); the embeddings are those of the frames read alone."""
+    write_video(tmp_path / "data" / "a" / "two.mp4", 20, fps=10.0)
+    write_video(tmp_path / "data" / "b" / "five.mp4", 50, fps=10.0, seed=1)
+    summary = run(tmp_path / "data", tmp_path / "f.h5", tiny_clip, fps=1, max_frames=4, workers=0)
+    assert "1 clips are longer than 4 frames at 1 a second: each got 4 frames spread over it (extract.max_frames)" \
+        in str(summary)
+    cache = read_cache(tmp_path / "f.h5")
+    assert cache.attrs["sampling"] == "fps-centers:1" and cache.attrs["num_frames"] == 4
+    assert cache.sampled.tolist() == [2, 4] and cache.embeddings.shape[:2] == (2, 4)
+    assert cache.frame_indices[0].tolist() == [5, 15, -1, -1] and np.isnan(cache.timestamps[0, 2:]).all()
+    np.testing.assert_allclose(cache.timestamps[0, :2], [0.5, 1.5])
+    assert (cache.embeddings[0, 2:] == 0).all() and (cache.frame_mask() == [[1, 1, 0, 0], [1, 1, 1, 1]]).all()
+    encoder = load_encoder(tiny_clip, device="cpu")
+    clip = read_frames(tmp_path / "data" / "a" / "two.mp4", 4, fps=1.0)
+    alone = embed_frames(preprocess_frames(clip.frames, encoder), encoder, batch_size=8)
+    np.testing.assert_allclose(cache.embeddings[0, :2], alone, atol=1e-5)
+    assert run(tmp_path / "data", tmp_path / "f.h5", tiny_clip, fps=1, max_frames=4, workers=0).reused == 2
+    # a head trained on it records the sampling, and clip-har-predict's path samples each video the same way
+    from pipeline.decode.workers import DecodePool, PoolConfig
+    from pipeline.extract.cache import open_cache
+    from pipeline.heads.estimators import LinearHead, LinearConfig
+    from pipeline.tools.predict import load_predictor, predict_video
+    lazy = open_cache(tmp_path / "f.h5")
+    head = LinearHead(LinearConfig(epochs=2, head="attention")).fit(lazy.embeddings, lazy.labels, lazy.class_names,
+                                                                  lazy.attrs)
+    head.save(tmp_path / "head.pt")
+    with DecodePool(PoolConfig(workers=1)) as pool:
+        pred = predict_video(tmp_path / "data" / "b" / "five.mp4", load_predictor(tmp_path / "head.pt", pool, "cpu"))
+    np.testing.assert_array_equal(pred.clip.indices, cache.frame_indices[1])
+    np.testing.assert_allclose(pred.embeddings, cache.embeddings[1], atol=1e-6)
+    np.testing.assert_allclose(pred.probabilities, head.predict_proba(lazy.embeddings[[1]])[0], atol=1e-5)
+    again = run(tmp_path / "data", tmp_path / "f.h5", tiny_clip, fps=2, max_frames=4, workers=0)
+    assert again.encoded == 2 and "sampling" in again.note
+    with pytest.raises(ConfigError, match="extract.fps needs extract.engine: local"):
+        ExtractConfig(root=".", fps=1, engine="ray")

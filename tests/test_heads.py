@@ -202,7 +202,7 @@ def test_heads_train_from_the_cache_file_as_from_memory(pooling, tmp_path):
     empty = empty_cache(8, 16, {}, ["ab", "ba"])
     fields = {name: np.zeros((60, *getattr(empty, name).shape[1:]), getattr(empty, name).dtype) for name in ROW_FIELDS}
     names = np.array([f"v{i}" for i in range(60)], object)
-    fields.update(embeddings=x, labels=y, paths=names, content_hash=names)
+    fields.update(embeddings=x, labels=y, paths=names, content_hash=names, sampled=np.full(60, 8))
     cache = dataclasses.replace(empty, **fields)
     write_cache(tmp_path / "f.h5", cache)
     lazy = open_cache(tmp_path / "f.h5").embeddings
@@ -297,3 +297,53 @@ def test_training_does_not_import_torch_dynamo():
             "print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split()[-1] == "False"
+
+
+def padded_cache(tmp_path, n=40, frames=8, dim=16):
+    """A cache sampled by frame rate, written and opened lazily: clips of 1 to `frames` frames (padding zeros past
+    each one's own), two classes told apart by the mean frame; returns (Embeddings, frames in memory, counts, y)."""
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, frames + 1, n)
+    y = np.arange(n) % 2
+    x = (rng.normal(0, 1, (n, frames, dim)) + 2 * y[:, None, None]).astype(np.float32)
+    x[np.arange(frames) >= counts[:, None]] = 0.0
+    empty = empty_cache(frames, dim, {}, ["a", "b"])
+    fields = {name: np.zeros((n, *getattr(empty, name).shape[1:]), getattr(empty, name).dtype) for name in ROW_FIELDS}
+    names = np.array([f"v{i}" for i in range(n)], object)
+    fields.update(embeddings=x, labels=y, paths=names, content_hash=names, sampled=counts)
+    write_cache(tmp_path / "f.h5", dataclasses.replace(empty, **fields))
+    return open_cache(tmp_path / "f.h5").embeddings, x, counts, y
+
+
+def test_pooling_a_padded_batch_equals_each_video_alone(tmp_path):
+    """Frames past a clip's own (a cache sampled by frame rate) never count: the mean of a padded batch, from the
+    file or from memory with the counts, and every pooling's logits, equal each video's own frames alone."""
+    lazy, x, counts, _ = padded_cache(tmp_path)
+    assert lazy.counts.tolist() == counts.tolist() and lazy[[3, 1]].counts.tolist() == counts[[3, 1]].tolist()
+    alone = np.stack([x[v, :counts[v]].mean(axis=0) for v in range(len(x))])
+    np.testing.assert_allclose(mean_pool(lazy), alone, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mean_pool(x, counts), alone, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(mean_pool(x), alone)  # padding that counted would differ
+    torch.manual_seed(0)
+    for pooling in ("mean", "attention", "conv"):
+        module = LinearModule(16, 2, pooling, num_frames=8).eval()
+        with torch.no_grad():
+            batch = module(torch.from_numpy(x), torch.from_numpy(counts))
+            for v in range(len(x)):
+                torch.testing.assert_close(batch[v], module(torch.from_numpy(x[v:v + 1, :counts[v]]))[0],
+                                           rtol=1e-4, atol=1e-5, msg=pooling)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_a_head_trained_on_a_cache_sampled_by_frame_rate_predicts_each_video_as_alone(pooling, tmp_path):
+    """Trained from the padded cache file, the head's answers for its rows equal its answers for each video's own
+    frames alone (what clip-har-predict gives it), and it learned the task."""
+    lazy, x, counts, y = padded_cache(tmp_path)
+    features = {**ATTRS, "num_frames": 8, "embedding_dim": 16, "sampling": "fps-centers:1"}
+    head = LinearHead(LinearConfig(lr=1e-2, epochs=20, batch_size=8, head=pooling)).fit(lazy, y, ["a", "b"], features)
+    from_cache = head.predict_proba(lazy)
+    alone = np.concatenate([head.predict_proba(x[v:v + 1, :counts[v]]) for v in range(len(x))])
+    np.testing.assert_allclose(from_cache, alone, rtol=1e-4, atol=1e-5)
+    assert (from_cache.argmax(axis=1) == y).mean() > 0.9
+    logreg = LogRegHead().fit(lazy, y, ["a", "b"], features)  # the baseline: the mean of each video's own frames
+    np.testing.assert_array_equal(logreg.predict(lazy), logreg.predict(mean_pool(x, counts)))

@@ -41,6 +41,7 @@ def hand_cache(tmp_path, means, labels, names=("a", "b"), hashes=None, skipped=(
     cache.skipped = list(skipped)
     cache.segment, cache.group, cache.annotated_part = np.full((n, 2), np.nan), np.full(n, "", object), np.full(
         n, "", object)
+    cache.sampled = np.full(n, 2)
     write_cache(tmp_path / "f.h5", cache)
     from pipeline.extract.cache import read_cache
     return read_cache(tmp_path / "f.h5")

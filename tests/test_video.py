@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from pipeline.data.discover import discover_videos
-from pipeline.errors import DataError, VideoError
-from pipeline.decode.video import content_hash, read_frames, sample_indices
+from pipeline.errors import DataError, UserError, VideoError
+from pipeline.decode.sampling import Sampling, fps_indices, sample_indices
+from pipeline.decode.video import content_hash, read_frames
 from tests.conftest import level, set_mp4_rotation, write_video
 
 
@@ -235,3 +236,35 @@ def test_a_short_video_is_demuxed_once_and_decodes_as_from_a_fresh_demuxer(tmp_p
     assert len(opens) == 3
     for name in kept.__dataclass_fields__:
         np.testing.assert_array_equal(getattr(kept, name), getattr(fresh, name), err_msg=name)
+
+
+def test_sampling_by_frame_rate_takes_the_frame_at_each_spans_centre():
+    seconds = np.arange(50) / 10  # 5 s at 10 fps
+    assert fps_indices(seconds, 1.0, 64).tolist() == [5, 15, 25, 35, 45]  # at 0.5, 1.5, ... 4.5 s
+    assert fps_indices(seconds[:20], 1.0, 64).tolist() == [5, 15]  # 2 s: 2 frames
+    assert fps_indices(seconds, 1.0, 3).tolist() == [8, 25, 41]  # capped: max_frames spread over the 5 s
+    assert fps_indices(seconds[:3], 1.0, 64).tolist() == [1]  # 0.3 s: at least one frame
+    assert fps_indices(np.zeros(1), 2.0, 64).tolist() == [0]  # one frame
+    assert fps_indices(seconds[:10], 20.0, 64).tolist() == sorted(np.arange(20) // 2)  # above the video's rate: repeats
+
+
+def test_a_clip_sampled_by_frame_rate_gets_one_frame_a_second(tmp_path):
+    """A 1-fps reading of clips 2 s and 5 s long gives 2 and 5 frames, at the centre of each second."""
+    for seconds in (2, 5):
+        clip = read_frames(write_video(tmp_path / f"v{seconds}.mp4", 10 * seconds, fps=10.0), 64, fps=1.0)
+        assert clip.sampled == len(clip.frames) == seconds and not clip.repeated
+        np.testing.assert_allclose(clip.timestamps, np.arange(seconds) + 0.5)
+        assert clip.indices.tolist() == list(range(5, 10 * seconds, 10))  # frames 5, 15, ...
+        np.testing.assert_allclose(clip.frames[:, -1, -1, 0].astype(int), [level(i) for i in clip.indices], atol=4)
+    inside = read_frames(tmp_path / "v5.mp4", 64, segment=(1.0, 4.0), fps=1.0)  # 3 s of it
+    np.testing.assert_allclose(inside.timestamps, [1.5, 2.5, 3.5])
+
+
+def test_sampling_is_recorded_and_rebuilt_from_its_attributes():
+    assert Sampling(16).attrs() == {"num_frames": 16, "sampling": "uniform-centers"}  # as every cache says today
+    assert Sampling(64, 0.5).attrs() == {"num_frames": 64, "sampling": "fps-centers:0.5"}
+    for sampling in (Sampling(16), Sampling(64, 0.5), Sampling(8, 2.0)):
+        assert Sampling.from_attrs(sampling.attrs()) == sampling
+    for name in ("uniform", "fps-centers:x", "fps-centers:0", "fps-centers:inf", "fps-centers:-1"):
+        with pytest.raises(UserError, match="sampling"):
+            Sampling.from_attrs({"num_frames": 8, "sampling": name})

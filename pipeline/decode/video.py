@@ -1,4 +1,4 @@
-"""Decoding one untrusted video (PyAV): frame indices sampled evenly, and only those frames decoded."""
+"""Decoding one untrusted video (PyAV): the sampled frames (pipeline.decode.sampling), and only those, decoded."""
 from __future__ import annotations
 
 import bisect
@@ -20,9 +20,9 @@ import numpy as np
 
 from pipeline.errors import EmptySegment, VideoError
 from pipeline.decode.frames import FrameGroup, FrameSpec
+from pipeline.decode.sampling import SAMPLING, fps_indices, sample_indices  # noqa: F401 (SAMPLING: as callers import it)
 from pipeline.decode.sniff import external_reference, refuse_non_video, video_stream
 
-SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
 DECODER = f"pyav-{av.__version__}"  # named in the cache: another decoder (or FFmpeg build) gives other pixels
 # Gaps between samples longer than this many frames are crossed by seeking instead of decoding every frame:
 # seeking decodes from the keyframe before the target, and x264's default keyframe interval is 250 frames.
@@ -82,6 +82,11 @@ class Clip:
     damaged: int = 0
     timing: str = TIMESTAMPS
 
+    @property
+    def sampled(self) -> int:
+        """How many frames were sampled (num_frames, or a clip's own number when sampled by frame rate)."""
+        return len(self.indices)
+
 
 def open_regular(file: str | os.PathLike):
     """The file opened for binary reading, or VideoError if it is not a regular file.
@@ -111,27 +116,19 @@ def content_hash(file: str | os.PathLike, handle: BinaryIO | None = None) -> str
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def sample_indices(frame_count: int, num_frames: int) -> np.ndarray:
-    """Evenly spaced frame indices, int64 (num_frames,): the centre of each of num_frames equal segments.
-
-    A video shorter than num_frames gets repeated indices, in order.
-    """
-    if frame_count < 1 or num_frames < 1:
-        raise ValueError(f"cannot sample {num_frames} frames from {frame_count}")
-    return ((np.arange(num_frames) + 0.5) * frame_count / num_frames).astype(np.int64)
-
-
 def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None = SEEK_GAP,
                 sampler: Callable[[int], np.ndarray] | None = None, limits: DecodeLimits = DecodeLimits(),
                 spec: FrameSpec | None = None, segment: tuple[float, float] | None = None,
-                handle: BinaryIO | None = None) -> Clip:
+                handle: BinaryIO | None = None, fps: float = 0.0) -> Clip:
     """Decode the num_frames sampled frames of a video, never holding more than those, a FrameGroup of decoded
     frames waiting to be resized, and one other frame in memory.
 
     sampler(frame_count) -> sorted int64 indices replaces the even sampling over the whole video (the timeline
-    samples each window this way). spec: resize and crop each frame as it is decoded (see FrameSpec). segment:
-    (start, end) seconds from the first frame: the frames are sampled evenly among those whose timestamps lie in
-    [start, end) only (a trimmed clip of a longer video); VideoError when no frame does.
+    samples each window this way). fps > 0: `fps` frames per second of the video (or segment), at most num_frames
+    (fps_indices), by the frames' timestamps, instead of num_frames evenly. spec: resize and crop each frame as it
+    is decoded (see FrameSpec). segment: (start, end) seconds from the first frame: the frames are sampled among
+    those whose timestamps lie in [start, end) only (a trimmed clip of a longer video); VideoError when no frame
+    does.
 
     The file is read through an open descriptor, never by name: FFmpeg sees no path, no protocol, and may use
     video containers only (CONTAINERS). The stream is chosen by sniff.video_stream. A first pass reads its packets
@@ -154,9 +151,13 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
                     raise VideoError(file, "the video data is in another file (an external data reference), "
                                      "which is never read")
                 raise VideoError(file, "no decodable video frames")
+            lo, hi = 0, len(scan.times)
             if segment is not None:
                 lo, hi = segment_frames(file, scan.times, scan.time_base, segment)
                 sampler = lambda count: lo + sample_indices(hi - lo, num_frames)  # noqa: E731
+            if fps:
+                seconds = (np.asarray(scan.times[lo:hi], np.float64) - scan.times[lo]) * float(scan.time_base)
+                sampler = lambda count: lo + fps_indices(seconds, fps, num_frames)
             indices = (sampler or (lambda count: sample_indices(count, num_frames)))(len(scan.times))
             if scan.packets is not None and (seek_gap is None or len(scan.times) <= seek_gap):  # no seek can pay:
                 clip = _decode_at(container, stream, file, scan, indices, None, limits, spec)  # the packets again
@@ -172,8 +173,8 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
     if clip.packets and clip.damaged / clip.packets > limits.max_damaged:
         raise VideoError(file, f"damaged: {clip.damaged} of {clip.packets} packets failed to decode "
                          f"(extract.max_damaged: {limits.max_damaged:g})")
-    if segment is not None:
-        clip.repeated = hi - lo < num_frames
+    if segment is not None or fps:
+        clip.repeated = hi - lo < len(indices)
     return clip
 
 

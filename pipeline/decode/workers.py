@@ -44,15 +44,17 @@ WORKER_IMPORTS = ("av.subtitles.stream", "PIL.Image", "torch", "torch.nn.functio
 class ReadConfig:
     """How every video is read (picklable: it travels to the workers).
 
-    num_frames sampled evenly; spec: the encoder's input size (frames come back uint8 (F, crop_h, crop_w, 3));
-    limits: what one video may cost; segment: (start, end) seconds to sample evenly inside (a trimmed clip: an
-    annotation's start and end; a timeline window), or None for the whole video.
+    num_frames sampled evenly, or with fps > 0 that many frames per second, at most num_frames (video.Sampling);
+    spec: the encoder's input size (frames come back uint8 (F, crop_h, crop_w, 3)); limits: what one video may
+    cost; segment: (start, end) seconds to sample inside (a trimmed clip: an annotation's start and end; a timeline
+    window), or None for the whole video.
     """
 
     num_frames: int
     spec: FrameSpec | None
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     segment: tuple[float, float] | None = None
+    fps: float = 0.0
 
 
 @dataclass
@@ -174,7 +176,8 @@ def load_video(file: str, cfg: ReadConfig, hash_bytes: bool | Hashed = True) -> 
                 digest = hash_bytes.digest
             else:
                 digest = content_hash(file, fh) if hash_bytes else None
-            clip = read_frames(file, cfg.num_frames, SEEK_GAP, None, cfg.limits, cfg.spec, cfg.segment, handle=fh)
+            clip = read_frames(file, cfg.num_frames, SEEK_GAP, None, cfg.limits, cfg.spec, cfg.segment, handle=fh,
+                               fps=cfg.fps)
             decoded = content_hash(file, fh) if hash_bytes else None
             after = identity(os.fstat(fh.fileno()))
         if not hash_bytes or (before == after == identity(os.stat(file)) and decoded == digest):

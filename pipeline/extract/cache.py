@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from pipeline.errors import CacheError, ConfigError, printable
-from pipeline.extract.cache_door import (check_rows, check_shapes, check_storage, checked_dataset, disk_problem,
-                                         finite_rows)
+from pipeline.errors import CacheError, ConfigError
+from pipeline.extract.cache_door import check_frames, check_rows, check_shapes, check_storage, disk_problem
+from pipeline.extract.embeddings import BLOCK_ROWS, Embeddings, file_identity, open_file
 
-SCHEMA_VERSION = 4  # 4: rows are clips (segment, group, annotated part); 3: row blocks, float32 or float16
+SCHEMA_VERSION = 5  # 5: a skip's kind (skipped/kind), frames sampled per clip (sampled); 4: rows are clips
+READ_VERSIONS = (4, 5)  # what open_cache reads: a version-4 cache (a persisted DVC output) lacks what 5 added
 # The cache's key: attributes every cache carries, the one list of them (stage one's reuse, the heads' match, the
 # inspector read it). Two caches whose KEY_ATTRS differ hold embeddings that must not be mixed: a cache made with
 # other values is re-encoded. batch_size is in it because a forward pass of another shape may round differently.
+# Filled from the encoder's describe(), the sampling's attrs() (pipeline.decode.video.Sampling) and the run.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
              "preprocess_config", "backend", "quantize", "precision", "device_type", "decoder", "dtype",
              "batch_size")
@@ -37,60 +39,121 @@ def random_encoder_note(attrs: dict) -> str:
 
 
 STORAGE_DTYPES = ("float32", "float16")  # how embeddings are stored (extract.dtype); they are read as float32
-BLOCK_ROWS = 1024  # videos per read or write block: 1024 x 16 x 512 x 4 B = 32 MiB at ViT-B/32 size
 _STR = h5py.string_dtype()
+
+
+FRAMES, DIM = "F", "D"  # a column's axes after the row: a clip's frames, the embedding's dimensions
+# Where a newly encoded clip's value of a column comes from (writer.part_cache): the encoder's output, the decoded
+# Clip's attribute of the column's `clip` name, the file's content hash, or this run's listing of the clip (path,
+# label, stat, annotation: renewed for every row, reused or not: writer.listing_columns).
+SOURCES = ("embeddings", "clip", "content", "listing")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One row field of the cache, the one statement of its layout: dtype (str: text, held as object arrays and
+    stored as HDF5 strings), axes after the row (FRAMES, DIM or a length), source (SOURCES), clip (the Clip
+    attribute a "clip" column copies), absent (the value of an optional column not given: a whole file's NaN
+    segment, no group; FRAMES: the number of frames F), pad (a FRAMES column's value past a clip's own frames, when
+    it has fewer than F: sampling by frame rate) and since (the schema version that added it: an older cache
+    lacks it, and reads as `absent`)."""
+
+    dtype: type
+    axes: tuple = ()
+    source: str = "listing"
+    clip: str = ""
+    absent: object = None
+    pad: object = 0
+    since: int = 4
+
+    @property
+    def text(self) -> bool:
+        return self.dtype is str
+
+    def shape(self, rows: int, frames: int, dim: int) -> tuple[int, ...]:
+        """The column's shape for `rows` rows of `frames` frames of `dim` dimensions."""
+        return (rows, *(frames if a == FRAMES else dim if a == DIM else a for a in self.axes))
+
+    def empty(self, rows: int, frames: int, dim: int) -> np.ndarray:
+        """Zeros of the column's shape and in-memory dtype (object for text)."""
+        return np.zeros(self.shape(rows, frames, dim), object if self.text else self.dtype)
+
+
+def column(dtype: type, *axes, source: str = "listing", clip: str = "", absent: object = None, pad: object = 0,
+           since: int = 4) -> dict:
+    """A Cache field's metadata that makes it a row column: `field(metadata=column(...))`, with default=None for an
+    optional one (`absent` set)."""
+    assert source in SOURCES, source
+    return {"column": Column(dtype, axes, source, clip, absent, pad, since)}
 
 
 @dataclass
 class Cache:
-    """A feature cache in memory: row v describes the video at paths[v].
+    """A feature cache in memory: row v describes the video at paths[v]. Each row field is a column (Column in its
+    metadata: the layout the writer, the reader, the part files and the door all derive from).
 
     embeddings float32 (V, F, D) (or Embeddings, the same rows left in the file: see open_cache); frame_indices
     int64 (V, F); timestamps float64 (V, F) seconds; labels int64 (V,) into class_names; paths str (V,) relative
     to the data root; content_hash str (V,) SHA-256; fps float64, frame_count int64, duration float64 seconds,
     repeated bool (fewer than F frames), decode_errors int64 (packets the decoder rejected or concealed; 0 for a
-    sound file), file_size int64, mtime_ns int64: all (V,). skipped: (path, reason) pairs; skipped_stat: {path:
-    (file_size, mtime_ns)} of the skipped files that were read, so that an unchanged one is not read again
-    (pipeline.extract.runner). attrs: encoder, sampling, preprocessing, precision, decoder, storage dtype, versions.
+    sound file), file_size int64, mtime_ns int64: all (V,). skipped: (clip id, line) pairs, the line naming the
+    clip and why; skipped_kind: {clip id: the name of the error type that skipped it (errors.Unusable.kind:
+    VideoError, EmptySegment; DataError for what the listing refused)}, absent for a skip of a version-4 cache;
+    skipped_stat: {path: (file_size, mtime_ns)} of the skipped files that were read, so that an unchanged one is not
+    read again (pipeline.extract.runner). attrs: encoder, sampling, preprocessing, precision, decoder, storage dtype,
+    versions.
 
     A row is a clip: a whole file, or a segment of one (an annotation's start and end): segment float64 (V, 2)
     (start, end) seconds, NaN for a whole file; frames were sampled inside it. Two segments of one file are two
     rows with the same path and content hash: a row is known by row_keys() (content and segment) for reuse and by
     clip_ids() (path and segment) everywhere else. group str (V,) and annotated_part str (V,) ("train", "val",
     "test" or "unused"): what the annotations say ("" when nothing). Defaults: whole files, no groups or parts.
+
+    sampled int64 (V,): how many of the F frames are the clip's own (1 to F). Sampling by frame rate (attrs
+    "sampling": Sampling.attrs) gives each clip its own number of frames, at most F (extract.max_frames): frames past
+    `sampled` are padding (zero embeddings, frame index -1, timestamp NaN) that pooling masks out (frame_mask,
+    Embeddings.mean). Sampling a fixed number of frames gives every row F (older caches read so).
     """
 
-    embeddings: np.ndarray
-    frame_indices: np.ndarray
-    timestamps: np.ndarray
-    labels: np.ndarray
-    paths: np.ndarray
-    content_hash: np.ndarray
-    fps: np.ndarray
-    frame_count: np.ndarray
-    duration: np.ndarray
-    repeated: np.ndarray
-    decode_errors: np.ndarray
-    file_size: np.ndarray
-    mtime_ns: np.ndarray
-    segment: np.ndarray | None = None
-    group: np.ndarray | None = None
-    annotated_part: np.ndarray | None = None
+    embeddings: np.ndarray = field(metadata=column(np.float32, FRAMES, DIM, source="embeddings"))
+    frame_indices: np.ndarray = field(metadata=column(np.int64, FRAMES, source="clip", clip="indices", pad=-1))
+    timestamps: np.ndarray = field(metadata=column(np.float64, FRAMES, source="clip", clip="timestamps", pad=np.nan))
+    labels: np.ndarray = field(metadata=column(np.int64))
+    paths: np.ndarray = field(metadata=column(str))
+    content_hash: np.ndarray = field(metadata=column(str, source="content"))
+    fps: np.ndarray = field(metadata=column(np.float64, source="clip", clip="fps"))
+    frame_count: np.ndarray = field(metadata=column(np.int64, source="clip", clip="frame_count"))
+    duration: np.ndarray = field(metadata=column(np.float64, source="clip", clip="duration"))
+    repeated: np.ndarray = field(metadata=column(bool, source="clip", clip="repeated"))
+    decode_errors: np.ndarray = field(metadata=column(np.int64, source="clip", clip="decode_errors"))
+    file_size: np.ndarray = field(metadata=column(np.int64))
+    mtime_ns: np.ndarray = field(metadata=column(np.int64))
+    segment: np.ndarray | None = field(default=None, metadata=column(np.float64, 2, absent=np.nan))
+    group: np.ndarray | None = field(default=None, metadata=column(str, absent=""))
+    annotated_part: np.ndarray | None = field(default=None, metadata=column(str, absent=""))
+    sampled: np.ndarray | None = field(default=None, metadata=column(np.int64, source="clip", clip="sampled",
+                                                                      absent=FRAMES, since=5))
     class_names: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped_kind: dict[str, str] = field(default_factory=dict)
     skipped_stat: dict[str, tuple[int, int]] = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.paths)
-        if self.segment is None:
-            self.segment = np.full((n, 2), np.nan)
-        for name in ("group", "annotated_part"):
-            if getattr(self, name) is None:
-                setattr(self, name, np.full(n, "", object))
+        for name, col in COLUMNS.items():  # an optional column not given (None, or left empty by empty_cache)
+            given = getattr(self, name)
+            if col.absent is not None and (given is None or (n and not len(given))):
+                values = col.empty(n, 0, 0)
+                values[...] = self.embeddings.shape[1] if col.absent == FRAMES else col.absent
+                setattr(self, name, values)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def frame_mask(self) -> np.ndarray:
+        """bool (V, F): which frames are the clip's own (not padding)."""
+        return np.arange(self.embeddings.shape[1]) < self.sampled[:, None]
 
     def clip_ids(self) -> np.ndarray:
         """str (V,): each row's name for people and the split: its path, and `#t=start,end` (seconds, as in W3C
@@ -120,103 +183,18 @@ def _seconds(value) -> str:
     return text.removesuffix(".0")
 
 
-ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Cache)
-                   if f.name not in ("class_names", "skipped", "skipped_stat", "attrs"))
-_STR_FIELDS = ("paths", "content_hash", "group", "annotated_part")
+COLUMNS: dict[str, Column] = {f.name: f.metadata["column"] for f in dataclasses.fields(Cache) if "column" in f.metadata}
+ROW_FIELDS = tuple(COLUMNS)
+_STR_FIELDS = tuple(name for name, col in COLUMNS.items() if col.text)
+# The skipped table's datasets (one entry per skip) and their dtypes; "kind" is new in version 5
+SKIPPED_COLUMNS = {"path": str, "reason": str, "kind": str, "file_size": np.int64, "mtime_ns": np.int64}
 META_FIELDS = tuple(name for name in ROW_FIELDS if name != "embeddings")  # what open_cache holds in memory
-
-
-class Embeddings:
-    """Frame embeddings left in a cache file: float32 (V, F, D) once read (float16 storage is widened).
-
-    Indexing with rows (a slice, an int array or a bool mask) gives the Embeddings of those rows and reads
-    nothing; an int reads one video's (F, D); np.asarray() reads every row; blocks() reads BLOCK_ROWS rows at a
-    time; mean(axis=1) is the (V, D) mean over frames, computed block by block. Each read opens the file and
-    checks that it is still the one opened: a cache replaced since is a CacheError, never other videos' rows; that
-    its embeddings still keep their data in the file (cache_door.checked_dataset); and that the rows read are
-    finite (cache_door.finite_rows): a CacheError naming the row, never a NaN passed on. finite() tells the usable
-    rows without refusing (stage one re-encodes the others).
-    """
-
-    ndim = 3
-    dtype = np.dtype(np.float32)
-
-    def __init__(self, path: Path, identity: tuple, shape: tuple[int, int, int], rows: np.ndarray | None = None):
-        self.path, self._identity = path, identity
-        self._rows = np.arange(shape[0], dtype=np.int64) if rows is None else rows
-        self.shape = (len(self._rows), *shape[1:])
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key):
-        if isinstance(key, (int, np.integer)):
-            return self._read(self._rows[[key]])[0]
-        return Embeddings(self.path, self._identity, (0, *self.shape[1:]), self._rows[key])
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self._read(self._rows)
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def blocks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """(start, float32 (B, F, D)) for each block of `rows` (default BLOCK_ROWS) rows, in order."""
-        rows = rows or BLOCK_ROWS
-        for start in range(0, len(self), rows):
-            yield start, self._read(self._rows[start:start + rows])
-
-    def mean(self, axis: int, dtype=np.float32) -> np.ndarray:
-        """The mean over frames, float32 (V, D), a block at a time (the only reduction offered: axis=1)."""
-        assert axis == 1, "Embeddings only averages over frames (axis=1)"
-        out = np.empty((len(self), self.shape[2]), np.float32)
-        for start, block in self.blocks():
-            out[start:start + len(block)] = block.mean(axis=1, dtype=dtype)
-        return out
-
-    def finite(self) -> np.ndarray:
-        """bool (V,): which rows hold only finite embeddings within cache_door.MAX_ABS_EMBEDDING; reads every row."""
-        out = np.empty(len(self), bool)
-        for start in range(0, len(self), BLOCK_ROWS):
-            out[start:start + BLOCK_ROWS] = finite_rows(self._read(self._rows[start:start + BLOCK_ROWS], check=False))
-        return out
-
-    def _read(self, rows: np.ndarray, check: bool = True) -> np.ndarray:
-        """Rows float32 (N, F, D), in the order asked; read in file order, a span or a run of rows at a time.
-        check: CacheError for a row that is not finite."""
-        out = np.empty((len(rows), *self.shape[1:]), np.float32)
-        if not len(rows):
-            return out
-        order = np.argsort(rows, kind="stable")
-        with _open(self.path) as f:
-            if _identity(self.path) != self._identity:
-                raise CacheError(f"{self.path} was replaced since it was opened (a new stage-one run?): open it again")
-            ds = checked_dataset(f, "embeddings", self.path)
-            for chunk in np.array_split(order, -(-len(order) // BLOCK_ROWS)):
-                wanted = rows[chunk]
-                lo, hi = int(wanted[0]), int(wanted[-1]) + 1
-                if hi - lo <= 2 * len(chunk):  # dense: one read of the span
-                    out[chunk] = ds[lo:hi][wanted - lo]
-                    continue
-                breaks = np.flatnonzero(np.diff(wanted) != 1) + 1  # sparse: each run of consecutive rows
-                for run in np.split(np.arange(len(chunk)), breaks):
-                    out[chunk[run]] = ds[int(wanted[run[0]]):int(wanted[run[-1]]) + 1]
-        bad = ~finite_rows(out) if check else np.zeros(0, bool)
-        if bad.any():
-            row = int(rows[np.flatnonzero(bad)[0]])
-            raise CacheError(f"{printable(self.path)}: row {row} holds embeddings that are not finite numbers (NaN, "
-                             "infinite or huge): re-run stage one with extract.rehash: true to re-encode it")
-        return out
 
 
 def empty_cache(num_frames: int, dim: int, attrs: dict, class_names: list[str]) -> Cache:
     """A cache with no rows but the right shapes, to start from or to write when every video was skipped."""
-    return Cache(
-        embeddings=np.zeros((0, num_frames, dim), np.float32), frame_indices=np.zeros((0, num_frames), np.int64),
-        timestamps=np.zeros((0, num_frames), np.float64), labels=np.zeros(0, np.int64), paths=np.zeros(0, object),
-        content_hash=np.zeros(0, object), fps=np.zeros(0), frame_count=np.zeros(0, np.int64), duration=np.zeros(0),
-        repeated=np.zeros(0, bool), decode_errors=np.zeros(0, np.int64), file_size=np.zeros(0, np.int64),
-        mtime_ns=np.zeros(0, np.int64),
-        class_names=list(class_names), attrs=dict(attrs),
-    )
+    return Cache(**{name: col.empty(0, num_frames, dim) for name, col in COLUMNS.items()},
+                 class_names=list(class_names), attrs=dict(attrs))
 
 
 def gather_rows(sources: list[Cache], source: np.ndarray, row: np.ndarray, template: Cache) -> Cache:
@@ -257,9 +235,9 @@ def write_cache_blocks(path: str | os.PathLike, template: Cache, num_rows: int, 
         path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(tmp, "w") as f:
             datasets = {}
-            for name in ROW_FIELDS:
+            for name, col in COLUMNS.items():
                 like = getattr(template, name)
-                kind = _STR if name in _STR_FIELDS else (dtype if name == "embeddings" else like.dtype)
+                kind = _STR if col.text else (dtype if name == "embeddings" else like.dtype)
                 datasets[name] = f.create_dataset(name, shape=(num_rows, *like.shape[1:]), dtype=kind)
             written = 0
             for block in blocks:
@@ -272,14 +250,8 @@ def write_cache_blocks(path: str | os.PathLike, template: Cache, num_rows: int, 
             assert written == num_rows, f"{written} rows written, {num_rows} announced"
             f.create_dataset("class_names", data=np.asarray(template.class_names, dtype=object), dtype=_STR)
             skipped = f.create_group("skipped")
-            skipped.create_dataset("path", data=np.asarray([p for p, _ in template.skipped], dtype=object),
-                                   dtype=_STR)
-            skipped.create_dataset("reason", data=np.asarray([r for _, r in template.skipped], dtype=object),
-                                   dtype=_STR)
-            stat = np.array([template.skipped_stat.get(p, (-1, -1)) for p, _ in template.skipped],
-                            np.int64).reshape(-1, 2)
-            skipped.create_dataset("file_size", data=stat[:, 0])  # -1: not known (the file could not be stat'ed)
-            skipped.create_dataset("mtime_ns", data=stat[:, 1])
+            for name, values in _skipped_table(template).items():
+                skipped.create_dataset(name, data=values, dtype=_STR if SKIPPED_COLUMNS[name] is str else None)
             f.attrs.update(template.attrs)
             f.attrs["dtype"] = dtype
             f.attrs["schema_version"] = SCHEMA_VERSION
@@ -310,21 +282,26 @@ def open_cache(path: str | os.PathLike) -> Cache:
     if not path.is_file():
         raise CacheError(f"no feature cache at {str(path)!r}: run stage one first (dvc repro extract)")
     try:
-        with _open(path) as f:
-            identity = _identity(path)
+        with open_file(path) as f:
+            identity = file_identity(path)
             version = f.attrs.get("schema_version")
-            if version != SCHEMA_VERSION:
-                raise CacheError(f"{path}: cache schema version {version}, this code reads {SCHEMA_VERSION}: "
-                                 "re-run stage one to rebuild it")
+            if version not in READ_VERSIONS:
+                raise CacheError(f"{path}: cache schema version {version}, this code reads "
+                                 f"{', '.join(map(str, READ_VERSIONS))}: re-run stage one to rebuild it")
             check_storage(f, path)
-            _check_layout(f, path)
-            shape = check_shapes(f, path, ROW_FIELDS)
+            present = {name: col for name, col in COLUMNS.items() if col.since <= version}  # what it must hold
+            _check_layout(f, path, int(version), present)
+            shape = check_shapes(f, path, {name: (col.dtype, col.axes) for name, col in present.items()})
             rows = {name: (np.asarray(f[name].asstr()[()], dtype=object) if name in _STR_FIELDS else f[name][()])
-                    for name in META_FIELDS}
+                    for name in META_FIELDS if name in present}
+            check_frames(path, rows.get("sampled"), shape[1])
+            counts = rows.get("sampled")
             cache = Cache(
-                embeddings=Embeddings(path, identity, shape), **rows,
+                embeddings=Embeddings(path, identity, shape,
+                                      counts=None if counts is None or (counts == shape[1]).all() else counts), **rows,
                 class_names=list(f["class_names"].asstr()[()]),
                 skipped=list(zip(f["skipped/path"].asstr()[()], f["skipped/reason"].asstr()[()])),
+                skipped_kind=_skipped_kind(f["skipped"]),
                 skipped_stat=_skipped_stat(f["skipped"]),
                 attrs={k: _plain(v) for k, v in f.attrs.items()},
             )
@@ -345,12 +322,14 @@ def read_cache(path: str | os.PathLike) -> Cache:
     return cache
 
 
-def _check_layout(f: h5py.File, path: Path) -> None:
-    """CacheError unless every dataset the schema names is there, as a dataset of its kind (strings, floats)."""
-    names = (*ROW_FIELDS, "class_names", "skipped/path", "skipped/reason", "skipped/file_size", "skipped/mtime_ns")
-    for name in names:
+def _check_layout(f: h5py.File, path: Path, version: int, columns: dict[str, Column]) -> None:
+    """CacheError unless every dataset the schema of that version names (its `columns`, the class names, the
+    skipped table) is there, as a dataset of its kind (strings, numbers)."""
+    skipped = {f"skipped/{name}": kind for name, kind in SKIPPED_COLUMNS.items() if version >= 5 or name != "kind"}
+    names = {**{name: col.dtype for name, col in columns.items()}, "class_names": str, **skipped}
+    for name, kind in names.items():
         ds = f.get(name)
-        text = name in (*_STR_FIELDS, "class_names", "skipped/path", "skipped/reason")
+        text = kind is str
         if not isinstance(ds, h5py.Dataset):
             problem = f"no dataset {name!r}"
         elif text != (h5py.check_string_dtype(ds.dtype) is not None):
@@ -362,14 +341,21 @@ def _check_layout(f: h5py.File, path: Path) -> None:
         raise CacheError(f"{path}: not a readable feature cache ({problem})")
 
 
-def _open(path: Path) -> h5py.File:
-    return h5py.File(path, "r", locking=False)  # a reader never blocks, nor is blocked by, stage one
+def _skipped_table(cache: Cache) -> dict[str, np.ndarray]:
+    """The skipped group's datasets (SKIPPED_COLUMNS), one entry per skip: path, reason (the line), kind ("" when
+    not known), file_size and mtime_ns (-1: not known, the file could not be stat'ed)."""
+    names = [p for p, _ in cache.skipped]
+    stat = np.array([cache.skipped_stat.get(p, (-1, -1)) for p in names], np.int64).reshape(-1, 2)
+    return {"path": np.asarray(names, dtype=object), "reason": np.asarray([r for _, r in cache.skipped], dtype=object),
+            "kind": np.asarray([cache.skipped_kind.get(p, "") for p in names], dtype=object),
+            "file_size": stat[:, 0], "mtime_ns": stat[:, 1]}
 
 
-def _identity(path: Path) -> tuple:
-    """What tells one version of a file from the next: a new cache is a new inode (written beside, renamed)."""
-    st = path.stat()
-    return st.st_ino, st.st_size, st.st_mtime_ns
+def _skipped_kind(group: h5py.Group) -> dict[str, str]:
+    """{path: error type name} of the skips whose kind is known (none in a version-4 cache)."""
+    if "kind" not in group:
+        return {}
+    return {p: k for p, k in zip(group["path"].asstr()[()], group["kind"].asstr()[()]) if k}
 
 
 def _skipped_stat(group: h5py.Group) -> dict[str, tuple[int, int]]:

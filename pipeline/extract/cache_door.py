@@ -26,11 +26,7 @@ ATTR_TEXT_LIMIT = 65536  # characters of a text attribute (the largest, versions
 EXPANSION_LIMIT = 64
 LOW_SPACE = 1 << 20  # bytes: a folder with less free space than this after a failed write is a full disk
 _LAYOUTS = {h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.CHUNKED: "chunked"}
-_INT, _FLOAT, _BOOL = "iu", "f", "b"
-# Each row field's kind of values and number of dimensions after the row's ((V,) -> 1, (V, F) -> 2, ...)
-ROW_SHAPES = {"embeddings": (_FLOAT, 3), "frame_indices": (_INT, 2), "timestamps": (_FLOAT, 2), "labels": (_INT, 1),
-              "fps": (_FLOAT, 1), "frame_count": (_INT, 1), "duration": (_FLOAT, 1), "repeated": (_BOOL, 1),
-              "decode_errors": (_INT, 1), "file_size": (_INT, 1), "mtime_ns": (_INT, 1), "segment": (_FLOAT, 2)}
+_KINDS = {"i": "iu", "u": "iu", "f": "f", "b": "b"}  # a column's numpy kind -> the stored kinds it accepts
 INT_ATTRS = ("embedding_dim", "num_frames", "schema_version")
 
 
@@ -91,22 +87,22 @@ def _object_problem(obj, shown: str) -> list[str]:
     return []
 
 
-def check_shapes(f: h5py.File, path: Path, row_fields: tuple[str, ...]) -> tuple[int, int, int]:
-    """CacheError unless the row fields agree: embeddings (V, F, D) floats, (V, F) frame indices and timestamps,
-    (V, 2) segments, (V,) for the rest, each of its kind; and unless the data they announce (the metadata held in
+def check_shapes(f: h5py.File, path: Path, columns: dict[str, tuple[type, tuple]]) -> tuple[int, int, int]:
+    """CacheError unless the row fields agree with `columns` ({name: (dtype, axes after the row)}, cache.COLUMNS: axes
+    "F" the frames, "D" the dimensions, a number a length; dtype str for text): embeddings (V, F, D), every other
+    column of the same V (and F) rows, each of its kind; and unless the data they announce (the metadata held in
     memory, a block of embeddings) is within EXPANSION_LIMIT times the file's size. Returns (V, F, D)."""
     shape = f["embeddings"].shape
     rows, frames, dim = shape
     if frames < 1 or dim < 1:
         raise refuse(path, f"embeddings of shape {shape}")
     announced = 0
-    for name in row_fields:
+    for name, (dtype, axes) in columns.items():
         ds = f[name]
-        kind, ndim = ROW_SHAPES.get(name, ("O", 1))
-        want = {1: (rows,), 2: (rows, 2 if name == "segment" else frames), 3: shape}[ndim]
+        want = (rows, *(frames if a == "F" else dim if a == "D" else a for a in axes))
         if ds.shape != want:
             raise refuse(path, f"{name!r} has shape {ds.shape}, the embeddings' rows need {want}")
-        if kind != "O" and ds.dtype.kind not in kind:
+        if dtype is not str and ds.dtype.kind not in _KINDS[np.dtype(dtype).kind]:
             raise refuse(path, f"{name!r} holds {ds.dtype}")
         announced += ds.size * ds.dtype.itemsize if name != "embeddings" else 0
     announced += min(rows, 1024) * frames * dim * 4  # one block of embeddings read (cache.BLOCK_ROWS)
@@ -140,6 +136,18 @@ def check_rows(path: Path, rows: dict[str, np.ndarray], class_names: list[str], 
     for key, size in (("num_frames", shape[1]), ("embedding_dim", shape[2])):
         if key in attrs and attrs[key] != size:
             raise refuse(path, f"attribute {key} says {attrs[key]}, the embeddings have {size}")
+
+
+def check_frames(path: Path, sampled: np.ndarray | None, frames: int) -> None:
+    """CacheError unless every row's count of its own frames (the `sampled` column, int (V,); None in a version-4
+    cache) is from 1 to the F frames the embeddings hold: a mean over 0 frames, or over more than there are, would
+    mislead every head."""
+    if sampled is None or not len(sampled):
+        return
+    bad = (sampled < 1) | (sampled > frames)
+    if bad.any():
+        at = int(np.flatnonzero(bad)[0])
+        raise refuse(path, f"row {at} says {int(sampled[at])} frames were sampled, outside 1 to {frames}")
 
 
 def finite_rows(block: np.ndarray) -> np.ndarray:

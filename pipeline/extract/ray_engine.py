@@ -11,7 +11,7 @@ Ray is optional (requirements-ray.txt): only pipeline.extract.runner imports thi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import ray
@@ -22,14 +22,17 @@ import pipeline
 from pipeline.extract.cache import KEY_ATTRS, clip_id
 from pipeline.embed.encoder import Embedder, EncoderConfig
 from pipeline.extract.engines import Result, embedding_pool
-from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError
+from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError, VideoError
 from pipeline.decode.video import Clip
 from pipeline.decode.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
 
 VIDEOS_PER_BLOCK = 4  # rows per Ray Data block: the work a lost node takes with it, at most, per decode actor
-# Columns a decode actor returns per video beside its frames; the encoder actors pass them through.
-_CLIP_COLUMNS = ("indices", "timestamps", "fps", "frame_count", "duration", "repeated", "decode_errors", "packets",
-                 "damaged", "timing")
+# Columns a decode actor returns per video beside its frames, the Clip's own fields (and the Python type each comes back
+# as, from its annotation; None: an array); the encoder actors pass them through.
+_CLIP_COLUMNS = {f.name: {"float": float, "int": int, "bool": bool, "str": str}.get(f.type)
+                 for f in fields(Clip) if f.name != "frames"}
+
+_VIDEO_ERRORS = {kind.__name__: kind for kind in (VideoError, *VideoError.__subclasses__())}  # Unusable.kind by name
 
 
 class RayEngine:
@@ -175,22 +178,20 @@ def _loaded(batch: dict[str, np.ndarray], row: int, file: str) -> Loaded | Unusa
     """Row `row` of a result batch (the video `file`) as the reader's answer: a Loaded (its clip without frames)
     or an Unusable with the decode actor's reason."""
     if not batch["usable"][row]:
-        return Unusable(file, str(batch["reason"][row]))
-    clip = Clip(frames=None, **{name: batch[name][row] for name in _CLIP_COLUMNS})
-    clip.fps, clip.frame_count, clip.duration = float(clip.fps), int(clip.frame_count), float(clip.duration)
-    clip.repeated, clip.decode_errors = bool(clip.repeated), int(clip.decode_errors)
-    clip.packets, clip.damaged, clip.timing = int(clip.packets), int(clip.damaged), str(clip.timing)
+        return Unusable(file, str(batch["reason"][row]), _VIDEO_ERRORS.get(str(batch["kind"][row]), VideoError))
+    clip = Clip(frames=None, **{name: batch[name][row] if kind is None else kind(batch[name][row])
+                                for name, kind in _CLIP_COLUMNS.items()})
     return Loaded(int(batch["size"][row]), int(batch["mtime_ns"][row]), str(batch["digest"][row]), clip)
 
 
 class _Decoder:
     """Decode actor: one video per call through its own DecodePool (one worker process, with the run's limits).
 
-    Returns the video's columns: usable (bool), reason (its Unusable's reason, "" when usable), size, mtime_ns,
-    digest, the clip's fields, encode (False when its row key is in `known` or it is unusable) and either frames
-    uint8 (1, F, H, W, 3) for the encoder actors or, with `embed` (an encoder on the CPU: the worker embeds, as the
-    local engine's do), embeddings float32 (1, F, D); zeros where not to be encoded. attrs: the encoder the driver
-    was told about (its describe() and batch size).
+    Returns the video's columns: usable (bool), reason and kind (its Unusable's reason and error type's name, ""
+    when usable), size, mtime_ns, digest, the clip's fields (_CLIP_COLUMNS), encode (False when its row key is in
+    `known` or it is unusable) and either frames uint8 (1, F, H, W, 3) for the encoder actors or, with `embed` (an
+    encoder on the CPU: the worker embeds, as the local engine's do), embeddings float32 (1, F, D); zeros where not
+    to be encoded. attrs: the encoder the driver was told about (its describe() and batch size).
     """
 
     def __init__(self, pool: PoolConfig, reader: ReadConfig, known, decode: Callable, embed: EncoderConfig | None,
@@ -207,7 +208,8 @@ class _Decoder:
         out = next(self.pool.map([str(file)], self.reader, segments=[segment]))
         spec, n = self.reader.spec, self.reader.num_frames
         unusable = isinstance(out, Unusable)
-        row = {"index": [index], "usable": [not unusable], "reason": [out.reason if unusable else ""]}
+        row = {"index": [index], "usable": [not unusable], "reason": [out.reason if unusable else ""],
+               "kind": [out.kind.__name__ if unusable else ""]}
         if unusable:
             clip, loaded = Clip(None, np.zeros(n, np.int64), np.zeros(n), fps=0.0, frame_count=0, duration=0.0,
                                 repeated=False), None

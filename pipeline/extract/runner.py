@@ -14,9 +14,8 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
 
@@ -28,15 +27,20 @@ from pipeline.extract.cache_door import disk_problem, finite_rows
 from pipeline.data.discover import FOLLOW_LINKS, VIDEO_EXTENSIONS, VideoFile, discover_videos
 from pipeline.embed.encoder import EncoderConfig
 from pipeline.extract.engines import Engine, LocalEngine
-from pipeline.errors import CacheError, ConfigError, DataError, Unusable, number, printable
+from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError, number, printable
 from pipeline.paths import CACHE_PATH
 from pipeline.progress import progress_bar
-from pipeline.decode.video import SAMPLING, DecodeLimits
+from pipeline.decode.sampling import Sampling
+from pipeline.decode.video import DecodeLimits
 from pipeline.decode.workers import Hashed, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
 from pipeline.extract.reuse import reusable
+from pipeline.extract.summary import SHOWN_SKIPS, ExtractSummary  # noqa: F401 (SHOWN_SKIPS: as callers import it)
 from pipeline.extract.writer import PartWriter, VideoRow, assemble_cache, write_skipped_list
 
 ENGINES = ("local", "ray")
+# The settings a remembered failure was met under (the cache's decode_limits attribute): the pool's bounds, hashing's
+# and every per-video limit (DecodeLimits). A file that failed under other values is read again.
+FAILURE_LIMITS = ("video_timeout_s", "hash_timeout_s", "worker_memory_mb", *(f.name for f in fields(DecodeLimits)))
 
 
 @dataclass
@@ -53,7 +57,9 @@ class ExtractConfig:
     classes: str = ""  # data.classes: class names, one per line (an mmaction2 list's labels index them)
     follow_links: str = FOLLOW_LINKS[0]  # data.follow_links: inside (links to targets under root only) | all
     model: str = "openai/clip-vit-base-patch32"
-    num_frames: int = 16
+    num_frames: int = 16  # frames sampled evenly per clip (fps 0)
+    fps: float = 0.0  # > 0: frames per second of each clip instead, at most max_frames (Sampling)
+    max_frames: int = 64
     batch_size: int | str = EncoderConfig.batch_size  # frames per forward pass; auto: encoder.auto_batch_size
     device: str = EncoderConfig.device
     precision: str = EncoderConfig.precision  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
@@ -78,12 +84,21 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:  # settings every video needs: refused once, not as a skip reason per video
         self.num_frames = number(self.num_frames, int, "extract.num_frames", 1)
+        self.fps = number(self.fps, float, "extract.fps", 0)
+        self.max_frames = number(self.max_frames, int, "extract.max_frames", 1)
+        if self.fps and self.engine == "ray":
+            raise ConfigError("extract.fps needs extract.engine: local (the Ray engine samples num_frames per video)")
         self.shard_size = number(self.shard_size, int, "extract.shard_size", 1)
 
     def encoder(self) -> EncoderConfig:
         """The encoder these settings name, and how it runs."""
         return EncoderConfig(self.model, self.device, self.precision, self.preprocess, self.backend, self.quantize,
-                             self.batch_size, self.num_frames)
+                             self.batch_size, self.sampling().num_frames)
+
+    def sampling(self) -> Sampling:
+        """How each clip's frames are chosen: extract.num_frames evenly, or with extract.fps > 0 that many a second,
+        at most extract.max_frames."""
+        return Sampling(self.max_frames, self.fps) if self.fps else Sampling(self.num_frames)
 
     def pool(self) -> PoolConfig:
         """The decode workers' settings (extract.workers auto: one per core)."""
@@ -100,50 +115,9 @@ class ExtractConfig:
         return number(getattr(self, name), kind, f"extract.{name}")
 
 
-SHOWN_SKIPS = 10  # skip lines the terminal gets; the full list is in the skipped list beside the cache
-SHOWN_REASONS = 5  # reasons counted on the terminal, the most frequent first
 PROBLEMS = "cannot be used as found or listed (data.root, data.annotations)"  # the kind of discovery's skips
 NOT_FINITE = "the encoder gave embeddings that are not finite numbers (NaN, infinite or huge)"
 REMEMBERED = "failed before and unchanged since (not read again; extract.rehash: true retries them)"
-
-
-@dataclass
-class ExtractSummary:
-    """What a run did: videos encoded now, reused from earlier work, and skipped with their reasons.
-
-    skipped: (clip id, line) pairs, the line naming the clip and why, in the order a person reads them (what the
-    data listing gave, in its order, then the rest by name); kinds counts them by reason.
-    """
-
-    cache_path: str
-    encoded: int = 0
-    reused: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    note: str = ""  # why a previous cache was not reused, if it was not
-    skipped_stat: dict[str, tuple[int, int]] = field(default_factory=dict)  # (size, mtime_ns) of skipped files
-    remembered: int = 0  # skipped because they failed before and are unchanged (not read again)
-    damaged: int = 0  # decoded in this run with packets that failed to decode (Clip.decode_errors > 0)
-    kinds: Counter = field(default_factory=Counter)  # skips by reason
-    skipped_list: str = ""  # the file listing every skip (SKIPPED_LIST beside the cache), once written
-
-    def __str__(self) -> str:
-        remembered = (f" ({self.remembered} unchanged since they failed: not read again; extract.rehash: true "
-                      "retries them)") if self.remembered else ""
-        lines = [f"{printable(self.cache_path)}: {self.encoded} encoded, {self.reused} reused, "
-                 f"{len(self.skipped)} skipped{remembered} in {self.seconds:.1f} s"]
-        lines += [f"  note: {printable(self.note)}"] if self.note else []
-        if self.damaged:
-            lines.append(f"  {self.damaged} videos had packets that failed to decode (decode_errors in the cache; "
-                         "extract.max_damaged)")
-        if len(self.skipped) > SHOWN_SKIPS:
-            lines += [f"  skipped, by reason: {n:,} {printable(why)}"
-                      for why, n in self.kinds.most_common(SHOWN_REASONS)]
-        lines += [f"  skipped {printable(line)}" for _, line in self.skipped[:SHOWN_SKIPS]]
-        if len(self.skipped) > SHOWN_SKIPS:
-            where = printable(self.skipped_list) if self.skipped_list else "the cache's skipped table"
-            lines.append(f"  ... and {len(self.skipped) - SHOWN_SKIPS:,} more: {where} lists them all")
-        return "\n".join(lines)
 
 
 def skipped_list_path(cache_path: str | os.PathLike) -> Path:
@@ -179,20 +153,20 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     try:
         videos, class_names, problems = dataset(cfg)
         with open_engine(cfg, decode) as engine:
-            attrs = {**engine.encoder_attrs, "num_frames": cfg.num_frames, "sampling": SAMPLING,
+            attrs = {**engine.encoder_attrs, **cfg.sampling().attrs(),
                      "batch_size": engine.batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
                      "annotations": cfg.annotations,
                      # a failure is remembered only under the same limits (pipeline.extract.runner._encode_new)
-                     "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in (
-                         "video_timeout_s", "hash_timeout_s", "worker_memory_mb", "max_pixels", "max_aspect",
-                         "max_damaged")}, sort_keys=True),
+                     "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in FAILURE_LIMITS}, sort_keys=True),
                      "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py", "numpy")
                                              + (("onnxruntime",) if cfg.backend == "onnxruntime" else ())})}
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
-            template = empty_cache(cfg.num_frames, attrs["embedding_dim"], attrs, class_names)
-            summary = ExtractSummary(str(cache_path), skipped=list(problems))
+            sampling = cfg.sampling()
+            template = empty_cache(sampling.num_frames, attrs["embedding_dim"], attrs, class_names)
+            summary = ExtractSummary(str(cache_path), skipped=list(problems), sampling=sampling,
+                                     skipped_kind={name: DataError.__name__ for name, _ in problems})
             sources, summary.note = reusable(cache_path, parts_dir, attrs)
-            reader = ReadConfig(cfg.num_frames, engine.frame_spec, cfg.limits())
+            reader = ReadConfig(sampling.num_frames, engine.frame_spec, cfg.limits(), fps=sampling.fps)
             summary.kinds[PROBLEMS] += len(problems)
             new_parts, kept = _encode_new(videos, sources, template, engine, reader,
                                           PartWriter(parts_dir, template, cfg.shard_size), summary, progress,
@@ -203,7 +177,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
             raise DataError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
                             f"\n{summary}")
         assemble_cache(cache_path, kept, sources + new_parts, template, sorted(summary.skipped),
-                       summary.skipped_stat)
+                       summary.skipped_stat, summary.skipped_kind)
         try:
             summary.skipped_list = str(write_skipped_list(skipped_list_path(cache_path), summary.skipped))
         except OSError as e:
@@ -248,6 +222,12 @@ def open_engine(cfg: ExtractConfig, decode: Callable = load_video) -> Engine:
     return LocalEngine(cfg.encoder(), cfg.pool(), decode)
 
 
+def _capped(clip, reader: ReadConfig) -> bool:
+    """Whether a clip sampled by frame rate got max_frames frames spaced wider than 1 / fps (it was longer)."""
+    span = float(clip.timestamps[-1] - clip.timestamps[0]) if clip.sampled > 1 else 0.0
+    return bool(reader.fps) and clip.sampled == reader.num_frames and span * reader.fps > reader.num_frames - 0.5
+
+
 def _check_paths(cfg: ExtractConfig) -> None:
     """DataError or CacheError before any work when the data root or the cache's place cannot be used."""
     root, cache_path = Path(cfg.root), Path(cfg.cache_path)
@@ -290,8 +270,8 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             stored.setdefault(name, set()).add(digest)
     known = {k for src in sources for k in src.row_keys()}
     # skipped clips are listed by clip id (the path, for a whole file)
-    failed = {} if rehash else {(p, *src.skipped_stat[p]): reason for src in sources for p, reason in src.skipped
-                                if p in src.skipped_stat
+    failed = {} if rehash else {(p, *src.skipped_stat[p]): (reason, src.skipped_kind.get(p, ""))
+                                for src in sources for p, reason in src.skipped if p in src.skipped_stat
                                 and src.attrs.get("decode_limits") == template.attrs["decode_limits"]}
     bar = progress_bar(total=len(videos), unit="video", disable=not progress, desc="extract")
     kept: list[VideoRow] = []
@@ -299,10 +279,12 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
     content: dict[int, tuple[str, Hashed | None]] = {}  # video -> (digest, its Hashed when read in this run)
     to_hash: list[int] = []
 
-    def skip(i: int, line: str, why: str, remember: bool = True) -> None:
+    def skip(i: int, line: str, why: str, kind: str, remember: bool = True) -> None:
         name = clip_id(videos[i].path, videos[i].segment)
         summary.skipped.append((name, line))
         summary.kinds[why] += 1
+        if kind:
+            summary.skipped_kind[name] = kind
         if remember and name in stat:  # remembered with the stat taken before it was read
             summary.skipped_stat[name] = stat[name]
         bar.update(1)
@@ -321,7 +303,8 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         key = (video.path, st.st_size, st.st_mtime_ns)
         stat[name] = key[1:]
         if (name, *key[1:]) in failed:
-            skip(i, failed[(name, *key[1:])], REMEMBERED)
+            line, kind = failed[(name, *key[1:])]
+            skip(i, line, REMEMBERED, kind)
             summary.remembered += 1
             continue
         digest = by_stat.get(key)
@@ -337,7 +320,7 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
         out = hashes[str(videos[i].file)]
         if isinstance(out, Unusable):
             name = clip_id(videos[i].path, videos[i].segment)
-            skip(i, f"{name}: {out.reason}", out.reason)  # remembered under these limits (hash_timeout_s among them)
+            skip(i, f"{name}: {out.reason}", out.reason, out.kind.__name__)  # remembered under these limits
             continue
         content[i] = (out.digest, out)
         for old in stored.get(clip_id(videos[i].path, videos[i].segment), ()):  # this file's rows, now untrue
@@ -368,18 +351,19 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             name = clip_id(video.path, video.segment)
             bar.update(1)
             if isinstance(out, Unusable):  # recorded under its clip id: the cache must not name this machine's files
-                skip(i, f"{name}: {out.reason}", out.reason)
+                skip(i, f"{name}: {out.reason}", out.reason, out.kind.__name__)
                 pending += repeats  # a crash or a timeout is not a property of the bytes: each tries for itself
                 alone.update(repeats)
                 continue
             if embeddings is not None and not finite_rows(embeddings[None])[0]:  # never a row the door refuses
-                skip(i, f"{name}: {NOT_FINITE}", NOT_FINITE, remember=False)
+                skip(i, f"{name}: {NOT_FINITE}", NOT_FINITE, VideoError.__name__, remember=False)
                 pending += repeats
                 alone.update(repeats)
                 continue
             item = VideoRow(video, out.size, out.mtime_ns, out.digest)
             kept.append(item)
             summary.damaged += out.clip.decode_errors > 0
+            summary.capped += _capped(out.clip, reader)
             if out.digest != content[i][0]:  # changed since it was hashed: its repeats are decoded themselves
                 pending += repeats
             else:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.extract.cache import BLOCK_ROWS, Cache, clip_id, gather_rows, open_cache, write_cache, write_cache_blocks
+from pipeline.extract.cache import (BLOCK_ROWS, COLUMNS, FRAMES, Cache, clip_id, gather_rows, open_cache, write_cache,
+                                    write_cache_blocks)
 from pipeline.data.discover import VideoFile
 from pipeline.csvsafe import cell
 from pipeline.errors import printable
@@ -67,57 +68,67 @@ class PartWriter:
 
 
 def part_cache(rows: list[tuple[VideoRow, np.ndarray]], template: Cache) -> Cache:
-    """Finished videos and their embeddings as a Cache (rows keyed by content hash), ready to be a part file."""
-    items = [it for it, _ in rows]
-    return Cache(
-        embeddings=np.stack([emb for _, emb in rows]).astype(np.float32),
-        frame_indices=np.stack([it.clip.indices for it in items]),
-        timestamps=np.stack([it.clip.timestamps for it in items]),
-        labels=np.array([template.class_names.index(it.video.label) for it in items], np.int64),
-        paths=np.array([it.video.path for it in items], object),
-        content_hash=np.array([it.digest for it in items], object),
-        fps=np.array([it.clip.fps for it in items]),
-        frame_count=np.array([it.clip.frame_count for it in items], np.int64),
-        duration=np.array([it.clip.duration for it in items]),
-        repeated=np.array([it.clip.repeated for it in items], bool),
-        decode_errors=np.array([it.clip.decode_errors for it in items], np.int64),
-        file_size=np.array([it.size for it in items], np.int64),
-        mtime_ns=np.array([it.mtime_ns for it in items], np.int64),
-        **_annotated(items),
-        class_names=list(template.class_names), attrs=dict(template.attrs),
-    )
+    """Finished videos and their embeddings (n_v, D) as a Cache (rows keyed by content hash), ready to be a part
+    file: each column filled from its source (cache.COLUMNS); a clip of fewer than the template's F frames (sampled by
+    frame rate) is padded with each column's pad value."""
+    items, frames = [it for it, _ in rows], template.embeddings.shape[1]
+    values = listing_columns(items, template.class_names)
+    for name, col in COLUMNS.items():
+        if col.source == "embeddings":
+            values[name] = np.stack([_padded(emb, frames, col.pad) for _, emb in rows]).astype(col.dtype)
+        elif col.source == "clip" and FRAMES in col.axes:
+            values[name] = np.stack([_padded(getattr(it.clip, col.clip), frames, col.pad) for it in items]).astype(
+                col.dtype)
+        elif col.source == "clip":
+            values[name] = np.array([getattr(it.clip, col.clip) for it in items], col.dtype)
+        elif col.source == "content":
+            values[name] = np.array([it.digest for it in items], object)
+    return Cache(**values, class_names=list(template.class_names), attrs=dict(template.attrs))
+
+
+def _padded(values: np.ndarray, frames: int, pad) -> np.ndarray:
+    """A clip's per-frame values (n, ...) as (frames, ...), `pad` after its own n (n <= frames); as given when full."""
+    if len(values) == frames:
+        return values
+    assert len(values) < frames, f"{len(values)} frames sampled, the cache holds {frames}"
+    out = np.full((frames, *values.shape[1:]), pad, np.result_type(values.dtype, np.asarray(pad).dtype))
+    out[:len(values)] = values
+    return out
 
 
 def assemble_cache(cache_path: Path, kept: list[VideoRow], sources: list[Cache], template: Cache, skipped: list,
-              skipped_stat: dict) -> None:
+                   skipped_stat: dict, skipped_kind: dict) -> None:
     """Write the new cache at cache_path: one row per usable video in path order, its embeddings and frame data
     copied by row key (content hash and segment) from `sources` (previous cache and parts, the last holding a key
-    wins), BLOCK_ROWS rows at a time; the path, label, group and annotated part are this run's."""
+    wins), BLOCK_ROWS rows at a time; the listing's columns (path, label, stat, annotation) are this run's."""
     where = {k: (s, i) for s, src in enumerate(sources) for i, k in enumerate(src.row_keys())}
     source, row = np.array([where[it.key] for it in kept], np.int64).reshape(-1, 2).T  # (V,) each
-    label_of = {name: c for c, name in enumerate(template.class_names)}
-    out = dataclasses.replace(template, skipped=list(skipped), skipped_stat=dict(skipped_stat))
+    out = dataclasses.replace(template, skipped=list(skipped), skipped_stat=dict(skipped_stat),
+                              skipped_kind=dict(skipped_kind))
 
     def blocks():
         for start in range(0, len(kept), BLOCK_ROWS):
-            items, at = kept[start:start + BLOCK_ROWS], slice(start, start + BLOCK_ROWS)
+            at = slice(start, start + BLOCK_ROWS)
             block = gather_rows(sources, source[at], row[at], out)
-            block.paths = np.array([it.video.path for it in items], object)
-            block.labels = np.array([label_of[it.video.label] for it in items], np.int64)
-            block.file_size = np.array([it.size for it in items], np.int64)
-            block.mtime_ns = np.array([it.mtime_ns for it in items], np.int64)
-            for name, values in _annotated(items).items():
+            for name, values in listing_columns(kept[at], template.class_names).items():
                 setattr(block, name, values)
             yield block
 
     write_cache_blocks(cache_path, out, len(kept), blocks())
 
 
-def _annotated(items: list[VideoRow]) -> dict[str, np.ndarray]:
-    """The rows' segment float64 (V, 2) (NaN: the whole file), group and annotated part str (V,)."""
-    return {"segment": np.array([it.video.segment or (np.nan, np.nan) for it in items], np.float64).reshape(-1, 2),
-            "group": np.array([it.video.group for it in items], object),
-            "annotated_part": np.array([it.video.part for it in items], object)}
+def listing_columns(items: list[VideoRow], class_names: list[str]) -> dict[str, np.ndarray]:
+    """The columns this run's listing gives (source "listing" in cache.COLUMNS), for `items`: paths str, labels
+    int64 into class_names, file_size and mtime_ns int64, segment float64 (V, 2) (NaN: the whole file), group and
+    annotated part str; all (V,) but segment."""
+    label_of = {name: c for c, name in enumerate(class_names)}
+    values = {"paths": [it.video.path for it in items], "labels": [label_of[it.video.label] for it in items],
+              "file_size": [it.size for it in items], "mtime_ns": [it.mtime_ns for it in items],
+              "segment": [it.video.segment or (np.nan, np.nan) for it in items],
+              "group": [it.video.group for it in items], "annotated_part": [it.video.part for it in items]}
+    assert set(values) == {n for n, c in COLUMNS.items() if c.source == "listing"}, "cache.COLUMNS' listing columns"
+    return {name: np.array(v, object if COLUMNS[name].text else COLUMNS[name].dtype).reshape(
+        COLUMNS[name].shape(len(items), 0, 0)) for name, v in values.items()}
 
 
 def write_skipped_list(path: Path, skipped: list[tuple[str, str]]) -> Path:

@@ -14,8 +14,8 @@ from pipeline.extract.cache import KEY_ATTRS, RANDOM_WEIGHTS
 from pipeline.heads.calibration import Calibration, CalibrationConfig, fit_calibration, softmax, sure_threshold
 from pipeline.errors import ConfigError, DataError, HeadError, number
 from pipeline.heads.head_files import HEAD_SCHEMA, HeadMeta, read_head_file, write_head_file
-from pipeline.heads.training import (LOGIT_SCALE, LinearConfig, LinearModule, in_memory, mean_pool, module_logits,
-                                     train_linear)
+from pipeline.heads.training import (LOGIT_SCALE, LinearConfig, LinearModule, frame_mask, in_memory,
+                                     masked_time_mean, mean_pool, module_logits, train_linear)
 
 __all__ = ["HEAD_SCHEMA", "HeadMeta"]  # (re-exported: their home is pipeline.heads.head_files)
 # What a head does not need to share with the cache or encoder it is used with, of the cache's key: the encoder's
@@ -273,9 +273,9 @@ class ZeroShotModule(nn.Module):
         self.register_buffer("bias", torch.tensor(0.0))
         self.register_buffer("sigmoid", torch.tensor(0.0))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() == 3:
-            x = x.mean(dim=1)  # (B, F, D) -> (B, D)
+            x = masked_time_mean(x, frame_mask(x, counts))  # (B, F, D) -> (B, D), over each video's own frames
         z = self.scale * (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)) @ self.text.T + self.bias
         return nn.functional.logsigmoid(z) if bool(self.sigmoid) else z
 

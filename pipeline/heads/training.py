@@ -11,6 +11,7 @@ from torch import nn
 from torch.optim.adam import adam
 
 from pipeline.errors import ConfigError, DataError, number
+from pipeline.extract.embeddings import masked_mean
 from pipeline.settings import MAX_LR
 
 TEMPORAL_POOLINGS = ("mean", "attention", "conv")
@@ -42,10 +43,35 @@ class LinearConfig:
             raise ConfigError(f"train.lr must be at most {MAX_LR:g}, got {self.lr:g}")
 
 
-def mean_pool(embeddings: np.ndarray) -> np.ndarray:
-    """Frame embeddings float32 (V, F, D) -> one feature per video, float32 (V, D): the mean over frames.
-    Embeddings left in a cache file (pipeline.extract.cache.Embeddings) are averaged a block of videos at a time."""
+def mean_pool(embeddings: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
+    """Frame embeddings float32 (V, F, D) -> one feature per video, float32 (V, D): the mean over each video's own
+    frames, the first counts[v] (int (V,); None: all F). Embeddings left in a cache file
+    (pipeline.extract.cache.Embeddings) are averaged a block of videos at a time, over the frame counts they carry
+    (a cache sampled by frame rate pads its rows)."""
+    if in_memory(embeddings):
+        return masked_mean(embeddings, counts)
     return embeddings.mean(axis=1, dtype=np.float32)
+
+
+def frame_counts(x) -> np.ndarray | None:
+    """int64 (V,): how many of each row's F frames are its own, for frames x left in a cache sampled by frame rate
+    (Embeddings.counts); None where every row has all F (an array, or a cache sampled by num_frames)."""
+    return getattr(x, "counts", None)
+
+
+def frame_mask(x: torch.Tensor, counts: torch.Tensor | np.ndarray | None) -> torch.Tensor | None:
+    """bool (B, F): which frames of x (B, F, D) are the videos' own, or None when all are (counts None)."""
+    if counts is None or x.dim() != 3:
+        return None
+    return torch.arange(x.shape[1]) < torch.as_tensor(counts)[:, None]
+
+
+def masked_time_mean(x: torch.Tensor, mask: torch.Tensor | None, dim: int = 1) -> torch.Tensor:
+    """The mean of x over its time axis `dim` (1: (B, F, D); 2: (B, H, F)), over the frames `mask` (B, F) keeps."""
+    if mask is None:
+        return x.mean(dim=dim)
+    weights = mask.to(x.dtype).unsqueeze(-1 if dim == 1 else 1)  # (B, F, 1) or (B, 1, F)
+    return (x * weights).sum(dim=dim) / weights.sum(dim=dim).clamp_min(1)
 
 
 class LinearModule(nn.Module):
@@ -72,15 +98,21 @@ class LinearModule(nn.Module):
             self.conv = nn.Conv1d(dim, hidden, kernel_size=3, padding=1)
         self.fc = nn.Linear(hidden if pooling == "conv" else dim, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
+        """counts int (B,): each video's own frames, the first of its F (a cache sampled by frame rate pads the
+        rest; none of them counts); None: all F."""
+        mask = frame_mask(x, counts)
         if self.pooling == "mean":
-            return self.fc(((x.mean(dim=1) if x.dim() == 3 else x) - self.mean) / self.std)
+            return self.fc(((masked_time_mean(x, mask) if x.dim() == 3 else x) - self.mean) / self.std)
         z = (x - self.mean) / self.std  # (B, F, D)
         if self.pooling == "attention":
             z = z + self.position[: z.shape[1]]
-            weights = torch.softmax(self.score(z).squeeze(-1), dim=1)  # (B, F)
+            scores = self.score(z).squeeze(-1)  # (B, F)
+            weights = torch.softmax(scores if mask is None else scores.masked_fill(~mask, -torch.inf), dim=1)
             return self.fc((weights.unsqueeze(-1) * z).sum(dim=1))
-        return self.fc(torch.relu(self.conv(z.transpose(1, 2))).mean(dim=2))  # (B, D, F) -> (B, H, F) -> (B, H)
+        if mask is not None:  # padding as the convolution's own zero padding: each video's outputs as if alone
+            z = z * mask.unsqueeze(-1)
+        return self.fc(masked_time_mean(torch.relu(self.conv(z.transpose(1, 2))), mask, dim=2))  # (B, H, F) -> (B, H)
 
 
 def in_memory(x) -> bool:
@@ -93,24 +125,30 @@ def module_logits(module: nn.Module, x) -> torch.Tensor:
     """module on all of x: at once for an array, a block of rows at a time for Embeddings (memory stays flat)."""
     if in_memory(x):
         return module(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
-    return torch.cat([module(torch.from_numpy(block)) for _, block in x.blocks()])
+    return torch.cat([module(torch.from_numpy(block), x.block_counts(start, len(block)))
+                      for start, block in x.blocks()])
 
 
-def _rows(x, rows: torch.Tensor) -> torch.Tensor:
-    """Rows of x, a tensor or Embeddings (read from the file), as a float32 tensor."""
+def _rows(x, rows: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
+    """Rows of x, a tensor or Embeddings (read from the file), as a float32 tensor, and their frame counts (None:
+    all F)."""
     if isinstance(x, torch.Tensor):
-        return x[rows]
-    return torch.from_numpy(np.asarray(x[rows.numpy()]))
+        return x[rows], None
+    counts = frame_counts(x)
+    return torch.from_numpy(np.asarray(x[rows.numpy()])), None if counts is None else counts[rows.numpy()]
 
 
 def _frame_stats(x) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (D,) over every frame of x (N, F, D); a block at a time for Embeddings."""
+    """Mean and standard deviation (D,) over every frame of x (N, F, D) that is a video's own (not padding); a
+    block at a time for Embeddings."""
     if in_memory(x):
         frames = x.reshape(-1, x.shape[-1])
         return frames.mean(axis=0), frames.std(axis=0)
     total, squares, n = 0.0, 0.0, 0
-    for _, block in x.blocks():
-        frames = block.reshape(-1, block.shape[-1]).astype(np.float64)
+    for start, block in x.blocks():
+        counts = x.block_counts(start, len(block))
+        own = block if counts is None else block[np.arange(block.shape[1]) < counts[:, None]][None]
+        frames = own.reshape(-1, own.shape[-1]).astype(np.float64)
         total, squares, n = total + frames.sum(axis=0), squares + (frames ** 2).sum(axis=0), n + len(frames)
     mean = total / n
     return mean.astype(np.float32), np.sqrt(np.maximum(squares / n - mean ** 2, 0)).astype(np.float32)
@@ -213,7 +251,7 @@ def train_linear(tasks: list[tuple[np.ndarray, np.ndarray]], num_classes: int, c
                 losses, grads = _mean_step(wb, z[index[s]], y_all[index[s]], mask[s], scale[s], heads)
                 sizes = counts[s]
             else:
-                losses = torch.stack([nn.functional.cross_entropy(modules[i](_rows(inputs[i], batches[i][s])),
+                losses = torch.stack([nn.functional.cross_entropy(modules[i](*_rows(inputs[i], batches[i][s])),
                                                                   ys[i][batches[i][s]]) if i in heads
                                       else torch.zeros(()) for i in range(k)])
                 sizes = torch.tensor([len(batches[i][s]) if i in heads else 0 for i in range(k)])

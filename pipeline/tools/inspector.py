@@ -117,10 +117,10 @@ def nearest_paths(cache: Cache, path: str, n: int = 3) -> list[str]:
 
 
 def frame_report(cache: Cache, path: str, means: np.ndarray | None = None) -> list[dict]:
-    """Per sampled frame of one video: index, timestamp, embedding norm, cosine to the previous frame and to each
-    class centroid."""
+    """Per sampled frame of one video (its own: not a cache's padding past them): index, timestamp, embedding norm,
+    cosine to the previous frame and to each class centroid."""
     v = row_of(cache, path)
-    emb = cache.embeddings[v]  # (F, D)
+    emb = cache.embeddings[v][:cache.sampled[v]]  # (F_v, D)
     unit = _unit(emb)
     to_class = unit @ class_centroids(cache, means).T  # (F, C)
     rows = []

@@ -17,9 +17,10 @@ import numpy as np
 
 from pipeline.embed.encoder import AUTO_BATCH_SIZE, Encoder, auto_batch_size, embed_frames, load_encoder
 from pipeline.embed.hub import may_download
-from pipeline.errors import ConfigError, EmptySegment, HeadError, VideoError, printable
+from pipeline.errors import ConfigError, EmptySegment, HeadError, UserError, VideoError, printable
 from pipeline.heads.estimators import Head, HeadMeta, load_head
-from pipeline.decode.video import SAMPLING, Clip, DecodeLimits
+from pipeline.decode.sampling import Sampling
+from pipeline.decode.video import Clip, DecodeLimits
 from pipeline.decode.workers import DecodePool, ReadConfig
 
 
@@ -42,11 +43,13 @@ class Predictor:
 
     def read(self, file: str | os.PathLike, segment: tuple[float, float] | None = None,
              num_frames: int | None = None):
-        """The sampled frames of a video (uint8 crops (F, S, S, 3)), decoded in a worker; segment: sample only the
-        frames whose timestamps lie in [start, end) seconds. VideoError naming `file` as the caller gave it when
-        unusable."""
-        cfg = ReadConfig(num_frames or self.head.meta_.features["num_frames"], self.encoder.frame_spec(),
-                         self.limits, segment=segment)
+        """The sampled frames of a video (uint8 crops (F, S, S, 3)), decoded in a worker, sampled as the head's cache
+        was (its features' num_frames and sampling: by frame rate, F is the video's own); num_frames: that many
+        evenly instead; segment: sample only the frames whose timestamps lie in [start, end) seconds. VideoError
+        naming `file` as the caller gave it when unusable."""
+        sampling = Sampling.from_attrs(self.head.meta_.features)  # as the head's cache was sampled
+        cfg = ReadConfig(num_frames or sampling.num_frames, self.encoder.frame_spec(), self.limits, segment=segment,
+                         fps=0.0 if num_frames else sampling.fps)
         try:  # the worker was started elsewhere: a relative path would be resolved there
             return self.pool.read(os.path.abspath(file), cfg).clip
         except VideoError as e:  # of its own kind (EmptySegment: a window without frames)
@@ -128,8 +131,10 @@ def make_predictor(head: Head, encoder: Encoder, pool: DecodePool, batch_size: i
     """Pair a head with an encoder and the caller's decode pool (batch_size: stage_one_batch_size unless given;
     limits: the defaults unless given); HeadError when the head was trained with another encoder or sampling."""
     features = head.meta_.features
-    if features["sampling"] != SAMPLING:
-        raise HeadError(f"the head was trained on {features['sampling']!r} sampling, this code samples {SAMPLING!r}")
+    try:
+        Sampling.from_attrs(features)
+    except UserError as e:
+        raise HeadError(f"the head was trained on {e}") from None
     head.check_compatible(encoder.describe(), what="encoder")
     batch_size = batch_size or stage_one_batch_size(features, encoder)
     return Predictor(head, encoder, batch_size, pool, limits or DecodeLimits())
