@@ -1,7 +1,5 @@
 """Zero-shot heads: prompts, the text towers of the tiny CLIP and SigLIP with each family's scoring, a task whose
 answer is known by construction, and calibration making a random encoder's answers "not sure"."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,7 @@ from pipeline.heads.estimators import ZeroShotHead, load_head
 from pipeline.embed.tiny_clip import build_tiny_clip
 from pipeline.heads.zeroshot import (KINETICS, PRESETS, TEMPLATES, UCF101, ClassText, check_templates, class_prompts,
                                      preset_templates, project_templates, query_embedding, readable_name,
-                                     text_embeddings, zeroshot_head)
+                                     text_embeddings, text_tower, zeroshot_head)
 from pipeline.settings import TEMPLATE_PRESETS, load_params, template_problem
 from tests.conftest import committed_params
 
@@ -57,6 +55,7 @@ def test_the_presets_are_clips_own_lists_and_each_template_is_checked():
                           "a demonstration of a person {}.", "a photo of the person {}.")
     assert UCF101[-1] == "a demonstration of the person practicing {}."
     assert all(template_problem(t) is None for preset in PRESETS.values() for t in preset)
+    assert preset_templates(committed_params()["zeroshot"]["templates"]) == TEMPLATES  # params.yaml's default
     for bad, why in ((["a video of"], "exactly once"), (["{} and {}"], "exactly once"), (["a {x} {}"], "no brace"),
                      ([], "non-empty"), ("a {}", "non-empty"), ([3], "is not text")):
         with pytest.raises(ConfigError, match=why) as e:
@@ -74,12 +73,18 @@ def test_a_wrong_templates_setting_is_one_line(tmp_path, templates, problem):
     with pytest.raises(ConfigError) as e:
         load_params(tmp_path / "params.yaml")["zeroshot"]
     assert problem in str(e.value) and "\n" not in str(e.value), str(e.value)
-    assert preset_templates(load_params(committed_params_file(tmp_path))["zeroshot"]["templates"]) == TEMPLATES
 
 
-def committed_params_file(tmp_path) -> Path:
-    (tmp_path / "committed.yaml").write_text(yaml.safe_dump(committed_params()))
-    return tmp_path / "committed.yaml"
+def test_the_text_tower_is_loaded_once_per_process_and_again_when_its_folder_changes(tiny_clip, tmp_path):
+    import os
+    import shutil
+
+    model = shutil.copytree(tiny_clip, tmp_path / "clip")
+    tower = text_tower(str(model))
+    assert text_tower(str(model)) is tower
+    weights = model / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert text_tower(str(model)) is not tower
 
 
 def test_templates_are_recorded_in_the_head_and_used_again_by_the_app(tiny_clip, tmp_path, monkeypatch):
@@ -118,7 +123,7 @@ def test_a_query_embedding_is_the_mean_of_its_unit_prompt_embeddings(tiny_clip, 
     query = query_embedding(model_id, "someone falls", templates)
     assert query.prompts == [t.format("someone falls") for t in templates]
     tokenizer, model = AutoTokenizer.from_pretrained(model_id), AutoModel.from_pretrained(model_id).eval()
-    padding = {} if family == "clip" else dict(padding="max_length", max_length=64)
+    padding = {} if family == "clip" else {"padding": "max_length", "max_length": 64}
     with torch.no_grad():
         each = [model.get_text_features(**tokenizer([p], return_tensors="pt", **padding)) for p in query.prompts]
     each = [getattr(e, "pooler_output", e)[0].numpy() for e in each]

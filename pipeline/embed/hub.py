@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from huggingface_hub.errors import StrictDataclassError
@@ -88,7 +88,7 @@ class _DefaultConfigNoise(logging.Filter):
         return record.getMessage() not in self.messages
 
 
-@lru_cache(maxsize=None)
+@cache
 def quiet_default_text_configs() -> None:
     """Once per process: transformers' own SiglipTextConfig and Siglip2TextConfig defaults hold CLIP's special ids
     (bos 49406, eos 49407) with a 32,000-token vocabulary, and its check of token ids warns "bos_token_id must be

@@ -148,8 +148,8 @@ class TextTower:
         """Unit-length embeddings float32 (N, D) of N prompts, PROMPT_BATCH at a time, tokenized as the family was
         trained (CLIP: padded to the longest prompt of the batch, which its causal mask keeps out of every prompt's
         embedding; SigLIP: padding="max_length" to its text length)."""
-        padding = dict(padding=True) if self.family == "clip" else dict(
-            padding="max_length", max_length=self.model.config.text_config.max_position_embeddings)
+        padding = {"padding": True} if self.family == "clip" else {
+            "padding": "max_length", "max_length": self.model.config.text_config.max_position_embeddings}
         out = []
         for start in range(0, len(prompts), PROMPT_BATCH):
             tokens = self.tokenizer(prompts[start:start + PROMPT_BATCH], truncation=True, return_tensors="pt",
