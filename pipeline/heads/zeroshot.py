@@ -136,8 +136,8 @@ def project_templates(head: ZeroShotHead | None = None) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class TextTower:
-    """A checkpoint's tokenizer and full model (CLIPModel or SiglipModel, eval mode: its text tower and learned
-    scoring), loaded once per process by text_tower."""
+    """A checkpoint's tokenizer and model (CLIPModel or SiglipModel in eval mode, its vision side dropped: the text
+    tower and the learned scoring), loaded once per process by text_tower."""
 
     family: str
     tokenizer: object
@@ -194,6 +194,9 @@ def _load_text_tower(model_id: str, download: bool, version: tuple) -> TextTower
     except (OSError, ValueError) as e:  # transformers' own: no such files, or not a full checkpoint of the family
         raise HeadError(f"cannot load the {family} text tower and tokenizer of {model_id!r}: "
                         f"{str(e).splitlines()[0]}") from None
+    for part in ("vision_model", "visual_projection"):  # kept for a process: not the vision side (the encoder's own)
+        if hasattr(model, part):
+            delattr(model, part)
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # transformers makes an empty one when files are missing
         raise HeadError(f"{model_id!r} has no tokenizer (only special tokens): zero-shot needs the checkpoint's own "
                         "tokenizer files beside its weights")
