@@ -20,8 +20,8 @@ from pipeline.tools.predict import NOT_SURE, answer_text, encoder_for
 from pipeline.decode.preview import decode_or_preview
 from pipeline.decode.workers import DecodePool, PoolConfig, auto_workers
 from pipeline.embed.hub import may_download
-from pipeline.heads.zeroshot import text_embeddings
-from pipeline.paths import PARAMS
+from pipeline.heads.zeroshot import project_templates, text_embeddings
+from pipeline.paths import HEAD_FILES, PARAMS
 from pipeline.settings import load_params
 
 # Decode workers of the app's server process, shared by its sessions: one per core, at least 2 (an upload that
@@ -95,10 +95,23 @@ def cached_head(path: str, mtime_ns: int):
     return load_head(path)
 
 
+def cached_text_embeddings(model_id: str, actions: tuple[str, ...], templates: tuple[str, ...] | None = None):
+    """The actions' ClassText (text embeddings float32 (C, D), the scoring, the templates), made with `templates` or
+    else the project's (project_templates: its zero-shot head's, else params.yaml's), so that zero-shot over typed
+    actions prompts as the saved head did; computed once per model, list and templates (the text tower itself
+    is loaded once per process: pipeline.heads.zeroshot.text_tower)."""
+    return _text_embeddings(model_id, tuple(actions), tuple(templates) if templates is not None else app_templates())
+
+
 @st.cache_resource(show_spinner="Encoding the actions with the encoder's text tower…")
-def cached_text_embeddings(model_id: str, actions: tuple[str, ...]):
-    """Text embeddings (C, D) of a list of actions, computed once per model and list."""
-    return text_embeddings(model_id, list(actions), download=may_download(model_id))  # from a head: disk only
+def _text_embeddings(model_id: str, actions: tuple[str, ...], templates: tuple[str, ...]):
+    return text_embeddings(model_id, list(actions), templates, download=may_download(model_id))  # from a head: disk only
+
+
+def app_templates() -> tuple[str, ...]:
+    """project_templates, the project's zero-shot head read through cached_head (once per file version)."""
+    saved = Path(HEAD_FILES["zeroshot"])
+    return project_templates(cached_head(str(saved), saved.stat().st_mtime_ns) if saved.is_file() else None)
 
 
 @st.cache_resource(show_spinner="Reading the feature cache…")

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError, printable
 from pipeline.paths import PARAMS
@@ -46,6 +46,9 @@ MAX_FOLDS = 100  # evaluate.folds
 MAX_SHOTS = 100_000  # evaluate.shots: training videos per class
 MAX_SEED = 2**32 - 1  # numpy's seeds
 MAX_TEXT = 4096  # characters of a path, a model id or a pattern
+MAX_TEMPLATES = 1_000  # zeroshot.templates: prompts per class (CLIP's largest list, ImageNet's, has 80)
+# zeroshot.templates by name; pipeline.heads.zeroshot.PRESETS holds each one's templates (docs/heads.md)
+TEMPLATE_PRESETS = ("kinetics", "ucf101", "simple")
 NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")  # a float as text (1e-4: YAML 1.1 reads a string)
 
 
@@ -158,6 +161,32 @@ class Calibration(Section):
     not_sure_below_chance_to_certain: real(ge=0, lt=1)
 
 
+def template_problem(template: str) -> str | None:
+    """What is wrong with a prompt template, or None: it must hold `{}` exactly once (where the class name or query
+    goes) and no other brace, as str.format fills it."""
+    if template.count("{}") != 1:
+        return "must hold {} exactly once, where the class name goes"
+    if "{" in template.replace("{}", "") or "}" in template.replace("{}", ""):
+        return "must hold no brace other than its one {}"
+    return None
+
+
+def _a_template(template: str) -> str:
+    problem = template_problem(template)
+    if problem:
+        raise ValueError(problem)
+    return template
+
+
+Template = Annotated[str, Field(max_length=MAX_TEXT, pattern=NO_NUL), AfterValidator(_a_template)]
+
+
+class Zeroshot(Section):
+    templates: Union[Literal[TEMPLATE_PRESETS], Annotated[list[Template], Field(min_length=1, max_length=MAX_TEMPLATES)]
+                     ] = Field(description=f"{', '.join(TEMPLATE_PRESETS)}, or a list of templates each holding {{}} "
+                                           "once")
+
+
 class Evaluate(Section):
     folds: Union[Literal[0], whole(2, MAX_FOLDS)] = Field(description=f"0 (off), or from 2 to {MAX_FOLDS}")
     shots: Annotated[list[whole(1, MAX_SHOTS)], Field(max_length=32)] = Field(
@@ -166,7 +195,8 @@ class Evaluate(Section):
 
 SECTIONS: dict[str, type[Section]] = {"data": Data, "demo": Demo, "encoder": Encoder, "extract": Extract,
                                       "split": Split, "train": Train, "baseline": Baseline,
-                                      "calibration": Calibration, "evaluate": Evaluate}
+                                      "calibration": Calibration, "zeroshot": Zeroshot,
+                                      "evaluate": Evaluate}
 ALLOWED = {"less_than_equal": "is above the limit {le}", "less_than": "must be below {lt}",
            "greater_than_equal": "is below the minimum {ge}", "greater_than": "must be above {gt}",
            "finite_number": "is not a finite number", "int_type": "must be a whole number",
@@ -174,7 +204,8 @@ ALLOWED = {"less_than_equal": "is above the limit {le}", "less_than": "must be b
            "bool_type": "must be true or false (unquoted)", "string_type": "must be text",
            "literal_error": "must be one of {expected}", "list_type": "must be a list",
            "string_too_short": "must not be empty", "string_too_long": "is longer than {max_length} characters",
-           "too_long": "has more than {max_length} items", "string_pattern_mismatch": "must not hold a NUL byte",
+           "too_long": "has more than {max_length} items",
+           "too_short": "needs at least {min_length} item(s)", "string_pattern_mismatch": "must not hold a NUL byte",
            "value_error": "{error}"}
 
 
@@ -267,7 +298,7 @@ def _lines(error: ValidationError, model: type[Section], section: str, file: str
                          "`git show HEAD:params.yaml`)")
             continue
         # a union (auto or a number): the member's bound when the value has the right type, else what is allowed
-        bound = next((e for e in errors if e["type"] not in ("literal_error", "int_type")), errors[0])
+        bound = next((e for e in errors if e["type"] not in ("literal_error", "int_type", "list_type")), errors[0])
         problem = ALLOWED.get(bound["type"], printable(bound["msg"])).format(**_context(bound))
         if isinstance(bound["input"], float) and not math.isfinite(bound["input"]):
             problem = ALLOWED["finite_number"]
@@ -275,7 +306,8 @@ def _lines(error: ValidationError, model: type[Section], section: str, file: str
             problem = "is not allowed"
         field = model.model_fields.get(key)
         allowed = f" (allowed: {field.description})" if field is not None and field.description else ""
-        where = "" if len(bound["loc"]) <= 1 or not isinstance(bound["loc"][1], int) else f"[{bound['loc'][1]}]"
+        index = next((i for i in bound["loc"][1:] if isinstance(i, int)), None)  # a list's item (in a union too)
+        where = "" if index is None else f"[{index}]"
         lines.append(f"{printable(file)}: {name}{where}: {_shown(bound['input'])} {problem}{allowed}")
     return lines
 

@@ -1,5 +1,5 @@
-"""DVC stage `zeroshot`: text embeddings of the cache's class names (prompt ensemble), saved as a calibrated
-zero-shot head."""
+"""DVC stage `zeroshot`: text embeddings of the cache's class names (the prompt ensemble of zeroshot.templates),
+saved as a calibrated zero-shot head that records its templates."""
 from pipeline.embed.hub import may_download
 from pipeline.extract.cache import open_cache
 from pipeline.heads.calibration import CalibrationConfig
@@ -7,7 +7,7 @@ from pipeline.heads.training import mean_pool
 from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
 from pipeline.heads.split_file import read_split
 from pipeline.threads import set_threads
-from pipeline.heads.zeroshot import text_embeddings, zeroshot_head
+from pipeline.heads.zeroshot import preset_templates, text_embeddings, zeroshot_head
 from stages import config, read_params, stage
 
 
@@ -18,8 +18,9 @@ def main() -> None:
     calibration = config(CalibrationConfig, params["calibration"], "calibration")
     cache = open_cache(CACHE_PATH)
     model = cache.attrs["encoder_model"]  # named by the cache: fetched only when params.yaml names it too
-    head = zeroshot_head(text_embeddings(model, cache.class_names, download=may_download(model)), cache.class_names,
-                         cache.attrs)
+    templates = preset_templates(params["zeroshot"]["templates"])
+    text = text_embeddings(model, cache.class_names, templates, download=may_download(model))
+    head = zeroshot_head(text, cache.class_names, cache.attrs)
     # Calibrated as the trained heads are (temperature and "not sure"), on every video it has not seen and that is
     # not kept for the test: a zero-shot head learns from none, so the training part is as unseen as the validation
     # part (the demo's 3 validation videos per class are too few to fit a temperature; with training, 17).

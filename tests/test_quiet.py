@@ -79,11 +79,18 @@ def test_the_apps_decode_workers_rerunning_its_main_file_draw_nothing():
     assert "ScriptRunContext" not in run.stderr and run.stderr == "", run.stderr
 
 
-def test_the_tiny_clip_loads_and_encodes_text_without_a_transformers_warning(tiny_clip):
-    """The tiny CLIP's saved config carries its own tokenizer's special ids (tiny_clip.py): neither loading it nor
-    its text tower makes transformers warn about bos_token_id or eos_token_id."""
-    run = subprocess.run([sys.executable, "-c", "import sys; from pipeline.heads.zeroshot import text_embeddings; "
-                          "from pipeline.embed.encoder import load_encoder; load_encoder(sys.argv[1], 'cpu'); "
-                          "text_embeddings(sys.argv[1], ['walking', 'sitting'])", tiny_clip],
+def test_the_tiny_clip_and_siglip_build_load_and_encode_text_without_a_transformers_warning(tiny_clip, tmp_path):
+    """The tiny models' saved configs carry their own tokenizer's special ids (tiny_clip.py), and transformers' own
+    default SigLIP text config, which it builds to print any SigLIP config and which warns about its CLIP ids, is
+    kept quiet at the source (pipeline.embed.hub.quiet_default_text_configs): neither building a tiny SigLIP, nor
+    loading it or the tiny CLIP, nor their text towers make transformers warn about bos_token_id or eos_token_id."""
+    run = subprocess.run([sys.executable, "-c", "import sys; from pipeline.embed.tiny_clip import build_tiny_clip; "
+                          "from pipeline.heads.zeroshot import query_embedding, text_embeddings; "
+                          "from pipeline.embed.encoder import load_encoder; "
+                          "siglip = str(build_tiny_clip(sys.argv[2], family='siglip')); "
+                          "[(load_encoder(m, 'cpu'), text_embeddings(m, ['walking', 'sitting']), "
+                          "query_embedding(m, 'someone falls')) for m in (sys.argv[1], siglip)]",
+                          tiny_clip, str(tmp_path / "siglip")],
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0 and "token_id" not in run.stderr and "Warning" not in run.stderr, run.stderr
+    assert run.stderr == "", run.stderr

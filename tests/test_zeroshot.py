@@ -3,11 +3,16 @@ answer is known by construction, and calibration making a random encoder's answe
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from pipeline.errors import ConfigError, HeadError
 from pipeline.heads.estimators import ZeroShotHead, load_head
 from pipeline.embed.tiny_clip import build_tiny_clip
-from pipeline.heads.zeroshot import TEMPLATES, ClassText, class_prompts, text_embeddings, zeroshot_head
+from pipeline.heads.zeroshot import (KINETICS, PRESETS, TEMPLATES, UCF101, ClassText, check_templates, class_prompts,
+                                     preset_templates, project_templates, query_embedding, readable_name,
+                                     text_embeddings, text_tower, zeroshot_head)
+from pipeline.settings import TEMPLATE_PRESETS, load_params, template_problem
+from tests.conftest import committed_params
 
 NAMES = ["clapping", "walking_while_reading_book", "sitting"]
 
@@ -24,9 +29,112 @@ def attrs(dim):
             "decoder": "pyav-test"}
 
 
-def test_prompts_replace_underscores():
-    assert class_prompts("walking_while_reading_book")[0] == "a video of a person walking while reading book."
-    assert len(class_prompts("sitting")) == len(TEMPLATES)
+# Dataset class names (UCF101's folders, HMDB51's, Kinetics' labels and folders) and what the prompts say
+READABLE = {"ApplyEyeMakeup": "apply eye makeup", "YoYo": "yo yo", "PlayingDaf": "playing daf", "Skijet": "skijet",
+            "HandstandPushups": "handstand pushups", "TaiChi": "tai chi", "brush_hair": "brush hair",
+            "walking_while_reading_book": "walking while reading book", "BRUSH_HAIR": "brush hair",
+            "brush-hair": "brush hair", "folding_t-shirt": "folding t-shirt", "backflip_(human)": "backflip (human)",
+            "TVShow": "TV show", "3DPrinting": "3D printing", "Jump2Rope": "jump 2 rope", "Archery": "archery",
+            "walking": "walking", "playing guitar": "playing guitar", "Playing Guitar": "Playing Guitar",
+            "passing American football (in game)": "passing American football (in game)", "___": "___"}
+
+
+def test_class_names_become_readable_and_readable_names_stay_as_they_are():
+    assert {name: readable_name(name) for name in READABLE} == READABLE
+    assert class_prompts("ApplyEyeMakeup", ("a video of a person {}.",)) == ["a video of a person apply eye makeup."]
+    assert class_prompts("sitting") == [t.format("sitting") for t in TEMPLATES]
+
+
+def test_the_presets_are_clips_own_lists_and_each_template_is_checked():
+    assert TEMPLATES == PRESETS["kinetics"] and set(PRESETS) == set(TEMPLATE_PRESETS)
+    # CLIP's Kinetics-700 and UCF101 lists (openai/CLIP data/prompts.md): 28 and 48 templates, in its order
+    assert len(KINETICS) == len(set(KINETICS)) == 28 and len(UCF101) == len(set(UCF101)) == 48
+    assert KINETICS[:3] == ("a photo of {}.", "a photo of a person {}.", "a photo of a person using {}.")
+    assert KINETICS[-1] == "a demonstration of a person practicing {}." and "a example of {}." in KINETICS
+    assert UCF101[:5] == ("a photo of a person {}.", "a video of a person {}.", "a example of a person {}.",
+                          "a demonstration of a person {}.", "a photo of the person {}.")
+    assert UCF101[-1] == "a demonstration of the person practicing {}."
+    assert all(template_problem(t) is None for preset in PRESETS.values() for t in preset)
+    assert preset_templates(committed_params()["zeroshot"]["templates"]) == TEMPLATES  # params.yaml's default
+    for bad, why in ((["a video of"], "exactly once"), (["{} and {}"], "exactly once"), (["a {x} {}"], "no brace"),
+                     ([], "non-empty"), ("a {}", "non-empty"), ([3], "is not text")):
+        with pytest.raises(ConfigError, match=why) as e:
+            check_templates(bad)
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("templates, problem", [
+    ([], "zeroshot.templates: [] needs at least 1 item"),
+    (["a video of {}.", "a video of"], "zeroshot.templates[1]: 'a video of' must hold {} exactly once"),
+    ("imagenet", "zeroshot.templates: 'imagenet' is not allowed (allowed: kinetics, ucf101, simple, or a list"),
+    (["{0} {}"], "zeroshot.templates[0]: '{0} {}' must hold no brace other than its one {}")])
+def test_a_wrong_templates_setting_is_one_line(tmp_path, templates, problem):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(zeroshot={"templates": templates})))
+    with pytest.raises(ConfigError) as e:
+        load_params(tmp_path / "params.yaml")["zeroshot"]
+    assert problem in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_the_text_tower_is_loaded_once_per_process_and_again_when_its_folder_changes(tiny_clip, tmp_path):
+    import os
+    import shutil
+
+    model = shutil.copytree(tiny_clip, tmp_path / "clip")
+    tower = text_tower(str(model))
+    assert text_tower(str(model)) is tower
+    weights = model / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert text_tower(str(model)) is not tower
+
+
+def test_templates_are_recorded_in_the_head_and_used_again_by_the_app(tiny_clip, tmp_path, monkeypatch):
+    """The zero-shot head records its templates; the app's zero-shot over typed actions and project_templates (the
+    search's) use the saved head's, else params.yaml's, else the default."""
+    from app.common import cached_text_embeddings
+    from pipeline.paths import HEAD_FILES
+
+    mine = ("a clip of somebody {}.", "{}")
+    text = text_embeddings(tiny_clip, NAMES, mine)
+    assert text.templates == mine
+    head = zeroshot_head(text, NAMES, attrs(32))
+    monkeypatch.chdir(tmp_path)
+    assert project_templates() == TEMPLATES  # no head, no params.yaml
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(zeroshot={"templates": "ucf101"})))
+    assert project_templates() == UCF101
+    head.save(tmp_path / HEAD_FILES["zeroshot"])
+    back = load_head(HEAD_FILES["zeroshot"])
+    assert back.templates == mine and back.meta_.templates == list(mine)
+    assert project_templates() == mine == project_templates(back)
+    typed = cached_text_embeddings(tiny_clip, ("walking", "sitting"))  # the app: the saved head's templates
+    assert typed.templates == mine
+    np.testing.assert_allclose(typed.embeddings, text_embeddings(tiny_clip, ["walking", "sitting"], mine).embeddings,
+                               atol=1e-6)
+    np.testing.assert_allclose(typed.embeddings[1], text.embeddings[2], atol=1e-6)  # "sitting", as in the head
+    assert zeroshot_head(typed, ["walking", "sitting"], attrs(32)).templates == mine  # recorded again
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_a_query_embedding_is_the_mean_of_its_unit_prompt_embeddings(tiny_clip, tiny_siglip, family):
+    """open_clip's ensemble, by hand: each prompt through the model alone, made unit length, averaged, unit again."""
+    from transformers import AutoModel, AutoTokenizer
+
+    model_id = tiny_clip if family == "clip" else tiny_siglip
+    templates = PRESETS["simple"]
+    query = query_embedding(model_id, "someone falls", templates)
+    assert query.prompts == [t.format("someone falls") for t in templates]
+    tokenizer, model = AutoTokenizer.from_pretrained(model_id), AutoModel.from_pretrained(model_id).eval()
+    padding = {} if family == "clip" else {"padding": "max_length", "max_length": 64}
+    with torch.no_grad():
+        each = [model.get_text_features(**tokenizer([p], return_tensors="pt", **padding)) for p in query.prompts]
+    each = [getattr(e, "pooler_output", e)[0].numpy() for e in each]
+    mean = np.mean([e / np.linalg.norm(e) for e in each], axis=0)
+    assert query.embedding.shape == (32,) and query.embedding.dtype == np.float32
+    np.testing.assert_allclose(query.embedding, mean / np.linalg.norm(mean), atol=1e-5)
+    text = text_embeddings(model_id, ["sitting", "someone falls"], templates)
+    np.testing.assert_allclose(text.embeddings[1], query.embedding, atol=1e-5)  # a query scores as a class would
+    assert (query.scale, query.bias, query.sigmoid) == (text.scale, text.bias, text.sigmoid)
+    with pytest.raises(ConfigError, match="empty"):
+        query_embedding(model_id, "  ", templates)
 
 
 @pytest.mark.parametrize("family", ["clip", "siglip"])

@@ -2,9 +2,11 @@
 which family (CLIP, SigLIP) a checkpoint is, from its config."""
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from huggingface_hub.errors import StrictDataclassError
@@ -71,11 +73,48 @@ def may_download(model_id: str) -> bool:
         return False
 
 
+class _DefaultConfigNoise(logging.Filter):
+    """On transformers' config logger: holds back the messages it saw while capturing, and those same messages
+    after (and nothing else)."""
+
+    def __init__(self):
+        super().__init__()
+        self.capturing, self.messages = True, set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.capturing:
+            self.messages.add(record.getMessage())
+            return False
+        return record.getMessage() not in self.messages
+
+
+@cache
+def quiet_default_text_configs() -> None:
+    """Once per process: transformers' own SiglipTextConfig and Siglip2TextConfig defaults hold CLIP's special ids
+    (bos 49406, eos 49407) with a 32,000-token vocabulary, and its check of token ids warns "bos_token_id must be
+    `None` or an integer within the vocabulary" whenever such a default is built, which transformers does to print
+    any SigLIP config: PretrainedConfig.from_dict runs `logger.info(f"Model config {config}")`, info shown or not,
+    and the repr diffs each sub-config against a default one. Every SigLIP load (config, model, saving) so warned,
+    whatever ids its own checkpoint holds; nothing reads those ids (SigLIP's text tower pools the last position).
+    Here the defaults are built once, and exactly the warnings they make are held back from then on; any other
+    warning of transformers (a checkpoint's own wrong ids included) is printed as before."""
+    import transformers
+
+    noise = _DefaultConfigNoise()
+    logger = logging.getLogger("transformers.configuration_utils")
+    logger.addFilter(noise)
+    for name in ("SiglipTextConfig", "Siglip2TextConfig"):
+        if hasattr(transformers, name):
+            getattr(transformers, name)()
+    noise.capturing = False
+
+
 def load_pretrained(loaders: tuple, model_id: str, download: bool = True) -> list:
     """[loader.from_pretrained(model_id) for loader in loaders]: from the local directory or the local Hugging Face
     cache without touching the network (and without progress bars) when it can, else from the hub if it answers
     and `download` allows it (with the download's bars); ConfigError giving the next command when the model is not
     on disk and the hub is off, unreachable or not to be asked. Other load errors propagate for the caller to word."""
+    quiet_default_text_configs()
     if is_local(model_id):
         if not Path(model_id).expanduser().is_dir():
             raise ConfigError(f"encoder model directory {model_id!r} does not exist: {OFFLINE_NEXT_STEP}")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.extract.cache import RANDOM_WEIGHTS
-from pipeline.embed.hub import no_progress_bars
+from pipeline.embed.hub import no_progress_bars, quiet_default_text_configs
 
 if TYPE_CHECKING:  # transformers costs seconds to import: imported where it is used
     from transformers import PreTrainedTokenizerBase
@@ -35,19 +35,12 @@ def build_tiny_clip(out_dir: str | os.PathLike, seed: int = 0, full_size: bool =
 
     if family not in TINY_FAMILIES:
         raise ValueError(f"family must be one of {TINY_FAMILIES}, got {family!r}")
-    from transformers.utils import logging as hf_logging
-
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
-    verbosity = hf_logging.get_verbosity()
-    # saving diffs the config against a default SiglipTextConfig, whose CLIP token ids its own check then warns about
-    hf_logging.set_verbosity_error()
-    try:
-        model, processor, tokenizer = (_clip if family == "clip" else _siglip)(full_size, family)
-        with no_progress_bars():
-            model.save_pretrained(out_dir)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    quiet_default_text_configs()  # saving diffs the config against transformers' default SiglipTextConfig
+    model, processor, tokenizer = (_clip if family == "clip" else _siglip)(full_size, family)
+    with no_progress_bars():
+        model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

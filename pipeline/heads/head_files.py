@@ -16,7 +16,8 @@ from pipeline.extract.cache import KEY_ATTRS
 from pipeline.heads.calibration import Calibration
 from pipeline.heads.training import TEMPORAL_POOLINGS, LinearModule
 from pipeline.paths import HEAD_FILES
-from pipeline.settings import MAX_BATCH, MAX_FRAMES  # the same bounds as params.yaml's extract.num_frames, batch_size
+# the same bounds as params.yaml's extract.num_frames, batch_size and zeroshot.templates
+from pipeline.settings import MAX_BATCH, MAX_FRAMES, MAX_TEMPLATES
 
 HEAD_SCHEMA = 4  # the layout of a saved head's metadata (4: the HeadMeta record); otherwise: retrain it
 HEAD_SUFFIX = ".pt"  # every head: {"state_dict": {name: tensor}, "meta": HeadMeta as plain types}
@@ -29,7 +30,6 @@ MAX_EMBEDDING_DIM = 16_384
 # The two below are the bounds params.yaml's extract.num_frames and extract.batch_size are checked against (pipeline
 # settings): a head made from an accepted cache always loads.
 MAX_TEXT = 65_536  # characters of any string a head carries (a class name, a prompt, a cache attribute)
-MAX_TEMPLATES = 1_000
 # The cache attributes a head must carry to be used (predict rebuilds the encoder from them), and the strings
 # among them.
 REQUIRED_FEATURES = tuple(k for k in KEY_ATTRS if k not in ("precision", "device_type", "dtype", "batch_size"))
