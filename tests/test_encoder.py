@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def encoder(tiny_clip):
-    return load_encoder(tiny_clip, device="cpu")
+    """The tiny CLIP through torch (the reference the ONNX Runtime tests compare with)."""
+    return load_encoder(tiny_clip, device="cpu", backend="torch")
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,7 @@ def test_the_family_comes_from_the_config_not_the_name(siglips, tmp_path):
 
 
 def test_siglip_through_onnxruntime_fp32_and_int8(siglips, onnx_dir):
-    torch_enc = load_encoder(siglips["siglip2"], device="cpu")
+    torch_enc = load_encoder(siglips["siglip2"], device="cpu", backend="torch")
     pixels = preprocess_frames(_natural_frames(6, 50, 70), torch_enc)
     reference = embed_frames(pixels, torch_enc, 8)
     fp32 = embed_frames(pixels, load_encoder(siglips["siglip2"], device="cpu", backend="onnxruntime"), 8)
