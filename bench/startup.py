@@ -36,10 +36,8 @@ BAR = re.compile(rb"extract:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
 
 def make_project(full: bool) -> Path:
     """The project folder: videos, a random CLIP and params.yaml (made once per kind)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import committed_params, write_video  # noqa: E402  (the tests' video writer)
-
     from pipeline.embed.tiny_clip import build_tiny_clip
+    from tests.conftest import committed_params, write_video  # the tests' video writer and params
 
     project = OUT / ("full" if full else "tiny")
     if not (project / "params.yaml").is_file():
