@@ -6,6 +6,7 @@ import atexit
 import re
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -73,11 +74,43 @@ def launch_record() -> dict:
     return {}
 
 
-@st.cache_resource(show_spinner=False)  # the Predict page's progress bar says so
+_LOADS_LOCK = threading.Lock()  # one load per encoder, whichever sessions ask at once
+
+
+@st.cache_resource(show_spinner=False)
+def _encoder_loads() -> dict:
+    """This process's encoder loads, running or done: (model, preprocess, backend, quantize) -> Future."""
+    return {}
+
+
+def start_encoder_load(model_id: str, preprocess: str, backend: str, quantize: str) -> Future:
+    """Start loading the encoder in a background thread, once per process and settings (again after a load that
+    failed), and return its Future: a page starts it as it opens, so that Predict finds it loaded. The thread only
+    loads (no Streamlit call, so it needs no session's ScriptRunContext); a failure is kept in the Future and
+    raised on the page that waits for it (cached_encoder)."""
+    key = (model_id, preprocess, backend, quantize)
+    with _LOADS_LOCK:
+        loads = _encoder_loads()
+        load = loads.get(key)
+        if load is None or (load.done() and load.exception() is not None):
+            load = loads[key] = Future()
+            threading.Thread(target=_load, args=(load, key), name="encoder-load", daemon=True).start()
+    return load
+
+
+def _load(future: Future, key: tuple[str, str, str, str]) -> None:
+    model_id, preprocess, backend, quantize = key
+    try:
+        future.set_result(encoder_for({"encoder_model": model_id, "preprocess": preprocess, "backend": backend,
+                                       "quantize": quantize}))
+    except BaseException as e:  # whatever it is, the page waiting on the Future raises it (not lost in a thread)
+        future.set_exception(e)
+
+
 def cached_encoder(model_id: str, preprocess: str, backend: str, quantize: str):
-    """The encoder, loaded once per process (on CUDA when present, unless onnxruntime) and shared by every session."""
-    return encoder_for({"encoder_model": model_id, "preprocess": preprocess, "backend": backend,
-                        "quantize": quantize})
+    """The encoder, loaded once per process (on CUDA when present, unless onnxruntime) and shared by every session:
+    waits for the load start_encoder_load began (or begins it), raising its error here."""
+    return start_encoder_load(model_id, preprocess, backend, quantize).result()
 
 
 @st.cache_resource(show_spinner=False)

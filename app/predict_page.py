@@ -11,7 +11,7 @@ import streamlit as st
 
 from app.common import (ACTIONS_LABEL, Busy, cached_encoder, cached_head, cached_pool, cached_text_embeddings,
                         calibration_caption, class_text, frame_strip, held_worker, show_answer, shown_name,
-                        typed_actions)
+                        start_encoder_load, typed_actions)
 from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.data.discover import VIDEO_EXTENSIONS
 from pipeline.errors import ConfigError, HeadError, UserError, VideoError
@@ -71,6 +71,8 @@ def main() -> None:
         st.error(f"Cannot use the {HEADS[kind].label}: {shown_name(e)}")
         st.stop()
     features = choice.features
+    # loaded in the background from now, so that the first Predict finds it ready; a failure shows at Predict
+    start_encoder_load(features["encoder_model"], features["preprocess"], features["backend"], features["quantize"])
     # every value from the head's file shown literally (shown_name): a head's metadata is not Markdown to render
     st.caption(f"{HEADS[kind].label} · encoder {shown_name(features['encoder_model'])} · "
                f"{shown_name(features['num_frames'])} frames per video · classes: "

@@ -104,7 +104,7 @@ class Extract(Section):
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["auto", "fp32", "fp16", "bf16"]
     preprocess: Literal["fast", "processor"]
-    backend: Literal["torch", "onnxruntime"]
+    backend: Literal["auto", "torch", "onnxruntime"]
     quantize: Literal["none", "int8"]
     shard_size: whole(1, MAX_SHARD)
     workers: Union[Literal["auto"], whole(0, MAX_WORKERS)] = Field(

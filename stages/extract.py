@@ -8,14 +8,21 @@ import os
 # 292 s with them, 61 s without (bench/per_file.py, on the shared 2-core machine under load).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pipeline.extract.project import extract_config  # noqa: E402
-from pipeline.extract.runner import extract_features  # noqa: E402
-from pipeline.threads import set_threads  # noqa: E402
+from pipeline.decode.workers import start_forkserver  # noqa: E402
+from pipeline.embed.in_worker import WORKER_MODULES  # noqa: E402
 from stages import read_params, stage, untracked_notes  # noqa: E402
 
 
 @stage("extract")
 def main() -> None:
+    # The decode workers' server imports torch and the encoder's modules (seconds) while this process imports its
+    # own, rather than after: the first video decodes sooner (bench/startup.py). The stage's heavy imports are here,
+    # not at the top, because every worker re-runs this module by name and should find nothing to import.
+    start_forkserver(WORKER_MODULES)
+    from pipeline.extract.project import extract_config
+    from pipeline.extract.runner import extract_features
+    from pipeline.threads import set_threads
+
     set_threads("extract")
     params = read_params()
     cfg = extract_config(params["extract"], params["data"]["root"], params["data"]["annotations"],

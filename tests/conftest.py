@@ -73,15 +73,17 @@ def tiny_clip(tmp_path_factory) -> str:
     return str(build_tiny_clip(tmp_path_factory.mktemp("tiny-clip")))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def onnx_dir(tmp_path_factory) -> Path:
-    """The folder of ONNX exports for this test session (pipeline.embed.onnx_backend.ONNX_DIR while it lasts): the tiny
-    CLIP is exported once, by the first test that asks for the onnxruntime backend."""
-    import pipeline.embed.onnx_backend
+    """The folder of ONNX exports for this test session, in every process it starts (the environment's
+    CLIP_HAR_ONNX_DIR, set before the decode workers' forkserver starts): extract.backend auto runs the tiny CLIP
+    through ONNX Runtime, exported once for the whole session (its fingerprint is the same in every test), and the
+    user's ~/.cache is left alone."""
+    from pipeline.embed.onnx_backend import ONNX_DIR_ENV
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline.embed.onnx_backend, "ONNX_DIR", tmp_path_factory.mktemp("onnx"))
-        yield pipeline.embed.onnx_backend.ONNX_DIR
+        mp.setenv(ONNX_DIR_ENV, str(tmp_path_factory.mktemp("onnx")))
+        yield Path(os.environ[ONNX_DIR_ENV])
 
 
 @pytest.fixture
@@ -113,7 +115,7 @@ def set_mp4_rotation(path: Path, degrees: int) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def forkserver_as_stage_one_starts_it():
+def forkserver_as_stage_one_starts_it(onnx_dir):
     """This process's decode workers all fork from one forkserver, started by the first pool with that pool's
     preload. Stage one's pool (the workers embed on the CPU) preloads the encoder's modules; were the first pool
     here the app's or predict's, every stage-one worker after it would import transformers itself (2.7 s a run

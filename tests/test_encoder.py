@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pipeline.tools.cli import tiny_clip as tiny_clip_command
-from pipeline.embed.encoder import (AUTO_BATCH_SIZE, Embedder, EncoderConfig, auto_batch_size, embed_frames,
+from pipeline.embed.encoder import (AUTO_BATCH_SIZE, Embedder, EncoderConfig, auto_backend, auto_batch_size,
+                                    embed_frames,
                                     load_encoder,
                               preprocess_frames)
 from pipeline.errors import ConfigError
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def encoder(tiny_clip):
-    return load_encoder(tiny_clip, device="cpu")
+    """The tiny CLIP through torch (the reference the ONNX Runtime tests compare with)."""
+    return load_encoder(tiny_clip, device="cpu", backend="torch")
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +167,7 @@ def test_the_family_comes_from_the_config_not_the_name(siglips, tmp_path):
 
 
 def test_siglip_through_onnxruntime_fp32_and_int8(siglips, onnx_dir):
-    torch_enc = load_encoder(siglips["siglip2"], device="cpu")
+    torch_enc = load_encoder(siglips["siglip2"], device="cpu", backend="torch")
     pixels = preprocess_frames(_natural_frames(6, 50, 70), torch_enc)
     reference = embed_frames(pixels, torch_enc, 8)
     fp32 = embed_frames(pixels, load_encoder(siglips["siglip2"], device="cpu", backend="onnxruntime"), 8)
@@ -303,6 +305,45 @@ def test_int8_runs_through_onnxruntime_one_video_per_pass(encoder, tiny_clip, on
         load_encoder(tiny_clip, backend="tensorrt")
     with pytest.raises(ValueError, match="quantize"):
         load_encoder(tiny_clip, quantize="int4")
+
+
+def test_backend_auto_is_onnxruntime_fp32_on_the_cpu_torch_elsewhere_and_keeps_a_torch_cache(tiny_clip):
+    auto = load_encoder(tiny_clip, device="cpu")
+    assert (auto.backend, auto.describe()["backend"], auto.model) == ("onnxruntime", "onnxruntime", None)
+    assert load_encoder(tiny_clip, device="cpu", precision="bf16").backend == "torch"  # ONNX Runtime runs fp32
+    assert load_encoder(tiny_clip, device="cpu", quantize="int8").backend == "onnxruntime"
+    assert [auto_backend("cuda", p, "none") for p in ("fp16", "fp32")] == ["torch", "torch"]
+    cfg = EncoderConfig(tiny_clip, device="cpu")
+    torch_cache = {"backend": "torch", "encoder_model": tiny_clip, "device_type": "cpu", "quantize": "none",
+                   "precision": "fp32"}
+    assert cfg.extending(torch_cache).backend == "torch" and cfg.extending({}).backend == "auto"
+    for other in ({"encoder_model": "another"}, {"precision": "bf16"}, {"backend": "onnxruntime"}):
+        assert cfg.extending({**torch_cache, **other}).backend == "auto"
+    assert EncoderConfig(tiny_clip, device="cpu", backend="onnxruntime").extending(torch_cache).backend == "onnxruntime"
+
+
+def test_a_damaged_or_stale_export_is_made_again_never_used(tiny_clip, onnx_dir):
+    from pipeline.embed import onnx_backend
+
+    first = load_encoder(tiny_clip, device="cpu")
+    path = onnx_backend.model_dir(first.fingerprint) / "vision-fp32.onnx"
+    whole, pixels = path.read_bytes(), preprocess_frames(_natural_frames(3, 48, 64), first)
+    flipped = bytearray(whole)
+    flipped[len(whole) // 2] ^= 1  # the same size, one bit off
+    path.write_bytes(bytes(flipped))
+    assert not onnx_backend._verified(path, first.fingerprint)
+    path.write_bytes(whole[:len(whole) // 2])  # truncated
+    again = load_encoder(tiny_clip, device="cpu")  # exports it again rather than use it
+    assert path.stat().st_size == len(whole) and onnx_backend._verified(path, first.fingerprint)
+    np.testing.assert_array_equal(embed_frames(pixels, again, 3), embed_frames(pixels, first, 3))
+    manifest = path.with_suffix(".json")
+    text = manifest.read_text()
+    manifest.write_text(text.replace('"format": 1', '"format": 0'))  # made by another version's exporter: stale
+    assert not onnx_backend._verified(path, first.fingerprint)
+    manifest.unlink()  # an export without its manifest (killed before it, or by an older version)
+    assert not onnx_backend._verified(path, first.fingerprint)
+    manifest.write_text(text)
+    assert onnx_backend._verified(path, first.fingerprint) and not list(path.parent.glob("tmp-*"))
 
 
 def test_an_export_that_fails_leaves_no_model_behind(encoder, tmp_path, monkeypatch):

@@ -41,6 +41,7 @@ def test_cache_rows_equal_encoding_each_video_alone(dataset, tmp_path, tiny_clip
     assert cache.labels.tolist() == [0, 0, 0, 1, 1, 2, 2]
     assert cache.embeddings.shape == (7, 8, 32) and cache.attrs["num_frames"] == 8
     assert cache.attrs["encoder_model"] == tiny_clip and cache.attrs["sampling"] == "uniform-centers"
+    assert cache.attrs["backend"] == "onnxruntime"  # extract.backend auto on the CPU, recorded as resolved
     encoder = load_encoder(tiny_clip, device="cpu")
     for i, path in enumerate(cache.paths):
         clip = read_frames(dataset / path, 8)
@@ -78,8 +79,10 @@ def test_onnxruntime_cache_rows_equal_each_video_alone_and_a_resumed_run_equals_
     for i, path in enumerate(cache.paths):
         alone = embed_frames(preprocess_frames(read_frames(dataset / path, 8).frames, encoder), encoder, batch_size=3)
         np.testing.assert_array_equal(cache.embeddings[i], alone, err_msg=path)
-    torch_run = run(dataset, tmp_path / "f.h5", tiny_clip, shard_size=1)
+    torch_run = run(dataset, tmp_path / "f.h5", tiny_clip, shard_size=1, backend="torch")
     assert torch_run.encoded == 7 and "backend" in torch_run.note  # another backend: another cache
+    kept = run(dataset, tmp_path / "f.h5", tiny_clip, shard_size=1)  # auto extends a torch cache with torch
+    assert (kept.encoded, kept.reused, read_cache(tmp_path / "f.h5").attrs["backend"]) == (0, 7, "torch")
 
 
 def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(dataset, tmp_path, tiny_clip):

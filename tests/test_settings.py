@@ -158,7 +158,7 @@ def test_numbers_yaml_leaves_as_text_are_read_but_quoted_booleans_are_not(tmp_pa
 def test_the_schema_and_the_library_configs_name_the_same_keys_and_choices():
     from pipeline.data.demo import DemoConfig
     from pipeline.data.discover import FOLLOW_LINKS
-    from pipeline.embed.encoder import BACKENDS, PRECISIONS, PREPROCESS_BACKENDS, QUANTIZE
+    from pipeline.embed.encoder import BACKEND_CHOICES, PRECISIONS, PREPROCESS_BACKENDS, QUANTIZE
     from pipeline.extract.cache import STORAGE_DTYPES
     from pipeline.extract.runner import ENGINES, ExtractConfig
     from pipeline.heads.calibration import CalibrationConfig
@@ -182,7 +182,7 @@ def test_the_schema_and_the_library_configs_name_the_same_keys_and_choices():
     assert choices("data", "follow_links") == set(FOLLOW_LINKS)
     assert choices("extract", "precision") == {"auto", *PRECISIONS}
     assert choices("extract", "preprocess") == set(PREPROCESS_BACKENDS)
-    assert choices("extract", "backend") == set(BACKENDS)
+    assert choices("extract", "backend") == set(BACKEND_CHOICES)
     assert choices("extract", "quantize") == set(QUANTIZE)
     assert choices("extract", "engine") == set(ENGINES)
     assert choices("extract", "dtype") == set(STORAGE_DTYPES)

@@ -247,10 +247,7 @@ class DecodePool:
         if cfg.workers > 0:
             # forkserver: workers start from a clean process (no model, no CUDA, no threads of this one)
             ctx = multiprocessing.get_context("forkserver")
-            # Imported once by the server, so that a worker starts in milliseconds: the workers' own imports, and
-            # the main module's package and imports (every worker re-runs the main module, as multiprocessing does
-            # to unpickle what it defines, and finds its imports already there: _main_module).
-            ctx.set_forkserver_preload([__name__, *WORKER_IMPORTS, *preload, *_main_module()])
+            _set_preload(ctx, preload)
             self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
                                      initializer=_worker_init, initargs=(cfg.memory_mb, setup, nice))
             self._started = self._pool.schedule(os.getpid)  # pebble starts its workers at the first task: now
@@ -337,6 +334,23 @@ class DecodePool:
             return Unusable(file, f"decoder crashed (exit status {code})")
         except Exception as e:
             return _unusable(file, e, self.cfg.named)
+
+
+def start_forkserver(preload: tuple[str, ...] = ()) -> None:
+    """Start this process's forkserver now, as the first DecodePool would with `preload`: a stage that calls this
+    first thing has the server import the workers' modules (torch, the encoder's: seconds) while it imports and
+    reads its own, instead of after. Later pools fork from it (their own preload is then not imported)."""
+    from multiprocessing import forkserver
+
+    _set_preload(multiprocessing.get_context("forkserver"), preload)
+    forkserver.ensure_running()
+
+
+def _set_preload(ctx, preload: tuple[str, ...]) -> None:
+    """What the forkserver imports once, so that a worker starts in milliseconds: the workers' own imports, and the
+    main module's package and imports (every worker re-runs the main module, as multiprocessing does to unpickle what
+    it defines, and finds its imports already there: _main_module)."""
+    ctx.set_forkserver_preload([__name__, *WORKER_IMPORTS, *preload, *_main_module()])
 
 
 def _main_module() -> list[str]:

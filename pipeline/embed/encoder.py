@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # transformers is imported where it is used: it costs seconds
 
 PREPROCESS_BACKENDS = ("fast", "processor")
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the CPU only (pipeline.embed.onnx_backend)
+# extract.backend: auto is the default: auto_backend picks one of BACKENDS, and a cache or head records that one.
+BACKEND_CHOICES = ("auto", *BACKENDS)
 QUANTIZE = ("none", "int8")  # int8: ONNX Runtime's dynamic int8, so the onnxruntime backend only
 PRECISIONS = ("fp32", "fp16", "bf16")
 # extract.precision: auto is, per device, the fastest precision whose embeddings stay within centred cosine
@@ -53,6 +55,16 @@ def auto_batch_size(device_type: str, num_frames: int) -> int:
         return most
     passes = -(-num_frames // most)
     return -(-num_frames // passes)
+
+
+def auto_backend(device_type: str, precision: str, quantize: str) -> str:
+    """extract.backend auto: the fastest backend that gives the same numbers here, for an encoder on `device_type`
+    in `precision` (fp32 | fp16 | bf16, resolved) with `quantize`. ONNX Runtime fp32 on the CPU (the encoder at
+    85% of the CPU's fp32 matrix-product ceiling against torch's 37% for ViT-B/32, embeddings within 2.6e-6:
+    docs/engines.md), and int8, which only it runs; torch on CUDA, and for fp16 or bf16 (ONNX Runtime runs fp32)."""
+    if quantize == "int8" or (device_type == "cpu" and precision == "fp32"):
+        return "onnxruntime"
+    return "torch"
 
 
 @dataclass
@@ -116,7 +128,7 @@ class EncoderConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # fp32 | fp16 | bf16 | auto (AUTO_PRECISION for the device)
     preprocess: str = "fast"  # fast | processor (PREPROCESS_BACKENDS)
-    backend: str = "torch"  # torch | onnxruntime (CPU only: pipeline.embed.onnx_backend)
+    backend: str = "auto"  # auto (auto_backend) | torch | onnxruntime (CPU only: pipeline.embed.onnx_backend)
     quantize: str = "none"  # none | int8 (onnxruntime only)
     batch_size: int | str = "auto"
     num_frames: int = 16
@@ -125,6 +137,17 @@ class EncoderConfig:
         """The type of the device load() puts the encoder on: "cuda" or "cpu" (auto: CUDA where torch has it, unless
         the backend runs on the CPU only)."""
         return _device(self.device, self.backend).type
+
+    def extending(self, previous: dict) -> EncoderConfig:
+        """These settings for a run that extends a cache whose attributes are `previous` ({} where there is none):
+        backend auto keeps torch where that cache was made with torch on this kind of device, with this model,
+        quantisation and precision. Its rows then stay as they are (ONNX Runtime's differ from torch's by about
+        1e-6, and the backend is in the cache key: docs/engines.md); a new cache gets auto_backend's choice."""
+        precision = AUTO_PRECISION.get(self.device_type(), "fp32") if self.precision == "auto" else self.precision
+        same = (previous.get("backend") == "torch" and previous.get("encoder_model") == self.model
+                and previous.get("device_type") == self.device_type() and previous.get("quantize") == self.quantize
+                and previous.get("precision") == precision)
+        return replace(self, backend="torch") if self.backend == "auto" and same else self
 
     def load(self, device: str | None = None) -> tuple[Encoder, int]:
         """The encoder (on `device`, default self.device) and its batch size; ConfigError for a batch size that is
@@ -144,6 +167,7 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
     """Load a CLIP or SigLIP vision tower (the family from the checkpoint's config: model_family) from a hub id or
     a local directory through `from_pretrained`; ConfigError saying how to fix it.
 
+    backend="auto" is auto_backend's choice for the device and precision (Encoder.backend says which);
     backend="onnxruntime" (CPU only) runs an ONNX export of the loaded model, made once per encoder fingerprint
     (pipeline.embed.onnx_backend), with as many threads as torch has (pipeline.threads sets them);
     quantize="int8" (onnxruntime only) runs its MatMuls as dynamically quantised int8: faster, embeddings
@@ -151,8 +175,8 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
     precision: fp32 | fp16 | bf16 (autocast) | auto (AUTO_PRECISION for the device).
     download: whether the hub may be asked (hub.may_download: False for a model id read from an artifact).
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in BACKEND_CHOICES:
+        raise ConfigError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
     if precision not in (*PRECISIONS, "auto"):
         raise ConfigError(f"precision must be auto or one of {PRECISIONS}, got {precision!r}")
     if preprocess not in PREPROCESS_BACKENDS:
@@ -161,6 +185,8 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
         raise ConfigError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
+    if backend == "auto" and quantize == "int8":
+        backend = auto_backend("cpu", "fp32", quantize)
     if quantize == "int8" and backend != "onnxruntime":
         raise ConfigError("int8 runs through ONNX Runtime: set extract.backend to onnxruntime, or quantize to none")
     if backend == "onnxruntime" and device == "cuda":
@@ -191,6 +217,7 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
     FrameSpec.from_pixels(processor.to_dict())  # ConfigError now for preprocessing this code does not implement
     dev = _device(device, backend)
     precision = AUTO_PRECISION[dev.type] if precision == "auto" else precision
+    backend = auto_backend(dev.type, precision, quantize) if backend == "auto" else backend
     if backend == "onnxruntime" and precision != "fp32":
         raise ConfigError("the onnxruntime backend runs in fp32 (or int8): set extract.precision to fp32 or auto")
     model = model.to(dev).eval()
@@ -209,7 +236,7 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
 
 def _device(device: str, backend: str) -> torch.device:
     """extract.device (auto | cpu | cuda) as the device the encoder runs on: auto is CUDA where torch has it, unless
-    the backend runs on the CPU only (onnxruntime)."""
+    the backend runs on the CPU only (onnxruntime; auto picks torch on CUDA)."""
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available() and backend != "onnxruntime")
     return torch.device("cuda" if cuda else "cpu")
 

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from pipeline.decode.frames import FrameSpec
-from pipeline.embed.encoder import EncoderConfig, embed_frames
 from pipeline.errors import BrokenInstall
+
+if TYPE_CHECKING:  # imported where used: stage one names WORKER_MODULES before it imports torch (stages/extract.py)
+    from pipeline.decode.frames import FrameSpec
+    from pipeline.embed.encoder import EncoderConfig
 
 # Stage one on the CPU embeds in the decode workers (pipeline.extract.engines.LocalEngine): each loads the encoder once
 # (load_in_worker, its setup) and runs decode_and_embed per video, on its one thread. What its forkserver imports
 # once, so that a worker starts without importing transformers (seconds) again:
-WORKER_MODULES = (__name__, "pipeline.embed.encoder", *(f"transformers.models.{f}.{m}_{f}" for f in ("clip", "siglip")
+WORKER_MODULES = (__name__, "pipeline.embed.encoder", "onnxruntime", *(f"transformers.models.{f}.{m}_{f}" for f in ("clip", "siglip")
                               for m in ("modeling", "image_processing_pil")))
 _in_worker: dict = {}  # in such a worker: "encoder" and "batch_size", or "error": why they could not be loaded
 
@@ -42,6 +45,8 @@ def decode_and_embed(decode: Callable, file: str, cfg, hash_bytes):
     BrokenInstall (the run stops) when the worker could not load the encoder."""
     if "error" in _in_worker:
         raise BrokenInstall(f"a decode worker cannot load the encoder: {_in_worker['error']}")
+    from pipeline.embed.encoder import embed_frames
+
     out = decode(file, cfg, hash_bytes)
     encoder = _in_worker["encoder"]
     out.embeddings = embed_frames(out.clip.frames, encoder, _in_worker["batch_size"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from pipeline.errors import CacheError, printable
@@ -44,6 +45,16 @@ def reusable(cache_path: Path, parts_dir: Path, attrs: dict) -> tuple[list[Cache
         else:
             part_file.unlink()
     return found, "; ".join(notes)
+
+
+def previous_attrs(cache_path: Path) -> dict:
+    """The attributes of the cache at `cache_path` (strings and numbers as h5py gives them), {} where there is none
+    or it cannot be read: what backend auto extends (EncoderConfig.extending), compared, never trusted further."""
+    try:
+        with h5py.File(cache_path, "r") as f:
+            return dict(f.attrs)
+    except (OSError, ValueError):  # missing, not HDF5, damaged
+        return {}
 
 
 def finite_only(source: Cache, notes: list[str]) -> Cache:

@@ -33,7 +33,7 @@ from pipeline.progress import progress_bar
 from pipeline.decode.sampling import Sampling
 from pipeline.decode.video import DecodeLimits
 from pipeline.decode.workers import Hashed, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
-from pipeline.extract.reuse import reusable
+from pipeline.extract.reuse import previous_attrs, reusable
 from pipeline.extract.summary import SHOWN_SKIPS, ExtractSummary  # noqa: F401 (SHOWN_SKIPS: as callers import it)
 from pipeline.extract.writer import PartWriter, VideoRow, assemble_cache, write_skipped_list
 
@@ -64,7 +64,7 @@ class ExtractConfig:
     device: str = EncoderConfig.device
     precision: str = EncoderConfig.precision  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
     preprocess: str = EncoderConfig.preprocess
-    backend: str = EncoderConfig.backend  # torch | onnxruntime (CPU only: an ONNX export, pipeline.embed.onnx_backend)
+    backend: str = EncoderConfig.backend  # auto | torch | onnxruntime (CPU only: an ONNX export, pipeline.embed.onnx_backend)
     quantize: str = EncoderConfig.quantize  # "int8" (onnxruntime only): quantised MatMuls, faster, less exact
     shard_size: int = 64  # videos per part file: the work a kill can lose
     workers: int | str = "auto"  # decode worker processes; 0 = in this process (debugging); auto = one per core
@@ -152,14 +152,15 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
         raise disk_problem(e, cache_path.parent) or e from None
     try:
         videos, class_names, problems = dataset(cfg)
-        with open_engine(cfg, decode) as engine:
+        with open_engine(cfg, decode, previous_attrs(cache_path)) as engine:
             attrs = {**engine.encoder_attrs, **cfg.sampling().attrs(),
                      "batch_size": engine.batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
                      "annotations": cfg.annotations,
                      # a failure is remembered only under the same limits (pipeline.extract.runner._encode_new)
                      "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in FAILURE_LIMITS}, sort_keys=True),
                      "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py", "numpy")
-                                             + (("onnxruntime",) if cfg.backend == "onnxruntime" else ())})}
+                                             + (("onnxruntime",) if engine.encoder_attrs["backend"] == "onnxruntime"
+                                                else ())})}
             parts_dir = cache_path.with_name(cache_path.name + ".parts")
             sampling = cfg.sampling()
             template = empty_cache(sampling.num_frames, attrs["embedding_dim"], attrs, class_names)
@@ -214,12 +215,14 @@ def dataset(cfg: ExtractConfig) -> tuple[list[VideoFile], list[str], list[tuple[
     return videos, class_names, problems
 
 
-def open_engine(cfg: ExtractConfig, decode: Callable = load_video) -> Engine:
-    """The engine extract.engine names, from the encoder and pool settings (decode: what the workers run)."""
+def open_engine(cfg: ExtractConfig, decode: Callable = load_video, previous: dict | None = None) -> Engine:
+    """The engine extract.engine names, from the encoder and pool settings (decode: what the workers run; previous:
+    the attributes of the cache the run extends, EncoderConfig.extending)."""
+    encoder = cfg.encoder().extending(previous or {})
     if cfg.engine == "ray":
         from pipeline.extract.ray_engine import RayEngine  # the local engine never imports Ray
-        return RayEngine(cfg.encoder(), cfg.pool(), decode, cfg.ray_address)
-    return LocalEngine(cfg.encoder(), cfg.pool(), decode)
+        return RayEngine(encoder, cfg.pool(), decode, cfg.ray_address)
+    return LocalEngine(encoder, cfg.pool(), decode)
 
 
 def _capped(clip, reader: ReadConfig) -> bool:

@@ -1,0 +1,114 @@
+"""Stage one's start-up (issue 39): seconds from `python -m stages.extract` to its first video, this code against an
+older checkout, alternated.
+
+    python bench/startup.py [--rounds 3] [--baseline DIR] [--full]
+
+A small project (written once under bench/out/startup/): 4 H.264 clips of 2 s at 320x240 in two class folders, 8
+frames per clip, the tiny random CLIP (--full: the full ViT-B/32 architecture with random weights, the real model's
+load time), the committed params.yaml otherwise (extract.backend as each checkout's default; workers auto). Each
+round runs `python -m stages.extract` on a new cache once per checkout (this one, and with --baseline DIR a checkout
+of older code, for example `git worktree add DIR 870e4b2`), alternated, after one untimed run each (the ONNX
+export, made once per encoder, is not start-up). stderr is a pseudo-terminal, so that the progress bar is drawn as
+it moves; the figures are when the `extract` bar first shows (the encoder loaded and described: decoding starts
+right after) and when it first counts a video (decoded and embedded), and the whole run. The machine's load
+average is printed with them: on a shared machine compare the ratios of one run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pty
+import re
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "startup"
+BAR = re.compile(rb"extract:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
+
+
+def make_project(full: bool) -> Path:
+    """The project folder: videos, a random CLIP and params.yaml (made once per kind)."""
+    from pipeline.embed.tiny_clip import build_tiny_clip
+    from tests.conftest import committed_params, write_video  # the tests' video writer and params
+
+    project = OUT / ("full" if full else "tiny")
+    if not (project / "params.yaml").is_file():
+        for c in ("a", "b"):
+            for i in range(2):
+                write_video(project / "data" / c / f"{c}{i}.mp4", 50, size=(320, 240), seed=10 * ord(c) + i)
+        build_tiny_clip(project / "model", full_size=full)
+        params = committed_params(data={"root": "data"}, encoder={"model": "model"}, extract={"num_frames": 8})
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
+def run_stage(checkout: Path, project: Path, env: dict) -> dict:
+    """One `python -m stages.extract` of `checkout` in `project` on a new cache: seconds to the bar, to its first
+    video, to the end."""
+    shutil.rmtree(project / "cache", ignore_errors=True)
+    main, child = pty.openpty()
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "stages.extract"], cwd=project, stdout=subprocess.DEVNULL,
+                            stderr=child, env={**env, "PYTHONPATH": str(checkout)})
+    os.close(child)
+    seen, bar, first = b"", None, None
+    while True:
+        ready, _, _ = select.select([main], [], [], 0.05)
+        if ready:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the pseudo-terminal closed: the process is gone
+                chunk = b""
+            if not chunk and proc.poll() is not None:
+                break
+            seen += chunk
+            now = time.perf_counter() - started
+            counts = [int(m.group(1)) for m in BAR.finditer(seen)]
+            bar = bar if bar is not None or not counts else now
+            first = first if first is not None or not any(counts) else now
+        elif proc.poll() is not None:
+            break
+    end = time.perf_counter() - started
+    os.close(main)
+    if proc.wait() != 0:
+        raise SystemExit(f"{checkout}: stages.extract failed:\n{seen.decode(errors='replace')[-2000:]}")
+    return {"bar": bar, "first": first, "end": end}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline", type=Path, help="a checkout of older code to compare with")
+    ap.add_argument("--full", action="store_true", help="the full ViT-B/32 architecture (random weights)")
+    args = ap.parse_args()
+    project = make_project(args.full)
+    env = {**os.environ, "CLIP_HAR_ONNX_DIR": str(OUT / "onnx"), "HF_HUB_OFFLINE": "1"}
+    variants = {"this": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
+    for checkout in variants.values():
+        run_stage(checkout, project, env)  # untimed: the export, the page cache
+    times: dict[str, list[dict]] = {name: [] for name in variants}
+    for r in range(args.rounds):
+        for name, checkout in (variants.items() if r % 2 == 0 else reversed(variants.items())):
+            t = run_stage(checkout, project, env)
+            times[name].append(t)
+            print(f"round {r + 1} {name:8s} bar {t['bar']:.2f} s, first video {t['first']:.2f} s, "
+                  f"end {t['end']:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+    for name, ts in times.items():
+        print(f"{name:8s} median: bar {statistics.median(t['bar'] for t in ts):.2f} s, first video "
+              f"{statistics.median(t['first'] for t in ts):.2f} s, end {statistics.median(t['end'] for t in ts):.2f} s")
+    if args.baseline:
+        for key in ("bar", "first", "end"):
+            ratio = statistics.median(b[key] / a[key] for a, b in zip(times["this"], times["baseline"]))
+            print(f"baseline / this, {key}: {ratio:.2f}x (median of the rounds' ratios)")
+
+
+if __name__ == "__main__":
+    main()
