@@ -1,4 +1,6 @@
-"""The command lines (clip-har-inspect, clip-har-tiny-clip, clip-har-predict, clip-har-search): arguments in, the work out."""
+"""The command lines (clip-har-inspect, clip-har-tiny-clip, clip-har-predict): arguments in, the library's work out.
+
+clip-har-search's is in pipeline.tools.search_cli."""
 from __future__ import annotations
 
 import argparse
@@ -114,13 +116,6 @@ def tiny_clip(argv: list[str] | None = None) -> int:
     return _print(f"random {name} written to {path} (its embeddings mean nothing: tests, demos and benchmarks only)\n"
                   f"next: dvc exp run -S encoder.model={out}   "
                   "(or set encoder.model in params.yaml, then dvc repro)")
-
-
-def search(argv: list[str] | None = None) -> int:
-    """`clip-har-search`: the nearest cached clips to a text or a video, and their moments (pipeline.tools.search_cli)."""
-    from pipeline.tools.search_cli import main
-
-    return main(argv)
 
 
 def _print(text: str) -> int:

@@ -132,7 +132,7 @@ def cached_query(searcher: Searcher, path: str) -> tuple[np.ndarray, np.ndarray]
     cache = searcher.cache
     row = row_of(cache, path)
     excluded = cache.paths == cache.paths[row] if path in set(cache.paths.tolist()) else np.arange(len(cache)) == row
-    return searcher.index.vectors[row], excluded
+    return searcher.index.vector(row), excluded
 
 
 @dataclass
@@ -188,5 +188,5 @@ def existing_file(path: str) -> Path:
 
 
 if __name__ == "__main__":  # python -m pipeline.tools.search: the command line lives in pipeline.tools.search_cli
-    from pipeline.tools.cli import search
-    raise SystemExit(search())
+    from pipeline.tools.search_cli import main
+    raise SystemExit(main())

@@ -9,6 +9,7 @@ from pathlib import Path
 from pipeline.errors import UserError, printable
 from pipeline.extract.cache import random_encoder_note
 from pipeline.paths import CACHE_PATH, PARAMS
+from pipeline.tools.cli import _print, quiet_libraries
 
 SEARCH_HELP = """\
 Search the cached videos with a text or a video: the nearest clips, and the moment in each that matches best.
@@ -52,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         return _build(args)
     if (args.text is None) == (args.like is None):
         parser.error("give a TEXT or --like PATH (one of them)")
-    from pipeline.tools.cli import _print, quiet_libraries
     from pipeline.threads import set_threads
 
     quiet_libraries(args.verbose)

@@ -146,55 +146,66 @@ def write_index(path: str | os.PathLike, built: dict) -> None:
 
 
 class SearchIndex:
-    """A checked index over a cache's V clips: vectors float32 (V, D) and, beyond exact size, a faiss IVF index made
-    from the file's centroids and lists. search() ranks clips by cosine to a unit query."""
+    """A checked index over a cache's V clips, searched by cosine to a unit query: exact (vectors float32 (V, D) in
+    memory) or, beyond exact size, a faiss IVF index holding the vectors in its lists (no second copy)."""
 
-    def __init__(self, vectors: np.ndarray, centroids: np.ndarray | None = None, lists: np.ndarray | None = None,
-                 exact_up_to: int = IndexConfig.exact_up_to, nprobe: int = IndexConfig.nprobe):
-        self.vectors, self.exact_up_to, self.ivf = vectors, exact_up_to, None
-        if centroids is not None:
-            import faiss
-            from faiss.contrib.ivf_tools import add_preassigned
-
-            quantizer = faiss.IndexFlatIP(vectors.shape[1])
-            quantizer.add(centroids)
-            self.ivf = faiss.IndexIVFFlat(quantizer, vectors.shape[1], len(centroids), faiss.METRIC_INNER_PRODUCT)
-            self.ivf.is_trained = True
-            add_preassigned(self.ivf, vectors, lists)  # lists checked in range: faiss trusts them
-            self._quantizer, self.nprobe = quantizer, min(nprobe, len(centroids))
+    def __init__(self, vectors: np.ndarray | None, ivf=None, exact_up_to: int = IndexConfig.exact_up_to,
+                 nprobe: int = IndexConfig.nprobe):
+        self.vectors, self.ivf, self.exact_up_to = vectors, ivf, exact_up_to
+        self.nprobe = nprobe if ivf is None else min(nprobe, ivf.nlist)
 
     @property
     def exact(self) -> bool:
         return self.ivf is None
 
     def __len__(self) -> int:
-        return len(self.vectors)
+        return len(self.vectors) if self.exact else int(self.ivf.ntotal)
+
+    def vector(self, row: int) -> np.ndarray:
+        """Clip `row`'s vector float32 (D,)."""
+        return self.vectors[row] if self.exact else self.ivf.reconstruct(int(row))
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k clips nearest `query` (float32 (D,), unit length): (rows int64 (n,), cosines float32 (n,)), best
         first, ties by row; n < k when fewer clips are allowed. allowed: bool (V,), the clips that may be returned
         (a class, a split part, the query's own clip left out). Exact when the index is, or when at most
-        exact_up_to clips are allowed; else IVF over nprobe lists."""
+        exact_up_to clips are allowed (IVF with every list searched, the others skipped); else IVF over nprobe
+        lists."""
         query = np.ascontiguousarray(query, np.float32)
-        rows = None if allowed is None else np.flatnonzero(allowed)
-        if self.exact or (rows is not None and len(rows) <= self.exact_up_to):
+        if self.exact:
+            rows = None if allowed is None else np.flatnonzero(allowed)
             scores = self.vectors @ query if rows is None else self.vectors[rows] @ query
             top = _top(scores, k)
             return (top if rows is None else rows[top]), scores[top]
-        return self._ivf_search(query, k, allowed if rows is not None and len(rows) < len(self) else None)
-
-    def _ivf_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
-        params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        few = allowed is not None and int(allowed.sum()) <= self.exact_up_to
+        params = faiss.SearchParametersIVF(nprobe=self.ivf.nlist if few else self.nprobe)
         if allowed is not None:
-            bits = np.packbits(allowed, bitorder="little")
+            bits = np.packbits(allowed, bitorder="little")  # kept alive until the search returns
             params.sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
         scores, rows = self.ivf.search(query[None], k, params=params)
         keep = rows[0] >= 0
         rows, scores = rows[0][keep].astype(np.int64), scores[0][keep]
         order = np.lexsort((rows, -scores))
         return rows[order], scores[order]
+
+
+def ivf_from_arrays(centroids: np.ndarray, blocks):
+    """A faiss IndexIVFFlat (inner product) over `centroids` float32 (L, D), filled from `blocks`, an iterable of
+    (vectors float32 (B, D), lists int64 (B,)) in row order, each list already checked within [0, L) (faiss
+    trusts them); with a direct map, so that a row's vector can be read back."""
+    import faiss
+    from faiss.contrib.ivf_tools import add_preassigned
+
+    quantizer = faiss.IndexFlatIP(centroids.shape[1])
+    quantizer.add(centroids)
+    ivf = faiss.IndexIVFFlat(quantizer, centroids.shape[1], len(centroids), faiss.METRIC_INNER_PRODUCT)
+    ivf.is_trained = True
+    for vectors, lists in blocks:
+        add_preassigned(ivf, np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(lists, np.int64))
+    ivf.make_direct_map()
+    return ivf
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -229,23 +240,35 @@ def open_index(path: str | os.PathLike, cache: Cache) -> SearchIndex:
             exact_up_to, nprobe = attrs.get("exact_up_to"), attrs.get("nprobe")
             if not all(isinstance(v, (int, np.integer)) and v >= 1 for v in (exact_up_to, nprobe)):
                 raise _refuse(path, "its exact_up_to and nprobe are not whole numbers from 1")
-            vectors = _array(f, "vectors", (rows, dim), "f", path)
-            if not finite_rows(vectors[:, None, :]).all():
-                raise _refuse(path, "its vectors hold values that are not finite numbers")
             if "centroids" not in f:
+                vectors = _array(f, "vectors", (rows, dim), "f", path)
+                _check_finite(vectors, path, "vectors")
                 return SearchIndex(vectors, exact_up_to=int(exact_up_to), nprobe=int(nprobe))
-            centroids = _array(f, "centroids", (None, dim), "f", path)
-            lists = _array(f, "lists", (rows,), "iu", path).astype(np.int64)
+            _array(f, "vectors", (rows, dim), "f", path, read=False)
+            centroids = _check_finite(_array(f, "centroids", (None, dim), "f", path), path, "centroids")
+            lists = _array(f, "lists", (rows,), "iu", path)
+            if len(lists) and (lists.min() < 0 or lists.max() >= len(centroids)):
+                raise _refuse(path, "a clip's list is outside its centroids")
+            ivf = ivf_from_arrays(centroids, _vector_blocks(f["vectors"], lists, path))
     except OSError as e:  # not HDF5, truncated
         raise CacheError(f"{shown}: not a readable search index ({e}): {REBUILD}") from None
-    if not finite_rows(centroids[:, None, :]).all():
-        raise _refuse(path, "its centroids hold values that are not finite numbers")
-    if len(lists) and (lists.min() < 0 or lists.max() >= len(centroids)):
-        raise _refuse(path, "a clip's list is outside its centroids")
-    return SearchIndex(vectors, centroids, lists, int(exact_up_to), int(nprobe))
+    return SearchIndex(None, ivf, int(exact_up_to), int(nprobe))
 
 
-def _array(f: h5py.File, name: str, shape: tuple, kinds: str, path: Path) -> np.ndarray:
+def _vector_blocks(ds: h5py.Dataset, lists: np.ndarray, path: Path):
+    """(vectors float32 (B, D), lists (B,)) of the dataset, ASSIGN_ROWS at a time, each block checked finite."""
+    for start in range(0, len(lists), ASSIGN_ROWS):
+        block = _check_finite(np.asarray(ds[start:start + ASSIGN_ROWS], np.float32), path, "vectors")
+        yield block, lists[start:start + ASSIGN_ROWS]
+
+
+def _check_finite(values: np.ndarray, path: Path, name: str) -> np.ndarray:
+    if not finite_rows(values[:, None, :]).all():
+        raise _refuse(path, f"its {name} hold values that are not finite numbers")
+    return values
+
+
+def _array(f: h5py.File, name: str, shape: tuple, kinds: str, path: Path, read: bool = True) -> np.ndarray | None:
     """Dataset `name` of f read whole, as float32 or int64, once its shape and kind are checked (a None length:
     from 1 to the clips' count, as the vectors' first length bounds it): what it announces is what the cache's
     own shape allows, never more."""
@@ -255,7 +278,7 @@ def _array(f: h5py.File, name: str, shape: tuple, kinds: str, path: Path) -> np.
             (not 1 <= have <= most) if want is None else have != want for have, want in zip(ds.shape, shape)):
         found = f"{ds.dtype} {ds.shape}" if isinstance(ds, h5py.Dataset) else "none"
         raise _refuse(path, f"{name!r} is {found}, the cache needs {shape}")
-    return np.ascontiguousarray(ds[()], np.float32 if kinds == "f" else np.int64)
+    return np.ascontiguousarray(ds[()], np.float32 if kinds == "f" else np.int64) if read else None
 
 
 def _refuse(path: Path, problem: str) -> CacheError:
