@@ -72,7 +72,7 @@ def main() -> None:
         queries = clustered(args.queries, args.dim, rng, centres)
         truth, ms = timed(exact_numpy(vectors), queries)
 
-        def row(name, build_s, found, ms):
+        def row(name, build_s, found, ms, n=n, truth=truth):
             recall = np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)])
             print(f"{n:>8} {name:<34} {build_s:>8.1f} {np.median(ms):>9.1f} {np.percentile(ms, 90):>7.1f} "
                   f"{recall:>9.3f}  (load {os.getloadavg()[0]:.1f})", flush=True)

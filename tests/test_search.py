@@ -14,9 +14,9 @@ from pipeline.extract.cache import RANDOM_ENCODER_NOTE, empty_cache, open_cache,
 from pipeline.heads.split_file import write_split
 from pipeline.paths import CACHE_PATH, SEARCH_INDEX
 from pipeline.settings import SECTIONS
-from pipeline.tools.search_cli import main as search_cli
 from pipeline.tools.search import open_searcher
-from pipeline.tools.search_index import (IndexConfig, StaleIndex, build_index, index_path, open_index, write_index)
+from pipeline.tools.search_cli import main as search_cli
+from pipeline.tools.search_index import IndexConfig, StaleIndex, build_index, index_path, open_index, write_index
 
 V, F, D = 240, 4, 16
 NAMES = ["fall", "jump", "run"]
@@ -60,8 +60,8 @@ def oracle(embeddings: np.ndarray, query: np.ndarray, allowed: np.ndarray | None
     return order, scores[order], np.argmax(unit[order] @ query, axis=1)
 
 
-def build(path: Path, cfg: IndexConfig = IndexConfig()):
-    write_index(index_path(path), build_index(open_cache(path), cfg))
+def build(path: Path, cfg: IndexConfig | None = None):
+    write_index(index_path(path), build_index(open_cache(path), cfg or IndexConfig()))
     return open_searcher(path)
 
 
@@ -127,7 +127,7 @@ def test_ivf_at_few_lists_searched_returns_exact_cosines(tmp_path):
     exact = dict(zip(rows.tolist(), scores))
     assert [h.score for h in found.hits] == sorted((h.score for h in found.hits), reverse=True)
     np.testing.assert_allclose([h.score for h in found.hits], [exact[h.row] for h in found.hits], atol=1e-5)
-    assert len(set(h.row for h in found.hits) & set(rows[:10].tolist())) >= 5  # clustered: its list holds most
+    assert len({h.row for h in found.hits} & set(rows[:10].tolist())) >= 5  # clustered: its list holds most
 
 
 def test_a_missing_stale_or_hostile_index_is_refused_with_the_command_that_rebuilds_it(tmp_path):

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     index = searcher.index
     how = "exact" if index.exact else f"approximate: faiss IVF, {index.nprobe} of {index.ivf.nlist} lists"
     print(f"{len(found.hits)} of {len(searcher.cache):,} clips in {found.took_ms:.1f} ms ({how})", file=sys.stderr)
-    lines = ["\t".join(("rank", "score", "path", "class", "moment_s"))]
+    lines = ["rank\tscore\tpath\tclass\tmoment_s"]
     lines += [f"{i}\t{h.score:.4f}\t{printable(h.path)}\t{printable(h.label)}\t{h.time:.2f}"
               for i, h in enumerate(found.hits, 1)]
     text = "\n".join(lines)
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _query(args: argparse.Namespace):
     """(searcher, unit query vector (D,), excluded bool (V,) or None, the query as JSON) for the arguments."""
-    from pipeline.tools.search import (cached_query, encode_video, existing_file, file_query, is_cached,
-                                       open_searcher, text_vector)
+    from pipeline.tools.search import cached_query, encode_video, existing_file, file_query, is_cached
+    from pipeline.tools.search import open_searcher, text_vector
 
     searcher = open_searcher(args.cache, args.index)
     query = {"text": args.text} if args.text is not None else {"like": args.like}
