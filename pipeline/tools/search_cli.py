@@ -82,25 +82,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def _query(args: argparse.Namespace):
     """(searcher, unit query vector (D,), excluded bool (V,) or None, the query as JSON) for the arguments."""
-    from pipeline.tools.search import cached_query, encode_video, existing_file, file_query, is_cached
-    from pipeline.tools.search import open_searcher, text_vector
+    from pipeline.tools import search as lib
 
-    searcher = open_searcher(args.cache, args.index)
+    searcher = lib.open_searcher(args.cache, args.index)
     query = {"text": args.text} if args.text is not None else {"like": args.like}
     query.update({"k": args.k, "class": args.class_name, "split": args.split})
     if args.text is not None:
-        return searcher, text_vector(searcher.cache.attrs["encoder_model"], args.text), None, query
-    if is_cached(searcher, args.like):
-        return searcher, *cached_query(searcher, args.like), query
-    file = existing_file(args.like)
+        return searcher, lib.text_vector(searcher.cache.attrs["encoder_model"], args.text), None, query
+    if lib.is_cached(searcher, args.like):
+        return searcher, *lib.cached_query(searcher, args.like), query
+    file = lib.existing_file(args.like)
     from pipeline.extract.project import DecodePool, project_decoding
     from pipeline.tools.predict import encoder_for
 
     decoding, limits = project_decoding()
     encoder = encoder_for(searcher.cache.attrs, args.device)
     with DecodePool(decoding) as pool:
-        video = encode_video(file, searcher.cache, encoder, pool, limits)
-    return searcher, *file_query(searcher, video), query
+        video = lib.encode_video(file, searcher.cache, encoder, pool, limits)
+    return searcher, *lib.file_query(searcher, video), query
 
 
 def _build(args: argparse.Namespace) -> int:
