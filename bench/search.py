@@ -35,11 +35,11 @@ FRAMES, DIM, GROUPS, CLASSES = 16, 512, 40, 400
 TEXT = "someone falls down the stairs"
 
 
-def clustered_centres(rng: np.random.Generator) -> np.ndarray:
-    """float32 (CLASSES, DIM): a shared direction, plus a group's, plus the class's own."""
-    shared = rng.standard_normal(DIM).astype(np.float32)
-    groups = rng.standard_normal((GROUPS, DIM)).astype(np.float32)
-    own = rng.standard_normal((CLASSES, DIM)).astype(np.float32)
+def clustered_centres(rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
+    """float32 (CLASSES, dim): a shared direction, plus a group's, plus the class's own."""
+    shared = rng.standard_normal(dim).astype(np.float32)
+    groups = rng.standard_normal((GROUPS, dim)).astype(np.float32)
+    own = rng.standard_normal((CLASSES, dim)).astype(np.float32)
     return 1.0 * shared + 0.8 * groups[np.arange(CLASSES) % GROUPS] + 0.8 * own
 
 

@@ -48,7 +48,7 @@ def test_search_page_text_more_like_this_and_play(indexed, monkeypatch):
     said = next(m.value for m in at.markdown if "clips in" in m.value)
     assert said.startswith("Like **") and first.replace("\\", "") not in [
         c.value.replace("\\", "") for c in at.caption if c.value.endswith(".mp4")]  # the query clip is left out
-    [b for b in at.button if b.label == "Play"][0].click().run()
+    next(b for b in at.button if b.label == "Play").click().run()
     assert not at.exception, at.exception
     assert len(at.get("video")) == 1 and any(m.value.startswith("**Playing") for m in at.markdown)
 
