@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.threads import set_threads
 
     quiet_libraries(args.verbose)
-    set_threads("app")
+    set_threads("search")
     try:
         searcher, vector, excluded, query = _query(args)
         allowed = searcher.allowed(args.class_name, args.split)
