@@ -33,6 +33,7 @@ VERSION = 1
 REBUILD = "rebuild it: `dvc repro index` in the project (or `clip-har-search --build-index --cache CACHE`)"
 TRAIN_PER_LIST = 64  # k-means trains on at most this many vectors per list (faiss warns under 39)
 ASSIGN_ROWS = 65_536  # vectors assigned to their list at once: (rows, L) float32 scores
+GATHER_FRACTION = 8  # exact search over fewer than 1/8 of the clips gathers their vectors; over more, scores them all
 
 
 class StaleIndex(CacheError):
@@ -174,7 +175,12 @@ class SearchIndex:
         query = np.ascontiguousarray(query, np.float32)
         if self.exact:
             rows = None if allowed is None else np.flatnonzero(allowed)
-            scores = self.vectors @ query if rows is None else self.vectors[rows] @ query
+            if rows is None:
+                scores = self.vectors @ query
+            elif len(rows) * GATHER_FRACTION < len(self.vectors):  # a few clips: gather their vectors
+                scores = self.vectors[rows] @ query
+            else:  # most clips: every score (one pass over memory), then theirs (a gather would copy them all)
+                scores = (self.vectors @ query)[rows]
             top = _top(scores, k)
             return (top if rows is None else rows[top]), scores[top]
         import faiss
