@@ -53,10 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         return _build(args)
     if (args.text is None) == (args.like is None):
         parser.error("give a TEXT or --like PATH (one of them)")
-    from pipeline.threads import set_threads
-
-    quiet_libraries(args.verbose)
-    set_threads("search")
     try:
         searcher, vector, excluded, query = _query(args)
         allowed = searcher.allowed(args.class_name, args.split)
@@ -87,10 +83,14 @@ def _query(args: argparse.Namespace):
     searcher = lib.open_searcher(args.cache, args.index)
     query = {"text": args.text} if args.text is not None else {"like": args.like}
     query.update({"k": args.k, "class": args.class_name, "split": args.split})
+    if args.text is None and lib.is_cached(searcher, args.like):  # its vector is in the index: no model, no torch
+        return searcher, *lib.cached_query(searcher, args.like), query
+    from pipeline.threads import set_threads
+
+    quiet_libraries(args.verbose)
+    set_threads("search")
     if args.text is not None:
         return searcher, lib.text_vector(searcher.cache.attrs["encoder_model"], args.text), None, query
-    if lib.is_cached(searcher, args.like):
-        return searcher, *lib.cached_query(searcher, args.like), query
     file = lib.existing_file(args.like)
     from pipeline.extract.project import DecodePool, project_decoding
     from pipeline.tools.predict import encoder_for
