@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the project this app belongs to
 
 
 def main() -> None:
-    """The app: the project's folder, then the Predict, Live and Embeddings pages."""
+    """The app: the project's folder, then the Predict, Live, Embeddings and Search pages."""
     from app.common import launch_record  # the pages' caches, encoder and heads: not for a decode worker
 
     set_threads("app")
@@ -32,7 +32,8 @@ def main() -> None:
                    f"using this app's project, `{ROOT}`.")
     st.navigation([st.Page("predict_page.py", title="Predict", icon=":material/movie:", default=True),
                    st.Page("live_page.py", title="Live", icon=":material/videocam:"),
-                   st.Page("embeddings_page.py", title="Embeddings", icon=":material/scatter_plot:")]).run()
+                   st.Page("embeddings_page.py", title="Embeddings", icon=":material/scatter_plot:"),
+                   st.Page("search_page.py", title="Search", icon=":material/search:")]).run()
 
 
 # Streamlit runs this file as __main__; each decode worker of the app re-runs it as __mp_main__ (multiprocessing

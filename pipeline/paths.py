@@ -10,6 +10,7 @@ TINY_CLIP = "models/tiny-clip"  # where the random tiny CLIP is written (the off
 CACHE_PATH = "cache/features.h5"  # stage one's cache: every reader looks here
 SKIPPED_LIST = "cache/features.skipped.tsv"  # stage one's full list of skipped clips (<cache stem>.skipped.tsv)
 SPLIT_PATH = "cache/split.csv"  # the split stage's parts and groups, beside the cache
+SEARCH_INDEX = "cache/features.index.h5"  # the index stage's video vectors for search (<cache stem>.index.h5)
 HEAD_FILES = {"linear": "models/linear.pt", "logreg": "models/logreg.pt", "zeroshot": "models/zeroshot.pt"}
 LINEAR_FINAL = "models/linear_final.pt"  # the linear head after its last epoch (HEAD_FILES's is the best epoch's)
 TRAIN_LIVE = "dvclive/train"  # DVCLive's folder for the train stage (curves)

@@ -45,6 +45,8 @@ MAX_CLIPS = 10_000  # demo.clips_per_class
 MAX_FOLDS = 100  # evaluate.folds
 MAX_SHOTS = 100_000  # evaluate.shots: training videos per class
 MAX_SEED = 2**32 - 1  # numpy's seeds
+MAX_VIDEOS = 10**9  # search.exact_up_to: clips
+MAX_LISTS = 1 << 20  # search.lists, search.nprobe: IVF lists (k-means centroids of D floats each)
 MAX_TEXT = 4096  # characters of a path, a model id or a pattern
 MAX_TEMPLATES = 1_000  # zeroshot.templates: prompts per class (CLIP's largest list, ImageNet's, has 80)
 # zeroshot.templates by name; pipeline.heads.zeroshot.PRESETS holds each one's templates (docs/heads.md)
@@ -193,10 +195,17 @@ class Evaluate(Section):
         description=f"a list of whole numbers from 1 to {MAX_SHOTS} ([] = off)")
 
 
+class Search(Section):
+    exact_up_to: whole(1, MAX_VIDEOS)
+    lists: whole(0, MAX_LISTS)
+    nprobe: whole(1, MAX_LISTS)
+    seed: Seed
+
+
 SECTIONS: dict[str, type[Section]] = {"data": Data, "demo": Demo, "encoder": Encoder, "extract": Extract,
                                       "split": Split, "train": Train, "baseline": Baseline,
                                       "calibration": Calibration, "zeroshot": Zeroshot,
-                                      "evaluate": Evaluate}
+                                      "evaluate": Evaluate, "search": Search}
 ALLOWED = {"less_than_equal": "is above the limit {le}", "less_than": "must be below {lt}",
            "greater_than_equal": "is below the minimum {ge}", "greater_than": "must be above {gt}",
            "finite_number": "is not a finite number", "int_type": "must be a whole number",

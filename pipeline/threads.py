@@ -8,8 +8,10 @@ import os
 # against 1.05 s) and lost 5.3x under load. The app: every core (its ONNX Runtime encode 1.75x faster on two than
 # one, quiet; under heavy load from other work one thread was faster: this is the place to change). Stage one:
 # every core for its own process, which embeds only on a GPU; on the CPU its decode workers embed, one thread each
-# (pipeline.extract.engines.LocalEngine), at nice 19.
-THREADS = {"extract": None, "stage_two": 1, "app": None}
+# (pipeline.extract.engines.LocalEngine), at nice 19. Search (clip-har-search): one thread; its work is one short
+# prompt through the text tower (or one IVF probe), where a second thread only waits: 0.41 s against 3.9-4.1 s for
+# the ViT-B/32 text tower at load 11-13 (bench/README.md, "Search").
+THREADS = {"extract": None, "stage_two": 1, "app": None, "search": 1}
 
 
 def set_threads(role: str) -> int:

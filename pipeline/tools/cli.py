@@ -1,4 +1,6 @@
-"""The command lines (clip-har-inspect, clip-har-tiny-clip, clip-har-predict): arguments in, the library's work out."""
+"""The command lines (clip-har-inspect, clip-har-tiny-clip, clip-har-predict): arguments in, the library's work out.
+
+clip-har-search's is in pipeline.tools.search_cli."""
 from __future__ import annotations
 
 import argparse
