@@ -99,3 +99,23 @@ def too_wide(page) -> list[str]:
             const grid = el.querySelector('.dvn-scroller'), inner = grid || el;
             return inner.scrollWidth > inner.clientWidth + 1 || box.right > outer.right + 1; })
         .map(el => el.getAttribute('data-testid'))""")
+
+
+def screenshot(page, path) -> None:
+    """The whole page in one PNG: Streamlit scrolls inside its main block, not the document, so the window is made
+    as tall as that block first (and put back after), once every chart has drawn."""
+    size = page.viewport_size
+    height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
+    settled(page)
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+
+
+def settled(page) -> None:
+    """Wait until the script has run, every chart has drawn its marks and every image has loaded (Streamlit shows
+    placeholders until then)."""
+    page.wait_for_function("""document.querySelector('[data-testid=stApp]')?.dataset.testScriptState === 'notRunning'
+        && !document.querySelector('[data-testid=stSkeleton], [data-testid=stSkeletonElement]')
+        && [...document.querySelectorAll('[data-testid=stVegaLiteChart]')].every(el => el.querySelector('svg .role-mark'))
+        && [...document.querySelectorAll('[data-testid=stImage] img')].every(img => img.complete && img.naturalWidth)""")
