@@ -27,9 +27,11 @@ LINE_CLASSES = 10  # beyond LEGEND_CLASSES, the frame-to-class chart draws this 
 # Column widths (pixels): each table's add up to at most TABLE_W, the page's column at a 1280-pixel window with the
 # sidebar open (wide layout); a path column is as wide as its longest path within that (text_widths).
 TABLE_W, CLASS_W, NUMBER_W, FLAG_W = 800, 150, 90, 70
+CUT_HELP = "double-click a cell to read it whole"
 TEXT_PX, CELL_PAD = 7.5, 24  # a table's text: the width of one character at most (Source Sans 14 px), the padding
 MAP_PX = 640  # the map's width; its height follows the points' spread (equal axes), within MAP_MIN_PX..MAP_PX
 MAP_MIN_PX = 240
+LINES_PX, AXIS_PX, LEGEND_ROW_PX, LEGEND_COLUMNS = 240, 60, 22, 3  # the frame-to-class chart's parts
 HEAT_PX, HEAT_CELL_MIN, HEAT_CELL_MAX, HEAT_LABEL_PX = 540, 20, 60, 240  # the heat map's matrix, cells, names
 
 
@@ -159,7 +161,7 @@ def main() -> None:
         cell = min(HEAT_CELL_MAX, max(HEAT_CELL_MIN, HEAT_PX // len(names)))
         axis = {"labelOverlap": False, "labelLimit": HEAT_LABEL_PX, "labelFontSize": 12}
         st.altair_chart(alt.Chart(heat).mark_rect().encode(
-            x=alt.X("other", sort=names, title=None, axis=alt.Axis(labelAngle=-45, **axis)),
+            x=alt.X("other", sort=names, title=None, axis=alt.Axis(labelAngle=-60, **axis)),
             y=alt.Y("class", sort=names, title=None, axis=alt.Axis(**axis)),
             color=alt.Color("cosine", scale=alt.Scale(scheme="blues"), title="cosine"),
             tooltip=["class", "other", "cosine"]).properties(width=alt.Step(cell), height=alt.Step(cell)),
@@ -176,18 +178,24 @@ def main() -> None:
 
 def table(frame: pd.DataFrame, paths: tuple[str, ...] = (), **widths: int) -> None:
     """A dataframe as wide as its container, each named column that many pixels (numbers shown to 3 places); the
-    columns named in `paths` as wide as their longest text (text_widths), so that a path reads whole."""
-    widths |= text_widths(frame, paths, widths)
+    columns named in `paths` as wide as their longest text within the room left (text_widths). A path cut short
+    for want of room is said, with how to read it whole."""
+    sized, cut = text_widths(frame, paths, widths)
+    widths |= sized
     config = {c: (st.column_config.NumberColumn(c, width=widths.get(c, NUMBER_W), format="%.3f")
-                  if pd.api.types.is_float_dtype(frame[c]) else st.column_config.Column(c, width=widths.get(c, FLAG_W)))
+                  if pd.api.types.is_float_dtype(frame[c]) else
+                  st.column_config.Column(c, width=widths.get(c, FLAG_W), help=CUT_HELP if c in cut else None))
               for c in frame.columns}
     st.dataframe(frame, hide_index=True, width="stretch", column_config=config)
+    if cut:
+        st.caption(f"Some paths are too long for the table: {CUT_HELP}.")
 
 
-def text_widths(frame: pd.DataFrame, paths: tuple[str, ...], widths: dict[str, int]) -> dict[str, int]:
-    """Pixels for each of the `paths` columns: its longest text (or header) whole, TEXT_PX a character; where they
-    would not all fit in TABLE_W beside the other columns (widths, or the defaults), the room left shared out, the
-    narrower columns whole first (a longer path is then cut in its cell)."""
+def text_widths(frame: pd.DataFrame, paths: tuple[str, ...], widths: dict[str, int]) -> tuple[dict[str, int],
+                                                                                                 list[str]]:
+    """({column: pixels}, the columns cut short) for the `paths` columns: each its longest text (or header) whole,
+    TEXT_PX a character; where they would not all fit in TABLE_W beside the other columns (widths, or the
+    defaults), the room left shared out, the narrower columns whole first."""
     others = sum(widths.get(c, NUMBER_W if pd.api.types.is_float_dtype(frame[c]) else FLAG_W)
                  for c in frame.columns if c not in paths)
     need = {c: int(max([len(c), *frame[c].astype(str).str.len()]) * TEXT_PX + CELL_PAD) for c in paths}
@@ -195,7 +203,7 @@ def text_widths(frame: pd.DataFrame, paths: tuple[str, ...], widths: dict[str, i
     for i, c in enumerate(sorted(need, key=need.get)):  # narrowest first: each takes at most its share of the rest
         out[c] = max(FLAG_W, min(need[c], room // (len(need) - i)))
         room -= out[c]
-    return out
+    return out, [c for c in paths if out[c] < need[c]]
 
 
 def equal_axes(x: np.ndarray, y: np.ndarray) -> tuple[tuple[list[float], list[float]], tuple[int, int]]:
@@ -217,7 +225,7 @@ def class_colour(names: list[str], colours: list[str]) -> alt.Color:
     if len(names) > LEGEND_CLASSES:
         return alt.Color("class:N", scale=alt.Scale(range=colours[:LEGEND_CLASSES]), legend=None)
     return alt.Color("class:N", scale=alt.Scale(domain=names, range=colours),
-                     legend=alt.Legend(orient="bottom", columns=3, labelLimit=0, symbolLimit=0, title="class"))
+                     legend=alt.Legend(orient="bottom", columns=LEGEND_COLUMNS, labelLimit=0, symbolLimit=0, title="class"))
 
 
 def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
@@ -277,9 +285,12 @@ def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
                           "class": np.tile(np.asarray(names, object)[shown], len(rows)),
                           "cosine": cos[:, shown].ravel()})
     shown_names = [names[c] for c in shown]
+    # the chart's height holds its legend too (LEGEND_COLUMNS names a row): the lines keep LINES_PX
+    rows = -(-len(shown_names) // LEGEND_COLUMNS) if len(shown_names) <= LEGEND_CLASSES else 0
     st.altair_chart(alt.Chart(lines).mark_line(point=True).encode(
         x="time (s):Q", y=alt.Y("cosine:Q", title="cosine to the class centroid"),
-        color=class_colour(shown_names, colours), tooltip=["class", "time (s)", "cosine"]), width="stretch")
+        color=class_colour(shown_names, colours), tooltip=["class", "time (s)", "cosine"])
+        .properties(height=LINES_PX + AXIS_PX + LEGEND_ROW_PX * (rows + 1)), width="stretch")
     return fill
 
 
