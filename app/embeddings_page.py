@@ -32,6 +32,7 @@ TEXT_PX, CELL_PAD = 7.5, 24  # a table's text: the width of one character at mos
 MAP_PX = 640  # the map's width; its height follows the points' spread (equal axes), within MAP_MIN_PX..MAP_PX
 MAP_MIN_PX = 240
 LINES_PX, AXIS_PX, LEGEND_ROW_PX, LEGEND_COLUMNS = 240, 60, 22, 3  # the frame-to-class chart's parts
+LEGEND_SYMBOL_PX = 40  # a legend entry's symbol and the gap after it
 HEAT_PX, HEAT_CELL_MIN, HEAT_CELL_MAX, HEAT_LABEL_PX = 540, 20, 60, 240  # the heat map's matrix, cells, names
 
 
@@ -138,7 +139,7 @@ def main() -> None:
     st.altair_chart(alt.Chart(points).mark_circle(size=60).encode(
         x=alt.X("x", title=AXES[method][0], scale=alt.Scale(domain=x_dom, nice=False, zero=False)),
         y=alt.Y("y", title=AXES[method][1], scale=alt.Scale(domain=y_dom, nice=False, zero=False)),
-        color=class_colour(names, class_colours(len(names))), tooltip=["path", "class", "part"]).interactive()
+        color=class_colour(names, class_colours(len(names)), MAP_PX), tooltip=["path", "class", "part"]).interactive()
         .properties(width=width, height=height), width="content")
     if len(names) > LEGEND_CLASSES:
         st.caption(f"{len(names):,} classes: colours repeat beyond {LEGEND_CLASSES}; hover a point for its class.")
@@ -219,13 +220,20 @@ def equal_axes(x: np.ndarray, y: np.ndarray) -> tuple[tuple[list[float], list[fl
                                                                       mid_y + unit * height / 2]), (MAP_PX, height))
 
 
-def class_colour(names: list[str], colours: list[str]) -> alt.Color:
-    """Colour by class, names[i] in colours[i], every class in the legend with its whole name; beyond
+def class_colour(names: list[str], colours: list[str], chart_px: int = TABLE_W) -> alt.Color:
+    """Colour by class, names[i] in colours[i], every class in the legend, in LEGEND_COLUMNS columns that fit a chart
+    chart_px wide (a name longer than its column is cut there: the points' tooltips name it whole); beyond
     LEGEND_CLASSES no legend and the palette repeats (a C-long domain would cost altair seconds to validate)."""
     if len(names) > LEGEND_CLASSES:
         return alt.Color("class:N", scale=alt.Scale(range=colours[:LEGEND_CLASSES]), legend=None)
-    return alt.Color("class:N", scale=alt.Scale(domain=names, range=colours),
-                     legend=alt.Legend(orient="bottom", columns=LEGEND_COLUMNS, labelLimit=0, symbolLimit=0, title="class"))
+    return alt.Color("class:N", scale=alt.Scale(domain=names, range=colours), legend=alt.Legend(
+        orient="bottom", columns=LEGEND_COLUMNS, labelLimit=legend_label_px(chart_px), symbolLimit=0, title="class"))
+
+
+def legend_label_px(chart_px: int) -> int:
+    """The longest a legend's class name may be drawn, in pixels, for LEGEND_COLUMNS columns in a chart that wide
+    (each column also holds a symbol and a gap)."""
+    return chart_px // LEGEND_COLUMNS - LEGEND_SYMBOL_PX
 
 
 def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
@@ -286,11 +294,11 @@ def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
                           "cosine": cos[:, shown].ravel()})
     shown_names = [names[c] for c in shown]
     # the chart's height holds its legend too (LEGEND_COLUMNS names a row): the lines keep LINES_PX
-    rows = -(-len(shown_names) // LEGEND_COLUMNS) if len(shown_names) <= LEGEND_CLASSES else 0
+    legend_rows = -(-len(shown_names) // LEGEND_COLUMNS) if len(shown_names) <= LEGEND_CLASSES else 0
     st.altair_chart(alt.Chart(lines).mark_line(point=True).encode(
         x="time (s):Q", y=alt.Y("cosine:Q", title="cosine to the class centroid"),
         color=class_colour(shown_names, colours), tooltip=["class", "time (s)", "cosine"])
-        .properties(height=LINES_PX + AXIS_PX + LEGEND_ROW_PX * (rows + 1)), width="stretch")
+        .properties(height=LINES_PX + AXIS_PX + LEGEND_ROW_PX * (legend_rows + 1)), width="stretch")
     return fill
 
 

@@ -159,7 +159,14 @@ def axis_labels(page, chart: int) -> list[list[str]]:
 
 
 def cut_texts(page) -> list[str]:
-    """The texts of the page's charts that Vega cut short for want of room (ending in "…": an axis title longer
-    than its axis, a label past its labelLimit)."""
-    return page.evaluate("""[...document.querySelectorAll('[data-testid=stVegaLiteChart] svg.marks text')]
-        .map(t => t.textContent).filter(t => t.endsWith('…'))""")
+    """The texts of the page's charts cut short for want of room: those Vega shortened (ending in "…": an axis title
+    longer than its axis, a label past its labelLimit), and as "past the edge: <text>" those reaching past their
+    chart's edge by more than 3 pixels (clipped there: a legend wider than its chart)."""
+    return page.evaluate("""[...document.querySelectorAll('[data-testid=stVegaLiteChart] svg.marks')].flatMap(svg => {
+        const edge = svg.getBoundingClientRect();
+        return [...svg.querySelectorAll('text')].filter(t => t.textContent.trim() && t.getAttribute('opacity') !== '0')
+            .flatMap(t => { const box = t.getBoundingClientRect();
+                const past = box.left < edge.left - 3 || box.right > edge.right + 3 || box.top < edge.top - 3
+                    || box.bottom > edge.bottom + 3;  // 3: a rotated title's line box passes the edge by 2.4
+                return [...(t.textContent.endsWith('…') ? [t.textContent] : []),
+                        ...(past ? ['past the edge: ' + t.textContent] : [])]; }); })""")
