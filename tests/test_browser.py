@@ -4,6 +4,7 @@ import http.server
 import os
 import shutil
 import threading
+import urllib.parse
 
 import pytest
 
@@ -76,6 +77,7 @@ def test_upload_predict_in_a_real_browser(server, project, tmp_path):
         screenshot(page, SHOTS / "hevc.png")
         markdown_stays_text(page, server)
         looks_right(page)
+        other_pages_look_right(page)
     print(f"screenshots in {SHOTS}")
 
 
@@ -87,6 +89,24 @@ def looks_right(page) -> None:
     assert (too_wide(page), overlapping(page)) == ([], [])
     assert [len(names) for names in axis_labels(page, 2)] == [3, 3]
     assert {t[:8] for t in cut_texts(page)} <= {MARKDOWN[:8]}
+
+
+def other_pages_look_right(page) -> None:
+    """Every other page of the sidebar (one added later too) looked at likewise, a screenshot each; the Live page
+    has its own browser test, with a camera (tests/test_live_page.py)."""
+    from playwright.sync_api import expect
+
+    links = page.evaluate("[...document.querySelectorAll('[data-testid=stSidebarNav] a')].map(a => a.href)")
+    seen = {"", "live_page", "embeddings_page"}  # Predict (the app's root), Live, Embeddings
+    names = [urllib.parse.urlparse(link).path.strip("/") for link in links]
+    assert seen <= set(names), links
+    for link, name in zip(links, names):
+        if name in seen:
+            continue
+        page.goto(link)
+        expect(page.locator("h1").first).to_be_visible()
+        screenshot(page, SHOTS / f"{name}.png")
+        assert (too_wide(page), overlapping(page), cut_texts(page)) == ([], [], []), name
 
 
 def markdown_stays_text(page, server: str) -> None:
