@@ -24,9 +24,16 @@ from pipeline.decode.workers import ReadConfig
 MAP_POINTS = 5000  # videos drawn on the map, or listed to choose from, at most: the browser's limit, not the data's
 HEATMAP_CLASSES = 30  # up to this many classes the centroid similarities are a C x C heat map; beyond, a table
 LINE_CLASSES = 10  # beyond LEGEND_CLASSES, the frame-to-class chart draws this many classes (the nearest on average)
-# Column widths (pixels): each table's add up to at most 800, the page's column at a 1280-pixel window with the
-# sidebar open (wide layout); a longer name is cut short in its cell and shown whole on hover.
-PATH_W, PAIR_W, CLASS_W, NUMBER_W, FLAG_W = 300, 230, 150, 90, 70
+# Column widths (pixels): each table's add up to at most TABLE_W, the page's column at a 1280-pixel window with the
+# sidebar open (wide layout); a path column is as wide as its longest path within that (text_widths).
+TABLE_W, CLASS_W, NUMBER_W, FLAG_W = 800, 150, 90, 70
+CUT_HELP = "double-click a cell to read it whole"
+TEXT_PX, CELL_PAD = 7.5, 24  # a table's text: the width of one character at most (Source Sans 14 px), the padding
+MAP_PX = 640  # the map's width; its height follows the points' spread (equal axes), within MAP_MIN_PX..MAP_PX
+MAP_MIN_PX = 240
+LINES_PX, AXIS_PX, LEGEND_ROW_PX, LEGEND_COLUMNS = 240, 60, 22, 3  # the frame-to-class chart's parts
+LEGEND_SYMBOL_PX = 40  # a legend entry's symbol and the gap after it
+HEAT_PX, HEAT_CELL_MIN, HEAT_CELL_MAX, HEAT_LABEL_PX = 540, 20, 60, 240  # the heat map's matrix, cells, names
 
 
 @st.cache_resource(show_spinner="Averaging each video's frames…")
@@ -115,7 +122,7 @@ def main() -> None:
         with st.expander(f"Skipped videos ({len(summary['skipped']):,})"):
             table(pd.DataFrame({"path": [printable(k["path"]) for k in summary["skipped"]],
                                 "reason": [printable(k["reason"]) for k in summary["skipped"]]}),
-                  path=PATH_W, reason=480)
+                  paths=("path",), reason=480)
 
     st.subheader("Map of the videos")
     method = st.radio("Projection", ["pca", "tsne"], format_func=str.upper, horizontal=True)
@@ -127,10 +134,13 @@ def main() -> None:
     if len(points) > MAP_POINTS:
         points = points.sample(MAP_POINTS, random_state=0)
         st.caption(f"{MAP_POINTS:,} of the {len(cache):,} videos drawn, chosen at random.")
+    # one unit is as long across as up (a round cluster looks round), the chart sized to the points' spread
+    (x_dom, y_dom), (width, height) = equal_axes(points["x"].to_numpy(), points["y"].to_numpy())
     st.altair_chart(alt.Chart(points).mark_circle(size=60).encode(
-        x=alt.X("x", title=AXES[method][0]), y=alt.Y("y", title=AXES[method][1]),
-        color=class_colour(names, class_colours(len(names))), tooltip=["path", "class", "part"]).interactive(),
-        width="stretch")
+        x=alt.X("x", title=AXES[method][0], scale=alt.Scale(domain=x_dom, nice=False, zero=False)),
+        y=alt.Y("y", title=AXES[method][1], scale=alt.Scale(domain=y_dom, nice=False, zero=False)),
+        color=class_colour(names, class_colours(len(names)), MAP_PX), tooltip=["path", "class", "part"]).interactive()
+        .properties(width=width, height=height), width="content")
     if len(names) > LEGEND_CLASSES:
         st.caption(f"{len(names):,} classes: colours repeat beyond {LEGEND_CLASSES}; hover a point for its class.")
 
@@ -148,12 +158,15 @@ def main() -> None:
     st.subheader("How similar the class centroids are (cosine)")
     heat, nearest = centroid_tables(str(path), mtime)
     if len(heat):
-        order = names
+        # square cells, each class named on both axes (none dropped for room), long names cut on the axes only
+        cell = min(HEAT_CELL_MAX, max(HEAT_CELL_MIN, HEAT_PX // len(names)))
+        axis = {"labelOverlap": False, "labelLimit": HEAT_LABEL_PX, "labelFontSize": 12}
         st.altair_chart(alt.Chart(heat).mark_rect().encode(
-            x=alt.X("other", sort=order, title=None, axis=alt.Axis(labelAngle=-40, labelLimit=0)),
-            y=alt.Y("class", sort=order, title=None, axis=alt.Axis(labelLimit=0)),
+            x=alt.X("other", sort=names, title=None, axis=alt.Axis(labelAngle=-60, **axis)),
+            y=alt.Y("class", sort=names, title=None, axis=alt.Axis(**axis)),
             color=alt.Color("cosine", scale=alt.Scale(scheme="blues"), title="cosine"),
-            tooltip=["class", "other", "cosine"]), width="stretch")
+            tooltip=["class", "other", "cosine"]).properties(width=alt.Step(cell), height=alt.Step(cell)),
+            width="content")
     else:
         st.caption(f"{len(names):,} classes: each class's three nearest, not the {len(names):,} x {len(names):,} "
                    "matrix.")
@@ -164,21 +177,63 @@ def main() -> None:
     frames()  # last: the rest of the page is on screen while the frames decode
 
 
-def table(frame: pd.DataFrame, **widths: int) -> None:
-    """A dataframe as wide as its container, each named column that many pixels (numbers shown to 3 places)."""
+def table(frame: pd.DataFrame, paths: tuple[str, ...] = (), **widths: int) -> None:
+    """A dataframe as wide as its container, each named column that many pixels (numbers shown to 3 places); the
+    columns named in `paths` as wide as their longest text within the room left (text_widths). A path cut short
+    for want of room is said, with how to read it whole."""
+    sized, cut = text_widths(frame, paths, widths)
+    widths |= sized
     config = {c: (st.column_config.NumberColumn(c, width=widths.get(c, NUMBER_W), format="%.3f")
-                  if pd.api.types.is_float_dtype(frame[c]) else st.column_config.Column(c, width=widths.get(c, FLAG_W)))
+                  if pd.api.types.is_float_dtype(frame[c]) else
+                  st.column_config.Column(c, width=widths.get(c, FLAG_W), help=CUT_HELP if c in cut else None))
               for c in frame.columns}
     st.dataframe(frame, hide_index=True, width="stretch", column_config=config)
+    if cut:
+        st.caption(f"Some paths are too long for the table: {CUT_HELP}.")
 
 
-def class_colour(names: list[str], colours: list[str]) -> alt.Color:
-    """Colour by class, names[i] in colours[i], every class in the legend with its whole name; beyond
+def text_widths(frame: pd.DataFrame, paths: tuple[str, ...], widths: dict[str, int]) -> tuple[dict[str, int],
+                                                                                                 list[str]]:
+    """({column: pixels}, the columns cut short) for the `paths` columns: each its longest text (or header) whole,
+    TEXT_PX a character; where they would not all fit in TABLE_W beside the other columns (widths, or the
+    defaults), the room left shared out, the narrower columns whole first."""
+    others = sum(widths.get(c, NUMBER_W if pd.api.types.is_float_dtype(frame[c]) else FLAG_W)
+                 for c in frame.columns if c not in paths)
+    need = {c: int(max([len(c), *frame[c].astype(str).str.len()]) * TEXT_PX + CELL_PAD) for c in paths}
+    room, out = TABLE_W - others, {}
+    for i, c in enumerate(sorted(need, key=need.get)):  # narrowest first: each takes at most its share of the rest
+        out[c] = max(FLAG_W, min(need[c], room // (len(need) - i)))
+        room -= out[c]
+    return out, [c for c in paths if out[c] < need[c]]
+
+
+def equal_axes(x: np.ndarray, y: np.ndarray) -> tuple[tuple[list[float], list[float]], tuple[int, int]]:
+    """((x domain, y domain), (width, height) in pixels) for a scatter of x, y float (V,) with one unit as long on
+    both axes: MAP_PX wide, as tall as the points' spread asks (within MAP_MIN_PX..MAP_PX), a domain widened around
+    its points where the height is clamped."""
+    spans = [float(np.ptp(v)) * 1.1 if len(v) else 0.0 for v in (x, y)]  # a 5% margin each side
+    xs, ys = (s or max(spans) or 1.0 for s in spans)
+    height = int(np.clip(MAP_PX * ys / xs, MAP_MIN_PX, MAP_PX))
+    unit = max(xs / MAP_PX, ys / height)  # data units per pixel, the same on both axes
+    mid_x, mid_y = (float(v.min() + v.max()) / 2 if len(v) else 0.0 for v in (x, y))
+    return (([mid_x - unit * MAP_PX / 2, mid_x + unit * MAP_PX / 2], [mid_y - unit * height / 2,
+                                                                      mid_y + unit * height / 2]), (MAP_PX, height))
+
+
+def class_colour(names: list[str], colours: list[str], chart_px: int = TABLE_W) -> alt.Color:
+    """Colour by class, names[i] in colours[i], every class in the legend, in LEGEND_COLUMNS columns that fit a chart
+    chart_px wide (a name longer than its column is cut there: the points' tooltips name it whole); beyond
     LEGEND_CLASSES no legend and the palette repeats (a C-long domain would cost altair seconds to validate)."""
     if len(names) > LEGEND_CLASSES:
         return alt.Color("class:N", scale=alt.Scale(range=colours[:LEGEND_CLASSES]), legend=None)
-    return alt.Color("class:N", scale=alt.Scale(domain=names, range=colours),
-                     legend=alt.Legend(orient="bottom", columns=3, labelLimit=0, symbolLimit=0, title="class"))
+    return alt.Color("class:N", scale=alt.Scale(domain=names, range=colours), legend=alt.Legend(
+        orient="bottom", columns=LEGEND_COLUMNS, labelLimit=legend_label_px(chart_px), symbolLimit=0, title="class"))
+
+
+def legend_label_px(chart_px: int) -> int:
+    """The longest a legend's class name may be drawn, in pixels, for LEGEND_COLUMNS columns in a chart that wide
+    (each column also holds a symbol and a gap)."""
+    return chart_px // LEGEND_COLUMNS - LEGEND_SYMBOL_PX
 
 
 def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
@@ -223,7 +278,7 @@ def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
     st.markdown("**Nearest videos** (cosine of mean embeddings)")
     near = nearest_neighbors(cache, chosen, 5, means)
     table(pd.DataFrame({"path": [printable(r["path"]) for r in near], "class": [printable(r["class"]) for r in near],
-                        "similarity": [r["similarity"] for r in near]}), path=500, **{"class": 200})
+                        "similarity": [r["similarity"] for r in near]}), paths=("path",), **{"class": 200})
     st.markdown("**Frame-to-class similarity over time**")
     names = [printable(n) for n in cache.class_names]
     cos = np.array([[r["cos_class"][n] for n in cache.class_names] for r in rows])  # (F, C)
@@ -238,9 +293,12 @@ def show_video(cache, chosen: str, means: np.ndarray) -> Callable[[], None]:
                           "class": np.tile(np.asarray(names, object)[shown], len(rows)),
                           "cosine": cos[:, shown].ravel()})
     shown_names = [names[c] for c in shown]
+    # the chart's height holds its legend too (LEGEND_COLUMNS names a row): the lines keep LINES_PX
+    legend_rows = -(-len(shown_names) // LEGEND_COLUMNS) if len(shown_names) <= LEGEND_CLASSES else 0
     st.altair_chart(alt.Chart(lines).mark_line(point=True).encode(
         x="time (s):Q", y=alt.Y("cosine:Q", title="cosine to the class centroid"),
-        color=class_colour(shown_names, colours), tooltip=["class", "time (s)", "cosine"]), width="stretch")
+        color=class_colour(shown_names, colours), tooltip=["class", "time (s)", "cosine"])
+        .properties(height=LINES_PX + AXIS_PX + LEGEND_ROW_PX * (legend_rows + 1)), width="stretch")
     return fill
 
 
@@ -255,7 +313,7 @@ def show_outliers(odd: dict, has_split: bool) -> None:
                             "own similarity": [m["own_similarity"] for m in mislabelled],
                             "nearer class": [printable(m["nearer_class"]) for m in mislabelled],
                             "nearer similarity": [m["nearer_similarity"] for m in mislabelled]}),
-              path=260, **{"class": CLASS_W, "nearer class": CLASS_W, "own similarity": 100,
+              paths=("path",), **{"class": CLASS_W, "nearer class": CLASS_W, "own similarity": 100,
                            "nearer similarity": 100})
     near, dupes = odd["near_duplicates_found"], odd["near_duplicates"]
     across = near["across_parts"] or 0
@@ -269,7 +327,7 @@ def show_outliers(odd: dict, has_split: bool) -> None:
                             "similarity": [d["similarity"] for d in dupes],
                             "same bytes": [d["same_bytes"] for d in dupes],
                             "parts": [" / ".join(d["parts"]) if d["parts"] else "-" for d in dupes],
-                            "leak": [d["leak"] for d in dupes]}), a=PAIR_W, b=PAIR_W, parts=100, leak=60,
+                            "leak": [d["leak"] for d in dupes]}), paths=("a", "b"), parts=100, leak=60,
               **{"same bytes": 80})
     if across:
         st.info(f"{across:,} near-duplicate pair{'s' if across != 1 else ''} in different split parts: "
@@ -281,12 +339,12 @@ def show_outliers(odd: dict, has_split: bool) -> None:
         st.markdown(f"**Groups in more than one split part (leakage)**: {len(straddling)}; **group pairs across "
                     f"parts holding near-duplicates**: {len(pairs)}")
         if straddling:
-            table(pd.DataFrame([{"group": printable(r["group"]), **r["parts"]} for r in straddling]), group=PATH_W)
+            table(pd.DataFrame([{"group": printable(r["group"]), **r["parts"]} for r in straddling]), paths=("group",))
         if pairs:
             table(pd.DataFrame({"a": [printable(r["a"]) for r in pairs], "b": [printable(r["b"]) for r in pairs],
                                 "parts": [" / ".join(r["parts"]) for r in pairs], "pairs": [r["pairs"] for r in pairs],
                                 "max similarity": [r["max_similarity"] for r in pairs]}),
-                  a=PAIR_W, b=PAIR_W, parts=100, **{"max similarity": 100})
+                  paths=("a", "b"), parts=100, **{"max similarity": 100})
 
 
 # Streamlit runs a page as __main__; a decode worker started while it runs re-runs the file as __mp_main__

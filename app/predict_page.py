@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import altair as alt
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -24,6 +23,7 @@ from pipeline.decode.preview import Preview, PreviewConfig
 from pipeline.decode.sampling import Sampling
 from pipeline.decode.video import DecodeLimits
 from pipeline.heads.zeroshot import zeroshot_head
+from pipeline.tools.inspector import class_colours
 from pipeline.extract.project import project_extract_config
 
 UPLOAD_TYPES = [e[1:] for e in VIDEO_EXTENSIONS]  # the same videos as stage one takes
@@ -32,7 +32,10 @@ WINDOW, STRIDE = 4.0, 2.0  # seconds: the timeline's sliding windows (widened fo
 STEP_LABELS = {"loading": "Loading the CLIP encoder (the first time only: it can take a while)…",
                "decoding": "Decoding the sampled frames…", "encoding": "Encoding them with CLIP…",
                "classifying": "Classifying…"}
-TIMELINE_LABELS = 30  # windows up to which each bar carries its answer in words
+TIMELINE_PX = 32  # the height of the timeline's band
+TIMELINE_MIN_PX = 600  # the narrowest the timeline is drawn (the page's column at a small window): labels fit this
+CHAR_PX = 7  # the width of one character of the timeline's 12-pixel labels, at most (a-z, space, ?)
+UNSURE_GREY = "#b0b0b0"
 
 
 @dataclass
@@ -91,6 +94,9 @@ def main() -> None:
         return
     preview, answer = st.columns([2, 3], gap="large")  # a small player beside the answer, which stays in view
     with preview:
+        # the whole name (the uploader shortens a long one), shown literally: it is the sender's, never a path here
+        size = f"{upload.size / 2**20:.1f} MB" if upload.size >= 2**20 else f"{upload.size / 2**10:.0f} KB"
+        st.caption(f"**{shown_name(upload.name)}** · {size}")
         show_preview(upload, pool, limits)
     with answer:
         if st.button("Predict", type="primary"):
@@ -214,40 +220,81 @@ def run_prediction(upload, choice: Choice, pool, limits: DecodeLimits, timeline:
     return result
 
 
+def timeline_spans(segments, stride: float) -> list[tuple[float, float]]:
+    """Each window's share of one time line, [start, end) seconds: the windows overlap (a window every `stride`
+    seconds), so each is drawn where its centre is the nearest, from the midpoint with the window before to the
+    midpoint with the window after (the first from its start, the last to its end). Beside a window that could not
+    be read (more than a stride between two starts), half a stride each side of the centre: the gap shows."""
+    centres = [(s.start + s.end) / 2 for s in segments]
+    spans = []
+    for i, s in enumerate(segments):
+        start, end = s.start, s.end
+        if i > 0:
+            near = s.start - segments[i - 1].start <= stride * (1 + 1e-6)
+            start = (centres[i - 1] + centres[i]) / 2 if near else centres[i] - stride / 2
+        if i < len(segments) - 1:
+            near = segments[i + 1].start - s.start <= stride * (1 + 1e-6)
+            end = (centres[i] + centres[i + 1]) / 2 if near else centres[i] + stride / 2
+        spans.append((max(start, s.start), min(end, s.end)))
+    return spans
+
+
+def answer_colours(classes: list[str]) -> tuple[list[str], list[str]]:
+    """(domain, range) of the one colour scale of the timeline, bars and legend alike: each class as class_text
+    writes it, in its colour on the Embeddings page (class_colours, by its index in the head), and "not sure" grey."""
+    return [*(class_text(c) for c in classes), NOT_SURE], [*class_colours(len(classes)), UNSURE_GREY]
+
+
 def show_timeline(timeline) -> None:
-    """The answer of each window as a bar over its time span, coloured by its best guess; where the answer is
-    "not sure" the bar is pale and dashed, and the best guess stays readable (and on hover, with its probability)."""
+    """One time line: each window's answer as a bar over the span where it is the nearest window (timeline_spans),
+    coloured by its answer ("not sure" grey, its best guess in words with a ?); a word label over each run of one
+    answer where the run is wide enough for it, every window's details on hover."""
     st.markdown("#### Timeline")
     segments = timeline.segments
-    table = pd.DataFrame({"start": [s.start for s in segments], "end": [s.end for s in segments],
-                          "best guess": [class_text(s.top_class) for s in segments],
+    spans = timeline_spans(segments, timeline.stride)
+    classes = list(segments[0].class_names)
+    table = pd.DataFrame({"from": [a for a, _ in spans], "to": [b for _, b in spans],
                           "answer": [class_text(s.label) if s.sure else NOT_SURE for s in segments],
-                          "certainty": ["sure" if s.sure else "not sure" for s in segments],
+                          "best guess": [class_text(s.top_class) for s in segments],
                           "probability": [s.top_probability for s in segments],
-                          "window": [f"{s.start:.1f}-{s.end:.1f} s" for s in segments]})
-    table["row"] = np.arange(len(table)) % 2  # alternate rows so that overlapping windows stay visible
-    table["text"] = [f"{g} {p:.0%}" + ("?" if c == "not sure" else "")
-                     for g, p, c in zip(table["best guess"], table["probability"], table["certainty"])]
-    base = alt.Chart(table).encode(x=alt.X("start", title="seconds"), y=alt.Y("row:O", axis=None))
-    bars = base.mark_bar(stroke="#444", strokeWidth=1).encode(
-        x2="end", color=alt.Color("best guess:N", title="best guess"),
-        # sure or not: the caption says it in words (a legend of a short chart gets cut to its first entry)
-        opacity=alt.Opacity("certainty:N", legend=None, scale=alt.Scale(domain=["sure", "not sure"],
-                                                                      range=[1.0, 0.35])),
-        strokeDash=alt.StrokeDash("certainty:N", legend=None, scale=alt.Scale(domain=["sure", "not sure"],
-                                                                             range=[[1, 0], [4, 3]])),
+                          "window": [f"{s.start:.1f}-{s.end:.1f} s" for s in segments], "lane": 0})
+    domain, colours = answer_colours(classes)
+    shown = [d for d in domain if d in set(table["answer"])]  # the legend: the answers on this time line only
+    colour = alt.Color("answer:N", title="answer", scale=alt.Scale(
+        domain=shown, range=[colours[domain.index(d)] for d in shown]), legend=alt.Legend(orient="bottom",
+                                                                                          labelLimit=0))
+    x = alt.X("from:Q", title="seconds", scale=alt.Scale(domain=[spans[0][0], spans[-1][1]], nice=False))
+    bars = alt.Chart(table).mark_bar(stroke="white", strokeWidth=1).encode(
+        x=x, x2="to", y=alt.Y("lane:O", axis=None), color=colour,
         tooltip=["window", "answer", "best guess", alt.Tooltip("probability", format=".1%")])
     layers = [bars]
-    if len(table) <= TIMELINE_LABELS:  # the best guess in words on each bar while there is room for it
-        layers.append(base.mark_text(align="left", dx=3, fontSize=11).encode(text="text"))
-    st.altair_chart(alt.layer(*layers), width="stretch")
-    unsure = int((table["certainty"] == "not sure").sum())
-    st.caption(f"{len(segments)} windows of {timeline.window:.3g} s every {timeline.stride:.3g} s"
-               + (f"; {unsure} not sure: pale bars, coloured by the best guess (a ? after its probability)"
-                  if unsure else "")
+    runs = answer_runs(table, spans[-1][1] - spans[0][0])
+    if len(runs):
+        layers.append(alt.Chart(runs).mark_text(fontSize=12, color="#1a1a1a").encode(
+            x=alt.X("middle:Q"), y=alt.Y("lane:O", axis=None), text="text"))
+    st.altair_chart(alt.layer(*layers).properties(height=alt.Step(TIMELINE_PX)), width="stretch")
+    unsure = int((table["answer"] == NOT_SURE).sum())
+    st.caption(f"{len(segments)} windows of {timeline.window:.3g} s every {timeline.stride:.3g} s, each drawn where "
+               "it is the nearest window (hover a bar for the window it read)"
+               + (f"; {unsure} not sure: grey, with the best guess and a ?" if unsure else "")
                + (f". {timeline.note}" if timeline.note else "")
                + (f". {timeline.missing} window{'s' * (timeline.missing > 1)} held no readable frame (gaps)"
                   if timeline.missing else "") + ".")
+
+
+def answer_runs(table: pd.DataFrame, seconds: float) -> pd.DataFrame:
+    """The label of each run of windows with one answer (and best guess): its middle and its words, for the runs
+    wide enough for them on a chart TIMELINE_MIN_PX wide (a narrower run is named by its colour and on hover)."""
+    key = table["answer"] + "|" + table["best guess"]
+    run = (key != key.shift()).cumsum()
+    rows = []
+    for _, r in table.groupby(run, sort=False):
+        unsure = r["answer"].iloc[0] == NOT_SURE
+        text = r["best guess"].iloc[0] + ("?" if unsure else "")
+        width = (r["to"].iloc[-1] - r["from"].iloc[0]) / seconds * TIMELINE_MIN_PX
+        if width >= CHAR_PX * len(text) + 8:
+            rows.append({"middle": (r["from"].iloc[0] + r["to"].iloc[-1]) / 2, "text": text, "lane": 0})
+    return pd.DataFrame(rows)
 
 
 def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
@@ -321,9 +368,15 @@ def show_frames(prediction) -> None:
     """The sampled frames, each with its time and its own top class."""
     st.markdown("#### Sampled frames")
     per_frame, names = prediction.frame_probabilities, prediction.class_names
-    captions = [f"{t:.2f} s · {class_text(names[int(p.argmax())])} {p.max():.0%}" for t, p in
-                zip(prediction.clip.timestamps, per_frame)]
+    tops, top = [int(p.argmax()) for p in per_frame], int(prediction.probabilities.argmax())
+    # a frame whose own guess differs from the video's answer is marked, and the caption says why they may differ
+    captions = [f"{t:.2f} s · {class_text(names[c])} {p.max():.0%}" + (" ≠" if c != top else "")
+                for t, p, c in zip(prediction.clip.timestamps, per_frame, tops)]
     frame_strip(prediction.clip.frames, captions)
+    differ = sum(c != top for c in tops)
+    st.caption(f"Under each frame, the time and what the head makes of that frame alone; the answer above reads all "
+               f"{len(tops)} frames together, so a single frame may say otherwise"
+               + (f" (≠: {differ} of the {len(tops)} here)." if differ else "."))
 
 
 # Streamlit runs a page as __main__; a decode worker started while it runs re-runs the file as __mp_main__

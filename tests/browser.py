@@ -121,3 +121,74 @@ def too_wide(page) -> list[str]:
             const grid = el.querySelector('.dvn-scroller'), inner = grid || el;
             return inner.scrollWidth > inner.clientWidth + 1 || box.right > outer.right + 1; })
         .map(el => el.getAttribute('data-testid'))""")
+
+
+def screenshot(page, path) -> None:
+    """The whole page in one PNG: Streamlit scrolls inside its main block, not the document, so the window is made
+    as tall as that block first (and put back after), once the page has settled (before and after)."""
+    size = page.viewport_size
+    settled(page)
+    height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
+    settled(page)
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+
+
+def settled(page) -> None:
+    """Wait until the script has run, every chart has drawn its marks and every image has loaded (Streamlit shows
+    placeholders until then)."""
+    page.wait_for_function("""document.querySelector('[data-testid=stApp]')?.dataset.testScriptState === 'notRunning'
+        && !document.querySelector('[data-testid=stSkeleton], [data-testid=stSkeletonElement]')
+        && [...document.querySelectorAll('[data-testid=stVegaLiteChart]')].every(el => el.querySelector('svg .role-mark'))
+        && [...document.querySelectorAll('[data-testid=stImage] img')].every(img => img.complete && img.naturalWidth)""")
+
+
+def overlapping(page) -> list[str]:
+    """What a person would call drawn over itself, chart by chart, in the rendered Vega scene (SVG): two texts whose
+    boxes cross (labels, axis labels, legend entries; rotated labels compared as drawn, not by their upright
+    boxes), two bars or cells of one mark crossing by more than a pixel, and a category's axis label Vega hid for want
+    of room (labelOverlap: opacity 0; a number axis thins its ticks by design). Each as "chart N: what"."""
+    return page.evaluate("""(() => {
+        const quad = el => { const b = el.getBBox(), m = el.getScreenCTM();  // the box as drawn: 4 corners on screen
+            return [[b.x, b.y], [b.x + b.width, b.y], [b.x + b.width, b.y + b.height], [b.x, b.y + b.height]]
+                .map(([x, y]) => [m.a * x + m.c * y + m.e, m.b * x + m.d * y + m.f]); };
+        const apart = (p, q, gap) => [p, q].some(poly => poly.some((a, i) => {  // separating axis: convex quads
+            const b = poly[(i + 1) % poly.length], n = [a[1] - b[1], b[0] - a[0]], len = Math.hypot(...n) || 1;
+            const proj = r => r.map(([x, y]) => (x * n[0] + y * n[1]) / len);
+            return Math.max(...proj(p)) - gap <= Math.min(...proj(q)) || Math.max(...proj(q)) - gap <= Math.min(...proj(p)); }));
+        const found = [];
+        document.querySelectorAll('[data-testid=stVegaLiteChart] svg.marks').forEach((svg, n) => {
+            const shown = el => el.getAttribute('opacity') !== '0' && el.textContent.trim() && el.getBBox().width > 0;
+            const texts = [...svg.querySelectorAll('text')].filter(shown);
+            texts.forEach((a, i) => texts.slice(i + 1).forEach(b => {
+                if (!apart(quad(a), quad(b), 0.5)) found.push(`chart ${n}: text "${a.textContent}" over "${b.textContent}"`); }));
+            svg.querySelectorAll('.role-axis[aria-label*=discrete] .role-axis-label text').forEach(t => {
+                if (t.getAttribute('opacity') === '0') found.push(`chart ${n}: axis label "${t.textContent}" hidden`); });
+            svg.querySelectorAll('g.mark-rect.role-mark').forEach(g => {
+                const rects = [...g.querySelectorAll(':scope > path')].map(quad);
+                rects.forEach((a, i) => rects.slice(i + 1).forEach((b, j) => {
+                    if (!apart(a, b, 1)) found.push(`chart ${n}: bars ${i} and ${i + j + 1} of one mark overlap`); })); });
+        });
+        return found; })()""")
+
+
+def axis_labels(page, chart: int) -> list[list[str]]:
+    """The labels each axis of the page's chart number `chart` shows (those Vega hid for want of room left out)."""
+    return page.evaluate("""n => [...document.querySelectorAll('[data-testid=stVegaLiteChart] svg.marks')[n]
+        .querySelectorAll('.role-axis')].map(axis => [...axis.querySelectorAll('.role-axis-label text')]
+        .filter(t => t.getAttribute('opacity') !== '0').map(t => t.textContent))""", chart)
+
+
+def cut_texts(page) -> list[str]:
+    """The texts of the page's charts cut short for want of room: those Vega shortened (ending in "…": an axis title
+    longer than its axis, a label past its labelLimit), and as "past the edge: <text>" those reaching past their
+    chart's edge by more than 3 pixels (clipped there: a legend wider than its chart)."""
+    return page.evaluate("""[...document.querySelectorAll('[data-testid=stVegaLiteChart] svg.marks')].flatMap(svg => {
+        const edge = svg.getBoundingClientRect();
+        return [...svg.querySelectorAll('text')].filter(t => t.textContent.trim() && t.getAttribute('opacity') !== '0')
+            .flatMap(t => { const box = t.getBoundingClientRect();
+                const past = box.left < edge.left - 3 || box.right > edge.right + 3 || box.top < edge.top - 3
+                    || box.bottom > edge.bottom + 3;  // 3: a rotated title's line box passes the edge by 2.4
+                return [...(t.textContent.endsWith('…') ? [t.textContent] : []),
+                        ...(past ? ['past the edge: ' + t.textContent] : [])]; }); })""")

@@ -6,6 +6,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -17,7 +19,7 @@ from pipeline.heads.calibration import Calibration
 from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor, predict_video
 from pipeline.decode.workers import DecodePool, PoolConfig
-from tests.conftest import APP, APP_RUN_S, committed_params
+from tests.conftest import APP, APP_RUN_S, committed_params, write_video
 
 
 
@@ -107,6 +109,10 @@ def test_upload_and_predict_shows_the_same_answer_as_pipeline_predict(project, p
     else:
         assert "## not sure" in headings and any(f"at {expected.top_probability:.1%}" in h for h in headings)
     assert sum(len(col.get("image")) for col in at.columns) == 4  # one thumbnail per sampled frame
+    # each frame's own guess may differ from the video's answer: the caption under them says why
+    assert any("the answer above reads all 4 frames together" in c.value for c in at.caption)
+    # the upload's whole name is shown (the uploader shortens it), literally: it is never a path
+    assert any(plain(c.value).startswith("**../../etc/passwd.mp4** · ") for c in at.caption)
     assert list(tmp_path.iterdir()) == []  # the temporary upload is gone
     # the fixture's clips are MPEG-4 part 2 (OpenCV's mp4v), which Chromium does not play: an H.264 preview
     assert any("cannot play this video's codec (mpeg4)" in c.value for c in at.caption)
@@ -220,30 +226,69 @@ def test_an_unsure_head_says_not_sure(project, tmp_path, monkeypatch):
     predict_upload(at, (project / "data/walking/walking_0.mp4").read_bytes())
     assert not at.exception and "## not sure" in [m.value for m in at.markdown]
     assert any(m.value.startswith("best guess **") for m in at.markdown)
-    # an all-"not sure" timeline still shows each window's best guess: coloured, pale, dashed, in words
+    # an all-"not sure" timeline: grey bars (as in its legend), each run named by its best guess with a ?
+    bars, words = timeline_layers(at)
+    assert (bars["answer"] == "not sure").all() and words["text"].str.endswith("?").all()
+    assert any("not sure: grey, with the best guess and a ?" in c.value for c in at.caption)
+
+
+def timeline_layers(at: AppTest):
+    """The timeline chart's bars and labels (DataFrames), its colour scale checked on the way: one scale for bars
+    and legend, each answer in its class's colour (as on the Embeddings page), "not sure" grey."""
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    from app.predict_page import UNSURE_GREY
+    from pipeline.tools.inspector import class_colours
     chart = at.get("vega_lite_chart")[1].proto
-    bars, words = json.loads(chart.spec)["layer"]
-    assert bars["encoding"]["color"]["field"] == "best guess" and bars["encoding"]["opacity"]["field"] == "certainty"
-    assert bars["encoding"]["strokeDash"]["field"] == "certainty" and words["encoding"]["text"]["field"] == "text"
-    rows = convert_arrow_bytes_to_pandas_df((chart.datasets[0].data if chart.datasets else chart.data).data)
-    assert len(rows) and (rows["certainty"] == "not sure").all() and rows["text"].str.endswith("%?").all()
-    assert any("not sure: pale bars, coloured by the best guess" in c.value for c in at.caption)
+    spec = json.loads(chart.spec)
+    colour = spec["layer"][0]["encoding"]["color"]
+    assert colour["field"] == "answer" and "color" not in spec["layer"][1]["encoding"]  # the labels: plain text
+    palette = dict(zip(["clapping", "sitting", "walking", "not sure"], [*class_colours(3), UNSURE_GREY]))
+    assert dict(zip(colour["scale"]["domain"], colour["scale"]["range"])) == {
+        a: palette[a] for a in colour["scale"]["domain"]}
+    data = {d.name: convert_arrow_bytes_to_pandas_df(d.data.data) for d in chart.datasets}
+    bars, words = (data[layer["data"]["name"]] for layer in spec["layer"])
+    assert set(bars["answer"]) == set(colour["scale"]["domain"])  # the legend names what the bars show, only that
+    return bars, words
 
 
-def test_timeline_for_an_upload(project, monkeypatch):
+def test_timeline_for_an_upload(project, monkeypatch, tmp_path):
+    """A 9 s video: windows of 4 s every 2 s (the last one shifted to end at 9 s) drawn as one time line, each
+    window over its own span: no two overlap, no gap, 0 to the end; the toggle outlives a new upload."""
     monkeypatch.chdir(project)
     at = run_app()
-    at.get("file_uploader")[0].upload("clip.mp4", (project / "data/clapping/clapping_2.mp4").read_bytes(), "video/mp4")
-    at.run()
     at.toggle[0].set_value(True).run()
-    at.button[0].click().run()
+    predict_upload(at, write_video(tmp_path / "long.mp4", 25 * 9, seed=3).read_bytes())
     assert not at.exception, at.exception
     assert "#### Timeline" in [m.value for m in at.markdown] and len(at.get("vega_lite_chart")) == 2  # bars, timeline
+    bars, words = timeline_layers(at)
+    assert len(bars) == 4 and bars["window"].tolist() == ["0.0-4.0 s", "2.0-6.0 s", "4.0-8.0 s", "5.0-9.0 s"]
+    spans = list(zip(bars["from"], bars["to"]))
+    assert spans[0][0] == 0 and abs(spans[-1][1] - 9) < 0.1 and all(a < b for a, b in spans)
+    assert all(end == start for (_, end), (start, _) in zip(spans, spans[1:]))  # touching: no overlap, no gap
+    assert len(words) >= 1 and words["middle"].between(0, 9).all()
     at.get("file_uploader")[0].clear().run()  # another upload: the toggle keeps its state
     at.get("file_uploader")[0].upload("b.mp4", (project / "data/walking/walking_0.mp4").read_bytes(), "video/mp4")
     at.run()
     assert at.toggle[0].value is True
+
+
+def test_timeline_spans_tile_the_video_and_leave_unread_windows_as_gaps():
+    from app.predict_page import answer_runs, timeline_spans
+    from pipeline.tools.predict import Segment
+
+    def seg(start, end):
+        return Segment(start, end, ["a", "b"], np.array([0.9, 0.1], np.float32), 0.6)
+    # windows of 4 s every 2 s over 11 s; the one at 4-8 s could not be read
+    spans = timeline_spans([seg(0, 4), seg(2, 6), seg(6, 10), seg(7, 11)], stride=2.0)
+    assert spans == [(0, 3.0), (3.0, 5.0), (7.0, 8.5), (8.5, 11)]  # a gap where the unread window was nearest
+    assert timeline_spans([seg(0, 1.2)], stride=2.0) == [(0, 1.2)]  # a short video: one window, the whole video
+    answers = ["a", "a", "a long answer", "a"]
+    table = pd.DataFrame({"from": [0, 3, 5, 5.2], "to": [3, 5, 5.2, 11], "answer": answers, "best guess": answers})
+    runs = answer_runs(table, 11)
+    # a label per run of one answer, in its middle, where the run is wide enough for it on a narrow chart (not the
+    # 0.2 s one: its words would spill over its neighbours)
+    assert runs["text"].tolist() == ["a", "a"] and runs["middle"].tolist() == [2.5, 8.1]
 
 
 def test_zero_shot_mode_takes_actions_and_calibration_from_the_trained_zero_shot_head(project, tiny_clip, pool,

@@ -4,6 +4,7 @@ import http.server
 import os
 import shutil
 import threading
+import urllib.parse
 
 import pytest
 
@@ -12,12 +13,16 @@ from pipeline.extract.cache import read_cache, write_cache
 from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor, predict_video
 from pipeline.decode.workers import DecodePool, PoolConfig
-from tests.browser import chromium_page, need_chromium, streamlit_server, too_wide
+from tests.browser import (ROOT, axis_labels, chromium_page, cut_texts, need_chromium, overlapping, screenshot,
+                           streamlit_server, too_wide)
+from tests.conftest import write_video
 
 pytestmark = pytest.mark.slow  # a browser and `streamlit run`: deselect with -m "not slow"
 need_chromium(module=True)
 
 
+SHOTS = ROOT / "tests" / "out" / "browser"  # the pages as a person sees them (git ignores tests/out/)
+LONG_NAME = "a_rather_long_file_name_as_phones_write_them_2026-12-07_at_the_park_walking_and_then_sitting.mp4"
 ELSEWHERE = "203.0.113.7"  # an address a crafted artifact names (TEST-NET-3: the route below stops any request)
 MARKDOWN = (f"![pixel](http://{ELSEWHERE}/pixel.png) [a link](http://{ELSEWHERE}/) <img src=//{ELSEWHERE}/x.png> "
             "www.example.com")
@@ -37,36 +42,71 @@ def server(project, tmp_path):
 
 
 def test_upload_predict_in_a_real_browser(server, project, tmp_path):
+    """A 9 s clip with a long name, with the timeline: the answer, the frames, the timeline, and every page looked at
+    as a person would (nothing over anything, nothing cut, nothing wider than the page; screenshots in SHOTS)."""
     from playwright.sync_api import expect
 
-    video = project / "data" / "clapping" / "clapping_1.mp4"
+    video = write_video(tmp_path / LONG_NAME, 25 * 9, seed=3)  # 4 windows of 4 s every 2 s, the last one shifted
     with DecodePool(PoolConfig(workers=1)) as pool:
         expected = predict_video(video, load_predictor(project / HEAD_FILES["linear"], pool, device="cpu"))
+    SHOTS.mkdir(parents=True, exist_ok=True)
     with chromium_page() as page:
         page.goto(server)
         expect(page.get_by_text("What is the person doing?")).to_be_visible()
         expect(page.get_by_text("up to 256 MB")).to_be_visible()  # app/.streamlit/config.toml's, wherever it starts
+        page.get_by_text("Also a timeline").click()
         page.locator("input[type=file]").set_input_files(str(video))
+        expect(page.get_by_text(LONG_NAME, exact=True)).to_be_visible()  # whole, though the uploader shortens it
         page.get_by_role("button", name="Predict").click()
-        heading = page.get_by_role("heading", name=expected.top_class.replace("_", " "), exact=True)
-        expect(heading).to_be_visible()
-        expect(page.get_by_text(f"{expected.top_probability:.1%}")).to_be_visible()
+        answer = expected.top_class.replace("_", " ") if expected.sure else "not sure"
+        expect(page.get_by_role("heading", name=answer, exact=True)).to_be_visible()
+        expect(page.get_by_text(f"{expected.top_probability:.1%}").first).to_be_visible()
         expect(page.get_by_text("Sampled frames")).to_be_visible()
         expect(page.locator("[data-testid=stImage]")).to_have_count(4)  # one per sampled frame
-        expect(page.locator("[data-testid=stVegaLiteChart]").get_by_role("img").first).to_be_visible()  # the chart
+        expect(page.get_by_text("the answer above reads all 4 frames together")).to_be_visible()
+        expect(page.get_by_text("Timeline", exact=True)).to_be_visible()
+        expect(page.locator("[data-testid=stVegaLiteChart]")).to_have_count(2)  # the probabilities, the timeline
         # the fixture's clips are MPEG-4 part 2, which Chromium does not play: the player shows an H.264 preview
         expect(page.get_by_text("cannot play this video's codec (mpeg4)")).to_be_visible()
         assert playing(page) == [True]
-        assert too_wide(page) == []
-        shot = tmp_path / "app.png"
-        page.screenshot(path=str(shot), full_page=True)
+        screenshot(page, SHOTS / "predict.png")
+        assert (too_wide(page), overlapping(page), cut_texts(page)) == ([], [], [])
         page.locator("input[type=file]").set_input_files(str(hevc_clip(tmp_path / "phone.mp4")))  # HEVC, as phones
         expect(page.get_by_text("cannot play this video's codec (hevc)")).to_be_visible()
         assert playing(page) == [True]
-        page.screenshot(path=str(tmp_path / "hevc.png"), full_page=True)
+        screenshot(page, SHOTS / "hevc.png")
         markdown_stays_text(page, server)
-    assert shot.read_bytes()[:4] == b"\x89PNG"
-    print(f"screenshots: {shot}, {tmp_path / 'hevc.png'}")
+        looks_right(page)
+        other_pages_look_right(page)
+    print(f"screenshots in {SHOTS}")
+
+
+def looks_right(page) -> None:
+    """The Embeddings page as a person sees it: nothing wider than the page, nothing drawn over anything, every class
+    named on both axes of the heat map (its third chart), and no text cut short but the fixture's 150-character
+    class name on the heat map's axes (whole on hover)."""
+    screenshot(page, SHOTS / "embeddings.png")
+    assert (too_wide(page), overlapping(page)) == ([], [])
+    assert [len(names) for names in axis_labels(page, 2)] == [3, 3]
+    assert {t[:8] for t in cut_texts(page)} <= {MARKDOWN[:8]}
+
+
+def other_pages_look_right(page) -> None:
+    """Every other page of the sidebar (one added later too) looked at likewise, a screenshot each; the Live page
+    has its own browser test, with a camera (tests/test_live_page.py)."""
+    from playwright.sync_api import expect
+
+    links = page.evaluate("[...document.querySelectorAll('[data-testid=stSidebarNav] a')].map(a => a.href)")
+    seen = {"", "live_page", "embeddings_page"}  # Predict (the app's root), Live, Embeddings
+    names = [urllib.parse.urlparse(link).path.strip("/") for link in links]
+    assert seen <= set(names), links
+    for link, name in zip(links, names):
+        if name in seen:
+            continue
+        page.goto(link)
+        expect(page.locator("h1").first).to_be_visible()
+        screenshot(page, SHOTS / f"{name}.png")
+        assert (too_wide(page), overlapping(page), cut_texts(page)) == ([], [], []), name
 
 
 def markdown_stays_text(page, server: str) -> None:

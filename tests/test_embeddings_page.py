@@ -5,6 +5,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
@@ -42,6 +43,24 @@ def table_widths(at: AppTest) -> list[list]:
     return out
 
 
+def equal_units(spec: dict) -> bool:
+    """Whether a scatter's spec draws one unit as many pixels across as up (its domains over its size)."""
+    (x0, x1), (y0, y1) = (spec["encoding"][a]["scale"]["domain"] for a in ("x", "y"))
+    return abs((x1 - x0) / spec["width"] - (y1 - y0) / spec["height"]) < 1e-9 * max(x1 - x0, y1 - y0)
+
+
+def test_long_paths_share_the_tables_width_and_are_said_to_be_cut():
+    from app.embeddings_page import TABLE_W, equal_axes, text_widths
+    short = pd.DataFrame({"a": ["x/1.mp4"], "b": ["x/2.mp4"], "similarity": [0.5]})
+    assert text_widths(short, ("a", "b"), {}) == ({"a": 76, "b": 76}, [])  # whole: 7 characters and padding
+    long = pd.DataFrame({"a": ["x/1.mp4"], "b": ["recordings/" * 20 + "2.mp4"], "similarity": [0.5]})
+    widths, cut = text_widths(long, ("a", "b"), {"similarity": 90})
+    assert widths["a"] == 76 and 76 + widths["b"] + 90 == TABLE_W and cut == ["b"]  # b takes the room left
+    # a flat cloud of points: a wide, low chart (not a square one stretching it up)
+    (_, (y0, y1)), (width, height) = equal_axes(np.array([0.0, 10.0]), np.array([0.0, 3.0]))
+    assert width > height and abs((y1 - y0) / height - 11 / width) < 1e-9
+
+
 def with_params(project, tmp_path) -> Path:
     """A copy of the project with params.yaml (as committed, data.root its videos): where the page reads frames."""
     shutil.copytree(project, tmp_path / "p")
@@ -62,17 +81,28 @@ def test_embeddings_page_loads_under_apptest(project, tmp_path, monkeypatch):
     assert widths and all(None not in w and sum(w) <= CONTAINER_PX for w in widths), widths
     specs = charts(at)
     assert len(specs) == 3  # the map, the frame-to-class similarity, the centroid heat map
-    for spec in specs[:2]:  # every class in the legend, whole names, distinct colours
-        colour = spec["encoding"]["color"]
+    from app.embeddings_page import MAP_PX, TABLE_W, legend_label_px
+    for spec, px in zip(specs[:2], (MAP_PX, TABLE_W)):  # every class in the legend, distinct colours, names as long
+        colour = spec["encoding"]["color"]  # as three columns of the chart's width allow (whole on hover)
         assert colour["scale"]["domain"] == ["clapping", "sitting", "walking"]
         assert len(set(colour["scale"]["range"])) == 3
-        assert colour["legend"]["labelLimit"] == 0 and colour["legend"]["symbolLimit"] == 0
+        assert colour["legend"]["labelLimit"] == legend_label_px(px) >= 150 and colour["legend"]["symbolLimit"] == 0
     assert specs[0]["encoding"]["x"]["title"] == "principal component 1"
+    assert equal_units(specs[0])  # the map is not squashed: a unit as long across as up
+    heat = specs[2]  # square cells, every class named on both axes (Vega may not drop one for room)
+    assert heat["width"] == heat["height"] and all(
+        heat["encoding"][a]["axis"]["labelOverlap"] is False for a in ("x", "y"))
+    # every path in the tables whole: each path column at least as wide as its longest path
+    for d, w in zip(at.dataframe, table_widths(at)):
+        for c, width in zip(d.value.columns, w):
+            if c in ("path", "a", "b", "group"):
+                assert width >= d.value[c].str.len().max() * 7, (c, width)
+    assert not any("too long for the table" in c.value for c in at.caption)
     at.selectbox[0].set_value("walking/walking_2.mp4").run()
     assert not at.exception
     at.radio[0].set_value("tsne").run()
     assert not at.exception and any("no split yet" in m.value for m in at.markdown)
-    assert charts(at)[0]["encoding"]["x"]["title"] == "t-SNE 1"
+    assert charts(at)[0]["encoding"]["x"]["title"] == "t-SNE 1" and equal_units(charts(at)[0])
 
 
 def test_embeddings_page_reports_groups_found_in_more_than_one_split_part(project, tmp_path, monkeypatch):
