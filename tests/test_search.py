@@ -22,9 +22,10 @@ V, F, D = 240, 4, 16
 NAMES = ["fall", "jump", "run"]
 
 
-def synthetic_cache(folder: Path, seed: int = 0) -> Path:
+def synthetic_cache(folder: Path, seed: int = 0, sampled: np.ndarray | None = None) -> Path:
     """V clips of F distinct random frames (D dims) in 3 classes, clustered by class, the last 6 rows segments of
-    one file; written as stage one writes, with a split file beside it."""
+    one file; written as stage one writes, with a split file beside it. sampled int64 (V,): each clip's own frames,
+    the rest padding as sampling by frame rate writes it (zero embeddings, frame index -1, no timestamp)."""
     rng = np.random.default_rng(seed)
     labels = np.arange(V) % 3
     centres = rng.normal(size=(3, D))
@@ -43,6 +44,9 @@ def synthetic_cache(folder: Path, seed: int = 0) -> Path:
     cache.segment = np.full((V, 2), np.nan)
     cache.segment[V - 6:] = np.stack([np.arange(6.0), np.arange(6.0) + 1], axis=1)
     cache.group, cache.annotated_part = np.full(V, "", object), np.full(V, "", object)
+    cache.sampled = np.full(V, F, np.int64) if sampled is None else sampled  # F: fixed-count sampling
+    padding = np.arange(F) >= cache.sampled[:, None]
+    cache.embeddings[padding], cache.frame_indices[padding], cache.timestamps[padding] = 0, -1, np.nan
     write_cache(folder / "features.h5", cache)
     parts = np.array(["train", "val", "test"], object)[(np.arange(V) // 3) % 3]
     write_split(folder / "split.csv", cache.clip_ids(), cache.labels, NAMES, parts)
@@ -114,6 +118,26 @@ def test_search_is_the_brute_force_order_with_each_clips_best_moment(tmp_path, c
         check_against_oracle(searcher, embeddings, q, 10, jump & test)
     with pytest.raises(ConfigError, match="no class 'swim'"):
         searcher.allowed("swim")
+
+
+def test_a_cache_sampled_by_frame_rate_is_searched_over_each_clips_own_frames(tmp_path):
+    """Clips of 1 to F frames (extract.fps): a clip's vector and its moment come from its own frames, never its
+    padding."""
+    sampled = np.random.default_rng(3).integers(1, F + 1, V)
+    path = synthetic_cache(tmp_path, sampled=sampled)
+    cache = read_cache(path)
+    searcher = build(path)
+    own = [cache.embeddings[v, :sampled[v]] for v in range(V)]
+    unit = [e / np.linalg.norm(e, axis=1, keepdims=True) for e in own]
+    means = np.stack([u.mean(axis=0) for u in unit])
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    q = np.random.default_rng(4).normal(size=D)
+    q /= np.linalg.norm(q)
+    found = searcher.search(q.astype(np.float32), 10)
+    scores = means @ q
+    assert [h.row for h in found.hits] == np.lexsort((np.arange(V), -scores))[:10].tolist()
+    assert [h.frame for h in found.hits] == [int(np.argmax(unit[h.row] @ q)) for h in found.hits]
+    assert all(h.frame < sampled[h.row] and np.isfinite(h.time) for h in found.hits)
 
 
 def test_ivf_at_few_lists_searched_returns_exact_cosines(tmp_path):

@@ -101,8 +101,10 @@ def best_frames(cache: Cache, rows: np.ndarray, query: np.ndarray) -> np.ndarray
     of equals). Reads those rows' frame embeddings from the cache, nothing else."""
     if not len(rows):
         return np.zeros(0, np.int64)
-    frames = unit(np.asarray(cache.embeddings[np.asarray(rows, np.int64)]))  # (n, F, D)
-    return np.argmax(frames @ query, axis=1)
+    rows = np.asarray(rows, np.int64)
+    scores = unit(np.asarray(cache.embeddings[rows])) @ query  # (n, F)
+    scores[np.arange(scores.shape[1]) >= cache.sampled[rows][:, None]] = -np.inf  # padding is no moment
+    return np.argmax(scores, axis=1)
 
 
 def open_searcher(cache_path: str | os.PathLike, index: str | os.PathLike | None = None) -> Searcher:

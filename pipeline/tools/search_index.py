@@ -27,6 +27,7 @@ import numpy as np
 from pipeline.errors import CacheError, printable
 from pipeline.extract.cache import KEY_ATTRS, Cache
 from pipeline.extract.cache_door import check_storage, disk_problem, finite_rows
+from pipeline.extract.embeddings import masked_mean
 
 FORMAT = "clip-har search index"
 VERSION = 1
@@ -77,13 +78,15 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norm, 1e-12)).astype(np.float32, copy=False)
 
 
-def video_vectors(embeddings, progress=None) -> np.ndarray:
-    """float32 (V, D): each clip's unit mean of its unit frame embeddings, from float32 (V, F, D) (an array, or the
-    cache's Embeddings read a block at a time: memory one block). progress(rows) after each block."""
+def video_vectors(embeddings, progress=None, sampled: np.ndarray | None = None) -> np.ndarray:
+    """float32 (V, D): each clip's unit mean of its own unit frame embeddings, from float32 (V, F, D) (an array, or
+    the cache's Embeddings read a block at a time: memory one block); sampled int64 (V,): how many of the F frames
+    are the clip's own (a cache sampled by frame rate pads the rest), None: all. progress(rows) after each block."""
     out = np.empty((len(embeddings), embeddings.shape[2]), np.float32)
     blocks = embeddings.blocks() if hasattr(embeddings, "blocks") else [(0, np.asarray(embeddings, np.float32))]
     for start, block in blocks:
-        out[start:start + len(block)] = unit(unit(block).mean(axis=1))
+        counts = None if sampled is None else sampled[start:start + len(block)]
+        out[start:start + len(block)] = unit(masked_mean(unit(block), counts))
         if progress:
             progress(len(block))
     return out
@@ -99,7 +102,8 @@ def build_index(cache: Cache, cfg: IndexConfig = IndexConfig(), progress=None) -
     """The index's arrays and attributes for a cache (see write_index): vectors always; beyond cfg.exact_up_to
     clips, spherical k-means centroids (trained on TRAIN_PER_LIST vectors a list, chosen with cfg.seed) and each
     clip's list."""
-    vectors = video_vectors(cache.embeddings, progress)
+    own = cache.sampled if (cache.sampled < cache.embeddings.shape[1]).any() else None  # None: numpy's plain mean
+    vectors = video_vectors(cache.embeddings, progress, own)
     arrays = {"vectors": vectors}
     attrs = {"format": FORMAT, "version": VERSION, "cache_fingerprint": cache_fingerprint(cache),
              "exact_up_to": cfg.exact_up_to, "nprobe": cfg.nprobe}
