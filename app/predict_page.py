@@ -34,6 +34,7 @@ STEP_LABELS = {"loading": "Loading the CLIP encoder (the first time only: it can
                "classifying": "Classifying…"}
 TIMELINE_PX = 32  # the height of the timeline's band
 TIMELINE_MIN_PX = 600  # the narrowest the timeline is drawn (the page's column at a small window): labels fit this
+LEGEND_COLUMNS = 3
 CHAR_PX = 7  # the width of one character of the timeline's 12-pixel labels, at most (a-z, space, ?)
 UNSURE_GREY = "#b0b0b0"
 
@@ -260,9 +261,10 @@ def show_timeline(timeline) -> None:
                           "window": [f"{s.start:.1f}-{s.end:.1f} s" for s in segments], "lane": 0})
     domain, colours = answer_colours(classes)
     shown = [d for d in domain if d in set(table["answer"])]  # the legend: the answers on this time line only
+    # the legend in rows of LEGEND_COLUMNS that fit the narrowest chart (a longer name is cut there, whole on hover)
     colour = alt.Color("answer:N", title="answer", scale=alt.Scale(
-        domain=shown, range=[colours[domain.index(d)] for d in shown]), legend=alt.Legend(orient="bottom",
-                                                                                          labelLimit=0))
+        domain=shown, range=[colours[domain.index(d)] for d in shown]), legend=alt.Legend(
+            orient="bottom", columns=LEGEND_COLUMNS, labelLimit=TIMELINE_MIN_PX // LEGEND_COLUMNS - 40))
     x = alt.X("from:Q", title="seconds", scale=alt.Scale(domain=[spans[0][0], spans[-1][1]], nice=False))
     bars = alt.Chart(table).mark_bar(stroke="white", strokeWidth=1).encode(
         x=x, x2="to", y=alt.Y("lane:O", axis=None), color=colour,

@@ -133,6 +133,8 @@ def screenshot(page, path) -> None:
     settled(page)
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(size)
+    settled(page)  # and the page laid out again at its own size (two frames) before anything else looks at it
+    page.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
 
 def settled(page) -> None:
