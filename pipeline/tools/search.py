@@ -22,7 +22,6 @@ from pipeline.tools.inspector import row_of, split_file
 from pipeline.tools.search_index import SearchIndex, index_path, open_index, unit
 
 SPLIT_PARTS = tuple(p for p in PARTS if p != "unused")  # what --split chooses from
-QUERY_TEMPLATES = ("{}",)  # a query's text is embedded as typed (no prompt around it)
 MAX_K = 1000  # results asked for at most
 
 
@@ -118,14 +117,16 @@ def open_searcher(cache_path: str | os.PathLike, index: str | os.PathLike | None
 
 def text_vector(model_id: str, text: str) -> np.ndarray:
     """float32 (D,), unit: `text` through the text tower of the encoder `model_id` (the cache's own), the family's
-    way (tokenizer, padding, projection: pipeline.heads.zeroshot). The one place search embeds text. ConfigError
-    for an empty text; HeadError when the model has no text tower or tokenizer (a vision-only folder)."""
+    way (tokenizer, padding, projection), in the same prompt ensemble as the project's zero-shot classes
+    (pipeline.heads.zeroshot.query_embedding with project_templates()). The one place search embeds text.
+    ConfigError for an empty text or a wrong zeroshot.templates; HeadError when the model has no text tower or
+    tokenizer (a vision-only folder)."""
     from pipeline.embed.hub import may_download
-    from pipeline.heads.zeroshot import text_embeddings
+    from pipeline.heads.zeroshot import project_templates, query_embedding
 
     if not text.strip():
         raise ConfigError("type something to search for")
-    return text_embeddings(model_id, [text.strip()], QUERY_TEMPLATES, download=may_download(model_id)).embeddings[0]
+    return query_embedding(model_id, text.strip(), project_templates(), download=may_download(model_id)).embedding
 
 
 def cached_query(searcher: Searcher, path: str) -> tuple[np.ndarray, np.ndarray]:
