@@ -18,15 +18,18 @@ def main() -> None:
     # The decode workers' server imports torch and the encoder's modules (seconds) while this process imports its
     # own, rather than after: the first video decodes sooner (bench/startup.py). The stage's heavy imports are here,
     # not at the top, because every worker re-runs this module by name and should find nothing to import.
+    # The settings are read (and so checked) first: a wrong one stops the stage before any work, the server's
+    # imports included.
+    params = read_params()
+    settings = (params["extract"], params["data"]["root"], params["data"]["annotations"], params["data"]["classes"],
+                params["data"]["follow_links"], params["encoder"]["model"])
     start_forkserver(WORKER_MODULES)
     from pipeline.extract.project import extract_config
     from pipeline.extract.runner import extract_features
     from pipeline.threads import set_threads
 
     set_threads("extract")
-    params = read_params()
-    cfg = extract_config(params["extract"], params["data"]["root"], params["data"]["annotations"],
-                         params["data"]["classes"], params["data"]["follow_links"], params["encoder"]["model"])
+    cfg = extract_config(*settings)
     for note in untracked_notes([cfg.annotations, cfg.classes], cfg.root):
         print(f"extract: note: {note}")
     print(extract_features(cfg))
