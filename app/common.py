@@ -138,7 +138,8 @@ def cached_text_embeddings(model_id: str, actions: tuple[str, ...], templates: t
 
 @st.cache_resource(show_spinner="Encoding the actions with the encoder's text tower…")
 def _text_embeddings(model_id: str, actions: tuple[str, ...], templates: tuple[str, ...]):
-    return text_embeddings(model_id, list(actions), templates, download=may_download(model_id))  # from a head: disk only
+    """cached_text_embeddings' work, once per model, list and templates (a model named by a head: from disk only)."""
+    return text_embeddings(model_id, list(actions), templates, download=may_download(model_id))
 
 
 def app_templates() -> tuple[str, ...]:
