@@ -515,7 +515,7 @@ def test_a_cache_sampled_by_frame_rate_holds_each_clips_own_frames_padded_and_sa
     # a head trained on it records the sampling, and clip-har-predict's path samples each video the same way
     from pipeline.decode.workers import DecodePool, PoolConfig
     from pipeline.extract.cache import open_cache
-    from pipeline.heads.estimators import LinearHead, LinearConfig
+    from pipeline.heads.estimators import LinearConfig, LinearHead
     from pipeline.tools.predict import load_predictor, predict_video
     lazy = open_cache(tmp_path / "f.h5")
     head = LinearHead(LinearConfig(epochs=2, head="attention")).fit(lazy.embeddings, lazy.labels, lazy.class_names,
