@@ -111,12 +111,17 @@ def run(root, cache, tiny_clip, **kw):
 
 def test_stage_one_skips_what_kills_its_decoder_and_the_cache_does_not_depend_on_the_workers(faulty_folder,
                                                                                           tmp_path, tiny_clip):
+    shutil.copy(faulty_folder / "c0" / "v0.mp4", faulty_folder / "c0" / "bug.mp4")  # a bug in the reader
     summary = run(faulty_folder, tmp_path / "w2.h5", tiny_clip, workers=2)
     reasons = dict(summary.skipped)
-    assert set(reasons) == {"c0/crash.mp4", "c1/hang.mp4", "c1/hog.mp4"} and summary.encoded == 6
+    assert set(reasons) == {"c0/crash.mp4", "c1/hang.mp4", "c1/hog.mp4", "c0/bug.mp4"} and summary.encoded == 6
     assert reasons["c0/crash.mp4"] == "c0/crash.mp4: decoder crashed (signal 11, SIGSEGV)"
     assert reasons["c1/hang.mp4"].startswith("c1/hang.mp4: timed out after")
-    for name in ("crash.mp4", "hang.mp4", "hog.mp4"):  # without them, in this process: the same cache bit for bit
+    # the bug is counted apart, with its traceback on the terminal, and never remembered as the file's failure
+    assert [name for name, _ in summary.internal] == ["c0/bug.mp4"] and "c0/bug.mp4" not in summary.skipped_stat
+    assert "1 of the skipped hit an internal error" in str(summary) and "KeyError" in str(summary).splitlines()[-1]
+    assert read_cache(tmp_path / "w2.h5").skipped_kind["c0/bug.mp4"] == "InternalError"
+    for name in ("crash.mp4", "hang.mp4", "hog.mp4", "bug.mp4"):  # without them, in this process: the same cache
         next(faulty_folder.rglob(name)).unlink()
     run(faulty_folder, tmp_path / "w0.h5", tiny_clip, workers=0)
     a, b = read_cache(tmp_path / "w2.h5"), read_cache(tmp_path / "w0.h5")

@@ -98,7 +98,7 @@ class Cache:
     repeated bool (fewer than F frames), decode_errors int64 (packets the decoder rejected or concealed; 0 for a
     sound file), file_size int64, mtime_ns int64: all (V,). skipped: (clip id, line) pairs, the line naming the
     clip and why; skipped_kind: {clip id: the name of the error type that skipped it (errors.Unusable.kind:
-    VideoError, EmptySegment; DataError for what the listing refused)}, absent for a skip of a version-4 cache;
+    VideoError, EmptySegment, InternalError; DataError for what the listing refused)}, absent for a skip of a version-4 cache;
     skipped_stat: {path: (file_size, mtime_ns)} of the skipped files that were read, so that an unchanged one is not
     read again (pipeline.extract.runner). attrs: encoder, sampling, preprocessing, precision, decoder, storage dtype,
     versions.

@@ -27,7 +27,8 @@ from pipeline.extract.cache_door import disk_problem, finite_rows
 from pipeline.data.discover import FOLLOW_LINKS, VIDEO_EXTENSIONS, VideoFile, discover_videos
 from pipeline.embed.encoder import EncoderConfig
 from pipeline.extract.engines import Engine, LocalEngine
-from pipeline.errors import CacheError, ConfigError, DataError, Unusable, VideoError, number, printable
+from pipeline.errors import (CacheError, ConfigError, DataError, InternalError, Unusable, VideoError, number,
+                             printable)
 from pipeline.paths import CACHE_PATH
 from pipeline.progress import progress_bar
 from pipeline.decode.sampling import Sampling
@@ -354,7 +355,10 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             name = clip_id(video.path, video.segment)
             bar.update(1)
             if isinstance(out, Unusable):  # recorded under its clip id: the cache must not name this machine's files
-                skip(i, f"{name}: {out.reason}", out.reason, out.kind.__name__)
+                # a bug of this code is not the file's: never remembered as the file's failure, retried next run
+                skip(i, f"{name}: {out.reason}", out.reason, out.kind.__name__, remember=out.kind is not InternalError)
+                if out.kind is InternalError:
+                    summary.internal.append((name, out.detail))
                 pending += repeats  # a crash or a timeout is not a property of the bytes: each tries for itself
                 alone.update(repeats)
                 continue

@@ -33,6 +33,7 @@ class ExtractSummary:
     sampling: Sampling = field(default_factory=Sampling)  # how the clips were sampled (for the capped line)
     kinds: Counter = field(default_factory=Counter)  # skips by reason
     skipped_list: str = ""  # the file listing every skip (SKIPPED_LIST beside the cache), once written
+    internal: list[tuple[str, str]] = field(default_factory=list)  # (clip id, traceback): skips by a bug of ours
 
     def __str__(self) -> str:
         remembered = (f" ({self.remembered} unchanged since they failed: not read again; extract.rehash: true "
@@ -54,4 +55,10 @@ class ExtractSummary:
         if len(self.skipped) > SHOWN_SKIPS:
             where = printable(self.skipped_list) if self.skipped_list else "the cache's skipped table"
             lines.append(f"  ... and {len(self.skipped) - SHOWN_SKIPS:,} more: {where} lists them all")
+        if self.internal:  # counted apart: not the videos' fault, and retried by the next run
+            name, trace = self.internal[0]
+            lines.append(f"  {len(self.internal)} of the skipped hit an internal error, a bug in clip-har rather than "
+                         f"the videos (they are retried by the next run); please report it with the traceback of "
+                         f"the first, {printable(name)}:")
+            lines += [f"    {printable(line)}" for line in trace.rstrip().splitlines()]
         return "\n".join(lines)
