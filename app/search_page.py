@@ -23,10 +23,11 @@ ANY = "any"
 PLAY_LIMIT = 200 << 20  # bytes: a cached video larger than this is not sent to the browser to play
 
 
-@st.cache_resource(show_spinner="Opening the search index…")
+@st.cache_resource(show_spinner="Opening the search index…", max_entries=2)
 def cached_searcher(path: str, versions: tuple):
     """The cache and its checked index (pipeline.tools.search.open_searcher), once per version of the cache, the
-    index and the split (`versions`: their mtimes), shared by every session."""
+    index and the split (`versions`: their mtimes), shared by every session; the last two versions kept (0.5 GiB
+    each at 240,000 clips)."""
     return open_searcher(path)
 
 

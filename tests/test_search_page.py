@@ -78,7 +78,10 @@ def test_search_page_in_a_real_browser(indexed, tmp_path):
         page.get_by_label("Describe the moment").fill("someone clapping")
         page.get_by_role("button", name="Search").click()
         expect(page.get_by_text("clips in")).to_be_visible()
+        expect(page.locator("[data-testid=stApp][data-test-script-state=notRunning]")).to_have_count(1)
         expect(page.locator("[data-testid=stImage] img")).to_have_count(9)  # 9 clips, each its matching frame
+        page.wait_for_function("[...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete "
+                               "&& i.naturalWidth > 0)")
         expect(page.get_by_text(RANDOM_ENCODER_NOTE)).to_be_visible()
         assert too_wide(page) == []
         shot = tmp_path / "search.png"
