@@ -217,6 +217,7 @@ def test_video_report_shows_whole_class_names_within_100_columns(tmp_path, capsy
     names = ("walking_while_reading_book", "walking_while_using_phone", "meeting_and_splitting", "standing_still")
     cache = hand_cache(tmp_path, [E[0], E[0], E[1], E[2], E[3]], [0, 0, 1, 2, 3], names=names)
     cache.embeddings = np.repeat(cache.embeddings[:, :1], 16, axis=1)  # 16 frames: wider than one block
+    cache.sampled = np.full(5, 16)  # every one the video's own
     cache.frame_indices, cache.timestamps = np.tile(np.arange(16) * 3, (5, 1)), np.tile(np.arange(16) / 8, (5, 1))
     cache.attrs["num_frames"] = 16  # what the door checks against the embeddings' shape
     write_cache(tmp_path / "f.h5", cache)
