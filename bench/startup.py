@@ -131,8 +131,8 @@ def train_head(project: Path, env: dict) -> None:
 def app_answer(checkout: Path, project: Path, env: dict) -> float:
     """Seconds from an upload to the rendered answer, the Predict page open for 10 s before (APP_RUN)."""
     use_params(checkout, project)
-    out = subprocess.run([sys.executable, "-c", APP_RUN, str(checkout / "app" / "streamlit_app.py")], check=False, cwd=project,
-                         env={**env, "PYTHONPATH": str(checkout)}, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", APP_RUN, str(checkout / "app" / "streamlit_app.py")], check=False,
+                         cwd=project, env={**env, "PYTHONPATH": str(checkout)}, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{checkout}: the app failed:\n{out.stderr[-3000:]}")
     return float(out.stdout.split()[-1])
