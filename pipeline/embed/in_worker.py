@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # imported where used: stage one names WORKER_MODULES before 
 # once, so that a worker starts without importing transformers (seconds) again:
 WORKER_MODULES = (__name__, "pipeline.embed.encoder", "onnxruntime",
                   *(f"transformers.models.{f}.{m}_{f}" for f in ("clip", "siglip")
-                              for m in ("modeling", "image_processing_pil")))
+                    for m in ("modeling", "image_processing_pil")))
 _in_worker: dict = {}  # in such a worker: "encoder" and "batch_size", or "error": why they could not be loaded
 
 
