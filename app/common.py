@@ -103,7 +103,7 @@ def _load(future: Future, key: tuple[str, str, str, str]) -> None:
     try:
         future.set_result(encoder_for({"encoder_model": model_id, "preprocess": preprocess, "backend": backend,
                                        "quantize": quantize}))
-    except BaseException as e:  # whatever it is, the page waiting on the Future raises it (not lost in a thread)
+    except BaseException as e:  # noqa: BLE001  (handed over: the page waiting on the Future raises it, never lost)
         future.set_exception(e)
 
 

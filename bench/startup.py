@@ -1,7 +1,7 @@
 """Stage one's start-up (issue 39): seconds from `python -m stages.extract` to its first video, this code against an
 older checkout, alternated.
 
-    python bench/startup.py [--rounds 3] [--baseline DIR] [--full]
+    python bench/startup.py [--rounds 3] [--baseline DIR] [--full] [--app]
 
 A small project (written once under bench/out/startup/): 4 H.264 clips of 2 s at 320x240 in two class folders, 8
 frames per clip, the tiny random CLIP (--full: the full ViT-B/32 architecture with random weights, the real model's
@@ -12,18 +12,26 @@ export, made once per encoder, is not start-up). stderr is a pseudo-terminal, so
 it moves; the figures are when the `extract` bar first shows (the encoder loaded and described: decoding starts
 right after) and when it first counts a video (decoded and embedded), and the whole run. The machine's load
 average is printed with them: on a shared machine compare the ratios of one run.
+
+--app: the app's first answer instead. In a fresh process per run (imports and all), Streamlit's AppTest opens the
+Predict page of the same project (a linear head trained on its cache), waits 10 s as a user would before uploading,
+then uploads a clip and presses Predict: the figure is that last script run, upload to rendered answer. Before
+issue 39 the encoder loaded at the first Predict; now the page starts loading it as it opens.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import pty
 import re
 import select
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -37,24 +45,31 @@ BAR = re.compile(rb"extract:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
 def make_project(full: bool) -> Path:
     """The project folder: videos, a random CLIP and params.yaml (made once per kind)."""
     from pipeline.embed.tiny_clip import build_tiny_clip
-    from tests.conftest import committed_params, write_video  # the tests' video writer and params
+    from tests.conftest import write_video  # the tests' video writer
 
     project = OUT / ("full" if full else "tiny")
-    if not (project / "params.yaml").is_file():
+    if not (project / "model").is_dir():
         for c in ("a", "b"):
             for i in range(2):
                 write_video(project / "data" / c / f"{c}{i}.mp4", 50, size=(320, 240), seed=10 * ord(c) + i)
         build_tiny_clip(project / "model", full_size=full)
-        params = committed_params(data={"root": "data"}, encoder={"model": "model"}, extract={"num_frames": 8})
-        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return project
+
+
+def use_params(checkout: Path, project: Path) -> None:
+    """The project's params.yaml: `checkout`'s own (its defaults), on this data and model, 8 frames a clip."""
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    params["data"]["root"], params["encoder"]["model"], params["extract"]["num_frames"] = "data", "model", 8
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def run_stage(checkout: Path, project: Path, env: dict) -> dict:
     """One `python -m stages.extract` of `checkout` in `project` on a new cache: seconds to the bar, to its first
     video, to the end."""
+    use_params(checkout, project)
     shutil.rmtree(project / "cache", ignore_errors=True)
     main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # tqdm draws nothing 0 wide
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "stages.extract"], cwd=project, stdout=subprocess.DEVNULL,
                             stderr=child, env={**env, "PYTHONPATH": str(checkout)})
@@ -83,15 +98,70 @@ def run_stage(checkout: Path, project: Path, env: dict) -> dict:
     return {"bar": bar, "first": first, "end": end}
 
 
+APP_RUN = """
+import sys, time
+from pathlib import Path
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=600)
+at.run()
+assert not at.exception, at.exception
+time.sleep(10.0)  # the page open for 10 s before the upload
+started = time.perf_counter()
+at.get("file_uploader")[0].upload("clip.mp4", Path("data/a/a0.mp4").read_bytes(), "video/mp4")
+at.run()
+at.button[0].click().run()
+assert not at.exception and not at.error, (at.exception, at.error)
+print(f"{time.perf_counter() - started:.3f}")
+"""
+
+
+def train_head(project: Path, env: dict) -> None:
+    """A linear head on the project's cache (stage one run first), where the app looks for it."""
+    from pipeline.extract.cache import read_cache
+    from pipeline.heads.estimators import LinearHead, mean_pool
+    from pipeline.heads.training import LinearConfig
+    from pipeline.paths import HEAD_FILES
+
+    run_stage(ROOT, project, env)
+    cache = read_cache(project / "cache" / "features.h5")
+    LinearHead(LinearConfig(epochs=20)).fit(mean_pool(cache.embeddings), cache.labels, cache.class_names,
+                                            cache.attrs).save(project / HEAD_FILES["linear"])
+
+
+def app_answer(checkout: Path, project: Path, env: dict) -> float:
+    """Seconds from an upload to the rendered answer, the Predict page open for 10 s before (APP_RUN)."""
+    use_params(checkout, project)
+    out = subprocess.run([sys.executable, "-c", APP_RUN, str(checkout / "app" / "streamlit_app.py")], check=False,
+                         cwd=project, env={**env, "PYTHONPATH": str(checkout)}, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{checkout}: the app failed:\n{out.stderr[-3000:]}")
+    return float(out.stdout.split()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline", type=Path, help="a checkout of older code to compare with")
     ap.add_argument("--full", action="store_true", help="the full ViT-B/32 architecture (random weights)")
+    ap.add_argument("--app", action="store_true", help="the app's first answer, the page open for 10 s")
     args = ap.parse_args()
     project = make_project(args.full)
     env = {**os.environ, "CLIP_HAR_ONNX_DIR": str(OUT / "onnx"), "HF_HUB_OFFLINE": "1"}
     variants = {"this": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
+    if args.app:
+        train_head(project, env)
+        answers: dict[str, list[float]] = {name: [] for name in variants}
+        for r in range(args.rounds):
+            for name, checkout in (variants.items() if r % 2 == 0 else reversed(variants.items())):
+                answers[name].append(app_answer(checkout, project, env))
+                print(f"round {r + 1} {name:8s} upload to answer {answers[name][-1]:.2f} s "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
+        for name, ts in answers.items():
+            print(f"{name:8s} median upload to answer: {statistics.median(ts):.2f} s")
+        if args.baseline:
+            ratio = statistics.median(b / a for a, b in zip(answers["this"], answers["baseline"]))
+            print(f"baseline / this: {ratio:.2f}x (median of the rounds' ratios)")
+        return
     for checkout in variants.values():
         run_stage(checkout, project, env)  # untimed: the export, the page cache
     times: dict[str, list[dict]] = {name: [] for name in variants}

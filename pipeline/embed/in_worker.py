@@ -13,8 +13,9 @@ if TYPE_CHECKING:  # imported where used: stage one names WORKER_MODULES before 
 # Stage one on the CPU embeds in the decode workers (pipeline.extract.engines.LocalEngine): each loads the encoder once
 # (load_in_worker, its setup) and runs decode_and_embed per video, on its one thread. What its forkserver imports
 # once, so that a worker starts without importing transformers (seconds) again:
-WORKER_MODULES = (__name__, "pipeline.embed.encoder", "onnxruntime", *(f"transformers.models.{f}.{m}_{f}" for f in ("clip", "siglip")
-                              for m in ("modeling", "image_processing_pil")))
+WORKER_MODULES = (__name__, "pipeline.embed.encoder", "onnxruntime",
+                  *(f"transformers.models.{f}.{m}_{f}" for f in ("clip", "siglip")
+                    for m in ("modeling", "image_processing_pil")))
 _in_worker: dict = {}  # in such a worker: "encoder" and "batch_size", or "error": why they could not be loaded
 
 

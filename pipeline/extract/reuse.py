@@ -47,12 +47,16 @@ def reusable(cache_path: Path, parts_dir: Path, attrs: dict) -> tuple[list[Cache
     return found, "; ".join(notes)
 
 
+EXTENDED_ATTRS = ("backend", "encoder_model", "device_type", "quantize", "precision")  # EncoderConfig.extending's
+
+
 def previous_attrs(cache_path: Path) -> dict:
-    """The attributes of the cache at `cache_path` (strings and numbers as h5py gives them), {} where there is none
-    or it cannot be read: what backend auto extends (EncoderConfig.extending), compared, never trusted further."""
+    """The EXTENDED_ATTRS of the cache at `cache_path` (as h5py gives them), {} where there is none or it cannot be
+    read: what backend auto extends (EncoderConfig.extending), compared with strings, never trusted further (the
+    run opens the cache through its door, open_cache, afterwards)."""
     try:
         with h5py.File(cache_path, "r") as f:
-            return dict(f.attrs)
+            return {k: f.attrs[k] for k in EXTENDED_ATTRS if k in f.attrs}
     except (OSError, ValueError):  # missing, not HDF5, damaged
         return {}
 

@@ -65,7 +65,7 @@ class ExtractConfig:
     device: str = EncoderConfig.device
     precision: str = EncoderConfig.precision  # fp32 | fp16 | bf16 | auto (fp32 on the CPU, AUTO_PRECISION on CUDA)
     preprocess: str = EncoderConfig.preprocess
-    backend: str = EncoderConfig.backend  # auto | torch | onnxruntime (CPU only: an ONNX export, pipeline.embed.onnx_backend)
+    backend: str = EncoderConfig.backend  # auto | torch | onnxruntime (CPU only: pipeline.embed.onnx_backend)
     quantize: str = EncoderConfig.quantize  # "int8" (onnxruntime only): quantised MatMuls, faster, less exact
     shard_size: int = 64  # videos per part file: the work a kill can lose
     workers: int | str = "auto"  # decode worker processes; 0 = in this process (debugging); auto = one per core
