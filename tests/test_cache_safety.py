@@ -97,10 +97,12 @@ def test_embeddings_read_after_opening_are_checked_again(tmp_path):
 def test_every_reader_of_a_cache_goes_through_the_door():
     """Only the cache module opens HDF5 files (pipeline/extract/cache.py, and embeddings.py for the rows open_cache
     leaves in the file): the stages, the inspector, the app and stage one's reuse read caches and parts through
-    open_cache (checked by the tests below and this one)."""
+    open_cache (checked by the tests below and this one). The search index, another file, has its own door
+    (search_index.open_index: check_storage first, then every array checked; tests/test_search.py)."""
     openers = [str(p.relative_to(ROOT)) for folder in ("pipeline", "stages", "app")
                for p in (ROOT / folder).rglob("*.py") if "h5py.File(" in p.read_text()]
-    assert sorted(openers) == ["pipeline/extract/cache.py", "pipeline/extract/embeddings.py"]
+    assert sorted(openers) == ["pipeline/extract/cache.py", "pipeline/extract/embeddings.py",
+                               "pipeline/tools/search_index.py"]
 
 
 @pytest.mark.parametrize("kind", ["external storage", "virtual dataset"])

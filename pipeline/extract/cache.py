@@ -311,6 +311,16 @@ def open_cache(path: str | os.PathLike) -> Cache:
         raise CacheError(f"{path}: not a readable feature cache ({e})") from None
 
 
+def cache_attrs(path: str | os.PathLike) -> dict:
+    """The attributes of the cache at `path` alone (plain values; nothing else is read, so no dataset's storage is
+    followed), {} where there is none or it cannot be read. Information only: a reader of its rows uses open_cache."""
+    try:
+        with open_file(Path(path)) as f:
+            return {k: _plain(v) for k, v in f.attrs.items()}
+    except (OSError, ValueError):  # missing, not HDF5, damaged
+        return {}
+
+
 def read_cache(path: str | os.PathLike) -> Cache:
     """Read a whole cache into memory, embeddings float32 (V, F, D); CacheError naming the file when unusable.
     For a large cache, open_cache reads the embeddings only as they are needed."""

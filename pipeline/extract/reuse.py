@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from pipeline.errors import CacheError, printable
-from pipeline.extract.cache import KEY_ATTRS, Cache, open_cache
+from pipeline.extract.cache import KEY_ATTRS, Cache, cache_attrs, open_cache
 
 
 def reusable(cache_path: Path, parts_dir: Path, attrs: dict) -> tuple[list[Cache], str]:
@@ -51,14 +50,11 @@ EXTENDED_ATTRS = ("backend", "encoder_model", "device_type", "quantize", "precis
 
 
 def previous_attrs(cache_path: Path) -> dict:
-    """The EXTENDED_ATTRS of the cache at `cache_path` (as h5py gives them), {} where there is none or it cannot be
-    read: what backend auto extends (EncoderConfig.extending), compared with strings, never trusted further (the
-    run opens the cache through its door, open_cache, afterwards)."""
-    try:
-        with h5py.File(cache_path, "r") as f:
-            return {k: f.attrs[k] for k in EXTENDED_ATTRS if k in f.attrs}
-    except (OSError, ValueError):  # missing, not HDF5, damaged
-        return {}
+    """The EXTENDED_ATTRS of the cache at `cache_path`, {} where there is none or it cannot be read: what backend
+    auto extends (EncoderConfig.extending), compared with strings, never trusted further (the run opens the cache
+    through its door, open_cache, afterwards)."""
+    attrs = cache_attrs(cache_path)
+    return {k: attrs[k] for k in EXTENDED_ATTRS if k in attrs}
 
 
 def finite_only(source: Cache, notes: list[str]) -> Cache:
