@@ -230,8 +230,8 @@ def test_bad_options_are_rejected(tiny_clip):
 
 
 def test_an_encoder_config_loads_its_encoder_and_batch_size(encoder, tiny_clip):
-    loaded, batch_size = EncoderConfig(tiny_clip, device="cpu").load()
-    assert batch_size == AUTO_BATCH_SIZE["cpu"] and loaded.describe() == encoder.describe()
+    loaded, batch_size = EncoderConfig(tiny_clip, device="cpu").load()  # backend auto: ONNX Runtime on the CPU
+    assert batch_size == AUTO_BATCH_SIZE["cpu"] and loaded.describe() == {**encoder.describe(), "backend": "onnxruntime"}
     assert EncoderConfig(tiny_clip, batch_size=3).load(device="cpu")[1] == 3
     assert EncoderConfig(tiny_clip, num_frames=6).load(device="cpu")[1] == 6  # auto: one pass per 6-frame video
 
@@ -290,7 +290,9 @@ def test_int8_runs_through_onnxruntime_one_video_per_pass(encoder, tiny_clip, on
     frames = [np.stack([resize_crop(f, encoder.frame_spec()) for f in _natural_frames(n, 48, 64, seed=i)])
               for i, n in enumerate([3, 8, 5])]
     a, b = embed_frames(frames[1], encoder, 8), embed_frames(frames[1], int8, 8)
-    assert not np.array_equal(a, b) and centred_cosine(a, b, a).min() > 0.9  # int8 really ran, near fp32
+    # int8 really ran, near fp32 (the tiny random CLIP's 32 dimensions: 0.77 at worst on an AVX2 CPU; a saturating
+    # recipe gave 0.61 there and the tiny SigLIP 0.005)
+    assert not np.array_equal(a, b) and centred_cosine(a, b, a).min() > 0.7
     # dynamic int8 scales a pass by its whole batch, so the embedder never mixes videos in one pass
     embedder = Embedder(int8, batch_size=8)
     got = [row for key, f in enumerate(frames) for row in embedder.add(key, f)] + embedder.flush()
@@ -298,7 +300,7 @@ def test_int8_runs_through_onnxruntime_one_video_per_pass(encoder, tiny_clip, on
     for (key, emb) in got:
         np.testing.assert_array_equal(emb, embed_frames(frames[key], int8, 8))
     with pytest.raises(ValueError, match="int8 runs through ONNX Runtime"):
-        load_encoder(tiny_clip, device="cpu", quantize="int8")
+        load_encoder(tiny_clip, device="cpu", backend="torch", quantize="int8")
     with pytest.raises(ValueError, match="runs on the CPU"):
         load_encoder(tiny_clip, device="cuda", backend="onnxruntime")
     with pytest.raises(ValueError, match="backend"):

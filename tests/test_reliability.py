@@ -335,7 +335,7 @@ def test_the_stage_reports_a_write_failure_in_one_line(tmp_path, monkeypatch, ca
     def fail(cfg):
         raise OSError(errno.ENOSPC, "No space left on device", "cache/features.h5.tmp")
 
-    monkeypatch.setattr(stages.extract, "extract_features", fail)
+    monkeypatch.setattr("pipeline.extract.runner.extract_features", fail)  # the stage imports it when it runs
     (tmp_path / "params.yaml").write_text(committed_file("params.yaml"))  # the committed settings, not the user's
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit,

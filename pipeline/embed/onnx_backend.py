@@ -65,13 +65,14 @@ def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quant
     """The ONNX file of `model` (fp32, or dynamic int8 when quantize="int8"), exported on first use and reused.
 
     fp32: torch.onnx.export (dynamo exporter, dynamic batch). int8: ONNX Runtime's dynamic quantisation of that
-    file, weights per output channel as QInt8, activations quantised per call. Each file is written under a
+    file, weights per output channel as QInt8 in 7 bits (reduce_range: 8-bit products saturate on CPUs without
+    AVX-512 VNNI, docs/engines.md), activations quantised per call. Each file is written under a
     temporary name and renamed into place, then its manifest (size, CRC-32), under a file lock: a killed export
     or a concurrent process never leaves or reads half a model, and only one process exports. A file that does not
     match its manifest (or has none) is made again, never used. The one-time export says so on stderr.
     """
     folder = model_dir(fingerprint, root)
-    fp32, int8 = folder / "vision-fp32.onnx", folder / "vision-int8.onnx"
+    fp32, int8 = folder / "vision-fp32.onnx", folder / "vision-int8-rr.onnx"
     wanted = int8 if quantize == "int8" else fp32
     if _verified(wanted, fingerprint):  # the usual case: no lock (files and manifests only appear by rename)
         return wanted
@@ -87,7 +88,7 @@ def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quant
 
             def quantized(tmp: Path) -> None:
                 with _quiet(""):  # its advice to run a pre-processing pass first, which is not taken here
-                    quantize_dynamic(fp32, tmp, per_channel=True, weight_type=QuantType.QInt8)
+                    quantize_dynamic(fp32, tmp, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
 
             with _announced(f"quantising the encoder {fingerprint} to int8, once", int8):
                 _make(int8, fingerprint, quantized)
