@@ -259,9 +259,11 @@ def test_a_decoder_out_of_memory_ends_the_source_with_a_message_in_bounded_time(
 
     from pipeline.live.source import SourceConfig
 
-    hd = tmp_path / "hd.mp4"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=1280x720:rate=25", "-t", "1",
-                    "-c:v", "mpeg2video", str(hd)], check=True)
+    # 4K frames (12 MB each, more with the decoder's buffers): larger than any free memory the worker's forkserver
+    # may already hold from its imports (at 720p, the decoder once fit in it and played the file to its end)
+    hd = tmp_path / "uhd.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=3840x2160:rate=25", "-t",
+                    "0.4", "-c:v", "mpeg2video", str(hd)], check=True)
     end, got = _collect(str(hd), SourceConfig(memory_mb=1, stall_s=1))
     assert end.kind == "failed" and not got
     assert any(why in end.reason for why in ("out of memory", "nothing arrived", "crashed", "Cannot allocate")), end
