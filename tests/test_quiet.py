@@ -83,12 +83,13 @@ def test_the_tiny_clip_and_siglip_build_load_and_encode_text_without_a_transform
     """The tiny models' saved configs carry their own tokenizer's special ids (tiny_clip.py), and transformers' own
     default SigLIP text config, which it builds to print any SigLIP config and which warns about its CLIP ids, is
     kept quiet at the source (pipeline.embed.hub.quiet_default_text_configs): neither building a tiny SigLIP, nor
-    loading it or the tiny CLIP, nor their text towers make transformers warn about bos_token_id or eos_token_id."""
+    loading it or the tiny CLIP, nor their text towers make transformers warn about bos_token_id or eos_token_id.
+    (torch: ONNX Runtime's one-time export says so on stderr, in whichever test of the session comes first.)"""
     run = subprocess.run([sys.executable, "-c", "import sys; from pipeline.embed.tiny_clip import build_tiny_clip; "
                           "from pipeline.heads.zeroshot import query_embedding, text_embeddings; "
                           "from pipeline.embed.encoder import load_encoder; "
                           "siglip = str(build_tiny_clip(sys.argv[2], family='siglip')); "
-                          "[(load_encoder(m, 'cpu'), text_embeddings(m, ['walking', 'sitting']), "
+                          "[(load_encoder(m, 'cpu', backend='torch'), text_embeddings(m, ['walking', 'sitting']), "
                           "query_embedding(m, 'someone falls')) for m in (sys.argv[1], siglip)]",
                           tiny_clip, str(tmp_path / "siglip")],
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -240,7 +240,7 @@ def test_the_quick_part_is_a_valid_selection():
     keeps the quick tests and leaves the slow ones out (collected, not run: running the suite is CI's job)."""
     result = subprocess.run([sys.executable, "-m", "pytest", "-q",
                              *(str(Path("tests") / name) for name in ("test_dvc.py", "test_readme.py")),
-                             "-m", "not slow", "--collect-only", "-p", "no:cacheprovider", "-p", "no:xdist"], cwd=ROOT,
+                             "-m", "not slow", "--collect-only", "-p", "no:cacheprovider", "-n", "0"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = result.stdout.strip().splitlines()[-1]
