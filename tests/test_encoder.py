@@ -231,7 +231,8 @@ def test_bad_options_are_rejected(tiny_clip):
 
 def test_an_encoder_config_loads_its_encoder_and_batch_size(encoder, tiny_clip):
     loaded, batch_size = EncoderConfig(tiny_clip, device="cpu").load()  # backend auto: ONNX Runtime on the CPU
-    assert batch_size == AUTO_BATCH_SIZE["cpu"] and loaded.describe() == {**encoder.describe(), "backend": "onnxruntime"}
+    assert batch_size == AUTO_BATCH_SIZE["cpu"]
+    assert loaded.describe() == {**encoder.describe(), "backend": "onnxruntime"}
     assert EncoderConfig(tiny_clip, batch_size=3).load(device="cpu")[1] == 3
     assert EncoderConfig(tiny_clip, num_frames=6).load(device="cpu")[1] == 6  # auto: one pass per 6-frame video
 
