@@ -185,7 +185,7 @@ def test_temporal_heads_learn_the_order_that_mean_pooling_cannot(pooling, tmp_pa
 
 def test_unknown_pooling_and_pooled_input_for_a_temporal_head_are_refused():
     with pytest.raises(ConfigError, match="train.head must be one of"):
-        LinearModule(16, 2, "lstm")
+        LinearModule(16, 2, "lstm", 4)
     with pytest.raises(ConfigError, match="train.head must be one of"):
         LinearHead(LinearConfig(head="lstm")).fit(np.zeros((4, 16), np.float32), np.array([0, 1, 0, 1]), ["a", "b"],
                                                   ATTRS)
@@ -223,7 +223,7 @@ def _adam_alone(x, y, cfg, text_init=None, x_val=None, y_val=None):
     """The reference: one LinearModule trained with the torch.optim.Adam class, the way any torch user writes it,
     from the same start as train_linear's (its initial weights and standardisation)."""
     start = train_linear([(x, y)], 3, LinearConfig(**{**vars(cfg), "epochs": 0}), text_init)[0].final
-    model = LinearModule(16, 3)
+    model = LinearModule(16, 3, "mean", 1)  # mean pooling: no weight per frame, so any number of frames
     model.load_state_dict(start.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from pipeline.extract.cache import random_encoder_note
+from pipeline.embed.choices import DEVICES
 from pipeline.errors import HeadError, UserError, VideoError, printable
 from pipeline.tools.inspector import (TOP, find_outliers, frame_report, group_leakage, load,
                                 nearest_neighbors, plot_projection, project_2d, split_file, summarize)
@@ -163,7 +164,7 @@ def predict(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="*", metavar="PATH", help="video files or folders")
     parser.add_argument("--head", choices=sorted(HEAD_FILES), default="linear")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines (--live: JSON lines)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--segments", nargs=2, type=float, metavar=("WINDOW", "STRIDE"),
                         help="also answer for sliding windows of WINDOW seconds every STRIDE seconds")
     parser.add_argument("--threshold", type=float, metavar="F",
