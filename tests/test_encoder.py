@@ -1,6 +1,7 @@
 """The tiny CLIP and SigLIPs through from_pretrained, the family from the config, preprocessing parity with each
 family's image processor, batch-independent embeddings, the ONNX Runtime backend."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -431,12 +432,12 @@ def test_cuda_fp32_matches_the_cpu_and_fp16_stays_within_cosine_0999(tiny_clip):
 
 
 def test_the_thread_policy_sets_torch_and_the_onnxruntime_session(tiny_clip, onnx_dir):
-    from pipeline.threads import THREADS, set_threads
+    from pipeline.threads import THREADS, cores, set_threads, torch_threads
     before = torch.get_num_threads()
     try:
-        assert set_threads("stage_two") == THREADS["stage_two"] == torch.get_num_threads() == 1
+        assert set_threads("stage_two") == THREADS["stage_two"] == torch.get_num_threads() == torch_threads() == 1
         ort = load_encoder(tiny_clip, device="cpu", backend="onnxruntime")
         assert ort.session.get_session_options().intra_op_num_threads == 1  # the session follows torch's count
-        assert set_threads("extract") == torch.get_num_threads() >= 1
+        assert set_threads("extract") == torch.get_num_threads() == cores() == len(os.sched_getaffinity(0))
     finally:
         torch.set_num_threads(before)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.decode.frames import resize_crop
-from pipeline.decode.video import DecodeLimits, _check_size, sample_indices
+from pipeline.decode.container import DecodeLimits, check_size
+from pipeline.decode.sampling import sample_indices
 from pipeline.embed.encoder import embed_frames
 from pipeline.errors import ConfigError, UserError, number
 from pipeline.live.source import DEFAULT_RATE
@@ -159,7 +160,7 @@ class LiveEngine:
         (H, W, 3)."""
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"live frames are uint8 (H, W, 3) RGB, got {frame.dtype} {frame.shape}")
-        _check_size(self.name, frame.shape[1], frame.shape[0], self.config.limits)
+        check_size(self.name, frame.shape[1], frame.shape[0], self.config.limits)
         arrival = time.monotonic()
         with self._cond:
             self.stats.pushed += 1
