@@ -237,7 +237,7 @@ def timeline_layers(at: AppTest):
     and legend, each answer in its class's colour (as on the Embeddings page), "not sure" grey."""
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
-    from app.predict_page import UNSURE_GREY
+    from app.predict_charts import UNSURE_GREY
     from pipeline.tools.inspector import class_colours
     chart = at.get("vega_lite_chart")[1].proto
     spec = json.loads(chart.spec)
@@ -274,7 +274,7 @@ def test_timeline_for_an_upload(project, monkeypatch, tmp_path):
 
 
 def test_timeline_spans_tile_the_video_and_leave_unread_windows_as_gaps():
-    from app.predict_page import answer_runs, timeline_spans
+    from app.predict_charts import answer_runs, timeline_spans
     from pipeline.tools.predict import Segment
 
     def seg(start, end):

@@ -1,5 +1,7 @@
-"""The untrusted file and its container, opened safely: a regular file only, hashed, demuxed by video containers only,
-its stream checked against the decode limits before any frame is decoded."""
+"""An untrusted video's file and container opened: a regular file, hashed, video demuxers only, the stream in limits.
+
+What one video may cost (DecodeLimits) is checked here against the header, before any frame is decoded, and by
+pipeline.decode.video against every frame it decodes."""
 from __future__ import annotations
 
 import errno

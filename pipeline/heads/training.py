@@ -77,11 +77,11 @@ class LinearModule(nn.Module):
     """Pooling over time, standardisation, one linear layer: frames (B, F, D) -> logits (B, C).
 
     pooling "mean": the mean frame (order-blind; pooled input (B, D) is accepted too). "attention": frames plus a
-    learned position embedding (num_frames, D), weighted by a learned softmax over time. num_frames: F, the frames
-    a clip has (the cache's num_frames, which every caller passes: the head knows nothing of the sampling). "conv": a 1-D convolution over time
-    (kernel 3, `hidden` channels, ReLU), then the mean. The standardisation (buffers `mean` and `std`, (D,), fixed
-    from the training features) makes the learning rate independent of the encoder's embedding scale, as
-    StandardScaler does for the logistic-regression baseline.
+    learned position embedding (num_frames, D), weighted by a learned softmax over time. "conv": a 1-D convolution
+    over time (kernel 3, `hidden` channels, ReLU), then the mean. num_frames: F, the frames of a clip (the cache's
+    num_frames, which every caller passes: the head knows nothing of the sampling). The standardisation (buffers
+    `mean` and `std`, (D,), fixed from the training features) makes the learning rate independent of the encoder's
+    embedding scale, as StandardScaler does for the logistic-regression baseline.
     """
 
     def __init__(self, dim: int, num_classes: int, pooling: str, num_frames: int, hidden: int = 128):
