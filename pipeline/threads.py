@@ -18,6 +18,15 @@ THREADS = {"extract": None, "stage_two": 1, "app": None, "search": 1}
 WORKER_THREADS = 1
 
 
+def sleeping_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE, unless the environment sets it): for
+    a process whose threads share the cores with decode workers or other work. Call it before torch loads: libgomp
+    reads it once, at load. Spinning threads took the cores from stage one's decode workers (2,000 tiny clips: 292 s
+    with them, 61 s without; bench/per_file.py) and from live's (one tiny-CLIP frame: 650-760 ms on 2 spinning
+    threads, 3-15 ms on 2 sleeping ones at load 10; bench/README.md, "Live"), both on the shared 2-core machine."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def cores() -> int:
     """The cores this process may use (its CPU affinity, which a container or `taskset` narrows), at least 1."""
     return max(1, len(os.sched_getaffinity(0)))
