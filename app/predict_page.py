@@ -70,7 +70,7 @@ def main() -> None:
     start_encoder_load(features["encoder_model"], features["preprocess"], features["backend"], features["quantize"])
     # every value from the head's file shown literally (shown_name): a head's metadata is not Markdown to render
     st.caption(f"{HEADS[kind].label} · encoder {shown_name(features['encoder_model'])} · "
-               f"{shown_name(features['num_frames'])} frames per video · classes: "
+               f"{shown_name(_sampling_text(features))} · classes: "
                f"{', '.join(shown_name(class_text(c)) for c in choice.classes)}")
     # how much data the head was trained and calibrated on
     st.caption(shown_name(calibration_caption(choice.calibration, choice.classes, choice.calibrated_on)))
@@ -268,3 +268,12 @@ def _project_classes(root: str, annotations: str, classes: str, cache: str, cach
 # (multiprocessing does): there it must draw nothing and load nothing
 if __name__ == "__main__":
     main()
+
+
+def _sampling_text(features: dict) -> str:
+    """How the head's cache sampled each video (Sampling.text), or its recorded num_frames when this code does not
+    make that sampling (predict then says why)."""
+    try:
+        return Sampling.from_attrs(features).text
+    except UserError:
+        return f"{features.get('num_frames')} frames per video"

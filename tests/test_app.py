@@ -410,3 +410,14 @@ def test_a_heads_strings_are_shown_literally(project, monkeypatch):
     caption = at.caption[0].value
     assert plain(caption).count(MARKDOWN) == 3 and "](" not in caption and "![" not in caption
     assert "www.example" not in caption and ":red[" not in caption and "$x$" not in caption
+
+
+def test_the_heads_caption_says_how_its_cache_sampled():
+    """The Predict page's caption: "16 frames per video" for a fixed count, the rate and its bound for a cache
+    sampled by frame rate, and the recorded count for a sampling this code does not make (predict says why)."""
+    from app.predict_page import _sampling_text
+
+    assert _sampling_text({"num_frames": 16, "sampling": "uniform-centers"}) == "16 frames per video"
+    assert _sampling_text({"num_frames": 64, "sampling": "fps-centers:1"}) == "1 frame a second, at most 64"
+    assert _sampling_text({"num_frames": 32, "sampling": "fps-centers:2.5"}) == "2.5 frames a second, at most 32"
+    assert _sampling_text({"num_frames": 8, "sampling": "made-up"}) == "8 frames per video"
