@@ -130,7 +130,7 @@ def _print(text: str) -> int:
 PREDICT_HELP = """\
 What the person in each video is doing: a trained head over the full encoder, exactly as stage one encodes.
 
-    clip-har-predict PATH... [--head linear|logreg|zeroshot] [--json] [--threshold F]
+    clip-har-predict PATH... [--head {heads}] [--json] [--threshold F]
                              [--segments WINDOW STRIDE] [--device auto|cpu|cuda] [-v]
     clip-har-predict --live SOURCE [--every S] [--window S] [--average K]  (or python -m pipeline.tools.predict)
 
@@ -159,7 +159,8 @@ def predict(argv: list[str] | None = None) -> int:
     from pipeline.threads import set_threads
     from pipeline.extract.project import DecodePool, project_decoding
 
-    parser = argparse.ArgumentParser(description=PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=PREDICT_HELP.format(heads="|".join(HEADS)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", metavar="PATH", help="video files or folders")
     parser.add_argument("--head", choices=sorted(HEADS), default="linear")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines (--live: JSON lines)")
