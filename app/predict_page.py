@@ -13,8 +13,8 @@ from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.data.discover import VIDEO_EXTENSIONS
 from pipeline.errors import ConfigError, HeadError, UserError, VideoError
 from pipeline.extract.runner import ExtractConfig, dataset
-from pipeline.heads.kinds import HEADS, TRAINED
-from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
+from pipeline.heads.kinds import FROM_TEXT, HEADS, TRAINED
+from pipeline.paths import CACHE_PATH, PARAMS
 from pipeline.tools.predict import make_predictor, predict_segments, predict_video, temporary_upload
 from pipeline.decode.preview import Preview, PreviewConfig
 from pipeline.decode.sampling import Sampling
@@ -46,18 +46,18 @@ class Choice:
 def main() -> None:
     st.title("What is the person doing?")
     # run from the project folder, like dvc: heads and a local encoder directory are found relative to it
-    trained = {kind: Path(HEAD_FILES[kind]) for kind in TRAINED if Path(HEAD_FILES[kind]).is_file()}
+    trained = {kind: Path(HEADS[kind].file) for kind in TRAINED if Path(HEADS[kind].file).is_file()}
     if not trained:
         st.info(f"No trained head yet in `{Path.cwd()}`: train one there with `dvc repro` "
-                f"(it writes {' and '.join(HEAD_FILES.values())}). Meanwhile, zero-shot works from the names of "
-                "the actions alone.")
-    kind = st.radio("Head", [*trained, "zeroshot"], format_func=lambda kind: HEADS[kind].label, horizontal=True)
+                f"(it writes {' and '.join(k.file for k in HEADS.values())}). Meanwhile, zero-shot works from the "
+                "names of the actions alone.")
+    kind = st.radio("Head", [*trained, FROM_TEXT], format_func=lambda kind: HEADS[kind].label, horizontal=True)
     settings = project_settings()
     # stage one's time and memory limits per video (extract.video_timeout_s, worker_memory_mb), as the messages say
     pool = cached_pool(settings.pool().timeout_s, settings.pool().memory_mb) if settings else cached_pool()
     limits = settings.limits() if settings else DecodeLimits()
     try:
-        if kind == "zeroshot":
+        if not HEADS[kind].trained:
             choice = zero_shot_choice(settings)
         else:
             head = cached_head(str(trained[kind]), trained[kind].stat().st_mtime_ns)
@@ -161,7 +161,7 @@ def build_predictor(choice: Choice, pool, limits: DecodeLimits):
     f = choice.features
     encoder = cached_encoder(f["encoder_model"], f["preprocess"], f["backend"], f["quantize"])
     head = choice.head
-    if choice.kind == "zeroshot" and head is None:
+    if not HEADS[choice.kind].trained and head is None:
         attrs = {**encoder.describe(), **Sampling.from_attrs(f).attrs()}
         head = zeroshot_head(cached_text_embeddings(f["encoder_model"], tuple(choice.classes)), choice.classes,
                              attrs).use_calibration(choice.calibration)
@@ -219,7 +219,7 @@ def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
     there is one, else from params.yaml and the class folders under data.root (uncalibrated: the default "not
     sure" threshold still applies). ConfigError when neither is there.
     """
-    saved, calibration = Path(HEAD_FILES["zeroshot"]), None
+    saved, calibration = Path(HEADS[FROM_TEXT].file), None
     if saved.is_file():
         made = cached_head(str(saved), saved.stat().st_mtime_ns)
         features, default = dict(made.meta_.features), made.classes_
@@ -233,11 +233,11 @@ def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
         project_extract_config()  # raises the ConfigError that says what is wrong with it
         raise ConfigError(f"{PARAMS} cannot be read")
     else:
-        raise ConfigError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
+        raise ConfigError(f"run the app from the project folder (no {saved} and no {PARAMS} here)")
     # tall enough to show every action (Streamlit's default shows about three lines)
     text = st.text_area(ACTIONS_LABEL, value="\n".join(default), height=max(68, TEXT_LINE_PX * len(default) + 20))
     actions = typed_actions(text)  # ConfigError: fewer than two
-    return Choice("zeroshot", features, actions, calibration=calibration,
+    return Choice(FROM_TEXT, features, actions, calibration=calibration,
                   calibrated_on=list(default) if calibration is not None else None)
 
 

@@ -395,7 +395,7 @@ def test_a_heads_strings_are_shown_literally(project, monkeypatch):
     chose, an autolink, Streamlit's colour and LaTeX) has them shown as text on the Predict page: every Markdown
     character escaped, the words as written."""
     from app import common
-    from pipeline.heads.estimators import load_head
+    from pipeline.heads.kinds import load_head
 
     def crafted(path):
         head, names = load_head(path), [MARKDOWN, *load_head(path).classes_[1:]]

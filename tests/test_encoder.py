@@ -48,7 +48,8 @@ def test_a_random_clip_says_so_in_its_config_and_everything_made_with_it(encoder
     from pathlib import Path
 
     from pipeline.extract.cache import RANDOM_WEIGHTS, read_cache
-    from pipeline.heads.estimators import MATCH_KEYS, load_head
+    from pipeline.heads.estimators import MATCH_KEYS
+    from pipeline.heads.kinds import load_head
     from pipeline.paths import HEAD_FILES
     config = json.loads((Path(tiny_clip) / "config.json").read_text())
     assert config[RANDOM_WEIGHTS] and config["vision_config"][RANDOM_WEIGHTS] and config["text_config"][RANDOM_WEIGHTS]

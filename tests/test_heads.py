@@ -9,7 +9,8 @@ import torch
 from pipeline.extract.cache import ROW_FIELDS, empty_cache, open_cache, write_cache
 from pipeline.errors import ConfigError, HeadError
 from pipeline.heads.estimators import (HEAD_SCHEMA, LinearHead, LogRegConfig, LogRegHead, NotFittedError, ZeroShotHead,
-                            fit_predict_many, load_head, mean_pool)
+                            fit_predict_many, mean_pool)
+from pipeline.heads.kinds import load_head
 from pipeline.heads.split import split_videos
 from pipeline.heads.training import LinearConfig, LinearModule, train_linear
 

@@ -17,7 +17,7 @@ from tests.conftest import write_video
 @pytest.fixture(scope="module")
 def predictor(project):
     """The project's linear head with the tiny CLIP it was trained on (no decode pool: the engine needs none)."""
-    from pipeline.heads.estimators import load_head
+    from pipeline.heads.kinds import load_head
     from pipeline.paths import HEAD_FILES
     from pipeline.tools.predict import encoder_for, make_predictor
 

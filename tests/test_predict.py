@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.extract.cache import read_cache
 from pipeline.errors import ConfigError, HeadError, VideoError
-from pipeline.heads.estimators import load_head
+from pipeline.heads.kinds import load_head
 from pipeline.paths import HEAD_FILES
 from pipeline.tools.cli import predict as main
 from pipeline.tools.predict import load_predictor, predict_bytes, predict_video

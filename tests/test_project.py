@@ -78,11 +78,17 @@ def code_used(script: Path) -> set[str]:
 
 def params_read(script: Path) -> set[str]:
     """The params.yaml keys a stage script reads: params["a"] passed on whole gives "a", params["a"]["b"] "a.b"
-    (params: the name bound to read_params(), or read_params() itself)."""
+    (params: the name bound to read_params(), or read_params() itself); params[kind.stage], a section named by the
+    registry of head kinds (the evaluate stage's refits), gives the stages of its trained kinds."""
+    from pipeline.heads.kinds import HEADS
+
     tree = ast.parse(script.read_text())
     parent = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     keys = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Attribute) and node.slice.attr == "stage" \
+                and isinstance(node.value, ast.Name) and node.value.id == "params":
+            keys |= {kind.stage for kind in HEADS.values() if kind.trained}
         if not isinstance(node, ast.Subscript) or (isinstance(parent.get(node), ast.Subscript)
                                                    and parent[node].value is node):
             continue  # not the outermost subscript of a chain

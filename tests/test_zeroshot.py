@@ -6,7 +6,8 @@ import torch
 import yaml
 
 from pipeline.errors import ConfigError, HeadError
-from pipeline.heads.estimators import ZeroShotHead, load_head
+from pipeline.heads.estimators import ZeroShotHead
+from pipeline.heads.kinds import load_head
 from pipeline.embed.tiny_clip import build_tiny_clip
 from pipeline.heads.zeroshot import (KINETICS, PRESETS, TEMPLATES, UCF101, ClassText, check_templates, class_prompts,
                                      preset_templates, project_templates, query_embedding, readable_name,

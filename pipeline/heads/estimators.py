@@ -1,4 +1,4 @@
-"""Heads shaped like scikit-learn estimators (linear, logistic regression, zero-shot): fit, predict, save, load."""
+"""Heads shaped like scikit-learn estimators (linear, logistic regression, zero-shot): fit, predict, save, rebuild."""
 from __future__ import annotations
 
 import math
@@ -13,9 +13,9 @@ from torch import nn
 from pipeline.extract.cache import KEY_ATTRS, RANDOM_WEIGHTS
 from pipeline.heads.calibration import Calibration, CalibrationConfig, fit_calibration, softmax, sure_threshold
 from pipeline.errors import ConfigError, DataError, HeadError, number
-from pipeline.heads.head_files import HEAD_SCHEMA, HeadMeta, read_head_file, write_head_file
-from pipeline.heads.training import (LOGIT_SCALE, LinearConfig, LinearModule, frame_mask, in_memory,
-                                     masked_time_mean, mean_pool, module_logits, train_linear)
+from pipeline.heads.head_files import HEAD_SCHEMA, HeadMeta, write_head_file
+from pipeline.heads.training import (LOGIT_SCALE, TEMPORAL_POOLINGS, LinearConfig, LinearModule, frame_mask,
+                                     in_memory, masked_time_mean, mean_pool, module_logits, train_linear)
 
 __all__ = ["HEAD_SCHEMA", "HeadMeta"]  # (re-exported: their home is pipeline.heads.head_files)
 # What a head does not need to share with the cache or encoder it is used with, of the cache's key: the encoder's
@@ -61,10 +61,30 @@ def features_of(attrs: dict) -> dict:
 
 
 class Head:
-    """What every head shares: fitted (fit or load_head), it has `meta_` (HeadMeta) and answers predict_proba."""
+    """What every head shares: fitted (fit or load_head), it has `meta_` (HeadMeta) and answers predict_proba. Its
+    class tells the head-file door (pipeline.heads.head_files) what a file of its kind holds (poolings,
+    optional_state, state_shapes, check_weights) and rebuilds the fitted head from a checked file's tensors and
+    metadata (from_state(meta, state)); a trained kind's class refits itself for evaluate (refit). The registry of
+    these classes: pipeline.heads.kinds."""
 
     kind: ClassVar[str]
     pooling = "mean"  # the heads that see the mean frame also take pooled features (V, D)
+    poolings: ClassVar[tuple[str, ...]] = ("mean",)  # those its file may name
+    optional_state: ClassVar[tuple[str, ...]] = ()  # tensors a file saved by an older version may lack
+
+    @classmethod
+    def state_shapes(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        """{name: shape} of the tensors a file of its kind holds, from its checked metadata; HeadError naming `at`."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_weights(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> None:
+        """HeadError naming `at` for values no head of its kind holds, past the door's checks (none by default)."""
+
+    def _load_module(self, module: nn.Module, state: dict[str, torch.Tensor], meta: HeadMeta) -> Head:
+        module.load_state_dict(state)  # its shapes were checked: it fits
+        self.module_, self.meta_ = module.eval(), meta
+        return self
 
     def _fitted(self) -> HeadMeta:
         if not hasattr(self, "meta_"):
@@ -153,7 +173,7 @@ class Head:
         """Write the head where load_head reads it back: a .pt of {"state_dict": tensors, "meta": plain types},
         loadable with weights_only=True (pipeline.heads.head_files.write_head_file: checked first, HeadError for
         a head that would not load, a non-finite weight included; never half-written)."""
-        write_head_file(path, self._state(), self._fitted(), asdict(self._fitted()))
+        write_head_file(path, self._state(), self._fitted(), asdict(self._fitted()), type(self))
 
     def _state(self) -> dict[str, torch.Tensor]:
         """The tensors the head is saved as (a torch head: its module's state dict)."""
@@ -167,6 +187,7 @@ class LinearHead(Head):
     history_ (a dict per epoch: train_loss, and with a validation set val_loss and val_accuracy)."""
 
     kind = "linear"
+    poolings = TEMPORAL_POOLINGS
 
     def __init__(self, cfg: LinearConfig | None = None, text_init: np.ndarray | None = None):
         self.cfg = cfg or LinearConfig()
@@ -192,6 +213,43 @@ class LinearHead(Head):
 
     def _scores(self, x) -> np.ndarray:
         return module_logits(self.module_, x).numpy()
+
+    @classmethod
+    def state_shapes(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        """Its LinearModule's state dict, the module built on torch's meta device (nothing allocated)."""
+        with torch.device("meta"):
+            module = cls._module(meta)
+        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+    @classmethod
+    def from_state(cls, meta: HeadMeta, state: dict[str, torch.Tensor]) -> LinearHead:
+        return cls(LinearConfig(head=meta.pooling))._load_module(cls._module(meta), state, meta)
+
+    @staticmethod
+    def _module(meta: HeadMeta) -> LinearModule:
+        return LinearModule(int(meta.features["embedding_dim"]), len(meta.class_names), meta.pooling,
+                            int(meta.features["num_frames"]))
+
+    @classmethod
+    def refit(cls, tasks: list[tuple], num_classes: int, cfg: LinearConfig, text_init=None) -> list[np.ndarray]:
+        """Frames (N, F, D) (or pooled (N, D) for mean pooling), each final state kept (no validation part in a fold),
+        the tasks trained together (train_linear) in groups whose stacked features stay within BATCHED_BYTES."""
+        groups, size = [[]], 0  # tasks trained together, their stacked features within BATCHED_BYTES
+        for task in tasks:
+            rows = len(task[0]) * task[0].shape[-1] * 4 * (task[0].shape[1] if cfg.head != "mean"
+                                                          and task[0].ndim == 3 else 1)
+            if groups[-1] and size + rows > BATCHED_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(task)
+            size += rows
+        preds = []
+        for group in groups:
+            trained = train_linear([(xt, yt) for xt, yt, _ in group], num_classes, cfg, text_init)
+            for (_, _, xs), t in zip(group, trained):
+                x = mean_pool(xs) if cfg.head == "mean" and xs.ndim == 3 else xs
+                preds.append(module_logits(t.final, x).argmax(1).numpy())
+        return preds
 
 
 class LogRegHead(Head):
@@ -244,19 +302,47 @@ class LogRegHead(Head):
         state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}  # their own dtypes: the same sums
         return {**state, "classes": torch.from_numpy(np.asarray(model.classes_, np.int64))}
 
-    def from_state(self, state: dict[str, torch.Tensor]) -> LogRegHead:
+    @classmethod
+    def state_shapes(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        """_state's arrays for K = its `classes` (checked here: increasing indices into the class names, at least 2):
+        coef (1 if K == 2 else K, D) and so on."""
+        classes = state.get("classes")
+        if classes is None or classes.dim() != 1 or classes.dtype != torch.int64:
+            raise HeadError(f"{at}: not a usable head: its model's classes must be a list of class indices")
+        c, dim = classes.numpy(), int(meta.features["embedding_dim"])
+        if not 2 <= len(c) <= len(meta.class_names) or np.any(np.diff(c) <= 0) or c[0] < 0 \
+                or c[-1] >= len(meta.class_names):
+            raise HeadError(f"{at}: not a usable head: its model's classes are not increasing indices into its "
+                            f"{len(meta.class_names)} class names")
+        rows = 1 if len(c) == 2 else len(c)
+        return {"coef": (rows, dim), "intercept": (rows,), "classes": (len(c),), "scaler_mean": (dim,),
+                "scaler_scale": (dim,)}
+
+    @classmethod
+    def check_weights(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> None:
+        if not bool((state["scaler_scale"] > 0).all()):
+            raise HeadError(f"{at}: not a usable head: its scaler's scale must be above 0")
+
+    @classmethod
+    def from_state(cls, meta: HeadMeta, state: dict[str, torch.Tensor]) -> LogRegHead:
         """The sklearn pipeline rebuilt from _state's arrays (checked by pipeline.heads.head_files.check_state)."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        scaler, model = StandardScaler(), LogisticRegression(C=self.cfg.C, max_iter=self.cfg.max_iter)
+        head = cls()
+        scaler, model = StandardScaler(), LogisticRegression(C=head.cfg.C, max_iter=head.cfg.max_iter)
         scaler.mean_, scaler.scale_ = state["scaler_mean"].numpy(), state["scaler_scale"].numpy()
         scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_ ** 2, len(scaler.mean_), 0
         model.coef_, model.intercept_ = state["coef"].numpy(), state["intercept"].numpy()
         model.classes_, model.n_features_in_ = state["classes"].numpy(), len(scaler.mean_)
-        self.model_ = make_pipeline(scaler, model)
-        return self
+        head.model_, head.meta_ = make_pipeline(scaler, model), meta
+        return head
+
+    @classmethod
+    def refit(cls, tasks: list[tuple], num_classes: int, cfg: LogRegConfig, text_init=None) -> list[np.ndarray]:
+        """Pooled features (N, D) (or frames), one task at a time."""
+        return [cls(cfg).fit(xt, yt).predict(xs) for xt, yt, xs in tasks]
 
 
 class ZeroShotModule(nn.Module):
@@ -286,6 +372,7 @@ class ZeroShotHead(Head):
     module_ (ZeroShotModule)."""
 
     kind = "zeroshot"
+    optional_state = ("bias", "sigmoid")  # a zero-shot head saved before SigLIP: CLIP's scoring, no bias
 
     def __init__(self, templates: tuple[str, ...] = ()):
         self.templates = templates
@@ -313,52 +400,20 @@ class ZeroShotHead(Head):
     def _scores(self, x) -> np.ndarray:
         return module_logits(self.module_, x).numpy()
 
+    @classmethod
+    def state_shapes(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        return {"text": (len(meta.class_names), int(meta.features["embedding_dim"])), "scale": (), "bias": (),
+                "sigmoid": ()}
 
-def load_head(path: str | os.PathLike) -> Head:
-    """A head saved by Head.save (a .pt, loaded with weights_only=True), rebuilt from its tensors and metadata once
-    pipeline.heads.head_files.read_head_file has checked them: HeadError naming the file when it is missing, an
-    old .joblib, damaged, not a head this project wrote, of another format version, or inconsistent."""
-    state, meta = read_head_file(path)
-    if meta.kind == "logreg":
-        head = LogRegHead().from_state(state)
-    elif meta.kind == "linear":
-        head = LinearHead(LinearConfig(head=meta.pooling))
-        head.module_ = LinearModule(meta.features["embedding_dim"], len(meta.class_names), meta.pooling,
-                                    meta.features["num_frames"])
-    else:
-        head = ZeroShotHead(tuple(meta.templates or ()))
-        head.module_ = ZeroShotModule(meta.features["embedding_dim"], len(meta.class_names))
-        # saved before SigLIP: CLIP's scoring, no bias
-        state = {"bias": torch.tensor(0.0), "sigmoid": torch.tensor(0.0), **state}
-    if hasattr(head, "module_"):
-        head.module_.load_state_dict(state)  # the shapes were checked: it fits
-        head.module_.eval()
-    head.meta_ = meta
-    return head
+    @classmethod
+    def from_state(cls, meta: HeadMeta, state: dict[str, torch.Tensor]) -> ZeroShotHead:
+        module = ZeroShotModule(meta.features["embedding_dim"], len(meta.class_names))
+        state = {"bias": torch.tensor(0.0), "sigmoid": torch.tensor(0.0), **state}  # optional_state: CLIP's scoring
+        return cls(tuple(meta.templates or ()))._load_module(module, state, meta)
 
 
 def fit_predict_many(tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int,
                      cfg: LinearConfig | LogRegConfig, text_init: np.ndarray | None = None) -> list[np.ndarray]:
-    """Fit a fresh head on each (x_train, y_train, x_test) task and predict int classes (M_k,) for its x_test: the
-    refits of cross-validation and of the data-efficiency curve. Logistic regression takes pooled features (N, D)
-    (or frames); the linear head frames (N, F, D) (or pooled ones for mean pooling), keeps its final state (no
-    validation part inside a fold) and trains the tasks together (train_linear), in groups whose stacked features
-    stay within BATCHED_BYTES."""
-    if isinstance(cfg, LogRegConfig):
-        return [LogRegHead(cfg).fit(xt, yt).predict(xs) for xt, yt, xs in tasks]
-    groups, size = [[]], 0  # tasks trained together, their stacked features within BATCHED_BYTES
-    for task in tasks:
-        rows = len(task[0]) * task[0].shape[-1] * 4 * (task[0].shape[1] if cfg.head != "mean" and task[0].ndim == 3
-                                                      else 1)
-        if groups[-1] and size + rows > BATCHED_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append(task)
-        size += rows
-    preds = []
-    for group in groups:
-        trained = train_linear([(xt, yt) for xt, yt, _ in group], num_classes, cfg, text_init)
-        for (_, _, xs), t in zip(group, trained):
-            x = mean_pool(xs) if cfg.head == "mean" and xs.ndim == 3 else xs
-            preds.append(module_logits(t.final, x).argmax(1).numpy())
-    return preds
+    """The refit (Head.refit) of the head of cfg's type, for callers that hold a config alone (bench/, the tests;
+    the evaluate stage reads each kind's from pipeline.heads.kinds)."""
+    return (LogRegHead if isinstance(cfg, LogRegConfig) else LinearHead).refit(tasks, num_classes, cfg, text_init)
