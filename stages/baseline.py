@@ -1,7 +1,7 @@
 """DVC stage `baseline`: logistic regression on standardised mean-pooled embeddings, saved as plain arrays (.pt)."""
 from pipeline.extract.cache import open_cache
 from pipeline.heads.calibration import CalibrationConfig
-from pipeline.heads.estimators import LogRegConfig, LogRegHead
+from pipeline.heads.logreg import LogRegConfig, LogRegHead
 from pipeline.heads.training import mean_pool
 from pipeline.heads.kinds import HEADS
 from pipeline.paths import CACHE_PATH, SPLIT_PATH

@@ -136,7 +136,8 @@ def project(tmp_path_factory, tiny_clip) -> Path:
     """
     from pipeline.extract.cache import read_cache
     from pipeline.extract.runner import ExtractConfig, extract_features
-    from pipeline.heads.estimators import LinearHead, LogRegHead, mean_pool
+    from pipeline.heads.estimators import LinearHead, mean_pool
+    from pipeline.heads.logreg import LogRegHead
     from pipeline.paths import HEAD_FILES
     from pipeline.heads.training import LinearConfig
 

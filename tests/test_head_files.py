@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError, DataError, HeadError
-from pipeline.heads.estimators import LinearHead, LogRegConfig, LogRegHead, ZeroShotHead, mean_pool
+from pipeline.heads.estimators import LinearHead, ZeroShotHead, mean_pool
+from pipeline.heads.logreg import LogRegConfig, LogRegHead
 from pipeline.heads.kinds import HEADS, load_head
 from pipeline.settings import MAX_FRAMES
 from pipeline.heads.training import LinearConfig

@@ -8,8 +8,9 @@ import torch
 
 from pipeline.extract.cache import ROW_FIELDS, empty_cache, open_cache, write_cache
 from pipeline.errors import ConfigError, HeadError
-from pipeline.heads.estimators import (HEAD_SCHEMA, LinearHead, LogRegConfig, LogRegHead, NotFittedError, ZeroShotHead,
-                            fit_predict_many, mean_pool)
+from pipeline.heads.estimators import HEAD_SCHEMA, LinearHead, NotFittedError, ZeroShotHead, mean_pool
+from pipeline.heads.logreg import LogRegConfig, LogRegHead
+from pipeline.heads.kinds import fit_predict_many
 from pipeline.heads.kinds import load_head
 from pipeline.heads.split import split_videos
 from pipeline.heads.training import LinearConfig, LinearModule, train_linear

@@ -10,7 +10,8 @@ import torch
 from pipeline import paths
 from pipeline.errors import HeadError
 from pipeline.heads.head_files import retrain
-from pipeline.heads.estimators import LogRegConfig, LogRegHead, ZeroShotHead
+from pipeline.heads.estimators import ZeroShotHead
+from pipeline.heads.logreg import LogRegConfig, LogRegHead
 from pipeline.heads.kinds import FROM_TEXT, HEADS, TRAINED, HeadKind, load_head
 
 ROOT = Path(__file__).resolve().parent.parent

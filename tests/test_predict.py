@@ -274,7 +274,8 @@ def test_the_timeline_goes_by_the_frames_timestamps_not_frame_count_over_fps(pre
 def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, pool, tmp_path):
     from pipeline.embed.encoder import AUTO_BATCH_SIZE
     from pipeline.extract.runner import ExtractConfig, extract_features
-    from pipeline.heads.estimators import LogRegHead, mean_pool
+    from pipeline.heads.estimators import mean_pool
+    from pipeline.heads.logreg import LogRegHead
     from pipeline.tools.predict import stage_one_batch_size
 
     cache_file = tmp_path / "features.h5"  # 8 frames per pass: two 4-frame videos share each pass

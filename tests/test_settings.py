@@ -162,7 +162,7 @@ def test_the_schema_and_the_library_configs_name_the_same_keys():
     from pipeline.data.demo import DemoConfig
     from pipeline.extract.runner import ENGINES, ExtractConfig
     from pipeline.heads.calibration import CalibrationConfig
-    from pipeline.heads.estimators import LogRegConfig
+    from pipeline.heads.logreg import LogRegConfig
     from pipeline.heads.split import SplitConfig
     from pipeline.heads.training import LinearConfig
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.heads.estimators import Head, LinearHead, LogRegConfig, LogRegHead, ZeroShotHead
+from pipeline.heads.estimators import Head, LinearHead, ZeroShotHead
 from pipeline.heads.head_files import read_head_file
+from pipeline.heads.logreg import LogRegConfig, LogRegHead
 from pipeline.heads.training import LinearConfig
 from pipeline.paths import HEAD_FILES
 
@@ -69,3 +70,12 @@ def load_head(path: str | os.PathLike) -> Head:
     another format version, or inconsistent."""
     state, meta = read_head_file(path, HEADS)
     return HEADS[meta.kind].estimator.from_state(meta, state)
+
+
+def fit_predict_many(tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int, cfg,
+                     text_init: np.ndarray | None = None) -> list[np.ndarray]:
+    """The refit (Head.refit) of the trained kind whose config cfg is, for callers that hold a config alone (bench/,
+    the tests; the evaluate stage goes through HeadKind.refit): tasks [(x_train, y_train, x_test), ...] -> int
+    predictions (M_k,) per task."""
+    (kind,) = (k for k in HEADS.values() if k.config is not None and isinstance(cfg, k.config))
+    return kind.estimator.refit(tasks, num_classes, cfg, text_init)
