@@ -264,12 +264,6 @@ def _project_classes(root: str, annotations: str, classes: str, cache: str, cach
         return []
 
 
-# Streamlit runs a page as __main__; a decode worker started while it runs re-runs the file as __mp_main__
-# (multiprocessing does): there it must draw nothing and load nothing
-if __name__ == "__main__":
-    main()
-
-
 def _sampling_text(features: dict) -> str:
     """How the head's cache sampled each video (Sampling.text), or its recorded num_frames when this code does not
     make that sampling (predict then says why)."""
@@ -277,3 +271,9 @@ def _sampling_text(features: dict) -> str:
         return Sampling.from_attrs(features).text
     except UserError:
         return f"{features.get('num_frames')} frames per video"
+
+
+# Streamlit runs a page as __main__; a decode worker started while it runs re-runs the file as __mp_main__
+# (multiprocessing does): there it must draw nothing and load nothing
+if __name__ == "__main__":
+    main()
