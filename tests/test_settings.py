@@ -3,7 +3,6 @@ is allowed, before any work; the stages, clip-har-predict and the app's loader r
 import os
 import subprocess
 import sys
-import typing
 from dataclasses import fields
 from pathlib import Path
 
@@ -160,7 +159,7 @@ def test_numbers_yaml_leaves_as_text_are_read_but_quoted_booleans_are_not(tmp_pa
 
 def test_the_schema_and_the_library_configs_name_the_same_keys():
     from pipeline.data.demo import DemoConfig
-    from pipeline.extract.runner import ENGINES, ExtractConfig
+    from pipeline.extract.runner import ExtractConfig
     from pipeline.heads.calibration import CalibrationConfig
     from pipeline.heads.logreg import LogRegConfig
     from pipeline.heads.split import SplitConfig
@@ -175,9 +174,6 @@ def test_the_schema_and_the_library_configs_name_the_same_keys():
                          (CalibrationConfig, "calibration")):
         assert keys(cls) == set(SECTIONS[section].model_fields), section
     assert keys(DemoConfig, "out_dir") == set(SECTIONS["demo"].model_fields)
-    # the choices are read from one home each (pipeline.settings' imports); the runner's copy of the engines is the
-    # last one written twice (to go when it reads pipeline.settings.ENGINES)
-    assert set(typing.get_args(SECTIONS["extract"].model_fields["engine"].annotation)) == set(ENGINES)
 
 
 def test_tools_that_decode_take_the_projects_limits(tmp_path, monkeypatch):

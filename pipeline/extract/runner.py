@@ -37,9 +37,9 @@ from pipeline.extract.reuse import previous_attrs, reusable
 from pipeline.extract.summary import SHOWN_SKIPS, ExtractSummary  # noqa: F401 (SHOWN_SKIPS: as callers import it)
 from pipeline.extract.writer import PartWriter, VideoRow, assemble_cache, cache_attributes, write_skipped_list
 from pipeline.paths import CACHE_PATH
+from pipeline.settings import ENGINES
 from pipeline.progress import progress_bar
 
-ENGINES = ("local", "ray")
 # The settings a remembered failure was met under (the cache's decode_limits attribute): the pool's bounds, hashing's
 # and every per-video limit (DecodeLimits). A file that failed under other values is read again.
 FAILURE_LIMITS = ("video_timeout_s", "hash_timeout_s", "worker_memory_mb", *(f.name for f in fields(DecodeLimits)))
