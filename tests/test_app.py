@@ -405,8 +405,10 @@ def test_a_heads_strings_are_shown_literally(project, monkeypatch):
     monkeypatch.setattr(common, "load_head", crafted)
     common.cached_head.clear()
     monkeypatch.chdir(project)
-    at = run_app()
-    common.cached_head.clear()  # the crafted head stays in this test
+    try:
+        at = run_app()
+    finally:
+        common.cached_head.clear()  # the crafted head stays in this test, failed or not
     caption = at.caption[0].value
     assert plain(caption).count(MARKDOWN) == 3 and "](" not in caption and "![" not in caption
     assert "www.example" not in caption and ":red[" not in caption and "$x$" not in caption

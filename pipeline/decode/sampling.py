@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, printable
 
 SAMPLING = "uniform-centers"  # index i of n frames: floor((i + 0.5) * n / num_frames); named in the cache
 FPS_SAMPLING = "fps-centers"  # frames at rate r: the centres of round(duration * r) equal spans (fps_indices)
@@ -42,8 +42,12 @@ class Sampling:
     @classmethod
     def from_attrs(cls, attrs: dict) -> Sampling:
         """The sampling a cache's attrs or a head's features record; UserError for a sampling this code does not
-        make."""
-        name, frames = str(attrs.get("sampling")), int(attrs["num_frames"])
+        make, or a num_frames that is not a number."""
+        name = str(attrs.get("sampling"))
+        try:
+            frames = int(attrs["num_frames"])
+        except (KeyError, TypeError, ValueError):  # none, or not a number: a crafted or damaged file's attributes
+            raise UserError(f"num_frames {printable(attrs.get('num_frames'))!r} is not a number of frames") from None
         if name == SAMPLING:
             return cls(frames)
         kind, _, rate = name.partition(":")
