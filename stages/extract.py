@@ -9,21 +9,22 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pipeline.decode.workers import start_forkserver  # noqa: E402
-from pipeline.embed.in_worker import WORKER_MODULES  # noqa: E402
+from pipeline.embed.in_worker import worker_modules  # noqa: E402
 from stages import read_params, stage, untracked_notes  # noqa: E402
 
 
 @stage("extract")
 def main() -> None:
     # The decode workers' server imports torch and the encoder's modules (seconds) while this process imports its
-    # own, rather than after: the first video decodes sooner (bench/startup.py). The stage's heavy imports are here,
-    # not at the top, because every worker re-runs this module by name and should find nothing to import.
+    # own, rather than after: the first video decodes sooner (bench/startup.py); transformers only where the workers
+    # will load the encoder in full (worker_modules). The stage's heavy imports are here, not at the top, because
+    # every worker re-runs this module by name and should find nothing to import.
     # The settings are read (and so checked) first: a wrong one stops the stage before any work, the server's
     # imports included.
     params = read_params()
     settings = (params["extract"], params["data"]["root"], params["data"]["annotations"], params["data"]["classes"],
                 params["data"]["follow_links"], params["encoder"]["model"])
-    start_forkserver(WORKER_MODULES)
+    start_forkserver(worker_modules(params["encoder"]["model"], params["extract"]["backend"]))
     from pipeline.extract.project import extract_config
     from pipeline.extract.runner import extract_features
     from pipeline.threads import set_threads
