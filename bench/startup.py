@@ -10,8 +10,10 @@ round runs `python -m stages.extract` on a new cache once per checkout (this one
 of older code, for example `git worktree add DIR 870e4b2`), alternated, after one untimed run each (the ONNX
 export, made once per encoder, is not start-up). stderr is a pseudo-terminal, so that the progress bar is drawn as
 it moves; the figures are when the `extract` bar first shows (the encoder loaded and described: decoding starts
-right after) and when it first counts a video (decoded and embedded), and the whole run. The machine's load
-average is printed with them: on a shared machine compare the ratios of one run.
+right after) and when it first counts a video (decoded and embedded), the whole run, and the CPU seconds the run's
+processes used in all (user and system, the stage's process, its workers' forkserver and the workers: the work,
+which a loaded machine shares out slowly). The machine's load average is printed with them: on a shared machine
+compare the ratios of one run.
 
 --app: the app's first answer instead. In a fresh process per run (imports and all), Streamlit's AppTest opens the
 Predict page of the same project (a linear head trained on its cache), waits 10 s as a user would before uploading,
@@ -25,6 +27,7 @@ import fcntl
 import os
 import pty
 import re
+import resource
 import select
 import shutil
 import statistics
@@ -75,6 +78,7 @@ def run_stage(checkout: Path, project: Path, env: dict) -> dict:
                             stderr=child, env={**env, "PYTHONPATH": str(checkout)})
     os.close(child)
     seen, bar, first = b"", None, None
+    cpu = _children_cpu()
     while True:
         ready, _, _ = select.select([main], [], [], 0.05)
         if ready:
@@ -95,7 +99,14 @@ def run_stage(checkout: Path, project: Path, env: dict) -> dict:
     os.close(main)
     if proc.wait() != 0:
         raise SystemExit(f"{checkout}: stages.extract failed:\n{seen.decode(errors='replace')[-2000:]}")
-    return {"bar": bar, "first": first, "end": end}
+    return {"bar": bar, "first": first, "end": end, "cpu": _children_cpu() - cpu}
+
+
+def _children_cpu() -> float:
+    """User and system seconds of this process's waited-for children and theirs (a forkserver waits for its
+    workers, the stage for its forkserver)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 APP_RUN = """
@@ -170,12 +181,13 @@ def main() -> None:
             t = run_stage(checkout, project, env)
             times[name].append(t)
             print(f"round {r + 1} {name:8s} bar {t['bar']:.2f} s, first video {t['first']:.2f} s, "
-                  f"end {t['end']:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+                  f"end {t['end']:.2f} s, CPU {t['cpu']:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
     for name, ts in times.items():
-        print(f"{name:8s} median: bar {statistics.median(t['bar'] for t in ts):.2f} s, first video "
-              f"{statistics.median(t['first'] for t in ts):.2f} s, end {statistics.median(t['end'] for t in ts):.2f} s")
+        med = {key: statistics.median(t[key] for t in ts) for key in ("bar", "first", "end", "cpu")}
+        print(f"{name:8s} median: bar {med['bar']:.2f} s, first video {med['first']:.2f} s, end {med['end']:.2f} s, "
+              f"CPU {med['cpu']:.1f} s")
     if args.baseline:
-        for key in ("bar", "first", "end"):
+        for key in ("bar", "first", "end", "cpu"):
             ratio = statistics.median(b[key] / a[key] for a, b in zip(times["this"], times["baseline"]))
             print(f"baseline / this, {key}: {ratio:.2f}x (median of the rounds' ratios)")
 
