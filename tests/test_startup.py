@@ -118,3 +118,24 @@ def test_a_damaged_export_is_made_again_not_opened_from_the_record(tmp_path):
     again = recorded.load(cfg)
     assert verified_export(full[0].fingerprint) == onnx and again[0].fingerprint == full[0].fingerprint
     _same(full, again, np.random.default_rng(2).integers(0, 256, (4, 224, 224, 3), np.uint8))
+
+
+def test_the_key_covers_what_from_pretrained_reads_and_a_hub_id_is_its_cached_snapshot(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"a")
+    alone = recorded.folder_key(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"b")  # read where there are no safetensors: another key
+    assert recorded.folder_key(folder) != alone
+    (folder / "model.safetensors").write_bytes(b"weights")
+    key = recorded.folder_key(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"c")  # unread beside safetensors: the same key
+    assert recorded.folder_key(folder) == key
+    (folder / "model.safetensors").write_bytes(b"other")
+    assert recorded.folder_key(folder) != key
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, name: str(folder / name) if repo == "org/model" else None)
+    assert recorded._folder("org/model") == folder and recorded._folder("org/absent") is None

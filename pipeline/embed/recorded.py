@@ -130,15 +130,33 @@ def folder_key(folder: Path) -> str | None:
 
 
 def _folder(model: str) -> Path | None:
-    """The local folder `model` names (resolved), or None for a hub id."""
+    """The folder from_pretrained reads `model` from without the network: the local folder it names (resolved), or
+    for a hub id the local Hugging Face cache's snapshot of its main revision (as hub.load_pretrained tries first);
+    None where there is none."""
     if not is_local(model):
-        return None
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            config = try_to_load_from_cache(model, "config.json")
+        except ValueError:  # not a valid repo id
+            return None
+        return Path(config).parent if isinstance(config, str) else None
     folder = Path(model).expanduser().resolve()
     return folder if folder.is_dir() else None
 
 
+# Weights in the other formats, which from_pretrained leaves unread where the folder holds safetensors (a clone of a
+# hub repository holds all four: hashing them would cost seconds a run).
+UNREAD_WEIGHTS = (".bin", ".h5", ".msgpack")
+
+
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file())
+    """The folder's files the key covers: every file at its top, less UNREAD_WEIGHTS beside safetensors."""
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if any(p.name.startswith("model") and p.name.endswith((".safetensors", ".safetensors.index.json"))
+           for p in files):
+        files = [p for p in files if not p.name.endswith(UNREAD_WEIGHTS)]
+    return files
 
 
 def _identities(folder: Path) -> list | None:
