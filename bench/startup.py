@@ -1,19 +1,19 @@
 """Stage one's start-up (issue 39): seconds from `python -m stages.extract` to its first video, this code against an
 older checkout, alternated.
 
-    python bench/startup.py [--rounds 3] [--baseline DIR] [--full] [--app]
+    python bench/startup.py [--rounds 3] [--baseline DIR ...] [--full] [--app]
 
 A small project (written once under bench/out/startup/): 4 H.264 clips of 2 s at 320x240 in two class folders, 8
 frames per clip, the tiny random CLIP (--full: the full ViT-B/32 architecture with random weights, the real model's
 load time), the committed params.yaml otherwise (extract.backend as each checkout's default; workers auto). Each
 round runs `python -m stages.extract` on a new cache once per checkout (this one, and with --baseline DIR a checkout
-of older code, for example `git worktree add DIR 870e4b2`), alternated, after one untimed run each (the ONNX
-export, made once per encoder, is not start-up). stderr is a pseudo-terminal, so that the progress bar is drawn as
-it moves; the figures are when the `extract` bar first shows (the encoder loaded and described: decoding starts
-right after) and when it first counts a video (decoded and embedded), the whole run, and the CPU seconds the run's
-processes used in all (user and system, the stage's process, its workers' forkserver and the workers: the work,
-which a loaded machine shares out slowly). The machine's load average is printed with them: on a shared machine
-compare the ratios of one run.
+of older code, for example `git worktree add DIR 870e4b2`; repeat it for several), alternated, after one untimed run
+each (the ONNX export and, since issue 39, the encoder's record, both made once per encoder, are not start-up).
+stderr is a pseudo-terminal, so that the progress bar is drawn as it moves; the figures are when the `extract` bar
+first shows (the encoder loaded and described: decoding starts right after) and when it first counts a video
+(decoded and embedded), the whole run, and the CPU seconds the run's processes used in all (user and system, the
+stage's process, its workers' forkserver and the workers: the work, which a loaded machine shares out slowly). The
+machine's load average is printed with them: on a shared machine compare the ratios of one run.
 
 --app: the app's first answer instead. In a fresh process per run (imports and all), Streamlit's AppTest opens the
 Predict page of the same project (a linear head trained on its cache), waits 10 s as a user would before uploading,
@@ -152,13 +152,16 @@ def app_answer(checkout: Path, project: Path, env: dict) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--baseline", type=Path, help="a checkout of older code to compare with")
+    ap.add_argument("--baseline", type=Path, action="append", default=[],
+                    help="a checkout of older (or other) code to compare with; repeat for several")
     ap.add_argument("--full", action="store_true", help="the full ViT-B/32 architecture (random weights)")
     ap.add_argument("--app", action="store_true", help="the app's first answer, the page open for 10 s")
     args = ap.parse_args()
     project = make_project(args.full)
     env = {**os.environ, "CLIP_HAR_ONNX_DIR": str(OUT / "onnx"), "HF_HUB_OFFLINE": "1"}
-    variants = {"this": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
+    variants = {"this": ROOT, **{f"baseline{i or ''}": b.resolve() for i, b in enumerate(args.baseline)}}
+    for name, checkout in variants.items():
+        print(f"{name}: {checkout}")
     if args.app:
         train_head(project, env)
         answers: dict[str, list[float]] = {name: [] for name in variants}
@@ -169,9 +172,9 @@ def main() -> None:
                       f"(load {os.getloadavg()[0]:.1f})", flush=True)
         for name, ts in answers.items():
             print(f"{name:8s} median upload to answer: {statistics.median(ts):.2f} s")
-        if args.baseline:
-            ratio = statistics.median(b / a for a, b in zip(answers["this"], answers["baseline"]))
-            print(f"baseline / this: {ratio:.2f}x (median of the rounds' ratios)")
+        for name in list(variants)[1:]:
+            ratio = statistics.median(b / a for a, b in zip(answers["this"], answers[name]))
+            print(f"{name} / this: {ratio:.2f}x (median of the rounds' ratios)")
         return
     for checkout in variants.values():
         run_stage(checkout, project, env)  # untimed: the export, the page cache
@@ -186,10 +189,10 @@ def main() -> None:
         med = {key: statistics.median(t[key] for t in ts) for key in ("bar", "first", "end", "cpu")}
         print(f"{name:8s} median: bar {med['bar']:.2f} s, first video {med['first']:.2f} s, end {med['end']:.2f} s, "
               f"CPU {med['cpu']:.1f} s")
-    if args.baseline:
+    for name in list(variants)[1:]:
         for key in ("bar", "first", "end", "cpu"):
-            ratio = statistics.median(b[key] / a[key] for a, b in zip(times["this"], times["baseline"]))
-            print(f"baseline / this, {key}: {ratio:.2f}x (median of the rounds' ratios)")
+            ratio = statistics.median(b[key] / a[key] for a, b in zip(times["this"], times[name]))
+            print(f"{name} / this, {key}: {ratio:.2f}x (median of the rounds' ratios)")
 
 
 if __name__ == "__main__":
