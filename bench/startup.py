@@ -23,6 +23,7 @@ issue 39 the encoder loaded at the first Predict; now the page starts loading it
 from __future__ import annotations
 
 import argparse
+import ctypes
 import fcntl
 import os
 import pty
@@ -97,14 +98,29 @@ def run_stage(checkout: Path, project: Path, env: dict) -> dict:
             break
     end = time.perf_counter() - started
     os.close(main)
-    if proc.wait() != 0:
+    code = proc.wait()
+    _reap_orphans()
+    if code != 0:
         raise SystemExit(f"{checkout}: stages.extract failed:\n{seen.decode(errors='replace')[-2000:]}")
     return {"bar": bar, "first": first, "end": end, "cpu": _children_cpu() - cpu}
 
 
+def _reap_orphans(timeout: float = 10.0) -> None:
+    """Wait for the run's processes that outlived the stage (its forkserver, reparented here: main() makes this
+    process their subreaper), so that their CPU time, and that of the workers they waited for, is counted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # none left
+            return
+        if pid == 0:
+            time.sleep(0.02)
+
+
 def _children_cpu() -> float:
-    """User and system seconds of this process's waited-for children and theirs (a forkserver waits for its
-    workers, the stage for its forkserver)."""
+    """User and system seconds of the processes this one waited for, and of those they waited for: the stage, its
+    forkserver (an orphan reaped here) and the workers (which the forkserver reaps)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -157,6 +173,7 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="the full ViT-B/32 architecture (random weights)")
     ap.add_argument("--app", action="store_true", help="the app's first answer, the page open for 10 s")
     args = ap.parse_args()
+    ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: the stage's orphans (its forkserver) come back here
     project = make_project(args.full)
     env = {**os.environ, "CLIP_HAR_ONNX_DIR": str(OUT / "onnx"), "HF_HUB_OFFLINE": "1"}
     variants = {"this": ROOT, **{f"baseline{i or ''}": b.resolve() for i, b in enumerate(args.baseline)}}
