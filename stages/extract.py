@@ -8,7 +8,7 @@ import os
 # 292 s with them, 61 s without (bench/per_file.py, on the shared 2-core machine under load).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pipeline.decode.workers import start_forkserver  # noqa: E402
+from pipeline.decode.server import start_forkserver  # noqa: E402
 from pipeline.embed.in_worker import worker_modules  # noqa: E402
 from stages import read_params, stage, untracked_notes  # noqa: E402
 
@@ -17,8 +17,9 @@ from stages import read_params, stage, untracked_notes  # noqa: E402
 def main() -> None:
     # The decode workers' server imports torch and the encoder's modules (seconds) while this process imports its
     # own, rather than after: the first video decodes sooner (bench/startup.py); transformers only where the workers
-    # will load the encoder in full (worker_modules). The stage's heavy imports are here, not at the top, because
-    # every worker re-runs this module by name and should find nothing to import.
+    # will load the encoder in full (worker_modules). The stage's heavy imports are here, not at the top, because the
+    # server starts after them otherwise (server and in_worker import next to nothing), and every worker re-runs this
+    # module by name and should find nothing to import.
     # The settings are read (and so checked) first: a wrong one stops the stage before any work, the server's
     # imports included.
     params = read_params()

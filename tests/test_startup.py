@@ -139,3 +139,18 @@ def test_the_key_covers_what_from_pretrained_reads_and_a_hub_id_is_its_cached_sn
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
                         lambda repo, name: str(folder / name) if repo == "org/model" else None)
     assert recorded._folder("org/model") == folder and recorded._folder("org/absent") is None
+
+
+def test_the_stage_starts_the_workers_server_before_its_heavy_imports():
+    """stages/extract.py's own imports (run before its main starts the server) and the server module import
+    nothing heavy: the server's imports (torch, seconds) start at once."""
+    from pipeline.decode import server, workers
+
+    assert server.WORKERS_MODULE == workers.__name__
+    code = ("import sys\nimport stages.extract\nfrom pipeline.embed.in_worker import worker_modules\n"
+            f"worker_modules('some/model', 'auto'), worker_modules({str(ROOT)!r}, 'auto')\n"
+            "heavy = ('torch', 'av', 'numpy', 'transformers', 'onnxruntime', 'pebble')\n"
+            "assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-if TYPE_CHECKING:  # torch is imported where it is used: a decode worker that opens an export made before (its
-    # encoder recorded, pipeline.embed.recorded) needs no model, and stage one's process finds exports without it
+if TYPE_CHECKING:  # torch (and numpy) imported where used: a decode worker that opens an export made before (its
+    # encoder recorded, pipeline.embed.recorded) needs no model, and stage one's process looks for records without
+    # waiting on either
+    import numpy as np
     import torch
 # Exported models, one folder per encoder fingerprint, exporter and runtime, reused by every process and project:
 # onnx_root(), read when an export is looked up, so that the decode workers and subprocesses follow the environment.
@@ -208,4 +208,6 @@ def ort_session(path: Path, threads: int):
 
 def run_session(session, pixels: np.ndarray) -> np.ndarray:
     """Pixel values float32 (B, 3, S, S) -> image embeddings float32 (B, D)."""
+    import numpy as np
+
     return session.run([OUTPUT], {INPUT: np.ascontiguousarray(pixels, np.float32)})[0]

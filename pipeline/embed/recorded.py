@@ -8,11 +8,14 @@ import os
 import uuid
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.embed.config import check_settings, resolved
-from pipeline.embed.encoder import Encoder, EncoderConfig
 from pipeline.embed.hub import is_local
-from pipeline.embed.onnx_backend import onnx_root
+
+if TYPE_CHECKING:  # imported where used: stage one's process imports this module (likely) before its workers' server
+    # starts, and should wait for nothing
+    from pipeline.embed.encoder import Encoder, EncoderConfig
 
 # A record is used only where its key is the key of the folder now: SHA-256 over FORMAT, the versions of the
 # libraries a full load runs (they decide the weights as loaded, hence the fingerprint, and the processor's
@@ -60,6 +63,7 @@ def load(cfg: EncoderConfig, device: str = "cpu") -> tuple[Encoder, int]:
         return loaded
     import torch
 
+    from pipeline.embed.encoder import Encoder
     from pipeline.embed.onnx_backend import ort_session
 
     session = ort_session(path, torch.get_num_threads())
@@ -167,6 +171,8 @@ def _identities(folder: Path) -> list | None:
 
 
 def _path(folder: Path) -> Path:
+    from pipeline.embed.onnx_backend import onnx_root
+
     return onnx_root() / "encoders" / f"{hashlib.sha256(str(folder).encode()).hexdigest()[:32]}.json"
 
 
