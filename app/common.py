@@ -15,14 +15,14 @@ import streamlit as st
 
 from pipeline.errors import ConfigError, UserError, printable
 from pipeline.heads.calibration import describe_data
-from pipeline.heads.estimators import load_head
+from pipeline.heads.kinds import FROM_TEXT, HEADS, load_head
 from pipeline.tools.inspector import load
 from pipeline.tools.predict import NOT_SURE, answer_text, encoder_for
 from pipeline.decode.preview import decode_or_preview
 from pipeline.decode.workers import DecodePool, PoolConfig, auto_workers
 from pipeline.embed.hub import may_download
 from pipeline.heads.zeroshot import project_templates, text_embeddings
-from pipeline.paths import HEAD_FILES, PARAMS
+from pipeline.paths import PARAMS
 from pipeline.settings import load_params
 
 # Decode workers of the app's server process, shared by its sessions: one per core, at least 2 (an upload that
@@ -144,7 +144,7 @@ def _text_embeddings(model_id: str, actions: tuple[str, ...], templates: tuple[s
 
 def app_templates() -> tuple[str, ...]:
     """project_templates, the project's zero-shot head read through cached_head (once per file version)."""
-    saved = Path(HEAD_FILES["zeroshot"])
+    saved = Path(HEADS[FROM_TEXT].file)
     return project_templates(cached_head(str(saved), saved.stat().st_mtime_ns) if saved.is_file() else None)
 
 

@@ -19,6 +19,7 @@ from pipeline.tools.inspector import (AXES, GROUPING_HINT, LEGEND_CLASSES, TABLE
                                 nearest_neighbors, project_2d, row_of, source_file, split_file, summarize, video_means)
 from pipeline.paths import CACHE_PATH, PARAMS
 from pipeline.heads.split_file import read_split
+from pipeline.tools.inspect_text import frames_text
 from pipeline.decode.workers import ReadConfig
 
 MAP_POINTS = 5000  # videos drawn on the map, or listed to choose from, at most: the browser's limit, not the data's
@@ -111,7 +112,7 @@ def main() -> None:
     cols = st.columns(4)
     cols[0].metric("videos", summary["videos"])
     cols[1].metric("classes", len(summary["classes"]))
-    cols[2].metric("frames per video", summary["frames_per_video"])
+    cols[2].metric("frames per video", frames_text(summary))
     cols[3].metric("skipped", len(summary["skipped"]))
     # every value from the cache shown literally (shown_name): a cache's attribute is not Markdown to render
     st.caption(f"encoder {shown_name(summary['encoder']['model'])} (fingerprint "

@@ -19,8 +19,8 @@ from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.extract.runner import ExtractConfig
 from pipeline.heads.zeroshot import zeroshot_head
 from pipeline.live.engine import LiveConfig, LiveEngine
-from pipeline.heads.kinds import HEADS, TRAINED
-from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
+from pipeline.heads.kinds import FROM_TEXT, HEADS, TRAINED
+from pipeline.paths import CACHE_PATH, PARAMS
 from pipeline.tools.predict import NOT_SURE, make_predictor
 from pipeline.extract.project import project_extract_config
 
@@ -34,8 +34,8 @@ def main() -> None:
     st.title("Live: what is the person doing?")
     st.caption("Your camera, answered every second by the same encoder and head as Predict. The video goes only "
                "to this app's server.")
-    trained = {kind: Path(HEAD_FILES[kind]) for kind in TRAINED if Path(HEAD_FILES[kind]).is_file()}
-    kind = st.radio("Head", [*trained, "zeroshot"], format_func=lambda kind: HEADS[kind].label, horizontal=True,
+    trained = {kind: Path(HEADS[kind].file) for kind in TRAINED if Path(HEADS[kind].file).is_file()}
+    kind = st.radio("Head", [*trained, FROM_TEXT], format_func=lambda kind: HEADS[kind].label, horizontal=True,
                     key="live_head")
     try:
         servers = ice_servers()
@@ -51,8 +51,9 @@ def main() -> None:
     st.caption(f"{HEADS[kind].label} · encoder {shown_name(features['encoder_model'])} · "
                f"{shown_name(features['num_frames'])} frames per answer · classes: "
                f"{', '.join(shown_name(class_text(c)) for c in head.classes_)}")
-    calibrated_on = None if kind != "zeroshot" or not Path(HEAD_FILES["zeroshot"]).is_file() else \
-        cached_head(HEAD_FILES["zeroshot"], Path(HEAD_FILES["zeroshot"]).stat().st_mtime_ns).classes_
+    saved = Path(HEADS[kind].file)
+    calibrated_on = None if HEADS[kind].trained or not saved.is_file() else \
+        cached_head(str(saved), saved.stat().st_mtime_ns).classes_
     st.caption(shown_name(calibration_caption(head.calibration_, head.classes_, calibrated_on)))
     if random_encoder_note(features):
         st.warning(random_encoder_note(features))
@@ -104,11 +105,11 @@ def chosen_head(kind: str, trained: dict[str, Path]):
     """(head, its features, a key that changes with it) for the choice: a trained head file, or zero-shot over
     the actions typed (made from the encoder's text tower, calibrated as the project's zero-shot head when there
     is one). ConfigError/HeadError when it cannot be used."""
-    if kind != "zeroshot":
+    if HEADS[kind].trained:
         path = trained[kind]
         head = cached_head(str(path), path.stat().st_mtime_ns)
         return head, head.meta_.features, (kind, path.stat().st_mtime_ns)
-    saved, calibration = Path(HEAD_FILES["zeroshot"]), None
+    saved, calibration = Path(HEADS[kind].file), None
     if saved.is_file():
         made = cached_head(str(saved), saved.stat().st_mtime_ns)
         features, default, calibration = dict(made.meta_.features), made.classes_, made.calibration_
@@ -117,7 +118,7 @@ def chosen_head(kind: str, trained: dict[str, Path]):
                     "backend": cfg.backend, "quantize": cfg.quantize}
         default = cache_classes()
     else:
-        raise ConfigError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
+        raise ConfigError(f"run the app from the project folder (no {saved} and no {PARAMS} here)")
     text = st.text_area(ACTIONS_LABEL, value="\n".join(default), key="live_actions")
     actions = typed_actions(text)  # ConfigError: fewer than two
     encoder = cached_encoder(features["encoder_model"], features["preprocess"], features["backend"],
@@ -125,7 +126,7 @@ def chosen_head(kind: str, trained: dict[str, Path]):
     attrs = {**encoder.describe(), **Sampling.from_attrs(features).attrs()}
     head = zeroshot_head(cached_text_embeddings(features["encoder_model"], tuple(actions)), actions,
                          attrs).use_calibration(calibration)
-    return head, {**features, **attrs}, ("zeroshot", tuple(actions), str(features))
+    return head, {**features, **attrs}, (kind, tuple(actions), str(features))
 
 
 def cache_classes() -> list[str]:

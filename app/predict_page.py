@@ -4,26 +4,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
 from app.common import (ACTIONS_LABEL, Busy, cached_encoder, cached_head, cached_pool, cached_text_embeddings,
-                        calibration_caption, class_text, frame_strip, held_worker, show_answer, shown_name,
-                        start_encoder_load, typed_actions)
+                        calibration_caption, class_text, held_worker, shown_name, start_encoder_load, typed_actions)
+from app.predict_charts import show_frames, show_prediction, show_timeline
 from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.data.discover import VIDEO_EXTENSIONS
 from pipeline.errors import ConfigError, HeadError, UserError, VideoError
 from pipeline.extract.runner import ExtractConfig, dataset
-from pipeline.heads.kinds import HEADS, TRAINED
-from pipeline.paths import CACHE_PATH, HEAD_FILES, PARAMS
-from pipeline.tools.predict import (NOT_SURE, make_predictor, predict_segments, predict_video,
-                              temporary_upload)
+from pipeline.heads.kinds import FROM_TEXT, HEADS, TRAINED
+from pipeline.paths import CACHE_PATH, PARAMS
+from pipeline.tools.predict import make_predictor, predict_segments, predict_video, temporary_upload
 from pipeline.decode.preview import Preview, PreviewConfig
 from pipeline.decode.sampling import Sampling
 from pipeline.decode.video import DecodeLimits
 from pipeline.heads.zeroshot import zeroshot_head
-from pipeline.tools.inspector import class_colours
 from pipeline.extract.project import project_extract_config
 
 UPLOAD_TYPES = [e[1:] for e in VIDEO_EXTENSIONS]  # the same videos as stage one takes
@@ -32,11 +28,6 @@ WINDOW, STRIDE = 4.0, 2.0  # seconds: the timeline's sliding windows (widened fo
 STEP_LABELS = {"loading": "Loading the CLIP encoder (the first time only: it can take a while)…",
                "decoding": "Decoding the sampled frames…", "encoding": "Encoding them with CLIP…",
                "classifying": "Classifying…"}
-TIMELINE_PX = 32  # the height of the timeline's band
-TIMELINE_MIN_PX = 600  # the narrowest the timeline is drawn (the page's column at a small window): labels fit this
-LEGEND_COLUMNS = 3
-CHAR_PX = 7  # the width of one character of the timeline's 12-pixel labels, at most (a-z, space, ?)
-UNSURE_GREY = "#b0b0b0"
 
 
 @dataclass
@@ -55,18 +46,18 @@ class Choice:
 def main() -> None:
     st.title("What is the person doing?")
     # run from the project folder, like dvc: heads and a local encoder directory are found relative to it
-    trained = {kind: Path(HEAD_FILES[kind]) for kind in TRAINED if Path(HEAD_FILES[kind]).is_file()}
+    trained = {kind: Path(HEADS[kind].file) for kind in TRAINED if Path(HEADS[kind].file).is_file()}
     if not trained:
         st.info(f"No trained head yet in `{Path.cwd()}`: train one there with `dvc repro` "
-                f"(it writes {' and '.join(HEAD_FILES.values())}). Meanwhile, zero-shot works from the names of "
-                "the actions alone.")
-    kind = st.radio("Head", [*trained, "zeroshot"], format_func=lambda kind: HEADS[kind].label, horizontal=True)
+                f"(it writes {' and '.join(k.file for k in HEADS.values())}). Meanwhile, zero-shot works from the "
+                "names of the actions alone.")
+    kind = st.radio("Head", [*trained, FROM_TEXT], format_func=lambda kind: HEADS[kind].label, horizontal=True)
     settings = project_settings()
     # stage one's time and memory limits per video (extract.video_timeout_s, worker_memory_mb), as the messages say
     pool = cached_pool(settings.pool().timeout_s, settings.pool().memory_mb) if settings else cached_pool()
     limits = settings.limits() if settings else DecodeLimits()
     try:
-        if kind == "zeroshot":
+        if not HEADS[kind].trained:
             choice = zero_shot_choice(settings)
         else:
             head = cached_head(str(trained[kind]), trained[kind].stat().st_mtime_ns)
@@ -79,7 +70,7 @@ def main() -> None:
     start_encoder_load(features["encoder_model"], features["preprocess"], features["backend"], features["quantize"])
     # every value from the head's file shown literally (shown_name): a head's metadata is not Markdown to render
     st.caption(f"{HEADS[kind].label} · encoder {shown_name(features['encoder_model'])} · "
-               f"{shown_name(features['num_frames'])} frames per video · classes: "
+               f"{shown_name(_sampling_text(features))} · classes: "
                f"{', '.join(shown_name(class_text(c)) for c in choice.classes)}")
     # how much data the head was trained and calibrated on
     st.caption(shown_name(calibration_caption(choice.calibration, choice.classes, choice.calibrated_on)))
@@ -170,7 +161,7 @@ def build_predictor(choice: Choice, pool, limits: DecodeLimits):
     f = choice.features
     encoder = cached_encoder(f["encoder_model"], f["preprocess"], f["backend"], f["quantize"])
     head = choice.head
-    if choice.kind == "zeroshot" and head is None:
+    if not HEADS[choice.kind].trained and head is None:
         attrs = {**encoder.describe(), **Sampling.from_attrs(f).attrs()}
         head = zeroshot_head(cached_text_embeddings(f["encoder_model"], tuple(choice.classes)), choice.classes,
                              attrs).use_calibration(choice.calibration)
@@ -221,84 +212,6 @@ def run_prediction(upload, choice: Choice, pool, limits: DecodeLimits, timeline:
     return result
 
 
-def timeline_spans(segments, stride: float) -> list[tuple[float, float]]:
-    """Each window's share of one time line, [start, end) seconds: the windows overlap (a window every `stride`
-    seconds), so each is drawn where its centre is the nearest, from the midpoint with the window before to the
-    midpoint with the window after (the first from its start, the last to its end). Beside a window that could not
-    be read (more than a stride between two starts), half a stride each side of the centre: the gap shows."""
-    centres = [(s.start + s.end) / 2 for s in segments]
-    spans = []
-    for i, s in enumerate(segments):
-        start, end = s.start, s.end
-        if i > 0:
-            near = s.start - segments[i - 1].start <= stride * (1 + 1e-6)
-            start = (centres[i - 1] + centres[i]) / 2 if near else centres[i] - stride / 2
-        if i < len(segments) - 1:
-            near = segments[i + 1].start - s.start <= stride * (1 + 1e-6)
-            end = (centres[i] + centres[i + 1]) / 2 if near else centres[i] + stride / 2
-        spans.append((max(start, s.start), min(end, s.end)))
-    return spans
-
-
-def answer_colours(classes: list[str]) -> tuple[list[str], list[str]]:
-    """(domain, range) of the one colour scale of the timeline, bars and legend alike: each class as class_text
-    writes it, in its colour on the Embeddings page (class_colours, by its index in the head), and "not sure" grey."""
-    return [*(class_text(c) for c in classes), NOT_SURE], [*class_colours(len(classes)), UNSURE_GREY]
-
-
-def show_timeline(timeline) -> None:
-    """One time line: each window's answer as a bar over the span where it is the nearest window (timeline_spans),
-    coloured by its answer ("not sure" grey, its best guess in words with a ?); a word label over each run of one
-    answer where the run is wide enough for it, every window's details on hover."""
-    st.markdown("#### Timeline")
-    segments = timeline.segments
-    spans = timeline_spans(segments, timeline.stride)
-    classes = list(segments[0].class_names)
-    table = pd.DataFrame({"from": [a for a, _ in spans], "to": [b for _, b in spans],
-                          "answer": [class_text(s.label) if s.sure else NOT_SURE for s in segments],
-                          "best guess": [class_text(s.top_class) for s in segments],
-                          "probability": [s.top_probability for s in segments],
-                          "window": [f"{s.start:.1f}-{s.end:.1f} s" for s in segments], "lane": 0})
-    domain, colours = answer_colours(classes)
-    shown = [d for d in domain if d in set(table["answer"])]  # the legend: the answers on this time line only
-    # the legend in rows of LEGEND_COLUMNS that fit the narrowest chart (a longer name is cut there, whole on hover)
-    colour = alt.Color("answer:N", title="answer", scale=alt.Scale(
-        domain=shown, range=[colours[domain.index(d)] for d in shown]), legend=alt.Legend(
-            orient="bottom", columns=LEGEND_COLUMNS, labelLimit=TIMELINE_MIN_PX // LEGEND_COLUMNS - 40))
-    x = alt.X("from:Q", title="seconds", scale=alt.Scale(domain=[spans[0][0], spans[-1][1]], nice=False))
-    bars = alt.Chart(table).mark_bar(stroke="white", strokeWidth=1).encode(
-        x=x, x2="to", y=alt.Y("lane:O", axis=None), color=colour,
-        tooltip=["window", "answer", "best guess", alt.Tooltip("probability", format=".1%")])
-    layers = [bars]
-    runs = answer_runs(table, spans[-1][1] - spans[0][0])
-    if len(runs):
-        layers.append(alt.Chart(runs).mark_text(fontSize=12, color="#1a1a1a").encode(
-            x=alt.X("middle:Q"), y=alt.Y("lane:O", axis=None), text="text"))
-    st.altair_chart(alt.layer(*layers).properties(height=alt.Step(TIMELINE_PX)), width="stretch")
-    unsure = int((table["answer"] == NOT_SURE).sum())
-    st.caption(f"{len(segments)} windows of {timeline.window:.3g} s every {timeline.stride:.3g} s, each drawn where "
-               "it is the nearest window (hover a bar for the window it read)"
-               + (f"; {unsure} not sure: grey, with the best guess and a ?" if unsure else "")
-               + (f". {timeline.note}" if timeline.note else "")
-               + (f". {timeline.missing} window{'s' * (timeline.missing > 1)} held no readable frame (gaps)"
-                  if timeline.missing else "") + ".")
-
-
-def answer_runs(table: pd.DataFrame, seconds: float) -> pd.DataFrame:
-    """The label of each run of windows with one answer (and best guess): its middle and its words, for the runs
-    wide enough for them on a chart TIMELINE_MIN_PX wide (a narrower run is named by its colour and on hover)."""
-    key = table["answer"] + "|" + table["best guess"]
-    run = (key != key.shift()).cumsum()
-    rows = []
-    for _, r in table.groupby(run, sort=False):
-        unsure = r["answer"].iloc[0] == NOT_SURE
-        text = r["best guess"].iloc[0] + ("?" if unsure else "")
-        width = (r["to"].iloc[-1] - r["from"].iloc[0]) / seconds * TIMELINE_MIN_PX
-        if width >= CHAR_PX * len(text) + 8:
-            rows.append({"middle": (r["from"].iloc[0] + r["to"].iloc[-1]) / 2, "text": text, "lane": 0})
-    return pd.DataFrame(rows)
-
-
 def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
     """Zero-shot over the actions the user types, with the encoder and sampling of the project.
 
@@ -306,7 +219,7 @@ def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
     there is one, else from params.yaml and the class folders under data.root (uncalibrated: the default "not
     sure" threshold still applies). ConfigError when neither is there.
     """
-    saved, calibration = Path(HEAD_FILES["zeroshot"]), None
+    saved, calibration = Path(HEADS[FROM_TEXT].file), None
     if saved.is_file():
         made = cached_head(str(saved), saved.stat().st_mtime_ns)
         features, default = dict(made.meta_.features), made.classes_
@@ -320,11 +233,11 @@ def zero_shot_choice(settings: ExtractConfig | None) -> Choice:
         project_extract_config()  # raises the ConfigError that says what is wrong with it
         raise ConfigError(f"{PARAMS} cannot be read")
     else:
-        raise ConfigError(f"run the app from the project folder (no {HEAD_FILES['zeroshot']} and no {PARAMS} here)")
+        raise ConfigError(f"run the app from the project folder (no {saved} and no {PARAMS} here)")
     # tall enough to show every action (Streamlit's default shows about three lines)
     text = st.text_area(ACTIONS_LABEL, value="\n".join(default), height=max(68, TEXT_LINE_PX * len(default) + 20))
     actions = typed_actions(text)  # ConfigError: fewer than two
-    return Choice("zeroshot", features, actions, calibration=calibration,
+    return Choice(FROM_TEXT, features, actions, calibration=calibration,
                   calibrated_on=list(default) if calibration is not None else None)
 
 
@@ -351,34 +264,13 @@ def _project_classes(root: str, annotations: str, classes: str, cache: str, cach
         return []
 
 
-def show_prediction(prediction) -> None:
-    """The top action in large type and every class's probability, highest first; "not sure" with the best guess."""
-    show_answer(prediction)
-    show_probabilities(prediction.class_names, prediction.probabilities)
-
-
-def show_probabilities(class_names: list[str], probabilities) -> None:
-    """Horizontal bars, highest probability on top, full class names, the axis in % like the text."""
-    table = pd.DataFrame({"action": [class_text(n) for n in class_names], "probability": probabilities})
-    st.altair_chart(alt.Chart(table).mark_bar().encode(
-        x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-        y=alt.Y("action:N", title=None, sort="-x", axis=alt.Axis(labelLimit=0)),
-        tooltip=["action", alt.Tooltip("probability:Q", format=".1%")]), width="stretch")
-
-
-def show_frames(prediction) -> None:
-    """The sampled frames, each with its time and its own top class."""
-    st.markdown("#### Sampled frames")
-    per_frame, names = prediction.frame_probabilities, prediction.class_names
-    tops, top = [int(p.argmax()) for p in per_frame], int(prediction.probabilities.argmax())
-    # a frame whose own guess differs from the video's answer is marked, and the caption says why they may differ
-    captions = [f"{t:.2f} s · {class_text(names[c])} {p.max():.0%}" + (" ≠" if c != top else "")
-                for t, p, c in zip(prediction.clip.timestamps, per_frame, tops)]
-    frame_strip(prediction.clip.frames, captions)
-    differ = sum(c != top for c in tops)
-    st.caption(f"Under each frame, the time and what the head makes of that frame alone; the answer above reads all "
-               f"{len(tops)} frames together, so a single frame may say otherwise"
-               + (f" (≠: {differ} of the {len(tops)} here)." if differ else "."))
+def _sampling_text(features: dict) -> str:
+    """How the head's cache sampled each video (Sampling.text), or its recorded num_frames when this code does not
+    make that sampling (predict then says why)."""
+    try:
+        return Sampling.from_attrs(features).text
+    except UserError:
+        return f"{features.get('num_frames')} frames per video"
 
 
 # Streamlit runs a page as __main__; a decode worker started while it runs re-runs the file as __mp_main__

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pipeline.paths import HEAD_FILES, PARAMS
+from pipeline.paths import PARAMS
 from pipeline.threads import set_threads
 
 ROOT = Path(__file__).resolve().parents[1]  # the project this app belongs to
@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the project this app belongs to
 def main() -> None:
     """The app: the project's folder, then the Predict, Live, Embeddings and Search pages."""
     from app.common import launch_record  # the pages' caches, encoder and heads: not for a decode worker
+    from pipeline.heads.kinds import HEADS
 
     set_threads("app")
 
@@ -24,7 +25,7 @@ def main() -> None:
     # folder that is not a project (neither params.yaml nor a head), the app moves into its own project and says so.
     # The working folder belongs to the process, shared by every browser session: the sessions after the first start
     # in the project already, and learn where the app was launched from through launch_record().
-    if not any(Path(p).is_file() for p in (PARAMS, *HEAD_FILES.values())) and (ROOT / PARAMS).is_file():
+    if not any(Path(p).is_file() for p in (PARAMS, *(k.file for k in HEADS.values()))) and (ROOT / PARAMS).is_file():
         launch_record()["from"] = os.getcwd()
         os.chdir(ROOT)
     if "from" in launch_record() and Path.cwd() == ROOT:

@@ -25,7 +25,7 @@ from pipeline.embed.tiny_clip import build_tiny_clip
 from pipeline.heads.estimators import LinearHead
 from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor, predict_bytes
-from pipeline.threads import THREADS
+from pipeline.threads import THREADS, cores as usable_cores
 from pipeline.heads.training import LinearConfig
 from pipeline.decode.video import SAMPLING, read_frames
 from pipeline.decode.workers import DecodePool, PoolConfig
@@ -33,7 +33,7 @@ from pipeline.decode.workers import DecodePool, PoolConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "bench" / "out"
-APP_THREADS = THREADS["app"] or len(os.sched_getaffinity(0))  # the policy, as committed
+APP_THREADS = THREADS["app"] or usable_cores()  # the policy, as committed
 CLASSES = ["clapping", "meeting_and_splitting", "sitting", "standing_still", "walking",
            "walking_while_reading_book", "walking_while_using_phone"]
 
@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     model, video = full_size_clip(), hd_video()
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     projects = {b: project_dir(model, b, 10**18 + i) for i, b in enumerate(("torch", "onnxruntime"))}
     # the encoder with each thread count: torch's is set per call; an onnxruntime session's when it is made
     predictors, pool = {}, DecodePool(PoolConfig(workers=1))  # one worker, as the app's (app/common.py)

@@ -90,7 +90,10 @@ def evaluate_parts(project: Path, rounds: int) -> None:
 
     from pipeline.extract.cache import open_cache
     from pipeline.heads.evaluate import cross_validate, data_efficiency
-    from pipeline.heads.estimators import LogRegConfig, fit_predict_many, load_head, mean_pool
+    from pipeline.heads.estimators import mean_pool
+    from pipeline.heads.logreg import LogRegConfig
+    from pipeline.heads.kinds import fit_predict_many
+    from pipeline.heads.kinds import load_head
     from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
     from pipeline.heads.split_file import read_split
     from pipeline.heads.training import LinearConfig

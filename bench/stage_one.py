@@ -190,7 +190,7 @@ def closeness(encoders: dict, reference: str = "torch fp32", clips_per_class: in
     stay the same with each encoder's features.
     """
     from pipeline.data.demo import DemoConfig, make_demo_dataset
-    from pipeline.heads.estimators import LogRegHead
+    from pipeline.heads.logreg import LogRegHead
     from pipeline.heads.training import LinearConfig, module_logits, train_linear
     root = OUT / "demo"
     if not root.is_dir():

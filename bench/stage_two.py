@@ -19,7 +19,9 @@ import numpy as np
 
 from pipeline.extract.cache import Cache, read_cache, write_cache
 from pipeline.heads.evaluate import cross_validate, evaluate_predictions
-from pipeline.heads.estimators import LinearHead, LogRegConfig, LogRegHead, fit_predict_many, mean_pool
+from pipeline.heads.estimators import LinearHead, mean_pool
+from pipeline.heads.logreg import LogRegConfig, LogRegHead
+from pipeline.heads.kinds import fit_predict_many
 from pipeline.heads.split import split_videos
 from pipeline.heads.training import LinearConfig
 

@@ -24,7 +24,10 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.data.discover import FOLLOW_LINKS
+from pipeline.embed.choices import BACKEND_CHOICES, DEVICES, PRECISIONS, PREPROCESS_BACKENDS, QUANTIZE
 from pipeline.errors import ConfigError, printable
+from pipeline.extract.cache import STORAGE_DTYPES
 from pipeline.paths import PARAMS
 
 # Upper bounds of the settings that cost memory, processes or time (issue 34: 100,000 frames took 690 MB a worker;
@@ -49,8 +52,14 @@ MAX_VIDEOS = 10**9  # search.exact_up_to: clips
 MAX_LISTS = 1 << 20  # search.lists, search.nprobe: IVF lists (k-means centroids of D floats each)
 MAX_TEXT = 4096  # characters of a path, a model id or a pattern
 MAX_TEMPLATES = 1_000  # zeroshot.templates: prompts per class (CLIP's largest list, ImageNet's, has 80)
+# Choices whose code imports torch or scipy have their one home here, where a check needs neither (the code reads
+# them from here); the others are read from their torch-free homes above (discover, embed.choices, cache).
 # zeroshot.templates by name; pipeline.heads.zeroshot.PRESETS holds each one's templates (docs/heads.md)
 TEMPLATE_PRESETS = ("kinetics", "ucf101", "simple")
+ENGINES = ("local", "ray")  # extract.engine: pipeline.extract.engines (local), pipeline.extract.ray_engine (ray)
+SPLIT_METHODS = ("random", "group", "lists")  # split.method (pipeline.heads.split)
+GROUP_BY = ("auto", "stem", "folder", "file")  # split.group_by (pipeline.heads.split)
+TEMPORAL_POOLINGS = ("mean", "attention", "conv")  # train.head: the linear head's pooling (pipeline.heads.training)
 NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")  # a float as text (1e-4: YAML 1.1 reads a string)
 
 
@@ -87,7 +96,7 @@ class Data(Section):
     root: Named
     annotations: Text
     classes: Text
-    follow_links: Literal["inside", "all"]
+    follow_links: Literal[FOLLOW_LINKS]
 
 
 class Demo(Section):
@@ -103,11 +112,11 @@ class Extract(Section):
     num_frames: whole(1, MAX_FRAMES)
     batch_size: Union[Literal["auto"], whole(1, MAX_BATCH)] = Field(
         description=f"auto, or a whole number from 1 to {MAX_BATCH}")
-    device: Literal["auto", "cpu", "cuda"]
-    precision: Literal["auto", "fp32", "fp16", "bf16"]
-    preprocess: Literal["fast", "processor"]
-    backend: Literal["auto", "torch", "onnxruntime"]
-    quantize: Literal["none", "int8"]
+    device: Literal[DEVICES]
+    precision: Literal[("auto", *PRECISIONS)]
+    preprocess: Literal[PREPROCESS_BACKENDS]
+    backend: Literal[BACKEND_CHOICES]
+    quantize: Literal[QUANTIZE]
     shard_size: whole(1, MAX_SHARD)
     workers: Union[Literal["auto"], whole(0, MAX_WORKERS)] = Field(
         description=f"auto, or a whole number from 0 (decode in the stage's process) to {MAX_WORKERS}")
@@ -117,10 +126,10 @@ class Extract(Section):
     max_pixels: whole(1, MAX_PIXELS)
     max_aspect: real(ge=1, le=MAX_ASPECT)
     max_damaged: real(ge=0, le=1)
-    engine: Literal["local", "ray"]
+    engine: Literal[ENGINES]
     ray_address: Text
     rehash: bool
-    dtype: Literal["float32", "float16"]
+    dtype: Literal[STORAGE_DTYPES]
     fps: real(ge=0, le=MAX_FPS)  # sampling by frame rate (0: off, num_frames per video)
     max_frames: whole(1, MAX_FRAMES)
 
@@ -129,9 +138,9 @@ class Split(Section):
     val: real(ge=0, lt=1)
     test: real(ge=0, lt=1)
     seed: Seed
-    method: Literal["random", "group", "lists"]
+    method: Literal[SPLIT_METHODS]
     group_pattern: Text
-    group_by: Literal["auto", "stem", "folder", "file"]
+    group_by: Literal[GROUP_BY]
     train_list: Text
     test_list: Text
 
@@ -146,7 +155,7 @@ class Split(Section):
 
 
 class Train(Section):
-    head: Literal["mean", "attention", "conv"]
+    head: Literal[TEMPORAL_POOLINGS]
     lr: real(gt=0, le=MAX_LR)
     epochs: whole(1, MAX_EPOCHS)
     batch_size: whole(1, MAX_BATCH)

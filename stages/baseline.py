@@ -1,14 +1,15 @@
 """DVC stage `baseline`: logistic regression on standardised mean-pooled embeddings, saved as plain arrays (.pt)."""
 from pipeline.extract.cache import open_cache
 from pipeline.heads.calibration import CalibrationConfig
-from pipeline.heads.estimators import LogRegConfig, LogRegHead
+from pipeline.heads.logreg import LogRegConfig, LogRegHead
 from pipeline.heads.training import mean_pool
-from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
+from pipeline.heads.kinds import HEADS
+from pipeline.paths import CACHE_PATH, SPLIT_PATH
 from pipeline.heads.split_file import read_split
 from pipeline.threads import set_threads
 from stages import config, read_params, stage
 
-MODEL = HEAD_FILES["logreg"]
+MODEL = HEADS[LogRegHead.kind].file
 
 
 @stage("baseline")

@@ -5,16 +5,16 @@ from pathlib import Path
 
 from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.heads.calibration import expected_calibration_error
-from pipeline.heads.evaluate import (HEAD_METRICS, SUMMARY_METRICS, cross_validate, data_efficiency, each,
+from pipeline.heads.evaluate import (HEAD_METRICS, SUMMARY_METRICS, cross_validate, data_efficiency,
                                      evaluate_predictions, format_table, leakage_note, small_test_note, unit_rows,
                                      usable_folds)
-from pipeline.heads.estimators import LogRegConfig, fit_predict_many, load_head
-from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, HEAD_FILES, METRICS_DETAILS, METRICS_SUMMARY, SPLIT_PATH
+from pipeline.heads.kinds import HEADS, load_head
+from pipeline.paths import CACHE_PATH, EVALUATE_LIVE, METRICS_DETAILS, METRICS_SUMMARY, SPLIT_PATH
 from pipeline.heads.plots import NOTICE, StageLive, by_head, confusion_rows, notice_rows
 from pipeline.heads.split import UNUSED, SplitConfig, clip_groups, describe_protocol
 from pipeline.heads.split_file import read_split
 from pipeline.threads import set_threads
-from pipeline.heads.training import LinearConfig, mean_pool
+from pipeline.heads.training import mean_pool
 from stages import config, read_params, stage
 
 OUT = EVALUATE_LIVE
@@ -32,8 +32,8 @@ def main() -> None:
     test = parts == "test"
     x, y, names = mean_pool(cache.embeddings), cache.labels, cache.class_names
     # cross-validation refits each trained head with the params of its own stage
-    configs = {"linear": config(LinearConfig, params["train"], "train"),
-               "logreg": config(LogRegConfig, params["baseline"], "baseline")}
+    configs = {name: config(kind.config, params[kind.stage], kind.stage) for name, kind in HEADS.items()
+               if kind.trained}
     # a small dataset gets as many folds as its smallest class allows, or none: said here and in the metrics
     folds, note = usable_folds(y, names, params["evaluate"]["folds"])
     split_cfg = config(SplitConfig, params["split"], "split")
@@ -53,9 +53,9 @@ def main() -> None:
     if params["evaluate"]["folds"]:
         metrics["cv_folds"] = {}  # the folds used (0: too small for cross-validation)
     with StageLive(OUT, dvcyaml=None, save_dvc_exp=False) as live:
-        for name, path in HEAD_FILES.items():
-            head = load_head(path)
-            head.check_compatible(cache.attrs, names, source=path)
+        for name, kind in HEADS.items():
+            head = load_head(kind.file)
+            head.check_compatible(cache.attrs, names, source=kind.file)
             proba = head.predict_proba(cache.embeddings[test])
             pred = proba.argmax(1)
             r = evaluate_predictions(y[test], pred, names)
@@ -63,15 +63,12 @@ def main() -> None:
             r["ece"] = expected_calibration_error(proba, y[test])
             r["ece_uncalibrated"] = expected_calibration_error(
                 head.predict_proba(cache.embeddings[test], calibrated=False), y[test])
-            if folds:
-                if name == "zeroshot":  # nothing to fit: the same text embeddings score every fold
-                    refit = each(lambda xt, yt, xs: head.predict(xs))
-                else:  # every fold at once (a mean-pooling linear head trains them together)
-                    refit = lambda tasks: fit_predict_many(tasks, len(names), configs[name])  # noqa: E731
+            if folds:  # every fold at once (a mean-pooling linear head trains them together)
+                refit = kind.refit(configs.get(name), len(names), head)
                 # a temporal linear head (attention, conv) needs the frames; every other head sees only their mean
-                features = cache.embeddings if name == "linear" and configs["linear"].head != "mean" else x
-                acc = cross_validate(features[used], y[used], names, folds, params["split"]["seed"], refit,
-                                     None if groups is None else groups[used])
+                temporal = kind.trained and kind.estimator(configs[name]).pooling != "mean"
+                acc = cross_validate((cache.embeddings if temporal else x)[used], y[used], names, folds,
+                                     params["split"]["seed"], refit, None if groups is None else groups[used])
                 r["cv"], r["cv_std"] = float(acc.mean()), float(acc.std())
             results[name], per_class[name] = r, r.pop("per_class")
             for key in HEAD_METRICS:
@@ -118,18 +115,17 @@ def write_metrics(values: dict[str, dict[str, float]], notes: dict, summary: str
 
 
 def efficiency_fits(configs: dict, names: list[str]) -> dict:
-    """How each head is refitted on a subset for the data-efficiency curve (the zero-shot head needs nothing;
-    linear_from_zeroshot: the linear head whose weights start from the class text embeddings, docs/heads.md)."""
-    cfg, logreg_cfg = configs["linear"], configs["logreg"]
-    zeroshot = load_head(HEAD_FILES["zeroshot"])
-    text = zeroshot.text_
-    return {
-        "zeroshot": each(lambda ft, lt, fs: zeroshot.predict(fs)),
-        "linear_from_zeroshot": lambda tasks: fit_predict_many(tasks, len(names), replace(cfg, head="mean"), text),
-        "linear": lambda tasks: fit_predict_many(tasks, len(names), cfg),
-        "logreg": lambda tasks: fit_predict_many([(mean_pool(ft), lt, mean_pool(fs)) for ft, lt, fs in tasks],
-                                                 len(names), logreg_cfg),
-    }
+    """How each head is refitted on a subset for the data-efficiency curve, {curve: refit} (HeadKind.refit): the
+    untrained heads (zero-shot: nothing to fit), each trained kind with from_text started from their class text
+    embeddings (linear_from_zeroshot: mean pooling, docs/heads.md), then the trained heads."""
+    untrained = {name: load_head(kind.file) for name, kind in HEADS.items() if not kind.trained}
+    fits = {name: HEADS[name].refit(None, len(names), head) for name, head in untrained.items()}
+    for name, kind in HEADS.items():
+        if kind.from_text:  # started from each untrained head's class text embeddings, over the mean frame
+            for source, head in untrained.items():
+                fits[f"{name}_from_{source}"] = kind.refit(replace(configs[name], head="mean"), len(names),
+                                                           text_init=head.text_)
+    return {**fits, **{name: kind.refit(configs[name], len(names)) for name, kind in HEADS.items() if kind.trained}}
 
 
 if __name__ == "__main__":

@@ -1,12 +1,9 @@
 """DVC stage `extract` (stage one): the videos of data.root -> CLIP frame embeddings in cache/features.h5.
 
 The videos are those under data.root, one folder per class, or those the annotation file data.annotations names."""
-import os
+from pipeline.threads import sleeping_openmp
 
-# Before torch loads OpenMP (libgomp reads this once, at load): an idle OpenMP thread sleeps instead of spinning.
-# Between the encoder's calls the spinning threads took the cores from the decode workers: 2,000 tiny clips took
-# 292 s with them, 61 s without (bench/per_file.py, on the shared 2-core machine under load).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sleeping_openmp()  # before torch loads OpenMP (the decode workers' server imports it): its idle threads sleep
 
 from pipeline.decode.server import start_forkserver  # noqa: E402
 from pipeline.embed.in_worker import worker_modules  # noqa: E402

@@ -6,7 +6,7 @@ from pipeline.extract.cache import open_cache
 from pipeline.errors import ConfigError, DataError
 from pipeline.paths import CACHE_PATH, PARAMS, SPLIT_PATH
 from pipeline.heads.split import UNUSED, SplitConfig, describe_protocol, make_split
-from pipeline.heads.split_file import write_split
+from pipeline.heads.split_file import PARTS, write_split
 from stages import config, read_params, stage, untracked_notes
 
 # A split that cannot be made stops `dvc repro` / `dvc exp run` after stage one has replaced the cache: say what is
@@ -33,7 +33,7 @@ def main() -> None:
     for warning in split.warnings:
         print(f"split: warning: {warning}")
     parts = split.parts
-    print(f"{SPLIT_PATH}: " + ", ".join(f"{p} {int((parts == p).sum())}" for p in ("train", "val", "test", UNUSED)
+    print(f"{SPLIT_PATH}: " + ", ".join(f"{p} {int((parts == p).sum())}" for p in (*PARTS, UNUSED)
                                         if p != UNUSED or (parts == p).any())
           + f" ({describe_protocol(cfg, split.grouping)})")
 

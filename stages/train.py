@@ -3,14 +3,15 @@ from pipeline.extract.cache import open_cache
 from pipeline.heads.calibration import CalibrationConfig
 from pipeline.errors import ConfigError
 from pipeline.heads.estimators import LinearHead
-from pipeline.paths import CACHE_PATH, HEAD_FILES, LINEAR_FINAL, SPLIT_PATH, TRAIN_LIVE
+from pipeline.heads.kinds import HEADS
+from pipeline.paths import CACHE_PATH, LINEAR_FINAL, SPLIT_PATH, TRAIN_LIVE
 from pipeline.heads.plots import StageLive
 from pipeline.heads.split_file import read_split
 from pipeline.threads import set_threads
 from pipeline.heads.training import LinearConfig, mean_pool
 from stages import config, read_params, stage
 
-BEST, FINAL = HEAD_FILES["linear"], LINEAR_FINAL
+BEST, FINAL = HEADS[LinearHead.kind].file, LINEAR_FINAL
 
 
 @stage("train")

@@ -4,7 +4,8 @@ from pipeline.embed.hub import may_download
 from pipeline.extract.cache import open_cache
 from pipeline.heads.calibration import CalibrationConfig
 from pipeline.heads.training import mean_pool
-from pipeline.paths import CACHE_PATH, HEAD_FILES, SPLIT_PATH
+from pipeline.heads.kinds import FROM_TEXT, HEADS
+from pipeline.paths import CACHE_PATH, SPLIT_PATH
 from pipeline.heads.split_file import read_split
 from pipeline.threads import set_threads
 from pipeline.heads.zeroshot import preset_templates, text_embeddings, zeroshot_head
@@ -27,11 +28,11 @@ def main() -> None:
     held = read_split(SPLIT_PATH, cache.clip_ids())
     held = (held == "train") | (held == "val")
     head.calibrate(mean_pool(cache.embeddings[held]), cache.labels[held], calibration.not_sure_below_chance_to_certain)
-    head.save(HEAD_FILES["zeroshot"])
+    head.save(HEADS[FROM_TEXT].file)
     if head.calibration_.temperature_note:
         print(f"zeroshot: note: {head.calibration_.temperature_note}")
     print(f"zero-shot head for {len(cache.class_names)} classes ({len(head.templates)} prompts each) "
-          f"saved to {HEAD_FILES['zeroshot']}")
+          f"saved to {HEADS[FROM_TEXT].file}")
 
 
 if __name__ == "__main__":

@@ -136,7 +136,8 @@ def project(tmp_path_factory, tiny_clip) -> Path:
     """
     from pipeline.extract.cache import read_cache
     from pipeline.extract.runner import ExtractConfig, extract_features
-    from pipeline.heads.estimators import LinearHead, LogRegHead, mean_pool
+    from pipeline.heads.estimators import LinearHead, mean_pool
+    from pipeline.heads.logreg import LogRegHead
     from pipeline.paths import HEAD_FILES
     from pipeline.heads.training import LinearConfig
 
@@ -166,3 +167,19 @@ def keep_threads():
     with threadpool_limits(limits=None):  # restores the pools' counts on leaving
         yield
     torch.set_num_threads(n)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The files with `slow` tests first, the most slow tests first; then the rest in xdist's own order (the most
+    tests first). The two workers take whole files (`--dist loadfile`) from the front of this order: a long file
+    (dvc repro, the Ray cluster) taken last left one worker alone with it for minutes at the end of the run, which
+    xdist's default order (by number of tests, so a file of a few long tests comes last) made the rule. pytest.ini
+    turns xdist's own reordering off (`--no-loadscope-reorder`) so that this order is the one used."""
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def weight(tests: list) -> tuple[int, int]:
+        return -sum(t.get_closest_marker("slow") is not None for t in tests), -len(tests)
+
+    items[:] = [item for tests in sorted(files.values(), key=weight) for item in tests]

@@ -237,7 +237,7 @@ def timeline_layers(at: AppTest):
     and legend, each answer in its class's colour (as on the Embeddings page), "not sure" grey."""
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
-    from app.predict_page import UNSURE_GREY
+    from app.predict_charts import UNSURE_GREY
     from pipeline.tools.inspector import class_colours
     chart = at.get("vega_lite_chart")[1].proto
     spec = json.loads(chart.spec)
@@ -274,7 +274,7 @@ def test_timeline_for_an_upload(project, monkeypatch, tmp_path):
 
 
 def test_timeline_spans_tile_the_video_and_leave_unread_windows_as_gaps():
-    from app.predict_page import answer_runs, timeline_spans
+    from app.predict_charts import answer_runs, timeline_spans
     from pipeline.tools.predict import Segment
 
     def seg(start, end):
@@ -395,7 +395,7 @@ def test_a_heads_strings_are_shown_literally(project, monkeypatch):
     chose, an autolink, Streamlit's colour and LaTeX) has them shown as text on the Predict page: every Markdown
     character escaped, the words as written."""
     from app import common
-    from pipeline.heads.estimators import load_head
+    from pipeline.heads.kinds import load_head
 
     def crafted(path):
         head, names = load_head(path), [MARKDOWN, *load_head(path).classes_[1:]]
@@ -410,3 +410,14 @@ def test_a_heads_strings_are_shown_literally(project, monkeypatch):
     caption = at.caption[0].value
     assert plain(caption).count(MARKDOWN) == 3 and "](" not in caption and "![" not in caption
     assert "www.example" not in caption and ":red[" not in caption and "$x$" not in caption
+
+
+def test_the_heads_caption_says_how_its_cache_sampled():
+    """The Predict page's caption: "16 frames per video" for a fixed count, the rate and its bound for a cache
+    sampled by frame rate, and the recorded count for a sampling this code does not make (predict says why)."""
+    from app.predict_page import _sampling_text
+
+    assert _sampling_text({"num_frames": 16, "sampling": "uniform-centers"}) == "16 frames per video"
+    assert _sampling_text({"num_frames": 64, "sampling": "fps-centers:1"}) == "1 frame a second, at most 64"
+    assert _sampling_text({"num_frames": 32, "sampling": "fps-centers:2.5"}) == "2.5 frames a second, at most 32"
+    assert _sampling_text({"num_frames": 8, "sampling": "made-up"}) == "8 frames per video"

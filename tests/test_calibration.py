@@ -5,7 +5,8 @@ import pytest
 
 from pipeline.heads.calibration import (LOG_T_BOUND, MIN_CALIBRATION_PER_CLASS, Calibration, CalibrationConfig,
                                   describe_data, fit_temperature, softmax, sure_threshold)
-from pipeline.heads.estimators import LogRegHead, ZeroShotHead
+from pipeline.heads.estimators import ZeroShotHead
+from pipeline.heads.logreg import LogRegHead
 from pipeline.tools.predict import NOT_SURE, Segment
 
 FEATURES = {"encoder_model": "tiny", "encoder_fingerprint": "f", "embedding_dim": 2, "num_frames": 4,

@@ -14,7 +14,7 @@ import yaml
 from pipeline.extract.cache import RANDOM_ENCODER_NOTE, read_cache
 from pipeline.data.demo import CLASSES
 from pipeline.heads.evaluate import DETAIL_METRICS, SUMMARY_METRICS
-from pipeline.heads.estimators import load_head
+from pipeline.heads.kinds import load_head
 from pipeline.paths import HEAD_FILES
 from tests.browser import chromium_page, need_chromium, streamlit_server, too_wide
 from tests.conftest import committed_file, committed_params

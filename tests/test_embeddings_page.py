@@ -15,6 +15,7 @@ from pipeline.errors import CacheError, DataError, UserError
 from pipeline.extract.cache import RANDOM_ENCODER_NOTE, read_cache, write_cache
 from pipeline.tools.inspector import load, source_file
 from pipeline.heads.split_file import write_split
+from tests.apptest_helpers import app_at_page
 from tests.conftest import APP, APP_RUN_S, committed_params
 from tests.test_inspect import hand_cache
 
@@ -22,11 +23,7 @@ CONTAINER_PX = 800  # the page's column at a 1280-pixel window with the sidebar 
 
 
 def embeddings_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=APP_RUN_S)
-    at.run()
-    at.switch_page("embeddings_page.py").run()
-    assert not at.exception, at.exception
-    return at
+    return app_at_page("embeddings_page.py")
 
 
 def charts(at: AppTest) -> list[dict]:
@@ -126,10 +123,7 @@ def test_embeddings_page_without_a_cache(tmp_path, monkeypatch):
     # a project folder (params.yaml as committed) without a cache: the app stays here, whatever the checkout holds
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params()))
     monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(APP, default_timeout=APP_RUN_S)
-    at.run()
-    at.switch_page("embeddings_page.py").run()
-    assert not at.exception and "dvc repro extract" in at.info[0].value
+    assert "dvc repro extract" in embeddings_page().info[0].value
 
 
 def test_embeddings_page_with_5000_classes_is_bounded(tmp_path, monkeypatch):
@@ -241,10 +235,7 @@ def test_a_cache_refused_at_the_door_is_one_error_on_the_page(tmp_path, monkeypa
         raise CacheError(f"{path}: labels out of range {MARKDOWN}")
     monkeypatch.setattr("pipeline.tools.inspector.load", refuse)
     monkeypatch.setattr("app.common.load", refuse)
-    at = AppTest.from_file(APP, default_timeout=APP_RUN_S)
-    at.run()
-    at.switch_page("embeddings_page.py").run()
-    assert not at.exception, at.exception
+    at = embeddings_page()
     assert [e.value for e in at.error] == [shown_name(f"{Path('cache/features.h5').absolute()}: labels out of range "
                                                       f"{MARKDOWN}")]
     assert not at.get("vega_lite_chart")
@@ -266,8 +257,5 @@ def test_crafted_rows_are_one_error_on_the_page(crafted, tmp_path, monkeypatch):
             load(tmp_path / "cache" / "features.h5")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params()))
     monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(APP, default_timeout=APP_RUN_S)
-    at.run()
-    at.switch_page("embeddings_page.py").run()
-    assert not at.exception, at.exception
+    at = embeddings_page()
     assert len(at.error) == 1

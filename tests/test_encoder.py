@@ -1,6 +1,7 @@
 """The tiny CLIP and SigLIPs through from_pretrained, the family from the config, preprocessing parity with each
 family's image processor, batch-independent embeddings, the ONNX Runtime backend."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def test_a_random_clip_says_so_in_its_config_and_everything_made_with_it(encoder
     from pathlib import Path
 
     from pipeline.extract.cache import RANDOM_WEIGHTS, read_cache
-    from pipeline.heads.estimators import MATCH_KEYS, load_head
+    from pipeline.heads.estimators import MATCH_KEYS
+    from pipeline.heads.kinds import load_head
     from pipeline.paths import HEAD_FILES
     config = json.loads((Path(tiny_clip) / "config.json").read_text())
     assert config[RANDOM_WEIGHTS] and config["vision_config"][RANDOM_WEIGHTS] and config["text_config"][RANDOM_WEIGHTS]
@@ -431,12 +433,12 @@ def test_cuda_fp32_matches_the_cpu_and_fp16_stays_within_cosine_0999(tiny_clip):
 
 
 def test_the_thread_policy_sets_torch_and_the_onnxruntime_session(tiny_clip, onnx_dir):
-    from pipeline.threads import THREADS, set_threads
+    from pipeline.threads import THREADS, cores, set_threads, torch_threads
     before = torch.get_num_threads()
     try:
-        assert set_threads("stage_two") == THREADS["stage_two"] == torch.get_num_threads() == 1
+        assert set_threads("stage_two") == THREADS["stage_two"] == torch.get_num_threads() == torch_threads() == 1
         ort = load_encoder(tiny_clip, device="cpu", backend="onnxruntime")
         assert ort.session.get_session_options().intra_op_num_threads == 1  # the session follows torch's count
-        assert set_threads("extract") == torch.get_num_threads() >= 1
+        assert set_threads("extract") == torch.get_num_threads() == cores() == len(os.sched_getaffinity(0))
     finally:
         torch.set_num_threads(before)

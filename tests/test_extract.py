@@ -504,6 +504,9 @@ def test_a_cache_sampled_by_frame_rate_holds_each_clips_own_frames_padded_and_sa
     cache = read_cache(tmp_path / "f.h5")
     assert cache.attrs["sampling"] == "fps-centers:1" and cache.attrs["num_frames"] == 4
     assert cache.sampled.tolist() == [2, 4] and cache.embeddings.shape[:2] == (2, 4)
+    from pipeline.tools.inspect_text import frames_text  # what the inspector and the Embeddings page say of it
+    from pipeline.tools.inspector import summarize
+    assert frames_text(summarize(cache, tmp_path / "f.h5")) == "2 to 4 (median 3)"
     assert cache.frame_indices[0].tolist() == [5, 15, -1, -1] and np.isnan(cache.timestamps[0, 2:]).all()
     np.testing.assert_allclose(cache.timestamps[0, :2], [0.5, 1.5])
     assert (cache.embeddings[0, 2:] == 0).all() and (cache.frame_mask() == [[1, 1, 0, 0], [1, 1, 1, 1]]).all()

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.heads.estimators as estimators
 from pipeline.errors import ConfigError, DataError, HeadError
-from pipeline.heads.estimators import LinearHead, LogRegConfig, LogRegHead, ZeroShotHead, load_head, mean_pool
+from pipeline.heads.estimators import LinearHead, ZeroShotHead, mean_pool
+from pipeline.heads.logreg import LogRegConfig, LogRegHead
+from pipeline.heads.kinds import HEADS, load_head
 from pipeline.settings import MAX_FRAMES
 from pipeline.heads.training import LinearConfig
 from pipeline.paths import HEAD_FILES
@@ -132,6 +133,8 @@ CASES = {  # name: (kind, pooling, change, what the message says)
     "fewer classes than weights": ("linear", "mean", _set("meta/class_names", ["a", "b"]), "fc.weight has shape"),
     "no class names": ("linear", "mean", _set("meta/class_names", DELETE), "no 'class_names'"),
     "unknown kind": ("linear", "mean", _set("meta/kind", "svm"), "unknown kind"),
+    "a kind that is a list": ("linear", "mean", _set("meta/kind", ["linear"]), "unknown kind"),
+    "a pooling of another kind": ("logreg", "mean", _set("meta/pooling", "attention"), "unknown pooling"),
     "unknown pooling": ("linear", "mean", _set("meta/pooling", "max"), "unknown pooling"),
     "embedding dim 0": ("linear", "mean", _set("meta/features/embedding_dim", 0), "embedding_dim"),
     "another embedding dim": ("linear", "mean", _set("meta/features/embedding_dim", 16), "shape"),
@@ -174,8 +177,8 @@ def test_each_fault_of_a_head_file_is_one_line_before_anything_is_built(tmp_path
 
     def refuse(*args, **kwargs):
         raise AssertionError("a head was built from a file that was not checked")
-    for name in ("LinearModule", "ZeroShotModule"):  # nothing is allocated for a head before its checks pass
-        monkeypatch.setattr(estimators, name, refuse)
+    for kind in HEADS.values():  # nothing is built (or allocated) for a head before its checks pass
+        monkeypatch.setattr(kind.estimator, "from_state", refuse)
     one_line_error(tmp_path / "bad.pt", says)
 
 

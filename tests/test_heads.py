@@ -8,8 +8,10 @@ import torch
 
 from pipeline.extract.cache import ROW_FIELDS, empty_cache, open_cache, write_cache
 from pipeline.errors import ConfigError, HeadError
-from pipeline.heads.estimators import (HEAD_SCHEMA, LinearHead, LogRegConfig, LogRegHead, NotFittedError, ZeroShotHead,
-                            fit_predict_many, load_head, mean_pool)
+from pipeline.heads.estimators import HEAD_SCHEMA, LinearHead, NotFittedError, ZeroShotHead, mean_pool
+from pipeline.heads.logreg import LogRegConfig, LogRegHead
+from pipeline.heads.kinds import fit_predict_many
+from pipeline.heads.kinds import load_head
 from pipeline.heads.split import split_videos
 from pipeline.heads.training import LinearConfig, LinearModule, train_linear
 
@@ -185,7 +187,7 @@ def test_temporal_heads_learn_the_order_that_mean_pooling_cannot(pooling, tmp_pa
 
 def test_unknown_pooling_and_pooled_input_for_a_temporal_head_are_refused():
     with pytest.raises(ConfigError, match="train.head must be one of"):
-        LinearModule(16, 2, "lstm")
+        LinearModule(16, 2, "lstm", 4)
     with pytest.raises(ConfigError, match="train.head must be one of"):
         LinearHead(LinearConfig(head="lstm")).fit(np.zeros((4, 16), np.float32), np.array([0, 1, 0, 1]), ["a", "b"],
                                                   ATTRS)
@@ -223,7 +225,7 @@ def _adam_alone(x, y, cfg, text_init=None, x_val=None, y_val=None):
     """The reference: one LinearModule trained with the torch.optim.Adam class, the way any torch user writes it,
     from the same start as train_linear's (its initial weights and standardisation)."""
     start = train_linear([(x, y)], 3, LinearConfig(**{**vars(cfg), "epochs": 0}), text_init)[0].final
-    model = LinearModule(16, 3)
+    model = LinearModule(16, 3, "mean", 1)  # mean pooling: no weight per frame, so any number of frames
     model.load_state_dict(start.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)

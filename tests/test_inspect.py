@@ -58,7 +58,7 @@ def test_summary_json_is_exact(tmp_path, capsys):
         "path": str(tmp_path / "f.h5"), "size_bytes": (tmp_path / "f.h5").stat().st_size,
         "schema_version": SCHEMA_VERSION,
         "videos": 3, "classes": {"a": {"videos": 2}, "b": {"videos": 1}}, "frames_per_video": 2,
-        "embedding_dim": 4, "videos_with_repeated_frames": 1, "damaged": [{"path": "b/v2.mp4", "decode_errors": 3}],
+        "frames_sampled": {"min": 2.0, "median": 2.0, "max": 2.0}, "embedding_dim": 4, "videos_with_repeated_frames": 1, "damaged": [{"path": "b/v2.mp4", "decode_errors": 3}],
         "duration_seconds": {"min": 1.0, "median": 1.5, "max": 2.0},
         "encoder": {"model": "tiny", "fingerprint": "f00d", "precision": None, "device_type": None,
                     "backend": "torch", "quantize": "none"},

@@ -17,7 +17,7 @@ from tests.conftest import write_video
 @pytest.fixture(scope="module")
 def predictor(project):
     """The project's linear head with the tiny CLIP it was trained on (no decode pool: the engine needs none)."""
-    from pipeline.heads.estimators import load_head
+    from pipeline.heads.kinds import load_head
     from pipeline.paths import HEAD_FILES
     from pipeline.tools.predict import encoder_for, make_predictor
 
@@ -457,3 +457,25 @@ def test_stream_time_starts_at_the_first_frame_and_goes_on_over_the_rtp_clocks_w
             times.append(round(answer.time, 6))
     assert times == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and feed.engine_error() is None
     feed.stop()
+
+
+def test_a_head_sampled_by_frame_rate_pools_the_windows_frames_at_its_rate(predictor, monkeypatch):
+    """A head whose cache was sampled at 1 frame a second (at most 8) pools round(span x 1) of the window's frames,
+    not 8 spread evenly: at 4 embedded/s and a 4 s window, 3.25 s of frames at t = 3 give 3 frames, the ones at the
+    centres of its three seconds (0.5, 1.5 and 2.5 s: the frames at 0.5, 1.5, 2.5)."""
+    from dataclasses import replace
+
+    head = predictor.head
+    meta = replace(head.meta_, features={**head.meta_.features, "sampling": "fps-centers:1", "num_frames": 8})
+    monkeypatch.setattr(head, "meta_", meta)
+    pooled = []
+    real = type(head).predict_proba
+    monkeypatch.setattr(head, "predict_proba", lambda x, *a, **k: pooled.append(x) or real(head, x, *a, **k))
+    with LiveEngine(predictor, LiveConfig(rate=4, every=1, window=4)) as engine:
+        for i in range(13):  # 0 to 3 s, every 0.25 s
+            engine.push(frame(10 * i), i / 4)
+            while not engine.idle():
+                threading.Event().wait(0.001)
+    times, emb = engine.buffer()
+    assert [x.shape[1] for x in pooled] == [1, 1, 2, 3]  # at 0, 1, 2 and 3 s: round(span) frames, span + 0.25 s
+    np.testing.assert_array_equal(pooled[-1][0], emb[[2, 6, 10]])  # 0.5, 1.5 and 2.5 s

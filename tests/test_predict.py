@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.extract.cache import read_cache
 from pipeline.errors import ConfigError, HeadError, VideoError
-from pipeline.heads.estimators import load_head
+from pipeline.heads.kinds import load_head
 from pipeline.paths import HEAD_FILES
 from pipeline.tools.cli import predict as main
 from pipeline.tools.predict import load_predictor, predict_bytes, predict_video
@@ -274,7 +274,8 @@ def test_the_timeline_goes_by_the_frames_timestamps_not_frame_count_over_fps(pre
 def test_predictions_use_the_batch_size_stage_one_used(project, tiny_clip, pool, tmp_path):
     from pipeline.embed.encoder import AUTO_BATCH_SIZE
     from pipeline.extract.runner import ExtractConfig, extract_features
-    from pipeline.heads.estimators import LogRegHead, mean_pool
+    from pipeline.heads.estimators import mean_pool
+    from pipeline.heads.logreg import LogRegHead
     from pipeline.tools.predict import stage_one_batch_size
 
     cache_file = tmp_path / "features.h5"  # 8 frames per pass: two 4-frame videos share each pass

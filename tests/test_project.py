@@ -78,11 +78,17 @@ def code_used(script: Path) -> set[str]:
 
 def params_read(script: Path) -> set[str]:
     """The params.yaml keys a stage script reads: params["a"] passed on whole gives "a", params["a"]["b"] "a.b"
-    (params: the name bound to read_params(), or read_params() itself)."""
+    (params: the name bound to read_params(), or read_params() itself); params[kind.stage], a section named by the
+    registry of head kinds (the evaluate stage's refits), gives the stages of its trained kinds."""
+    from pipeline.heads.kinds import HEADS
+
     tree = ast.parse(script.read_text())
     parent = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     keys = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Attribute) and node.slice.attr == "stage" \
+                and isinstance(node.value, ast.Name) and node.value.id == "params":
+            keys |= {kind.stage for kind in HEADS.values() if kind.trained}
         if not isinstance(node, ast.Subscript) or (isinstance(parent.get(node), ast.Subscript)
                                                    and parent[node].value is node):
             continue  # not the outermost subscript of a chain
@@ -124,8 +130,10 @@ def test_the_derivation_sees_what_a_stage_uses(tmp_path):
     script.write_text("from pipeline.heads.plots import StageLive\nfrom stages import read_params\n"
                       "def main():\n    params = read_params()\n    f(params['train'], params['split']['seed'])\n"
                       "    g(read_params()['demo'])\n")
+    settings = {"pipeline/settings.py", "pipeline/data/discover.py", "pipeline/embed/choices.py",  # and its choices
+                "pipeline/extract/cache.py", "pipeline/extract/cache_door.py", "pipeline/extract/embeddings.py"}
     assert code_used(script) == {"stages/__init__.py", "pipeline/heads/plots.py", "pipeline/errors.py",
-                                 "pipeline/paths.py", "pipeline/settings.py", str(script)}
+                                 "pipeline/paths.py", *settings, str(script)}
     assert params_read(script) == {"train", "split.seed", "demo"}
     # heads -> cache
     assert code_used(ROOT / "stages" / "train.py") >= {"pipeline/heads/estimators.py", "pipeline/extract/cache.py"}

@@ -50,7 +50,7 @@ def test_a_bar_in_a_log_is_lines_and_on_a_terminal_is_tqdms(monkeypatch):
 
 
 def test_predict_says_what_it_loads_and_shows_progress_for_more_than_one_file(project, capsys, monkeypatch):
-    from pipeline.heads.estimators import load_head
+    from pipeline.heads.kinds import load_head
     from pipeline.paths import HEAD_FILES
     from pipeline.tools.cli import predict
 

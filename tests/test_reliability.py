@@ -24,7 +24,7 @@ import pipeline.decode.video
 from pipeline.errors import CacheError, ConfigError, UserError
 from pipeline.extract.cache import ROW_FIELDS, read_cache
 from pipeline.extract.runner import ExtractConfig, extract_features
-from pipeline.heads.estimators import load_head
+from pipeline.heads.kinds import load_head
 from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor, predict_bytes
 from pipeline.decode.workers import DecodePool, PoolConfig

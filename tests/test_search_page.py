@@ -9,7 +9,8 @@ from streamlit.testing.v1 import AppTest
 from pipeline.extract.cache import RANDOM_ENCODER_NOTE
 from pipeline.paths import CACHE_PATH, SEARCH_INDEX
 from pipeline.tools.search_cli import main as search_cli
-from tests.conftest import APP, APP_RUN_S, committed_params
+from tests.apptest_helpers import app_at_page
+from tests.conftest import committed_params
 
 
 @pytest.fixture
@@ -22,11 +23,7 @@ def indexed(project, tmp_path):
 
 
 def search_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=APP_RUN_S)
-    at.run()
-    at.switch_page("search_page.py").run()
-    assert not at.exception, at.exception
-    return at
+    return app_at_page("search_page.py")
 
 
 def test_search_page_text_more_like_this_and_play(indexed, monkeypatch):

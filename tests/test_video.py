@@ -227,8 +227,8 @@ def test_a_short_video_is_demuxed_once_and_decodes_as_from_a_fresh_demuxer(tmp_p
     import pipeline.decode.video as video
     path = tmp_path / "v.mp4"
     write_video(path, 30)
-    opens, real = [], video._open_container
-    monkeypatch.setattr(video, "_open_container", lambda *args: opens.append(args) or real(*args))
+    opens, real = [], video.open_container
+    monkeypatch.setattr(video, "open_container", lambda *args: opens.append(args) or real(*args))
     kept = read_frames(path, 8)  # its packets kept by the first pass, decoded from memory
     assert len(opens) == 1
     monkeypatch.setattr(video, "KEPT_BYTES", 0)  # none kept: a second pass on a fresh demuxer, as for a long video

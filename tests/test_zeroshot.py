@@ -6,7 +6,8 @@ import torch
 import yaml
 
 from pipeline.errors import ConfigError, HeadError
-from pipeline.heads.estimators import ZeroShotHead, load_head
+from pipeline.heads.estimators import ZeroShotHead
+from pipeline.heads.kinds import load_head
 from pipeline.embed.tiny_clip import build_tiny_clip
 from pipeline.heads.zeroshot import (KINETICS, PRESETS, TEMPLATES, UCF101, ClassText, check_templates, class_prompts,
                                      preset_templates, project_templates, query_embedding, readable_name,
@@ -250,7 +251,8 @@ def test_a_siglip_goes_through_stage_one_every_head_zero_shot_and_predict(tiny_s
     from its cache, and pipeline.tools.predict rebuilding the encoder from a head's metadata: the cache's rows again."""
     from pipeline.extract.cache import read_cache
     from pipeline.extract.runner import ExtractConfig, extract_features
-    from pipeline.heads.estimators import LinearHead, LogRegHead
+    from pipeline.heads.estimators import LinearHead
+    from pipeline.heads.logreg import LogRegHead
     from pipeline.tools.predict import load_predictor, predict_video
     from pipeline.heads.training import LinearConfig, mean_pool
     from pipeline.decode.workers import DecodePool, PoolConfig

@@ -12,7 +12,7 @@ from fractions import Fraction
 import av
 
 from pipeline.errors import VideoError
-from pipeline.decode.video import DecodeLimits, open_regular, open_stream
+from pipeline.decode.container import DecodeLimits, open_regular, open_stream
 from pipeline.decode.workers import load_video
 
 # What Chromium's <video> plays (it has no HEVC, MPEG-4 part 2, MJPEG, ... decoder): these codecs in the ISO

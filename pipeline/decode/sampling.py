@@ -32,6 +32,13 @@ class Sampling:
         (name)."""
         return {"num_frames": self.num_frames, "sampling": self.name}
 
+    @property
+    def text(self) -> str:
+        """How people read it: "16 frames per video", or "1 frame a second, at most 64"."""
+        if self.fps:
+            return f"{self.fps:g} frame{'' if self.fps == 1 else 's'} a second, at most {self.num_frames}"
+        return f"{self.num_frames} frames per video"
+
     @classmethod
     def from_attrs(cls, attrs: dict) -> Sampling:
         """The sampling a cache's attrs or a head's features record; UserError for a sampling this code does not

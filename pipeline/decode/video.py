@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 import bisect
-import errno
-import fcntl
-import hashlib
 import heapq
 import itertools
 import os
-import stat
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,8 +15,10 @@ import av
 import numpy as np
 
 from pipeline.errors import EmptySegment, VideoError
+from pipeline.decode.container import (DecodeLimits, check_size, checked_stream, content_hash,  # noqa: F401
+                                       open_container, open_regular)  # content_hash: as callers import it
 from pipeline.decode.frames import FrameGroup, FrameSpec
-from pipeline.decode.sampling import SAMPLING, fps_indices, sample_indices  # noqa: F401 (SAMPLING: as callers import it)
+from pipeline.decode.sampling import SAMPLING, fps_indices, sample_indices  # noqa: F401 (SAMPLING: callers import it)
 from pipeline.decode.sniff import external_reference, refuse_non_video, video_stream
 
 DECODER = f"pyav-{av.__version__}"  # named in the cache: another decoder (or FFmpeg build) gives other pixels
@@ -36,24 +34,6 @@ MAX_REORDER = 16
 # 0.4 ms of a 4-frame 32x32 clip's 1.5).
 KEPT_BYTES = 4 * 2**20
 DEFAULT_FPS = 25  # the frame rate assumed for frames that have no timestamps and no rate (FFmpeg's own default)
-# The demuxers FFmpeg may use: video containers only. No playlists (concat, hls), no images, no protocols.
-CONTAINERS = ("mov", "mp4", "matroska", "webm", "avi", "mpeg", "mpegts", "mpegvideo", "m4v", "flv", "asf", "ogg",
-              "mxf", "dv", "ivf", "nut", "h264", "hevc")
-
-
-@dataclass(frozen=True)
-class DecodeLimits:
-    """What one untrusted video may cost before it is refused (stage one's extract.max_* params).
-
-    max_pixels: width x height of a frame (default 8K UHD, 7680 x 4320), checked against the header before any
-    decoding and against every decoded frame. max_aspect: long side / short side; resizing the short side to the
-    encoder's size would otherwise make a 1 x 16000 frame into gigabytes. max_damaged: the fraction of a video's
-    packets that may fail to decode before the video is refused as damaged.
-    """
-
-    max_pixels: int = 7680 * 4320
-    max_aspect: float = 16.0
-    max_damaged: float = 0.5
 
 
 @dataclass
@@ -88,34 +68,6 @@ class Clip:
         return len(self.indices)
 
 
-def open_regular(file: str | os.PathLike):
-    """The file opened for binary reading, or VideoError if it is not a regular file.
-
-    Opened without blocking, so a FIFO named like a video cannot hang the caller; checked on the open descriptor.
-    """
-    try:
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        if e.errno == errno.ENXIO:  # a FIFO (or socket) with nobody at the other end
-            raise VideoError(file, "not a regular file (a FIFO, socket or device)") from None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise VideoError(file, "not a regular file (a FIFO, socket or device)")
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    return os.fdopen(fd, "rb")
-
-
-def content_hash(file: str | os.PathLike, handle: BinaryIO | None = None) -> str:
-    """Hex SHA-256 of the file's bytes: the key under which a video's embeddings are reused. handle: the file
-    already open (from open_regular), hashed from its first byte and left open; else the file is opened here."""
-    if handle is not None:
-        handle.seek(0)
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-    with open_regular(file) as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None = SEEK_GAP,
                 sampler: Callable[[int], np.ndarray] | None = None, limits: DecodeLimits = DecodeLimits(),
                 spec: FrameSpec | None = None, segment: tuple[float, float] | None = None,
@@ -143,8 +95,8 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
     clip = None
     with (nullcontext(handle) if handle is not None else open_regular(file)) as fh:
         refuse_non_video(file, fh)
-        with _open_container(fh, file, limits) as container:  # first pass: the packets alone, kept when small
-            stream = _checked(video_stream(container, file), file, limits)
+        with open_container(fh, file, limits) as container:  # first pass: the packets alone, kept when small
+            stream = checked_stream(video_stream(container, file), file, limits)
             index, scan = stream.index, _scan(stream)
             if not scan.times:
                 if external_reference(fh):
@@ -164,8 +116,8 @@ def read_frames(file: str | os.PathLike, num_frames: int, seek_gap: int | None =
         gaps = () if clip is not None else (seek_gap, None) if scan.timing == TIMESTAMPS else (None,)
         scan.packets = None
         for gap in gaps:  # a seek that lands after the frame asked for: read in order instead
-            with _open_container(fh, file, limits) as container:  # decoding from the start, on a fresh demuxer
-                clip = _decode_at(container, _checked(container.streams[index], file, limits), file, scan,
+            with open_container(fh, file, limits) as container:  # decoding from the start, on a fresh demuxer
+                clip = _decode_at(container, checked_stream(container.streams[index], file, limits), file, scan,
                                   indices, gap, limits, spec)
             if clip is not None:
                 break
@@ -188,52 +140,6 @@ def segment_frames(file, times: list[int], time_base, segment: tuple[float, floa
         raise EmptySegment(file, f"the segment [{start:g}, {end:g}) s holds no frame (the video's frames span "
                          f"0 to {seconds[-1]:.2f} s)")
     return lo, hi
-
-
-def open_stream(fh, file, limits: DecodeLimits = DecodeLimits()):
-    """(container, stream) of an open file as the decoder reads it: sniffed first (no image, no playlist), the
-    stream the decoder picks (sniff.video_stream) checked against the limits. The caller closes the container."""
-    refuse_non_video(file, fh)
-    container = _open_container(fh, file, limits)
-    try:
-        return container, _checked(video_stream(container, file), file, limits)
-    except BaseException:
-        container.close()
-        raise
-
-
-def _open_container(fh, file, limits: DecodeLimits):
-    """The open file as a PyAV container from its first byte."""
-    fh.seek(0)
-    try:
-        # video containers only; max_pixels also bounds FFmpeg's own probing, which decodes a first frame
-        return av.open(fh, metadata_errors="replace", options={
-            "format_whitelist": ",".join(CONTAINERS), "max_pixels": str(limits.max_pixels)})
-    except av.FFmpegError as e:
-        raise VideoError(file, f"not a readable video ({_ffmpeg_reason(e)})") from None
-
-
-def _checked(stream, file, limits: DecodeLimits):
-    """The stream, its frame size checked against the limits and its decoder set to one thread."""
-    _check_size(file, stream.codec_context.width, stream.codec_context.height, limits)
-    stream.codec_context.thread_count = 1  # the decode workers are the parallelism; one thread is cheapest
-    return stream
-
-
-def _ffmpeg_reason(e: av.FFmpegError) -> str:
-    return f"FFmpeg: {e.strerror}" if getattr(e, "strerror", None) else f"FFmpeg: {e}"
-
-
-def _check_size(file, width: int, height: int, limits: DecodeLimits) -> None:
-    """VideoError when a frame of width x height is over the limits (or has no size)."""
-    if width < 1 or height < 1:
-        raise VideoError(file, f"the video stream has no frame size ({width}x{height})")
-    if width * height > limits.max_pixels:
-        raise VideoError(file, f"frames of {width}x{height} exceed the pixel limit "
-                         f"({limits.max_pixels:,} pixels; extract.max_pixels)")
-    if max(width, height) / min(width, height) > limits.max_aspect:
-        raise VideoError(file, f"frames of {width}x{height} exceed the aspect-ratio limit "
-                         f"({limits.max_aspect:g}:1; extract.max_aspect)")
 
 
 @dataclass
@@ -345,7 +251,7 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
             frame = last  # already in hand: it stood in for an earlier sample whose frame was lost
         else:
             for frame in decoded:
-                _check_size(file, frame.width, frame.height, limits)
+                check_size(file, frame.width, frame.height, limits)
                 at = pos if by_order else index_of.get(frame.pts, pos)
                 pos = at + 1
                 last = frame
@@ -360,7 +266,7 @@ def _decode_at(container, stream, file, scan: _Scan, indices: np.ndarray, seek_g
             count.errors += 1
         elif pos - 1 > idx:
             count.errors += 1  # this sample's own frame was lost to damage; the next one stands in
-        rgb = _to_rgb(frame)
+        rgb = to_rgb(frame)
         size = group.frames[0].shape if group.frames else rgb.shape if frames is None else frames.shape[1:]
         if rgb.shape != size:  # resized and cropped (spec), frames of any size give the encoder's input size
             if spec is None:
@@ -400,7 +306,7 @@ def _frames(container, stream, count: _Count, packets: list | None = None) -> It
             yield frame
 
 
-def _to_rgb(frame) -> np.ndarray:
+def to_rgb(frame) -> np.ndarray:
     """A decoded frame as uint8 RGB (H, W, 3), upright (its rotation metadata applied)."""
     # one thread: PyAV's default (0, auto) starts a pool of scaler threads for every frame, which cost 4x the
     # conversion itself on small frames and take the cores from the other decode workers (bench/per_file.py)

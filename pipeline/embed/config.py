@@ -1,16 +1,12 @@
-"""The encoder settings' choices and the rules that resolve auto (backend, precision, batch size, device), without
+"""The rules that resolve the encoder settings' auto (backend, precision, batch size, device) and their checks, without
 torch: stage one's process decides where the encoder runs without importing it."""
 from __future__ import annotations
 
-from pipeline.embed.devices import DEVICES, cuda_available, device_type
+from pipeline.embed.choices import (BACKEND_CHOICES, BACKENDS, DEVICES, PRECISIONS,  # noqa: F401 (BACKENDS: named here
+                                    PREPROCESS_BACKENDS, QUANTIZE)  # for the encoder's importers)
+from pipeline.embed.devices import cuda_available, device_type
 from pipeline.errors import ConfigError
 
-PREPROCESS_BACKENDS = ("fast", "processor")
-BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the CPU only (pipeline.embed.onnx_backend)
-# extract.backend: auto is the default: auto_backend picks one of BACKENDS, and a cache or head records that one.
-BACKEND_CHOICES = ("auto", *BACKENDS)
-QUANTIZE = ("none", "int8")  # int8: ONNX Runtime's dynamic int8, so the onnxruntime backend only
-PRECISIONS = ("fp32", "fp16", "bf16")
 # extract.precision: auto is, per device, the fastest precision whose embeddings stay within centred cosine
 # AUTO_MIN_COSINE of fp32 (min over frames, full ViT-B/32 with random weights), else fp32. Measured, fastest first:
 # CUDA (H100, bench/README.md): fp16 0.99998, bf16 0.99872 (as fast); a CPU with native bf16 (AVX-512 BF16, the

@@ -1,10 +1,10 @@
-"""Which device the encoder runs on (extract.device), and whether CUDA is there, asked of torch only where it can be."""
+"""Which device the encoder runs on (extract.device: choices.DEVICES), and whether CUDA is there, asked of torch only
+where it can be."""
 from __future__ import annotations
 
 import os
 import sys
 
-DEVICES = ("auto", "cpu", "cuda")  # extract.device
 # What a GPU driver puts on a Linux machine, one of which torch.cuda.is_available() needs before it can be True: the
 # NVIDIA kernel driver's control node and its /proc entry (desktops, servers, containers given a GPU: the CUDA
 # driver library opens /dev/nvidiactl), WSL2's GPU (/dev/dxg), Jetson's (/dev/nvhost-ctrl-gpu, /dev/nvmap), and

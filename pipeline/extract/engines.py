@@ -6,7 +6,6 @@ from functools import partial
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from pipeline.extract.cache import clip_id
 from pipeline.embed.encoder import Embedder, EncoderConfig
@@ -14,6 +13,7 @@ from pipeline.embed.in_worker import WORKER_MODULES, decode_and_embed, describe_
 from pipeline.errors import ConfigError, Unusable, printable
 from pipeline.decode.frames import FrameSpec
 from pipeline.decode.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
+from pipeline.threads import WORKER_THREADS, set_torch_threads, torch_threads
 
 # What an engine yields per video, in any order: the video's index in the list it was given, then what its reader
 # made of it (a Loaded whose clip has no frames left, or an Unusable with the reason), then its embeddings
@@ -64,7 +64,7 @@ class LocalEngine:
     def __init__(self, encoder: EncoderConfig, pool: PoolConfig, decode: Callable = load_video):
         cpu = encoder.device_type() == "cpu"
         self.in_workers = cpu and pool.workers > 0
-        self._threads = torch.get_num_threads()
+        self._threads = torch_threads()
         self.encoder = None  # loaded here only where this process embeds
         if self.in_workers:  # the workers load the encoder; one of them says what it is (this process never loads it)
             self.pool = embedding_pool(pool, encoder, decode)
@@ -74,8 +74,8 @@ class LocalEngine:
                 self.close()
                 raise
             return
-        if cpu:
-            torch.set_num_threads(1)  # before the load: an onnxruntime session takes torch's count when it is made
+        if cpu:  # embedding here on as many threads as a worker would; before the load: an onnxruntime session
+            set_torch_threads(WORKER_THREADS)  # takes torch's count when it is made
         self.pool = DecodePool(pool, decode)  # its workers start while the encoder loads
         try:
             self.encoder, self.batch_size = encoder.load()
@@ -92,7 +92,7 @@ class LocalEngine:
 
     def close(self) -> None:
         self.pool.close()
-        torch.set_num_threads(self._threads)
+        set_torch_threads(self._threads)
 
     def results(self, files: list[str], reader: ReadConfig, known: set[str],
                 segments: list[tuple[float, float] | None] | None = None,

@@ -15,7 +15,6 @@ from dataclasses import fields, replace
 
 import numpy as np
 import ray
-import torch
 from ray.data import ActorPoolStrategy, DataContext
 
 import pipeline
@@ -25,6 +24,7 @@ from pipeline.extract.engines import Result, embedding_pool
 from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError, VideoError
 from pipeline.decode.video import Clip
 from pipeline.decode.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
+from pipeline.threads import set_torch_threads, torch_threads
 
 VIDEOS_PER_BLOCK = 4  # rows per Ray Data block: the work a lost node takes with it, at most, per decode actor
 # Columns a decode actor returns per video beside its frames, the Clip's own fields (and the Python type each comes back
@@ -47,7 +47,7 @@ class RayEngine:
 
     def __init__(self, encoder: EncoderConfig, pool: PoolConfig, decode: Callable = load_video, address: str = ""):
         self.encoder_cfg, self.pool, self.decode = encoder, pool, decode
-        self.threads = torch.get_num_threads()
+        self.threads = torch_threads()
         self._started = False
         if not ray.is_initialized():
             try:
@@ -169,7 +169,7 @@ def _describe_error(error: BaseException) -> str:
 
 def _describe(cfg: EncoderConfig, threads: int) -> tuple[dict, object, int]:
     """Runs where an encoder actor would: what the encoder is there (its describe()), its frame spec, batch size."""
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)
     encoder, batch_size = cfg.load()
     return encoder.describe(), encoder.frame_spec(), batch_size
 
@@ -248,7 +248,7 @@ class _Encoder:
         # how some sums round, and so some videos' embeddings by an ulp (docs/engines.md); set before the load, as an
         # ONNX Runtime session takes torch's count when it is made
         self.threads = threads
-        torch.set_num_threads(threads)
+        set_torch_threads(threads)
         self.encoder, self.batch_size = cfg.load()
         mine = {**self.encoder.describe(), "batch_size": self.batch_size}
         differ = [k for k in KEY_ATTRS if k in attrs and mine.get(k) != attrs[k]]
@@ -256,7 +256,7 @@ class _Encoder:
             _differ(differ)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch.set_num_threads(self.threads)  # calls run on another thread than __init__ (MKL's count is per thread)
+        set_torch_threads(self.threads)  # calls run on another thread than __init__ (MKL's count is per thread)
         frames = batch.pop("frames")
         out = np.zeros((*frames.shape[:2], self.encoder.dim), np.float32)  # (B, F, D)
         embedder = Embedder(self.encoder, self.batch_size)  # every pass padded to batch_size: results never

@@ -8,37 +8,38 @@ cache untouched and its finished parts reused by the next run.
 from __future__ import annotations
 
 import errno
-import json
 import multiprocessing
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock, Timeout
 
 from pipeline.data.annotations import read_annotations, read_class_names
-from pipeline.extract.cache import STORAGE_DTYPES, Cache, clip_id, empty_cache
-from pipeline.extract.cache_door import disk_problem, finite_rows
 from pipeline.data.discover import FOLLOW_LINKS, VIDEO_EXTENSIONS, VideoFile, discover_videos
-from pipeline.embed.encoder import EncoderConfig
-from pipeline.extract.engines import Engine, LocalEngine
-from pipeline.errors import (CacheError, ConfigError, DataError, InternalError, Unusable, VideoError, number,
-                             printable)
-from pipeline.paths import CACHE_PATH
-from pipeline.progress import progress_bar
 from pipeline.decode.sampling import Sampling
 from pipeline.decode.video import DecodeLimits
-from pipeline.decode.workers import Hashed, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
+from pipeline.decode.workers import Loaded, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
+from pipeline.embed.encoder import EncoderConfig
+from pipeline.errors import (CacheError, ConfigError, DataError, InternalError, Unusable, VideoError, number,
+                             printable)
+from pipeline.extract.cache import STORAGE_DTYPES, empty_cache
+from pipeline.extract.cache_door import disk_problem, finite_rows
+from pipeline.extract.engines import Engine, LocalEngine
+from pipeline.extract.plan import Plan, Rounds, Work
 from pipeline.extract.reuse import previous_attrs, reusable
 from pipeline.extract.summary import SHOWN_SKIPS, ExtractSummary  # noqa: F401 (SHOWN_SKIPS: as callers import it)
-from pipeline.extract.writer import PartWriter, VideoRow, assemble_cache, write_skipped_list
+from pipeline.extract.writer import PartWriter, VideoRow, assemble_cache, cache_attributes, write_skipped_list
+from pipeline.paths import CACHE_PATH
+from pipeline.settings import ENGINES
+from pipeline.progress import progress_bar
 
-ENGINES = ("local", "ray")
 # The settings a remembered failure was met under (the cache's decode_limits attribute): the pool's bounds, hashing's
 # and every per-video limit (DecodeLimits). A file that failed under other values is read again.
 FAILURE_LIMITS = ("video_timeout_s", "hash_timeout_s", "worker_memory_mb", *(f.name for f in fields(DecodeLimits)))
@@ -58,7 +59,7 @@ class ExtractConfig:
     classes: str = ""  # data.classes: class names, one per line (an mmaction2 list's labels index them)
     follow_links: str = FOLLOW_LINKS[0]  # data.follow_links: inside (links to targets under root only) | all
     model: str = "openai/clip-vit-base-patch32"
-    num_frames: int = 16  # frames sampled evenly per clip (fps 0)
+    num_frames: int = Sampling.num_frames  # frames sampled evenly per clip (fps 0)
     fps: float = 0.0  # > 0: frames per second of each clip instead, at most max_frames (Sampling)
     max_frames: int = 64
     batch_size: int | str = EncoderConfig.batch_size  # frames per forward pass; auto: encoder.auto_batch_size
@@ -111,6 +112,10 @@ class ExtractConfig:
         return DecodeLimits(self._number("max_pixels", int), self._number("max_aspect", float),
                             max_damaged=self._number("max_damaged", float))
 
+    def failure_limits(self) -> dict[str, float]:
+        """The settings a failure is remembered under (FAILURE_LIMITS; the cache's decode_limits attribute)."""
+        return {name: float(getattr(self, name)) for name in FAILURE_LIMITS}
+
     def _number(self, name: str, kind: type) -> int | float:
         """extract.<name> as a number of `kind`; ConfigError naming the setting when it is not one."""
         return number(getattr(self, name), kind, f"extract.{name}")
@@ -139,10 +144,43 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     if cfg.engine not in ENGINES:
         raise ConfigError(f"extract.engine must be one of {ENGINES}, got {cfg.engine!r}")
     started = time.perf_counter()
-    cache_path = Path(cfg.cache_path)
+    cache_path, sampling = Path(cfg.cache_path), cfg.sampling()
+    parts_dir = cache_path.with_name(cache_path.name + ".parts")
     _check_paths(cfg)
     if cfg.dtype not in STORAGE_DTYPES:
         raise ConfigError(f"extract.dtype must be one of {STORAGE_DTYPES}, got {cfg.dtype!r}")
+    with _locked(cache_path):
+        videos, class_names, problems = dataset(cfg)
+        with open_engine(cfg, decode, previous_attrs(cache_path)) as engine:
+            attrs = cache_attributes(engine.encoder_attrs, sampling, engine.batch_size, cfg.root, cfg.dtype,
+                                     cfg.annotations, cfg.failure_limits())
+            template = empty_cache(sampling.num_frames, attrs["embedding_dim"], attrs, class_names)
+            summary = ExtractSummary(str(cache_path), sampling=sampling)
+            for name, line in problems:  # what the listing refused stays first, in its order
+                summary.skip(name, line, PROBLEMS, DataError.__name__)
+            sources, summary.note = reusable(cache_path, parts_dir, attrs)
+            reader = ReadConfig(sampling.num_frames, engine.frame_spec, cfg.limits(), fps=sampling.fps)
+            writer = PartWriter(parts_dir, template, cfg.shard_size)
+            kept = _encode_new(Plan(videos, sources, attrs["decode_limits"], bool(cfg.rehash)), engine, reader,
+                               writer, summary, progress, cfg._number("hash_timeout_s", float))
+        summary.skipped[len(problems):] = sorted(summary.skipped[len(problems):])  # the rest by name
+        if not kept:
+            raise DataError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
+                            f"\n{summary}")
+        assemble_cache(cache_path, kept, sources + writer.parts, template, sorted(summary.skipped),
+                       summary.skipped_stat, summary.skipped_kind)
+        try:
+            summary.skipped_list = str(write_skipped_list(skipped_list_path(cache_path), summary.skipped))
+        except OSError as e:
+            raise disk_problem(e, cache_path.parent) or e from None
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+@contextmanager
+def _locked(cache_path: Path) -> Iterator[None]:
+    """Hold the cache's lock file (`<cache>.lock`) for the run: CacheError at once when another run holds it."""
     lock = FileLock(str(cache_path) + ".lock")
     try:
         lock.acquire(timeout=0)
@@ -152,41 +190,7 @@ def extract_features(cfg: ExtractConfig, progress: bool = True, decode: Callable
     except OSError as e:  # a read-only folder, a full disk
         raise disk_problem(e, cache_path.parent) or e from None
     try:
-        videos, class_names, problems = dataset(cfg)
-        with open_engine(cfg, decode, previous_attrs(cache_path)) as engine:
-            attrs = {**engine.encoder_attrs, **cfg.sampling().attrs(),
-                     "batch_size": engine.batch_size, "data_root": cfg.root, "dtype": cfg.dtype,
-                     "annotations": cfg.annotations,
-                     # a failure is remembered only under the same limits (pipeline.extract.runner._encode_new)
-                     "decode_limits": json.dumps({k: float(getattr(cfg, k)) for k in FAILURE_LIMITS}, sort_keys=True),
-                     "versions": json.dumps({p: version(p) for p in ("torch", "transformers", "av", "h5py", "numpy")
-                                             + (("onnxruntime",) if engine.encoder_attrs["backend"] == "onnxruntime"
-                                                else ())})}
-            parts_dir = cache_path.with_name(cache_path.name + ".parts")
-            sampling = cfg.sampling()
-            template = empty_cache(sampling.num_frames, attrs["embedding_dim"], attrs, class_names)
-            summary = ExtractSummary(str(cache_path), skipped=list(problems), sampling=sampling,
-                                     skipped_kind={name: DataError.__name__ for name, _ in problems})
-            sources, summary.note = reusable(cache_path, parts_dir, attrs)
-            reader = ReadConfig(sampling.num_frames, engine.frame_spec, cfg.limits(), fps=sampling.fps)
-            summary.kinds[PROBLEMS] += len(problems)
-            new_parts, kept = _encode_new(videos, sources, template, engine, reader,
-                                          PartWriter(parts_dir, template, cfg.shard_size), summary, progress,
-                                          bool(cfg.rehash), cfg._number("hash_timeout_s", float))
-        # what the listing gave stays first, in its order (an annotation file's line order); the rest by name
-        summary.skipped[len(problems):] = sorted(summary.skipped[len(problems):])
-        if not kept:
-            raise DataError(f"none of the {len(videos) + len(problems)} videos under {cfg.root!r} could be used:"
-                            f"\n{summary}")
-        assemble_cache(cache_path, kept, sources + new_parts, template, sorted(summary.skipped),
-                       summary.skipped_stat, summary.skipped_kind)
-        try:
-            summary.skipped_list = str(write_skipped_list(skipped_list_path(cache_path), summary.skipped))
-        except OSError as e:
-            raise disk_problem(e, cache_path.parent) or e from None
-        shutil.rmtree(parts_dir, ignore_errors=True)
-        summary.seconds = time.perf_counter() - started
-        return summary
+        yield
     finally:
         lock.release()
 
@@ -226,12 +230,6 @@ def open_engine(cfg: ExtractConfig, decode: Callable = load_video, previous: dic
     return LocalEngine(encoder, cfg.pool(), decode)
 
 
-def _capped(clip, reader: ReadConfig) -> bool:
-    """Whether a clip sampled by frame rate got max_frames frames spaced wider than 1 / fps (it was longer)."""
-    span = float(clip.timestamps[-1] - clip.timestamps[0]) if clip.sampled > 1 else 0.0
-    return bool(reader.fps) and clip.sampled == reader.num_frames and span * reader.fps > reader.num_frames - 0.5
-
-
 def _check_paths(cfg: ExtractConfig) -> None:
     """DataError or CacheError before any work when the data root or the cache's place cannot be used."""
     root, cache_path = Path(cfg.root), Path(cfg.cache_path)
@@ -251,133 +249,48 @@ def _check_paths(cfg: ExtractConfig) -> None:
         raise disk_problem(OSError(errno.EACCES, "not writable"), cache_path.parent)
 
 
-def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, engine: Engine, reader: ReadConfig,
-                writer: PartWriter, summary: ExtractSummary, progress: bool, rehash: bool = False,
-                hash_timeout_s: float = ExtractConfig.hash_timeout_s) -> tuple[list[Cache], list[VideoRow]]:
-    """The loop joining the roles: hashing, then the engine (reader -> embedder) -> part writer, for every video
-    whose content is not in `sources`. Returns the part caches written and every usable video (encoded or reused)
-    in path order.
+def _encode_new(plan: Plan, engine: Engine, reader: ReadConfig, writer: PartWriter, summary: ExtractSummary,
+                progress: bool, hash_timeout_s: float = ExtractConfig.hash_timeout_s) -> list[VideoRow]:
+    """The loop joining the roles: hashing, then the engine (reader -> embedder) -> part writer, for every clip
+    whose content the plan does not know already. Returns every usable clip (encoded or reused) in path order.
 
-    Each file is hashed first (hash_videos, bounded by hash_timeout_s), and only content not known yet is decoded:
-    a renamed file, a copy or a hard link of a cached one is reused without decoding, and repeats within the run
-    wait for the first (reused, or skipped with its reason). rehash=False: an unchanged (path, size, mtime) stands
-    for the content it had (not read), and a file that failed under the same decode limits stands for its failure
-    (skipped again, not read). rehash=True: every file is hashed again, and the failed ones retried. A row whose
-    file now hashes otherwise (replaced, or paired with another file's frames by an older version of this code)
-    no longer vouches for its key: content with that key is decoded and encoded again, not reused.
+    Each file the plan names is hashed first (hash_videos, bounded by hash_timeout_s), and only content not known
+    yet is decoded: a renamed file, a copy or a hard link of a cached one is reused without decoding, and repeats
+    within the run wait for the first (reused, or, if it failed, each decoded for itself: Rounds). Failures the plan
+    remembers are skipped again without reading (Plan, Known).
     """
-    by_stat = {(p, int(s), int(m)): h for src in sources
-               for p, s, m, h in zip(src.paths, src.file_size, src.mtime_ns, src.content_hash)}
-    stored: dict[str, set[str]] = {}  # clip id -> the content hashes the sources' rows give it
-    for src in sources:
-        for name, digest in zip(src.clip_ids(), src.content_hash):
-            stored.setdefault(name, set()).add(digest)
-    known = {k for src in sources for k in src.row_keys()}
-    # skipped clips are listed by clip id (the path, for a whole file)
-    failed = {} if rehash else {(p, *src.skipped_stat[p]): (reason, src.skipped_kind.get(p, ""))
-                                for src in sources for p, reason in src.skipped if p in src.skipped_stat
-                                and src.attrs.get("decode_limits") == template.attrs["decode_limits"]}
-    bar = progress_bar(total=len(videos), unit="video", disable=not progress, desc="extract")
-    kept: list[VideoRow] = []
-    stat: dict[str, tuple[int, int]] = {}
-    content: dict[int, tuple[str, Hashed | None]] = {}  # video -> (digest, its Hashed when read in this run)
-    to_hash: list[int] = []
-
-    def skip(i: int, line: str, why: str, kind: str, remember: bool = True) -> None:
-        name = clip_id(videos[i].path, videos[i].segment)
-        summary.skipped.append((name, line))
-        summary.kinds[why] += 1
-        if kind:
-            summary.skipped_kind[name] = kind
-        if remember and name in stat:  # remembered with the stat taken before it was read
-            summary.skipped_stat[name] = stat[name]
+    bar = progress_bar(total=plan.size, unit="video", disable=not progress, desc="extract")
+    for work, line, kind in plan.remembered:
+        summary.skip(work.name, line, REMEMBERED, kind, work.stat)
+        summary.remembered += 1
         bar.update(1)
-
-    def stat_of(i: int) -> tuple[int, int]:
-        digest, hashed = content[i]
-        return (hashed.size, hashed.mtime_ns) if hashed else stat[clip_id(videos[i].path, videos[i].segment)]
-
-    for i, video in enumerate(videos):  # unchanged (path, size, mtime): the content is known without reading it
-        name = clip_id(video.path, video.segment)
-        try:
-            st = video.file.stat()
-        except OSError:
-            to_hash.append(i)  # hashing says why
-            continue
-        key = (video.path, st.st_size, st.st_mtime_ns)
-        stat[name] = key[1:]
-        if (name, *key[1:]) in failed:
-            line, kind = failed[(name, *key[1:])]
-            skip(i, line, REMEMBERED, kind)
-            summary.remembered += 1
-            continue
-        digest = by_stat.get(key)
-        if digest is None or rehash:  # with rehash, the same size and mtime need not mean the same bytes
-            to_hash.append(i)
-        else:
-            content[i] = (digest, None)
-
-    files = list(dict.fromkeys(str(videos[i].file) for i in to_hash))  # segments of one file: hashed once
-    hashes = dict(zip(files, progress_bar(hash_videos(files, hash_timeout_s), total=len(files), unit="video",
-                                          disable=not progress or not files, desc="hash", leave=False)))
-    for i in to_hash:
-        out = hashes[str(videos[i].file)]
-        if isinstance(out, Unusable):
-            name = clip_id(videos[i].path, videos[i].segment)
-            skip(i, f"{name}: {out.reason}", out.reason, out.kind.__name__)  # remembered under these limits
-            continue
-        content[i] = (out.digest, out)
-        for old in stored.get(clip_id(videos[i].path, videos[i].segment), ()):  # this file's rows, now untrue
-            if old != out.digest:
-                known.discard(clip_id(old, videos[i].segment))
-
-    written = set(known)  # and, as they come, the contents encoded in this run
-    pending, alone = sorted(content), set()  # alone: repeats of a first that failed, each decoded for itself
-    while pending:  # one round, and another for repeats whose first failed or changed between hashing and decoding
-        todo, waiting = [], {}  # videos to decode; their row keys -> the videos of the same content waiting
-        for i in pending:
-            key = clip_id(content[i][0], videos[i].segment)
-            if key in written:
-                kept.append(VideoRow(videos[i], *stat_of(i), content[i][0]))
-                summary.reused += 1
-                bar.update(1)
-            elif key in waiting and i not in alone:
-                waiting[key].append(i)
-            else:
-                waiting.setdefault(key, [])
-                todo.append(i)
-        pending, alone = [], set()
-        results = engine.results([str(videos[i].file) for i in todo], reader, known,
-                                 [videos[i].segment for i in todo], [content[i][1] for i in todo])
+    _hash(plan, summary, bar, progress, hash_timeout_s)
+    kept: list[VideoRow] = []
+    written = set(plan.keys)  # and, as they come, the contents encoded in this run
+    rounds = Rounds(plan.ready)
+    while rounds.pending:
+        reused, todo = rounds.next(written)
+        kept += [work.row() for work in reused]
+        summary.reused += len(reused)
+        bar.update(len(reused))
+        results = engine.results([str(w.video.file) for w in todo], reader, plan.keys, [w.video.segment for w in todo],
+                                 [w.hashed for w in todo])
         for index, out, embeddings in results:
-            i = todo[index]
-            video, repeats = videos[i], waiting.pop(clip_id(content[i][0], videos[i].segment), [])
-            name = clip_id(video.path, video.segment)
+            work = todo[index]
+            repeats = rounds.repeats(work)
             bar.update(1)
-            if isinstance(out, Unusable):  # recorded under its clip id: the cache must not name this machine's files
-                # a bug of this code is not the file's: never remembered as the file's failure, retried next run
-                skip(i, f"{name}: {out.reason}", out.reason, out.kind.__name__, remember=out.kind is not InternalError)
-                if out.kind is InternalError:
-                    summary.internal.append((name, out.detail))
-                pending += repeats  # a crash or a timeout is not a property of the bytes: each tries for itself
-                alone.update(repeats)
+            if _refused(work, out, embeddings, summary):
+                rounds.again(repeats, alone=True)  # a crash or a timeout is not a property of the bytes
                 continue
-            if embeddings is not None and not finite_rows(embeddings[None])[0]:  # never a row the door refuses
-                skip(i, f"{name}: {NOT_FINITE}", NOT_FINITE, VideoError.__name__, remember=False)
-                pending += repeats
-                alone.update(repeats)
-                continue
-            item = VideoRow(video, out.size, out.mtime_ns, out.digest)
+            item = VideoRow(work.video, out.size, out.mtime_ns, out.digest)
             kept.append(item)
-            summary.damaged += out.clip.decode_errors > 0
-            summary.capped += _capped(out.clip, reader)
-            if out.digest != content[i][0]:  # changed since it was hashed: its repeats are decoded themselves
-                pending += repeats
+            summary.decoded(out.clip)
+            if out.digest != work.digest:  # changed since it was hashed: its repeats are decoded themselves
+                rounds.again(repeats, alone=False)
             else:
-                for r in repeats:
-                    kept.append(VideoRow(videos[r], *stat_of(r), out.digest))
-                    summary.reused += 1
-                    bar.update(1)
+                kept += [r.row() for r in repeats]
+                summary.reused += len(repeats)
+                bar.update(len(repeats))
             if embeddings is None or item.key in written:  # the same clip under another name: encoded once
                 summary.reused += 1
                 continue
@@ -385,8 +298,40 @@ def _encode_new(videos: list[VideoFile], sources: list[Cache], template: Cache, 
             item.clip = out.clip
             writer.add(item, embeddings)
             summary.encoded += 1
-        pending.sort()
     writer.flush()
     bar.close()
     kept.sort(key=lambda it: (it.video.path, it.video.segment or (-1.0, -1.0)))
-    return writer.parts, kept
+    return kept
+
+
+def _hash(plan: Plan, summary: ExtractSummary, bar, progress: bool, timeout_s: float) -> None:
+    """Hash the files the plan names (hash_videos: each once, in this process, each within timeout_s) and give the
+    plan their contents; a file that cannot be hashed is skipped, remembered under these limits."""
+    files = plan.files()
+    hashes = dict(zip(files, progress_bar(hash_videos(files, timeout_s), total=len(files), unit="video",
+                                          disable=not progress or not files, desc="hash", leave=False)))
+    for work in plan.to_hash:
+        out = hashes[str(work.video.file)]
+        if isinstance(out, Unusable):
+            summary.skip(work.name, f"{work.name}: {out.reason}", out.reason, out.kind.__name__, work.stat)
+            bar.update(1)
+        else:
+            plan.hashed(work, out)
+
+
+def _refused(work: Work, out: Loaded | Unusable, embeddings: np.ndarray | None, summary: ExtractSummary) -> bool:
+    """Whether the engine's result for `work` is unusable (recorded as a skip under its clip id: the cache must not
+    name this machine's files): an Unusable, or embeddings (F, D) that are not finite (never a row the door
+    refuses). An internal error (a bug of this code, not the file's) and embeddings that are not finite are not
+    remembered as the file's failure: they are retried by the next run."""
+    if isinstance(out, Unusable):
+        internal = out.kind is InternalError
+        summary.skip(work.name, f"{work.name}: {out.reason}", out.reason, out.kind.__name__,
+                     None if internal else work.stat)
+        if internal:
+            summary.internal.append((work.name, out.detail))
+        return True
+    if embeddings is not None and not finite_rows(embeddings[None])[0]:
+        summary.skip(work.name, f"{work.name}: {NOT_FINITE}", NOT_FINITE, VideoError.__name__)
+        return True
+    return False

@@ -35,6 +35,25 @@ class ExtractSummary:
     skipped_list: str = ""  # the file listing every skip (SKIPPED_LIST beside the cache), once written
     internal: list[tuple[str, str]] = field(default_factory=list)  # (clip id, traceback): skips by a bug of ours
 
+    def skip(self, name: str, line: str, why: str, kind: str = "", stat: tuple[int, int] | None = None) -> None:
+        """One more skipped clip: its clip id and line, counted under `why`; kind: the error type's name ("" when
+        unknown); stat: its file's (size, mtime_ns) before it was read, where the failure is remembered (the file is
+        not read again while unchanged)."""
+        self.skipped.append((name, line))
+        self.kinds[why] += 1
+        if kind:
+            self.skipped_kind[name] = kind
+        if stat is not None:
+            self.skipped_stat[name] = stat
+
+    def decoded(self, clip) -> None:
+        """Count a clip decoded in this run: damaged (packets that failed to decode), capped (sampled by frame rate,
+        longer than num_frames at that rate: its frames spaced wider than 1 / fps)."""
+        self.damaged += clip.decode_errors > 0
+        span = float(clip.timestamps[-1] - clip.timestamps[0]) if clip.sampled > 1 else 0.0
+        fps, frames = self.sampling.fps, self.sampling.num_frames
+        self.capped += bool(fps) and bool(clip.sampled == frames) and span * fps > frames - 0.5
+
     def __str__(self) -> str:
         remembered = (f" ({self.remembered} unchanged since they failed: not read again; extract.rehash: true "
                       "retries them)") if self.remembered else ""

@@ -7,9 +7,11 @@ atomically: the work a killed run can lose is at most one part's. The new cache 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import uuid
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,24 @@ from pipeline.extract.cache import (BLOCK_ROWS, COLUMNS, FRAMES, Cache, clip_id,
 from pipeline.data.discover import VideoFile
 from pipeline.csvsafe import cell
 from pipeline.errors import printable
+from pipeline.decode.sampling import Sampling
 from pipeline.decode.video import Clip
+
+VERSIONS = ("torch", "transformers", "av", "h5py", "numpy")  # the packages whose versions a cache records
+
+
+def cache_attributes(encoder_attrs: dict, sampling: Sampling, batch_size: int, data_root: str, dtype: str,
+                     annotations: str, limits: dict[str, float]) -> dict:
+    """The attributes of the cache a run writes (docs/stage-one.md): the encoder's (its describe()), the
+    sampling's (Sampling.attrs), frames per forward pass, the data root the paths are relative to, the embeddings'
+    storage dtype, the annotation file ("" for folders), decode_limits (`limits`: the settings a failure is
+    remembered under, as sorted JSON) and the versions of the packages that made the numbers (onnxruntime's when
+    it ran)."""
+    packages = VERSIONS + (("onnxruntime",) if encoder_attrs["backend"] == "onnxruntime" else ())
+    return {**encoder_attrs, **sampling.attrs(), "batch_size": batch_size, "data_root": data_root, "dtype": dtype,
+            "annotations": annotations,
+            "decode_limits": json.dumps({k: float(v) for k, v in limits.items()}, sort_keys=True),
+            "versions": json.dumps({p: version(p) for p in packages})}
 
 
 @dataclass

@@ -1,9 +1,8 @@
-"""Heads shaped like scikit-learn estimators (linear, logistic regression, zero-shot): fit, predict, save, load."""
+"""Heads shaped like scikit-learn estimators (Head; the linear and zero-shot heads): fit, predict, save, rebuild."""
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import ClassVar
 
 import numpy as np
@@ -12,10 +11,10 @@ from torch import nn
 
 from pipeline.extract.cache import KEY_ATTRS, RANDOM_WEIGHTS
 from pipeline.heads.calibration import Calibration, CalibrationConfig, fit_calibration, softmax, sure_threshold
-from pipeline.errors import ConfigError, DataError, HeadError, number
-from pipeline.heads.head_files import HEAD_SCHEMA, HeadMeta, read_head_file, write_head_file
-from pipeline.heads.training import (LOGIT_SCALE, LinearConfig, LinearModule, frame_mask, in_memory,
-                                     masked_time_mean, mean_pool, module_logits, train_linear)
+from pipeline.errors import DataError, HeadError
+from pipeline.heads.head_files import HEAD_SCHEMA, HeadMeta, write_head_file
+from pipeline.heads.training import (LOGIT_SCALE, TEMPORAL_POOLINGS, LinearConfig, LinearModule, frame_mask,
+                                     in_memory, masked_time_mean, mean_pool, module_logits, train_linear)
 
 __all__ = ["HEAD_SCHEMA", "HeadMeta"]  # (re-exported: their home is pipeline.heads.head_files)
 # What a head does not need to share with the cache or encoder it is used with, of the cache's key: the encoder's
@@ -29,25 +28,11 @@ MATCH_KEYS = tuple(k for k in KEY_ATTRS if k not in IGNORED_KEYS)
 # pipeline/extract/cache.py).
 # encoder_family: clip or siglip (pipeline.embed.hub.FAMILIES; the fingerprint already tells them apart).
 RECORDED_KEYS = (*IGNORED_KEYS, RANDOM_WEIGHTS, "encoder_family")
-# fit_predict_many trains tasks together while their stacked float32 features stay within this (the five folds of
+# LinearHead.refit trains tasks together while their stacked float32 features stay within this (the five folds of
 # a 240,000-video cache would otherwise be 2 GiB at once; the demo's are 0.5 MiB)
 BATCHED_BYTES = 256 * 2 ** 20
 NOT_FINITE = ("the embeddings hold numbers that are not finite (NaN or infinity), or so large that the head's scores "
               "overflow: re-encode them (dvc repro extract)")
-
-
-@dataclass
-class LogRegConfig:
-    """Settings of the logistic-regression baseline (params.yaml: baseline.*)."""
-
-    C: float = 1.0
-    max_iter: int = 1000
-
-    def __post_init__(self) -> None:  # ConfigError naming the setting (not scikit-learn's InvalidParameterError)
-        self.C, self.max_iter = number(self.C, float, "baseline.C", 1e-12), number(self.max_iter, int,
-                                                                                    "baseline.max_iter", 1)
-        if not math.isfinite(self.C):
-            raise ConfigError(f"baseline.C must be a finite number, got {self.C}")
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -61,10 +46,30 @@ def features_of(attrs: dict) -> dict:
 
 
 class Head:
-    """What every head shares: fitted (fit or load_head), it has `meta_` (HeadMeta) and answers predict_proba."""
+    """What every head shares: fitted (fit or load_head), it has `meta_` (HeadMeta) and answers predict_proba. Its
+    class tells the head-file door (pipeline.heads.head_files) what a file of its kind holds (poolings,
+    optional_state, state_shapes, check_weights) and rebuilds the fitted head from a checked file's tensors and
+    metadata (from_state(meta, state)); a trained kind's class refits itself for evaluate (refit). The registry of
+    these classes: pipeline.heads.kinds."""
 
     kind: ClassVar[str]
     pooling = "mean"  # the heads that see the mean frame also take pooled features (V, D)
+    poolings: ClassVar[tuple[str, ...]] = ("mean",)  # those its file may name
+    optional_state: ClassVar[tuple[str, ...]] = ()  # tensors a file saved by an older version may lack
+
+    @classmethod
+    def state_shapes(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        """{name: shape} of the tensors a file of its kind holds, from its checked metadata; HeadError naming `at`."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_weights(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> None:
+        """HeadError naming `at` for values no head of its kind holds, past the door's checks (none by default)."""
+
+    def _load_module(self, module: nn.Module, state: dict[str, torch.Tensor], meta: HeadMeta) -> Head:
+        module.load_state_dict(state)  # its shapes were checked: it fits
+        self.module_, self.meta_ = module.eval(), meta
+        return self
 
     def _fitted(self) -> HeadMeta:
         if not hasattr(self, "meta_"):
@@ -153,7 +158,7 @@ class Head:
         """Write the head where load_head reads it back: a .pt of {"state_dict": tensors, "meta": plain types},
         loadable with weights_only=True (pipeline.heads.head_files.write_head_file: checked first, HeadError for
         a head that would not load, a non-finite weight included; never half-written)."""
-        write_head_file(path, self._state(), self._fitted(), asdict(self._fitted()))
+        write_head_file(path, self._state(), self._fitted(), asdict(self._fitted()), type(self))
 
     def _state(self) -> dict[str, torch.Tensor]:
         """The tensors the head is saved as (a torch head: its module's state dict)."""
@@ -167,6 +172,7 @@ class LinearHead(Head):
     history_ (a dict per epoch: train_loss, and with a validation set val_loss and val_accuracy)."""
 
     kind = "linear"
+    poolings = TEMPORAL_POOLINGS
 
     def __init__(self, cfg: LinearConfig | None = None, text_init: np.ndarray | None = None):
         self.cfg = cfg or LinearConfig()
@@ -193,70 +199,42 @@ class LinearHead(Head):
     def _scores(self, x) -> np.ndarray:
         return module_logits(self.module_, x).numpy()
 
+    @classmethod
+    def state_shapes(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        """Its LinearModule's state dict, the module built on torch's meta device (nothing allocated)."""
+        with torch.device("meta"):
+            module = cls._module(meta)
+        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
-class LogRegHead(Head):
-    """Standardised mean-pooled features, then multinomial logistic regression (scikit-learn). Fitted: model_ (the
-    sklearn pipeline). Saved as plain arrays (_state, in the dtypes fitted, so the rebuilt model's probabilities are
-    the same numbers) and rebuilt on load (from_state); never pickled."""
+    @classmethod
+    def from_state(cls, meta: HeadMeta, state: dict[str, torch.Tensor]) -> LinearHead:
+        return cls(LinearConfig(head=meta.pooling))._load_module(cls._module(meta), state, meta)
 
-    kind = "logreg"
+    @staticmethod
+    def _module(meta: HeadMeta) -> LinearModule:
+        return LinearModule(int(meta.features["embedding_dim"]), len(meta.class_names), meta.pooling,
+                            int(meta.features["num_frames"]))
 
-    def __init__(self, cfg: LogRegConfig | None = None):
-        self.cfg = cfg or LogRegConfig()
-
-    def fit(self, x: np.ndarray, y: np.ndarray, class_names: list[str] | None = None,
-            features: dict | None = None) -> LogRegHead:
-        """Train on frames float32 (N, F, D) or pooled features (N, D) and int labels (N,). (scikit-learn is
-        imported here: the train stage never needs it, and it takes a second to import.) Without class_names and
-        features (a refit that only predicts), the head has no metadata to save."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        pooled = mean_pool(x) if x.ndim == 3 else x
-        self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.cfg.C, max_iter=self.cfg.max_iter))
-        self.model_.fit(pooled, y)
-        names = class_names if class_names is not None else [str(c) for c in range(int(y.max()) + 1)]
-        self.meta_ = HeadMeta(self.kind, list(names), features_of(features) if features else {})
-        return self
-
-    def _scores(self, x) -> np.ndarray:
-        """Log-probabilities (V, C), whose softmax is the model's probability; a class the model never saw (no
-        training video) gets a probability of 1e-12, so the columns are always the head's classes."""
-        proba = np.full((len(x), len(self.classes_)), 1e-12)
-        proba[:, self.model_.classes_] = np.clip(self.model_.predict_proba(x), 1e-12, None)
-        return np.log(proba).astype(np.float32)
-
-    def predict(self, embeddings) -> np.ndarray:
-        """As Head.predict, through the model's own predict (its labels also when a class had no video)."""
-        self._fitted()
-        x = mean_pool(embeddings) if embeddings.ndim == 3 else embeddings
-        if not np.isfinite(x).all():
-            raise DataError(NOT_FINITE)
-        return self.model_.predict(x)
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        """coef (1 or K, D), intercept (1 or K,), classes int64 (K,), scaler_mean and scaler_scale (D,), each in
-        the float dtype scikit-learn fitted it in."""
-        scaler, model = self.model_[0], self.model_[-1]
-        arrays = {"coef": model.coef_, "intercept": model.intercept_, "scaler_mean": scaler.mean_,
-                  "scaler_scale": scaler.scale_}
-        state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}  # their own dtypes: the same sums
-        return {**state, "classes": torch.from_numpy(np.asarray(model.classes_, np.int64))}
-
-    def from_state(self, state: dict[str, torch.Tensor]) -> LogRegHead:
-        """The sklearn pipeline rebuilt from _state's arrays (checked by pipeline.heads.head_files.check_state)."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        scaler, model = StandardScaler(), LogisticRegression(C=self.cfg.C, max_iter=self.cfg.max_iter)
-        scaler.mean_, scaler.scale_ = state["scaler_mean"].numpy(), state["scaler_scale"].numpy()
-        scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_ ** 2, len(scaler.mean_), 0
-        model.coef_, model.intercept_ = state["coef"].numpy(), state["intercept"].numpy()
-        model.classes_, model.n_features_in_ = state["classes"].numpy(), len(scaler.mean_)
-        self.model_ = make_pipeline(scaler, model)
-        return self
+    @classmethod
+    def refit(cls, tasks: list[tuple], num_classes: int, cfg: LinearConfig, text_init=None) -> list[np.ndarray]:
+        """Frames (N, F, D) (or pooled (N, D) for mean pooling), each final state kept (no validation part in a fold),
+        the tasks trained together (train_linear) in groups whose stacked features stay within BATCHED_BYTES."""
+        groups, size = [[]], 0  # tasks trained together, their stacked features within BATCHED_BYTES
+        for task in tasks:
+            rows = len(task[0]) * task[0].shape[-1] * 4 * (task[0].shape[1] if cfg.head != "mean"
+                                                          and task[0].ndim == 3 else 1)
+            if groups[-1] and size + rows > BATCHED_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(task)
+            size += rows
+        preds = []
+        for group in groups:
+            trained = train_linear([(xt, yt) for xt, yt, _ in group], num_classes, cfg, text_init)
+            for (_, _, xs), t in zip(group, trained):
+                x = mean_pool(xs) if cfg.head == "mean" and xs.ndim == 3 else xs
+                preds.append(module_logits(t.final, x).argmax(1).numpy())
+        return preds
 
 
 class ZeroShotModule(nn.Module):
@@ -286,6 +264,7 @@ class ZeroShotHead(Head):
     module_ (ZeroShotModule)."""
 
     kind = "zeroshot"
+    optional_state = ("bias", "sigmoid")  # a zero-shot head saved before SigLIP: CLIP's scoring, no bias
 
     def __init__(self, templates: tuple[str, ...] = ()):
         self.templates = templates
@@ -313,52 +292,13 @@ class ZeroShotHead(Head):
     def _scores(self, x) -> np.ndarray:
         return module_logits(self.module_, x).numpy()
 
+    @classmethod
+    def state_shapes(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        return {"text": (len(meta.class_names), int(meta.features["embedding_dim"])), "scale": (), "bias": (),
+                "sigmoid": ()}
 
-def load_head(path: str | os.PathLike) -> Head:
-    """A head saved by Head.save (a .pt, loaded with weights_only=True), rebuilt from its tensors and metadata once
-    pipeline.heads.head_files.read_head_file has checked them: HeadError naming the file when it is missing, an
-    old .joblib, damaged, not a head this project wrote, of another format version, or inconsistent."""
-    state, meta = read_head_file(path)
-    if meta.kind == "logreg":
-        head = LogRegHead().from_state(state)
-    elif meta.kind == "linear":
-        head = LinearHead(LinearConfig(head=meta.pooling))
-        head.module_ = LinearModule(meta.features["embedding_dim"], len(meta.class_names), meta.pooling,
-                                    meta.features["num_frames"])
-    else:
-        head = ZeroShotHead(tuple(meta.templates or ()))
-        head.module_ = ZeroShotModule(meta.features["embedding_dim"], len(meta.class_names))
-        # saved before SigLIP: CLIP's scoring, no bias
-        state = {"bias": torch.tensor(0.0), "sigmoid": torch.tensor(0.0), **state}
-    if hasattr(head, "module_"):
-        head.module_.load_state_dict(state)  # the shapes were checked: it fits
-        head.module_.eval()
-    head.meta_ = meta
-    return head
-
-
-def fit_predict_many(tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int,
-                     cfg: LinearConfig | LogRegConfig, text_init: np.ndarray | None = None) -> list[np.ndarray]:
-    """Fit a fresh head on each (x_train, y_train, x_test) task and predict int classes (M_k,) for its x_test: the
-    refits of cross-validation and of the data-efficiency curve. Logistic regression takes pooled features (N, D)
-    (or frames); the linear head frames (N, F, D) (or pooled ones for mean pooling), keeps its final state (no
-    validation part inside a fold) and trains the tasks together (train_linear), in groups whose stacked features
-    stay within BATCHED_BYTES."""
-    if isinstance(cfg, LogRegConfig):
-        return [LogRegHead(cfg).fit(xt, yt).predict(xs) for xt, yt, xs in tasks]
-    groups, size = [[]], 0  # tasks trained together, their stacked features within BATCHED_BYTES
-    for task in tasks:
-        rows = len(task[0]) * task[0].shape[-1] * 4 * (task[0].shape[1] if cfg.head != "mean" and task[0].ndim == 3
-                                                      else 1)
-        if groups[-1] and size + rows > BATCHED_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append(task)
-        size += rows
-    preds = []
-    for group in groups:
-        trained = train_linear([(xt, yt) for xt, yt, _ in group], num_classes, cfg, text_init)
-        for (_, _, xs), t in zip(group, trained):
-            x = mean_pool(xs) if cfg.head == "mean" and xs.ndim == 3 else xs
-            preds.append(module_logits(t.final, x).argmax(1).numpy())
-    return preds
+    @classmethod
+    def from_state(cls, meta: HeadMeta, state: dict[str, torch.Tensor]) -> ZeroShotHead:
+        module = ZeroShotModule(meta.features["embedding_dim"], len(meta.class_names))
+        state = {"bias": torch.tensor(0.0), "sigmoid": torch.tensor(0.0), **state}  # optional_state: CLIP's scoring
+        return cls(tuple(meta.templates or ()))._load_module(module, state, meta)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,14 +16,16 @@ import torch
 from pipeline.errors import HeadError, printable
 from pipeline.extract.cache import KEY_ATTRS
 from pipeline.heads.calibration import Calibration
-from pipeline.heads.training import TEMPORAL_POOLINGS, LinearModule
 from pipeline.paths import HEAD_FILES
 # the same bounds as params.yaml's extract.num_frames, batch_size and zeroshot.templates
 from pipeline.settings import MAX_BATCH, MAX_FRAMES, MAX_TEMPLATES
 
+if TYPE_CHECKING:  # (pipeline.heads.kinds imports the estimators, which import this module)
+    from pipeline.heads.estimators import Head
+    from pipeline.heads.kinds import HeadKind
+
 HEAD_SCHEMA = 4  # the layout of a saved head's metadata (4: the HeadMeta record); otherwise: retrain it
 HEAD_SUFFIX = ".pt"  # every head: {"state_dict": {name: tensor}, "meta": HeadMeta as plain types}
-KINDS = ("linear", "logreg", "zeroshot")
 # Sizes no head this project writes comes near; a file claiming more is refused before anything is allocated for it
 # (a 4.7 KB attention head claiming 5e7 frames would otherwise make LinearModule allocate 3.4 GB).
 MAX_HEAD_BYTES = 2 ** 30  # a ViT-L zero-shot head over 100,000 classes is 0.3 GiB
@@ -34,7 +38,6 @@ MAX_TEXT = 65_536  # characters of any string a head carries (a class name, a pr
 # among them.
 REQUIRED_FEATURES = tuple(k for k in KEY_ATTRS if k not in ("precision", "device_type", "dtype", "batch_size"))
 STRING_FEATURES = ("encoder_model", "encoder_fingerprint", "sampling", "preprocess", "backend", "quantize")
-RETRAIN = "retrain it (dvc repro train baseline zeroshot)"
 OLD_LOGREG = (f"a logistic-regression head saved with joblib (pickle) by an older version: this code never opens "
               f"pickles (they can run code); retrain it with `dvc repro baseline` (or `python -m stages.baseline`), "
               f"which writes {HEAD_FILES['logreg']}")
@@ -57,13 +60,14 @@ class HeadMeta:
     schema_version: int = HEAD_SCHEMA
 
     @classmethod
-    def from_saved(cls, path: Path, saved: object) -> HeadMeta:
-        """The record from its saved form, checked (check_meta); HeadError naming the file otherwise."""
+    def from_saved(cls, path: Path, saved: object, kinds: Mapping[str, HeadKind]) -> HeadMeta:
+        """The record from its saved form, checked (of one of `kinds`, then check_meta); HeadError naming the file
+        otherwise."""
         at = printable(path)
         version = saved.get("schema_version") if isinstance(saved, dict) else None
         if version != HEAD_SCHEMA or set(saved) - {f.name for f in fields(cls)}:
             raise HeadError(f"{at}: head format version {printable(version)[:80]}, this code reads {HEAD_SCHEMA}: "
-                            f"{RETRAIN}")
+                            f"{retrain(kinds)}")
         missing = [name for name in ("kind", "class_names", "features") if name not in saved]
         if missing:
             raise HeadError(f"{at}: not a usable head: its metadata has no {missing[0]!r}")
@@ -72,8 +76,16 @@ class HeadMeta:
                                         or set(calibration) - {f.name for f in fields(Calibration)}):
             raise HeadError(f"{at}: not a usable head: its calibration is not a record of this code's")
         meta = cls(**{**saved, "calibration": Calibration(**calibration) if calibration is not None else None})
-        check_meta(at, meta)
+        if not isinstance(meta.kind, str) or meta.kind not in kinds:  # (a list from the file is no key)
+            raise HeadError(f"{at}: not a usable head: unknown kind {printable(repr(meta.kind))[:80]} (this code reads "
+                            f"{', '.join(kinds)})")
+        check_meta(at, meta, kinds[meta.kind].estimator)
         return meta
+
+
+def retrain(kinds: Mapping[str, HeadKind]) -> str:
+    """The advice for a head file this code cannot use: its kinds' stages, run again."""
+    return f"retrain it (dvc repro {' '.join(kind.stage for kind in kinds.values())})"
 
 
 def _whole(value: object) -> bool:
@@ -94,21 +106,22 @@ def _bounded(at: str, what: str, value: object, low: int, high: int) -> None:
                         f"got {printable(repr(value))[:80]}")
 
 
-def check_meta(at: str, meta: HeadMeta) -> None:
-    """HeadError (`at`: the file, printable) for metadata no head of this code's has: an unknown kind or pooling,
-    class names that are not a list of distinct strings, features without a key predict needs, a size beyond
-    MAX_*, a calibration with a non-finite or out-of-range number."""
+def check_meta(at: str, meta: HeadMeta, estimator: type[Head]) -> None:
+    """HeadError (`at`: the file, printable) for metadata no head of `estimator`'s kind has (the class of meta.kind,
+    pipeline.heads.kinds): another kind, a pooling it does not name, class names that are not a list of distinct
+    strings, features without a key predict needs, a size beyond MAX_*, a calibration with a non-finite or
+    out-of-range number."""
     def bad(what: str) -> HeadError:
         return HeadError(f"{at}: not a usable head: {what}")
-    if meta.kind not in KINDS:
-        raise bad(f"unknown kind {printable(repr(meta.kind))[:80]} (this code reads {', '.join(KINDS)})")
+    if meta.kind != estimator.kind:
+        raise bad(f"kind {printable(repr(meta.kind))[:80]} is not a {estimator.__name__}'s ({estimator.kind!r})")
     names = meta.class_names
     if not isinstance(names, list) or not all(_text(n) for n in names):
         raise bad(f"class names must be a list of strings (of at most {MAX_TEXT:,} characters)")
     if not 1 <= len(names) <= MAX_CLASSES or len(set(names)) != len(names):
         raise bad(f"it needs 1 to {MAX_CLASSES:,} distinct class names, got {len(names):,}"
                   + (" with repeats" if len(set(names)) != len(names) else ""))
-    if meta.pooling not in TEMPORAL_POOLINGS or meta.kind != "linear" and meta.pooling != "mean":
+    if meta.pooling not in estimator.poolings:
         raise bad(f"unknown pooling {printable(repr(meta.pooling))[:80]} for a {meta.kind} head")
     features = meta.features
     if not isinstance(features, dict) or not all(isinstance(k, str) for k in features):
@@ -149,22 +162,6 @@ def _check_calibration(bad, c: Calibration) -> None:
             raise bad(f"its calibration's {name} must be a whole number of at least 0")
 
 
-def expected_shapes(meta: HeadMeta, model_classes: int | None = None) -> dict[str, tuple[int, ...]]:
-    """The tensors a head of meta's kind holds and their shapes, computed without allocating them (the linear
-    module is built on torch's meta device). Logistic regression: model_classes, how many classes its training
-    part had (classes (K,) of the class indices; coef (1 if K == 2 else K, D))."""
-    dim, classes = int(meta.features["embedding_dim"]), len(meta.class_names)
-    if meta.kind == "linear":
-        with torch.device("meta"):
-            module = LinearModule(dim, classes, meta.pooling, int(meta.features["num_frames"]))
-        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    if meta.kind == "zeroshot":
-        return {"text": (classes, dim), "scale": (), "bias": (), "sigmoid": ()}
-    rows = 1 if model_classes == 2 else model_classes
-    return {"coef": (rows, dim), "intercept": (rows,), "classes": (model_classes,), "scaler_mean": (dim,),
-            "scaler_scale": (dim,)}
-
-
 def _finite(tensor: torch.Tensor) -> bool:
     """Whether every number of a floating tensor is finite. numpy's check: with torch.isfinite, load_head of a
     400-class attention head took about 3 times as long as without any check (2-core machine, 2026-12-07)."""
@@ -173,27 +170,16 @@ def _finite(tensor: torch.Tensor) -> bool:
     return bool(np.isfinite(tensor.numpy()).all())
 
 
-def check_state(at: str, meta: HeadMeta, state: object) -> None:
-    """HeadError unless `state` holds exactly the tensors of expected_shapes (a zero-shot head saved before SigLIP
-    may lack bias and sigmoid), floating and finite (logistic regression's classes: distinct indices into the
-    class names, increasing), its scaler's scale above 0."""
+def check_state(at: str, meta: HeadMeta, state: object, estimator: type[Head]) -> None:
+    """HeadError unless `state` holds exactly the tensors of estimator.state_shapes (less any of its optional_state:
+    a zero-shot head saved before SigLIP lacks bias and sigmoid), floating and finite (but logistic regression's
+    classes: distinct indices into the class names, increasing, checked by its state_shapes), and passes the
+    kind's own check_weights (logistic regression: its scaler's scale above 0)."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise HeadError(f"{at}: not a usable head: its weights must be a record of tensors")
-    model_classes = None
-    if meta.kind == "logreg":
-        classes = state.get("classes")
-        if classes is None or classes.dim() != 1 or classes.dtype != torch.int64:
-            raise HeadError(f"{at}: not a usable head: its model's classes must be a list of class indices")
-        c = classes.numpy()
-        if not 2 <= len(c) <= len(meta.class_names) or np.any(np.diff(c) <= 0) or c[0] < 0 \
-                or c[-1] >= len(meta.class_names):
-            raise HeadError(f"{at}: not a usable head: its model's classes are not increasing indices into its "
-                            f"{len(meta.class_names)} class names")
-        model_classes = len(c)
-    expected = expected_shapes(meta, model_classes)
-    optional = {"bias", "sigmoid"} if meta.kind == "zeroshot" else set()
-    missing = sorted(set(expected) - set(state) - optional)
+    expected = estimator.state_shapes(at, meta, state)
+    missing = sorted(set(expected) - set(state) - set(estimator.optional_state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
         raise HeadError(f"{at}: not a usable head: its weights " + (f"lack {missing[0]!r}" if missing else
@@ -207,14 +193,14 @@ def check_state(at: str, meta: HeadMeta, state: object) -> None:
         if key != "classes" and (not tensor.is_floating_point() or not _finite(tensor)):
             raise HeadError(f"{at}: not a usable head: {key} holds " + ("numbers that are not finite (NaN or "
                             "infinity)" if tensor.is_floating_point() else f"{tensor.dtype}, not floating point"))
-    if meta.kind == "logreg" and not bool((state["scaler_scale"] > 0).all()):
-        raise HeadError(f"{at}: not a usable head: its scaler's scale must be above 0")
+    estimator.check_weights(at, meta, state)
 
 
-def read_head_file(path: str | os.PathLike) -> tuple[dict, HeadMeta]:
-    """A head file's tensors {name: tensor} and its checked metadata; HeadError naming the file when it is missing,
-    a .joblib of an older version, too large, not a head this project wrote (a pickle of objects other than plain
-    tensors and types: never run), damaged, or fails a check of check_meta or check_state."""
+def read_head_file(path: str | os.PathLike, kinds: Mapping[str, HeadKind]) -> tuple[dict, HeadMeta]:
+    """A head file's tensors {name: tensor} and its checked metadata, of one of `kinds` (pipeline.heads.kinds.HEADS,
+    whose estimators say what a file of their kind holds); HeadError naming the file when it is missing, a .joblib of
+    an older version, too large, not a head this project wrote (a pickle of objects other than plain tensors and
+    types: never run), damaged, of another kind, or fails a check of check_meta or check_state."""
     path = Path(path)
     at = printable(path)
     if not path.is_file() and path.with_suffix(".joblib").is_file():  # a project trained by an older version
@@ -233,27 +219,28 @@ def read_head_file(path: str | os.PathLike) -> tuple[dict, HeadMeta]:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # objects other than tensors and plain types: torch refused them, nothing ran
         raise HeadError(f"{at}: not a head this project wrote (a head file holds only tensors and plain values); "
-                        f"{RETRAIN}") from None
+                        f"{retrain(kinds)}") from None
     except Exception as e:  # noqa: BLE001
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HeadError(f"{at}: not a usable head checkpoint (damaged: {printable(first)[:200]})") from None
     if not isinstance(saved, dict) or set(saved) != {"state_dict", "meta"}:
-        raise HeadError(f"{at}: not a head this project wrote (expected its weights and metadata); {RETRAIN}")
-    meta = HeadMeta.from_saved(path, saved["meta"])
-    check_state(at, meta, saved["state_dict"])
+        raise HeadError(f"{at}: not a head this project wrote (expected its weights and metadata); {retrain(kinds)}")
+    meta = HeadMeta.from_saved(path, saved["meta"], kinds)
+    check_state(at, meta, saved["state_dict"], kinds[meta.kind].estimator)
     return saved["state_dict"], meta
 
 
-def write_head_file(path: str | os.PathLike, state: dict, meta: HeadMeta, saved_meta: dict) -> None:
-    """Write a head (tensors `state`, metadata saved as the plain `saved_meta`) to path: checked as read_head_file
-    checks it first (HeadError: nothing is written, the file there is kept), then through a temporary file beside
-    it, renamed over it (never half-written)."""
+def write_head_file(path: str | os.PathLike, state: dict, meta: HeadMeta, saved_meta: dict,
+                    estimator: type[Head]) -> None:
+    """Write a head of `estimator`'s kind (tensors `state`, metadata saved as the plain `saved_meta`) to path: checked
+    as read_head_file checks it first (HeadError: nothing is written, the file there is kept), then through a
+    temporary file beside it, renamed over it (never half-written)."""
     path = Path(path)
     at = printable(path)
     if path.suffix != HEAD_SUFFIX:
         raise HeadError(f"{at}: a head is saved as {HEAD_SUFFIX}")
-    check_meta(at, meta)
-    check_state(at, meta, state)
+    check_meta(at, meta, estimator)
+    check_state(at, meta, state, estimator)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

@@ -13,9 +13,8 @@ from pipeline.extract.cache import Cache
 from pipeline.errors import ConfigError, DataError, printable
 from pipeline.data.lists import HMDB51_LIST, UNUSED, match_listed, read_lists
 from pipeline.heads.split_file import PARTS
+from pipeline.settings import GROUP_BY, SPLIT_METHODS
 
-METHODS = ("random", "group", "lists")
-GROUP_BY = ("auto", "stem", "folder", "file")
 # Datasets whose file names say which source video a clip was cut from (split.group_by: auto): name -> (regex whose
 # first capture names the source within its class, the naming as its authors write it, the group_pattern to use)
 NAMINGS = {
@@ -99,8 +98,8 @@ def describe_protocol(cfg: SplitConfig, grouping: str = "") -> str:
 def make_split(cache: Cache, cfg: SplitConfig) -> Split:
     """The split of the cached clips as cfg says (see Split). ConfigError naming the setting at fault, DataError
     naming the file or the classes."""
-    if cfg.method not in METHODS:
-        raise ConfigError(f"split.method must be one of {METHODS}, got {cfg.method!r}")
+    if cfg.method not in SPLIT_METHODS:
+        raise ConfigError(f"split.method must be one of {SPLIT_METHODS}, got {cfg.method!r}")
     grouping = clip_groups(cache, cfg)
     groups, notes = grouping.groups, list(grouping.notes)
     if cfg.method == "random":  # per video, but identical content (copies, segments of one file) in one part

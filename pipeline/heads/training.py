@@ -12,9 +12,8 @@ from torch.optim.adam import adam
 
 from pipeline.errors import ConfigError, DataError, number
 from pipeline.extract.embeddings import masked_mean
-from pipeline.settings import MAX_LR
+from pipeline.settings import MAX_LR, TEMPORAL_POOLINGS
 
-TEMPORAL_POOLINGS = ("mean", "attention", "conv")
 LOGIT_SCALE = 100.0  # CLIP's learned temperature (exp(logit_scale), which training clamps at 100)
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
 
@@ -78,13 +77,14 @@ class LinearModule(nn.Module):
     """Pooling over time, standardisation, one linear layer: frames (B, F, D) -> logits (B, C).
 
     pooling "mean": the mean frame (order-blind; pooled input (B, D) is accepted too). "attention": frames plus a
-    learned position embedding, weighted by a learned softmax over time. "conv": a 1-D convolution over time
-    (kernel 3, `hidden` channels, ReLU), then the mean. The standardisation (buffers `mean` and `std`, (D,), fixed
-    from the training features) makes the learning rate independent of the encoder's embedding scale, as
-    StandardScaler does for the logistic-regression baseline.
+    learned position embedding (num_frames, D), weighted by a learned softmax over time. "conv": a 1-D convolution
+    over time (kernel 3, `hidden` channels, ReLU), then the mean. num_frames: F, the frames of a clip (the cache's
+    num_frames, which every caller passes: the head knows nothing of the sampling). The standardisation (buffers
+    `mean` and `std`, (D,), fixed from the training features) makes the learning rate independent of the encoder's
+    embedding scale, as StandardScaler does for the logistic-regression baseline.
     """
 
-    def __init__(self, dim: int, num_classes: int, pooling: str = "mean", num_frames: int = 16, hidden: int = 128):
+    def __init__(self, dim: int, num_classes: int, pooling: str, num_frames: int, hidden: int = 128):
         super().__init__()
         if pooling not in TEMPORAL_POOLINGS:
             raise ConfigError(f"train.head must be one of {TEMPORAL_POOLINGS}, got {pooling!r}")

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from pipeline.errors import ConfigError, HeadError, printable
-from pipeline.heads.estimators import ZeroShotHead, load_head
+from pipeline.heads.estimators import ZeroShotHead
+from pipeline.heads.kinds import FROM_TEXT, HEADS, load_head
 from pipeline.embed.hub import load_pretrained, model_family
 from pipeline.heads.training import LOGIT_SCALE
-from pipeline.paths import HEAD_FILES, PARAMS
+from pipeline.paths import PARAMS
 from pipeline.settings import TEMPLATE_PRESETS, load_params, template_problem
 
 # The prompt templates of zeroshot.templates by name (settings.TEMPLATE_PRESETS). kinetics and ucf101: CLIP's own
@@ -122,11 +123,11 @@ def class_prompts(class_name: str, templates: tuple[str, ...] = TEMPLATES) -> li
 
 def project_templates(head: ZeroShotHead | None = None) -> tuple[str, ...]:
     """The templates zero-shot uses in the current folder, the one rule for the app and search: those recorded in the
-    project's zero-shot head (`head` when the caller has it loaded, else HEAD_FILES["zeroshot"] when it exists),
+    project's zero-shot head (`head` when the caller has it loaded, else HEADS[FROM_TEXT].file when it exists),
     else params.yaml's zeroshot.templates, else TEMPLATES when there is no params.yaml. HeadError for a damaged head
     file, ConfigError for a wrong setting."""
-    if head is None and Path(HEAD_FILES["zeroshot"]).is_file():
-        head = load_head(HEAD_FILES["zeroshot"])
+    if head is None and Path(HEADS[FROM_TEXT].file).is_file():
+        head = load_head(HEADS[FROM_TEXT].file)
     if getattr(head, "templates", None):  # a head made from bare embeddings records none
         return tuple(head.templates)
     if Path(PARAMS).is_file():

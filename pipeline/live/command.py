@@ -3,20 +3,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
 import traceback
 from dataclasses import replace
 
-# The engine's threads, the decoding worker and the machine's other work share the cores: OpenMP threads that spin
-# while idle (libgomp's default) starve them. Under a load of 10 on the 2-core machine one tiny-CLIP frame took
-# 650-760 ms on 2 spinning threads, 3-15 ms on 2 sleeping ones (bench/README.md, "Live"). libgomp reads it when
-# torch loads: before the imports below; stage one sets it too (stages/extract.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from pipeline.threads import sleeping_openmp
 
-from pipeline.decode.video import DecodeLimits  # noqa: E402
+# The engine's threads, the decoding worker and the machine's other work share the cores: idle OpenMP threads sleep
+# (pipeline.threads). libgomp reads it when torch loads: before the imports below.
+sleeping_openmp()
+
+from pipeline.decode.container import DecodeLimits  # noqa: E402
 from pipeline.errors import ConfigError, UserError, VideoError, printable  # noqa: E402
 from pipeline.live.engine import DEFAULT_EVERY, DEFAULT_RATE, LiveAnswer, LiveConfig, LiveEngine  # noqa: E402
 from pipeline.live.source import PROTOCOLS, SourceConfig, SourceEnd, parse_source, run_source  # noqa: E402

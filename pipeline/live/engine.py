@@ -6,8 +6,8 @@ time (at most `rate` a second, on a grid, so answer times fall on frames); it th
 encoder thread, and a newer frame replaces it there (the older is dropped and counted): nothing queues. The encoder
 thread preprocesses and embeds each frame once (the same resize, crop and forward pass as stage one:
 pipeline.embed.encoder) into a rolling buffer of (timestamp, embedding); when the newest embedded frame crosses an
-answer time (every `every` seconds of stream time), the buffer's frames inside the window are sampled evenly as
-stage one samples a clip (sample_indices), the head runs on them, and a LiveAnswer is given, averaged over the last
+answer time (every `every` seconds of stream time), the buffer's frames inside the window are sampled as stage one
+sampled the head's cache (evenly, sample_indices; or by frame rate over the window's span, fps_indices), the head runs on them, and a LiveAnswer is given, averaged over the last
 `average` answers as mmaction2's --average-size. Answers go to `on_answer` (called in the encoder thread) and to a
 bounded queue read by get().
 """
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.decode.frames import resize_crop
-from pipeline.decode.video import DecodeLimits, _check_size, sample_indices
+from pipeline.decode.container import DecodeLimits, check_size
+from pipeline.decode.sampling import Sampling, fps_indices, sample_indices
 from pipeline.embed.encoder import embed_frames
 from pipeline.errors import ConfigError, UserError, number
 from pipeline.live.source import DEFAULT_RATE
@@ -123,7 +124,8 @@ class LiveEngine:
                  on_answer: Callable[[LiveAnswer], None] | None = None, name: str = "the live stream"):
         self.config = config.checked()
         self.predictor, self.on_answer, self.name = predictor, on_answer, name
-        self.num_frames = int(predictor.head.meta_.features["num_frames"])
+        self.sampling = Sampling.from_attrs(predictor.head.meta_.features)  # as the head's cache was sampled
+        self.num_frames = self.sampling.num_frames
         self.window = config.window or default_window(self.num_frames, config.rate)
         self.stats = LiveStats()
         self._spec = predictor.encoder.frame_spec()
@@ -159,7 +161,7 @@ class LiveEngine:
         (H, W, 3)."""
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"live frames are uint8 (H, W, 3) RGB, got {frame.dtype} {frame.shape}")
-        _check_size(self.name, frame.shape[1], frame.shape[0], self.config.limits)
+        check_size(self.name, frame.shape[1], frame.shape[0], self.config.limits)
         arrival = time.monotonic()
         with self._cond:
             self.stats.pushed += 1
@@ -246,10 +248,18 @@ class LiveEngine:
             self._answer(t, arrival)
             self._next_answer = (math.floor(t / self.config.every + 1e-9) + 1) * self.config.every
 
+    def _sample(self, times: np.ndarray) -> np.ndarray:
+        """Which of the window's frames (stream times float64 (n,), oldest first) the head pools, int64 (F,): as
+        its cache was sampled: num_frames evenly, or `fps` a second of the window's span (at most num_frames, so F
+        varies as it did between the cache's clips)."""
+        if self.sampling.fps:
+            return fps_indices(times - times[0], self.sampling.fps, self.num_frames)
+        return sample_indices(len(times), self.num_frames)
+
     def _answer(self, t: float, arrival: float) -> None:
         times, embeddings = self.buffer()
         inside = np.flatnonzero(times > t - self.window)  # (n,) the frames of the window, oldest first
-        picked = embeddings[inside[sample_indices(len(inside), self.num_frames)]]  # (num_frames, D)
+        picked = embeddings[inside[self._sample(times[inside])]]  # (F, D)
         head = self.predictor.head
         probs = head.predict_proba(picked[None])[0]  # (C,)
         self._recent.append(probs)

@@ -29,7 +29,8 @@ import av
 import numpy as np
 
 from pipeline.decode.sniff import video_stream
-from pipeline.decode.video import CONTAINERS, DecodeLimits, _check_size, _checked, _to_rgb, open_regular, open_stream
+from pipeline.decode.container import CONTAINERS, DecodeLimits, check_size, checked_stream, open_regular, open_stream
+from pipeline.decode.video import to_rgb
 from pipeline.decode.workers import PoolConfig
 from pipeline.errors import VideoError, printable
 
@@ -262,7 +263,7 @@ def _open(source: Source, config: SourceConfig):
         error = StreamLost if source.kind == "network" else StreamError
         raise error(source.name, f"cannot be opened (FFmpeg: {e.strerror or e})") from None
     try:
-        return container, _checked(video_stream(container, source.name), source.name, limits)
+        return container, checked_stream(video_stream(container, source.name), source.name, limits)
     except BaseException:
         container.close()
         raise
@@ -288,7 +289,7 @@ def _frames(source, config, container, stream, out, quit_, progress, dropped) ->
             continue
         bad = 0 if decoded else bad
         for frame in decoded:
-            _check_size(source.name, frame.width, frame.height, config.limits)
+            check_size(source.name, frame.width, frame.height, config.limits)
             if size is not None and size != (frame.width, frame.height) and notes < MAX_NOTES:
                 notes += 1
                 out.put(("note", f"the frame size changed from {size[0]}x{size[1]} to {frame.width}x{frame.height}"
@@ -310,7 +311,7 @@ def _frames(source, config, container, stream, out, quit_, progress, dropped) ->
                 continue
             last_tick = tick
             try:
-                out.put_nowait(("frame", t, _to_rgb(frame), dropped[0]))
+                out.put_nowait(("frame", t, to_rgb(frame), dropped[0]))
             except queue.Full:
                 dropped[0] += 1
             progress.value = time.monotonic()

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 from pipeline.extract.cache import random_encoder_note
+from pipeline.embed.choices import DEVICES
 from pipeline.errors import HeadError, UserError, VideoError, printable
 from pipeline.tools.inspector import (TOP, find_outliers, frame_report, group_leakage, load,
                                 nearest_neighbors, plot_projection, project_2d, split_file, summarize)
-from pipeline.paths import CACHE_PATH, HEAD_FILES, TINY_CLIP
+from pipeline.paths import CACHE_PATH, TINY_CLIP
 from pipeline.tools.inspect_text import (format_frames, format_group_leakage, format_neighbors, format_outliers,
                                          format_skipped, format_summary, plural)
 from pipeline.heads.split_file import read_split
@@ -130,7 +131,7 @@ def _print(text: str) -> int:
 PREDICT_HELP = """\
 What the person in each video is doing: a trained head over the full encoder, exactly as stage one encodes.
 
-    clip-har-predict PATH... [--head linear|logreg|zeroshot] [--json] [--threshold F]
+    clip-har-predict PATH... [--head {heads}] [--json] [--threshold F]
                              [--segments WINDOW STRIDE] [--device auto|cpu|cuda] [-v]
     clip-har-predict --live SOURCE [--every S] [--window S] [--average K]  (or python -m pipeline.tools.predict)
 
@@ -155,15 +156,16 @@ def predict(argv: list[str] | None = None) -> int:
     the head or its encoder cannot be used."""
     from pipeline.live.command import parse_with_live, run_live  # first: it sets OMP_WAIT_POLICY before torch loads
     from pipeline.tools.predict import encoder_for, make_predictor  # torch and transformers: seconds, only for this
-    from pipeline.heads.estimators import load_head
+    from pipeline.heads.kinds import HEADS, load_head
     from pipeline.threads import set_threads
     from pipeline.extract.project import DecodePool, project_decoding
 
-    parser = argparse.ArgumentParser(description=PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=PREDICT_HELP.format(heads="|".join(HEADS)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", metavar="PATH", help="video files or folders")
-    parser.add_argument("--head", choices=sorted(HEAD_FILES), default="linear")
+    parser.add_argument("--head", choices=sorted(HEADS), default="linear")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines (--live: JSON lines)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--segments", nargs=2, type=float, metavar=("WINDOW", "STRIDE"),
                         help="also answer for sliding windows of WINDOW seconds every STRIDE seconds")
     parser.add_argument("--threshold", type=float, metavar="F",
@@ -175,7 +177,7 @@ def predict(argv: list[str] | None = None) -> int:
     quiet_libraries(args.verbose)
     set_threads("app")
     try:  # params.yaml's decode settings, the head and its encoder first: without them no decode worker is started
-        (decoding, limits), head = project_decoding(), load_head(HEAD_FILES[args.head])
+        (decoding, limits), head = project_decoding(), load_head(HEADS[args.head].file)
         print(f"loading the encoder {printable(head.meta_.features['encoder_model'])} ...", file=sys.stderr, flush=True)
         encoder = encoder_for(head.meta_, args.device)
     except (UserError, OSError) as e:

@@ -23,7 +23,7 @@ def format_summary(s: dict) -> str:
         f"encoder: {printable(s['encoder']['model'])} (fingerprint {s['encoder']['fingerprint']}, "
         f"{s['encoder']['precision']} on {s['encoder']['device_type']}, {s['encoder']['backend']}, quantize "
         f"{s['encoder']['quantize']}); decoder {printable(s['decoder'])}",
-        f"frames: {s['frames_per_video']} per video, sampling {s['sampling']}, preprocessing {s['preprocess']}, "
+        f"frames: {frames_text(s)} per video, sampling {s['sampling']}, preprocessing {s['preprocess']}, "
         f"{s['key']['batch_size']} per forward pass; embedding dim {s['embedding_dim']}",
         f"durations: {s['duration_seconds']['min']:.1f} s to {s['duration_seconds']['max']:.1f} s "
         f"(median {s['duration_seconds']['median']:.1f} s); {plural(s['videos_with_repeated_frames'], 'video')} "
@@ -116,3 +116,9 @@ def format_group_leakage(result: dict, capped: bool = False) -> str:
     lines += [f"  {printable(r['a'])} ({r['parts'][0]}) ~ {printable(r['b'])} ({r['parts'][1]}): "
               f"{plural(r['pairs'], 'pair')}, max {r['max_similarity']:.4f}" for r in result["near_duplicate_groups"]]
     return "\n".join(lines)
+
+
+def frames_text(s: dict) -> str:
+    """The frames a video has in a summary: "16" for a fixed count, "3 to 64 (median 10)" by frame rate."""
+    low, mid, high = (s["frames_sampled"][k] for k in ("min", "median", "max"))
+    return f"{high:g}" if low == high else f"{low:g} to {high:g} (median {mid:g})"

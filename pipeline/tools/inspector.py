@@ -45,6 +45,8 @@ def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -
         for c, name in enumerate(cache.class_names):
             classes[name].update({p: int(by_part[c, i]) for i, p in enumerate(PARTS)})
     a = cache.attrs
+    # each clip's own frames: all F of a fixed count; 1 to F by frame rate (the rest of its row is padding)
+    own = cache.sampled if cache.sampled is not None else np.full(len(cache), cache.embeddings.shape[1])
     return {
         "path": str(path),
         "size_bytes": Path(path).stat().st_size,
@@ -52,6 +54,7 @@ def summarize(cache: Cache, path: str | Path, parts: np.ndarray | None = None) -
         "videos": len(cache),
         "classes": classes,
         "frames_per_video": int(cache.embeddings.shape[1]),
+        "frames_sampled": {"min": _stat(own, np.min), "median": _stat(own, np.median), "max": _stat(own, np.max)},
         "embedding_dim": int(cache.embeddings.shape[2]),
         "videos_with_repeated_frames": int(cache.repeated.sum()),
         "damaged": [{"path": p, "decode_errors": int(n)} for p, n in zip(cache.paths, cache.decode_errors) if n],

@@ -18,7 +18,8 @@ import numpy as np
 from pipeline.embed.encoder import AUTO_BATCH_SIZE, Encoder, auto_batch_size, embed_frames, load_encoder
 from pipeline.embed.hub import may_download
 from pipeline.errors import ConfigError, EmptySegment, HeadError, UserError, VideoError, printable
-from pipeline.heads.estimators import Head, HeadMeta, load_head
+from pipeline.heads.estimators import Head, HeadMeta
+from pipeline.heads.kinds import load_head
 from pipeline.decode.sampling import Sampling
 from pipeline.decode.video import Clip, DecodeLimits
 from pipeline.decode.workers import DecodePool, ReadConfig

@@ -6,10 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.embed.choices import DEVICES
 from pipeline.errors import UserError, printable
 from pipeline.extract.cache import random_encoder_note
 from pipeline.paths import CACHE_PATH, PARAMS
 from pipeline.tools.cli import _print, quiet_libraries
+from pipeline.tools.search import SPLIT_PARTS
 
 SEARCH_HELP = """\
 Search the cached videos with a text or a video: the nearest clips, and the moment in each that matches best.
@@ -40,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=CACHE_PATH, help=f"the feature cache (default {CACHE_PATH})")
     parser.add_argument("--index", help="the search index (default: <cache stem>.index.h5 beside the cache)")
     parser.add_argument("--class", dest="class_name", metavar="NAME", help="only clips of this class")
-    parser.add_argument("--split", choices=("train", "val", "test"), help="only clips of this split part "
+    parser.add_argument("--split", choices=SPLIT_PARTS, help="only clips of this split part "
                         "(split.csv beside the cache)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of lines")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where a --like video file is encoded")
     parser.add_argument("--build-index", action="store_true", help="build (or rebuild) the index beside the cache, "
                         f"with {PARAMS}'s search settings when run in a project")
