@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from itertools import islice, repeat
-from types import ModuleType
 
 from concurrent.futures.process import BrokenProcessPool
 
@@ -30,14 +29,12 @@ from pebble import ProcessExpired, ProcessPool
 
 from pipeline.errors import BrokenInstall, InternalError, Unusable, VideoError
 from pipeline.decode.frames import FrameSpec
+from pipeline.decode.server import WORKER_IMPORTS, set_preload, start_forkserver  # noqa: F401 (start_forkserver: here too)
 from pipeline.decode.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames
 
 # A worker is replaced after this many videos: decoders can leak. Not much more often: a new worker that embeds (stage
 # one on the CPU) loads the encoder again (about 0.1 s for the tiny CLIP; at 200, about a sixth of a tiny clip's time).
 VIDEOS_PER_WORKER = 1000
-# What every worker imports before its memory limit is set (PyAV loads av.subtitles.stream lazily, at the first
-# open; torch resizes): imported once by the forkserver too, so that a worker starts in milliseconds.
-WORKER_IMPORTS = ("av.subtitles.stream", "PIL.Image", "torch", "torch.nn.functional")
 
 
 @dataclass(frozen=True)
@@ -247,7 +244,7 @@ class DecodePool:
         if cfg.workers > 0:
             # forkserver: workers start from a clean process (no model, no CUDA, no threads of this one)
             ctx = multiprocessing.get_context("forkserver")
-            _set_preload(ctx, preload)
+            set_preload(ctx, preload)
             self._pool = ProcessPool(max_workers=cfg.workers, max_tasks=VIDEOS_PER_WORKER, context=ctx,
                                      initializer=_worker_init, initargs=(cfg.memory_mb, setup, nice))
             self._started = self._pool.schedule(os.getpid)  # pebble starts its workers at the first task: now
@@ -334,38 +331,6 @@ class DecodePool:
             return Unusable(file, f"decoder crashed (exit status {code})")
         except Exception as e:
             return _unusable(file, e, self.cfg.named)
-
-
-def start_forkserver(preload: tuple[str, ...] = ()) -> None:
-    """Start this process's forkserver now, as the first DecodePool would with `preload`: a stage that calls this
-    first thing has the server import the workers' modules (torch, the encoder's: seconds) while it imports and
-    reads its own, instead of after. Later pools fork from it (their own preload is then not imported)."""
-    from multiprocessing import forkserver
-
-    _set_preload(multiprocessing.get_context("forkserver"), preload)
-    forkserver.ensure_running()
-
-
-def _set_preload(ctx, preload: tuple[str, ...]) -> None:
-    """What the forkserver imports once, so that a worker starts in milliseconds: the workers' own imports, and the
-    main module's package and imports (every worker re-runs the main module, as multiprocessing does to unpickle what
-    it defines, and finds its imports already there: _main_module)."""
-    ctx.set_forkserver_preload([__name__, *WORKER_IMPORTS, *preload, *_main_module()])
-
-
-def _main_module() -> list[str]:
-    """What the forkserver preloads for the main module when it was run by name (python -m stages.extract): its
-    package and the modules it imports, not the module itself: each worker re-runs it by name (multiprocessing does,
-    to unpickle what it defines), and runpy warns when the module is already imported ('found in sys.modules'); its
-    imports found there keep that re-run to milliseconds. None when it was run as a file or a package's __main__
-    (multiprocessing does not re-run those by name)."""
-    main = sys.modules.get("__main__")
-    name = getattr(getattr(main, "__spec__", None), "name", None)
-    if not name or name == "__main__" or name.endswith(".__main__"):
-        return []
-    used = {v.__name__ if isinstance(v, ModuleType) else getattr(v, "__module__", None) for v in vars(main).values()}
-    used.add(name.rpartition(".")[0])
-    return sorted(m for m in used if isinstance(m, str) and m in sys.modules and m not in (name, "__main__"))
 
 
 def _unusable(file: str, e: Exception, named: bool = True) -> Unusable:

@@ -8,63 +8,27 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
 
 from pipeline.extract.cache import RANDOM_WEIGHTS
+# The settings and their auto rules live in pipeline.embed.config (importable without torch); named here too, where
+# callers have always imported them.
+from pipeline.embed.config import (AUTO_BATCH_SIZE, AUTO_MIN_COSINE, AUTO_PRECISION, BACKEND_CHOICES,  # noqa: F401
+                                   BACKENDS, MEASURED_COSINE, PRECISIONS, PREPROCESS_BACKENDS, QUANTIZE, auto_backend,
+                                   auto_batch_size, check_settings, resolved)
+from pipeline.embed.devices import device_type
 from pipeline.errors import ConfigError, printable
 from pipeline.embed.hub import OFFLINE_NEXT_STEP, load_pretrained, model_family
 from pipeline.embed.onnx_backend import export_onnx, ort_session, run_session, vision_embeds
 from pipeline.decode.frames import FrameSpec, resize_crop
+from pipeline.decode.sampling import Sampling
 from pipeline.decode.video import DECODER
 
-if TYPE_CHECKING:  # transformers is imported where it is used: it costs seconds to import, and a process that
-    # only decodes (the decode workers re-run their main module) never needs it
+if TYPE_CHECKING:  # torch and transformers are imported where they are used: they cost seconds to import, and a
+    # process that only decodes (the decode workers re-run their main module) or decides where the encoder runs (stage
+    # one's, on the CPU) never needs them
+    import torch
     from transformers import BaseImageProcessor, PreTrainedModel
-
-PREPROCESS_BACKENDS = ("fast", "processor")
-BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the CPU only (pipeline.embed.onnx_backend)
-# extract.backend: auto is the default: auto_backend picks one of BACKENDS, and a cache or head records that one.
-BACKEND_CHOICES = ("auto", *BACKENDS)
-QUANTIZE = ("none", "int8")  # int8: ONNX Runtime's dynamic int8, so the onnxruntime backend only
-PRECISIONS = ("fp32", "fp16", "bf16")
-# extract.precision: auto is, per device, the fastest precision whose embeddings stay within centred cosine
-# AUTO_MIN_COSINE of fp32 (min over frames, full ViT-B/32 with random weights), else fp32. Measured, fastest first:
-# CUDA (H100, bench/README.md): fp16 0.99998, bf16 0.99872 (as fast); a CPU with native bf16 (AVX-512 BF16, the
-# 2-core AMD EPYC, docs/encoders.md): bf16 1.6x to 2x fp32's speed but 0.99875 in stage one end to end (0.9989 in
-# issue 27), so the CPU stays fp32 (bit for bit as before); a CPU without native bf16 emulates it, slower.
-AUTO_MIN_COSINE = 0.999
-MEASURED_COSINE = {"cuda": {"fp16": 0.99998, "bf16": 0.99872}, "cpu": {"bf16": 0.99875}}
-AUTO_PRECISION = {dev: next((p for p, cos in by_speed.items() if cos >= AUTO_MIN_COSINE), "fp32")
-                  for dev, by_speed in MEASURED_COSINE.items()}
-# extract.batch_size: auto: the most frames per forward pass (CPU: the stage-one benchmark's best; CUDA: large
-# batches); on the CPU a pass holds one video's frames, so auto_batch_size sizes it to the video.
-AUTO_BATCH_SIZE = {"cpu": 16, "cuda": 256}
-
-
-def auto_batch_size(device_type: str, num_frames: int) -> int:
-    """extract.batch_size auto: frames per forward pass on `device_type` for videos of `num_frames` frames.
-
-    CUDA: AUTO_BATCH_SIZE (passes shared across videos). CPU: every pass holds one video's frames, padded
-    (Embedder), so the fewest passes of at most AUTO_BATCH_SIZE frames that hold a video, evenly sized: no padding
-    to speak of (4 frames -> 4, 16 -> 16, 24 -> 12, 40 -> 14). Padding 4 frames to 16 made the tiny CLIP's
-    stage one 1.4x slower a clip (bench/per_file.py).
-    """
-    most = AUTO_BATCH_SIZE[device_type]
-    if device_type != "cpu":
-        return most
-    passes = -(-num_frames // most)
-    return -(-num_frames // passes)
-
-
-def auto_backend(device_type: str, precision: str, quantize: str) -> str:
-    """extract.backend auto: the fastest backend that gives the same numbers here, for an encoder on `device_type`
-    in `precision` (fp32 | fp16 | bf16, resolved) with `quantize`. ONNX Runtime fp32 on the CPU (the encoder at
-    85% of the CPU's fp32 matrix-product ceiling against torch's 37% for ViT-B/32, embeddings within 2.6e-6:
-    docs/engines.md), and int8, which only it runs; torch on CUDA, and for fp16 or bf16 (ONNX Runtime runs fp32)."""
-    if quantize == "int8" or (device_type == "cpu" and precision == "fp32"):
-        return "onnxruntime"
-    return "torch"
 
 
 @dataclass
@@ -131,12 +95,12 @@ class EncoderConfig:
     backend: str = "auto"  # auto (auto_backend) | torch | onnxruntime (CPU only: pipeline.embed.onnx_backend)
     quantize: str = "none"  # none | int8 (onnxruntime only)
     batch_size: int | str = "auto"
-    num_frames: int = 16
+    num_frames: int = Sampling.num_frames
 
     def device_type(self) -> str:
         """The type of the device load() puts the encoder on: "cuda" or "cpu" (auto: CUDA where torch has it, unless
         the backend runs on the CPU only)."""
-        return _device(self.device, self.backend).type
+        return device_type(self.device, self.backend)
 
     def extending(self, previous: dict) -> EncoderConfig:
         """These settings for a run that extends a cache whose attributes are `previous` ({} where there is none):
@@ -152,13 +116,19 @@ class EncoderConfig:
     def load(self, device: str | None = None) -> tuple[Encoder, int]:
         """The encoder (on `device`, default self.device) and its batch size; ConfigError for a batch size that is
         neither auto nor a positive whole number."""
-        if self.batch_size != "auto" and not (type(self.batch_size) is int and self.batch_size > 0):
-            raise ConfigError(f"extract.batch_size must be auto or a positive whole number, got {self.batch_size!r}")
+        self.check_batch_size()
         encoder = load_encoder(self.model, device or self.device, self.preprocess, self.quantize, self.precision,
                                self.backend)
-        if self.batch_size == "auto":
-            return encoder, auto_batch_size(encoder.device.type, self.num_frames)
-        return encoder, self.batch_size
+        return encoder, self.batch_for(encoder.device.type)
+
+    def check_batch_size(self) -> None:
+        """ConfigError for a batch size that is neither auto nor a positive whole number."""
+        if self.batch_size != "auto" and not (type(self.batch_size) is int and self.batch_size > 0):
+            raise ConfigError(f"extract.batch_size must be auto or a positive whole number, got {self.batch_size!r}")
+
+    def batch_for(self, device_type: str) -> int:
+        """Frames per forward pass on `device_type`: batch_size, or auto_batch_size for it."""
+        return auto_batch_size(device_type, self.num_frames) if self.batch_size == "auto" else self.batch_size
 
 
 def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: str = EncoderConfig.preprocess,
@@ -175,25 +145,9 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
     precision: fp32 | fp16 | bf16 (autocast) | auto (AUTO_PRECISION for the device).
     download: whether the hub may be asked (hub.may_download: False for a model id read from an artifact).
     """
-    if backend not in BACKEND_CHOICES:
-        raise ConfigError(f"backend must be one of {BACKEND_CHOICES}, got {backend!r}")
-    if precision not in (*PRECISIONS, "auto"):
-        raise ConfigError(f"precision must be auto or one of {PRECISIONS}, got {precision!r}")
-    if preprocess not in PREPROCESS_BACKENDS:
-        raise ConfigError(f"preprocess must be one of {PREPROCESS_BACKENDS}, got {preprocess!r}")
-    if quantize not in QUANTIZE:
-        raise ConfigError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
-    if backend == "auto" and quantize == "int8":
-        backend = auto_backend("cpu", "fp32", quantize)
-    if quantize == "int8" and backend != "onnxruntime":
-        raise ConfigError("int8 runs through ONNX Runtime: set extract.backend to onnxruntime, or quantize to none")
-    if backend == "onnxruntime" and device == "cuda":
-        raise ConfigError("the onnxruntime backend runs on the CPU: set extract.device to cpu (or auto), or the "
-                         "backend to torch")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available")
+    backend = check_settings(device, preprocess, quantize, precision, backend)
+    import torch
+
     family = model_family(model_id, download)
     tower, image_processor = _classes(family)
     from transformers.utils import logging as hf_logging
@@ -215,11 +169,8 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
         raise ConfigError(f"{printable(model_id)} is not a {family} model folder this code can load "
                           f"({type(e).__name__}): rebuild or re-download it") from None
     FrameSpec.from_pixels(processor.to_dict())  # ConfigError now for preprocessing this code does not implement
-    dev = _device(device, backend)
-    precision = AUTO_PRECISION[dev.type] if precision == "auto" else precision
-    backend = auto_backend(dev.type, precision, quantize) if backend == "auto" else backend
-    if backend == "onnxruntime" and precision != "fp32":
-        raise ConfigError("the onnxruntime backend runs in fp32 (or int8): set extract.precision to fp32 or auto")
+    dev_type, precision, backend = resolved(device, precision, backend, quantize)
+    dev = torch.device(dev_type)
     model = model.to(dev).eval()
     fingerprint = _fingerprint(model, processor)  # of the fp32 weights; backend and `quantize` are recorded beside it
     # CLIP projects to projection_dim; SigLIP's embedding is its attention-pooling head's output, hidden_size wide
@@ -232,13 +183,6 @@ def load_encoder(model_id: str, device: str = EncoderConfig.device, preprocess: 
     session = ort_session(path, torch.get_num_threads())
     return Encoder(None, processor, model_id, fingerprint, dim, dev, preprocess, quantize, precision, backend, session,
                    random_weights, family)
-
-
-def _device(device: str, backend: str) -> torch.device:
-    """extract.device (auto | cpu | cuda) as the device the encoder runs on: auto is CUDA where torch has it, unless
-    the backend runs on the CPU only (onnxruntime; auto picks torch on CUDA)."""
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available() and backend != "onnxruntime")
-    return torch.device("cuda" if cuda else "cpu")
 
 
 def _classes(family: str) -> tuple[type, type]:
@@ -257,6 +201,8 @@ def preprocess_frames(frames: np.ndarray, encoder: Encoder) -> torch.Tensor:
     The decode workers' resize and crop (pipeline.decode.frames.resize_crop), then `normalize`: what stage one does,
     in one call, for frames decoded elsewhere.
     """
+    import torch
+
     spec = encoder.frame_spec()
     crops = np.stack([resize_crop(f, spec) for f in frames]) if len(frames) else np.zeros((0, spec.crop_h,
                                                                                            spec.crop_w, 3), np.uint8)
@@ -266,6 +212,8 @@ def preprocess_frames(frames: np.ndarray, encoder: Encoder) -> torch.Tensor:
 def normalize(crops: torch.Tensor, encoder: Encoder) -> torch.Tensor:
     """uint8 crops (N, S, S, 3), on any device -> float32 pixel values (N, 3, S, S) there: rescale, then the
     processor's mean and std, as one multiply and one subtract in place: x * (rescale / std) - mean / std."""
+    import torch
+
     p = encoder.processor
     # contiguous NCHW: a channels-last input is 3x slower through the patch embedding on the CPU; transposed as
     # uint8, then converted (the same values: 4x faster than converting while transposing, 0.24 ms for 4 frames)
@@ -275,7 +223,6 @@ def normalize(crops: torch.Tensor, encoder: Encoder) -> torch.Tensor:
     return x.mul_(p.rescale_factor / std).sub_(mean / std)
 
 
-@torch.inference_mode()
 def embed_frames(frames: np.ndarray | torch.Tensor, encoder: Encoder, batch_size: int) -> np.ndarray:
     """Frames -> float32 image embeddings (N, dim), in forward passes of exactly batch_size.
 
@@ -287,6 +234,16 @@ def embed_frames(frames: np.ndarray | torch.Tensor, encoder: Encoder, batch_size
     batches go from pinned memory with non-blocking copies on a side stream, so the next batch's copy overlaps this
     batch's forward pass.
     """
+    import torch
+
+    with torch.inference_mode():
+        return _embed_frames(frames, encoder, batch_size)
+
+
+def _embed_frames(frames: np.ndarray | torch.Tensor, encoder: Encoder, batch_size: int) -> np.ndarray:
+    """embed_frames' passes, under inference mode."""
+    import torch
+
     frames = torch.as_tensor(frames)
     if len(frames) == 0:
         return np.zeros((0, encoder.dim), np.float32)
@@ -392,6 +349,8 @@ def pixel_config(processor: BaseImageProcessor) -> str:
 def _fingerprint(model: torch.nn.Module, processor: BaseImageProcessor) -> str:
     """First 16 hex digits of SHA-256 over the arithmetic fields of the model config (ARITHMETIC_KEYS), the
     processor's pixel settings (PIXEL_KEYS) and every weight's name and bytes."""
+    import torch
+
     config = model.config.to_dict()
     h = hashlib.sha256()
     h.update(json.dumps({k: config.get(k) for k in ARITHMETIC_KEYS}, sort_keys=True, default=str).encode())

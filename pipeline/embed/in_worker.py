@@ -12,19 +12,35 @@ if TYPE_CHECKING:  # imported where used: stage one names WORKER_MODULES before 
 
 # Stage one on the CPU embeds in the decode workers (pipeline.extract.engines.LocalEngine): each loads the encoder once
 # (load_in_worker, its setup) and runs decode_and_embed per video, on its one thread. What its forkserver imports
-# once, so that a worker starts without importing transformers (seconds) again:
-WORKER_MODULES = (__name__, "pipeline.embed.encoder", "onnxruntime",
-                  *(f"transformers.models.{f}.{m}_{f}" for f in ("clip", "siglip")
-                    for m in ("modeling", "image_processing_pil")))
+# once, so that a worker starts without importing them again: RECORDED_MODULES where the encoder was recorded
+# (pipeline.embed.recorded: the worker opens its ONNX export, no model), WORKER_MODULES, with transformers' CLIP and
+# SigLIP modules (seconds), for a full load.
+RECORDED_MODULES = (__name__, "pipeline.embed.recorded", "pipeline.embed.encoder", "onnxruntime")
+WORKER_MODULES = (*RECORDED_MODULES, *(f"transformers.models.{f}.{m}_{f}" for f in ("clip", "siglip")
+                                       for m in ("modeling", "image_processing_pil")))
 _in_worker: dict = {}  # in such a worker: "encoder" and "batch_size", or "error": why they could not be loaded
 
 
+def worker_modules(model: str, backend: str) -> tuple[str, ...]:
+    """What the forkserver of stage one's workers should import for encoder.model `model` and extract.backend
+    `backend`: RECORDED_MODULES where the workers will likely open a recorded encoder (recorded.likely; any other
+    backend than torch: on the CPU auto is onnxruntime, and on a GPU the workers do not embed), else WORKER_MODULES.
+    A guess either way, never a change of what is loaded: a worker imports what its load needs."""
+    from pipeline.embed.recorded import likely
+
+    return RECORDED_MODULES if backend != "torch" and likely(model) else WORKER_MODULES
+
+
 def load_in_worker(cfg: EncoderConfig) -> None:
-    """A decode worker's setup (DecodePool's `setup`): load cfg's encoder on the CPU, for decode_and_embed. A load
-    that fails is kept and raised by the worker's tasks (the run's first task, describe_in_worker, says why in the
-    run's process), not here: a worker whose setup raises dies with a traceback on the terminal."""
+    """A decode worker's setup (DecodePool's `setup`): load cfg's encoder on the CPU, for decode_and_embed: from its
+    record where one holds (recorded.load: the same encoder, without transformers or the model), else in
+    full, then recorded. A load that fails is kept and raised by the worker's tasks (the run's first task,
+    describe_in_worker, says why in the run's process), not here: a worker whose setup raises dies with a traceback
+    on the terminal."""
+    from pipeline.embed.recorded import load
+
     try:
-        _in_worker["encoder"], _in_worker["batch_size"] = cfg.load("cpu")
+        _in_worker["encoder"], _in_worker["batch_size"] = load(cfg, "cpu")
     except Exception as e:  # ConfigError (an encoder that cannot be loaded) or anything a library raises
         _in_worker["error"] = e
 

@@ -11,10 +11,13 @@ import warnings
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
+if TYPE_CHECKING:  # torch (and numpy) imported where used: a decode worker that opens an export made before (its
+    # encoder recorded, pipeline.embed.recorded) needs no model, and stage one's process looks for records without
+    # waiting on either
+    import numpy as np
+    import torch
 # Exported models, one folder per encoder fingerprint, exporter and runtime, reused by every process and project:
 # onnx_root(), read when an export is looked up, so that the decode workers and subprocesses follow the environment.
 ONNX_DIR_ENV = "CLIP_HAR_ONNX_DIR"
@@ -33,17 +36,6 @@ def vision_embeds(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.T
     return out.image_embeds if hasattr(out, "image_embeds") else out.pooler_output
 
 
-class _ImageEmbeds(torch.nn.Module):
-    """The vision tower as one tensor in, one out: pixel values float32 (B, 3, S, S) -> embeddings (B, D)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return vision_embeds(self.model, pixel_values)
-
-
 def onnx_root() -> Path:
     """Where the exports live: $CLIP_HAR_ONNX_DIR where set, else $XDG_CACHE_HOME/clip-har/onnx (by default
     ~/.cache/clip-har/onnx)."""
@@ -56,6 +48,7 @@ def model_dir(fingerprint: str, root: Path | None = None) -> Path:
     """The folder of one encoder's exports: its fingerprint with the opset, torch and onnxruntime versions (another
     exporter or runtime makes another graph, so it gets its own folder)."""
     import onnxruntime
+    import torch
 
     return (root or onnx_root()) / f"{fingerprint}-opset{OPSET}-torch{torch.__version__}-ort{onnxruntime.__version__}"
 
@@ -72,7 +65,7 @@ def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quant
     match its manifest (or has none) is made again, never used. The one-time export says so on stderr.
     """
     folder = model_dir(fingerprint, root)
-    fp32, int8 = folder / "vision-fp32.onnx", folder / "vision-int8-rr.onnx"
+    fp32, int8 = folder / "vision-fp32.onnx", folder / "vision-int8-rr.onnx"  # (verified_export names them too)
     wanted = int8 if quantize == "int8" else fp32
     if _verified(wanted, fingerprint):  # the usual case: no lock (files and manifests only appear by rename)
         return wanted
@@ -95,8 +88,29 @@ def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quant
     return wanted
 
 
+def verified_export(fingerprint: str, quantize: str = "none", root: Path | None = None) -> Path | None:
+    """The export export_onnx would return for this fingerprint and quantisation where it is already made and whole
+    (its manifest's size and CRC-32), else None: what a process that has no model to export from may use."""
+    folder = model_dir(fingerprint, root)
+    path = folder / ("vision-int8-rr.onnx" if quantize == "int8" else "vision-fp32.onnx")
+    return path if _verified(path, fingerprint) else None
+
+
 def _export(model: torch.nn.Module, image_size: int, path: Path) -> None:
     """torch.onnx.export of the vision tower to `path`: pixel values (B, 3, S, S) -> embeddings (B, D)."""
+    import torch
+
+    class _ImageEmbeds(torch.nn.Module):
+        """The vision tower as one tensor in, one out: pixel values float32 (B, 3, S, S) -> embeddings (B, D)."""
+
+        def __init__(self, model: torch.nn.Module):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return vision_embeds(self.model, pixel_values)
+
+    _ImageEmbeds.__qualname__ = "_ImageEmbeds"  # as when it was defined at the top of this module: the same export
     example = torch.zeros(2, 3, image_size, image_size)
     # (onnxscript's optimiser notes the SigLIP pooling head's Split it leaves unfolded)
     with warnings.catch_warnings(), _quiet("torch.onnx"), _quiet("onnxscript"):
@@ -194,4 +208,6 @@ def ort_session(path: Path, threads: int):
 
 def run_session(session, pixels: np.ndarray) -> np.ndarray:
     """Pixel values float32 (B, 3, S, S) -> image embeddings float32 (B, D)."""
+    import numpy as np
+
     return session.run([OUTPUT], {INPUT: np.ascontiguousarray(pixels, np.float32)})[0]

@@ -1,0 +1,157 @@
+"""Stage one's start-up (issue 39): the device decided without torch where no GPU driver is, and the decode workers'
+encoder opened from its record, the same encoder as a full load, or loaded in full."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.embed import devices, recorded
+from pipeline.embed.encoder import EncoderConfig
+from pipeline.embed.in_worker import RECORDED_MODULES, WORKER_MODULES, worker_modules
+from pipeline.embed.tiny_clip import build_tiny_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_without_a_gpu_driver_the_device_is_decided_without_importing_torch(tmp_path):
+    code = ("import sys\nfrom pipeline.embed import devices\nfrom pipeline.embed.encoder import EncoderConfig\n"
+            f"devices.GPU_DRIVER_PATHS = ({str(tmp_path / 'nvidiactl')!r},)\n"
+            "assert EncoderConfig('m').device_type() == 'cpu' and not devices.cuda_available()\n"
+            "assert EncoderConfig('m', backend='torch').device_type() == 'cpu'\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+
+
+def test_with_a_gpu_driver_torch_decides_and_auto_picks_torch_on_cuda(tmp_path, monkeypatch):
+    import torch
+
+    driver = tmp_path / "nvidiactl"
+    driver.touch()
+    monkeypatch.setattr(devices, "GPU_DRIVER_PATHS", (str(tmp_path / "absent"), str(driver)))
+    monkeypatch.setattr(devices.sys, "platform", "linux")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert devices.cuda_available() and EncoderConfig("m").device_type() == "cuda"
+    assert EncoderConfig("m", device="cpu").device_type() == "cpu"
+    assert EncoderConfig("m", backend="onnxruntime").device_type() == "cpu"  # the CPU-only backend keeps auto there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a driver, but no usable GPU: torch's answer
+    assert not devices.cuda_available() and EncoderConfig("m").device_type() == "cpu"
+    monkeypatch.setattr(devices.sys, "platform", "win32")  # elsewhere than Linux torch is always asked
+    monkeypatch.setattr(devices, "GPU_DRIVER_PATHS", ())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert devices.cuda_available()
+
+
+def test_cuda_asked_without_a_driver_is_the_same_clear_error(tiny_clip, tmp_path, monkeypatch):
+    from pipeline.embed.encoder import load_encoder
+
+    monkeypatch.setattr(devices, "GPU_DRIVER_PATHS", (str(tmp_path / "absent"),))
+    monkeypatch.setattr(devices.sys, "platform", "linux")
+    with pytest.raises(ValueError, match="device 'cuda' was asked for but no CUDA GPU is available"):
+        load_encoder(tiny_clip, device="cuda")
+    with pytest.raises(ValueError, match="device 'cuda' was asked for but no CUDA GPU is available"):
+        recorded.load(EncoderConfig(tiny_clip, device="cuda"), "cuda")
+    assert EncoderConfig(tiny_clip).num_frames == 16  # Sampling's default
+
+
+def _same(a, b, frames):
+    from pipeline.embed.encoder import embed_frames
+
+    (ea, na), (eb, nb) = a, b
+    assert ea.describe() == eb.describe() and ea.frame_spec() == eb.frame_spec() and na == nb
+    np.testing.assert_array_equal(embed_frames(frames, ea, na), embed_frames(frames, eb, nb))
+
+
+def _spy(monkeypatch) -> list:
+    """The devices EncoderConfig.load (a full load) is called with, from now on."""
+    calls, load = [], EncoderConfig.load
+    monkeypatch.setattr(EncoderConfig, "load", lambda self, device=None: calls.append(device) or load(self, device))
+    return calls
+
+
+def test_a_recorded_encoder_is_the_full_load_and_is_trusted_only_for_the_same_bytes(tmp_path, monkeypatch):
+    model = build_tiny_clip(tmp_path / "model", seed=3)
+    cfg = EncoderConfig(str(model), num_frames=4)
+    frames = np.random.default_rng(1).integers(0, 256, (4, 224, 224, 3), np.uint8)
+    full = cfg.load("cpu")
+    assert not recorded.likely(str(model)) and worker_modules(str(model), "auto") == WORKER_MODULES
+    calls = _spy(monkeypatch)
+    _same(full, recorded.load(cfg), frames)  # no record yet: loaded in full, then recorded
+    assert calls == ["cpu"]
+    assert recorded.likely(str(model)) and worker_modules(str(model), "auto") == RECORDED_MODULES
+    assert worker_modules(str(model), "torch") == WORKER_MODULES
+    again = recorded.load(cfg)
+    assert calls == ["cpu"] and again[0].model is None  # from the record: no model built, the same encoder
+    _same(full, again, frames)
+    recorded.load(EncoderConfig(str(model), backend="torch", num_frames=4))  # torch needs the model: in full
+    assert calls == ["cpu", "cpu"]
+    # other weights in the same folder (same names, sizes and config): another key, a full load, a new record
+    shutil.rmtree(model)
+    build_tiny_clip(model, seed=4)
+    other = recorded.load(cfg)
+    assert calls == ["cpu"] * 3 and other[0].fingerprint != full[0].fingerprint
+    _same(other, recorded.load(cfg), frames)
+    assert calls == ["cpu"] * 3
+    # a record this code did not write (damaged, or of another shape) is ignored, and written again
+    path = recorded._path(model.resolve())
+    path.write_text(json.dumps({**json.loads(path.read_text()), "dim": "32"}))
+    assert recorded._read(model.resolve()) is None and not recorded.likely(str(model))
+    _same(other, recorded.load(cfg), frames)
+    assert calls == ["cpu"] * 4 and recorded._read(model.resolve()) is not None
+
+
+def test_a_damaged_export_is_made_again_not_opened_from_the_record(tmp_path):
+    model = build_tiny_clip(tmp_path / "model", seed=5)
+    cfg = EncoderConfig(str(model), num_frames=4)
+    full = recorded.load(cfg)
+    recorded.load(cfg)  # from its record
+    from pipeline.embed.onnx_backend import model_dir, verified_export
+
+    onnx = model_dir(full[0].fingerprint) / "vision-fp32.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-10])
+    again = recorded.load(cfg)
+    assert verified_export(full[0].fingerprint) == onnx and again[0].fingerprint == full[0].fingerprint
+    _same(full, again, np.random.default_rng(2).integers(0, 256, (4, 224, 224, 3), np.uint8))
+
+
+def test_the_key_covers_what_from_pretrained_reads_and_a_hub_id_is_its_cached_snapshot(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"a")
+    alone = recorded.folder_key(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"b")  # read where there are no safetensors: another key
+    assert recorded.folder_key(folder) != alone
+    (folder / "model.safetensors").write_bytes(b"weights")
+    key = recorded.folder_key(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"c")  # unread beside safetensors: the same key
+    assert recorded.folder_key(folder) == key
+    (folder / "model.safetensors").write_bytes(b"other")
+    assert recorded.folder_key(folder) != key
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, name: str(folder / name) if repo == "org/model" else None)
+    assert recorded._folder("org/model") == folder and recorded._folder("org/absent") is None
+
+
+def test_the_stage_starts_the_workers_server_before_its_heavy_imports():
+    """stages/extract.py's own imports (run before its main starts the server) and the server module import
+    nothing heavy: the server's imports (torch, seconds) start at once. (The stages package, which `python -m`
+    imports first, brings pydantic and, through the settings, the cache module's numpy and h5py.)"""
+    from pipeline.decode import server, workers
+
+    assert server.WORKERS_MODULE == workers.__name__
+    code = ("import sys\nimport stages.extract\nfrom pipeline.embed.in_worker import worker_modules\n"
+            f"worker_modules('some/model', 'auto'), worker_modules({str(ROOT)!r}, 'auto')\n"
+            "heavy = ('torch', 'av', 'transformers', 'onnxruntime', 'pebble')\n"
+            "assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
