@@ -180,7 +180,7 @@ def test_dvc_pipeline_end_to_end(demo_repo, plots_page):
 def test_a_failed_split_keeps_the_previous_split_and_says_params_yaml_holds_the_failed_setting(demo_repo, tmp_path):
     """cache/split.csv is a persisted output written by rename: a split that fails leaves it (DVC deleted it before
     a stage ran), the error says params.yaml holds the settings that failed; a split that succeeds replaces it and
-    DVC tracks the new one."""
+    DVC tracks the new one (`dvc status split`: the stage and its output up to date)."""
     repo = tmp_path / "repo"
     shutil.copytree(demo_repo[0], repo, symlinks=True)  # the shared demo stays as it was
     split = repo / "cache" / "split.csv"
@@ -193,8 +193,9 @@ def test_a_failed_split_keeps_the_previous_split_and_says_params_yaml_holds_the_
     assert "Traceback" not in said and split.read_text() == before  # the message is true: the split is kept
     assert yaml.safe_load((repo / "params.yaml").read_text())["split"]["test"] == 0.9  # as the message says
     sh("git", "checkout", "params.yaml", cwd=repo)  # the way back the message gives
-    dvc("exp", "run", "-S", "split.seed=1", cwd=repo)  # a split that succeeds replaces the persisted file
-    status = dvc("status", cwd=repo)
+    # a split that succeeds replaces the persisted file (the split stage alone: the heads after it are another test's)
+    dvc("exp", "run", "-S", "split.seed=1", "split", cwd=repo)
+    status = dvc("status", "split", cwd=repo)
     assert split.read_text() != before and "split.csv" not in status and "up to date" in status, status
 
 

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pipeline.extract.cache import clip_id
+from pipeline.data.discover import clip_id
 from pipeline.data.discover import VideoFile, check_follow_links, find_video_files, link_refusal
 from pipeline.errors import DataError, printable
 

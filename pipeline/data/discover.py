@@ -1,6 +1,7 @@
 """Discovery: the video files under a folder, found safely, and a dataset's videos with their class folders."""
 from __future__ import annotations
 
+import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -169,3 +170,16 @@ def discover_videos(root: str | os.PathLike, classes: list[str] | None = None, f
 def _printable(rel: Path) -> str:
     """The relative path as valid UTF-8 text: bytes that are not UTF-8 written as \\xNN."""
     return os.fsencode(rel.as_posix()).decode("utf-8", "backslashreplace")
+
+
+def clip_id(name: str, segment) -> str:
+    """`name` for a whole file (segment None or NaN), else `name#t=start,end` (seconds, shortest exact form)."""
+    if segment is None or math.isnan(segment[0]):
+        return name
+    return f"{name}#t={_seconds(segment[0])},{_seconds(segment[1])}"
+
+
+def _seconds(value) -> str:
+    """A float's shortest exact text, without a trailing .0 (12.0 -> 12, 12.5 -> 12.5)."""
+    text = repr(float(value))
+    return text.removesuffix(".0")

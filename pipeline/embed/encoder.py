@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from safetensors import SafetensorError
 
-from pipeline.extract.cache import RANDOM_WEIGHTS
+from pipeline.embed.choices import RANDOM_WEIGHTS
 # The settings and their auto rules live in pipeline.embed.config (importable without torch); named here too, where
 # callers have always imported them.
 from pipeline.embed.config import (AUTO_BATCH_SIZE, AUTO_MIN_COSINE, AUTO_PRECISION, BACKEND_CHOICES,  # noqa: F401

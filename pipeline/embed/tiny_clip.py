@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.extract.cache import RANDOM_WEIGHTS
+from pipeline.embed.choices import RANDOM_WEIGHTS
 from pipeline.embed.hub import no_progress_bars, quiet_default_text_configs
 
 if TYPE_CHECKING:  # transformers costs seconds to import: imported where it is used

@@ -13,6 +13,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipeline.data.discover import clip_id  # noqa: F401 (also its importers' name for it)
+from pipeline.embed.choices import RANDOM_WEIGHTS  # noqa: F401 (also its importers' name for it)
 from pipeline.errors import CacheError, ConfigError
 from pipeline.extract.cache_door import check_frames, check_rows, check_shapes, check_storage, disk_problem
 from pipeline.extract.embeddings import BLOCK_ROWS, Embeddings, file_identity, open_file
@@ -26,9 +28,8 @@ READ_VERSIONS = (4, 5)  # what open_cache reads: a version-4 cache (a persisted 
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
              "preprocess_config", "backend", "quantize", "precision", "device_type", "decoder", "dtype",
              "batch_size")
-# Recorded, not part of the key: True when the encoder has random weights (the project's tiny-model builder writes
-# it into the model's config). Every output that shows numbers made from such features carries RANDOM_ENCODER_NOTE.
-RANDOM_WEIGHTS = "random_weights"
+# Recorded, not part of the key: RANDOM_WEIGHTS, True when the encoder has random weights (pipeline.embed.config).
+# Every output that shows numbers made from such features carries RANDOM_ENCODER_NOTE.
 RANDOM_ENCODER_NOTE = "random encoder: these numbers mean nothing"
 
 
@@ -98,7 +99,8 @@ class Cache:
     repeated bool (fewer than F frames), decode_errors int64 (packets the decoder rejected or concealed; 0 for a
     sound file), file_size int64, mtime_ns int64: all (V,). skipped: (clip id, line) pairs, the line naming the
     clip and why; skipped_kind: {clip id: the name of the error type that skipped it (errors.Unusable.kind:
-    VideoError, EmptySegment, InternalError; DataError for what the listing refused)}, absent for a skip of a version-4 cache;
+    VideoError, EmptySegment, InternalError; DataError for what the listing refused)}, absent for a skip of a
+    version-4 cache;
     skipped_stat: {path: (file_size, mtime_ns)} of the skipped files that were read, so that an unchanged one is not
     read again (pipeline.extract.runner). attrs: encoder, sampling, preprocessing, precision, decoder, storage dtype,
     versions.
@@ -168,19 +170,6 @@ class Cache:
         """The cache restricted to `rows` (int array, in that order); class names, skipped and attrs kept."""
         rows = np.asarray(rows, dtype=np.int64)
         return dataclasses.replace(self, **{name: getattr(self, name)[rows] for name in ROW_FIELDS})
-
-
-def clip_id(name: str, segment) -> str:
-    """`name` for a whole file (segment None or NaN), else `name#t=start,end` (seconds, shortest exact form)."""
-    if segment is None or np.isnan(segment[0]):
-        return name
-    return f"{name}#t={_seconds(segment[0])},{_seconds(segment[1])}"
-
-
-def _seconds(value) -> str:
-    """A float's shortest exact text, without a trailing .0 (12.0 -> 12, 12.5 -> 12.5)."""
-    text = repr(float(value))
-    return text.removesuffix(".0")
 
 
 COLUMNS: dict[str, Column] = {f.name: f.metadata["column"] for f in dataclasses.fields(Cache) if "column" in f.metadata}
