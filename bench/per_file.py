@@ -144,7 +144,7 @@ def profile(root: Path, n: int) -> None:
     total = time.perf_counter() - t
     stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     roles = {"discovery": ("discover.py", "discover_videos"), "hashing": ("workers.py", "hash_videos"),
-             "engine start (encoder load, pool start)": ("extract.py", "open_engine"),
+             "engine start (encoder load, pool start)": ("runner.py", "open_engine"),
              "waiting on the workers (decoding; embedding on the CPU)": ("workers.py", "_result"),
              "encoder in this process": ("encoder.py", "embed_frames"), "part files": ("writer.py", "flush"),
              "the cache's join": ("writer.py", "assemble_cache"), "summary list": ("writer.py", "write_skipped_list")}
