@@ -271,7 +271,8 @@ def test_a_same_size_rewrite_with_the_mtime_put_back_between_hashing_and_decodin
         dataset, tmp_path, tiny_clip, monkeypatch):
     """rsync --inplace -t between stage one's hashing and its decoding: the row's hash is of the bytes decoded."""
     import pipeline.decode.workers
-    from pipeline.decode.workers import CHANGED, ReadConfig, hash_video, load_video
+    from pipeline.decode.hashing import hash_video
+    from pipeline.decode.workers import CHANGED, ReadConfig, load_video
 
     a = dataset / "clapping" / "a.mp4"
     other = write_video(tmp_path / "other.mp4", 30, seed=11)

@@ -6,7 +6,7 @@ import numpy as np
 
 from pipeline.data.discover import VideoFile
 from pipeline.decode.sampling import Sampling
-from pipeline.decode.workers import Hashed
+from pipeline.decode.hashing import Hashed
 from pipeline.extract.cache import COLUMNS, Cache
 from pipeline.extract.plan import Known, Plan, Rounds, Work
 from pipeline.extract.writer import cache_attributes

@@ -12,7 +12,8 @@ from pipeline.embed.encoder import Embedder, EncoderConfig
 from pipeline.embed.in_worker import WORKER_MODULES, decode_and_embed, describe_in_worker, load_in_worker
 from pipeline.errors import ConfigError, Unusable, printable
 from pipeline.decode.frames import FrameSpec
-from pipeline.decode.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
+from pipeline.decode.hashing import Hashed
+from pipeline.decode.workers import DecodePool, Loaded, PoolConfig, ReadConfig, load_video
 from pipeline.threads import WORKER_THREADS, set_torch_threads, torch_threads
 
 # What an engine yields per video, in any order: the video's index in the list it was given, then what its reader

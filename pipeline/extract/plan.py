@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.data.discover import VideoFile
-from pipeline.decode.workers import Hashed
+from pipeline.decode.hashing import Hashed
 from pipeline.extract.cache import Cache, clip_id
 from pipeline.extract.writer import VideoRow
 

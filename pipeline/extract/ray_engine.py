@@ -23,7 +23,8 @@ from pipeline.embed.encoder import Embedder, EncoderConfig
 from pipeline.extract.engines import Result, embedding_pool
 from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError, VideoError
 from pipeline.decode.video import Clip
-from pipeline.decode.workers import DecodePool, Hashed, Loaded, PoolConfig, ReadConfig, load_video
+from pipeline.decode.hashing import Hashed
+from pipeline.decode.workers import DecodePool, Loaded, PoolConfig, ReadConfig, load_video
 from pipeline.threads import set_torch_threads, torch_threads
 
 VIDEOS_PER_BLOCK = 4  # rows per Ray Data block: the work a lost node takes with it, at most, per decode actor

@@ -25,7 +25,8 @@ from pipeline.data.annotations import read_annotations, read_class_names
 from pipeline.data.discover import FOLLOW_LINKS, VIDEO_EXTENSIONS, VideoFile, discover_videos
 from pipeline.decode.sampling import Sampling
 from pipeline.decode.video import DecodeLimits
-from pipeline.decode.workers import Loaded, PoolConfig, ReadConfig, auto_workers, hash_videos, load_video
+from pipeline.decode.hashing import hash_videos
+from pipeline.decode.workers import Loaded, PoolConfig, ReadConfig, auto_workers, load_video
 from pipeline.embed.encoder import EncoderConfig
 from pipeline.errors import (CacheError, ConfigError, DataError, InternalError, Unusable, VideoError, number,
                              printable)
