@@ -423,17 +423,19 @@ def test_hashing_has_its_own_bound_and_a_timed_out_hash_is_remembered_under_its_
     import itertools
     from types import SimpleNamespace
 
+    import pipeline.decode.hashing
     import pipeline.decode.workers
 
     # hashing's clock advances 1 ms per look (each 256 KiB read), whatever the machine's speed: the clips hash
     # within 0.5 s of it, the hole (400,000 reads) does not
     ticks = itertools.count()
-    monkeypatch.setattr(pipeline.decode.workers, "time", SimpleNamespace(monotonic=lambda: next(ticks) / 1000))
+    monkeypatch.setattr(pipeline.decode.hashing, "time", SimpleNamespace(monotonic=lambda: next(ticks) / 1000))
     sparse = write_video(dataset / "sitting" / "sparse.mp4", 75)  # a 3 s clip with a 100 GiB hole after it
     os.truncate(sparse, sparse.stat().st_size + 100 * 2**30)
     hashed = []
-    real = pipeline.decode.workers.content_hash
-    monkeypatch.setattr(pipeline.decode.workers, "content_hash", lambda f, h=None: hashed.append(f) or real(f, h))
+    real = pipeline.decode.hashing.content_hash
+    for module in (pipeline.decode.hashing, pipeline.decode.workers):  # before decoding, and after it (the decoder's)
+        monkeypatch.setattr(module, "content_hash", lambda f, h=None: hashed.append(f) or real(f, h))
     summary = run(dataset, tmp_path / "f.h5", tiny_clip, workers=0, hash_timeout_s=0.5)
     assert dict(summary.skipped) == {
         "sitting/sparse.mp4": "sitting/sparse.mp4: hashing took longer than 0.5 s (extract.hash_timeout_s)"}
