@@ -28,7 +28,8 @@ from pebble import ProcessExpired, ProcessPool
 from pipeline.errors import BrokenInstall, InternalError, Unusable, VideoError
 from pipeline.decode.frames import FrameSpec
 from pipeline.decode.hashing import Hashed, identity, unreadable
-from pipeline.decode.server import WORKER_IMPORTS, set_preload, start_forkserver  # noqa: F401 (start_forkserver: here too)
+# start_forkserver: importable from here too
+from pipeline.decode.server import WORKER_IMPORTS, set_preload, start_forkserver  # noqa: F401
 from pipeline.decode.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames
 
 # A worker is replaced after this many videos: decoders can leak. Not much more often: a new worker that embeds (stage

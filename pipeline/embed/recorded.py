@@ -139,10 +139,11 @@ def _folder(model: str) -> Path | None:
     None where there is none."""
     if not is_local(model):
         from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.errors import HFValidationError
 
         try:
             config = try_to_load_from_cache(model, "config.json")
-        except ValueError:  # not a valid repo id
+        except HFValidationError:  # not a valid repo id
             return None
         return Path(config).parent if isinstance(config, str) else None
     folder = Path(model).expanduser().resolve()

@@ -1,15 +1,15 @@
 """The live engine: frames pushed as they arrive, embedded at a capped rate (latest frame wins), answered every S s.
 
 One engine serves `clip-har-predict --live` and the app's Live page. Frames are RGB uint8 (H, W, 3) with a stream
-timestamp in seconds. A frame passes the rate cap when it is the first in its tick of 1 / rate seconds of stream
-time (at most `rate` a second, on a grid, so answer times fall on frames); it then waits in a one-frame slot for the
-encoder thread, and a newer frame replaces it there (the older is dropped and counted): nothing queues. The encoder
-thread preprocesses and embeds each frame once (the same resize, crop and forward pass as stage one:
-pipeline.embed.encoder) into a rolling buffer of (timestamp, embedding); when the newest embedded frame crosses an
-answer time (every `every` seconds of stream time), the buffer's frames inside the window are sampled as stage one
-sampled the head's cache (evenly, sample_indices; or by frame rate over the window's span, fps_indices), the head runs on them, and a LiveAnswer is given, averaged over the last
-`average` answers as mmaction2's --average-size. Answers go to `on_answer` (called in the encoder thread) and to a
-bounded queue read by get().
+timestamp in seconds. A frame passes the rate cap when it is the first in its tick of 1 / rate seconds of stream time
+(at most `rate` a second, on a grid, so answer times fall on frames); it then waits in a one-frame slot for the encoder
+thread, and a newer frame replaces it there (the older is dropped and counted): nothing queues. The encoder thread
+preprocesses and embeds each frame once (the same resize, crop and forward pass as stage one: pipeline.embed.encoder)
+into a rolling buffer of (timestamp, embedding); when the newest embedded frame crosses an answer time (every `every`
+seconds of stream time), the buffer's frames inside the window are sampled as stage one sampled the head's cache
+(evenly, sample_indices; or by frame rate over the window's span, fps_indices), the head runs on them, and a LiveAnswer
+is given, averaged over the last `average` answers as mmaction2's --average-size. Answers go to `on_answer` (called in
+the encoder thread) and to a bounded queue read by get().
 """
 from __future__ import annotations
 
