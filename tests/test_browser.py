@@ -14,7 +14,7 @@ from pipeline.paths import HEAD_FILES
 from pipeline.tools.predict import load_predictor, predict_video
 from pipeline.decode.workers import DecodePool, PoolConfig
 from tests.browser import (ROOT, axis_labels, chromium_page, cut_texts, need_chromium, overlapping, screenshot,
-                           streamlit_server, too_wide)
+                           settled, streamlit_server, too_wide)
 from tests.conftest import write_video
 
 pytestmark = pytest.mark.slow  # a browser and `streamlit run`: deselect with -m "not slow"
@@ -54,9 +54,14 @@ def test_upload_predict_in_a_real_browser(server, project, tmp_path):
         page.goto(server)
         expect(page.get_by_text("What is the person doing?")).to_be_visible()
         expect(page.get_by_text("up to 256 MB")).to_be_visible()  # app/.streamlit/config.toml's, wherever it starts
-        page.get_by_text("Also a timeline").click()
+        # the upload first, on a page whose script has ended: a file chosen while the rerun of a click was starting
+        # was lost once in CI (the uploader showed no file for 120 s); the switch's rerun then keeps the upload
+        settled(page)
         page.locator("input[type=file]").set_input_files(str(video))
         expect(page.get_by_text(LONG_NAME, exact=True)).to_be_visible()  # whole, though the uploader shortens it
+        page.get_by_text("Also a timeline").click()
+        expect(page.get_by_role("switch", name="Also a timeline")).to_be_checked()
+        settled(page)
         page.get_by_role("button", name="Predict").click()
         answer = expected.top_class.replace("_", " ") if expected.sure else "not sure"
         expect(page.get_by_role("heading", name=answer, exact=True)).to_be_visible()
