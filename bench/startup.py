@@ -49,7 +49,9 @@ BAR = re.compile(rb"extract:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
 def make_project(full: bool) -> Path:
     """The project folder: videos, a random CLIP and params.yaml (made once per kind)."""
     from pipeline.embed.tiny_clip import build_tiny_clip
-    from tests.conftest import write_video  # the tests' video writer
+
+    sys.path.insert(0, str(ROOT))  # run as a file, only bench/ is on the path: the tests' video writer is in tests/
+    from tests.conftest import write_video
 
     project = OUT / ("full" if full else "tiny")
     if not (project / "model").is_dir():
