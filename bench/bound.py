@@ -87,8 +87,8 @@ if __name__ == "__main__":
 
 def python(code: str, checkout: Path = ROOT) -> str:
     """Run `code` in a fresh interpreter with `checkout` importable; its standard output."""
-    out = subprocess.run([sys.executable, "-c", code], cwd=checkout, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(checkout)})
+    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=checkout, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(checkout)})
     if out.returncode:
         raise SystemExit(f"{checkout}: failed:\n{out.stderr[-3000:]}")
     return out.stdout
@@ -131,10 +131,10 @@ def bound(files: list[Path], rounds: int) -> tuple[float, float]:
         decode.append(sum(cpu))
         print(f"  round {r + 1} decode: {sum(cpu):5.2f} CPU-s for {MORE} clips ({min(cpu):.3f} to {max(cpu):.3f} "
               f"a clip; load {os.getloadavg()[0]:.1f})", flush=True)
-        for asked, threads in encode:
+        for (asked, threads), spent in encode.items():
             backend, precision, batch, wall = python(ENCODE.format(model=str(model()), threads=threads,
                                                                    backend=asked, images=MORE * FRAMES)).split()
-            encode[(asked, threads)].append(threads * float(wall))
+            spent.append(threads * float(wall))
             print(f"  round {r + 1} encode: {backend} {precision}, batch {batch}, {threads} thread(s): "
                   f"{MORE * FRAMES / float(wall):5.1f} images/s, {threads * float(wall):5.2f} core-s for "
                   f"{MORE * FRAMES} images (load {os.getloadavg()[0]:.1f})", flush=True)
