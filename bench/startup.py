@@ -48,16 +48,15 @@ BAR = re.compile(rb"extract:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
 
 def make_project(full: bool) -> Path:
     """The project folder: videos, a random CLIP and params.yaml (made once per kind)."""
-    from pipeline.embed.tiny_clip import build_tiny_clip
+    from stage_one import make_clip  # run as a file from bench/ (tests/conftest.py's writer is not importable here)
 
-    sys.path.insert(0, str(ROOT))  # run as a file, only bench/ is on the path: the tests' video writer is in tests/
-    from tests.conftest import write_video
+    from pipeline.embed.tiny_clip import build_tiny_clip
 
     project = OUT / ("full" if full else "tiny")
     if not (project / "model").is_dir():
         for c in ("a", "b"):
             for i in range(2):
-                write_video(project / "data" / c / f"{c}{i}.mp4", 50, size=(320, 240), seed=10 * ord(c) + i)
+                make_clip(project / "data" / c / f"{c}{i}.mp4", (320, 240), 2, seed=10 * ord(c) + i)
         build_tiny_clip(project / "model", full_size=full)
     return project
 

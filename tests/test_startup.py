@@ -120,6 +120,36 @@ def test_a_damaged_export_is_made_again_not_opened_from_the_record(tmp_path):
     _same(full, again, np.random.default_rng(2).integers(0, 256, (4, 224, 224, 3), np.uint8))
 
 
+def test_the_run_checks_the_record_once_and_says_what_the_encoder_is_its_workers_open_the_export(tmp_path,
+                                                                                                monkeypatch):
+    """Stage one's process verifies the record (the folder's hash, the export's check) and describes the encoder from
+    it; each worker opens that export without hashing or checking again: the same encoder as a worker's full load."""
+    from pipeline.decode.workers import PoolConfig
+    from pipeline.embed import onnx_backend
+    from pipeline.extract.engines import LocalEngine
+
+    model = build_tiny_clip(tmp_path / "model", seed=6)
+    cfg = EncoderConfig(str(model), num_frames=4)
+    assert recorded.verified(cfg) is None  # no record yet
+    with LocalEngine(cfg, PoolConfig(workers=1)) as engine:  # a worker loads in full, records, and describes
+        first = engine.encoder_attrs, engine.frame_spec, engine.batch_size
+    checked = recorded.verified(cfg)
+    assert checked is not None and checked.export == onnx_backend.verified_export(first[0]["encoder_fingerprint"])
+    assert recorded.verified(EncoderConfig(str(model), backend="torch")) is None
+    with LocalEngine(cfg, PoolConfig(workers=1)) as engine:  # described here, from the record
+        assert (engine.encoder_attrs, engine.frame_spec, engine.batch_size) == first
+    full = cfg.load("cpu")
+
+    def checked_again(*args):
+        raise AssertionError("a worker checked the record again")
+
+    monkeypatch.setattr(recorded, "folder_key", checked_again)
+    monkeypatch.setattr(onnx_backend, "_verified", checked_again)
+    opened = recorded.load(cfg, "cpu", checked)  # as a worker does with what the run's process verified
+    assert opened[0].model is None
+    _same(full, opened, np.random.default_rng(3).integers(0, 256, (4, 224, 224, 3), np.uint8))
+
+
 def test_the_key_covers_what_from_pretrained_reads_and_a_hub_id_is_its_cached_snapshot(tmp_path, monkeypatch):
     import huggingface_hub
 

@@ -9,6 +9,7 @@ from pipeline.errors import BrokenInstall
 if TYPE_CHECKING:  # imported where used: stage one names WORKER_MODULES before it imports torch (stages/extract.py)
     from pipeline.decode.frames import FrameSpec
     from pipeline.embed.encoder import EncoderConfig
+    from pipeline.embed.recorded import Verified
 
 # Stage one on the CPU embeds in the decode workers (pipeline.extract.engines.LocalEngine): each loads the encoder once
 # (load_in_worker, its setup) and runs decode_and_embed per video, on its one thread. What its forkserver imports
@@ -31,16 +32,16 @@ def worker_modules(model: str, backend: str) -> tuple[str, ...]:
     return RECORDED_MODULES if backend != "torch" and likely(model) else WORKER_MODULES
 
 
-def load_in_worker(cfg: EncoderConfig) -> None:
+def load_in_worker(cfg: EncoderConfig, checked: Verified | None = None) -> None:
     """A decode worker's setup (DecodePool's `setup`): load cfg's encoder on the CPU, for decode_and_embed: from its
-    record where one holds (recorded.load: the same encoder, without transformers or the model), else in
-    full, then recorded. A load that fails is kept and raised by the worker's tasks (the run's first task,
-    describe_in_worker, says why in the run's process), not here: a worker whose setup raises dies with a traceback
-    on the terminal."""
+    record where one holds (recorded.load: the same encoder, without transformers or the model; checked: the record
+    and export the run's process verified, opened without checking again), else in full, then recorded. A load that
+    fails is kept and raised by the worker's tasks (describe_in_worker or decode_and_embed say why in the run's
+    process), not here: a worker whose setup raises dies with a traceback on the terminal."""
     from pipeline.embed.recorded import load
 
     try:
-        _in_worker["encoder"], _in_worker["batch_size"] = load(cfg, "cpu")
+        _in_worker["encoder"], _in_worker["batch_size"] = load(cfg, "cpu", checked)
     except Exception as e:  # ConfigError (an encoder that cannot be loaded) or anything a library raises
         _in_worker["error"] = e
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,36 +42,72 @@ class RecordedProcessor:
         return json.loads(json.dumps(self._settings))  # a copy, as transformers' to_dict gives
 
 
-def load(cfg: EncoderConfig, device: str = "cpu") -> tuple[Encoder, int]:
+@dataclass(frozen=True)
+class Verified:
+    """A record that holds for its model folder's bytes now (record: as _read gives it), and its ONNX export, made and
+    whole (export): what stage one checks once in its own process (verified) and hands to each decode worker, which
+    then opens the export without hashing the folder or the export again (load)."""
+
+    record: dict
+    export: Path
+
+
+def verified(cfg: EncoderConfig, device: str = "cpu") -> Verified | None:
+    """cfg.model's record and export where the backend is onnxruntime, the folder local (or the hub cache's snapshot),
+    its key the record's and the export whole (size and CRC-32); else None (a full load is needed). The folder's
+    SHA-256 and the export's CRC-32: about 0.7 s for ViT-B/32's 605 + 336 MB (bench/README.md)."""
+    return _lookup(cfg, device)[1]
+
+
+def _lookup(cfg: EncoderConfig, device: str) -> tuple[str | None, Verified | None]:
+    """(the folder's key, or None where there is no folder to record; Verified or None), as verified."""
+    backend = check_settings(device, cfg.preprocess, cfg.quantize, cfg.precision, cfg.backend)
+    folder = _folder(cfg.model)
+    if resolved(device, cfg.precision, backend, cfg.quantize)[2] != "onnxruntime" or folder is None:
+        return None, None
+    key, record = folder_key(folder), _read(folder)
+    if key is None or record is None or record["key"] != key:
+        return key, None
+    from pipeline.embed.onnx_backend import verified_export
+
+    path = verified_export(record["fingerprint"], cfg.quantize)  # None: not made yet, or damaged
+    return key, None if path is None else Verified(record, path)
+
+
+def load(cfg: EncoderConfig, device: str = "cpu", checked: Verified | None = None) -> tuple[Encoder, int]:
     """cfg.load(device): from the record of cfg.model (a local folder) where one holds for the folder's bytes now,
     the backend is onnxruntime and its export is made and whole (the same encoder, without transformers or the
-    model); else loaded in full, then recorded (remember). The same errors as cfg.load."""
+    model); else loaded in full, then recorded (remember). The same errors as cfg.load. checked: what verified gave
+    for cfg in the run's process (its workers open that export without checking again)."""
     cfg.check_batch_size()
-    backend = check_settings(device, cfg.preprocess, cfg.quantize, cfg.precision, cfg.backend)
-    dev, precision, backend = resolved(device, cfg.precision, backend, cfg.quantize)
-    folder = _folder(cfg.model)
-    if backend != "onnxruntime" or folder is None:
-        return cfg.load(device)
-    key, record = folder_key(folder), _read(folder)
-    path = None
-    if key is not None and record is not None and record["key"] == key:
-        from pipeline.embed.onnx_backend import verified_export
-
-        path = verified_export(record["fingerprint"], cfg.quantize)  # None: not made yet, or damaged
-    if path is None:
+    key = None
+    if checked is None:
+        key, checked = _lookup(cfg, device)
+    if checked is None:
         loaded = cfg.load(device)
         remember(cfg, loaded[0], key)
         return loaded
     import torch
 
-    from pipeline.embed.encoder import Encoder
     from pipeline.embed.onnx_backend import ort_session
 
-    session = ort_session(path, torch.get_num_threads())
-    encoder = Encoder(None, RecordedProcessor(record["processor"]), cfg.model, record["fingerprint"], record["dim"],
-                      torch.device(dev), cfg.preprocess, cfg.quantize, precision, backend, session,
-                      record["random_weights"], record["family"])
-    return encoder, cfg.batch_for(dev)
+    encoder = described(cfg, checked, device, ort_session(checked.export, torch.get_num_threads()))
+    return encoder, cfg.batch_for(encoder.device.type)
+
+
+def described(cfg: EncoderConfig, checked: Verified, device: str = "cpu", session=None) -> Encoder:
+    """The encoder of a verified record: its session (None: one that only describes itself, its frames and batch,
+    as stage one's process needs where its workers embed)."""
+    import torch
+
+    from pipeline.embed.encoder import Encoder
+
+    backend = check_settings(device, cfg.preprocess, cfg.quantize, cfg.precision, cfg.backend)
+    dev, precision, backend = resolved(device, cfg.precision, backend, cfg.quantize)
+    record = checked.record
+    return Encoder(None, RecordedProcessor(record["processor"]), cfg.model, record["fingerprint"], record["dim"],
+                   torch.device(dev), cfg.preprocess, cfg.quantize, precision, backend, session,
+                   record["random_weights"], record["family"])
 
 
 def remember(cfg: EncoderConfig, encoder: Encoder, key: str | None) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from pipeline.extract.cache import clip_id
 from pipeline.embed.encoder import Embedder, EncoderConfig
 from pipeline.embed.in_worker import WORKER_MODULES, decode_and_embed, describe_in_worker, load_in_worker
+from pipeline.embed.recorded import Verified, described, verified
 from pipeline.errors import ConfigError, Unusable, printable
 from pipeline.decode.frames import FrameSpec
 from pipeline.decode.hashing import Hashed
@@ -44,11 +45,13 @@ class Engine(Protocol):
     def __exit__(self, *exc) -> None: ...
 
 
-def embedding_pool(pool: PoolConfig, encoder: EncoderConfig, decode: Callable = load_video) -> DecodePool:
+def embedding_pool(pool: PoolConfig, encoder: EncoderConfig, decode: Callable = load_video,
+                   checked: Verified | None = None) -> DecodePool:
     """Decode workers that also embed what they decode (the CPU path of both engines): each loads `encoder` as it
-    starts (its forkserver preloads the encoder's modules) and runs decode_and_embed, at nice 0 (they do all the
-    work: pipeline.decode.workers._worker_init)."""
-    return DecodePool(pool, partial(decode_and_embed, decode), setup=(load_in_worker, (encoder,)),
+    starts (its forkserver preloads the encoder's modules; checked: its record and export as this process verified
+    them, opened without checking again) and runs decode_and_embed, at nice 0 (they do all the work:
+    pipeline.decode.workers._worker_init)."""
+    return DecodePool(pool, partial(decode_and_embed, decode), setup=(load_in_worker, (encoder, checked)),
                       preload=WORKER_MODULES, nice=0)
 
 
@@ -57,8 +60,9 @@ class LocalEngine:
 
     On the CPU each decode worker embeds the videos it decodes, on its one thread (in_worker.decode_and_embed): only
     embeddings cross processes, the cores run whole videos side by side, and no thread pool wakes per operation.
-    The workers load the encoder as they start; one of them says what it is (describe_in_worker): this process
-    never loads it. On a GPU this process embeds, in passes shared across videos; with workers 0 it decodes and
+    The workers load the encoder as they start, this process never: where its record holds (recorded.verified,
+    checked here once for all the workers) the record says what the encoder is, else one of them does
+    (describe_in_worker). On a GPU this process embeds, in passes shared across videos; with workers 0 it decodes and
     embeds itself, on one thread on the CPU as a worker would (the same bytes: docs/engines.md).
     """
 
@@ -67,10 +71,19 @@ class LocalEngine:
         self.in_workers = cpu and pool.workers > 0
         self._threads = torch_threads()
         self.encoder = None  # loaded here only where this process embeds
-        if self.in_workers:  # the workers load the encoder; one of them says what it is (this process never loads it)
-            self.pool = embedding_pool(pool, encoder, decode)
+        if self.in_workers:  # the workers load the encoder (this process never does): from its record where it holds
+            # (checked here once: the folder's hash and the export's check, which each worker did before), which also
+            # says what the encoder is; else in full, and one of them says what it is
+            encoder.check_batch_size()
+            checked = verified(encoder, "cpu")
+            self.pool = embedding_pool(pool, encoder, decode, checked)
             try:
-                self.encoder_attrs, self.frame_spec, self.batch_size = self.pool.call(describe_in_worker)
+                if checked is None:
+                    self.encoder_attrs, self.frame_spec, self.batch_size = self.pool.call(describe_in_worker)
+                else:
+                    recorded = described(encoder, checked)
+                    self.encoder_attrs, self.frame_spec = recorded.describe(), recorded.frame_spec()
+                    self.batch_size = encoder.batch_for("cpu")
             except BaseException:
                 self.close()
                 raise
