@@ -12,7 +12,6 @@ import multiprocessing
 import os
 import resource
 import signal
-import sys
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +30,7 @@ from pipeline.decode.hashing import Hashed, identity, unreadable
 # start_forkserver: importable from here too
 from pipeline.decode.server import WORKER_IMPORTS, set_preload, start_forkserver  # noqa: F401
 from pipeline.decode.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames
+from pipeline.threads import WORKER_THREADS, cores, set_torch_threads
 
 # A worker is replaced after this many videos: decoders can leak. Not much more often: a new worker that embeds (stage
 # one on the CPU) loads the encoder again (about 0.1 s for the tiny CLIP; at 200, about a sixth of a tiny clip's time).
@@ -118,16 +118,16 @@ class PoolConfig:
 
 def auto_workers() -> int:
     """extract.workers: auto. One worker per core the process may use (bench/README.md: 2 workers on 2 cores)."""
-    return max(1, len(os.sched_getaffinity(0)))
+    return cores()
 
 
 def _worker_init(memory_mb: int, setup: tuple[Callable, tuple] | None = None, nice: int = 19) -> None:
     """Runs first in every worker: one thread for each library, every import done, its priority (`nice`), `setup`
     (a function and its arguments: the encoder's load, where the workers embed), then the memory limit."""
-    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = str(WORKER_THREADS)
     for name in WORKER_IMPORTS:
         importlib.import_module(name)
-    sys.modules["torch"].set_num_threads(1)
+    set_torch_threads(WORKER_THREADS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # 19, the lowest priority, where the parent embeds with several threads (the app, predict): a worker that
     # preempts one of them stalls them all (measured when stage one embedded there: at nice 0 and 5, stage one with
