@@ -140,6 +140,9 @@ def test_the_run_checks_the_record_once_and_says_what_the_encoder_is_its_workers
         assert (engine.encoder_attrs, engine.frame_spec, engine.batch_size) == first
     full = cfg.load("cpu")
 
+    frames = np.random.default_rng(3).integers(0, 256, (4, 224, 224, 3), np.uint8)
+    key, check = recorded.folder_key, onnx_backend._verified
+
     def checked_again(*args):
         raise AssertionError("a worker checked the record again")
 
@@ -147,7 +150,15 @@ def test_the_run_checks_the_record_once_and_says_what_the_encoder_is_its_workers
     monkeypatch.setattr(onnx_backend, "_verified", checked_again)
     opened = recorded.load(cfg, "cpu", checked)  # as a worker does with what the run's process verified
     assert opened[0].model is None
-    _same(full, opened, np.random.default_rng(3).integers(0, 256, (4, 224, 224, 3), np.uint8))
+    _same(full, opened, frames)
+    # the export written to since the run's process checked it (its times at least): the worker checks again
+    calls = []
+    monkeypatch.setattr(recorded, "folder_key", lambda folder: calls.append(folder) or key(folder))
+    monkeypatch.setattr(onnx_backend, "_verified", check)
+    os.utime(checked.export)
+    again = recorded.load(cfg, "cpu", checked)
+    assert len(calls) == 1 and again[0].model is None
+    _same(full, again, frames)
 
 
 def test_the_key_covers_what_from_pretrained_reads_and_a_hub_id_is_its_cached_snapshot(tmp_path, monkeypatch):

@@ -65,7 +65,7 @@ def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quant
     match its manifest (or has none) is made again, never used. The one-time export says so on stderr.
     """
     folder = model_dir(fingerprint, root)
-    fp32, int8 = folder / "vision-fp32.onnx", folder / "vision-int8-rr.onnx"  # (verified_export names them too)
+    fp32, int8 = folder / export_name("none"), folder / export_name("int8")
     wanted = int8 if quantize == "int8" else fp32
     if _verified(wanted, fingerprint):  # the usual case: no lock (files and manifests only appear by rename)
         return wanted
@@ -91,9 +91,13 @@ def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quant
 def verified_export(fingerprint: str, quantize: str = "none", root: Path | None = None) -> Path | None:
     """The export export_onnx would return for this fingerprint and quantisation where it is already made and whole
     (its manifest's size and CRC-32), else None: what a process that has no model to export from may use."""
-    folder = model_dir(fingerprint, root)
-    path = folder / ("vision-int8-rr.onnx" if quantize == "int8" else "vision-fp32.onnx")
+    path = model_dir(fingerprint, root) / export_name(quantize)
     return path if _verified(path, fingerprint) else None
+
+
+def export_name(quantize: str) -> str:
+    """The export's file name in its model_dir for extract.quantize `quantize`."""
+    return "vision-int8-rr.onnx" if quantize == "int8" else "vision-fp32.onnx"
 
 
 def _export(model: torch.nn.Module, image_size: int, path: Path) -> None:

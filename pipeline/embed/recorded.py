@@ -50,6 +50,12 @@ class Verified:
 
     record: dict
     export: Path
+    identity: tuple[int, ...]  # the export's (device, inode, size, mtime, ctime) when checked: any write changes it
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def verified(cfg: EncoderConfig, device: str = "cpu") -> Verified | None:
@@ -68,10 +74,14 @@ def _lookup(cfg: EncoderConfig, device: str) -> tuple[str | None, Verified | Non
     key, record = folder_key(folder), _read(folder)
     if key is None or record is None or record["key"] != key:
         return key, None
-    from pipeline.embed.onnx_backend import verified_export
+    from pipeline.embed.onnx_backend import export_name, model_dir, verified_export
 
+    try:  # taken before the check: a write during it leaves another identity, which a worker then refuses
+        identity = _identity(model_dir(record["fingerprint"]) / export_name(cfg.quantize))
+    except OSError:
+        return key, None
     path = verified_export(record["fingerprint"], cfg.quantize)  # None: not made yet, or damaged
-    return key, None if path is None else Verified(record, path)
+    return key, None if path is None else Verified(record, path, identity)
 
 
 def load(cfg: EncoderConfig, device: str = "cpu", checked: Verified | None = None) -> tuple[Encoder, int]:
@@ -81,6 +91,8 @@ def load(cfg: EncoderConfig, device: str = "cpu", checked: Verified | None = Non
     for cfg in the run's process (its workers open that export without checking again)."""
     cfg.check_batch_size()
     key = None
+    if checked is not None and not _unchanged(checked):  # written to since the run's process checked it
+        checked = None
     if checked is None:
         key, checked = _lookup(cfg, device)
     if checked is None:
@@ -93,6 +105,13 @@ def load(cfg: EncoderConfig, device: str = "cpu", checked: Verified | None = Non
 
     encoder = described(cfg, checked, device, ort_session(checked.export, torch.get_num_threads()))
     return encoder, cfg.batch_for(encoder.device.type)
+
+
+def _unchanged(checked: Verified) -> bool:
+    try:
+        return _identity(checked.export) == checked.identity
+    except OSError:
+        return False
 
 
 def described(cfg: EncoderConfig, checked: Verified, device: str = "cpu", session=None) -> Encoder:
