@@ -9,8 +9,8 @@ Then `dvc repro extract` `--runs` times, the cache removed before each (so every
 `--pairs` pairs of runs with the page cache dropped first (`/proc/sys/vm/drop_caches`, root only: skipped
 otherwise) and not, alternated. Printed per run: the whole command's wall time, the stage's own time (the summary's
 "in X s": extract_features, from the settings read to the cache written; Python's start and the imports taken
-out), and what the first run did that later runs did not (the export, the encoder's record, DVC's first hashing
-of the data, Python's bytecode). --backend: extract.backend (default auto: ONNX Runtime on the CPU, whose export the
+out), and whether the run made the ONNX export (the rest of a first run's extra, such as reading from disk, shows
+against the runs with the page cache dropped). --backend: extract.backend (default auto: ONNX Runtime on the CPU, whose export the
 first run makes; torch makes none, as the code the issue measured).
 """
 from __future__ import annotations

@@ -130,7 +130,10 @@ def test_the_run_checks_the_record_once_and_says_what_the_encoder_is_its_workers
 
     model = build_tiny_clip(tmp_path / "model", seed=6)
     cfg = EncoderConfig(str(model), num_frames=4)
-    assert recorded.verified(cfg) is None  # no record yet
+    key, hashed = recorded.folder_key, []
+    monkeypatch.setattr(recorded, "folder_key", lambda folder: hashed.append(folder) or key(folder))
+    assert recorded.verified(cfg) is None and hashed == []  # no record yet: nothing hashed (the workers load in full)
+    monkeypatch.setattr(recorded, "folder_key", key)
     with LocalEngine(cfg, PoolConfig(workers=1)) as engine:  # a worker loads in full, records, and describes
         first = engine.encoder_attrs, engine.frame_spec, engine.batch_size
     checked = recorded.verified(cfg)
@@ -141,7 +144,7 @@ def test_the_run_checks_the_record_once_and_says_what_the_encoder_is_its_workers
     full = cfg.load("cpu")
 
     frames = np.random.default_rng(3).integers(0, 256, (4, 224, 224, 3), np.uint8)
-    key, check = recorded.folder_key, onnx_backend._verified
+    check = onnx_backend._verified
 
     def checked_again(*args):
         raise AssertionError("a worker checked the record again")
@@ -159,6 +162,10 @@ def test_the_run_checks_the_record_once_and_says_what_the_encoder_is_its_workers
     again = recorded.load(cfg, "cpu", checked)
     assert len(calls) == 1 and again[0].model is None
     _same(full, again, frames)
+    # a record whose fingerprint (which names the export's folder) is not one this code makes is ignored
+    path = recorded._path(model.resolve())
+    path.write_text(json.dumps({**json.loads(path.read_text()), "fingerprint": "../" * 4 + "elsewhere"}))
+    assert recorded._read(model.resolve()) is None and recorded.verified(cfg) is None
 
 
 def test_the_key_covers_what_from_pretrained_reads_and_a_hub_id_is_its_cached_snapshot(tmp_path, monkeypatch):

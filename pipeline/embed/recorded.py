@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -42,7 +43,7 @@ class RecordedProcessor:
         return json.loads(json.dumps(self._settings))  # a copy, as transformers' to_dict gives
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Verified:
     """A record that holds for its model folder's bytes now (record: as _read gives it), and its ONNX export, made and
     whole (export): what stage one checks once in its own process (verified) and hands to each decode worker, which
@@ -50,7 +51,9 @@ class Verified:
 
     record: dict
     export: Path
-    identity: tuple[int, ...]  # the export's (device, inode, size, mtime, ctime) when checked: any write changes it
+    # the export's (device, inode, size, mtime, ctime) when checked: a write or a new file changes it (on a file
+    # system with whole-second times, a rewrite of the same size within that second does not)
+    identity: tuple[int, ...]
 
 
 def _identity(path: Path) -> tuple[int, ...]:
@@ -61,17 +64,22 @@ def _identity(path: Path) -> tuple[int, ...]:
 def verified(cfg: EncoderConfig, device: str = "cpu") -> Verified | None:
     """cfg.model's record and export where the backend is onnxruntime, the folder local (or the hub cache's snapshot),
     its key the record's and the export whole (size and CRC-32); else None (a full load is needed). The folder's
-    SHA-256 and the export's CRC-32: about 0.7 s for ViT-B/32's 605 + 336 MB (bench/README.md)."""
-    return _lookup(cfg, device)[1]
+    SHA-256 and the export's CRC-32: about 0.7 s for ViT-B/32's 605 + 336 MB (bench/README.md); nothing is hashed
+    where there is no record."""
+    return _lookup(cfg, device, need_key=False)[1]
 
 
-def _lookup(cfg: EncoderConfig, device: str) -> tuple[str | None, Verified | None]:
-    """(the folder's key, or None where there is no folder to record; Verified or None), as verified."""
+def _lookup(cfg: EncoderConfig, device: str, need_key: bool = True) -> tuple[str | None, Verified | None]:
+    """(the folder's key, or None where there is no folder to record or need_key is False and there is no record;
+    Verified or None), as verified."""
     backend = check_settings(device, cfg.preprocess, cfg.quantize, cfg.precision, cfg.backend)
     folder = _folder(cfg.model)
     if resolved(device, cfg.precision, backend, cfg.quantize)[2] != "onnxruntime" or folder is None:
         return None, None
-    key, record = folder_key(folder), _read(folder)
+    record = _read(folder)
+    if record is None and not need_key:
+        return None, None
+    key = folder_key(folder)
     if key is None or record is None or record["key"] != key:
         return key, None
     from pipeline.embed.onnx_backend import export_name, model_dir, verified_export
@@ -240,6 +248,7 @@ def _read(folder: Path) -> dict | None:
         return None
     fields = {"key": str, "fingerprint": str, "dim": int, "family": str, "random_weights": bool, "processor": dict}
     if not (isinstance(record, dict) and record.get("format") == FORMAT
-            and all(type(record.get(k)) is t for k, t in fields.items())):
+            and all(type(record.get(k)) is t for k, t in fields.items())
+            and re.fullmatch(r"[0-9a-f]{16}", record["fingerprint"])):  # it names the export's folder
         return None  # not one this code wrote: ignored (a full load writes it again)
     return record
