@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-from stage_one import FRAMES, dataset, fp32_ceiling  # noqa: E402  (run as a script: bench/ is on sys.path)
+from stage_one import FRAMES, dataset  # noqa: E402  (run as a script: bench/ is on sys.path)
+from stage_one_backends import fp32_ceiling  # noqa: E402
 
 from pipeline.extract.cache import RANDOM_WEIGHTS, read_cache  # noqa: E402
 from pipeline.embed.encoder import embed_frames, load_encoder, preprocess_frames  # noqa: E402
