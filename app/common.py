@@ -19,6 +19,7 @@ from pipeline.heads.kinds import FROM_TEXT, HEADS, load_head
 from pipeline.tools.inspector import load
 from pipeline.tools.predict import NOT_SURE, answer_text, encoder_for
 from pipeline.decode.preview import decode_or_preview
+from pipeline.decode.sampling import Sampling
 from pipeline.decode.workers import DecodePool, PoolConfig, auto_workers
 from pipeline.embed.hub import may_download
 from pipeline.heads.zeroshot import project_templates, text_embeddings
@@ -211,6 +212,15 @@ def calibration_caption(calibration, classes: list[str], calibrated_on: list[str
         return ("zero-shot over the actions typed: its temperature was fitted on the project's classes, never on "
                 "videos of these actions (a best guess)")
     return describe_data(calibration)
+
+
+def sampling_text(features: dict, unit: str = "video") -> str:
+    """How the head's cache sampled each video, said of each `unit` (Sampling.text_per: a video on Predict, an answer
+    on Live), or its recorded num_frames when this code does not make that sampling (predict then says why)."""
+    try:
+        return Sampling.from_attrs(features).text_per(unit)
+    except UserError:
+        return f"{features.get('num_frames')} frames per {unit}"
 
 
 def class_text(class_name: str) -> str:

@@ -10,7 +10,7 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from app.common import (ACTIONS_LABEL, cached_encoder, cached_head, cached_text_embeddings, calibration_caption,
-                        class_text, show_answer, shown_name, typed_actions)
+                        class_text, sampling_text, show_answer, shown_name, typed_actions)
 from app.live_feed import HISTORY_S, LiveFeed, ice_servers
 from pipeline.decode.sampling import Sampling
 from pipeline.decode.video import DecodeLimits
@@ -49,7 +49,7 @@ def main() -> None:
         st.stop()
     # a head file is untrusted: every string from it shown literally (shown_name), as on Predict
     st.caption(f"{HEADS[kind].label} · encoder {shown_name(features['encoder_model'])} · "
-               f"{shown_name(features['num_frames'])} frames per answer · classes: "
+               f"{shown_name(sampling_text(features, 'answer'))} · classes: "
                f"{', '.join(shown_name(class_text(c)) for c in head.classes_)}")
     saved = Path(HEADS[kind].file)
     calibrated_on = None if HEADS[kind].trained or not saved.is_file() else \

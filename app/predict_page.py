@@ -7,7 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from app.common import (ACTIONS_LABEL, Busy, cached_encoder, cached_head, cached_pool, cached_text_embeddings,
-                        calibration_caption, class_text, held_worker, shown_name, start_encoder_load, typed_actions)
+                        calibration_caption, class_text, held_worker, sampling_text, shown_name, start_encoder_load,
+                        typed_actions)
 from app.predict_charts import show_frames, show_prediction, show_timeline
 from pipeline.extract.cache import open_cache, random_encoder_note
 from pipeline.data.discover import VIDEO_EXTENSIONS
@@ -70,7 +71,7 @@ def main() -> None:
     start_encoder_load(features["encoder_model"], features["preprocess"], features["backend"], features["quantize"])
     # every value from the head's file shown literally (shown_name): a head's metadata is not Markdown to render
     st.caption(f"{HEADS[kind].label} · encoder {shown_name(features['encoder_model'])} · "
-               f"{shown_name(_sampling_text(features))} · classes: "
+               f"{shown_name(sampling_text(features))} · classes: "
                f"{', '.join(shown_name(class_text(c)) for c in choice.classes)}")
     # how much data the head was trained and calibrated on
     st.caption(shown_name(calibration_caption(choice.calibration, choice.classes, choice.calibrated_on)))
@@ -262,15 +263,6 @@ def _project_classes(root: str, annotations: str, classes: str, cache: str, cach
         return dataset(ExtractConfig(root=root, annotations=annotations, classes=classes))[1]
     except (UserError, OSError):
         return []
-
-
-def _sampling_text(features: dict) -> str:
-    """How the head's cache sampled each video (Sampling.text), or its recorded num_frames when this code does not
-    make that sampling (predict then says why)."""
-    try:
-        return Sampling.from_attrs(features).text
-    except UserError:
-        return f"{features.get('num_frames')} frames per video"
 
 
 # Streamlit runs a page as __main__; a decode worker started while it runs re-runs the file as __mp_main__

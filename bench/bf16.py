@@ -3,7 +3,7 @@ FLOPs it leaves in bf16, on the full ViT-B/32 vision architecture with random we
 
     python bench/bf16.py [--images 64] [--recipes autocast mlp-only ...]
 
-The project's rule (pipeline.embed.encoder.AUTO_MIN_COSINE): a precision `auto` may choose must keep every
+The project's rule (pipeline.embed.config.AUTO_MIN_COSINE): a precision `auto` may choose must keep every
 embedding within centred cosine 0.999 of fp32. Plain bf16 autocast lands at 0.99875 in stage one (bench/README.md).
 Each recipe runs torch's CPU autocast to bfloat16 and turns it off (fp32) inside some modules:
 

@@ -53,8 +53,9 @@ def main() -> None:
     if params["evaluate"]["folds"]:
         metrics["cv_folds"] = {}  # the folds used (0: too small for cross-validation)
     with StageLive(OUT, dvcyaml=None, save_dvc_exp=False) as live:
+        loaded = {}  # each head as read and checked here, read once
         for name, kind in HEADS.items():
-            head = load_head(kind.file)
+            head = loaded[name] = load_head(kind.file)
             head.check_compatible(cache.attrs, names, source=kind.file)
             proba = head.predict_proba(cache.embeddings[test])
             pred = proba.argmax(1)
@@ -63,7 +64,7 @@ def main() -> None:
             r["ece"] = expected_calibration_error(proba, y[test])
             r["ece_uncalibrated"] = expected_calibration_error(
                 head.predict_proba(cache.embeddings[test], calibrated=False), y[test])
-            if folds:  # every fold at once (a mean-pooling linear head trains them together)
+            if folds:  # every fold through the kind's own refit (HeadKind.refit)
                 refit = kind.refit(configs.get(name), len(names), head)
                 # a temporal linear head (attention, conv) needs the frames; every other head sees only their mean
                 temporal = kind.trained and kind.estimator(configs[name]).pooling != "mean"
@@ -81,7 +82,7 @@ def main() -> None:
             live.log_plot(f"{name}_confusion", confusion_rows(r["confusion"], names), x="predicted", y="actual",
                           template="confusion_counts")
         if params["evaluate"]["shots"]:
-            rows = data_efficiency(cache.embeddings, y, parts, efficiency_fits(configs, names),
+            rows = data_efficiency(cache.embeddings, y, parts, efficiency_fits(configs, names, loaded),
                                    params["evaluate"]["shots"], params["split"]["seed"])
             live.log_plot("data_efficiency", by_head(rows, "videos_per_class", "accuracy"), x="videos_per_class",
                           y="accuracy", template="by_head")
@@ -114,11 +115,12 @@ def write_metrics(values: dict[str, dict[str, float]], notes: dict, summary: str
                                         indent=2) + "\n")
 
 
-def efficiency_fits(configs: dict, names: list[str]) -> dict:
+def efficiency_fits(configs: dict, names: list[str], loaded: dict) -> dict:
     """How each head is refitted on a subset for the data-efficiency curve, {curve: refit} (HeadKind.refit): the
-    untrained heads (zero-shot: nothing to fit), each trained kind with from_text started from their class text
-    embeddings (linear_from_zeroshot: mean pooling, docs/heads.md), then the trained heads."""
-    untrained = {name: load_head(kind.file) for name, kind in HEADS.items() if not kind.trained}
+    untrained heads (zero-shot: nothing to fit; loaded: every head as read, by name), each trained kind with
+    from_text started from their class text embeddings (linear_from_zeroshot: mean pooling, docs/heads.md), then the
+    trained heads."""
+    untrained = {name: loaded[name] for name, kind in HEADS.items() if not kind.trained}
     fits = {name: HEADS[name].refit(None, len(names), head) for name, head in untrained.items()}
     for name, kind in HEADS.items():
         if kind.from_text:  # started from each untrained head's class text embeddings, over the mean frame

@@ -15,7 +15,8 @@ def main() -> None:
     # The decode workers' server imports torch and the encoder's modules (seconds) while this process imports its
     # own, rather than after: the first video decodes sooner (bench/startup.py); transformers only where the workers
     # will load the encoder in full (worker_modules). The stage's heavy imports are here, not at the top, because the
-    # server starts after them otherwise (server and in_worker import next to nothing), and every worker re-runs this
+    # server starts after them otherwise (server imports the standard library only; worker_modules, what the record
+    # lookup needs: huggingface_hub's cache lookup, no torch), and every worker re-runs this
     # module by name and should find nothing to import.
     # The settings are read (and so checked) first: a wrong one stops the stage before any work, the server's
     # imports included.

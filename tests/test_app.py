@@ -415,11 +415,15 @@ def test_a_heads_strings_are_shown_literally(project, monkeypatch):
 
 
 def test_the_heads_caption_says_how_its_cache_sampled():
-    """The Predict page's caption: "16 frames per video" for a fixed count, the rate and its bound for a cache
-    sampled by frame rate, and the recorded count for a sampling this code does not make (predict says why)."""
-    from app.predict_page import _sampling_text
+    """The Predict and Live pages' caption: "16 frames per video" (per answer on Live) for a fixed count, the rate
+    and its bound for a cache sampled by frame rate, and the recorded count for a sampling this code does not make
+    (predict says why)."""
+    from app.common import sampling_text
 
-    assert _sampling_text({"num_frames": 16, "sampling": "uniform-centers"}) == "16 frames per video"
-    assert _sampling_text({"num_frames": 64, "sampling": "fps-centers:1"}) == "1 frame a second, at most 64"
-    assert _sampling_text({"num_frames": 32, "sampling": "fps-centers:2.5"}) == "2.5 frames a second, at most 32"
-    assert _sampling_text({"num_frames": 8, "sampling": "made-up"}) == "8 frames per video"
+    assert sampling_text({"num_frames": 16, "sampling": "uniform-centers"}) == "16 frames per video"
+    assert sampling_text({"num_frames": 16, "sampling": "uniform-centers"}, "answer") == "16 frames per answer"
+    assert sampling_text({"num_frames": 64, "sampling": "fps-centers:1"}) == "1 frame a second, at most 64"
+    assert sampling_text({"num_frames": 64, "sampling": "fps-centers:1"}, "answer") == "1 frame a second, at most 64"
+    assert sampling_text({"num_frames": 32, "sampling": "fps-centers:2.5"}) == "2.5 frames a second, at most 32"
+    assert sampling_text({"num_frames": 8, "sampling": "made-up"}) == "8 frames per video"
+    assert sampling_text({"num_frames": 8, "sampling": "made-up"}, "answer") == "8 frames per answer"

@@ -35,9 +35,13 @@ class Sampling:
     @property
     def text(self) -> str:
         """How people read it: "16 frames per video", or "1 frame a second, at most 64"."""
+        return self.text_per("video")
+
+    def text_per(self, unit: str) -> str:
+        """As text, for each `unit` sampled ("16 frames per answer" where the live page samples each answer)."""
         if self.fps:
             return f"{self.fps:g} frame{'' if self.fps == 1 else 's'} a second, at most {self.num_frames}"
-        return f"{self.num_frames} frames per video"
+        return f"{self.num_frames} frames per {unit}"
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> Sampling:

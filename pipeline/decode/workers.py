@@ -27,8 +27,7 @@ from pebble import ProcessExpired, ProcessPool
 from pipeline.errors import BrokenInstall, InternalError, Unusable, VideoError
 from pipeline.decode.frames import FrameSpec
 from pipeline.decode.hashing import Hashed, identity, unreadable
-# start_forkserver: importable from here too
-from pipeline.decode.server import WORKER_IMPORTS, set_preload, start_forkserver  # noqa: F401
+from pipeline.decode.server import WORKER_IMPORTS, set_preload
 from pipeline.decode.video import SEEK_GAP, Clip, DecodeLimits, content_hash, open_regular, read_frames
 from pipeline.threads import WORKER_THREADS, cores, set_torch_threads
 

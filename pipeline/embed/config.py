@@ -2,8 +2,7 @@
 torch: stage one's process decides where the encoder runs without importing it."""
 from __future__ import annotations
 
-from pipeline.embed.choices import (BACKEND_CHOICES, BACKENDS, DEVICES, PRECISIONS,  # noqa: F401 (BACKENDS: named here
-                                    PREPROCESS_BACKENDS, QUANTIZE)  # for the encoder's importers)
+from pipeline.embed.choices import BACKEND_CHOICES, DEVICES, PRECISIONS, PREPROCESS_BACKENDS, QUANTIZE
 from pipeline.embed.devices import cuda_available, device_type
 from pipeline.errors import ConfigError
 

@@ -11,10 +11,9 @@ import numpy as np
 from safetensors import SafetensorError
 
 from pipeline.embed.choices import RANDOM_WEIGHTS
-# The settings and their auto rules live in pipeline.embed.config (importable without torch); named here too, where
-# callers have always imported them.
-from pipeline.embed.config import (AUTO_BATCH_SIZE, AUTO_MIN_COSINE, AUTO_PRECISION, BACKEND_CHOICES,  # noqa: F401
-                                   BACKENDS, MEASURED_COSINE, PRECISIONS, PREPROCESS_BACKENDS, QUANTIZE, auto_backend,
+# The settings and their auto rules live in pipeline.embed.config (importable without torch); those callers have
+# always imported from here are named here too.
+from pipeline.embed.config import (AUTO_BATCH_SIZE, AUTO_PRECISION, PRECISIONS, auto_backend,  # noqa: F401
                                    auto_batch_size, check_settings, resolved)
 from pipeline.embed.devices import device_type
 from pipeline.errors import ConfigError, printable

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import BrokenInstall
 
-if TYPE_CHECKING:  # imported where used: stage one names WORKER_MODULES before it imports torch (stages/extract.py)
+if TYPE_CHECKING:  # imported where used: stage one calls worker_modules before it imports torch (stages/extract.py)
     from pipeline.decode.frames import FrameSpec
     from pipeline.embed.encoder import EncoderConfig
     from pipeline.embed.recorded import Verified

@@ -150,11 +150,9 @@ def remember(cfg: EncoderConfig, encoder: Encoder, key: str | None) -> None:
     from pipeline.decode.frames import FrameSpec
     from pipeline.embed.encoder import pixel_config
 
-    if (pixel_config(again) != pixel_config(encoder.processor) or again.to_dict() != settings
-            or FrameSpec.from_pixels(again.to_dict(), cfg.preprocess) != encoder.frame_spec()
-            or list(again.image_mean) != list(encoder.processor.image_mean)
-            or list(again.image_std) != list(encoder.processor.image_std)
-            or again.rescale_factor != encoder.processor.rescale_factor):
+    # the pixel settings (PIXEL_KEYS: the mean, std and rescale factor normalize reads among them) and the frames
+    if (pixel_config(again) != pixel_config(encoder.processor)
+            or FrameSpec.from_pixels(again.to_dict(), cfg.preprocess) != encoder.frame_spec()):
         return
     if folder_key(folder) != key:  # the folder changed during the load
         return
@@ -172,8 +170,8 @@ def remember(cfg: EncoderConfig, encoder: Encoder, key: str | None) -> None:
 
 
 def likely(model: str) -> bool:
-    """Whether cfg.model's record is there and its files look unchanged (names, sizes, mtimes): a cheap hint for
-    what the decode workers' server should import (their load_recorded decides, by the bytes)."""
+    """Whether `model`'s record is there and its files look unchanged (names, sizes, mtimes): a cheap hint for
+    what the decode workers' server should import (load decides, by the bytes)."""
     folder = _folder(model)
     record = _read(folder) if folder is not None else None
     return record is not None and record.get("files") == _identities(folder)

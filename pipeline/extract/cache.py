@@ -24,11 +24,11 @@ READ_VERSIONS = (4, 5)  # what open_cache reads: a version-4 cache (a persisted 
 # The cache's key: attributes every cache carries, the one list of them (stage one's reuse, the heads' match, the
 # inspector read it). Two caches whose KEY_ATTRS differ hold embeddings that must not be mixed: a cache made with
 # other values is re-encoded. batch_size is in it because a forward pass of another shape may round differently.
-# Filled from the encoder's describe(), the sampling's attrs() (pipeline.decode.video.Sampling) and the run.
+# Filled from the encoder's describe(), the sampling's attrs() (pipeline.decode.sampling.Sampling) and the run.
 KEY_ATTRS = ("encoder_model", "encoder_fingerprint", "embedding_dim", "num_frames", "sampling", "preprocess",
              "preprocess_config", "backend", "quantize", "precision", "device_type", "decoder", "dtype",
              "batch_size")
-# Recorded, not part of the key: RANDOM_WEIGHTS, True when the encoder has random weights (pipeline.embed.config).
+# Recorded, not part of the key: RANDOM_WEIGHTS, True when the encoder has random weights (pipeline.embed.choices).
 # Every output that shows numbers made from such features carries RANDOM_ENCODER_NOTE.
 RANDOM_ENCODER_NOTE = "random encoder: these numbers mean nothing"
 

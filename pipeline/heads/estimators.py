@@ -56,6 +56,7 @@ class Head:
     pooling = "mean"  # the heads that see the mean frame also take pooled features (V, D)
     poolings: ClassVar[tuple[str, ...]] = ("mean",)  # those its file may name
     optional_state: ClassVar[tuple[str, ...]] = ()  # tensors a file saved by an older version may lack
+    index_state: ClassVar[tuple[str, ...]] = ()  # tensors of whole numbers (checked by state_shapes), not weights
 
     @classmethod
     def state_shapes(cls, at: str, meta: HeadMeta, state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:

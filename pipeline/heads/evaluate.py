@@ -91,7 +91,7 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, class_names: list[s
     """Stratified k-fold accuracy of a head: float64 (folds,).
 
     fit_predict_many([(x_train (N, D), y_train (N,), x_test (M, D)), ...]) -> int predictions (M,) per fold, all
-    folds in one call (pipeline.heads.estimators.fit_predict_many trains them together; `each` adapts a one-task refit).
+    folds in one call (HeadKind.refit: a mean-pooling linear head trains them together; `each` adapts a one-task refit).
     groups (V,): keep each group in one fold (StratifiedGroupKFold), as the split keeps it in one part. DataError
     naming the classes with fewer videos than folds.
     """

@@ -172,9 +172,9 @@ def _finite(tensor: torch.Tensor) -> bool:
 
 def check_state(at: str, meta: HeadMeta, state: object, estimator: type[Head]) -> None:
     """HeadError unless `state` holds exactly the tensors of estimator.state_shapes (less any of its optional_state:
-    a zero-shot head saved before SigLIP lacks bias and sigmoid), floating and finite (but logistic regression's
-    classes: distinct indices into the class names, increasing, checked by its state_shapes), and passes the
-    kind's own check_weights (logistic regression: its scaler's scale above 0)."""
+    a zero-shot head saved before SigLIP lacks bias and sigmoid), floating and finite (but its index_state, which its
+    state_shapes checks: logistic regression's classes, distinct increasing indices into the class names), and
+    passes the kind's own check_weights (logistic regression: its scaler's scale above 0)."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise HeadError(f"{at}: not a usable head: its weights must be a record of tensors")
@@ -190,7 +190,7 @@ def check_state(at: str, meta: HeadMeta, state: object, estimator: type[Head]) -
             raise HeadError(f"{at}: not a usable head: {key} has shape {tuple(tensor.shape)}, its metadata "
                             f"({len(meta.class_names)} classes, embedding_dim {meta.features['embedding_dim']}, "
                             f"{meta.features['num_frames']} frames) needs {expected[key]}")
-        if key != "classes" and (not tensor.is_floating_point() or not _finite(tensor)):
+        if key not in estimator.index_state and (not tensor.is_floating_point() or not _finite(tensor)):
             raise HeadError(f"{at}: not a usable head: {key} holds " + ("numbers that are not finite (NaN or "
                             "infinity)" if tensor.is_floating_point() else f"{tensor.dtype}, not floating point"))
     estimator.check_weights(at, meta, state)

@@ -33,6 +33,7 @@ class LogRegHead(Head):
     the same numbers) and rebuilt on load (from_state); never pickled."""
 
     kind = "logreg"
+    index_state = ("classes",)  # indices into the class names
 
     def __init__(self, cfg: LogRegConfig | None = None):
         self.cfg = cfg or LogRegConfig()
