@@ -29,6 +29,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stage_one import full_size_clip  # run as a file from bench/: its ViT-B/32 with random weights
+
+from pipeline.threads import cores
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "bound"
 CLIPS = ROOT / "bench" / "out" / "per_file" / "720p_10s"  # bench/per_file.py --marginal's clips, made alike
@@ -72,10 +76,13 @@ print(encoder.backend, encoder.precision, batch, time.perf_counter() - t)
 
 STAGE = """
 import time
-import stages.extract  # as `python -m stages.extract` starts (its server started first, its OpenMP setting)
-from pipeline.threads import set_threads
-from pipeline.extract.runner import ExtractConfig, extract_features
+import stages.extract  # as `python -m stages.extract` starts: its OpenMP setting, then the workers' server first
+from stages.extract import start_forkserver, worker_modules
 if __name__ == "__main__":
+    start_forkserver(worker_modules({model!r}, "auto"))
+    from pipeline.threads import set_threads
+    from pipeline.extract.runner import ExtractConfig, extract_features
+
     set_threads("extract")
     cfg = ExtractConfig(root={root!r}, cache_path={cache!r}, model={model!r}, num_frames={frames})
     t = time.perf_counter()
@@ -111,28 +118,18 @@ def clips() -> list[Path]:
     return files
 
 
-def model() -> Path:
-    """The full ViT-B/32 architecture with random weights (made once)."""
-    from pipeline.embed.tiny_clip import build_tiny_clip
-
-    path = OUT / "vit-b-32-random"
-    if not (path / "config.json").exists():
-        build_tiny_clip(path, full_size=True)
-    return path
-
-
 def bound(files: list[Path], rounds: int) -> tuple[float, float]:
     """Decode and encode core-seconds of the 12 more clips (medians of `rounds`; encode: the cheapest backend and
     thread count)."""
     decode, encode = [], {(b, t): [] for b in ("torch", "onnxruntime") for t in (1, 2)}
     for r in range(rounds):
-        cpu = [float(x) for x in python(DECODE.format(model=str(model()), frames=FRAMES, warm=str(files[0]),
+        cpu = [float(x) for x in python(DECODE.format(model=str(full_size_clip()), frames=FRAMES, warm=str(files[0]),
                                                       files=[str(f) for f in files[MORE:]])).split()]
         decode.append(sum(cpu))
         print(f"  round {r + 1} decode: {sum(cpu):5.2f} CPU-s for {MORE} clips ({min(cpu):.3f} to {max(cpu):.3f} "
               f"a clip; load {os.getloadavg()[0]:.1f})", flush=True)
         for (asked, threads), spent in encode.items():
-            backend, precision, batch, wall = python(ENCODE.format(model=str(model()), threads=threads,
+            backend, precision, batch, wall = python(ENCODE.format(model=str(full_size_clip()), threads=threads,
                                                                    backend=asked, images=MORE * FRAMES)).split()
             spent.append(threads * float(wall))
             print(f"  round {r + 1} encode: {backend} {precision}, batch {batch}, {threads} thread(s): "
@@ -150,7 +147,7 @@ def stage_runs(rounds: int, checkouts: dict[str, Path]) -> dict[str, float]:
                 cache = OUT / "cache" / "features.h5"
                 shutil.rmtree(cache.parent, ignore_errors=True)
                 load = os.getloadavg()[0]
-                code = STAGE.format(root=str(OUT / f"clips_{n}"), cache=str(cache), model=str(model()),
+                code = STAGE.format(root=str(OUT / f"clips_{n}"), cache=str(cache), model=str(full_size_clip()),
                                     frames=FRAMES, n=n)
                 times[(name, n)].append(float(python(code, checkout).split()[-1]))
                 print(f"  round {r + 1} {name:24s} {n} clips {times[(name, n)][-1]:6.2f} s (load {load:.1f})",
@@ -164,19 +161,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="a checkout of older code, its stage runs alternated")
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0))
+    n_cores = cores()
     files = clips()
-    print(f"{2 * MORE} clips of 10 s 1280x720, {FRAMES} frames, full ViT-B/32 (random weights); {cores} cores, "
+    print(f"{2 * MORE} clips of 10 s 1280x720, {FRAMES} frames, full ViT-B/32 (random weights); {n_cores} cores, "
           f"{os.uname().nodename}; the load average is printed with each run")
     checkouts = {"this checkout": ROOT}
     if args.baseline:
         checkouts[f"baseline {args.baseline.name}"] = args.baseline.resolve()
-    python(STAGE.format(root=str(OUT / f"clips_{MORE}"), cache=str(OUT / "cache" / "warm.h5"), model=str(model()),
-                        frames=FRAMES, n=MORE))  # the ONNX export and the encoder's record, made once, not counted
+    # the ONNX export and the encoder's record, made once, not counted
+    python(STAGE.format(root=str(OUT / f"clips_{MORE}"), cache=str(OUT / "cache" / "warm.h5"),
+                        model=str(full_size_clip()), frames=FRAMES, n=MORE))
     marginal = stage_runs(args.rounds, checkouts)
     decode, encode = bound(files, args.rounds)
-    limit = (decode + encode) / cores
-    print(f"\nbound for {MORE} more clips: ({decode:.2f} decode + {encode:.2f} encode core-s) / {cores} cores = "
+    limit = (decode + encode) / n_cores
+    print(f"\nbound for {MORE} more clips: ({decode:.2f} decode + {encode:.2f} encode core-s) / {n_cores} cores = "
           f"{limit:.2f} s")
     for name, seconds in marginal.items():
         print(f"  {name:24s} marginal {seconds:6.2f} s for {MORE} clips: {limit / seconds:.2f} of the bound "

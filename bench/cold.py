@@ -10,8 +10,8 @@ Then `dvc repro extract` `--runs` times, the cache removed before each (so every
 otherwise) and not, alternated. Printed per run: the whole command's wall time, the stage's own time (the summary's
 "in X s": extract_features, from the settings read to the cache written; Python's start and the imports taken
 out), and whether the run made the ONNX export (the rest of a first run's extra, such as reading from disk, shows
-against the runs with the page cache dropped). --backend: extract.backend (default auto: ONNX Runtime on the CPU, whose export the
-first run makes; torch makes none, as the code the issue measured).
+against the runs with the page cache dropped). --backend: extract.backend (default auto: ONNX Runtime on the CPU,
+whose export the first run makes; torch makes none, as the code the issue measured).
 """
 from __future__ import annotations
 
@@ -25,15 +25,18 @@ import time
 from pathlib import Path
 
 import yaml
+from bound import MORE, clips  # run as a file from bench/: bench/bound.py's clips
+from stage_one import full_size_clip  # and its ViT-B/32 with random weights
+
+from pipeline.threads import cores
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "cold"
-SUMMARY = re.compile(r"(\d+) encoded, \d+ reused, (\d+) skipped.* in ([\d.]+) s")
+SUMMARY = re.compile(r"(\d+) encoded, \d+ reused, \d+ skipped.* in ([\d.]+) s")
 
 
 def project(backend: str) -> tuple[Path, dict]:
     """A fresh clone with the clips and the model (copied, not linked), and the environment to run it in."""
-    from bound import MORE, clips, model  # run as a file from bench/: bench/bound.py's clips and model
 
     shutil.rmtree(OUT, ignore_errors=True)
     repo = OUT / "repo"
@@ -41,7 +44,7 @@ def project(backend: str) -> tuple[Path, dict]:
     for f in clips()[:MORE]:
         (repo / "videos" / f.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, repo / "videos" / f.parent.name / f.name)
-    shutil.copytree(model(), OUT / "model")
+    shutil.copytree(full_size_clip(), OUT / "model")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["root"], params["encoder"]["model"] = "videos", str(OUT / "model")
     params["extract"]["num_frames"], params["extract"]["backend"] = 16, backend
@@ -71,10 +74,10 @@ def run(repo: Path, env: dict, label: str) -> None:
                          capture_output=True, text=True)
     wall = time.perf_counter() - started
     found = SUMMARY.search(out.stdout)
-    if out.returncode or not found or found.group(1) != "12":
+    if out.returncode or not found or int(found.group(1)) != MORE:
         raise SystemExit(f"dvc repro failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     made = len(list((OUT / "onnx").rglob("*.onnx"))) - exports
-    print(f"  {label:34s} dvc repro {wall:6.2f} s, the stage's own {float(found.group(3)):6.2f} s"
+    print(f"  {label:34s} dvc repro {wall:6.2f} s, the stage's own {float(found.group(2)):6.2f} s"
           f"{', the ONNX export made' if made else ''} (load {load:.1f})", flush=True)
 
 
@@ -87,7 +90,7 @@ def main() -> None:
     repo, env = project(args.backend)
     print(f"a clean clone, 12 clips of 10 s 1280x720, full ViT-B/32 (random weights), 16 frames, backend "
           f"{args.backend}; "
-          f"{len(os.sched_getaffinity(0))} cores")
+          f"{cores()} cores")
     for i in range(args.runs):
         run(repo, env, f"run {i + 1} of the new project")
     for i in range(args.pairs):

@@ -143,7 +143,7 @@ def profile(root: Path, n: int) -> None:
     prof.disable()
     total = time.perf_counter() - t
     stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
-    roles = {"discovery": ("discover.py", "discover_videos"), "hashing": ("workers.py", "hash_videos"),
+    roles = {"discovery": ("discover.py", "discover_videos"), "hashing": ("hashing.py", "hash_videos"),
              "engine start (encoder load, pool start)": ("runner.py", "open_engine"),
              "waiting on the workers (decoding; embedding on the CPU)": ("workers.py", "_result"),
              "encoder in this process": ("encoder.py", "embed_frames"), "part files": ("writer.py", "flush"),

@@ -25,7 +25,7 @@ from stage_one import dataset, full_size_clip, stage_one  # noqa: E402
 from stage_two import CLASSES  # noqa: E402
 from pipeline.extract.cache import read_cache  # noqa: E402
 from pipeline.heads.estimators import mean_pool  # noqa: E402
-from pipeline.heads.logreg import LogRegHead
+from pipeline.heads.logreg import LogRegHead  # noqa: E402
 from pipeline.heads.training import LinearConfig, train_linear  # noqa: E402
 
 

@@ -39,8 +39,8 @@ def kind_switches(tree: ast.AST, names: set[str]) -> list[str]:
             node.keys if isinstance(node, ast.Dict) else []
         if sum(named(e) for e in elements) >= 2:
             found.append(f"line {node.lineno}: a literal list of kinds")
-        if isinstance(node, ast.Name) and node.id == "HEAD_FILES" and id(node) not in subscripted \
-                and not isinstance(node.ctx, ast.Store):
+        if (isinstance(node, ast.Name) and node.id == "HEAD_FILES" or isinstance(node, ast.Attribute)
+                and node.attr == "HEAD_FILES") and id(node) not in subscripted and not isinstance(node.ctx, ast.Store):
             found.append(f"line {node.lineno}: HEAD_FILES read whole")
     return found
 
@@ -62,6 +62,8 @@ def test_no_module_but_the_registry_switches_on_or_lists_kinds():
     ('configs = {"linear": 1, "logreg": 2}\n', "literal list"),
     ("choices = sorted(HEAD_FILES)\n", "HEAD_FILES read whole"),
     ("for name, path in HEAD_FILES.items():\n    pass\n", "HEAD_FILES read whole"),
+    ("for name in paths.HEAD_FILES:\n    pass\n", "HEAD_FILES read whole"),
+    ("files = list(pipeline.paths.HEAD_FILES.values())\n", "HEAD_FILES read whole"),
 ])
 def test_the_check_sees_each_way_of_switching_on_kinds(source, says):
     """The lines the registry replaced (stages/evaluate.py, head_files.py, the app, the command line) are each found."""
@@ -71,7 +73,8 @@ def test_the_check_sees_each_way_of_switching_on_kinds(source, says):
 
 def test_the_check_passes_what_reads_the_registry():
     source = ('BEST = HEADS[LinearHead.kind].file\nfile = HEAD_FILES[self.name]\n@stage("zeroshot")\ndef main(): pass\n'
-              'kind = "linear"\nparser.add_argument("--head", choices=sorted(HEADS), default="linear")\n')
+              'kind = "linear"\nparser.add_argument("--head", choices=sorted(HEADS), default="linear")\n'
+              'other = paths.HEAD_FILES["linear"]\n')
     assert kind_switches(ast.parse(source), set(HEADS)) == []
 
 

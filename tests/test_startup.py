@@ -111,9 +111,9 @@ def test_a_damaged_export_is_made_again_not_opened_from_the_record(tmp_path):
     cfg = EncoderConfig(str(model), num_frames=4)
     full = recorded.load(cfg)
     recorded.load(cfg)  # from its record
-    from pipeline.embed.onnx_backend import model_dir, verified_export
+    from pipeline.embed.onnx_backend import export_name, model_dir, verified_export
 
-    onnx = model_dir(full[0].fingerprint) / "vision-fp32.onnx"
+    onnx = model_dir(full[0].fingerprint) / export_name("none")
     onnx.write_bytes(onnx.read_bytes()[:-10])
     again = recorded.load(cfg)
     assert verified_export(full[0].fingerprint) == onnx and again[0].fingerprint == full[0].fingerprint
@@ -126,7 +126,11 @@ def test_the_run_checks_the_record_once_and_says_what_the_encoder_is_its_workers
     it; each worker opens that export without hashing or checking again: the same encoder as a worker's full load."""
     from pipeline.decode.workers import PoolConfig
     from pipeline.embed import onnx_backend
+    from pipeline.extract import engines
     from pipeline.extract.engines import LocalEngine
+
+    def checked_again(*args):
+        raise AssertionError("checked again, or a worker asked what the encoder is")
 
     model = build_tiny_clip(tmp_path / "model", seed=6)
     cfg = EncoderConfig(str(model), num_frames=4)
@@ -139,15 +143,16 @@ def test_the_run_checks_the_record_once_and_says_what_the_encoder_is_its_workers
     checked = recorded.verified(cfg)
     assert checked is not None and checked.export == onnx_backend.verified_export(first[0]["encoder_fingerprint"])
     assert recorded.verified(EncoderConfig(str(model), backend="torch")) is None
+    handed, pool = [], engines.embedding_pool
+    monkeypatch.setattr(engines, "embedding_pool", lambda *args: handed.append(args[3]) or pool(*args))
+    monkeypatch.setattr(engines, "describe_in_worker", checked_again)  # no worker is asked
     with LocalEngine(cfg, PoolConfig(workers=1)) as engine:  # described here, from the record
         assert (engine.encoder_attrs, engine.frame_spec, engine.batch_size) == first
+    assert len(handed) == 1 and handed[0].export == checked.export  # the workers get what this process verified
     full = cfg.load("cpu")
 
     frames = np.random.default_rng(3).integers(0, 256, (4, 224, 224, 3), np.uint8)
     check = onnx_backend._verified
-
-    def checked_again(*args):
-        raise AssertionError("a worker checked the record again")
 
     monkeypatch.setattr(recorded, "folder_key", checked_again)
     monkeypatch.setattr(onnx_backend, "_verified", checked_again)
