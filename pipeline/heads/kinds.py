@@ -74,8 +74,8 @@ def load_head(path: str | os.PathLike) -> Head:
 
 def fit_predict_many(tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int, cfg,
                      text_init: np.ndarray | None = None) -> list[np.ndarray]:
-    """The refit (Head.refit) of the trained kind whose config cfg is, for callers that hold a config alone (bench/,
-    the tests; the evaluate stage goes through HeadKind.refit): tasks [(x_train, y_train, x_test), ...] -> int
-    predictions (M_k,) per task."""
+    """The refit (its estimator's: LinearHead.refit, LogRegHead.refit) of the trained kind whose config cfg is, for
+    callers that hold a config alone (bench/, the tests; the evaluate stage goes through HeadKind.refit): tasks
+    [(x_train, y_train, x_test), ...] -> int predictions (M_k,) per task."""
     (kind,) = (k for k in HEADS.values() if k.config is not None and isinstance(cfg, k.config))
     return kind.estimator.refit(tasks, num_classes, cfg, text_init)
