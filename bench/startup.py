@@ -9,11 +9,14 @@ load time), the committed params.yaml otherwise (extract.backend as each checkou
 round runs `python -m stages.extract` on a new cache once per checkout (this one, and with --baseline DIR a checkout
 of older code, for example `git worktree add DIR 870e4b2`; repeat it for several), alternated, after one untimed run
 each (the ONNX export and, since issue 39, the encoder's record, both made once per encoder, are not start-up).
-stderr is a pseudo-terminal, so that the progress bar is drawn as it moves; the figures are when the `extract` bar
-first shows (the encoder loaded and described: decoding starts right after) and when it first counts a video
-(decoded and embedded), the whole run, and the CPU seconds the run's processes used in all (user and system, the
-stage's process, its workers' forkserver and the workers: the work, which a loaded machine shares out slowly). The
-machine's load average is printed with them: on a shared machine compare the ratios of one run.
+stderr is a pseudo-terminal, so that the progress bar is drawn as it moves. The figures: when the `extract` bar
+first shows (the encoder described: the run hashes its videos, then hands them to the workers); when a worker first
+opens a video to decode it (issue 39's "first video decoding": the stage's process opens each video once to hash it,
+before any worker may decode it, so a video's second open, seen through inotify, is its decode; each run is checked
+to open each video exactly twice); when the bar first counts a video (decoded and embedded); the whole run; and the
+CPU seconds the run's processes used in all (user and system, the stage's process, its workers' forkserver and the
+workers: the work, which a loaded machine shares out slowly). The machine's load average is printed with them: on a
+shared machine compare the ratios of one run.
 
 --app: the app's first answer instead. In a fresh process per run (imports and all), Streamlit's AppTest opens the
 Predict page of the same project (a linear head trained on its cache), waits 10 s as a user would before uploading,
@@ -44,6 +47,38 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "startup"
 BAR = re.compile(rb"extract:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
+IN_OPEN = 0x20  # inotify(7): a file in a watched folder was opened
+KEYS = ("bar", "decode", "first", "end", "cpu")
+
+
+class Opens:
+    """Counts the opens of the files in some folders (inotify; not recursive): `count[name]`."""
+
+    def __init__(self, folders: list[Path]):
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self._folders = {self._libc.inotify_add_watch(self.fd, bytes(f), IN_OPEN): f for f in folders}
+        self.count: dict[str, int] = {}
+
+    def read(self) -> None:
+        """Take the events waiting (struct inotify_event: wd, mask, cookie, len, then the name, NUL-padded)."""
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        at = 0
+        while at < len(data):
+            wd, mask, _, size = struct.unpack_from("iIII", data, at)
+            name = data[at + 16:at + 16 + size].rstrip(b"\0").decode()
+            at += 16 + size
+            if name and mask & IN_OPEN:  # not the folder itself
+                key = str(self._folders[wd] / name)
+                self.count[key] = self.count.get(key, 0) + 1
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def make_project(full: bool) -> Path:
@@ -69,21 +104,26 @@ def use_params(checkout: Path, project: Path) -> None:
 
 
 def run_stage(checkout: Path, project: Path, env: dict) -> dict:
-    """One `python -m stages.extract` of `checkout` in `project` on a new cache: seconds to the bar, to its first
-    video, to the end."""
+    """One `python -m stages.extract` of `checkout` in `project` on a new cache: seconds to the bar, to a worker's
+    first decode, to the bar's first video, to the end."""
     use_params(checkout, project)
     shutil.rmtree(project / "cache", ignore_errors=True)
+    opens = Opens(sorted(p for p in (project / "data").iterdir() if p.is_dir()))
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # tqdm draws nothing 0 wide
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "stages.extract"], cwd=project, stdout=subprocess.DEVNULL,
                             stderr=child, env={**env, "PYTHONPATH": str(checkout)})
     os.close(child)
-    seen, bar, first = b"", None, None
+    seen, bar, decode, first = b"", None, None, None
     cpu = _children_cpu()
     while True:
-        ready, _, _ = select.select([main], [], [], 0.05)
-        if ready:
+        ready, _, _ = select.select([main, opens.fd], [], [], 0.05)
+        if opens.fd in ready:
+            opens.read()
+            if decode is None and any(n >= 2 for n in opens.count.values()):
+                decode = time.perf_counter() - started
+        if main in ready:
             try:
                 chunk = os.read(main, 65536)
             except OSError:  # the pseudo-terminal closed: the process is gone
@@ -101,9 +141,15 @@ def run_stage(checkout: Path, project: Path, env: dict) -> dict:
     os.close(main)
     code = proc.wait()
     _reap_orphans()
+    opens.read()
+    opens.close()
     if code != 0:
         raise SystemExit(f"{checkout}: stages.extract failed:\n{seen.decode(errors='replace')[-2000:]}")
-    return {"bar": bar, "first": first, "end": end, "cpu": _children_cpu() - cpu}
+    videos = sorted(str(p) for p in (project / "data").glob("*/*.mp4"))
+    if sorted(opens.count) != videos or set(opens.count.values()) != {2}:
+        raise SystemExit(f"{checkout}: each video should be opened twice (hashed, then decoded), not {opens.count}: "
+                         "the decode figure would be wrong")
+    return {"bar": bar, "decode": decode, "first": first, "end": end, "cpu": _children_cpu() - cpu}
 
 
 def _reap_orphans(timeout: float = 10.0) -> None:
@@ -201,14 +247,15 @@ def main() -> None:
         for name, checkout in (variants.items() if r % 2 == 0 else reversed(variants.items())):
             t = run_stage(checkout, project, env)
             times[name].append(t)
-            print(f"round {r + 1} {name:8s} bar {t['bar']:.2f} s, first video {t['first']:.2f} s, "
+            print(f"round {r + 1} {name:8s} bar {t['bar']:.2f} s, decode {t['decode']:.2f} s, "
+                  f"first video {t['first']:.2f} s, "
                   f"end {t['end']:.2f} s, CPU {t['cpu']:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
     for name, ts in times.items():
-        med = {key: statistics.median(t[key] for t in ts) for key in ("bar", "first", "end", "cpu")}
-        print(f"{name:8s} median: bar {med['bar']:.2f} s, first video {med['first']:.2f} s, end {med['end']:.2f} s, "
-              f"CPU {med['cpu']:.1f} s")
+        med = {key: statistics.median(t[key] for t in ts) for key in KEYS}
+        print(f"{name:8s} median: bar {med['bar']:.2f} s, decode {med['decode']:.2f} s, first video "
+              f"{med['first']:.2f} s, end {med['end']:.2f} s, CPU {med['cpu']:.1f} s")
     for name in list(variants)[1:]:
-        for key in ("bar", "first", "end", "cpu"):
+        for key in KEYS:
             ratio = statistics.median(b[key] / a[key] for a, b in zip(times["this"], times[name]))
             print(f"{name} / this, {key}: {ratio:.2f}x (median of the rounds' ratios)")
 

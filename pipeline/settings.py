@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pipeline.data.discover import FOLLOW_LINKS
 from pipeline.embed.choices import BACKEND_CHOICES, DEVICES, PRECISIONS, PREPROCESS_BACKENDS, QUANTIZE
 from pipeline.errors import ConfigError, printable
-from pipeline.extract.cache import STORAGE_DTYPES
+from pipeline.extract.choices import STORAGE_DTYPES
 from pipeline.paths import PARAMS
 
 # Upper bounds of the settings that cost memory, processes or time (issue 34: 100,000 frames took 690 MB a worker;

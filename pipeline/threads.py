@@ -7,10 +7,11 @@ import os
 # Stage two: one thread. Its small matrix work gains nothing from a second thread on a quiet machine (1.02 s
 # against 1.05 s) and lost 5.3x under load. The app: every core (its ONNX Runtime encode 1.75x faster on two than
 # one, quiet; under heavy load from other work one thread was faster: this is the place to change). Stage one:
-# every core for its own process, which embeds only on a GPU; on the CPU its decode workers embed, one thread each
-# (WORKER_THREADS). Search (clip-har-search): one thread; its work is one short prompt through the text
-# tower (or one IVF probe), where a second thread only waits: 0.41 s against 3.9-4.1 s for the ViT-B/32 text tower
-# at load 11-13 (bench/README.md, "Search").
+# every core for its own process, which embeds only on a GPU (its engine sets the count there: on the CPU the process
+# never imports torch); on the CPU its decode workers embed, one thread each (WORKER_THREADS). Search
+# (clip-har-search): one thread; its work is one short prompt through the text tower (or one IVF probe), where a
+# second thread only waits: 0.41 s against 3.9-4.1 s for the ViT-B/32 text tower at load 11-13 (bench/README.md,
+# "Search").
 THREADS = {"extract": None, "stage_two": 1, "app": None, "search": 1}
 # A decode worker's threads, in every library: the workers are the parallelism. Where they embed (stage one on the
 # CPU) each embeds on this many; stage one with workers 0 embeds on as many as a worker would: on the CPU the thread
@@ -30,6 +31,11 @@ def sleeping_openmp() -> None:
 def cores() -> int:
     """The cores this process may use (its CPU affinity, which a container or `taskset` narrows), at least 1."""
     return max(1, len(os.sched_getaffinity(0)))
+
+
+def role_threads(role: str) -> int:
+    """The thread count THREADS gives `role` on this machine (None there: one per core), without importing torch."""
+    return THREADS[role] or cores()
 
 
 def torch_threads() -> int:
@@ -54,7 +60,7 @@ def set_threads(role: str) -> int:
     with one BLAS thread than with OpenBLAS's default of one per core; bench/README.md, "Head experiments".)"""
     from threadpoolctl import threadpool_limits
 
-    n = THREADS[role] or cores()
+    n = role_threads(role)
     set_torch_threads(n)
     threadpool_limits(n)
     return n

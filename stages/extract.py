@@ -26,9 +26,7 @@ def main() -> None:
     start_forkserver(worker_modules(params["encoder"]["model"], params["extract"]["backend"]))
     from pipeline.extract.project import extract_config
     from pipeline.extract.runner import extract_features
-    from pipeline.threads import set_threads
 
-    set_threads("extract")
     cfg = extract_config(*settings)
     for note in untracked_notes([cfg.annotations, cfg.classes], cfg.root):
         print(f"extract: note: {note}")

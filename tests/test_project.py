@@ -131,7 +131,7 @@ def test_the_derivation_sees_what_a_stage_uses(tmp_path):
                       "def main():\n    params = read_params()\n    f(params['train'], params['split']['seed'])\n"
                       "    g(read_params()['demo'])\n")
     settings = {"pipeline/settings.py", "pipeline/data/discover.py", "pipeline/embed/choices.py",  # and its choices
-                "pipeline/extract/cache.py", "pipeline/extract/cache_door.py", "pipeline/extract/embeddings.py"}
+                "pipeline/extract/choices.py"}
     assert code_used(script) == {"stages/__init__.py", "pipeline/heads/plots.py", "pipeline/errors.py",
                                  "pipeline/paths.py", *settings, str(script)}
     assert params_read(script) == {"train", "split.seed", "demo"}

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.embed import devices, recorded
 from pipeline.embed.encoder import EncoderConfig
 from pipeline.embed.in_worker import RECORDED_MODULES, WORKER_MODULES, worker_modules
 from pipeline.embed.tiny_clip import build_tiny_clip
+from pipeline.paths import PARAMS
+from tests.conftest import committed_params, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,14 +200,41 @@ def test_the_key_covers_what_from_pretrained_reads_and_a_hub_id_is_its_cached_sn
 def test_the_stage_starts_the_workers_server_before_its_heavy_imports():
     """stages/extract.py's own imports (run before its main starts the server) and the server module import
     nothing heavy: the server's imports (torch, seconds) start at once. (The stages package, which `python -m`
-    imports first, brings pydantic and, through the settings, the cache module's numpy and h5py.)"""
+    imports first, brings pydantic; the settings' choices of the cache come without its numpy and h5py.)"""
     from pipeline.decode import server, workers
 
     assert server.WORKERS_MODULE == workers.__name__
     code = ("import sys\nimport stages.extract\nfrom pipeline.embed.in_worker import worker_modules\n"
             f"worker_modules('some/model', 'auto'), worker_modules({str(ROOT)!r}, 'auto')\n"
-            "heavy = ('torch', 'av', 'transformers', 'onnxruntime', 'pebble')\n"
+            "heavy = ('torch', 'av', 'transformers', 'onnxruntime', 'pebble', 'numpy', 'h5py')\n"
             "assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
+
+
+# Stage one as `python -m stages.extract` runs it, then what its own process imported (its workers are other processes)
+STAGE = ("import runpy, sys\n"
+         "runpy.run_module('stages.extract', run_name='__main__')\n"
+         "heavy = [m for m in ('torch', 'onnxruntime', 'transformers') if m in sys.modules]\n"
+         "assert not heavy, f'the stage imported {heavy}'\n")
+
+
+def test_stage_one_on_the_cpu_never_imports_torch_in_its_own_process(tmp_path):
+    """Where its decode workers embed, stage one's process decides the device, checks the record, describes the
+    encoder and names the export's folder without torch, ONNX Runtime or transformers (seconds of imports that
+    delayed the workers: bench/README.md, "Stage one's start-up"): on a first run (no record: a worker describes the
+    encoder) and on the next (from the record the first one wrote)."""
+    model = build_tiny_clip(tmp_path / "model", seed=7)
+    for c in ("a", "b"):
+        write_video(tmp_path / "data" / c / f"{c}.mp4", 12, seed=ord(c))
+    params = committed_params(extract={"num_frames": 4, "device": "cpu", "workers": 2})
+    params["data"]["root"], params["encoder"]["model"] = "data", str(model)
+    (tmp_path / PARAMS).write_text(yaml.safe_dump(params))
+    for run in ("first", "recorded"):
+        assert (recorded.verified(EncoderConfig(str(model))) is not None) == (run == "recorded")
+        shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+        out = subprocess.run([sys.executable, "-c", STAGE], cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "2 encoded, 0 reused, 0 skipped" in out.stdout, out.stdout

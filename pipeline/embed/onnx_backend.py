@@ -10,6 +10,7 @@ import uuid
 import warnings
 import zlib
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,11 +47,9 @@ def onnx_root() -> Path:
 
 def model_dir(fingerprint: str, root: Path | None = None) -> Path:
     """The folder of one encoder's exports: its fingerprint with the opset, torch and onnxruntime versions (another
-    exporter or runtime makes another graph, so it gets its own folder)."""
-    import onnxruntime
-    import torch
-
-    return (root or onnx_root()) / f"{fingerprint}-opset{OPSET}-torch{torch.__version__}-ort{onnxruntime.__version__}"
+    exporter or runtime makes another graph, so it gets its own folder); the versions as installed, the same strings
+    as their __version__, read without importing either (stage one's process on the CPU imports neither)."""
+    return (root or onnx_root()) / f"{fingerprint}-opset{OPSET}-torch{version('torch')}-ort{version('onnxruntime')}"
 
 
 def export_onnx(model: torch.nn.Module, fingerprint: str, image_size: int, quantize: str = "none",

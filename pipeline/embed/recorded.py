@@ -43,6 +43,14 @@ class RecordedProcessor:
         return json.loads(json.dumps(self._settings))  # a copy, as transformers' to_dict gives
 
 
+@dataclass(frozen=True)
+class DescribedDevice:
+    """Where an encoder that only describes itself would run: the `type` of a torch.device ("cpu"), without importing
+    torch (stage one's process on the CPU, whose workers embed, never imports it)."""
+
+    type: str
+
+
 @dataclass(frozen=True, eq=False)
 class Verified:
     """A record that holds for its model folder's bytes now (record: as _read gives it), and its ONNX export, made and
@@ -124,17 +132,21 @@ def _unchanged(checked: Verified) -> bool:
 
 def described(cfg: EncoderConfig, checked: Verified, device: str = "cpu", session=None) -> Encoder:
     """The encoder of a verified record: its session (None: one that only describes itself, its frames and batch,
-    as stage one's process needs where its workers embed)."""
-    import torch
-
+    as stage one's process needs where its workers embed; its device a DescribedDevice, so torch is not imported)."""
     from pipeline.embed.encoder import Encoder
 
     backend = check_settings(device, cfg.preprocess, cfg.quantize, cfg.precision, cfg.backend)
     dev, precision, backend = resolved(device, cfg.precision, backend, cfg.quantize)
+    if session is None:
+        on = DescribedDevice(dev)
+    else:
+        import torch
+
+        on = torch.device(dev)
     record = checked.record
     return Encoder(None, RecordedProcessor(record["processor"]), cfg.model, record["fingerprint"], record["dim"],
-                   torch.device(dev), cfg.preprocess, cfg.quantize, precision, backend, session,
-                   record["random_weights"], record["family"])
+                   on, cfg.preprocess, cfg.quantize, precision, backend, session, record["random_weights"],
+                   record["family"])
 
 
 def remember(cfg: EncoderConfig, encoder: Encoder, key: str | None) -> None:

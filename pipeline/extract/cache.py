@@ -16,6 +16,7 @@ import numpy as np
 from pipeline.data.discover import clip_id  # noqa: F401 (also its importers' name for it)
 from pipeline.embed.choices import RANDOM_WEIGHTS  # noqa: F401 (also its importers' name for it)
 from pipeline.errors import CacheError, ConfigError
+from pipeline.extract.choices import STORAGE_DTYPES
 from pipeline.extract.cache_door import check_frames, check_rows, check_shapes, check_storage, disk_problem
 from pipeline.extract.embeddings import BLOCK_ROWS, Embeddings, file_identity, open_file
 
@@ -39,7 +40,6 @@ def random_encoder_note(attrs: dict) -> str:
     return RANDOM_ENCODER_NOTE if attrs.get(RANDOM_WEIGHTS) else ""
 
 
-STORAGE_DTYPES = ("float32", "float16")  # how embeddings are stored (extract.dtype); they are read as float32
 _STR = h5py.string_dtype()
 
 

@@ -15,7 +15,7 @@ from pipeline.errors import ConfigError, Unusable, printable
 from pipeline.decode.frames import FrameSpec
 from pipeline.decode.hashing import Hashed
 from pipeline.decode.workers import DecodePool, Loaded, PoolConfig, ReadConfig, load_video
-from pipeline.threads import WORKER_THREADS, set_torch_threads, torch_threads
+from pipeline.threads import WORKER_THREADS, role_threads, set_torch_threads, torch_threads
 
 # What an engine yields per video, in any order: the video's index in the list it was given, then what its reader
 # made of it (a Loaded whose clip has no frames left, or an Unusable with the reason), then its embeddings
@@ -62,14 +62,16 @@ class LocalEngine:
     embeddings cross processes, the cores run whole videos side by side, and no thread pool wakes per operation.
     The workers load the encoder as they start, this process never: where its record holds (recorded.verified,
     checked here once for all the workers) the record says what the encoder is, else one of them does
-    (describe_in_worker). On a GPU this process embeds, in passes shared across videos; with workers 0 it decodes and
-    embeds itself, on one thread on the CPU as a worker would (the same bytes: docs/engines.md).
+    (describe_in_worker); it never imports torch then (stage one starts sooner: bench/README.md, "Stage one's
+    start-up"). On a GPU this process embeds, in passes shared across videos, on THREADS["extract"] threads; with
+    workers 0 it decodes and embeds itself, on one thread on the CPU as a worker would (the same bytes:
+    docs/engines.md). Where it embeds, torch's thread count is put back on close.
     """
 
     def __init__(self, encoder: EncoderConfig, pool: PoolConfig, decode: Callable = load_video):
         cpu = encoder.device_type() == "cpu"
         self.in_workers = cpu and pool.workers > 0
-        self._threads = torch_threads()
+        self._threads = None  # torch's count before, where this process embeds
         self.encoder = None  # loaded here only where this process embeds
         if self.in_workers:  # the workers load the encoder (this process never does): from its record where it holds
             # (checked here once: the folder's hash and the export's check, which each worker did before), which also
@@ -88,8 +90,10 @@ class LocalEngine:
                 self.close()
                 raise
             return
-        if cpu:  # embedding here on as many threads as a worker would; before the load: an onnxruntime session
-            set_torch_threads(WORKER_THREADS)  # takes torch's count when it is made
+        # embedding here, on the CPU on as many threads as a worker would; set before the load: an onnxruntime session
+        # takes torch's count when it is made
+        self._threads = torch_threads()
+        set_torch_threads(WORKER_THREADS if cpu else role_threads("extract"))
         self.pool = DecodePool(pool, decode)  # its workers start while the encoder loads
         try:
             self.encoder, self.batch_size = encoder.load()
@@ -106,7 +110,8 @@ class LocalEngine:
 
     def close(self) -> None:
         self.pool.close()
-        set_torch_threads(self._threads)
+        if self._threads is not None:
+            set_torch_threads(self._threads)
 
     def results(self, files: list[str], reader: ReadConfig, known: set[str],
                 segments: list[tuple[float, float] | None] | None = None,

@@ -25,7 +25,7 @@ from pipeline.errors import BrokenInstall, ConfigError, Unusable, UserError, Vid
 from pipeline.decode.video import Clip
 from pipeline.decode.hashing import Hashed
 from pipeline.decode.workers import DecodePool, Loaded, PoolConfig, ReadConfig, load_video
-from pipeline.threads import set_torch_threads, torch_threads
+from pipeline.threads import role_threads, set_torch_threads
 
 VIDEOS_PER_BLOCK = 4  # rows per Ray Data block: the work a lost node takes with it, at most, per decode actor
 # Columns a decode actor returns per video beside its frames, the Clip's own fields (and the Python type each comes back
@@ -41,14 +41,14 @@ class RayEngine:
     videos through Ray Data: results() yields what LocalEngine.results does, in completion order.
 
     encoder_attrs, frame_spec and batch_size as on LocalEngine (the Engine interface: pipeline.extract.engines), from
-    encoder and pool settings; address: extract.ray_address; threads: torch's intra-op thread count in this process
-    (what the local engine would encode with: the stage sets it, pipeline.threads), which every encoder actor uses.
+    encoder and pool settings; address: extract.ray_address; threads: the encoders' thread count, THREADS["extract"]
+    (what the local engine would encode with on a GPU: pipeline.threads), which every encoder actor uses.
     A context manager; shuts down a Ray it started.
     """
 
     def __init__(self, encoder: EncoderConfig, pool: PoolConfig, decode: Callable = load_video, address: str = ""):
         self.encoder_cfg, self.pool, self.decode = encoder, pool, decode
-        self.threads = torch_threads()
+        self.threads = role_threads("extract")
         self._started = False
         if not ray.is_initialized():
             try:

@@ -30,7 +30,8 @@ from pipeline.decode.workers import Loaded, PoolConfig, ReadConfig, auto_workers
 from pipeline.embed.encoder import EncoderConfig
 from pipeline.errors import (CacheError, ConfigError, DataError, InternalError, Unusable, VideoError, number,
                              printable)
-from pipeline.extract.cache import STORAGE_DTYPES, empty_cache
+from pipeline.extract.cache import empty_cache
+from pipeline.extract.choices import STORAGE_DTYPES
 from pipeline.extract.cache_door import disk_problem, finite_rows
 from pipeline.extract.engines import Engine, LocalEngine
 from pipeline.extract.plan import Plan, Rounds, Work
