@@ -50,7 +50,7 @@ class Encoder:
     model_id: str
     fingerprint: str
     dim: int
-    device: torch.device  # recorded.DescribedDevice where it only describes itself (stage one's process on the CPU)
+    device: torch.device
     preprocess: str
     quantize: str = "none"
     precision: str = "fp32"
