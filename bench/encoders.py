@@ -47,9 +47,9 @@ MODELS = {
 }
 LABELS = {"b32": "CLIP ViT-B/32", "b16": "CLIP ViT-B/16", "l14": "CLIP ViT-L/14", "siglip": "SigLIP base 224",
           "siglip2": "SigLIP 2 base 224"}
-# name -> load_encoder options
-BACKENDS = {"torch fp32": {}, "torch bf16": {"precision": "bf16"}, "ORT fp32": {"backend": "onnxruntime"},
-            "ORT int8": {"backend": "onnxruntime", "quantize": "int8"}}
+# name -> load_encoder options (the backend always named: auto is ONNX Runtime on the CPU)
+BACKENDS = {"torch fp32": {"backend": "torch"}, "torch bf16": {"precision": "bf16", "backend": "torch"},
+            "ORT fp32": {"backend": "onnxruntime"}, "ORT int8": {"backend": "onnxruntime", "quantize": "int8"}}
 
 
 def build(name: str) -> Path:
@@ -103,7 +103,7 @@ def compare(name: str, backends: list[str], rounds: int, ceiling_gflops: float) 
     """Images/s at batch 16 per backend (alternating within each round), FLOPs, ceiling fraction, closeness."""
     folder = build(name)
     encoders = {b: load_encoder(str(folder), "cpu", **BACKENDS[b]) for b in backends}
-    reference = encoders.get("torch fp32") or load_encoder(str(folder), "cpu")
+    reference = encoders.get("torch fp32") or load_encoder(str(folder), "cpu", backend="torch")
     pixels = natural_pixels(reference)
     flops = flops_per_image(reference)
     fp32 = embed_frames(pixels, reference, BATCH)

@@ -197,7 +197,7 @@ def main() -> None:
     long_clip = VIDEOS / "720p_300s" / "long.mp4"
     if not long_clip.exists():
         make_clip(long_clip, (1280, 720), 300, seed=99)
-    fp32 = load_encoder(str(model), "cpu")
+    fp32 = load_encoder(str(model), "cpu", backend="torch")  # its model runs the old pipeline (auto: ONNX Runtime)
     int8 = load_encoder(str(model), "cpu", quantize="int8", backend="onnxruntime")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OpenCV {cv2.__version__}; "
           f"{len(files)} clips: " + ", ".join(f"{c} x {n}" for n, c, _, _ in SETS))

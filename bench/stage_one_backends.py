@@ -24,7 +24,7 @@ def load_backend(model: Path, name: str):
     backend, quantize = BACKENDS[name]
     if name == "torch int8":
         import warnings
-        enc = load_encoder(str(model), "cpu")
+        enc = load_encoder(str(model), "cpu", backend="torch")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch deprecates the API
             enc.model = torch.ao.quantization.quantize_dynamic(enc.model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -115,7 +115,7 @@ def fp32_ceiling(model: Path, reps: int = 20) -> dict:
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
     from torch.utils.flop_counter import FlopCounterMode
-    enc = load_encoder(str(model), "cpu")
+    enc = load_encoder(str(model), "cpu", backend="torch")  # the model itself (auto is ONNX Runtime on the CPU)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         enc.model(pixel_values=torch.zeros(1, 3, 224, 224))
     per_image = counter.get_total_flops()
