@@ -135,6 +135,7 @@ def main() -> None:
           f"(rule: >= 0.999); torch's CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 "
           f"(/proc/cpuinfo): {', '.join(native) or 'none, emulated'}; fp32 {fp32_seconds:.2f} s")
     for recipe in args.recipes:
+        embed(model, pixels[:2], recipe)  # warm-up, as fp32's
         t = time.perf_counter()
         out = embed(model, pixels, recipe)
         seconds = time.perf_counter() - t
@@ -147,7 +148,8 @@ def main() -> None:
 
 
 def native_bf16() -> list[str]:
-    """The CPU's native bf16 flags (Linux's /proc/cpuinfo): avx512_bf16, amx_bf16; empty elsewhere."""
+    """The CPU's native bf16 flags (Linux's /proc/cpuinfo, x86's names): avx512_bf16, amx_bf16; empty elsewhere (an
+    ARM CPU's bf16 is not looked for: it would be called emulated)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])

@@ -80,10 +80,8 @@ import stages.extract  # as `python -m stages.extract` starts: its OpenMP settin
 from stages.extract import start_forkserver, worker_modules
 if __name__ == "__main__":
     start_forkserver(worker_modules({model!r}, "auto"))
-    from pipeline.threads import set_threads
     from pipeline.extract.runner import ExtractConfig, extract_features
 
-    set_threads("extract")
     cfg = ExtractConfig(root={root!r}, cache_path={cache!r}, model={model!r}, num_frames={frames})
     t = time.perf_counter()
     s = extract_features(cfg, progress=False)

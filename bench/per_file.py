@@ -6,8 +6,7 @@
 
 Clips: `--clips` H.264 clips of 4 frames at 32x32 (a few KB each, written once under bench/out/per_file/), in four
 class folders; the tiny random CLIP, 4 frames per clip, batch_size auto, `workers: 2` (auto on 2 cores). Each
-variant is a fresh process (`stages.extract`'s own thread policy, then extract_features on a new cache, then a
-re-run that reuses everything), the variants alternated round by round, each started as `python -m stages.extract`
+variant is a fresh process (extract_features on a new cache, then a re-run that reuses everything), the variants alternated round by round, each started as `python -m stages.extract`
 starts (importing stages.extract first: its OpenMP setting). Variants: this checkout as it is and, with --baseline
 DIR (a checkout of older code, for example `git worktree add DIR <commit>`), that code. Then one profiled run of
 this checkout splits the time by role (discovery, hashing, the engine's start, waiting on the workers, which
@@ -60,10 +59,8 @@ print((time.perf_counter() - t) / 20)
 RUN = """
 import time
 import stages.extract  # as `python -m stages.extract` starts (its OpenMP setting, where the code has one)
-from pipeline.threads import set_threads
 from pipeline.extract.runner import ExtractConfig, extract_features
 if __name__ == "__main__":
-    set_threads("extract")
     cfg = ExtractConfig(root={root!r}, cache_path={cache!r}, model={model!r}, num_frames={num_frames},
                         batch_size="auto", device="cpu", workers={workers})
     t = time.perf_counter()
@@ -129,9 +126,7 @@ def profile(root: Path, n: int) -> None:
     import pstats
 
     from pipeline.extract.runner import ExtractConfig, extract_features
-    from pipeline.threads import set_threads
 
-    set_threads("extract")
     cache = OUT / "cache" / "features.h5"
     shutil.rmtree(cache.parent, ignore_errors=True)
     cfg = ExtractConfig(root=str(root), cache_path=str(cache), model=str(model()), num_frames=4, device="cpu",

@@ -60,6 +60,8 @@ class Opens:
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self._folders = {self._libc.inotify_add_watch(self.fd, bytes(f), IN_OPEN): f for f in folders}
+        if -1 in self._folders:
+            raise OSError(ctypes.get_errno(), "inotify_add_watch")
         self.count: dict[str, int] = {}
 
     def read(self) -> None:
@@ -146,7 +148,7 @@ def run_stage(checkout: Path, project: Path, env: dict) -> dict:
     if code != 0:
         raise SystemExit(f"{checkout}: stages.extract failed:\n{seen.decode(errors='replace')[-2000:]}")
     videos = sorted(str(p) for p in (project / "data").glob("*/*.mp4"))
-    if sorted(opens.count) != videos or set(opens.count.values()) != {2}:
+    if decode is None or sorted(opens.count) != videos or set(opens.count.values()) != {2}:
         raise SystemExit(f"{checkout}: each video should be opened twice (hashed, then decoded), not {opens.count}: "
                          "the decode figure would be wrong")
     return {"bar": bar, "decode": decode, "first": first, "end": end, "cpu": _children_cpu() - cpu}

@@ -7,8 +7,8 @@ import os
 # Stage two: one thread. Its small matrix work gains nothing from a second thread on a quiet machine (1.02 s
 # against 1.05 s) and lost 5.3x under load. The app: every core (its ONNX Runtime encode 1.75x faster on two than
 # one, quiet; under heavy load from other work one thread was faster: this is the place to change). Stage one:
-# every core for its own process, which embeds only on a GPU (its engine sets the count there: on the CPU the process
-# never imports torch); on the CPU its decode workers embed, one thread each (WORKER_THREADS). Search
+# every core for its own process, which embeds only on a GPU (its engine sets the count there, and where its workers
+# embed the process never imports torch); on the CPU its decode workers embed, one thread each (WORKER_THREADS). Search
 # (clip-har-search): one thread; its work is one short prompt through the text tower (or one IVF probe), where a
 # second thread only waits: 0.41 s against 3.9-4.1 s for the ViT-B/32 text tower at load 11-13 (bench/README.md,
 # "Search").

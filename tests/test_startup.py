@@ -238,3 +238,27 @@ def test_stage_one_on_the_cpu_never_imports_torch_in_its_own_process(tmp_path):
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert out.returncode == 0, out.stderr[-3000:]
         assert "2 encoded, 0 reused, 0 skipped" in out.stdout, out.stdout
+
+
+def test_an_engine_that_embeds_here_sets_torch_threads_and_puts_them_back_even_when_its_start_fails(tiny_clip,
+                                                                                                     tmp_path):
+    """Stage one's process sets torch's thread count only where it embeds (here: workers 0 on the CPU, one thread as
+    a worker would), and puts the count back on close, or when its encoder cannot be loaded."""
+    import torch
+
+    from pipeline.decode.workers import PoolConfig
+    from pipeline.errors import ConfigError
+    from pipeline.extract.engines import LocalEngine
+    from pipeline.threads import WORKER_THREADS
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with LocalEngine(EncoderConfig(tiny_clip, device="cpu"), PoolConfig(workers=0)) as engine:
+            assert engine.encoder is not None and torch.get_num_threads() == WORKER_THREADS
+        assert torch.get_num_threads() == 3
+        with pytest.raises(ConfigError):
+            LocalEngine(EncoderConfig(str(tmp_path / "no-model"), device="cpu"), PoolConfig(workers=0))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -72,6 +72,7 @@ class LocalEngine:
         cpu = encoder.device_type() == "cpu"
         self.in_workers = cpu and pool.workers > 0
         self._threads = None  # torch's count before, where this process embeds
+        self.pool: DecodePool | None = None
         self.encoder = None  # loaded here only where this process embeds
         if self.in_workers:  # the workers load the encoder (this process never does): from its record where it holds
             # (checked here once: the folder's hash and the export's check, which each worker did before), which also
@@ -94,8 +95,8 @@ class LocalEngine:
         # takes torch's count when it is made
         self._threads = torch_threads()
         set_torch_threads(WORKER_THREADS if cpu else role_threads("extract"))
-        self.pool = DecodePool(pool, decode)  # its workers start while the encoder loads
         try:
+            self.pool = DecodePool(pool, decode)  # its workers start while the encoder loads
             self.encoder, self.batch_size = encoder.load()
         except BaseException:
             self.close()
@@ -109,7 +110,8 @@ class LocalEngine:
         self.close()
 
     def close(self) -> None:
-        self.pool.close()
+        if self.pool is not None:  # None: its start failed
+            self.pool.close()
         if self._threads is not None:
             set_torch_threads(self._threads)
 
