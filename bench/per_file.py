@@ -6,8 +6,9 @@
 
 Clips: `--clips` H.264 clips of 4 frames at 32x32 (a few KB each, written once under bench/out/per_file/), in four
 class folders; the tiny random CLIP, 4 frames per clip, batch_size auto, `workers: 2` (auto on 2 cores). Each
-variant is a fresh process (extract_features on a new cache, then a re-run that reuses everything), the variants alternated round by round, each started as `python -m stages.extract`
-starts (importing stages.extract first: its OpenMP setting). Variants: this checkout as it is and, with --baseline
+variant is a fresh process (extract_features on a new cache, then a re-run that reuses everything), the variants
+alternated round by round, each started as `python -m stages.extract` starts (importing stages.extract first: its
+OpenMP setting). Variants: this checkout as it is and, with --baseline
 DIR (a checkout of older code, for example `git worktree add DIR <commit>`), that code. Then one profiled run of
 this checkout splits the time by role (discovery, hashing, the engine's start, waiting on the workers, which
 decode and, on the CPU, embed; the encoder in this process, part files and the cache's join, the summary), and
