@@ -168,8 +168,13 @@ def test_the_page_without_a_browser(project, monkeypatch):
 def private_network():
     """The body (and every process it starts) in a new network namespace: `lo` up, and a veth pair holding a
     private address (aioice never offers 127.0.0.1; this kernel may have no `dummy` driver), which exists only
-    inside the namespace. Nothing in it reaches the machine's real interfaces. Then back to the old namespace."""
-    return network_namespace(["ip link set lo up", "ip link add clip0 type veth peer name clip1",
+    inside the namespace. Nothing in it reaches the machine's real interfaces. Then back to the old namespace.
+    IPv6 is off in it: otherwise the links' IPv6 addresses come and go (duplicate address detection) while the page
+    loads, and Chromium drops every request of the page with net::ERR_NETWORK_CHANGED (a blank page, seen on a
+    kernel 6.18 machine)."""
+    return network_namespace(["sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
+                              "sysctl -qw net.ipv6.conf.default.disable_ipv6=1",
+                              "ip link set lo up", "ip link add clip0 type veth peer name clip1",
                               f"ip addr add {NS_ADDRESS} dev clip0", "ip link set clip0 up", "ip link set clip1 up"],
                              ["clip0", "clip1", "lo"], "the WebRTC test isolates the app and the browser in a "
                              "network namespace")
