@@ -171,9 +171,9 @@ def private_network():
     inside the namespace. Nothing in it reaches the machine's real interfaces. Then back to the old namespace.
     IPv6 is off in it: otherwise the links' IPv6 addresses come and go (duplicate address detection) while the page
     loads, and Chromium drops every request of the page with net::ERR_NETWORK_CHANGED (a blank page, seen on a
-    kernel 6.18 machine)."""
-    return network_namespace(["sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
-                              "sysctl -qw net.ipv6.conf.default.disable_ipv6=1",
+    kernel 6.18 machine); a kernel without IPv6 has none to turn off (sysctl -e)."""
+    return network_namespace(["sysctl -eqw net.ipv6.conf.all.disable_ipv6=1",
+                              "sysctl -eqw net.ipv6.conf.default.disable_ipv6=1",
                               "ip link set lo up", "ip link add clip0 type veth peer name clip1",
                               f"ip addr add {NS_ADDRESS} dev clip0", "ip link set clip0 up", "ip link set clip1 up"],
                              ["clip0", "clip1", "lo"], "the WebRTC test isolates the app and the browser in a "
