@@ -156,6 +156,7 @@ def test_the_page_without_a_browser(project, monkeypatch):
     assert at.title[0].value == "Live: what is the person doing?"
     assert [o for o in at.radio[0].options] == ["linear head", "logistic regression", "zero-shot"]
     assert "linear head" in at.caption[1].value and "clapping, sitting, walking" in plain(at.caption[1].value)
+    assert re.search(r"\b\d+ frames per answer\b", plain(at.caption[1].value)), at.caption[1].value
     assert "Press START" in at.info[0].value
     at.radio[0].set_value("zeroshot").run()  # the fixture has no params.yaml and no zero-shot head: said so
     assert "Cannot use the zero-shot: run the app from the project folder" in plain(at.error[0].value)
@@ -172,8 +173,7 @@ def private_network():
     IPv6 is off in it: otherwise the links' IPv6 addresses come and go (duplicate address detection) while the page
     loads, and Chromium drops every request of the page with net::ERR_NETWORK_CHANGED (a blank page, seen on a
     kernel 6.18 machine); a kernel without IPv6 has none to turn off (sysctl -e)."""
-    return network_namespace(["sysctl -eqw net.ipv6.conf.all.disable_ipv6=1",
-                              "sysctl -eqw net.ipv6.conf.default.disable_ipv6=1",
+    return network_namespace(["sysctl -eqw net.ipv6.conf.all.disable_ipv6=1",  # every link, and those made after
                               "ip link set lo up", "ip link add clip0 type veth peer name clip1",
                               f"ip addr add {NS_ADDRESS} dev clip0", "ip link set clip0 up", "ip link set clip1 up"],
                              ["clip0", "clip1", "lo"], "the WebRTC test isolates the app and the browser in a "

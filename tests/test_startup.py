@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.embed import devices, recorded
+from pipeline.embed import devices, in_worker, recorded
 from pipeline.embed.encoder import EncoderConfig
 from pipeline.embed.in_worker import RECORDED_MODULES, WORKER_MODULES, worker_modules
 from pipeline.embed.tiny_clip import build_tiny_clip
@@ -149,8 +149,11 @@ def test_the_run_checks_the_record_once_and_says_what_the_encoder_is_its_workers
     handed, pool = [], engines.embedding_pool
     monkeypatch.setattr(engines, "embedding_pool", lambda *args: handed.append(args[3]) or pool(*args))
     monkeypatch.setattr(engines, "describe_in_worker", checked_again)  # no worker is asked
+    hashed.clear()
+    monkeypatch.setattr(recorded, "folder_key", lambda folder: hashed.append(folder) or key(folder))
     with LocalEngine(cfg, PoolConfig(workers=1)) as engine:  # described here, from the record
         assert (engine.encoder_attrs, engine.frame_spec, engine.batch_size) == first
+    assert len(hashed) == 1  # the folder hashed once, in this process (its workers are other processes)
     assert len(handed) == 1 and handed[0].export == checked.export  # the workers get what this process verified
     full = cfg.load("cpu")
 
@@ -159,7 +162,10 @@ def test_the_run_checks_the_record_once_and_says_what_the_encoder_is_its_workers
 
     monkeypatch.setattr(recorded, "folder_key", checked_again)
     monkeypatch.setattr(onnx_backend, "_verified", checked_again)
-    opened = recorded.load(cfg, "cpu", checked)  # as a worker does with what the run's process verified
+    monkeypatch.setattr(in_worker, "_in_worker", {})
+    in_worker.load_in_worker(cfg, checked)  # a worker's setup with what the run's process verified (it keeps errors)
+    assert "error" not in in_worker._in_worker, in_worker._in_worker.get("error")
+    opened = in_worker._in_worker["encoder"], in_worker._in_worker["batch_size"]
     assert opened[0].model is None
     _same(full, opened, frames)
     # the export written to since the run's process checked it (its times at least): the worker checks again
@@ -213,9 +219,15 @@ def test_the_stage_starts_the_workers_server_before_its_heavy_imports():
     assert out.returncode == 0, out.stderr
 
 
-# Stage one as `python -m stages.extract` runs it, then what its own process imported (its workers are other processes)
+# Stage one as `python -m stages.extract` runs it (device auto, on a machine without a GPU driver: argv[1] names a path
+# that is not there), saying when it describes the encoder from its record, then what its own process imported (its
+# workers are other processes)
 STAGE = ("import runpy, sys\n"
-         "runpy.run_module('stages.extract', run_name='__main__')\n"
+         "from pipeline.embed import devices, recorded\n"
+         "devices.GPU_DRIVER_PATHS = (sys.argv.pop(1),)\n"
+         "describe = recorded.described\n"
+         "recorded.described = lambda *a: print('described from the record') or describe(*a)\n"
+         "runpy.run_module('stages.extract', run_name='__main__', alter_sys=True)\n"
          "heavy = [m for m in ('torch', 'onnxruntime', 'transformers') if m in sys.modules]\n"
          "assert not heavy, f'the stage imported {heavy}'\n")
 
@@ -228,20 +240,22 @@ def test_stage_one_on_the_cpu_never_imports_torch_in_its_own_process(tmp_path):
     model = build_tiny_clip(tmp_path / "model", seed=7)
     for c in ("a", "b"):
         write_video(tmp_path / "data" / c / f"{c}.mp4", 12, seed=ord(c))
-    params = committed_params(extract={"num_frames": 4, "device": "cpu", "workers": 2})
+    params = committed_params(extract={"num_frames": 4, "device": "auto", "workers": 2})
     params["data"]["root"], params["encoder"]["model"] = "data", str(model)
     (tmp_path / PARAMS).write_text(yaml.safe_dump(params))
     for run in ("first", "recorded"):
         assert (recorded.verified(EncoderConfig(str(model))) is not None) == (run == "recorded")
         shutil.rmtree(tmp_path / "cache", ignore_errors=True)
-        out = subprocess.run([sys.executable, "-c", STAGE], cwd=tmp_path, capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        out = subprocess.run([sys.executable, "-c", STAGE, str(tmp_path / "nvidiactl")], cwd=tmp_path,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert out.returncode == 0, out.stderr[-3000:]
+        assert ("described from the record" in out.stdout) == (run == "recorded"), out.stdout
         assert "2 encoded, 0 reused, 0 skipped" in out.stdout, out.stdout
 
 
 def test_an_engine_that_embeds_here_sets_torch_threads_and_puts_them_back_even_when_its_start_fails(tiny_clip,
-                                                                                                     tmp_path):
+                                                                                                     tmp_path,
+                                                                                                     keep_threads):
     """Stage one's process sets torch's thread count only where it embeds (here: workers 0 on the CPU, one thread as
     a worker would), and puts the count back on close, or when its encoder cannot be loaded."""
     import torch
@@ -251,14 +265,10 @@ def test_an_engine_that_embeds_here_sets_torch_threads_and_puts_them_back_even_w
     from pipeline.extract.engines import LocalEngine
     from pipeline.threads import WORKER_THREADS
 
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(3)
-        with LocalEngine(EncoderConfig(tiny_clip, device="cpu"), PoolConfig(workers=0)) as engine:
-            assert engine.encoder is not None and torch.get_num_threads() == WORKER_THREADS
-        assert torch.get_num_threads() == 3
-        with pytest.raises(ConfigError):
-            LocalEngine(EncoderConfig(str(tmp_path / "no-model"), device="cpu"), PoolConfig(workers=0))
-        assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(before)
+    torch.set_num_threads(3)
+    with LocalEngine(EncoderConfig(tiny_clip, device="cpu"), PoolConfig(workers=0)) as engine:
+        assert engine.encoder is not None and torch.get_num_threads() == WORKER_THREADS
+    assert torch.get_num_threads() == 3
+    with pytest.raises(ConfigError):
+        LocalEngine(EncoderConfig(str(tmp_path / "no-model"), device="cpu"), PoolConfig(workers=0))
+    assert torch.get_num_threads() == 3
