@@ -17,7 +17,8 @@ The bound for those 12 clips is (decode core-seconds + encode core-seconds) / co
   on 2 threads; a pass on T threads costs T core-seconds per second, and the cheapest counts (the strictest
   bound).
 Printed: both parts, the bound, each run's time with the machine's load average, and the ratio bound / marginal
-(issue 39's target: at least 0.8). --baseline DIR: the stage runs of an older checkout too, alternated.
+(issue 39's target: at least 0.8). --baseline DIR: the stage runs of an older checkout too, alternated (one that
+starts its workers' server first, stages.extract.start_forkserver, as every run here does).
 """
 from __future__ import annotations
 
@@ -35,15 +36,15 @@ from pipeline.threads import cores
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "bound"
-CLIPS = ROOT / "bench" / "out" / "per_file" / "720p_10s"  # bench/per_file.py --marginal's clips, made alike
+CLIPS = ROOT / "bench" / "out" / "per_file" / "720p_10s"  # clip_files(): shared with per_file --marginal, cold.py
 FRAMES = 16
 MORE = 12  # the clips whose marginal time is measured
 
 DECODE = """
-import os, sys, time
-os.environ["OMP_NUM_THREADS"] = "1"
-import torch
-torch.set_num_threads(1)
+import os, time
+from pipeline.threads import WORKER_THREADS, set_torch_threads
+os.environ["OMP_NUM_THREADS"] = str(WORKER_THREADS)  # as a decode worker (pipeline.decode.workers._worker_init)
+set_torch_threads(WORKER_THREADS)
 from pipeline.embed.encoder import EncoderConfig
 from pipeline.embed.recorded import load
 from pipeline.decode.workers import ReadConfig, load_video
@@ -60,7 +61,7 @@ print(*cpu)
 """
 
 ENCODE = """
-import os, time
+import time
 import numpy as np
 import torch
 torch.set_num_threads({threads})
@@ -99,35 +100,41 @@ def python(code: str, checkout: Path = ROOT) -> str:
     return out.stdout
 
 
-def clips() -> list[Path]:
-    """The 24 clips (made once), and the 12- and 24-clip folders of hard links to them."""
-    from stage_one import make_clip  # run as a file from bench/, as bench/per_file.py imports it
+def clip_files() -> list[Path]:
+    """The 24 clips, in two class folders (made once; bench/per_file.py --marginal and bench/cold.py use them too)."""
+    from stage_one import make_clip  # run as a file from bench/
 
     files = [CLIPS / f"c{i % 2}" / f"v{i:02d}.mp4" for i in range(2 * MORE)]
     for i, f in enumerate(files):
         if not f.exists():
             make_clip(f, (1280, 720), 10, seed=2000 + i)
-    for n in (MORE, 2 * MORE):
-        root = OUT / f"clips_{n}"
-        shutil.rmtree(root, ignore_errors=True)
-        for f in files[:n]:
-            (root / f.parent.name).mkdir(parents=True, exist_ok=True)
-            os.link(f, root / f.parent.name / f.name)  # hard: data.follow_links refuses links out of root
     return files
 
 
-def bound(files: list[Path], rounds: int) -> tuple[float, float]:
+def linked(files: list[Path], into: Path) -> dict[int, Path]:
+    """Data roots of the first 12 and of all 24 clips, made anew under `into` as hard links: {clips: folder}."""
+    roots = {}
+    for n in (MORE, 2 * MORE):
+        roots[n] = into / f"clips_{n}"
+        shutil.rmtree(roots[n], ignore_errors=True)
+        for f in files[:n]:
+            (roots[n] / f.parent.name).mkdir(parents=True, exist_ok=True)
+            os.link(f, roots[n] / f.parent.name / f.name)  # hard: data.follow_links refuses links out of root
+    return roots
+
+
+def bound(files: list[Path], model: Path, rounds: int) -> tuple[float, float]:
     """Decode and encode core-seconds of the 12 more clips (medians of `rounds`; encode: the cheapest backend and
     thread count)."""
     decode, encode = [], {(b, t): [] for b in ("torch", "onnxruntime") for t in (1, 2)}
     for r in range(rounds):
-        cpu = [float(x) for x in python(DECODE.format(model=str(full_size_clip()), frames=FRAMES, warm=str(files[0]),
+        cpu = [float(x) for x in python(DECODE.format(model=str(model), frames=FRAMES, warm=str(files[0]),
                                                       files=[str(f) for f in files[MORE:]])).split()]
         decode.append(sum(cpu))
         print(f"  round {r + 1} decode: {sum(cpu):5.2f} CPU-s for {MORE} clips ({min(cpu):.3f} to {max(cpu):.3f} "
               f"a clip; load {os.getloadavg()[0]:.1f})", flush=True)
         for (asked, threads), spent in encode.items():
-            backend, precision, batch, wall = python(ENCODE.format(model=str(full_size_clip()), threads=threads,
+            backend, precision, batch, wall = python(ENCODE.format(model=str(model), threads=threads,
                                                                    backend=asked, images=MORE * FRAMES)).split()
             spent.append(threads * float(wall))
             print(f"  round {r + 1} encode: {backend} {precision}, batch {batch}, {threads} thread(s): "
@@ -136,7 +143,7 @@ def bound(files: list[Path], rounds: int) -> tuple[float, float]:
     return statistics.median(decode), min(statistics.median(v) for v in encode.values())
 
 
-def stage_runs(rounds: int, checkouts: dict[str, Path]) -> dict[str, float]:
+def stage_runs(rounds: int, checkouts: dict[str, Path], roots: dict[int, Path], model: Path) -> dict[str, float]:
     """Marginal seconds of the 12 more clips per checkout (difference of medians of fresh runs, alternated)."""
     times = {(name, n): [] for name in checkouts for n in (MORE, 2 * MORE)}
     for r in range(rounds):
@@ -145,8 +152,7 @@ def stage_runs(rounds: int, checkouts: dict[str, Path]) -> dict[str, float]:
                 cache = OUT / "cache" / "features.h5"
                 shutil.rmtree(cache.parent, ignore_errors=True)
                 load = os.getloadavg()[0]
-                code = STAGE.format(root=str(OUT / f"clips_{n}"), cache=str(cache), model=str(full_size_clip()),
-                                    frames=FRAMES, n=n)
+                code = STAGE.format(root=str(roots[n]), cache=str(cache), model=str(model), frames=FRAMES, n=n)
                 times[(name, n)].append(float(python(code, checkout).split()[-1]))
                 print(f"  round {r + 1} {name:24s} {n} clips {times[(name, n)][-1]:6.2f} s (load {load:.1f})",
                       flush=True)
@@ -160,17 +166,18 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a checkout of older code, its stage runs alternated")
     args = parser.parse_args()
     n_cores = cores()
-    files = clips()
+    files, model = clip_files(), full_size_clip()
+    roots = linked(files, OUT)
     print(f"{2 * MORE} clips of 10 s 1280x720, {FRAMES} frames, full ViT-B/32 (random weights); {n_cores} cores, "
           f"{os.uname().nodename}; the load average is printed with each run")
     checkouts = {"this checkout": ROOT}
     if args.baseline:
         checkouts[f"baseline {args.baseline.name}"] = args.baseline.resolve()
     # the ONNX export and the encoder's record, made once, not counted
-    python(STAGE.format(root=str(OUT / f"clips_{MORE}"), cache=str(OUT / "cache" / "warm.h5"),
-                        model=str(full_size_clip()), frames=FRAMES, n=MORE))
-    marginal = stage_runs(args.rounds, checkouts)
-    decode, encode = bound(files, args.rounds)
+    python(STAGE.format(root=str(roots[MORE]), cache=str(OUT / "cache" / "warm.h5"), model=str(model),
+                        frames=FRAMES, n=MORE))
+    marginal = stage_runs(args.rounds, checkouts, roots, model)
+    decode, encode = bound(files, model, args.rounds)
     limit = (decode + encode) / n_cores
     print(f"\nbound for {MORE} more clips: ({decode:.2f} decode + {encode:.2f} encode core-s) / {n_cores} cores = "
           f"{limit:.2f} s")

@@ -2,16 +2,16 @@
 
     python bench/cold.py [--runs 3] [--pairs 2] [--backend torch]
 
-A clean clone of this checkout (as a user gets it: no __pycache__, no DVC state), the 12 clips of bench/bound.py
-(10 s at 1280x720) copied into it as data.root, the full ViT-B/32 architecture with random weights, 16 frames, the
-other settings the defaults; a new ONNX export folder (CLIP_HAR_ONNX_DIR), as on a machine that never ran stage one.
-Then `dvc repro extract` `--runs` times, the cache removed before each (so every run encodes all 12 clips); then
-`--pairs` pairs of runs with the page cache dropped first (`/proc/sys/vm/drop_caches`, root only: skipped
-otherwise) and not, alternated. Printed per run: the whole command's wall time, the stage's own time (the summary's
-"in X s": extract_features, from the settings read to the cache written; Python's start and the imports taken
+A clean clone of this checkout's HEAD (its commits, not uncommitted changes; as a user gets it: no __pycache__, no DVC
+state), the 12 clips of bench/bound.py (10 s at 1280x720) copied into it as data.root, the full ViT-B/32 architecture
+with random weights, 16 frames, the other settings the defaults; a new ONNX export folder (CLIP_HAR_ONNX_DIR), as on a
+machine that never ran stage one. Then `dvc repro extract` `--runs` times, the cache removed before each (so every run
+encodes all 12 clips); then `--pairs` pairs of runs with the page cache dropped first (`/proc/sys/vm/drop_caches`, root
+only: skipped otherwise) and not, alternated. Printed per run: the whole command's wall time, the stage's own time (the
+summary's "in X s": extract_features, from the settings read to the cache written; Python's start and the imports taken
 out), and whether the run made the ONNX export (the rest of a first run's extra, such as reading from disk, shows
-against the runs with the page cache dropped). --backend: extract.backend (default auto: ONNX Runtime on the CPU,
-whose export the first run makes; torch makes none, as the code the issue measured).
+against the runs with the page cache dropped). --backend: extract.backend (default auto: ONNX Runtime on the CPU, whose
+export the first run makes; torch makes none, as the code the issue measured).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import yaml
-from bound import MORE, clips  # run as a file from bench/: bench/bound.py's clips
+from bound import FRAMES, MORE, clip_files  # run as a file from bench/: bench/bound.py's clips
 from stage_one import full_size_clip  # and its ViT-B/32 with random weights
 
 from pipeline.threads import cores
@@ -41,13 +41,13 @@ def project(backend: str) -> tuple[Path, dict]:
     shutil.rmtree(OUT, ignore_errors=True)
     repo = OUT / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    for f in clips()[:MORE]:
+    for f in clip_files()[:MORE]:
         (repo / "videos" / f.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, repo / "videos" / f.parent.name / f.name)
     shutil.copytree(full_size_clip(), OUT / "model")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["root"], params["encoder"]["model"] = "videos", str(OUT / "model")
-    params["extract"]["num_frames"], params["extract"]["backend"] = 16, backend
+    params["extract"]["num_frames"], params["extract"]["backend"] = FRAMES, backend
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "CLIP_HAR_ONNX_DIR": str(OUT / "onnx"), "HF_HUB_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # dvc runs `python` from this venv
@@ -67,7 +67,7 @@ def drop_caches() -> bool:
 def run(repo: Path, env: dict, label: str) -> None:
     """One `dvc repro extract` on a removed cache: its wall time and the stage's own, printed."""
     shutil.rmtree(repo / "cache", ignore_errors=True)
-    exports = len(list((OUT / "onnx").rglob("*.onnx"))) if (OUT / "onnx").exists() else 0
+    exports = len(list((OUT / "onnx").rglob("*.onnx")))
     load = os.getloadavg()[0]
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "dvc", "repro", "extract"], check=False, cwd=repo, env=env,
@@ -88,9 +88,8 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
     args = parser.parse_args()
     repo, env = project(args.backend)
-    print(f"a clean clone, 12 clips of 10 s 1280x720, full ViT-B/32 (random weights), 16 frames, backend "
-          f"{args.backend}; "
-          f"{cores()} cores")
+    print(f"a clean clone, {MORE} clips of 10 s 1280x720, full ViT-B/32 (random weights), {FRAMES} frames, backend "
+          f"{args.backend}; {cores()} cores")
     for i in range(args.runs):
         run(repo, env, f"run {i + 1} of the new project")
     for i in range(args.pairs):

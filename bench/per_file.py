@@ -4,16 +4,16 @@
     python bench/per_file.py --marginal [--rounds 2]
     python bench/per_file.py --encoder [--rounds 2]
 
-Clips: `--clips` H.264 clips of 4 frames at 32x32 (a few KB each, written once under bench/out/per_file/), in four
-class folders; the tiny random CLIP, 4 frames per clip, batch_size auto, `workers: 2` (auto on 2 cores). Each
-variant is a fresh process (extract_features on a new cache, then a re-run that reuses everything), the variants
-alternated round by round, each started as `python -m stages.extract` starts (importing stages.extract first: its
-OpenMP setting). Variants: this checkout as it is and, with --baseline
-DIR (a checkout of older code, for example `git worktree add DIR <commit>`), that code. Then one profiled run of
-this checkout splits the time by role (discovery, hashing, the engine's start, waiting on the workers, which
-decode and, on the CPU, embed; the encoder in this process, part files and the cache's join, the summary), and
-`--links` hard links of one clip count the decodes (one expected). Every figure is printed with the machine's load
-average: the machine is shared, so compare the ratios of one run.
+Clips: `--clips` H.264 clips of 4 frames at 32x32 (a few KB each, written once under bench/out/per_file/), in four class
+folders; the tiny random CLIP, 4 frames per clip, batch_size auto, `workers: 2` (auto on 2 cores). Each variant is a
+fresh process (extract_features on a new cache, then a re-run that reuses everything), the variants alternated round by
+round, each importing stages.extract first as `python -m stages.extract` does (its OpenMP setting; the workers' server
+then starts with the first pool, not first thing as the stage starts it). Variants: this checkout as it is and, with
+--baseline DIR (a checkout of older code, for example `git worktree add DIR <commit>`), that code. Then one profiled run
+of this checkout splits the time by role (discovery, hashing, the engine's start, waiting on the workers, which decode
+and, on the CPU, embed; the encoder in this process, part files and the cache's join, the summary), and `--links` hard
+links of one clip count the decodes (one expected). Every figure is printed with the machine's load average: the machine
+is shared, so compare the ratios of one run.
 
 --marginal: stage one's marginal throughput on decode-heavy clips (10 s of 1280x720 H.264 from bench/stage_one.py's
 make_clip, 16 frames each, the tiny CLIP: decoding is nearly all the work), as issue 28 measured it: a fresh
@@ -47,9 +47,9 @@ import time
 import numpy as np
 import torch
 from pipeline.embed.encoder import embed_frames, load_encoder
-encoder = load_encoder({model!r}, device="cpu")
+torch.set_num_threads({threads})  # before the load, as the product does (an onnxruntime session takes it there)
+encoder = load_encoder({model!r}, device="cpu", backend="torch")  # torch's OpenMP threads (auto: ONNX Runtime)
 frames = np.random.default_rng(0).integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)
-torch.set_num_threads({threads})
 embed_frames(frames, encoder, 16)
 t = time.perf_counter()
 for _ in range(20):
@@ -178,19 +178,9 @@ def links(n: int) -> None:
 
 def marginal(rounds: int) -> None:
     """Stage one on 12 and 24 decode-heavy clips, workers 0 and 2 (and 2 with a one-thread encoder), alternated."""
-    from stage_one import make_clip  # run as a file from bench/, as bench/workers.py imports it
+    from bound import clip_files, linked, python  # run as a file from bench/: bench/bound.py's clips
 
-    clips = [OUT / "720p_10s" / f"c{i % 2}" / f"v{i:02d}.mp4" for i in range(24)]
-    for i, f in enumerate(clips):
-        if not f.exists():
-            make_clip(f, (1280, 720), 10, seed=2000 + i)
-    roots = {}
-    for n in (12, 24):
-        roots[n] = OUT / f"marginal_{n}"
-        shutil.rmtree(roots[n], ignore_errors=True)
-        for f in clips[:n]:
-            (roots[n] / f.parent.name).mkdir(parents=True, exist_ok=True)
-            os.link(f, roots[n] / f.parent.name / f.name)  # hard: data.follow_links refuses links out of root
+    roots = linked(clip_files(), OUT)
     variants = {"workers 0": 0, "workers 2": 2}
     times = {(v, n): [] for v in variants for n in roots}
     print(f"stage one on 12 and 24 clips of 10 s 1280x720, tiny CLIP, 16 frames; {os.cpu_count()} cores, shared")
@@ -202,11 +192,7 @@ def marginal(rounds: int) -> None:
                 code = RUN.format(root=str(roots[n]), cache=str(cache), model=str(model()), n=n, num_frames=16,
                                   workers=workers, rerun=False)
                 load = os.getloadavg()[0]
-                out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
-                if out.returncode:
-                    raise RuntimeError(out.stderr[-3000:])
-                times[(name, n)].append(float(out.stdout.split()[-1]))
+                times[(name, n)].append(float(python(code).split()[-1]))
                 print(f"  round {r + 1} {n} clips {name:32s} {times[(name, n)][-1]:6.1f} s (load {load:.1f})",
                       flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -144,8 +144,7 @@ def encoder_rate(encoder, batch: int, rounds: int = 3) -> float:
     return batch * rounds / (time.perf_counter() - t)
 
 
-# The encoders compared: name -> (backend, quantize); "torch int8" is torch's deprecated quantize_dynamic, kept
-# here only, for comparison, while torch still has it (the product's int8 is ONNX Runtime's).
+# The child's own peak: VmHWM starts afresh at exec, unlike ru_maxrss, which a child inherits from its parent.
 PEAK_RSS = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
 
 
@@ -243,8 +242,6 @@ def main() -> None:
           "(target >= 1.25)")
     print(f"   int8 stage one: {t_int8:.2f} s = {seed / t_int8:.2f}x the baseline (target >= 1.7), "
           f"{stage / t_int8:.2f}x fp32 stage one")
-
-    # int8 against fp32: section 6 (centred cosine, neighbours, heads' predictions)
 
     # 5. peak memory against the number of videos
     if not args.skip_memory:

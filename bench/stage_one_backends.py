@@ -16,6 +16,8 @@ from pipeline.decode.video import read_frames
 from pipeline.embed.encoder import embed_frames, load_encoder, preprocess_frames
 
 
+# The encoders compared: name -> (backend, quantize); "torch int8" is torch's deprecated quantize_dynamic, kept
+# here only, for comparison, while torch still has it (the product's int8 is ONNX Runtime's).
 BACKENDS = {"torch fp32": ("torch", "none"), "ORT fp32": ("onnxruntime", "none"), "ORT int8": ("onnxruntime", "int8"),
             "torch int8": ("torch", "int8")}
 
@@ -179,6 +181,3 @@ def backends_section(files: list[Path], model: Path, rounds: int) -> dict:
     print(f"   stage one end to end ({len(files)} videos, fresh cache, 2 alternating rounds): " + "; ".join(
         f"{name} {', '.join(f'{t:.2f}' for t in ts)} s ({speedup[name]:.2f}x)" for name, ts in e2e.items()))
     return {"rates": rates, "ceiling": ceiling, "closeness": close, "accuracy": acc, "stage_s": e2e}
-
-
-# The child's own peak: VmHWM starts afresh at exec, unlike ru_maxrss, which a child inherits from its parent.

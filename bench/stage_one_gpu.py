@@ -38,11 +38,12 @@ def gpu(n_videos: int) -> None:
     from pipeline.embed.encoder import AUTO_PRECISION, PRECISIONS
     from pipeline.errors import Unusable
     from pipeline.decode.frames import FrameSpec
-    from pipeline.decode.workers import DecodePool, PoolConfig, ReadConfig, auto_workers
+    from pipeline.decode.workers import DecodePool, PoolConfig, ReadConfig
+    from pipeline.threads import cores as machine_cores
 
     assert torch.cuda.is_available(), "--device cuda needs a CUDA GPU"
     files, model = gpu_dataset(n_videos), full_size_clip()
-    cores = auto_workers()
+    cores = machine_cores()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {cores} cores; {len(files)} clips of 10 s "
           "1280x720 H.264; full ViT-B/32 architecture, random weights (the real model's speed)")
 
@@ -78,7 +79,8 @@ def gpu(n_videos: int) -> None:
         raw, centred = cosines(out[p], out["fp32"])
         print(f"   {p} against CUDA fp32 ({len(frames)} frames): min cosine {raw:.6f}, centred {centred:.6f}")
     raw, centred = cosines(out["fp32"], cpu)
-    print(f"   CUDA fp32 against CPU fp32: min cosine {raw:.6f}, centred {centred:.6f}")
+    print(f"   CUDA fp32 against the CPU's fp32 (backend auto: ONNX Runtime): min cosine {raw:.6f}, "
+          f"centred {centred:.6f}")
     # the same measures as the CPU backends' (section 6): centred cosine, nearest neighbours, heads' answers
     close = closeness({p: load_encoder(str(model), "cuda", precision=p) for p in PRECISIONS}, reference="fp32")
     close.pop("_accuracy")
